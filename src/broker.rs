@@ -1,0 +1,372 @@
+//! The broker: the one task that owns the set of online users and fans messages out to them.
+//!
+//! Connections talk to it through a bounded [`Event`] queue. It never waits on a client: each
+//! client has a bounded [`Outbox`], filled with `try_send`; a client whose outbox is full is
+//! disconnected ("send queue exceeded") and announced as gone, so one slow reader can neither
+//! grow the server's memory nor hold up the others.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use futures::channel::{mpsc, oneshot};
+use futures::StreamExt;
+
+use crate::protocol::{encode_line, PeerInfo, ServerMessage};
+
+/// Identifies one logged-in connection, so that a late `Leave` from an old connection cannot
+/// remove a newer session of the same user.
+pub type SessionId = u64;
+
+/// How many lines may wait for one client before it counts as not reading.
+pub const OUTBOX_CAPACITY: usize = 256;
+
+/// How many events may wait for the broker.
+pub const EVENT_QUEUE_CAPACITY: usize = 1024;
+
+/// Closes a connection from outside its own tasks (both directions), waking its reader and writer.
+pub type Closer = Box<dyn Fn() + Send + Sync>;
+
+/// The sending side of one client's queue of encoded lines.
+#[derive(Clone)]
+pub struct Outbox {
+    lines: mpsc::Sender<Arc<str>>,
+    closer: Arc<Closer>,
+}
+
+/// Why a line could not be queued for a client.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Undeliverable {
+    /// The client is not reading: it has been disconnected.
+    QueueFull,
+    /// The connection is already closing.
+    Closed,
+}
+
+impl Outbox {
+    pub fn new(lines: mpsc::Sender<Arc<str>>, closer: Closer) -> Outbox {
+        Outbox {
+            lines,
+            closer: Arc::new(closer),
+        }
+    }
+
+    /// Queues a message without waiting.
+    pub fn push(&mut self, message: &ServerMessage) -> Result<(), Undeliverable> {
+        self.push_line(Arc::from(encode_line(message)))
+    }
+
+    /// Queues an encoded line without waiting. A full queue closes the connection.
+    pub fn push_line(&mut self, line: Arc<str>) -> Result<(), Undeliverable> {
+        match self.lines.try_send(line) {
+            Ok(()) => Ok(()),
+            Err(e) if e.is_full() => {
+                (self.closer)();
+                Err(Undeliverable::QueueFull)
+            }
+            Err(_) => Err(Undeliverable::Closed),
+        }
+    }
+}
+
+/// Why a login was refused by the broker.
+#[derive(Debug, PartialEq, Eq)]
+pub enum JoinRefused {
+    AlreadyOnline,
+    ShuttingDown,
+}
+
+/// What connections tell the broker.
+pub enum Event {
+    /// A user has authenticated. The broker sends them `welcome` with everyone online and
+    /// announces them to the others, or refuses if the name is online already.
+    Join {
+        id: SessionId,
+        peer: PeerInfo,
+        outbox: Outbox,
+        reply: oneshot::Sender<Result<(), JoinRefused>>,
+    },
+    /// The connection ended (any reason).
+    Leave { id: SessionId },
+    /// A room message, relayed to everyone but the sender.
+    Say { id: SessionId, text: String },
+    /// The sender wants the list of online users.
+    List { id: SessionId },
+    /// The server is stopping: refuse new logins and announce nothing more.
+    Shutdown,
+}
+
+struct Session {
+    peer: PeerInfo,
+    outbox: Outbox,
+}
+
+/// The broker's state: who is online.
+#[derive(Default)]
+struct Broker {
+    sessions: HashMap<SessionId, Session>,
+    /// Lower-cased username → session, for the "already online" check.
+    by_name: HashMap<String, SessionId>,
+    shutting_down: bool,
+}
+
+/// Runs the broker until every sender of `events` is dropped.
+pub async fn run(mut events: mpsc::Receiver<Event>) {
+    let mut broker = Broker::default();
+    while let Some(event) = events.next().await {
+        broker.handle(event);
+    }
+}
+
+impl Broker {
+    fn handle(&mut self, event: Event) {
+        match event {
+            Event::Join {
+                id,
+                peer,
+                outbox,
+                reply,
+            } => {
+                let refused = if self.shutting_down {
+                    Some(JoinRefused::ShuttingDown)
+                } else if self.by_name.contains_key(&peer.username.to_ascii_lowercase()) {
+                    Some(JoinRefused::AlreadyOnline)
+                } else {
+                    None
+                };
+                if let Some(refused) = refused {
+                    let _ = reply.send(Err(refused));
+                    return;
+                }
+                if reply.send(Ok(())).is_err() {
+                    return; // The connection went away while authenticating.
+                }
+                self.join(id, peer, outbox);
+            }
+            Event::Leave { id } => self.remove(id, None),
+            Event::Say { id, text } => {
+                if let Some(from) = self.sessions.get(&id).map(|s| s.peer.username.clone()) {
+                    self.broadcast(&ServerMessage::Message { from, text }, Some(id));
+                }
+            }
+            Event::List { id } => {
+                let peers = ServerMessage::Peers {
+                    peers: self.peers(),
+                };
+                self.send_to(id, &peers);
+            }
+            Event::Shutdown => self.shutting_down = true,
+        }
+    }
+
+    fn join(&mut self, id: SessionId, peer: PeerInfo, outbox: Outbox) {
+        log::info!(
+            "{} is online (direct messages at {})",
+            peer.username,
+            peer.p2p_addr()
+        );
+        self.by_name.insert(peer.username.to_ascii_lowercase(), id);
+        let joined = ServerMessage::Joined { peer: peer.clone() };
+        self.sessions.insert(id, Session { peer, outbox });
+        let welcome = ServerMessage::Welcome {
+            username: self.sessions[&id].peer.username.clone(),
+            peers: self.peers(),
+        };
+        self.send_to(id, &welcome);
+        self.broadcast(&joined, Some(id));
+    }
+
+    /// Removes a session and announces it; `reason` is logged when the broker itself dropped it.
+    fn remove(&mut self, id: SessionId, reason: Option<&str>) {
+        let Some(session) = self.sessions.remove(&id) else {
+            return;
+        };
+        let name = session.peer.username;
+        self.by_name.remove(&name.to_ascii_lowercase());
+        match reason {
+            Some(reason) => log::warn!("{name} disconnected: {reason}"),
+            None => log::info!("{name} left"),
+        }
+        self.broadcast(&ServerMessage::Left { username: name }, None);
+    }
+
+    fn peers(&self) -> Vec<PeerInfo> {
+        let mut peers: Vec<PeerInfo> = self.sessions.values().map(|s| s.peer.clone()).collect();
+        peers.sort_by(|a, b| a.username.to_ascii_lowercase().cmp(&b.username.to_ascii_lowercase()));
+        peers
+    }
+
+    fn send_to(&mut self, id: SessionId, message: &ServerMessage) {
+        let overflowed = match self.sessions.get_mut(&id) {
+            Some(session) => session.outbox.push(message) == Err(Undeliverable::QueueFull),
+            None => false,
+        };
+        if overflowed {
+            self.remove(id, Some("send queue exceeded"));
+        }
+    }
+
+    /// Sends one encoded copy of `message` to every session but `except`. Sessions whose queue
+    /// is full are dropped afterwards (which announces them, and may drop more).
+    fn broadcast(&mut self, message: &ServerMessage, except: Option<SessionId>) {
+        if self.shutting_down {
+            return; // Every connection is being told `shutdown`; nothing else matters now.
+        }
+        let line: Arc<str> = Arc::from(encode_line(message));
+        let mut overflowed = Vec::new();
+        for (&id, session) in self.sessions.iter_mut() {
+            if Some(id) == except {
+                continue;
+            }
+            if session.outbox.push_line(line.clone()) == Err(Undeliverable::QueueFull) {
+                overflowed.push(id);
+            }
+        }
+        for id in overflowed {
+            self.remove(id, Some("send queue exceeded"));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::{IpAddr, Ipv4Addr};
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    struct TestClient {
+        lines: mpsc::Receiver<Arc<str>>,
+        closed: Arc<AtomicBool>,
+    }
+
+    impl TestClient {
+        fn received(&mut self) -> Vec<ServerMessage> {
+            let mut out = Vec::new();
+            while let Ok(line) = self.lines.try_recv() {
+                out.push(crate::protocol::decode_server(line.trim_end().as_bytes()).unwrap());
+            }
+            out
+        }
+    }
+
+    fn join(broker: &mut Broker, id: SessionId, name: &str, capacity: usize) -> TestClient {
+        let (tx, rx) = mpsc::channel(capacity);
+        let closed = Arc::new(AtomicBool::new(false));
+        let flag = closed.clone();
+        let (reply, mut answer) = oneshot::channel();
+        broker.handle(Event::Join {
+            id,
+            peer: PeerInfo {
+                username: name.into(),
+                ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
+                p2p_port: 1000 + id as u16,
+            },
+            outbox: Outbox::new(tx, Box::new(move || flag.store(true, Ordering::SeqCst))),
+            reply,
+        });
+        assert_eq!(answer.try_recv().unwrap(), Some(Ok(())));
+        TestClient { lines: rx, closed }
+    }
+
+    fn names(peers: &[PeerInfo]) -> Vec<&str> {
+        peers.iter().map(|p| p.username.as_str()).collect()
+    }
+
+    #[test]
+    fn joins_are_welcomed_and_announced() {
+        let mut broker = Broker::default();
+        let mut alice = join(&mut broker, 1, "alice", 8);
+        let mut bob = join(&mut broker, 2, "bob", 8);
+        match &alice.received()[..] {
+            [ServerMessage::Welcome { peers: p1, .. }, ServerMessage::Joined { peer }] => {
+                assert_eq!(names(p1), ["alice"]);
+                assert_eq!(peer.username, "bob");
+            }
+            other => panic!("{other:?}"),
+        }
+        match &bob.received()[..] {
+            [ServerMessage::Welcome { peers, .. }] => assert_eq!(names(peers), ["alice", "bob"]),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_name_already_online_is_refused_whatever_its_case() {
+        let mut broker = Broker::default();
+        let _alice = join(&mut broker, 1, "alice", 8);
+        let (tx, _rx) = mpsc::channel(8);
+        let (reply, mut answer) = oneshot::channel();
+        broker.handle(Event::Join {
+            id: 2,
+            peer: PeerInfo {
+                username: "ALICE".into(),
+                ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
+                p2p_port: 9,
+            },
+            outbox: Outbox::new(tx, Box::new(|| {})),
+            reply,
+        });
+        assert_eq!(
+            answer.try_recv().unwrap(),
+            Some(Err(JoinRefused::AlreadyOnline))
+        );
+    }
+
+    #[test]
+    fn room_messages_reach_everyone_but_the_sender() {
+        let mut broker = Broker::default();
+        let mut alice = join(&mut broker, 1, "alice", 8);
+        let mut bob = join(&mut broker, 2, "bob", 8);
+        alice.received();
+        bob.received();
+        broker.handle(Event::Say {
+            id: 1,
+            text: "hi".into(),
+        });
+        assert!(alice.received().is_empty());
+        assert_eq!(
+            bob.received(),
+            [ServerMessage::Message {
+                from: "alice".into(),
+                text: "hi".into()
+            }]
+        );
+    }
+
+    #[test]
+    fn a_stale_leave_does_not_remove_a_newer_session() {
+        let mut broker = Broker::default();
+        let _old = join(&mut broker, 1, "alice", 8);
+        broker.handle(Event::Leave { id: 1 });
+        let _new = join(&mut broker, 2, "alice", 8);
+        broker.handle(Event::Leave { id: 1 });
+        assert_eq!(names(&broker.peers()), ["alice"]);
+    }
+
+    #[test]
+    fn a_client_that_does_not_read_is_dropped_and_the_others_are_served() {
+        let mut broker = Broker::default();
+        let slow = join(&mut broker, 1, "slow", 2);
+        let mut alice = join(&mut broker, 2, "alice", 64);
+        let _bob = join(&mut broker, 3, "bob", 64);
+        for i in 0..5 {
+            broker.handle(Event::Say {
+                id: 3,
+                text: format!("m{i}"),
+            });
+        }
+        assert!(slow.closed.load(Ordering::SeqCst), "slow reader was not closed");
+        assert_eq!(names(&broker.peers()), ["alice", "bob"]);
+        let got = alice.received();
+        let texts: Vec<_> = got
+            .iter()
+            .filter_map(|m| match m {
+                ServerMessage::Message { text, .. } => Some(text.as_str()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(texts, ["m0", "m1", "m2", "m3", "m4"]);
+        assert!(got.contains(&ServerMessage::Left {
+            username: "slow".into()
+        }));
+    }
+}

@@ -1,0 +1,440 @@
+//! The wire protocol: every message between client and server, and every direct-message datagram
+//! between clients, as serde types, with their encoding and decoding over bytes.
+//!
+//! This module never touches I/O: it turns bytes into typed messages and back, so the parser can be
+//! tested (and fuzzed) alone. Framing on TCP (one JSON object per line, with a maximum length) is
+//! enforced by [`crate::connection::LineReader`]. docs/protocol.md describes every message.
+
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+
+use serde::{Deserialize, Serialize};
+
+/// Version announced in `hello`; bumped when a message changes incompatibly.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// Longest line (JSON text without its newline) the server accepts from a client. A longer line is
+/// refused without being buffered whole, and the connection is closed.
+pub const MAX_LINE_BYTES: usize = 64 * 1024;
+
+/// Longest line a client accepts from the server. Larger than [`MAX_LINE_BYTES`] because a peer
+/// list of many users may exceed what a client may send.
+pub const MAX_SERVER_LINE_BYTES: usize = 4 * 1024 * 1024;
+
+/// Largest direct-message datagram: the largest UDP payload over IPv4
+/// (65,535 − 20 bytes of IPv4 header − 8 bytes of UDP header).
+pub const MAX_DATAGRAM_BYTES: usize = 65_507;
+
+/// A user who is online, as the server saw them: the name they logged in with, the IP address of
+/// their TCP connection and the UDP port they announced for direct messages.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeerInfo {
+    pub username: String,
+    pub ip: IpAddr,
+    pub p2p_port: u16,
+}
+
+impl PeerInfo {
+    /// Where this peer receives direct messages.
+    pub fn p2p_addr(&self) -> SocketAddr {
+        SocketAddr::new(self.ip, self.p2p_port)
+    }
+}
+
+/// What a client sends to log in or register.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Credentials {
+    pub username: String,
+    pub password: String,
+    /// The UDP port on which this client receives direct messages.
+    pub p2p_port: u16,
+}
+
+/// Never prints the password, so a credentials value can't leak it into a log line.
+impl fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Credentials")
+            .field("username", &self.username)
+            .field("password", &"<redacted>")
+            .field("p2p_port", &self.p2p_port)
+            .finish()
+    }
+}
+
+/// A message from a client to the server.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ClientMessage {
+    /// Log into an existing account.
+    Login(Credentials),
+    /// Create an account and log into it.
+    Register(Credentials),
+    /// A message to everyone else in the room.
+    Say { text: String },
+    /// Ask for the current list of online users.
+    List,
+    /// Leave; the server closes the connection.
+    Quit,
+}
+
+impl ClientMessage {
+    /// The `type` names of every client message, for telling an unknown type from a malformed one.
+    pub const TYPES: [&'static str; 5] = ["login", "register", "say", "list", "quit"];
+}
+
+/// A message from the server to a client.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ServerMessage {
+    /// First message on every connection: asks the client to log in or register.
+    Hello { version: u32, auth: Vec<String> },
+    /// Login or registration succeeded; `peers` is everyone online, the new user included.
+    Welcome {
+        username: String,
+        peers: Vec<PeerInfo>,
+    },
+    /// Someone logged in.
+    Joined { peer: PeerInfo },
+    /// Someone left, or their connection was lost.
+    Left { username: String },
+    /// A room message from another user.
+    Message { from: String, text: String },
+    /// The online users, in answer to `list`.
+    Peers { peers: Vec<PeerInfo> },
+    /// Something went wrong; when `fatal`, the server closes the connection after sending it.
+    Error {
+        code: ErrorCode,
+        message: String,
+        fatal: bool,
+    },
+    /// The server is stopping and closes the connection.
+    Shutdown { reason: String },
+}
+
+impl ServerMessage {
+    pub fn error(code: ErrorCode, message: impl Into<String>) -> Self {
+        ServerMessage::Error {
+            code,
+            message: message.into(),
+            fatal: code.is_fatal(),
+        }
+    }
+}
+
+/// Why the server refused something. Serialized in snake_case (`bad_credentials`, …).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    /// Unknown user or wrong password (the two are not told apart).
+    BadCredentials,
+    /// Registration of a name that exists (names are compared without regard to case).
+    NameTaken,
+    /// Login to an account that is online on another connection.
+    AlreadyOnline,
+    InvalidUsername,
+    InvalidPassword,
+    /// A `p2p_port` of 0.
+    InvalidPort,
+    /// A chat command before login.
+    NotLoggedIn,
+    /// A login or registration after login.
+    AlreadyLoggedIn,
+    /// Not JSON, not an object with a `type`, or fields that do not fit the type.
+    Malformed,
+    UnknownType,
+    InvalidUtf8,
+    LineTooLong,
+    /// A room message with no text.
+    EmptyMessage,
+    /// The server is at its connection limit.
+    ServerFull,
+    /// The account could not be written to disk; nothing was registered.
+    StorageFailure,
+    /// A code this client does not know (sent by a newer server).
+    #[serde(other)]
+    Unknown,
+}
+
+impl ErrorCode {
+    /// Whether the server closes the connection after this error. Authentication failures and
+    /// broken framing end the connection; a bad message in a healthy stream does not.
+    pub fn is_fatal(self) -> bool {
+        !matches!(
+            self,
+            ErrorCode::NotLoggedIn
+                | ErrorCode::AlreadyLoggedIn
+                | ErrorCode::Malformed
+                | ErrorCode::UnknownType
+                | ErrorCode::InvalidUtf8
+                | ErrorCode::EmptyMessage
+        )
+    }
+
+    /// The snake_case name used on the wire.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::BadCredentials => "bad_credentials",
+            ErrorCode::NameTaken => "name_taken",
+            ErrorCode::AlreadyOnline => "already_online",
+            ErrorCode::InvalidUsername => "invalid_username",
+            ErrorCode::InvalidPassword => "invalid_password",
+            ErrorCode::InvalidPort => "invalid_port",
+            ErrorCode::NotLoggedIn => "not_logged_in",
+            ErrorCode::AlreadyLoggedIn => "already_logged_in",
+            ErrorCode::Malformed => "malformed",
+            ErrorCode::UnknownType => "unknown_type",
+            ErrorCode::InvalidUtf8 => "invalid_utf8",
+            ErrorCode::LineTooLong => "line_too_long",
+            ErrorCode::EmptyMessage => "empty_message",
+            ErrorCode::ServerFull => "server_full",
+            ErrorCode::StorageFailure => "storage_failure",
+            ErrorCode::Unknown => "unknown",
+        }
+    }
+}
+
+impl fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A direct message between two clients: one UDP datagram holding one JSON object.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Datagram {
+    Direct(DirectMessage),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DirectMessage {
+    /// The sender's username; the receiver checks it against the datagram's source address.
+    pub from: String,
+    /// Per-sender sequence number, so a program can tell messages apart.
+    pub id: u64,
+    pub text: String,
+}
+
+/// Why a line or datagram could not be decoded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DecodeError {
+    InvalidUtf8,
+    /// Not JSON, not an object with a string `type`, or fields that do not fit the type.
+    Malformed(String),
+    UnknownType(String),
+}
+
+impl DecodeError {
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            DecodeError::InvalidUtf8 => ErrorCode::InvalidUtf8,
+            DecodeError::Malformed(_) => ErrorCode::Malformed,
+            DecodeError::UnknownType(_) => ErrorCode::UnknownType,
+        }
+    }
+}
+
+impl fmt::Display for DecodeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DecodeError::InvalidUtf8 => f.write_str("message is not valid UTF-8"),
+            DecodeError::Malformed(why) => write!(f, "malformed message: {why}"),
+            DecodeError::UnknownType(kind) => write!(f, "unknown message type {kind:?}"),
+        }
+    }
+}
+
+impl std::error::Error for DecodeError {}
+
+/// Encodes a message as one protocol line, newline included.
+pub fn encode_line<T: Serialize>(message: &T) -> String {
+    // Serializing these types cannot fail: every field is a string, number, address or list.
+    let mut line = serde_json::to_string(message).expect("protocol messages always serialize");
+    line.push('\n');
+    line
+}
+
+/// Encodes a datagram; `None` when it would not fit in one UDP datagram.
+pub fn encode_datagram(datagram: &Datagram) -> Option<Vec<u8>> {
+    let bytes = serde_json::to_vec(datagram).expect("datagrams always serialize");
+    (bytes.len() <= MAX_DATAGRAM_BYTES).then_some(bytes)
+}
+
+/// Decodes one line from a client (without its newline).
+pub fn decode_client(line: &[u8]) -> Result<ClientMessage, DecodeError> {
+    decode_typed(line, &ClientMessage::TYPES)
+}
+
+/// Decodes one line from the server (without its newline).
+pub fn decode_server(line: &[u8]) -> Result<ServerMessage, DecodeError> {
+    decode_typed(
+        line,
+        &[
+            "hello", "welcome", "joined", "left", "message", "peers", "error", "shutdown",
+        ],
+    )
+}
+
+/// Decodes one direct-message datagram.
+pub fn decode_datagram(payload: &[u8]) -> Result<Datagram, DecodeError> {
+    decode_typed(payload, &["direct"])
+}
+
+/// Decodes an internally tagged JSON object whose `type` is one of `known`, telling apart bytes
+/// that are not UTF-8, text that is not a typed JSON object, an unknown type, and fields that do
+/// not fit a known type. Error texts never quote field values: a mistyped password must not be
+/// echoed into an error message or a log.
+fn decode_typed<T: serde::de::DeserializeOwned>(
+    bytes: &[u8],
+    known: &[&str],
+) -> Result<T, DecodeError> {
+    let text = std::str::from_utf8(bytes).map_err(|_| DecodeError::InvalidUtf8)?;
+    let value: serde_json::Value = serde_json::from_str(text).map_err(|e| {
+        DecodeError::Malformed(format!("not JSON (line {}, column {})", e.line(), e.column()))
+    })?;
+    let kind = match value.get("type") {
+        Some(serde_json::Value::String(kind)) => kind.clone(),
+        _ if !value.is_object() => {
+            return Err(DecodeError::Malformed("not a JSON object".into()));
+        }
+        _ => return Err(DecodeError::Malformed("no string field \"type\"".into())),
+    };
+    if !known.contains(&kind.as_str()) {
+        return Err(DecodeError::UnknownType(truncate(&kind, 64)));
+    }
+    serde_json::from_value(value).map_err(|e| {
+        DecodeError::Malformed(format!(
+            "fields do not fit a {kind:?} message: {}",
+            describe_field_error(&e)
+        ))
+    })
+}
+
+/// serde's messages name the missing or unknown field but also quote wrong values
+/// (`invalid type: string "hunter2"`); keep only what names fields.
+fn describe_field_error(error: &serde_json::Error) -> String {
+    let text = error.to_string();
+    if text.starts_with("missing field") || text.starts_with("unknown field") {
+        // "unknown field `x`, expected one of …": the field name comes from the sender's keys.
+        text.split(',').next().unwrap_or(&text).to_string()
+    } else {
+        "a field has the wrong type or value".to_string()
+    }
+}
+
+fn truncate(text: &str, max_chars: usize) -> String {
+    text.chars().take(max_chars).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn client_messages_round_trip() {
+        let messages = [
+            ClientMessage::Login(Credentials {
+                username: "alice".into(),
+                password: "secret-pass".into(),
+                p2p_port: 4000,
+            }),
+            ClientMessage::Register(Credentials {
+                username: "bob".into(),
+                password: "x".repeat(8),
+                p2p_port: 1,
+            }),
+            ClientMessage::Say {
+                text: "hé\nllo".into(),
+            },
+            ClientMessage::List,
+            ClientMessage::Quit,
+        ];
+        for message in messages {
+            let line = encode_line(&message);
+            assert!(line.ends_with('\n'));
+            assert_eq!(line.matches('\n').count(), 1, "one line per message");
+            assert_eq!(decode_client(line.trim_end().as_bytes()), Ok(message));
+        }
+    }
+
+    #[test]
+    fn wire_format_is_the_documented_one() {
+        let line = encode_line(&ClientMessage::Say { text: "hi".into() });
+        assert_eq!(line, "{\"type\":\"say\",\"text\":\"hi\"}\n");
+        let login = decode_client(
+            br#"{"type":"login","username":"a","password":"pw-pw-pw-pw","p2p_port":9}"#,
+        );
+        assert!(matches!(login, Ok(ClientMessage::Login(c)) if c.p2p_port == 9));
+        let error = encode_line(&ServerMessage::error(ErrorCode::NameTaken, "taken"));
+        assert_eq!(
+            error,
+            "{\"type\":\"error\",\"code\":\"name_taken\",\"message\":\"taken\",\"fatal\":true}\n"
+        );
+    }
+
+    #[test]
+    fn bad_lines_are_told_apart() {
+        assert_eq!(decode_client(b"\xff\xfe"), Err(DecodeError::InvalidUtf8));
+        assert!(matches!(decode_client(b"hello"), Err(DecodeError::Malformed(_))));
+        assert!(matches!(decode_client(b"[1,2]"), Err(DecodeError::Malformed(_))));
+        assert!(matches!(decode_client(b"{\"text\":1}"), Err(DecodeError::Malformed(_))));
+        assert_eq!(
+            decode_client(b"{\"type\":\"dance\"}"),
+            Err(DecodeError::UnknownType("dance".into()))
+        );
+        assert!(matches!(
+            decode_client(b"{\"type\":\"say\"}"),
+            Err(DecodeError::Malformed(m)) if m.contains("missing field `text`")
+        ));
+    }
+
+    #[test]
+    fn errors_never_quote_a_password() {
+        let err = decode_client(
+            br#"{"type":"login","username":"a","password":["hunter2-secret"],"p2p_port":1}"#,
+        )
+        .unwrap_err();
+        assert!(!err.to_string().contains("hunter2"), "{err}");
+        let creds = Credentials {
+            username: "a".into(),
+            password: "hunter2-secret".into(),
+            p2p_port: 1,
+        };
+        assert!(!format!("{creds:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn every_error_code_name_matches_serde() {
+        for code in [
+            ErrorCode::BadCredentials,
+            ErrorCode::LineTooLong,
+            ErrorCode::ServerFull,
+            ErrorCode::EmptyMessage,
+        ] {
+            assert_eq!(
+                serde_json::to_string(&code).unwrap(),
+                format!("\"{}\"", code.as_str())
+            );
+        }
+        let unknown: ErrorCode = serde_json::from_str("\"from_the_future\"").unwrap();
+        assert_eq!(unknown, ErrorCode::Unknown);
+    }
+
+    #[test]
+    fn datagrams_round_trip_and_are_capped() {
+        let dm = Datagram::Direct(DirectMessage {
+            from: "alice".into(),
+            id: 7,
+            text: "psst".into(),
+        });
+        let bytes = encode_datagram(&dm).unwrap();
+        assert_eq!(decode_datagram(&bytes), Ok(dm));
+        let huge = Datagram::Direct(DirectMessage {
+            from: "alice".into(),
+            id: 1,
+            text: "x".repeat(MAX_DATAGRAM_BYTES),
+        });
+        assert_eq!(encode_datagram(&huge), None);
+        assert!(decode_datagram(b"{\"type\":\"say\",\"text\":\"x\"}").is_err());
+    }
+}

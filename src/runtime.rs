@@ -1,0 +1,49 @@
+//! The seam between p2pchat and its async runtime.
+//!
+//! Every use of `async-std` in the crate goes through this module, so moving to its successor
+//! (`smol`) or another runtime means editing this file and the signal stream in `bin/`. The rest of
+//! the crate speaks only `futures`' traits (`AsyncRead`, `AsyncWrite`, `Stream`) and channels
+//! (`futures::channel`), which are runtime independent.
+
+use std::future::Future;
+use std::time::Duration;
+
+pub use async_std::net::{TcpListener, TcpStream, UdpSocket};
+
+/// The address types of the runtime's resolver (`to_socket_addrs` runs the system resolver off the
+/// executor).
+pub use async_std::net::ToSocketAddrs;
+
+/// Runs a future to completion on the current thread; the entry point of the binaries.
+pub fn block_on<F: Future>(future: F) -> F::Output {
+    async_std::task::block_on(future)
+}
+
+/// Spawns a task on the executor. The task runs detached; the handle may be awaited for its result.
+pub fn spawn<F, T>(future: F) -> async_std::task::JoinHandle<T>
+where
+    F: Future<Output = T> + Send + 'static,
+    T: Send + 'static,
+{
+    async_std::task::spawn(future)
+}
+
+/// Runs CPU-heavy or blocking work (scrypt, fsync) on the runtime's blocking thread pool, so that
+/// it never stalls the executor threads that serve the chat.
+pub async fn spawn_blocking<F, T>(work: F) -> T
+where
+    F: FnOnce() -> T + Send + 'static,
+    T: Send + 'static,
+{
+    async_std::task::spawn_blocking(work).await
+}
+
+/// Waits for `duration`.
+pub async fn sleep(duration: Duration) {
+    async_std::task::sleep(duration).await
+}
+
+/// Runs `future` with a deadline: `None` when the deadline passed first.
+pub async fn timeout<F: Future>(duration: Duration, future: F) -> Option<F::Output> {
+    async_std::future::timeout(duration, future).await.ok()
+}
