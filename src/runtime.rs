@@ -47,3 +47,17 @@ pub async fn sleep(duration: Duration) {
 pub async fn timeout<F: Future>(duration: Duration, future: F) -> Option<F::Output> {
     async_std::future::timeout(duration, future).await.ok()
 }
+
+/// Completes with the signal's name at the first SIGINT (Ctrl-C) or SIGTERM.
+pub fn termination_signal() -> std::io::Result<impl Future<Output = &'static str> + Send> {
+    use futures::StreamExt;
+    use signal_hook::consts::{SIGINT, SIGTERM};
+
+    let mut signals = signal_hook_async_std::Signals::new([SIGINT, SIGTERM])?;
+    Ok(async move {
+        match signals.next().await {
+            Some(SIGTERM) => "SIGTERM",
+            _ => "SIGINT",
+        }
+    })
+}

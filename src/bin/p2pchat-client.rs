@@ -1,1 +1,175 @@
-fn main(){}
+//! `p2pchat-client`: connects, asks the person (or reads from stdin) whether to log in or
+//! register, the username and the password, then chats. On a terminal, a line editor keeps
+//! incoming messages above the line being typed; otherwise every stdin line is a command.
+
+use std::io::{self, BufRead, IsTerminal, Write};
+use std::process::ExitCode;
+
+use clap::Parser;
+use futures::channel::mpsc;
+use futures::stream;
+use futures::SinkExt;
+use p2pchat::client::{exit, AuthMode, Client, ClientError, ClientEvent};
+use p2pchat::runtime;
+use rustyline_async::{Readline, ReadlineEvent};
+
+/// A p2pchat client: the room through the server, direct messages straight to a peer over UDP.
+///
+/// After login: TEXT says it to the room; @NAME: TEXT or /msg NAME TEXT sends a direct message;
+/// :l or /peers lists who is online; :q or /quit leaves; /help shows this list.
+///
+/// When stdin is not a terminal, its lines answer the prompts in order (login or register, the
+/// username, the password) and every later line is a command; end of input quits.
+///
+/// Exit status: 0 after :q or end of input; 1 local error (bad answer at a prompt, UDP port in
+/// use); 2 bad arguments; 3 server unreachable or full; 4 login or registration refused; 5 the
+/// server went away or shut down.
+#[derive(Parser, Debug)]
+#[command(name = "p2pchat-client", version)]
+struct Args {
+    /// The server, HOST:PORT; HOST may be a name (system resolver) or an IPv4/IPv6 address.
+    #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:12000")]
+    server: String,
+
+    /// UDP port for receiving direct messages; 0 picks a free port.
+    #[arg(long, value_name = "PORT", default_value_t = 0)]
+    p2p_port: u16,
+
+    /// Print every event as one JSON object per line on stdout, for programs.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Where events go: JSON lines, or text for a person.
+#[derive(Clone, Copy)]
+enum Format {
+    Json,
+    Text,
+}
+
+impl Format {
+    fn line(self, event: &ClientEvent) -> String {
+        match self {
+            Format::Json => serde_json::to_string(event).expect("events always serialize"),
+            Format::Text => event.render(),
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let format = if args.json { Format::Json } else { Format::Text };
+    let terminal = !args.json && io::stdin().is_terminal() && io::stdout().is_terminal();
+    let code = match runtime::block_on(run(&args, format, terminal)) {
+        Ok(()) => exit::OK,
+        Err(error) => {
+            if args.json {
+                print_line(&Format::Json.line(&ClientEvent::error(error.to_string())));
+            }
+            eprintln!("p2pchat-client: {error}");
+            error.exit_code()
+        }
+    };
+    ExitCode::from(code as u8)
+}
+
+fn print_line(line: &str) {
+    let mut stdout = io::stdout().lock();
+    let _ = writeln!(stdout, "{line}");
+    let _ = stdout.flush();
+}
+
+async fn run(args: &Args, format: Format, terminal: bool) -> Result<(), ClientError> {
+    let mut client = Client::connect(&args.server, args.p2p_port).await?;
+    print_line(&format.line(&ClientEvent::Connected {
+        server: client.server_addr(),
+        p2p_addr: client.p2p_addr(),
+    }));
+
+    let mode = loop {
+        let answer = prompt(terminal, "login or register? ")?;
+        match answer.trim().to_ascii_lowercase().as_str() {
+            "login" | "l" => break AuthMode::Login,
+            "register" | "r" => break AuthMode::Register,
+            other if !terminal => {
+                return Err(ClientError::Local(format!(
+                    "expected 'login' or 'register', got {other:?}"
+                )))
+            }
+            _ => println!("please answer login or register"),
+        }
+    };
+    let username = prompt(terminal, "username: ")?.trim().to_string();
+    let password = secret_prompt("password: ")?;
+    let mut print = |event: ClientEvent| print_line(&format.line(&event));
+    client
+        .authenticate(mode, &username, &password, &mut print)
+        .await?;
+    drop(password);
+
+    if terminal {
+        chat_on_terminal(client).await
+    } else {
+        client.run(stdin_lines(), &mut print).await
+    }
+}
+
+/// Reads one answer from stdin, showing `question` first on a terminal.
+fn prompt(terminal: bool, question: &str) -> Result<String, ClientError> {
+    if terminal {
+        print!("{question}");
+        let _ = io::stdout().flush();
+    }
+    let mut line = String::new();
+    match io::stdin().lock().read_line(&mut line) {
+        Ok(0) => Err(ClientError::Local(
+            "input ended before login (expected: login or register, username, password)".into(),
+        )),
+        Ok(_) => Ok(line.trim_end_matches(['\r', '\n']).to_string()),
+        Err(e) => Err(ClientError::Local(format!("cannot read stdin: {e}"))),
+    }
+}
+
+/// Reads the password: from the terminal without echo when stdin is one, else as a line of stdin.
+fn secret_prompt(question: &str) -> Result<String, ClientError> {
+    if io::stdin().is_terminal() {
+        rpassword::prompt_password(question)
+            .map_err(|e| ClientError::Local(format!("cannot read the password: {e}")))
+    } else {
+        prompt(false, question)
+    }
+}
+
+/// Every later line of stdin, read on a thread of its own (reading stdin blocks).
+fn stdin_lines() -> mpsc::Receiver<String> {
+    let (mut tx, rx) = mpsc::channel(64);
+    std::thread::spawn(move || {
+        for line in io::stdin().lock().lines() {
+            let Ok(line) = line else { break };
+            if runtime::block_on(tx.send(line)).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+/// Chats with a line editor: incoming events are printed above the line being typed.
+async fn chat_on_terminal(client: Client) -> Result<(), ClientError> {
+    let (readline, mut writer) = Readline::new("> ".into())
+        .map_err(|e| ClientError::Local(format!("cannot set up the terminal: {e}")))?;
+    let lines = stream::unfold(readline, |mut readline| async move {
+        match readline.readline().await {
+            Ok(ReadlineEvent::Line(line)) => {
+                readline.add_history_entry(line.clone());
+                Some((line, readline))
+            }
+            // Ctrl-D, Ctrl-C or a terminal error: leave. Dropping the editor restores the terminal.
+            _ => None,
+        }
+    });
+    let mut print = |event: ClientEvent| {
+        let _ = writeln!(writer, "{}", event.render());
+    };
+    client.run(Box::pin(lines), &mut print).await
+}

@@ -1,1 +1,502 @@
+//! The client core: connects to the server, authenticates, then serves three inputs at once —
+//! lines from the server, direct-message datagrams from peers, and commands from the person —
+//! and reports everything as [`ClientEvent`]s. It knows nothing of terminals or stdin: the
+//! `p2pchat-client` binary feeds it commands and prints its events.
+//!
+//! Direct messages go from this client's UDP socket straight to the peer's announced address;
+//! the server never sees them.
 
+pub mod command;
+pub mod event;
+pub mod peer_list;
+
+use std::fmt;
+use std::io;
+use std::net::{Shutdown, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::io::AsyncWriteExt;
+use futures::stream::{self, Stream, StreamExt};
+
+use crate::connection::{LineReader, ReadError};
+use crate::protocol::{
+    decode_datagram, decode_server, encode_datagram, encode_line, ClientMessage, Credentials,
+    Datagram, DirectMessage, ErrorCode, ServerMessage, MAX_DATAGRAM_BYTES, MAX_LINE_BYTES,
+    MAX_SERVER_LINE_BYTES,
+};
+use crate::runtime::{self, TcpStream, ToSocketAddrs, UdpSocket};
+
+pub use command::Command;
+pub use event::ClientEvent;
+pub use peer_list::PeerList;
+
+/// How long to wait for the server's first message, and for its answer to a login.
+const SERVER_ANSWER_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// After `quit`, how long to wait for the server to close its side, so that everything sent
+/// before `quit` is known to have been read.
+const QUIT_DRAIN: Duration = Duration::from_secs(2);
+
+/// Receive buffer for datagrams: any UDP payload fits, so an oversized one is seen whole and
+/// refused rather than silently cut.
+const DATAGRAM_BUFFER: usize = 65_536;
+
+/// Exit statuses of `p2pchat-client` (also documented in the README).
+pub mod exit {
+    /// Left with `:q` (or end of input).
+    pub const OK: i32 = 0;
+    /// A local failure: bad input at a prompt, a UDP port that cannot be bound.
+    pub const LOCAL: i32 = 1;
+    /// Bad command-line arguments (clap's status).
+    pub const USAGE: i32 = 2;
+    /// The server could not be reached (name not resolved, connection refused) or is full.
+    pub const UNREACHABLE: i32 = 3;
+    /// Login or registration refused.
+    pub const REFUSED: i32 = 4;
+    /// The server went away, shut down, or broke the protocol.
+    pub const DISCONNECTED: i32 = 5;
+}
+
+/// Why the client stopped.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClientError {
+    Unreachable(String),
+    Refused { code: ErrorCode, message: String },
+    Disconnected(String),
+    Local(String),
+}
+
+impl ClientError {
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            ClientError::Unreachable(_) => exit::UNREACHABLE,
+            ClientError::Refused { .. } => exit::REFUSED,
+            ClientError::Disconnected(_) => exit::DISCONNECTED,
+            ClientError::Local(_) => exit::LOCAL,
+        }
+    }
+}
+
+impl fmt::Display for ClientError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ClientError::Unreachable(why) => f.write_str(why),
+            ClientError::Refused { code, message } => write!(f, "refused ({code}): {message}"),
+            ClientError::Disconnected(why) => f.write_str(why),
+            ClientError::Local(why) => f.write_str(why),
+        }
+    }
+}
+
+impl std::error::Error for ClientError {}
+
+/// Log into an existing account, or create one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthMode {
+    Login,
+    Register,
+}
+
+/// A connection to the server plus the UDP socket for direct messages.
+pub struct Client {
+    server: SocketAddr,
+    tcp: TcpStream,
+    reader: LineReader<TcpStream>,
+    udp: Arc<UdpSocket>,
+    p2p_addr: SocketAddr,
+    username: String,
+    peers: PeerList,
+    next_direct_id: u64,
+}
+
+impl Client {
+    /// Resolves `server` (`HOST:PORT`, HOST a name or an address), connects, waits for the
+    /// server's `hello`, and binds the UDP socket for direct messages on the address this host
+    /// uses to reach the server (so peers see datagrams come from the address the server saw),
+    /// port `p2p_port` (0 = any free port).
+    pub async fn connect(server: &str, p2p_port: u16) -> Result<Client, ClientError> {
+        let unreachable = |why: String| ClientError::Unreachable(format!("cannot reach {server}: {why}"));
+        let addrs: Vec<SocketAddr> = server
+            .to_socket_addrs()
+            .await
+            .map_err(|e| unreachable(e.to_string()))?
+            .collect();
+        let mut last_error = io::Error::new(io::ErrorKind::NotFound, "no address found");
+        let mut connected = None;
+        for addr in addrs {
+            match TcpStream::connect(addr).await {
+                Ok(stream) => {
+                    connected = Some((stream, addr));
+                    break;
+                }
+                Err(e) => last_error = e,
+            }
+        }
+        let (tcp, server_addr) = connected.ok_or_else(|| unreachable(last_error.to_string()))?;
+        let _ = tcp.set_nodelay(true);
+        let mut reader = LineReader::new(tcp.clone(), MAX_SERVER_LINE_BYTES);
+        match next_message(&mut reader).await? {
+            ServerMessage::Hello { .. } => {}
+            ServerMessage::Error {
+                code: ErrorCode::ServerFull,
+                message,
+                ..
+            } => return Err(ClientError::Unreachable(format!("{server}: {message}"))),
+            other => {
+                return Err(ClientError::Disconnected(format!(
+                    "the server at {server} did not say hello (sent {})",
+                    message_type(&other)
+                )))
+            }
+        }
+        let local_ip = tcp
+            .local_addr()
+            .map_err(|e| ClientError::Local(format!("no local address: {e}")))?
+            .ip();
+        let udp = UdpSocket::bind(SocketAddr::new(local_ip, p2p_port))
+            .await
+            .map_err(|e| {
+                ClientError::Local(format!("cannot bind UDP port {p2p_port} on {local_ip}: {e}"))
+            })?;
+        let p2p_addr = udp
+            .local_addr()
+            .map_err(|e| ClientError::Local(format!("no UDP address: {e}")))?;
+        Ok(Client {
+            server: server_addr,
+            tcp,
+            reader,
+            udp: Arc::new(udp),
+            p2p_addr,
+            username: String::new(),
+            peers: PeerList::default(),
+            next_direct_id: 1,
+        })
+    }
+
+    pub fn server_addr(&self) -> SocketAddr {
+        self.server
+    }
+
+    /// Where this client receives direct messages.
+    pub fn p2p_addr(&self) -> SocketAddr {
+        self.p2p_addr
+    }
+
+    /// Logs in or registers, announcing the UDP port. On success reports `welcome`.
+    pub async fn authenticate(
+        &mut self,
+        mode: AuthMode,
+        username: &str,
+        password: &str,
+        emit: &mut dyn FnMut(ClientEvent),
+    ) -> Result<(), ClientError> {
+        let credentials = Credentials {
+            username: username.to_string(),
+            password: password.to_string(),
+            p2p_port: self.p2p_addr.port(),
+        };
+        let request = match mode {
+            AuthMode::Login => ClientMessage::Login(credentials),
+            AuthMode::Register => ClientMessage::Register(credentials),
+        };
+        self.send(&request).await?;
+        loop {
+            match next_message(&mut self.reader).await? {
+                ServerMessage::Welcome { username, peers } => {
+                    self.username = username.clone();
+                    self.peers.replace(peers.clone());
+                    emit(ClientEvent::Welcome { username, peers });
+                    return Ok(());
+                }
+                ServerMessage::Error { code, message, .. } => {
+                    return Err(ClientError::Refused { code, message })
+                }
+                ServerMessage::Shutdown { reason } => {
+                    return Err(ClientError::Disconnected(format!("server: {reason}")))
+                }
+                _ => {} // Nothing else is expected before `welcome`; ignore it.
+            }
+        }
+    }
+
+    /// Chats until the person quits (a `Quit` command or the end of `commands`) — `Ok` — or the
+    /// server goes away — `Err`. Every event is passed to `emit`.
+    pub async fn run(
+        self,
+        commands: impl Stream<Item = String> + Unpin,
+        emit: &mut dyn FnMut(ClientEvent),
+    ) -> Result<(), ClientError> {
+        let Client {
+            reader,
+            udp,
+            mut tcp,
+            mut peers,
+            username,
+            mut next_direct_id,
+            ..
+        } = self;
+        let from_server = stream::unfold(reader, |mut reader| async move {
+            let line = reader.next_line().await;
+            Some((Input::Server(line), reader))
+        });
+        let from_peers = stream::unfold(udp.clone(), |udp| async move {
+            let mut buf = vec![0; DATAGRAM_BUFFER];
+            let received = udp.recv_from(&mut buf).await.map(|(n, source)| {
+                buf.truncate(n);
+                (buf, source)
+            });
+            Some((Input::Datagram(received), udp))
+        });
+        let from_person = commands
+            .map(Input::Command)
+            .chain(stream::iter([Input::EndOfCommands]));
+        // Pinned on the heap: the unfold streams hold futures that must not move.
+        let mut inputs = Box::pin(stream::select(
+            from_server,
+            stream::select(from_peers, from_person),
+        ));
+
+        while let Some(input) = inputs.next().await {
+            match input {
+                Input::Server(Ok(Some(line))) => {
+                    let message = decode_server(&line).map_err(|e| {
+                        ClientError::Disconnected(format!("the server sent a bad message: {e}"))
+                    })?;
+                    on_server_message(message, &mut peers, emit)?;
+                }
+                Input::Server(Ok(None)) => {
+                    return Err(ClientError::Disconnected(
+                        "the server closed the connection".into(),
+                    ))
+                }
+                Input::Server(Err(e)) => {
+                    return Err(ClientError::Disconnected(format!(
+                        "lost the connection to the server: {e}"
+                    )))
+                }
+                Input::Datagram(Ok((payload, source))) => {
+                    emit(on_datagram(&payload, source, &peers));
+                }
+                Input::Datagram(Err(e)) => {
+                    emit(ClientEvent::Warning {
+                        message: format!("receiving a direct message failed: {e}"),
+                    });
+                }
+                Input::Command(line) => match command::parse(&line) {
+                    Ok(None) => {}
+                    Ok(Some(Command::Quit)) => break,
+                    Ok(Some(Command::Help)) => emit(ClientEvent::Help {
+                        text: command::HELP.into(),
+                    }),
+                    Ok(Some(Command::Peers)) => send(&mut tcp, &ClientMessage::List).await?,
+                    Ok(Some(Command::Say(text))) => {
+                        let message = ClientMessage::Say { text };
+                        if encode_line(&message).len() > MAX_LINE_BYTES {
+                            emit(ClientEvent::error(format!(
+                                "message too long: the server takes lines of at most {MAX_LINE_BYTES} bytes"
+                            )));
+                        } else {
+                            send(&mut tcp, &message).await?;
+                        }
+                    }
+                    Ok(Some(Command::Direct { to, text })) => {
+                        let id = next_direct_id;
+                        next_direct_id += 1;
+                        emit(send_direct(&udp, &peers, &username, id, to, text).await);
+                    }
+                    Err(usage) => emit(ClientEvent::error(usage)),
+                },
+                Input::EndOfCommands => break,
+            }
+        }
+        quit(tcp, inputs).await;
+        Ok(())
+    }
+
+    async fn send(&mut self, message: &ClientMessage) -> Result<(), ClientError> {
+        send(&mut self.tcp, message).await
+    }
+}
+
+/// Everything the chat loop waits for.
+enum Input {
+    Server(Result<Option<Vec<u8>>, ReadError>),
+    Datagram(io::Result<(Vec<u8>, SocketAddr)>),
+    Command(String),
+    EndOfCommands,
+}
+
+async fn send(tcp: &mut TcpStream, message: &ClientMessage) -> Result<(), ClientError> {
+    tcp.write_all(encode_line(message).as_bytes())
+        .await
+        .map_err(|e| ClientError::Disconnected(format!("lost the connection to the server: {e}")))
+}
+
+/// Says `quit`, closes the sending side, and reads what the server still sends until it closes
+/// (bounded by [`QUIT_DRAIN`]): closing with unread data would reset the connection and could
+/// destroy the last messages sent.
+async fn quit(mut tcp: TcpStream, mut inputs: impl Stream<Item = Input> + Unpin) {
+    let _ = send(&mut tcp, &ClientMessage::Quit).await;
+    let _ = tcp.shutdown(Shutdown::Write);
+    let drained = async {
+        while let Some(input) = inputs.next().await {
+            if matches!(input, Input::Server(Ok(None) | Err(_))) {
+                break;
+            }
+        }
+    };
+    let _ = runtime::timeout(QUIT_DRAIN, drained).await;
+}
+
+/// Reads the next message from the server, with a deadline.
+async fn next_message(reader: &mut LineReader<TcpStream>) -> Result<ServerMessage, ClientError> {
+    let line = runtime::timeout(SERVER_ANSWER_TIMEOUT, reader.next_line())
+        .await
+        .ok_or_else(|| {
+            ClientError::Disconnected(format!(
+                "the server did not answer within {} s",
+                SERVER_ANSWER_TIMEOUT.as_secs()
+            ))
+        })?;
+    match line {
+        Ok(Some(line)) => decode_server(&line)
+            .map_err(|e| ClientError::Disconnected(format!("the server sent a bad message: {e}"))),
+        Ok(None) => Err(ClientError::Disconnected(
+            "the server closed the connection".into(),
+        )),
+        Err(e) => Err(ClientError::Disconnected(format!(
+            "lost the connection to the server: {e}"
+        ))),
+    }
+}
+
+/// Applies one server message to the peer list and reports it.
+fn on_server_message(
+    message: ServerMessage,
+    peers: &mut PeerList,
+    emit: &mut dyn FnMut(ClientEvent),
+) -> Result<(), ClientError> {
+    match message {
+        ServerMessage::Joined { peer } => {
+            peers.insert(peer.clone());
+            emit(ClientEvent::Joined { peer });
+            emit(ClientEvent::Peers {
+                peers: peers.to_vec(),
+            });
+        }
+        ServerMessage::Left { username } => {
+            peers.remove(&username);
+            emit(ClientEvent::Left { username });
+            emit(ClientEvent::Peers {
+                peers: peers.to_vec(),
+            });
+        }
+        ServerMessage::Peers { peers: list } | ServerMessage::Welcome { peers: list, .. } => {
+            peers.replace(list);
+            emit(ClientEvent::Peers {
+                peers: peers.to_vec(),
+            });
+        }
+        ServerMessage::Message { from, text } => emit(ClientEvent::Message { from, text }),
+        ServerMessage::Error {
+            code,
+            message,
+            fatal,
+        } => {
+            if fatal {
+                return Err(ClientError::Disconnected(format!(
+                    "the server closed the connection: {message} ({code})"
+                )));
+            }
+            emit(ClientEvent::Error {
+                code: Some(code),
+                message,
+            });
+        }
+        ServerMessage::Shutdown { reason } => {
+            emit(ClientEvent::Shutdown {
+                reason: reason.clone(),
+            });
+            return Err(ClientError::Disconnected(format!("server: {reason}")));
+        }
+        ServerMessage::Hello { .. } => {}
+    }
+    Ok(())
+}
+
+/// Checks and reports one received datagram: it must decode, and come from the address that
+/// the peer it names announced to the server.
+fn on_datagram(payload: &[u8], source: SocketAddr, peers: &PeerList) -> ClientEvent {
+    let dropped = |why: String| ClientEvent::Warning {
+        message: format!("dropped a datagram from {source}: {why}"),
+    };
+    if payload.len() > MAX_DATAGRAM_BYTES {
+        return dropped(format!("larger than {MAX_DATAGRAM_BYTES} bytes"));
+    }
+    match decode_datagram(payload) {
+        Err(e) => dropped(e.to_string()),
+        Ok(Datagram::Direct(DirectMessage { from, id, text })) => {
+            match peers.verify_source(&from, source) {
+                Some(peer) => ClientEvent::Direct {
+                    from: peer.username.clone(),
+                    id,
+                    text,
+                    source,
+                },
+                None => dropped(format!(
+                    "it claims to be from {from:?}, but that is not the announced address of an online peer"
+                )),
+            }
+        }
+    }
+}
+
+/// Sends a direct message straight to `to`'s announced UDP address.
+async fn send_direct(
+    udp: &UdpSocket,
+    peers: &PeerList,
+    me: &str,
+    id: u64,
+    to: String,
+    text: String,
+) -> ClientEvent {
+    let Some(peer) = peers.get(&to) else {
+        return ClientEvent::error(format!("no such user online: {to}; nothing was sent"));
+    };
+    let destination = peer.p2p_addr();
+    let datagram = Datagram::Direct(DirectMessage {
+        from: me.to_string(),
+        id,
+        text,
+    });
+    let Some(payload) = encode_datagram(&datagram) else {
+        return ClientEvent::error(format!(
+            "direct message too long: one datagram carries at most {MAX_DATAGRAM_BYTES} bytes; nothing was sent"
+        ));
+    };
+    match udp.send_to(&payload, destination).await {
+        Ok(_) => ClientEvent::DirectSent {
+            to: peer.username.clone(),
+            id,
+            destination,
+        },
+        Err(e) => ClientEvent::error(format!(
+            "could not send to {} at {destination}: {e}",
+            peer.username
+        )),
+    }
+}
+
+fn message_type(message: &ServerMessage) -> &'static str {
+    match message {
+        ServerMessage::Hello { .. } => "hello",
+        ServerMessage::Welcome { .. } => "welcome",
+        ServerMessage::Joined { .. } => "joined",
+        ServerMessage::Left { .. } => "left",
+        ServerMessage::Message { .. } => "message",
+        ServerMessage::Peers { .. } => "peers",
+        ServerMessage::Error { .. } => "error",
+        ServerMessage::Shutdown { .. } => "shutdown",
+    }
+}

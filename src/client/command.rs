@@ -1,0 +1,121 @@
+//! What a person types after login, parsed into a [`Command`].
+//!
+//! The lab's commands and the familiar IRC-style aliases:
+//! plain text → the room; `@name: text` or `/msg name text` → a direct message;
+//! `:l` or `/peers` → the online users; `:q` or `/quit` → leave; `/help`.
+//! A line starting with `//` sends the rest, from its second `/`, to the room.
+
+/// One thing the person asked for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    /// Say something to the room.
+    Say(String),
+    /// Send a direct message to one peer over UDP.
+    Direct { to: String, text: String },
+    /// Show who is online (asked of the server).
+    Peers,
+    Help,
+    Quit,
+}
+
+/// Shown for `/help`.
+pub const HELP: &str = "\
+commands:
+  TEXT                 say TEXT to the room
+  @NAME: TEXT          send TEXT straight to NAME (direct message over UDP)
+  /msg NAME TEXT       the same
+  :l  /peers           list the users online
+  :q  /quit            leave
+  /help                this help
+  //TEXT               say /TEXT to the room";
+
+/// Parses one input line; `Ok(None)` for a blank line.
+pub fn parse(line: &str) -> Result<Option<Command>, String> {
+    let line = line.trim_end_matches(['\r', '\n']);
+    if line.trim().is_empty() {
+        return Ok(None);
+    }
+    let command = match line.trim() {
+        ":l" | "/peers" | "/list" | "/who" => Command::Peers,
+        ":q" | "/quit" | "/exit" => Command::Quit,
+        ":h" | "/help" | "/?" => Command::Help,
+        _ => {
+            if let Some(rest) = line.strip_prefix('@') {
+                direct(rest, ':')?
+            } else if let Some(rest) = line.strip_prefix("/msg ") {
+                direct(rest.trim_start(), ' ')?
+            } else if let Some(escaped) = line.strip_prefix("//") {
+                Command::Say(format!("/{escaped}"))
+            } else if line.starts_with('/') {
+                let name = line.split_whitespace().next().unwrap_or(line);
+                return Err(format!("unknown command {name}; /help lists the commands"));
+            } else {
+                Command::Say(line.to_string())
+            }
+        }
+    };
+    Ok(Some(command))
+}
+
+/// Splits `NAME<sep> TEXT` (for `@` the separator is `:`, though a space also ends the name).
+fn direct(rest: &str, separator: char) -> Result<Command, String> {
+    let usage = "usage: @NAME: TEXT or /msg NAME TEXT";
+    let end = rest
+        .find(|c: char| c == separator || c.is_whitespace())
+        .ok_or_else(|| usage.to_string())?;
+    let to = rest[..end].to_string();
+    let text = rest[end..]
+        .strip_prefix(separator)
+        .unwrap_or(&rest[end..])
+        .trim_start()
+        .to_string();
+    if to.is_empty() || text.trim().is_empty() {
+        return Err(usage.to_string());
+    }
+    Ok(Command::Direct { to, text })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn say(text: &str) -> Result<Option<Command>, String> {
+        Ok(Some(Command::Say(text.into())))
+    }
+
+    fn dm(to: &str, text: &str) -> Result<Option<Command>, String> {
+        Ok(Some(Command::Direct {
+            to: to.into(),
+            text: text.into(),
+        }))
+    }
+
+    #[test]
+    fn lab_commands_and_aliases() {
+        assert_eq!(parse(":l"), Ok(Some(Command::Peers)));
+        assert_eq!(parse("/peers"), Ok(Some(Command::Peers)));
+        assert_eq!(parse(":q"), Ok(Some(Command::Quit)));
+        assert_eq!(parse("/quit\r"), Ok(Some(Command::Quit)));
+        assert_eq!(parse("/help"), Ok(Some(Command::Help)));
+        assert_eq!(parse("   "), Ok(None));
+    }
+
+    #[test]
+    fn direct_messages() {
+        assert_eq!(parse("@bob: hi there"), dm("bob", "hi there"));
+        assert_eq!(parse("@bob:hi"), dm("bob", "hi"));
+        assert_eq!(parse("@bob hi"), dm("bob", "hi"));
+        assert_eq!(parse("/msg bob hi: there"), dm("bob", "hi: there"));
+        assert!(parse("@bob:").is_err());
+        assert!(parse("@: hi").is_err());
+        assert!(parse("/msg bob").is_err());
+    }
+
+    #[test]
+    fn everything_else_is_room_text() {
+        assert_eq!(parse("hello world"), say("hello world"));
+        assert_eq!(parse(":) smile"), say(":) smile"));
+        assert_eq!(parse("//shrug"), say("/shrug"));
+        assert!(parse("/nope x").unwrap_err().contains("/nope"));
+    }
+}
