@@ -64,7 +64,7 @@ fn main() -> ExitCode {
         Ok(()) => exit::OK,
         Err(error) => {
             if args.json {
-                print_line(&Format::Json.line(&ClientEvent::error(error.to_string())));
+                print_line(&Format::Json.line(&error.to_event()));
             }
             eprintln!("p2pchat-client: {error}");
             error.exit_code()

@@ -76,6 +76,17 @@ impl ClientError {
             ClientError::Local(_) => exit::LOCAL,
         }
     }
+
+    /// The error as an event, with the server's code when the server refused something.
+    pub fn to_event(&self) -> ClientEvent {
+        ClientEvent::Error {
+            code: match self {
+                ClientError::Refused { code, .. } => Some(*code),
+                _ => None,
+            },
+            message: self.to_string(),
+        }
+    }
 }
 
 impl fmt::Display for ClientError {

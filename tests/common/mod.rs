@@ -1,0 +1,425 @@
+//! Test harness for the black-box suite: runs the real `p2pchat-server` and `p2pchat-client`
+//! binaries, talks to them only through their stdin, stdout, stderr, exit status, sockets and
+//! files, and waits for events with a deadline — never with a fixed sleep. The deadline only
+//! bounds how long a failing test hangs; no test passes or fails on how fast something is.
+
+#![allow(dead_code)] // Each test file uses a different part of the harness.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
+use std::sync::{Arc, Mutex};
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// Longest wait for anything the test expects. Generous: only a broken build ever waits this long.
+pub const DEADLINE: Duration = Duration::from_secs(30);
+
+/// scrypt cost used by the suite's servers (2^10): the algorithm and file format are the same as
+/// at the default cost, at a thousandth of the time.
+pub const TEST_LOG_N: &str = "10";
+
+pub fn server_bin() -> PathBuf {
+    assert_cmd::cargo::cargo_bin("p2pchat-server")
+}
+
+pub fn client_bin() -> PathBuf {
+    assert_cmd::cargo::cargo_bin("p2pchat-client")
+}
+
+/// A file in the repository's fixtures/ folder.
+pub fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures").join(name)
+}
+
+/// Collects a child's stderr lines in the background; the handle ends at end of stream.
+fn collect_lines(stream: impl Read + Send + 'static) -> (Arc<Mutex<Vec<String>>>, JoinHandle<()>) {
+    let lines = Arc::new(Mutex::new(Vec::new()));
+    let sink = lines.clone();
+    let done = thread::spawn(move || {
+        for line in BufReader::new(stream).lines() {
+            let Ok(line) = line else { break };
+            sink.lock().unwrap().push(line);
+        }
+    });
+    (lines, done)
+}
+
+/// Waits for a child to exit, killing it if it has not within the deadline.
+fn wait_with_deadline(child: &mut Child, what: &str) -> ExitStatus {
+    let start = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().expect("wait for child") {
+            return status;
+        }
+        if start.elapsed() > DEADLINE {
+            let _ = child.kill();
+            panic!("{what} did not exit within {DEADLINE:?}");
+        }
+        thread::sleep(Duration::from_millis(10)); // polling interval, not a wait for an event
+    }
+}
+
+fn signal(pid: u32, signal: libc::c_int) {
+    // SAFETY: kill(2) with the pid of a child this test started.
+    let rc = unsafe { libc::kill(pid as libc::pid_t, signal) };
+    assert_eq!(rc, 0, "kill({pid}, {signal}) failed");
+}
+
+/// A running `p2pchat-server` on 127.0.0.1, port chosen by the system.
+pub struct Server {
+    child: Child,
+    pub addr: SocketAddr,
+    pub users: PathBuf,
+    log: Arc<Mutex<Vec<String>>>,
+}
+
+impl Server {
+    /// Starts a server on `users` with the suite's scrypt cost and `extra` flags.
+    pub fn start(users: &Path, extra: &[&str]) -> Server {
+        let mut args = vec!["--scrypt-log-n", TEST_LOG_N];
+        args.extend_from_slice(extra);
+        Server::start_with(users, &args)
+    }
+
+    /// Starts a server on `users` with exactly `args` (plus the bind address and users file).
+    pub fn start_with(users: &Path, args: &[&str]) -> Server {
+        let mut child = Command::new(server_bin())
+            .arg("--bind")
+            .arg("127.0.0.1:0")
+            .arg("--users")
+            .arg(users)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start p2pchat-server");
+        let (log, _) = collect_lines(child.stderr.take().unwrap());
+        let (tx, rx) = mpsc::channel();
+        let stdout = child.stdout.take().unwrap();
+        thread::spawn(move || {
+            let mut lines = BufReader::new(stdout).lines();
+            if let Some(Ok(first)) = lines.next() {
+                let _ = tx.send(first);
+            }
+            for _ in lines {}
+        });
+        let first = match rx.recv_timeout(DEADLINE) {
+            Ok(line) => line,
+            Err(_) => {
+                let _ = child.kill();
+                panic!("server printed no first line; stderr: {:?}", log.lock().unwrap());
+            }
+        };
+        let addr = first
+            .strip_prefix("listening on ")
+            .unwrap_or_else(|| panic!("unexpected first line {first:?}"))
+            .parse()
+            .expect("listening address");
+        Server {
+            child,
+            addr,
+            users: users.to_path_buf(),
+            log,
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Everything the server logged so far.
+    pub fn log(&self) -> String {
+        self.log.lock().unwrap().join("\n")
+    }
+
+    /// Waits until the log has a line containing `needle`.
+    pub fn wait_for_log(&self, needle: &str) {
+        let start = Instant::now();
+        while !self.log().contains(needle) {
+            assert!(
+                start.elapsed() < DEADLINE,
+                "server never logged {needle:?}; log:\n{}",
+                self.log()
+            );
+            thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Sends SIGTERM and waits for the exit.
+    pub fn terminate(&mut self) -> ExitStatus {
+        signal(self.child.id(), libc::SIGTERM);
+        wait_with_deadline(&mut self.child, "server")
+    }
+
+    /// Stops the process (SIGSTOP) until the guard is dropped (SIGCONT): whatever still works
+    /// meanwhile does not go through the server.
+    pub fn freeze(&self) -> Frozen {
+        signal(self.child.id(), libc::SIGSTOP);
+        Frozen(self.child.id())
+    }
+
+    /// Kills the server at once (SIGKILL) and reaps it.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub struct Frozen(u32);
+
+impl Drop for Frozen {
+    fn drop(&mut self) {
+        signal(self.0, libc::SIGCONT);
+    }
+}
+
+/// A running `p2pchat-client --json`, scripted through its stdin.
+pub struct ChatClient {
+    pub name: String,
+    child: Child,
+    stdin: Option<ChildStdin>,
+    events: Receiver<Value>,
+    /// Every event received so far, in order.
+    pub history: Vec<Value>,
+    stderr: Arc<Mutex<Vec<String>>>,
+    stderr_done: Option<JoinHandle<()>>,
+}
+
+impl ChatClient {
+    /// Starts a client and answers its prompts with `answers` (e.g. register, name, password).
+    pub fn start(server: SocketAddr, name: &str, answers: &[&str]) -> ChatClient {
+        let mut child = Command::new(client_bin())
+            .arg("--server")
+            .arg(server.to_string())
+            .arg("--json")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start p2pchat-client");
+        let (stderr, stderr_done) = collect_lines(child.stderr.take().unwrap());
+        let stdout = child.stdout.take().unwrap();
+        let (tx, events) = mpsc::channel();
+        thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                let event = serde_json::from_str(&line)
+                    .unwrap_or_else(|e| panic!("client printed a non-JSON line {line:?}: {e}"));
+                if tx.send(event).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut client = ChatClient {
+            name: name.to_string(),
+            child,
+            stdin: None,
+            events,
+            history: Vec::new(),
+            stderr,
+            stderr_done: Some(stderr_done),
+        };
+        client.stdin = client.child.stdin.take();
+        for answer in answers {
+            client.send(answer);
+        }
+        client
+    }
+
+    /// Registers `name` and waits for the welcome.
+    pub fn register(server: SocketAddr, name: &str, password: &str) -> ChatClient {
+        let mut client = ChatClient::start(server, name, &["register", name, password]);
+        client.expect_event("welcome");
+        client
+    }
+
+    /// Logs in as `name` and waits for the welcome.
+    pub fn login(server: SocketAddr, name: &str, password: &str) -> ChatClient {
+        let mut client = ChatClient::start(server, name, &["login", name, password]);
+        client.expect_event("welcome");
+        client
+    }
+
+    /// Types one line.
+    pub fn send(&mut self, line: &str) {
+        let stdin = self.stdin.as_mut().expect("stdin already closed");
+        writeln!(stdin, "{line}").expect("write to client stdin");
+        stdin.flush().expect("flush client stdin");
+    }
+
+    /// Waits for an event satisfying `matches`; returns every event received up to and
+    /// including it (the last element is the match).
+    pub fn until(&mut self, what: &str, matches: impl Fn(&Value) -> bool) -> Vec<Value> {
+        let deadline = Instant::now() + DEADLINE;
+        let mut received = Vec::new();
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.events.recv_timeout(left) {
+                Ok(event) => {
+                    self.history.push(event.clone());
+                    received.push(event.clone());
+                    if matches(&event) {
+                        return received;
+                    }
+                }
+                Err(RecvTimeoutError::Timeout) => {
+                    panic!("{}: no {what} within {DEADLINE:?}; received {received:#?}", self.name)
+                }
+                Err(RecvTimeoutError::Disconnected) => panic!(
+                    "{}: exited before {what}; received {received:#?}; stderr {:?}",
+                    self.name,
+                    self.stderr.lock().unwrap()
+                ),
+            }
+        }
+    }
+
+    /// Waits for an event satisfying `matches` and returns it.
+    pub fn expect(&mut self, what: &str, matches: impl Fn(&Value) -> bool) -> Value {
+        self.until(what, matches).pop().unwrap()
+    }
+
+    /// Waits for the next event of kind `kind`.
+    pub fn expect_event(&mut self, kind: &str) -> Value {
+        self.expect(kind, |e| e["event"] == kind)
+    }
+
+    /// Waits for a peer list whose names are exactly `names` (in any order).
+    pub fn expect_peers(&mut self, names: &[&str]) -> Value {
+        let mut wanted: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+        wanted.sort();
+        self.expect(&format!("peer list {wanted:?}"), |e| {
+            e["event"] == "peers" && peer_names(e) == wanted
+        })
+    }
+
+    /// This client's UDP address for direct messages, from its `connected` event.
+    pub fn p2p_addr(&self) -> SocketAddr {
+        let connected = self
+            .history
+            .iter()
+            .find(|e| e["event"] == "connected")
+            .expect("a connected event");
+        connected["p2p_addr"].as_str().unwrap().parse().unwrap()
+    }
+
+    /// Closes stdin (the client quits) and waits for the exit; returns the status, every
+    /// event and the stderr text.
+    pub fn finish(mut self) -> Finished {
+        drop(self.stdin.take());
+        self.wait()
+    }
+
+    /// Waits for the client to exit by itself (stdin left open).
+    pub fn wait(mut self) -> Finished {
+        let status = wait_with_deadline(&mut self.child, &self.name);
+        // The reader thread ends at end of stdout; collect what it still has.
+        while let Ok(event) = self.events.recv_timeout(DEADLINE) {
+            self.history.push(event);
+        }
+        if let Some(done) = self.stderr_done.take() {
+            let _ = done.join();
+        }
+        let stderr = self.stderr.lock().unwrap().join("\n");
+        Finished {
+            status,
+            events: std::mem::take(&mut self.history),
+            stderr,
+        }
+    }
+
+    /// Kills the client process at once (SIGKILL), as a crash would.
+    pub fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for ChatClient {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// How a client ended.
+#[derive(Debug)]
+pub struct Finished {
+    pub status: ExitStatus,
+    pub events: Vec<Value>,
+    pub stderr: String,
+}
+
+/// The sorted usernames in a `welcome` or `peers` event.
+pub fn peer_names(event: &Value) -> Vec<String> {
+    let mut names: Vec<String> = event["peers"]
+        .as_array()
+        .expect("a peers array")
+        .iter()
+        .map(|p| p["username"].as_str().unwrap().to_string())
+        .collect();
+    names.sort();
+    names
+}
+
+/// A raw TCP connection to the server, for speaking the protocol (or garbage) byte by byte.
+pub struct RawConnection {
+    stream: TcpStream,
+    reader: BufReader<TcpStream>,
+}
+
+impl RawConnection {
+    /// Connects and reads the server's `hello`.
+    pub fn connect(addr: SocketAddr) -> RawConnection {
+        let stream = TcpStream::connect(addr).expect("connect to server");
+        stream.set_read_timeout(Some(DEADLINE)).unwrap();
+        let reader = BufReader::new(stream.try_clone().unwrap());
+        let mut conn = RawConnection { stream, reader };
+        let hello = conn.read_json().expect("a hello");
+        assert_eq!(hello["type"], "hello", "{hello}");
+        conn
+    }
+
+    /// Writes bytes; a failure (the server already closed) is returned, not a panic.
+    pub fn write(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        self.stream.write_all(bytes)
+    }
+
+    /// The next line from the server as JSON; `None` at end of stream.
+    pub fn read_json(&mut self) -> Option<Value> {
+        let mut line = String::new();
+        match self.reader.read_line(&mut line) {
+            Ok(0) => None,
+            Ok(_) => Some(serde_json::from_str(&line).expect("server sent JSON")),
+            Err(e) => panic!("reading from the server failed: {e}"),
+        }
+    }
+
+    /// Reads until end of stream, returning what came; panics on a reset or the deadline.
+    pub fn read_to_end(&mut self) -> Vec<Value> {
+        let mut out = Vec::new();
+        while let Some(value) = self.read_json() {
+            out.push(value);
+        }
+        out
+    }
+}
+
+/// Reads and parses a users file.
+pub fn read_users(path: &Path) -> Value {
+    let text = std::fs::read_to_string(path).expect("read users file");
+    serde_json::from_str(&text).expect("users file is JSON")
+}
