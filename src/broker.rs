@@ -128,7 +128,10 @@ impl Broker {
             } => {
                 let refused = if self.shutting_down {
                     Some(JoinRefused::ShuttingDown)
-                } else if self.by_name.contains_key(&peer.username.to_ascii_lowercase()) {
+                } else if self
+                    .by_name
+                    .contains_key(&peer.username.to_ascii_lowercase())
+                {
                     Some(JoinRefused::AlreadyOnline)
                 } else {
                     None
@@ -191,7 +194,11 @@ impl Broker {
 
     fn peers(&self) -> Vec<PeerInfo> {
         let mut peers: Vec<PeerInfo> = self.sessions.values().map(|s| s.peer.clone()).collect();
-        peers.sort_by(|a, b| a.username.to_ascii_lowercase().cmp(&b.username.to_ascii_lowercase()));
+        peers.sort_by(|a, b| {
+            a.username
+                .to_ascii_lowercase()
+                .cmp(&b.username.to_ascii_lowercase())
+        });
         peers
     }
 
@@ -354,7 +361,10 @@ mod tests {
                 text: format!("m{i}"),
             });
         }
-        assert!(slow.closed.load(Ordering::SeqCst), "slow reader was not closed");
+        assert!(
+            slow.closed.load(Ordering::SeqCst),
+            "slow reader was not closed"
+        );
         assert_eq!(names(&broker.peers()), ["alice", "bob"]);
         let got = alice.received();
         let texts: Vec<_> = got

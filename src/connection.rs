@@ -13,7 +13,9 @@ use futures::io::{AsyncBufReadExt, AsyncRead, BufReader};
 #[derive(Debug)]
 pub enum ReadError {
     /// The line passed `max` bytes before its newline. The stream is no longer framed: close it.
-    TooLong { max: usize },
+    TooLong {
+        max: usize,
+    },
     /// The stream ended in the middle of a line.
     Truncated,
     Io(io::Error),
@@ -156,7 +158,10 @@ mod tests {
     fn a_longer_line_is_refused() {
         let mut input = vec![b'x'; 9];
         input.push(b'\n');
-        assert_eq!(lines(&input, 8), vec![Err("line longer than 8 bytes".into())]);
+        assert_eq!(
+            lines(&input, 8),
+            vec![Err("line longer than 8 bytes".into())]
+        );
     }
 
     #[test]
@@ -165,7 +170,10 @@ mod tests {
         let mut reader = LineReader::new(Cursor::new(input), 1024);
         let result = block_on(reader.next_line());
         assert!(matches!(result, Err(ReadError::TooLong { max: 1024 })));
-        assert!(reader.partial.capacity() <= 16 * 1024, "buffered past the cap");
+        assert!(
+            reader.partial.capacity() <= 16 * 1024,
+            "buffered past the cap"
+        );
     }
 
     #[test]

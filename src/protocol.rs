@@ -290,7 +290,11 @@ fn decode_typed<T: serde::de::DeserializeOwned>(
 ) -> Result<T, DecodeError> {
     let text = std::str::from_utf8(bytes).map_err(|_| DecodeError::InvalidUtf8)?;
     let value: serde_json::Value = serde_json::from_str(text).map_err(|e| {
-        DecodeError::Malformed(format!("not JSON (line {}, column {})", e.line(), e.column()))
+        DecodeError::Malformed(format!(
+            "not JSON (line {}, column {})",
+            e.line(),
+            e.column()
+        ))
     })?;
     let kind = match value.get("type") {
         Some(serde_json::Value::String(kind)) => kind.clone(),
@@ -375,9 +379,18 @@ mod tests {
     #[test]
     fn bad_lines_are_told_apart() {
         assert_eq!(decode_client(b"\xff\xfe"), Err(DecodeError::InvalidUtf8));
-        assert!(matches!(decode_client(b"hello"), Err(DecodeError::Malformed(_))));
-        assert!(matches!(decode_client(b"[1,2]"), Err(DecodeError::Malformed(_))));
-        assert!(matches!(decode_client(b"{\"text\":1}"), Err(DecodeError::Malformed(_))));
+        assert!(matches!(
+            decode_client(b"hello"),
+            Err(DecodeError::Malformed(_))
+        ));
+        assert!(matches!(
+            decode_client(b"[1,2]"),
+            Err(DecodeError::Malformed(_))
+        ));
+        assert!(matches!(
+            decode_client(b"{\"text\":1}"),
+            Err(DecodeError::Malformed(_))
+        ));
         assert_eq!(
             decode_client(b"{\"type\":\"dance\"}"),
             Err(DecodeError::UnknownType("dance".into()))

@@ -115,8 +115,9 @@ pub async fn run(
         runtime::spawn(async move {
             log::info!("{remote} connected ({} connections)", slot.count());
             serve(stream, remote, &shared).await;
+            drop(slot);
             log::info!("{remote} closed");
-            drop((slot, done));
+            drop(done);
         });
     }
 
@@ -124,7 +125,10 @@ pub async fn run(
     let mut broker_tx = shared.broker.clone();
     let _ = broker_tx.send(Event::Shutdown).await;
     drop((broker_tx, shared, done));
-    if runtime::timeout(SHUTDOWN_GRACE, all_done.next()).await.is_none() {
+    if runtime::timeout(SHUTDOWN_GRACE, all_done.next())
+        .await
+        .is_none()
+    {
         log::warn!("some connections did not close within {SHUTDOWN_GRACE:?}");
     }
     let _ = runtime::timeout(SHUTDOWN_GRACE, broker).await;
@@ -169,7 +173,10 @@ async fn refuse(stream: TcpStream, max_clients: usize) {
 enum State {
     /// Connected, not logged in.
     Pending,
-    LoggedIn { id: SessionId, username: String },
+    LoggedIn {
+        id: SessionId,
+        username: String,
+    },
 }
 
 /// Serves one connection until it ends, for whatever reason.
@@ -220,7 +227,10 @@ async fn serve(stream: TcpStream, remote: SocketAddr, shared: &Context) {
             Ok(message) => message,
             Err(e) => {
                 log::info!("{remote}: bad message: {}", e.code());
-                if outbox.push(&ServerMessage::error(e.code(), e.to_string())).is_err() {
+                if outbox
+                    .push(&ServerMessage::error(e.code(), e.to_string()))
+                    .is_err()
+                {
                     break "send queue exceeded".to_string();
                 }
                 continue;
@@ -241,10 +251,8 @@ async fn serve(stream: TcpStream, remote: SocketAddr, shared: &Context) {
             }
             (_, ClientMessage::Quit) => break "quit".to_string(),
             (State::Pending, _) => {
-                let error = ServerMessage::error(
-                    ErrorCode::NotLoggedIn,
-                    "log in or register first",
-                );
+                let error =
+                    ServerMessage::error(ErrorCode::NotLoggedIn, "log in or register first");
                 if outbox.push(&error).is_err() {
                     break "send queue exceeded".to_string();
                 }

@@ -58,9 +58,7 @@ pub fn validate_username(name: &str) -> Result<(), String> {
 /// Checks a new password's length (the password itself never appears in the error).
 pub fn validate_password(password: &str) -> Result<(), String> {
     if password.len() > MAX_PASSWORD_BYTES {
-        return Err(format!(
-            "a password has at most {MAX_PASSWORD_BYTES} bytes"
-        ));
+        return Err(format!("a password has at most {MAX_PASSWORD_BYTES} bytes"));
     }
     if password.chars().count() < MIN_PASSWORD_CHARS {
         return Err(format!(
@@ -249,16 +247,16 @@ impl UserStore {
     }
 
     fn dummy_hash(&self) -> &str {
-        self.dummy_hash.get_or_init(|| {
-            self.hash("not-a-password-of-anyone")
-                .unwrap_or_default()
-        })
+        self.dummy_hash
+            .get_or_init(|| self.hash("not-a-password-of-anyone").unwrap_or_default())
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, StoredUser>> {
         // A panic while holding the lock leaves the map as it was before or after one whole
         // change, so the data is still usable.
-        self.users.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.users
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 
@@ -380,11 +378,17 @@ mod tests {
         let path = dir.path().join("users.json");
         let store = UserStore::open(&path, cheap()).unwrap();
         assert_eq!(store.register("Alice", "correct horse"), Ok("Alice".into()));
-        assert_eq!(store.register("alice", "other pass"), Err(AuthError::NameTaken));
+        assert_eq!(
+            store.register("alice", "other pass"),
+            Err(AuthError::NameTaken)
+        );
         let mode = fs::metadata(&path).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);
         let reopened = UserStore::open(&path, cheap()).unwrap();
-        assert_eq!(reopened.verify("ALICE", "correct horse"), Ok("Alice".into()));
+        assert_eq!(
+            reopened.verify("ALICE", "correct horse"),
+            Ok("Alice".into())
+        );
         assert_eq!(
             reopened.verify("alice", "wrong horse"),
             Err(AuthError::BadCredentials)

@@ -58,7 +58,10 @@ fn t1_registration_and_authentication_of_three_clients() {
     // Each peer entry carries the address the server saw and the announced UDP port.
     let welcome = c3.history.iter().find(|e| e["event"] == "welcome").unwrap();
     assert_eq!(welcome["username"], "client3");
-    for (client, entry) in [&c1, &c2, &c3].iter().zip(welcome["peers"].as_array().unwrap()) {
+    for (client, entry) in [&c1, &c2, &c3]
+        .iter()
+        .zip(welcome["peers"].as_array().unwrap())
+    {
         assert_eq!(entry["username"], client.name.as_str());
         assert_eq!(entry["ip"], "127.0.0.1");
         assert_eq!(entry["p2p_port"], client.p2p_addr().port());
@@ -120,7 +123,10 @@ fn t3_direct_message_goes_peer_to_peer_to_its_recipient_only() {
         // The other spelling of the command.
         c2.send("/msg client1 and back");
         let reply = c1.expect_event("direct");
-        assert_eq!((&reply["from"], &reply["text"]), (&json!("client2"), &json!("and back")));
+        assert_eq!(
+            (&reply["from"], &reply["text"]),
+            (&json!("client2"), &json!("and back"))
+        );
     }
 
     // A datagram that claims to be from client1 but comes from elsewhere is dropped with a warning.
@@ -130,7 +136,10 @@ fn t3_direct_message_goes_peer_to_peer_to_its_recipient_only() {
         .send_to(forged.to_string().as_bytes(), c2.p2p_addr())
         .unwrap();
     let warning = c2.expect_event("warning");
-    assert!(warning["message"].as_str().unwrap().contains("client1"), "{warning}");
+    assert!(
+        warning["message"].as_str().unwrap().contains("client1"),
+        "{warning}"
+    );
     // So is garbage.
     spoofer.send_to(b"\x00garbage", c2.p2p_addr()).unwrap();
     c2.expect_event("warning");
@@ -138,15 +147,33 @@ fn t3_direct_message_goes_peer_to_peer_to_its_recipient_only() {
     // To someone who is not online: an error, and nothing is sent.
     c1.send("@nobody: are you there?");
     let error = c1.expect_event("error");
-    assert!(error["message"].as_str().unwrap().contains("no such user online"), "{error}");
+    assert!(
+        error["message"]
+            .as_str()
+            .unwrap()
+            .contains("no such user online"),
+        "{error}"
+    );
 
     // client3 never saw any of it, and the server never logged the text.
     let c3_events = c3.finish();
     assert_eq!(c3_events.status.code(), Some(0));
-    assert!(!c3_events.events.iter().any(is_message), "{:#?}", c3_events.events);
+    assert!(
+        !c3_events.events.iter().any(is_message),
+        "{:#?}",
+        c3_events.events
+    );
     let c2_events = c2.finish();
-    let directs: Vec<_> = c2_events.events.iter().filter(|e| e["event"] == "direct").collect();
-    assert_eq!(directs.len(), 1, "exactly one direct message for client2: {directs:#?}");
+    let directs: Vec<_> = c2_events
+        .events
+        .iter()
+        .filter(|e| e["event"] == "direct")
+        .collect();
+    assert_eq!(
+        directs.len(),
+        1,
+        "exactly one direct message for client2: {directs:#?}"
+    );
     assert!(!c2_events.events.iter().any(|e| e["text"] == "forged"));
     assert!(!server.log().contains(secret));
     assert!(!server.log().contains("and back"));
@@ -158,14 +185,21 @@ fn t4_username_already_in_use_is_refused_and_others_unaffected() {
     let [mut c1, mut c2, mut c3] = register_three(&server);
 
     for taken in ["client2", "CLIENT2"] {
-        let duplicate =
-            ChatClient::start(server.addr, "duplicate", &["register", taken, "another-pass"])
-                .wait();
+        let duplicate = ChatClient::start(
+            server.addr,
+            "duplicate",
+            &["register", taken, "another-pass"],
+        )
+        .wait();
         assert_eq!(duplicate.status.code(), Some(4), "{duplicate:#?}");
         let error = duplicate.events.last().unwrap();
         assert_eq!(error["event"], "error");
         assert_eq!(error["code"], "name_taken");
-        assert!(duplicate.stderr.contains("already registered"), "{}", duplicate.stderr);
+        assert!(
+            duplicate.stderr.contains("already registered"),
+            "{}",
+            duplicate.stderr
+        );
     }
     // Logging into an account that is online is refused too.
     let (n2, p2) = PASSWORDS[1];
@@ -179,7 +213,9 @@ fn t4_username_already_in_use_is_refused_and_others_unaffected() {
         let seen = receiver.until("client2's message", |e| e["event"] == "message");
         assert_eq!(seen.last().unwrap()["from"], "client2");
         assert!(
-            !seen.iter().any(|e| e["event"] == "joined" || e["event"] == "left"),
+            !seen
+                .iter()
+                .any(|e| e["event"] == "joined" || e["event"] == "left"),
             "{seen:#?}"
         );
     }
@@ -218,7 +254,10 @@ fn t5_client_logs_in_again_after_being_offline() {
     // Back online, by name in any case; the list is sent, and the others see it arrive.
     let mut back = ChatClient::login(server.addr, "Client3", p3);
     let welcome = back.history.last().unwrap().clone();
-    assert_eq!(welcome["username"], n3, "logged in under the registered name");
+    assert_eq!(
+        welcome["username"], n3,
+        "logged in under the registered name"
+    );
     assert_eq!(peer_names(&welcome), ["client1", "client2", "client3"]);
     for client in [&mut c1, &mut c2] {
         let joined = client.expect_event("joined");
@@ -253,12 +292,18 @@ fn t6_usernames_and_password_hashes_are_stored_correctly() {
     let mut passwords: Vec<(&str, &str)> = PASSWORDS.to_vec();
     passwords.extend([("twin1", same_password), ("twin2", same_password)]);
     for (_, password) in &passwords {
-        assert!(!text.contains(password), "a plain password is in the users file");
+        assert!(
+            !text.contains(password),
+            "a plain password is in the users file"
+        );
     }
     let file = read_users(&users);
     assert_eq!(file["version"], 1);
     let entries = file["users"].as_array().unwrap();
-    let names: Vec<&str> = entries.iter().map(|u| u["username"].as_str().unwrap()).collect();
+    let names: Vec<&str> = entries
+        .iter()
+        .map(|u| u["username"].as_str().unwrap())
+        .collect();
     assert_eq!(names, ["client1", "client2", "client3", "twin1", "twin2"]);
 
     let mut salts = HashSet::new();
@@ -269,10 +314,19 @@ fn t6_usernames_and_password_hashes_are_stored_correctly() {
         assert!(phc.starts_with("$scrypt$ln=10,r=8,p=1$"), "{phc}");
         let parsed = PasswordHash::new(phc).expect("a PHC string");
         assert_eq!(parsed.algorithm.as_str(), "scrypt");
-        assert!(Scrypt.verify_password(password.as_bytes(), &parsed).is_ok(), "{name}");
+        assert!(
+            Scrypt.verify_password(password.as_bytes(), &parsed).is_ok(),
+            "{name}"
+        );
         assert!(Scrypt.verify_password(b"wrong password", &parsed).is_err());
-        assert!(salts.insert(parsed.salt.unwrap().to_string()), "salt reused");
-        assert!(hashes.insert(parsed.hash.unwrap().to_string()), "hash repeated");
+        assert!(
+            salts.insert(parsed.salt.unwrap().to_string()),
+            "salt reused"
+        );
+        assert!(
+            hashes.insert(parsed.hash.unwrap().to_string()),
+            "hash repeated"
+        );
     }
 
     use std::os::unix::fs::PermissionsExt;
@@ -287,7 +341,11 @@ fn t6_usernames_and_password_hashes_are_stored_correctly() {
         let client = ChatClient::login(server.addr, name, password);
         assert_eq!(client.history.last().unwrap()["username"], *name);
     }
-    assert_eq!(std::fs::read_to_string(&users).unwrap(), text, "logins do not rewrite the file");
+    assert_eq!(
+        std::fs::read_to_string(&users).unwrap(),
+        text,
+        "logins do not rewrite the file"
+    );
 }
 
 #[test]
@@ -297,19 +355,23 @@ fn t7_bad_input_gets_an_error_and_the_server_keeps_serving() {
 
     // Recoverable errors: an answer each, and the connection stays usable.
     let mut raw = RawConnection::connect(server.addr);
-    let cases: [(&[u8], &str); 5] = [
-        (b"\x00\xff\xfe\xfd garbage bytes\n", "invalid_utf8"),
-        (b"this is not json\n", "malformed"),
-        (b"{\"type\":\"dance\"}\n", "unknown_type"),
-        (b"{\"type\":\"say\"}\n", "malformed"),
-        (b"{\"type\":\"say\",\"text\":\"before login\"}\n", "not_logged_in"),
-    ];
-    for (bytes, code) in cases {
-        raw.write(bytes).unwrap();
+    let frames: Vec<Value> =
+        serde_json::from_slice(&std::fs::read(fixture("bad-frames.json")).unwrap()).unwrap();
+    for frame in &frames {
+        let bytes = match (frame["text"].as_str(), frame["hex"].as_str()) {
+            (Some(text), _) => text.as_bytes().to_vec(),
+            (None, Some(hex)) => decode_hex(hex),
+            _ => panic!("fixture entry without text or hex: {frame}"),
+        };
+        raw.write(&bytes).unwrap();
         let error = raw.read_json().expect("an error answer");
-        assert_eq!(error["type"], "error", "{error}");
-        assert_eq!(error["code"], code, "{error}");
-        assert_eq!(error["fatal"], false, "{error}");
+        assert_eq!(error["type"], "error", "{}: {error}", frame["name"]);
+        assert_eq!(error["code"], frame["code"], "{}: {error}", frame["name"]);
+        assert_eq!(error["fatal"], false, "{}: {error}", frame["name"]);
+        assert!(
+            !error["message"].as_str().unwrap().contains("12345678"),
+            "{error}"
+        );
     }
     raw.write(b"{\"type\":\"register\",\"username\":\"raw\",\"password\":\"raw-password\",\"p2p_port\":9}\r\n")
         .unwrap();
@@ -333,10 +395,19 @@ fn t7_bad_input_gets_an_error_and_the_server_keeps_serving() {
 
     // None of it was relayed, and the room works as before.
     c1.send("after the garbage");
-    let seen = c2.until("client1's message", |e| e["event"] == "message" && e["from"] == "client1");
+    let seen = c2.until("client1's message", |e| {
+        e["event"] == "message" && e["from"] == "client1"
+    });
     let relayed: Vec<_> = seen.iter().filter(|e| e["event"] == "message").collect();
     assert_eq!(relayed.len(), 1, "{relayed:#?}");
     assert_eq!(relayed[0]["text"], "after the garbage");
     c2.send("@client1: and direct still works");
     assert_eq!(c1.expect_event("direct")["text"], "and direct still works");
+}
+
+fn decode_hex(hex: &str) -> Vec<u8> {
+    (0..hex.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).expect("hex digits"))
+        .collect()
 }

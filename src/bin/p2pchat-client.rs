@@ -58,7 +58,11 @@ impl Format {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    let format = if args.json { Format::Json } else { Format::Text };
+    let format = if args.json {
+        Format::Json
+    } else {
+        Format::Text
+    };
     let terminal = !args.json && io::stdin().is_terminal() && io::stdout().is_terminal();
     let code = match runtime::block_on(run(&args, format, terminal)) {
         Ok(()) => exit::OK,

@@ -11,7 +11,10 @@ pub enum Command {
     /// Say something to the room.
     Say(String),
     /// Send a direct message to one peer over UDP.
-    Direct { to: String, text: String },
+    Direct {
+        to: String,
+        text: String,
+    },
     /// Show who is online (asked of the server).
     Peers,
     Help,

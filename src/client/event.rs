@@ -22,11 +22,20 @@ pub enum ClientEvent {
         peers: Vec<PeerInfo>,
     },
     /// The list of online users changed, or was asked for.
-    Peers { peers: Vec<PeerInfo> },
-    Joined { peer: PeerInfo },
-    Left { username: String },
+    Peers {
+        peers: Vec<PeerInfo>,
+    },
+    Joined {
+        peer: PeerInfo,
+    },
+    Left {
+        username: String,
+    },
     /// A room message from someone else.
-    Message { from: String, text: String },
+    Message {
+        from: String,
+        text: String,
+    },
     /// A direct message, received over UDP from `source`, the sender's announced address.
     Direct {
         from: String,
@@ -40,9 +49,13 @@ pub enum ClientEvent {
         id: u64,
         destination: SocketAddr,
     },
-    Help { text: String },
+    Help {
+        text: String,
+    },
     /// Something was dropped or ignored (a datagram from an unknown address, …).
-    Warning { message: String },
+    Warning {
+        message: String,
+    },
     /// Something failed. `code` is the server's when the server refused something.
     Error {
         #[serde(skip_serializing_if = "Option::is_none")]
@@ -50,7 +63,9 @@ pub enum ClientEvent {
         message: String,
     },
     /// The server is stopping.
-    Shutdown { reason: String },
+    Shutdown {
+        reason: String,
+    },
 }
 
 impl ClientEvent {

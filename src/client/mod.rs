@@ -127,7 +127,8 @@ impl Client {
     /// uses to reach the server (so peers see datagrams come from the address the server saw),
     /// port `p2p_port` (0 = any free port).
     pub async fn connect(server: &str, p2p_port: u16) -> Result<Client, ClientError> {
-        let unreachable = |why: String| ClientError::Unreachable(format!("cannot reach {server}: {why}"));
+        let unreachable =
+            |why: String| ClientError::Unreachable(format!("cannot reach {server}: {why}"));
         let addrs: Vec<SocketAddr> = server
             .to_socket_addrs()
             .await
@@ -168,7 +169,9 @@ impl Client {
         let udp = UdpSocket::bind(SocketAddr::new(local_ip, p2p_port))
             .await
             .map_err(|e| {
-                ClientError::Local(format!("cannot bind UDP port {p2p_port} on {local_ip}: {e}"))
+                ClientError::Local(format!(
+                    "cannot bind UDP port {p2p_port} on {local_ip}: {e}"
+                ))
             })?;
         let p2p_addr = udp
             .local_addr()

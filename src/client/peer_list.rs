@@ -64,7 +64,10 @@ mod tests {
     #[test]
     fn tracks_joins_and_leaves_without_regard_to_case() {
         let mut list = PeerList::default();
-        list.replace(vec![peer("alice", "127.0.0.1:1"), peer("Bob", "127.0.0.1:2")]);
+        list.replace(vec![
+            peer("alice", "127.0.0.1:1"),
+            peer("Bob", "127.0.0.1:2"),
+        ]);
         list.insert(peer("carol", "127.0.0.1:3"));
         list.remove("BOB");
         let names: Vec<_> = list.to_vec().into_iter().map(|p| p.username).collect();
@@ -76,10 +79,20 @@ mod tests {
     fn a_datagram_must_come_from_the_announced_address() {
         let mut list = PeerList::default();
         list.insert(peer("alice", "10.0.0.1:4000"));
-        assert!(list.verify_source("alice", "10.0.0.1:4000".parse().unwrap()).is_some());
-        assert!(list.verify_source("alice", "[::ffff:10.0.0.1]:4000".parse().unwrap()).is_some());
-        assert!(list.verify_source("alice", "10.0.0.1:4001".parse().unwrap()).is_none());
-        assert!(list.verify_source("alice", "10.0.0.2:4000".parse().unwrap()).is_none());
-        assert!(list.verify_source("mallory", "10.0.0.1:4000".parse().unwrap()).is_none());
+        assert!(list
+            .verify_source("alice", "10.0.0.1:4000".parse().unwrap())
+            .is_some());
+        assert!(list
+            .verify_source("alice", "[::ffff:10.0.0.1]:4000".parse().unwrap())
+            .is_some());
+        assert!(list
+            .verify_source("alice", "10.0.0.1:4001".parse().unwrap())
+            .is_none());
+        assert!(list
+            .verify_source("alice", "10.0.0.2:4000".parse().unwrap())
+            .is_none());
+        assert!(list
+            .verify_source("mallory", "10.0.0.1:4000".parse().unwrap())
+            .is_none());
     }
 }

@@ -33,7 +33,9 @@ pub fn client_bin() -> PathBuf {
 
 /// A file in the repository's fixtures/ folder.
 pub fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures").join(name)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("fixtures")
+        .join(name)
 }
 
 /// Collects a child's stderr lines in the background; the handle ends at end of stream.
@@ -113,7 +115,10 @@ impl Server {
             Ok(line) => line,
             Err(_) => {
                 let _ = child.kill();
-                panic!("server printed no first line; stderr: {:?}", log.lock().unwrap());
+                panic!(
+                    "server printed no first line; stderr: {:?}",
+                    log.lock().unwrap()
+                );
             }
         };
         let addr = first
@@ -276,7 +281,10 @@ impl ChatClient {
                     }
                 }
                 Err(RecvTimeoutError::Timeout) => {
-                    panic!("{}: no {what} within {DEADLINE:?}; received {received:#?}", self.name)
+                    panic!(
+                        "{}: no {what} within {DEADLINE:?}; received {received:#?}",
+                        self.name
+                    )
                 }
                 Err(RecvTimeoutError::Disconnected) => panic!(
                     "{}: exited before {what}; received {received:#?}; stderr {:?}",

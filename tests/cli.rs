@@ -1,0 +1,305 @@
+//! The binaries as a user meets them: flags and help, start-up failures, exit codes, the users
+//! file at its default cost and from a fixture, connection limits, and graceful shutdown.
+
+mod common;
+
+use assert_cmd::Command;
+
+use common::*;
+use predicates::prelude::*;
+
+#[test]
+fn server_help_describes_every_flag() {
+    let mut cmd = Command::new(server_bin());
+    cmd.arg("--help");
+    cmd.assert().success().stdout(
+        predicate::str::contains("--bind")
+            .and(predicate::str::contains("--users"))
+            .and(predicate::str::contains("--max-clients"))
+            .and(predicate::str::contains("--scrypt-log-n"))
+            .and(predicate::str::contains("--scrypt-r"))
+            .and(predicate::str::contains("--scrypt-p"))
+            .and(predicate::str::contains("0.0.0.0:12000"))
+            .and(predicate::str::contains("[default: 64]")),
+    );
+}
+
+#[test]
+fn client_help_describes_flags_commands_and_exit_codes() {
+    let mut cmd = Command::new(client_bin());
+    cmd.arg("--help");
+    cmd.assert().success().stdout(
+        predicate::str::contains("--server")
+            .and(predicate::str::contains("127.0.0.1:12000"))
+            .and(predicate::str::contains("--p2p-port"))
+            .and(predicate::str::contains("--json"))
+            .and(predicate::str::contains("@NAME: TEXT"))
+            .and(predicate::str::contains("Exit status")),
+    );
+}
+
+#[test]
+fn bad_flags_are_usage_errors() {
+    Command::new(server_bin())
+        .args(["--max-clients", "0"])
+        .assert()
+        .code(2);
+    Command::new(server_bin())
+        .args(["--bind", "not-an-address"])
+        .assert()
+        .code(2);
+    Command::new(client_bin())
+        .args(["--p2p-port", "70000"])
+        .assert()
+        .code(2);
+}
+
+#[test]
+fn a_users_file_that_is_not_valid_is_refused_and_left_untouched() {
+    let dir = tempfile::tempdir().unwrap();
+    for (fixture_name, complaint) in [
+        ("users-truncated.json", "EOF while parsing"),
+        ("users-plaintext.json", "not a PHC string"),
+        ("users-duplicate.json", "more than once"),
+    ] {
+        let users = dir.path().join(fixture_name);
+        std::fs::copy(fixture(fixture_name), &users).unwrap();
+        let before = std::fs::read(&users).unwrap();
+        Command::new(server_bin())
+            .arg("--bind")
+            .arg("127.0.0.1:0")
+            .arg("--users")
+            .arg(&users)
+            .assert()
+            .failure()
+            .code(1)
+            .stdout(predicate::str::is_empty())
+            .stderr(
+                predicate::str::contains(users.display().to_string())
+                    .and(predicate::str::contains(complaint)),
+            );
+        assert_eq!(
+            std::fs::read(&users).unwrap(),
+            before,
+            "{fixture_name} was changed"
+        );
+    }
+}
+
+#[test]
+fn a_missing_users_file_is_created_empty_and_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let users = dir.path().join("new-users.json");
+    let _server = Server::start(&users, &[]);
+    let file = read_users(&users);
+    assert_eq!(file, serde_json::json!({"version": 1, "users": []}));
+    let mode = std::fs::metadata(&users).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+}
+
+#[test]
+fn a_port_in_use_is_a_clear_start_up_error() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    Command::new(server_bin())
+        .arg("--bind")
+        .arg(taken.local_addr().unwrap().to_string())
+        .arg("--users")
+        .arg(dir.path().join("users.json"))
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("cannot listen on"));
+}
+
+#[test]
+fn new_accounts_use_the_owasp_scrypt_cost_by_default() {
+    let dir = tempfile::tempdir().unwrap();
+    let users = dir.path().join("users.json");
+    let server = Server::start_with(&users, &[]);
+    ChatClient::register(server.addr, "alice", "default-cost-pw").finish();
+    let file = read_users(&users);
+    let phc = file["users"][0]["password_hash"].as_str().unwrap();
+    assert!(phc.starts_with("$scrypt$ln=17,r=8,p=1$"), "{phc}");
+}
+
+#[test]
+fn accounts_made_at_another_cost_keep_working() {
+    // The fixture was written at ln=10; this server makes new hashes at ln=11.
+    let dir = tempfile::tempdir().unwrap();
+    let users = dir.path().join("users.json");
+    std::fs::copy(fixture("users-ln10.json"), &users).unwrap();
+    let server = Server::start_with(&users, &["--scrypt-log-n", "11"]);
+    let alice = ChatClient::login(server.addr, "alice", "alice-password");
+    let bob = ChatClient::login(server.addr, "bob", "bob-password");
+    assert_eq!(bob.history.last().unwrap()["username"], "Bob");
+    drop((alice, bob));
+    ChatClient::register(server.addr, "carol", "carol-password").finish();
+    let file = read_users(&users);
+    let hashes: Vec<&str> = file["users"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| u["password_hash"].as_str().unwrap())
+        .collect();
+    assert!(hashes[0].starts_with("$scrypt$ln=10,"));
+    assert!(hashes[2].starts_with("$scrypt$ln=11,"), "{hashes:?}");
+}
+
+#[test]
+fn the_piped_example_from_the_readme_works() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("users.json"), &[]);
+    let mut listener = ChatClient::register(server.addr, "bob", "bob-password");
+    Command::new(client_bin())
+        .arg("--server")
+        .arg(server.addr.to_string())
+        .write_stdin("register\nalice\nsecret-pass\nhello\n:q\n")
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("logged in as alice"));
+    let message = listener.expect_event("message");
+    assert_eq!(message["from"], "alice");
+    assert_eq!(message["text"], "hello");
+    assert_eq!(listener.expect_event("left")["username"], "alice");
+}
+
+#[test]
+fn registration_rules_are_enforced_with_clear_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("users.json"), &[]);
+    for (name, password, code) in [
+        ("has space", "long-enough", "invalid_username"),
+        (
+            "a-name-longer-than-twenty",
+            "long-enough",
+            "invalid_username",
+        ),
+        ("shortpw", "short", "invalid_password"),
+    ] {
+        let refused = ChatClient::start(server.addr, name, &["register", name, password]).wait();
+        assert_eq!(refused.status.code(), Some(4), "{refused:#?}");
+        assert_eq!(refused.events.last().unwrap()["code"], code);
+        assert!(!refused.stderr.contains(password) || password == "long-enough");
+    }
+    assert_eq!(read_users(&server.users)["users"], serde_json::json!([]));
+}
+
+#[test]
+fn a_bad_answer_at_the_prompt_is_a_local_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("users.json"), &[]);
+    Command::new(client_bin())
+        .arg("--server")
+        .arg(server.addr.to_string())
+        .write_stdin("dance\n")
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("expected 'login' or 'register'"));
+    Command::new(client_bin())
+        .arg("--server")
+        .arg(server.addr.to_string())
+        .write_stdin("login\nalice\n")
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("input ended before login"));
+}
+
+#[test]
+fn an_unreachable_server_exits_3() {
+    // A port that was free a moment ago: nothing listens there.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    Command::new(client_bin())
+        .arg("--server")
+        .arg(format!("127.0.0.1:{port}"))
+        .write_stdin("login\nalice\nalice-password\n")
+        .assert()
+        .code(3)
+        .stderr(predicate::str::contains("cannot reach"));
+    Command::new(client_bin())
+        .args(["--server", "no-such-host.invalid:12000"])
+        .write_stdin("")
+        .assert()
+        .code(3)
+        .stderr(predicate::str::contains(
+            "cannot reach no-such-host.invalid:12000",
+        ));
+}
+
+#[test]
+fn connections_beyond_max_clients_are_refused_clearly() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("users.json"), &["--max-clients", "2"]);
+    let _a = ChatClient::register(server.addr, "alice", "alice-password");
+    let mut first_raw = RawConnection::connect(server.addr); // a second, unauthenticated connection
+    let third = ChatClient::start(
+        server.addr,
+        "carol",
+        &["register", "carol", "carol-password"],
+    )
+    .wait();
+    assert_eq!(third.status.code(), Some(3), "{third:#?}");
+    assert!(third.stderr.contains("full"), "{}", third.stderr);
+    server.wait_for_log("refused: server full");
+    // Once a connection closes, there is room again.
+    first_raw.write(b"{\"type\":\"quit\"}\n").unwrap();
+    assert!(first_raw.read_to_end().is_empty());
+    server.wait_for_log(" closed"); // logged once the connection no longer counts
+    ChatClient::register(server.addr, "carol", "carol-password");
+}
+
+#[test]
+fn sigterm_tells_every_client_and_exits_0_with_the_users_file_intact() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = Server::start(&dir.path().join("users.json"), &[]);
+    let alice = ChatClient::register(server.addr, "alice", "alice-password");
+    let bob = ChatClient::register(server.addr, "bob", "bob-password");
+    let mut pending = RawConnection::connect(server.addr);
+    let before = std::fs::read(&server.users).unwrap();
+
+    let status = server.terminate();
+    assert_eq!(status.code(), Some(0), "log:\n{}", server.log());
+    for client in [alice, bob] {
+        let finished = client.wait();
+        assert_eq!(finished.status.code(), Some(5), "{finished:#?}");
+        assert!(
+            finished.events.iter().any(|e| e["event"] == "shutdown"),
+            "{finished:#?}"
+        );
+        assert!(
+            !finished.events.iter().any(|e| e["event"] == "left"),
+            "no departures announced during shutdown: {finished:#?}"
+        );
+    }
+    let told = pending.read_to_end();
+    assert_eq!(told.last().unwrap()["type"], "shutdown", "{told:?}");
+    assert_eq!(std::fs::read(&server.users).unwrap(), before);
+    assert!(server.log().contains("received SIGTERM"));
+}
+
+#[test]
+fn passwords_never_reach_the_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("users.json"), &[]);
+    let password = "hunter2-very-secret";
+    ChatClient::register(server.addr, "alice", password).finish();
+    ChatClient::start(
+        server.addr,
+        "x",
+        &["login", "alice", "hunter3-wrong-secret"],
+    )
+    .wait();
+    let mut raw = RawConnection::connect(server.addr);
+    raw.write(b"{\"type\":\"login\",\"username\":\"a\",\"password\":[\"hunter4-in-a-list\"],\"p2p_port\":1}\n")
+        .unwrap();
+    assert_eq!(raw.read_json().unwrap()["code"], "malformed");
+    server.wait_for_log("login as \"alice\" refused");
+    let log = server.log();
+    for secret in ["hunter2", "hunter3", "hunter4"] {
+        assert!(!log.contains(secret), "{secret} in log:\n{log}");
+    }
+}
