@@ -1,0 +1,21 @@
+# p2pchat's tasks. `just --list` shows them.
+
+# Run the whole test suite: unit tests and the black-box grading scenarios against the real binaries.
+test:
+    bash ci/test.sh
+
+# Formatting check and clippy with warnings as errors.
+lint:
+    bash ci/lint.sh
+
+# Start a server on the defaults (0.0.0.0:12000, ./users.json); extra flags are passed on.
+server *FLAGS:
+    cargo run --quiet --release --bin p2pchat-server -- {{FLAGS}}
+
+# Start a client (default server 127.0.0.1:12000); extra flags are passed on.
+client *FLAGS:
+    cargo run --quiet --release --bin p2pchat-client -- {{FLAGS}}
+
+# Format the code in place.
+fmt:
+    cargo fmt --all
