@@ -303,3 +303,81 @@ fn passwords_never_reach_the_log() {
         assert!(!log.contains(secret), "{secret} in log:\n{log}");
     }
 }
+
+#[test]
+fn a_client_stuck_at_its_password_prompt_delays_nobody() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("users.json"), &[]);
+    // Connected, greeted, and then silent, like a person who has not typed their password yet.
+    let _stuck: Vec<RawConnection> = (0..5)
+        .map(|_| RawConnection::connect(server.addr))
+        .collect();
+    let mut alice = ChatClient::register(server.addr, "alice", "alice-password");
+    let mut bob = ChatClient::register(server.addr, "bob", "bob-password");
+    alice.send("nobody waited");
+    assert_eq!(bob.expect_event("message")["text"], "nobody waited");
+}
+
+#[test]
+fn a_hostname_and_ipv6_both_work() {
+    let dir = tempfile::tempdir().unwrap();
+    // A name, resolved by the system resolver (whichever of ::1 and 127.0.0.1 it gives first).
+    let server = Server::start(&dir.path().join("users.json"), &[]);
+    let by_name = format!("localhost:{}", server.addr.port());
+    let mut alice = ChatClient::start_to(&by_name, "alice", &["register", "alice", "alice-pass"]);
+    alice.expect_event("welcome");
+    drop(alice);
+
+    // IPv6 end to end: the server on [::1], both clients on it, a direct message between them.
+    if std::net::TcpListener::bind("[::1]:0").is_err() {
+        eprintln!("skipping the IPv6 half: no ::1 on this machine");
+        return;
+    }
+    let server6 = Server::start_on(
+        "[::1]:0",
+        &dir.path().join("users6.json"),
+        &["--scrypt-log-n", TEST_LOG_N],
+    );
+    let mut carol = ChatClient::register(server6.addr, "carol", "carol-password");
+    let mut dave = ChatClient::register(server6.addr, "dave", "dave-password");
+    assert_eq!(dave.history.last().unwrap()["peers"][0]["ip"], "::1");
+    carol.expect_event("joined");
+    carol.send("@dave: over IPv6");
+    let direct = dave.expect_event("direct");
+    assert_eq!(direct["text"], "over IPv6");
+    assert_eq!(direct["source"], carol.p2p_addr().to_string());
+}
+
+#[test]
+fn messages_too_long_for_a_line_or_a_datagram_are_refused_and_nothing_is_sent() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("users.json"), &[]);
+    let mut alice = ChatClient::register(server.addr, "alice", "alice-password");
+    let mut bob = ChatClient::register(server.addr, "bob", "bob-password");
+    alice.expect_event("joined");
+
+    alice.send(&format!("@bob: {}", "d".repeat(66_000)));
+    let error = alice.expect_event("error");
+    assert!(
+        error["message"].as_str().unwrap().contains("too long"),
+        "{error}"
+    );
+    alice.send(&"r".repeat(70_000));
+    let error = alice.expect_event("error");
+    assert!(
+        error["message"].as_str().unwrap().contains("too long"),
+        "{error}"
+    );
+
+    // The largest direct message that fits does go through, and so does the next room message.
+    alice.send(&format!("@bob: {}", "d".repeat(65_000)));
+    assert_eq!(
+        bob.expect_event("direct")["text"].as_str().unwrap().len(),
+        65_000
+    );
+    alice.send("short again");
+    let seen = bob.until("the short message", |e| e["event"] == "message");
+    assert_eq!(seen.last().unwrap()["text"], "short again");
+    assert_eq!(seen.iter().filter(|e| e["event"] == "message").count(), 1);
+    assert_eq!(seen.iter().filter(|e| e["event"] == "direct").count(), 0);
+}

@@ -90,9 +90,14 @@ impl Server {
 
     /// Starts a server on `users` with exactly `args` (plus the bind address and users file).
     pub fn start_with(users: &Path, args: &[&str]) -> Server {
+        Server::start_on("127.0.0.1:0", users, args)
+    }
+
+    /// Starts a server listening on `bind` (a loopback address).
+    pub fn start_on(bind: &str, users: &Path, args: &[&str]) -> Server {
         let mut child = Command::new(server_bin())
             .arg("--bind")
-            .arg("127.0.0.1:0")
+            .arg(bind)
             .arg("--users")
             .arg(users)
             .args(args)
@@ -206,9 +211,14 @@ pub struct ChatClient {
 impl ChatClient {
     /// Starts a client and answers its prompts with `answers` (e.g. register, name, password).
     pub fn start(server: SocketAddr, name: &str, answers: &[&str]) -> ChatClient {
+        ChatClient::start_to(&server.to_string(), name, answers)
+    }
+
+    /// Like [`ChatClient::start`], with the server given as the user would type it (`HOST:PORT`).
+    pub fn start_to(server: &str, name: &str, answers: &[&str]) -> ChatClient {
         let mut child = Command::new(client_bin())
             .arg("--server")
-            .arg(server.to_string())
+            .arg(server)
             .arg("--json")
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
