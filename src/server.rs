@@ -63,7 +63,9 @@ struct Context {
     store: Arc<UserStore>,
     broker: mpsc::Sender<Event>,
     next_session: AtomicU64,
-    shutdown: ShutdownSignal,
+    /// Fires once the broker has been told to stop, so that the departures of connections that
+    /// are closing for the shutdown are never announced.
+    stop: ShutdownSignal,
 }
 
 /// Serves `listener` until `shutdown` completes, then tells every client, waits for the
@@ -74,23 +76,24 @@ pub async fn run(
     config: ServerConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) {
-    let shutdown: ShutdownSignal = shutdown.boxed().shared();
+    let mut shutdown = Box::pin(shutdown.fuse());
+    let (stop_connections, stop) = oneshot::channel::<()>();
     let (broker_tx, broker_rx) = mpsc::channel(broker::EVENT_QUEUE_CAPACITY);
-    let broker = runtime::spawn(broker::run(broker_rx));
+    runtime::spawn(broker::run(broker_rx));
     // Every connection task holds a clone of `done`; when all are dropped, all have finished.
     let (done, mut all_done) = mpsc::channel::<()>(1);
     let shared = Arc::new(Context {
         store,
         broker: broker_tx,
         next_session: AtomicU64::new(1),
-        shutdown: shutdown.clone(),
+        stop: stop.map(|_| ()).boxed().shared(),
     });
     let active = Arc::new(AtomicUsize::new(0));
 
     loop {
         let accepted = select! {
             accepted = listener.accept().fuse() => accepted,
-            _ = shutdown.clone().fuse() => break,
+            _ = shutdown => break,
         };
         let (stream, remote) = match accepted {
             Ok(accepted) => accepted,
@@ -124,6 +127,7 @@ pub async fn run(
     log::info!("shutting down");
     let mut broker_tx = shared.broker.clone();
     let _ = broker_tx.send(Event::Shutdown).await;
+    let _ = stop_connections.send(());
     drop((broker_tx, shared, done));
     if runtime::timeout(SHUTDOWN_GRACE, all_done.next())
         .await
@@ -131,7 +135,6 @@ pub async fn run(
     {
         log::warn!("some connections did not close within {SHUTDOWN_GRACE:?}");
     }
-    let _ = runtime::timeout(SHUTDOWN_GRACE, broker).await;
 }
 
 /// Counts a connection for `--max-clients` for as long as it lives.
@@ -201,7 +204,7 @@ async fn serve(stream: TcpStream, remote: SocketAddr, shared: &Context) {
     let end = loop {
         let line = select! {
             line = reader.next_line().fuse() => line,
-            _ = shared.shutdown.clone().fuse() => {
+            _ = shared.stop.clone().fuse() => {
                 let _ = outbox.push(&ServerMessage::Shutdown {
                     reason: "the server is shutting down".into(),
                 });
