@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use async_lock::Semaphore;
 use futures::channel::{mpsc, oneshot};
 use futures::future::{BoxFuture, FutureExt, Shared};
 use futures::io::{AsyncWriteExt, BufWriter};
@@ -61,6 +62,9 @@ type ShutdownSignal = Shared<BoxFuture<'static, ()>>;
 /// What every connection task shares.
 struct Context {
     store: Arc<UserStore>,
+    /// One permit per scrypt computation allowed at once (one per core): each takes 128 MiB at the
+    /// default cost, so a burst of logins must queue rather than exhaust memory.
+    hashing: Semaphore,
     broker: mpsc::Sender<Event>,
     next_session: AtomicU64,
     /// Fires once the broker has been told to stop, so that the departures of connections that
@@ -82,8 +86,10 @@ pub async fn run(
     runtime::spawn(broker::run(broker_rx));
     // Every connection task holds a clone of `done`; when all are dropped, all have finished.
     let (done, mut all_done) = mpsc::channel::<()>(1);
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let shared = Arc::new(Context {
         store,
+        hashing: Semaphore::new(cores),
         broker: broker_tx,
         next_session: AtomicU64::new(1),
         stop: stop.map(|_| ()).boxed().shared(),
@@ -312,7 +318,10 @@ async fn authenticate(
         p2p_port,
     } = credentials;
     let refuse = |outbox: &mut Outbox, code: ErrorCode, message: String| {
-        log::warn!("{remote}: {action} as {username:?} refused: {code}");
+        log::warn!(
+            "{remote}: {action} as {} refused: {code}",
+            for_log(&username)
+        );
         let _ = outbox.push(&ServerMessage::error(code, message));
         format!("{action} refused ({code})")
     };
@@ -325,6 +334,7 @@ async fn authenticate(
     }
     let store = shared.store.clone();
     let name = username.clone();
+    let permit = shared.hashing.acquire().await;
     let checked = runtime::spawn_blocking(move || {
         if register {
             store.register(&name, &password)
@@ -333,6 +343,7 @@ async fn authenticate(
         }
     })
     .await;
+    drop(permit);
     let username = match checked {
         Ok(username) => username,
         Err(error) => {
@@ -342,7 +353,10 @@ async fn authenticate(
                 AuthError::InvalidUsername(_) => ErrorCode::InvalidUsername,
                 AuthError::InvalidPassword(_) => ErrorCode::InvalidPassword,
                 AuthError::Storage(detail) => {
-                    log::error!("{remote}: could not store account {username:?}: {detail}");
+                    log::error!(
+                        "{remote}: could not store account {}: {detail}",
+                        for_log(&username)
+                    );
                     ErrorCode::StorageFailure
                 }
             };
@@ -384,7 +398,12 @@ async fn authenticate(
             ErrorCode::AlreadyOnline,
             format!("{username} is already logged in from another connection"),
         )),
-        Ok(Err(JoinRefused::ShuttingDown)) | Err(_) => Err("server shutting down".into()),
+        Ok(Err(JoinRefused::ShuttingDown)) | Err(_) => {
+            let _ = outbox.push(&ServerMessage::Shutdown {
+                reason: "the server is shutting down".into(),
+            });
+            Err("server shutting down".into())
+        }
     }
 }
 
@@ -419,4 +438,16 @@ async fn close_gracefully(
     }
     let _ = stream.shutdown(Shutdown::Write);
     let _ = runtime::timeout(LINGER, reader.discard(LINGER_BYTES)).await;
+}
+
+/// A name from the network as it may appear in the log: quoted and escaped (no forged log
+/// lines), and cut short (no flooding the log with a 64 KiB "username").
+fn for_log(name: &str) -> String {
+    const MAX_CHARS: usize = 32;
+    if name.chars().count() <= MAX_CHARS {
+        format!("{name:?}")
+    } else {
+        let cut: String = name.chars().take(MAX_CHARS).collect();
+        format!("{cut:?}…")
+    }
 }

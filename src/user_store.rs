@@ -166,7 +166,7 @@ impl UserStore {
             })?,
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
                 let empty = BTreeMap::new();
-                write_users_file(path, &empty).map_err(io_error)?;
+                write_users_file(path, &empty).map_err(|failure| io_error(failure.error))?;
                 empty
             }
             Err(e) => return Err(io_error(e)),
@@ -212,9 +212,16 @@ impl UserStore {
             password_hash,
         };
         users.insert(key.clone(), user);
-        if let Err(e) = write_users_file(&self.path, &users) {
-            users.remove(&key);
-            return Err(AuthError::Storage(format!("{}: {e}", self.path.display())));
+        if let Err(failure) = write_users_file(&self.path, &users) {
+            // Keep memory equal to the file: once the rename happened, the file has the user.
+            if !failure.replaced {
+                users.remove(&key);
+            }
+            return Err(AuthError::Storage(format!(
+                "{}: {}",
+                self.path.display(),
+                failure.error
+            )));
         }
         Ok(username.to_string())
     }
@@ -305,22 +312,38 @@ fn check_phc(phc: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// A failed write of the users file.
+struct WriteFailure {
+    /// Whether the new file had already replaced the old one (only the folder's fsync failed).
+    replaced: bool,
+    error: io::Error,
+}
+
 /// Replaces the users file atomically: a temporary file in the same folder (mode 0600), fsync,
 /// rename over the old file, fsync of the folder so that the rename itself is durable.
-fn write_users_file(path: &Path, users: &BTreeMap<String, StoredUser>) -> io::Result<()> {
+fn write_users_file(path: &Path, users: &BTreeMap<String, StoredUser>) -> Result<(), WriteFailure> {
+    let failed = |error| WriteFailure {
+        replaced: false,
+        error,
+    };
     let file = UsersFile {
         version: FILE_VERSION,
         users: users.values().cloned().collect(),
     };
-    let mut json = serde_json::to_vec_pretty(&file).map_err(io::Error::other)?;
+    let mut json = serde_json::to_vec_pretty(&file)
+        .map_err(io::Error::other)
+        .map_err(failed)?;
     json.push(b'\n');
     let dir = match path.parent() {
         Some(dir) if !dir.as_os_str().is_empty() => dir.to_path_buf(),
         _ => PathBuf::from("."),
     };
-    let name = path
-        .file_name()
-        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "the path names no file"))?;
+    let name = path.file_name().ok_or_else(|| {
+        failed(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "the path names no file",
+        ))
+    })?;
     let tmp = dir.join(format!(
         ".{}.tmp.{}",
         name.to_string_lossy(),
@@ -335,13 +358,18 @@ fn write_users_file(path: &Path, users: &BTreeMap<String, StoredUser>) -> io::Re
             .open(&tmp)?;
         out.write_all(&json)?;
         out.sync_all()?;
-        fs::rename(&tmp, path)?;
-        File::open(&dir)?.sync_all()
+        fs::rename(&tmp, path)
     })();
-    if written.is_err() {
+    if let Err(error) = written {
         let _ = fs::remove_file(&tmp);
+        return Err(failed(error));
     }
-    written
+    File::open(&dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|error| WriteFailure {
+            replaced: true,
+            error,
+        })
 }
 
 #[cfg(test)]

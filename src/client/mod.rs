@@ -38,6 +38,9 @@ const SERVER_ANSWER_TIMEOUT: Duration = Duration::from_secs(30);
 /// before `quit` is known to have been read.
 const QUIT_DRAIN: Duration = Duration::from_secs(2);
 
+/// How long to try each of the server's addresses before giving up on it.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Receive buffer for datagrams: any UDP payload fits, so an oversized one is seen whole and
 /// refused rather than silently cut.
 const DATAGRAM_BUFFER: usize = 65_536;
@@ -137,12 +140,21 @@ impl Client {
         let mut last_error = io::Error::new(io::ErrorKind::NotFound, "no address found");
         let mut connected = None;
         for addr in addrs {
-            match TcpStream::connect(addr).await {
-                Ok(stream) => {
+            match runtime::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr)).await {
+                Some(Ok(stream)) => {
                     connected = Some((stream, addr));
                     break;
                 }
-                Err(e) => last_error = e,
+                Some(Err(e)) => last_error = e,
+                None => {
+                    last_error = io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        format!(
+                            "no answer from {addr} within {} s",
+                            CONNECT_TIMEOUT.as_secs()
+                        ),
+                    )
+                }
             }
         }
         let (tcp, server_addr) = connected.ok_or_else(|| unreachable(last_error.to_string()))?;
@@ -348,19 +360,19 @@ async fn send(tcp: &mut TcpStream, message: &ClientMessage) -> Result<(), Client
 }
 
 /// Says `quit`, closes the sending side, and reads what the server still sends until it closes
-/// (bounded by [`QUIT_DRAIN`]): closing with unread data would reset the connection and could
-/// destroy the last messages sent.
+/// (all bounded by [`QUIT_DRAIN`]): closing with unread data would reset the connection and
+/// could destroy the last messages sent.
 async fn quit(mut tcp: TcpStream, mut inputs: impl Stream<Item = Input> + Unpin) {
-    let _ = send(&mut tcp, &ClientMessage::Quit).await;
-    let _ = tcp.shutdown(Shutdown::Write);
-    let drained = async {
+    let polite = async {
+        let _ = send(&mut tcp, &ClientMessage::Quit).await;
+        let _ = tcp.shutdown(Shutdown::Write);
         while let Some(input) = inputs.next().await {
             if matches!(input, Input::Server(Ok(None) | Err(_))) {
                 break;
             }
         }
     };
-    let _ = runtime::timeout(QUIT_DRAIN, drained).await;
+    let _ = runtime::timeout(QUIT_DRAIN, polite).await;
 }
 
 /// Reads the next message from the server, with a deadline.
