@@ -177,7 +177,7 @@ fn registration_rules_are_enforced_with_clear_errors() {
         ),
         ("shortpw", "short", "invalid_password"),
     ] {
-        let refused = ChatClient::start(server.addr, name, &["register", name, password]).wait();
+        let refused = ChatClient::start(server.addr, name, &["register", name, password]).finish();
         assert_eq!(refused.status.code(), Some(4), "{refused:#?}");
         assert_eq!(refused.events.last().unwrap()["code"], code);
         assert!(!refused.stderr.contains(password) || password == "long-enough");
@@ -241,7 +241,7 @@ fn connections_beyond_max_clients_are_refused_clearly() {
         "carol",
         &["register", "carol", "carol-password"],
     )
-    .wait();
+    .finish();
     assert_eq!(third.status.code(), Some(3), "{third:#?}");
     assert!(third.stderr.contains("full"), "{}", third.stderr);
     server.wait_for_log("refused: server full");
@@ -292,7 +292,7 @@ fn passwords_never_reach_the_log() {
         "x",
         &["login", "alice", "hunter3-wrong-secret"],
     )
-    .wait();
+    .finish();
     let mut raw = RawConnection::connect(server.addr);
     raw.write(b"{\"type\":\"login\",\"username\":\"a\",\"password\":[\"hunter4-in-a-list\"],\"p2p_port\":1}\n")
         .unwrap();

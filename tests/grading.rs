@@ -190,7 +190,7 @@ fn t4_username_already_in_use_is_refused_and_others_unaffected() {
             "duplicate",
             &["register", taken, "another-pass"],
         )
-        .wait();
+        .finish();
         assert_eq!(duplicate.status.code(), Some(4), "{duplicate:#?}");
         let error = duplicate.events.last().unwrap();
         assert_eq!(error["event"], "error");
@@ -203,7 +203,7 @@ fn t4_username_already_in_use_is_refused_and_others_unaffected() {
     }
     // Logging into an account that is online is refused too.
     let (n2, p2) = PASSWORDS[1];
-    let twice = ChatClient::start(server.addr, "twice", &["login", n2, p2]).wait();
+    let twice = ChatClient::start(server.addr, "twice", &["login", n2, p2]).finish();
     assert_eq!(twice.status.code(), Some(4));
     assert_eq!(twice.events.last().unwrap()["code"], "already_online");
 
@@ -242,8 +242,9 @@ fn t5_client_logs_in_again_after_being_offline() {
     }
 
     // Wrong password and unknown user: the same refusal, word for word.
-    let wrong = ChatClient::start(server.addr, "wrong", &["login", n3, "not-the-password"]).wait();
-    let unknown = ChatClient::start(server.addr, "unknown", &["login", "client9", p3]).wait();
+    let wrong =
+        ChatClient::start(server.addr, "wrong", &["login", n3, "not-the-password"]).finish();
+    let unknown = ChatClient::start(server.addr, "unknown", &["login", "client9", p3]).finish();
     for failed in [&wrong, &unknown] {
         assert_eq!(failed.status.code(), Some(4), "{failed:#?}");
         assert_eq!(failed.events.last().unwrap()["code"], "bad_credentials");
