@@ -232,61 +232,31 @@ async fn serve(stream: TcpStream, remote: SocketAddr, shared: &Context) {
         if line.is_empty() {
             continue; // Tolerated, for people typing into `nc`.
         }
-        let message = match decode_client(&line) {
-            Ok(message) => message,
+        let refusal = match decode_client(&line) {
             Err(e) => {
                 log::info!("{remote}: bad message: {}", e.code());
-                if outbox
-                    .push(&ServerMessage::error(e.code(), e.to_string()))
-                    .is_err()
+                Some(ServerMessage::error(e.code(), e.to_string()))
+            }
+            Ok(message) => {
+                match handle(
+                    message,
+                    &mut state,
+                    remote,
+                    shared,
+                    &mut outbox,
+                    &mut broker,
+                )
+                .await
                 {
-                    break "send queue exceeded".to_string();
+                    Ok(refusal) => refusal,
+                    Err(reason) => break reason,
                 }
-                continue;
             }
         };
-        match (&state, message) {
-            (State::Pending, ClientMessage::Login(credentials)) => {
-                match authenticate(remote, shared, &mut outbox, credentials, false).await {
-                    Ok(logged_in) => state = logged_in,
-                    Err(reason) => break reason,
-                }
-            }
-            (State::Pending, ClientMessage::Register(credentials)) => {
-                match authenticate(remote, shared, &mut outbox, credentials, true).await {
-                    Ok(logged_in) => state = logged_in,
-                    Err(reason) => break reason,
-                }
-            }
-            (_, ClientMessage::Quit) => break "quit".to_string(),
-            (State::Pending, _) => {
-                let error =
-                    ServerMessage::error(ErrorCode::NotLoggedIn, "log in or register first");
-                if outbox.push(&error).is_err() {
-                    break "send queue exceeded".to_string();
-                }
-            }
-            (State::LoggedIn { .. }, ClientMessage::Login(_) | ClientMessage::Register(_)) => {
-                let error = ServerMessage::error(ErrorCode::AlreadyLoggedIn, "already logged in");
-                if outbox.push(&error).is_err() {
-                    break "send queue exceeded".to_string();
-                }
-            }
-            (State::LoggedIn { id, .. }, ClientMessage::Say { text }) => {
-                if text.trim().is_empty() {
-                    let error =
-                        ServerMessage::error(ErrorCode::EmptyMessage, "a message needs some text");
-                    if outbox.push(&error).is_err() {
-                        break "send queue exceeded".to_string();
-                    }
-                } else if broker.send(Event::Say { id: *id, text }).await.is_err() {
-                    break "server shutting down".to_string();
-                }
-            }
-            (State::LoggedIn { id, .. }, ClientMessage::List) => {
-                if broker.send(Event::List { id: *id }).await.is_err() {
-                    break "server shutting down".to_string();
-                }
+        // A client that does not read its errors fills its queue and is cut off.
+        if let Some(error) = refusal {
+            if outbox.push(&error).is_err() {
+                break "send queue exceeded".to_string();
             }
         }
     };
@@ -300,6 +270,53 @@ async fn serve(stream: TcpStream, remote: SocketAddr, shared: &Context) {
     }
     drop(outbox);
     close_gracefully(&stream, &mut reader, writer).await;
+}
+
+/// Acts on one message from the client. `Ok(Some(error))`: answer with that error and go on;
+/// `Err(reason)`: the connection ends, for that reason.
+async fn handle(
+    message: ClientMessage,
+    state: &mut State,
+    remote: SocketAddr,
+    shared: &Context,
+    outbox: &mut Outbox,
+    broker: &mut mpsc::Sender<Event>,
+) -> Result<Option<ServerMessage>, String> {
+    let register = matches!(message, ClientMessage::Register(_));
+    let event = match (&*state, message) {
+        (
+            State::Pending,
+            ClientMessage::Login(credentials) | ClientMessage::Register(credentials),
+        ) => {
+            *state = authenticate(remote, shared, outbox, credentials, register).await?;
+            return Ok(None);
+        }
+        (_, ClientMessage::Quit) => return Err("quit".into()),
+        (State::Pending, _) => {
+            return Ok(Some(ServerMessage::error(
+                ErrorCode::NotLoggedIn,
+                "log in or register first",
+            )))
+        }
+        (State::LoggedIn { .. }, ClientMessage::Login(_) | ClientMessage::Register(_)) => {
+            return Ok(Some(ServerMessage::error(
+                ErrorCode::AlreadyLoggedIn,
+                "already logged in",
+            )))
+        }
+        (State::LoggedIn { .. }, ClientMessage::Say { text }) if text.trim().is_empty() => {
+            return Ok(Some(ServerMessage::error(
+                ErrorCode::EmptyMessage,
+                "a message needs some text",
+            )))
+        }
+        (State::LoggedIn { id, .. }, ClientMessage::Say { text }) => Event::Say { id: *id, text },
+        (State::LoggedIn { id, .. }, ClientMessage::List) => Event::List { id: *id },
+    };
+    match broker.send(event).await {
+        Ok(()) => Ok(None),
+        Err(_) => Err("server shutting down".into()),
+    }
 }
 
 /// Logs a connection in or registers it, and hands it to the broker. On failure the client has
