@@ -160,20 +160,24 @@ fn stdin_lines() -> mpsc::Receiver<String> {
 
 /// Chats with a line editor: incoming events are printed above the line being typed.
 async fn chat_on_terminal(client: Client) -> Result<(), ClientError> {
-    let (readline, mut writer) = Readline::new("> ".into())
+    let (mut readline, mut writer) = Readline::new("> ".into())
         .map_err(|e| ClientError::Local(format!("cannot set up the terminal: {e}")))?;
-    let lines = stream::unfold(readline, |mut readline| async move {
+    let lines = stream::unfold(&mut readline, |readline| async move {
         match readline.readline().await {
             Ok(ReadlineEvent::Line(line)) => {
                 readline.add_history_entry(line.clone());
                 Some((line, readline))
             }
-            // Ctrl-D, Ctrl-C or a terminal error: leave. Dropping the editor restores the terminal.
+            // Ctrl-D, Ctrl-C or a terminal error: leave.
             _ => None,
         }
     });
     let mut print = |event: ClientEvent| {
         let _ = writeln!(writer, "{}", event.render());
     };
-    client.run(Box::pin(lines), &mut print).await
+    let result = client.run(Box::pin(lines), &mut print).await;
+    // Show what is still queued (a last `shutdown`, say) and erase the prompt; dropping the
+    // editor then gives the terminal back as it was.
+    let _ = readline.flush();
+    result
 }
