@@ -16,7 +16,7 @@ done
 
 if ! command -v just >/dev/null 2>&1; then
   if command -v pip3 >/dev/null 2>&1 || command -v pip >/dev/null 2>&1; then
-    "$(command -v pip3 || command -v pip)" install --quiet --disable-pip-version-check rust-just
+    PIP_ROOT_USER_ACTION=ignore "$(command -v pip3 || command -v pip)" install --quiet --disable-pip-version-check rust-just
   fi
   if ! command -v just >/dev/null 2>&1; then
     # pip may have put it in a scripts folder that is not on PATH.
