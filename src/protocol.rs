@@ -112,6 +112,11 @@ pub enum ServerMessage {
 }
 
 impl ServerMessage {
+    /// The `type` names of every server message.
+    pub const TYPES: [&'static str; 8] = [
+        "hello", "welcome", "joined", "left", "message", "peers", "error", "shutdown",
+    ];
+
     pub fn error(code: ErrorCode, message: impl Into<String>) -> Self {
         ServerMessage::Error {
             code,
@@ -267,12 +272,7 @@ pub fn decode_client(line: &[u8]) -> Result<ClientMessage, DecodeError> {
 
 /// Decodes one line from the server (without its newline).
 pub fn decode_server(line: &[u8]) -> Result<ServerMessage, DecodeError> {
-    decode_typed(
-        line,
-        &[
-            "hello", "welcome", "joined", "left", "message", "peers", "error", "shutdown",
-        ],
-    )
+    decode_typed(line, &ServerMessage::TYPES)
 }
 
 /// Decodes one direct-message datagram.
@@ -374,6 +374,41 @@ mod tests {
             error,
             "{\"type\":\"error\",\"code\":\"name_taken\",\"message\":\"taken\",\"fatal\":true}\n"
         );
+    }
+
+    #[test]
+    fn every_server_message_type_is_known_to_the_decoder() {
+        let peer = PeerInfo {
+            username: "a".into(),
+            ip: "127.0.0.1".parse().unwrap(),
+            p2p_port: 1,
+        };
+        let all = [
+            ServerMessage::Hello {
+                version: PROTOCOL_VERSION,
+                auth: vec!["login".into()],
+            },
+            ServerMessage::Welcome {
+                username: "a".into(),
+                peers: vec![peer.clone()],
+            },
+            ServerMessage::Joined { peer: peer.clone() },
+            ServerMessage::Left {
+                username: "a".into(),
+            },
+            ServerMessage::Message {
+                from: "a".into(),
+                text: "t".into(),
+            },
+            ServerMessage::Peers { peers: vec![peer] },
+            ServerMessage::error(ErrorCode::Malformed, "m"),
+            ServerMessage::Shutdown { reason: "r".into() },
+        ];
+        assert_eq!(all.len(), ServerMessage::TYPES.len());
+        for message in all {
+            let line = encode_line(&message);
+            assert_eq!(decode_server(line.trim_end().as_bytes()), Ok(message));
+        }
     }
 
     #[test]

@@ -167,10 +167,9 @@ impl Client {
                 message,
                 ..
             } => return Err(ClientError::Unreachable(format!("{server}: {message}"))),
-            other => {
+            _ => {
                 return Err(ClientError::Disconnected(format!(
-                    "the server at {server} did not say hello (sent {})",
-                    message_type(&other)
+                    "{server} is not a p2pchat server: its first message was not hello"
                 )))
             }
         }
@@ -511,18 +510,5 @@ async fn send_direct(
             "could not send to {} at {destination}: {e}",
             peer.username
         )),
-    }
-}
-
-fn message_type(message: &ServerMessage) -> &'static str {
-    match message {
-        ServerMessage::Hello { .. } => "hello",
-        ServerMessage::Welcome { .. } => "welcome",
-        ServerMessage::Joined { .. } => "joined",
-        ServerMessage::Left { .. } => "left",
-        ServerMessage::Message { .. } => "message",
-        ServerMessage::Peers { .. } => "peers",
-        ServerMessage::Error { .. } => "error",
-        ServerMessage::Shutdown { .. } => "shutdown",
     }
 }
