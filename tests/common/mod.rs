@@ -139,10 +139,6 @@ impl Server {
         }
     }
 
-    pub fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
     /// Everything the server logged so far.
     pub fn log(&self) -> String {
         self.log.lock().unwrap().join("\n")
@@ -172,12 +168,6 @@ impl Server {
     pub fn freeze(&self) -> Frozen {
         signal(self.child.id(), libc::SIGSTOP);
         Frozen(self.child.id())
-    }
-
-    /// Kills the server at once (SIGKILL) and reaps it.
-    pub fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
