@@ -90,15 +90,15 @@ impl<K: Hash + Eq + Clone> Table<K> {
         self.records.get_mut(key)
     }
 
-    /// Books the next attempt: returns when it may be checked.
-    fn book(&mut self, key: &K, config: &ThrottleConfig, now: Instant) -> Instant {
+    /// Books the next attempt: returns when it may be checked, and the recent failures.
+    fn book(&mut self, key: &K, config: &ThrottleConfig, now: Instant) -> (Instant, u32) {
         let Some(record) = self.get(key, now) else {
-            return now;
+            return (now, 0);
         };
         let start = record.next_slot.max(now);
         record.next_slot = start + config.delay(record.failures);
         record.last_seen = now;
-        start
+        (start, record.failures)
     }
 
     fn failed(&mut self, key: &K, config: &ThrottleConfig, now: Instant) -> u32 {
@@ -150,14 +150,15 @@ impl LoginThrottle {
         }
     }
 
-    /// Books an attempt to log into `account` from `ip`: the returned time is when the password
-    /// may be checked (now, unless recent failures on either the account or the address).
-    pub fn book(&self, account: &str, ip: IpAddr, now: Instant) -> Instant {
+    /// Books an attempt to log into `account` from `ip`: returns when the password may be
+    /// checked (now, unless there were recent failures on the account or from the address),
+    /// and the larger of the two failure counts.
+    pub fn book(&self, account: &str, ip: IpAddr, now: Instant) -> (Instant, u32) {
         let mut tables = self.lock();
         let (accounts, ips) = &mut *tables;
         let by_account = accounts.book(&account.to_ascii_lowercase(), &self.config, now);
         let by_ip = ips.book(&ip, &self.config, now);
-        by_account.max(by_ip)
+        (by_account.0.max(by_ip.0), by_account.1.max(by_ip.1))
     }
 
     /// Records a failed attempt; returns the failure counts (account, address).
@@ -213,19 +214,19 @@ mod tests {
         // Two failures (the free ones): the next attempt on alice waits 1 s, whoever makes it.
         assert_eq!(
             throttle.book("alice", owner, t0),
-            t0 + Duration::from_secs(1)
+            (t0 + Duration::from_secs(1), 2)
         );
         // A second attempt at once is spaced after the first one's slot.
         assert_eq!(
-            throttle.book("alice", owner, t0),
+            throttle.book("alice", owner, t0).0,
             t0 + Duration::from_secs(2)
         );
         // Other accounts from the attacker's address are delayed too.
-        assert!(throttle.book("bob", attacker, t0) > t0);
-        assert_eq!(throttle.book("bob", owner, t0), t0);
+        assert!(throttle.book("bob", attacker, t0).0 > t0);
+        assert_eq!(throttle.book("bob", owner, t0), (t0, 0));
         throttle.succeeded("alice", owner);
         let later = t0 + Duration::from_secs(10);
-        assert_eq!(throttle.book("alice", owner, later), later);
+        assert_eq!(throttle.book("alice", owner, later), (later, 0));
     }
 
     #[test]
@@ -237,7 +238,7 @@ mod tests {
             throttle.failed("alice", ip, t0);
         }
         let much_later = t0 + FORGET_AFTER;
-        assert_eq!(throttle.book("alice", ip, much_later), much_later);
+        assert_eq!(throttle.book("alice", ip, much_later), (much_later, 0));
         for i in 0..(MAX_TRACKED + 10) {
             throttle.failed(&format!("user{i}"), ip, t0);
         }

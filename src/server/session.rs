@@ -23,10 +23,9 @@ use crate::user_store::AuthError;
 
 /// The state of one connection.
 enum State {
-    /// Connected, not logged in; holds the connection's place in the per-address count.
-    Pending {
-        _slot: PendingSlot,
-    },
+    /// Connected, not logged in; holds the connection's place in the per-address count until
+    /// its credentials are checked.
+    Pending(Option<PendingSlot>),
     LoggedIn {
         id: SessionId,
         username: String,
@@ -61,7 +60,7 @@ pub(super) async fn serve(
     let writer = runtime::spawn(write_lines(stream.clone(), queue));
     let mut reader = LineReader::new(stream.clone(), MAX_LINE_BYTES);
     let mut broker = shared.broker.clone();
-    let mut state = State::Pending { _slot: pending };
+    let mut state = State::Pending(Some(pending));
     let mut flood = FloodControl::new(config.flood, Instant::now());
     let connected = Instant::now();
     let mut last_heard = connected;
@@ -73,7 +72,7 @@ pub(super) async fn serve(
 
     let end = loop {
         let (deadline, waiting_for) = match (&state, ping_sent) {
-            (State::Pending { .. }, _) => (connected + config.auth_timeout, Deadline::Login),
+            (State::Pending(_), _) => (connected + config.auth_timeout, Deadline::Login),
             (State::LoggedIn { .. }, None) => {
                 (last_heard + config.ping_interval, Deadline::Activity)
             }
@@ -193,7 +192,7 @@ pub(super) async fn serve(
             log::info!("{remote} ({username}) disconnected: {end}");
             let _ = broker.send(Event::Leave { id: *id }).await;
         }
-        State::Pending { .. } => log::info!("{remote} disconnected before login: {end}"),
+        State::Pending(_) => log::info!("{remote} disconnected before login: {end}"),
     }
     drop(outbox);
     close_gracefully(&stream, &mut reader, writer).await;
@@ -210,14 +209,17 @@ async fn handle(
     broker: &mut mpsc::Sender<Event>,
 ) -> Result<Option<ServerMessage>, String> {
     let register = matches!(message, ClientMessage::Register(_));
-    let event = match (&*state, message) {
+    let event = match (&mut *state, message) {
         (
-            State::Pending { .. },
+            State::Pending(slot),
             ClientMessage::Login(credentials) | ClientMessage::Register(credentials),
         ) => {
-            let (id, username) =
-                authenticate(remote, shared, outbox, credentials, register).await?;
-            // Logged in: the connection no longer counts as pending for its address.
+            let login = Login {
+                credentials,
+                register,
+                pending: slot.take(),
+            };
+            let (id, username) = authenticate(remote, shared, outbox, login).await?;
             *state = State::LoggedIn { id, username };
             return Ok(None);
         }
@@ -230,7 +232,7 @@ async fn handle(
                 Err(_) => Err("send queue exceeded".into()),
             }
         }
-        (State::Pending { .. }, _) => {
+        (State::Pending(_), _) => {
             return Ok(Some(ServerMessage::error(
                 ErrorCode::NotLoggedIn,
                 "log in or register first",
@@ -257,21 +259,33 @@ async fn handle(
     }
 }
 
+/// A login or registration request, with the connection's place in its address's pending
+/// count (freed once the credentials are checked).
+struct Login {
+    credentials: Credentials,
+    register: bool,
+    pending: Option<PendingSlot>,
+}
+
 /// Logs a connection in or registers it, and hands it to the broker. On failure the client has
 /// been sent the (fatal) error and the reason to log is returned.
 async fn authenticate(
     remote: SocketAddr,
     shared: &Context,
     outbox: &mut Outbox,
-    credentials: Credentials,
-    register: bool,
+    login: Login,
 ) -> Result<(SessionId, String), String> {
+    let Login {
+        credentials:
+            Credentials {
+                username,
+                password,
+                p2p_port,
+            },
+        register,
+        pending,
+    } = login;
     let action = if register { "registration" } else { "login" };
-    let Credentials {
-        username,
-        password,
-        p2p_port,
-    } = credentials;
     let ip = remote.ip().to_canonical();
     let refuse = |outbox: &mut Outbox, code: ErrorCode, message: String| {
         log::warn!(
@@ -338,6 +352,8 @@ async fn authenticate(
     } else {
         shared.throttle.succeeded(&username, ip);
     }
+    // Authenticated: the connection no longer counts against its address's pending limit.
+    drop(pending);
 
     let id = shared.next_session.fetch_add(1, Ordering::Relaxed);
     let (reply, answer) = oneshot::channel();
@@ -385,15 +401,13 @@ async fn wait_for_login_slot(
     outbox: &mut Outbox,
 ) -> Result<(), String> {
     let now = Instant::now();
-    let wait = shared
-        .throttle
-        .book(username, ip, now)
-        .saturating_duration_since(now);
+    let (slot, failures) = shared.throttle.book(username, ip, now);
+    let wait = slot.saturating_duration_since(now);
     if wait.is_zero() {
         return Ok(());
     }
     log::info!(
-        "{remote}: login as {} delayed {:.1} s after recent failures",
+        "{remote}: login as {} delayed after {failures} recent failures ({:.1} s)",
         for_log(username),
         wait.as_secs_f64()
     );
