@@ -463,6 +463,13 @@ impl RawConnection {
         self.stream.write_all(bytes)
     }
 
+    /// Closes the sending side (FIN), keeping the connection open for reading.
+    pub fn shutdown_write(&self) {
+        self.stream
+            .shutdown(std::net::Shutdown::Write)
+            .expect("shut down the sending side");
+    }
+
     /// Sends one protocol message (a JSON value) as a line.
     pub fn send(&mut self, message: &Value) {
         let line = format!("{message}\n");
