@@ -169,8 +169,11 @@ fn a_client_that_stops_reading_is_dropped_and_the_others_receive_everything() {
     let server = Server::start(
         &users(&dir),
         &[
+            // Only the byte limit can drop the sleeper: the line limit is out of reach.
             "--send-queue-bytes",
             "65536",
+            "--send-queue-lines",
+            "100000",
             "--flood-burst",
             "100000",
             "--flood-rate",
