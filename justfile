@@ -19,3 +19,7 @@ client *FLAGS:
 # Format the code in place.
 fmt:
     cargo fmt --all
+
+# Run the property tests (tests/fuzz.rs) long: CASES cases per property (default 250000), optimised.
+fuzz CASES="250000":
+    PROPTEST_CASES={{CASES}} cargo test --locked --release --test fuzz -- --nocapture
