@@ -278,3 +278,34 @@ fn oversized_malformed_and_garbage_datagrams_are_counted_and_harmless() {
     let finished = alice.finish();
     assert_eq!(finished.status.code(), Some(0), "{}", finished.stderr);
 }
+
+#[test]
+fn the_limits_are_flags_shown_in_help_and_bad_values_are_usage_errors() {
+    let help = std::process::Command::new(client_bin())
+        .arg("--help")
+        .output()
+        .unwrap();
+    let help = String::from_utf8(help.stdout).unwrap();
+    for flag in ["--dm-burst", "--dm-rate", "--dm-max-bytes", "/stats"] {
+        assert!(
+            help.contains(flag),
+            "--help does not mention {flag}:\n{help}"
+        );
+    }
+    for bad in [
+        ["--dm-burst", "0"],
+        ["--dm-rate", "-1"],
+        ["--dm-rate", "NaN"],
+        ["--dm-rate", "fast"],
+        ["--dm-max-bytes", "0"],
+        ["--dm-max-bytes", "65508"],
+    ] {
+        let out = std::process::Command::new(client_bin())
+            .args(bad)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{bad:?}: {out:?}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(bad[0]), "{bad:?}: {stderr}");
+    }
+}

@@ -52,7 +52,7 @@ struct Args {
     dm_burst: u32,
 
     /// Direct messages per second one peer may send after its burst (0 = none after the burst).
-    #[arg(long, value_name = "PER_SECOND", default_value_t = DEFAULT_DM_RATE,
+    #[arg(long, value_name = "PER_SECOND", default_value_t = DEFAULT_DM_RATE, allow_negative_numbers = true,
           value_parser = parse_rate)]
     dm_rate: f64,
 
