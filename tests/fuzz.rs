@@ -126,6 +126,11 @@ fn error_code() -> impl Strategy<Value = ErrorCode> {
         EmptyMessage,
         ServerFull,
         StorageFailure,
+        AuthTimeout,
+        TooManyConnections,
+        RateLimited,
+        Flood,
+        PingTimeout,
         Unknown,
     ])
 }
@@ -145,6 +150,8 @@ fn client_message() -> impl Strategy<Value = ClientMessage> {
         text().prop_map(|text| ClientMessage::Say { text }),
         Just(ClientMessage::List),
         Just(ClientMessage::Quit),
+        Just(ClientMessage::Ping),
+        Just(ClientMessage::Pong),
     ]
 }
 
@@ -166,6 +173,8 @@ fn server_message() -> impl Strategy<Value = ServerMessage> {
             }
         }),
         text().prop_map(|reason| ServerMessage::Shutdown { reason }),
+        Just(ServerMessage::Ping),
+        Just(ServerMessage::Pong),
     ]
 }
 
@@ -243,6 +252,31 @@ fn field_value(secret: &'static str) -> impl Strategy<Value = serde_json::Value>
 
 const SECRET: &str = "hunter2-Zq8";
 
+/// The `type` names that `strategy` produces, over many draws.
+fn types_drawn<T: serde::Serialize + std::fmt::Debug>(
+    strategy: impl Strategy<Value = T>,
+) -> std::collections::BTreeSet<String> {
+    use proptest::strategy::ValueTree;
+    let mut runner = proptest::test_runner::TestRunner::deterministic();
+    (0..2000)
+        .map(|_| {
+            let value = strategy.new_tree(&mut runner).unwrap().current();
+            serde_json::to_value(&value).unwrap()["type"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect()
+}
+
+/// A message type added to the protocol must be added to the strategies too.
+#[test]
+fn the_strategies_cover_every_message_type() {
+    let names = |types: &[&str]| types.iter().map(|t| t.to_string()).collect();
+    assert_eq!(types_drawn(client_message()), names(&ClientMessage::TYPES));
+    assert_eq!(types_drawn(server_message()), names(&ServerMessage::TYPES));
+}
+
 proptest! {
     #![proptest_config(config())]
 
@@ -269,10 +303,9 @@ proptest! {
     /// any) never quotes a value, and stays short even with long keys or values.
     #[test]
     fn errors_never_quote_field_values(
-        kind in prop::sample::select(vec![
-            "login", "register", "say", "list", "quit", "hello", "welcome", "joined", "left",
-            "message", "peers", "error", "shutdown", "direct",
-        ]),
+        kind in prop::sample::select(
+            [&ClientMessage::TYPES[..], &ServerMessage::TYPES[..], &["direct"]].concat()
+        ),
         fields in prop::collection::btree_map(
             prop_oneof![
                 prop::sample::select(vec![

@@ -30,6 +30,7 @@ use serde::Serialize;
 use super::event::ClientEvent;
 use super::peer_list::PeerList;
 use crate::protocol::{decode_datagram, Datagram, DirectMessage, MAX_DATAGRAM_BYTES};
+use crate::rate_limit::TokenBucket;
 
 /// Default burst: direct messages one peer may send at once before being limited. Twenty covers a
 /// person pasting a few lines or a script sending a short batch.
@@ -179,33 +180,22 @@ pub struct DirectStats {
     pub sources_tracked: usize,
 }
 
-/// One token bucket.
-#[derive(Debug, Clone, Copy)]
-struct Bucket {
-    tokens: f64,
-    updated: Instant,
-}
-
 /// A token bucket per source address, in a table of at most [`MAX_TRACKED_SOURCES`].
 #[derive(Debug)]
 struct SourceBuckets {
-    burst: f64,
+    burst: u32,
     rate: f64,
-    buckets: HashMap<SocketAddr, Bucket>,
+    /// Each source's bucket and when it was last used.
+    buckets: HashMap<SocketAddr, (TokenBucket, Instant)>,
 }
 
 impl SourceBuckets {
     fn new(burst: u32, rate: f64) -> Self {
         SourceBuckets {
-            burst: f64::from(burst),
+            burst,
             rate,
             buckets: HashMap::new(),
         }
-    }
-
-    fn refilled(&self, bucket: Bucket, now: Instant) -> f64 {
-        let elapsed = now.saturating_duration_since(bucket.updated).as_secs_f64();
-        (bucket.tokens + elapsed * self.rate).min(self.burst)
     }
 
     /// Takes a token from `source`'s bucket; `false` when it is empty.
@@ -213,34 +203,24 @@ impl SourceBuckets {
         if !self.buckets.contains_key(&source) && self.buckets.len() >= MAX_TRACKED_SOURCES {
             self.make_room(now);
         }
-        let tokens = match self.buckets.get(&source) {
-            Some(bucket) => self.refilled(*bucket, now),
-            None => self.burst,
-        };
-        let allowed = tokens >= 1.0;
-        self.buckets.insert(
-            source,
-            Bucket {
-                tokens: if allowed { tokens - 1.0 } else { tokens },
-                updated: now,
-            },
-        );
-        allowed
+        let (burst, rate) = (self.burst, self.rate);
+        let (bucket, used) = self
+            .buckets
+            .entry(source)
+            .or_insert_with(|| (TokenBucket::new(burst, rate, now), now));
+        *used = now;
+        bucket.try_take(now)
     }
 
     /// Forgets every bucket that is full again; if none is, the least recently used one.
     fn make_room(&mut self, now: Instant) {
         let before = self.buckets.len();
-        let (burst, rate) = (self.burst, self.rate);
-        self.buckets.retain(|_, bucket| {
-            let elapsed = now.saturating_duration_since(bucket.updated).as_secs_f64();
-            bucket.tokens + elapsed * rate < burst
-        });
+        self.buckets.retain(|_, (bucket, _)| !bucket.is_full(now));
         if self.buckets.len() == before {
             let oldest = self
                 .buckets
                 .iter()
-                .min_by_key(|(_, bucket)| bucket.updated)
+                .min_by_key(|(_, (_, used))| *used)
                 .map(|(source, _)| *source);
             if let Some(source) = oldest {
                 self.buckets.remove(&source);
