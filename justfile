@@ -23,3 +23,7 @@ fmt:
 # Benchmarks (release build, default scrypt cost): login flood latency and memory, login timing.
 bench:
     cargo test --release --locked --test bench -- --ignored --nocapture --test-threads 1
+
+# Run the property tests (tests/fuzz.rs) long: CASES cases per property (default 250000), optimised.
+fuzz CASES="250000":
+    PROPTEST_CASES={{CASES}} cargo test --locked --release --test fuzz -- --nocapture

@@ -9,14 +9,21 @@ use clap::Parser;
 use futures::channel::mpsc;
 use futures::stream;
 use futures::SinkExt;
-use p2pchat::client::{exit, AuthMode, Client, ClientError, ClientEvent};
+use p2pchat::client::direct_inbox::{DEFAULT_DM_BURST, DEFAULT_DM_MAX_BYTES, DEFAULT_DM_RATE};
+use p2pchat::client::{exit, AuthMode, Client, ClientError, ClientEvent, DirectLimits};
+use p2pchat::protocol::MAX_DATAGRAM_BYTES;
 use p2pchat::runtime;
 use rustyline_async::{Readline, ReadlineEvent};
 
 /// A p2pchat client: the room through the server, direct messages straight to a peer over UDP.
 ///
 /// After login: TEXT says it to the room; @NAME: TEXT or /msg NAME TEXT sends a direct message;
-/// :l or /peers lists who is online; :q or /quit leaves; /help shows this list.
+/// :l or /peers lists who is online; /stats shows direct messages received, delivered and dropped;
+/// :q or /quit leaves; /help shows this list.
+///
+/// Received direct messages are dropped (and counted) when oversized, malformed, not from the
+/// announced address of the peer they name, or over that sender's rate limit (a token bucket per
+/// sender address: --dm-burst at once, then --dm-rate per second).
 ///
 /// When stdin is not a terminal, its lines answer the prompts in order (login or register, the
 /// username, the password) and every later line is a command; end of input quits.
@@ -38,6 +45,31 @@ struct Args {
     /// Print every event as one JSON object per line on stdout, for programs.
     #[arg(long)]
     json: bool,
+
+    /// Direct messages one peer may send at once before its rate limit applies.
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_DM_BURST,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    dm_burst: u32,
+
+    /// Direct messages per second one peer may send after its burst (0 = none after the burst).
+    #[arg(long, value_name = "PER_SECOND", default_value_t = DEFAULT_DM_RATE, allow_negative_numbers = true,
+          value_parser = parse_rate)]
+    dm_rate: f64,
+
+    /// Largest direct-message datagram accepted, in bytes (at most 65507); larger ones are dropped.
+    #[arg(long, value_name = "BYTES", default_value_t = DEFAULT_DM_MAX_BYTES as u32,
+          value_parser = clap::value_parser!(u32).range(1..=MAX_DATAGRAM_BYTES as i64))]
+    dm_max_bytes: u32,
+}
+
+/// A rate: a finite number, 0 or more.
+fn parse_rate(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(rate) if rate.is_finite() && rate >= 0.0 => Ok(rate),
+        _ => Err(format!(
+            "{text:?} is not a rate: expected a number of datagrams per second, 0 or more"
+        )),
+    }
 }
 
 /// Where events go: JSON lines, or text for a person.
@@ -84,7 +116,15 @@ fn print_line(line: &str) {
 }
 
 async fn run(args: &Args, format: Format, terminal: bool) -> Result<(), ClientError> {
+    let limits = DirectLimits {
+        burst: args.dm_burst,
+        rate: args.dm_rate,
+        max_bytes: args.dm_max_bytes as usize,
+    };
+    // Checked before connecting, so a bad flag costs no connection.
+    limits.validate().map_err(ClientError::Local)?;
     let mut client = Client::connect(&args.server, args.p2p_port).await?;
+    client.set_direct_limits(limits)?;
     print_line(&format.line(&ClientEvent::Connected {
         server: client.server_addr(),
         p2p_addr: client.p2p_addr(),

@@ -2,7 +2,8 @@
 //!
 //! The lab's commands and the familiar IRC-style aliases:
 //! plain text → the room; `@name: text` or `/msg name text` → a direct message;
-//! `:l` or `/peers` → the online users; `:q` or `/quit` → leave; `/help`.
+//! `:l` or `/peers` → the online users; `:q` or `/quit` → leave; `/help`; `/stats` → the
+//! direct-message counters.
 //! A line starting with `//` sends the rest, from its second `/`, to the room.
 
 /// One thing the person asked for.
@@ -17,6 +18,8 @@ pub enum Command {
     },
     /// Show who is online (asked of the server).
     Peers,
+    /// Show the direct-message counters (received, delivered, dropped by reason).
+    Stats,
     Help,
     Quit,
 }
@@ -28,6 +31,7 @@ commands:
   @NAME: TEXT          send TEXT straight to NAME (direct message over UDP)
   /msg NAME TEXT       the same
   :l  /peers           list the users online
+  /stats               direct messages received, delivered and dropped (by reason)
   :q  /quit            leave
   /help                this help
   //TEXT               say /TEXT to the room";
@@ -42,6 +46,7 @@ pub fn parse(line: &str) -> Result<Option<Command>, String> {
         ":l" | "/peers" | "/list" | "/who" => Command::Peers,
         ":q" | "/quit" | "/exit" => Command::Quit,
         ":h" | "/help" | "/?" => Command::Help,
+        "/stats" => Command::Stats,
         _ => {
             if let Some(rest) = line.strip_prefix('@') {
                 direct(rest, ':')?
@@ -100,6 +105,7 @@ mod tests {
         assert_eq!(parse(":q"), Ok(Some(Command::Quit)));
         assert_eq!(parse("/quit\r"), Ok(Some(Command::Quit)));
         assert_eq!(parse("/help"), Ok(Some(Command::Help)));
+        assert_eq!(parse("/stats"), Ok(Some(Command::Stats)));
         assert_eq!(parse("   "), Ok(None));
     }
 

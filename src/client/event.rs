@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 
 use serde::Serialize;
 
+use super::direct_inbox::DirectStats;
 use crate::protocol::{ErrorCode, PeerInfo};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -52,6 +53,9 @@ pub enum ClientEvent {
     Help {
         text: String,
     },
+    /// The direct-message counters, in answer to `/stats`: datagrams received, delivered, and
+    /// dropped by reason (`oversized`, `malformed`, `unknown_source`, `rate_limited`).
+    DirectStats(DirectStats),
     /// Something was dropped or ignored (a datagram from an unknown address, …).
     Warning {
         message: String,
@@ -95,6 +99,14 @@ impl ClientEvent {
             }
             ClientEvent::DirectSent { to, .. } => format!("* direct message sent to {}", clean(to)),
             ClientEvent::Help { text } => text.clone(),
+            ClientEvent::DirectStats(stats) => format!(
+                "* direct messages: {} received, {} delivered, {} dropped ({}); {} sender(s) rate-tracked",
+                stats.received,
+                stats.delivered,
+                stats.dropped.total(),
+                stats.dropped,
+                stats.sources_tracked
+            ),
             ClientEvent::Warning { message } => format!("! warning: {}", clean(message)),
             ClientEvent::Error { message, .. } => format!("! error: {}", clean(message)),
             ClientEvent::Shutdown { reason } => format!("* server: {}", clean(reason)),
@@ -131,6 +143,27 @@ mod tests {
             text: "\u{1b}[2Jgotcha\r".into(),
         };
         assert_eq!(event.render(), "<eve> \\u{1b}[2Jgotcha\\u{d}");
+    }
+
+    #[test]
+    fn stats_are_one_flat_json_object() {
+        let event = ClientEvent::DirectStats(DirectStats {
+            received: 3,
+            delivered: 1,
+            dropped: crate::client::direct_inbox::DropCounts {
+                malformed: 2,
+                ..Default::default()
+            },
+            sources_tracked: 1,
+        });
+        assert_eq!(
+            serde_json::to_string(&event).unwrap(),
+            r#"{"event":"direct_stats","received":3,"delivered":1,"dropped":{"oversized":0,"malformed":2,"unknown_source":0,"rate_limited":0},"sources_tracked":1}"#
+        );
+        assert_eq!(
+            event.render(),
+            "* direct messages: 3 received, 1 delivered, 2 dropped (2 malformed); 1 sender(s) rate-tracked"
+        );
     }
 
     #[test]

@@ -4,9 +4,11 @@
 //! `p2pchat-client` binary feeds it commands and prints its events.
 //!
 //! Direct messages go from this client's UDP socket straight to the peer's announced address;
-//! the server never sees them.
+//! the server never sees them. Received datagrams pass the checks and limits of
+//! [`direct_inbox`] before they are shown.
 
 pub mod command;
+pub mod direct_inbox;
 pub mod event;
 pub mod peer_list;
 
@@ -14,20 +16,21 @@ use std::fmt;
 use std::io;
 use std::net::{Shutdown, SocketAddr};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures::io::AsyncWriteExt;
 use futures::stream::{self, Stream, StreamExt};
 
 use crate::connection::{LineReader, ReadError};
 use crate::protocol::{
-    decode_datagram, decode_server, encode_datagram, encode_line, ClientMessage, Credentials,
-    Datagram, DirectMessage, ErrorCode, ServerMessage, MAX_DATAGRAM_BYTES, MAX_LINE_BYTES,
+    decode_server, encode_datagram, encode_line, ClientMessage, Credentials, Datagram,
+    DirectMessage, ErrorCode, ServerMessage, MAX_DATAGRAM_BYTES, MAX_LINE_BYTES,
     MAX_SERVER_LINE_BYTES,
 };
 use crate::runtime::{self, TcpStream, ToSocketAddrs, UdpSocket};
 
 pub use command::Command;
+pub use direct_inbox::{DirectInbox, DirectLimits, DirectStats};
 pub use event::ClientEvent;
 pub use peer_list::PeerList;
 
@@ -44,6 +47,10 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Receive buffer for datagrams: any UDP payload fits, so an oversized one is seen whole and
 /// refused rather than silently cut.
 const DATAGRAM_BUFFER: usize = 65_536;
+
+/// How often the chat loop wakes up with nothing to do, to give out a due summary of dropped
+/// datagrams even when no more arrive.
+const HOUSEKEEPING_TICK: Duration = Duration::from_secs(1);
 
 /// Exit statuses of `p2pchat-client` (also documented in the README).
 pub mod exit {
@@ -122,6 +129,7 @@ pub struct Client {
     username: String,
     peers: PeerList,
     next_direct_id: u64,
+    direct_limits: DirectLimits,
 }
 
 impl Client {
@@ -196,11 +204,22 @@ impl Client {
             username: String::new(),
             peers: PeerList::default(),
             next_direct_id: 1,
+            direct_limits: DirectLimits::default(),
         })
     }
 
     pub fn server_addr(&self) -> SocketAddr {
         self.server
+    }
+
+    /// Sets the limits on received direct messages (default [`DirectLimits::default`]).
+    ///
+    /// # Errors
+    /// A limit that makes no sense (burst 0, a negative rate, …), named in the message.
+    pub fn set_direct_limits(&mut self, limits: DirectLimits) -> Result<(), ClientError> {
+        limits.validate().map_err(ClientError::Local)?;
+        self.direct_limits = limits;
+        Ok(())
     }
 
     /// Where this client receives direct messages.
@@ -259,8 +278,10 @@ impl Client {
             mut peers,
             username,
             mut next_direct_id,
+            direct_limits,
             ..
         } = self;
+        let mut inbox = DirectInbox::new(direct_limits);
         let from_server = stream::unfold(reader, |mut reader| async move {
             let line = reader.next_line().await;
             Some((Input::Server(line), reader))
@@ -276,9 +297,13 @@ impl Client {
         let from_person = commands
             .map(Input::Command)
             .chain(stream::iter([Input::EndOfCommands]));
+        let ticks = stream::unfold((), |()| async {
+            runtime::sleep(HOUSEKEEPING_TICK).await;
+            Some((Input::Tick, ()))
+        });
         // Pinned on the heap: the unfold streams hold futures that must not move.
         let mut inputs = Box::pin(stream::select(
-            from_server,
+            stream::select(from_server, ticks),
             stream::select(from_peers, from_person),
         ));
 
@@ -305,7 +330,18 @@ impl Client {
                     )))
                 }
                 Input::Datagram(Ok((payload, source))) => {
-                    emit(on_datagram(&payload, source, &peers));
+                    let now = Instant::now();
+                    if let Some(event) = inbox.receive(&payload, source, &peers, now) {
+                        emit(event);
+                    }
+                    if let Some(summary) = inbox.summary(now) {
+                        emit(summary);
+                    }
+                }
+                Input::Tick => {
+                    if let Some(summary) = inbox.summary(Instant::now()) {
+                        emit(summary);
+                    }
                 }
                 Input::Datagram(Err(e)) => {
                     emit(ClientEvent::Warning {
@@ -319,6 +355,7 @@ impl Client {
                         text: command::HELP.into(),
                     }),
                     Ok(Some(Command::Peers)) => send(&mut tcp, &ClientMessage::List).await?,
+                    Ok(Some(Command::Stats)) => emit(ClientEvent::DirectStats(inbox.stats())),
                     Ok(Some(Command::Say(text))) => {
                         let message = ClientMessage::Say { text };
                         if encode_line(&message).len() > MAX_LINE_BYTES {
@@ -354,6 +391,8 @@ enum Input {
     Datagram(io::Result<(Vec<u8>, SocketAddr)>),
     Command(String),
     EndOfCommands,
+    /// Time passed (every [`HOUSEKEEPING_TICK`]).
+    Tick,
 }
 
 async fn send(tcp: &mut TcpStream, message: &ClientMessage) -> Result<(), ClientError> {
@@ -452,33 +491,6 @@ fn on_server_message(
         ServerMessage::Hello { .. } | ServerMessage::Ping | ServerMessage::Pong => {}
     }
     Ok(())
-}
-
-/// Checks and reports one received datagram: it must decode, and come from the address that
-/// the peer it names announced to the server.
-fn on_datagram(payload: &[u8], source: SocketAddr, peers: &PeerList) -> ClientEvent {
-    let dropped = |why: String| ClientEvent::Warning {
-        message: format!("dropped a datagram from {source}: {why}"),
-    };
-    if payload.len() > MAX_DATAGRAM_BYTES {
-        return dropped(format!("larger than {MAX_DATAGRAM_BYTES} bytes"));
-    }
-    match decode_datagram(payload) {
-        Err(e) => dropped(e.to_string()),
-        Ok(Datagram::Direct(DirectMessage { from, id, text })) => {
-            match peers.verify_source(&from, source) {
-                Some(peer) => ClientEvent::Direct {
-                    from: peer.username.clone(),
-                    id,
-                    text,
-                    source,
-                },
-                None => dropped(format!(
-                    "it claims to be from {from:?}, but that is not the announced address of an online peer"
-                )),
-            }
-        }
-    }
 }
 
 /// Sends a direct message straight to `to`'s announced UDP address.

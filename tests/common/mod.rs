@@ -227,10 +227,16 @@ impl ChatClient {
 
     /// Like [`ChatClient::start`], with the server given as the user would type it (`HOST:PORT`).
     pub fn start_to(server: &str, name: &str, answers: &[&str]) -> ChatClient {
+        ChatClient::spawn(server, name, &[], answers)
+    }
+
+    /// Starts `p2pchat-client --server SERVER --json FLAGS…` and types `answers`.
+    fn spawn(server: &str, name: &str, flags: &[&str], answers: &[&str]) -> ChatClient {
         let mut child = Command::new(client_bin())
             .arg("--server")
             .arg(server)
             .arg("--json")
+            .args(flags)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -536,4 +542,94 @@ impl RawConnection {
 pub fn read_users(path: &Path) -> Value {
     let text = std::fs::read_to_string(path).expect("read users file");
     serde_json::from_str(&text).expect("users file is JSON")
+}
+
+// ---- Added for tests/udp.rs and tests/framing.rs (hardening, issue 3) ----
+
+impl ChatClient {
+    /// Like [`ChatClient::start`], with extra client flags (`--dm-rate 0.001`, …) before the
+    /// prompts are answered.
+    pub fn start_with_flags(
+        server: SocketAddr,
+        name: &str,
+        flags: &[&str],
+        answers: &[&str],
+    ) -> ChatClient {
+        ChatClient::spawn(&server.to_string(), name, flags, answers)
+    }
+
+    /// Registers `name` with extra client flags and waits for the welcome.
+    pub fn register_with_flags(
+        server: SocketAddr,
+        name: &str,
+        password: &str,
+        flags: &[&str],
+    ) -> ChatClient {
+        let mut client =
+            ChatClient::start_with_flags(server, name, flags, &["register", name, password]);
+        client.expect_event("welcome");
+        client
+    }
+
+    /// Asks for the direct-message counters (`/stats`) and returns the `direct_stats` event.
+    pub fn stats(&mut self) -> Value {
+        self.send("/stats");
+        self.expect_event("direct_stats")
+    }
+
+    /// Asks for the counters until `done` holds for them (datagrams already sent may still be
+    /// queued in the client's socket), within the deadline; returns the last answer.
+    pub fn wait_for_stats(&mut self, what: &str, done: impl Fn(&Value) -> bool) -> Value {
+        let start = Instant::now();
+        loop {
+            let stats = self.stats();
+            if done(&stats) {
+                return stats;
+            }
+            assert!(
+                start.elapsed() < DEADLINE,
+                "{}: counters never showed {what}; last {stats}",
+                self.name
+            );
+            thread::sleep(Duration::from_millis(10)); // polling interval, not a wait for an event
+        }
+    }
+}
+
+impl RawConnection {
+    /// Connects and registers `name` announcing `p2p_port`; returns the connection and the
+    /// `welcome`.
+    pub fn register(
+        addr: SocketAddr,
+        name: &str,
+        password: &str,
+        p2p_port: u16,
+    ) -> (RawConnection, Value) {
+        let mut conn = RawConnection::connect(addr);
+        let request = serde_json::json!({
+            "type": "register", "username": name, "password": password, "p2p_port": p2p_port,
+        });
+        conn.write(format!("{request}\n").as_bytes())
+            .expect("send register");
+        let welcome = conn.read_json().expect("an answer to register");
+        assert_eq!(welcome["type"], "welcome", "{welcome}");
+        (conn, welcome)
+    }
+
+    /// Sends every segment as soon as it is written (no Nagle coalescing).
+    pub fn set_nodelay(&self) {
+        self.stream.set_nodelay(true).expect("set TCP_NODELAY");
+    }
+
+    /// Writes each piece with a write call of its own, flushing after each.
+    pub fn write_pieces<'a>(
+        &mut self,
+        pieces: impl IntoIterator<Item = &'a [u8]>,
+    ) -> std::io::Result<()> {
+        for piece in pieces {
+            self.stream.write_all(piece)?;
+            self.stream.flush()?;
+        }
+        Ok(())
+    }
 }

@@ -1,0 +1,311 @@
+//! Direct messages under attack, black-box: a test-owned UDP socket on 127.0.0.1 floods a real
+//! `p2pchat-client` with forged, excessive, oversized and malformed datagrams. Each is dropped and
+//! counted (`/stats` → `direct_stats`), the warnings stay few, and the client goes on chatting.
+//!
+//! Floods are sent in batches, each waited for through the counters before the next, so that the
+//! kernel's socket buffer never overflows and every datagram sent is one the client received.
+
+mod common;
+
+use std::net::{SocketAddr, UdpSocket};
+use std::time::Instant;
+
+use common::*;
+use serde_json::{json, Value};
+
+/// Datagrams per batch: well under what the client's default socket buffer holds.
+const BATCH: usize = 50;
+
+fn start_server() -> (tempfile::TempDir, Server) {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("users.json"), &[]);
+    (dir, server)
+}
+
+fn udp_socket() -> UdpSocket {
+    UdpSocket::bind("127.0.0.1:0").expect("bind a UDP socket on 127.0.0.1")
+}
+
+fn forged(from: &str, id: usize) -> Vec<u8> {
+    json!({"type": "direct", "from": from, "id": id, "text": format!("flood {id}")})
+        .to_string()
+        .into_bytes()
+}
+
+fn count(stats: &Value, path: &[&str]) -> u64 {
+    let mut value = stats;
+    for key in path {
+        value = &value[*key];
+    }
+    value
+        .as_u64()
+        .unwrap_or_else(|| panic!("no counter {path:?} in {stats}"))
+}
+
+/// Sends `datagrams` to `to` in batches, waiting after each until the client has received them all.
+fn flood(client: &mut ChatClient, from: &UdpSocket, to: SocketAddr, datagrams: &[Vec<u8>]) {
+    let already = count(&client.stats(), &["received"]);
+    let mut sent = 0;
+    for batch in datagrams.chunks(BATCH) {
+        for datagram in batch {
+            from.send_to(datagram, to).expect("send a datagram");
+        }
+        sent += batch.len() as u64;
+        client.wait_for_stats(&format!("{sent} more received"), |s| {
+            count(s, &["received"]) == already + sent
+        });
+    }
+}
+
+fn events_of<'a>(client: &'a ChatClient, kind: &'a str) -> impl Iterator<Item = &'a Value> + 'a {
+    client.history.iter().filter(move |e| e["event"] == kind)
+}
+
+/// Individual warnings for `sources_and_kinds` distinct (kind, source) pairs, plus at most one
+/// summary per five seconds of the test's running time.
+fn assert_few_warnings(client: &ChatClient, sources_and_kinds: usize, started: Instant) {
+    let warnings = events_of(client, "warning").count();
+    let summaries_possible = started.elapsed().as_secs() as usize / 5 + 1;
+    assert!(
+        warnings >= sources_and_kinds && warnings <= sources_and_kinds + summaries_possible,
+        "{warnings} warnings for {sources_and_kinds} kinds and sources: {:#?}",
+        events_of(client, "warning").collect::<Vec<_>>()
+    );
+}
+
+#[test]
+fn a_flood_from_a_non_peer_address_is_dropped_counted_and_the_client_keeps_chatting() {
+    let (_dir, server) = start_server();
+    let started = Instant::now();
+    let mut alice = ChatClient::register(server.addr, "alice", "alice-password");
+    let mut bob = ChatClient::register(server.addr, "bob", "bob-password");
+    alice.expect(r#""bob" joined"#, |e| {
+        e["event"] == "joined" && e["peer"]["username"] == "bob"
+    });
+
+    // 500 well-formed direct messages claiming to be bob, from an address bob never announced.
+    let stranger = udp_socket();
+    let datagrams: Vec<Vec<u8>> = (0..500).map(|id| forged("bob", id)).collect();
+    let target = alice.p2p_addr();
+    flood(&mut alice, &stranger, target, &datagrams);
+
+    let stats = alice.stats();
+    assert_eq!(count(&stats, &["received"]), 500, "{stats}");
+    assert_eq!(count(&stats, &["delivered"]), 0, "{stats}");
+    assert_eq!(
+        count(&stats, &["dropped", "unknown_source"]),
+        500,
+        "{stats}"
+    );
+    assert_eq!(count(&stats, &["dropped", "rate_limited"]), 0, "{stats}");
+    assert_eq!(
+        count(&stats, &["sources_tracked"]),
+        0,
+        "strangers get no bucket: {stats}"
+    );
+    assert_eq!(events_of(&alice, "direct").count(), 0);
+    // One warning for the one source and kind; the rest only counted (and perhaps summed up).
+    assert_few_warnings(&alice, 1, started);
+    let first = events_of(&alice, "warning").next().unwrap();
+    assert!(
+        first["message"]
+            .as_str()
+            .unwrap()
+            .contains("unknown_source"),
+        "{first}"
+    );
+
+    // Still chatting, both ways, room and direct.
+    bob.send("still here?");
+    assert_eq!(alice.expect_event("message")["text"], "still here?");
+    alice.send("yes");
+    assert_eq!(bob.expect_event("message")["text"], "yes");
+    bob.send("@alice: and direct");
+    let direct = alice.expect_event("direct");
+    assert_eq!(
+        (&direct["from"], &direct["text"]),
+        (&json!("bob"), &json!("and direct"))
+    );
+    let stats = alice.stats();
+    assert_eq!(count(&stats, &["delivered"]), 1, "{stats}");
+    let finished = alice.finish();
+    assert_eq!(finished.status.code(), Some(0), "{}", finished.stderr);
+}
+
+#[test]
+fn a_peer_over_its_burst_gets_exactly_the_burst_delivered_and_the_excess_counted() {
+    const BURST: u64 = 20;
+    const SENT: usize = 50;
+    let (_dir, server) = start_server();
+    let started = Instant::now();
+    // A refill of one datagram per 1000 s: during the test no token comes back, so exactly the
+    // burst gets through whatever the timing.
+    let mut alice = ChatClient::register_with_flags(
+        server.addr,
+        "alice",
+        "alice-password",
+        &["--dm-burst", &BURST.to_string(), "--dm-rate", "0.001"],
+    );
+
+    // mallory is a real peer: logged in with a raw connection that announces the port of a
+    // test-owned socket, so datagrams from that socket pass the source check.
+    let peer_socket = udp_socket();
+    let peer_port = peer_socket.local_addr().unwrap().port();
+    let (_mallory, _) = RawConnection::register(server.addr, "mallory", "mallory-pw", peer_port);
+    alice.expect(r#""mallory" joined"#, |e| {
+        e["event"] == "joined" && e["peer"]["username"] == "mallory"
+    });
+
+    // All in one go: more than twice the burst, well within the socket buffer.
+    let datagrams: Vec<Vec<u8>> = (0..SENT).map(|id| forged("mallory", id)).collect();
+    for datagram in &datagrams {
+        peer_socket.send_to(datagram, alice.p2p_addr()).unwrap();
+    }
+    let stats = alice.wait_for_stats("all of mallory's datagrams received", |s| {
+        count(s, &["received"]) == SENT as u64
+    });
+    assert_eq!(count(&stats, &["delivered"]), BURST, "{stats}");
+    assert_eq!(
+        count(&stats, &["dropped", "rate_limited"]),
+        SENT as u64 - BURST,
+        "{stats}"
+    );
+    assert_eq!(count(&stats, &["dropped", "unknown_source"]), 0, "{stats}");
+    assert_eq!(count(&stats, &["sources_tracked"]), 1, "{stats}");
+    // The first BURST, in order, were the ones shown.
+    let ids: Vec<u64> = events_of(&alice, "direct")
+        .map(|e| {
+            assert_eq!(e["from"], "mallory");
+            e["id"].as_u64().unwrap()
+        })
+        .collect();
+    assert_eq!(ids, (0..BURST).collect::<Vec<_>>());
+    assert_few_warnings(&alice, 1, started);
+    let first = events_of(&alice, "warning").next().unwrap();
+    assert!(
+        first["message"].as_str().unwrap().contains("rate_limited"),
+        "{first}"
+    );
+
+    // The limit is per sender: another peer is not affected.
+    let mut bob = ChatClient::register(server.addr, "bob", "bob-password");
+    alice.expect(r#""bob" joined"#, |e| {
+        e["event"] == "joined" && e["peer"]["username"] == "bob"
+    });
+    bob.send("@alice: I am not mallory");
+    assert_eq!(alice.expect_event("direct")["text"], "I am not mallory");
+    let stats = alice.stats();
+    assert_eq!(count(&stats, &["delivered"]), BURST + 1, "{stats}");
+    assert_eq!(count(&stats, &["sources_tracked"]), 2, "{stats}");
+}
+
+#[test]
+fn oversized_malformed_and_garbage_datagrams_are_counted_and_harmless() {
+    let (_dir, server) = start_server();
+    let started = Instant::now();
+    let mut alice = ChatClient::register_with_flags(
+        server.addr,
+        "alice",
+        "alice-password",
+        &["--dm-max-bytes", "1024"],
+    );
+    let peer_socket = udp_socket();
+    let peer_port = peer_socket.local_addr().unwrap().port();
+    let (_mallory, _) = RawConnection::register(server.addr, "mallory", "mallory-pw", peer_port);
+    alice.expect(r#""mallory" joined"#, |e| {
+        e["event"] == "joined" && e["peer"]["username"] == "mallory"
+    });
+
+    let long_text = "x".repeat(2000);
+    let oversized: Vec<Vec<u8>> = vec![
+        // Well-formed, from the right address, but over --dm-max-bytes.
+        json!({"type": "direct", "from": "mallory", "id": 1, "text": long_text})
+            .to_string()
+            .into_bytes(),
+        // The largest UDP payload over IPv4.
+        vec![b'x'; 65_507],
+    ];
+    let malformed: Vec<Vec<u8>> = vec![
+        Vec::new(),
+        b"\xff\xfe\xfd".to_vec(),
+        b"\x00garbage\x00".to_vec(),
+        b"not json".to_vec(),
+        b"[1, 2, 3]".to_vec(),
+        br#"{"type": "nope"}"#.to_vec(),
+        br#"{"type": "direct", "from": "mallory"}"#.to_vec(),
+        br#"{"type": "direct", "from": "mallory", "id": -1, "text": "x"}"#.to_vec(),
+        br#"{"type": "direct", "from": "mallory", "id": 1, "text": "cut"#.to_vec(),
+        // Nesting far deeper than the JSON parser's recursion limit (and under 1024 bytes).
+        "[".repeat(1_000).into_bytes(),
+    ];
+    // Both from mallory's real address and from a stranger: the checks come before the source.
+    let stranger = udp_socket();
+    let mut all = oversized.clone();
+    all.extend(malformed.iter().cloned());
+    let target = alice.p2p_addr();
+    flood(&mut alice, &peer_socket, target, &all);
+    flood(&mut alice, &stranger, target, &all);
+
+    let stats = alice.stats();
+    let n = |v: &[Vec<u8>]| 2 * v.len() as u64;
+    assert_eq!(count(&stats, &["received"]), n(&all), "{stats}");
+    assert_eq!(count(&stats, &["delivered"]), 0, "{stats}");
+    assert_eq!(
+        count(&stats, &["dropped", "oversized"]),
+        n(&oversized),
+        "{stats}"
+    );
+    assert_eq!(
+        count(&stats, &["dropped", "malformed"]),
+        n(&malformed),
+        "{stats}"
+    );
+    assert_eq!(count(&stats, &["dropped", "unknown_source"]), 0, "{stats}");
+    assert_eq!(count(&stats, &["dropped", "rate_limited"]), 0, "{stats}");
+    assert_eq!(events_of(&alice, "direct").count(), 0);
+    // Two kinds from two sources.
+    assert_few_warnings(&alice, 4, started);
+
+    // mallory's well-formed messages still get through; the client is alive.
+    peer_socket
+        .send_to(&forged("mallory", 7), alice.p2p_addr())
+        .unwrap();
+    let direct = alice.expect_event("direct");
+    assert_eq!(
+        (&direct["from"], &direct["id"]),
+        (&json!("mallory"), &json!(7))
+    );
+    let finished = alice.finish();
+    assert_eq!(finished.status.code(), Some(0), "{}", finished.stderr);
+}
+
+#[test]
+fn the_limits_are_flags_shown_in_help_and_bad_values_are_usage_errors() {
+    let help = std::process::Command::new(client_bin())
+        .arg("--help")
+        .output()
+        .unwrap();
+    let help = String::from_utf8(help.stdout).unwrap();
+    for flag in ["--dm-burst", "--dm-rate", "--dm-max-bytes", "/stats"] {
+        assert!(
+            help.contains(flag),
+            "--help does not mention {flag}:\n{help}"
+        );
+    }
+    for bad in [
+        ["--dm-burst", "0"],
+        ["--dm-rate", "-1"],
+        ["--dm-rate", "NaN"],
+        ["--dm-rate", "fast"],
+        ["--dm-max-bytes", "0"],
+        ["--dm-max-bytes", "65508"],
+    ] {
+        let out = std::process::Command::new(client_bin())
+            .args(bad)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{bad:?}: {out:?}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(bad[0]), "{bad:?}: {stderr}");
+    }
+}
