@@ -17,4 +17,5 @@ pub mod connection;
 pub mod protocol;
 pub mod runtime;
 pub mod server;
+pub mod trace;
 pub mod user_store;
