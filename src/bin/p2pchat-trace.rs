@@ -25,6 +25,14 @@ struct Args {
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// The number of packets in the capture (checks that the whole file reads).
+    Count {
+        /// The capture file.
+        file: PathBuf,
+        /// One JSON object on stdout (format, link types, packets), for programs.
+        #[arg(long)]
+        json: bool,
+    },
     /// Every TCP three-way handshake with absolute numbers (SYN seq, SYN-ACK seq and ack) and how
     /// each connection ended.
     Handshakes {
@@ -98,6 +106,14 @@ fn capture_json(capture: &Capture) -> serde_json::Value {
 
 fn run(command: Command) -> Result<String, trace::CaptureError> {
     match command {
+        Command::Count { file, json } => {
+            let capture = Capture::open(&file)?;
+            Ok(if json {
+                to_json(capture_json(&capture))
+            } else {
+                format!("{}\n", capture.packets.len())
+            })
+        }
         Command::Handshakes { file, host, json } => {
             let (capture, frames) = trace::load(&file)?;
             let mut found = handshake::handshakes(&frames);
