@@ -33,6 +33,7 @@ declare -A IP=([webserver]=$SUBNET.3 [client1]=$SUBNET.11 [client2]=$SUBNET.12 [
 DIRECT_1="lab direct message 1: alice to bob, peer to peer"
 DIRECT_2="lab direct message 2: the new client to bob"
 WAIT=15          # seconds: the longest wait for any one event
+SETTLE=5         # seconds: the longest wait for tcpdump to write the packets the interfaces counted
 POLL=0.05        # seconds between two looks at a log (a polling interval, not a wait for an event)
 
 say() { printf '\033[1m== %s\033[0m\n' "$*"; }
@@ -185,7 +186,7 @@ start_capture() { # NAME HOST INTERFACE [extra tcpdump flags]
 # Stops a capture once the file holds every packet the interfaces counted since it started.
 stop_capture() { # NAME
   local name=$1 ns=${CAPTURE_NS[$1]} total dev seen=-1 want
-  local deadline=$(( $(date +%s) + WAIT ))
+  local deadline=$(( $(date +%s) + SETTLE ))
   while :; do
     total=0
     for dev in ${CAPTURE_DEVS[$name]}; do total=$(( total + $(counters "$ns" "$dev") )); done
@@ -267,6 +268,9 @@ wait_for "$OUT/logs/bob.jsonl" '"event":"left","username":"alice"' "bob to see a
 wait_closed client1
 
 say "a new client on client1 connects, logs in and sends one direct message (the report's diagram)"
+# Like a machine that has never talked to the others: client1 forgets the MAC addresses it
+# learnt, so the diagram shows the ARP exchanges a new client makes before its first packets.
+ip -n "$PREFIX-client1" neigh flush all
 start_capture newclient client1 eth0
 start_client alice-again client1 14 40001
 send 14 login alice alice-password

@@ -138,8 +138,11 @@ pub enum CaptureError {
 pub enum Record {
     /// The pcap global header or the first pcapng section header.
     FileHeader,
-    /// The record of this packet (1-based), or the pcapng block that would hold it.
+    /// The record of this packet (1-based) in a pcap file.
     Packet(usize),
+    /// A pcapng block: its index in the file (1-based, the section header is 1) and how many
+    /// packets came before it.
+    Block { index: usize, after_packets: usize },
 }
 
 impl fmt::Display for Record {
@@ -147,6 +150,13 @@ impl fmt::Display for Record {
         match self {
             Record::FileHeader => f.write_str("the file header"),
             Record::Packet(n) => write!(f, "the record of packet {n}"),
+            Record::Block {
+                index,
+                after_packets,
+            } => write!(
+                f,
+                "pcapng block {index} (the block after packet {after_packets})"
+            ),
         }
     }
 }
@@ -299,12 +309,18 @@ fn read_pcapng(path: PathBuf, bytes: &[u8]) -> Result<Capture, CaptureError> {
     let (mut rest, mut parser) =
         PcapNgParser::new(bytes).map_err(|e| container_error(&path, 0, Record::FileHeader, e))?;
     let mut packets = Vec::new();
+    let mut index = 1;
     while !rest.is_empty() {
+        index += 1;
         let number = packets.len() + 1;
         let offset = bytes.len() - rest.len();
+        let record = Record::Block {
+            index,
+            after_packets: packets.len(),
+        };
         let (next, block) = parser
             .next_block(rest)
-            .map_err(|e| container_error(&path, offset, Record::Packet(number), e))?;
+            .map_err(|e| container_error(&path, offset, record, e))?;
         // Which interface a packet came from decides its link type; a Simple Packet Block has no
         // interface field and belongs to the first interface.
         let (interface, timestamp, original_len, data) = match block {
@@ -349,7 +365,7 @@ fn read_pcapng(path: PathBuf, bytes: &[u8]) -> Result<Capture, CaptureError> {
             .ok_or_else(|| CaptureError::Malformed {
                 path: path.clone(),
                 offset,
-                record: Record::Packet(number),
+                record,
                 reason: format!(
                     "packet of interface {interface}, which no interface block declares"
                 ),

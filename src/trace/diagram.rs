@@ -132,8 +132,7 @@ impl Diagram {
 
     /// The diagram as text: a column per host, an arrow per packet, its label on the right.
     pub fn to_text(&self) -> String {
-        let columns = self.participants.len().max(1);
-        let width = columns * TEXT_COLUMN;
+        let width = self.participants.len().max(1) * TEXT_COLUMN;
         let mut out = String::new();
         let header = |text: &dyn Fn(&Participant) -> String| {
             let mut line = " ".repeat(12);
@@ -146,9 +145,7 @@ impl Diagram {
         if self.participants.iter().any(|p| p.name.is_some()) {
             out.push_str(&header(&|p| p.ip.to_string()));
         }
-        out.push_str(&format!("{:>5} {:>6}", "#", "time"));
-        out.push_str(&" ".repeat(width));
-        out.push('\n');
+        out.push_str(&format!("{:>5} {:>6}\n", "#", "time"));
         for step in &self.steps {
             let mut lane: Vec<char> = " ".repeat(width).chars().collect();
             for i in 0..self.participants.len() {

@@ -383,6 +383,17 @@ mod tests {
     }
 
     #[test]
+    fn a_linux_cooked_v1_frame_is_read_by_etherparse() {
+        let ethernet = udp_frame(b"yz");
+        let mut sll = vec![0, 4, 0, 1, 0, 6]; // sent by us, ARPHRD_ETHER, address length 6
+        sll.extend_from_slice(&[2, 0, 0, 0, 0, 1, 0, 0]);
+        sll.extend_from_slice(&[0x08, 0x00]); // protocol IPv4
+        sll.extend_from_slice(&ethernet[14..]);
+        let frame = Frame::dissect(&raw(LinkType::LinuxSll, sll));
+        assert!(matches!(frame.content, Content::Udp(ref u) if u.payload == b"yz"));
+    }
+
+    #[test]
     fn tcp_flags_print_like_wireshark() {
         let syn_ack = TcpFlags {
             syn: true,

@@ -149,9 +149,12 @@ fn hex(bytes: &[u8]) -> String {
 
 fn checksum_note(valid: Option<bool>) -> &'static str {
     match valid {
-        Some(true) => "ok",
-        Some(false) => "unverified (not yet filled in: checksum offload on the sender)",
-        None => "none",
+        Some(true) => "correct",
+        Some(false) => {
+            "does not match: captured on the sending host before the network device filled it in \
+             (checksum offload); the receiver sees the final sum"
+        }
+        None => "none, or not checkable",
     }
 }
 
