@@ -14,13 +14,14 @@
 # Environment: LAB_OUT (output folder, default target/lab), LAB_TIMEOUT (whole run, default 90 s),
 # LAB_BIN (folder with the three binaries; default: build them with cargo into target/debug).
 set -euo pipefail
-cd "$(dirname "$0")/.."
+SCRIPT="$(cd "$(dirname "$0")" && pwd)/$(basename "$0")"
+cd "$(dirname "$SCRIPT")/.."
 
 LAB_TIMEOUT=${LAB_TIMEOUT:-90}
 # The whole run is bounded: re-run under timeout(1); its TERM reaches the trap below.
 if [ -z "${P2PLAB_BOUNDED:-}" ]; then
   export P2PLAB_BOUNDED=1
-  exec timeout --foreground --kill-after=15 "$LAB_TIMEOUT" bash "$0" "$@"
+  exec timeout --foreground --kill-after=15 "$LAB_TIMEOUT" bash "$SCRIPT" "$@"
 fi
 
 PREFIX=p2plab
@@ -60,7 +61,7 @@ cleanup() {
   local status=$?
   set +e
   trap - EXIT INT TERM
-  for fd in 11 12 13 14; do eval "exec $fd>&-" 2>/dev/null; done
+  exec 11>&- 12>&- 13>&- 14>&-
   for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null; done
   for pid in "${PIDS[@]}"; do
     for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep "$POLL"; done
