@@ -105,6 +105,15 @@ for file in "${FILES[@]}"; do
     sed -i 's/ $//' "$TMP/arrows-$proto.tshark"
     same "$name: $proto packets in the diagram" "$TMP/arrows-$proto.tshark" "$TMP/arrows-$proto.trace"
   done
+  # Every packet's time since the first, to the microsecond (pcapng resolutions included).
+  tshark_fields "$file" "" frame.number frame.time_relative |
+    awk '{ printf "%d %d\n", $1, $2 * 1000000 + 0.5 }' >"$TMP/time.tshark"
+  "$TRACE" diagram "$file" --json | jq -r '.steps[] | "\(.packet) \(.time * 1000000 + 0.5 | floor)"' >"$TMP/time.trace"
+  awk 'NR == FNR { tshark[$1] = $2; next }
+       { n++; d = tshark[$1] - $2
+         if (!($1 in tshark) || d < -1 || d > 1) { print "packet " $1 ": tshark " tshark[$1] " us, p2pchat-trace " $2 " us"; bad = 1 } }
+       END { exit bad || n == 0 }' "$TMP/time.tshark" "$TMP/time.trace" >&2 || die "$name: packet times disagree"
+
   echo "ok: $name — $(cat "$TMP/count.trace") packets, $(grep -c ' SYN ' "$TMP/syn.trace" || true) handshake(s), $(wc -l <"$TMP/udp.trace") UDP datagram(s) agree with tshark"
   CHECKED=$((CHECKED + 1))
 done

@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use pcap_file::pcap::PcapParser;
+use pcap_file::pcapng::blocks::interface_description::InterfaceDescriptionOption;
 use pcap_file::pcapng::{Block, PcapNgParser};
 use pcap_file::{DataLink, PcapError};
 use serde::Serialize;
@@ -323,19 +324,19 @@ fn read_pcapng(path: PathBuf, bytes: &[u8]) -> Result<Capture, CaptureError> {
             .map_err(|e| container_error(&path, offset, record, e))?;
         // Which interface a packet came from decides its link type; a Simple Packet Block has no
         // interface field and belongs to the first interface.
-        let (interface, timestamp, original_len, data) = match block {
+        // Timestamps count units of the interface's resolution; pcap-file hands the raw count back
+        // as nanoseconds whatever the resolution, so it is converted below.
+        let (interface, units, original_len, data) = match block {
             Block::EnhancedPacket(epb) => (
                 epb.interface_id,
-                epb.timestamp,
+                u64::try_from(epb.timestamp.as_nanos()).unwrap_or(u64::MAX),
                 epb.original_len,
                 epb.data.into_owned(),
             ),
-            Block::SimplePacket(spb) => {
-                (0, Duration::ZERO, spb.original_len, spb.data.into_owned())
-            }
+            Block::SimplePacket(spb) => (0, 0, spb.original_len, spb.data.into_owned()),
             Block::Packet(pb) => (
                 u32::from(pb.interface_id),
-                Duration::from_micros(pb.timestamp),
+                pb.timestamp,
                 pb.original_len,
                 pb.data.into_owned(),
             ),
@@ -358,9 +359,15 @@ fn read_pcapng(path: PathBuf, bytes: &[u8]) -> Result<Capture, CaptureError> {
                 continue;
             }
         };
-        let link = parser
-            .interfaces()
-            .get(interface as usize)
+        let idb = parser.interfaces().get(interface as usize);
+        let timestamp = idb.map_or(Duration::ZERO, |idb| {
+            let resolution = idb.options.iter().find_map(|option| match option {
+                InterfaceDescriptionOption::IfTsResol(r) => Some(*r),
+                _ => None,
+            });
+            timestamp_of(units, resolution)
+        });
+        let link = idb
             .and_then(|idb| LinkType::from_datalink(idb.linktype))
             .ok_or_else(|| CaptureError::Malformed {
                 path: path.clone(),
@@ -384,6 +391,24 @@ fn read_pcapng(path: PathBuf, bytes: &[u8]) -> Result<Capture, CaptureError> {
         format: CaptureFormat::Pcapng,
         packets,
     })
+}
+
+/// A pcapng timestamp: `units` since the epoch, in the resolution of the interface's `if_tsresol`
+/// option (absent: microseconds; high bit clear: 10^-n seconds; set: 2^-n seconds).
+fn timestamp_of(units: u64, if_tsresol: Option<u8>) -> Duration {
+    let resolution = if_tsresol.unwrap_or(6);
+    let exponent = u32::from(resolution & 0x7f);
+    let per_second: u128 = if resolution & 0x80 == 0 {
+        10u128.checked_pow(exponent)
+    } else {
+        2u128.checked_pow(exponent)
+    }
+    .unwrap_or(u128::MAX)
+    .max(1);
+    let units = u128::from(units);
+    let nanos = (units % per_second) * 1_000_000_000 / per_second;
+    let secs = u64::try_from(units / per_second).unwrap_or(u64::MAX);
+    Duration::new(secs, nanos as u32)
 }
 
 #[cfg(test)]
@@ -421,6 +446,23 @@ mod tests {
         assert_eq!(capture.packets[1].data, vec![4, 5]);
         assert_eq!(capture.packets[1].link, LinkType::Ethernet);
         assert_eq!(capture.packets[0].timestamp, Duration::new(1, 2_000));
+    }
+
+    #[test]
+    fn pcapng_timestamps_follow_the_interfaces_resolution() {
+        assert_eq!(timestamp_of(1_500_000, None), Duration::from_millis(1_500));
+        assert_eq!(
+            timestamp_of(1_500_000_000, Some(9)),
+            Duration::from_millis(1_500)
+        );
+        assert_eq!(
+            timestamp_of(3 * 1024 + 512, Some(0x80 | 10)),
+            Duration::from_millis(3_500)
+        );
+        // Nonsense resolutions never panic.
+        let _ = timestamp_of(u64::MAX, Some(0x7f));
+        let _ = timestamp_of(u64::MAX, Some(0xff));
+        let _ = timestamp_of(u64::MAX, Some(0));
     }
 
     #[test]
