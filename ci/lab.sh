@@ -49,7 +49,10 @@ command -v ss >/dev/null 2>&1 || die "ss (iproute2) is not installed"
 OUT=${LAB_OUT:-target/lab}
 mkdir -p "$OUT"
 OUT=$(cd "$OUT" && pwd)
-rm -rf "${OUT:?}"/*
+# Only what an earlier run wrote is removed: LAB_OUT may name a folder that holds other files.
+rm -rf "$OUT/logs"
+rm -f "$OUT"/{webserver,client1,newclient}.pcap "$OUT/newclient.pcapng" "$OUT"/*.json \
+  "$OUT"/{answers.txt,diagram.txt,diagram.mmd,diagram-client1.mmd,direct-messages.txt}
 mkdir -p "$OUT/logs"
 RUN=$(mktemp -d /tmp/p2plab.XXXXXX)
 START=$(date +%s.%N)
