@@ -96,9 +96,13 @@ for file in "${FILES[@]}"; do
       die "$name: the UDP answers are wrong"
   fi
 
-  # The diagram has one arrow per TCP, UDP and ARP packet.
+  # The diagram has one arrow per TCP, UDP and ARP packet between two hosts (not multicast or
+  # broadcast, not from 0.0.0.0).
+  unicast='!(ip.dst == 224.0.0.0/4) && ip.dst != 255.255.255.255 && ip.src != 0.0.0.0'
   for proto in tcp udp arp; do
-    tshark_fields "$file" "$proto" frame.number | tr '\n' ' ' >"$TMP/arrows-$proto.tshark"
+    filter=$proto
+    [ "$proto" = arp ] || filter="$proto && $unicast"
+    tshark_fields "$file" "$filter" frame.number | tr '\n' ' ' >"$TMP/arrows-$proto.tshark"
     "$TRACE" diagram "$file" --json |
       jq -r --arg p "${proto^^}" '[.steps[] | select(.protocol == $p) | .packet | tostring] | join(" ")' |
       tr -d '\n' >"$TMP/arrows-$proto.trace"

@@ -53,7 +53,8 @@ pub struct Step {
 pub struct Diagram {
     pub participants: Vec<Participant>,
     pub steps: Vec<Step>,
-    /// Packets left out: neither IP nor ARP, or undecodable.
+    /// Packets left out: not from one host to another (IP multicast or broadcast, from the
+    /// unspecified address: IGMP reports, mDNS, DHCP), neither IP nor ARP, or undecodable.
     pub omitted: usize,
 }
 
@@ -123,7 +124,7 @@ impl Diagram {
         }
         if self.omitted > 0 {
             out.push_str(&format!(
-                "    Note over h0: {} packet(s) neither IP nor ARP not shown\n",
+                "    Note over h0: {} packet(s) not between two hosts not shown\n",
                 self.omitted
             ));
         }
@@ -173,7 +174,7 @@ impl Diagram {
         }
         if self.omitted > 0 {
             out.push_str(&format!(
-                "({} packet(s) neither IP nor ARP not shown)\n",
+                "({} packet(s) not between two hosts not shown: multicast, broadcast, non-IP)\n",
                 self.omitted
             ));
         }
@@ -207,8 +208,25 @@ fn mermaid_text(text: &str) -> String {
 
 type Described = (IpAddr, IpAddr, String, String, Vec<String>);
 
-/// The arrow for one packet: from, to, protocol, label, p2pchat messages.
+/// Whether an IP packet goes from one host to another: not to a multicast or the limited
+/// broadcast address, not from the unspecified address.
+fn host_to_host(src: IpAddr, dst: IpAddr) -> bool {
+    let broadcast = matches!(dst, IpAddr::V4(v4) if v4.is_broadcast());
+    !src.is_unspecified() && !dst.is_multicast() && !broadcast
+}
+
+/// The arrow for one packet: from, to, protocol, label, p2pchat messages; `None` for a packet
+/// that is not between two hosts.
 fn describe(frame: &Frame, labeler: &mut StreamLabeler) -> Option<Described> {
+    let ends = match &frame.content {
+        Content::Tcp(segment) => Some((segment.src.ip(), segment.dst.ip())),
+        Content::Udp(datagram) => Some((datagram.src.ip(), datagram.dst.ip())),
+        Content::OtherIp { src, dst, .. } => Some((*src, *dst)),
+        _ => None,
+    };
+    if ends.is_some_and(|(src, dst)| !host_to_host(src, dst)) {
+        return None;
+    }
     match &frame.content {
         Content::Tcp(segment) => {
             let payload = labeler.label(segment);
@@ -377,6 +395,16 @@ mod tests {
                 timestamp: Duration::from_millis(4),
                 content: Content::OtherLink { ether_type: 0x88cc },
             },
+            Frame {
+                number: 5,
+                timestamp: Duration::from_millis(5),
+                content: Content::OtherIp {
+                    src: "0.0.0.0".parse().unwrap(),
+                    dst: "224.0.0.22".parse().unwrap(),
+                    protocol: 2,
+                    fragment: false,
+                },
+            },
         ]
     }
 
@@ -387,7 +415,10 @@ mod tests {
         assert_eq!(diagram.participants.len(), 3);
         assert_eq!(diagram.participants[1].name.as_deref(), Some("webserver"));
         assert_eq!(diagram.steps.len(), 3);
-        assert_eq!(diagram.omitted, 1);
+        assert_eq!(
+            diagram.omitted, 2,
+            "LLDP and an IGMP report are not between two hosts"
+        );
         assert_eq!(diagram.steps[1].messages, vec!["hello".to_string()]);
         assert_eq!(diagram.steps[2].messages, vec!["direct".to_string()]);
         let mermaid = diagram.to_mermaid();

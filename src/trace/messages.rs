@@ -311,6 +311,36 @@ mod tests {
     }
 
     #[test]
+    fn every_type_the_protocol_knows_is_known_here_and_no_other() {
+        use crate::protocol::{ClientMessage, ServerMessage};
+        let mut labeler = StreamLabeler::new();
+        labeler.label(&segment(CLIENT, SERVER, 0, syn(), b""));
+        let (mut client_seq, mut server_seq) = (1u32, 1u32);
+        let mut send = |from_client: bool, kind: &str| {
+            let line = format!("{{\"type\":\"{kind}\"}}\n");
+            let (from, to, seq) = if from_client {
+                (CLIENT, SERVER, &mut client_seq)
+            } else {
+                (SERVER, CLIENT, &mut server_seq)
+            };
+            let payload = labeler.label(&segment(from, to, *seq, data(), line.as_bytes()));
+            *seq += line.len() as u32;
+            match payload {
+                Payload::Messages(types) => types[0].clone(),
+                other => panic!("{kind}: {other:?}"),
+            }
+        };
+        for kind in ClientMessage::TYPES {
+            assert!(!send(true, kind).ends_with('?'), "{kind} from a client");
+        }
+        for kind in ServerMessage::TYPES {
+            assert!(!send(false, kind).ends_with('?'), "{kind} from the server");
+        }
+        assert_eq!(send(true, "teleport"), "teleport?");
+        assert_eq!(send(false, "teleport"), "teleport?");
+    }
+
+    #[test]
     fn datagrams_are_recognised_with_the_library_decoder() {
         let dm = br#"{"type":"direct","from":"alice","id":1,"text":"psst"}"#;
         assert_eq!(label_datagram(dm), messages(&["direct"]));
