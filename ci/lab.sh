@@ -11,15 +11,30 @@
 # gets no address or route into 10.20.30.0/24: every packet stays in the namespaces made here, and
 # a trap removes them, the processes and the hosts files on success, failure, Ctrl-C or timeout.
 #
-# Environment: LAB_OUT (output folder, default target/lab), LAB_TIMEOUT (whole run, default 90 s),
-# LAB_BIN (folder with the three binaries; default: build them with cargo into target/debug).
+# Environment: LAB_OUT (output folder, default target/lab), LAB_TIMEOUT (the run after the build,
+# default 90 s), LAB_BIN (folder with the three binaries; default: build them into target/debug).
 set -euo pipefail
 SCRIPT="$(cd "$(dirname "$0")" && pwd)/$(basename "$0")"
 cd "$(dirname "$SCRIPT")/.."
 
 LAB_TIMEOUT=${LAB_TIMEOUT:-90}
-# The whole run is bounded: re-run under timeout(1); its TERM reaches the trap below.
+say() { printf '\033[1m== %s\033[0m\n' "$*"; }
+die() { echo "ci/lab.sh: $*" >&2; exit 1; }
+
+# ---- preconditions: refuse clearly, install nothing -------------------------------------------
+[ "$(id -u)" -eq 0 ] || die "must run as root: it creates network namespaces (try: sudo just lab)"
+command -v tcpdump >/dev/null 2>&1 || die "tcpdump is not installed (apt-get install tcpdump; bash .ci/run installs it)"
+command -v ip >/dev/null 2>&1 || die "ip (iproute2) is not installed"
+command -v ss >/dev/null 2>&1 || die "ss (iproute2) is not installed"
+
 if [ -z "${P2PLAB_BOUNDED:-}" ]; then
+  # Build first (unbounded: a cold build takes minutes), then run the lab itself under timeout(1),
+  # whose TERM reaches the trap below.
+  if [ -z "${LAB_BIN:-}" ]; then
+    say "building p2pchat-server, p2pchat-client, p2pchat-trace"
+    cargo build --locked --quiet --bins
+    export LAB_BIN=$PWD/target/debug
+  fi
   export P2PLAB_BOUNDED=1
   exec timeout --foreground --kill-after=15 "$LAB_TIMEOUT" bash "$SCRIPT" "$@"
 fi
@@ -36,15 +51,6 @@ DIRECT_2="lab direct message 2: the new client to bob"
 WAIT=15          # seconds: the longest wait for any one event
 SETTLE=5         # seconds: the longest wait for tcpdump to write the packets the interfaces counted
 POLL=0.05        # seconds between two looks at a log (a polling interval, not a wait for an event)
-
-say() { printf '\033[1m== %s\033[0m\n' "$*"; }
-die() { echo "ci/lab.sh: $*" >&2; exit 1; }
-
-# ---- preconditions: refuse clearly, install nothing -------------------------------------------
-[ "$(id -u)" -eq 0 ] || die "must run as root: it creates network namespaces (try: sudo just lab)"
-command -v tcpdump >/dev/null 2>&1 || die "tcpdump is not installed (apt-get install tcpdump; bash .ci/run installs it)"
-command -v ip >/dev/null 2>&1 || die "ip (iproute2) is not installed"
-command -v ss >/dev/null 2>&1 || die "ss (iproute2) is not installed"
 
 OUT=${LAB_OUT:-target/lab}
 mkdir -p "$OUT"
@@ -112,13 +118,7 @@ wait_exit() {
 }
 
 # ---- binaries -----------------------------------------------------------------------------------
-if [ -n "${LAB_BIN:-}" ]; then
-  BIN=$(cd "$LAB_BIN" && pwd)
-else
-  say "building p2pchat-server, p2pchat-client, p2pchat-trace"
-  cargo build --locked --quiet --bins
-  BIN=$PWD/target/debug
-fi
+BIN=$(cd "$LAB_BIN" && pwd)
 for b in p2pchat-server p2pchat-client p2pchat-trace; do
   [ -x "$BIN/$b" ] || die "$BIN/$b is missing"
 done
