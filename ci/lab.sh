@@ -179,15 +179,19 @@ start_capture() { # NAME HOST INTERFACE [extra tcpdump flags]
   local name=$1 host=$2 iface=$3; shift 3
   local ns=$PREFIX-$host devs base=0 dev
   if [ "$iface" = any ]; then devs="lo eth0"; else devs=$iface; fi
-  for dev in $devs; do base=$(( base + $(counters "$ns" "$dev") )); done
   ip netns exec "$ns" tcpdump -i "$iface" -n -U --immediate-mode -Z root "$@" \
     -w "$OUT/$name.pcap" 2>"$OUT/logs/tcpdump-$name.log" &
   CAPTURE_PID[$name]=$!
   PIDS+=("$!")
-  CAPTURE_BASE[$name]=$base CAPTURE_NS[$name]=$ns CAPTURE_DEVS[$name]=$devs
   wait_for "$OUT/logs/tcpdump-$name.log" "listening on" "tcpdump ($name) to start"
+  # Counted once tcpdump listens: a packet before that (an IGMP report of an interface coming
+  # up, say) is not in the file; one between "listening" and this read is in the file but not
+  # counted, which only makes the count a lower bound.
+  for dev in $devs; do base=$(( base + $(counters "$ns" "$dev") )); done
+  CAPTURE_BASE[$name]=$base CAPTURE_NS[$name]=$ns CAPTURE_DEVS[$name]=$devs
 }
-# Stops a capture once the file holds every packet the interfaces counted since it started.
+# Stops a capture once the file holds at least every packet the interfaces counted since it
+# started: tcpdump may not have written the last ones yet when the programs are done.
 stop_capture() { # NAME
   local name=$1 ns=${CAPTURE_NS[$1]} total dev seen=-1 want
   local deadline=$(( $(date +%s) + SETTLE ))
