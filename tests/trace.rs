@@ -231,7 +231,8 @@ fn udp_datagrams_in_the_linux_cooked_capture_have_tsharks_header_fields() {
     assert_eq!(answers.max_port, 65_535);
     assert_eq!(answers.protocol_number, Some(17));
     assert_eq!(answers.protocol_number_packet, Some(23));
-    assert_eq!(answers.largest_payload_seen, Some((23, 97)));
+    let largest = answers.largest_payload_seen.unwrap();
+    assert_eq!((largest.packet, largest.bytes), (23, 97));
 }
 
 #[test]
@@ -243,6 +244,7 @@ fn udp_command_answers_the_lab_and_the_server_saw_no_datagram() {
     ]);
     assert_eq!(client["answers"]["protocol_number"], 17);
     assert_eq!(client["answers"]["direct_message"]["packet"], 23);
+    assert_eq!(client["answers"]["largest_payload_seen"]["bytes"], 97);
     let text = String::from_utf8(
         trace_cmd(&["udp", fixture_capture(CLIENT1_PCAP).to_str().unwrap()]).stdout,
     )

@@ -54,6 +54,13 @@ pub const UDP_HEADER_FIELDS: [HeaderField; 4] = [
     },
 ];
 
+/// Where the largest captured payload is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct PayloadSeen {
+    pub packet: usize,
+    pub bytes: usize,
+}
+
 /// One captured UDP datagram.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct DatagramRecord {
@@ -87,8 +94,8 @@ pub struct UdpAnswers {
     /// The protocol field of the IP header of `protocol_number_packet` (17 for UDP).
     pub protocol_number: Option<u8>,
     pub protocol_number_packet: Option<usize>,
-    /// The largest payload among the captured datagrams: (packet, bytes).
-    pub largest_payload_seen: Option<(usize, usize)>,
+    /// The largest payload among the captured datagrams.
+    pub largest_payload_seen: Option<PayloadSeen>,
     /// The first captured p2pchat direct message, the lab's example datagram.
     pub direct_message: Option<DatagramRecord>,
 }
@@ -137,7 +144,10 @@ pub fn answers(datagrams: &[DatagramRecord]) -> UdpAnswers {
         largest_payload_seen: datagrams
             .iter()
             .max_by_key(|d| (d.payload_len, std::cmp::Reverse(d.packet)))
-            .map(|d| (d.packet, d.payload_len)),
+            .map(|d| PayloadSeen {
+                packet: d.packet,
+                bytes: d.payload_len,
+            }),
         direct_message,
     }
 }
@@ -234,7 +244,11 @@ pub fn render_text(datagrams: &[DatagramRecord], answers: &UdpAnswers) -> String
             "UDP's protocol number: 17 (IANA); no datagram in this capture to read it from.\n",
         ),
     }
-    if let Some((packet, size)) = answers.largest_payload_seen {
+    if let Some(PayloadSeen {
+        packet,
+        bytes: size,
+    }) = answers.largest_payload_seen
+    {
         out.push_str(&format!(
             "Largest payload in this capture: {size} bytes (packet {packet}).\n"
         ));
@@ -306,7 +320,13 @@ mod tests {
             (a.protocol_number, a.protocol_number_packet),
             (Some(17), Some(7))
         );
-        assert_eq!(a.largest_payload_seen, Some((7, dm.len())));
+        assert_eq!(
+            a.largest_payload_seen,
+            Some(PayloadSeen {
+                packet: 7,
+                bytes: dm.len()
+            })
+        );
         let text = render_text(&records, &a);
         assert!(text.contains("65507") && text.contains("65527"), "{text}");
     }
