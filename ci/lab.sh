@@ -57,7 +57,7 @@ mkdir -p "$OUT"
 OUT=$(cd "$OUT" && pwd)
 # Only what an earlier run wrote is removed: LAB_OUT may name a folder that holds other files.
 rm -rf "$OUT/logs"
-rm -f "$OUT"/{webserver,client1,newclient}.pcap "$OUT/newclient.pcapng" "$OUT"/*.json \
+rm -f "$OUT"/{webserver,client1,newclient}.pcap "$OUT/newclient.pcapng" "$OUT"/{handshakes-webserver,udp-client1}.json \
   "$OUT"/{answers.txt,diagram.txt,diagram.mmd,diagram-client1.mmd,direct-messages.txt}
 mkdir -p "$OUT/logs"
 RUN=$(mktemp -d /tmp/p2plab.XXXXXX)
