@@ -8,6 +8,20 @@ test:
 lint:
     bash ci/lint.sh
 
+# The networking lab in network namespaces, with real packets (root; tcpdump): server and three
+# clients by hostname, captures, the lab's answers and the sequence diagram, written to target/lab/.
+lab:
+    bash ci/lab.sh
+
+# After `just lab`: p2pchat-trace's answers against tshark's, on the lab's and the committed captures.
+lab-check:
+    bash ci/lab-check.sh
+    bash ci/lab-check.sh --files fixtures/captures/*
+
+# Read a capture: handshakes, udp or diagram FILE (see p2pchat-trace --help).
+trace *ARGS:
+    cargo run --quiet --bin p2pchat-trace -- {{ARGS}}
+
 # Start a server on the defaults (0.0.0.0:12000, ./users.json); extra flags are passed on.
 server *FLAGS:
     cargo run --quiet --release --bin p2pchat-server -- {{FLAGS}}

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Installs what a fresh machine lacks to build, test and lint p2pchat: `just`, and the Rust
-# components rustfmt and clippy. Idempotent; used by .ci/run and by the GitHub Actions workflow.
+# components rustfmt and clippy; and for `just lab` and its check: tcpdump, tshark and jq (apt, as
+# root or through password-less sudo, only those missing). Idempotent; used by .ci/run and by the
+# GitHub Actions workflow.
 set -euo pipefail
 
 if ! command -v cargo >/dev/null 2>&1; then
@@ -29,3 +31,29 @@ if ! command -v just >/dev/null 2>&1; then
   fi
 fi
 just --version
+
+missing=()
+for tool in tcpdump tshark jq; do
+  command -v "$tool" >/dev/null 2>&1 || missing+=("$tool")
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+  if [ "$(id -u)" -eq 0 ]; then
+    as_root=()
+  elif command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then
+    as_root=(sudo)
+  else
+    as_root=(false)
+  fi
+  if ! command -v apt-get >/dev/null 2>&1 || [ "${as_root[*]}" = false ]; then
+    echo "ci/install.sh: cannot install ${missing[*]} (needs apt-get and root); just lab will say so" >&2
+  else
+    # tshark asks whether non-root users may capture; answer no, without a prompt.
+    echo "wireshark-common wireshark-common/install-setuid boolean false" | "${as_root[@]}" debconf-set-selections
+    "${as_root[@]}" apt-get update -qq
+    "${as_root[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+      "${missing[@]}" >/dev/null
+  fi
+fi
+for tool in tcpdump tshark jq; do
+  command -v "$tool" >/dev/null 2>&1 && echo "$tool: $(command -v "$tool")"
+done

@@ -21,4 +21,5 @@ pub mod protocol;
 pub mod rate_limit;
 pub mod runtime;
 pub mod server;
+pub mod trace;
 pub mod user_store;

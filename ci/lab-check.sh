@@ -1,0 +1,139 @@
+#!/usr/bin/env bash
+# Checks p2pchat-trace's answers against tshark's on the same capture files: packet counts, every
+# SYN and SYN-ACK (absolute sequence and acknowledgement numbers), every UDP header, the diagram's
+# arrows per protocol; and that the lab's direct messages are in a UDP datagram from client1 to
+# client2 and nowhere in the server's capture.
+#
+# Usage: bash ci/lab-check.sh [OUT]            the captures of a `just lab` run (default target/lab)
+#        bash ci/lab-check.sh --files FILE...   any captures (the committed fixtures, say)
+# Needs tshark and jq (.ci/run installs both). Uses the p2pchat-trace in target/debug, built if
+# missing, or $LAB_BIN/p2pchat-trace.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+die() { echo "ci/lab-check.sh: $*" >&2; exit 1; }
+command -v tshark >/dev/null 2>&1 || die "tshark is not installed (bash .ci/run installs it)"
+command -v jq >/dev/null 2>&1 || die "jq is not installed (bash .ci/run installs it)"
+
+if [ -n "${LAB_BIN:-}" ]; then
+  TRACE=$LAB_BIN/p2pchat-trace
+else
+  cargo build --locked --quiet --bin p2pchat-trace
+  TRACE=$PWD/target/debug/p2pchat-trace
+fi
+
+OUT=""
+if [ "${1:-}" = "--files" ]; then
+  shift
+  FILES=("$@")
+else
+  OUT=${1:-target/lab}
+  [ -d "$OUT" ] || die "$OUT does not exist: run just lab first"
+  FILES=()
+  for f in "$OUT"/*.pcap "$OUT"/*.pcapng; do [ -e "$f" ] && FILES+=("$f"); done
+fi
+[ "${#FILES[@]}" -gt 0 ] || die "no capture files to check"
+
+TMP=$(mktemp -d /tmp/p2plab-check.XXXXXX)
+trap 'rm -rf "$TMP"' EXIT
+
+# tshark with absolute sequence numbers; its banner about running as root goes to a log.
+tshark_fields() { # FILE FILTER FIELD...
+  local file=$1 filter=$2; shift 2
+  local args=()
+  for field in "$@"; do args+=(-e "$field"); done
+  tshark -r "$file" -n -o tcp.relative_sequence_numbers:FALSE -Y "$filter" -T fields \
+    -E separator=' ' "${args[@]}" 2>"$TMP/tshark.err" || { cat "$TMP/tshark.err" >&2; die "tshark failed on $file"; }
+}
+
+# Compares two files of lines; prints the difference and fails when they differ.
+same() { # WHAT EXPECTED(tshark) ACTUAL(p2pchat-trace)
+  if ! diff -u --label "tshark" --label "p2pchat-trace" "$2" "$3" >"$TMP/diff"; then
+    cat "$TMP/diff" >&2
+    die "$1: p2pchat-trace and tshark disagree"
+  fi
+}
+
+ENDPOINT='capture("^\\[?(?<ip>.*?)\\]?:(?<port>[0-9]+)$")'
+CHECKED=0
+for file in "${FILES[@]}"; do
+  name=$(basename "$file")
+
+  tshark_fields "$file" "" frame.number | wc -l | tr -d ' ' >"$TMP/count.tshark"
+  "$TRACE" count "$file" >"$TMP/count.trace"
+  same "$name: number of packets" "$TMP/count.tshark" "$TMP/count.trace"
+
+  # Every SYN and SYN-ACK: frame, source, destination, absolute seq (and ack for the SYN-ACK).
+  tshark_fields "$file" "tcp.flags.syn == 1" frame.number ip.src tcp.srcport ip.dst tcp.dstport \
+      tcp.flags.ack tcp.seq tcp.ack |
+    awk '{ if ($6 == "1" || $6 == "True") print $1, $2, $3, $4, $5, "SYN-ACK", $7, $8;
+           else print $1, $2, $3, $4, $5, "SYN", $7 }' | sort -n >"$TMP/syn.tshark"
+  "$TRACE" handshakes "$file" --json | jq -r "
+    .handshakes[] | (.client | $ENDPOINT) as \$c | (.server | $ENDPOINT) as \$s |
+    \"\(.syn_packet) \(\$c.ip) \(\$c.port) \(\$s.ip) \(\$s.port) SYN \(.syn_seq)\",
+    (select(.syn_ack_packet != null) |
+     \"\(.syn_ack_packet) \(\$s.ip) \(\$s.port) \(\$c.ip) \(\$c.port) SYN-ACK \(.syn_ack_seq) \(.syn_ack_ack)\")" |
+    sort -n >"$TMP/syn.trace"
+  same "$name: SYN and SYN-ACK numbers" "$TMP/syn.tshark" "$TMP/syn.trace"
+  # ack = SYN seq + 1, as tshark's numbers say, for every handshake p2pchat-trace calls complete.
+  "$TRACE" handshakes "$file" --json |
+    jq -e '[.handshakes[] | select(.syn_ack_ack != null) |
+            (.ack_is_syn_seq_plus_one == (.syn_ack_ack == ((.syn_seq + 1) % 4294967296)))] | all' >/dev/null ||
+    die "$name: ack_is_syn_seq_plus_one is wrong"
+
+  # Every UDP header: frame, source, destination, length, checksum, IP protocol; payload = length - 8.
+  tshark_fields "$file" "udp" frame.number ip.src udp.srcport ip.dst udp.dstport udp.length \
+      udp.checksum ip.proto | sort -n >"$TMP/udp.tshark"
+  "$TRACE" udp "$file" --json | jq -r "
+    .datagrams[] | (.src | $ENDPOINT) as \$s | (.dst | $ENDPOINT) as \$d |
+    if .payload_len != .length - 8 then error(\"payload \(.payload_len) != length - 8 in packet \(.packet)\") else . end |
+    \"\(.packet) \(\$s.ip) \(\$s.port) \(\$d.ip) \(\$d.port) \(.length) 0x\(.checksum | [. / 4096 % 16, . / 256 % 16, . / 16 % 16, . % 16] | map(floor | \"0123456789abcdef\"[.:.+1]) | join(\"\")) \(.ip_protocol)\"" |
+    sort -n >"$TMP/udp.trace"
+  same "$name: UDP headers" "$TMP/udp.tshark" "$TMP/udp.trace"
+  if [ -s "$TMP/udp.trace" ]; then
+    "$TRACE" udp "$file" --json | jq -e '.answers.protocol_number == 17 and .answers.max_payload_ipv4 == 65507
+      and .answers.max_payload_udp_length_field == 65527 and .answers.max_port == 65535' >/dev/null ||
+      die "$name: the UDP answers are wrong"
+  fi
+
+  # The diagram has one arrow per TCP, UDP and ARP packet between two hosts (not multicast or
+  # broadcast, not from 0.0.0.0).
+  unicast='!(ip.dst == 224.0.0.0/4) && ip.dst != 255.255.255.255 && ip.src != 0.0.0.0'
+  for proto in tcp udp arp; do
+    filter=$proto
+    [ "$proto" = arp ] || filter="$proto && $unicast"
+    tshark_fields "$file" "$filter" frame.number | tr '\n' ' ' >"$TMP/arrows-$proto.tshark"
+    "$TRACE" diagram "$file" --json |
+      jq -r --arg p "${proto^^}" '[.steps[] | select(.protocol == $p) | .packet | tostring] | join(" ")' |
+      tr -d '\n' >"$TMP/arrows-$proto.trace"
+    sed -i 's/ $//' "$TMP/arrows-$proto.tshark"
+    same "$name: $proto packets in the diagram" "$TMP/arrows-$proto.tshark" "$TMP/arrows-$proto.trace"
+  done
+  # Every packet's time since the first, to the microsecond (pcapng resolutions included).
+  tshark_fields "$file" "" frame.number frame.time_relative |
+    awk '{ printf "%d %d\n", $1, $2 * 1000000 + 0.5 }' >"$TMP/time.tshark"
+  "$TRACE" diagram "$file" --json | jq -r '.steps[] | "\(.packet) \(.time * 1000000 + 0.5 | floor)"' >"$TMP/time.trace"
+  awk 'NR == FNR { tshark[$1] = $2; next }
+       { n++; d = tshark[$1] - $2
+         if (!($1 in tshark) || d < -1 || d > 1) { print "packet " $1 ": tshark " tshark[$1] " us, p2pchat-trace " $2 " us"; bad = 1 } }
+       END { exit bad || n == 0 }' "$TMP/time.tshark" "$TMP/time.trace" >&2 || die "$name: packet times disagree"
+
+  echo "ok: $name — $(cat "$TMP/count.trace") packets, $(grep -c ' SYN ' "$TMP/syn.trace" || true) handshake(s), $(wc -l <"$TMP/udp.trace") UDP datagram(s) agree with tshark"
+  CHECKED=$((CHECKED + 1))
+done
+
+# The direct messages went peer to peer: in a UDP datagram from client1 to client2, never in the
+# server's capture.
+if [ -n "$OUT" ] && [ -f "$OUT/direct-messages.txt" ]; then
+  while IFS= read -r text; do
+    [ -n "$text" ] || continue
+    quoted=${text//\"/\\\"}
+    hits=$(tshark_fields "$OUT/client1.pcap" \
+      "udp && ip.src == 10.20.30.11 && ip.dst == 10.20.30.12 && frame contains \"$quoted\"" frame.number | wc -l)
+    [ "$hits" -ge 1 ] || die "\"$text\" is in no UDP datagram from client1 to client2 (client1.pcap)"
+    leaks=$(tshark_fields "$OUT/webserver.pcap" "frame contains \"$quoted\"" frame.number | wc -l)
+    [ "$leaks" -eq 0 ] || die "\"$text\" is in $leaks packet(s) of the server's capture"
+    echo "ok: \"$text\" — in $hits UDP datagram(s) client1 -> client2, in none of the server's packets"
+  done <"$OUT/direct-messages.txt"
+fi
+echo "ci/lab-check.sh: $CHECKED capture file(s) agree with tshark"

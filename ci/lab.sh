@@ -1,0 +1,343 @@
+#!/usr/bin/env bash
+# `just lab`: the networking lab, reproduced on one Linux machine with real packets.
+#
+# Builds the lab's topology in network namespaces — a bridge in a namespace of its own, the server
+# host "webserver" (10.20.30.3) and clients "client1".."client3" (10.20.30.11-13), each with a hosts
+# file that makes chat.lab resolve to the server — captures with tcpdump on the server and on
+# client1, runs the real server and scripted clients by hostname, then answers the lab's questions
+# with p2pchat-trace and writes everything to target/lab/ (or $LAB_OUT).
+#
+# Needs root and tcpdump (.ci/run installs it; this script installs nothing). The root namespace
+# gets no address or route into 10.20.30.0/24: every packet stays in the namespaces made here, and
+# a trap removes them, the processes and the hosts files on success, failure, Ctrl-C or timeout.
+#
+# Environment: LAB_OUT (output folder, default target/lab), LAB_TIMEOUT (the run after the build,
+# default 90 s), LAB_BIN (folder with the three binaries; default: build them into target/debug).
+set -euo pipefail
+SCRIPT="$(cd "$(dirname "$0")" && pwd)/$(basename "$0")"
+cd "$(dirname "$SCRIPT")/.."
+
+LAB_TIMEOUT=${LAB_TIMEOUT:-90}
+say() { printf '\033[1m== %s\033[0m\n' "$*"; }
+die() { echo "ci/lab.sh: $*" >&2; exit 1; }
+
+# ---- preconditions: refuse clearly, install nothing -------------------------------------------
+[ "$(id -u)" -eq 0 ] || die "must run as root: it creates network namespaces (try: sudo just lab)"
+command -v tcpdump >/dev/null 2>&1 || die "tcpdump is not installed (apt-get install tcpdump; bash .ci/run installs it)"
+command -v ip >/dev/null 2>&1 || die "ip (iproute2) is not installed"
+command -v ss >/dev/null 2>&1 || die "ss (iproute2) is not installed"
+
+if [ -z "${P2PLAB_BOUNDED:-}" ]; then
+  # Build first (unbounded: a cold build takes minutes), then run the lab itself under timeout(1),
+  # whose TERM reaches the trap below.
+  if [ -z "${LAB_BIN:-}" ]; then
+    say "building p2pchat-server, p2pchat-client, p2pchat-trace"
+    cargo build --locked --quiet --bins
+    export LAB_BIN=$PWD/target/debug
+  fi
+  export P2PLAB_BOUNDED=1
+  exec timeout --foreground --kill-after=15 "$LAB_TIMEOUT" bash "$SCRIPT" "$@"
+fi
+
+PREFIX=p2plab
+SUBNET=10.20.30
+SERVER_IP=$SUBNET.3
+SERVER_NAME=chat.lab
+PORT=12000
+HOSTS=(webserver client1 client2 client3)
+declare -A IP=([webserver]=$SUBNET.3 [client1]=$SUBNET.11 [client2]=$SUBNET.12 [client3]=$SUBNET.13)
+DIRECT_1="lab direct message 1: alice to bob, peer to peer"
+DIRECT_2="lab direct message 2: the new client to bob"
+WAIT=15          # seconds: the longest wait for any one event
+SETTLE=5         # seconds: the longest wait for tcpdump to write the packets the interfaces counted
+POLL=0.05        # seconds between two looks at a log (a polling interval, not a wait for an event)
+
+OUT=${LAB_OUT:-target/lab}
+mkdir -p "$OUT"
+OUT=$(cd "$OUT" && pwd)
+# Only what an earlier run wrote is removed: LAB_OUT may name a folder that holds other files.
+rm -rf "$OUT/logs"
+rm -f "$OUT"/{webserver,client1,newclient}.pcap "$OUT/newclient.pcapng" "$OUT"/{handshakes-webserver,udp-client1}.json \
+  "$OUT"/{answers.txt,diagram.txt,diagram.mmd,diagram-client1.mmd,direct-messages.txt}
+mkdir -p "$OUT/logs"
+RUN=$(mktemp -d /tmp/p2plab.XXXXXX)
+START=$(date +%s.%N)
+
+# ---- teardown -----------------------------------------------------------------------------------
+PIDS=()          # every background process this script started
+CREATED_NETNS_DIR=0
+cleanup() {
+  local status=$?
+  set +e
+  trap - EXIT INT TERM
+  exec 11>&- 12>&- 13>&- 14>&-
+  for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null; done
+  for pid in "${PIDS[@]}"; do
+    for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep "$POLL"; done
+    kill -KILL "$pid" 2>/dev/null
+    wait "$pid" 2>/dev/null
+  done
+  for ns in "${HOSTS[@]/#/$PREFIX-}" "$PREFIX-switch"; do
+    if ip netns list | grep -qw "$ns"; then
+      # Anything still running in a namespace this script made was started by it.
+      for pid in $(ip netns pids "$ns" 2>/dev/null); do kill -KILL "$pid" 2>/dev/null; done
+      ip netns del "$ns" 2>/dev/null
+    fi
+    rm -rf "/etc/netns/$ns"
+  done
+  [ "$CREATED_NETNS_DIR" = 1 ] && rmdir /etc/netns 2>/dev/null
+  rm -rf "$RUN"
+  if [ "$status" -ne 0 ]; then
+    echo "ci/lab.sh: failed (status $status); logs and partial captures in $OUT" >&2
+  fi
+  exit "$status"
+}
+trap cleanup EXIT
+trap 'echo "ci/lab.sh: interrupted" >&2; exit 130' INT
+trap 'echo "ci/lab.sh: stopped (timeout after ${LAB_TIMEOUT}s, or SIGTERM)" >&2; exit 143' TERM
+
+# Waits until FILE contains the fixed string TEXT; WHAT names the event in the error.
+wait_for() {
+  local file=$1 text=$2 what=$3
+  local deadline=$(( $(date +%s) + WAIT ))
+  until grep -qF -- "$text" "$file" 2>/dev/null; do
+    [ "$(date +%s)" -lt "$deadline" ] || { echo "--- $file:" >&2; tail -n 20 "$file" >&2; die "timed out waiting for $what"; }
+    sleep "$POLL"
+  done
+}
+
+# Waits for process PID (a child) to exit; fails with WHAT after the deadline.
+wait_exit() {
+  local pid=$1 what=$2
+  local deadline=$(( $(date +%s) + WAIT ))
+  while kill -0 "$pid" 2>/dev/null; do
+    [ "$(date +%s)" -lt "$deadline" ] || die "timed out waiting for $what to exit"
+    sleep "$POLL"
+  done
+  wait "$pid" 2>/dev/null || true
+}
+
+# ---- binaries -----------------------------------------------------------------------------------
+BIN=$(cd "$LAB_BIN" && pwd)
+for b in p2pchat-server p2pchat-client p2pchat-trace; do
+  [ -x "$BIN/$b" ] || die "$BIN/$b is missing"
+done
+TRACE=$BIN/p2pchat-trace
+
+# ---- topology -----------------------------------------------------------------------------------
+for ns in "${HOSTS[@]/#/$PREFIX-}" "$PREFIX-switch"; do
+  if ip netns list | grep -qw "$ns"; then
+    die "namespace $ns exists (another lab running, or left by a killed run: ip netns del $ns)"
+  fi
+done
+say "topology: bridge in namespace $PREFIX-switch; ${HOSTS[*]} on $SUBNET.0/24"
+[ -d /etc/netns ] || { mkdir /etc/netns; CREATED_NETNS_DIR=1; }
+ip netns add "$PREFIX-switch"
+ip netns exec "$PREFIX-switch" sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1
+ip -n "$PREFIX-switch" link add br0 type bridge stp_state 0
+ip -n "$PREFIX-switch" link set br0 up
+for host in "${HOSTS[@]}"; do
+  ns=$PREFIX-$host
+  # Per-namespace name resolution: `ip netns exec` bind-mounts /etc/netns/NS/* over /etc/*.
+  mkdir -p "/etc/netns/$ns"
+  {
+    echo "127.0.0.1 localhost"
+    echo "$SERVER_IP $SERVER_NAME webserver"
+    for other in client1 client2 client3; do echo "${IP[$other]} $other"; done
+  } >"/etc/netns/$ns/hosts"
+  # No DNS server outside: a lookup the hosts file misses goes to the namespace's own loopback.
+  echo "nameserver 127.0.0.1" >"/etc/netns/$ns/resolv.conf"
+  ip netns add "$ns"
+  # IPv6 off before any link is up: no router solicitations or MLD reports in the captures.
+  ip netns exec "$ns" sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1
+  ip -n "$PREFIX-switch" link add "v-$host" type veth peer name eth0 netns "$ns"
+  ip -n "$PREFIX-switch" link set "v-$host" master br0 up
+  ip -n "$ns" addr add "${IP[$host]}/24" dev eth0
+  ip -n "$ns" link set lo up
+  ip -n "$ns" link set eth0 up
+done
+for host in "${HOSTS[@]}"; do
+  deadline=$(( $(date +%s) + WAIT ))
+  until ip -n "$PREFIX-$host" link show eth0 | grep -q "state UP"; do
+    [ "$(date +%s)" -lt "$deadline" ] || die "eth0 of $host did not come up"
+    sleep "$POLL"
+  done
+done
+if ip -o addr show | grep -qF " $SUBNET."; then
+  die "the root namespace has an address in $SUBNET.0/24; the lab must stay in its namespaces"
+fi
+
+# ---- captures -----------------------------------------------------------------------------------
+# Packet counters of an interface (rx + tx), to know when tcpdump has written everything.
+counters() { # NS DEV
+  local ns=$1 dev=$2
+  echo $(( $(ip netns exec "$ns" cat "/sys/class/net/$dev/statistics/rx_packets") \
+         + $(ip netns exec "$ns" cat "/sys/class/net/$dev/statistics/tx_packets") ))
+}
+declare -A CAPTURE_PID CAPTURE_BASE CAPTURE_NS CAPTURE_DEVS
+start_capture() { # NAME HOST INTERFACE [extra tcpdump flags]
+  local name=$1 host=$2 iface=$3; shift 3
+  local ns=$PREFIX-$host devs base=0 dev
+  if [ "$iface" = any ]; then devs="lo eth0"; else devs=$iface; fi
+  ip netns exec "$ns" tcpdump -i "$iface" -n -U --immediate-mode -Z root "$@" \
+    -w "$OUT/$name.pcap" 2>"$OUT/logs/tcpdump-$name.log" &
+  CAPTURE_PID[$name]=$!
+  PIDS+=("$!")
+  wait_for "$OUT/logs/tcpdump-$name.log" "listening on" "tcpdump ($name) to start"
+  # Counted once tcpdump listens: a packet before that (an IGMP report of an interface coming
+  # up, say) is not in the file; one between "listening" and this read is in the file but not
+  # counted, which only makes the count a lower bound.
+  for dev in $devs; do base=$(( base + $(counters "$ns" "$dev") )); done
+  CAPTURE_BASE[$name]=$base CAPTURE_NS[$name]=$ns CAPTURE_DEVS[$name]=$devs
+}
+# Stops a capture once the file holds at least every packet the interfaces counted since it
+# started: tcpdump may not have written the last ones yet when the programs are done.
+stop_capture() { # NAME
+  local name=$1 ns=${CAPTURE_NS[$1]} total dev seen=-1 want
+  local deadline=$(( $(date +%s) + SETTLE ))
+  while :; do
+    total=0
+    for dev in ${CAPTURE_DEVS[$name]}; do total=$(( total + $(counters "$ns" "$dev") )); done
+    want=$(( total - CAPTURE_BASE[$name] ))
+    seen=$("$TRACE" count "$OUT/$name.pcap" 2>/dev/null || echo -1)
+    [ "$seen" -ge "$want" ] && break
+    if [ "$(date +%s)" -ge "$deadline" ]; then
+      echo "warning: $name.pcap has $seen of the $want packets the interfaces counted" >&2
+      break
+    fi
+    sleep "$POLL"
+  done
+  kill -INT "${CAPTURE_PID[$name]}"
+  wait_exit "${CAPTURE_PID[$name]}" "tcpdump ($name)"
+  echo "   $name.pcap: $(tail -n 3 "$OUT/logs/tcpdump-$name.log" | grep -m1 captured)"
+}
+# Waits until no TCP connection of HOST is between ESTABLISHED and TIME-WAIT (all closed).
+wait_closed() { # HOST
+  local ns=$PREFIX-$1 deadline=$(( $(date +%s) + WAIT ))
+  while ip netns exec "$ns" ss -Htn state connected exclude time-wait | grep -q .; do
+    [ "$(date +%s)" -lt "$deadline" ] || die "connections of $1 did not close"
+    sleep "$POLL"
+  done
+}
+
+say "tcpdump on webserver (eth0) and on client1 (any interface)"
+start_capture webserver webserver eth0
+start_capture client1 client1 any
+
+# ---- the server and the clients -----------------------------------------------------------------
+say "p2pchat-server on webserver, port $PORT"
+ip netns exec "$PREFIX-webserver" env RUST_LOG=info "$BIN/p2pchat-server" \
+  --bind "0.0.0.0:$PORT" --users "$RUN/users.json" --scrypt-log-n 10 \
+  >"$OUT/logs/server.out" 2>"$OUT/logs/server.log" &
+SERVER_PID=$!
+PIDS+=("$SERVER_PID")
+wait_for "$OUT/logs/server.out" "listening on" "the server to listen"
+
+declare -A CLIENT_PID
+# Starts a scripted client on HOST as LOG, reading commands from file descriptor FD.
+start_client() { # LOG HOST FD P2P_PORT
+  local log=$1 host=$2 fd=$3 port=$4
+  mkfifo "$RUN/$log.in"
+  ip netns exec "$PREFIX-$host" "$BIN/p2pchat-client" --server "$SERVER_NAME:$PORT" \
+    --p2p-port "$port" --json <"$RUN/$log.in" >"$OUT/logs/$log.jsonl" 2>"$OUT/logs/$log.err" &
+  CLIENT_PID[$log]=$!
+  PIDS+=("$!")
+  eval "exec $fd>\"$RUN/$log.in\""
+}
+send() { local fd=$1; shift; printf '%s\n' "$@" >&"$fd"; }
+
+say "client1..3 register by hostname ($SERVER_NAME)"
+start_client alice client1 11 40001
+send 11 register alice alice-password
+wait_for "$OUT/logs/alice.jsonl" '"event":"welcome"' "alice's welcome"
+start_client bob client2 12 40002
+send 12 register bob bob-password
+wait_for "$OUT/logs/bob.jsonl" '"event":"welcome"' "bob's welcome"
+wait_for "$OUT/logs/alice.jsonl" '"username":"bob"' "alice to see bob join"
+start_client carol client3 13 40003
+send 13 register carol carol-password
+wait_for "$OUT/logs/carol.jsonl" '"event":"welcome"' "carol's welcome"
+wait_for "$OUT/logs/bob.jsonl" '"username":"carol"' "bob to see carol join"
+
+say "room messages"
+send 11 "hello room, alice here"
+wait_for "$OUT/logs/bob.jsonl" '"text":"hello room, alice here"' "bob to get alice's room message"
+wait_for "$OUT/logs/carol.jsonl" '"text":"hello room, alice here"' "carol to get alice's room message"
+send 12 "hi alice, bob here"
+wait_for "$OUT/logs/alice.jsonl" '"text":"hi alice, bob here"' "alice to get bob's room message"
+
+say "client1 sends client2 a direct message over UDP"
+send 11 "/msg bob $DIRECT_1"
+wait_for "$OUT/logs/bob.jsonl" "\"text\":\"$DIRECT_1\"" "bob to get the direct message"
+send 11 ":q"
+exec 11>&-
+wait_exit "${CLIENT_PID[alice]}" "alice's client"
+wait_for "$OUT/logs/bob.jsonl" '"event":"left","username":"alice"' "bob to see alice leave"
+wait_closed client1
+
+say "a new client on client1 connects, logs in and sends one direct message (the report's diagram)"
+# Like a machine that has never talked to the others: client1 forgets the MAC addresses it
+# learnt, so the diagram shows the ARP exchanges a new client makes before its first packets.
+ip -n "$PREFIX-client1" neigh flush all
+start_capture newclient client1 eth0
+start_client alice-again client1 14 40001
+send 14 login alice alice-password
+wait_for "$OUT/logs/alice-again.jsonl" '"event":"welcome"' "the new client's welcome"
+send 14 "/msg bob $DIRECT_2"
+wait_for "$OUT/logs/bob.jsonl" "\"text\":\"$DIRECT_2\"" "bob to get the second direct message"
+send 14 ":q"
+exec 14>&-
+wait_exit "${CLIENT_PID[alice-again]}" "the new client"
+wait_closed client1
+stop_capture newclient
+
+say "client2 and client3 leave; the server stops"
+send 12 ":q"; exec 12>&-
+send 13 ":q"; exec 13>&-
+wait_exit "${CLIENT_PID[bob]}" "bob's client"
+wait_exit "${CLIENT_PID[carol]}" "carol's client"
+kill -TERM "$SERVER_PID"
+wait_exit "$SERVER_PID" "the server"
+wait_closed webserver
+stop_capture webserver
+stop_capture client1
+
+# ---- the answers --------------------------------------------------------------------------------
+if command -v editcap >/dev/null 2>&1; then
+  editcap -F pcapng "$OUT/newclient.pcap" "$OUT/newclient.pcapng"
+fi
+printf '%s\n' "$DIRECT_1" "$DIRECT_2" >"$OUT/direct-messages.txt"
+NAMES=(--name "$SERVER_IP=webserver" --name "${IP[client1]}=client1" --name "${IP[client2]}=client2" --name "${IP[client3]}=client3")
+
+"$TRACE" handshakes "$OUT/webserver.pcap" --json >"$OUT/handshakes-webserver.json"
+"$TRACE" udp "$OUT/client1.pcap" --json >"$OUT/udp-client1.json"
+"$TRACE" diagram "$OUT/newclient.pcap" "${NAMES[@]}" >"$OUT/diagram.mmd"
+"$TRACE" diagram "$OUT/newclient.pcap" "${NAMES[@]}" --format text >"$OUT/diagram.txt"
+"$TRACE" diagram "$OUT/client1.pcap" "${NAMES[@]}" >"$OUT/diagram-client1.mmd"
+{
+  echo "# The lab's answers, from the captures in $OUT"
+  echo
+  echo "## 1. TCP: client1's three-way handshakes with the server (webserver.pcap, absolute numbers)"
+  "$TRACE" handshakes "$OUT/webserver.pcap" --host "${IP[client1]}"
+  echo
+  echo "## 2. UDP: the datagrams client1 sent and received (client1.pcap)"
+  "$TRACE" udp "$OUT/client1.pcap"
+  echo
+  echo "## 3. Every packet when a new client connects and sends one direct message (newclient.pcap)"
+  cat "$OUT/diagram.txt"
+} >"$OUT/answers.txt"
+cat "$OUT/answers.txt"
+
+# The direct messages went peer to peer: in client1's capture, never in the server's.
+for text in "$DIRECT_1" "$DIRECT_2"; do
+  grep -qaF -- "$text" "$OUT/client1.pcap" || die "\"$text\" is not in client1's capture"
+  if grep -qaF -- "$text" "$OUT/webserver.pcap"; then die "\"$text\" is in the server's capture"; fi
+done
+grep -qaF -- "$DIRECT_2" "$OUT/newclient.pcap" || die "the second direct message is not in newclient.pcap"
+
+END=$(date +%s.%N)
+echo
+say "done in $(awk -v a="$START" -v b="$END" 'BEGIN { printf "%.1f", b - a }') s"
+echo "captures: $OUT/webserver.pcap (Ethernet), $OUT/client1.pcap (Linux cooked), $OUT/newclient.pcap$([ -f "$OUT/newclient.pcapng" ] && echo " and .pcapng")"
+echo "answers:  $OUT/answers.txt; diagram: $OUT/diagram.mmd (Mermaid), $OUT/diagram.txt"
+echo "both direct messages are in client1's capture and absent from the server's"

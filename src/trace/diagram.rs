@@ -1,0 +1,462 @@
+//! A sequence diagram of every packet between the hosts of a capture, in capture order: TCP
+//! handshakes, data segments labelled with the p2pchat messages they carry, FINs and RSTs, UDP
+//! direct messages, ARP. Rendered as Mermaid (`sequenceDiagram`, for docs) or as plain text with
+//! one column per host (for the terminal).
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+
+use serde::Serialize;
+
+use super::messages::{label_datagram, Payload, StreamLabeler};
+use super::packet::{Content, Frame};
+
+/// Width of one host's column in the text form.
+const TEXT_COLUMN: usize = 18;
+
+/// A host in the diagram.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Participant {
+    pub ip: IpAddr,
+    /// The name given with `--name`, if any.
+    pub name: Option<String>,
+}
+
+impl Participant {
+    fn title(&self) -> String {
+        match &self.name {
+            Some(name) => name.clone(),
+            None => self.ip.to_string(),
+        }
+    }
+}
+
+/// One arrow: one packet.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Step {
+    pub packet: usize,
+    /// Seconds since the first packet of the capture.
+    pub time: f64,
+    /// Index into `participants`.
+    pub from: usize,
+    pub to: usize,
+    /// `TCP`, `UDP`, `ARP`, or the IP protocol number.
+    pub protocol: String,
+    /// What the arrow says: flags, numbers, the p2pchat messages.
+    pub label: String,
+    /// The p2pchat message types the packet carries (may be empty).
+    pub messages: Vec<String>,
+}
+
+/// The diagram, before rendering.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Diagram {
+    pub participants: Vec<Participant>,
+    pub steps: Vec<Step>,
+    /// Packets left out: not from one host to another (IP multicast or broadcast, from the
+    /// unspecified address: IGMP reports, mDNS, DHCP), neither IP nor ARP, or undecodable.
+    pub omitted: usize,
+}
+
+impl Diagram {
+    /// Builds the diagram of `frames`; `names` gives hosts readable names.
+    pub fn build(frames: &[Frame], names: &HashMap<IpAddr, String>) -> Diagram {
+        let mut diagram = Diagram {
+            participants: Vec::new(),
+            steps: Vec::new(),
+            omitted: 0,
+        };
+        let start = frames.first().map(|f| f.timestamp).unwrap_or_default();
+        let mut labeler = StreamLabeler::new();
+        for frame in frames {
+            let Some((from, to, protocol, label, messages)) = describe(frame, &mut labeler) else {
+                diagram.omitted += 1;
+                continue;
+            };
+            let from = diagram.participant(from, names);
+            let to = diagram.participant(to, names);
+            diagram.steps.push(Step {
+                packet: frame.number,
+                time: frame.timestamp.saturating_sub(start).as_secs_f64(),
+                from,
+                to,
+                protocol,
+                label,
+                messages,
+            });
+        }
+        diagram
+    }
+
+    fn participant(&mut self, ip: IpAddr, names: &HashMap<IpAddr, String>) -> usize {
+        if let Some(i) = self.participants.iter().position(|p| p.ip == ip) {
+            return i;
+        }
+        self.participants.push(Participant {
+            ip,
+            name: names.get(&ip).cloned(),
+        });
+        self.participants.len() - 1
+    }
+
+    /// The diagram as Mermaid source (`sequenceDiagram`), one arrow per packet.
+    pub fn to_mermaid(&self) -> String {
+        let mut out = String::from("sequenceDiagram\n");
+        for (i, p) in self.participants.iter().enumerate() {
+            let title = match &p.name {
+                Some(name) => format!("{name} ({})", p.ip),
+                None => p.ip.to_string(),
+            };
+            out.push_str(&format!(
+                "    participant h{i} as {}\n",
+                mermaid_text(&title)
+            ));
+        }
+        for step in &self.steps {
+            // Replies and data go with a solid arrow; everything is one packet, so one style.
+            out.push_str(&format!(
+                "    h{}->>h{}: {}. {}\n",
+                step.from,
+                step.to,
+                step.packet,
+                mermaid_text(&format!("{} {}", step.protocol, step.label))
+            ));
+        }
+        if self.omitted > 0 {
+            out.push_str(&format!(
+                "    Note over h0: {} packet(s) not between two hosts not shown\n",
+                self.omitted
+            ));
+        }
+        out
+    }
+
+    /// The diagram as text: a column per host, an arrow per packet, its label on the right.
+    pub fn to_text(&self) -> String {
+        let width = self.participants.len().max(1) * TEXT_COLUMN;
+        let mut out = String::new();
+        let header = |text: &dyn Fn(&Participant) -> String| {
+            let mut line = " ".repeat(12);
+            for p in &self.participants {
+                line.push_str(&centered(&text(p), TEXT_COLUMN));
+            }
+            line.trim_end().to_string() + "\n"
+        };
+        out.push_str(&header(&|p| p.title()));
+        if self.participants.iter().any(|p| p.name.is_some()) {
+            out.push_str(&header(&|p| p.ip.to_string()));
+        }
+        out.push_str(&format!("{:>5} {:>6}\n", "#", "time"));
+        for step in &self.steps {
+            let mut lane: Vec<char> = " ".repeat(width).chars().collect();
+            for i in 0..self.participants.len() {
+                lane[column_of(i)] = '|';
+            }
+            let (a, b) = (column_of(step.from), column_of(step.to));
+            if a == b {
+                lane[a] = 'o';
+            } else {
+                let (lo, hi) = (a.min(b), a.max(b));
+                for c in lane.iter_mut().take(hi).skip(lo + 1) {
+                    *c = '-';
+                }
+                if a < b {
+                    lane[hi - 1] = '>';
+                } else {
+                    lane[lo + 1] = '<';
+                }
+            }
+            let lane: String = lane.into_iter().collect();
+            out.push_str(&format!(
+                "{:>5} {:>6.3}{}  {} {}\n",
+                step.packet, step.time, lane, step.protocol, step.label
+            ));
+        }
+        if self.omitted > 0 {
+            out.push_str(&format!(
+                "({} packet(s) not between two hosts not shown: multicast, broadcast, non-IP)\n",
+                self.omitted
+            ));
+        }
+        out
+    }
+}
+
+/// Where host `i`'s lifeline is drawn in the text form.
+fn column_of(i: usize) -> usize {
+    i * TEXT_COLUMN + TEXT_COLUMN / 2
+}
+
+fn centered(text: &str, width: usize) -> String {
+    let len = text.chars().count();
+    if len >= width {
+        return format!("{} ", text.chars().take(width - 1).collect::<String>());
+    }
+    let left = (width - len) / 2;
+    format!(
+        "{}{}{}",
+        " ".repeat(left),
+        text,
+        " ".repeat(width - len - left)
+    )
+}
+
+/// Mermaid treats `;` and `#` as syntax in message text; keep them out.
+fn mermaid_text(text: &str) -> String {
+    text.replace(';', ",").replace('#', "no.")
+}
+
+type Described = (IpAddr, IpAddr, String, String, Vec<String>);
+
+/// Whether an IP packet goes from one host to another: not to a multicast or the limited
+/// broadcast address, not from the unspecified address.
+fn host_to_host(src: IpAddr, dst: IpAddr) -> bool {
+    let broadcast = matches!(dst, IpAddr::V4(v4) if v4.is_broadcast());
+    !src.is_unspecified() && !dst.is_multicast() && !broadcast
+}
+
+/// The arrow for one packet: from, to, protocol, label, p2pchat messages; `None` for a packet
+/// that is not between two hosts.
+fn describe(frame: &Frame, labeler: &mut StreamLabeler) -> Option<Described> {
+    let ends = match &frame.content {
+        Content::Tcp(segment) => Some((segment.src.ip(), segment.dst.ip())),
+        Content::Udp(datagram) => Some((datagram.src.ip(), datagram.dst.ip())),
+        Content::OtherIp { src, dst, .. } => Some((*src, *dst)),
+        _ => None,
+    };
+    if ends.is_some_and(|(src, dst)| !host_to_host(src, dst)) {
+        return None;
+    }
+    match &frame.content {
+        Content::Tcp(segment) => {
+            let payload = labeler.label(segment);
+            let mut label = format!(
+                "{}→{} [{}] seq={}",
+                segment.src.port(),
+                segment.dst.port(),
+                segment.flags,
+                segment.seq
+            );
+            if segment.flags.ack {
+                label.push_str(&format!(" ack={}", segment.ack));
+            }
+            if segment.payload_len > 0 {
+                label.push_str(&format!(" len={}", segment.payload_len));
+            }
+            if let Some(what) = payload.label() {
+                label.push(' ');
+                label.push_str(&what);
+            }
+            Some((
+                segment.src.ip(),
+                segment.dst.ip(),
+                "TCP".into(),
+                label,
+                message_types(payload),
+            ))
+        }
+        Content::Udp(datagram) => {
+            let payload = label_datagram(&datagram.payload);
+            let mut label = format!(
+                "{}→{} len={}",
+                datagram.src.port(),
+                datagram.dst.port(),
+                datagram.payload_len
+            );
+            if let Some(what) = payload.label() {
+                label.push(' ');
+                label.push_str(&what);
+            }
+            Some((
+                datagram.src.ip(),
+                datagram.dst.ip(),
+                "UDP".into(),
+                label,
+                message_types(payload),
+            ))
+        }
+        Content::Arp(arp) => {
+            let sender = IpAddr::V4(arp.sender_ip?);
+            let target = IpAddr::V4(arp.target_ip?);
+            let label = if arp.is_request() {
+                format!("who-has {target}? tell {sender} (broadcast)")
+            } else {
+                format!("{sender} is-at {}", arp.sender_mac)
+            };
+            Some((sender, target, "ARP".into(), label, Vec::new()))
+        }
+        Content::OtherIp {
+            src,
+            dst,
+            protocol,
+            fragment,
+        } => Some((
+            *src,
+            *dst,
+            format!("IP proto {protocol}"),
+            if *fragment {
+                "fragment".into()
+            } else {
+                String::new()
+            },
+            Vec::new(),
+        )),
+        Content::OtherLink { .. } | Content::Undecodable { .. } => None,
+    }
+}
+
+fn message_types(payload: Payload) -> Vec<String> {
+    match payload {
+        Payload::Messages(types) => types,
+        _ => Vec::new(),
+    }
+}
+
+/// Parses `IP=NAME` (the `--name` flag).
+///
+/// # Errors
+/// A value without `=`, an address that does not parse, or an empty name.
+pub fn parse_name(text: &str) -> Result<(IpAddr, String), String> {
+    let (ip, name) = text
+        .split_once('=')
+        .ok_or_else(|| format!("expected IP=NAME, got {text:?}"))?;
+    let ip: IpAddr = ip
+        .trim()
+        .parse()
+        .map_err(|_| format!("{ip:?} is not an IP address (expected IP=NAME)"))?;
+    let name = name.trim();
+    if name.is_empty() {
+        return Err(format!("no name after '=' in {text:?}"));
+    }
+    Ok((ip, name.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::trace::packet::{TcpFlags, TcpSegment, UdpDatagram};
+    use std::time::Duration;
+
+    fn tcp(n: usize, from: &str, to: &str, seq: u32, flags: TcpFlags, payload: &[u8]) -> Frame {
+        Frame {
+            number: n,
+            timestamp: Duration::from_millis(n as u64),
+            content: Content::Tcp(TcpSegment {
+                src: from.parse().unwrap(),
+                dst: to.parse().unwrap(),
+                seq,
+                ack: 1,
+                flags,
+                window: 0,
+                payload: payload.to_vec(),
+                payload_len: payload.len(),
+            }),
+        }
+    }
+
+    fn frames() -> Vec<Frame> {
+        let syn = TcpFlags {
+            syn: true,
+            ..TcpFlags::default()
+        };
+        let data = TcpFlags {
+            psh: true,
+            ack: true,
+            ..TcpFlags::default()
+        };
+        let dm = br#"{"type":"direct","from":"alice","id":1,"text":"psst"}"#;
+        vec![
+            tcp(1, "10.20.30.11:40000", "10.20.30.3:12000", 7, syn, b""),
+            tcp(
+                2,
+                "10.20.30.3:12000",
+                "10.20.30.11:40000",
+                70,
+                data,
+                b"{\"type\":\"hello\",\"version\":1,\"auth\":[\"login\"]}\n",
+            ),
+            Frame {
+                number: 3,
+                timestamp: Duration::from_millis(3),
+                content: Content::Udp(UdpDatagram {
+                    src: "10.20.30.11:5000".parse().unwrap(),
+                    dst: "10.20.30.12:5001".parse().unwrap(),
+                    length: 8 + dm.len() as u16,
+                    checksum: 0,
+                    checksum_valid: None,
+                    ip_protocol: 17,
+                    header: [0; 8],
+                    payload: dm.to_vec(),
+                    payload_len: dm.len(),
+                }),
+            },
+            Frame {
+                number: 4,
+                timestamp: Duration::from_millis(4),
+                content: Content::OtherLink { ether_type: 0x88cc },
+            },
+            Frame {
+                number: 5,
+                timestamp: Duration::from_millis(5),
+                content: Content::OtherIp {
+                    src: "0.0.0.0".parse().unwrap(),
+                    dst: "224.0.0.22".parse().unwrap(),
+                    protocol: 2,
+                    fragment: false,
+                },
+            },
+        ]
+    }
+
+    #[test]
+    fn every_packet_is_an_arrow_between_named_hosts_in_capture_order() {
+        let names = HashMap::from([("10.20.30.3".parse().unwrap(), "webserver".to_string())]);
+        let diagram = Diagram::build(&frames(), &names);
+        assert_eq!(diagram.participants.len(), 3);
+        assert_eq!(diagram.participants[1].name.as_deref(), Some("webserver"));
+        assert_eq!(diagram.steps.len(), 3);
+        assert_eq!(
+            diagram.omitted, 2,
+            "LLDP and an IGMP report are not between two hosts"
+        );
+        assert_eq!(diagram.steps[1].messages, vec!["hello".to_string()]);
+        assert_eq!(diagram.steps[2].messages, vec!["direct".to_string()]);
+        let mermaid = diagram.to_mermaid();
+        assert!(mermaid.starts_with("sequenceDiagram\n"));
+        assert!(mermaid.contains("participant h1 as webserver (10.20.30.3)"));
+        assert!(
+            mermaid.contains("h0->>h1: 1. TCP 40000→12000 [SYN] seq=7\n"),
+            "{mermaid}"
+        );
+        assert!(mermaid.contains("h1->>h0: 2. TCP") && mermaid.contains("hello"));
+        assert!(mermaid.contains("h0->>h2: 3. UDP 5000→5001 len="));
+        let text = diagram.to_text();
+        assert!(text.contains("webserver"), "{text}");
+        let arrows: Vec<&str> = text
+            .lines()
+            .filter(|l| l.contains("TCP") || l.contains("UDP"))
+            .collect();
+        assert_eq!(arrows.len(), 3, "{text}");
+        assert!(
+            arrows[0].contains("->|") || arrows[0].contains('>'),
+            "{text}"
+        );
+        assert!(arrows[1].contains("|<-"), "{text}");
+    }
+
+    #[test]
+    fn mermaid_text_never_carries_its_own_syntax() {
+        assert_eq!(mermaid_text("a;b #1"), "a,b no.1");
+    }
+
+    #[test]
+    fn names_are_parsed_and_checked() {
+        assert_eq!(
+            parse_name("10.20.30.3=webserver"),
+            Ok(("10.20.30.3".parse().unwrap(), "webserver".to_string()))
+        );
+        assert!(parse_name("webserver").is_err());
+        assert!(parse_name("chat.lab=webserver").is_err());
+        assert!(parse_name("10.20.30.3=").is_err());
+    }
+}

@@ -1,0 +1,32 @@
+//! Reading packet captures of p2pchat traffic: what `p2pchat-trace` and the lab's report are made of.
+//!
+//! - [`capture`]: the pcap/pcapng container (via `pcap-file`), link types, errors naming the offset.
+//! - [`packet`]: one packet's headers (via `etherparse`): TCP segments, UDP datagrams, ARP.
+//! - [`messages`]: which p2pchat message a segment or datagram carries, by the library's decoders.
+//! - [`handshake`]: every TCP three-way handshake with absolute numbers, and each connection's end.
+//! - [`udp`]: every UDP datagram's header, and the lab's questions about UDP answered.
+//! - [`diagram`]: a sequence diagram of every packet, as Mermaid or as text.
+//!
+//! Nothing here opens a socket or captures anything: it reads files that tcpdump wrote.
+
+pub mod capture;
+pub mod diagram;
+pub mod handshake;
+pub mod messages;
+pub mod packet;
+pub mod udp;
+
+use std::path::Path;
+
+pub use capture::{Capture, CaptureError, CaptureFormat, LinkType};
+pub use packet::Frame;
+
+/// Reads the capture at `path` and dissects every packet.
+///
+/// # Errors
+/// As [`Capture::open`]: unreadable, not a capture, truncated, malformed, unknown link type.
+pub fn load(path: impl AsRef<Path>) -> Result<(Capture, Vec<Frame>), CaptureError> {
+    let capture = Capture::open(path)?;
+    let frames = capture.packets.iter().map(Frame::dissect).collect();
+    Ok((capture, frames))
+}

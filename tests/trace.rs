@@ -1,0 +1,428 @@
+//! `p2pchat-trace` and the `trace` module on the captures `just lab` made (fixtures/captures/):
+//! an Ethernet pcap from the server, a Linux cooked (v2) pcap from client1, and a pcapng of a new
+//! client connecting and sending one direct message. The expected numbers are tshark's on the same
+//! files (`tshark -o tcp.relative_sequence_numbers:FALSE -T fields ...`; fixtures/README.md).
+//! Needs neither root nor tcpdump.
+
+mod common;
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::process::Output;
+
+use assert_cmd::Command;
+use p2pchat::trace::diagram::Diagram;
+use p2pchat::trace::handshake::{self, Fate, Side};
+use p2pchat::trace::{self, udp, CaptureFormat, LinkType};
+use serde_json::Value;
+
+const SERVER_PCAP: &str = "captures/webserver.pcap";
+const CLIENT1_PCAP: &str = "captures/client1.pcap";
+const NEW_CLIENT_PCAPNG: &str = "captures/newclient.pcapng";
+
+fn fixture_capture(name: &str) -> PathBuf {
+    common::fixture(name)
+}
+
+fn trace_cmd(args: &[&str]) -> Output {
+    Command::cargo_bin("p2pchat-trace")
+        .expect("p2pchat-trace is built")
+        .args(args)
+        .output()
+        .expect("run p2pchat-trace")
+}
+
+fn json_of(args: &[&str]) -> Value {
+    let output = trace_cmd(args);
+    assert!(
+        output.status.success(),
+        "p2pchat-trace {args:?} failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).expect("--json prints one JSON value")
+}
+
+fn lab_names() -> HashMap<IpAddr, String> {
+    [
+        ("10.20.30.3", "webserver"),
+        ("10.20.30.11", "client1"),
+        ("10.20.30.12", "client2"),
+        ("10.20.30.13", "client3"),
+    ]
+    .into_iter()
+    .map(|(ip, name)| (ip.parse().unwrap(), name.to_string()))
+    .collect()
+}
+
+#[test]
+fn the_three_fixtures_are_the_three_container_and_link_types() {
+    for (name, format, link, packets) in [
+        (SERVER_PCAP, CaptureFormat::Pcap, LinkType::Ethernet, 93),
+        (CLIENT1_PCAP, CaptureFormat::Pcap, LinkType::LinuxSll2, 46),
+        (
+            NEW_CLIENT_PCAPNG,
+            CaptureFormat::Pcapng,
+            LinkType::Ethernet,
+            19,
+        ),
+    ] {
+        let (capture, frames) = trace::load(fixture_capture(name)).unwrap();
+        assert_eq!(capture.format, format, "{name}");
+        assert_eq!(capture.packets.len(), packets, "{name}");
+        assert!(capture.packets.iter().all(|p| p.link == link), "{name}");
+        assert!(
+            frames
+                .iter()
+                .all(|f| !matches!(f.content, trace::packet::Content::Undecodable { .. })),
+            "{name}: every packet of the lab decodes"
+        );
+        let count = trace_cmd(&["count", fixture_capture(name).to_str().unwrap()]);
+        assert_eq!(
+            String::from_utf8_lossy(&count.stdout),
+            format!("{packets}\n")
+        );
+    }
+}
+
+#[test]
+fn handshakes_in_the_servers_capture_have_tsharks_absolute_numbers() {
+    let (_, frames) = trace::load(fixture_capture(SERVER_PCAP)).unwrap();
+    let found = handshake::handshakes(&frames);
+    // (client, SYN packet, SYN seq, SYN-ACK packet, SYN-ACK seq, SYN-ACK ack), from tshark.
+    let expected = [
+        (
+            "10.20.30.11:32928",
+            3,
+            2_697_066_002u32,
+            4,
+            49_496_634u32,
+            2_697_066_003u32,
+        ),
+        (
+            "10.20.30.12:50610",
+            14,
+            2_047_499_508,
+            15,
+            1_871_693_511,
+            2_047_499_509,
+        ),
+        (
+            "10.20.30.13:47292",
+            27,
+            1_225_141_811,
+            28,
+            1_144_338_765,
+            1_225_141_812,
+        ),
+        (
+            "10.20.30.11:55516",
+            62,
+            2_970_657_367,
+            63,
+            982_514_559,
+            2_970_657_368,
+        ),
+    ];
+    assert_eq!(found.len(), expected.len());
+    for (h, (client, syn_packet, syn_seq, sa_packet, sa_seq, sa_ack)) in found.iter().zip(expected)
+    {
+        assert_eq!(h.client, client.parse().unwrap());
+        assert_eq!(h.server, "10.20.30.3:12000".parse().unwrap());
+        assert_eq!((h.syn_packet, h.syn_seq), (syn_packet, syn_seq), "{client}");
+        assert_eq!(h.syn_ack_packet, Some(sa_packet), "{client}");
+        assert_eq!((h.syn_ack_seq, h.syn_ack_ack), (Some(sa_seq), Some(sa_ack)));
+        assert_eq!(h.ack_is_syn_seq_plus_one, Some(true));
+        assert_eq!(
+            h.ack_packet,
+            Some(sa_packet + 1),
+            "the ACK follows the SYN-ACK"
+        );
+        assert_eq!(h.syn_retransmissions, 0);
+    }
+    // Who sent the first FIN, per tshark's FIN list: after `quit` either end may be first.
+    let fates: Vec<Fate> = found.iter().map(|h| h.fate).collect();
+    let closed = |by, packet| Fate::Closed { by, packet };
+    assert_eq!(
+        fates,
+        [
+            closed(Side::Client, 52),
+            closed(Side::Server, 87),
+            closed(Side::Client, 89),
+            closed(Side::Client, 77)
+        ]
+    );
+}
+
+#[test]
+fn handshakes_json_and_host_filter() {
+    let path = fixture_capture(SERVER_PCAP);
+    let all = json_of(&["handshakes", path.to_str().unwrap(), "--json"]);
+    assert_eq!(all["capture"]["packets"], 93);
+    assert_eq!(all["capture"]["format"], "pcap");
+    let first = &all["handshakes"][0];
+    assert_eq!(first["client"], "10.20.30.11:32928");
+    assert_eq!(first["syn_seq"], 2_697_066_002u64);
+    assert_eq!(first["syn_ack_ack"], 2_697_066_003u64);
+    assert_eq!(first["fate"]["state"], "closed");
+    assert_eq!(first["fate"]["by"], "client");
+    let client2 = json_of(&[
+        "handshakes",
+        path.to_str().unwrap(),
+        "--host",
+        "10.20.30.12",
+        "--json",
+    ]);
+    assert_eq!(client2["handshakes"].as_array().unwrap().len(), 1);
+    let text = trace_cmd(&["handshakes", path.to_str().unwrap()]);
+    let text = String::from_utf8(text.stdout).unwrap();
+    assert!(
+        text.contains("seq=49496634 ack=2697066003 = SYN seq + 1"),
+        "{text}"
+    );
+}
+
+#[test]
+fn one_connection_seen_from_both_ends_and_in_both_containers_has_the_same_numbers() {
+    let numbers = |name: &str| {
+        let (_, frames) = trace::load(fixture_capture(name)).unwrap();
+        handshake::handshakes(&frames)
+            .into_iter()
+            .find(|h| h.client == "10.20.30.11:55516".parse().unwrap())
+            .map(|h| (h.syn_seq, h.syn_ack_seq, h.syn_ack_ack))
+    };
+    let expected = Some((2_970_657_367, Some(982_514_559), Some(2_970_657_368)));
+    assert_eq!(numbers(SERVER_PCAP), expected);
+    assert_eq!(numbers(CLIENT1_PCAP), expected);
+    assert_eq!(numbers(NEW_CLIENT_PCAPNG), expected);
+}
+
+#[test]
+fn udp_datagrams_in_the_linux_cooked_capture_have_tsharks_header_fields() {
+    let (_, frames) = trace::load(fixture_capture(CLIENT1_PCAP)).unwrap();
+    let datagrams = udp::datagrams(&frames);
+    // (packet, length, checksum), from tshark; both client1:40001 -> client2:40002, protocol 17.
+    let expected = [(23, 105u16, 0x50b9u16), (42, 100, 0x50b4)];
+    assert_eq!(datagrams.len(), expected.len());
+    for (d, (packet, length, checksum)) in datagrams.iter().zip(expected) {
+        assert_eq!(d.packet, packet);
+        assert_eq!(d.src, "10.20.30.11:40001".parse().unwrap());
+        assert_eq!(d.dst, "10.20.30.12:40002".parse().unwrap());
+        assert_eq!((d.length, d.checksum), (length, checksum));
+        assert_eq!(d.payload_len, usize::from(length) - 8);
+        assert_eq!(d.ip_protocol, 17);
+        assert_eq!(d.p2pchat.as_deref(), Some("direct"));
+        let header: Vec<u8> = d
+            .header_hex
+            .split(' ')
+            .map(|b| u8::from_str_radix(b, 16).unwrap())
+            .collect();
+        assert_eq!(header[..2], 40001u16.to_be_bytes());
+        assert_eq!(header[2..4], 40002u16.to_be_bytes());
+        assert_eq!(header[4..6], length.to_be_bytes());
+        assert_eq!(header[6..], checksum.to_be_bytes());
+    }
+    let answers = udp::answers(&datagrams);
+    assert_eq!(answers.header_fields.len(), 4);
+    assert!(answers.header_fields.iter().all(|f| f.bytes == 2));
+    assert_eq!(answers.header_bytes, 8);
+    assert_eq!(answers.max_payload_ipv4, 65_507);
+    assert_eq!(answers.max_payload_udp_length_field, 65_527);
+    assert_eq!(answers.max_port, 65_535);
+    assert_eq!(answers.protocol_number, Some(17));
+    assert_eq!(answers.protocol_number_packet, Some(23));
+    let largest = answers.largest_payload_seen.unwrap();
+    assert_eq!((largest.packet, largest.bytes), (23, 97));
+}
+
+#[test]
+fn udp_command_answers_the_lab_and_the_server_saw_no_datagram() {
+    let client = json_of(&[
+        "udp",
+        fixture_capture(CLIENT1_PCAP).to_str().unwrap(),
+        "--json",
+    ]);
+    assert_eq!(client["answers"]["protocol_number"], 17);
+    assert_eq!(client["answers"]["direct_message"]["packet"], 23);
+    assert_eq!(client["answers"]["largest_payload_seen"]["bytes"], 97);
+    let text = String::from_utf8(
+        trace_cmd(&["udp", fixture_capture(CLIENT1_PCAP).to_str().unwrap()]).stdout,
+    )
+    .unwrap();
+    for needle in [
+        "4 fields, 8 bytes of header",
+        "65507",
+        "65527",
+        "65535",
+        "protocol number: 17",
+    ] {
+        assert!(text.contains(needle), "missing {needle:?} in:\n{text}");
+    }
+    let server = json_of(&[
+        "udp",
+        fixture_capture(SERVER_PCAP).to_str().unwrap(),
+        "--json",
+    ]);
+    assert_eq!(server["datagrams"].as_array().unwrap().len(), 0);
+    // The direct message's text is in client1's capture and nowhere in the server's.
+    let text = b"lab direct message 1: alice to bob, peer to peer";
+    let contains = |name: &str| {
+        let bytes = std::fs::read(fixture_capture(name)).unwrap();
+        bytes.windows(text.len()).any(|w| w == text)
+    };
+    assert!(contains(CLIENT1_PCAP));
+    assert!(!contains(SERVER_PCAP));
+}
+
+#[test]
+fn the_diagram_of_a_new_client_shows_every_packet_in_capture_order() {
+    let (_, frames) = trace::load(fixture_capture(NEW_CLIENT_PCAPNG)).unwrap();
+    let diagram = Diagram::build(&frames, &lab_names());
+    let names: Vec<&str> = diagram
+        .participants
+        .iter()
+        .map(|p| p.name.as_deref().unwrap())
+        .collect();
+    assert_eq!(names, ["client1", "webserver", "client2"]);
+    // Packet 1 is an IGMP report from 0.0.0.0 to 224.0.0.22: not between two hosts.
+    assert_eq!(diagram.steps.len(), 18);
+    assert_eq!(diagram.omitted, 1);
+    let packets: Vec<usize> = diagram.steps.iter().map(|s| s.packet).collect();
+    assert_eq!(packets, (2..=19).collect::<Vec<_>>());
+    let protocols: String = diagram
+        .steps
+        .iter()
+        .map(|s| s.protocol.chars().next().unwrap())
+        .collect();
+    assert_eq!(protocols, "AATTTTTTTTTAAUTTTT");
+    assert!(diagram.steps[2].label.contains("[SYN] seq=2970657367"));
+    assert!(diagram.steps[3]
+        .label
+        .contains("[SYN,ACK] seq=982514559 ack=2970657368"));
+    let messages: Vec<String> = diagram
+        .steps
+        .iter()
+        .flat_map(|s| s.messages.clone())
+        .collect();
+    assert_eq!(messages, ["hello", "login", "welcome", "direct", "quit"]);
+    let direct = &diagram.steps[13];
+    assert_eq!(
+        (direct.from, direct.to),
+        (0, 2),
+        "client1 -> client2, not via the server"
+    );
+    let fins: Vec<usize> = diagram
+        .steps
+        .iter()
+        .filter(|s| s.label.contains("FIN"))
+        .map(|s| s.packet)
+        .collect();
+    assert_eq!(fins, [17, 18]);
+}
+
+#[test]
+fn diagram_command_prints_mermaid_text_and_json() {
+    let path = fixture_capture(NEW_CLIENT_PCAPNG);
+    let path = path.to_str().unwrap();
+    let names = [
+        "--name",
+        "10.20.30.3=webserver",
+        "--name",
+        "10.20.30.11=client1",
+    ];
+    let mermaid = trace_cmd(&[&["diagram", path][..], &names[..]].concat());
+    let mermaid = String::from_utf8(mermaid.stdout).unwrap();
+    assert!(mermaid.starts_with("sequenceDiagram\n"), "{mermaid}");
+    assert!(mermaid.contains("participant h0 as client1 (10.20.30.11)"));
+    assert!(
+        mermaid.contains("participant h2 as 10.20.30.12\n"),
+        "unnamed hosts keep their IP"
+    );
+    assert_eq!(mermaid.lines().filter(|l| l.contains("->>")).count(), 18);
+    let text = trace_cmd(&[&["diagram", path, "--format", "text"][..], &names[..]].concat());
+    let text = String::from_utf8(text.stdout).unwrap();
+    assert!(text.contains("|---------------->|"), "{text}");
+    assert!(text.contains("UDP 40001→40002 len=92 direct"), "{text}");
+    let json = json_of(&[&["diagram", path, "--json"][..], &names[..]].concat());
+    assert_eq!(json["steps"].as_array().unwrap().len(), 18);
+    assert_eq!(json["mermaid"].as_str().unwrap(), mermaid);
+    let bad = trace_cmd(&["diagram", path, "--name", "chat.lab=webserver"]);
+    assert_eq!(bad.status.code(), Some(2), "a bad --name is a usage error");
+}
+
+#[test]
+fn the_reports_diagram_is_the_one_generated_from_the_committed_capture() {
+    let report =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/report.md"))
+            .expect("docs/report.md");
+    let start = report
+        .find("```mermaid\n")
+        .expect("a mermaid block in the report")
+        + 11;
+    let end = start + report[start..].find("```").expect("the block ends");
+    let (_, frames) = trace::load(fixture_capture(NEW_CLIENT_PCAPNG)).unwrap();
+    let generated = Diagram::build(&frames, &lab_names()).to_mermaid();
+    assert_eq!(
+        &report[start..end],
+        generated,
+        "regenerate it: p2pchat-trace diagram fixtures/captures/newclient.pcapng --name ... (docs/report.md says how)"
+    );
+}
+
+fn assert_refused(path: &Path, expected: &[&str]) {
+    for command in ["count", "handshakes", "udp", "diagram"] {
+        let output = trace_cmd(&[command, path.to_str().unwrap()]);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(1), "{command}: {stderr}");
+        assert!(output.stdout.is_empty(), "{command}: nothing on stdout");
+        assert!(!stderr.contains("panicked"), "{stderr}");
+        assert!(
+            stderr.contains(&*path.to_string_lossy()),
+            "names the file: {stderr}"
+        );
+        for needle in expected {
+            assert!(
+                stderr.contains(needle),
+                "{command}: {needle:?} missing in {stderr}"
+            );
+        }
+    }
+}
+
+#[test]
+fn bad_input_is_refused_with_a_clear_error_and_exit_status_1() {
+    let dir = tempfile::tempdir().unwrap();
+    assert_refused(&common::fixture("users-ln10.json"), &["not a capture file"]);
+    assert_refused(&dir.path().join("missing.pcap"), &["cannot read"]);
+
+    let server = std::fs::read(fixture_capture(SERVER_PCAP)).unwrap();
+    let cut = dir.path().join("cut.pcap");
+    std::fs::write(&cut, &server[..1000]).unwrap();
+    assert_refused(&cut, &["truncated", "byte offset", "packet"]);
+
+    let pcapng = std::fs::read(fixture_capture(NEW_CLIENT_PCAPNG)).unwrap();
+    let cut_ng = dir.path().join("cut.pcapng");
+    std::fs::write(&cut_ng, &pcapng[..pcapng.len() - 7]).unwrap();
+    assert_refused(&cut_ng, &["truncated", "pcapng block", "byte offset"]);
+
+    // The server's capture relabelled as IEEE 802.11 (link type 105).
+    let mut wifi = server.clone();
+    wifi[20..24].copy_from_slice(&105u32.to_le_bytes());
+    let wifi_path = dir.path().join("wifi.pcap");
+    std::fs::write(&wifi_path, wifi).unwrap();
+    assert_refused(&wifi_path, &["unsupported link type 105"]);
+}
+
+#[test]
+fn no_prefix_of_a_capture_makes_the_reader_panic() {
+    for name in [SERVER_PCAP, CLIENT1_PCAP, NEW_CLIENT_PCAPNG] {
+        let bytes = std::fs::read(fixture_capture(name)).unwrap();
+        for len in (0..bytes.len()).step_by(13) {
+            if let Ok(capture) = trace::Capture::from_bytes(name, &bytes[..len]) {
+                let frames: Vec<_> = capture.packets.iter().map(trace::Frame::dissect).collect();
+                let _ = handshake::handshakes(&frames);
+                let _ = Diagram::build(&frames, &HashMap::new());
+            }
+        }
+    }
+}
