@@ -431,3 +431,12 @@ pub fn read_users(path: &Path) -> Value {
     let text = std::fs::read_to_string(path).expect("read users file");
     serde_json::from_str(&text).expect("users file is JSON")
 }
+
+impl Server {
+    /// Kills the server with SIGKILL, as a crash or the OOM killer would (no handler runs, no
+    /// buffer is flushed), and waits for it to be gone.
+    pub fn kill_9(mut self) -> ExitStatus {
+        signal(self.child.id(), libc::SIGKILL);
+        wait_with_deadline(&mut self.child, "server")
+    }
+}
