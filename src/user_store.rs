@@ -14,6 +14,7 @@
 //! owner next logs in, so old accounts converge to the current cost.
 
 use std::collections::BTreeMap;
+use std::ffi::OsStr;
 use std::fmt;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
@@ -271,6 +272,9 @@ impl UserStore {
     /// - an account's stored hash has a cost outside the allowed range: that account cannot log
     ///   in (see [`UserStore::verify`]), everyone else can.
     ///
+    /// Once the file is read, removes the temporary files that writes interrupted by a crash left
+    /// beside it (they hold password hashes too).
+    ///
     /// Warnings rather than refusals: none of these makes the file wrong, and refusing to start
     /// would lock every user out over one entry or one `chmod`; the administrator reads the log.
     pub fn open(path: &Path, params: scrypt::Params) -> Result<UserStore, StoreError> {
@@ -292,6 +296,7 @@ impl UserStore {
             Err(e) => return Err(io_error(e)),
         };
         warn_if_exposed(path, &target);
+        remove_leftover_temporary_files(&target);
         let cost = HashCost::of_params(&params);
         let store = UserStore {
             path: target,
@@ -568,6 +573,55 @@ fn warn_if_exposed(path: &Path, target: &Path) {
     }
 }
 
+/// The name of the temporary file a write of `path` by this process uses: `.NAME.tmp.PID`.
+fn temporary_name(name: &OsStr, pid: u32) -> String {
+    format!("{}{pid}", temporary_prefix(name))
+}
+
+fn temporary_prefix(name: &OsStr) -> String {
+    format!(".{}.tmp.", name.to_string_lossy())
+}
+
+/// Removes the temporary files of earlier processes beside the users file: a write interrupted
+/// by a crash (SIGKILL, power loss) leaves one, and a later process never reuses its name.
+/// Failures are logged: they stop nothing.
+fn remove_leftover_temporary_files(path: &Path) {
+    let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
+        return;
+    };
+    let dir = if dir.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        dir
+    };
+    let prefix = temporary_prefix(name);
+    let own = temporary_name(name, std::process::id());
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let file_name = entry.file_name();
+        let file_name = file_name.to_string_lossy();
+        let is_leftover = file_name
+            .strip_prefix(&prefix)
+            .is_some_and(|pid| !pid.is_empty() && pid.bytes().all(|b| b.is_ascii_digit()))
+            && file_name != own;
+        if !is_leftover {
+            continue;
+        }
+        match fs::remove_file(entry.path()) {
+            Ok(()) => log::info!(
+                "removed {}, left by a write of the users file that did not finish",
+                entry.path().display()
+            ),
+            Err(e) => log::warn!(
+                "could not remove {}, left by a write of the users file that did not finish: {e}",
+                entry.path().display()
+            ),
+        }
+    }
+}
+
 /// Parses and checks the users file's contents.
 fn parse_users_file(bytes: &[u8]) -> Result<BTreeMap<String, StoredUser>, String> {
     let file: UsersFile = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
@@ -639,11 +693,7 @@ fn write_users_file(path: &Path, users: &BTreeMap<String, StoredUser>) -> Result
             "the path names no file",
         ))
     })?;
-    let tmp = dir.join(format!(
-        ".{}.tmp.{}",
-        name.to_string_lossy(),
-        std::process::id()
-    ));
+    let tmp = dir.join(temporary_name(name, std::process::id()));
     let written = (|| {
         let mut out = OpenOptions::new()
             .write(true)
@@ -898,6 +948,30 @@ mod tests {
         assert_eq!(store.verify("alice", "alice-password"), Ok("alice".into()));
         let hash = store.lock()["alice"].password_hash.clone();
         assert_eq!(stored_cost(&hash), Ok(cost(4, 8, 1)));
+    }
+
+    #[test]
+    fn opening_removes_the_temporary_files_of_interrupted_writes_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("users.json");
+        UserStore::open(&path, cheap()).unwrap();
+        for name in [
+            ".users.json.tmp.12345",
+            ".users.json.tmp.x",
+            ".other.json.tmp.1",
+        ] {
+            fs::write(dir.path().join(name), b"{}").unwrap();
+        }
+        UserStore::open(&path, cheap()).unwrap();
+        let mut left: Vec<_> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        left.sort();
+        assert_eq!(
+            left,
+            [".other.json.tmp.1", ".users.json.tmp.x", "users.json"]
+        );
     }
 
     fn read_hashes(path: &Path) -> Vec<String> {

@@ -130,6 +130,16 @@ fn hash_on_disk(users: &Path, username: &str) -> String {
         .to_string()
 }
 
+/// The names of the files in `dir`, sorted.
+fn files_in(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
 /// Registers `count` names at once, each on its own connection, all sent together.
 fn register_all_at_once(addr: SocketAddr, names: Vec<String>) -> Vec<(String, Answer)> {
     // Every connection is open and greeted before any registration is sent.
@@ -164,6 +174,8 @@ fn kill_9_during_registrations_never_loses_an_acknowledged_account() {
         // Starting at all proves the file the last SIGKILL left behind parses.
         let server = start_server(&users, TEST_LOG_N);
         let addr = server.addr;
+        // A write the SIGKILL interrupted left a temporary file (with hashes in it): removed.
+        assert_eq!(files_in(dir.path()), ["users.json"], "round {round}");
         let kill_after = 5 + 4 * round;
         let stop = Arc::new(AtomicBool::new(false));
         let (acks, acked) = mpsc::channel::<String>();
@@ -173,6 +185,7 @@ fn kill_9_during_registrations_never_loses_an_acknowledged_account() {
                 let acks = acks.clone();
                 thread::spawn(move || {
                     let mut welcomed = Vec::new();
+                    let mut interrupted = false;
                     for i in 0..MAX_REGISTRATIONS_PER_WORKER {
                         if stop.load(Ordering::SeqCst) {
                             break;
@@ -184,10 +197,14 @@ fn kill_9_during_registrations_never_loses_an_acknowledged_account() {
                                 let _ = acks.send(name);
                             }
                             Answer::Refused(code) => panic!("{name}: refused with {code}"),
-                            Answer::Nothing => break, // the server is gone
+                            Answer::Nothing => {
+                                // The server is gone; the registration may or may not be saved.
+                                interrupted = true;
+                                break;
+                            }
                         }
                     }
-                    welcomed
+                    (welcomed, interrupted)
                 })
             })
             .collect();
@@ -204,11 +221,12 @@ fn kill_9_during_registrations_never_loses_an_acknowledged_account() {
         stop.store(true, Ordering::SeqCst);
         assert_eq!(status.signal(), Some(libc::SIGKILL), "{status:?}");
         let mut round_acknowledged = 0;
+        let mut in_flight = 0;
         for worker in workers {
-            for name in worker.join().expect("a registering connection panicked") {
-                round_acknowledged += 1;
-                acknowledged.insert(name);
-            }
+            let (welcomed, interrupted) = worker.join().expect("a registering connection panicked");
+            round_acknowledged += welcomed.len();
+            in_flight += usize::from(interrupted);
+            acknowledged.extend(welcomed);
         }
         assert!(round_acknowledged >= kill_after);
         let on_disk: BTreeSet<String> = names_on_disk(&users).into_iter().collect();
@@ -217,9 +235,11 @@ fn kill_9_during_registrations_never_loses_an_acknowledged_account() {
             lost.is_empty(),
             "round {round}: answered welcome but not on disk: {lost:?}"
         );
+        let temporary = files_in(dir.path()).len() - 1;
         eprintln!(
             "round {round}: killed after {kill_after} welcomes; {round_acknowledged} welcomed \
-             this round, {} welcomed in all, {} on disk",
+             this round, {in_flight} in flight; {} welcomed in all, {} on disk; {temporary} \
+             temporary file(s) left",
             acknowledged.len(),
             on_disk.len()
         );
