@@ -13,13 +13,12 @@ use std::net::{SocketAddr, TcpStream};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
-use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc, Barrier};
 use std::thread;
 use std::time::Instant;
 
-use assert_cmd::prelude::*;
+use assert_cmd::Command;
 use common::{fixture, read_users, server_bin, Server, DEADLINE, TEST_LOG_N};
 use predicates::prelude::*;
 use serde_json::{json, Value};
@@ -27,6 +26,14 @@ use serde_json::{json, Value};
 /// Flags every server in this suite gets besides its scrypt cost: room for the many connections
 /// these tests open at once from one address.
 const LIMIT_FLAGS: &[&str] = &["--max-clients", "300"];
+
+/// The server binary run to completion: a start-up failure is expected, and a server that starts
+/// instead (the check under test missing) fails the test at the deadline rather than hanging it.
+fn server_command() -> Command {
+    let mut command = Command::new(server_bin());
+    command.timeout(DEADLINE);
+    command
+}
 
 /// Starts a server on `users` at scrypt cost 2^`log_n`, with [`LIMIT_FLAGS`].
 fn start_server(users: &Path, log_n: &str) -> Server {
@@ -350,7 +357,7 @@ fn scrypt_flags_outside_the_allowed_cost_are_usage_errors() {
         (&["--scrypt-log-n", "20", "--scrypt-r", "16"], "2048 MiB"),
         (&["--scrypt-log-n", "16", "--scrypt-r", "1"], "16 * r"),
     ] {
-        Command::new(server_bin())
+        server_command()
             .args(["--bind", "127.0.0.1:0", "--users"])
             .arg(&users)
             .args(flags)
@@ -512,7 +519,7 @@ fn a_corrupt_truncated_or_unreadable_users_file_stops_the_server_and_is_left_unt
         (&truncated_path, "is not valid: EOF while parsing"),
         (&unreadable_path, "Is a directory"),
     ] {
-        Command::new(server_bin())
+        server_command()
             .args([
                 "--bind",
                 "127.0.0.1:0",
