@@ -40,10 +40,11 @@ pub const DEFAULT_R: u32 = 8;
 pub const DEFAULT_P: u32 = 1;
 
 // The allowed scrypt costs, for new hashes (the server's `--scrypt-*` flags) and stored ones. The
-// upper bounds keep one verification within memory and time a login may ask for: a stored hash
-// beyond them is never verified (see [`UserStore::verify`]), so a users file cannot make the
-// server allocate gigabytes per login. The lower bounds are scrypt's own; weak stored hashes are
-// re-hashed at login rather than refused.
+// upper bounds keep one verification within the memory and time a login may ask for: a stored
+// hash beyond them is never verified (see [`UserStore::verify`]), so no entry in a users file can
+// make a login allocate more than [`MAX_HASH_MEMORY_BYTES`] (the server runs one hash per core at
+// once). The lower bounds are scrypt's own; weak stored hashes are re-hashed at login rather than
+// refused.
 
 /// Smallest log2 N.
 pub const MIN_LOG_N: u8 = 1;
