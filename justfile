@@ -19,3 +19,7 @@ client *FLAGS:
 # Format the code in place.
 fmt:
     cargo fmt --all
+
+# Benchmarks (release build, default scrypt cost): login flood latency and memory, login timing.
+bench:
+    cargo test --release --locked --test bench -- --ignored --nocapture --test-threads 1

@@ -6,6 +6,7 @@
 //! grow the server's memory nor hold up the others.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use futures::channel::{mpsc, oneshot};
@@ -17,8 +18,12 @@ use crate::protocol::{encode_line, PeerInfo, ServerMessage};
 /// remove a newer session of the same user.
 pub type SessionId = u64;
 
-/// How many lines may wait for one client before it counts as not reading.
-pub const OUTBOX_CAPACITY: usize = 256;
+/// Default for how many lines may wait for one client before it counts as not reading.
+pub const DEFAULT_SEND_QUEUE_LINES: usize = 256;
+
+/// Default for how many bytes may wait for one client: sixteen of the longest messages. With
+/// the line count it bounds the server's memory per client whatever the clients send.
+pub const DEFAULT_SEND_QUEUE_BYTES: usize = 1024 * 1024;
 
 /// How many events may wait for the broker.
 pub const EVENT_QUEUE_CAPACITY: usize = 1024;
@@ -26,10 +31,44 @@ pub const EVENT_QUEUE_CAPACITY: usize = 1024;
 /// Closes a connection from outside its own tasks (both directions), waking its reader and writer.
 pub type Closer = Box<dyn Fn() + Send + Sync>;
 
+/// The bounds of one client's send queue; a client whose queue would exceed either is
+/// disconnected ("send queue exceeded").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QueueLimits {
+    pub lines: usize,
+    pub bytes: usize,
+}
+
+impl Default for QueueLimits {
+    fn default() -> Self {
+        QueueLimits {
+            lines: DEFAULT_SEND_QUEUE_LINES,
+            bytes: DEFAULT_SEND_QUEUE_BYTES,
+        }
+    }
+}
+
+/// Makes a client's send queue: the [`Outbox`] that the broker and the connection fill, and the
+/// [`OutboxReader`] that the connection's writer drains. `closer` is called when it overflows.
+pub fn outbox(limits: QueueLimits, closer: Closer) -> (Outbox, OutboxReader) {
+    let (lines, receiver) = mpsc::channel(limits.lines.max(1));
+    let queued = Arc::new(AtomicUsize::new(0));
+    let outbox = Outbox {
+        lines,
+        queued: queued.clone(),
+        max_bytes: limits.bytes,
+        closer: Arc::new(closer),
+    };
+    (outbox, OutboxReader { receiver, queued })
+}
+
 /// The sending side of one client's queue of encoded lines.
 #[derive(Clone)]
 pub struct Outbox {
     lines: mpsc::Sender<Arc<str>>,
+    /// Bytes queued and not yet taken by the writer.
+    queued: Arc<AtomicUsize>,
+    max_bytes: usize,
     closer: Arc<Closer>,
 }
 
@@ -43,28 +82,57 @@ pub enum Undeliverable {
 }
 
 impl Outbox {
-    pub fn new(lines: mpsc::Sender<Arc<str>>, closer: Closer) -> Outbox {
-        Outbox {
-            lines,
-            closer: Arc::new(closer),
-        }
-    }
-
     /// Queues a message without waiting.
     pub fn push(&mut self, message: &ServerMessage) -> Result<(), Undeliverable> {
         self.push_line(Arc::from(encode_line(message)))
     }
 
-    /// Queues an encoded line without waiting. A full queue closes the connection.
+    /// Queues an encoded line without waiting. A full queue (in lines or in bytes) closes the
+    /// connection. A line longer than the byte limit still goes into an empty queue, so that a
+    /// small limit cannot make a message undeliverable to everyone.
     pub fn push_line(&mut self, line: Arc<str>) -> Result<(), Undeliverable> {
-        match self.lines.try_send(line) {
-            Ok(()) => Ok(()),
-            Err(e) if e.is_full() => {
-                (self.closer)();
-                Err(Undeliverable::QueueFull)
+        let len = line.len();
+        let before = self.queued.fetch_add(len, Ordering::SeqCst);
+        let result = if before > 0 && before + len > self.max_bytes {
+            Err(Undeliverable::QueueFull)
+        } else {
+            match self.lines.try_send(line) {
+                Ok(()) => return Ok(()),
+                Err(e) if e.is_full() => Err(Undeliverable::QueueFull),
+                Err(_) => Err(Undeliverable::Closed),
             }
-            Err(_) => Err(Undeliverable::Closed),
+        };
+        self.queued.fetch_sub(len, Ordering::SeqCst);
+        if result == Err(Undeliverable::QueueFull) {
+            (self.closer)();
         }
+        result
+    }
+}
+
+/// The receiving side of a client's send queue.
+pub struct OutboxReader {
+    receiver: mpsc::Receiver<Arc<str>>,
+    queued: Arc<AtomicUsize>,
+}
+
+impl OutboxReader {
+    /// The next line; `None` once every [`Outbox`] is dropped and the queue is empty.
+    pub async fn next(&mut self) -> Option<Arc<str>> {
+        let line = self.receiver.next().await?;
+        self.taken(&line);
+        Some(line)
+    }
+
+    /// The next line if one is waiting.
+    pub fn try_next(&mut self) -> Option<Arc<str>> {
+        let line = self.receiver.try_recv().ok()?;
+        self.taken(&line);
+        Some(line)
+    }
+
+    fn taken(&self, line: &str) {
+        self.queued.fetch_sub(line.len(), Ordering::SeqCst);
     }
 }
 
@@ -238,27 +306,44 @@ impl Broker {
 mod tests {
     use super::*;
     use std::net::{IpAddr, Ipv4Addr};
-    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::atomic::AtomicBool;
 
     struct TestClient {
-        lines: mpsc::Receiver<Arc<str>>,
+        lines: OutboxReader,
         closed: Arc<AtomicBool>,
     }
 
     impl TestClient {
         fn received(&mut self) -> Vec<ServerMessage> {
             let mut out = Vec::new();
-            while let Ok(line) = self.lines.try_recv() {
+            while let Some(line) = self.lines.try_next() {
                 out.push(crate::protocol::decode_server(line.trim_end().as_bytes()).unwrap());
             }
             out
         }
     }
 
-    fn join(broker: &mut Broker, id: SessionId, name: &str, capacity: usize) -> TestClient {
-        let (tx, rx) = mpsc::channel(capacity);
+    fn join(broker: &mut Broker, id: SessionId, name: &str, lines: usize) -> TestClient {
+        join_limited(
+            broker,
+            id,
+            name,
+            QueueLimits {
+                lines,
+                bytes: 1 << 20,
+            },
+        )
+    }
+
+    fn join_limited(
+        broker: &mut Broker,
+        id: SessionId,
+        name: &str,
+        limits: QueueLimits,
+    ) -> TestClient {
         let closed = Arc::new(AtomicBool::new(false));
         let flag = closed.clone();
+        let (outbox, rx) = outbox(limits, Box::new(move || flag.store(true, Ordering::SeqCst)));
         let (reply, mut answer) = oneshot::channel();
         broker.handle(Event::Join {
             id,
@@ -267,7 +352,7 @@ mod tests {
                 ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
                 p2p_port: 1000 + id as u16,
             },
-            outbox: Outbox::new(tx, Box::new(move || flag.store(true, Ordering::SeqCst))),
+            outbox,
             reply,
         });
         assert_eq!(answer.try_recv().unwrap(), Some(Ok(())));
@@ -300,7 +385,7 @@ mod tests {
     fn a_name_already_online_is_refused_whatever_its_case() {
         let mut broker = Broker::default();
         let _alice = join(&mut broker, 1, "alice", 8);
-        let (tx, _rx) = mpsc::channel(8);
+        let (outbox, _rx) = outbox(QueueLimits::default(), Box::new(|| {}));
         let (reply, mut answer) = oneshot::channel();
         broker.handle(Event::Join {
             id: 2,
@@ -309,7 +394,7 @@ mod tests {
                 ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
                 p2p_port: 9,
             },
-            outbox: Outbox::new(tx, Box::new(|| {})),
+            outbox,
             reply,
         });
         assert_eq!(
@@ -378,5 +463,37 @@ mod tests {
         assert!(got.contains(&ServerMessage::Left {
             username: "slow".into()
         }));
+    }
+
+    #[test]
+    fn the_send_queue_is_bounded_in_bytes_too() {
+        let mut broker = Broker::default();
+        let limits = QueueLimits {
+            lines: 1000,
+            bytes: 4096,
+        };
+        let mut slow = join_limited(&mut broker, 1, "slow", limits);
+        let _bob = join(&mut broker, 2, "bob", 8);
+        slow.received();
+        let big = "x".repeat(1500);
+        for _ in 0..2 {
+            broker.handle(Event::Say {
+                id: 2,
+                text: big.clone(),
+            });
+        }
+        assert!(!slow.closed.load(Ordering::SeqCst), "3 KiB fit in 4 KiB");
+        // Taking a line frees its bytes.
+        assert_eq!(slow.received().len(), 2);
+        for _ in 0..2 {
+            broker.handle(Event::Say {
+                id: 2,
+                text: big.clone(),
+            });
+        }
+        assert!(!slow.closed.load(Ordering::SeqCst));
+        broker.handle(Event::Say { id: 2, text: big });
+        assert!(slow.closed.load(Ordering::SeqCst), "4.5 KiB exceed 4 KiB");
+        assert_eq!(names(&broker.peers()), ["bob"]);
     }
 }

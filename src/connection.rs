@@ -73,8 +73,9 @@ impl<R: AsyncRead + Unpin> LineReader<R> {
                 Some(end) => (&buf[..end], true),
                 None => (buf, false),
             };
-            // The cap counts the line without "\r\n", so allow one extra byte for a '\r'.
-            if self.partial.len() + chunk.len() > self.max + usize::from(complete) {
+            // The cap counts the line without "\r\n", so allow one extra byte for a '\r' (which
+            // may arrive in one read and its '\n' in the next); checked again once complete.
+            if self.partial.len() + chunk.len() > self.max + 1 {
                 self.partial.clear();
                 return Err(ReadError::TooLong { max: self.max });
             }

@@ -7,6 +7,8 @@
 //! - [`connection`]: reading capped, newline-delimited frames from a byte stream.
 //! - [`user_store`]: accounts, scrypt password hashes, the users file.
 //! - [`broker`]: the task that owns the online set and fans messages out.
+//! - [`rate_limit`], [`login_throttle`]: the token bucket behind flood control, and the growing
+//!   delay after failed logins.
 //! - [`server`]: accepting, authenticating and serving connections; shutdown.
 //! - [`client`]: the client core: connect, authenticate, chat, direct messages.
 //! - [`runtime`]: the one seam to the async runtime (async-std).
@@ -14,7 +16,9 @@
 pub mod broker;
 pub mod client;
 pub mod connection;
+pub mod login_throttle;
 pub mod protocol;
+pub mod rate_limit;
 pub mod runtime;
 pub mod server;
 pub mod user_store;

@@ -75,11 +75,16 @@ pub enum ClientMessage {
     List,
     /// Leave; the server closes the connection.
     Quit,
+    /// Asks the server to answer `pong` (a client checking that the server is alive).
+    Ping,
+    /// The answer to the server's `ping`.
+    Pong,
 }
 
 impl ClientMessage {
     /// The `type` names of every client message, for telling an unknown type from a malformed one.
-    pub const TYPES: [&'static str; 5] = ["login", "register", "say", "list", "quit"];
+    pub const TYPES: [&'static str; 7] =
+        ["login", "register", "say", "list", "quit", "ping", "pong"];
 }
 
 /// A message from the server to a client.
@@ -109,12 +114,17 @@ pub enum ServerMessage {
     },
     /// The server is stopping and closes the connection.
     Shutdown { reason: String },
+    /// The connection has been quiet: the client must answer `pong`, or be disconnected.
+    Ping,
+    /// The answer to the client's `ping`.
+    Pong,
 }
 
 impl ServerMessage {
     /// The `type` names of every server message.
-    pub const TYPES: [&'static str; 8] = [
-        "hello", "welcome", "joined", "left", "message", "peers", "error", "shutdown",
+    pub const TYPES: [&'static str; 10] = [
+        "hello", "welcome", "joined", "left", "message", "peers", "error", "shutdown", "ping",
+        "pong",
     ];
 
     pub fn error(code: ErrorCode, message: impl Into<String>) -> Self {
@@ -155,6 +165,16 @@ pub enum ErrorCode {
     ServerFull,
     /// The account could not be written to disk; nothing was registered.
     StorageFailure,
+    /// No login or registration arrived within the authentication deadline.
+    AuthTimeout,
+    /// Too many connections from the client's address have not logged in yet.
+    TooManyConnections,
+    /// The client sends faster than the flood limit allows; the line was dropped.
+    RateLimited,
+    /// The client kept on flooding after the warnings and is disconnected.
+    Flood,
+    /// The client did not answer the server's `ping` in time.
+    PingTimeout,
     /// A code this client does not know (sent by a newer server).
     #[serde(other)]
     Unknown,
@@ -172,6 +192,7 @@ impl ErrorCode {
                 | ErrorCode::UnknownType
                 | ErrorCode::InvalidUtf8
                 | ErrorCode::EmptyMessage
+                | ErrorCode::RateLimited
         )
     }
 
@@ -193,6 +214,11 @@ impl ErrorCode {
             ErrorCode::EmptyMessage => "empty_message",
             ErrorCode::ServerFull => "server_full",
             ErrorCode::StorageFailure => "storage_failure",
+            ErrorCode::AuthTimeout => "auth_timeout",
+            ErrorCode::TooManyConnections => "too_many_connections",
+            ErrorCode::RateLimited => "rate_limited",
+            ErrorCode::Flood => "flood",
+            ErrorCode::PingTimeout => "ping_timeout",
             ErrorCode::Unknown => "unknown",
         }
     }
@@ -352,7 +378,10 @@ mod tests {
             },
             ClientMessage::List,
             ClientMessage::Quit,
+            ClientMessage::Ping,
+            ClientMessage::Pong,
         ];
+        assert_eq!(messages.len(), ClientMessage::TYPES.len());
         for message in messages {
             let line = encode_line(&message);
             assert!(line.ends_with('\n'));
@@ -403,6 +432,8 @@ mod tests {
             ServerMessage::Peers { peers: vec![peer] },
             ServerMessage::error(ErrorCode::Malformed, "m"),
             ServerMessage::Shutdown { reason: "r".into() },
+            ServerMessage::Ping,
+            ServerMessage::Pong,
         ];
         assert_eq!(all.len(), ServerMessage::TYPES.len());
         for message in all {
@@ -458,6 +489,11 @@ mod tests {
             ErrorCode::LineTooLong,
             ErrorCode::ServerFull,
             ErrorCode::EmptyMessage,
+            ErrorCode::AuthTimeout,
+            ErrorCode::TooManyConnections,
+            ErrorCode::RateLimited,
+            ErrorCode::Flood,
+            ErrorCode::PingTimeout,
         ] {
             assert_eq!(
                 serde_json::to_string(&code).unwrap(),

@@ -288,6 +288,10 @@ impl Client {
                     let message = decode_server(&line).map_err(|e| {
                         ClientError::Disconnected(format!("the server sent a bad message: {e}"))
                     })?;
+                    if message == ServerMessage::Ping {
+                        send(&mut tcp, &ClientMessage::Pong).await?;
+                        continue;
+                    }
                     on_server_message(message, &mut peers, emit)?;
                 }
                 Input::Server(Ok(None)) => {
@@ -445,7 +449,7 @@ fn on_server_message(
             });
             return Err(ClientError::Disconnected(format!("server: {reason}")));
         }
-        ServerMessage::Hello { .. } => {}
+        ServerMessage::Hello { .. } | ServerMessage::Ping | ServerMessage::Pong => {}
     }
     Ok(())
 }

@@ -163,6 +163,27 @@ impl Server {
         wait_with_deadline(&mut self.child, "server")
     }
 
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The server's peak resident memory so far (VmHWM), in KiB.
+    pub fn peak_rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()))
+            .expect("read /proc/PID/status");
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("a VmHWM line")
+    }
+
+    /// Sends SIGKILL, as a crash or power cut would, and reaps the process.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
     /// Stops the process (SIGSTOP) until the guard is dropped (SIGCONT): whatever still works
     /// meanwhile does not go through the server.
     pub fn freeze(&self) -> Frozen {
@@ -392,18 +413,88 @@ pub struct RawConnection {
 impl RawConnection {
     /// Connects and reads the server's `hello`.
     pub fn connect(addr: SocketAddr) -> RawConnection {
-        let stream = TcpStream::connect(addr).expect("connect to server");
+        let conn = RawConnection::open(RawConnection::socket(), addr);
+        conn.expect_hello()
+    }
+
+    /// Connects from a chosen loopback address (all of 127.0.0.0/8 is local), as if from
+    /// another host, and reads the `hello`.
+    pub fn connect_from(local: &str, addr: SocketAddr) -> RawConnection {
+        let socket = RawConnection::socket();
+        let local: SocketAddr = format!("{local}:0").parse().expect("a local IP");
+        socket.bind(&local.into()).expect("bind the local address");
+        RawConnection::open(socket, addr).expect_hello()
+    }
+
+    /// Connects with a small receive buffer (so that a client that stops reading fills up
+    /// soon), and reads the `hello`.
+    pub fn connect_small_buffer(addr: SocketAddr) -> RawConnection {
+        let socket = RawConnection::socket();
+        socket.set_recv_buffer_size(4096).expect("SO_RCVBUF");
+        RawConnection::open(socket, addr).expect_hello()
+    }
+
+    /// Connects without reading anything.
+    pub fn connect_silent(addr: SocketAddr) -> RawConnection {
+        RawConnection::open(RawConnection::socket(), addr)
+    }
+
+    fn socket() -> socket2::Socket {
+        socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)
+            .expect("a TCP socket")
+    }
+
+    fn open(socket: socket2::Socket, addr: SocketAddr) -> RawConnection {
+        socket.connect(&addr.into()).expect("connect to server");
+        let stream: TcpStream = socket.into();
         stream.set_read_timeout(Some(DEADLINE)).unwrap();
         let reader = BufReader::new(stream.try_clone().unwrap());
-        let mut conn = RawConnection { stream, reader };
-        let hello = conn.read_json().expect("a hello");
+        RawConnection { stream, reader }
+    }
+
+    fn expect_hello(mut self) -> RawConnection {
+        let hello = self.read_json().expect("a hello");
         assert_eq!(hello["type"], "hello", "{hello}");
-        conn
+        self
     }
 
     /// Writes bytes; a failure (the server already closed) is returned, not a panic.
     pub fn write(&mut self, bytes: &[u8]) -> std::io::Result<()> {
         self.stream.write_all(bytes)
+    }
+
+    /// Closes the sending side (FIN), keeping the connection open for reading.
+    pub fn shutdown_write(&self) {
+        self.stream
+            .shutdown(std::net::Shutdown::Write)
+            .expect("shut down the sending side");
+    }
+
+    /// Sends one protocol message (a JSON value) as a line.
+    pub fn send(&mut self, message: &Value) {
+        let line = format!("{message}\n");
+        self.write(line.as_bytes()).expect("send to the server");
+    }
+
+    /// Registers (or logs in, when `register` is false) with a made-up UDP port and returns the
+    /// server's answer: `welcome` or an error.
+    pub fn authenticate(&mut self, register: bool, name: &str, password: &str) -> Value {
+        let kind = if register { "register" } else { "login" };
+        self.send(&serde_json::json!({
+            "type": kind, "username": name, "password": password, "p2p_port": 9,
+        }));
+        self.read_json().expect("an answer to the login")
+    }
+
+    /// Reads lines until one satisfies `matches`, and returns it.
+    pub fn expect(&mut self, what: &str, matches: impl Fn(&Value) -> bool) -> Value {
+        loop {
+            match self.read_json() {
+                Some(value) if matches(&value) => return value,
+                Some(_) => {}
+                None => panic!("the server closed the connection before {what}"),
+            }
+        }
     }
 
     /// The next line from the server as JSON; `None` at end of stream.
@@ -413,6 +504,21 @@ impl RawConnection {
             Ok(0) => None,
             Ok(_) => Some(serde_json::from_str(&line).expect("server sent JSON")),
             Err(e) => panic!("reading from the server failed: {e}"),
+        }
+    }
+
+    /// Reads until the server closes the connection, by end of stream or by a reset (after
+    /// closing, the server resets a connection whose client still sends); returns what came.
+    pub fn read_until_closed(&mut self) -> Vec<Value> {
+        let mut out = Vec::new();
+        loop {
+            let mut line = String::new();
+            match self.reader.read_line(&mut line) {
+                Ok(0) => return out,
+                Ok(_) => out.push(serde_json::from_str(&line).expect("server sent JSON")),
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return out,
+                Err(e) => panic!("reading from the server failed: {e}"),
+            }
         }
     }
 
@@ -430,13 +536,4 @@ impl RawConnection {
 pub fn read_users(path: &Path) -> Value {
     let text = std::fs::read_to_string(path).expect("read users file");
     serde_json::from_str(&text).expect("users file is JSON")
-}
-
-impl Server {
-    /// Kills the server with SIGKILL, as a crash or the OOM killer would (no handler runs, no
-    /// buffer is flushed), and waits for it to be gone.
-    pub fn kill_9(mut self) -> ExitStatus {
-        signal(self.child.id(), libc::SIGKILL);
-        wait_with_deadline(&mut self.child, "server")
-    }
 }

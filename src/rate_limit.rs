@@ -1,0 +1,84 @@
+//! A token bucket: the rate limit behind the server's flood control (and anything else that
+//! allows a burst and then a steady rate).
+//!
+//! Pure: the caller passes the time, so the arithmetic is tested without waiting.
+
+use std::time::Instant;
+
+/// Allows `burst` events at once, then `per_second` on average.
+#[derive(Debug, Clone)]
+pub struct TokenBucket {
+    burst: f64,
+    per_second: f64,
+    tokens: f64,
+    updated: Instant,
+}
+
+impl TokenBucket {
+    /// A full bucket.
+    pub fn new(burst: u32, per_second: f64, now: Instant) -> TokenBucket {
+        TokenBucket {
+            burst: f64::from(burst),
+            per_second: per_second.max(0.0),
+            tokens: f64::from(burst),
+            updated: now,
+        }
+    }
+
+    /// Takes a token if there is one: `true` means the event is allowed.
+    pub fn try_take(&mut self, now: Instant) -> bool {
+        self.refill(now);
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Whether the bucket has refilled completely: the sender has paused long enough to have
+    /// its whole burst back.
+    pub fn is_full(&mut self, now: Instant) -> bool {
+        self.refill(now);
+        self.tokens >= self.burst
+    }
+
+    fn refill(&mut self, now: Instant) {
+        let elapsed = now.saturating_duration_since(self.updated).as_secs_f64();
+        self.tokens = (self.tokens + elapsed * self.per_second).min(self.burst);
+        self.updated = now;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn allows_the_burst_then_the_rate() {
+        let start = Instant::now();
+        let mut bucket = TokenBucket::new(3, 2.0, start);
+        assert!((0..3).all(|_| bucket.try_take(start)));
+        assert!(!bucket.try_take(start), "the burst is spent");
+        assert!(!bucket.is_full(start));
+        let half_second = start + Duration::from_millis(500);
+        assert!(
+            bucket.try_take(half_second),
+            "2/s refills one token in 0.5 s"
+        );
+        assert!(!bucket.try_take(half_second));
+        let later = start + Duration::from_secs(60);
+        assert!(bucket.is_full(later), "refills up to the burst, no further");
+        assert!((0..3).all(|_| bucket.try_take(later)));
+        assert!(!bucket.try_take(later));
+    }
+
+    #[test]
+    fn a_zero_rate_never_refills_and_time_going_backwards_is_harmless() {
+        let start = Instant::now();
+        let mut bucket = TokenBucket::new(1, 0.0, start + Duration::from_secs(1));
+        assert!(bucket.try_take(start));
+        assert!(!bucket.try_take(start + Duration::from_secs(3600)));
+    }
+}

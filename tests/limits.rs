@@ -1,0 +1,298 @@
+//! The server's defences, one test each (issue 3's numbered list), against the real binary.
+//! Each limit is set through its flag to a value that makes the outcome independent of timing:
+//! e.g. a flood refill rate of one line per 100 s, so "the burst passes, the rest is dropped" holds
+//! however slow the machine.
+
+mod common;
+
+use common::*;
+use serde_json::{json, Value};
+use tempfile::TempDir;
+
+fn users(dir: &TempDir) -> std::path::PathBuf {
+    dir.path().join("users.json")
+}
+
+fn is_error(value: &Value, code: &str) -> bool {
+    value["type"] == "error" && value["code"] == code
+}
+
+fn message_texts(events: &[Value], from: &str) -> Vec<String> {
+    events
+        .iter()
+        .filter(|e| e["event"] == "message" && e["from"] == from)
+        .map(|e| e["text"].as_str().unwrap().to_string())
+        .collect()
+}
+
+/// Defence 1: A connection that does not log in within the deadline is told why and closed.
+#[test]
+fn a_connection_that_does_not_log_in_in_time_is_told_and_closed() {
+    let dir = TempDir::new().unwrap();
+    let server = Server::start(&users(&dir), &["--auth-timeout", "0.3"]);
+    let mut silent = RawConnection::connect(server.addr);
+    let rest = silent.read_until_closed();
+    assert_eq!(rest.len(), 1, "{rest:?}");
+    assert!(is_error(&rest[0], "auth_timeout"), "{rest:?}");
+    assert_eq!(rest[0]["fatal"], true);
+    server.wait_for_log("disconnected before login: no login within 0.3 s");
+}
+
+/// Defence 1: Fifty silent connections (from fifty addresses) and a person sitting at the password
+/// prompt do not stop anyone else from registering and chatting.
+#[test]
+fn fifty_silent_connections_and_a_stuck_prompt_delay_nobody() {
+    let dir = TempDir::new().unwrap();
+    let server = Server::start(&users(&dir), &[]);
+    let silent: Vec<RawConnection> = (2..52)
+        .map(|i| RawConnection::connect_from(&format!("127.0.0.{i}"), server.addr))
+        .collect();
+    let mut stuck = ChatClient::start(server.addr, "stuck", &["register", "stuck"]);
+    stuck.expect_event("connected");
+    let mut alice = ChatClient::register(server.addr, "alice", "alice-password");
+    let mut bob = ChatClient::register(server.addr, "bob", "bob-password");
+    alice.expect_peers(&["alice", "bob"]);
+    bob.send("hello while fifty connections say nothing");
+    alice.expect("bob's message", |e| {
+        e["event"] == "message" && e["text"] == "hello while fifty connections say nothing"
+    });
+    assert_eq!(silent.len(), 50);
+    // The stuck client finishes its registration whenever its person gets back to it.
+    stuck.send("stuck-password");
+    stuck.expect_event("welcome");
+}
+
+/// Defence 2: Connections not logged in yet are capped per address; others are served.
+#[test]
+fn connections_not_logged_in_are_capped_per_address() {
+    let dir = TempDir::new().unwrap();
+    let server = Server::start(&users(&dir), &["--max-pending-per-ip", "3"]);
+    let mut first = RawConnection::connect(server.addr);
+    let _second = RawConnection::connect(server.addr);
+    let _third = RawConnection::connect(server.addr);
+    let mut fourth = RawConnection::connect_silent(server.addr);
+    let refused = fourth.read_until_closed();
+    assert_eq!(refused.len(), 1, "{refused:?}");
+    assert!(is_error(&refused[0], "too_many_connections"), "{refused:?}");
+    server.wait_for_log("3 connections from 127.0.0.1 not logged in yet (1 refused so far)");
+    // Another address is not affected.
+    let _other = RawConnection::connect_from("127.0.0.2", server.addr);
+    // Logging in frees the place.
+    let welcome = first.authenticate(true, "alice", "alice-password");
+    assert_eq!(welcome["type"], "welcome", "{welcome}");
+    let _fifth = RawConnection::connect(server.addr);
+}
+
+/// Defence 3: A line longer than the cap is never buffered whole: a megabyte without a newline gets
+/// `line_too_long` and the connection is closed, and the server's peak memory barely moves.
+#[test]
+fn a_megabyte_without_a_newline_is_cut_off_and_costs_no_memory() {
+    let dir = TempDir::new().unwrap();
+    let server = Server::start(&users(&dir), &[]);
+    let mut alice = ChatClient::register(server.addr, "alice", "alice-password");
+    let before = server.peak_rss_kib();
+    let mut attacker = RawConnection::connect(server.addr);
+    // The server stops reading after 64 KiB, so this write may fail part-way: that is the point.
+    let _ = attacker.write(&vec![b'x'; 1024 * 1024]);
+    let answer = attacker.read_until_closed();
+    assert!(
+        answer.iter().any(|v| is_error(v, "line_too_long")),
+        "{answer:?}"
+    );
+    let growth = server.peak_rss_kib().saturating_sub(before);
+    eprintln!("peak RSS grew by {growth} KiB while cutting off a 1 MiB line");
+    assert!(growth < 1024, "peak RSS grew by {growth} KiB");
+    // Everyone else is still served.
+    alice.send("/peers");
+    alice.expect_peers(&["alice"]);
+}
+
+/// Defence 5: A flooding client is warned, then disconnected; the room goes on.
+#[test]
+fn a_flooding_client_is_warned_then_disconnected_and_the_room_goes_on() {
+    let dir = TempDir::new().unwrap();
+    // Burst 5, then one line per 100 s: exactly the burst passes, however slow the machine.
+    let server = Server::start(
+        &users(&dir),
+        &[
+            "--flood-burst",
+            "5",
+            "--flood-rate",
+            "0.01",
+            "--flood-strikes",
+            "3",
+        ],
+    );
+    let mut alice = ChatClient::register(server.addr, "alice", "alice-password");
+    let mut bob = ChatClient::register(server.addr, "bob", "bob-password");
+    let mut flooder = RawConnection::connect(server.addr);
+    // The registration is the first of its five lines.
+    let welcome = flooder.authenticate(true, "flooder", "flooder-password");
+    assert_eq!(welcome["type"], "welcome");
+    let burst: String = (1..=7)
+        .map(|i| format!("{}\n", json!({"type": "say", "text": format!("flood {i}")})))
+        .collect();
+    flooder.write(burst.as_bytes()).unwrap();
+    let answers: Vec<Value> = flooder
+        .read_until_closed()
+        .into_iter()
+        .filter(|v| v["type"] == "error")
+        .collect();
+    let codes: Vec<&str> = answers
+        .iter()
+        .map(|v| v["code"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        codes,
+        ["rate_limited", "rate_limited", "flood"],
+        "{answers:?}"
+    );
+    assert_eq!(answers[0]["fatal"], false);
+    assert_eq!(answers[2]["fatal"], true);
+    let seen = alice.until("the flooder leaving", |e| {
+        e["event"] == "left" && e["username"] == "flooder"
+    });
+    assert_eq!(
+        message_texts(&seen, "flooder"),
+        ["flood 1", "flood 2", "flood 3", "flood 4"]
+    );
+    bob.send("the room still works");
+    alice.expect("bob's message", |e| e["text"] == "the room still works");
+    server.wait_for_log("disconnected: flooding");
+}
+
+/// Defence 6: A client that stops reading is disconnected when its send queue is full, while the
+/// others keep receiving every message, in order.
+#[test]
+fn a_client_that_stops_reading_is_dropped_and_the_others_receive_everything() {
+    let dir = TempDir::new().unwrap();
+    let server = Server::start(
+        &users(&dir),
+        &[
+            // Only the byte limit can drop the sleeper: the line limit is out of reach.
+            "--send-queue-bytes",
+            "65536",
+            "--send-queue-lines",
+            "100000",
+            "--flood-burst",
+            "100000",
+            "--flood-rate",
+            "100000",
+        ],
+    );
+    let mut alice = ChatClient::register(server.addr, "alice", "alice-password");
+    let mut sleeper = RawConnection::connect_small_buffer(server.addr);
+    assert_eq!(
+        sleeper.authenticate(true, "sleeper", "sleeper-password")["type"],
+        "welcome"
+    );
+    // From here on the sleeper reads nothing.
+    let mut sender = RawConnection::connect(server.addr);
+    assert_eq!(
+        sender.authenticate(true, "sender", "sender-password")["type"],
+        "welcome"
+    );
+    alice.expect_peers(&["alice", "sleeper", "sender"]);
+    // Each message is sent once alice has the previous one, so alice is never the slow one;
+    // the sleeper's kernel buffers and then its 64 KiB queue fill up. Bounded: 2,000 messages of
+    // 16 KiB (32 MiB) are far more than those buffers hold.
+    let padding = "p".repeat(16 * 1024);
+    let mut sent = 0;
+    let mut sleeper_dropped = false;
+    while !sleeper_dropped {
+        assert!(sent < 2000, "the sleeper was never dropped");
+        sender.send(&json!({"type": "say", "text": format!("{sent} {padding}")}));
+        let seen = alice.until(&format!("message {sent}"), |e| {
+            e["event"] == "message" && e["text"].as_str().unwrap().starts_with(&format!("{sent} "))
+        });
+        assert_eq!(
+            message_texts(&seen, "sender").len(),
+            1,
+            "alice lost a message"
+        );
+        sleeper_dropped = seen
+            .iter()
+            .any(|e| e["event"] == "left" && e["username"] == "sleeper");
+        sent += 1;
+    }
+    eprintln!("the sleeper was dropped after {sent} messages of 16 KiB");
+    server.wait_for_log("sleeper disconnected: send queue exceeded");
+}
+
+/// Defence 7: A logged-in peer that stops answering is pinged, then removed and announced as gone; a
+/// real client, idle for longer, answers its pings and stays.
+#[test]
+fn a_peer_that_does_not_answer_pings_is_removed_and_a_live_one_stays() {
+    let dir = TempDir::new().unwrap();
+    let server = Server::start(
+        &users(&dir),
+        &["--ping-interval", "0.2", "--ping-timeout", "0.2"],
+    );
+    let mut alice = ChatClient::register(server.addr, "alice", "alice-password");
+    for ghost in ["ghost1", "ghost2"] {
+        let mut conn = RawConnection::connect(server.addr);
+        assert_eq!(
+            conn.authenticate(true, ghost, "ghost-password")["type"],
+            "welcome"
+        );
+        alice.expect("the ghost leaving", |e| {
+            e["event"] == "left" && e["username"] == ghost
+        });
+        let rest = conn.read_until_closed();
+        assert!(rest.iter().any(|v| v["type"] == "ping"), "{rest:?}");
+        assert!(
+            rest.last().is_some_and(|v| is_error(v, "ping_timeout")),
+            "{rest:?}"
+        );
+    }
+    // Alice has been idle through both ghosts' lifetimes, each longer than interval + timeout:
+    // had she not answered, she would have been dropped first.
+    alice.send("/peers");
+    alice.expect_peers(&["alice"]);
+    assert_eq!(server.log().matches("ping timeout").count(), 2);
+}
+
+/// Defence 8: Failed logins slow down further attempts on the account and from the address, with a
+/// growing delay, but the right password always gets in; unknown users get the same answer.
+#[test]
+fn failed_logins_are_delayed_more_and_more_but_never_locked_out() {
+    let dir = TempDir::new().unwrap();
+    let path = users(&dir);
+    std::fs::copy(fixture("users-ln10.json"), &path).unwrap();
+    let server = Server::start(
+        &path,
+        &[
+            "--login-free-failures",
+            "1",
+            "--login-delay",
+            "0.1",
+            "--login-delay-max",
+            "0.2",
+        ],
+    );
+    let attempt = |name: &str, password: &str| {
+        let mut conn = RawConnection::connect(server.addr);
+        conn.authenticate(false, name, password)
+    };
+    let mut answers = Vec::new();
+    for _ in 0..3 {
+        answers.push(attempt("alice", "wrong-password"));
+    }
+    server.wait_for_log("\"alice\": 3 recent failures on the account, 3 from 127.0.0.1");
+    for failures in 1..=2 {
+        server.wait_for_log(&format!(
+            "login as \"alice\" delayed after {failures} recent failures"
+        ));
+    }
+    answers.push(attempt("nobody", "wrong-password"));
+    server.wait_for_log("login as \"nobody\" delayed after 3 recent failures");
+    for answer in &answers {
+        assert_eq!(
+            answer, &answers[0],
+            "unknown user and wrong password differ"
+        );
+    }
+    assert!(is_error(&answers[0], "bad_credentials"), "{:?}", answers[0]);
+    let welcome = attempt("alice", "alice-password");
+    assert_eq!(welcome["type"], "welcome", "{welcome}");
+}
