@@ -142,8 +142,11 @@ fn accounts_made_at_another_cost_keep_working() {
         .iter()
         .map(|u| u["password_hash"].as_str().unwrap())
         .collect();
-    assert!(hashes[0].starts_with("$scrypt$ln=10,"));
-    assert!(hashes[2].starts_with("$scrypt$ln=11,"), "{hashes:?}");
+    // Logging in re-hashed alice and Bob at the server's cost (tests/durability.rs has the details).
+    for hash in &hashes {
+        assert!(hash.starts_with("$scrypt$ln=11,"), "{hashes:?}");
+    }
+    assert_eq!(hashes.len(), 3);
 }
 
 #[test]

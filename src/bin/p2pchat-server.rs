@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
-use clap::Parser;
+use clap::{CommandFactory, Parser};
 use p2pchat::broker::{QueueLimits, DEFAULT_SEND_QUEUE_BYTES, DEFAULT_SEND_QUEUE_LINES};
 use p2pchat::login_throttle::{
     ThrottleConfig, DEFAULT_BASE_DELAY, DEFAULT_FREE_FAILURES, DEFAULT_MAX_DELAY,
@@ -19,7 +19,10 @@ use p2pchat::server::{
     DEFAULT_AUTH_TIMEOUT, DEFAULT_FLOOD_BURST, DEFAULT_FLOOD_RATE, DEFAULT_FLOOD_STRIKES,
     DEFAULT_MAX_CLIENTS, DEFAULT_MAX_PENDING_PER_IP, DEFAULT_PING_INTERVAL, DEFAULT_PING_TIMEOUT,
 };
-use p2pchat::user_store::{UserStore, DEFAULT_LOG_N, DEFAULT_P, DEFAULT_R};
+use p2pchat::user_store::{
+    self, UserStore, DEFAULT_LOG_N, DEFAULT_P, DEFAULT_R, MAX_LOG_N, MAX_P, MAX_R, MIN_LOG_N,
+    MIN_P, MIN_R,
+};
 
 /// The p2pchat server: accounts, the list of who is online, and the chat room.
 ///
@@ -103,29 +106,43 @@ struct Args {
           value_parser = seconds, help_heading = "Limits")]
     login_delay_max: f64,
 
-    /// scrypt cost for new password hashes: log2 of N (17 = 128 MiB per hash with r = 8).
-    /// Existing hashes keep the cost they were made with.
+    /// scrypt cost for new password hashes: log2 of N (17 = 128 MiB per hash with r = 8; at most
+    /// 20, and at most 1 GiB = 128 * r * 2^LN bytes per hash). Existing hashes keep the cost they
+    /// were made with until their owner logs in, which re-hashes a weaker one at this cost.
     #[arg(long, value_name = "LN", default_value_t = DEFAULT_LOG_N,
-          value_parser = clap::value_parser!(u8).range(1..=24))]
+          value_parser = clap::value_parser!(u8).range(MIN_LOG_N as i64..=MAX_LOG_N as i64))]
     scrypt_log_n: u8,
 
-    /// scrypt block size r for new password hashes.
+    /// scrypt block size r for new password hashes (at most 32).
     #[arg(long, value_name = "R", default_value_t = DEFAULT_R,
-          value_parser = clap::value_parser!(u32).range(1..=64))]
+          value_parser = clap::value_parser!(u32).range(MIN_R as i64..=MAX_R as i64))]
     scrypt_r: u32,
 
-    /// scrypt parallelism p for new password hashes.
+    /// scrypt parallelism p for new password hashes (at most 16).
     #[arg(long, value_name = "P", default_value_t = DEFAULT_P,
-          value_parser = clap::value_parser!(u32).range(1..=16))]
+          value_parser = clap::value_parser!(u32).range(MIN_P as i64..=MAX_P as i64))]
     scrypt_p: u32,
 }
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    // Each flag is in range; together they must also fit the memory bound and scrypt's rules.
+    let params = match user_store::scrypt_params(args.scrypt_log_n, args.scrypt_r, args.scrypt_p) {
+        Ok(params) => params,
+        Err(why) => Args::command()
+            .error(
+                clap::error::ErrorKind::ValueValidation,
+                format!(
+                    "--scrypt-log-n {} --scrypt-r {} --scrypt-p {} is not an allowed cost: {why}",
+                    args.scrypt_log_n, args.scrypt_r, args.scrypt_p
+                ),
+            )
+            .exit(),
+    };
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
         .format_target(false)
         .init();
-    match runtime::block_on(serve(args)) {
+    match runtime::block_on(serve(args, params)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(message) => {
             eprintln!("p2pchat-server: {message}");
@@ -134,9 +151,7 @@ fn main() -> ExitCode {
     }
 }
 
-async fn serve(args: Args) -> Result<(), String> {
-    let params = scrypt::Params::new(args.scrypt_log_n, args.scrypt_r, args.scrypt_p, 32)
-        .map_err(|e| format!("invalid scrypt cost: {e}"))?;
+async fn serve(args: Args, params: scrypt::Params) -> Result<(), String> {
     let store = UserStore::open(&args.users, params).map_err(|e| e.to_string())?;
     let listener = TcpListener::bind(args.bind)
         .await

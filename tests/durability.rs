@@ -1,0 +1,570 @@
+//! The users file under stress and abuse, through the real `p2pchat-server`: SIGKILL in the middle
+//! of a stream of registrations, many registrations at once, stored hashes outside the allowed
+//! cost, re-hashing at login, and users files that are symlinked, exposed, corrupt or unreadable.
+//!
+//! Registrations go over raw TCP (one connection each: `hello`, `register`, one answer), which is
+//! fast and lets a test see exactly which registrations were answered `welcome`.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::io::{BufRead, BufReader, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc, Barrier};
+use std::thread;
+use std::time::Instant;
+
+use assert_cmd::Command;
+use common::{fixture, read_users, server_bin, Server, DEADLINE, TEST_LOG_N};
+use predicates::prelude::*;
+use serde_json::{json, Value};
+
+/// Flags every server in this suite gets besides its scrypt cost: room for the many connections
+/// these tests open at once from one address, not logged in yet.
+const LIMIT_FLAGS: &[&str] = &["--max-clients", "300", "--max-pending-per-ip", "200"];
+
+/// The server binary run to completion: a start-up failure is expected, and a server that starts
+/// instead (the check under test missing) fails the test at the deadline rather than hanging it.
+fn server_command() -> Command {
+    let mut command = Command::new(server_bin());
+    command.timeout(DEADLINE);
+    command
+}
+
+/// Starts a server on `users` at scrypt cost 2^`log_n`, with [`LIMIT_FLAGS`].
+fn start_server(users: &Path, log_n: &str) -> Server {
+    let mut args = vec!["--scrypt-log-n", log_n];
+    args.extend_from_slice(LIMIT_FLAGS);
+    Server::start_with(users, &args)
+}
+
+const PASSWORD: &str = "durable-password";
+
+/// How one login or registration over raw TCP ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Answer {
+    Welcome,
+    /// An `error` answer, by its code.
+    Refused(String),
+    /// No answer: the connection failed or ended first (the server is gone).
+    Nothing,
+}
+
+/// A raw connection that has read the server's `hello`. Unlike the harness's `RawConnection` it
+/// never panics on a reset: a server killed with SIGKILL resets connections.
+struct Connection {
+    stream: TcpStream,
+    reader: BufReader<TcpStream>,
+}
+
+impl Connection {
+    /// Connects and reads `hello`; `None` if the server is gone or greets with anything else.
+    fn open(addr: SocketAddr) -> Option<Connection> {
+        let stream = TcpStream::connect(addr).ok()?;
+        stream.set_read_timeout(Some(DEADLINE)).ok()?;
+        let reader = BufReader::new(stream.try_clone().ok()?);
+        let mut conn = Connection { stream, reader };
+        // Anything but `hello` (e.g. a refusal for a limit) is no connection: the caller fails.
+        let hello = conn.read_json()?;
+        (hello["type"] == "hello").then_some(conn)
+    }
+
+    fn read_json(&mut self) -> Option<Value> {
+        let mut line = String::new();
+        match self.reader.read_line(&mut line) {
+            Ok(0) | Err(_) => None,
+            Ok(_) => Some(serde_json::from_str(&line).expect("server sent JSON")),
+        }
+    }
+
+    /// Sends a `register` or `login` and reads the answer.
+    fn authenticate(&mut self, kind: &str, username: &str, password: &str) -> Answer {
+        let request = json!({
+            "type": kind,
+            "username": username,
+            "password": password,
+            "p2p_port": 40000,
+        });
+        if writeln!(self.stream, "{request}").is_err() {
+            return Answer::Nothing;
+        }
+        match self.read_json() {
+            None => Answer::Nothing,
+            Some(answer) if answer["type"] == "welcome" => Answer::Welcome,
+            Some(answer) if answer["type"] == "error" => {
+                Answer::Refused(answer["code"].as_str().unwrap_or_default().to_string())
+            }
+            Some(other) => panic!("unexpected answer to {kind}: {other}"),
+        }
+    }
+}
+
+fn register(addr: SocketAddr, username: &str) -> Answer {
+    match Connection::open(addr) {
+        Some(mut conn) => conn.authenticate("register", username, PASSWORD),
+        None => Answer::Nothing,
+    }
+}
+
+fn login(addr: SocketAddr, username: &str, password: &str) -> Answer {
+    let mut conn = Connection::open(addr).expect("connect to the server");
+    conn.authenticate("login", username, password)
+}
+
+/// The usernames in a users file (which must parse).
+fn names_on_disk(users: &Path) -> Vec<String> {
+    read_users(users)["users"]
+        .as_array()
+        .expect("a users array")
+        .iter()
+        .map(|u| u["username"].as_str().expect("a username").to_string())
+        .collect()
+}
+
+/// The stored hash of `username` in a users file.
+fn hash_on_disk(users: &Path, username: &str) -> String {
+    read_users(users)["users"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|u| u["username"] == username)
+        .unwrap_or_else(|| panic!("{username} is not in the file"))["password_hash"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+/// The names of the files in `dir`, sorted.
+fn files_in(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+/// Registers `count` names at once, each on its own connection, all sent together.
+fn register_all_at_once(addr: SocketAddr, names: Vec<String>) -> Vec<(String, Answer)> {
+    // Every connection is open and greeted before any registration is sent.
+    let barrier = Arc::new(Barrier::new(names.len()));
+    let threads: Vec<_> = names
+        .into_iter()
+        .map(|name| {
+            let barrier = barrier.clone();
+            thread::spawn(move || {
+                let conn = Connection::open(addr);
+                barrier.wait(); // before any panic: a thread that never arrives would hang the rest
+                let mut conn = conn.expect("connect and read hello");
+                let answer = conn.authenticate("register", &name, PASSWORD);
+                (name, answer)
+            })
+        })
+        .collect();
+    threads.into_iter().map(|t| t.join().unwrap()).collect()
+}
+
+/// Rounds of the kill test, registering connections at once, and safety bound per worker.
+const KILL_ROUNDS: usize = 5;
+const REGISTERING_CONNECTIONS: usize = 6;
+const MAX_REGISTRATIONS_PER_WORKER: usize = 200;
+
+#[test]
+fn kill_9_during_registrations_never_loses_an_acknowledged_account() {
+    let dir = tempfile::tempdir().unwrap();
+    let users = dir.path().join("users.json");
+    let mut acknowledged = BTreeSet::new();
+    for round in 0..KILL_ROUNDS {
+        // Starting at all proves the file the last SIGKILL left behind parses.
+        let mut server = start_server(&users, TEST_LOG_N);
+        let addr = server.addr;
+        // A write the SIGKILL interrupted left a temporary file (with hashes in it): removed.
+        assert_eq!(files_in(dir.path()), ["users.json"], "round {round}");
+        let kill_after = 5 + 4 * round;
+        let stop = Arc::new(AtomicBool::new(false));
+        let (acks, acked) = mpsc::channel::<String>();
+        let workers: Vec<_> = (0..REGISTERING_CONNECTIONS)
+            .map(|worker| {
+                let stop = stop.clone();
+                let acks = acks.clone();
+                thread::spawn(move || {
+                    let mut welcomed = Vec::new();
+                    let mut interrupted = false;
+                    for i in 0..MAX_REGISTRATIONS_PER_WORKER {
+                        if stop.load(Ordering::SeqCst) {
+                            break;
+                        }
+                        let name = format!("r{round}w{worker}n{i}");
+                        match register(addr, &name) {
+                            Answer::Welcome => {
+                                welcomed.push(name.clone());
+                                let _ = acks.send(name);
+                            }
+                            Answer::Refused(code) => panic!("{name}: refused with {code}"),
+                            Answer::Nothing => {
+                                // The server is gone; the registration may or may not be saved.
+                                interrupted = true;
+                                break;
+                            }
+                        }
+                    }
+                    (welcomed, interrupted)
+                })
+            })
+            .collect();
+        drop(acks);
+        let start = Instant::now();
+        for _ in 0..kill_after {
+            let left = DEADLINE.saturating_sub(start.elapsed());
+            acked
+                .recv_timeout(left)
+                .unwrap_or_else(|_| panic!("round {round}: fewer than {kill_after} welcomes"));
+        }
+        // Registrations are still streaming in on the other connections.
+        server.kill(); // SIGKILL
+        stop.store(true, Ordering::SeqCst);
+        let mut round_acknowledged = 0;
+        let mut in_flight = 0;
+        for worker in workers {
+            let (welcomed, interrupted) = worker.join().expect("a registering connection panicked");
+            round_acknowledged += welcomed.len();
+            in_flight += usize::from(interrupted);
+            acknowledged.extend(welcomed);
+        }
+        assert!(round_acknowledged >= kill_after);
+        let on_disk: BTreeSet<String> = names_on_disk(&users).into_iter().collect();
+        let lost: Vec<_> = acknowledged.difference(&on_disk).collect();
+        assert!(
+            lost.is_empty(),
+            "round {round}: answered welcome but not on disk: {lost:?}"
+        );
+        let temporary = files_in(dir.path()).len() - 1;
+        eprintln!(
+            "round {round}: killed after {kill_after} welcomes; {round_acknowledged} welcomed \
+             this round, {in_flight} in flight; {} welcomed in all, {} on disk; {temporary} \
+             temporary file(s) left",
+            acknowledged.len(),
+            on_disk.len()
+        );
+    }
+    // The survivors of every crash still log in.
+    let server = start_server(&users, TEST_LOG_N);
+    let first = acknowledged.iter().next().unwrap();
+    assert_eq!(login(server.addr, first, PASSWORD), Answer::Welcome);
+}
+
+#[test]
+fn a_hundred_concurrent_registrations_are_all_welcomed_and_all_on_disk() {
+    let dir = tempfile::tempdir().unwrap();
+    let users = dir.path().join("users.json");
+    let server = start_server(&users, TEST_LOG_N);
+    let names: Vec<String> = (0..100).map(|i| format!("user{i:03}")).collect();
+    let answers = register_all_at_once(server.addr, names.clone());
+    let refused: Vec<_> = answers
+        .iter()
+        .filter(|(_, a)| *a != Answer::Welcome)
+        .collect();
+    assert!(refused.is_empty(), "not welcomed: {refused:?}");
+    let mut on_disk = names_on_disk(&users);
+    on_disk.sort();
+    assert_eq!(on_disk, names);
+}
+
+/// Rounds of the same-name race: each is a fresh chance for a missing check to let two through.
+const SAME_NAME_ROUNDS: usize = 5;
+
+#[test]
+fn concurrent_registrations_of_one_name_make_exactly_one_account() {
+    let dir = tempfile::tempdir().unwrap();
+    let users = dir.path().join("users.json");
+    let server = start_server(&users, TEST_LOG_N);
+    let mut winners = Vec::new();
+    for round in 0..SAME_NAME_ROUNDS {
+        // Names differ only in case: one account all the same.
+        let names = (0..20)
+            .map(|i| {
+                if i % 2 == 0 {
+                    format!("carol{round}")
+                } else {
+                    format!("Carol{round}")
+                }
+            })
+            .collect();
+        let answers = register_all_at_once(server.addr, names);
+        let welcomed: Vec<_> = answers
+            .iter()
+            .filter(|(_, a)| *a == Answer::Welcome)
+            .collect();
+        assert_eq!(welcomed.len(), 1, "round {round}: {answers:?}");
+        let taken = answers
+            .iter()
+            .filter(|(_, a)| *a == Answer::Refused("name_taken".into()))
+            .count();
+        assert_eq!(taken, 19, "round {round}: {answers:?}");
+        winners.push(welcomed[0].0.clone());
+        assert_eq!(names_on_disk(&users), winners, "round {round}");
+    }
+}
+
+#[test]
+fn stored_hashes_outside_the_allowed_cost_are_warned_about_and_refused_at_login() {
+    let dir = tempfile::tempdir().unwrap();
+    let users = dir.path().join("users.json");
+    std::fs::copy(fixture("users-out-of-range.json"), &users).unwrap();
+    std::fs::set_permissions(&users, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let before = std::fs::read(&users).unwrap();
+    let server = start_server(&users, TEST_LOG_N);
+    server.wait_for_log("listening on");
+    let log = server.log();
+    for (name, why) in [("heavy", "ln=21"), ("wide", "p=17")] {
+        let warning = log
+            .lines()
+            .find(|l| l.contains(&format!("account {name:?}")))
+            .unwrap_or_else(|| panic!("no warning about {name}; log:\n{log}"));
+        assert!(
+            warning.contains("WARN") && warning.contains(why),
+            "{warning}"
+        );
+    }
+    // Right passwords, refused like any failure; the accounts in range are unaffected.
+    assert_eq!(
+        login(server.addr, "heavy", "heavy-password"),
+        Answer::Refused("bad_credentials".into())
+    );
+    assert_eq!(
+        login(server.addr, "wide", "wide-password"),
+        Answer::Refused("bad_credentials".into())
+    );
+    assert_eq!(
+        login(server.addr, "alice", "alice-password"),
+        Answer::Welcome
+    );
+    assert_eq!(login(server.addr, "bob", "bob-password"), Answer::Welcome);
+    server.wait_for_log("login as \"heavy\" refused: its stored password hash is out of range");
+    server.wait_for_log("login as \"wide\" refused: its stored password hash is out of range");
+    let log = server.log();
+    assert!(
+        !log.contains("heavy-password") && !log.contains("$scrypt$"),
+        "{log}"
+    );
+    assert_eq!(
+        std::fs::read(&users).unwrap(),
+        before,
+        "the file was changed"
+    );
+}
+
+#[test]
+fn scrypt_flags_outside_the_allowed_cost_are_usage_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let users = dir.path().join("users.json");
+    for (flags, complaint) in [
+        (["--scrypt-log-n", "21"].as_slice(), "--scrypt-log-n"),
+        (&["--scrypt-log-n", "0"], "--scrypt-log-n"),
+        (&["--scrypt-r", "33"], "--scrypt-r"),
+        (&["--scrypt-p", "17"], "--scrypt-p"),
+        (&["--scrypt-log-n", "20", "--scrypt-r", "16"], "2048 MiB"),
+        (&["--scrypt-log-n", "16", "--scrypt-r", "1"], "16 * r"),
+    ] {
+        server_command()
+            .args(["--bind", "127.0.0.1:0", "--users"])
+            .arg(&users)
+            .args(flags)
+            .assert()
+            .code(2)
+            .stdout(predicate::str::is_empty())
+            .stderr(predicate::str::contains(complaint).and(predicate::str::contains("error:")));
+        assert!(
+            !users.exists(),
+            "{flags:?}: the server went as far as the users file"
+        );
+    }
+    // The bounds themselves are allowed (starting hashes nothing, so this is quick).
+    let mut server = Server::start_with(
+        &users,
+        &[
+            "--scrypt-log-n",
+            "20",
+            "--scrypt-r",
+            "8",
+            "--scrypt-p",
+            "16",
+        ],
+    );
+    server.wait_for_log("scrypt ln=20 r=8 p=16");
+    assert!(server.terminate().success());
+}
+
+#[test]
+fn a_weaker_stored_hash_is_rehashed_at_login_and_the_others_are_untouched() {
+    let dir = tempfile::tempdir().unwrap();
+    let users = dir.path().join("users.json");
+    std::fs::copy(fixture("users-ln10.json"), &users).unwrap();
+    let alice_before = hash_on_disk(&users, "alice");
+    let bob_before = hash_on_disk(&users, "Bob");
+    let server = start_server(&users, "11");
+    server.wait_for_log("2 account(s) have password hashes below the current cost ln=11,r=8,p=1");
+    assert_eq!(
+        login(server.addr, "alice", "not-alices-password"),
+        Answer::Refused("bad_credentials".into())
+    );
+    assert_eq!(hash_on_disk(&users, "alice"), alice_before);
+    assert_eq!(
+        login(server.addr, "alice", "alice-password"),
+        Answer::Welcome
+    );
+    let alice_after = hash_on_disk(&users, "alice");
+    assert!(
+        alice_after.starts_with("$scrypt$ln=11,r=8,p=1$"),
+        "{alice_after}"
+    );
+    assert_eq!(hash_on_disk(&users, "Bob"), bob_before);
+    server.wait_for_log("re-hashed the password of \"alice\" from ln=10,r=8,p=1 to ln=11,r=8,p=1");
+    let log = server.log();
+    for secret in [&alice_before, &alice_after, "alice-password"] {
+        assert!(!log.contains(secret), "the log shows {secret}:\n{log}");
+    }
+    let mode = std::fs::metadata(&users).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    drop(server);
+    // The new hash is the one that counts now, after a restart too.
+    let server = start_server(&users, "11");
+    assert_eq!(
+        login(server.addr, "ALICE", "alice-password"),
+        Answer::Welcome
+    );
+    assert_eq!(
+        login(server.addr, "bob", "alice-password"),
+        Answer::Refused("bad_credentials".into())
+    );
+    assert_eq!(hash_on_disk(&users, "alice"), alice_after);
+}
+
+#[test]
+fn a_failed_rehash_write_is_logged_and_the_login_still_succeeds() {
+    let dir = tempfile::tempdir().unwrap();
+    let folder = dir.path().join("data");
+    std::fs::create_dir(&folder).unwrap();
+    let users = folder.join("users.json");
+    std::fs::copy(fixture("users-ln10.json"), &users).unwrap();
+    let server = start_server(&users, "11");
+    // The users file's folder disappears: no write can succeed, even as root.
+    std::fs::remove_dir_all(&folder).unwrap();
+    assert_eq!(
+        login(server.addr, "alice", "alice-password"),
+        Answer::Welcome
+    );
+    server.wait_for_log("could not save the re-hashed password of \"alice\"");
+}
+
+#[test]
+fn a_symlinked_users_file_is_warned_about_and_its_target_is_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let real = dir.path().join("real");
+    std::fs::create_dir(&real).unwrap();
+    let target = real.join("users.json");
+    std::fs::copy(fixture("users-ln10.json"), &target).unwrap();
+    std::fs::set_permissions(&target, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let link = dir.path().join("users.json");
+    std::os::unix::fs::symlink(&target, &link).unwrap();
+    let server = start_server(&link, TEST_LOG_N);
+    server.wait_for_log(&format!(
+        "users file {} is a symbolic link to {}",
+        link.display(),
+        target.display()
+    ));
+    assert!(server.log().contains("WARN"), "{}", server.log());
+    assert_eq!(register(server.addr, "carol"), Answer::Welcome);
+    assert!(std::fs::symlink_metadata(&link)
+        .unwrap()
+        .file_type()
+        .is_symlink());
+    assert_eq!(names_on_disk(&target), ["alice", "Bob", "carol"]);
+}
+
+#[test]
+fn a_users_file_open_to_group_or_others_is_warned_about() {
+    let dir = tempfile::tempdir().unwrap();
+    let users = dir.path().join("users.json");
+    std::fs::copy(fixture("users-ln10.json"), &users).unwrap();
+    std::fs::set_permissions(&users, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let private = start_server(&users, TEST_LOG_N);
+    private.wait_for_log("listening on");
+    assert!(!private.log().contains("WARN"), "{}", private.log());
+    drop(private);
+
+    for (mode, access) in [(0o644, "read"), (0o620, "write"), (0o666, "read and write")] {
+        std::fs::set_permissions(&users, std::fs::Permissions::from_mode(mode)).unwrap();
+        let server = start_server(&users, TEST_LOG_N);
+        server.wait_for_log(&format!(
+            "users file {} has mode {mode:04o}: group or others can {access} it",
+            users.display()
+        ));
+    }
+    // The next change makes it private again.
+    let server = start_server(&users, TEST_LOG_N);
+    assert_eq!(register(server.addr, "carol"), Answer::Welcome);
+    let mode = std::fs::metadata(&users).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+}
+
+#[test]
+fn a_corrupt_truncated_or_unreadable_users_file_stops_the_server_and_is_left_untouched() {
+    let dir = tempfile::tempdir().unwrap();
+    // Corrupt: a block of zeros in the middle, as a crash of the file system may leave.
+    let mut corrupt = std::fs::read(fixture("users-ln10.json")).unwrap();
+    corrupt[100..140].fill(0);
+    let corrupt_path = dir.path().join("corrupt.json");
+    std::fs::write(&corrupt_path, &corrupt).unwrap();
+    let truncated_path = dir.path().join("truncated.json");
+    std::fs::copy(fixture("users-truncated.json"), &truncated_path).unwrap();
+    // Unreadable, even by root: a folder where the file should be (chmod 000 would not do).
+    let unreadable_path = dir.path().join("unreadable.json");
+    std::fs::create_dir(&unreadable_path).unwrap();
+    std::fs::write(unreadable_path.join("inside"), b"keep me").unwrap();
+
+    for (path, complaint) in [
+        (&corrupt_path, "is not valid: control character"),
+        (&truncated_path, "is not valid: EOF while parsing"),
+        (&unreadable_path, "Is a directory"),
+    ] {
+        server_command()
+            .args([
+                "--bind",
+                "127.0.0.1:0",
+                "--scrypt-log-n",
+                TEST_LOG_N,
+                "--users",
+            ])
+            .arg(path)
+            .assert()
+            .code(1)
+            .stdout(predicate::str::is_empty())
+            .stderr(
+                predicate::str::contains(format!("users file {}", path.display()))
+                    .and(predicate::str::contains(complaint)),
+            );
+    }
+    assert_eq!(std::fs::read(&corrupt_path).unwrap(), corrupt);
+    assert_eq!(
+        std::fs::read(&truncated_path).unwrap(),
+        std::fs::read(fixture("users-truncated.json")).unwrap()
+    );
+    let inside: Vec<_> = std::fs::read_dir(&unreadable_path)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(inside, ["inside"]);
+    assert_eq!(
+        std::fs::read(unreadable_path.join("inside")).unwrap(),
+        b"keep me"
+    );
+    let leftovers: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(leftovers.len(), 3, "no temporary file: {leftovers:?}");
+}
