@@ -181,6 +181,31 @@ pub enum ErrorCode {
 }
 
 impl ErrorCode {
+    /// Every code, for tests and tools that must cover them all.
+    pub const ALL: [ErrorCode; 21] = [
+        ErrorCode::BadCredentials,
+        ErrorCode::NameTaken,
+        ErrorCode::AlreadyOnline,
+        ErrorCode::InvalidUsername,
+        ErrorCode::InvalidPassword,
+        ErrorCode::InvalidPort,
+        ErrorCode::NotLoggedIn,
+        ErrorCode::AlreadyLoggedIn,
+        ErrorCode::Malformed,
+        ErrorCode::UnknownType,
+        ErrorCode::InvalidUtf8,
+        ErrorCode::LineTooLong,
+        ErrorCode::EmptyMessage,
+        ErrorCode::ServerFull,
+        ErrorCode::StorageFailure,
+        ErrorCode::AuthTimeout,
+        ErrorCode::TooManyConnections,
+        ErrorCode::RateLimited,
+        ErrorCode::Flood,
+        ErrorCode::PingTimeout,
+        ErrorCode::Unknown,
+    ];
+
     /// Whether the server closes the connection after this error. Authentication failures and
     /// broken framing end the connection; a bad message in a healthy stream does not.
     pub fn is_fatal(self) -> bool {
@@ -484,17 +509,7 @@ mod tests {
 
     #[test]
     fn every_error_code_name_matches_serde() {
-        for code in [
-            ErrorCode::BadCredentials,
-            ErrorCode::LineTooLong,
-            ErrorCode::ServerFull,
-            ErrorCode::EmptyMessage,
-            ErrorCode::AuthTimeout,
-            ErrorCode::TooManyConnections,
-            ErrorCode::RateLimited,
-            ErrorCode::Flood,
-            ErrorCode::PingTimeout,
-        ] {
+        for code in ErrorCode::ALL {
             assert_eq!(
                 serde_json::to_string(&code).unwrap(),
                 format!("\"{}\"", code.as_str())

@@ -109,30 +109,7 @@ fn peer() -> impl Strategy<Value = PeerInfo> {
 }
 
 fn error_code() -> impl Strategy<Value = ErrorCode> {
-    use ErrorCode::*;
-    prop::sample::select(vec![
-        BadCredentials,
-        NameTaken,
-        AlreadyOnline,
-        InvalidUsername,
-        InvalidPassword,
-        InvalidPort,
-        NotLoggedIn,
-        AlreadyLoggedIn,
-        Malformed,
-        UnknownType,
-        InvalidUtf8,
-        LineTooLong,
-        EmptyMessage,
-        ServerFull,
-        StorageFailure,
-        AuthTimeout,
-        TooManyConnections,
-        RateLimited,
-        Flood,
-        PingTimeout,
-        Unknown,
-    ])
+    prop::sample::select(ErrorCode::ALL.to_vec())
 }
 
 fn credentials() -> impl Strategy<Value = Credentials> {
