@@ -115,10 +115,13 @@ impl HashCost {
         Ok(())
     }
 
-    /// Whether a hash at this cost is cheaper to attack than one at `target` in any parameter
-    /// (smaller ln, r or p): such a hash is re-hashed at `target` at its owner's next login.
+    /// Whether a hash at this cost is cheaper to attack than one at `target`: it needs less
+    /// memory (128 · r · 2^ln) or less work (2^ln · r · p). Such a hash is re-hashed at `target`
+    /// at its owner's next login. Comparing the two products, not each parameter, keeps a
+    /// re-hash from trading memory for parallelism (ln=18,p=1 is not weaker than ln=17,p=2).
     pub fn is_weaker_than(&self, target: &HashCost) -> bool {
-        self.log_n < target.log_n || self.r < target.r || self.p < target.p
+        let work = |c: &HashCost| c.memory_bytes().saturating_mul(u128::from(c.p));
+        self.memory_bytes() < target.memory_bytes() || work(self) < work(target)
     }
 }
 
@@ -851,13 +854,16 @@ mod tests {
     }
 
     #[test]
-    fn a_cost_is_weaker_if_any_parameter_is_smaller() {
+    fn a_cost_is_weaker_if_it_needs_less_memory_or_less_work() {
         let current = cost(11, 8, 2);
         assert!(cost(10, 8, 2).is_weaker_than(&current));
-        assert!(cost(11, 4, 2).is_weaker_than(&current));
-        assert!(cost(12, 8, 1).is_weaker_than(&current));
+        assert!(cost(11, 4, 2).is_weaker_than(&current), "less memory");
+        assert!(cost(11, 8, 1).is_weaker_than(&current), "less work");
+        assert!(cost(12, 8, 1).is_weaker_than(&cost(12, 8, 2)));
         assert!(!cost(11, 8, 2).is_weaker_than(&current));
         assert!(!cost(12, 16, 3).is_weaker_than(&current));
+        // More memory, the same work: kept rather than traded for parallelism.
+        assert!(!cost(12, 8, 1).is_weaker_than(&current));
     }
 
     #[test]
