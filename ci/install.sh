@@ -32,9 +32,10 @@ if ! command -v just >/dev/null 2>&1; then
 fi
 just --version
 
+# The lab's tools, as command:Debian package (ip and sysctl may be absent from minimal images).
 missing=()
-for tool in tcpdump tshark jq; do
-  command -v "$tool" >/dev/null 2>&1 || missing+=("$tool")
+for pair in tcpdump:tcpdump tshark:tshark jq:jq ip:iproute2 sysctl:procps; do
+  command -v "${pair%%:*}" >/dev/null 2>&1 || missing+=("${pair#*:}")
 done
 if [ "${#missing[@]}" -gt 0 ]; then
   if [ "$(id -u)" -eq 0 ]; then
@@ -54,6 +55,6 @@ if [ "${#missing[@]}" -gt 0 ]; then
       "${missing[@]}" >/dev/null
   fi
 fi
-for tool in tcpdump tshark jq; do
+for tool in tcpdump tshark jq ip sysctl; do
   command -v "$tool" >/dev/null 2>&1 && echo "$tool: $(command -v "$tool")"
 done
