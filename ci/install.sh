@@ -56,5 +56,7 @@ if [ "${#missing[@]}" -gt 0 ]; then
   fi
 fi
 for tool in tcpdump tshark jq ip sysctl; do
-  command -v "$tool" >/dev/null 2>&1 && echo "$tool: $(command -v "$tool")"
+  if command -v "$tool" >/dev/null 2>&1; then
+    echo "$tool: $(command -v "$tool")"
+  fi
 done
