@@ -151,15 +151,7 @@ fn dissect(link: LinkType, data: &[u8]) -> Content {
         LinkType::Ethernet => SlicedPacket::from_ethernet(data),
         LinkType::LinuxSll => SlicedPacket::from_linux_sll(data),
         LinkType::LinuxSll2 => {
-            let Some(protocol) = data.get(..2) else {
-                return Content::Undecodable {
-                    reason: format!(
-                        "{} bytes: shorter than a Linux cooked v2 header",
-                        data.len()
-                    ),
-                };
-            };
-            let Some(rest) = data.get(SLL2_HEADER_LEN..) else {
+            let (Some(protocol), Some(rest)) = (data.get(..2), data.get(SLL2_HEADER_LEN..)) else {
                 return Content::Undecodable {
                     reason: format!(
                         "{} bytes: shorter than a Linux cooked v2 header",
@@ -189,49 +181,25 @@ fn dissect(link: LinkType, data: &[u8]) -> Content {
         }),
         Some(NetSlice::Ipv4(ip)) => {
             let header = ip.header();
-            let (src, dst) = (
+            ip_content(
                 IpAddr::V4(header.source_addr()),
                 IpAddr::V4(header.destination_addr()),
-            );
-            let protocol = header.protocol().0;
-            match &sliced.transport {
-                Some(TransportSlice::Tcp(tcp)) => Content::Tcp(tcp_segment(src, dst, tcp)),
-                Some(TransportSlice::Udp(udp)) => {
-                    let valid = checksum_check(udp, |h, payload| {
-                        h.calc_checksum_ipv4(&header.to_header(), payload).ok()
-                    });
-                    Content::Udp(udp_datagram(src, dst, protocol, udp, valid))
-                }
-                _ => Content::OtherIp {
-                    src,
-                    dst,
-                    protocol,
-                    fragment: ip.is_payload_fragmented(),
-                },
-            }
+                header.protocol().0,
+                ip.is_payload_fragmented(),
+                &sliced.transport,
+                |h, payload| h.calc_checksum_ipv4(&header.to_header(), payload).ok(),
+            )
         }
         Some(NetSlice::Ipv6(ip)) => {
             let header = ip.header();
-            let (src, dst) = (
+            ip_content(
                 IpAddr::V6(header.source_addr()),
                 IpAddr::V6(header.destination_addr()),
-            );
-            let protocol = ip.payload().ip_number.0;
-            match &sliced.transport {
-                Some(TransportSlice::Tcp(tcp)) => Content::Tcp(tcp_segment(src, dst, tcp)),
-                Some(TransportSlice::Udp(udp)) => {
-                    let valid = checksum_check(udp, |h, payload| {
-                        h.calc_checksum_ipv6(&header.to_header(), payload).ok()
-                    });
-                    Content::Udp(udp_datagram(src, dst, protocol, udp, valid))
-                }
-                _ => Content::OtherIp {
-                    src,
-                    dst,
-                    protocol,
-                    fragment: ip.is_payload_fragmented(),
-                },
-            }
+                ip.payload().ip_number.0,
+                ip.is_payload_fragmented(),
+                &sliced.transport,
+                |h, payload| h.calc_checksum_ipv6(&header.to_header(), payload).ok(),
+            )
         }
         None => Content::OtherLink {
             ether_type: link_ether_type(&sliced).unwrap_or(0),
@@ -269,6 +237,31 @@ fn tcp_segment(src: IpAddr, dst: IpAddr, tcp: &etherparse::TcpSlice<'_>) -> TcpS
 }
 
 /// Verifies a UDP checksum with the IP-version-specific `compute`.
+/// What an IP packet carries: a TCP segment, a UDP datagram (its checksum checked with
+/// `udp_checksum`, which knows the IP version's pseudo-header), or something else.
+fn ip_content(
+    src: IpAddr,
+    dst: IpAddr,
+    protocol: u8,
+    fragment: bool,
+    transport: &Option<TransportSlice<'_>>,
+    udp_checksum: impl Fn(&UdpHeader, &[u8]) -> Option<u16>,
+) -> Content {
+    match transport {
+        Some(TransportSlice::Tcp(tcp)) => Content::Tcp(tcp_segment(src, dst, tcp)),
+        Some(TransportSlice::Udp(udp)) => {
+            let valid = checksum_check(udp, udp_checksum);
+            Content::Udp(udp_datagram(src, dst, protocol, udp, valid))
+        }
+        _ => Content::OtherIp {
+            src,
+            dst,
+            protocol,
+            fragment,
+        },
+    }
+}
+
 fn checksum_check(
     udp: &etherparse::UdpSlice<'_>,
     compute: impl Fn(&UdpHeader, &[u8]) -> Option<u16>,
