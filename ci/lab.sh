@@ -52,6 +52,11 @@ WAIT=15          # seconds: the longest wait for any one event
 SETTLE=5         # seconds: the longest wait for tcpdump to write the packets the interfaces counted
 POLL=0.05        # seconds between two looks at a log (a polling interval, not a wait for an event)
 
+# One lab at a time: a second run must neither clear the first one's output nor tear down its
+# namespaces. The lock is released when this process (and so the file descriptor) ends.
+exec 9>/run/p2plab.lock
+flock -n 9 || die "another lab run holds /run/p2plab.lock; wait for it to finish"
+
 OUT=${LAB_OUT:-target/lab}
 mkdir -p "$OUT"
 OUT=$(cd "$OUT" && pwd)
@@ -65,6 +70,7 @@ START=$(date +%s.%N)
 
 # ---- teardown -----------------------------------------------------------------------------------
 PIDS=()          # every background process this script started
+CREATED_NS=()    # every namespace this script made: the only ones it removes
 CREATED_NETNS_DIR=0
 cleanup() {
   local status=$?
@@ -77,12 +83,10 @@ cleanup() {
     kill -KILL "$pid" 2>/dev/null
     wait "$pid" 2>/dev/null
   done
-  for ns in "${HOSTS[@]/#/$PREFIX-}" "$PREFIX-switch"; do
-    if ip netns list | grep -qw "$ns"; then
-      # Anything still running in a namespace this script made was started by it.
-      for pid in $(ip netns pids "$ns" 2>/dev/null); do kill -KILL "$pid" 2>/dev/null; done
-      ip netns del "$ns" 2>/dev/null
-    fi
+  for ns in "${CREATED_NS[@]}"; do
+    # Anything still running in a namespace this script made was started by it.
+    for pid in $(ip netns pids "$ns" 2>/dev/null); do kill -KILL "$pid" 2>/dev/null; done
+    ip netns del "$ns" 2>/dev/null
     rm -rf "/etc/netns/$ns"
   done
   [ "$CREATED_NETNS_DIR" = 1 ] && rmdir /etc/netns 2>/dev/null
@@ -117,6 +121,12 @@ wait_exit() {
   wait "$pid" 2>/dev/null || true
 }
 
+# Makes namespace NS and remembers it for the teardown (with its hosts folder, if any).
+netns_add() {
+  CREATED_NS+=("$1")
+  ip netns add "$1"
+}
+
 # ---- binaries -----------------------------------------------------------------------------------
 BIN=$(cd "$LAB_BIN" && pwd)
 for b in p2pchat-server p2pchat-client p2pchat-trace; do
@@ -132,12 +142,13 @@ for ns in "${HOSTS[@]/#/$PREFIX-}" "$PREFIX-switch"; do
 done
 say "topology: bridge in namespace $PREFIX-switch; ${HOSTS[*]} on $SUBNET.0/24"
 [ -d /etc/netns ] || { mkdir /etc/netns; CREATED_NETNS_DIR=1; }
-ip netns add "$PREFIX-switch"
+netns_add "$PREFIX-switch"
 ip netns exec "$PREFIX-switch" sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1
 ip -n "$PREFIX-switch" link add br0 type bridge stp_state 0
 ip -n "$PREFIX-switch" link set br0 up
 for host in "${HOSTS[@]}"; do
   ns=$PREFIX-$host
+  netns_add "$ns"
   # Per-namespace name resolution: `ip netns exec` bind-mounts /etc/netns/NS/* over /etc/*.
   mkdir -p "/etc/netns/$ns"
   {
@@ -147,7 +158,6 @@ for host in "${HOSTS[@]}"; do
   } >"/etc/netns/$ns/hosts"
   # No DNS server outside: a lookup the hosts file misses goes to the namespace's own loopback.
   echo "nameserver 127.0.0.1" >"/etc/netns/$ns/resolv.conf"
-  ip netns add "$ns"
   # IPv6 off before any link is up: no router solicitations or MLD reports in the captures.
   ip netns exec "$ns" sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1
   ip -n "$PREFIX-switch" link add "v-$host" type veth peer name eth0 netns "$ns"
