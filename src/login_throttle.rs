@@ -3,8 +3,10 @@
 //!
 //! There is no lockout: a correct password always gets in, at worst after the capped delay, so
 //! an attacker who guesses at someone's account can slow them down but never lock them out.
-//! Attempts on one key are also spaced out (each waits for the previous one's slot), so opening
-//! several connections at once does not multiply the guessing rate.
+//! Attempts on one key are also spaced out (each waits for the previous one's slot), but never
+//! booked more than the capped delay ahead, so that many attempts at once cannot push the owner's
+//! login into the far future: several connections at once get one guess each per capped delay,
+//! and the per-address limit on connections not logged in yet bounds how many that is.
 //!
 //! Pure: the caller passes the time and does the waiting.
 
@@ -95,7 +97,9 @@ impl<K: Hash + Eq + Clone> Table<K> {
         let Some(record) = self.get(key, now) else {
             return (now, 0);
         };
-        let start = record.next_slot.max(now);
+        // Attempts are spaced by the delay, but never booked more than `max_delay` ahead: many
+        // attempts at once must not push the owner's login into the far future (a lockout).
+        let start = record.next_slot.max(now).min(now + config.max_delay);
         record.next_slot = start + config.delay(record.failures);
         record.last_seen = now;
         (start, record.failures)
@@ -103,7 +107,7 @@ impl<K: Hash + Eq + Clone> Table<K> {
 
     fn failed(&mut self, key: &K, config: &ThrottleConfig, now: Instant) -> u32 {
         if self.get(key, now).is_none() {
-            self.make_room(now);
+            self.make_room(config, now);
             self.records.insert(
                 key.clone(),
                 Record {
@@ -120,17 +124,21 @@ impl<K: Hash + Eq + Clone> Table<K> {
         record.failures
     }
 
-    fn make_room(&mut self, now: Instant) {
+    /// Forgets stale entries, then, if the table is still full, the half that matters least:
+    /// those not delayed yet before those that are, the stalest first. So a flood of failures
+    /// on made-up names cannot wipe out the count on a real account under attack.
+    fn make_room(&mut self, config: &ThrottleConfig, now: Instant) {
         if self.records.len() < MAX_TRACKED {
             return;
         }
         self.records
             .retain(|_, r| now.saturating_duration_since(r.last_seen) < FORGET_AFTER);
         if self.records.len() >= MAX_TRACKED {
-            let mut ages: Vec<Instant> = self.records.values().map(|r| r.last_seen).collect();
-            ages.sort_unstable();
-            let cutoff = ages[ages.len() / 2];
-            self.records.retain(|_, r| r.last_seen > cutoff);
+            let rank = |r: &Record| (config.delay(r.failures) > Duration::ZERO, r.last_seen);
+            let mut ranks: Vec<_> = self.records.values().map(rank).collect();
+            ranks.sort_unstable();
+            let cutoff = ranks[ranks.len() / 2];
+            self.records.retain(|_, r| rank(r) > cutoff);
         }
     }
 }
@@ -227,6 +235,38 @@ mod tests {
         throttle.succeeded("alice", owner);
         let later = t0 + Duration::from_secs(10);
         assert_eq!(throttle.book("alice", owner, later), (later, 0));
+    }
+
+    #[test]
+    fn many_attempts_at_once_never_push_the_owner_past_the_longest_delay() {
+        let throttle = LoginThrottle::new(config());
+        let t0 = Instant::now();
+        for i in 0..4 {
+            throttle.failed("alice", format!("10.0.0.{i}").parse().unwrap(), t0);
+        }
+        for i in 0..64 {
+            throttle.book("alice", format!("10.0.1.{i}").parse().unwrap(), t0);
+        }
+        let owner: IpAddr = "10.0.0.7".parse().unwrap();
+        let (slot, _) = throttle.book("alice", owner, t0);
+        assert!(slot <= t0 + config().max_delay, "{:?}", slot - t0);
+    }
+
+    #[test]
+    fn a_flood_of_made_up_names_does_not_erase_a_real_accounts_failures() {
+        let throttle = LoginThrottle::new(config());
+        let t0 = Instant::now();
+        for i in 0..3 {
+            throttle.failed("alice", format!("10.0.0.{i}").parse().unwrap(), t0);
+        }
+        let later = t0 + Duration::from_secs(1);
+        for i in 0..(2 * MAX_TRACKED) {
+            let ip = IpAddr::from([10, 1, (i >> 8) as u8, i as u8]);
+            throttle.failed(&format!("made-up{i}"), ip, later);
+        }
+        let (slot, failures) = throttle.book("alice", "10.0.0.9".parse().unwrap(), later);
+        assert_eq!(failures, 3);
+        assert!(slot > later);
     }
 
     #[test]

@@ -297,3 +297,46 @@ fn failed_logins_are_delayed_more_and_more_but_never_locked_out() {
     let welcome = attempt("alice", "alice-password");
     assert_eq!(welcome["type"], "welcome", "{welcome}");
 }
+
+/// Defence 8: many wrong guesses at once (here 8, from 8 addresses) are spaced by the delay but
+/// never booked further ahead than the longest delay, so the owner still gets in: no lockout.
+#[test]
+fn guesses_at_once_do_not_lock_the_owner_out() {
+    let dir = TempDir::new().unwrap();
+    let path = users(&dir);
+    std::fs::copy(fixture("users-ln10.json"), &path).unwrap();
+    // 4 s per attempt: queued one after another, the owner would wait 36 s, past the harness's
+    // 30 s read deadline; capped, at most 4 s.
+    let server = Server::start(
+        &path,
+        &[
+            "--login-free-failures",
+            "1",
+            "--login-delay",
+            "4",
+            "--login-delay-max",
+            "4",
+        ],
+    );
+    let mut first = RawConnection::connect_from("127.0.0.2", server.addr);
+    assert!(is_error(
+        &first.authenticate(false, "alice", "wrong-password"),
+        "bad_credentials"
+    ));
+    let addr = server.addr;
+    let guesses: Vec<_> = (3..11)
+        .map(|i| {
+            std::thread::spawn(move || {
+                let mut conn = RawConnection::connect_from(&format!("127.0.0.{i}"), addr);
+                conn.authenticate(false, "alice", "wrong-password")
+            })
+        })
+        .collect();
+    server.wait_for_log_count("login as \"alice\" delayed", 8);
+    let mut owner = RawConnection::connect(server.addr);
+    let welcome = owner.authenticate(false, "alice", "alice-password");
+    assert_eq!(welcome["type"], "welcome", "{welcome}");
+    for guess in guesses {
+        assert!(is_error(&guess.join().unwrap(), "bad_credentials"));
+    }
+}

@@ -146,8 +146,13 @@ impl Server {
 
     /// Waits until the log has a line containing `needle`.
     pub fn wait_for_log(&self, needle: &str) {
+        self.wait_for_log_count(needle, 1);
+    }
+
+    /// Waits until the log contains `needle` at least `count` times.
+    pub fn wait_for_log_count(&self, needle: &str, count: usize) {
         let start = Instant::now();
-        while !self.log().contains(needle) {
+        while self.log().matches(needle).count() < count {
             assert!(
                 start.elapsed() < DEADLINE,
                 "server never logged {needle:?}; log:\n{}",
