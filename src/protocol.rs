@@ -508,6 +508,38 @@ mod tests {
     }
 
     #[test]
+    fn error_code_all_lists_every_code_once() {
+        // Exhaustive: a new code does not compile here until it gets a place, and then this
+        // test fails until `ALL` has it in that place.
+        let place = |code| match code {
+            ErrorCode::BadCredentials => 0,
+            ErrorCode::NameTaken => 1,
+            ErrorCode::AlreadyOnline => 2,
+            ErrorCode::InvalidUsername => 3,
+            ErrorCode::InvalidPassword => 4,
+            ErrorCode::InvalidPort => 5,
+            ErrorCode::NotLoggedIn => 6,
+            ErrorCode::AlreadyLoggedIn => 7,
+            ErrorCode::Malformed => 8,
+            ErrorCode::UnknownType => 9,
+            ErrorCode::InvalidUtf8 => 10,
+            ErrorCode::LineTooLong => 11,
+            ErrorCode::EmptyMessage => 12,
+            ErrorCode::ServerFull => 13,
+            ErrorCode::StorageFailure => 14,
+            ErrorCode::AuthTimeout => 15,
+            ErrorCode::TooManyConnections => 16,
+            ErrorCode::RateLimited => 17,
+            ErrorCode::Flood => 18,
+            ErrorCode::PingTimeout => 19,
+            ErrorCode::Unknown => 20,
+        };
+        for (i, code) in ErrorCode::ALL.into_iter().enumerate() {
+            assert_eq!(place(code), i, "{code}");
+        }
+    }
+
+    #[test]
     fn every_error_code_name_matches_serde() {
         for code in ErrorCode::ALL {
             assert_eq!(

@@ -82,9 +82,7 @@ pub(super) async fn serve(
         let line = select! {
             line = runtime::timeout(wait, reader.next_line()).fuse() => line,
             _ = shared.stop.clone().fuse() => {
-                let _ = outbox.push(&ServerMessage::Shutdown {
-                    reason: "the server is shutting down".into(),
-                });
+                let _ = outbox.push(&shutting_down());
                 break "server shutting down".to_string();
             }
         };
@@ -383,9 +381,7 @@ async fn authenticate(
             format!("{username} is already logged in from another connection"),
         )),
         Ok(Err(JoinRefused::ShuttingDown)) | Err(_) => {
-            let _ = outbox.push(&ServerMessage::Shutdown {
-                reason: "the server is shutting down".into(),
-            });
+            let _ = outbox.push(&shutting_down());
             Err("server shutting down".into())
         }
     }
@@ -414,11 +410,16 @@ async fn wait_for_login_slot(
     select! {
         _ = runtime::sleep(wait).fuse() => Ok(()),
         _ = shared.stop.clone().fuse() => {
-            let _ = outbox.push(&ServerMessage::Shutdown {
-                reason: "the server is shutting down".into(),
-            });
+            let _ = outbox.push(&shutting_down());
             Err("server shutting down".into())
         }
+    }
+}
+
+/// What every connection is told when the server stops.
+fn shutting_down() -> ServerMessage {
+    ServerMessage::Shutdown {
+        reason: "the server is shutting down".into(),
     }
 }
 
