@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# Installs what a fresh machine lacks to build, test and lint p2pchat: `just`, and the Rust
-# components rustfmt and clippy; and for `just lab` and its check: tcpdump, tshark and jq (apt, as
-# root or through password-less sudo, only those missing). Idempotent; used by .ci/run and by the
-# GitHub Actions workflow.
+# Installs what a fresh machine lacks to build, test and lint p2pchat: the C linker Rust needs
+# (gcc, libc6-dev), `just`, and the Rust components rustfmt and clippy; and for `just lab` and its
+# check: tcpdump, tshark, jq, iproute2 and procps (apt, as root or through password-less sudo, only
+# those missing). Idempotent; used by .ci/run and by the GitHub Actions workflow. The Rust
+# toolchain itself (rustup, Rust 1.75 or newer) must be there already.
 set -euo pipefail
 
 if ! command -v cargo >/dev/null 2>&1; then
@@ -16,25 +17,10 @@ for component in rustfmt clippy; do
   fi
 done
 
-if ! command -v just >/dev/null 2>&1; then
-  if command -v pip3 >/dev/null 2>&1 || command -v pip >/dev/null 2>&1; then
-    PIP_ROOT_USER_ACTION=ignore "$(command -v pip3 || command -v pip)" install --quiet --disable-pip-version-check rust-just
-  fi
-  if ! command -v just >/dev/null 2>&1; then
-    # pip may have put it in a scripts folder that is not on PATH.
-    scripts=$(python3 -c 'import sysconfig; print(sysconfig.get_path("scripts"))' 2>/dev/null || true)
-    if [ -n "$scripts" ] && [ -x "$scripts/just" ]; then
-      ln -sf "$scripts/just" /usr/local/bin/just
-    else
-      cargo install just --locked
-    fi
-  fi
-fi
-just --version
-
-# The lab's tools, as command:Debian package (ip and sysctl may be absent from minimal images).
+# The lab's tools and the linker Rust needs, as command:Debian package (ip, sysctl and cc may be
+# absent from minimal images).
 missing=()
-for pair in tcpdump:tcpdump tshark:tshark jq:jq ip:iproute2 sysctl:procps; do
+for pair in tcpdump:tcpdump tshark:tshark jq:jq ip:iproute2 sysctl:procps cc:gcc cc:libc6-dev; do
   command -v "${pair%%:*}" >/dev/null 2>&1 || missing+=("${pair#*:}")
 done
 if [ "${#missing[@]}" -gt 0 ]; then
@@ -55,7 +41,25 @@ if [ "${#missing[@]}" -gt 0 ]; then
       "${missing[@]}" >/dev/null
   fi
 fi
-for tool in tcpdump tshark jq ip sysctl; do
+if ! command -v just >/dev/null 2>&1; then
+  if command -v pip3 >/dev/null 2>&1 || command -v pip >/dev/null 2>&1; then
+    # A system pip may refuse (PEP 668, "externally managed"): then cargo builds it below.
+    PIP_ROOT_USER_ACTION=ignore "$(command -v pip3 || command -v pip)" install --quiet \
+      --disable-pip-version-check rust-just || echo "ci/install.sh: pip could not install just" >&2
+  fi
+  if ! command -v just >/dev/null 2>&1; then
+    # pip may have put it in a scripts folder that is not on PATH.
+    scripts=$(python3 -c 'import sysconfig; print(sysconfig.get_path("scripts"))' 2>/dev/null || true)
+    if [ -n "$scripts" ] && [ -x "$scripts/just" ]; then
+      ln -sf "$scripts/just" /usr/local/bin/just
+    else
+      cargo install just --locked
+    fi
+  fi
+fi
+just --version
+
+for tool in tcpdump tshark jq ip sysctl cc; do
   if command -v "$tool" >/dev/null 2>&1; then
     echo "$tool: $(command -v "$tool")"
   fi
