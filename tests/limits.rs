@@ -76,6 +76,10 @@ fn connections_not_logged_in_are_capped_per_address() {
     assert_eq!(refused.len(), 1, "{refused:?}");
     assert!(is_error(&refused[0], "too_many_connections"), "{refused:?}");
     server.wait_for_log("3 connections from 127.0.0.1 not logged in yet (1 refused so far)");
+    // The real client says why, and exits as for a full server.
+    let refused = ChatClient::start(server.addr, "alice", &[]).wait();
+    assert_eq!(refused.status.code(), Some(3), "{refused:?}");
+    assert!(refused.stderr.contains("not logged in yet"), "{refused:?}");
     // Another address is not affected.
     let _other = RawConnection::connect_from("127.0.0.2", server.addr);
     // Logging in frees the place.

@@ -60,7 +60,8 @@ pub mod exit {
     pub const LOCAL: i32 = 1;
     /// Bad command-line arguments (clap's status).
     pub const USAGE: i32 = 2;
-    /// The server could not be reached (name not resolved, connection refused) or is full.
+    /// The server could not be reached (name not resolved, connection refused), is full, or
+    /// refuses more connections from this address.
     pub const UNREACHABLE: i32 = 3;
     /// Login or registration refused.
     pub const REFUSED: i32 = 4;
@@ -171,7 +172,7 @@ impl Client {
         match next_message(&mut reader).await? {
             ServerMessage::Hello { .. } => {}
             ServerMessage::Error {
-                code: ErrorCode::ServerFull,
+                code: ErrorCode::ServerFull | ErrorCode::TooManyConnections,
                 message,
                 ..
             } => return Err(ClientError::Unreachable(format!("{server}: {message}"))),
