@@ -287,24 +287,29 @@ fn the_client_answers_the_servers_ping() {
     assert_eq!(receive(), json!({"type": "pong"}));
 }
 
+/// A server on a copy of users-ln10.json (alice, Bob) whose login throttle delays from the second
+/// failure on, by `delay` seconds doubling up to `max`.
+fn server_with_throttle(delay: &str, max: &str) -> (TempDir, Server) {
+    let dir = TempDir::new().unwrap();
+    let path = users(&dir);
+    std::fs::copy(fixture("users-ln10.json"), &path).unwrap();
+    let flags = [
+        "--login-free-failures",
+        "1",
+        "--login-delay",
+        delay,
+        "--login-delay-max",
+        max,
+    ];
+    let server = Server::start(&path, &flags);
+    (dir, server)
+}
+
 /// Defence 8: Failed logins slow down further attempts on the account and from the address, with a
 /// growing delay, but the right password always gets in; unknown users get the same answer.
 #[test]
 fn failed_logins_are_delayed_more_and_more_but_never_locked_out() {
-    let dir = TempDir::new().unwrap();
-    let path = users(&dir);
-    std::fs::copy(fixture("users-ln10.json"), &path).unwrap();
-    let server = Server::start(
-        &path,
-        &[
-            "--login-free-failures",
-            "1",
-            "--login-delay",
-            "0.1",
-            "--login-delay-max",
-            "0.2",
-        ],
-    );
+    let (_dir, server) = server_with_throttle("0.1", "0.2");
     let attempt = |name: &str, password: &str| {
         let mut conn = RawConnection::connect(server.addr);
         conn.authenticate(false, name, password)
@@ -336,22 +341,9 @@ fn failed_logins_are_delayed_more_and_more_but_never_locked_out() {
 /// never booked further ahead than the longest delay, so the owner still gets in: no lockout.
 #[test]
 fn guesses_at_once_do_not_lock_the_owner_out() {
-    let dir = TempDir::new().unwrap();
-    let path = users(&dir);
-    std::fs::copy(fixture("users-ln10.json"), &path).unwrap();
     // 4 s per attempt: queued one after another, the owner would wait 36 s, past the harness's
     // 30 s read deadline; capped, at most 4 s.
-    let server = Server::start(
-        &path,
-        &[
-            "--login-free-failures",
-            "1",
-            "--login-delay",
-            "4",
-            "--login-delay-max",
-            "4",
-        ],
-    );
+    let (_dir, server) = server_with_throttle("4", "4");
     let mut first = RawConnection::connect_from("127.0.0.2", server.addr);
     assert!(is_error(
         &first.authenticate(false, "alice", "wrong-password"),
