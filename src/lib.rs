@@ -21,5 +21,6 @@ pub mod protocol;
 pub mod rate_limit;
 pub mod runtime;
 pub mod server;
+#[cfg(feature = "trace")]
 pub mod trace;
 pub mod user_store;
