@@ -244,9 +244,9 @@ struct DropReporter {
 impl DropReporter {
     /// Whether this drop gets its own warning; if not, it is kept for the next summary.
     fn should_warn(&mut self, kind: DropKind, source: SocketAddr, now: Instant) -> bool {
-        let window_over = self.window_start.map_or(true, |start| {
-            now.saturating_duration_since(start) >= SUMMARY_INTERVAL
-        });
+        let window_over = self
+            .window_start
+            .is_none_or(|start| now.saturating_duration_since(start) >= SUMMARY_INTERVAL);
         if window_over {
             self.window_start = Some(now);
             self.warnings_in_window = 0;
