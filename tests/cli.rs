@@ -3,6 +3,8 @@
 
 mod common;
 
+use std::io::Write;
+
 use assert_cmd::Command;
 
 use common::*;
@@ -321,21 +323,34 @@ fn a_client_stuck_at_its_password_prompt_delays_nobody() {
     assert_eq!(bob.expect_event("message")["text"], "nobody waited");
 }
 
+/// Says on the test binary's own stderr that `test` was skipped and why. Rust's test harness has no
+/// skip at run time: the test still counts as passed, so the line must be seen. It bypasses the
+/// harness's capture (which would hide an `eprintln!` from a passing test).
+fn report_skipped(test: &str, why: &str) {
+    let _ = writeln!(std::io::stderr(), "{test}: skipped: {why}");
+}
+
 #[test]
-fn a_hostname_and_ipv6_both_work() {
+fn a_hostname_works() {
     let dir = tempfile::tempdir().unwrap();
     // A name, resolved by the system resolver (whichever of ::1 and 127.0.0.1 it gives first).
     let server = Server::start(&dir.path().join("users.json"), &[]);
     let by_name = format!("localhost:{}", server.addr.port());
     let mut alice = ChatClient::start_to(&by_name, "alice", &["register", "alice", "alice-pass"]);
     alice.expect_event("welcome");
-    drop(alice);
+}
 
-    // IPv6 end to end: the server on [::1], both clients on it, a direct message between them.
+#[test]
+fn ipv6_works_end_to_end_with_a_direct_message() {
+    // The server on [::1], both clients on it, a direct message between them.
     if std::net::TcpListener::bind("[::1]:0").is_err() {
-        eprintln!("skipping the IPv6 half: no ::1 on this machine");
+        report_skipped(
+            "ipv6_works_end_to_end_with_a_direct_message",
+            "no ::1 on this machine",
+        );
         return;
     }
+    let dir = tempfile::tempdir().unwrap();
     let server6 = Server::start_on(
         "[::1]:0",
         &dir.path().join("users6.json"),

@@ -50,6 +50,15 @@ fn is_message(event: &Value) -> bool {
     event["event"] == "message" || event["event"] == "direct"
 }
 
+/// Waits for what `client` shows for a datagram it was sent: a direct message or a warning about
+/// the drop (whichever comes first, so that a datagram wrongly shown fails at once, not by the
+/// deadline).
+fn datagram_outcome(client: &mut ChatClient) -> Value {
+    client.expect("a direct message or a warning", |e| {
+        e["event"] == "direct" || e["event"] == "warning"
+    })
+}
+
 #[test]
 fn t1_registration_and_authentication_of_three_clients() {
     let (_dir, server) = start_server();
@@ -129,20 +138,32 @@ fn t3_direct_message_goes_peer_to_peer_to_its_recipient_only() {
         );
     }
 
-    // A datagram that claims to be from client1 but comes from elsewhere is dropped with a warning.
+    // A datagram that claims to be from client1 but comes from elsewhere is dropped with a warning:
+    // what client2 shows for it is that warning, not the message.
     let spoofer = UdpSocket::bind("127.0.0.1:0").unwrap();
     let forged = json!({"type": "direct", "from": "client1", "id": 99, "text": "forged"});
     spoofer
         .send_to(forged.to_string().as_bytes(), c2.p2p_addr())
         .unwrap();
-    let warning = c2.expect_event("warning");
+    let warning = datagram_outcome(&mut c2);
+    assert_eq!(
+        warning["event"], "warning",
+        "the forged datagram was shown: {warning}"
+    );
     assert!(
         warning["message"].as_str().unwrap().contains("client1"),
         "{warning}"
     );
     // So is garbage.
     spoofer.send_to(b"\x00garbage", c2.p2p_addr()).unwrap();
-    c2.expect_event("warning");
+    let warning = datagram_outcome(&mut c2);
+    assert_eq!(warning["event"], "warning", "garbage was shown: {warning}");
+    // The counters agree: of the three datagrams, only client1's own message was delivered.
+    let stats = c2.stats();
+    assert_eq!(stats["received"], 3, "{stats}");
+    assert_eq!(stats["delivered"], 1, "{stats}");
+    assert_eq!(stats["dropped"]["unknown_source"], 1, "{stats}");
+    assert_eq!(stats["dropped"]["malformed"], 1, "{stats}");
 
     // To someone who is not online: an error, and nothing is sent.
     c1.send("@nobody: are you there?");

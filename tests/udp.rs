@@ -26,6 +26,40 @@ fn udp_socket() -> UdpSocket {
     UdpSocket::bind("127.0.0.1:0").expect("bind a UDP socket on 127.0.0.1")
 }
 
+/// A server, alice (a client started with `flags`) and mallory, a real peer of hers: logged in with
+/// a raw connection that announces the port of a test-owned socket, so that datagrams from that
+/// socket pass alice's source check.
+struct AliceAndMallory {
+    dir: tempfile::TempDir,
+    server: Server,
+    alice: ChatClient,
+    /// mallory's announced UDP address.
+    mallory_udp: UdpSocket,
+    /// mallory's login: mallory is online while it is open.
+    mallory_tcp: RawConnection,
+}
+
+/// Starts the server, registers alice with `flags` and mallory, and waits until alice has seen
+/// mallory join.
+fn alice_and_mallory(flags: &[&str]) -> AliceAndMallory {
+    let (dir, server) = start_server();
+    let mut alice = ChatClient::register_with_flags(server.addr, "alice", "alice-password", flags);
+    let mallory_udp = udp_socket();
+    let mallory_port = mallory_udp.local_addr().unwrap().port();
+    let (mallory_tcp, _) =
+        RawConnection::register(server.addr, "mallory", "mallory-pw", mallory_port);
+    alice.expect(r#""mallory" joined"#, |e| {
+        e["event"] == "joined" && e["peer"]["username"] == "mallory"
+    });
+    AliceAndMallory {
+        dir,
+        server,
+        alice,
+        mallory_udp,
+        mallory_tcp,
+    }
+}
+
 fn forged(from: &str, id: usize) -> Vec<u8> {
     json!({"type": "direct", "from": from, "id": id, "text": format!("flood {id}")})
         .to_string()
@@ -136,30 +170,21 @@ fn a_flood_from_a_non_peer_address_is_dropped_counted_and_the_client_keeps_chatt
 fn a_peer_over_its_burst_gets_exactly_the_burst_delivered_and_the_excess_counted() {
     const BURST: u64 = 20;
     const SENT: usize = 50;
-    let (_dir, server) = start_server();
     let started = Instant::now();
     // A refill of one datagram per 1000 s: during the test no token comes back, so exactly the
     // burst gets through whatever the timing.
-    let mut alice = ChatClient::register_with_flags(
-        server.addr,
-        "alice",
-        "alice-password",
-        &["--dm-burst", &BURST.to_string(), "--dm-rate", "0.001"],
-    );
-
-    // mallory is a real peer: logged in with a raw connection that announces the port of a
-    // test-owned socket, so datagrams from that socket pass the source check.
-    let peer_socket = udp_socket();
-    let peer_port = peer_socket.local_addr().unwrap().port();
-    let (_mallory, _) = RawConnection::register(server.addr, "mallory", "mallory-pw", peer_port);
-    alice.expect(r#""mallory" joined"#, |e| {
-        e["event"] == "joined" && e["peer"]["username"] == "mallory"
-    });
+    let AliceAndMallory {
+        dir: _dir,
+        server,
+        mut alice,
+        mallory_udp,
+        mallory_tcp: _mallory,
+    } = alice_and_mallory(&["--dm-burst", &BURST.to_string(), "--dm-rate", "0.001"]);
 
     // All in one go: more than twice the burst, well within the socket buffer.
     let datagrams: Vec<Vec<u8>> = (0..SENT).map(|id| forged("mallory", id)).collect();
     for datagram in &datagrams {
-        peer_socket.send_to(datagram, alice.p2p_addr()).unwrap();
+        mallory_udp.send_to(datagram, alice.p2p_addr()).unwrap();
     }
     let stats = alice.wait_for_stats("all of mallory's datagrams received", |s| {
         count(s, &["received"]) == SENT as u64
@@ -201,20 +226,14 @@ fn a_peer_over_its_burst_gets_exactly_the_burst_delivered_and_the_excess_counted
 
 #[test]
 fn oversized_malformed_and_garbage_datagrams_are_counted_and_harmless() {
-    let (_dir, server) = start_server();
     let started = Instant::now();
-    let mut alice = ChatClient::register_with_flags(
-        server.addr,
-        "alice",
-        "alice-password",
-        &["--dm-max-bytes", "1024"],
-    );
-    let peer_socket = udp_socket();
-    let peer_port = peer_socket.local_addr().unwrap().port();
-    let (_mallory, _) = RawConnection::register(server.addr, "mallory", "mallory-pw", peer_port);
-    alice.expect(r#""mallory" joined"#, |e| {
-        e["event"] == "joined" && e["peer"]["username"] == "mallory"
-    });
+    let AliceAndMallory {
+        dir: _dir,
+        server: _server,
+        mut alice,
+        mallory_udp,
+        mallory_tcp: _mallory,
+    } = alice_and_mallory(&["--dm-max-bytes", "1024"]);
 
     let long_text = "x".repeat(2000);
     let oversized: Vec<Vec<u8>> = vec![
@@ -243,7 +262,7 @@ fn oversized_malformed_and_garbage_datagrams_are_counted_and_harmless() {
     let mut all = oversized.clone();
     all.extend(malformed.iter().cloned());
     let target = alice.p2p_addr();
-    flood(&mut alice, &peer_socket, target, &all);
+    flood(&mut alice, &mallory_udp, target, &all);
     flood(&mut alice, &stranger, target, &all);
 
     let stats = alice.stats();
@@ -267,7 +286,7 @@ fn oversized_malformed_and_garbage_datagrams_are_counted_and_harmless() {
     assert_few_warnings(&alice, 4, started);
 
     // mallory's well-formed messages still get through; the client is alive.
-    peer_socket
+    mallory_udp
         .send_to(&forged("mallory", 7), alice.p2p_addr())
         .unwrap();
     let direct = alice.expect_event("direct");

@@ -2,10 +2,14 @@
 //! binaries, talks to them only through their stdin, stdout, stderr, exit status, sockets and
 //! files, and waits for events with a deadline — never with a fixed sleep. The deadline only
 //! bounds how long a failing test hangs; no test passes or fails on how fast something is.
+//!
+//! In order: paths and fixtures; child-process plumbing; [`Server`] (a running server);
+//! [`ChatClient`] (a running client in `--json` mode); [`RawConnection`] (raw protocol over
+//! TCP); users file helpers.
 
 #![allow(dead_code)] // Each test file uses a different part of the harness.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
@@ -16,12 +20,18 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+// ---- Paths and fixtures ----
+
 /// Longest wait for anything the test expects. Generous: only a broken build ever waits this long.
 pub const DEADLINE: Duration = Duration::from_secs(30);
 
 /// scrypt cost used by the suite's servers (2^10): the algorithm and file format are the same as
 /// at the default cost, at a thousandth of the time.
 pub const TEST_LOG_N: &str = "10";
+
+/// Interval between two looks at something that has no event to wait on (a child's exit, the
+/// server's log, the client's counters): a polling interval, not a wait for an event.
+const POLL_INTERVAL: Duration = Duration::from_millis(10);
 
 pub fn server_bin() -> PathBuf {
     assert_cmd::cargo::cargo_bin("p2pchat-server")
@@ -37,6 +47,8 @@ pub fn fixture(name: &str) -> PathBuf {
         .join("fixtures")
         .join(name)
 }
+
+// ---- Child processes ----
 
 /// Collects a child's stderr lines in the background; the handle ends at end of stream.
 fn collect_lines(stream: impl Read + Send + 'static) -> (Arc<Mutex<Vec<String>>>, JoinHandle<()>) {
@@ -62,7 +74,7 @@ fn wait_with_deadline(child: &mut Child, what: &str) -> ExitStatus {
             let _ = child.kill();
             panic!("{what} did not exit within {DEADLINE:?}");
         }
-        thread::sleep(Duration::from_millis(10)); // polling interval, not a wait for an event
+        thread::sleep(POLL_INTERVAL);
     }
 }
 
@@ -72,7 +84,9 @@ fn signal(pid: u32, signal: libc::c_int) {
     assert_eq!(rc, 0, "kill({pid}, {signal}) failed");
 }
 
-/// A running `p2pchat-server` on 127.0.0.1, port chosen by the system.
+// ---- Server ----
+
+/// A running `p2pchat-server` on 127.0.0.1, port chosen by the system. Dropping it kills it.
 pub struct Server {
     child: Child,
     pub addr: SocketAddr,
@@ -81,19 +95,22 @@ pub struct Server {
 }
 
 impl Server {
-    /// Starts a server on `users` with the suite's scrypt cost and `extra` flags.
+    /// Starts a server on `users` with the suite's scrypt cost and `extra` flags; waits for its
+    /// `listening on` line.
     pub fn start(users: &Path, extra: &[&str]) -> Server {
         let mut args = vec!["--scrypt-log-n", TEST_LOG_N];
         args.extend_from_slice(extra);
         Server::start_with(users, &args)
     }
 
-    /// Starts a server on `users` with exactly `args` (plus the bind address and users file).
+    /// Starts a server on `users` with exactly `args` (plus the bind address and users file);
+    /// waits for its `listening on` line.
     pub fn start_with(users: &Path, args: &[&str]) -> Server {
         Server::start_on("127.0.0.1:0", users, args)
     }
 
-    /// Starts a server listening on `bind` (a loopback address).
+    /// Starts a server listening on `bind` (a loopback address); waits for its `listening on`
+    /// line, which gives the port.
     pub fn start_on(bind: &str, users: &Path, args: &[&str]) -> Server {
         let mut child = Command::new(server_bin())
             .arg("--bind")
@@ -139,6 +156,10 @@ impl Server {
         }
     }
 
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Everything the server logged so far.
     pub fn log(&self) -> String {
         self.log.lock().unwrap().join("\n")
@@ -158,18 +179,8 @@ impl Server {
                 "server never logged {needle:?}; log:\n{}",
                 self.log()
             );
-            thread::sleep(Duration::from_millis(10));
+            thread::sleep(POLL_INTERVAL);
         }
-    }
-
-    /// Sends SIGTERM and waits for the exit.
-    pub fn terminate(&mut self) -> ExitStatus {
-        signal(self.child.id(), libc::SIGTERM);
-        wait_with_deadline(&mut self.child, "server")
-    }
-
-    pub fn pid(&self) -> u32 {
-        self.child.id()
     }
 
     /// The server's peak resident memory so far (VmHWM), in KiB.
@@ -181,6 +192,12 @@ impl Server {
             .find_map(|l| l.strip_prefix("VmHWM:"))
             .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
             .expect("a VmHWM line")
+    }
+
+    /// Sends SIGTERM and waits for the exit.
+    pub fn terminate(&mut self) -> ExitStatus {
+        signal(self.child.id(), libc::SIGTERM);
+        wait_with_deadline(&mut self.child, "server")
     }
 
     /// Sends SIGKILL, as a crash or power cut would, and reaps the process.
@@ -204,6 +221,7 @@ impl Drop for Server {
     }
 }
 
+/// A stopped server (see [`Server::freeze`]); dropping it lets the server run on.
 pub struct Frozen(u32);
 
 impl Drop for Frozen {
@@ -212,7 +230,9 @@ impl Drop for Frozen {
     }
 }
 
-/// A running `p2pchat-client --json`, scripted through its stdin.
+// ---- ChatClient ----
+
+/// A running `p2pchat-client --json`, scripted through its stdin. Dropping it kills it.
 pub struct ChatClient {
     pub name: String,
     child: Child,
@@ -225,7 +245,8 @@ pub struct ChatClient {
 }
 
 impl ChatClient {
-    /// Starts a client and answers its prompts with `answers` (e.g. register, name, password).
+    /// Starts a client and answers its prompts with `answers` (e.g. register, name, password);
+    /// waits for nothing.
     pub fn start(server: SocketAddr, name: &str, answers: &[&str]) -> ChatClient {
         ChatClient::start_to(&server.to_string(), name, answers)
     }
@@ -233,6 +254,44 @@ impl ChatClient {
     /// Like [`ChatClient::start`], with the server given as the user would type it (`HOST:PORT`).
     pub fn start_to(server: &str, name: &str, answers: &[&str]) -> ChatClient {
         ChatClient::spawn(server, name, &[], answers)
+    }
+
+    /// Like [`ChatClient::start`], with extra client flags (`--dm-rate 0.001`, …) before the
+    /// prompts are answered.
+    pub fn start_with_flags(
+        server: SocketAddr,
+        name: &str,
+        flags: &[&str],
+        answers: &[&str],
+    ) -> ChatClient {
+        ChatClient::spawn(&server.to_string(), name, flags, answers)
+    }
+
+    /// Registers `name` and waits for the welcome.
+    pub fn register(server: SocketAddr, name: &str, password: &str) -> ChatClient {
+        let mut client = ChatClient::start(server, name, &["register", name, password]);
+        client.expect_event("welcome");
+        client
+    }
+
+    /// Registers `name` with extra client flags and waits for the welcome.
+    pub fn register_with_flags(
+        server: SocketAddr,
+        name: &str,
+        password: &str,
+        flags: &[&str],
+    ) -> ChatClient {
+        let mut client =
+            ChatClient::start_with_flags(server, name, flags, &["register", name, password]);
+        client.expect_event("welcome");
+        client
+    }
+
+    /// Logs in as `name` and waits for the welcome.
+    pub fn login(server: SocketAddr, name: &str, password: &str) -> ChatClient {
+        let mut client = ChatClient::start(server, name, &["login", name, password]);
+        client.expect_event("welcome");
+        client
     }
 
     /// Starts `p2pchat-client --server SERVER --json FLAGS…` and types `answers`.
@@ -276,21 +335,7 @@ impl ChatClient {
         client
     }
 
-    /// Registers `name` and waits for the welcome.
-    pub fn register(server: SocketAddr, name: &str, password: &str) -> ChatClient {
-        let mut client = ChatClient::start(server, name, &["register", name, password]);
-        client.expect_event("welcome");
-        client
-    }
-
-    /// Logs in as `name` and waits for the welcome.
-    pub fn login(server: SocketAddr, name: &str, password: &str) -> ChatClient {
-        let mut client = ChatClient::start(server, name, &["login", name, password]);
-        client.expect_event("welcome");
-        client
-    }
-
-    /// Types one line.
+    /// Types one line; waits for nothing.
     pub fn send(&mut self, line: &str) {
         let stdin = self.stdin.as_mut().expect("stdin already closed");
         writeln!(stdin, "{line}").expect("write to client stdin");
@@ -346,7 +391,33 @@ impl ChatClient {
         })
     }
 
-    /// This client's UDP address for direct messages, from its `connected` event.
+    /// Asks for the direct-message counters (`/stats`) and waits for the `direct_stats` event,
+    /// which it returns.
+    pub fn stats(&mut self) -> Value {
+        self.send("/stats");
+        self.expect_event("direct_stats")
+    }
+
+    /// Asks for the counters until `done` holds for them (datagrams already sent may still be
+    /// queued in the client's socket), within the deadline; returns the last answer.
+    pub fn wait_for_stats(&mut self, what: &str, done: impl Fn(&Value) -> bool) -> Value {
+        let start = Instant::now();
+        loop {
+            let stats = self.stats();
+            if done(&stats) {
+                return stats;
+            }
+            assert!(
+                start.elapsed() < DEADLINE,
+                "{}: counters never showed {what}; last {stats}",
+                self.name
+            );
+            thread::sleep(POLL_INTERVAL);
+        }
+    }
+
+    /// This client's UDP address for direct messages, from its `connected` event (already
+    /// received: waits for nothing).
     pub fn p2p_addr(&self) -> SocketAddr {
         let connected = self
             .history
@@ -363,7 +434,8 @@ impl ChatClient {
         self.wait()
     }
 
-    /// Waits for the client to exit by itself (stdin left open).
+    /// Waits for the client to exit by itself (stdin left open), then for the end of its
+    /// output.
     pub fn wait(mut self) -> Finished {
         let status = wait_with_deadline(&mut self.child, &self.name);
         // The reader thread ends at end of stdout; collect what it still has.
@@ -415,21 +487,39 @@ pub fn peer_names(event: &Value) -> Vec<String> {
     names
 }
 
+// ---- RawConnection ----
+
+/// The UDP port a [`RawConnection`] announces when the test has no socket behind it.
+const MADE_UP_P2P_PORT: u16 = 9;
+
 /// A raw TCP connection to the server, for speaking the protocol (or garbage) byte by byte.
+///
+/// Methods without a prefix panic when the server closes or resets the connection early (the
+/// test expected it to answer); their `try_` twins return `None` or an error instead, for tests
+/// where the server may be gone (killed with SIGKILL, it resets connections).
+/// Every read waits at most [`DEADLINE`].
 pub struct RawConnection {
     stream: TcpStream,
     reader: BufReader<TcpStream>,
 }
 
 impl RawConnection {
-    /// Connects and reads the server's `hello`.
+    /// Connects and waits for the server's `hello`.
     pub fn connect(addr: SocketAddr) -> RawConnection {
         let conn = RawConnection::open(RawConnection::socket(), addr);
         conn.expect_hello()
     }
 
+    /// Connects and waits for the server's `hello`; `None` if the connection fails or ends
+    /// first, or the server greets with anything else (e.g. a refusal for a limit).
+    pub fn try_connect(addr: SocketAddr) -> Option<RawConnection> {
+        let mut conn = RawConnection::try_open(RawConnection::socket(), addr).ok()?;
+        let hello = conn.try_read_json().ok()??;
+        (hello["type"] == "hello").then_some(conn)
+    }
+
     /// Connects from a chosen loopback address (all of 127.0.0.0/8 is local), as if from
-    /// another host, and reads the `hello`.
+    /// another host, and waits for the `hello`.
     pub fn connect_from(local: &str, addr: SocketAddr) -> RawConnection {
         let socket = RawConnection::socket();
         let local: SocketAddr = format!("{local}:0").parse().expect("a local IP");
@@ -438,7 +528,7 @@ impl RawConnection {
     }
 
     /// Connects with a small receive buffer (so that a client that stops reading fills up
-    /// soon), and reads the `hello`.
+    /// soon), and waits for the `hello`.
     pub fn connect_small_buffer(addr: SocketAddr) -> RawConnection {
         let socket = RawConnection::socket();
         socket.set_recv_buffer_size(4096).expect("SO_RCVBUF");
@@ -450,17 +540,37 @@ impl RawConnection {
         RawConnection::open(RawConnection::socket(), addr)
     }
 
+    /// Connects, registers `name` announcing `p2p_port` and waits for the answer, which must be
+    /// `welcome`; returns the connection and the `welcome`.
+    pub fn register(
+        addr: SocketAddr,
+        name: &str,
+        password: &str,
+        p2p_port: u16,
+    ) -> (RawConnection, Value) {
+        let mut conn = RawConnection::connect(addr);
+        conn.write(auth_request(true, name, password, p2p_port).as_bytes())
+            .expect("send register");
+        let welcome = conn.read_json().expect("an answer to register");
+        assert_eq!(welcome["type"], "welcome", "{welcome}");
+        (conn, welcome)
+    }
+
     fn socket() -> socket2::Socket {
         socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)
             .expect("a TCP socket")
     }
 
     fn open(socket: socket2::Socket, addr: SocketAddr) -> RawConnection {
-        socket.connect(&addr.into()).expect("connect to server");
+        RawConnection::try_open(socket, addr).expect("connect to server")
+    }
+
+    fn try_open(socket: socket2::Socket, addr: SocketAddr) -> io::Result<RawConnection> {
+        socket.connect(&addr.into())?;
         let stream: TcpStream = socket.into();
-        stream.set_read_timeout(Some(DEADLINE)).unwrap();
-        let reader = BufReader::new(stream.try_clone().unwrap());
-        RawConnection { stream, reader }
+        stream.set_read_timeout(Some(DEADLINE))?;
+        let reader = BufReader::new(stream.try_clone()?);
+        Ok(RawConnection { stream, reader })
     }
 
     fn expect_hello(mut self) -> RawConnection {
@@ -469,9 +579,26 @@ impl RawConnection {
         self
     }
 
+    /// Sends every segment as soon as it is written (no Nagle coalescing).
+    pub fn set_nodelay(&self) {
+        self.stream.set_nodelay(true).expect("set TCP_NODELAY");
+    }
+
     /// Writes bytes; a failure (the server already closed) is returned, not a panic.
-    pub fn write(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+    pub fn write(&mut self, bytes: &[u8]) -> io::Result<()> {
         self.stream.write_all(bytes)
+    }
+
+    /// Writes each piece with a write call of its own, flushing after each.
+    pub fn write_pieces<'a>(
+        &mut self,
+        pieces: impl IntoIterator<Item = &'a [u8]>,
+    ) -> io::Result<()> {
+        for piece in pieces {
+            self.stream.write_all(piece)?;
+            self.stream.flush()?;
+        }
+        Ok(())
     }
 
     /// Closes the sending side (FIN), keeping the connection open for reading.
@@ -487,14 +614,25 @@ impl RawConnection {
         self.write(line.as_bytes()).expect("send to the server");
     }
 
-    /// Registers (or logs in, when `register` is false) with a made-up UDP port and returns the
-    /// server's answer: `welcome` or an error.
+    /// Registers (or logs in, when `register` is false) with a made-up UDP port and waits for
+    /// the server's answer, which it returns: `welcome` or an error.
     pub fn authenticate(&mut self, register: bool, name: &str, password: &str) -> Value {
-        let kind = if register { "register" } else { "login" };
-        self.send(&serde_json::json!({
-            "type": kind, "username": name, "password": password, "p2p_port": 9,
-        }));
+        let request = auth_request(register, name, password, MADE_UP_P2P_PORT);
+        self.write(request.as_bytes()).expect("send to the server");
         self.read_json().expect("an answer to the login")
+    }
+
+    /// Like [`RawConnection::authenticate`]; `None` if the request cannot be sent or the
+    /// connection fails or ends before the answer.
+    pub fn try_authenticate(
+        &mut self,
+        register: bool,
+        name: &str,
+        password: &str,
+    ) -> Option<Value> {
+        let request = auth_request(register, name, password, MADE_UP_P2P_PORT);
+        self.write(request.as_bytes()).ok()?;
+        self.try_read_json().ok()?
     }
 
     /// Reads lines until one satisfies `matches`, and returns it.
@@ -508,14 +646,20 @@ impl RawConnection {
         }
     }
 
-    /// The next line from the server as JSON; `None` at end of stream.
+    /// Waits for the next line from the server, as JSON; `None` at end of stream.
     pub fn read_json(&mut self) -> Option<Value> {
+        self.try_read_json()
+            .unwrap_or_else(|e| panic!("reading from the server failed: {e}"))
+    }
+
+    /// Like [`RawConnection::read_json`], with a failed read (a reset, the deadline) returned
+    /// rather than a panic. A line that is not JSON still panics: the server never sends one.
+    pub fn try_read_json(&mut self) -> io::Result<Option<Value>> {
         let mut line = String::new();
-        match self.reader.read_line(&mut line) {
-            Ok(0) => None,
-            Ok(_) => Some(serde_json::from_str(&line).expect("server sent JSON")),
-            Err(e) => panic!("reading from the server failed: {e}"),
-        }
+        Ok(match self.reader.read_line(&mut line)? {
+            0 => None,
+            _ => Some(serde_json::from_str(&line).expect("server sent JSON")),
+        })
     }
 
     /// Reads until the server closes the connection, by end of stream or by a reset (after
@@ -523,11 +667,10 @@ impl RawConnection {
     pub fn read_until_closed(&mut self) -> Vec<Value> {
         let mut out = Vec::new();
         loop {
-            let mut line = String::new();
-            match self.reader.read_line(&mut line) {
-                Ok(0) => return out,
-                Ok(_) => out.push(serde_json::from_str(&line).expect("server sent JSON")),
-                Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return out,
+            match self.try_read_json() {
+                Ok(None) => return out,
+                Ok(Some(value)) => out.push(value),
+                Err(e) if e.kind() == io::ErrorKind::ConnectionReset => return out,
                 Err(e) => panic!("reading from the server failed: {e}"),
             }
         }
@@ -543,98 +686,19 @@ impl RawConnection {
     }
 }
 
+/// A `register` (or `login`, when `register` is false) request line.
+fn auth_request(register: bool, name: &str, password: &str, p2p_port: u16) -> String {
+    let kind = if register { "register" } else { "login" };
+    let request = serde_json::json!({
+        "type": kind, "username": name, "password": password, "p2p_port": p2p_port,
+    });
+    format!("{request}\n")
+}
+
+// ---- Users file ----
+
 /// Reads and parses a users file.
 pub fn read_users(path: &Path) -> Value {
     let text = std::fs::read_to_string(path).expect("read users file");
     serde_json::from_str(&text).expect("users file is JSON")
-}
-
-// ---- Added for tests/udp.rs and tests/framing.rs (hardening, issue 3) ----
-
-impl ChatClient {
-    /// Like [`ChatClient::start`], with extra client flags (`--dm-rate 0.001`, …) before the
-    /// prompts are answered.
-    pub fn start_with_flags(
-        server: SocketAddr,
-        name: &str,
-        flags: &[&str],
-        answers: &[&str],
-    ) -> ChatClient {
-        ChatClient::spawn(&server.to_string(), name, flags, answers)
-    }
-
-    /// Registers `name` with extra client flags and waits for the welcome.
-    pub fn register_with_flags(
-        server: SocketAddr,
-        name: &str,
-        password: &str,
-        flags: &[&str],
-    ) -> ChatClient {
-        let mut client =
-            ChatClient::start_with_flags(server, name, flags, &["register", name, password]);
-        client.expect_event("welcome");
-        client
-    }
-
-    /// Asks for the direct-message counters (`/stats`) and returns the `direct_stats` event.
-    pub fn stats(&mut self) -> Value {
-        self.send("/stats");
-        self.expect_event("direct_stats")
-    }
-
-    /// Asks for the counters until `done` holds for them (datagrams already sent may still be
-    /// queued in the client's socket), within the deadline; returns the last answer.
-    pub fn wait_for_stats(&mut self, what: &str, done: impl Fn(&Value) -> bool) -> Value {
-        let start = Instant::now();
-        loop {
-            let stats = self.stats();
-            if done(&stats) {
-                return stats;
-            }
-            assert!(
-                start.elapsed() < DEADLINE,
-                "{}: counters never showed {what}; last {stats}",
-                self.name
-            );
-            thread::sleep(Duration::from_millis(10)); // polling interval, not a wait for an event
-        }
-    }
-}
-
-impl RawConnection {
-    /// Connects and registers `name` announcing `p2p_port`; returns the connection and the
-    /// `welcome`.
-    pub fn register(
-        addr: SocketAddr,
-        name: &str,
-        password: &str,
-        p2p_port: u16,
-    ) -> (RawConnection, Value) {
-        let mut conn = RawConnection::connect(addr);
-        let request = serde_json::json!({
-            "type": "register", "username": name, "password": password, "p2p_port": p2p_port,
-        });
-        conn.write(format!("{request}\n").as_bytes())
-            .expect("send register");
-        let welcome = conn.read_json().expect("an answer to register");
-        assert_eq!(welcome["type"], "welcome", "{welcome}");
-        (conn, welcome)
-    }
-
-    /// Sends every segment as soon as it is written (no Nagle coalescing).
-    pub fn set_nodelay(&self) {
-        self.stream.set_nodelay(true).expect("set TCP_NODELAY");
-    }
-
-    /// Writes each piece with a write call of its own, flushing after each.
-    pub fn write_pieces<'a>(
-        &mut self,
-        pieces: impl IntoIterator<Item = &'a [u8]>,
-    ) -> std::io::Result<()> {
-        for piece in pieces {
-            self.stream.write_all(piece)?;
-            self.stream.flush()?;
-        }
-        Ok(())
-    }
 }
