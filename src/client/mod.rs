@@ -8,11 +8,12 @@
 //! [`direct_inbox`] before they are shown.
 
 pub mod command;
+pub mod config;
 pub mod direct_inbox;
+pub mod error;
 pub mod event;
 pub mod peer_list;
 
-use std::fmt;
 use std::io;
 use std::net::{Shutdown, SocketAddr};
 use std::sync::Arc;
@@ -28,9 +29,12 @@ use crate::protocol::{
     MAX_SERVER_LINE_BYTES,
 };
 use crate::runtime::{self, TcpStream, ToSocketAddrs, UdpSocket};
+use direct_inbox::{DropSummary, Received};
 
 pub use command::Command;
-pub use direct_inbox::{DirectInbox, DirectLimits, DirectStats};
+pub use config::{ClientArgs, DirectLimits};
+pub use direct_inbox::{DirectInbox, DirectStats};
+pub use error::{exit, ClientError};
 pub use event::ClientEvent;
 pub use peer_list::PeerList;
 
@@ -51,67 +55,6 @@ const DATAGRAM_BUFFER: usize = 65_536;
 /// How often the chat loop wakes up with nothing to do, to give out a due summary of dropped
 /// datagrams even when no more arrive.
 const HOUSEKEEPING_TICK: Duration = Duration::from_secs(1);
-
-/// Exit statuses of `p2pchat-client` (also documented in the README).
-pub mod exit {
-    /// Left with `:q` (or end of input).
-    pub const OK: i32 = 0;
-    /// A local failure: bad input at a prompt, a UDP port that cannot be bound.
-    pub const LOCAL: i32 = 1;
-    /// Bad command-line arguments (clap's status).
-    pub const USAGE: i32 = 2;
-    /// The server could not be reached (name not resolved, connection refused), is full, or
-    /// refuses more connections from this address.
-    pub const UNREACHABLE: i32 = 3;
-    /// Login or registration refused.
-    pub const REFUSED: i32 = 4;
-    /// The server went away, shut down, or broke the protocol.
-    pub const DISCONNECTED: i32 = 5;
-}
-
-/// Why the client stopped.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ClientError {
-    Unreachable(String),
-    Refused { code: ErrorCode, message: String },
-    Disconnected(String),
-    Local(String),
-}
-
-impl ClientError {
-    pub fn exit_code(&self) -> i32 {
-        match self {
-            ClientError::Unreachable(_) => exit::UNREACHABLE,
-            ClientError::Refused { .. } => exit::REFUSED,
-            ClientError::Disconnected(_) => exit::DISCONNECTED,
-            ClientError::Local(_) => exit::LOCAL,
-        }
-    }
-
-    /// The error as an event, with the server's code when the server refused something.
-    pub fn to_event(&self) -> ClientEvent {
-        ClientEvent::Error {
-            code: match self {
-                ClientError::Refused { code, .. } => Some(*code),
-                _ => None,
-            },
-            message: self.to_string(),
-        }
-    }
-}
-
-impl fmt::Display for ClientError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            ClientError::Unreachable(why) => f.write_str(why),
-            ClientError::Refused { code, message } => write!(f, "refused ({code}): {message}"),
-            ClientError::Disconnected(why) => f.write_str(why),
-            ClientError::Local(why) => f.write_str(why),
-        }
-    }
-}
-
-impl std::error::Error for ClientError {}
 
 /// Log into an existing account, or create one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -218,7 +161,7 @@ impl Client {
     /// # Errors
     /// A limit that makes no sense (burst 0, a negative rate, …), named in the message.
     pub fn set_direct_limits(&mut self, limits: DirectLimits) -> Result<(), ClientError> {
-        limits.validate().map_err(ClientError::Local)?;
+        limits.validate()?;
         self.direct_limits = limits;
         Ok(())
     }
@@ -332,16 +275,18 @@ impl Client {
                 }
                 Input::Datagram(Ok((payload, source))) => {
                     let now = Instant::now();
-                    if let Some(event) = inbox.receive(&payload, source, &peers, now) {
+                    if let Some(event) =
+                        received_event(inbox.receive(&payload, source, &peers, now))
+                    {
                         emit(event);
                     }
                     if let Some(summary) = inbox.summary(now) {
-                        emit(summary);
+                        emit(summary_event(summary));
                     }
                 }
                 Input::Tick => {
                     if let Some(summary) = inbox.summary(Instant::now()) {
-                        emit(summary);
+                        emit(summary_event(summary));
                     }
                 }
                 Input::Datagram(Err(e)) => {
@@ -372,7 +317,7 @@ impl Client {
                         next_direct_id += 1;
                         emit(send_direct(&udp, &peers, &username, id, to, text).await);
                     }
-                    Err(usage) => emit(ClientEvent::error(usage)),
+                    Err(wrong) => emit(ClientEvent::error(wrong.to_string())),
                 },
                 Input::EndOfCommands => break,
             }
@@ -492,6 +437,35 @@ fn on_server_message(
         ServerMessage::Hello { .. } | ServerMessage::Ping | ServerMessage::Pong => {}
     }
     Ok(())
+}
+
+/// What the person sees of a received datagram: the message, a warning about its drop, or
+/// nothing (a drop only counted, for the next summary).
+fn received_event(received: Received) -> Option<ClientEvent> {
+    match received {
+        Received::Delivered {
+            from,
+            id,
+            text,
+            source,
+        } => Some(ClientEvent::Direct {
+            from,
+            id,
+            text,
+            source,
+        }),
+        Received::Dropped(dropped) => Some(ClientEvent::Warning {
+            message: dropped.to_string(),
+        }),
+        Received::Counted => None,
+    }
+}
+
+/// The periodic summary of drops that got no warning of their own, as a warning.
+fn summary_event(summary: DropSummary) -> ClientEvent {
+    ClientEvent::Warning {
+        message: summary.to_string(),
+    }
 }
 
 /// Sends a direct message straight to `to`'s announced UDP address.
