@@ -3,8 +3,8 @@
 //! direct messages ([`DirectLimits`]) with their validation.
 //!
 //! Only settings live here. Fixed bounds that are not flags live beside the code they bound: the
-//! client core's timeouts and buffer sizes in `client/mod.rs`, the inbox's table sizes and
-//! reporting intervals in [`direct_inbox`](super::direct_inbox).
+//! client core's timeouts and buffer sizes beside the code that waits and reads, the inbox's
+//! table sizes and reporting intervals in [`direct_inbox`](super::direct_inbox).
 
 use crate::protocol::MAX_DATAGRAM_BYTES;
 

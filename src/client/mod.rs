@@ -6,9 +6,16 @@
 //! Direct messages go from this client's UDP socket straight to the peer's announced address;
 //! the server never sees them. Received datagrams pass the checks and limits of
 //! [`direct_inbox`] before they are shown.
+//!
+//! Its parts: [`command`] (what the person types), [`config`] (the flags, and every default of
+//! the client), [`direct_inbox`] (the checks on received datagrams), `direct` (sending direct
+//! messages, and received ones as events), [`error`] (why the client stops, exit statuses),
+//! [`event`] (what it reports), [`peer_list`] (who is online). The timeouts and buffer sizes
+//! below are fixed, not settings, so they live beside the code that uses them.
 
 pub mod command;
 pub mod config;
+mod direct;
 pub mod direct_inbox;
 pub mod error;
 pub mod event;
@@ -24,12 +31,11 @@ use futures::stream::{self, Stream, StreamExt};
 
 use crate::connection::{LineReader, ReadError};
 use crate::protocol::{
-    decode_server, encode_datagram, encode_line, ClientMessage, Credentials, Datagram,
-    DirectMessage, ErrorCode, ServerMessage, MAX_DATAGRAM_BYTES, MAX_LINE_BYTES,
-    MAX_SERVER_LINE_BYTES,
+    decode_server, encode_line, ClientMessage, Credentials, ErrorCode, ServerMessage,
+    MAX_LINE_BYTES, MAX_SERVER_LINE_BYTES,
 };
 use crate::runtime::{self, TcpStream, ToSocketAddrs, UdpSocket};
-use direct_inbox::{DropSummary, Received};
+use direct::{received_event, send_direct, summary_event};
 
 pub use command::Command;
 pub use config::{ClientArgs, DirectLimits};
@@ -437,69 +443,4 @@ fn on_server_message(
         ServerMessage::Hello { .. } | ServerMessage::Ping | ServerMessage::Pong => {}
     }
     Ok(())
-}
-
-/// What the person sees of a received datagram: the message, a warning about its drop, or
-/// nothing (a drop only counted, for the next summary).
-fn received_event(received: Received) -> Option<ClientEvent> {
-    match received {
-        Received::Delivered {
-            from,
-            id,
-            text,
-            source,
-        } => Some(ClientEvent::Direct {
-            from,
-            id,
-            text,
-            source,
-        }),
-        Received::Dropped(dropped) => Some(ClientEvent::Warning {
-            message: dropped.to_string(),
-        }),
-        Received::Counted => None,
-    }
-}
-
-/// The periodic summary of drops that got no warning of their own, as a warning.
-fn summary_event(summary: DropSummary) -> ClientEvent {
-    ClientEvent::Warning {
-        message: summary.to_string(),
-    }
-}
-
-/// Sends a direct message straight to `to`'s announced UDP address.
-async fn send_direct(
-    udp: &UdpSocket,
-    peers: &PeerList,
-    me: &str,
-    id: u64,
-    to: String,
-    text: String,
-) -> ClientEvent {
-    let Some(peer) = peers.get(&to) else {
-        return ClientEvent::error(format!("no such user online: {to}; nothing was sent"));
-    };
-    let destination = peer.p2p_addr();
-    let datagram = Datagram::Direct(DirectMessage {
-        from: me.to_string(),
-        id,
-        text,
-    });
-    let Some(payload) = encode_datagram(&datagram) else {
-        return ClientEvent::error(format!(
-            "direct message too long: one datagram carries at most {MAX_DATAGRAM_BYTES} bytes; nothing was sent"
-        ));
-    };
-    match udp.send_to(&payload, destination).await {
-        Ok(_) => ClientEvent::DirectSent {
-            to: peer.username.clone(),
-            id,
-            destination,
-        },
-        Err(e) => ClientEvent::error(format!(
-            "could not send to {} at {destination}: {e}",
-            peer.username
-        )),
-    }
 }
