@@ -62,16 +62,23 @@ pub enum Received {
 /// Why a datagram was refused: the first check it failed.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum Rejection {
+    /// Longer than the `limit` accepted.
     #[error("{size} bytes, more than the {limit} accepted")]
     Oversized { size: usize, limit: usize },
+    /// Not a `direct` datagram.
     #[error("{0}")]
     Malformed(DecodeError),
-    /// `claimed` is the sender's name as the datagram gives it.
+    /// Not from the announced address of the online peer it names; `claimed` is that name as the
+    /// datagram gives it.
     #[error(
         "it claims to be from {claimed:?}, but that is not the announced address of an online peer"
     )]
     UnknownSource { claimed: String },
-    #[error("{claimed:?} sent more than {burst} direct messages at once ({rate} per second after that); the excess is dropped")]
+    /// The sending address used up its token bucket (`burst`, refilled at `rate` per second).
+    #[error(
+        "{claimed:?} sent more than {burst} direct messages at once ({rate} per second after \
+         that); the excess is dropped"
+    )]
     RateLimited {
         claimed: String,
         burst: u32,
