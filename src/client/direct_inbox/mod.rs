@@ -248,17 +248,13 @@ mod tests {
         .unwrap()
     }
 
-    fn limits(burst: u32, rate: f64) -> DirectLimits {
-        DirectLimits {
-            burst,
-            rate,
-            ..DirectLimits::default()
-        }
-    }
-
     #[test]
     fn a_burst_passes_then_the_refill_rate_applies() {
-        let mut inbox = DirectInbox::new(limits(3, 2.0));
+        let mut inbox = DirectInbox::new(DirectLimits {
+            burst: 3,
+            rate: 2.0,
+            ..DirectLimits::default()
+        });
         let (peers, alice, t0) = (peers(), addr("127.0.0.1:4000"), Instant::now());
         let delivered = |inbox: &mut DirectInbox, at: Instant| {
             matches!(
@@ -347,7 +343,11 @@ mod tests {
 
     #[test]
     fn warnings_read_as_before() {
-        let mut inbox = DirectInbox::new(limits(1, 0.5));
+        let mut inbox = DirectInbox::new(DirectLimits {
+            burst: 1,
+            rate: 0.5,
+            ..DirectLimits::default()
+        });
         let (peers, now) = (peers(), Instant::now());
         let (alice, stranger) = (addr("127.0.0.1:4000"), addr("127.0.0.1:5000"));
         let warning = |received: Received| match received {
