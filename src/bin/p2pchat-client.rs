@@ -9,9 +9,7 @@ use clap::Parser;
 use futures::channel::mpsc;
 use futures::stream;
 use futures::SinkExt;
-use p2pchat::client::direct_inbox::{DEFAULT_DM_BURST, DEFAULT_DM_MAX_BYTES, DEFAULT_DM_RATE};
-use p2pchat::client::{exit, AuthMode, Client, ClientError, ClientEvent, DirectLimits};
-use p2pchat::protocol::MAX_DATAGRAM_BYTES;
+use p2pchat::client::{exit, AuthMode, Client, ClientArgs, ClientError, ClientEvent};
 use p2pchat::runtime;
 use rustyline_async::{Readline, ReadlineEvent};
 
@@ -34,42 +32,9 @@ use rustyline_async::{Readline, ReadlineEvent};
 #[derive(Parser, Debug)]
 #[command(name = "p2pchat-client", version)]
 struct Args {
-    /// The server, HOST:PORT; HOST may be a name (system resolver) or an IPv4/IPv6 address.
-    #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:12000")]
-    server: String,
-
-    /// UDP port for receiving direct messages; 0 picks a free port.
-    #[arg(long, value_name = "PORT", default_value_t = 0)]
-    p2p_port: u16,
-
-    /// Print every event as one JSON object per line on stdout, for programs.
-    #[arg(long)]
-    json: bool,
-
-    /// Direct messages one peer may send at once before its rate limit applies.
-    #[arg(long, value_name = "N", default_value_t = DEFAULT_DM_BURST,
-          value_parser = clap::value_parser!(u32).range(1..))]
-    dm_burst: u32,
-
-    /// Direct messages per second one peer may send after its burst (0 = none after the burst).
-    #[arg(long, value_name = "PER_SECOND", default_value_t = DEFAULT_DM_RATE, allow_negative_numbers = true,
-          value_parser = parse_rate)]
-    dm_rate: f64,
-
-    /// Largest direct-message datagram accepted, in bytes (at most 65507); larger ones are dropped.
-    #[arg(long, value_name = "BYTES", default_value_t = DEFAULT_DM_MAX_BYTES as u32,
-          value_parser = clap::value_parser!(u32).range(1..=MAX_DATAGRAM_BYTES as i64))]
-    dm_max_bytes: u32,
-}
-
-/// A rate: a finite number, 0 or more.
-fn parse_rate(text: &str) -> Result<f64, String> {
-    match text.parse::<f64>() {
-        Ok(rate) if rate.is_finite() && rate >= 0.0 => Ok(rate),
-        _ => Err(format!(
-            "{text:?} is not a rate: expected a number of datagrams per second, 0 or more"
-        )),
-    }
+    /// Every flag, with its default and doc: `p2pchat::client::config`.
+    #[command(flatten)]
+    client: ClientArgs,
 }
 
 /// Where events go: JSON lines, or text for a person.
@@ -90,16 +55,16 @@ impl Format {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    let format = if args.json {
+    let format = if args.client.json {
         Format::Json
     } else {
         Format::Text
     };
-    let terminal = !args.json && io::stdin().is_terminal() && io::stdout().is_terminal();
-    let code = match runtime::block_on(run(&args, format, terminal)) {
+    let terminal = !args.client.json && io::stdin().is_terminal() && io::stdout().is_terminal();
+    let code = match runtime::block_on(run(&args.client, format, terminal)) {
         Ok(()) => exit::OK,
         Err(error) => {
-            if args.json {
+            if args.client.json {
                 print_line(&Format::Json.line(&error.to_event()));
             }
             eprintln!("p2pchat-client: {error}");
@@ -115,14 +80,10 @@ fn print_line(line: &str) {
     let _ = stdout.flush();
 }
 
-async fn run(args: &Args, format: Format, terminal: bool) -> Result<(), ClientError> {
-    let limits = DirectLimits {
-        burst: args.dm_burst,
-        rate: args.dm_rate,
-        max_bytes: args.dm_max_bytes as usize,
-    };
+async fn run(args: &ClientArgs, format: Format, terminal: bool) -> Result<(), ClientError> {
+    let limits = args.direct_limits();
     // Checked before connecting, so a bad flag costs no connection.
-    limits.validate().map_err(ClientError::Local)?;
+    limits.validate()?;
     let mut client = Client::connect(&args.server, args.p2p_port).await?;
     client.set_direct_limits(limits)?;
     print_line(&format.line(&ClientEvent::Connected {

@@ -36,8 +36,22 @@ commands:
   /help                this help
   //TEXT               say /TEXT to the room";
 
+/// A line that is not a command the client knows, or a direct message without its parts.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CommandError {
+    /// A `/word` that names no command; holds the word.
+    #[error("unknown command {0}; /help lists the commands")]
+    Unknown(String),
+    /// `@` or `/msg` without a name or without text.
+    #[error("usage: @NAME: TEXT or /msg NAME TEXT")]
+    DirectUsage,
+}
+
 /// Parses one input line; `Ok(None)` for a blank line.
-pub fn parse(line: &str) -> Result<Option<Command>, String> {
+///
+/// # Errors
+/// An unknown `/command`, or a direct message without a name or text.
+pub fn parse(line: &str) -> Result<Option<Command>, CommandError> {
     let line = line.trim_end_matches(['\r', '\n']);
     if line.trim().is_empty() {
         return Ok(None);
@@ -56,7 +70,7 @@ pub fn parse(line: &str) -> Result<Option<Command>, String> {
                 Command::Say(format!("/{escaped}"))
             } else if line.starts_with('/') {
                 let name = line.split_whitespace().next().unwrap_or(line);
-                return Err(format!("unknown command {name}; /help lists the commands"));
+                return Err(CommandError::Unknown(name.to_string()));
             } else {
                 Command::Say(line.to_string())
             }
@@ -66,11 +80,10 @@ pub fn parse(line: &str) -> Result<Option<Command>, String> {
 }
 
 /// Splits `NAME<sep> TEXT` (for `@` the separator is `:`, though a space also ends the name).
-fn direct(rest: &str, separator: char) -> Result<Command, String> {
-    let usage = "usage: @NAME: TEXT or /msg NAME TEXT";
+fn direct(rest: &str, separator: char) -> Result<Command, CommandError> {
     let end = rest
         .find(|c: char| c == separator || c.is_whitespace())
-        .ok_or_else(|| usage.to_string())?;
+        .ok_or(CommandError::DirectUsage)?;
     let to = rest[..end].to_string();
     let text = rest[end..]
         .strip_prefix(separator)
@@ -78,7 +91,7 @@ fn direct(rest: &str, separator: char) -> Result<Command, String> {
         .trim_start()
         .to_string();
     if to.is_empty() || text.trim().is_empty() {
-        return Err(usage.to_string());
+        return Err(CommandError::DirectUsage);
     }
     Ok(Command::Direct { to, text })
 }
@@ -87,11 +100,11 @@ fn direct(rest: &str, separator: char) -> Result<Command, String> {
 mod tests {
     use super::*;
 
-    fn say(text: &str) -> Result<Option<Command>, String> {
+    fn say(text: &str) -> Result<Option<Command>, CommandError> {
         Ok(Some(Command::Say(text.into())))
     }
 
-    fn dm(to: &str, text: &str) -> Result<Option<Command>, String> {
+    fn dm(to: &str, text: &str) -> Result<Option<Command>, CommandError> {
         Ok(Some(Command::Direct {
             to: to.into(),
             text: text.into(),
@@ -125,6 +138,20 @@ mod tests {
         assert_eq!(parse("hello world"), say("hello world"));
         assert_eq!(parse(":) smile"), say(":) smile"));
         assert_eq!(parse("//shrug"), say("/shrug"));
-        assert!(parse("/nope x").unwrap_err().contains("/nope"));
+        assert!(parse("/nope x").unwrap_err().to_string().contains("/nope"));
+    }
+
+    #[test]
+    fn errors_read_as_before() {
+        assert_eq!(
+            parse("/nope x").unwrap_err().to_string(),
+            "unknown command /nope; /help lists the commands"
+        );
+        assert_eq!(
+            parse("@bob:").unwrap_err().to_string(),
+            "usage: @NAME: TEXT or /msg NAME TEXT"
+        );
+        assert_eq!(parse("/msg"), Err(CommandError::Unknown("/msg".into())));
+        assert_eq!(parse("@bob"), Err(CommandError::DirectUsage));
     }
 }

@@ -6,13 +6,21 @@
 //! Direct messages go from this client's UDP socket straight to the peer's announced address;
 //! the server never sees them. Received datagrams pass the checks and limits of
 //! [`direct_inbox`] before they are shown.
+//!
+//! Its parts: [`command`] (what the person types), [`config`] (the flags, and every default of
+//! the client), [`direct_inbox`] (the checks on received datagrams), `direct` (sending direct
+//! messages, and received ones as events), [`error`] (why the client stops, exit statuses),
+//! [`event`] (what it reports), [`peer_list`] (who is online). The timeouts and buffer sizes
+//! below are fixed, not settings, so they live beside the code that uses them.
 
 pub mod command;
+pub mod config;
+mod direct;
 pub mod direct_inbox;
+pub mod error;
 pub mod event;
 pub mod peer_list;
 
-use std::fmt;
 use std::io;
 use std::net::{Shutdown, SocketAddr};
 use std::sync::Arc;
@@ -23,14 +31,16 @@ use futures::stream::{self, Stream, StreamExt};
 
 use crate::connection::{LineReader, ReadError};
 use crate::protocol::{
-    decode_server, encode_datagram, encode_line, ClientMessage, Credentials, Datagram,
-    DirectMessage, ErrorCode, ServerMessage, MAX_DATAGRAM_BYTES, MAX_LINE_BYTES,
-    MAX_SERVER_LINE_BYTES,
+    decode_server, encode_line, ClientMessage, Credentials, ErrorCode, ServerMessage,
+    MAX_LINE_BYTES, MAX_SERVER_LINE_BYTES,
 };
 use crate::runtime::{self, TcpStream, ToSocketAddrs, UdpSocket};
+use direct::{received_event, send_direct, summary_event};
 
 pub use command::Command;
-pub use direct_inbox::{DirectInbox, DirectLimits, DirectStats};
+pub use config::{ClientArgs, DirectLimits};
+pub use direct_inbox::{DirectInbox, DirectStats};
+pub use error::{exit, ClientError};
 pub use event::ClientEvent;
 pub use peer_list::PeerList;
 
@@ -51,67 +61,6 @@ const DATAGRAM_BUFFER: usize = 65_536;
 /// How often the chat loop wakes up with nothing to do, to give out a due summary of dropped
 /// datagrams even when no more arrive.
 const HOUSEKEEPING_TICK: Duration = Duration::from_secs(1);
-
-/// Exit statuses of `p2pchat-client` (also documented in the README).
-pub mod exit {
-    /// Left with `:q` (or end of input).
-    pub const OK: i32 = 0;
-    /// A local failure: bad input at a prompt, a UDP port that cannot be bound.
-    pub const LOCAL: i32 = 1;
-    /// Bad command-line arguments (clap's status).
-    pub const USAGE: i32 = 2;
-    /// The server could not be reached (name not resolved, connection refused), is full, or
-    /// refuses more connections from this address.
-    pub const UNREACHABLE: i32 = 3;
-    /// Login or registration refused.
-    pub const REFUSED: i32 = 4;
-    /// The server went away, shut down, or broke the protocol.
-    pub const DISCONNECTED: i32 = 5;
-}
-
-/// Why the client stopped.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ClientError {
-    Unreachable(String),
-    Refused { code: ErrorCode, message: String },
-    Disconnected(String),
-    Local(String),
-}
-
-impl ClientError {
-    pub fn exit_code(&self) -> i32 {
-        match self {
-            ClientError::Unreachable(_) => exit::UNREACHABLE,
-            ClientError::Refused { .. } => exit::REFUSED,
-            ClientError::Disconnected(_) => exit::DISCONNECTED,
-            ClientError::Local(_) => exit::LOCAL,
-        }
-    }
-
-    /// The error as an event, with the server's code when the server refused something.
-    pub fn to_event(&self) -> ClientEvent {
-        ClientEvent::Error {
-            code: match self {
-                ClientError::Refused { code, .. } => Some(*code),
-                _ => None,
-            },
-            message: self.to_string(),
-        }
-    }
-}
-
-impl fmt::Display for ClientError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            ClientError::Unreachable(why) => f.write_str(why),
-            ClientError::Refused { code, message } => write!(f, "refused ({code}): {message}"),
-            ClientError::Disconnected(why) => f.write_str(why),
-            ClientError::Local(why) => f.write_str(why),
-        }
-    }
-}
-
-impl std::error::Error for ClientError {}
 
 /// Log into an existing account, or create one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -218,7 +167,7 @@ impl Client {
     /// # Errors
     /// A limit that makes no sense (burst 0, a negative rate, …), named in the message.
     pub fn set_direct_limits(&mut self, limits: DirectLimits) -> Result<(), ClientError> {
-        limits.validate().map_err(ClientError::Local)?;
+        limits.validate()?;
         self.direct_limits = limits;
         Ok(())
     }
@@ -332,16 +281,18 @@ impl Client {
                 }
                 Input::Datagram(Ok((payload, source))) => {
                     let now = Instant::now();
-                    if let Some(event) = inbox.receive(&payload, source, &peers, now) {
+                    if let Some(event) =
+                        received_event(inbox.receive(&payload, source, &peers, now))
+                    {
                         emit(event);
                     }
                     if let Some(summary) = inbox.summary(now) {
-                        emit(summary);
+                        emit(summary_event(summary));
                     }
                 }
                 Input::Tick => {
                     if let Some(summary) = inbox.summary(Instant::now()) {
-                        emit(summary);
+                        emit(summary_event(summary));
                     }
                 }
                 Input::Datagram(Err(e)) => {
@@ -372,7 +323,7 @@ impl Client {
                         next_direct_id += 1;
                         emit(send_direct(&udp, &peers, &username, id, to, text).await);
                     }
-                    Err(usage) => emit(ClientEvent::error(usage)),
+                    Err(wrong) => emit(ClientEvent::error(wrong.to_string())),
                 },
                 Input::EndOfCommands => break,
             }
@@ -492,40 +443,4 @@ fn on_server_message(
         ServerMessage::Hello { .. } | ServerMessage::Ping | ServerMessage::Pong => {}
     }
     Ok(())
-}
-
-/// Sends a direct message straight to `to`'s announced UDP address.
-async fn send_direct(
-    udp: &UdpSocket,
-    peers: &PeerList,
-    me: &str,
-    id: u64,
-    to: String,
-    text: String,
-) -> ClientEvent {
-    let Some(peer) = peers.get(&to) else {
-        return ClientEvent::error(format!("no such user online: {to}; nothing was sent"));
-    };
-    let destination = peer.p2p_addr();
-    let datagram = Datagram::Direct(DirectMessage {
-        from: me.to_string(),
-        id,
-        text,
-    });
-    let Some(payload) = encode_datagram(&datagram) else {
-        return ClientEvent::error(format!(
-            "direct message too long: one datagram carries at most {MAX_DATAGRAM_BYTES} bytes; nothing was sent"
-        ));
-    };
-    match udp.send_to(&payload, destination).await {
-        Ok(_) => ClientEvent::DirectSent {
-            to: peer.username.clone(),
-            id,
-            destination,
-        },
-        Err(e) => ClientEvent::error(format!(
-            "could not send to {} at {destination}: {e}",
-            peer.username
-        )),
-    }
 }

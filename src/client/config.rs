@@ -1,0 +1,193 @@
+//! The client's settings: every flag of `p2pchat-client` ([`ClientArgs`]: the flag, its default
+//! and its doc in one place), each default a named constant here, and the limits on received
+//! direct messages ([`DirectLimits`]) with their validation.
+//!
+//! Only settings live here. Fixed bounds that are not flags live beside the code they bound: the
+//! client core's timeouts and buffer sizes beside the code that waits and reads, the inbox's
+//! table sizes and reporting intervals in [`direct_inbox`](super::direct_inbox).
+
+use crate::protocol::MAX_DATAGRAM_BYTES;
+
+/// Default for `--server`: a server on this host, on the server's default port.
+pub const DEFAULT_SERVER: &str = "127.0.0.1:12000";
+
+/// Default for `--p2p-port`: 0, any free port (peers learn it from the server).
+pub const DEFAULT_P2P_PORT: u16 = 0;
+
+/// Default for `--dm-burst`: direct messages one peer may send at once before being limited.
+/// Twenty covers a person pasting a few lines or a script sending a short batch.
+pub const DEFAULT_DM_BURST: u32 = 20;
+
+/// Default for `--dm-rate`, datagrams per second per peer: ten a second is far above anyone
+/// typing, far below what would scroll a terminal out of reach.
+pub const DEFAULT_DM_RATE: f64 = 10.0;
+
+/// Default for `--dm-max-bytes`, the largest datagram accepted: the largest the protocol allows.
+pub const DEFAULT_DM_MAX_BYTES: usize = MAX_DATAGRAM_BYTES;
+
+/// The flags of `p2pchat-client`, flattened into the binary's parser (which adds the about text,
+/// `--help` and `--version`).
+#[derive(clap::Args, Debug, Clone, PartialEq)]
+pub struct ClientArgs {
+    /// The server, HOST:PORT; HOST may be a name (system resolver) or an IPv4/IPv6 address.
+    #[arg(long, value_name = "HOST:PORT", default_value = DEFAULT_SERVER)]
+    pub server: String,
+
+    /// UDP port for receiving direct messages; 0 picks a free port.
+    #[arg(long, value_name = "PORT", default_value_t = DEFAULT_P2P_PORT)]
+    pub p2p_port: u16,
+
+    /// Print every event as one JSON object per line on stdout, for programs.
+    #[arg(long)]
+    pub json: bool,
+
+    /// Direct messages one peer may send at once before its rate limit applies.
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_DM_BURST,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub dm_burst: u32,
+
+    /// Direct messages per second one peer may send after its burst (0 = none after the burst).
+    #[arg(long, value_name = "PER_SECOND", default_value_t = DEFAULT_DM_RATE, allow_negative_numbers = true,
+          value_parser = parse_rate)]
+    pub dm_rate: f64,
+
+    /// Largest direct-message datagram accepted, in bytes (at most 65507); larger ones are dropped.
+    #[arg(long, value_name = "BYTES", default_value_t = DEFAULT_DM_MAX_BYTES as u32,
+          value_parser = clap::value_parser!(u32).range(1..=MAX_DATAGRAM_BYTES as i64))]
+    pub dm_max_bytes: u32,
+}
+
+impl ClientArgs {
+    /// The limits on received direct messages that the `--dm-*` flags ask for (not yet
+    /// validated: see [`DirectLimits::validate`]).
+    pub fn direct_limits(&self) -> DirectLimits {
+        DirectLimits {
+            burst: self.dm_burst,
+            rate: self.dm_rate,
+            max_bytes: self.dm_max_bytes as usize,
+        }
+    }
+}
+
+/// A `--dm-rate` that is not a rate.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0:?} is not a rate: expected a number of datagrams per second, 0 or more")]
+pub struct NotARate(String);
+
+/// A rate: a finite number, 0 or more.
+fn parse_rate(text: &str) -> Result<f64, NotARate> {
+    match text.parse::<f64>() {
+        Ok(rate) if rate.is_finite() && rate >= 0.0 => Ok(rate),
+        _ => Err(NotARate(text.to_string())),
+    }
+}
+
+/// The limits applied to received direct messages (`--dm-burst`, `--dm-rate`, `--dm-max-bytes`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct DirectLimits {
+    /// Datagrams one source address may send at once (bucket size); at least 1.
+    pub burst: u32,
+    /// Datagrams per second added back to each source's bucket; 0 means never refilled.
+    pub rate: f64,
+    /// Largest datagram accepted, in bytes.
+    pub max_bytes: usize,
+}
+
+impl Default for DirectLimits {
+    fn default() -> Self {
+        DirectLimits {
+            burst: DEFAULT_DM_BURST,
+            rate: DEFAULT_DM_RATE,
+            max_bytes: DEFAULT_DM_MAX_BYTES,
+        }
+    }
+}
+
+/// A limit on received direct messages that makes no sense; the message names it.
+#[derive(Debug, Clone, Copy, PartialEq, thiserror::Error)]
+pub enum LimitsError {
+    #[error("the direct-message burst must be at least 1")]
+    ZeroBurst,
+    #[error(
+        "the direct-message rate must be a number of datagrams per second, 0 or more, not {0}"
+    )]
+    BadRate(f64),
+    #[error("the largest direct message must be 1 to {max} bytes, not {0}", max = MAX_DATAGRAM_BYTES)]
+    BadMaxBytes(usize),
+}
+
+impl DirectLimits {
+    /// Checks the limits make sense.
+    ///
+    /// # Errors
+    /// The first limit that does not, as a [`LimitsError`].
+    pub fn validate(&self) -> Result<(), LimitsError> {
+        if self.burst == 0 {
+            return Err(LimitsError::ZeroBurst);
+        }
+        if !self.rate.is_finite() || self.rate < 0.0 {
+            return Err(LimitsError::BadRate(self.rate));
+        }
+        if self.max_bytes == 0 || self.max_bytes > MAX_DATAGRAM_BYTES {
+            return Err(LimitsError::BadMaxBytes(self.max_bytes));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limits(burst: u32, rate: f64) -> DirectLimits {
+        DirectLimits {
+            burst,
+            rate,
+            ..DirectLimits::default()
+        }
+    }
+
+    #[test]
+    fn limits_are_validated() {
+        assert!(DirectLimits::default().validate().is_ok());
+        let why = |limits: DirectLimits| limits.validate().unwrap_err().to_string();
+        assert!(why(limits(0, 1.0)).contains("burst"));
+        assert!(why(limits(1, -1.0)).contains("rate"));
+        assert!(why(limits(1, f64::NAN)).contains("rate"));
+        let too_big = DirectLimits {
+            max_bytes: MAX_DATAGRAM_BYTES + 1,
+            ..DirectLimits::default()
+        };
+        assert!(why(too_big).contains("bytes"));
+    }
+
+    #[test]
+    fn limit_errors_read_as_before() {
+        assert_eq!(
+            limits(1, -1.5).validate().unwrap_err().to_string(),
+            "the direct-message rate must be a number of datagrams per second, 0 or more, not -1.5"
+        );
+        let too_big = DirectLimits {
+            max_bytes: 70_000,
+            ..DirectLimits::default()
+        };
+        assert_eq!(
+            too_big.validate().unwrap_err().to_string(),
+            "the largest direct message must be 1 to 65507 bytes, not 70000"
+        );
+    }
+
+    #[test]
+    fn a_rate_is_a_finite_number_zero_or_more() {
+        assert_eq!(parse_rate("0"), Ok(0.0));
+        assert_eq!(parse_rate("2.5"), Ok(2.5));
+        for bad in ["-1", "inf", "NaN", "fast"] {
+            assert_eq!(
+                parse_rate(bad).unwrap_err().to_string(),
+                format!(
+                    "{bad:?} is not a rate: expected a number of datagrams per second, 0 or more"
+                )
+            );
+        }
+    }
+}

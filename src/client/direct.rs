@@ -1,0 +1,76 @@
+//! Direct messages as the person sees them: sending one straight to a peer's announced UDP
+//! address, and turning what the [`DirectInbox`](super::DirectInbox) made of a received datagram
+//! into events. The checks themselves are the inbox's; the chat loop in `client/mod.rs` calls
+//! these.
+
+use crate::protocol::{encode_datagram, Datagram, DirectMessage, MAX_DATAGRAM_BYTES};
+use crate::runtime::UdpSocket;
+
+use super::direct_inbox::{DropSummary, Received};
+use super::event::ClientEvent;
+use super::peer_list::PeerList;
+
+/// What the person sees of a received datagram: the message, a warning about its drop, or
+/// nothing (a drop only counted, for the next summary).
+pub(super) fn received_event(received: Received) -> Option<ClientEvent> {
+    match received {
+        Received::Delivered {
+            from,
+            id,
+            text,
+            source,
+        } => Some(ClientEvent::Direct {
+            from,
+            id,
+            text,
+            source,
+        }),
+        Received::Dropped(dropped) => Some(ClientEvent::Warning {
+            message: dropped.to_string(),
+        }),
+        Received::Counted => None,
+    }
+}
+
+/// The periodic summary of drops that got no warning of their own, as a warning.
+pub(super) fn summary_event(summary: DropSummary) -> ClientEvent {
+    ClientEvent::Warning {
+        message: summary.to_string(),
+    }
+}
+
+/// Sends a direct message straight to `to`'s announced UDP address.
+pub(super) async fn send_direct(
+    udp: &UdpSocket,
+    peers: &PeerList,
+    me: &str,
+    id: u64,
+    to: String,
+    text: String,
+) -> ClientEvent {
+    let Some(peer) = peers.get(&to) else {
+        return ClientEvent::error(format!("no such user online: {to}; nothing was sent"));
+    };
+    let destination = peer.p2p_addr();
+    let datagram = Datagram::Direct(DirectMessage {
+        from: me.to_string(),
+        id,
+        text,
+    });
+    let Some(payload) = encode_datagram(&datagram) else {
+        return ClientEvent::error(format!(
+            "direct message too long: one datagram carries at most {MAX_DATAGRAM_BYTES} bytes; nothing was sent"
+        ));
+    };
+    match udp.send_to(&payload, destination).await {
+        Ok(_) => ClientEvent::DirectSent {
+            to: peer.username.clone(),
+            id,
+            destination,
+        },
+        Err(e) => ClientEvent::error(format!(
+            "could not send to {} at {destination}: {e}",
+            peer.username
+        )),
+    }
+}

@@ -1,0 +1,389 @@
+//! The gate every received direct-message datagram passes before the person sees it: the checks,
+//! and what became of each datagram ([`Received`]). It reports outcomes as its own types and
+//! knows nothing of the client's events; `client/mod.rs` turns them into warnings and messages.
+//!
+//! Checks, cheapest and most basic first; the first that fails drops the datagram and counts it:
+//! 1. `oversized`: longer than [`DirectLimits::max_bytes`];
+//! 2. `malformed`: not a `direct` datagram (not UTF-8, not JSON, unknown type, bad fields);
+//! 3. `unknown_source`: not sent from the address that the peer it names announced to the server
+//!    (a spoofed or stale sender);
+//! 4. `rate_limited`: the sending address used up its token bucket ([`DirectLimits::burst`]
+//!    datagrams at once, refilled at [`DirectLimits::rate`] per second).
+//!
+//! Only datagrams that passed the source check reach the rate limiter, so its table holds online
+//! peers' addresses only; it is still capped at [`MAX_TRACKED_SOURCES`] so that memory stays
+//! bounded whatever the peer list says (`source_buckets`).
+//!
+//! Reporting never floods the terminal (`report`): the first drop of each kind from each source is
+//! [`Received::Dropped`], worth a warning of its own (at most [`WARNINGS_PER_INTERVAL`] per
+//! [`SUMMARY_INTERVAL`]); every other drop is [`Received::Counted`] and summed up in one
+//! [`DropSummary`] at most once per [`SUMMARY_INTERVAL`]. The running totals are always available
+//! as a [`DirectStats`] (`/stats`, `stats`).
+//!
+//! The limits' defaults live in [`config`](super::config); the table sizes and intervals above are
+//! fixed and live beside the code they bound. This module never does I/O and takes the time as an
+//! argument, so it is tested without a clock.
+
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use super::peer_list::PeerList;
+use crate::protocol::{decode_datagram, Datagram, DecodeError, DirectMessage};
+
+mod report;
+mod source_buckets;
+mod stats;
+
+pub use super::config::DirectLimits;
+pub use report::{DropSummary, MAX_WARNED_PAIRS, SUMMARY_INTERVAL, WARNINGS_PER_INTERVAL};
+pub use source_buckets::MAX_TRACKED_SOURCES;
+pub use stats::{DirectStats, DropCounts, DropKind};
+
+use report::DropReporter;
+use source_buckets::SourceBuckets;
+
+/// What became of one received datagram.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Received {
+    /// It passed every check: a direct message from the online peer `from` (the name as the
+    /// server spells it), received from `source`, that peer's announced address.
+    Delivered {
+        from: String,
+        id: u64,
+        text: String,
+        source: SocketAddr,
+    },
+    /// Dropped, and worth a warning of its own.
+    Dropped(Dropped),
+    /// Dropped and only counted: it will be in the next [`DropSummary`].
+    Counted,
+}
+
+/// Why a datagram was refused: the first check it failed.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum Rejection {
+    /// Longer than the `limit` accepted.
+    #[error("{size} bytes, more than the {limit} accepted")]
+    Oversized { size: usize, limit: usize },
+    /// Not a `direct` datagram.
+    #[error("{0}")]
+    Malformed(DecodeError),
+    /// Not from the announced address of the online peer it names; `claimed` is that name as the
+    /// datagram gives it.
+    #[error(
+        "it claims to be from {claimed:?}, but that is not the announced address of an online peer"
+    )]
+    UnknownSource { claimed: String },
+    /// The sending address used up its token bucket (`burst`, refilled at `rate` per second).
+    #[error(
+        "{claimed:?} sent more than {burst} direct messages at once ({rate} per second after \
+         that); the excess is dropped"
+    )]
+    RateLimited {
+        claimed: String,
+        burst: u32,
+        rate: f64,
+    },
+}
+
+impl Rejection {
+    /// The counter this rejection goes into.
+    pub fn kind(&self) -> DropKind {
+        match self {
+            Rejection::Oversized { .. } => DropKind::Oversized,
+            Rejection::Malformed(_) => DropKind::Malformed,
+            Rejection::UnknownSource { .. } => DropKind::UnknownSource,
+            Rejection::RateLimited { .. } => DropKind::RateLimited,
+        }
+    }
+}
+
+/// A dropped datagram that gets a warning of its own.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Dropped {
+    /// The address it came from.
+    pub sender: SocketAddr,
+    pub rejection: Rejection,
+}
+
+/// The warning as a person reads it.
+impl std::fmt::Display for Dropped {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "dropped a datagram from {} ({}): {}; more like it are only counted (/stats)",
+            self.sender,
+            self.rejection.kind().as_str(),
+            self.rejection
+        )
+    }
+}
+
+/// The state behind the checks: limits, buckets, counters, reporting.
+#[derive(Debug)]
+pub struct DirectInbox {
+    limits: DirectLimits,
+    buckets: SourceBuckets,
+    stats: DirectStats,
+    reporter: DropReporter,
+}
+
+impl DirectInbox {
+    pub fn new(limits: DirectLimits) -> Self {
+        DirectInbox {
+            limits,
+            buckets: SourceBuckets::new(limits.burst, limits.rate),
+            stats: DirectStats::default(),
+            reporter: DropReporter::default(),
+        }
+    }
+
+    /// Checks one datagram received at `now` from `source`: delivered, dropped with a warning,
+    /// or dropped and only counted (for the next summary).
+    pub fn receive(
+        &mut self,
+        payload: &[u8],
+        source: SocketAddr,
+        peers: &PeerList,
+        now: Instant,
+    ) -> Received {
+        self.stats.received = self.stats.received.saturating_add(1);
+        match self.check(payload, source, peers, now) {
+            Ok(delivered) => {
+                self.stats.delivered = self.stats.delivered.saturating_add(1);
+                delivered
+            }
+            Err(rejection) => {
+                let kind = rejection.kind();
+                self.stats.dropped.add(kind);
+                if self.reporter.should_warn(kind, source, now) {
+                    Received::Dropped(Dropped {
+                        sender: source,
+                        rejection,
+                    })
+                } else {
+                    Received::Counted
+                }
+            }
+        }
+    }
+
+    /// The checks, in order; the first that fails rejects the datagram.
+    fn check(
+        &mut self,
+        payload: &[u8],
+        source: SocketAddr,
+        peers: &PeerList,
+        now: Instant,
+    ) -> Result<Received, Rejection> {
+        if payload.len() > self.limits.max_bytes {
+            return Err(Rejection::Oversized {
+                size: payload.len(),
+                limit: self.limits.max_bytes,
+            });
+        }
+        let DirectMessage { from, id, text } = match decode_datagram(payload) {
+            Ok(Datagram::Direct(message)) => message,
+            Err(e) => return Err(Rejection::Malformed(e)),
+        };
+        let Some(peer) = peers.verify_source(&from, source) else {
+            return Err(Rejection::UnknownSource { claimed: from });
+        };
+        if !self.buckets.take(source, now) {
+            return Err(Rejection::RateLimited {
+                claimed: from,
+                burst: self.limits.burst,
+                rate: self.limits.rate,
+            });
+        }
+        Ok(Received::Delivered {
+            from: peer.username.clone(),
+            id,
+            text,
+            source,
+        })
+    }
+
+    /// The summary of drops not yet reported, when one is due; call it now and then.
+    pub fn summary(&mut self, now: Instant) -> Option<DropSummary> {
+        self.reporter.summary(now)
+    }
+
+    /// The running totals.
+    pub fn stats(&self) -> DirectStats {
+        DirectStats {
+            sources_tracked: self.buckets.len(),
+            ..self.stats
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    use crate::protocol::{encode_datagram, PeerInfo};
+
+    fn addr(text: &str) -> SocketAddr {
+        text.parse().unwrap()
+    }
+
+    fn peers() -> PeerList {
+        let mut list = PeerList::default();
+        list.insert(PeerInfo {
+            username: "alice".into(),
+            ip: addr("127.0.0.1:4000").ip(),
+            p2p_port: 4000,
+        });
+        list
+    }
+
+    fn direct(from: &str, id: u64) -> Vec<u8> {
+        encode_datagram(&Datagram::Direct(DirectMessage {
+            from: from.into(),
+            id,
+            text: "hi".into(),
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn a_burst_passes_then_the_refill_rate_applies() {
+        let mut inbox = DirectInbox::new(DirectLimits {
+            burst: 3,
+            rate: 2.0,
+            ..DirectLimits::default()
+        });
+        let (peers, alice, t0) = (peers(), addr("127.0.0.1:4000"), Instant::now());
+        let delivered = |inbox: &mut DirectInbox, at: Instant| {
+            matches!(
+                inbox.receive(&direct("alice", 1), alice, &peers, at),
+                Received::Delivered { .. }
+            )
+        };
+        let first: Vec<bool> = (0..5).map(|_| delivered(&mut inbox, t0)).collect();
+        assert_eq!(first, [true, true, true, false, false]);
+        // Half a second at 2 per second gives one token back.
+        let later = t0 + Duration::from_millis(500);
+        assert!(delivered(&mut inbox, later));
+        assert!(!delivered(&mut inbox, later));
+        let stats = inbox.stats();
+        assert_eq!((stats.received, stats.delivered), (7, 4));
+        assert_eq!(stats.dropped.rate_limited, 3);
+    }
+
+    #[test]
+    fn each_kind_of_drop_is_counted() {
+        let mut inbox = DirectInbox::new(DirectLimits {
+            max_bytes: 100,
+            ..DirectLimits::default()
+        });
+        let (peers, now) = (peers(), Instant::now());
+        let stranger = addr("127.0.0.1:5000");
+        inbox.receive(&[b'x'; 101], stranger, &peers, now);
+        inbox.receive(b"\xff\xfe", stranger, &peers, now);
+        inbox.receive(b"{\"type\":\"direct\"}", stranger, &peers, now);
+        inbox.receive(&direct("alice", 1), stranger, &peers, now);
+        let stats = inbox.stats();
+        assert_eq!(stats.received, 4);
+        assert_eq!(
+            stats.dropped,
+            DropCounts {
+                oversized: 1,
+                malformed: 2,
+                unknown_source: 1,
+                rate_limited: 0
+            }
+        );
+        assert_eq!(stats.sources_tracked, 0, "strangers never get a bucket");
+    }
+
+    #[test]
+    fn a_flood_gets_one_warning_per_kind_and_source_then_one_summary_per_interval() {
+        let mut inbox = DirectInbox::new(DirectLimits::default());
+        let (peers, t0) = (peers(), Instant::now());
+        let stranger = addr("127.0.0.1:5000");
+        let warnings = (0..1000)
+            .filter(|_| {
+                matches!(
+                    inbox.receive(&direct("alice", 1), stranger, &peers, t0),
+                    Received::Dropped(_)
+                )
+            })
+            .count();
+        assert_eq!(warnings, 1);
+        assert!(inbox.summary(t0 + Duration::from_secs(1)).is_none());
+        let Some(summary) = inbox.summary(t0 + SUMMARY_INTERVAL) else {
+            panic!("no summary");
+        };
+        let message = summary.to_string();
+        assert!(message.contains("999 unknown_source"), "{message}");
+        assert!(
+            inbox.summary(t0 + SUMMARY_INTERVAL * 2).is_none(),
+            "nothing new"
+        );
+    }
+
+    #[test]
+    fn many_sources_get_at_most_a_few_warnings_per_interval() {
+        let mut inbox = DirectInbox::new(DirectLimits::default());
+        let (peers, t0) = (peers(), Instant::now());
+        let warnings = (0..1000u16)
+            .filter(|i| {
+                let source = SocketAddr::new(addr("127.0.0.1:1").ip(), 10_000 + i);
+                matches!(
+                    inbox.receive(b"junk", source, &peers, t0),
+                    Received::Dropped(_)
+                )
+            })
+            .count();
+        assert_eq!(warnings, WARNINGS_PER_INTERVAL as usize);
+    }
+
+    #[test]
+    fn warnings_read_as_before() {
+        let mut inbox = DirectInbox::new(DirectLimits {
+            burst: 1,
+            rate: 0.5,
+            ..DirectLimits::default()
+        });
+        let (peers, now) = (peers(), Instant::now());
+        let (alice, stranger) = (addr("127.0.0.1:4000"), addr("127.0.0.1:5000"));
+        let warning = |received: Received| match received {
+            Received::Dropped(dropped) => dropped.to_string(),
+            other => panic!("not a warning: {other:?}"),
+        };
+        assert_eq!(
+            warning(inbox.receive(&direct("alice", 1), stranger, &peers, now)),
+            "dropped a datagram from 127.0.0.1:5000 (unknown_source): it claims to be from \"alice\", \
+             but that is not the announced address of an online peer; more like it are only counted (/stats)"
+        );
+        assert_eq!(
+            inbox.receive(&direct("Alice", 2), alice, &peers, now),
+            Received::Delivered {
+                from: "alice".into(),
+                id: 2,
+                text: "hi".into(),
+                source: alice
+            }
+        );
+        assert_eq!(
+            warning(inbox.receive(&direct("Alice", 3), alice, &peers, now)),
+            "dropped a datagram from 127.0.0.1:4000 (rate_limited): \"Alice\" sent more than 1 direct \
+             messages at once (0.5 per second after that); the excess is dropped; more like it are only \
+             counted (/stats)"
+        );
+        assert_eq!(
+            warning(inbox.receive(&[b'x'; 70_000], alice, &peers, now)),
+            "dropped a datagram from 127.0.0.1:4000 (oversized): 70000 bytes, more than the 65507 \
+             accepted; more like it are only counted (/stats)"
+        );
+        let not_json = warning(inbox.receive(b"junk", alice, &peers, now));
+        let decode_error = decode_datagram(b"junk").unwrap_err();
+        assert_eq!(
+            not_json,
+            format!("dropped a datagram from 127.0.0.1:4000 (malformed): {decode_error}; more like it are only counted (/stats)")
+        );
+    }
+}
