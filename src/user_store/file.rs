@@ -74,7 +74,7 @@ pub struct WriteFailure {
     pub error: io::Error,
 }
 
-/// How a write of the users file reaches the disk: the two fsyncs of [`write`]. A seam for tests,
+/// How a write of the users file reaches the disk: the two fsyncs of [`write()`]. A seam for tests,
 /// which check that both happen, in their place; the store always uses [`Fsync`].
 pub trait Durability {
     /// Makes the contents of `file` (the temporary file at `path`) durable. Called after the

@@ -16,7 +16,7 @@
 //! The parts, each usable alone:
 //! - [`rules`]: the username and password rules, and the key that makes names unique;
 //! - [`cost`]: scrypt costs, their allowed range and defaults, hashing, checking, the dummy hash;
-//! - [`file`]: the users file's layout, its atomic durable write, clean-up and warnings.
+//! - [`file`](mod@file): the users file's layout, its atomic durable write, clean-up and warnings.
 
 pub mod cost;
 pub mod file;
