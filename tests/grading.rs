@@ -7,7 +7,7 @@ use std::collections::HashSet;
 use std::net::UdpSocket;
 
 use common::*;
-use scrypt::password_hash::{PasswordHash, PasswordVerifier};
+use scrypt::password_hash::{phc::PasswordHash, PasswordVerifier};
 use scrypt::Scrypt;
 use serde_json::{json, Value};
 
@@ -337,10 +337,14 @@ fn t6_usernames_and_password_hashes_are_stored_correctly() {
         let parsed = PasswordHash::new(phc).expect("a PHC string");
         assert_eq!(parsed.algorithm.as_str(), "scrypt");
         assert!(
-            Scrypt.verify_password(password.as_bytes(), &parsed).is_ok(),
+            Scrypt::default()
+                .verify_password(password.as_bytes(), &parsed)
+                .is_ok(),
             "{name}"
         );
-        assert!(Scrypt.verify_password(b"wrong password", &parsed).is_err());
+        assert!(Scrypt::default()
+            .verify_password(b"wrong password", &parsed)
+            .is_err());
         assert!(
             salts.insert(parsed.salt.unwrap().to_string()),
             "salt reused"

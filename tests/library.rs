@@ -49,7 +49,7 @@ async fn logged_in(addr: &str, name: &str) -> Client {
 fn server_and_clients_run_as_a_library_and_stop_on_shutdown() {
     runtime::block_on(async {
         let dir = tempfile::tempdir().unwrap();
-        let params = scrypt::Params::new(4, 8, 1, 32).unwrap();
+        let params = scrypt::Params::new(4, 8, 1).unwrap();
         let store = UserStore::open(&dir.path().join("users.json"), params).unwrap();
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap().to_string();

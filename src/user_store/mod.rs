@@ -1,0 +1,614 @@
+//! Accounts: the [`UserStore`], which registers and verifies users, and its errors.
+//!
+//! The store keeps every account in memory and in one JSON file, which it replaces atomically
+//! (write a temporary file in the same folder, fsync it, rename it over the old one, fsync the
+//! folder) before a registration is reported as successful. It never keeps or writes a plain
+//! password.
+//!
+//! Its methods block (scrypt takes a few hundred milliseconds at the default cost; fsync waits for
+//! the disk): async callers run them with [`crate::runtime::spawn_blocking`].
+//!
+//! Costs: every hash carries its own scrypt cost. A stored hash whose cost is outside the allowed
+//! range ([`HashCost::check_range`]) is never verified, since checking it could take gigabytes; a
+//! stored hash weaker than the store's current cost is re-hashed at the current cost when its
+//! owner next logs in, so old accounts converge to the current cost.
+//!
+//! The parts, each usable alone:
+//! - [`rules`]: the username and password rules, and the key that makes names unique;
+//! - [`cost`]: scrypt costs, their allowed range and defaults, hashing, checking, the dummy hash;
+//! - [`file`](mod@file): the users file's layout, its atomic durable write, clean-up and warnings.
+
+pub mod cost;
+pub mod file;
+pub mod rules;
+
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+pub use cost::{
+    scrypt_params, CostOutOfRange, HashCost, HashingError, InvalidCost, StoredHashError,
+    UnusableHash, DEFAULT_LOG_N, DEFAULT_P, DEFAULT_R, MAX_HASH_MEMORY_BYTES, MAX_LOG_N, MAX_P,
+    MAX_R, MIN_LOG_N, MIN_P, MIN_R,
+};
+pub use file::{InvalidUsersFile, StoredUser, UnresolvableLink};
+pub use rules::{
+    validate_password, validate_username, PasswordError, UsernameError, MAX_PASSWORD_BYTES,
+    MAX_USERNAME_CHARS, MIN_PASSWORD_CHARS,
+};
+
+use cost::{check_password, dummy_hash, hash_password, usable_cost};
+use file::{Accounts, Fsync};
+use rules::name_key;
+
+/// Why a login or registration failed.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum AuthError {
+    /// Unknown user or wrong password: deliberately one answer for both.
+    #[error("unknown user or wrong password")]
+    BadCredentials,
+    #[error("that username is already registered")]
+    NameTaken,
+    #[error("invalid username: {0}")]
+    InvalidUsername(UsernameError),
+    #[error("invalid password: {0}")]
+    InvalidPassword(PasswordError),
+    /// The account could not be saved; the registration did not happen.
+    #[error("could not save the account: {0}")]
+    Storage(StorageError),
+}
+
+/// Why an account could not be saved. Its text goes to the server's log, never to the client.
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    /// The users file at `path` could not be replaced.
+    #[error("{}: {error}", path.display())]
+    Write { path: PathBuf, error: io::Error },
+    #[error(transparent)]
+    Hashing(#[from] HashingError),
+}
+
+/// Two storage failures are equal when they failed the same way at the same place (an
+/// [`io::Error`] is compared by its kind).
+impl PartialEq for StorageError {
+    fn eq(&self, other: &StorageError) -> bool {
+        match (self, other) {
+            (
+                StorageError::Write { path, error },
+                StorageError::Write {
+                    path: other_path,
+                    error: other_error,
+                },
+            ) => path == other_path && error.kind() == other_error.kind(),
+            (StorageError::Hashing(a), StorageError::Hashing(b)) => a == b,
+            _ => false,
+        }
+    }
+}
+
+impl Eq for StorageError {}
+
+/// Why the users file could not be opened. Every variant names the file.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("users file {}: {error}", path.display())]
+    Io { path: PathBuf, error: io::Error },
+    #[error("users file {}: {error}", path.display())]
+    UnresolvableLink {
+        path: PathBuf,
+        error: UnresolvableLink,
+    },
+    #[error("users file {} is not valid: {reason}", path.display())]
+    Invalid {
+        path: PathBuf,
+        reason: InvalidUsersFile,
+    },
+}
+
+/// The accounts, in memory and on disk.
+pub struct UserStore {
+    /// The users file; if the path given to [`UserStore::open`] was a symbolic link, its target.
+    path: PathBuf,
+    params: scrypt::Params,
+    /// The cost of `params`.
+    cost: HashCost,
+    /// Keyed by [`name_key`]. Held while the file is rewritten so that writes happen one at a
+    /// time and in the order of the changes; only ever locked on blocking threads.
+    users: Mutex<Accounts>,
+    /// A hash at the current cost that no password matches, verified when the user is unknown
+    /// or the stored hash is out of range; see [`dummy_hash`].
+    dummy_hash: String,
+}
+
+impl UserStore {
+    /// Opens the users file at `path`, creating it (mode 0600) if it is missing. A file that
+    /// exists but cannot be read, is not valid JSON of the expected shape, holds an invalid name
+    /// or hash, or holds the same name twice is refused and left untouched.
+    ///
+    /// Logs a warning, and still opens the file, when:
+    /// - `path` is a symbolic link: the store reads and rewrites the link's target, resolved once
+    ///   here (so a link changed later cannot redirect the server's writes), and the link stays;
+    /// - the file can be read or written by group or others (it holds password hashes); every
+    ///   rewrite makes it 0600 again;
+    /// - an account's stored hash has a cost outside the allowed range: that account cannot log
+    ///   in (see [`UserStore::verify`]), everyone else can.
+    ///
+    /// Once the file is read, removes the temporary files that writes interrupted by a crash left
+    /// beside it (they hold password hashes too).
+    ///
+    /// Warnings rather than refusals: none of these makes the file wrong, and refusing to start
+    /// would lock every user out over one entry or one `chmod`; the administrator reads the log.
+    pub fn open(path: &Path, params: scrypt::Params) -> Result<UserStore, StoreError> {
+        let io_error = |error| StoreError::Io {
+            path: path.to_path_buf(),
+            error,
+        };
+        let target = file::resolve_symlink(path).map_err(|error| StoreError::UnresolvableLink {
+            path: path.to_path_buf(),
+            error,
+        })?;
+        let users = match std::fs::read(&target) {
+            Ok(bytes) => file::parse(&bytes).map_err(|reason| StoreError::Invalid {
+                path: path.to_path_buf(),
+                reason,
+            })?,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                let empty = Accounts::new();
+                file::write(&target, &empty, &Fsync).map_err(|failure| io_error(failure.error))?;
+                empty
+            }
+            Err(e) => return Err(io_error(e)),
+        };
+        file::warn_if_exposed(path, &target);
+        file::remove_leftover_temporary_files(&target);
+        let cost = HashCost::of_params(&params);
+        let store = UserStore {
+            path: target,
+            params,
+            cost,
+            users: Mutex::new(users),
+            dummy_hash: dummy_hash(&cost),
+        };
+        for (username, why) in store.out_of_range_accounts() {
+            log::warn!(
+                "users file {}: account {username:?} has a password hash outside the allowed cost \
+                 ({why}); its logins are refused until the entry is removed and the account \
+                 registered again",
+                path.display()
+            );
+        }
+        let weaker = store.weaker_accounts();
+        if weaker > 0 {
+            log::info!(
+                "users file {}: {weaker} account(s) have password hashes below the current cost \
+                 {cost}; each is re-hashed at its next login",
+                path.display()
+            );
+        }
+        Ok(store)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// How many accounts there are.
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Creates an account; returns the username as stored. Returns only once the account is on
+    /// disk. Blocks: hashes the password and writes the file.
+    pub fn register(&self, username: &str, password: &str) -> Result<String, AuthError> {
+        validate_username(username).map_err(AuthError::InvalidUsername)?;
+        validate_password(password).map_err(AuthError::InvalidPassword)?;
+        let key = name_key(username);
+        // Cheap early answer; checked again under the lock, after the slow hash.
+        if self.lock().contains_key(&key) {
+            return Err(AuthError::NameTaken);
+        }
+        let password_hash = self.hash(password)?;
+        let mut users = self.lock();
+        if users.contains_key(&key) {
+            return Err(AuthError::NameTaken);
+        }
+        let user = StoredUser {
+            username: username.to_string(),
+            password_hash,
+        };
+        users.insert(key.clone(), user);
+        if let Err(failure) = file::write(&self.path, &users, &Fsync) {
+            // Keep memory equal to the file: once the rename happened, the file has the user.
+            if !failure.replaced {
+                users.remove(&key);
+            }
+            return Err(AuthError::Storage(StorageError::Write {
+                path: self.path.clone(),
+                error: failure.error,
+            }));
+        }
+        Ok(username.to_string())
+    }
+
+    /// The cost of new hashes.
+    pub fn cost(&self) -> HashCost {
+        self.cost
+    }
+
+    /// The accounts whose stored hash has a cost outside the allowed range, with the reason.
+    pub fn out_of_range_accounts(&self) -> Vec<(String, UnusableHash)> {
+        self.lock()
+            .values()
+            .filter_map(|user| {
+                usable_cost(&user.password_hash)
+                    .err()
+                    .map(|why| (user.username.clone(), why))
+            })
+            .collect()
+    }
+
+    /// How many accounts have a stored hash weaker than the current cost.
+    fn weaker_accounts(&self) -> usize {
+        self.lock()
+            .values()
+            .filter(|user| {
+                cost::stored_cost(&user.password_hash)
+                    .is_ok_and(|cost| cost.is_weaker_than(&self.cost))
+            })
+            .count()
+    }
+
+    /// Checks a login; returns the username as registered (`ALICE` logs in as `alice`). Unknown
+    /// users and wrong passwords give the same error after the same work. Blocks: verifies scrypt.
+    ///
+    /// An account whose stored hash is out of range gets the same error after the same work as
+    /// an unknown user (its hash is never verified), and an error in the log.
+    ///
+    /// A successful login whose stored hash is weaker than the current cost re-hashes the
+    /// password at the current cost and rewrites the file (one more hash and write, once per
+    /// account); if that fails, the failure is logged and the login still succeeds.
+    pub fn verify(&self, username: &str, password: &str) -> Result<String, AuthError> {
+        if password.len() > MAX_PASSWORD_BYTES {
+            return Err(AuthError::BadCredentials);
+        }
+        let key = name_key(username);
+        let user = self.lock().get(&key).cloned();
+        let Some(user) = user else {
+            let _ = check_password(password, &self.dummy_hash);
+            return Err(AuthError::BadCredentials);
+        };
+        let cost = match usable_cost(&user.password_hash) {
+            Ok(cost) => cost,
+            Err(why) => {
+                let _ = check_password(password, &self.dummy_hash);
+                log::error!(
+                    "login as {:?} refused: its stored password hash is out of range ({why}); \
+                     remove the entry from {} so that the account can be registered again",
+                    user.username,
+                    self.path.display()
+                );
+                return Err(AuthError::BadCredentials);
+            }
+        };
+        if !check_password(password, &user.password_hash) {
+            return Err(AuthError::BadCredentials);
+        }
+        if cost.is_weaker_than(&self.cost) {
+            self.rehash(&key, &user, cost, password);
+        }
+        Ok(user.username)
+    }
+
+    /// Replaces `user`'s stored hash (at `old` cost) with one at the current cost and rewrites
+    /// the file. Failures are logged, never returned: the login they follow has succeeded.
+    fn rehash(&self, key: &str, user: &StoredUser, old: HashCost, password: &str) {
+        let new_hash = match self.hash(password) {
+            Ok(hash) => hash,
+            Err(e) => {
+                log::error!("could not re-hash the password of {:?}: {e}", user.username);
+                return;
+            }
+        };
+        let mut users = self.lock();
+        match users.get_mut(key) {
+            // Unchanged since the check (a concurrent login may have re-hashed it already).
+            Some(stored) if stored.password_hash == user.password_hash => {
+                stored.password_hash = new_hash;
+            }
+            _ => return,
+        }
+        match file::write(&self.path, &users, &Fsync) {
+            Ok(()) => log::info!(
+                "re-hashed the password of {:?} from {old} to {} in {}",
+                user.username,
+                self.cost,
+                self.path.display()
+            ),
+            Err(failure) => {
+                // Keep memory equal to the file: once the rename happened, the file has it.
+                if !failure.replaced {
+                    if let Some(stored) = users.get_mut(key) {
+                        stored.password_hash = user.password_hash.clone();
+                    }
+                }
+                log::error!(
+                    "could not save the re-hashed password of {:?} to {}: {}; the account keeps \
+                     its {old} hash for now",
+                    user.username,
+                    self.path.display(),
+                    failure.error
+                );
+            }
+        }
+    }
+
+    fn hash(&self, password: &str) -> Result<String, AuthError> {
+        hash_password(password, self.params)
+            .map_err(|e| AuthError::Storage(StorageError::Hashing(e)))
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Accounts> {
+        // A panic while holding the lock leaves the map as it was before or after one whole
+        // change, so the data is still usable.
+        self.users
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::fs;
+    use std::os::unix::fs::PermissionsExt;
+
+    use super::*;
+
+    fn cheap() -> scrypt::Params {
+        scrypt_params(4, 8, 1).unwrap()
+    }
+
+    fn cost(log_n: u8, r: u32, p: u32) -> HashCost {
+        HashCost { log_n, r, p }
+    }
+
+    #[test]
+    fn register_then_verify_survives_reopening() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("users.json");
+        let store = UserStore::open(&path, cheap()).unwrap();
+        assert_eq!(store.register("Alice", "correct horse"), Ok("Alice".into()));
+        assert_eq!(
+            store.register("alice", "other pass"),
+            Err(AuthError::NameTaken)
+        );
+        let mode = fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        let reopened = UserStore::open(&path, cheap()).unwrap();
+        assert_eq!(
+            reopened.verify("ALICE", "correct horse"),
+            Ok("Alice".into())
+        );
+        assert_eq!(
+            reopened.verify("alice", "wrong horse"),
+            Err(AuthError::BadCredentials)
+        );
+        assert_eq!(
+            reopened.verify("nobody", "correct horse"),
+            Err(AuthError::BadCredentials)
+        );
+        let text = fs::read_to_string(&path).unwrap();
+        assert!(!text.contains("correct horse"));
+        assert!(text.contains("$scrypt$ln=4,r=8,p=1$"));
+        let leftovers: Vec<_> = fs::read_dir(dir.path()).unwrap().collect();
+        assert_eq!(leftovers.len(), 1, "no temporary file left behind");
+    }
+
+    #[test]
+    fn an_invalid_file_is_refused_and_left_untouched() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("users.json");
+        let cases: [&[u8]; 5] = [
+            b"{not json",
+            b"{\"version\":1,\"users\":[{\"username\":\"a b\",\"password_hash\":\"x\"}]}",
+            b"{\"version\":1,\"users\":[{\"username\":\"ab\",\"password_hash\":\"plain\"}]}",
+            b"{\"version\":9,\"users\":[]}",
+            b"[]",
+        ];
+        for bytes in cases {
+            fs::write(&path, bytes).unwrap();
+            let err = match UserStore::open(&path, cheap()) {
+                Err(e) => e.to_string(),
+                Ok(_) => panic!("accepted {:?}", String::from_utf8_lossy(bytes)),
+            };
+            assert!(err.contains(&path.display().to_string()), "{err}");
+            assert_eq!(fs::read(&path).unwrap(), bytes);
+        }
+    }
+
+    #[test]
+    fn a_failed_write_registers_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("users.json");
+        let store = UserStore::open(&path, cheap()).unwrap();
+        fs::remove_dir_all(dir.path()).unwrap();
+        assert!(matches!(
+            store.register("carol", "password-1"),
+            Err(AuthError::Storage(_))
+        ));
+        assert!(store.is_empty());
+    }
+    #[test]
+    fn the_dummy_hash_is_at_the_current_cost_and_matches_no_password() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = UserStore::open(&dir.path().join("users.json"), cheap()).unwrap();
+        assert_eq!(usable_cost(&store.dummy_hash), Ok(cost(4, 8, 1)));
+        for password in ["", "not-a-password-of-anyone", "correct horse"] {
+            assert!(!check_password(password, &store.dummy_hash));
+        }
+    }
+
+    /// A file with `alice` (password `alice-password`) at ln=4 and `huge` with a hash whose
+    /// cost (ln=40: 1 PiB) must never be computed.
+    fn file_with_an_out_of_range_account(path: &Path) {
+        let store = UserStore::open(path, cheap()).unwrap();
+        store.register("alice", "alice-password").unwrap();
+        store.register("huge", "huge-password").unwrap();
+        let mut users = store.lock();
+        let huge = users.get_mut("huge").unwrap();
+        huge.password_hash = huge.password_hash.replace("$ln=4,", "$ln=40,");
+        file::write(path, &users, &Fsync).unwrap();
+    }
+
+    #[test]
+    fn an_out_of_range_stored_hash_is_loaded_but_never_verified() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("users.json");
+        file_with_an_out_of_range_account(&path);
+        let store = UserStore::open(&path, cheap()).unwrap();
+        let flagged = store.out_of_range_accounts();
+        assert_eq!(flagged.len(), 1, "{flagged:?}");
+        assert_eq!(flagged[0].0, "huge");
+        assert!(flagged[0].1.to_string().contains("ln=40"), "{flagged:?}");
+        // Verifying ln=40 would try to allocate 2^50 bytes and abort the test.
+        assert_eq!(
+            store.verify("huge", "huge-password"),
+            Err(AuthError::BadCredentials)
+        );
+        assert_eq!(store.verify("alice", "alice-password"), Ok("alice".into()));
+    }
+
+    #[test]
+    fn a_weaker_hash_is_rehashed_at_login_and_others_are_untouched() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("users.json");
+        let old = UserStore::open(&path, cheap()).unwrap();
+        old.register("alice", "alice-password").unwrap();
+        old.register("bob", "bob-password").unwrap();
+        let before = read_hashes(&path);
+        let stronger = scrypt_params(5, 8, 1).unwrap();
+        let store = UserStore::open(&path, stronger).unwrap();
+        assert_eq!(
+            store.verify("alice", "wrong-password"),
+            Err(AuthError::BadCredentials)
+        );
+        assert_eq!(
+            read_hashes(&path),
+            before,
+            "a failed login re-hashes nothing"
+        );
+        assert_eq!(store.verify("alice", "alice-password"), Ok("alice".into()));
+        let after = read_hashes(&path);
+        assert!(after[0].starts_with("$scrypt$ln=5,r=8,p=1$"), "{after:?}");
+        assert_eq!(after[1], before[1]);
+        assert_eq!(store.verify("alice", "alice-password"), Ok("alice".into()));
+        assert_eq!(read_hashes(&path), after, "re-hashed once only");
+        let reopened = UserStore::open(&path, stronger).unwrap();
+        assert_eq!(
+            reopened.verify("ALICE", "alice-password"),
+            Ok("alice".into())
+        );
+        assert_eq!(
+            reopened.verify("alice", "bob-password"),
+            Err(AuthError::BadCredentials)
+        );
+    }
+
+    #[test]
+    fn a_failed_rehash_write_keeps_the_old_hash_and_the_login_succeeds() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("users.json");
+        UserStore::open(&path, cheap())
+            .unwrap()
+            .register("alice", "alice-password")
+            .unwrap();
+        let store = UserStore::open(&path, scrypt_params(5, 8, 1).unwrap()).unwrap();
+        fs::remove_dir_all(dir.path()).unwrap();
+        assert_eq!(store.verify("alice", "alice-password"), Ok("alice".into()));
+        let hash = store.lock()["alice"].password_hash.clone();
+        assert_eq!(cost::stored_cost(&hash), Ok(cost(4, 8, 1)));
+    }
+
+    #[test]
+    fn opening_removes_the_temporary_files_of_interrupted_writes_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("users.json");
+        UserStore::open(&path, cheap()).unwrap();
+        for name in [
+            ".users.json.tmp.12345",
+            ".users.json.tmp.x",
+            ".other.json.tmp.1",
+        ] {
+            fs::write(dir.path().join(name), b"{}").unwrap();
+        }
+        UserStore::open(&path, cheap()).unwrap();
+        let mut left: Vec<_> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        left.sort();
+        assert_eq!(
+            left,
+            [".other.json.tmp.1", ".users.json.tmp.x", "users.json"]
+        );
+    }
+
+    /// The stored hashes, in name order.
+    fn read_hashes(path: &Path) -> Vec<String> {
+        let users = file::parse(&fs::read(path).unwrap()).unwrap();
+        users.into_values().map(|u| u.password_hash).collect()
+    }
+
+    /// A users file written by the server with scrypt 0.11 opens and its accounts log in.
+    #[test]
+    fn a_file_written_by_the_earlier_scrypt_crate_opens_and_its_accounts_log_in() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("users.json");
+        let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/users-ln10.json");
+        fs::copy(fixture, &path).unwrap();
+        let store = UserStore::open(&path, scrypt_params(10, 8, 1).unwrap()).unwrap();
+        assert_eq!(store.verify("alice", "alice-password"), Ok("alice".into()));
+        assert_eq!(store.verify("bob", "bob-password"), Ok("Bob".into()));
+        assert_eq!(
+            store.verify("alice", "bob-password"),
+            Err(AuthError::BadCredentials)
+        );
+    }
+
+    /// The texts the server sends (and, for storage failures, logs) are unchanged.
+    #[test]
+    fn the_error_texts_are_the_ones_clients_and_logs_show() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("users.json");
+        let store = UserStore::open(&path, cheap()).unwrap();
+        let text = |e: AuthError| e.to_string();
+        assert_eq!(
+            text(store.register("a b", "password-1").unwrap_err()),
+            "invalid username: a username may hold only letters, digits, '_', '-' and '.', not ' '"
+        );
+        assert_eq!(
+            text(store.register("carol", "short").unwrap_err()),
+            "invalid password: a password has at least 8 characters"
+        );
+        store.register("carol", "password-1").unwrap();
+        assert_eq!(
+            text(store.register("Carol", "password-1").unwrap_err()),
+            "that username is already registered"
+        );
+        assert_eq!(
+            text(store.verify("carol", "password-2").unwrap_err()),
+            "unknown user or wrong password"
+        );
+        fs::remove_dir_all(dir.path()).unwrap();
+        let Err(AuthError::Storage(detail)) = store.register("dave", "password-1") else {
+            panic!("registered without a folder");
+        };
+        assert_eq!(
+            detail.to_string(),
+            format!("{}: No such file or directory (os error 2)", path.display())
+        );
+    }
+}

@@ -1,0 +1,116 @@
+//! The rules for usernames and passwords, and the key under which a name is unique.
+//!
+//! Pure checks over strings: nothing here hashes, stores or logs. An error never quotes a
+//! password.
+
+/// Longest username, in characters.
+pub const MAX_USERNAME_CHARS: usize = 20;
+/// Shortest password, in characters.
+pub const MIN_PASSWORD_CHARS: usize = 8;
+/// Longest password, in bytes: bounds the work a login request can ask of the hasher.
+pub const MAX_PASSWORD_BYTES: usize = 1024;
+
+/// Why a username breaks the rules.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum UsernameError {
+    /// Empty, or longer than [`MAX_USERNAME_CHARS`].
+    #[error("a username has 1 to {MAX_USERNAME_CHARS} characters, this one has {chars}")]
+    Length { chars: usize },
+    /// The first character that is not a letter, digit, `_`, `-` or `.`.
+    #[error("a username may hold only letters, digits, '_', '-' and '.', not {0:?}")]
+    Character(char),
+}
+
+/// Why a new password breaks the rules (the password itself is never part of it).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PasswordError {
+    /// More than [`MAX_PASSWORD_BYTES`] bytes.
+    #[error("a password has at most {MAX_PASSWORD_BYTES} bytes")]
+    TooLong,
+    /// Fewer than [`MIN_PASSWORD_CHARS`] characters.
+    #[error("a password has at least {MIN_PASSWORD_CHARS} characters")]
+    TooShort,
+}
+
+/// Checks a username: 1 to 20 characters, each a letter, digit, `_`, `-` or `.`.
+pub fn validate_username(name: &str) -> Result<(), UsernameError> {
+    let chars = name.chars().count();
+    if chars == 0 || chars > MAX_USERNAME_CHARS {
+        return Err(UsernameError::Length { chars });
+    }
+    match name
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.')))
+    {
+        Some(bad) => Err(UsernameError::Character(bad)),
+        None => Ok(()),
+    }
+}
+
+/// Checks a new password's length.
+pub fn validate_password(password: &str) -> Result<(), PasswordError> {
+    if password.len() > MAX_PASSWORD_BYTES {
+        return Err(PasswordError::TooLong);
+    }
+    if password.chars().count() < MIN_PASSWORD_CHARS {
+        return Err(PasswordError::TooShort);
+    }
+    Ok(())
+}
+
+/// The key under which a name is unique: names differ only if they differ without regard to case.
+pub fn name_key(name: &str) -> String {
+    name.to_ascii_lowercase()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn username_rules() {
+        for ok in ["a", "alice", "Bob_1", "x.y-z", &"n".repeat(20)] {
+            assert_eq!(validate_username(ok), Ok(()), "{ok}");
+        }
+        for bad in ["", &"n".repeat(21), "al ice", "é", "a/b", "a:b", "\u{0}"] {
+            assert!(validate_username(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn password_rules() {
+        assert!(validate_password("1234567").is_err());
+        assert!(validate_password("12345678").is_ok());
+        assert!(validate_password(&"p".repeat(1024)).is_ok());
+        let err = validate_password(&"p".repeat(1025)).unwrap_err();
+        assert!(!err.to_string().contains("ppp"));
+    }
+
+    #[test]
+    fn the_messages_are_the_ones_users_read() {
+        assert_eq!(
+            validate_username("").unwrap_err().to_string(),
+            "a username has 1 to 20 characters, this one has 0"
+        );
+        assert_eq!(
+            validate_username("a b").unwrap_err().to_string(),
+            "a username may hold only letters, digits, '_', '-' and '.', not ' '"
+        );
+        assert_eq!(
+            validate_password("short").unwrap_err().to_string(),
+            "a password has at least 8 characters"
+        );
+        assert_eq!(
+            validate_password(&"p".repeat(1025))
+                .unwrap_err()
+                .to_string(),
+            "a password has at most 1024 bytes"
+        );
+    }
+
+    #[test]
+    fn names_are_unique_without_regard_to_case() {
+        assert_eq!(name_key("Alice"), name_key("aLICE"));
+        assert_ne!(name_key("alice"), name_key("alice."));
+    }
+}
