@@ -14,14 +14,13 @@ pub mod peer_list;
 
 use std::fmt;
 use std::io;
-use std::net::{Shutdown, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use futures::io::AsyncWriteExt;
 use futures::stream::{self, Stream, StreamExt};
 
-use crate::connection::{LineReader, ReadError};
+use crate::connection::{self, LineReader, ReadError};
 use crate::protocol::{
     decode_server, encode_datagram, encode_line, ClientMessage, Credentials, Datagram,
     DirectMessage, ErrorCode, ServerMessage, MAX_DATAGRAM_BYTES, MAX_LINE_BYTES,
@@ -397,7 +396,7 @@ enum Input {
 }
 
 async fn send(tcp: &mut TcpStream, message: &ClientMessage) -> Result<(), ClientError> {
-    tcp.write_all(encode_line(message).as_bytes())
+    connection::write_message(tcp, message)
         .await
         .map_err(|e| ClientError::Disconnected(format!("lost the connection to the server: {e}")))
 }
@@ -405,17 +404,20 @@ async fn send(tcp: &mut TcpStream, message: &ClientMessage) -> Result<(), Client
 /// Says `quit`, closes the sending side, and reads what the server still sends until it closes
 /// (all bounded by [`QUIT_DRAIN`]): closing with unread data would reset the connection and
 /// could destroy the last messages sent.
-async fn quit(mut tcp: TcpStream, mut inputs: impl Stream<Item = Input> + Unpin) {
-    let polite = async {
-        let _ = send(&mut tcp, &ClientMessage::Quit).await;
-        let _ = tcp.shutdown(Shutdown::Write);
+async fn quit(tcp: TcpStream, mut inputs: impl Stream<Item = Input> + Unpin) {
+    let mut out = tcp.clone();
+    let say_quit = async move {
+        let _ = send(&mut out, &ClientMessage::Quit).await;
+    };
+    let until_closed = async move {
         while let Some(input) = inputs.next().await {
             if matches!(input, Input::Server(Ok(None) | Err(_))) {
                 break;
             }
         }
     };
-    let _ = runtime::timeout(QUIT_DRAIN, polite).await;
+    let close = connection::close_gracefully(&tcp, QUIT_DRAIN, say_quit, until_closed);
+    let _ = runtime::timeout(QUIT_DRAIN, close).await;
 }
 
 /// Reads the next message from the server, with a deadline.
