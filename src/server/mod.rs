@@ -1,5 +1,5 @@
 //! The chat server: accepts connections, admits them within the connection limits
-//! ([`admission`]), and serves each one ([`session`], logging in through [`login`]) until it
+//! (`admission`), and serves each one (`session`, logging in through `login`) until it
 //! ends; on shutdown, tells every client and waits a moment for them.
 //!
 //! Each connection has a reader task (the session) and a writer task that drains the
@@ -7,7 +7,7 @@
 //! another connection. Slow work (scrypt, fsync) runs on the blocking pool, so a login in progress
 //! never stalls the chat. [`run`] takes a bound listener and a shutdown future, so tests and the
 //! binary start it alike; it never binds, never parses flags and never installs signal handlers.
-//! Every setting is a field of [`ServerConfig`] and a flag of [`ServerFlags`] ([`config`] says
+//! Every setting is a field of [`ServerConfig`] and a flag of [`ServerFlags`] (`config` says
 //! where each default lives).
 
 mod admission;
