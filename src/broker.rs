@@ -1,145 +1,36 @@
 //! The broker: the one task that owns the set of online users and fans messages out to them.
 //!
-//! Connections talk to it through a bounded [`Event`] queue. It never waits on a client: each
-//! client has a bounded [`Outbox`], filled with `try_send`; a client whose outbox is full is
-//! disconnected ("send queue exceeded") and announced as gone, so one slow reader can neither
-//! grow the server's memory nor hold up the others.
+//! Connections talk to it through a bounded [`Event`] queue. It never waits on a client: it puts
+//! lines into each client's [`Outbox`] (the send queue, [`crate::outbox`]) without waiting, and a
+//! client whose queue is full is disconnected ("send queue exceeded") and announced as gone, so
+//! one slow reader can neither grow the server's memory nor hold up the others.
+//!
+//! It owns the online set and nothing else: it never touches a socket, never authenticates, and
+//! never blocks on anything but its own event queue.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use futures::channel::{mpsc, oneshot};
 use futures::StreamExt;
 
+use crate::connection::Disconnect;
+use crate::outbox::{Outbox, Undeliverable};
 use crate::protocol::{encode_line, PeerInfo, ServerMessage};
 
 /// Identifies one logged-in connection, so that a late `Leave` from an old connection cannot
 /// remove a newer session of the same user.
 pub type SessionId = u64;
 
-/// Default for how many lines may wait for one client before it counts as not reading.
-pub const DEFAULT_SEND_QUEUE_LINES: usize = 256;
-
-/// Default for how many bytes may wait for one client: sixteen of the longest messages. With
-/// the line count it bounds the server's memory per client whatever the clients send.
-pub const DEFAULT_SEND_QUEUE_BYTES: usize = 1024 * 1024;
-
 /// How many events may wait for the broker.
 pub const EVENT_QUEUE_CAPACITY: usize = 1024;
 
-/// Closes a connection from outside its own tasks (both directions), waking its reader and writer.
-pub type Closer = Box<dyn Fn() + Send + Sync>;
-
-/// The bounds of one client's send queue; a client whose queue would exceed either is
-/// disconnected ("send queue exceeded").
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct QueueLimits {
-    pub lines: usize,
-    pub bytes: usize,
-}
-
-impl Default for QueueLimits {
-    fn default() -> Self {
-        QueueLimits {
-            lines: DEFAULT_SEND_QUEUE_LINES,
-            bytes: DEFAULT_SEND_QUEUE_BYTES,
-        }
-    }
-}
-
-/// Makes a client's send queue: the [`Outbox`] that the broker and the connection fill, and the
-/// [`OutboxReader`] that the connection's writer drains. `closer` is called when it overflows.
-pub fn outbox(limits: QueueLimits, closer: Closer) -> (Outbox, OutboxReader) {
-    let (lines, receiver) = mpsc::channel(limits.lines.max(1));
-    let queued = Arc::new(AtomicUsize::new(0));
-    let outbox = Outbox {
-        lines,
-        queued: queued.clone(),
-        max_bytes: limits.bytes,
-        closer: Arc::new(closer),
-    };
-    (outbox, OutboxReader { receiver, queued })
-}
-
-/// The sending side of one client's queue of encoded lines.
-#[derive(Clone)]
-pub struct Outbox {
-    lines: mpsc::Sender<Arc<str>>,
-    /// Bytes queued and not yet taken by the writer.
-    queued: Arc<AtomicUsize>,
-    max_bytes: usize,
-    closer: Arc<Closer>,
-}
-
-/// Why a line could not be queued for a client.
-#[derive(Debug, PartialEq, Eq)]
-pub enum Undeliverable {
-    /// The client is not reading: it has been disconnected.
-    QueueFull,
-    /// The connection is already closing.
-    Closed,
-}
-
-impl Outbox {
-    /// Queues a message without waiting.
-    pub fn push(&mut self, message: &ServerMessage) -> Result<(), Undeliverable> {
-        self.push_line(Arc::from(encode_line(message)))
-    }
-
-    /// Queues an encoded line without waiting. A full queue (in lines or in bytes) closes the
-    /// connection. A line longer than the byte limit still goes into an empty queue, so that a
-    /// small limit cannot make a message undeliverable to everyone.
-    pub fn push_line(&mut self, line: Arc<str>) -> Result<(), Undeliverable> {
-        let len = line.len();
-        let before = self.queued.fetch_add(len, Ordering::SeqCst);
-        let result = if before > 0 && before + len > self.max_bytes {
-            Err(Undeliverable::QueueFull)
-        } else {
-            match self.lines.try_send(line) {
-                Ok(()) => return Ok(()),
-                Err(e) if e.is_full() => Err(Undeliverable::QueueFull),
-                Err(_) => Err(Undeliverable::Closed),
-            }
-        };
-        self.queued.fetch_sub(len, Ordering::SeqCst);
-        if result == Err(Undeliverable::QueueFull) {
-            (self.closer)();
-        }
-        result
-    }
-}
-
-/// The receiving side of a client's send queue.
-pub struct OutboxReader {
-    receiver: mpsc::Receiver<Arc<str>>,
-    queued: Arc<AtomicUsize>,
-}
-
-impl OutboxReader {
-    /// The next line; `None` once every [`Outbox`] is dropped and the queue is empty.
-    pub async fn next(&mut self) -> Option<Arc<str>> {
-        let line = self.receiver.next().await?;
-        self.taken(&line);
-        Some(line)
-    }
-
-    /// The next line if one is waiting.
-    pub fn try_next(&mut self) -> Option<Arc<str>> {
-        let line = self.receiver.try_recv().ok()?;
-        self.taken(&line);
-        Some(line)
-    }
-
-    fn taken(&self, line: &str) {
-        self.queued.fetch_sub(line.len(), Ordering::SeqCst);
-    }
-}
-
 /// Why a login was refused by the broker.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
 pub enum JoinRefused {
+    #[error("the name is online already")]
     AlreadyOnline,
+    #[error("the server is shutting down")]
     ShuttingDown,
 }
 
@@ -247,7 +138,7 @@ impl Broker {
     }
 
     /// Removes a session and announces it; `reason` is logged when the broker itself dropped it.
-    fn remove(&mut self, id: SessionId, reason: Option<&str>) {
+    fn remove(&mut self, id: SessionId, reason: Option<Disconnect>) {
         let Some(session) = self.sessions.remove(&id) else {
             return;
         };
@@ -276,7 +167,7 @@ impl Broker {
             None => false,
         };
         if overflowed {
-            self.remove(id, Some("send queue exceeded"));
+            self.remove(id, Some(Disconnect::SendQueueExceeded));
         }
     }
 
@@ -297,7 +188,7 @@ impl Broker {
             }
         }
         for id in overflowed {
-            self.remove(id, Some("send queue exceeded"));
+            self.remove(id, Some(Disconnect::SendQueueExceeded));
         }
     }
 }
@@ -305,8 +196,9 @@ impl Broker {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::outbox::{self, OutboxReader, QueueLimits};
     use std::net::{IpAddr, Ipv4Addr};
-    use std::sync::atomic::AtomicBool;
+    use std::sync::atomic::{AtomicBool, Ordering};
 
     struct TestClient {
         lines: OutboxReader,
@@ -343,7 +235,8 @@ mod tests {
     ) -> TestClient {
         let closed = Arc::new(AtomicBool::new(false));
         let flag = closed.clone();
-        let (outbox, rx) = outbox(limits, Box::new(move || flag.store(true, Ordering::SeqCst)));
+        let (outbox, rx) =
+            outbox::channel(limits, Box::new(move || flag.store(true, Ordering::SeqCst)));
         let (reply, mut answer) = oneshot::channel();
         broker.handle(Event::Join {
             id,
@@ -385,7 +278,7 @@ mod tests {
     fn a_name_already_online_is_refused_whatever_its_case() {
         let mut broker = Broker::default();
         let _alice = join(&mut broker, 1, "alice", 8);
-        let (outbox, _rx) = outbox(QueueLimits::default(), Box::new(|| {}));
+        let (outbox, _rx) = outbox::channel(QueueLimits::default(), Box::new(|| {}));
         let (reply, mut answer) = oneshot::channel();
         broker.handle(Event::Join {
             id: 2,

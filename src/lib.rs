@@ -3,20 +3,28 @@
 //! the server.
 //!
 //! Modules, from the wire up:
+//! - [`runtime`]: the one seam to the async runtime (async-std).
 //! - [`protocol`]: every message (TCP lines and UDP datagrams) as serde types; encode/decode.
-//! - [`connection`]: reading capped, newline-delimited frames from a byte stream.
+//! - [`outbox`]: one client's bounded send queue, filled without waiting.
+//! - [`connection`]: both halves of a framed connection (capped line reads, queued and direct
+//!   writes), its graceful close, and why the server ends one.
+//! - [`rate_limit`]: the token bucket behind flood control and the direct-message limit.
+//! - [`flood`]: the server's flood control on every line a client sends.
+//! - [`login_throttle`]: the growing delay after failed logins.
 //! - [`user_store`]: accounts, scrypt password hashes, the users file.
 //! - [`broker`]: the task that owns the online set and fans messages out.
-//! - [`rate_limit`], [`login_throttle`]: the token bucket behind flood control, and the growing
-//!   delay after failed logins.
-//! - [`server`]: accepting, authenticating and serving connections; shutdown.
+//! - [`server`]: admitting, authenticating and serving connections; its settings and flags;
+//!   shutdown.
 //! - [`client`]: the client core: connect, authenticate, chat, direct messages.
-//! - [`runtime`]: the one seam to the async runtime (async-std).
+//! - `trace`: reading packet captures of p2pchat traffic, for `p2pchat-trace` and the lab's
+//!   report; it never opens a socket.
 
 pub mod broker;
 pub mod client;
 pub mod connection;
+pub mod flood;
 pub mod login_throttle;
+pub mod outbox;
 pub mod protocol;
 pub mod rate_limit;
 pub mod runtime;

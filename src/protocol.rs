@@ -272,11 +272,14 @@ pub struct DirectMessage {
 }
 
 /// Why a line or datagram could not be decoded.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DecodeError {
+    #[error("message is not valid UTF-8")]
     InvalidUtf8,
     /// Not JSON, not an object with a string `type`, or fields that do not fit the type.
+    #[error("malformed message: {0}")]
     Malformed(String),
+    #[error("unknown message type {0:?}")]
     UnknownType(String),
 }
 
@@ -289,18 +292,6 @@ impl DecodeError {
         }
     }
 }
-
-impl fmt::Display for DecodeError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            DecodeError::InvalidUtf8 => f.write_str("message is not valid UTF-8"),
-            DecodeError::Malformed(why) => write!(f, "malformed message: {why}"),
-            DecodeError::UnknownType(kind) => write!(f, "unknown message type {kind:?}"),
-        }
-    }
-}
-
-impl std::error::Error for DecodeError {}
 
 /// Encodes a message as one protocol line, newline included.
 pub fn encode_line<T: Serialize>(message: &T) -> String {

@@ -1,7 +1,9 @@
-//! A token bucket: the rate limit behind the server's flood control (and anything else that
-//! allows a burst and then a steady rate).
+//! A token bucket: the rate limit behind the server's flood control ([`crate::flood`]) and the
+//! client's limit on direct messages per sender (and anything else that allows a burst and then a
+//! steady rate).
 //!
-//! Pure: the caller passes the time, so the arithmetic is tested without waiting.
+//! Pure: the caller passes the time, so the arithmetic is tested without waiting. It only counts;
+//! what to do with an event over the limit is the caller's policy.
 
 use std::time::Instant;
 

@@ -1,9 +1,9 @@
 //! The seam between p2pchat and its async runtime.
 //!
-//! Every use of `async-std` in the crate goes through this module, so moving to its successor
-//! (`smol`) or another runtime means editing this file and the signal stream in `bin/`. The rest of
-//! the crate speaks only `futures`' traits (`AsyncRead`, `AsyncWrite`, `Stream`) and channels
-//! (`futures::channel`), which are runtime independent.
+//! Every use of `async-std` (and of its signal-hook adapter) in the crate goes through this
+//! module, so moving to its successor (`smol`) or another runtime means editing this file alone.
+//! The rest of the crate speaks only `futures`' traits (`AsyncRead`, `AsyncWrite`, `Stream`) and
+//! channels (`futures::channel`), which are runtime independent. It holds no p2pchat logic.
 
 use std::future::Future;
 use std::time::Duration;

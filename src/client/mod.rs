@@ -22,14 +22,13 @@ pub mod event;
 pub mod peer_list;
 
 use std::io;
-use std::net::{Shutdown, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use futures::io::AsyncWriteExt;
 use futures::stream::{self, Stream, StreamExt};
 
-use crate::connection::{LineReader, ReadError};
+use crate::connection::{self, LineReader, ReadError};
 use crate::protocol::{
     decode_server, encode_line, ClientMessage, Credentials, ErrorCode, ServerMessage,
     MAX_LINE_BYTES, MAX_SERVER_LINE_BYTES,
@@ -348,7 +347,7 @@ enum Input {
 }
 
 async fn send(tcp: &mut TcpStream, message: &ClientMessage) -> Result<(), ClientError> {
-    tcp.write_all(encode_line(message).as_bytes())
+    connection::write_message(tcp, message)
         .await
         .map_err(|e| ClientError::Disconnected(format!("lost the connection to the server: {e}")))
 }
@@ -356,17 +355,20 @@ async fn send(tcp: &mut TcpStream, message: &ClientMessage) -> Result<(), Client
 /// Says `quit`, closes the sending side, and reads what the server still sends until it closes
 /// (all bounded by [`QUIT_DRAIN`]): closing with unread data would reset the connection and
 /// could destroy the last messages sent.
-async fn quit(mut tcp: TcpStream, mut inputs: impl Stream<Item = Input> + Unpin) {
-    let polite = async {
-        let _ = send(&mut tcp, &ClientMessage::Quit).await;
-        let _ = tcp.shutdown(Shutdown::Write);
+async fn quit(tcp: TcpStream, mut inputs: impl Stream<Item = Input> + Unpin) {
+    let mut out = tcp.clone();
+    let say_quit = async move {
+        let _ = send(&mut out, &ClientMessage::Quit).await;
+    };
+    let until_closed = async move {
         while let Some(input) = inputs.next().await {
             if matches!(input, Input::Server(Ok(None) | Err(_))) {
                 break;
             }
         }
     };
-    let _ = runtime::timeout(QUIT_DRAIN, polite).await;
+    let close = connection::close_gracefully(&tcp, QUIT_DRAIN, say_quit, until_closed);
+    let _ = runtime::timeout(QUIT_DRAIN, close).await;
 }
 
 /// Reads the next message from the server, with a deadline.

@@ -1,10 +1,24 @@
-//! The server's limits: every one a named default here, a field of [`ServerConfig`], and a flag
-//! of `p2pchat-server`. docs/security.md says what each defends and why its default is what it is.
+//! The server's settings: [`ServerConfig`], what [`run`](super::run) is given, and
+//! [`ServerFlags`], the `p2pchat-server` flags that set it, each flag with its doc, its value
+//! range and its default in one place.
+//!
+//! Where the defaults live: each default is a named constant beside the type it configures —
+//! the connection limits and timeouts of [`ServerConfig`] here; flood control
+//! ([`crate::flood`]); the send queue ([`crate::outbox`]); the login throttle
+//! ([`crate::login_throttle`]); the scrypt cost of new hashes ([`crate::user_store`]). The flags
+//! below show every one of them. docs/security.md says what each limit defends and why its
+//! default is what it is. This module never binds, opens files or starts anything.
 
 use std::time::Duration;
 
-use crate::broker::QueueLimits;
-use crate::login_throttle::ThrottleConfig;
+use crate::flood::{FloodLimit, DEFAULT_FLOOD_BURST, DEFAULT_FLOOD_RATE, DEFAULT_FLOOD_STRIKES};
+use crate::login_throttle::{
+    ThrottleConfig, DEFAULT_BASE_DELAY, DEFAULT_FREE_FAILURES, DEFAULT_MAX_DELAY,
+};
+use crate::outbox::{QueueLimits, DEFAULT_SEND_QUEUE_BYTES, DEFAULT_SEND_QUEUE_LINES};
+use crate::user_store::{
+    self, DEFAULT_LOG_N, DEFAULT_P, DEFAULT_R, MAX_LOG_N, MAX_P, MAX_R, MIN_LOG_N, MIN_P, MIN_R,
+};
 
 /// Default for `--max-clients`: connections served at once, logged in or not.
 pub const DEFAULT_MAX_CLIENTS: usize = 64;
@@ -22,33 +36,8 @@ pub const DEFAULT_PING_INTERVAL: Duration = Duration::from_secs(60);
 /// Default for `--ping-timeout`: how long the client has to answer a `ping` (with anything).
 pub const DEFAULT_PING_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Default for `--flood-burst`: lines a client may send at once.
-pub const DEFAULT_FLOOD_BURST: u32 = 10;
-
-/// Default for `--flood-rate`: lines per second a client may send once its burst is spent.
-pub const DEFAULT_FLOOD_RATE: f64 = 5.0;
-
-/// Default for `--flood-strikes`: lines dropped for flooding, without a pause long enough to
-/// refill the burst, before the client is disconnected.
-pub const DEFAULT_FLOOD_STRIKES: u32 = 10;
-
-/// Per-client flood control: a token bucket on every line the client sends.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct FloodLimit {
-    pub burst: u32,
-    pub per_second: f64,
-    pub strikes: u32,
-}
-
-impl Default for FloodLimit {
-    fn default() -> Self {
-        FloodLimit {
-            burst: DEFAULT_FLOOD_BURST,
-            per_second: DEFAULT_FLOOD_RATE,
-            strikes: DEFAULT_FLOOD_STRIKES,
-        }
-    }
-}
+/// The longest time a flag in seconds may give: a day.
+const MAX_FLAG_SECONDS: f64 = 86_400.0;
 
 /// Settings for [`run`](super::run).
 #[derive(Debug, Clone, PartialEq)]
@@ -81,6 +70,227 @@ impl Default for ServerConfig {
             flood: FloodLimit::default(),
             send_queue: QueueLimits::default(),
             login_throttle: ThrottleConfig::default(),
+        }
+    }
+}
+
+/// The flags of `p2pchat-server` that set its limits and the cost of new password hashes
+/// (`#[command(flatten)]` them into the binary's parser). [`ServerFlags::config`] and
+/// [`ServerFlags::hash_params`] turn them into what the server and the user store take.
+#[derive(clap::Args, Debug, Clone, PartialEq)]
+pub struct ServerFlags {
+    /// Connections served at once, logged in or not; more are refused with `server_full`.
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_MAX_CLIENTS as u32,
+          value_parser = clap::value_parser!(u32).range(1..), help_heading = "Limits")]
+    pub max_clients: u32,
+
+    /// Connections from one address that have not logged in yet; more are refused with
+    /// `too_many_connections`.
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_MAX_PENDING_PER_IP as u32,
+          value_parser = clap::value_parser!(u32).range(1..), help_heading = "Limits")]
+    pub max_pending_per_ip: u32,
+
+    /// Seconds a connection has to log in or register; then `auth_timeout` and close.
+    #[arg(long, value_name = "SECS", default_value_t = DEFAULT_AUTH_TIMEOUT.as_secs_f64(),
+          value_parser = seconds, help_heading = "Limits")]
+    pub auth_timeout: f64,
+
+    /// Seconds of silence from a logged-in client before the server sends it `ping`.
+    #[arg(long, value_name = "SECS", default_value_t = DEFAULT_PING_INTERVAL.as_secs_f64(),
+          value_parser = seconds, help_heading = "Limits")]
+    pub ping_interval: f64,
+
+    /// Seconds a client has to answer `ping`; then it is dropped and announced as gone.
+    #[arg(long, value_name = "SECS", default_value_t = DEFAULT_PING_TIMEOUT.as_secs_f64(),
+          value_parser = seconds, help_heading = "Limits")]
+    pub ping_timeout: f64,
+
+    /// Lines a client may send at once before flood control starts dropping them.
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_FLOOD_BURST,
+          value_parser = clap::value_parser!(u32).range(1..), help_heading = "Limits")]
+    pub flood_burst: u32,
+
+    /// Lines per second a client may send once its burst is spent.
+    #[arg(long, value_name = "PER_SEC", default_value_t = DEFAULT_FLOOD_RATE,
+          value_parser = rate, help_heading = "Limits")]
+    pub flood_rate: f64,
+
+    /// Lines dropped for flooding (without a pause) before the client is disconnected.
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_FLOOD_STRIKES,
+          value_parser = clap::value_parser!(u32).range(1..), help_heading = "Limits")]
+    pub flood_strikes: u32,
+
+    /// Lines that may wait to be sent to one client; a client that does not read is
+    /// disconnected when its queue is full.
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_SEND_QUEUE_LINES as u32,
+          value_parser = clap::value_parser!(u32).range(1..=1_000_000), help_heading = "Limits")]
+    pub send_queue_lines: u32,
+
+    /// Bytes that may wait to be sent to one client.
+    #[arg(long, value_name = "BYTES", default_value_t = DEFAULT_SEND_QUEUE_BYTES as u32,
+          value_parser = clap::value_parser!(u32).range(1..=1 << 30), help_heading = "Limits")]
+    pub send_queue_bytes: u32,
+
+    /// Failed logins (per account and per address) before further attempts are delayed.
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_FREE_FAILURES, help_heading = "Limits")]
+    pub login_free_failures: u32,
+
+    /// Seconds of delay after the first failure beyond the free ones; doubles per failure.
+    #[arg(long, value_name = "SECS", default_value_t = DEFAULT_BASE_DELAY.as_secs_f64(),
+          value_parser = seconds, help_heading = "Limits")]
+    pub login_delay: f64,
+
+    /// The longest delay before a login attempt is checked, in seconds.
+    #[arg(long, value_name = "SECS", default_value_t = DEFAULT_MAX_DELAY.as_secs_f64(),
+          value_parser = seconds, help_heading = "Limits")]
+    pub login_delay_max: f64,
+
+    /// scrypt cost for new password hashes: log2 of N (17 = 128 MiB per hash with r = 8; at most
+    /// 20, and at most 1 GiB = 128 * r * 2^LN bytes per hash). Existing hashes keep the cost they
+    /// were made with until their owner logs in, which re-hashes a weaker one at this cost.
+    #[arg(long, value_name = "LN", default_value_t = DEFAULT_LOG_N,
+          value_parser = clap::value_parser!(u8).range(MIN_LOG_N as i64..=MAX_LOG_N as i64))]
+    pub scrypt_log_n: u8,
+
+    /// scrypt block size r for new password hashes (at most 32).
+    #[arg(long, value_name = "R", default_value_t = DEFAULT_R,
+          value_parser = clap::value_parser!(u32).range(MIN_R as i64..=MAX_R as i64))]
+    pub scrypt_r: u32,
+
+    /// scrypt parallelism p for new password hashes (at most 16).
+    #[arg(long, value_name = "P", default_value_t = DEFAULT_P,
+          value_parser = clap::value_parser!(u32).range(MIN_P as i64..=MAX_P as i64))]
+    pub scrypt_p: u32,
+}
+
+impl ServerFlags {
+    /// The server's settings these flags give.
+    pub fn config(&self) -> ServerConfig {
+        ServerConfig {
+            max_clients: self.max_clients as usize,
+            max_pending_per_ip: self.max_pending_per_ip as usize,
+            auth_timeout: Duration::from_secs_f64(self.auth_timeout),
+            ping_interval: Duration::from_secs_f64(self.ping_interval),
+            ping_timeout: Duration::from_secs_f64(self.ping_timeout),
+            flood: FloodLimit {
+                burst: self.flood_burst,
+                per_second: self.flood_rate,
+                strikes: self.flood_strikes,
+            },
+            send_queue: QueueLimits {
+                lines: self.send_queue_lines as usize,
+                bytes: self.send_queue_bytes as usize,
+            },
+            login_throttle: ThrottleConfig {
+                free_failures: self.login_free_failures,
+                base_delay: Duration::from_secs_f64(self.login_delay),
+                max_delay: Duration::from_secs_f64(self.login_delay_max),
+            },
+        }
+    }
+
+    /// The scrypt parameters for new password hashes.
+    ///
+    /// # Errors
+    /// Each cost flag is in its range, but together they must also fit the memory bound and
+    /// scrypt's rules; [`HashCostRejected`] says which rule they break.
+    pub fn hash_params(&self) -> Result<scrypt::Params, HashCostRejected> {
+        user_store::scrypt_params(self.scrypt_log_n, self.scrypt_r, self.scrypt_p).map_err(|why| {
+            HashCostRejected {
+                log_n: self.scrypt_log_n,
+                r: self.scrypt_r,
+                p: self.scrypt_p,
+                why: why.to_string(),
+            }
+        })
+    }
+}
+
+/// The scrypt cost flags are each in range but not allowed together.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("--scrypt-log-n {log_n} --scrypt-r {r} --scrypt-p {p} is not an allowed cost: {why}")]
+pub struct HashCostRejected {
+    pub log_n: u8,
+    pub r: u32,
+    pub p: u32,
+    /// The rule they break, as the user store words it.
+    pub why: String,
+}
+
+/// Why a flag's value was refused (clap prints it after the flag and the value).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FlagValueError {
+    #[error("{0:?} is not a number of seconds")]
+    NotSeconds(String),
+    #[error("must be more than 0 and at most 86400 seconds")]
+    SecondsOutOfRange,
+    #[error("{0:?} is not a number")]
+    NotANumber(String),
+    #[error("must be a number more than 0")]
+    RateNotPositive,
+}
+
+/// A flag's number of seconds: more than 0, at most a day.
+fn seconds(text: &str) -> Result<f64, FlagValueError> {
+    let secs: f64 = text
+        .parse()
+        .map_err(|_| FlagValueError::NotSeconds(text.to_string()))?;
+    if secs > 0.0 && secs <= MAX_FLAG_SECONDS {
+        Ok(secs)
+    } else {
+        Err(FlagValueError::SecondsOutOfRange)
+    }
+}
+
+/// A flag's rate per second: more than 0.
+fn rate(text: &str) -> Result<f64, FlagValueError> {
+    let rate: f64 = text
+        .parse()
+        .map_err(|_| FlagValueError::NotANumber(text.to_string()))?;
+    if rate > 0.0 && rate.is_finite() {
+        Ok(rate)
+    } else {
+        Err(FlagValueError::RateNotPositive)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Command {
+        #[command(flatten)]
+        flags: ServerFlags,
+    }
+
+    fn parse(args: &[&str]) -> Result<ServerFlags, clap::Error> {
+        let argv = std::iter::once("p2pchat-server").chain(args.iter().copied());
+        Command::try_parse_from(argv).map(|command| command.flags)
+    }
+
+    #[test]
+    fn no_flags_give_the_default_config() {
+        let flags = parse(&[]).unwrap();
+        assert_eq!(flags.config(), ServerConfig::default());
+        assert!(flags.hash_params().is_ok());
+    }
+
+    #[test]
+    fn out_of_range_values_are_refused() {
+        for args in [
+            &["--max-clients", "0"][..],
+            &["--auth-timeout", "0"],
+            &["--auth-timeout", "86401"],
+            &["--flood-rate", "inf"],
+            &["--send-queue-lines", "1000001"],
+            &["--scrypt-log-n", "21"],
+        ] {
+            let error = parse(args)
+                .err()
+                .unwrap_or_else(|| panic!("{args:?} accepted"));
+            assert_eq!(error.kind(), clap::error::ErrorKind::ValueValidation);
         }
     }
 }

@@ -1,42 +1,26 @@
-//! Reading newline-delimited frames from a byte stream with a hard cap on the line length.
+//! The reading half of a connection: newline-delimited frames from a byte stream, with a hard cap
+//! on the line length.
 //!
 //! [`LineReader`] never holds more than the cap (plus the stream's read buffer): a peer that sends
 //! an endless line is refused once the cap is passed, not after the whole line has arrived. It is
 //! cancel-safe, so a read can be raced against a shutdown signal without losing a partial line.
+//! It never parses what a line says (that is [`crate::protocol`]'s) and never writes.
 
-use std::fmt;
 use std::io;
 
 use futures::io::{AsyncBufReadExt, AsyncRead, BufReader};
 
 /// Why no complete line could be read.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
 pub enum ReadError {
     /// The line passed `max` bytes before its newline. The stream is no longer framed: close it.
-    TooLong {
-        max: usize,
-    },
+    #[error("line longer than {max} bytes")]
+    TooLong { max: usize },
     /// The stream ended in the middle of a line.
+    #[error("connection closed in the middle of a line")]
     Truncated,
-    Io(io::Error),
-}
-
-impl fmt::Display for ReadError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            ReadError::TooLong { max } => write!(f, "line longer than {max} bytes"),
-            ReadError::Truncated => f.write_str("connection closed in the middle of a line"),
-            ReadError::Io(e) => write!(f, "read failed: {e}"),
-        }
-    }
-}
-
-impl std::error::Error for ReadError {}
-
-impl From<io::Error> for ReadError {
-    fn from(e: io::Error) -> Self {
-        ReadError::Io(e)
-    }
+    #[error("read failed: {0}")]
+    Io(#[from] io::Error),
 }
 
 /// Reads `\n`-terminated lines (a `\r` before the newline is dropped) of at most `max` bytes.

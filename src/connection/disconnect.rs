@@ -1,0 +1,113 @@
+//! Why the server ends a connection: one [`Disconnect`] per way a session can end, turned into
+//! text only where it is logged.
+//!
+//! The texts are the server's log vocabulary ("… disconnected: send queue exceeded"); they are
+//! never sent to the client, which is told why in a protocol `error` or `shutdown` message.
+
+use std::fmt;
+use std::time::Duration;
+
+use super::ReadError;
+use crate::protocol::ErrorCode;
+
+/// Why a connection ended. `Display` gives the reason as the log states it.
+#[derive(Debug, thiserror::Error)]
+pub enum Disconnect {
+    /// The client closed the connection between two lines.
+    #[error("closed by the client")]
+    ClosedByClient,
+    /// The client sent `quit`.
+    #[error("quit")]
+    Quit,
+    /// No login or registration within the allowed time.
+    #[error("no login within {} s", .0.as_secs_f64())]
+    AuthTimeout(Duration),
+    /// No answer to a `ping` within the allowed time.
+    #[error("ping timeout ({} s)", .0.as_secs_f64())]
+    PingTimeout(Duration),
+    /// The client went on sending too fast after the warnings.
+    #[error("flooding")]
+    Flood,
+    /// No complete line could be read: too long ([`ReadError::TooLong`]), cut off, or the
+    /// socket failed.
+    #[error(transparent)]
+    Read(#[from] ReadError),
+    /// The client does not read what it is sent: its send queue is full.
+    #[error("send queue exceeded")]
+    SendQueueExceeded,
+    /// The server is stopping.
+    #[error("server shutting down")]
+    ServerShuttingDown,
+    /// A login or registration was refused, which ends the connection.
+    #[error("{action} refused ({code})")]
+    Refused { action: AuthAction, code: ErrorCode },
+}
+
+/// What a client asked to be let in by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthAction {
+    Login,
+    Registration,
+}
+
+impl fmt::Display for AuthAction {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            AuthAction::Login => "login",
+            AuthAction::Registration => "registration",
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reasons_read_as_the_log_has_always_said_them() {
+        let cases = [
+            (Disconnect::ClosedByClient, "closed by the client"),
+            (Disconnect::Quit, "quit"),
+            (
+                Disconnect::AuthTimeout(Duration::from_secs(20)),
+                "no login within 20 s",
+            ),
+            (
+                Disconnect::AuthTimeout(Duration::from_millis(1500)),
+                "no login within 1.5 s",
+            ),
+            (
+                Disconnect::PingTimeout(Duration::from_secs(30)),
+                "ping timeout (30 s)",
+            ),
+            (Disconnect::Flood, "flooding"),
+            (
+                Disconnect::Read(ReadError::TooLong { max: 65536 }),
+                "line longer than 65536 bytes",
+            ),
+            (
+                Disconnect::Read(ReadError::Truncated),
+                "connection closed in the middle of a line",
+            ),
+            (Disconnect::SendQueueExceeded, "send queue exceeded"),
+            (Disconnect::ServerShuttingDown, "server shutting down"),
+            (
+                Disconnect::Refused {
+                    action: AuthAction::Registration,
+                    code: ErrorCode::NameTaken,
+                },
+                "registration refused (name_taken)",
+            ),
+            (
+                Disconnect::Refused {
+                    action: AuthAction::Login,
+                    code: ErrorCode::BadCredentials,
+                },
+                "login refused (bad_credentials)",
+            ),
+        ];
+        for (reason, text) in cases {
+            assert_eq!(reason.to_string(), text);
+        }
+    }
+}

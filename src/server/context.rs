@@ -1,0 +1,43 @@
+//! What every connection task of one server shares: the configuration, the user store, the login
+//! throttle, the way to the broker, and the shutdown signal.
+//!
+//! Built once by [`run`](super::run) and read by the sessions; it holds no per-connection state
+//! and does no work of its own.
+
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+
+use async_lock::Semaphore;
+use futures::channel::mpsc;
+use futures::future::{BoxFuture, Shared};
+
+use super::ServerConfig;
+use crate::broker::Event;
+use crate::login_throttle::LoginThrottle;
+use crate::protocol::ServerMessage;
+use crate::user_store::UserStore;
+
+/// Completes (for every clone) once the server is stopping.
+pub(super) type ShutdownSignal = Shared<BoxFuture<'static, ()>>;
+
+/// What every connection task shares.
+pub(super) struct Context {
+    pub(super) config: ServerConfig,
+    pub(super) store: Arc<UserStore>,
+    /// One permit per scrypt computation allowed at once (one per core): each takes 128 MiB at the
+    /// default cost, so a burst of logins must queue rather than exhaust memory.
+    pub(super) hashing: Semaphore,
+    pub(super) throttle: LoginThrottle,
+    pub(super) broker: mpsc::Sender<Event>,
+    pub(super) next_session: AtomicU64,
+    /// Fires once the broker has been told to stop, so that the departures of connections that
+    /// are closing for the shutdown are never announced.
+    pub(super) stop: ShutdownSignal,
+}
+
+/// What every connection is told when the server stops.
+pub(super) fn shutdown_notice() -> ServerMessage {
+    ServerMessage::Shutdown {
+        reason: "the server is shutting down".into(),
+    }
+}
