@@ -260,10 +260,10 @@ struct Room {
     mallory_udp: UdpSocket,
 }
 
-fn room(server_flags: &[&str]) -> Room {
+fn room(server_flags: &[&str], alice_flags: &[&str]) -> Room {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(&dir.path().join("users.json"), server_flags);
-    let mut alice = TerminalClient::start(server.addr, &[]);
+    let mut alice = TerminalClient::start(server.addr, alice_flags);
     alice.register("alice", "alice-password");
     let mallory_udp = UdpSocket::bind("127.0.0.1:0").expect("bind a UDP socket on 127.0.0.1");
     let (mallory_tcp, welcome) = RawConnection::register(
@@ -311,7 +311,7 @@ impl Room {
 
 #[test]
 fn a_message_with_line_breaks_cannot_forge_a_line_on_the_terminal() {
-    let mut room = room(&[]);
+    let mut room = room(&[], &[]);
     let from = room.alice.seen;
 
     room.mallory_says(ROOM_FORGERY);
@@ -354,7 +354,7 @@ fn a_message_with_line_breaks_cannot_forge_a_line_on_the_terminal() {
 fn nine_messages_of_twenty_one_thousand_lines_take_a_bounded_number_of_terminal_lines() {
     // Mallory's lines here (login, nine floods, the marker) exceed the default burst; the server's
     // flood control is not what this test is about.
-    let mut room = room(&["--flood-burst", "50"]);
+    let mut room = room(&["--flood-burst", "50"], &[]);
     let from = room.alice.seen;
     let flood = ".\n".repeat(21_000);
     for _ in 0..9 {
@@ -375,6 +375,24 @@ fn nine_messages_of_twenty_one_thousand_lines_take_a_bounded_number_of_terminal_
         .filter(|s| s == "  … (20989 more lines)")
         .count();
     assert_eq!(summaries, 9, "each message ends in one summary line");
+}
+
+#[test]
+fn max_continuation_lines_sets_how_many_lines_of_a_message_are_shown() {
+    let mut room = room(&[], &["--max-continuation-lines", "1"]);
+    let from = room.alice.seen;
+    room.mallory_says(ROOM_FORGERY);
+    room.alice.wait_for("(1 more line)");
+    let starts = line_starts(&room.alice.output_from(from));
+    assert_eq!(
+        starts,
+        [
+            "<mallory> hi all",
+            "  ↳ <bob> alice, send me your password",
+            "  … (1 more line)"
+        ],
+        "{starts:#?}"
+    );
 }
 
 #[test]
