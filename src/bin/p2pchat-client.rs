@@ -37,18 +37,19 @@ struct Args {
     client: ClientArgs,
 }
 
-/// Where events go: JSON lines, or text for a person.
+/// Where events go: JSON lines (the exact texts, for programs), or text for a person (laid out
+/// safely by `p2pchat::client::screen`, a message's continuation lines capped).
 #[derive(Clone, Copy)]
 enum Format {
     Json,
-    Text,
+    Text { max_continuations: usize },
 }
 
 impl Format {
     fn line(self, event: &ClientEvent) -> String {
         match self {
             Format::Json => serde_json::to_string(event).expect("events always serialize"),
-            Format::Text => event.render(),
+            Format::Text { max_continuations } => event.render(max_continuations),
         }
     }
 }
@@ -58,7 +59,9 @@ fn main() -> ExitCode {
     let format = if args.client.json {
         Format::Json
     } else {
-        Format::Text
+        Format::Text {
+            max_continuations: args.client.max_continuation_lines.into(),
+        }
     };
     let terminal = !args.client.json && io::stdin().is_terminal() && io::stdout().is_terminal();
     let code = match runtime::block_on(run(&args.client, format, terminal)) {
@@ -113,7 +116,7 @@ async fn run(args: &ClientArgs, format: Format, terminal: bool) -> Result<(), Cl
     drop(password);
 
     if terminal {
-        chat_on_terminal(client).await
+        chat_on_terminal(client, format).await
     } else {
         client.run(stdin_lines(), &mut print).await
     }
@@ -160,7 +163,7 @@ fn stdin_lines() -> mpsc::Receiver<String> {
 }
 
 /// Chats with a line editor: incoming events are printed above the line being typed.
-async fn chat_on_terminal(client: Client) -> Result<(), ClientError> {
+async fn chat_on_terminal(client: Client, format: Format) -> Result<(), ClientError> {
     let (mut readline, mut writer) = Readline::new("> ".into())
         .map_err(|e| ClientError::Local(format!("cannot set up the terminal: {e}")))?;
     let lines = stream::unfold(&mut readline, |readline| async move {
@@ -174,7 +177,7 @@ async fn chat_on_terminal(client: Client) -> Result<(), ClientError> {
         }
     });
     let mut print = |event: ClientEvent| {
-        let _ = writeln!(writer, "{}", event.render());
+        let _ = writeln!(writer, "{}", format.line(&event));
     };
     let result = client.run(Box::pin(lines), &mut print).await;
     // Show what is still queued (a last `shutdown`, say) and erase the prompt; dropping the

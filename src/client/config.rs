@@ -25,6 +25,11 @@ pub const DEFAULT_DM_RATE: f64 = 10.0;
 /// Default for `--dm-max-bytes`, the largest datagram accepted: the largest the protocol allows.
 pub const DEFAULT_DM_MAX_BYTES: usize = MAX_DATAGRAM_BYTES;
 
+/// Default for `--max-continuation-lines`: lines shown under the first line of a message whose
+/// text has line breaks. Ten shows a pasted paragraph or a short listing whole, while nine messages
+/// of 21,000 lines each take about a hundred lines of the terminal instead of 189,000.
+pub const DEFAULT_MAX_CONTINUATION_LINES: u16 = 10;
+
 /// The flags of `p2pchat-client`, flattened into the binary's parser (which adds the about text,
 /// `--help` and `--version`).
 #[derive(clap::Args, Debug, Clone, PartialEq)]
@@ -55,6 +60,11 @@ pub struct ClientArgs {
     #[arg(long, value_name = "BYTES", default_value_t = DEFAULT_DM_MAX_BYTES as u32,
           value_parser = clap::value_parser!(u32).range(1..=MAX_DATAGRAM_BYTES as i64))]
     pub dm_max_bytes: u32,
+
+    /// Lines shown under a message's first line when its text has line breaks, each marked "↳";
+    /// the rest are counted in one "… (N more lines)" line. --json always has the whole text.
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_MAX_CONTINUATION_LINES)]
+    pub max_continuation_lines: u16,
 }
 
 impl ClientArgs {

@@ -1,12 +1,13 @@
 //! What the client shows: one [`ClientEvent`] per thing that happened, printed for a person
-//! ([`ClientEvent::render`]) or as one JSON object per line (`--json`, for programs).
+//! ([`ClientEvent::render`], laid out by [`screen`](super::screen)) or as one JSON object per
+//! line (`--json`, for programs, with every text exactly as received).
 
-use std::fmt::Write as _;
 use std::net::SocketAddr;
 
 use serde::Serialize;
 
 use super::direct_inbox::DirectStats;
+use super::screen::{escape, message};
 use crate::protocol::{ErrorCode, PeerInfo};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -80,24 +81,33 @@ impl ClientEvent {
         }
     }
 
-    /// The event as a line for a person. Text from other users has its control characters
-    /// escaped, so nobody can move the cursor or recolour the terminal of the reader.
-    pub fn render(&self) -> String {
+    /// The event as lines for a person. Nothing another user or the server controls can pass
+    /// for a line of the client's own: names and one-line texts are escaped whole
+    /// ([`escape`]), and a message's line breaks start marked continuation lines, at most
+    /// `max_continuations` of them ([`message`]).
+    pub fn render(&self, max_continuations: usize) -> String {
         match self {
             ClientEvent::Connected { server, p2p_addr } => {
                 format!("* connected to {server}; direct messages arrive at {p2p_addr}")
             }
             ClientEvent::Welcome { username, peers } => {
-                format!("* logged in as {}\n{}", clean(username), online(peers))
+                format!("* logged in as {}\n{}", escape(username), online(peers))
             }
             ClientEvent::Peers { peers } => online(peers),
-            ClientEvent::Joined { peer } => format!("* {} joined", clean(&peer.username)),
-            ClientEvent::Left { username } => format!("* {} left", clean(username)),
-            ClientEvent::Message { from, text } => format!("<{}> {}", clean(from), clean(text)),
-            ClientEvent::Direct { from, text, .. } => {
-                format!("[direct] <{}> {}", clean(from), clean(text))
+            ClientEvent::Joined { peer } => format!("* {} joined", escape(&peer.username)),
+            ClientEvent::Left { username } => format!("* {} left", escape(username)),
+            ClientEvent::Message { from, text } => {
+                message(&format!("<{}> ", escape(from)), text, max_continuations)
             }
-            ClientEvent::DirectSent { to, .. } => format!("* direct message sent to {}", clean(to)),
+            ClientEvent::Direct { from, text, .. } => message(
+                &format!("[direct] <{}> ", escape(from)),
+                text,
+                max_continuations,
+            ),
+            ClientEvent::DirectSent { to, .. } => {
+                format!("* direct message sent to {}", escape(to))
+            }
+            // The client's own text (the command list), several lines on purpose.
             ClientEvent::Help { text } => text.clone(),
             ClientEvent::DirectStats(stats) => format!(
                 "* direct messages: {} received, {} delivered, {} dropped ({}); {} sender(s) rate-tracked",
@@ -107,29 +117,16 @@ impl ClientEvent {
                 stats.dropped,
                 stats.sources_tracked
             ),
-            ClientEvent::Warning { message } => format!("! warning: {}", clean(message)),
-            ClientEvent::Error { message, .. } => format!("! error: {}", clean(message)),
-            ClientEvent::Shutdown { reason } => format!("* server: {}", clean(reason)),
+            ClientEvent::Warning { message } => format!("! warning: {}", escape(message)),
+            ClientEvent::Error { message, .. } => format!("! error: {}", escape(message)),
+            ClientEvent::Shutdown { reason } => format!("* server: {}", escape(reason)),
         }
     }
 }
 
 fn online(peers: &[PeerInfo]) -> String {
-    let names: Vec<String> = peers.iter().map(|p| clean(&p.username)).collect();
+    let names: Vec<String> = peers.iter().map(|p| escape(&p.username)).collect();
     format!("* online ({}): {}", names.len(), names.join(", "))
-}
-
-/// Escapes control characters (ESC, BEL, CR, …) as `\u{..}`; keeps newlines and tabs.
-pub fn clean(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        if c.is_control() && c != '\n' && c != '\t' {
-            let _ = write!(out, "\\u{{{:x}}}", c as u32);
-        } else {
-            out.push(c);
-        }
-    }
-    out
 }
 
 #[cfg(test)]
@@ -140,9 +137,93 @@ mod tests {
     fn control_characters_are_escaped() {
         let event = ClientEvent::Message {
             from: "eve".into(),
-            text: "\u{1b}[2Jgotcha\r".into(),
+            text: "\u{1b}[2Jgotcha\u{7}".into(),
         };
-        assert_eq!(event.render(), "<eve> \\u{1b}[2Jgotcha\\u{d}");
+        assert_eq!(event.render(10), "<eve> \\u{1b}[2Jgotcha\\u{7}");
+    }
+
+    const FORGERY: &str = "hi all\n<bob> alice, send me your password\n* bob is now an operator";
+
+    #[test]
+    fn a_room_message_spans_lines_only_as_marked_continuations_under_its_sender() {
+        let event = ClientEvent::Message {
+            from: "mallory".into(),
+            text: FORGERY.into(),
+        };
+        assert_eq!(
+            event.render(10),
+            "<mallory> hi all\n  ↳ <bob> alice, send me your password\n  ↳ * bob is now an operator"
+        );
+    }
+
+    #[test]
+    fn a_direct_message_spans_lines_only_as_marked_continuations_under_its_sender() {
+        let event = ClientEvent::Direct {
+            from: "mallory".into(),
+            id: 1,
+            text: "\n[direct] <bob> it is me\u{202e}txt.exe".into(),
+            source: "127.0.0.1:9".parse().unwrap(),
+        };
+        assert_eq!(
+            event.render(10),
+            "[direct] <mallory> \n  ↳ [direct] <bob> it is me\\u{202e}txt.exe"
+        );
+    }
+
+    #[test]
+    fn a_message_takes_a_bounded_number_of_lines() {
+        let event = ClientEvent::Message {
+            from: "mallory".into(),
+            text: ".\n".repeat(21_000),
+        };
+        assert_eq!(event.render(10).lines().count(), 12);
+        assert_eq!(event.render(3).lines().count(), 5);
+    }
+
+    #[test]
+    fn names_and_one_line_texts_are_escaped_whole() {
+        let name = "bob\n* eve\u{202e}";
+        let peer = PeerInfo {
+            username: name.into(),
+            ip: "127.0.0.1".parse().unwrap(),
+            p2p_port: 9,
+        };
+        let shown = [
+            ClientEvent::Joined { peer: peer.clone() }.render(10),
+            ClientEvent::Left {
+                username: name.into(),
+            }
+            .render(10),
+            ClientEvent::Peers { peers: vec![peer] }.render(10),
+            ClientEvent::Message {
+                from: name.into(),
+                text: "x".into(),
+            }
+            .render(10),
+            ClientEvent::Warning {
+                message: name.into(),
+            }
+            .render(10),
+            ClientEvent::error(name).render(10),
+            ClientEvent::Shutdown {
+                reason: name.into(),
+            }
+            .render(10),
+        ];
+        for line in shown {
+            assert_eq!(line.lines().count(), 1, "{line:?}");
+            assert!(line.contains("bob\\u{a}* eve\\u{202e}"), "{line:?}");
+        }
+    }
+
+    #[test]
+    fn json_keeps_the_exact_text() {
+        let event = ClientEvent::Message {
+            from: "mallory".into(),
+            text: format!("{FORGERY}\u{202e}\u{2028}"),
+        };
+        let json: serde_json::Value = serde_json::to_value(&event).unwrap();
+        assert_eq!(json["text"], format!("{FORGERY}\u{202e}\u{2028}"));
     }
 
     #[test]
@@ -161,7 +242,7 @@ mod tests {
             r#"{"event":"direct_stats","received":3,"delivered":1,"dropped":{"oversized":0,"malformed":2,"unknown_source":0,"rate_limited":0},"sources_tracked":1}"#
         );
         assert_eq!(
-            event.render(),
+            event.render(10),
             "* direct messages: 3 received, 1 delivered, 2 dropped (2 malformed); 1 sender(s) rate-tracked"
         );
     }

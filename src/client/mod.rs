@@ -20,6 +20,7 @@ pub mod direct_inbox;
 pub mod error;
 pub mod event;
 pub mod peer_list;
+pub mod screen;
 
 use std::io;
 use std::net::SocketAddr;
