@@ -10,7 +10,8 @@
 //! Its parts: [`command`] (what the person types), [`config`] (the flags, and every default of
 //! the client), [`direct_inbox`] (the checks on received datagrams), `direct` (sending direct
 //! messages, and received ones as events), [`error`] (why the client stops, exit statuses),
-//! [`event`] (what it reports), [`peer_list`] (who is online). The timeouts and buffer sizes
+//! [`event`] (what it reports), [`screen`] (text from others laid out safely for a terminal),
+//! [`peer_list`] (who is online). The timeouts and buffer sizes
 //! below are fixed, not settings, so they live beside the code that uses them.
 
 pub mod command;
