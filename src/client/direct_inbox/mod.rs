@@ -445,10 +445,12 @@ mod tests {
         }
         assert_eq!(inbox.stats().dropped.unknown_source, 300);
         let delivered: Vec<u64> = (0..4)
-            .filter_map(|id| match inbox.receive(&direct("alice", id), alice, &peers, now) {
-                Received::Delivered { id, .. } => Some(id),
-                _ => None,
-            })
+            .filter_map(
+                |id| match inbox.receive(&direct("alice", id), alice, &peers, now) {
+                    Received::Delivered { id, .. } => Some(id),
+                    _ => None,
+                },
+            )
             .collect();
         assert_eq!(delivered, [0, 1, 2], "alice's whole burst, her own ids");
         // The rate-limited one was never shown, so it is not a replay when it comes again.

@@ -140,7 +140,8 @@ impl SeenIds {
     }
 
     /// How many senders have a window now.
-    pub(super) fn len(&self) -> usize {
+    #[cfg(test)]
+    fn len(&self) -> usize {
         self.windows.len()
     }
 }
