@@ -13,7 +13,7 @@
 //!    once, refilled at [`DirectLimits::rate`] per second).
 //!
 //! A sender is the online peer a datagram names together with the address it came from
-//! ([`Sender`]). Its rate limit and its replay memory are only consulted once the source check
+//! (`Sender`). Its rate limit and its replay memory are only consulted once the source check
 //! has passed, so a forgery from elsewhere in a peer's name never spends that peer's budget or
 //! marks its ids as seen, and a replay is dropped before it costs a token. Both tables hold
 //! online peers only and are capped ([`MAX_TRACKED_SOURCES`], [`MAX_REPLAY_SENDERS`]) so that

@@ -11,9 +11,10 @@
 //!
 //! The memory belongs to the sender's session: a client that restarts counts its ids from 1
 //! again, so the inbox forgets a peer's windows when the server says it left or joined
-//! (`DirectInbox::forget_peer`). The table holds at most [`MAX_REPLAY_SENDERS`] windows, each a
-//! fixed 136 bytes; when full, the least recently used is forgotten, which only happens if more
-//! peers than any server admits (`--max-clients`, 64 by default) talk to this client.
+//! (`DirectInbox::forget_peer`). The table holds at most [`MAX_REPLAY_SENDERS`] windows, each
+//! 128 bytes of bits and the highest id; when full, the least recently used is forgotten. That
+//! takes more peers talking to this client than a server admits by default (`--max-clients`,
+//! 64); a forgotten sender's old datagrams could then be replayed once more.
 //!
 //! This stops replays, not forgeries: until datagrams are authenticated, someone who can forge
 //! the sender's address can also send an id the sender has not used yet.
