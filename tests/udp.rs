@@ -91,6 +91,14 @@ fn flood(client: &mut ChatClient, from: &UdpSocket, to: SocketAddr, datagrams: &
     }
 }
 
+/// What the client made of the next datagram it received: the `direct` message, or the `warning`
+/// about its drop. A test that expects a message fails at once on the warning, not at a deadline.
+fn datagram_outcome(client: &mut ChatClient) -> Value {
+    client.expect("a direct message or a warning", |e| {
+        e["event"] == "direct" || e["event"] == "warning"
+    })
+}
+
 fn events_of<'a>(client: &'a ChatClient, kind: &'a str) -> impl Iterator<Item = &'a Value> + 'a {
     client.history.iter().filter(move |e| e["event"] == kind)
 }
@@ -327,4 +335,167 @@ fn the_limits_are_flags_shown_in_help_and_bad_values_are_usage_errors() {
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(stderr.contains(bad[0]), "{bad:?}: {stderr}");
     }
+}
+
+#[test]
+fn a_captured_direct_message_sent_again_from_the_senders_address_is_shown_once_and_counted_as_replayed(
+) {
+    const REPLAYS: u64 = 3;
+    let started = Instant::now();
+    let AliceAndMallory {
+        dir: _dir,
+        server: _server,
+        mut alice,
+        mallory_udp,
+        mallory_tcp: _mallory,
+    } = alice_and_mallory(&[]);
+
+    // A real direct message from mallory, shown once.
+    let captured = json!({"type": "direct", "from": "mallory", "id": 1, "text": "meet me at 5"})
+        .to_string()
+        .into_bytes();
+    mallory_udp.send_to(&captured, alice.p2p_addr()).unwrap();
+    assert_eq!(alice.expect_event("direct")["text"], "meet me at 5");
+
+    // The same bytes again, from the address mallory announced: the source check passes, so only
+    // the id tells a replay.
+    for _ in 0..REPLAYS {
+        mallory_udp.send_to(&captured, alice.p2p_addr()).unwrap();
+    }
+    let stats = alice.wait_for_stats("the replays received", |s| {
+        count(s, &["received"]) == 1 + REPLAYS
+    });
+    assert_eq!(count(&stats, &["delivered"]), 1, "{stats}");
+    assert_eq!(count(&stats, &["dropped", "replayed"]), REPLAYS, "{stats}");
+    assert_eq!(count(&stats, &["dropped", "unknown_source"]), 0, "{stats}");
+    assert_eq!(count(&stats, &["dropped", "rate_limited"]), 0, "{stats}");
+    assert_eq!(events_of(&alice, "direct").count(), 1);
+    assert_few_warnings(&alice, 1, started);
+    let warning = events_of(&alice, "warning").next().unwrap();
+    assert!(
+        warning["message"].as_str().unwrap().contains("(replayed)"),
+        "{warning}"
+    );
+
+    // mallory's next message (the next id) is shown as usual.
+    let next = json!({"type": "direct", "from": "mallory", "id": 2, "text": "or at 6"});
+    mallory_udp
+        .send_to(next.to_string().as_bytes(), alice.p2p_addr())
+        .unwrap();
+    assert_eq!(alice.expect_event("direct")["text"], "or at 6");
+    let finished = alice.finish();
+    assert_eq!(finished.status.code(), Some(0), "{}", finished.stderr);
+}
+
+#[test]
+fn a_peer_that_restarts_counts_its_ids_from_one_again_and_is_not_taken_for_a_replay() {
+    let (_dir, server) = start_server();
+    let mut alice = ChatClient::register(server.addr, "alice", "alice-password");
+    let mut bob = ChatClient::register(server.addr, "bob", "bob-password");
+    alice.expect(r#""bob" joined"#, |e| {
+        e["event"] == "joined" && e["peer"]["username"] == "bob"
+    });
+    bob.send("@alice: first session");
+    assert_eq!(bob.expect_event("direct_sent")["id"], 1);
+    assert_eq!(alice.expect_event("direct")["text"], "first session");
+
+    // bob quits and starts again on the same UDP port: a new client, whose ids start at 1 again.
+    let port = bob.p2p_addr().port().to_string();
+    assert_eq!(bob.finish().status.code(), Some(0));
+    alice.expect(r#""bob" left"#, |e| {
+        e["event"] == "left" && e["username"] == "bob"
+    });
+    let mut bob = ChatClient::start_with_flags(
+        server.addr,
+        "bob",
+        &["--p2p-port", &port],
+        &["login", "bob", "bob-password"],
+    );
+    bob.expect_event("welcome");
+    alice.expect(r#""bob" joined again"#, |e| {
+        e["event"] == "joined" && e["peer"]["username"] == "bob"
+    });
+    bob.send("@alice: second session");
+    assert_eq!(bob.expect_event("direct_sent")["id"], 1);
+    let outcome = datagram_outcome(&mut alice);
+    assert_eq!(
+        (&outcome["event"], &outcome["text"]),
+        (&json!("direct"), &json!("second session")),
+        "{outcome}"
+    );
+    let stats = alice.stats();
+    assert_eq!(count(&stats, &["delivered"]), 2, "{stats}");
+    assert_eq!(count(&stats, &["dropped", "replayed"]), 0, "{stats}");
+}
+
+#[test]
+fn forgeries_in_a_peers_name_from_elsewhere_do_not_spend_its_rate_limit() {
+    const BURST: u64 = 20;
+    const FORGED: usize = 300;
+    // A refill of one datagram per 1000 s: bob gets exactly his burst during the test, so every
+    // token a forgery took would be one of his messages lost.
+    let (_dir, server) = start_server();
+    let flags = ["--dm-burst", &BURST.to_string(), "--dm-rate", "0.001"];
+    let mut alice = ChatClient::register_with_flags(server.addr, "alice", "alice-password", &flags);
+    let mut bob = ChatClient::register(server.addr, "bob", "bob-password");
+    alice.expect(r#""bob" joined"#, |e| {
+        e["event"] == "joined" && e["peer"]["username"] == "bob"
+    });
+    // mallory is a real peer too: her own announced address is a source alice trusts, for her.
+    let mallory_udp = udp_socket();
+    let (_mallory, _) = RawConnection::register(
+        server.addr,
+        "mallory",
+        "mallory-pw",
+        mallory_udp.local_addr().unwrap().port(),
+    );
+    alice.expect(r#""mallory" joined"#, |e| {
+        e["event"] == "joined" && e["peer"]["username"] == "mallory"
+    });
+
+    // Forgeries in bob's name, with ids bob will use, from: a stranger's socket, another port on
+    // bob's own IP, another loopback address (another host), and mallory's announced address.
+    let bob_ip = bob.p2p_addr().ip();
+    let forgers = [
+        udp_socket(),
+        UdpSocket::bind((bob_ip, 0)).unwrap(),
+        UdpSocket::bind("127.0.0.2:0").expect("bind 127.0.0.2 (loopback is 127.0.0.0/8)"),
+        mallory_udp,
+    ];
+    let target = alice.p2p_addr();
+    for forger in &forgers {
+        let datagrams: Vec<Vec<u8>> = (1..=FORGED / forgers.len())
+            .map(|id| forged("bob", id))
+            .collect();
+        flood(&mut alice, forger, target, &datagrams);
+    }
+    let stats = alice.stats();
+    assert_eq!(
+        count(&stats, &["dropped", "unknown_source"]),
+        FORGED as u64,
+        "{stats}"
+    );
+    assert_eq!(count(&stats, &["delivered"]), 0, "{stats}");
+
+    // bob's honest burst, all at once: every message is shown, ids 1 to BURST.
+    for n in 1..=BURST {
+        bob.send(&format!("@alice: honest {n}"));
+    }
+    let stats = alice.wait_for_stats("bob's burst received", |s| {
+        count(s, &["received"]) == FORGED as u64 + BURST
+    });
+    assert_eq!(count(&stats, &["delivered"]), BURST, "{stats}");
+    assert_eq!(count(&stats, &["dropped", "rate_limited"]), 0, "{stats}");
+    assert_eq!(count(&stats, &["dropped", "replayed"]), 0, "{stats}");
+    let shown: Vec<(String, u64)> = events_of(&alice, "direct")
+        .map(|e| {
+            assert_eq!(e["from"], "bob", "{e}");
+            (
+                e["text"].as_str().unwrap().to_string(),
+                e["id"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    let expected: Vec<(String, u64)> = (1..=BURST).map(|n| (format!("honest {n}"), n)).collect();
+    assert_eq!(shown, expected);
 }

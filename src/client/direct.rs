@@ -1,12 +1,14 @@
 //! Direct messages as the person sees them: sending one straight to a peer's announced UDP
-//! address, and turning what the [`DirectInbox`](super::DirectInbox) made of a received datagram
-//! into events. The checks themselves are the inbox's; the chat loop in `client/mod.rs` calls
-//! these.
+//! address, turning what the [`DirectInbox`](super::DirectInbox) made of a received datagram
+//! into events, and telling the inbox when a peer's session ends or starts. The checks
+//! themselves are the inbox's; the chat loop in `client/mod.rs` calls these.
 
-use crate::protocol::{encode_datagram, Datagram, DirectMessage, MAX_DATAGRAM_BYTES};
+use crate::protocol::{
+    encode_datagram, Datagram, DirectMessage, ServerMessage, MAX_DATAGRAM_BYTES,
+};
 use crate::runtime::UdpSocket;
 
-use super::direct_inbox::{DropSummary, Received};
+use super::direct_inbox::{DirectInbox, DropSummary, Received};
 use super::event::ClientEvent;
 use super::peer_list::PeerList;
 
@@ -29,6 +31,21 @@ pub(super) fn received_event(received: Received) -> Option<ClientEvent> {
             message: dropped.to_string(),
         }),
         Received::Counted => None,
+    }
+}
+
+/// Tells the inbox what a message from the server means for its replay memory: a peer that left
+/// or joined starts a new session whose direct-message ids count from 1 again, so what its last
+/// session sent must not make its new messages look like replays. A full list (`peers`,
+/// `welcome`) ends the session of everyone missing from it.
+pub(super) fn track_sessions(inbox: &mut DirectInbox, message: &ServerMessage) {
+    match message {
+        ServerMessage::Joined { peer } => inbox.forget_peer(&peer.username),
+        ServerMessage::Left { username } => inbox.forget_peer(username),
+        ServerMessage::Peers { peers } | ServerMessage::Welcome { peers, .. } => {
+            inbox.keep_only(peers.iter().map(|peer| peer.username.as_str()))
+        }
+        _ => {}
     }
 }
 

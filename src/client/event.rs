@@ -55,7 +55,7 @@ pub enum ClientEvent {
         text: String,
     },
     /// The direct-message counters, in answer to `/stats`: datagrams received, delivered, and
-    /// dropped by reason (`oversized`, `malformed`, `unknown_source`, `rate_limited`).
+    /// dropped by reason (`oversized`, `malformed`, `unknown_source`, `rate_limited`, `replayed`).
     DirectStats(DirectStats),
     /// Something was dropped or ignored (a datagram from an unknown address, …).
     Warning {
@@ -239,7 +239,7 @@ mod tests {
         });
         assert_eq!(
             serde_json::to_string(&event).unwrap(),
-            r#"{"event":"direct_stats","received":3,"delivered":1,"dropped":{"oversized":0,"malformed":2,"unknown_source":0,"rate_limited":0},"sources_tracked":1}"#
+            r#"{"event":"direct_stats","received":3,"delivered":1,"dropped":{"oversized":0,"malformed":2,"unknown_source":0,"rate_limited":0,"replayed":0},"sources_tracked":1}"#
         );
         assert_eq!(
             event.render(10),

@@ -268,6 +268,7 @@ impl Client {
                         send(&mut tcp, &ClientMessage::Pong).await?;
                         continue;
                     }
+                    direct::track_sessions(&mut inbox, &message);
                     on_server_message(message, &mut peers, emit)?;
                 }
                 Input::Server(Ok(None)) => {

@@ -1,18 +1,25 @@
 //! The gate every received direct-message datagram passes before the person sees it: the checks,
 //! and what became of each datagram ([`Received`]). It reports outcomes as its own types and
-//! knows nothing of the client's events; `client/mod.rs` turns them into warnings and messages.
+//! knows nothing of the client's events; `client/direct.rs` turns them into warnings and messages.
 //!
 //! Checks, cheapest and most basic first; the first that fails drops the datagram and counts it:
 //! 1. `oversized`: longer than [`DirectLimits::max_bytes`];
 //! 2. `malformed`: not a `direct` datagram (not UTF-8, not JSON, unknown type, bad fields);
 //! 3. `unknown_source`: not sent from the address that the peer it names announced to the server
 //!    (a spoofed or stale sender);
-//! 4. `rate_limited`: the sending address used up its token bucket ([`DirectLimits::burst`]
-//!    datagrams at once, refilled at [`DirectLimits::rate`] per second).
+//! 4. `replayed`: that sender already delivered a datagram with this `id`, or one so much newer
+//!    that this `id` is too old to tell (`replay_window`);
+//! 5. `rate_limited`: the sender used up its token bucket ([`DirectLimits::burst`] datagrams at
+//!    once, refilled at [`DirectLimits::rate`] per second).
 //!
-//! Only datagrams that passed the source check reach the rate limiter, so its table holds online
-//! peers' addresses only; it is still capped at [`MAX_TRACKED_SOURCES`] so that memory stays
-//! bounded whatever the peer list says (`source_buckets`).
+//! A sender is the online peer a datagram names together with the address it came from
+//! (`Sender`). Its rate limit and its replay memory are only consulted once the source check
+//! has passed, so a forgery from elsewhere in a peer's name never spends that peer's budget or
+//! marks its ids as seen, and a replay is dropped before it costs a token. Both tables hold
+//! online peers only and are capped ([`MAX_TRACKED_SOURCES`], [`MAX_REPLAY_SENDERS`]) so that
+//! memory stays bounded whatever the peer list says (`source_buckets`, `replay_window`). The
+//! replay memory belongs to the peer's session: [`DirectInbox::forget_peer`] drops it when the
+//! server says the peer left or joined, since a restarted client counts its ids from 1 again.
 //!
 //! Reporting never floods the terminal (`report`): the first drop of each kind from each source is
 //! [`Received::Dropped`], worth a warning of its own (at most [`WARNINGS_PER_INTERVAL`] per
@@ -20,9 +27,9 @@
 //! [`DropSummary`] at most once per [`SUMMARY_INTERVAL`]. The running totals are always available
 //! as a [`DirectStats`] (`/stats`, `stats`).
 //!
-//! The limits' defaults live in [`config`](super::config); the table sizes and intervals above are
-//! fixed and live beside the code they bound. This module never does I/O and takes the time as an
-//! argument, so it is tested without a clock.
+//! The limits' defaults live in [`config`](super::config); the table sizes, the replay window and
+//! the intervals above are fixed and live beside the code they bound. This module never does I/O
+//! and takes the time as an argument, so it is tested without a clock.
 
 use std::net::SocketAddr;
 use std::time::Instant;
@@ -30,17 +37,38 @@ use std::time::Instant;
 use super::peer_list::PeerList;
 use crate::protocol::{decode_datagram, Datagram, DecodeError, DirectMessage};
 
+mod replay_window;
 mod report;
 mod source_buckets;
 mod stats;
 
 pub use super::config::DirectLimits;
+pub use replay_window::{MAX_REPLAY_SENDERS, REPLAY_WINDOW};
 pub use report::{DropSummary, MAX_WARNED_PAIRS, SUMMARY_INTERVAL, WARNINGS_PER_INTERVAL};
 pub use source_buckets::MAX_TRACKED_SOURCES;
 pub use stats::{DirectStats, DropCounts, DropKind};
 
+use replay_window::SeenIds;
 use report::DropReporter;
 use source_buckets::SourceBuckets;
+
+/// Who sent a datagram that passed the source check: the online peer it names (lower-cased, as
+/// the peer list looks names up) and the address it came from (an IPv4-mapped IPv6 address as
+/// its IPv4 address). The rate limit and the replay memory are kept per sender.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct Sender {
+    name: String,
+    address: SocketAddr,
+}
+
+impl Sender {
+    fn new(name: &str, address: SocketAddr) -> Self {
+        Sender {
+            name: name.to_ascii_lowercase(),
+            address: SocketAddr::new(address.ip().to_canonical(), address.port()),
+        }
+    }
+}
 
 /// What became of one received datagram.
 #[derive(Debug, Clone, PartialEq)]
@@ -74,7 +102,18 @@ pub enum Rejection {
         "it claims to be from {claimed:?}, but that is not the announced address of an online peer"
     )]
     UnknownSource { claimed: String },
-    /// The sending address used up its token bucket (`burst`, refilled at `rate` per second).
+    /// The sender already delivered a datagram with this `id` (a captured datagram sent again), or
+    /// `id` is more than the replay window older than the newest it delivered.
+    #[error(
+        "{claimed:?} already sent a direct message with id {id}, or one more than {window} ids \
+         newer: a replayed datagram"
+    )]
+    Replayed {
+        claimed: String,
+        id: u64,
+        window: u64,
+    },
+    /// The sender used up its token bucket (`burst`, refilled at `rate` per second).
     #[error(
         "{claimed:?} sent more than {burst} direct messages at once ({rate} per second after \
          that); the excess is dropped"
@@ -94,6 +133,7 @@ impl Rejection {
             Rejection::Malformed(_) => DropKind::Malformed,
             Rejection::UnknownSource { .. } => DropKind::UnknownSource,
             Rejection::RateLimited { .. } => DropKind::RateLimited,
+            Rejection::Replayed { .. } => DropKind::Replayed,
         }
     }
 }
@@ -124,6 +164,7 @@ impl std::fmt::Display for Dropped {
 pub struct DirectInbox {
     limits: DirectLimits,
     buckets: SourceBuckets,
+    seen: SeenIds,
     stats: DirectStats,
     reporter: DropReporter,
 }
@@ -133,6 +174,7 @@ impl DirectInbox {
         DirectInbox {
             limits,
             buckets: SourceBuckets::new(limits.burst, limits.rate),
+            seen: SeenIds::default(),
             stats: DirectStats::default(),
             reporter: DropReporter::default(),
         }
@@ -189,19 +231,46 @@ impl DirectInbox {
         let Some(peer) = peers.verify_source(&from, source) else {
             return Err(Rejection::UnknownSource { claimed: from });
         };
-        if !self.buckets.take(source, now) {
+        let sender = Sender::new(&peer.username, source);
+        if !self.seen.is_new(&sender, id) {
+            return Err(Rejection::Replayed {
+                claimed: from,
+                id,
+                window: REPLAY_WINDOW,
+            });
+        }
+        if !self.buckets.take(&sender, now) {
             return Err(Rejection::RateLimited {
                 claimed: from,
                 burst: self.limits.burst,
                 rate: self.limits.rate,
             });
         }
+        // Only a delivered id is remembered: one dropped by the rate limit was never shown, so
+        // it is not a replay if it comes again.
+        self.seen.record(&sender, id, now);
         Ok(Received::Delivered {
             from: peer.username.clone(),
             id,
             text,
             source,
         })
+    }
+
+    /// Forgets what `username`'s last session delivered, so that its next one (a restarted
+    /// client, counting ids from 1 again) is not taken for a replay. Call it when the server
+    /// says the peer left or joined.
+    pub fn forget_peer(&mut self, username: &str) {
+        let gone = username.to_ascii_lowercase();
+        self.seen.retain_names(|name| name != gone);
+    }
+
+    /// Forgets the sessions of everyone not in `online` (the server's full list of who is
+    /// online: whoever is missing has left).
+    pub fn keep_only<'a>(&mut self, online: impl IntoIterator<Item = &'a str>) {
+        let online: std::collections::HashSet<String> =
+            online.into_iter().map(str::to_ascii_lowercase).collect();
+        self.seen.retain_names(|name| online.contains(name));
     }
 
     /// The summary of drops not yet reported, when one is due; call it now and then.
@@ -256,9 +325,11 @@ mod tests {
             ..DirectLimits::default()
         });
         let (peers, alice, t0) = (peers(), addr("127.0.0.1:4000"), Instant::now());
-        let delivered = |inbox: &mut DirectInbox, at: Instant| {
+        let mut id = 0;
+        let mut delivered = |inbox: &mut DirectInbox, at: Instant| {
+            id += 1;
             matches!(
-                inbox.receive(&direct("alice", 1), alice, &peers, at),
+                inbox.receive(&direct("alice", id), alice, &peers, at),
                 Received::Delivered { .. }
             )
         };
@@ -293,10 +364,100 @@ mod tests {
                 oversized: 1,
                 malformed: 2,
                 unknown_source: 1,
-                rate_limited: 0
+                rate_limited: 0,
+                replayed: 0,
             }
         );
         assert_eq!(stats.sources_tracked, 0, "strangers never get a bucket");
+    }
+
+    #[test]
+    fn a_replayed_datagram_is_dropped_once_delivered_and_counted() {
+        let mut inbox = DirectInbox::new(DirectLimits::default());
+        let (peers, alice, now) = (peers(), addr("127.0.0.1:4000"), Instant::now());
+        let datagram = direct("alice", 7);
+        assert!(matches!(
+            inbox.receive(&datagram, alice, &peers, now),
+            Received::Delivered { id: 7, .. }
+        ));
+        let Received::Dropped(dropped) = inbox.receive(&datagram, alice, &peers, now) else {
+            panic!("the replay was not dropped with a warning");
+        };
+        assert_eq!(
+            dropped.to_string(),
+            "dropped a datagram from 127.0.0.1:4000 (replayed): \"alice\" already sent a direct \
+             message with id 7, or one more than 1024 ids newer: a replayed datagram; more like it \
+             are only counted (/stats)"
+        );
+        // The same id under another spelling of the name, or from the IPv4-mapped address, is the
+        // same sender.
+        let mapped = addr("[::ffff:127.0.0.1]:4000");
+        assert!(!matches!(
+            inbox.receive(&direct("ALICE", 7), mapped, &peers, now),
+            Received::Delivered { .. }
+        ));
+        let stats = inbox.stats();
+        assert_eq!((stats.received, stats.delivered), (3, 1));
+        assert_eq!(stats.dropped.replayed, 2);
+        assert_eq!(stats.dropped.rate_limited, 0, "a replay costs no token");
+    }
+
+    #[test]
+    fn a_peer_that_left_or_joined_again_may_count_from_one_again() {
+        let mut inbox = DirectInbox::new(DirectLimits::default());
+        let (mut peers, alice, now) = (peers(), addr("127.0.0.1:4000"), Instant::now());
+        let delivered = |inbox: &mut DirectInbox, peers: &PeerList| {
+            matches!(
+                inbox.receive(&direct("alice", 1), alice, peers, now),
+                Received::Delivered { .. }
+            )
+        };
+        assert!(delivered(&mut inbox, &peers));
+        assert!(!delivered(&mut inbox, &peers));
+        inbox.forget_peer("Alice");
+        assert!(delivered(&mut inbox, &peers), "after left or joined");
+        inbox.keep_only(["alice"]);
+        assert!(!delivered(&mut inbox, &peers), "still the same session");
+        peers.insert(PeerInfo {
+            username: "bob".into(),
+            ip: addr("127.0.0.2:1").ip(),
+            p2p_port: 4000,
+        });
+        inbox.keep_only(["bob"]);
+        assert!(delivered(&mut inbox, &peers), "alice was not in the list");
+    }
+
+    #[test]
+    fn forgeries_from_elsewhere_neither_spend_the_peers_tokens_nor_burn_its_ids() {
+        let mut inbox = DirectInbox::new(DirectLimits {
+            burst: 3,
+            rate: 0.0,
+            ..DirectLimits::default()
+        });
+        let (peers, alice, now) = (peers(), addr("127.0.0.1:4000"), Instant::now());
+        for (id, forger) in ["127.0.0.1:4001", "127.0.0.2:4000", "[::1]:4000"]
+            .iter()
+            .cycle()
+            .take(300)
+            .enumerate()
+        {
+            inbox.receive(&direct("alice", id as u64), addr(forger), &peers, now);
+        }
+        assert_eq!(inbox.stats().dropped.unknown_source, 300);
+        let delivered: Vec<u64> = (0..4)
+            .filter_map(
+                |id| match inbox.receive(&direct("alice", id), alice, &peers, now) {
+                    Received::Delivered { id, .. } => Some(id),
+                    _ => None,
+                },
+            )
+            .collect();
+        assert_eq!(delivered, [0, 1, 2], "alice's whole burst, her own ids");
+        // The rate-limited one was never shown, so it is not a replay when it comes again.
+        inbox.receive(&direct("alice", 3), alice, &peers, now);
+        let stats = inbox.stats();
+        assert_eq!(stats.dropped.rate_limited, 2);
+        assert_eq!(stats.dropped.replayed, 0);
     }
 
     #[test]

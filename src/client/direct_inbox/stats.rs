@@ -12,6 +12,7 @@ pub enum DropKind {
     Malformed,
     UnknownSource,
     RateLimited,
+    Replayed,
 }
 
 impl DropKind {
@@ -22,6 +23,7 @@ impl DropKind {
             DropKind::Malformed => "malformed",
             DropKind::UnknownSource => "unknown_source",
             DropKind::RateLimited => "rate_limited",
+            DropKind::Replayed => "replayed",
         }
     }
 }
@@ -33,6 +35,8 @@ pub struct DropCounts {
     pub malformed: u64,
     pub unknown_source: u64,
     pub rate_limited: u64,
+    /// Last in the JSON form, so that the fields before it keep their places.
+    pub replayed: u64,
 }
 
 impl DropCounts {
@@ -42,6 +46,7 @@ impl DropCounts {
             DropKind::Malformed => &mut self.malformed,
             DropKind::UnknownSource => &mut self.unknown_source,
             DropKind::RateLimited => &mut self.rate_limited,
+            DropKind::Replayed => &mut self.replayed,
         };
         *counter = counter.saturating_add(1);
     }
@@ -51,6 +56,7 @@ impl DropCounts {
             .saturating_add(self.malformed)
             .saturating_add(self.unknown_source)
             .saturating_add(self.rate_limited)
+            .saturating_add(self.replayed)
     }
 }
 
@@ -62,6 +68,7 @@ impl fmt::Display for DropCounts {
             (self.malformed, DropKind::Malformed),
             (self.unknown_source, DropKind::UnknownSource),
             (self.rate_limited, DropKind::RateLimited),
+            (self.replayed, DropKind::Replayed),
         ]
         .iter()
         .filter(|(n, _)| *n > 0)
@@ -81,7 +88,7 @@ pub struct DirectStats {
     pub received: u64,
     pub delivered: u64,
     pub dropped: DropCounts,
-    /// Source addresses whose token buckets are held now (at most
+    /// Senders (a peer's name and address) whose token buckets are held now (at most
     /// [`MAX_TRACKED_SOURCES`](super::MAX_TRACKED_SOURCES)).
     pub sources_tracked: usize,
 }
