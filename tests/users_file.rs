@@ -54,6 +54,13 @@ fn register(server: &Server, name: &str) -> Value {
     authenticate(server, true, name, PASSWORD)
 }
 
+/// Registers `name` on a connection of its own and waits until the server has seen that
+/// connection close (`NAME left`), so that a later login as `name` is not `already_online`.
+fn register_and_leave(server: &Server, name: &str) {
+    assert_welcome(&register(server, name));
+    server.wait_for_log(&format!(" {name} left"));
+}
+
 fn assert_welcome(answer: &Value) {
     assert_eq!(answer["type"], "welcome", "{answer}");
 }
@@ -308,7 +315,7 @@ fn a_hand_edit_while_the_server_runs_is_read_again_and_never_overwritten() {
     edited["users"].as_array_mut().unwrap().insert(0, alice);
     fs::write(&users, serde_json::to_string_pretty(&edited).unwrap()).unwrap();
 
-    assert_welcome(&register(&server, "dave"));
+    register_and_leave(&server, "dave");
     assert_eq!(names_on_disk(&users), ["alice", "carol", "dave"]);
     assert_welcome(&authenticate(&server, false, "alice", ALICE_PASSWORD));
     server.wait_for_log(&format!(
@@ -344,7 +351,7 @@ fn look_alike_names_are_refused_and_different_ones_accepted() {
     let dir = tempfile::tempdir().unwrap();
     let users = dir.path().join("users.json");
     let server = Server::start(&users, &[]);
-    assert_welcome(&register(&server, "alice"));
+    register_and_leave(&server, "alice");
     assert_welcome(&register(&server, "bob"));
     for look_alike in ["aIice", "a1ice", "AL1CE", "ailce", "b0b", "BOB"] {
         let message = assert_refused(&register(&server, look_alike), "name_taken");
