@@ -11,7 +11,7 @@ use std::sync::Arc;
 use clap::{CommandFactory, Parser};
 use p2pchat::runtime::{self, TcpListener};
 use p2pchat::server::{self, ServerFlags};
-use p2pchat::user_store::{StoreError, UserStore};
+use p2pchat::user_store::{StoreError, UnsafeFile, UserStore};
 
 /// The p2pchat server: accounts, the list of who is online, and the chat room.
 ///
@@ -28,6 +28,12 @@ struct Args {
     /// The users file (JSON, mode 0600, created if missing).
     #[arg(long, value_name = "PATH", default_value = "users.json")]
     users: PathBuf,
+
+    /// Start even if someone other than this user (and root) could replace the users file: the
+    /// file or one of its folders belongs to another user, or others may write to a folder
+    /// without the sticky bit. Each reason is still logged as a warning.
+    #[arg(long)]
+    allow_unsafe_users_file: bool,
 
     #[command(flatten)]
     server: ServerFlags,
@@ -67,7 +73,11 @@ fn main() -> ExitCode {
 }
 
 async fn serve(args: Args, params: scrypt::Params) -> Result<(), StartError> {
-    let store = UserStore::open(&args.users, params)?;
+    let unsafe_file = match args.allow_unsafe_users_file {
+        true => UnsafeFile::Allow,
+        false => UnsafeFile::Refuse,
+    };
+    let store = UserStore::open_with(&args.users, params, unsafe_file)?;
     let listener = TcpListener::bind(args.bind)
         .await
         .map_err(|source| StartError::Listen {

@@ -93,7 +93,7 @@ pub(super) async fn authenticate(
                     );
                     ErrorCode::BadCredentials
                 }
-                AuthError::NameTaken => ErrorCode::NameTaken,
+                AuthError::NameTaken | AuthError::NameTooSimilar { .. } => ErrorCode::NameTaken,
                 AuthError::InvalidUsername(_) => ErrorCode::InvalidUsername,
                 AuthError::InvalidPassword(_) => ErrorCode::InvalidPassword,
                 AuthError::Storage(detail) => {

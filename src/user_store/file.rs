@@ -1,16 +1,21 @@
 //! The users file on disk: its JSON layout and checks, the atomic replacement that makes a change
-//! durable, the clean-up of temporary files a crash left behind, and the warnings about symbolic
-//! links and loose permissions.
+//! durable, the stamp that tells a change made by hand from our own, the clean-up of temporary
+//! files a crash left behind, and the warnings about symbolic links and loose permissions.
 //!
 //! Knows nothing of passwords beyond the stored PHC strings' shape, and nothing of locking: the
 //! caller ([`super::UserStore`]) writes one change at a time. A write goes through a
 //! [`Durability`] so that tests can see both fsyncs and their order; the store uses [`Fsync`].
+//!
+//! The temporary file of a write is created exclusively (`O_CREAT|O_EXCL`, which never follows a
+//! symbolic link) under a random name, mode 0600, and checked to be a regular file of ours before
+//! anything is written to it: nobody who can create files in the folder can make a write follow
+//! their link or fill their file. The clean-up removes only regular files of ours.
 
 use std::collections::BTreeMap;
 use std::ffi::OsStr;
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write};
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::fs::{self, File, Metadata};
+use std::io::{self, Read, Write};
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -69,9 +74,108 @@ pub enum InvalidUsersFile {
 #[derive(Debug, thiserror::Error)]
 #[error("{error}")]
 pub struct WriteFailure {
-    /// Whether the new file had already replaced the old one (only the folder's fsync failed).
-    pub replaced: bool,
+    /// The new file's stamp if it had already replaced the old one (only the folder's fsync
+    /// failed); `None` if the old file is still there.
+    pub replaced: Option<FileStamp>,
     pub error: io::Error,
+}
+
+/// Random characters in a temporary file's name (`.users.json.tmp.` and these): 62^12 names, so
+/// that nobody can plant the next one in advance.
+const TEMPORARY_RANDOM_CHARS: usize = 12;
+
+/// The mode of the users file and of its temporary file: it holds password hashes.
+const PRIVATE_MODE: u32 = 0o600;
+
+/// What identifies one version of the users file: the file (device and inode), its size and its
+/// modification time to the nanosecond. A hand edit changes one of them: an editor that saves
+/// in place changes the time and usually the size, one that saves a new file and renames it
+/// changes the inode. (Not the change time: our own rename changes it.)
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FileStamp {
+    device: u64,
+    inode: u64,
+    size: u64,
+    modified_secs: i64,
+    modified_nanos: i64,
+}
+
+impl FileStamp {
+    pub fn of(meta: &Metadata) -> FileStamp {
+        FileStamp {
+            device: meta.dev(),
+            inode: meta.ino(),
+            size: meta.size(),
+            modified_secs: meta.mtime(),
+            modified_nanos: meta.mtime_nsec(),
+        }
+    }
+}
+
+/// The users file's stamp now (following a symbolic link, as reading does).
+pub fn stamp(path: &Path) -> io::Result<FileStamp> {
+    fs::metadata(path).map(|meta| FileStamp::of(&meta))
+}
+
+/// Reads the users file and the stamp of exactly the version read (one open file: a
+/// replacement between the two cannot mix them up).
+pub fn read(path: &Path) -> io::Result<(Vec<u8>, FileStamp)> {
+    let mut file = File::open(path)?;
+    let stamp = FileStamp::of(&file.metadata()?);
+    let mut bytes = Vec::new();
+    file.read_to_end(&mut bytes)?;
+    Ok((bytes, stamp))
+}
+
+/// Why a freshly created temporary file is not used: it is not the private regular file of
+/// ours that an exclusive creation makes. Never expected; checked because the write runs as
+/// whoever runs the server, perhaps root.
+#[derive(Debug, thiserror::Error)]
+pub enum ForeignTemporaryFile {
+    #[error("the temporary file {} is not a regular file", path.display())]
+    NotRegular { path: PathBuf },
+    #[error("the temporary file {} belongs to uid {owner}, not to this server (uid {us})", path.display())]
+    Owner { path: PathBuf, owner: u32, us: u32 },
+    #[error("the temporary file {} has mode {mode:04o}, not {PRIVATE_MODE:04o}", path.display())]
+    Mode { path: PathBuf, mode: u32 },
+    #[error("the temporary file {} has {links} names, not one", path.display())]
+    Links { path: PathBuf, links: u64 },
+}
+
+/// The effective user id this process runs as: the owner of every file it creates.
+pub fn effective_uid() -> u32 {
+    // SAFETY: geteuid(2) takes nothing, touches no memory and cannot fail.
+    unsafe { libc::geteuid() }
+}
+
+/// Checks that the temporary file at `path` is a private regular file of ours with one name.
+fn check_temporary_file(file: &File, path: &Path) -> Result<(), ForeignTemporaryFile> {
+    let meta = file
+        .metadata()
+        .map_err(|_| ForeignTemporaryFile::NotRegular {
+            path: path.to_path_buf(),
+        })?;
+    let path = path.to_path_buf();
+    let us = effective_uid();
+    let mode = meta.mode() & 0o7777;
+    if !meta.file_type().is_file() {
+        Err(ForeignTemporaryFile::NotRegular { path })
+    } else if meta.uid() != us {
+        Err(ForeignTemporaryFile::Owner {
+            path,
+            owner: meta.uid(),
+            us,
+        })
+    } else if mode != PRIVATE_MODE {
+        Err(ForeignTemporaryFile::Mode { path, mode })
+    } else if meta.nlink() != 1 {
+        Err(ForeignTemporaryFile::Links {
+            path,
+            links: meta.nlink(),
+        })
+    } else {
+        Ok(())
+    }
 }
 
 /// How a write of the users file reaches the disk: the two fsyncs of [`write()`]. A seam for tests,
@@ -127,16 +231,17 @@ pub fn parse(bytes: &[u8]) -> Result<Accounts, InvalidUsersFile> {
     Ok(users)
 }
 
-/// Replaces the users file atomically: a temporary file in the same folder (mode 0600), its
-/// fsync, the rename over the old file, the folder's fsync so that the rename itself is durable.
+/// Replaces the users file atomically: a temporary file in the same folder, created exclusively
+/// under a random name with mode 0600 and checked to be ours; its fsync; the rename over the old
+/// file; the folder's fsync so that the rename itself is durable. Returns the new file's stamp.
 /// A failure before the rename removes the temporary file and leaves the old file as it was.
 pub fn write(
     path: &Path,
     users: &Accounts,
     durability: &dyn Durability,
-) -> Result<(), WriteFailure> {
+) -> Result<FileStamp, WriteFailure> {
     let failed = |error| WriteFailure {
-        replaced: false,
+        replaced: None,
         error,
     };
     let file = UsersJson {
@@ -154,28 +259,32 @@ pub fn write(
             "the path names no file",
         ))
     })?;
-    let tmp = folder.join(temporary_name(name, std::process::id()));
-    let written = (|| {
-        let mut out = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)?;
-        out.write_all(&json)?;
-        durability.sync_file(&out, &tmp)?;
-        fs::rename(&tmp, path)
-    })();
-    if let Err(error) = written {
-        let _ = fs::remove_file(&tmp);
-        return Err(failed(error));
-    }
+    // Dropping `tmp` before it is persisted removes it.
+    let mut tmp = tempfile::Builder::new()
+        .prefix(&temporary_prefix(name))
+        .rand_bytes(TEMPORARY_RANDOM_CHARS)
+        .permissions(fs::Permissions::from_mode(PRIVATE_MODE))
+        .tempfile_in(&folder)
+        .map_err(failed)?;
+    let stamp = (|| {
+        // The mode asked for at creation is narrowed by the umask; make it exactly 0600.
+        tmp.as_file()
+            .set_permissions(fs::Permissions::from_mode(PRIVATE_MODE))?;
+        check_temporary_file(tmp.as_file(), tmp.path()).map_err(io::Error::other)?;
+        tmp.write_all(&json)?;
+        durability.sync_file(tmp.as_file(), tmp.path())?;
+        // Taken before the rename, which keeps the inode, size and modification time.
+        tmp.as_file().metadata().map(|meta| FileStamp::of(&meta))
+    })()
+    .map_err(failed)?;
+    tmp.persist(path).map_err(|e| failed(e.error))?;
     durability
         .sync_folder(&folder)
         .map_err(|error| WriteFailure {
-            replaced: true,
+            replaced: Some(stamp),
             error,
-        })
+        })?;
+    Ok(stamp)
 }
 
 /// The folder holding `path` (`.` for a bare file name).
@@ -230,17 +339,16 @@ pub fn warn_if_exposed(path: &Path, target: &Path) {
     }
 }
 
-/// The name of the temporary file a write of `path` by this process uses: `.NAME.tmp.PID`.
-fn temporary_name(name: &OsStr, pid: u32) -> String {
-    format!("{}{pid}", temporary_prefix(name))
-}
-
+/// The start of a temporary file's name for a write of the users file `NAME`: `.NAME.tmp.`
+/// (then [`TEMPORARY_RANDOM_CHARS`] random characters; versions before them used the process id).
 fn temporary_prefix(name: &OsStr) -> String {
     format!(".{}.tmp.", name.to_string_lossy())
 }
 
-/// Removes the temporary files of earlier processes beside the users file: a write interrupted
-/// by a crash (SIGKILL, power loss) leaves one, and a later process never reuses its name.
+/// Removes the temporary files that earlier processes left beside the users file: a write
+/// interrupted by a crash (SIGKILL, power loss) leaves one. Only regular files of ours, found
+/// without following links: anything else with the prefix (a symbolic link or a file someone
+/// else planted) is left alone, with a warning. Call it before any write of this process.
 /// Failures are logged: they stop nothing.
 pub fn remove_leftover_temporary_files(path: &Path) {
     let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
@@ -252,28 +360,50 @@ pub fn remove_leftover_temporary_files(path: &Path) {
         dir
     };
     let prefix = temporary_prefix(name);
-    let own = temporary_name(name, std::process::id());
     let Ok(entries) = fs::read_dir(dir) else {
         return;
     };
+    let us = effective_uid();
     for entry in entries.flatten() {
         let file_name = entry.file_name();
-        let file_name = file_name.to_string_lossy();
-        let is_leftover = file_name
+        let is_candidate = file_name
+            .to_string_lossy()
             .strip_prefix(&prefix)
-            .is_some_and(|pid| !pid.is_empty() && pid.bytes().all(|b| b.is_ascii_digit()))
-            && file_name != own;
-        if !is_leftover {
+            .is_some_and(|rest| !rest.is_empty());
+        if !is_candidate {
             continue;
         }
-        match fs::remove_file(entry.path()) {
+        let leftover = entry.path();
+        // Not followed: a planted link is looked at, never through.
+        let Ok(meta) = fs::symlink_metadata(&leftover) else {
+            continue;
+        };
+        if !meta.file_type().is_file() || meta.uid() != us {
+            log::warn!(
+                "left {} alone: it is named like a temporary users file but is not a regular file \
+                 of this server's user (uid {us}; it is {}, owner uid {}); someone who can write \
+                 to {} may have planted it",
+                leftover.display(),
+                if meta.file_type().is_symlink() {
+                    "a symbolic link"
+                } else if meta.file_type().is_file() {
+                    "a regular file"
+                } else {
+                    "not a regular file"
+                },
+                meta.uid(),
+                dir.display()
+            );
+            continue;
+        }
+        match fs::remove_file(&leftover) {
             Ok(()) => log::info!(
                 "removed {}, left by a write of the users file that did not finish",
-                entry.path().display()
+                leftover.display()
             ),
             Err(e) => log::warn!(
                 "could not remove {}, left by a write of the users file that did not finish: {e}",
-                entry.path().display()
+                leftover.display()
             ),
         }
     }
@@ -359,11 +489,28 @@ mod tests {
             .collect()
     }
 
-    fn temporary_path(path: &Path) -> PathBuf {
-        folder_of(path).join(temporary_name(
-            path.file_name().unwrap(),
-            std::process::id(),
-        ))
+    /// The files in `dir` named like a temporary users file.
+    fn temporary_files(dir: &Path) -> Vec<PathBuf> {
+        fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| {
+                p.file_name()
+                    .unwrap()
+                    .to_string_lossy()
+                    .starts_with(".users.json.tmp.")
+            })
+            .collect()
+    }
+
+    /// Whether `path` is a temporary file of a write of `users_file`: in its folder, named
+    /// `.users.json.tmp.` and [`TEMPORARY_RANDOM_CHARS`] random characters.
+    fn is_temporary_name(path: &Path, users_file: &Path) -> bool {
+        let name = path.file_name().unwrap().to_string_lossy();
+        path.parent() == users_file.parent()
+            && name
+                .strip_prefix(".users.json.tmp.")
+                .is_some_and(|random| random.len() == TEMPORARY_RANDOM_CHARS)
     }
 
     /// Durability, not only atomicity: the new contents are fsynced in the temporary file before
@@ -380,11 +527,16 @@ mod tests {
         write(&path, &accounts(&["alice", "bob"]), &recorder).unwrap();
         let new = fs::read(&path).unwrap();
         assert_ne!(old, new);
+        let seen = recorder.seen.into_inner();
+        let temporary = match seen.first() {
+            Some(Synced::File { path: tmp, .. }) if is_temporary_name(tmp, &path) => tmp.clone(),
+            other => panic!("the first sync is not of a temporary file: {other:?}"),
+        };
         assert_eq!(
-            recorder.seen.into_inner(),
+            seen,
             [
                 Synced::File {
-                    path: temporary_path(&path),
+                    path: temporary,
                     contents: Some(new.clone()),
                     users_file: Some(old),
                 },
@@ -407,10 +559,10 @@ mod tests {
             ..Recorder::new(&path)
         };
         let failure = write(&path, &accounts(&["alice", "bob"]), &recorder).unwrap_err();
-        assert!(!failure.replaced);
+        assert!(failure.replaced.is_none());
         assert_eq!(failure.to_string(), "the disk is gone");
         assert_eq!(fs::read(&path).unwrap(), old);
-        assert!(!temporary_path(&path).exists());
+        assert_eq!(temporary_files(dir.path()), Vec::<PathBuf>::new());
         assert_eq!(
             recorder.seen.borrow().len(),
             1,
@@ -427,7 +579,7 @@ mod tests {
             ..Recorder::new(&path)
         };
         let failure = write(&path, &accounts(&["alice"]), &recorder).unwrap_err();
-        assert!(failure.replaced, "the rename had happened");
+        assert!(failure.replaced.is_some(), "the rename had happened");
         assert_eq!(
             parse(&fs::read(&path).unwrap()).unwrap(),
             accounts(&["alice"])
@@ -453,6 +605,60 @@ mod tests {
             "name order"
         );
         assert!(text.ends_with("}\n"));
+    }
+
+    #[test]
+    fn a_write_returns_the_stamp_the_file_has_and_a_change_by_hand_changes_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("users.json");
+        let written = write(&path, &accounts(&["alice"]), &Fsync).unwrap();
+        assert_eq!(stamp(&path).unwrap(), written);
+        assert_eq!(read(&path).unwrap().1, written);
+        let mut bytes = fs::read(&path).unwrap();
+        bytes.extend_from_slice(b" ");
+        fs::write(&path, &bytes).unwrap(); // in place: same inode
+        assert_ne!(stamp(&path).unwrap(), written);
+    }
+
+    /// The clean-up removes our own leftovers (either naming scheme) and nothing else: not a
+    /// symbolic link (nor what it points to), not someone else's file, not a folder.
+    #[test]
+    fn the_clean_up_removes_only_regular_files_of_ours() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("users.json");
+        write(&path, &accounts(&["alice"]), &Fsync).unwrap();
+        let elsewhere = tempfile::tempdir().unwrap();
+        let target = elsewhere.path().join("precious");
+        fs::write(&target, b"keep me").unwrap();
+        let ours_old = dir.path().join(".users.json.tmp.4242");
+        let ours_new = dir.path().join(".users.json.tmp.Ab3dEf6hIj9K");
+        fs::write(&ours_old, b"{}").unwrap();
+        fs::write(&ours_new, b"{}").unwrap();
+        let link = dir.path().join(".users.json.tmp.4243");
+        std::os::unix::fs::symlink(&target, &link).unwrap();
+        let folder = dir.path().join(".users.json.tmp.4244");
+        fs::create_dir(&folder).unwrap();
+        let unrelated = dir.path().join(".other.json.tmp.1");
+        fs::write(&unrelated, b"{}").unwrap();
+        let foreign = dir.path().join(".users.json.tmp.4245");
+        fs::write(&foreign, b"{}").unwrap();
+        let foreign_owned =
+            effective_uid() != 0 || std::os::unix::fs::chown(&foreign, Some(65534), None).is_ok();
+
+        remove_leftover_temporary_files(&path);
+
+        assert!(!ours_old.exists() && !ours_new.exists());
+        assert!(fs::symlink_metadata(&link)
+            .unwrap()
+            .file_type()
+            .is_symlink());
+        assert_eq!(fs::read(&target).unwrap(), b"keep me");
+        assert!(folder.is_dir() && unrelated.exists());
+        // Only root can give a file away; as anyone else, the file counts as ours.
+        if foreign_owned && effective_uid() == 0 {
+            assert!(foreign.exists(), "someone else's file was removed");
+        }
+        assert!(path.exists());
     }
 
     #[test]

@@ -1,4 +1,5 @@
-//! The rules for usernames and passwords, and the key under which a name is unique.
+//! The rules for usernames and passwords, the key under which a name is unique, and the
+//! skeleton under which two names look alike.
 //!
 //! Pure checks over strings: nothing here hashes, stores or logs. An error never quotes a
 //! password.
@@ -63,6 +64,31 @@ pub fn name_key(name: &str) -> String {
     name.to_ascii_lowercase()
 }
 
+/// Characters that look alike in the username alphabet, each group with the one it stands for in
+/// a [`skeleton`]: after case folding, `i`, `l` and `1` (`aIice`, `a1ice` and `alice` look the
+/// same in many fonts), and `o` and `0`. Kept to these on purpose: in the terminal's fixed-width
+/// font `rn` and `m` take different widths, and digits like `5`/`s` are told apart by most
+/// readers; a longer table would refuse many honest names to stop few impersonations.
+pub const LOOK_ALIKE: &[(&str, char)] = &[("il1", 'l'), ("o0", 'o')];
+
+/// The key under which names look alike: case folded, then each character of a [`LOOK_ALIKE`]
+/// group replaced by the group's character. A new name is refused when its skeleton is an
+/// existing account's (`aIice` beside `alice`); logins still go by [`name_key`].
+///
+/// Folding comes first because it must: `I` is both a capital `i` and a look-alike of `l`, so
+/// `i`, `l` and `1` form one class, and `ail` and `ali` count as alike too.
+pub fn skeleton(name: &str) -> String {
+    name.chars()
+        .map(|c| {
+            let folded = c.to_ascii_lowercase();
+            LOOK_ALIKE
+                .iter()
+                .find(|(group, _)| group.contains(folded))
+                .map_or(folded, |&(_, stands_for)| stands_for)
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -112,5 +138,27 @@ mod tests {
     fn names_are_unique_without_regard_to_case() {
         assert_eq!(name_key("Alice"), name_key("aLICE"));
         assert_ne!(name_key("alice"), name_key("alice."));
+    }
+
+    #[test]
+    fn look_alike_names_have_one_skeleton() {
+        for alike in ["alice", "ALICE", "aIice", "a1ice", "AL1CE", "ailce"] {
+            assert_eq!(skeleton(alike), "allce", "{alike}");
+        }
+        assert_eq!(skeleton("b0b"), skeleton("BOB"));
+        assert_eq!(skeleton("Oli.v1a_0"), "oll.vla_o");
+        for different in ["alicia", "alice.", "alice_", "bob"] {
+            assert_ne!(skeleton(different), skeleton("alice"), "{different}");
+        }
+        // Deliberately not alike: see LOOK_ALIKE.
+        assert_ne!(skeleton("rnary"), skeleton("mary"));
+    }
+
+    #[test]
+    fn a_skeleton_keeps_the_length_and_the_name_key_decides_less() {
+        for name in ["alice", "Zz9._-", "IlI10oO"] {
+            assert_eq!(skeleton(name).chars().count(), name.chars().count());
+            assert_eq!(skeleton(&name_key(name)), skeleton(name));
+        }
     }
 }
