@@ -73,7 +73,11 @@ mod tests {
     fn ipv4_addresses_are_themselves_mapped_or_not() {
         let v4 = key("192.0.2.7");
         assert_eq!(v4, AddressKey::V4(Ipv4Addr::new(192, 0, 2, 7)));
-        assert_eq!(v4, key("::ffff:192.0.2.7"), "IPv4-mapped IPv6 is the IPv4 address");
+        assert_eq!(
+            v4,
+            key("::ffff:192.0.2.7"),
+            "IPv4-mapped IPv6 is the IPv4 address"
+        );
         assert_ne!(v4, key("192.0.2.8"), "every IPv4 address is its own");
         assert_ne!(
             key("::ffff:192.0.2.7"),
