@@ -226,3 +226,92 @@ fn a_second_account_announcing_alices_endpoint_is_refused_and_alice_is_unaffecte
         finished.events
     );
 }
+
+/// Figures for docs/security.md, not a pass/fail test: the review's two floods from one address,
+/// against a server on the default limits (scrypt at the suite's 2^10: the figures are counts).
+/// `cargo test --release --test attacks -- --ignored --nocapture`
+#[test]
+#[ignore]
+fn measure_one_address_floods_at_the_default_limits() {
+    use std::sync::{Arc, Mutex};
+    use std::time::Instant;
+
+    let dir = TempDir::new().unwrap();
+    let server = Server::start(&users(&dir), &[]);
+
+    // The review's slot filling: 64 accounts, 8 at a time, each kept logged in.
+    let start = Instant::now();
+    let kept = Arc::new(Mutex::new(Vec::new()));
+    let answers = Arc::new(Mutex::new(Vec::new()));
+    for batch in 0..8 {
+        let threads: Vec<_> = (0..8)
+            .map(|i| {
+                let (addr, kept, answers) = (server.addr, kept.clone(), answers.clone());
+                std::thread::spawn(move || {
+                    let mut conn = RawConnection::connect_silent(addr);
+                    let first = conn.read_json().expect("hello or a refusal");
+                    let answer = if first["type"] == "hello" {
+                        let name = format!("fill{batch}x{i}");
+                        conn.try_authenticate(true, &name, "fill-password")
+                            .unwrap_or_default()
+                    } else {
+                        first
+                    };
+                    let code = answer["code"].as_str().unwrap_or("welcome").to_string();
+                    answers.lock().unwrap().push(code);
+                    kept.lock().unwrap().push(conn);
+                })
+            })
+            .collect();
+        for thread in threads {
+            thread.join().unwrap();
+        }
+    }
+    let took = start.elapsed();
+    let (welcomed, refused): (Vec<_>, Vec<_>) = answers
+        .lock()
+        .unwrap()
+        .drain(..)
+        .partition(|code| code == "welcome");
+    let (_newcomer, welcome) = register_from("127.0.0.2", &server, "newcomer", None);
+    eprintln!(
+        "slot filling from 127.0.0.1: {} of 64 logged in, {} refused ({:?}…) in {:.1} s; \
+         a newcomer from 127.0.0.2: {}",
+        welcomed.len(),
+        refused.len(),
+        refused.first(),
+        took.as_secs_f64(),
+        welcome["type"]
+    );
+    drop(kept);
+
+    // The review's registration flood, from one address: 8 connections registering in a loop.
+    let start = Instant::now();
+    let made = Arc::new(Mutex::new(0));
+    let threads: Vec<_> = (0..8)
+        .map(|worker| {
+            let (addr, made) = (server.addr, made.clone());
+            std::thread::spawn(move || {
+                for i in 0.. {
+                    let mut conn = RawConnection::connect_from("127.0.0.3", addr);
+                    let name = format!("flood{worker}x{i}");
+                    let answer = conn.try_authenticate(true, &name, "flood-password");
+                    match answer {
+                        Some(a) if a["type"] == "welcome" => *made.lock().unwrap() += 1,
+                        Some(a) if is_error(&a, "registration_limit") => return,
+                        other => panic!("{other:?}"),
+                    }
+                }
+            })
+        })
+        .collect();
+    for thread in threads {
+        thread.join().unwrap();
+    }
+    eprintln!(
+        "registration flood from 127.0.0.3 (8 connections in a loop): {} accounts, then \
+         registration_limit for all 8, after {:.1} s",
+        made.lock().unwrap(),
+        start.elapsed().as_secs_f64()
+    );
+}
