@@ -162,7 +162,8 @@ pub struct ServerFlags {
           value_parser = clap::value_parser!(u32).range(1..=1 << 30), help_heading = "Limits")]
     pub send_queue_bytes: u32,
 
-    /// Failed logins (per account and per address) before further attempts are delayed.
+    /// Failed logins (per account and per address; each registration counts as one for its
+    /// address) before further attempts are delayed.
     #[arg(long, value_name = "N", default_value_t = DEFAULT_FREE_FAILURES, help_heading = "Limits")]
     pub login_free_failures: u32,
 

@@ -524,6 +524,17 @@ impl RawConnection {
         RawConnection::open(socket, addr).expect_hello()
     }
 
+    /// Like [`RawConnection::connect_from`]; `None` if the connection fails or ends first, or the
+    /// server greets with anything else (e.g. a refusal for a limit).
+    pub fn try_connect_from(local: &str, addr: SocketAddr) -> Option<RawConnection> {
+        let socket = RawConnection::socket();
+        let local: SocketAddr = format!("{local}:0").parse().expect("a local IP");
+        socket.bind(&local.into()).expect("bind the local address");
+        let mut conn = RawConnection::try_open(socket, addr).ok()?;
+        let hello = conn.try_read_json().ok()??;
+        (hello["type"] == "hello").then_some(conn)
+    }
+
     /// Connects with a small receive buffer (so that a client that stops reading fills up
     /// soon), and waits for the `hello`.
     pub fn connect_small_buffer(addr: SocketAddr) -> RawConnection {
