@@ -9,6 +9,7 @@
 //! never blocks on anything but its own event queue.
 
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use futures::channel::{mpsc, oneshot};
@@ -30,6 +31,10 @@ pub const EVENT_QUEUE_CAPACITY: usize = 1024;
 pub enum JoinRefused {
     #[error("the name is online already")]
     AlreadyOnline,
+    /// Another online session announced the same IP address and UDP port: direct messages for
+    /// one would reach the other.
+    #[error("the direct-message endpoint is announced by another online session")]
+    EndpointInUse,
     #[error("the server is shutting down")]
     ShuttingDown,
 }
@@ -37,7 +42,8 @@ pub enum JoinRefused {
 /// What connections tell the broker.
 pub enum Event {
     /// A user has authenticated. The broker sends them `welcome` with everyone online and
-    /// announces them to the others, or refuses if the name is online already.
+    /// announces them to the others, or refuses if the name is online already, or if another
+    /// online session announced the same direct-message endpoint (IP and UDP port).
     Join {
         id: SessionId,
         peer: PeerInfo,
@@ -65,6 +71,8 @@ struct Broker {
     sessions: HashMap<SessionId, Session>,
     /// Lower-cased username → session, for the "already online" check.
     by_name: HashMap<String, SessionId>,
+    /// Announced direct-message endpoint (IP, UDP port) → session: one endpoint, one session.
+    by_endpoint: HashMap<SocketAddr, SessionId>,
     shutting_down: bool,
 }
 
@@ -92,6 +100,8 @@ impl Broker {
                     .contains_key(&peer.username.to_ascii_lowercase())
                 {
                     Some(JoinRefused::AlreadyOnline)
+                } else if self.by_endpoint.contains_key(&peer.p2p_addr()) {
+                    Some(JoinRefused::EndpointInUse)
                 } else {
                     None
                 };
@@ -127,6 +137,7 @@ impl Broker {
             peer.p2p_addr()
         );
         self.by_name.insert(peer.username.to_ascii_lowercase(), id);
+        self.by_endpoint.insert(peer.p2p_addr(), id);
         let joined = ServerMessage::Joined { peer: peer.clone() };
         self.sessions.insert(id, Session { peer, outbox });
         let welcome = ServerMessage::Welcome {
@@ -142,6 +153,7 @@ impl Broker {
         let Some(session) = self.sessions.remove(&id) else {
             return;
         };
+        self.by_endpoint.remove(&session.peer.p2p_addr());
         let name = session.peer.username;
         self.by_name.remove(&name.to_ascii_lowercase());
         match reason {
@@ -294,6 +306,34 @@ mod tests {
             answer.try_recv().unwrap(),
             Some(Err(JoinRefused::AlreadyOnline))
         );
+    }
+
+    #[test]
+    fn an_endpoint_announced_by_an_online_session_is_refused_until_it_leaves() {
+        let mut broker = Broker::default();
+        let _alice = join(&mut broker, 1, "alice", 8);
+        let mallory = |broker: &mut Broker, id| {
+            let (outbox, _rx) = outbox::channel(QueueLimits::default(), Box::new(|| {}));
+            let (reply, mut answer) = oneshot::channel();
+            broker.handle(Event::Join {
+                id,
+                peer: PeerInfo {
+                    username: "mallory".into(),
+                    ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
+                    p2p_port: 1001, // alice's
+                },
+                outbox,
+                reply,
+            });
+            answer.try_recv().unwrap()
+        };
+        assert_eq!(
+            mallory(&mut broker, 2),
+            Some(Err(JoinRefused::EndpointInUse))
+        );
+        assert_eq!(names(&broker.peers()), ["alice"]);
+        broker.handle(Event::Leave { id: 1 });
+        assert_eq!(mallory(&mut broker, 3), Some(Ok(())));
     }
 
     #[test]

@@ -10,6 +10,7 @@
 //!   writes), its graceful close, and why the server ends one.
 //! - [`rate_limit`]: the token bucket behind flood control and the direct-message limit.
 //! - [`flood`]: the server's flood control on every line a client sends.
+//! - [`address_key`]: what "one address" is for the per-address limits (IPv4, or an IPv6 /64).
 //! - [`login_throttle`]: the growing delay after failed logins.
 //! - [`user_store`]: accounts, scrypt password hashes, the users file.
 //! - [`broker`]: the task that owns the online set and fans messages out.
@@ -19,6 +20,7 @@
 //! - `trace`: reading packet captures of p2pchat traffic, for `p2pchat-trace` and the lab's
 //!   report; it never opens a socket.
 
+pub mod address_key;
 pub mod broker;
 pub mod client;
 pub mod connection;

@@ -8,6 +8,13 @@
 //! login into the far future: several connections at once get one guess each per capped delay,
 //! and the per-address limit on connections not logged in yet bounds how many that is.
 //!
+//! Registrations count in the address table like failed logins (never in the account table: the
+//! name is new), and wait for the address's slot like logins do: a registration flood from one
+//! address is spaced out, and slows that address's further attempts, never anyone else's. A
+//! successful login from the address starts it afresh, as after failures, so a classroom behind
+//! one NAT is slowed for a moment at most; the hard cap on registrations is the hourly quota
+//! (`server::admission`). An address is an [`AddressKey`]: IPv4, or an IPv6 /64.
+//!
 //! Pure: the caller passes the time and does the waiting.
 
 use std::collections::HashMap;
@@ -15,6 +22,8 @@ use std::hash::Hash;
 use std::net::IpAddr;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
+
+use crate::address_key::AddressKey;
 
 /// Default: failed logins allowed without any delay (typing mistakes).
 pub const DEFAULT_FREE_FAILURES: u32 = 3;
@@ -147,7 +156,7 @@ impl<K: Hash + Eq + Clone> Table<K> {
 #[derive(Debug)]
 pub struct LoginThrottle {
     config: ThrottleConfig,
-    tables: Mutex<(Table<String>, Table<IpAddr>)>,
+    tables: Mutex<(Table<String>, Table<AddressKey>)>,
 }
 
 impl LoginThrottle {
@@ -165,7 +174,7 @@ impl LoginThrottle {
         let mut tables = self.lock();
         let (accounts, ips) = &mut *tables;
         let by_account = accounts.book(&account.to_ascii_lowercase(), &self.config, now);
-        let by_ip = ips.book(&ip, &self.config, now);
+        let by_ip = ips.book(&AddressKey::of(ip), &self.config, now);
         (by_account.0.max(by_ip.0), by_account.1.max(by_ip.1))
     }
 
@@ -175,18 +184,30 @@ impl LoginThrottle {
         let (accounts, ips) = &mut *tables;
         (
             accounts.failed(&account.to_ascii_lowercase(), &self.config, now),
-            ips.failed(&ip, &self.config, now),
+            ips.failed(&AddressKey::of(ip), &self.config, now),
         )
+    }
+
+    /// Books a registration from `ip`: returns when it may be hashed (now, unless the address has
+    /// failed logins or registrations recently), and the address's count.
+    pub fn book_registration(&self, ip: IpAddr, now: Instant) -> (Instant, u32) {
+        self.lock().1.book(&AddressKey::of(ip), &self.config, now)
+    }
+
+    /// Records a registration attempt from `ip` (whatever its outcome: each one cost a check, and
+    /// most a hash); returns the address's count of failures and registrations.
+    pub fn registered(&self, ip: IpAddr, now: Instant) -> u32 {
+        self.lock().1.failed(&AddressKey::of(ip), &self.config, now)
     }
 
     /// Records a successful login: the account and the address start afresh.
     pub fn succeeded(&self, account: &str, ip: IpAddr) {
         let mut tables = self.lock();
         tables.0.records.remove(&account.to_ascii_lowercase());
-        tables.1.records.remove(&ip);
+        tables.1.records.remove(&AddressKey::of(ip));
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, (Table<String>, Table<IpAddr>)> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, (Table<String>, Table<AddressKey>)> {
         self.tables.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
@@ -267,6 +288,37 @@ mod tests {
         let (slot, failures) = throttle.book("alice", "10.0.0.9".parse().unwrap(), later);
         assert_eq!(failures, 3);
         assert!(slot > later);
+    }
+
+    #[test]
+    fn registrations_delay_their_address_like_failures_and_never_the_owners_account() {
+        let throttle = LoginThrottle::new(config());
+        let t0 = Instant::now();
+        let flooder: IpAddr = "2001:db8:1:2::66".parse().unwrap();
+        for i in 0..2 {
+            assert_eq!(throttle.book_registration(flooder, t0), (t0, i));
+            throttle.registered(flooder, t0);
+        }
+        // Past the free ones: the next registration from that /64 waits, from any of its hosts.
+        let neighbour: IpAddr = "2001:db8:1:2::9".parse().unwrap();
+        assert_eq!(
+            throttle.book_registration(neighbour, t0),
+            (t0 + Duration::from_secs(1), 2)
+        );
+        assert!(throttle.book("alice", neighbour, t0).0 > t0, "logins too");
+        // Another /64, and the account from elsewhere, are not delayed at all.
+        let elsewhere: IpAddr = "2001:db8:1:3::9".parse().unwrap();
+        assert_eq!(throttle.book("alice", elsewhere, t0), (t0, 0));
+        assert_eq!(throttle.book_registration(elsewhere, t0), (t0, 0));
+        // However many at once, never booked past the longest delay: no lockout.
+        for _ in 0..64 {
+            throttle.registered(flooder, t0);
+            throttle.book_registration(flooder, t0);
+        }
+        assert!(throttle.book("alice", flooder, t0).0 <= t0 + config().max_delay);
+        // A login that succeeds from the address starts it afresh.
+        throttle.succeeded("alice", neighbour);
+        assert_eq!(throttle.book_registration(flooder, t0), (t0, 0));
     }
 
     #[test]

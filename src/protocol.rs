@@ -175,6 +175,10 @@ pub enum ErrorCode {
     Flood,
     /// The client did not answer the server's `ping` in time.
     PingTimeout,
+    /// The client's address has registered `--register-per-ip-hour` accounts within the hour.
+    RegistrationLimit,
+    /// Another online session announced the same IP address and UDP port for direct messages.
+    EndpointInUse,
     /// A code this client does not know (sent by a newer server).
     #[serde(other)]
     Unknown,
@@ -182,7 +186,7 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every code, for tests and tools that must cover them all.
-    pub const ALL: [ErrorCode; 21] = [
+    pub const ALL: [ErrorCode; 23] = [
         ErrorCode::BadCredentials,
         ErrorCode::NameTaken,
         ErrorCode::AlreadyOnline,
@@ -203,6 +207,8 @@ impl ErrorCode {
         ErrorCode::RateLimited,
         ErrorCode::Flood,
         ErrorCode::PingTimeout,
+        ErrorCode::RegistrationLimit,
+        ErrorCode::EndpointInUse,
         ErrorCode::Unknown,
     ];
 
@@ -244,6 +250,8 @@ impl ErrorCode {
             ErrorCode::RateLimited => "rate_limited",
             ErrorCode::Flood => "flood",
             ErrorCode::PingTimeout => "ping_timeout",
+            ErrorCode::RegistrationLimit => "registration_limit",
+            ErrorCode::EndpointInUse => "endpoint_in_use",
             ErrorCode::Unknown => "unknown",
         }
     }
@@ -523,7 +531,9 @@ mod tests {
             ErrorCode::RateLimited => 17,
             ErrorCode::Flood => 18,
             ErrorCode::PingTimeout => 19,
-            ErrorCode::Unknown => 20,
+            ErrorCode::RegistrationLimit => 20,
+            ErrorCode::EndpointInUse => 21,
+            ErrorCode::Unknown => 22,
         };
         for (i, code) in ErrorCode::ALL.into_iter().enumerate() {
             assert_eq!(place(code), i, "{code}");

@@ -21,8 +21,20 @@ use common::{fixture, read_users, server_bin, RawConnection, Server, DEADLINE, T
 use predicates::prelude::*;
 
 /// Flags every server in this suite gets besides its scrypt cost: room for the many connections
-/// these tests open at once from one address, not logged in yet.
-const LIMIT_FLAGS: &[&str] = &["--max-clients", "300", "--max-pending-per-ip", "200"];
+/// these tests open at once from one address, not logged in yet, and for the hundreds of accounts
+/// they register from it, unthrottled (the per-address limits are tests/attacks.rs's subject).
+const LIMIT_FLAGS: &[&str] = &[
+    "--max-clients",
+    "300",
+    "--max-pending-per-ip",
+    "200",
+    "--max-per-ip",
+    "300",
+    "--register-per-ip-hour",
+    "1000000",
+    "--login-free-failures",
+    "1000000",
+];
 
 /// The server binary run to completion: a start-up failure is expected, and a server that starts
 /// instead (the check under test missing) fails the test at the deadline rather than hanging it.

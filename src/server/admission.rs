@@ -1,9 +1,13 @@
 //! Admission: the connection limits as the accept loop applies them — how many connections are
-//! served at once (`--max-clients`) and how many from one address have not logged in yet
-//! (`--max-pending-per-ip`) — and the refusal of a connection beyond them.
+//! served at once (`--max-clients`), how many from one address, logged in or not
+//! (`--max-per-ip`), and how many of those have not logged in yet (`--max-pending-per-ip`) — and
+//! the refusal of a connection beyond them.
 //!
-//! A connection is counted by the slots it holds, which give their place back when dropped; this
-//! module never reads from a connection it admits and never decides how one is served.
+//! An address is an [`AddressKey`]: an IPv4 address, or an IPv6 /64 (one host's allotment). A
+//! connection is counted by the slots it holds, which give their place back when dropped, so the
+//! table of addresses only ever holds addresses with a connection open: it is bounded by
+//! `--max-clients`. This module never reads from a connection it admits and never decides how one
+//! is served.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Shutdown};
@@ -11,6 +15,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use super::ServerConfig;
+use crate::address_key::AddressKey;
 use crate::connection::{self, LineReader};
 use crate::protocol::{ErrorCode, ServerMessage, MAX_LINE_BYTES};
 use crate::runtime::{self, TcpStream};
@@ -19,16 +24,28 @@ use crate::runtime::{self, TcpStream};
 /// without a word, so that a connection flood cannot pin file descriptors in lingering closes.
 const MAX_REFUSING: usize = 64;
 
+/// One address's connections.
+#[derive(Debug, Default)]
+struct Counts {
+    /// Every connection from the address, logged in or not.
+    open: usize,
+    /// Those not logged in yet.
+    pending: usize,
+}
+
+/// Addresses with a connection open, and their counts.
+type AddressTable = Arc<Mutex<HashMap<AddressKey, Counts>>>;
+
 /// The connection limits, as the accept loop applies them.
 #[derive(Default)]
 pub(super) struct Admission {
     active: Arc<AtomicUsize>,
-    /// Connections not logged in yet, per address.
-    pending: Arc<Mutex<HashMap<IpAddr, usize>>>,
+    per_address: AddressTable,
     /// Refusals being written out right now.
     refusing: Arc<AtomicUsize>,
     refused_full: u64,
-    refused_per_ip: u64,
+    refused_per_address: u64,
+    refused_pending: u64,
 }
 
 /// Why a connection is not admitted: what to tell the client, and what to log.
@@ -60,11 +77,27 @@ impl Admission {
                 ),
             });
         }
-        let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
-        let count = pending.entry(ip).or_insert(0);
-        if *count >= config.max_pending_per_ip {
-            self.refused_per_ip += 1;
-            return Err(Refusal {
+        let key = AddressKey::of(ip);
+        let mut table = lock(&self.per_address);
+        let counts = table.entry(key).or_default();
+        let refusal = if counts.open >= config.max_per_ip {
+            self.refused_per_address += 1;
+            Some(Refusal {
+                message: ServerMessage::error(
+                    ErrorCode::TooManyConnections,
+                    format!(
+                        "too many connections from your address: at most {} per address, logged in or not (--max-per-ip); close one and try again",
+                        config.max_per_ip
+                    ),
+                ),
+                log: format!(
+                    "{} connections from {key} already (--max-per-ip; {} refused so far)",
+                    config.max_per_ip, self.refused_per_address
+                ),
+            })
+        } else if counts.pending >= config.max_pending_per_ip {
+            self.refused_pending += 1;
+            Some(Refusal {
                 message: ServerMessage::error(
                     ErrorCode::TooManyConnections,
                     format!(
@@ -73,19 +106,32 @@ impl Admission {
                     ),
                 ),
                 log: format!(
-                    "{} connections from {ip} not logged in yet ({} refused so far)",
-                    config.max_pending_per_ip, self.refused_per_ip
+                    "{} connections from {key} not logged in yet ({} refused so far)",
+                    config.max_pending_per_ip, self.refused_pending
                 ),
-            });
+            })
+        } else {
+            None
+        };
+        if let Some(refusal) = refusal {
+            if counts.open == 0 {
+                table.remove(&key);
+            }
+            return Err(refusal);
         }
-        *count += 1;
-        drop(pending);
+        counts.open += 1;
+        counts.pending += 1;
+        drop(table);
         self.active.fetch_add(1, Ordering::SeqCst);
         Ok((
-            ConnectionSlot(self.active.clone()),
+            ConnectionSlot {
+                active: self.active.clone(),
+                key,
+                table: self.per_address.clone(),
+            },
             PendingSlot {
-                ip,
-                table: self.pending.clone(),
+                key,
+                table: self.per_address.clone(),
             },
         ))
     }
@@ -111,36 +157,52 @@ impl Admission {
     }
 }
 
-/// Counts a connection for `--max-clients` for as long as it lives.
-pub(super) struct ConnectionSlot(Arc<AtomicUsize>);
+/// Counts a connection for `--max-clients` and `--max-per-ip` for as long as it lives.
+pub(super) struct ConnectionSlot {
+    active: Arc<AtomicUsize>,
+    key: AddressKey,
+    table: AddressTable,
+}
 
 impl ConnectionSlot {
     /// Connections served right now, this one included.
     pub(super) fn count(&self) -> usize {
-        self.0.load(Ordering::SeqCst)
+        self.active.load(Ordering::SeqCst)
     }
 }
 
 impl Drop for ConnectionSlot {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::SeqCst);
+        self.active.fetch_sub(1, Ordering::SeqCst);
+        release(&self.table, self.key, |counts| &mut counts.open);
     }
 }
 
 /// Counts a connection for `--max-pending-per-ip` until it logs in (or ends): drop it then.
 pub(super) struct PendingSlot {
-    ip: IpAddr,
-    table: Arc<Mutex<HashMap<IpAddr, usize>>>,
+    key: AddressKey,
+    table: AddressTable,
 }
 
 impl Drop for PendingSlot {
     fn drop(&mut self) {
-        let mut table = self.table.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(count) = table.get_mut(&self.ip) {
-            *count -= 1;
-            if *count == 0 {
-                table.remove(&self.ip);
-            }
+        release(&self.table, self.key, |counts| &mut counts.pending);
+    }
+}
+
+/// Gives back one of `key`'s places (the count `which` picks); forgets the address once it has
+/// no connection left.
+fn release(table: &AddressTable, key: AddressKey, which: fn(&mut Counts) -> &mut usize) {
+    let mut table = lock(table);
+    if let Some(counts) = table.get_mut(&key) {
+        let count = which(counts);
+        *count = count.saturating_sub(1);
+        if counts.open == 0 && counts.pending == 0 {
+            table.remove(&key);
         }
     }
+}
+
+fn lock(table: &AddressTable) -> std::sync::MutexGuard<'_, HashMap<AddressKey, Counts>> {
+    table.lock().unwrap_or_else(|p| p.into_inner())
 }

@@ -26,6 +26,19 @@ pub const DEFAULT_MAX_CLIENTS: usize = 64;
 /// Default for `--max-pending-per-ip`: connections from one address that have not logged in yet.
 pub const DEFAULT_MAX_PENDING_PER_IP: usize = 8;
 
+/// Default for `--max-per-ip`: connections from one address (an IPv4 address or an IPv6 /64),
+/// logged in or not. IRC servers ship 3 to 5 (InspIRCd's example `localmax`, ngIRCd's
+/// `MaxConnectionsIP`); 8 leaves room for a person's client, a second one and a reconnection
+/// while the old connection waits for its ping timeout, and means it takes 8 addresses, not one,
+/// to fill the default 64 slots. A classroom behind one NAT raises it to the class size.
+pub const DEFAULT_MAX_PER_IP: usize = 8;
+
+/// Default for `--register-per-ip-hour`: accounts one address may create per hour (the allowance
+/// refills evenly over the hour). A person registers once; 20 covers a lab group's accounts and
+/// mistakes from one machine, where the review made 107 accounts in 45 s. A classroom behind one
+/// NAT raises it to the class size.
+pub const DEFAULT_REGISTER_PER_IP_HOUR: u32 = 20;
+
 /// Default for `--auth-timeout`: how long a connection may take to log in or register.
 pub const DEFAULT_AUTH_TIMEOUT: Duration = Duration::from_secs(20);
 
@@ -46,6 +59,10 @@ pub struct ServerConfig {
     pub max_clients: usize,
     /// Connections from one address not logged in yet; one more gets `too_many_connections`.
     pub max_pending_per_ip: usize,
+    /// Connections from one address, logged in or not; one more gets `too_many_connections`.
+    pub max_per_ip: usize,
+    /// Accounts one address may register per hour; one more gets `registration_limit`.
+    pub register_per_ip_hour: u32,
     /// A connection that has not logged in by then gets `auth_timeout` and is closed.
     pub auth_timeout: Duration,
     /// Silence after which a logged-in client is sent `ping`.
@@ -64,6 +81,8 @@ impl Default for ServerConfig {
         ServerConfig {
             max_clients: DEFAULT_MAX_CLIENTS,
             max_pending_per_ip: DEFAULT_MAX_PENDING_PER_IP,
+            max_per_ip: DEFAULT_MAX_PER_IP,
+            register_per_ip_hour: DEFAULT_REGISTER_PER_IP_HOUR,
             auth_timeout: DEFAULT_AUTH_TIMEOUT,
             ping_interval: DEFAULT_PING_INTERVAL,
             ping_timeout: DEFAULT_PING_TIMEOUT,
@@ -89,6 +108,18 @@ pub struct ServerFlags {
     #[arg(long, value_name = "N", default_value_t = DEFAULT_MAX_PENDING_PER_IP as u32,
           value_parser = clap::value_parser!(u32).range(1..), help_heading = "Limits")]
     pub max_pending_per_ip: u32,
+
+    /// Connections from one address (IPv4, or an IPv6 /64), logged in or not; more are refused
+    /// with `too_many_connections`. Raise it for many people behind one NAT.
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_MAX_PER_IP as u32,
+          value_parser = clap::value_parser!(u32).range(1..), help_heading = "Limits")]
+    pub max_per_ip: u32,
+
+    /// Accounts one address (IPv4, or an IPv6 /64) may register per hour; more are refused with
+    /// `registration_limit`. Raise it for many people behind one NAT.
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_REGISTER_PER_IP_HOUR,
+          value_parser = clap::value_parser!(u32).range(1..=1_000_000), help_heading = "Limits")]
+    pub register_per_ip_hour: u32,
 
     /// Seconds a connection has to log in or register; then `auth_timeout` and close.
     #[arg(long, value_name = "SECS", default_value_t = DEFAULT_AUTH_TIMEOUT.as_secs_f64(),
@@ -131,7 +162,8 @@ pub struct ServerFlags {
           value_parser = clap::value_parser!(u32).range(1..=1 << 30), help_heading = "Limits")]
     pub send_queue_bytes: u32,
 
-    /// Failed logins (per account and per address) before further attempts are delayed.
+    /// Failed logins (per account and per address; each registration counts as one for its
+    /// address) before further attempts are delayed.
     #[arg(long, value_name = "N", default_value_t = DEFAULT_FREE_FAILURES, help_heading = "Limits")]
     pub login_free_failures: u32,
 
@@ -169,6 +201,8 @@ impl ServerFlags {
         ServerConfig {
             max_clients: self.max_clients as usize,
             max_pending_per_ip: self.max_pending_per_ip as usize,
+            max_per_ip: self.max_per_ip as usize,
+            register_per_ip_hour: self.register_per_ip_hour,
             auth_timeout: Duration::from_secs_f64(self.auth_timeout),
             ping_interval: Duration::from_secs_f64(self.ping_interval),
             ping_timeout: Duration::from_secs_f64(self.ping_timeout),
@@ -281,6 +315,8 @@ mod tests {
     fn out_of_range_values_are_refused() {
         for args in [
             &["--max-clients", "0"][..],
+            &["--max-per-ip", "0"],
+            &["--register-per-ip-hour", "0"],
             &["--auth-timeout", "0"],
             &["--auth-timeout", "86401"],
             &["--flood-rate", "inf"],

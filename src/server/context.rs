@@ -1,5 +1,5 @@
 //! What every connection task of one server shares: the configuration, the user store, the login
-//! throttle, the way to the broker, and the shutdown signal.
+//! throttle, the registration quota, the way to the broker, and the shutdown signal.
 //!
 //! Built once by [`run`](super::run) and read by the sessions; it holds no per-connection state
 //! and does no work of its own.
@@ -11,6 +11,7 @@ use async_lock::Semaphore;
 use futures::channel::mpsc;
 use futures::future::{BoxFuture, Shared};
 
+use super::registration_quota::RegistrationQuota;
 use super::ServerConfig;
 use crate::broker::Event;
 use crate::login_throttle::LoginThrottle;
@@ -28,6 +29,8 @@ pub(super) struct Context {
     /// default cost, so a burst of logins must queue rather than exhaust memory.
     pub(super) hashing: Semaphore,
     pub(super) throttle: LoginThrottle,
+    /// Accounts per address per hour.
+    pub(super) registrations: RegistrationQuota,
     pub(super) broker: mpsc::Sender<Event>,
     pub(super) next_session: AtomicU64,
     /// Fires once the broker has been told to stop, so that the departures of connections that

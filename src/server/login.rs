@@ -66,7 +66,9 @@ pub(super) async fn authenticate(
             "p2p_port must be the UDP port (1-65535) for direct messages".into(),
         ));
     }
-    if !register {
+    if register {
+        wait_for_registration_slot(remote, ip, shared, outbox).await?;
+    } else {
         wait_for_login_slot(remote, ip, &username, shared, outbox).await?;
     }
     let store = shared.store.clone();
@@ -81,6 +83,9 @@ pub(super) async fn authenticate(
     })
     .await;
     drop(permit);
+    if register {
+        registration_checked(ip, shared, checked.is_ok());
+    }
     let username = match checked {
         Ok(username) => username,
         Err(error) => {
@@ -146,6 +151,13 @@ pub(super) async fn authenticate(
             ErrorCode::AlreadyOnline,
             format!("{username} is already logged in from another connection"),
         )),
+        Ok(Err(JoinRefused::EndpointInUse)) => Err(refuse(
+            outbox,
+            ErrorCode::EndpointInUse,
+            format!(
+                "another online user announced {ip} UDP port {p2p_port} for direct messages; use another --p2p-port (0 lets the system pick a free one)"
+            ),
+        )),
         Ok(Err(JoinRefused::ShuttingDown)) | Err(_) => {
             let _ = outbox.push(&shutdown_notice());
             Err(Disconnect::ServerShuttingDown)
@@ -179,6 +191,60 @@ async fn wait_for_login_slot(
             let _ = outbox.push(&shutdown_notice());
             Err(Disconnect::ServerShuttingDown)
         }
+    }
+}
+
+/// Lets a registration from `ip` go ahead within its address's hourly quota (refused with
+/// `registration_limit` beyond it), once the login throttle's slot for the address has come:
+/// the address's recent failures and registrations space its registrations out.
+async fn wait_for_registration_slot(
+    remote: SocketAddr,
+    ip: IpAddr,
+    shared: &Context,
+    outbox: &mut Outbox,
+) -> Result<(), Disconnect> {
+    let now = Instant::now();
+    if let Err(reached) = shared.registrations.take(ip, now) {
+        log::warn!("{remote}: registration refused: {reached}");
+        let _ = outbox.push(&ServerMessage::error(
+            ErrorCode::RegistrationLimit,
+            format!(
+                "your address has registered {} accounts within the hour, the most allowed (--register-per-ip-hour); try again in {} min, or log in to an account you have",
+                reached.per_hour,
+                reached.next_in.as_secs().div_ceil(60)
+            ),
+        ));
+        return Err(Disconnect::Refused {
+            action: AuthAction::Registration,
+            code: ErrorCode::RegistrationLimit,
+        });
+    }
+    let (slot, count) = shared.throttle.book_registration(ip, now);
+    let wait = slot.saturating_duration_since(now);
+    if wait.is_zero() {
+        return Ok(());
+    }
+    log::info!(
+        "{remote}: registration delayed after {count} recent failures and registrations from the address ({:.1} s)",
+        wait.as_secs_f64()
+    );
+    select! {
+        _ = runtime::sleep(wait).fuse() => Ok(()),
+        _ = shared.stop.clone().fuse() => {
+            shared.registrations.give_back(ip, Instant::now());
+            let _ = outbox.push(&shutdown_notice());
+            Err(Disconnect::ServerShuttingDown)
+        }
+    }
+}
+
+/// Books a checked registration: in the login throttle's address table whatever its outcome, and
+/// back into the quota if it made no account.
+fn registration_checked(ip: IpAddr, shared: &Context, made_an_account: bool) {
+    let now = Instant::now();
+    shared.throttle.registered(ip, now);
+    if !made_an_account {
+        shared.registrations.give_back(ip, now);
     }
 }
 

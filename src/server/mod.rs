@@ -1,6 +1,7 @@
 //! The chat server: accepts connections, admits them within the connection limits
-//! (`admission`), and serves each one (`session`, logging in through `login`) until it
-//! ends; on shutdown, tells every client and waits a moment for them.
+//! (`admission`), and serves each one (`session`, logging in through `login`, registering
+//! within `registration_quota`) until it ends; on shutdown, tells every client and waits a
+//! moment for them.
 //!
 //! Each connection has a reader task (the session) and a writer task that drains the
 //! connection's bounded send queue into the socket ([`crate::connection`]); neither ever waits on
@@ -14,6 +15,7 @@ mod admission;
 mod config;
 mod context;
 mod login;
+mod registration_quota;
 mod session;
 
 use std::future::Future;
@@ -34,6 +36,7 @@ use crate::runtime::{self, TcpListener};
 use crate::user_store::UserStore;
 use admission::Admission;
 use context::Context;
+use registration_quota::RegistrationQuota;
 
 /// Pause after a failed `accept` (e.g. out of file descriptors) before trying again.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
@@ -58,6 +61,7 @@ pub async fn run(
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let shared = Arc::new(Context {
         throttle: LoginThrottle::new(config.login_throttle.clone()),
+        registrations: RegistrationQuota::new(config.register_per_ip_hour),
         config,
         store,
         hashing: Semaphore::new(cores),

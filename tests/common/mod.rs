@@ -489,9 +489,6 @@ pub fn peer_names(event: &Value) -> Vec<String> {
 
 // ---- RawConnection ----
 
-/// The UDP port a [`RawConnection`] announces when the test has no socket behind it.
-const MADE_UP_P2P_PORT: u16 = 9;
-
 /// A raw TCP connection to the server, for speaking the protocol (or garbage) byte by byte.
 ///
 /// Methods without a prefix panic when the server closes or resets the connection early (the
@@ -525,6 +522,17 @@ impl RawConnection {
         let local: SocketAddr = format!("{local}:0").parse().expect("a local IP");
         socket.bind(&local.into()).expect("bind the local address");
         RawConnection::open(socket, addr).expect_hello()
+    }
+
+    /// Like [`RawConnection::connect_from`]; `None` if the connection fails or ends first, or the
+    /// server greets with anything else (e.g. a refusal for a limit).
+    pub fn try_connect_from(local: &str, addr: SocketAddr) -> Option<RawConnection> {
+        let socket = RawConnection::socket();
+        let local: SocketAddr = format!("{local}:0").parse().expect("a local IP");
+        socket.bind(&local.into()).expect("bind the local address");
+        let mut conn = RawConnection::try_open(socket, addr).ok()?;
+        let hello = conn.try_read_json().ok()??;
+        (hello["type"] == "hello").then_some(conn)
     }
 
     /// Connects with a small receive buffer (so that a client that stops reading fills up
@@ -579,6 +587,13 @@ impl RawConnection {
         self
     }
 
+    /// The UDP port this connection announces when the test has no socket behind it: its own TCP
+    /// port, so that no two open connections from one address announce the same endpoint (the
+    /// server refuses that with `endpoint_in_use`).
+    pub fn made_up_p2p_port(&self) -> u16 {
+        self.stream.local_addr().expect("a local address").port()
+    }
+
     /// Sends every segment as soon as it is written (no Nagle coalescing).
     pub fn set_nodelay(&self) {
         self.stream.set_nodelay(true).expect("set TCP_NODELAY");
@@ -617,7 +632,7 @@ impl RawConnection {
     /// Registers (or logs in, when `register` is false) with a made-up UDP port and waits for
     /// the server's answer, which it returns: `welcome` or an error.
     pub fn authenticate(&mut self, register: bool, name: &str, password: &str) -> Value {
-        let request = auth_request(register, name, password, MADE_UP_P2P_PORT);
+        let request = auth_request(register, name, password, self.made_up_p2p_port());
         self.write(request.as_bytes()).expect("send to the server");
         self.read_json().expect("an answer to the login")
     }
@@ -630,7 +645,7 @@ impl RawConnection {
         name: &str,
         password: &str,
     ) -> Option<Value> {
-        let request = auth_request(register, name, password, MADE_UP_P2P_PORT);
+        let request = auth_request(register, name, password, self.made_up_p2p_port());
         self.write(request.as_bytes()).ok()?;
         self.try_read_json().ok()?
     }
