@@ -175,6 +175,9 @@ pub enum ErrorCode {
     Flood,
     /// The client did not answer the server's `ping` in time.
     PingTimeout,
+    /// A TLS server got no TLS handshake (the client speaks plaintext); sent in plaintext, before
+    /// closing.
+    TlsRequired,
     /// A code this client does not know (sent by a newer server).
     #[serde(other)]
     Unknown,
@@ -182,7 +185,7 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every code, for tests and tools that must cover them all.
-    pub const ALL: [ErrorCode; 21] = [
+    pub const ALL: [ErrorCode; 22] = [
         ErrorCode::BadCredentials,
         ErrorCode::NameTaken,
         ErrorCode::AlreadyOnline,
@@ -203,6 +206,7 @@ impl ErrorCode {
         ErrorCode::RateLimited,
         ErrorCode::Flood,
         ErrorCode::PingTimeout,
+        ErrorCode::TlsRequired,
         ErrorCode::Unknown,
     ];
 
@@ -244,6 +248,7 @@ impl ErrorCode {
             ErrorCode::RateLimited => "rate_limited",
             ErrorCode::Flood => "flood",
             ErrorCode::PingTimeout => "ping_timeout",
+            ErrorCode::TlsRequired => "tls_required",
             ErrorCode::Unknown => "unknown",
         }
     }
@@ -523,7 +528,8 @@ mod tests {
             ErrorCode::RateLimited => 17,
             ErrorCode::Flood => 18,
             ErrorCode::PingTimeout => 19,
-            ErrorCode::Unknown => 20,
+            ErrorCode::TlsRequired => 20,
+            ErrorCode::Unknown => 21,
         };
         for (i, code) in ErrorCode::ALL.into_iter().enumerate() {
             assert_eq!(place(code), i, "{code}");

@@ -1,6 +1,7 @@
 //! The chat server: accepts connections, admits them within the connection limits
-//! (`admission`), and serves each one (`session`, logging in through `login`) until it
-//! ends; on shutdown, tells every client and waits a moment for them.
+//! (`admission`), secures them (`transport`: the TLS handshake, or plaintext with
+//! `--plaintext`), and serves each one (`session`, logging in through `login`) until it ends; on
+//! shutdown, tells every client and waits a moment for them.
 //!
 //! Each connection has a reader task (the session) and a writer task that drains the
 //! connection's bounded send queue into the socket ([`crate::connection`]); neither ever waits on
@@ -15,11 +16,12 @@ mod config;
 mod context;
 mod login;
 mod session;
+mod transport;
 
 use std::future::Future;
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_lock::Semaphore;
 use futures::channel::{mpsc, oneshot};
@@ -29,6 +31,7 @@ use futures::{select, SinkExt, StreamExt};
 pub use config::*;
 
 use crate::broker::{self, Event};
+use crate::connection;
 use crate::login_throttle::LoginThrottle;
 use crate::runtime::{self, TcpListener};
 use crate::user_store::UserStore;
@@ -93,7 +96,16 @@ pub async fn run(
         let done = done.clone();
         runtime::spawn(async move {
             log::info!("{remote} connected ({} connections)", slot.count());
-            session::serve(stream, remote, &shared, pending).await;
+            let connected = Instant::now();
+            let deadline = connected + shared.config.auth_timeout;
+            let established = select! {
+                established = transport::establish(stream, &shared.config, deadline).fuse() => established,
+                _ = shared.stop.clone().fuse() => Err(connection::Disconnect::ServerShuttingDown),
+            };
+            match established {
+                Ok(stream) => session::serve(stream, remote, &shared, pending, connected).await,
+                Err(end) => log::info!("{remote} disconnected before login: {end}"),
+            }
             drop(slot);
             log::info!("{remote} closed");
             drop(done);
