@@ -263,7 +263,17 @@ impl Capture {
             // --immediate-mode: each packet is handed over at once (otherwise those of the last
             // buffer block are lost when tcpdump is stopped); -Z root: keep writing into the
             // test's private temporary folder.
-            .args(["-i", "lo", "--immediate-mode", "-U", "-s", "0", "-Z", "root", "-w"])
+            .args([
+                "-i",
+                "lo",
+                "--immediate-mode",
+                "-U",
+                "-s",
+                "0",
+                "-Z",
+                "root",
+                "-w",
+            ])
             .arg(&file)
             .arg(format!("tcp port {port}"))
             .stdout(Stdio::null())
