@@ -10,6 +10,7 @@ use futures::channel::mpsc;
 use futures::stream;
 use futures::SinkExt;
 use p2pchat::client::known_servers;
+use p2pchat::client::secure::Ask;
 use p2pchat::client::{
     exit, AuthMode, Client, ClientArgs, ClientError, ClientEvent, FirstContact, Transport, Trust,
     TrustOutcome,
@@ -161,8 +162,7 @@ fn transport(args: &ClientArgs, terminal: bool) -> Result<Transport, ClientError
                 "neither XDG_CONFIG_HOME nor HOME is set: name the known-servers file with --known-servers".into(),
             )
         })?;
-    let ask: Option<Box<dyn FnMut(&FirstContact) -> Result<bool, ClientError>>> =
-        terminal.then(|| Box::new(ask_on_terminal) as _);
+    let ask: Option<Ask> = terminal.then(|| Box::new(ask_on_terminal) as Ask);
     Ok(Transport::Tls(Trust::KnownServers { path, ask }))
 }
 
