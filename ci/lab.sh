@@ -235,8 +235,10 @@ start_capture webserver webserver eth0
 start_capture client1 client1 any
 
 # ---- the server and the clients -----------------------------------------------------------------
-say "p2pchat-server on webserver, port $PORT"
-ip netns exec "$PREFIX-webserver" env RUST_LOG=info "$BIN/p2pchat-server" \
+# --plaintext on both sides: the lab's questions are about what the packets carry, so this run
+# keeps the protocol readable in the capture (the default, TLS, would hide every line).
+say "p2pchat-server on webserver, port $PORT (--plaintext)"
+ip netns exec "$PREFIX-webserver" env RUST_LOG=info "$BIN/p2pchat-server" --plaintext \
   --bind "0.0.0.0:$PORT" --users "$RUN/users.json" --scrypt-log-n 10 \
   >"$OUT/logs/server.out" 2>"$OUT/logs/server.log" &
 SERVER_PID=$!
@@ -248,7 +250,7 @@ declare -A CLIENT_PID
 start_client() { # LOG HOST FD P2P_PORT
   local log=$1 host=$2 fd=$3 port=$4
   mkfifo "$RUN/$log.in"
-  ip netns exec "$PREFIX-$host" "$BIN/p2pchat-client" --server "$SERVER_NAME:$PORT" \
+  ip netns exec "$PREFIX-$host" "$BIN/p2pchat-client" --plaintext --server "$SERVER_NAME:$PORT" \
     --p2p-port "$port" --json <"$RUN/$log.in" >"$OUT/logs/$log.jsonl" 2>"$OUT/logs/$log.err" &
   CLIENT_PID[$log]=$!
   PIDS+=("$!")

@@ -6,7 +6,9 @@
 //! - [`runtime`]: the one seam to the async runtime (async-std).
 //! - [`protocol`]: every message (TCP lines and UDP datagrams) as serde types; encode/decode.
 //! - [`outbox`]: one client's bounded send queue, filled without waiting.
-//! - [`connection`]: both halves of a framed connection (capped line reads, queued and direct
+//! - [`tls`]: TLS between client and server: the server's key, certificate and fingerprint, and
+//!   the client's verifier, which trusts a fingerprint (SSH's model), not an authority.
+//! - [`connection`]: the stream (plain or TLS) and both halves of a framed connection (capped line reads, queued and direct
 //!   writes), its graceful close, and why the server ends one.
 //! - [`rate_limit`]: the token bucket behind flood control and the direct-message limit.
 //! - [`flood`]: the server's flood control on every line a client sends.
@@ -31,6 +33,7 @@ pub mod protocol;
 pub mod rate_limit;
 pub mod runtime;
 pub mod server;
+pub mod tls;
 #[cfg(feature = "trace")]
 pub mod trace;
 pub mod user_store;

@@ -179,6 +179,9 @@ pub enum ErrorCode {
     RegistrationLimit,
     /// Another online session announced the same IP address and UDP port for direct messages.
     EndpointInUse,
+    /// A TLS server got no TLS handshake (the client speaks plaintext); sent in plaintext, before
+    /// closing.
+    TlsRequired,
     /// A code this client does not know (sent by a newer server).
     #[serde(other)]
     Unknown,
@@ -186,7 +189,7 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every code, for tests and tools that must cover them all.
-    pub const ALL: [ErrorCode; 23] = [
+    pub const ALL: [ErrorCode; 24] = [
         ErrorCode::BadCredentials,
         ErrorCode::NameTaken,
         ErrorCode::AlreadyOnline,
@@ -209,6 +212,7 @@ impl ErrorCode {
         ErrorCode::PingTimeout,
         ErrorCode::RegistrationLimit,
         ErrorCode::EndpointInUse,
+        ErrorCode::TlsRequired,
         ErrorCode::Unknown,
     ];
 
@@ -252,6 +256,7 @@ impl ErrorCode {
             ErrorCode::PingTimeout => "ping_timeout",
             ErrorCode::RegistrationLimit => "registration_limit",
             ErrorCode::EndpointInUse => "endpoint_in_use",
+            ErrorCode::TlsRequired => "tls_required",
             ErrorCode::Unknown => "unknown",
         }
     }
@@ -533,7 +538,8 @@ mod tests {
             ErrorCode::PingTimeout => 19,
             ErrorCode::RegistrationLimit => 20,
             ErrorCode::EndpointInUse => 21,
-            ErrorCode::Unknown => 22,
+            ErrorCode::TlsRequired => 22,
+            ErrorCode::Unknown => 23,
         };
         for (i, code) in ErrorCode::ALL.into_iter().enumerate() {
             assert_eq!(place(code), i, "{code}");

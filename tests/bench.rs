@@ -5,6 +5,8 @@
 //!   message latency before and during the flood, each login's time, and the server's peak RSS
 //!   against the budget cores × 128 MiB + 64 MiB.
 //! - `login_timing`: unknown user vs wrong password, the same work (the dummy hash).
+//! - `tls_handshake`: 200 connections one after another, each from connect to the server's
+//!   `hello`, over TLS (the default) and with `--plaintext`: what the handshake adds.
 
 mod common;
 
@@ -178,4 +180,36 @@ fn login_timing() {
     );
     summary("failed login, unknown user", &mut unknown);
     summary("failed login, wrong password", &mut wrong);
+}
+
+/// Connections timed, one after another, in each mode of `tls_handshake`.
+const HANDSHAKES: usize = 200;
+
+#[test]
+#[ignore = "benchmark: run with `just bench`"]
+fn tls_handshake() {
+    for (label, flags) in [
+        ("TLS 1.3 (default)", &[][..]),
+        ("--plaintext", &["--plaintext"][..]),
+    ] {
+        let dir = TempDir::new().unwrap();
+        let server = Server::start(&dir.path().join("users.json"), flags);
+        let mut samples: Vec<Duration> = (0..HANDSHAKES)
+            .map(|_| {
+                let start = Instant::now();
+                let conn = RawConnection::connect(server.addr);
+                let took = start.elapsed();
+                drop(conn);
+                took
+            })
+            .collect();
+        samples.sort();
+        let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+        println!(
+            "connect to hello, {label:<18} n={HANDSHAKES} p50={:>6.2} ms  p99={:>6.2} ms  max={:>6.2} ms",
+            ms(samples[HANDSHAKES / 2]),
+            ms(samples[HANDSHAKES * 99 / 100]),
+            ms(samples[HANDSHAKES - 1])
+        );
+    }
 }

@@ -1,15 +1,17 @@
 //! The library's API in one process: `server::run` on a listener bound to port 0 with a shutdown
 //! future, and two `Client`s driven through command channels. Checks that the pieces the binaries
-//! wire together work as a library too, and that `run` returns once shutdown is triggered.
+//! wire together work as a library too (over TLS, the client trusting the server's fingerprint),
+//! and that `run` returns once shutdown is triggered.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures::channel::{mpsc, oneshot};
 use futures::{SinkExt, StreamExt};
-use p2pchat::client::{AuthMode, Client, ClientError, ClientEvent};
+use p2pchat::client::{AuthMode, Client, ClientError, ClientEvent, Transport, Trust};
 use p2pchat::runtime::{self, TcpListener};
 use p2pchat::server::{self, ServerConfig};
+use p2pchat::tls::{self, Fingerprint, ServerIdentity};
 use p2pchat::user_store::UserStore;
 
 const DEADLINE: Duration = Duration::from_secs(30);
@@ -32,8 +34,9 @@ async fn expect(
     found.flatten().unwrap_or_else(|| panic!("no {what}"))
 }
 
-async fn logged_in(addr: &str, name: &str) -> Client {
-    let mut client = Client::connect(addr, 0).await.expect("connect");
+async fn logged_in(addr: &str, fingerprint: Fingerprint, name: &str) -> Client {
+    let transport = Transport::Tls(Trust::Required(fingerprint));
+    let mut client = Client::connect(addr, 0, transport).await.expect("connect");
     let mut welcomed = false;
     client
         .authenticate(AuthMode::Register, name, "long-enough-pw", &mut |e| {
@@ -53,18 +56,20 @@ fn server_and_clients_run_as_a_library_and_stop_on_shutdown() {
         let store = UserStore::open(&dir.path().join("users.json"), params).unwrap();
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap().to_string();
+        let (key, cert) = tls::default_paths(&dir.path().join("users.json"));
+        let identity = ServerIdentity::load_or_create(&key, &cert).unwrap();
+        let fingerprint = identity.fingerprint();
+        let config = ServerConfig {
+            tls: Some(identity.server_config().unwrap()),
+            ..ServerConfig::default()
+        };
         let (stop, stopped) = oneshot::channel::<()>();
-        let server = runtime::spawn(server::run(
-            listener,
-            Arc::new(store),
-            ServerConfig::default(),
-            async move {
-                let _ = stopped.await;
-            },
-        ));
+        let server = runtime::spawn(server::run(listener, Arc::new(store), config, async move {
+            let _ = stopped.await;
+        }));
 
-        let alice = logged_in(&addr, "alice").await;
-        let bob = logged_in(&addr, "bob").await;
+        let alice = logged_in(&addr, fingerprint, "alice").await;
+        let bob = logged_in(&addr, fingerprint, "bob").await;
         let bob_udp = bob.p2p_addr();
         let (mut to_alice, alice_commands) = mpsc::channel(8);
         let (to_bob, bob_commands) = mpsc::channel(8);

@@ -9,7 +9,12 @@ use clap::Parser;
 use futures::channel::mpsc;
 use futures::stream;
 use futures::SinkExt;
-use p2pchat::client::{exit, AuthMode, Client, ClientArgs, ClientError, ClientEvent};
+use p2pchat::client::known_servers;
+use p2pchat::client::secure::Ask;
+use p2pchat::client::{
+    exit, AuthMode, Client, ClientArgs, ClientError, ClientEvent, FirstContact, Transport, Trust,
+    TrustOutcome,
+};
 use p2pchat::runtime;
 use rustyline_async::{Readline, ReadlineEvent};
 
@@ -26,9 +31,16 @@ use rustyline_async::{Readline, ReadlineEvent};
 /// When stdin is not a terminal, its lines answer the prompts in order (login or register, the
 /// username, the password) and every later line is a command; end of input quits.
 ///
+/// The connection is TLS 1.3; the server is trusted by its fingerprint, as SSH trusts hosts: the
+/// first time, on a terminal, you are shown it and asked (without a terminal it is accepted,
+/// with a notice on stderr); then it is pinned in the known-servers file, and a server that
+/// presents another one is refused. Nothing, the password least of all, is sent before.
+///
 /// Exit status: 0 after :q or end of input; 1 local error (bad answer at a prompt, UDP port in
-/// use); 2 bad arguments; 3 server unreachable or full (for everyone, or for this address);
-/// 4 login or registration refused; 5 the server went away or shut down.
+/// use, the known-servers file); 2 bad arguments; 3 server unreachable or full (for everyone, or
+/// for this address), or speaking the other protocol (TLS vs --plaintext); 4 login or
+/// registration refused; 5 the server went away or shut down; 6 the server is not trusted (its
+/// fingerprint changed, is not the --trust one, or was refused at the prompt).
 #[derive(Parser, Debug)]
 #[command(name = "p2pchat-client", version)]
 struct Args {
@@ -87,7 +99,21 @@ async fn run(args: &ClientArgs, format: Format, terminal: bool) -> Result<(), Cl
     let limits = args.direct_limits();
     // Checked before connecting, so a bad flag costs no connection.
     limits.validate()?;
-    let mut client = Client::connect(&args.server, args.p2p_port).await?;
+    let transport = transport(args, terminal)?;
+    let mut client = Client::connect(&args.server, args.p2p_port, transport).await?;
+    if let Some(TrustOutcome::Recorded {
+        fingerprint,
+        file,
+        line,
+        asked: false,
+    }) = client.trust()
+    {
+        eprintln!(
+            "p2pchat-client: first contact with {}: trusting its fingerprint {fingerprint}, now recorded at line {line} of {}",
+            args.server,
+            file.display()
+        );
+    }
     client.set_direct_limits(limits)?;
     print_line(&format.line(&ClientEvent::Connected {
         server: client.server_addr(),
@@ -119,6 +145,52 @@ async fn run(args: &ClientArgs, format: Format, terminal: bool) -> Result<(), Cl
         chat_on_terminal(client, format).await
     } else {
         client.run(stdin_lines(), &mut print).await
+    }
+}
+
+/// How to talk to the server, and whom to trust, as the flags say.
+fn transport(args: &ClientArgs, terminal: bool) -> Result<Transport, ClientError> {
+    if args.plaintext {
+        return Ok(Transport::Plaintext);
+    }
+    if let Some(fingerprint) = args.trust {
+        return Ok(Transport::Tls(Trust::Required(fingerprint)));
+    }
+    let path = args
+        .known_servers
+        .clone()
+        .or_else(known_servers::default_path)
+        .ok_or_else(|| {
+            ClientError::Local(
+                "neither XDG_CONFIG_HOME nor HOME is set: name the known-servers file with --known-servers".into(),
+            )
+        })?;
+    let ask: Option<Ask> = terminal.then(|| Box::new(ask_on_terminal) as Ask);
+    Ok(Transport::Tls(Trust::KnownServers { path, ask }))
+}
+
+/// SSH's question at first contact: trust this fingerprint? Only `yes` trusts it.
+fn ask_on_terminal(contact: &FirstContact) -> Result<bool, ClientError> {
+    println!(
+        "The authenticity of server '{}' can't be established.\n\
+         Its fingerprint is {}.\n\
+         Compare it with the one the server printed at start (\"fingerprint SHA256:…\").",
+        contact.server, contact.fingerprint
+    );
+    let mut question = format!(
+        "Trust it and remember it in {} (yes/no)? ",
+        contact.file.display()
+    );
+    loop {
+        match prompt(true, &question)?
+            .trim()
+            .to_ascii_lowercase()
+            .as_str()
+        {
+            "yes" => return Ok(true),
+            "no" => return Ok(false),
+            _ => question = "Please type 'yes' or 'no': ".into(),
+        }
     }
 }
 

@@ -11,13 +11,16 @@ use std::sync::Arc;
 use clap::{CommandFactory, Parser};
 use p2pchat::runtime::{self, TcpListener};
 use p2pchat::server::{self, ServerFlags};
+use p2pchat::tls::{self, IdentityError, ServerIdentity};
 use p2pchat::user_store::{StoreError, UnsafeFile, UserStore};
 
 /// The p2pchat server: accounts, the list of who is online, and the chat room.
 ///
-/// Prints `listening on IP:PORT` as its first line on stdout, then logs events on stderr
-/// (set RUST_LOG=debug|info|warn|error to choose how much; default info). Ctrl-C or SIGTERM tells
-/// the clients and exits 0.
+/// Prints `listening on IP:PORT` as its first line on stdout and, with TLS (the default),
+/// `fingerprint SHA256:…` on the next (what clients pin; compare it with what they show at first
+/// contact), then logs events on stderr (set RUST_LOG=debug|info|warn|error to choose how much;
+/// default info). Ctrl-C or SIGTERM tells the clients and exits 0. A start-up error (users file,
+/// TLS key or certificate, address in use) exits 1.
 #[derive(Parser, Debug)]
 #[command(name = "p2pchat-server", version)]
 struct Args {
@@ -34,6 +37,20 @@ struct Args {
     /// without the sticky bit. Each reason is still logged as a warning.
     #[arg(long)]
     allow_unsafe_users_file: bool,
+    /// The TLS private key (PEM; mode 0600, refused if others may read it). Made, with the
+    /// certificate, when neither file exists. [default: tls-key.pem beside the users file]
+    #[arg(long, value_name = "PATH", help_heading = "TLS")]
+    tls_key: Option<PathBuf>,
+
+    /// The TLS certificate (PEM, self-signed); its SHA-256 is the fingerprint clients pin.
+    /// [default: tls-cert.pem beside the users file]
+    #[arg(long, value_name = "PATH", help_heading = "TLS")]
+    tls_cert: Option<PathBuf>,
+
+    /// Speak the plaintext protocol, without TLS: anyone on the network reads passwords and
+    /// messages. For the lab's teaching capture; clients must use --plaintext too.
+    #[arg(long, conflicts_with_all = ["tls_key", "tls_cert"], help_heading = "TLS")]
+    plaintext: bool,
 
     #[command(flatten)]
     server: ServerFlags,
@@ -44,6 +61,8 @@ struct Args {
 enum StartError {
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error(transparent)]
+    Identity(#[from] IdentityError),
     #[error("cannot listen on {addr}: {source}")]
     Listen { addr: SocketAddr, source: io::Error },
     #[error("cannot read the listening address: {0}")]
@@ -78,6 +97,17 @@ async fn serve(args: Args, params: scrypt::Params) -> Result<(), StartError> {
         false => UnsafeFile::Refuse,
     };
     let store = UserStore::open_with(&args.users, params, unsafe_file)?;
+    let mut config = args.server.config();
+    let identity = if args.plaintext {
+        None
+    } else {
+        let (default_key, default_cert) = tls::default_paths(&args.users);
+        let key = args.tls_key.clone().unwrap_or(default_key);
+        let cert = args.tls_cert.clone().unwrap_or(default_cert);
+        let identity = ServerIdentity::load_or_create(&key, &cert)?;
+        config.tls = Some(identity.server_config()?);
+        Some((identity, key, cert))
+    };
     let listener = TcpListener::bind(args.bind)
         .await
         .map_err(|source| StartError::Listen {
@@ -88,6 +118,9 @@ async fn serve(args: Args, params: scrypt::Params) -> Result<(), StartError> {
     let signal = runtime::termination_signal().map_err(StartError::Signals)?;
     let mut stdout = std::io::stdout();
     let _ = writeln!(stdout, "listening on {addr}");
+    if let Some((identity, _, _)) = &identity {
+        let _ = writeln!(stdout, "fingerprint {}", identity.fingerprint());
+    }
     let _ = stdout.flush();
     let flags = &args.server;
     log::info!(
@@ -99,11 +132,27 @@ async fn serve(args: Args, params: scrypt::Params) -> Result<(), StartError> {
         flags.scrypt_p,
         flags.max_clients
     );
+    match &identity {
+        Some((identity, key, cert)) => log::info!(
+            "TLS 1.3; fingerprint {}; key {}, certificate {}{}",
+            identity.fingerprint(),
+            key.display(),
+            cert.display(),
+            if identity.created() {
+                " (made now)"
+            } else {
+                ""
+            }
+        ),
+        None => log::warn!(
+            "plaintext (--plaintext): passwords and messages cross the network readable by anyone"
+        ),
+    }
     let shutdown = async move {
         let name = signal.await;
         log::info!("received {name}");
     };
-    server::run(listener, Arc::new(store), flags.config(), shutdown).await;
+    server::run(listener, Arc::new(store), config, shutdown).await;
     log::info!("stopped");
     Ok(())
 }

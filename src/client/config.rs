@@ -6,7 +6,10 @@
 //! client core's timeouts and buffer sizes beside the code that waits and reads, the inbox's
 //! table sizes and reporting intervals in [`direct_inbox`](super::direct_inbox).
 
+use std::path::PathBuf;
+
 use crate::protocol::MAX_DATAGRAM_BYTES;
+use crate::tls::Fingerprint;
 
 /// Default for `--server`: a server on this host, on the server's default port.
 pub const DEFAULT_SERVER: &str = "127.0.0.1:12000";
@@ -45,6 +48,23 @@ pub struct ClientArgs {
     /// Print every event as one JSON object per line on stdout, for programs.
     #[arg(long)]
     pub json: bool,
+
+    /// Speak the plaintext protocol, without TLS: anyone on the network reads the password and
+    /// every message. For the lab's teaching capture; the server must run with --plaintext too.
+    #[arg(long, conflicts_with_all = ["trust", "known_servers"], help_heading = "Trust")]
+    pub plaintext: bool,
+
+    /// Trust the server only if its fingerprint is this one, as the server prints it at start
+    /// (for scripts); the known-servers file is then neither read nor written.
+    #[arg(long, value_name = "SHA256:…", help_heading = "Trust")]
+    pub trust: Option<Fingerprint>,
+
+    /// The fingerprints of the servers met before (one `HOST:PORT SHA256:…` line each); a server
+    /// met for the first time is asked about on a terminal, else accepted and added with a
+    /// notice. [default: $XDG_CONFIG_HOME/p2pchat/known_servers, else
+    /// ~/.config/p2pchat/known_servers]
+    #[arg(long, value_name = "PATH", help_heading = "Trust")]
+    pub known_servers: Option<PathBuf>,
 
     /// Direct messages one peer may send at once before its rate limit applies.
     #[arg(long, value_name = "N", default_value_t = DEFAULT_DM_BURST,

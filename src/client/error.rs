@@ -21,6 +21,9 @@ pub mod exit {
     pub const REFUSED: i32 = 4;
     /// The server went away, shut down, or broke the protocol.
     pub const DISCONNECTED: i32 = 5;
+    /// The server is not trusted: its fingerprint changed since it was pinned, is not the one
+    /// `--trust` requires, or the person said no at first contact. Nothing was sent to it.
+    pub const NOT_TRUSTED: i32 = 6;
 }
 
 /// Why the client stopped. Each variant is one exit status; the text says what happened.
@@ -38,6 +41,9 @@ pub enum ClientError {
     /// Something on this host failed (a prompt, the UDP socket, a setting).
     #[error("{0}")]
     Local(String),
+    /// The server could not be authenticated; nothing was sent to it.
+    #[error("{0}")]
+    NotTrusted(String),
 }
 
 impl ClientError {
@@ -47,6 +53,7 @@ impl ClientError {
             ClientError::Refused { .. } => exit::REFUSED,
             ClientError::Disconnected(_) => exit::DISCONNECTED,
             ClientError::Local(_) => exit::LOCAL,
+            ClientError::NotTrusted(_) => exit::NOT_TRUSTED,
         }
     }
 
@@ -98,6 +105,10 @@ mod tests {
         assert_eq!(
             ClientError::Unreachable("x".into()).exit_code(),
             exit::UNREACHABLE
+        );
+        assert_eq!(
+            ClientError::NotTrusted("x".into()).exit_code(),
+            exit::NOT_TRUSTED
         );
         let local = ClientError::from(LimitsError::ZeroBurst);
         assert_eq!(local.exit_code(), exit::LOCAL);

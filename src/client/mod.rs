@@ -8,10 +8,11 @@
 //! [`direct_inbox`] before they are shown.
 //!
 //! Its parts: [`command`] (what the person types), [`config`] (the flags, and every default of
-//! the client), [`direct_inbox`] (the checks on received datagrams), `direct` (sending direct
-//! messages, and received ones as events), [`error`] (why the client stops, exit statuses),
-//! [`event`] (what it reports), [`screen`] (text from others laid out safely for a terminal),
-//! [`peer_list`] (who is online). The timeouts and buffer sizes
+//! the client), [`secure`] (TLS and whom to trust, before anything is said) with
+//! [`known_servers`] (the pinned fingerprints), [`direct_inbox`] (the checks on received
+//! datagrams), `direct` (sending direct messages, and received ones as events), [`error`] (why
+//! the client stops, exit statuses), [`event`] (what it reports), [`screen`] (text from others
+//! laid out safely for a terminal), [`peer_list`] (who is online). The timeouts and buffer sizes
 //! below are fixed, not settings, so they live beside the code that uses them.
 
 pub mod command;
@@ -20,8 +21,10 @@ mod direct;
 pub mod direct_inbox;
 pub mod error;
 pub mod event;
+pub mod known_servers;
 pub mod peer_list;
 pub mod screen;
+pub mod secure;
 
 use std::io;
 use std::net::SocketAddr;
@@ -30,7 +33,7 @@ use std::time::{Duration, Instant};
 
 use futures::stream::{self, Stream, StreamExt};
 
-use crate::connection::{self, LineReader, ReadError};
+use crate::connection::{self, LineReader, ReadError, StreamReader, StreamWriter};
 use crate::protocol::{
     decode_server, encode_line, ClientMessage, Credentials, ErrorCode, ServerMessage,
     MAX_LINE_BYTES, MAX_SERVER_LINE_BYTES,
@@ -44,8 +47,10 @@ pub use direct_inbox::{DirectInbox, DirectStats};
 pub use error::{exit, ClientError};
 pub use event::ClientEvent;
 pub use peer_list::PeerList;
+pub use secure::{FirstContact, Transport, Trust, TrustOutcome};
 
-/// How long to wait for the server's first message, and for its answer to a login.
+/// How long to wait for the server's first message (and for the TLS handshake before it), and
+/// for its answer to a login.
 const SERVER_ANSWER_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// After `quit`, how long to wait for the server to close its side, so that everything sent
@@ -74,7 +79,9 @@ pub enum AuthMode {
 pub struct Client {
     server: SocketAddr,
     tcp: TcpStream,
-    reader: LineReader<TcpStream>,
+    writer: StreamWriter,
+    reader: LineReader<StreamReader>,
+    trust: Option<TrustOutcome>,
     udp: Arc<UdpSocket>,
     p2p_addr: SocketAddr,
     username: String,
@@ -84,11 +91,17 @@ pub struct Client {
 }
 
 impl Client {
-    /// Resolves `server` (`HOST:PORT`, HOST a name or an address), connects, waits for the
-    /// server's `hello`, and binds the UDP socket for direct messages on the address this host
-    /// uses to reach the server (so peers see datagrams come from the address the server saw),
-    /// port `p2p_port` (0 = any free port).
-    pub async fn connect(server: &str, p2p_port: u16) -> Result<Client, ClientError> {
+    /// Resolves `server` (`HOST:PORT`, HOST a name or an address), connects, secures the
+    /// connection as `transport` says (with TLS: the handshake and the server's fingerprint
+    /// checked, before anything is read or sent), waits for the server's `hello`, and binds the
+    /// UDP socket for direct messages on the address this host uses to reach the server (so
+    /// peers see datagrams come from the address the server saw), port `p2p_port` (0 = any free
+    /// port).
+    pub async fn connect(
+        server: &str,
+        p2p_port: u16,
+        transport: Transport,
+    ) -> Result<Client, ClientError> {
         let unreachable =
             |why: String| ClientError::Unreachable(format!("cannot reach {server}: {why}"));
         let addrs: Vec<SocketAddr> = server
@@ -118,9 +131,20 @@ impl Client {
         }
         let (tcp, server_addr) = connected.ok_or_else(|| unreachable(last_error.to_string()))?;
         let _ = tcp.set_nodelay(true);
-        let mut reader = LineReader::new(tcp.clone(), MAX_SERVER_LINE_BYTES);
+        let (stream, trust) =
+            secure::establish(tcp.clone(), server, transport, SERVER_ANSWER_TIMEOUT).await?;
+        let (_, reader, writer) = stream.into_parts();
+        let mut reader = LineReader::new(reader, MAX_SERVER_LINE_BYTES);
         match next_message(&mut reader).await? {
             ServerMessage::Hello { .. } => {}
+            ServerMessage::Error {
+                code: ErrorCode::TlsRequired,
+                ..
+            } => {
+                return Err(ClientError::Unreachable(format!(
+                    "{server} requires TLS; connect without --plaintext"
+                )))
+            }
             ServerMessage::Error {
                 code: ErrorCode::ServerFull | ErrorCode::TooManyConnections,
                 message,
@@ -149,7 +173,9 @@ impl Client {
         Ok(Client {
             server: server_addr,
             tcp,
+            writer,
             reader,
+            trust,
             udp: Arc::new(udp),
             p2p_addr,
             username: String::new(),
@@ -161,6 +187,11 @@ impl Client {
 
     pub fn server_addr(&self) -> SocketAddr {
         self.server
+    }
+
+    /// Why the server was trusted (`None` with the plaintext protocol).
+    pub fn trust(&self) -> Option<&TrustOutcome> {
+        self.trust.as_ref()
     }
 
     /// Sets the limits on received direct messages (default [`DirectLimits::default`]).
@@ -225,7 +256,8 @@ impl Client {
         let Client {
             reader,
             udp,
-            mut tcp,
+            tcp,
+            mut writer,
             mut peers,
             username,
             mut next_direct_id,
@@ -265,7 +297,7 @@ impl Client {
                         ClientError::Disconnected(format!("the server sent a bad message: {e}"))
                     })?;
                     if message == ServerMessage::Ping {
-                        send(&mut tcp, &ClientMessage::Pong).await?;
+                        send(&mut writer, &ClientMessage::Pong).await?;
                         continue;
                     }
                     direct::track_sessions(&mut inbox, &message);
@@ -308,7 +340,7 @@ impl Client {
                     Ok(Some(Command::Help)) => emit(ClientEvent::Help {
                         text: command::HELP.into(),
                     }),
-                    Ok(Some(Command::Peers)) => send(&mut tcp, &ClientMessage::List).await?,
+                    Ok(Some(Command::Peers)) => send(&mut writer, &ClientMessage::List).await?,
                     Ok(Some(Command::Stats)) => emit(ClientEvent::DirectStats(inbox.stats())),
                     Ok(Some(Command::Say(text))) => {
                         let message = ClientMessage::Say { text };
@@ -317,7 +349,7 @@ impl Client {
                                 "message too long: the server takes lines of at most {MAX_LINE_BYTES} bytes"
                             )));
                         } else {
-                            send(&mut tcp, &message).await?;
+                            send(&mut writer, &message).await?;
                         }
                     }
                     Ok(Some(Command::Direct { to, text })) => {
@@ -330,12 +362,12 @@ impl Client {
                 Input::EndOfCommands => break,
             }
         }
-        quit(tcp, inputs).await;
+        quit(tcp, writer, inputs).await;
         Ok(())
     }
 
     async fn send(&mut self, message: &ClientMessage) -> Result<(), ClientError> {
-        send(&mut self.tcp, message).await
+        send(&mut self.writer, message).await
     }
 }
 
@@ -349,19 +381,23 @@ enum Input {
     Tick,
 }
 
-async fn send(tcp: &mut TcpStream, message: &ClientMessage) -> Result<(), ClientError> {
-    connection::write_message(tcp, message)
+async fn send(out: &mut StreamWriter, message: &ClientMessage) -> Result<(), ClientError> {
+    connection::write_message(out, message)
         .await
         .map_err(|e| ClientError::Disconnected(format!("lost the connection to the server: {e}")))
 }
 
-/// Says `quit`, closes the sending side, and reads what the server still sends until it closes
-/// (all bounded by [`QUIT_DRAIN`]): closing with unread data would reset the connection and
-/// could destroy the last messages sent.
-async fn quit(tcp: TcpStream, mut inputs: impl Stream<Item = Input> + Unpin) {
-    let mut out = tcp.clone();
+/// Says `quit`, closes the sending side (with TLS, `close_notify` first), and reads what the
+/// server still sends until it closes (all bounded by [`QUIT_DRAIN`]): closing with unread data
+/// would reset the connection and could destroy the last messages sent.
+async fn quit(
+    tcp: TcpStream,
+    mut out: StreamWriter,
+    mut inputs: impl Stream<Item = Input> + Unpin,
+) {
     let say_quit = async move {
         let _ = send(&mut out, &ClientMessage::Quit).await;
+        let _ = futures::io::AsyncWriteExt::close(&mut out).await;
     };
     let until_closed = async move {
         while let Some(input) = inputs.next().await {
@@ -375,7 +411,7 @@ async fn quit(tcp: TcpStream, mut inputs: impl Stream<Item = Input> + Unpin) {
 }
 
 /// Reads the next message from the server, with a deadline.
-async fn next_message(reader: &mut LineReader<TcpStream>) -> Result<ServerMessage, ClientError> {
+async fn next_message(reader: &mut LineReader<StreamReader>) -> Result<ServerMessage, ClientError> {
     let line = runtime::timeout(SERVER_ANSWER_TIMEOUT, reader.next_line())
         .await
         .ok_or_else(|| {

@@ -38,6 +38,16 @@ pub enum Disconnect {
     /// The server is stopping.
     #[error("server shutting down")]
     ServerShuttingDown,
+    /// A TLS server got no TLS handshake: the client sent nothing within the grace, or a first
+    /// byte that does not start one. It was told `tls_required`.
+    #[error("no TLS handshake (told tls_required)")]
+    TlsRequired,
+    /// The TLS handshake failed (the client refused the certificate, or spoke garbage).
+    #[error("TLS handshake failed: {0}")]
+    Handshake(std::io::Error),
+    /// The TLS handshake did not complete within the login deadline.
+    #[error("no TLS handshake within {} s", .0.as_secs_f64())]
+    HandshakeTimeout(Duration),
     /// A login or registration was refused, which ends the connection.
     #[error("{action} refused ({code})")]
     Refused { action: AuthAction, code: ErrorCode },
@@ -90,6 +100,14 @@ mod tests {
                 "connection closed in the middle of a line",
             ),
             (Disconnect::SendQueueExceeded, "send queue exceeded"),
+            (
+                Disconnect::TlsRequired,
+                "no TLS handshake (told tls_required)",
+            ),
+            (
+                Disconnect::HandshakeTimeout(Duration::from_secs(20)),
+                "no TLS handshake within 20 s",
+            ),
             (Disconnect::ServerShuttingDown, "server shutting down"),
             (
                 Disconnect::Refused {

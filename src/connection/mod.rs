@@ -1,24 +1,29 @@
-//! A framed connection, both halves and its end: reading capped lines ([`LineReader`]), writing
-//! lines ([`write_queued`] drains a send queue, [`write_message`] writes one message), closing
-//! without losing the last lines ([`close_gracefully`]), and why the server ends one
-//! ([`Disconnect`]). The server and the client both use it.
+//! A framed connection, both halves and its end: the bytes under it, plain or TLS ([`Stream`]),
+//! reading capped lines ([`LineReader`]), writing lines ([`write_queued`] drains a send queue,
+//! [`write_message`] writes one message), closing without losing the last lines
+//! ([`close_gracefully`]), and why the server ends one ([`Disconnect`]). The server and the
+//! client both use it.
 //!
 //! It never knows what the lines mean beyond encoding one message: parsing is
 //! [`crate::protocol`]'s, the send queue is [`crate::outbox`]'s, and who gets what is the broker's.
 
 mod disconnect;
 mod reader;
+mod stream;
 mod writer;
 
 use std::future::Future;
 use std::net::Shutdown;
 use std::time::Duration;
 
+use futures::io::AsyncRead;
+
 use crate::outbox::Closer;
 use crate::runtime::{self, TcpStream};
 
 pub use disconnect::{AuthAction, Disconnect};
 pub use reader::{LineReader, ReadError};
+pub use stream::{Stream, StreamReader, StreamWriter};
 pub use writer::{write_message, write_queued};
 
 /// How long a server closing a connection may still flush what it owes the client, and then read
@@ -52,7 +57,7 @@ pub async fn close_gracefully(
 /// sends, each for at most [`LINGER`] (and [`LINGER_BYTES`]).
 pub async fn close_lingering(
     stream: &TcpStream,
-    reader: &mut LineReader<TcpStream>,
+    reader: &mut LineReader<impl AsyncRead + Unpin>,
     writer: impl Future<Output = ()>,
 ) {
     let drain = async {

@@ -49,6 +49,12 @@ pub const DEFAULT_PING_INTERVAL: Duration = Duration::from_secs(60);
 /// Default for `--ping-timeout`: how long the client has to answer a `ping` (with anything).
 pub const DEFAULT_PING_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// Default for `--tls-hello-timeout`: how long a TLS server waits for a client's first byte
+/// before telling it `tls_required`. A TLS client sends its hello at once; a plaintext client
+/// sends nothing until the server's `hello`, so this is how long a plaintext client waits to be
+/// told to drop `--plaintext`.
+pub const DEFAULT_TLS_HELLO_TIMEOUT: Duration = Duration::from_secs(2);
+
 /// The longest time a flag in seconds may give: a day.
 const MAX_FLAG_SECONDS: f64 = 86_400.0;
 
@@ -74,6 +80,11 @@ pub struct ServerConfig {
     pub send_queue: QueueLimits,
     /// Delays after failed logins.
     pub login_throttle: ThrottleConfig,
+    /// TLS with this identity, or `None` for the plaintext protocol. The binary's default is TLS
+    /// (it loads or makes the identity); the library's default is `None`, as it has no key.
+    pub tls: Option<crate::tls::ServerTls>,
+    /// With TLS, how long a connection may stay silent before it is told `tls_required`.
+    pub tls_hello_timeout: Duration,
 }
 
 impl Default for ServerConfig {
@@ -89,6 +100,8 @@ impl Default for ServerConfig {
             flood: FloodLimit::default(),
             send_queue: QueueLimits::default(),
             login_throttle: ThrottleConfig::default(),
+            tls: None,
+            tls_hello_timeout: DEFAULT_TLS_HELLO_TIMEOUT,
         }
     }
 }
@@ -162,6 +175,12 @@ pub struct ServerFlags {
           value_parser = clap::value_parser!(u32).range(1..=1 << 30), help_heading = "Limits")]
     pub send_queue_bytes: u32,
 
+    /// Seconds a TLS server waits for a client's TLS handshake to start; a client that has sent
+    /// nothing by then (a plaintext client waits for the server) is told `tls_required`.
+    #[arg(long, value_name = "SECS", default_value_t = DEFAULT_TLS_HELLO_TIMEOUT.as_secs_f64(),
+          value_parser = seconds, help_heading = "Limits")]
+    pub tls_hello_timeout: f64,
+
     /// Failed logins (per account and per address; each registration counts as one for its
     /// address) before further attempts are delayed.
     #[arg(long, value_name = "N", default_value_t = DEFAULT_FREE_FAILURES, help_heading = "Limits")]
@@ -220,6 +239,9 @@ impl ServerFlags {
                 base_delay: Duration::from_secs_f64(self.login_delay),
                 max_delay: Duration::from_secs_f64(self.login_delay_max),
             },
+            // The binary sets it: the identity is files, and this module opens none.
+            tls: None,
+            tls_hello_timeout: Duration::from_secs_f64(self.tls_hello_timeout),
         }
     }
 

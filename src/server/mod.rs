@@ -1,5 +1,6 @@
 //! The chat server: accepts connections, admits them within the connection limits
-//! (`admission`), and serves each one (`session`, logging in through `login`, registering
+//! (`admission`), secures them (`transport`: the TLS handshake, or plaintext with
+//! `--plaintext`), and serves each one (`session`, logging in through `login`, registering
 //! within `registration_quota`) until it ends; on shutdown, tells every client and waits a
 //! moment for them.
 //!
@@ -17,11 +18,12 @@ mod context;
 mod login;
 mod registration_quota;
 mod session;
+mod transport;
 
 use std::future::Future;
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_lock::Semaphore;
 use futures::channel::{mpsc, oneshot};
@@ -31,6 +33,7 @@ use futures::{select, SinkExt, StreamExt};
 pub use config::*;
 
 use crate::broker::{self, Event};
+use crate::connection;
 use crate::login_throttle::LoginThrottle;
 use crate::runtime::{self, TcpListener};
 use crate::user_store::UserStore;
@@ -97,7 +100,16 @@ pub async fn run(
         let done = done.clone();
         runtime::spawn(async move {
             log::info!("{remote} connected ({} connections)", slot.count());
-            session::serve(stream, remote, &shared, pending).await;
+            let connected = Instant::now();
+            let deadline = connected + shared.config.auth_timeout;
+            let established = select! {
+                established = transport::establish(stream, &shared.config, deadline).fuse() => established,
+                _ = shared.stop.clone().fuse() => Err(connection::Disconnect::ServerShuttingDown),
+            };
+            match established {
+                Ok(stream) => session::serve(stream, remote, &shared, pending, connected).await,
+                Err(end) => log::info!("{remote} disconnected before login: {end}"),
+            }
             drop(slot);
             log::info!("{remote} closed");
             drop(done);

@@ -17,13 +17,13 @@ use super::admission::PendingSlot;
 use super::context::{shutdown_notice, Context};
 use super::login::{self, Login};
 use crate::broker::{Event, SessionId};
-use crate::connection::{self, AuthAction, Disconnect, LineReader, ReadError};
+use crate::connection::{self, AuthAction, Disconnect, LineReader, ReadError, Stream};
 use crate::flood::{FloodControl, Verdict};
 use crate::outbox::{self, Outbox};
 use crate::protocol::{
     decode_client, ClientMessage, ErrorCode, ServerMessage, MAX_LINE_BYTES, PROTOCOL_VERSION,
 };
-use crate::runtime::{self, TcpStream};
+use crate::runtime;
 
 /// The state of one connection.
 enum State {
@@ -46,21 +46,23 @@ enum Deadline {
     Pong,
 }
 
-/// Serves one connection until it ends, for whatever reason.
+/// Serves one connection, accepted at `connected` (its login deadline counts from then), until it
+/// ends, for whatever reason.
 pub(super) async fn serve(
-    stream: TcpStream,
+    stream: Stream,
     remote: SocketAddr,
     shared: &Context,
     pending: PendingSlot,
+    connected: Instant,
 ) {
     let config = &shared.config;
+    let (stream, reader, writer) = stream.into_parts();
     let (mut outbox, queue) = outbox::channel(config.send_queue, connection::closer(&stream));
-    let writer = runtime::spawn(connection::write_queued(stream.clone(), queue));
-    let mut reader = LineReader::new(stream.clone(), MAX_LINE_BYTES);
+    let writer = runtime::spawn(connection::write_queued(writer, stream.clone(), queue));
+    let mut reader = LineReader::new(reader, MAX_LINE_BYTES);
     let mut broker = shared.broker.clone();
     let mut state = State::Pending(Some(pending));
     let mut flood = FloodControl::new(config.flood, Instant::now());
-    let connected = Instant::now();
     let mut last_heard = connected;
     let mut ping_sent: Option<Instant> = None;
     let _ = outbox.push(&ServerMessage::Hello {

@@ -6,19 +6,34 @@
 //! In order: paths and fixtures; child-process plumbing; [`Server`] (a running server);
 //! [`ChatClient`] (a running client in `--json` mode); [`RawConnection`] (raw protocol over
 //! TCP); users file helpers.
+//!
+//! TLS: servers run in the default mode, TLS, unless their flags say `--plaintext`, so every
+//! suite exercises what users run. The harness keeps each server's key and certificate in a
+//! folder of its own (not beside the users file, which some suites count the files of), remembers
+//! each server's fingerprint by port, and has the clients speak what the server speaks: a
+//! [`ChatClient`] gets `--trust FINGERPRINT` (`--plaintext` for a plaintext server or one the
+//! test plays itself) and a temporary
+//! `XDG_CONFIG_HOME`/`HOME`, so no test reads or writes the real known-servers file; a
+//! [`RawConnection`] does the TLS handshake itself (rustls, pinned to the fingerprint) and then
+//! speaks the same raw lines inside it. tests/tls.rs starts servers and clients with exactly
+//! the flags it chooses ([`Server::start_exact`], [`ChatClient::start_exact`]).
 
 #![allow(dead_code)] // Each test file uses a different part of the harness.
 
+use std::cell::RefCell;
+use std::collections::HashMap;
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
+use p2pchat::tls::Fingerprint;
 use serde_json::Value;
+use tempfile::TempDir;
 
 // ---- Paths and fixtures ----
 
@@ -86,12 +101,29 @@ fn signal(pid: u32, signal: libc::c_int) {
 
 // ---- Server ----
 
+/// What the server on each port speaks: its fingerprint, or `None` for `--plaintext`. Filled
+/// in by every start (a later server on the same port replaces an earlier one), read by the
+/// clients, which are given only the address.
+fn modes() -> &'static Mutex<HashMap<u16, Option<Fingerprint>>> {
+    static MODES: OnceLock<Mutex<HashMap<u16, Option<Fingerprint>>>> = OnceLock::new();
+    MODES.get_or_init(Default::default)
+}
+
+/// What the server on `port` speaks, if a server was started there: `Some(None)` is plaintext.
+fn mode_of(port: u16) -> Option<Option<Fingerprint>> {
+    modes().lock().unwrap().get(&port).copied()
+}
+
 /// A running `p2pchat-server` on 127.0.0.1, port chosen by the system. Dropping it kills it.
 pub struct Server {
     child: Child,
     pub addr: SocketAddr,
     pub users: PathBuf,
+    /// The fingerprint it printed; `None` with `--plaintext`.
+    pub fingerprint: Option<Fingerprint>,
     log: Arc<Mutex<Vec<String>>>,
+    /// The key and certificate the harness gave it.
+    _tls: Option<TempDir>,
 }
 
 impl Server {
@@ -109,9 +141,32 @@ impl Server {
         Server::start_on("127.0.0.1:0", users, args)
     }
 
-    /// Starts a server listening on `bind` (a loopback address); waits for its `listening on`
-    /// line, which gives the port.
+    /// Starts a server listening on `bind` (a loopback address), with TLS (a key and
+    /// certificate of its own in a temporary folder) unless `args` say `--plaintext`; waits for
+    /// its `listening on` line, which gives the port.
     pub fn start_on(bind: &str, users: &Path, args: &[&str]) -> Server {
+        if args.contains(&"--plaintext") {
+            return Server::start_exact(bind, users, args, None);
+        }
+        let tls = TempDir::new().expect("a folder for the TLS key");
+        let key = tls.path().join("tls-key.pem");
+        let cert = tls.path().join("tls-cert.pem");
+        let mut all = vec![
+            "--tls-key",
+            key.to_str().unwrap(),
+            "--tls-cert",
+            cert.to_str().unwrap(),
+        ];
+        all.extend_from_slice(args);
+        Server::start_exact(bind, users, &all, Some(tls))
+    }
+
+    /// Starts a server listening on `bind` with exactly `args` (plus the bind address and users
+    /// file): the key and certificate are where they are by default, unless `args` say
+    /// otherwise. Waits for its `listening on` line and, unless `args` say `--plaintext`, its
+    /// `fingerprint` line.
+    pub fn start_exact(bind: &str, users: &Path, args: &[&str], tls: Option<TempDir>) -> Server {
+        let plaintext = args.contains(&"--plaintext");
         let mut child = Command::new(server_bin())
             .arg("--bind")
             .arg(bind)
@@ -126,33 +181,48 @@ impl Server {
         let (log, _) = collect_lines(child.stderr.take().unwrap());
         let (tx, rx) = mpsc::channel();
         let stdout = child.stdout.take().unwrap();
+        let wanted = if plaintext { 1 } else { 2 };
         thread::spawn(move || {
             let mut lines = BufReader::new(stdout).lines();
-            if let Some(Ok(first)) = lines.next() {
-                let _ = tx.send(first);
+            for _ in 0..wanted {
+                if let Some(Ok(line)) = lines.next() {
+                    let _ = tx.send(line);
+                }
             }
             for _ in lines {}
         });
-        let first = match rx.recv_timeout(DEADLINE) {
+        let mut next_line = |what: &str| match rx.recv_timeout(DEADLINE) {
             Ok(line) => line,
             Err(_) => {
                 let _ = child.kill();
                 panic!(
-                    "server printed no first line; stderr: {:?}",
+                    "server printed no {what} line; stderr: {:?}",
                     log.lock().unwrap()
                 );
             }
         };
-        let addr = first
+        let first = next_line("first");
+        let addr: SocketAddr = first
             .strip_prefix("listening on ")
             .unwrap_or_else(|| panic!("unexpected first line {first:?}"))
             .parse()
             .expect("listening address");
+        let fingerprint = (!plaintext).then(|| {
+            let second = next_line("fingerprint");
+            second
+                .strip_prefix("fingerprint ")
+                .unwrap_or_else(|| panic!("unexpected second line {second:?}"))
+                .parse()
+                .expect("a fingerprint")
+        });
+        modes().lock().unwrap().insert(addr.port(), fingerprint);
         Server {
             child,
             addr,
             users: users.to_path_buf(),
+            fingerprint,
             log,
+            _tls: tls,
         }
     }
 
@@ -242,6 +312,8 @@ pub struct ChatClient {
     pub history: Vec<Value>,
     stderr: Arc<Mutex<Vec<String>>>,
     stderr_done: Option<JoinHandle<()>>,
+    /// Its XDG_CONFIG_HOME and HOME, when the harness made them.
+    _config: Option<TempDir>,
 }
 
 impl ChatClient {
@@ -294,13 +366,41 @@ impl ChatClient {
         client
     }
 
-    /// Starts `p2pchat-client --server SERVER --json FLAGS…` and types `answers`.
+    /// Starts `p2pchat-client --server SERVER --json FLAGS…` and types `answers`, with
+    /// `--trust FINGERPRINT` for the TLS server the harness started on that port, `--plaintext`
+    /// otherwise (a `--plaintext` server, or a server the test plays itself, which speaks the
+    /// plaintext protocol), and a temporary config folder.
     fn spawn(server: &str, name: &str, flags: &[&str], answers: &[&str]) -> ChatClient {
+        let config = TempDir::new().expect("a config folder");
+        let port = server.rsplit(':').next().and_then(|p| p.parse().ok());
+        let mode = port.and_then(mode_of);
+        let trust = match mode {
+            Some(Some(fingerprint)) => vec!["--trust".to_string(), fingerprint.to_string()],
+            Some(None) | None => vec!["--plaintext".to_string()],
+        };
+        let mut all: Vec<&str> = trust.iter().map(String::as_str).collect();
+        all.extend_from_slice(flags);
+        let mut client = ChatClient::start_exact(server, name, &all, answers, config.path());
+        client._config = Some(config);
+        client
+    }
+
+    /// Starts `p2pchat-client --server SERVER --json FLAGS…` with exactly these flags and
+    /// `config` as its XDG_CONFIG_HOME and HOME, and types `answers`; waits for nothing.
+    pub fn start_exact(
+        server: &str,
+        name: &str,
+        flags: &[&str],
+        answers: &[&str],
+        config: &Path,
+    ) -> ChatClient {
         let mut child = Command::new(client_bin())
             .arg("--server")
             .arg(server)
             .arg("--json")
             .args(flags)
+            .env("XDG_CONFIG_HOME", config)
+            .env("HOME", config)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -327,6 +427,7 @@ impl ChatClient {
             history: Vec::new(),
             stderr,
             stderr_done: Some(stderr_done),
+            _config: None,
         };
         client.stdin = client.child.stdin.take();
         for answer in answers {
@@ -489,15 +590,50 @@ pub fn peer_names(event: &Value) -> Vec<String> {
 
 // ---- RawConnection ----
 
-/// A raw TCP connection to the server, for speaking the protocol (or garbage) byte by byte.
+/// A raw connection to the server, for speaking the protocol (or garbage) byte by byte: over
+/// TLS when the server the harness started on that port speaks TLS (the bytes go inside the TLS
+/// session, as a client would), in the clear otherwise.
 ///
 /// Methods without a prefix panic when the server closes or resets the connection early (the
 /// test expected it to answer); their `try_` twins return `None` or an error instead, for tests
 /// where the server may be gone (killed with SIGKILL, it resets connections).
 /// Every read waits at most [`DEADLINE`].
 pub struct RawConnection {
-    stream: TcpStream,
-    reader: BufReader<TcpStream>,
+    tcp: TcpStream,
+    /// In a cell so that [`RawConnection::shutdown_write`] can send TLS's `close_notify` from
+    /// `&self`, as it closed a plain socket before.
+    reader: RefCell<BufReader<Wire>>,
+}
+
+/// The bytes of a [`RawConnection`]: plain, or inside a TLS session.
+enum Wire {
+    Plain(TcpStream),
+    Tls(Box<rustls::StreamOwned<rustls::ClientConnection, TcpStream>>),
+}
+
+impl Read for Wire {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Wire::Plain(tcp) => tcp.read(buf),
+            Wire::Tls(tls) => tls.read(buf),
+        }
+    }
+}
+
+impl Write for Wire {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Wire::Plain(tcp) => tcp.write(buf),
+            Wire::Tls(tls) => tls.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Wire::Plain(tcp) => tcp.flush(),
+            Wire::Tls(tls) => tls.flush(),
+        }
+    }
 }
 
 impl RawConnection {
@@ -507,8 +643,9 @@ impl RawConnection {
         conn.expect_hello()
     }
 
-    /// Connects and waits for the server's `hello`; `None` if the connection fails or ends
-    /// first, or the server greets with anything else (e.g. a refusal for a limit).
+    /// Connects and waits for the server's `hello`; `None` if the connection (or its TLS
+    /// handshake) fails or ends first, or the server greets with anything else (e.g. a refusal
+    /// for a limit).
     pub fn try_connect(addr: SocketAddr) -> Option<RawConnection> {
         let mut conn = RawConnection::try_open(RawConnection::socket(), addr).ok()?;
         let hello = conn.try_read_json().ok()??;
@@ -543,9 +680,10 @@ impl RawConnection {
         RawConnection::open(socket, addr).expect_hello()
     }
 
-    /// Connects without reading anything.
+    /// Connects without reading or sending anything, not even a TLS handshake: what it reads is
+    /// what a server says before TLS (a refusal for a limit, `tls_required`).
     pub fn connect_silent(addr: SocketAddr) -> RawConnection {
-        RawConnection::open(RawConnection::socket(), addr)
+        RawConnection::try_open_plain(RawConnection::socket(), addr).expect("connect to server")
     }
 
     /// Connects, registers `name` announcing `p2p_port` and waits for the answer, which must be
@@ -573,12 +711,32 @@ impl RawConnection {
         RawConnection::try_open(socket, addr).expect("connect to server")
     }
 
+    /// Connects, with the TLS handshake if the server on that port speaks TLS.
     fn try_open(socket: socket2::Socket, addr: SocketAddr) -> io::Result<RawConnection> {
+        let mut conn = RawConnection::try_open_plain(socket, addr)?;
+        if let Some(Some(fingerprint)) = mode_of(addr.port()) {
+            let presented = Arc::new(Mutex::new(None));
+            let config = p2pchat::tls::client_config(Some(fingerprint), presented);
+            let mut session =
+                rustls::ClientConnection::new(Arc::new(config), p2pchat::tls::server_name())
+                    .map_err(io::Error::other)?;
+            let mut tcp = conn.tcp.try_clone()?;
+            while session.is_handshaking() {
+                session.complete_io(&mut tcp)?;
+            }
+            conn.reader = RefCell::new(BufReader::new(Wire::Tls(Box::new(
+                rustls::StreamOwned::new(session, tcp),
+            ))));
+        }
+        Ok(conn)
+    }
+
+    fn try_open_plain(socket: socket2::Socket, addr: SocketAddr) -> io::Result<RawConnection> {
         socket.connect(&addr.into())?;
-        let stream: TcpStream = socket.into();
-        stream.set_read_timeout(Some(DEADLINE))?;
-        let reader = BufReader::new(stream.try_clone()?);
-        Ok(RawConnection { stream, reader })
+        let tcp: TcpStream = socket.into();
+        tcp.set_read_timeout(Some(DEADLINE))?;
+        let reader = RefCell::new(BufReader::new(Wire::Plain(tcp.try_clone()?)));
+        Ok(RawConnection { tcp, reader })
     }
 
     fn expect_hello(mut self) -> RawConnection {
@@ -591,17 +749,20 @@ impl RawConnection {
     /// port, so that no two open connections from one address announce the same endpoint (the
     /// server refuses that with `endpoint_in_use`).
     pub fn made_up_p2p_port(&self) -> u16 {
-        self.stream.local_addr().expect("a local address").port()
+        self.tcp.local_addr().expect("a local address").port()
     }
 
     /// Sends every segment as soon as it is written (no Nagle coalescing).
     pub fn set_nodelay(&self) {
-        self.stream.set_nodelay(true).expect("set TCP_NODELAY");
+        self.tcp.set_nodelay(true).expect("set TCP_NODELAY");
     }
 
-    /// Writes bytes; a failure (the server already closed) is returned, not a panic.
+    /// Writes bytes (inside TLS, one record or more); a failure (the server already closed) is
+    /// returned, not a panic.
     pub fn write(&mut self, bytes: &[u8]) -> io::Result<()> {
-        self.stream.write_all(bytes)
+        let wire = self.reader.get_mut().get_mut();
+        wire.write_all(bytes)?;
+        wire.flush()
     }
 
     /// Writes each piece with a write call of its own, flushing after each.
@@ -610,15 +771,19 @@ impl RawConnection {
         pieces: impl IntoIterator<Item = &'a [u8]>,
     ) -> io::Result<()> {
         for piece in pieces {
-            self.stream.write_all(piece)?;
-            self.stream.flush()?;
+            self.write(piece)?;
         }
         Ok(())
     }
 
-    /// Closes the sending side (FIN), keeping the connection open for reading.
+    /// Closes the sending side (with TLS, `close_notify`, then FIN), keeping the connection open
+    /// for reading.
     pub fn shutdown_write(&self) {
-        self.stream
+        if let Wire::Tls(tls) = self.reader.borrow_mut().get_mut() {
+            tls.conn.send_close_notify();
+            let _ = tls.flush();
+        }
+        self.tcp
             .shutdown(std::net::Shutdown::Write)
             .expect("shut down the sending side");
     }
@@ -671,21 +836,29 @@ impl RawConnection {
     /// rather than a panic. A line that is not JSON still panics: the server never sends one.
     pub fn try_read_json(&mut self) -> io::Result<Option<Value>> {
         let mut line = String::new();
-        Ok(match self.reader.read_line(&mut line)? {
+        Ok(match self.reader.get_mut().read_line(&mut line)? {
             0 => None,
             _ => Some(serde_json::from_str(&line).expect("server sent JSON")),
         })
     }
 
     /// Reads until the server closes the connection, by end of stream or by a reset (after
-    /// closing, the server resets a connection whose client still sends); returns what came.
+    /// closing, the server resets a connection whose client still sends; a reset TLS session
+    /// ends without `close_notify`); returns what came.
     pub fn read_until_closed(&mut self) -> Vec<Value> {
         let mut out = Vec::new();
         loop {
             match self.try_read_json() {
                 Ok(None) => return out,
                 Ok(Some(value)) => out.push(value),
-                Err(e) if e.kind() == io::ErrorKind::ConnectionReset => return out,
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::ConnectionReset | io::ErrorKind::UnexpectedEof
+                    ) =>
+                {
+                    return out
+                }
                 Err(e) => panic!("reading from the server failed: {e}"),
             }
         }

@@ -1,0 +1,265 @@
+//! How the client secures its connection before it says anything: the TLS handshake, the check
+//! of the server's fingerprint against `--trust` or the known-servers file, the first-contact
+//! decision (ask the person, or SSH's `accept-new` without a terminal), and telling a plaintext
+//! server (or a refusal sent before TLS) apart from a broken one.
+//!
+//! The password is never at risk here: this runs to the end — handshake, fingerprint checked or
+//! accepted — before the client reads the server's `hello`, let alone sends a login. What is
+//! trusted and why is [`TrustOutcome`]; why not is a [`ClientError::NotTrusted`]. It never reads
+//! or writes a protocol line.
+
+use std::io;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use futures::io::{AsyncRead, AsyncWrite};
+use futures_rustls::TlsConnector;
+
+use super::known_servers::KnownServers;
+use super::ClientError;
+use crate::connection::Stream;
+use crate::protocol::{decode_server, ServerMessage};
+use crate::runtime::{self, TcpStream};
+use crate::tls::{self, Fingerprint};
+
+/// At most this much of what a server sends first is kept, to say what it was when it was not
+/// TLS (a plaintext `hello`, or a refusal sent before TLS).
+const FIRST_BYTES_KEPT: usize = 1024;
+
+/// How the client talks to the server.
+pub enum Transport {
+    /// The plaintext protocol (`--plaintext`): anyone on the path reads everything.
+    Plaintext,
+    /// TLS, trusting the server as `Trust` says.
+    Tls(Trust),
+}
+
+/// Whom the client trusts.
+pub enum Trust {
+    /// Exactly this fingerprint (`--trust`); the known-servers file is neither read nor written.
+    Required(Fingerprint),
+    /// Whatever the known-servers file at this path pinned; a server it does not know is asked
+    /// about (`ask`), or, without `ask`, accepted and recorded.
+    KnownServers { path: PathBuf, ask: Option<Ask> },
+}
+
+/// Asks the person whether to trust a server met for the first time: `Ok(true)` to go on.
+pub type Ask = Box<dyn FnMut(&FirstContact) -> Result<bool, ClientError>>;
+
+/// A server met for the first time.
+#[derive(Debug, Clone)]
+pub struct FirstContact {
+    /// As typed.
+    pub server: String,
+    pub fingerprint: Fingerprint,
+    /// Where it will be recorded.
+    pub file: PathBuf,
+}
+
+/// Why the client trusted the server it is connected to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TrustOutcome {
+    /// Its fingerprint is the one `--trust` named.
+    Required { fingerprint: Fingerprint },
+    /// Its fingerprint is the one pinned at `line` of `file`.
+    Known {
+        fingerprint: Fingerprint,
+        file: PathBuf,
+        line: usize,
+    },
+    /// Met for the first time and recorded at `line` of `file`; `asked` if the person said yes.
+    Recorded {
+        fingerprint: Fingerprint,
+        file: PathBuf,
+        line: usize,
+        asked: bool,
+    },
+}
+
+/// Makes the connection to `server` (as typed) a [`Stream`] as `transport` says; with TLS, only
+/// once the server is trusted.
+///
+/// # Errors
+/// [`ClientError::NotTrusted`]: the fingerprint changed, is not the required one, or the person
+/// said no. [`ClientError::Unreachable`]: the server speaks plaintext, refused the connection
+/// before TLS, or the handshake failed. [`ClientError::Local`]: the known-servers file.
+pub async fn establish(
+    tcp: TcpStream,
+    server: &str,
+    transport: Transport,
+    handshake_timeout: Duration,
+) -> Result<(Stream, Option<TrustOutcome>), ClientError> {
+    let trust = match transport {
+        Transport::Plaintext => return Ok((Stream::plain(tcp), None)),
+        Transport::Tls(trust) => trust,
+    };
+    let (mut known, ask, expected) = match trust {
+        Trust::Required(fingerprint) => (None, None, Some(fingerprint)),
+        Trust::KnownServers { path, ask } => {
+            let known = KnownServers::load(&path).map_err(|e| ClientError::Local(e.to_string()))?;
+            let expected = known.find(server).map(|entry| entry.fingerprint);
+            (Some(known), ask, expected)
+        }
+    };
+    let presented: tls::Presented = Arc::new(Mutex::new(None));
+    let config = tls::client_config(expected, presented.clone());
+    let connector = TlsConnector::from(Arc::new(config));
+    let watched = FirstBytes::new(tcp.clone());
+    let handshake = connector
+        .connect(tls::server_name(), watched)
+        .into_fallible();
+    let Some(handshake) = runtime::timeout(handshake_timeout, handshake).await else {
+        return Err(ClientError::Unreachable(format!(
+            "{server} did not complete a TLS handshake within {} s",
+            handshake_timeout.as_secs()
+        )));
+    };
+    let session = match handshake {
+        Ok(session) => session,
+        Err((error, watched)) => {
+            let presented = *presented.lock().unwrap_or_else(|p| p.into_inner());
+            return Err(handshake_failed(
+                server,
+                error,
+                &watched.first,
+                expected.zip(presented),
+                known.as_ref(),
+            ));
+        }
+    };
+    let fingerprint = presented
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .expect("a completed handshake went through the verifier");
+    let outcome = match (known.as_mut(), expected) {
+        (None, _) => TrustOutcome::Required { fingerprint },
+        (Some(known), Some(_)) => {
+            let entry = known.find(server).expect("the entry that gave `expected`");
+            TrustOutcome::Known {
+                fingerprint,
+                file: known.path().into(),
+                line: entry.line,
+            }
+        }
+        (Some(known), None) => {
+            let contact = FirstContact {
+                server: server.to_string(),
+                fingerprint,
+                file: known.path().into(),
+            };
+            let asked = ask.is_some();
+            if let Some(mut ask) = ask {
+                if !ask(&contact)? {
+                    return Err(ClientError::NotTrusted(format!(
+                        "{server} is not trusted: its fingerprint {fingerprint} was not accepted; nothing was sent to it"
+                    )));
+                }
+            }
+            let entry = known
+                .add(server, fingerprint)
+                .map_err(|e| ClientError::Local(e.to_string()))?;
+            TrustOutcome::Recorded {
+                fingerprint,
+                file: contact.file,
+                line: entry.line,
+                asked,
+            }
+        }
+    };
+    // The session keeps its FirstBytes (at most FIRST_BYTES_KEPT bytes, kept once).
+    Ok((Stream::tls(tcp, session), Some(outcome)))
+}
+
+/// What to say when the handshake failed: a changed or wrong fingerprint (`pins`: expected and
+/// presented), a server that speaks plaintext or refused before TLS, or a broken handshake.
+fn handshake_failed(
+    server: &str,
+    error: io::Error,
+    first: &[u8],
+    pins: Option<(Fingerprint, Fingerprint)>,
+    known: Option<&KnownServers>,
+) -> ClientError {
+    if let Some((expected, presented)) = pins.filter(|(e, p)| e != p) {
+        return ClientError::NotTrusted(match known.and_then(|k| Some((k, k.find(server)?))) {
+            Some((known, entry)) => format!(
+                "\n\
+                 @@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@\n\
+                 @    WARNING: SERVER IDENTIFICATION HAS CHANGED!         @\n\
+                 @@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@\n\
+                 Someone may be listening in (a machine in the middle), or the server's key was\n\
+                 replaced. {server} presented {presented};\n\
+                 line {line} of {file} pins {expected}.\n\
+                 Nothing was sent to it: no login, no password.\n\
+                 If the change is expected, remove line {line} of {file} and connect again.",
+                line = entry.line,
+                file = known.path().display(),
+            ),
+            None => format!(
+                "{server} presented {presented}, not the fingerprint --trust requires ({expected}); nothing was sent to it"
+            ),
+        });
+    }
+    let first_line = first.split(|&b| b == b'\n').next().unwrap_or_default();
+    if first.first() == Some(&b'{') {
+        return ClientError::Unreachable(match decode_server(first_line) {
+            Ok(ServerMessage::Error { message, .. }) => format!("{server}: {message}"),
+            _ => format!(
+                "{server} speaks plaintext p2pchat (it sent {:?} where a TLS record should be); if you accept that passwords and messages cross the network readable by anyone, connect with --plaintext",
+                String::from_utf8_lossy(&first_line[..first_line.len().min(32)])
+            ),
+        });
+    }
+    ClientError::Unreachable(format!("TLS handshake with {server} failed: {error}"))
+}
+
+/// A stream that keeps the first [`FIRST_BYTES_KEPT`] bytes read from it.
+struct FirstBytes {
+    inner: TcpStream,
+    first: Vec<u8>,
+}
+
+impl FirstBytes {
+    fn new(inner: TcpStream) -> Self {
+        FirstBytes {
+            inner,
+            first: Vec::new(),
+        }
+    }
+}
+
+impl AsyncRead for FirstBytes {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = &mut *self;
+        let read = Pin::new(&mut this.inner).poll_read(cx, buf);
+        if let Poll::Ready(Ok(n)) = read {
+            let room = FIRST_BYTES_KEPT.saturating_sub(this.first.len());
+            this.first.extend_from_slice(&buf[..n.min(room)]);
+        }
+        read
+    }
+}
+
+impl AsyncWrite for FirstBytes {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_close(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_close(cx)
+    }
+}

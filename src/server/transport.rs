@@ -1,0 +1,73 @@
+//! How an admitted connection's bytes are carried: the TLS handshake (TLS 1.3, the server's
+//! identity from [`crate::tls`]), or the plaintext protocol with `--plaintext`.
+//!
+//! A TLS client always speaks first (its ClientHello); a plaintext p2pchat client speaks only
+//! after the server's `hello`. So a TLS server that hears nothing within `--tls-hello-timeout`,
+//! or hears a first byte that cannot start a TLS handshake, is talking to a plaintext client (or
+//! to `nc`): it answers with one plaintext `tls_required` error line, which such a client shows,
+//! and closes. The whole handshake must end within the login deadline, so a connection that
+//! never completes it costs what a silent connection costs, and holds the same admission slots.
+//! This module never reads a line of the protocol and never touches the session.
+
+use std::time::Instant;
+
+use futures_rustls::TlsAcceptor;
+
+use crate::connection::{self, Disconnect, LineReader, ReadError, Stream};
+use crate::protocol::{ErrorCode, ServerMessage, MAX_LINE_BYTES};
+use crate::runtime::{self, TcpStream};
+use crate::tls::HANDSHAKE_RECORD;
+
+use super::ServerConfig;
+
+/// Makes `tcp` a [`Stream`]: plain with `--plaintext`; otherwise after a TLS handshake that
+/// ends by `deadline`, or not at all (the reason says why, and the client was told when it
+/// could understand).
+pub(super) async fn establish(
+    tcp: TcpStream,
+    config: &ServerConfig,
+    deadline: Instant,
+) -> Result<Stream, Disconnect> {
+    let Some(tls) = &config.tls else {
+        return Ok(Stream::plain(tcp));
+    };
+    let grace = config
+        .tls_hello_timeout
+        .min(deadline.saturating_duration_since(Instant::now()));
+    let mut first = [0u8; 1];
+    match runtime::timeout(grace, tcp.peek(&mut first)).await {
+        Some(Ok(0)) => return Err(Disconnect::ClosedByClient),
+        Some(Err(e)) => return Err(Disconnect::Read(ReadError::Io(e))),
+        Some(Ok(_)) if first[0] == HANDSHAKE_RECORD => {}
+        // Silence, or a first byte that starts no TLS handshake.
+        _ => {
+            tell_tls_required(tcp).await;
+            return Err(Disconnect::TlsRequired);
+        }
+    }
+    let left = deadline.saturating_duration_since(Instant::now());
+    let acceptor = TlsAcceptor::from(tls.config.clone());
+    match runtime::timeout(left, acceptor.accept(tcp.clone())).await {
+        Some(Ok(session)) => Ok(Stream::tls(tcp, session)),
+        Some(Err(e)) => Err(Disconnect::Handshake(e)),
+        None => {
+            let _ = tcp.shutdown(std::net::Shutdown::Both);
+            Err(Disconnect::HandshakeTimeout(config.auth_timeout))
+        }
+    }
+}
+
+/// Says `tls_required` in plaintext (the one thing a plaintext client can read), then closes
+/// without resetting the connection, so that the line arrives.
+async fn tell_tls_required(tcp: TcpStream) {
+    let message = ServerMessage::error(
+        ErrorCode::TlsRequired,
+        "this server speaks TLS; connect without --plaintext",
+    );
+    let mut out = tcp.clone();
+    let write = async move {
+        let _ = connection::write_message(&mut out, &message).await;
+    };
+    let mut reader = LineReader::new(tcp.clone(), MAX_LINE_BYTES);
+    connection::close_lingering(&tcp, &mut reader, write).await;
+}
