@@ -51,6 +51,8 @@ struct TerminalClient {
     screen: Arc<Screen>,
     /// How far [`TerminalClient::wait_for`] has read: each wait looks past the last match.
     seen: usize,
+    /// Its XDG_CONFIG_HOME and HOME, removed with it.
+    _config: tempfile::TempDir,
 }
 
 impl TerminalClient {
@@ -60,10 +62,15 @@ impl TerminalClient {
         let (master, slave) = open_pty();
         let stdio = || Stdio::from(slave.try_clone().expect("dup the pty's slave side"));
         let mut command = Command::new(client_bin());
+        // A temporary config folder, so no test reads or writes the real known-servers file.
+        let config = tempfile::TempDir::new().expect("a config folder");
         command
             .arg("--server")
             .arg(server.to_string())
+            .args(trust_flags(&server.to_string()))
             .args(flags)
+            .env("XDG_CONFIG_HOME", config.path())
+            .env("HOME", config.path())
             .env("TERM", "xterm-256color")
             .stdin(stdio())
             .stdout(stdio())
@@ -102,6 +109,7 @@ impl TerminalClient {
             keyboard,
             screen,
             seen: 0,
+            _config: config,
         }
     }
 

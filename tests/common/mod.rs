@@ -109,6 +109,17 @@ fn modes() -> &'static Mutex<HashMap<u16, Option<Fingerprint>>> {
     MODES.get_or_init(Default::default)
 }
 
+/// The flags a client needs to reach `server` ("HOST:PORT") as the harness started it:
+/// `--trust FINGERPRINT` for a TLS server, `--plaintext` for a `--plaintext` server or a server
+/// the test plays itself (which speaks the plaintext protocol).
+pub fn trust_flags(server: &str) -> Vec<String> {
+    let port = server.rsplit(':').next().and_then(|p| p.parse().ok());
+    match port.and_then(mode_of) {
+        Some(Some(fingerprint)) => vec!["--trust".to_string(), fingerprint.to_string()],
+        Some(None) | None => vec!["--plaintext".to_string()],
+    }
+}
+
 /// What the server on `port` speaks, if a server was started there: `Some(None)` is plaintext.
 fn mode_of(port: u16) -> Option<Option<Fingerprint>> {
     modes().lock().unwrap().get(&port).copied()
@@ -372,12 +383,7 @@ impl ChatClient {
     /// plaintext protocol), and a temporary config folder.
     fn spawn(server: &str, name: &str, flags: &[&str], answers: &[&str]) -> ChatClient {
         let config = TempDir::new().expect("a config folder");
-        let port = server.rsplit(':').next().and_then(|p| p.parse().ok());
-        let mode = port.and_then(mode_of);
-        let trust = match mode {
-            Some(Some(fingerprint)) => vec!["--trust".to_string(), fingerprint.to_string()],
-            Some(None) | None => vec!["--plaintext".to_string()],
-        };
+        let trust = trust_flags(server);
         let mut all: Vec<&str> = trust.iter().map(String::as_str).collect();
         all.extend_from_slice(flags);
         let mut client = ChatClient::start_exact(server, name, &all, answers, config.path());
