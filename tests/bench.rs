@@ -5,9 +5,15 @@
 //!   message latency before and during the flood, each login's time, and the server's peak RSS
 //!   against the budget cores × 128 MiB + 64 MiB.
 //! - `login_timing`: unknown user vs wrong password, the same work (the dummy hash).
+//! - `login_during_registration_flood`: an honest login's time (connect to `welcome`), 20 in a
+//!   row, while 56 connections from 7 other addresses register new names in a loop.
 
 mod common;
 
+use std::io::{BufRead, BufReader, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -178,4 +184,148 @@ fn login_timing() {
     );
     summary("failed login, unknown user", &mut unknown);
     summary("failed login, wrong password", &mut wrong);
+}
+
+/// The registration flood: 7 addresses (127.0.0.2–8), 8 connections each (the per-address
+/// limit on connections not logged in yet), each registering a new name, then again.
+const FLOOD_ADDRESSES: usize = 7;
+const FLOOD_PER_ADDRESS: usize = 8;
+/// Honest logins measured during the flood, one after another.
+const HONEST_LOGINS: usize = 20;
+/// Bounds on the flood, whatever happens: attempts per connection and wall time.
+const FLOOD_MAX_ATTEMPTS: usize = 100_000;
+const FLOOD_MAX_TIME: Duration = Duration::from_secs(900);
+/// How long an honest login waits for its answer before it counts as given up (the client's own
+/// deadline).
+const CLIENT_GIVES_UP: Duration = Duration::from_secs(30);
+
+/// What one flood connection was answered.
+#[derive(Default)]
+struct FloodCounts {
+    welcome: AtomicUsize,
+    busy: AtomicUsize,
+    other: AtomicUsize,
+    /// Connection failed, reset, or no answer within the client's deadline.
+    failed: AtomicUsize,
+}
+
+/// One registration attempt from `local`: connect, read `hello`, register `name`, read the
+/// answer. `None` when the connection fails or no answer comes within [`CLIENT_GIVES_UP`].
+fn register_once(local: &str, server: SocketAddr, name: &str) -> Option<serde_json::Value> {
+    let socket =
+        socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).ok()?;
+    let local: SocketAddr = format!("{local}:0").parse().ok()?;
+    socket.bind(&local.into()).ok()?;
+    socket.connect(&server.into()).ok()?;
+    let mut stream: TcpStream = socket.into();
+    stream.set_read_timeout(Some(CLIENT_GIVES_UP)).ok()?;
+    let mut reader = BufReader::new(stream.try_clone().ok()?);
+    let mut line = String::new();
+    reader.read_line(&mut line).ok()?;
+    let request = serde_json::json!({
+        "type": "register", "username": name, "password": "flood-password", "p2p_port": 9,
+    });
+    stream.write_all(format!("{request}\n").as_bytes()).ok()?;
+    line.clear();
+    match reader.read_line(&mut line) {
+        Ok(n) if n > 0 => serde_json::from_str(&line).ok(),
+        _ => None,
+    }
+}
+
+/// A name no one has registered: the connection's number, a counter, and a few bits of the clock
+/// (so that reruns on one users file do not collide).
+fn flood_name(connection: usize, attempt: usize) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    format!("f{connection}x{attempt}y{:x}", nanos & 0xffff)
+}
+
+#[test]
+#[ignore = "benchmark: run with `just bench`"]
+fn login_during_registration_flood() {
+    let dir = TempDir::new().unwrap();
+    let server = start_server(&dir);
+    let addr = server.addr;
+    let honest = ChatClient::register(addr, "honest", "honest-password");
+    drop(honest.finish());
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let counts = Arc::new(FloodCounts::default());
+    let flood_start = Instant::now();
+    let flooders: Vec<_> = (0..FLOOD_ADDRESSES * FLOOD_PER_ADDRESS)
+        .map(|c| {
+            let (stop, counts) = (stop.clone(), counts.clone());
+            let local = format!("127.0.0.{}", 2 + c / FLOOD_PER_ADDRESS);
+            thread::spawn(move || {
+                for attempt in 0..FLOOD_MAX_ATTEMPTS {
+                    if stop.load(Ordering::Relaxed) || flood_start.elapsed() > FLOOD_MAX_TIME {
+                        break;
+                    }
+                    let counter = match register_once(&local, addr, &flood_name(c, attempt)) {
+                        Some(answer) if answer["type"] == "welcome" => &counts.welcome,
+                        Some(answer) if answer["code"] == "busy" => &counts.busy,
+                        Some(_) => &counts.other,
+                        None => &counts.failed,
+                    };
+                    counter.fetch_add(1, Ordering::Relaxed);
+                }
+            })
+        })
+        .collect();
+
+    // Let the flood fill the hasher's queue before the first honest login.
+    while counts.welcome.load(Ordering::Relaxed) + counts.busy.load(Ordering::Relaxed) < 4 {
+        assert!(
+            flood_start.elapsed() < FLOOD_MAX_TIME,
+            "the flood never got an answer"
+        );
+        thread::yield_now();
+    }
+    let mut logins = Vec::new();
+    let mut given_up = 0;
+    for _ in 0..HONEST_LOGINS {
+        let mut conn = RawConnection::connect(addr);
+        let start = Instant::now();
+        match conn.try_authenticate(false, "honest", "honest-password") {
+            Some(answer) if answer["type"] == "welcome" => logins.push(start.elapsed()),
+            answer => {
+                println!("honest login not welcomed: {answer:?}");
+                given_up += 1;
+                logins.push(start.elapsed());
+            }
+        }
+        conn.send(&serde_json::json!({"type": "quit"}));
+        drop(conn.read_until_closed());
+    }
+    stop.store(true, Ordering::Relaxed);
+    for flooder in flooders {
+        flooder.join().unwrap();
+    }
+    let flood_time = flood_start.elapsed();
+
+    logins.sort();
+    let n = logins.len();
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    let p99 = logins[(n * 99 / 100).min(n - 1)];
+    println!(
+        "honest login during a registration flood ({} connections from {FLOOD_ADDRESSES} addresses) \
+         n={n}  p50={:.0} ms  p99={:.0} ms  max={:.0} ms  not welcomed={given_up}",
+        FLOOD_ADDRESSES * FLOOD_PER_ADDRESS,
+        ms(logins[n / 2]),
+        ms(p99),
+        ms(logins[n - 1]),
+    );
+    let answered = |c: &AtomicUsize| c.load(Ordering::Relaxed);
+    println!(
+        "flood over {:.1} s: {} registered, {} busy, {} other errors, {} failed or unanswered; \
+         server peak RSS {:.1} MiB",
+        flood_time.as_secs_f64(),
+        answered(&counts.welcome),
+        answered(&counts.busy),
+        answered(&counts.other),
+        answered(&counts.failed),
+        server.peak_rss_kib() as f64 / 1024.0
+    );
 }
