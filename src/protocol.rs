@@ -175,6 +175,9 @@ pub enum ErrorCode {
     Flood,
     /// The client did not answer the server's `ping` in time.
     PingTimeout,
+    /// The login or registration could not be checked before the authentication deadline (too
+    /// many password checks queued); nothing was checked. Try again in a few seconds.
+    Busy,
     /// A code this client does not know (sent by a newer server).
     #[serde(other)]
     Unknown,
@@ -182,7 +185,7 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every code, for tests and tools that must cover them all.
-    pub const ALL: [ErrorCode; 21] = [
+    pub const ALL: [ErrorCode; 22] = [
         ErrorCode::BadCredentials,
         ErrorCode::NameTaken,
         ErrorCode::AlreadyOnline,
@@ -203,6 +206,7 @@ impl ErrorCode {
         ErrorCode::RateLimited,
         ErrorCode::Flood,
         ErrorCode::PingTimeout,
+        ErrorCode::Busy,
         ErrorCode::Unknown,
     ];
 
@@ -244,6 +248,7 @@ impl ErrorCode {
             ErrorCode::RateLimited => "rate_limited",
             ErrorCode::Flood => "flood",
             ErrorCode::PingTimeout => "ping_timeout",
+            ErrorCode::Busy => "busy",
             ErrorCode::Unknown => "unknown",
         }
     }
@@ -523,7 +528,8 @@ mod tests {
             ErrorCode::RateLimited => 17,
             ErrorCode::Flood => 18,
             ErrorCode::PingTimeout => 19,
-            ErrorCode::Unknown => 20,
+            ErrorCode::Busy => 20,
+            ErrorCode::Unknown => 21,
         };
         for (i, code) in ErrorCode::ALL.into_iter().enumerate() {
             assert_eq!(place(code), i, "{code}");

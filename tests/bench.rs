@@ -212,8 +212,7 @@ struct FloodCounts {
 /// One registration attempt from `local`: connect, read `hello`, register `name`, read the
 /// answer. `None` when the connection fails or no answer comes within [`CLIENT_GIVES_UP`].
 fn register_once(local: &str, server: SocketAddr, name: &str) -> Option<serde_json::Value> {
-    let socket =
-        socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).ok()?;
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).ok()?;
     let local: SocketAddr = format!("{local}:0").parse().ok()?;
     socket.bind(&local.into()).ok()?;
     socket.connect(&server.into()).ok()?;

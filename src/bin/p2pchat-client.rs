@@ -27,8 +27,9 @@ use rustyline_async::{Readline, ReadlineEvent};
 /// username, the password) and every later line is a command; end of input quits.
 ///
 /// Exit status: 0 after :q or end of input; 1 local error (bad answer at a prompt, UDP port in
-/// use); 2 bad arguments; 3 server unreachable or full (for everyone, or for this address);
-/// 4 login or registration refused; 5 the server went away or shut down.
+/// use); 2 bad arguments; 3 server unreachable or full (for everyone, or for this address), or
+/// too busy to check the login now (try again later); 4 login or registration refused; 5 the
+/// server went away or shut down.
 #[derive(Parser, Debug)]
 #[command(name = "p2pchat-client", version)]
 struct Args {

@@ -1,13 +1,13 @@
 //! Letting a connection in: a login or registration checked against the user store (on the
-//! blocking pool, a few at a time), paced by the login throttle, and handed to the broker, which
-//! refuses a name that is online already.
+//! blocking pool, in the order the hasher's queue gives: logins first), paced by the login
+//! throttle, and handed to the broker, which refuses a name that is online already.
 //!
 //! Every refusal here ends the connection: the client is sent the (fatal) error and the caller
 //! gets the [`Disconnect`] to log. This module never reads from the connection; the session does.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::Ordering;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use futures::channel::oneshot;
 use futures::future::FutureExt;
@@ -15,6 +15,7 @@ use futures::{select, SinkExt};
 
 use super::admission::PendingSlot;
 use super::context::{shutdown_notice, Context};
+use super::hasher::{Entry, HashPermit};
 use crate::broker::{Event, JoinRefused, SessionId};
 use crate::connection::{AuthAction, Disconnect};
 use crate::outbox::Outbox;
@@ -28,6 +29,9 @@ pub(super) struct Login {
     pub(super) credentials: Credentials,
     pub(super) action: AuthAction,
     pub(super) pending: Option<PendingSlot>,
+    /// The connection's authentication deadline: the check must start by then (later by the
+    /// login throttle's delay, if any), or the client is told `busy`.
+    pub(super) deadline: Instant,
 }
 
 /// Logs a connection in or registers it, and hands it to the broker: its session id and its
@@ -48,6 +52,7 @@ pub(super) async fn authenticate(
             },
         action,
         pending,
+        deadline,
     } = login;
     let register = action == AuthAction::Registration;
     let ip = remote.ip().to_canonical();
@@ -66,12 +71,29 @@ pub(super) async fn authenticate(
             "p2p_port must be the UDP port (1-65535) for direct messages".into(),
         ));
     }
-    if !register {
-        wait_for_login_slot(remote, ip, &username, shared, outbox).await?;
-    }
+    // The throttle's delay is the server's doing, not the client's: it does not eat into the
+    // time the check has to start.
+    let throttled = match register {
+        true => Duration::ZERO,
+        false => wait_for_login_slot(remote, ip, &username, shared, outbox).await?,
+    };
+    let permit =
+        match wait_for_hasher(remote, action, &username, deadline + throttled, shared).await {
+            Ok(permit) => permit,
+            Err(Refusal::Busy) => {
+                return Err(refuse(
+                    outbox,
+                    ErrorCode::Busy,
+                    "the server is busy; try again in a few seconds".into(),
+                ))
+            }
+            Err(Refusal::ShuttingDown) => {
+                let _ = outbox.push(&shutdown_notice());
+                return Err(Disconnect::ServerShuttingDown);
+            }
+        };
     let store = shared.store.clone();
     let name = username.clone();
-    let permit = shared.hashing.acquire().await;
     let checked = runtime::spawn_blocking(move || {
         if register {
             store.register(&name, &password)
@@ -80,7 +102,7 @@ pub(super) async fn authenticate(
         }
     })
     .await;
-    drop(permit);
+    permit.finished();
     let username = match checked {
         Ok(username) => username,
         Err(error) => {
@@ -153,20 +175,62 @@ pub(super) async fn authenticate(
     }
 }
 
+/// Why a request got no hasher.
+enum Refusal {
+    Busy,
+    ShuttingDown,
+}
+
+/// Waits for the hasher's queue to hand this request a worker, at most until `deadline`. A request
+/// that cannot start by then is refused at once, or when the deadline comes; either is logged with
+/// the reason.
+async fn wait_for_hasher<'a>(
+    remote: SocketAddr,
+    action: AuthAction,
+    username: &str,
+    deadline: Instant,
+    shared: &'a Context,
+) -> Result<HashPermit<'a>, Refusal> {
+    let busy = |why| {
+        log::info!(
+            "{remote}: {action} as {} is told busy: {why}",
+            for_log(username)
+        );
+        Refusal::Busy
+    };
+    let waiting = match shared.hashing.enter(action, deadline, Instant::now()) {
+        Entry::Granted(permit) => return Ok(permit),
+        Entry::Busy(why) => return Err(busy(why)),
+        Entry::Queued(waiting) => waiting,
+    };
+    log::info!(
+        "{remote}: {action} as {} waits for the hasher: {} ahead of it, {} waiting in all, about {:.1} s",
+        for_log(username),
+        waiting.ahead,
+        waiting.waiting + 1,
+        waiting.expected.as_secs_f64()
+    );
+    select! {
+        permit = waiting.wait().fuse() => permit.map_err(busy),
+        _ = shared.stop.clone().fuse() => Err(Refusal::ShuttingDown),
+    }
+}
+
 /// Waits until the login throttle lets this attempt be checked (at once, unless the account or
-/// the address has failed recently). The client is not told: it just waits for its answer.
+/// the address has failed recently), and returns how long it waited. The client is not told: it
+/// just waits for its answer.
 async fn wait_for_login_slot(
     remote: SocketAddr,
     ip: IpAddr,
     username: &str,
     shared: &Context,
     outbox: &mut Outbox,
-) -> Result<(), Disconnect> {
+) -> Result<Duration, Disconnect> {
     let now = Instant::now();
     let (slot, failures) = shared.throttle.book(username, ip, now);
     let wait = slot.saturating_duration_since(now);
     if wait.is_zero() {
-        return Ok(());
+        return Ok(wait);
     }
     log::info!(
         "{remote}: login as {} delayed after {failures} recent failures ({:.1} s)",
@@ -174,7 +238,7 @@ async fn wait_for_login_slot(
         wait.as_secs_f64()
     );
     select! {
-        _ = runtime::sleep(wait).fuse() => Ok(()),
+        _ = runtime::sleep(wait).fuse() => Ok(wait),
         _ = shared.stop.clone().fuse() => {
             let _ = outbox.push(&shutdown_notice());
             Err(Disconnect::ServerShuttingDown)

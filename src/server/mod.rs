@@ -13,6 +13,7 @@
 mod admission;
 mod config;
 mod context;
+mod hasher;
 mod login;
 mod session;
 
@@ -21,7 +22,6 @@ use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_lock::Semaphore;
 use futures::channel::{mpsc, oneshot};
 use futures::future::FutureExt;
 use futures::{select, SinkExt, StreamExt};
@@ -34,6 +34,7 @@ use crate::runtime::{self, TcpListener};
 use crate::user_store::UserStore;
 use admission::Admission;
 use context::Context;
+use hasher::HashQueue;
 
 /// Pause after a failed `accept` (e.g. out of file descriptors) before trying again.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
@@ -55,12 +56,14 @@ pub async fn run(
     runtime::spawn(broker::run(broker_rx));
     // Every connection task holds a clone of `done`; when all are dropped, all have finished.
     let (done, mut all_done) = mpsc::channel::<()>(1);
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let hash_workers = config.hash_workers.unwrap_or_else(|| {
+        std::thread::available_parallelism().unwrap_or(std::num::NonZeroUsize::MIN)
+    });
     let shared = Arc::new(Context {
         throttle: LoginThrottle::new(config.login_throttle.clone()),
         config,
         store,
-        hashing: Semaphore::new(cores),
+        hashing: HashQueue::new(hash_workers),
         broker: broker_tx,
         next_session: AtomicU64::new(1),
         stop: stop.map(|_| ()).boxed().shared(),
