@@ -1,11 +1,12 @@
 //! Who gets the scrypt workers next: the hasher's queue.
 //!
 //! At most `workers` password hashes run at once (one per core by default: each takes 128 MiB at
-//! the default cost). A request that finds every worker busy waits in one of two queues, logins
-//! ahead of registrations, first come first served within each: a flood of registrations (which
-//! anyone can send, and which each cost a hash and a write of the users file) can then delay an
-//! account's owner by the hashes already running and the logins ahead of them, never by the
-//! registrations.
+//! the default cost). A request that finds no worker it may use waits in one of two queues,
+//! logins ahead of registrations, first come first served within each; and with two workers or
+//! more, [`WORKERS_KEPT_FOR_LOGINS`] of them never hash a registration. A flood of registrations
+//! (which anyone can send, and which each cost a hash and a write of the users file) then never
+//! delays an account's owner: a login waits only for the logins ahead of it, not even for a
+//! registration already hashing.
 //!
 //! Every request has a deadline (its connection's authentication deadline). A request that would
 //! start hashing only after its deadline is answered at once instead of waiting to be timed out:
@@ -32,6 +33,11 @@ use crate::runtime;
 /// (a page fault storm, a slow fsync) moves the estimate by a quarter of its excess only.
 pub const HASH_TIME_WEIGHT: f64 = 0.25;
 
+/// Workers that hash logins only, when there are at least two: without one, a login arriving
+/// while every worker hashes a registration waits for one of them to finish (a second or more
+/// at the default cost on a loaded machine). Registrations get the other workers.
+pub const WORKERS_KEPT_FOR_LOGINS: usize = 1;
+
 /// Why a request is not hashed: the server is busy; the client should try again later.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum Busy {
@@ -55,12 +61,17 @@ pub enum Busy {
 /// The hasher's queue: see the module header.
 pub struct HashQueue {
     workers: usize,
+    /// Workers that may hash registrations at once.
+    for_registrations: usize,
     state: Mutex<State>,
 }
 
 struct State {
-    /// Workers not hashing. Never more than 0 while someone waits.
+    /// Workers not hashing. While one is free nobody waits, but registrations that would pass
+    /// `for_registrations`.
     free: usize,
+    /// Workers hashing a registration.
+    registering: usize,
     /// Waiting logins, then waiting registrations, each oldest first.
     logins: VecDeque<Waiter>,
     registrations: VecDeque<Waiter>,
@@ -78,7 +89,7 @@ struct Waiter {
 
 /// What became of a request as it arrived.
 pub enum Entry<'a> {
-    /// A worker was free: hash now.
+    /// A worker it may use was free: hash now.
     Granted(HashPermit<'a>),
     /// Every worker is busy: wait ([`Waiting::wait`]).
     Queued(Waiting<'a>),
@@ -89,10 +100,16 @@ pub enum Entry<'a> {
 impl HashQueue {
     /// A queue for `workers` hashes at once.
     pub fn new(workers: NonZeroUsize) -> HashQueue {
+        let for_registrations = match workers.get() {
+            1 => 1,
+            n => n.saturating_sub(WORKERS_KEPT_FOR_LOGINS).max(1),
+        };
         HashQueue {
             workers: workers.get(),
+            for_registrations,
             state: Mutex::new(State {
                 free: workers.get(),
+                registering: 0,
                 logins: VecDeque::new(),
                 registrations: VecDeque::new(),
                 next_ticket: 0,
@@ -104,15 +121,18 @@ impl HashQueue {
     /// A request for a worker, arriving at `now`, that must start hashing by `deadline`.
     pub fn enter(&self, action: AuthAction, deadline: Instant, now: Instant) -> Entry<'_> {
         let mut state = self.lock();
-        if state.free > 0 {
-            state.free -= 1;
-            return Entry::Granted(HashPermit::new(self));
+        if state.free > 0 && self.may_start(&state, action) {
+            state.start(action);
+            return Entry::Granted(HashPermit::new(self, action));
         }
-        let ahead = match action {
-            AuthAction::Login => state.logins.len(),
-            AuthAction::Registration => state.logins.len() + state.registrations.len(),
+        let (ahead, serving) = match action {
+            AuthAction::Login => (state.logins.len(), self.workers),
+            AuthAction::Registration => (
+                state.logins.len() + state.registrations.len(),
+                self.for_registrations,
+            ),
         };
-        let expected = expected_wait(ahead, self.workers, state.average);
+        let expected = expected_wait(ahead, serving, state.average);
         let left = deadline.saturating_duration_since(now);
         if expected > left {
             return Entry::Busy(Busy::WouldMissDeadline {
@@ -139,21 +159,38 @@ impl HashQueue {
         })
     }
 
-    /// Hands a worker that has finished to the first waiter (logins first), or frees it.
-    fn release(&self) {
+    /// Whether a request of this kind may take a free worker.
+    fn may_start(&self, state: &State, action: AuthAction) -> bool {
+        action == AuthAction::Login || state.registering < self.for_registrations
+    }
+
+    /// A worker that hashed for `finished` is done: hands it to the first waiter that may use it
+    /// (logins first), or frees it.
+    fn release(&self, finished: AuthAction) {
         let mut state = self.lock();
-        while let Some(next) = state
-            .logins
-            .pop_front()
-            .or_else(|| state.registrations.pop_front())
-        {
+        state.free += 1;
+        if finished == AuthAction::Registration {
+            state.registering -= 1;
+        }
+        while state.free > 0 {
+            let action = if !state.logins.is_empty() {
+                AuthAction::Login
+            } else if !state.registrations.is_empty()
+                && self.may_start(&state, AuthAction::Registration)
+            {
+                AuthAction::Registration
+            } else {
+                break;
+            };
+            let Some(next) = state.line(action).pop_front() else {
+                break;
+            };
             // Sent under the lock: a waiter that gives up takes the lock first, so it is either
             // still in its line (and removes itself) or already holds its grant.
             if next.grant.send(()).is_ok() {
-                return;
+                state.start(action);
             }
         }
-        state.free += 1;
     }
 
     fn record(&self, took: Duration) {
@@ -175,6 +212,13 @@ impl HashQueue {
 }
 
 impl State {
+    fn start(&mut self, action: AuthAction) {
+        self.free -= 1;
+        if action == AuthAction::Registration {
+            self.registering += 1;
+        }
+    }
+
     fn line(&mut self, action: AuthAction) -> &mut VecDeque<Waiter> {
         match action {
             AuthAction::Login => &mut self.logins,
@@ -190,11 +234,10 @@ impl State {
     }
 }
 
-/// How long a request that finds every worker busy, with `ahead` requests to be served before it,
-/// expects to wait: every running hash and everyone ahead must be done but `workers - 1`, i.e.
-/// `ahead + 1` hashes must finish, and with every worker busy one finishes every
-/// `average / workers` on average. Zero before any hash has been measured (nobody is refused on a
-/// guess).
+/// How long a request that finds no worker it may use, with `ahead` requests to be served before
+/// it and `workers` workers that may serve it, expects to wait: `ahead + 1` hashes must finish on
+/// those workers, and with all of them busy one finishes every `average / workers` on average.
+/// Zero before any hash has been measured (nobody is refused on a guess).
 pub fn expected_wait(ahead: usize, workers: usize, average: Option<Duration>) -> Duration {
     let Some(average) = average else {
         return Duration::ZERO;
@@ -233,7 +276,7 @@ impl<'a> Waiting<'a> {
         match runtime::timeout(left, &mut self.granted).await {
             Some(Ok(())) => {
                 self.in_line = false;
-                Ok(HashPermit::new(queue))
+                Ok(HashPermit::new(queue, self.action))
             }
             // Only when the queue itself is gone; nothing will be handed over.
             Some(Err(oneshot::Canceled)) => {
@@ -245,7 +288,7 @@ impl<'a> Waiting<'a> {
                 self.in_line = false;
                 match granted {
                     // Handed a worker just as the deadline passed: use it.
-                    true => Ok(HashPermit::new(queue)),
+                    true => Ok(HashPermit::new(queue, self.action)),
                     false => Err(Busy::DeadlinePassed),
                 }
             }
@@ -270,7 +313,7 @@ impl<'a> Waiting<'a> {
 impl Drop for Waiting<'_> {
     fn drop(&mut self) {
         if self.in_line && self.withdraw() {
-            self.queue.release();
+            self.queue.release(self.action);
         }
     }
 }
@@ -279,13 +322,15 @@ impl Drop for Waiting<'_> {
 /// dropping it without (the hash was never run) only frees the worker.
 pub struct HashPermit<'a> {
     queue: &'a HashQueue,
+    action: AuthAction,
     granted: Instant,
 }
 
 impl<'a> HashPermit<'a> {
-    fn new(queue: &'a HashQueue) -> HashPermit<'a> {
+    fn new(queue: &'a HashQueue, action: AuthAction) -> HashPermit<'a> {
         HashPermit {
             queue,
+            action,
             granted: Instant::now(),
         }
     }
@@ -299,7 +344,7 @@ impl<'a> HashPermit<'a> {
 
 impl Drop for HashPermit<'_> {
     fn drop(&mut self) {
-        self.queue.release();
+        self.queue.release(self.action);
     }
 }
 
@@ -340,7 +385,7 @@ mod tests {
         match waiting.granted.try_recv() {
             Ok(Some(())) => {
                 waiting.in_line = false;
-                Some(HashPermit::new(waiting.queue))
+                Some(HashPermit::new(waiting.queue, waiting.action))
             }
             _ => None,
         }
@@ -355,6 +400,29 @@ mod tests {
         assert!(handed(&mut c).is_none());
         a.finished();
         let _hashing = handed(&mut c).expect("the worker is handed on");
+    }
+
+    #[test]
+    fn with_two_workers_or_more_one_is_kept_for_logins() {
+        let q = queue(2);
+        q.record(Duration::from_secs(1));
+        let first = granted(q.enter(REGISTRATION, far(), Instant::now()));
+        // A worker is free, but not for a second registration...
+        let mut second = queued(q.enter(REGISTRATION, far(), Instant::now()));
+        assert_eq!(second.expected, Duration::from_secs(1), "one worker serves it");
+        // ...while a login gets it at once.
+        let login = granted(q.enter(LOGIN, far(), Instant::now()));
+        login.finished();
+        assert!(handed(&mut second).is_none());
+        first.finished();
+        let _hashing = handed(&mut second).expect("the registrations' worker is free");
+    }
+
+    #[test]
+    fn one_worker_serves_registrations_too() {
+        let q = queue(1);
+        granted(q.enter(REGISTRATION, far(), Instant::now())).finished();
+        granted(q.enter(REGISTRATION, far(), Instant::now()));
     }
 
     #[test]
