@@ -426,6 +426,9 @@ fn a_login_is_hashed_before_the_registrations_queued_ahead_of_it() {
         assert_eq!(answer["type"], "welcome", "{answer}");
     }
 
+    // The answers may overtake the log on its way through the pipe.
+    server.wait_for_log_count(": registered \"r", REGISTRATIONS);
+    server.wait_for_log_count("logged in as \"alice\"", 2);
     let log = server.log();
     let log: Vec<&str> = log.lines().collect();
     let queued = log_line(&log, 0, "login as \"alice\" waits for the hasher").unwrap();
@@ -490,7 +493,7 @@ fn a_registration_that_cannot_be_checked_in_time_is_told_busy_at_once() {
     let log = server.log();
     let refused = log
         .find(&format!(
-            "registration as \"{told}\" is told busy: every worker busy and 0 queued ahead"
+            "registration as \"{told}\" refused: busy (no worker free for it and 0 queued ahead"
         ))
         .unwrap_or_else(|| panic!("not refused on arrival; log:\n{log}"));
     assert!(

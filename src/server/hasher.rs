@@ -43,7 +43,7 @@ pub const WORKERS_KEPT_FOR_LOGINS: usize = 1;
 pub enum Busy {
     /// Refused on arrival: the estimated wait ends after the deadline.
     #[error(
-        "every worker busy and {ahead} queued ahead of it: about {:.1} s to wait, {:.1} s left",
+        "no worker free for it and {ahead} queued ahead of it: about {:.1} s to wait, {:.1} s left",
         expected.as_secs_f64(),
         left.as_secs_f64()
     )]
@@ -409,7 +409,11 @@ mod tests {
         let first = granted(q.enter(REGISTRATION, far(), Instant::now()));
         // A worker is free, but not for a second registration...
         let mut second = queued(q.enter(REGISTRATION, far(), Instant::now()));
-        assert_eq!(second.expected, Duration::from_secs(1), "one worker serves it");
+        assert_eq!(
+            second.expected,
+            Duration::from_secs(1),
+            "one worker serves it"
+        );
         // ...while a login gets it at once.
         let login = granted(q.enter(LOGIN, far(), Instant::now()));
         login.finished();

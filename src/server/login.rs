@@ -15,7 +15,7 @@ use futures::{select, SinkExt};
 
 use super::admission::PendingSlot;
 use super::context::{shutdown_notice, Context};
-use super::hasher::{Entry, HashPermit};
+use super::hasher::{Busy, Entry, HashPermit};
 use crate::broker::{Event, JoinRefused, SessionId};
 use crate::connection::{AuthAction, Disconnect};
 use crate::outbox::Outbox;
@@ -80,12 +80,18 @@ pub(super) async fn authenticate(
     let permit =
         match wait_for_hasher(remote, action, &username, deadline + throttled, shared).await {
             Ok(permit) => permit,
-            Err(Refusal::Busy) => {
-                return Err(refuse(
-                    outbox,
-                    ErrorCode::Busy,
-                    "the server is busy; try again in a few seconds".into(),
-                ))
+            Err(Refusal::Busy(why)) => {
+                // One line with the reason, as `refuse` would log it.
+                log::warn!(
+                    "{remote}: {action} as {} refused: {} ({why})",
+                    for_log(&username),
+                    ErrorCode::Busy
+                );
+                let _ = outbox.push(&ServerMessage::error(ErrorCode::Busy, BUSY_MESSAGE));
+                return Err(Disconnect::Refused {
+                    action,
+                    code: ErrorCode::Busy,
+                });
             }
             Err(Refusal::ShuttingDown) => {
                 let _ = outbox.push(&shutdown_notice());
@@ -175,15 +181,17 @@ pub(super) async fn authenticate(
     }
 }
 
+/// What a client told `busy` reads.
+const BUSY_MESSAGE: &str = "the server is busy; try again in a few seconds";
+
 /// Why a request got no hasher.
 enum Refusal {
-    Busy,
+    Busy(Busy),
     ShuttingDown,
 }
 
-/// Waits for the hasher's queue to hand this request a worker, at most until `deadline`. A request
-/// that cannot start by then is refused at once, or when the deadline comes; either is logged with
-/// the reason.
+/// Waits for the hasher's queue to hand this request a worker, at most until `deadline`: a request
+/// that cannot start by then is refused at once, or when the deadline comes.
 async fn wait_for_hasher<'a>(
     remote: SocketAddr,
     action: AuthAction,
@@ -191,16 +199,9 @@ async fn wait_for_hasher<'a>(
     deadline: Instant,
     shared: &'a Context,
 ) -> Result<HashPermit<'a>, Refusal> {
-    let busy = |why| {
-        log::info!(
-            "{remote}: {action} as {} is told busy: {why}",
-            for_log(username)
-        );
-        Refusal::Busy
-    };
     let waiting = match shared.hashing.enter(action, deadline, Instant::now()) {
         Entry::Granted(permit) => return Ok(permit),
-        Entry::Busy(why) => return Err(busy(why)),
+        Entry::Busy(why) => return Err(Refusal::Busy(why)),
         Entry::Queued(waiting) => waiting,
     };
     log::info!(
@@ -211,7 +212,7 @@ async fn wait_for_hasher<'a>(
         waiting.expected.as_secs_f64()
     );
     select! {
-        permit = waiting.wait().fuse() => permit.map_err(busy),
+        permit = waiting.wait().fuse() => permit.map_err(Refusal::Busy),
         _ = shared.stop.clone().fuse() => Err(Refusal::ShuttingDown),
     }
 }
