@@ -182,6 +182,9 @@ pub enum ErrorCode {
     /// A TLS server got no TLS handshake (the client speaks plaintext); sent in plaintext, before
     /// closing.
     TlsRequired,
+    /// The login or registration could not be checked before the authentication deadline (too
+    /// many password checks queued); nothing was checked. Try again in a few seconds.
+    Busy,
     /// A code this client does not know (sent by a newer server).
     #[serde(other)]
     Unknown,
@@ -189,7 +192,7 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every code, for tests and tools that must cover them all.
-    pub const ALL: [ErrorCode; 24] = [
+    pub const ALL: [ErrorCode; 25] = [
         ErrorCode::BadCredentials,
         ErrorCode::NameTaken,
         ErrorCode::AlreadyOnline,
@@ -213,6 +216,7 @@ impl ErrorCode {
         ErrorCode::RegistrationLimit,
         ErrorCode::EndpointInUse,
         ErrorCode::TlsRequired,
+        ErrorCode::Busy,
         ErrorCode::Unknown,
     ];
 
@@ -257,6 +261,7 @@ impl ErrorCode {
             ErrorCode::RegistrationLimit => "registration_limit",
             ErrorCode::EndpointInUse => "endpoint_in_use",
             ErrorCode::TlsRequired => "tls_required",
+            ErrorCode::Busy => "busy",
             ErrorCode::Unknown => "unknown",
         }
     }
@@ -539,7 +544,8 @@ mod tests {
             ErrorCode::RegistrationLimit => 20,
             ErrorCode::EndpointInUse => 21,
             ErrorCode::TlsRequired => 22,
-            ErrorCode::Unknown => 23,
+            ErrorCode::Busy => 23,
+            ErrorCode::Unknown => 24,
         };
         for (i, code) in ErrorCode::ALL.into_iter().enumerate() {
             assert_eq!(place(code), i, "{code}");

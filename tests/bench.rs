@@ -2,14 +2,20 @@
 //! Run with `just bench` (release build, default scrypt cost ln=17). Ignored by `cargo test`.
 //!
 //! - `login_flood`: 50 logins at once at the default cost while two clients chat: the room's
-//!   message latency before and during the flood, each login's time, and the server's peak RSS
-//!   against the budget cores × 128 MiB + 64 MiB.
+//!   message latency before and during the flood, each login's time (any told `busy` counted
+//!   apart), and the server's peak RSS against the budget cores × 128 MiB + 64 MiB.
 //! - `login_timing`: unknown user vs wrong password, the same work (the dummy hash).
 //! - `tls_handshake`: 200 connections one after another, each from connect to the server's
 //!   `hello`, over TLS (the default) and with `--plaintext`: what the handshake adds.
+//! - `login_during_registration_flood`: an honest login's time (connect to `welcome`), 20 in a
+//!   row, while 56 connections from 7 other addresses register new names in a loop.
 
 mod common;
 
+use std::io::{BufRead, BufReader, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -115,8 +121,13 @@ fn login_flood() {
                 let start = Instant::now();
                 let answer =
                     conn.authenticate(false, &format!("user{i}"), &format!("password-{i}"));
+                // On a loaded machine the last ones may not start hashing before their
+                // deadline: `busy` (counted), never a long wait.
+                if answer["code"] == "busy" {
+                    return None;
+                }
                 assert_eq!(answer["type"], "welcome", "{answer}");
-                (start.elapsed(), conn)
+                Some((start.elapsed(), conn))
             })
         })
         .collect();
@@ -126,14 +137,20 @@ fn login_flood() {
     });
     let mut login_times = Vec::new();
     let mut connections = Vec::new();
+    let mut busy = 0;
     for login in logins {
-        let (took, conn) = login.join().unwrap();
-        login_times.push(took);
-        connections.push(conn);
+        match login.join().unwrap() {
+            Some((took, conn)) => {
+                login_times.push(took);
+                connections.push(conn);
+            }
+            None => busy += 1,
+        }
     }
     let flood = flood_start.elapsed();
     summary("room latency, during 50 logins", &mut during);
     summary("login (connect to welcome)", &mut login_times);
+    println!("logins told busy: {busy}");
     let cores = thread::available_parallelism().map_or(1, |n| n.get()) as u64;
     let peak = server.peak_rss_kib();
     let budget = cores * 128 * 1024 + 64 * 1024;
@@ -212,4 +229,175 @@ fn tls_handshake() {
             ms(samples[HANDSHAKES - 1])
         );
     }
+}
+
+/// The registration flood: 7 addresses (127.0.0.2–8), 8 connections each (the per-address
+/// limit on connections not logged in yet), each registering a new name, then again.
+const FLOOD_ADDRESSES: usize = 7;
+const FLOOD_PER_ADDRESS: usize = 8;
+/// Honest logins measured during the flood, one after another.
+const HONEST_LOGINS: usize = 20;
+/// Bounds on the flood, whatever happens: attempts per connection and wall time.
+const FLOOD_MAX_ATTEMPTS: usize = 100_000;
+const FLOOD_MAX_TIME: Duration = Duration::from_secs(900);
+/// How long an honest login waits for its answer before it counts as given up (the client's own
+/// deadline).
+const CLIENT_GIVES_UP: Duration = Duration::from_secs(30);
+/// A flood connection refused at connect (its address's earlier connection not yet closed on the
+/// server's side) tries again after this pause, so that the benchmark measures registrations,
+/// not 56 threads spinning on refusals.
+const REFUSED_PAUSE: Duration = Duration::from_millis(10);
+
+/// What one flood connection was answered.
+#[derive(Default)]
+struct FloodCounts {
+    welcome: AtomicUsize,
+    busy: AtomicUsize,
+    other: AtomicUsize,
+    /// Refused before `hello` (`too_many_connections`, `server_full`) or not connected.
+    refused: AtomicUsize,
+    /// Reset, or no answer within the client's deadline.
+    unanswered: AtomicUsize,
+}
+
+/// How a registration attempt ended, when it got no answer.
+enum NoAnswer {
+    Refused,
+    Unanswered,
+}
+
+/// One registration attempt from `local`: connect, read `hello`, register `name`, read the
+/// answer.
+fn register_once(
+    local: &str,
+    server: SocketAddr,
+    name: &str,
+) -> Result<serde_json::Value, NoAnswer> {
+    let connect = || {
+        let socket =
+            socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).ok()?;
+        let local: SocketAddr = format!("{local}:0").parse().ok()?;
+        socket.bind(&local.into()).ok()?;
+        socket.connect(&server.into()).ok()?;
+        let stream: TcpStream = socket.into();
+        stream.set_read_timeout(Some(CLIENT_GIVES_UP)).ok()?;
+        let mut reader = BufReader::new(stream.try_clone().ok()?);
+        let mut line = String::new();
+        reader.read_line(&mut line).ok()?;
+        line.contains("\"hello\"").then_some((stream, reader))
+    };
+    let (mut stream, mut reader) = connect().ok_or(NoAnswer::Refused)?;
+    let request = serde_json::json!({
+        "type": "register", "username": name, "password": "flood-password", "p2p_port": 9,
+    });
+    stream
+        .write_all(format!("{request}\n").as_bytes())
+        .map_err(|_| NoAnswer::Unanswered)?;
+    let mut line = String::new();
+    match reader.read_line(&mut line) {
+        Ok(n) if n > 0 => serde_json::from_str(&line).map_err(|_| NoAnswer::Unanswered),
+        _ => Err(NoAnswer::Unanswered),
+    }
+}
+
+/// A name no one has registered: the connection's number, a counter, and a few bits of the clock
+/// (so that reruns on one users file do not collide).
+fn flood_name(connection: usize, attempt: usize) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    format!("f{connection}x{attempt}y{:x}", nanos & 0xffff)
+}
+
+#[test]
+#[ignore = "benchmark: run with `just bench`"]
+fn login_during_registration_flood() {
+    let dir = TempDir::new().unwrap();
+    let server = start_server(&dir);
+    let addr = server.addr;
+    let honest = ChatClient::register(addr, "honest", "honest-password");
+    drop(honest.finish());
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let counts = Arc::new(FloodCounts::default());
+    let flood_start = Instant::now();
+    let flooders: Vec<_> = (0..FLOOD_ADDRESSES * FLOOD_PER_ADDRESS)
+        .map(|c| {
+            let (stop, counts) = (stop.clone(), counts.clone());
+            let local = format!("127.0.0.{}", 2 + c / FLOOD_PER_ADDRESS);
+            thread::spawn(move || {
+                for attempt in 0..FLOOD_MAX_ATTEMPTS {
+                    if stop.load(Ordering::Relaxed) || flood_start.elapsed() > FLOOD_MAX_TIME {
+                        break;
+                    }
+                    let counter = match register_once(&local, addr, &flood_name(c, attempt)) {
+                        Ok(answer) if answer["type"] == "welcome" => &counts.welcome,
+                        Ok(answer) if answer["code"] == "busy" => &counts.busy,
+                        Ok(_) => &counts.other,
+                        Err(NoAnswer::Unanswered) => &counts.unanswered,
+                        Err(NoAnswer::Refused) => {
+                            thread::sleep(REFUSED_PAUSE);
+                            &counts.refused
+                        }
+                    };
+                    counter.fetch_add(1, Ordering::Relaxed);
+                }
+            })
+        })
+        .collect();
+
+    // Let the flood fill the hasher's queue before the first honest login.
+    while counts.welcome.load(Ordering::Relaxed) + counts.busy.load(Ordering::Relaxed) < 4 {
+        assert!(
+            flood_start.elapsed() < FLOOD_MAX_TIME,
+            "the flood never got an answer"
+        );
+        thread::sleep(REFUSED_PAUSE);
+    }
+    let mut logins = Vec::new();
+    let mut given_up = 0;
+    for _ in 0..HONEST_LOGINS {
+        let mut conn = RawConnection::connect(addr);
+        let start = Instant::now();
+        match conn.try_authenticate(false, "honest", "honest-password") {
+            Some(answer) if answer["type"] == "welcome" => logins.push(start.elapsed()),
+            answer => {
+                println!("honest login not welcomed: {answer:?}");
+                given_up += 1;
+                logins.push(start.elapsed());
+            }
+        }
+        conn.send(&serde_json::json!({"type": "quit"}));
+        drop(conn.read_until_closed());
+    }
+    stop.store(true, Ordering::Relaxed);
+    for flooder in flooders {
+        flooder.join().unwrap();
+    }
+    let flood_time = flood_start.elapsed();
+
+    logins.sort();
+    let n = logins.len();
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    let p99 = logins[(n * 99 / 100).min(n - 1)];
+    println!(
+        "honest login during a registration flood ({} connections from {FLOOD_ADDRESSES} addresses) \
+         n={n}  p50={:.0} ms  p99={:.0} ms  max={:.0} ms  not welcomed={given_up}",
+        FLOOD_ADDRESSES * FLOOD_PER_ADDRESS,
+        ms(logins[n / 2]),
+        ms(p99),
+        ms(logins[n - 1]),
+    );
+    let answered = |c: &AtomicUsize| c.load(Ordering::Relaxed);
+    println!(
+        "flood over {:.1} s: {} registered, {} busy, {} other errors, {} unanswered, {} refused \
+         at connect; server peak RSS {:.1} MiB",
+        flood_time.as_secs_f64(),
+        answered(&counts.welcome),
+        answered(&counts.busy),
+        answered(&counts.other),
+        answered(&counts.unanswered),
+        answered(&counts.refused),
+        server.peak_rss_kib() as f64 / 1024.0
+    );
 }

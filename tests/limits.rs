@@ -366,3 +366,168 @@ fn guesses_at_once_do_not_lock_the_owner_out() {
         assert!(is_error(&guess.join().unwrap(), "bad_credentials"));
     }
 }
+
+/// A server that hashes one password at a time (`--hash-workers 1`), each slowly: scrypt
+/// ln=`log_n`, r=8, p=16 takes 16 times the work of p=1 for the same memory. How slow does not
+/// decide these tests; it only keeps the one worker busy while the test queues requests behind it.
+fn server_with_slow_hashes(dir: &TempDir, log_n: &str, extra: &[&str]) -> Server {
+    let mut flags = vec![
+        "--hash-workers",
+        "1",
+        "--scrypt-log-n",
+        log_n,
+        "--scrypt-p",
+        "16",
+    ];
+    flags.extend_from_slice(extra);
+    Server::start_with(&users(dir), &flags)
+}
+
+/// Sends a registration for `name` from `local` without waiting for the answer.
+fn send_registration(local: &str, addr: std::net::SocketAddr, name: &str) -> RawConnection {
+    let mut conn = RawConnection::connect_from(local, addr);
+    conn.send(&json!({
+        "type": "register", "username": name, "password": "a-password", "p2p_port": 9,
+    }));
+    conn
+}
+
+/// The index of the first log line at or after `from` that contains `needle`.
+fn log_line(log: &[&str], from: usize, needle: &str) -> Option<usize> {
+    (from..log.len()).find(|&i| log[i].contains(needle))
+}
+
+/// Defence 9 (issue 9, section 2): a flood of registrations does not starve logins. With one
+/// worker busy and registrations waiting, a login that arrives after them is hashed before every
+/// one of them that was still waiting.
+#[test]
+fn a_login_is_hashed_before_the_registrations_queued_ahead_of_it() {
+    const REGISTRATIONS: usize = 6;
+    let dir = TempDir::new().unwrap();
+    let server = server_with_slow_hashes(&dir, "13", &[]);
+    let (mut alice, _) = RawConnection::register(server.addr, "alice", "alice-password", 9);
+    alice.send(&json!({"type": "quit"}));
+    alice.read_until_closed();
+    server.wait_for_log("(alice) disconnected");
+    let flood: Vec<RawConnection> = (0..REGISTRATIONS)
+        .map(|i| send_registration(&format!("127.0.0.{}", 2 + i), server.addr, &format!("r{i}")))
+        .collect();
+    // One hashes, the others wait.
+    server.wait_for_log_count("registration as \"r", REGISTRATIONS - 1);
+    let mut login = RawConnection::connect(server.addr);
+    login.send(&json!({
+        "type": "login", "username": "alice", "password": "alice-password", "p2p_port": 9,
+    }));
+    server.wait_for_log("login as \"alice\" waits for the hasher: 0 ahead of it");
+    let welcome = login.read_json().expect("an answer to the login");
+    assert_eq!(welcome["type"], "welcome", "{welcome}");
+    for mut conn in flood {
+        let answer = conn.read_json().expect("an answer to the registration");
+        assert_eq!(answer["type"], "welcome", "{answer}");
+    }
+
+    // The answers may overtake the log on its way through the pipe.
+    server.wait_for_log_count(": registered \"r", REGISTRATIONS);
+    server.wait_for_log_count("logged in as \"alice\"", 2);
+    let log = server.log();
+    let log: Vec<&str> = log.lines().collect();
+    let queued = log_line(&log, 0, "login as \"alice\" waits for the hasher").unwrap();
+    // "… 0 ahead of it, N waiting in all": the login and the registrations still waiting.
+    let waiting: usize = log[queued]
+        .split(", ")
+        .nth(1)
+        .and_then(|w| w.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no count in {:?}", log[queued]));
+    let overtaken = waiting - 1;
+    assert!(
+        overtaken >= 1,
+        "the registrations were all hashed before the login arrived: {}",
+        log[queued]
+    );
+    let logged_in = log_line(&log, queued, "logged in as \"alice\"").unwrap();
+    let registered_after = log[logged_in..]
+        .iter()
+        .filter(|l| l.contains(": registered \"r"))
+        .count();
+    assert_eq!(
+        registered_after,
+        overtaken,
+        "every registration still waiting is hashed after the login; log:\n{}",
+        log[queued..].join("\n")
+    );
+}
+
+/// Defence 9: a registration that cannot be checked before its connection's deadline is answered
+/// `busy` at once (while the hash ahead of it still runs), not left to time out; the real client
+/// shows the server's text and exits with status 3, as for a full server (try again later).
+#[test]
+fn a_registration_that_cannot_be_checked_in_time_is_told_busy_at_once() {
+    let dir = TempDir::new().unwrap();
+    // Each hash takes several times the 0.3 s a connection has to be checked.
+    let server = server_with_slow_hashes(&dir, "15", &["--auth-timeout", "0.3"]);
+    // Measured by the hasher: its running average of hash times.
+    let (_seed, _) = RawConnection::register(server.addr, "seed", "a-password", 9);
+
+    // Two at once: whichever comes first is hashed, the other cannot start in time.
+    let mut answers: Vec<(&str, Value, RawConnection)> = [("a", "127.0.0.2"), ("b", "127.0.0.3")]
+        .into_iter()
+        .map(|(name, local)| (name, send_registration(local, server.addr, name)))
+        .collect::<Vec<_>>()
+        .into_iter()
+        .map(|(name, mut conn)| (name, conn.read_json().expect("an answer"), conn))
+        .collect();
+    answers.sort_by_key(|(_, answer, _)| answer["type"] != "welcome");
+    let [(hashed, welcome, _), (told, busy, told_conn)] = &mut answers[..] else {
+        unreachable!()
+    };
+    assert_eq!(welcome["type"], "welcome", "{welcome}");
+    assert!(is_error(busy, "busy"), "{busy}");
+    assert_eq!(busy["fatal"], true);
+    assert_eq!(
+        busy["message"],
+        "the server is busy; try again in a few seconds"
+    );
+    assert_eq!(told_conn.read_until_closed(), Vec::<Value>::new());
+    server.wait_for_log(&format!("registration as \"{told}\" refused: busy"));
+    let log = server.log();
+    let refused = log
+        .find(&format!(
+            "registration as \"{told}\" refused: busy (no worker free for it and 0 queued ahead"
+        ))
+        .unwrap_or_else(|| panic!("not refused on arrival; log:\n{log}"));
+    assert!(
+        !log[..refused].contains(&format!("registered \"{hashed}\"")),
+        "refused only once the hash ahead of it was done; log:\n{log}"
+    );
+
+    // The real client, behind another running hash.
+    let _running = send_registration("127.0.0.2", server.addr, "running2");
+    let carol = ChatClient::start(server.addr, "carol", &["register", "carol", "a-password"]);
+    let finished = carol.wait();
+    assert_eq!(finished.status.code(), Some(3), "{finished:?}");
+    assert!(
+        finished
+            .stderr
+            .contains("the server is busy; try again in a few seconds"),
+        "{finished:?}"
+    );
+    assert!(
+        finished
+            .events
+            .iter()
+            .any(|e| e["event"] == "error" && e["code"] == "busy"),
+        "{finished:?}"
+    );
+    let users = read_users(&server.users);
+    let names: Vec<&str> = users["users"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| u["username"].as_str().unwrap())
+        .collect();
+    assert!(
+        !names.contains(told) && !names.contains(&"carol"),
+        "{names:?}"
+    );
+}

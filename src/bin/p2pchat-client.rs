@@ -38,9 +38,10 @@ use rustyline_async::{Readline, ReadlineEvent};
 ///
 /// Exit status: 0 after :q or end of input; 1 local error (bad answer at a prompt, UDP port in
 /// use, the known-servers file); 2 bad arguments; 3 server unreachable or full (for everyone, or
-/// for this address), or speaking the other protocol (TLS vs --plaintext); 4 login or
-/// registration refused; 5 the server went away or shut down; 6 the server is not trusted (its
-/// fingerprint changed, is not the --trust one, or was refused at the prompt).
+/// for this address), too busy to check the login now (try again later), or speaking the other
+/// protocol (TLS vs --plaintext); 4 login or registration refused; 5 the server went away or shut
+/// down; 6 the server is not trusted (its fingerprint changed, is not the --trust one, or was
+/// refused at the prompt).
 #[derive(Parser, Debug)]
 #[command(name = "p2pchat-client", version)]
 struct Args {

@@ -14,8 +14,9 @@ pub mod exit {
     pub const LOCAL: i32 = 1;
     /// Bad command-line arguments (clap's status).
     pub const USAGE: i32 = 2;
-    /// The server could not be reached (name not resolved, connection refused), is full, or
-    /// refuses more connections from this address.
+    /// The server could not be reached (name not resolved, connection refused), is full, refuses
+    /// more connections from this address, or is too busy to check the login now (`busy`): each
+    /// is worth trying again later, unlike a refusal.
     pub const UNREACHABLE: i32 = 3;
     /// Login or registration refused.
     pub const REFUSED: i32 = 4;
@@ -50,6 +51,11 @@ impl ClientError {
     pub fn exit_code(&self) -> i32 {
         match self {
             ClientError::Unreachable(_) => exit::UNREACHABLE,
+            // Nothing was checked: trying again later may work, as with a full server.
+            ClientError::Refused {
+                code: ErrorCode::Busy,
+                ..
+            } => exit::UNREACHABLE,
             ClientError::Refused { .. } => exit::REFUSED,
             ClientError::Disconnected(_) => exit::DISCONNECTED,
             ClientError::Local(_) => exit::LOCAL,
@@ -110,6 +116,11 @@ mod tests {
             ClientError::NotTrusted("x".into()).exit_code(),
             exit::NOT_TRUSTED
         );
+        let busy = ClientError::Refused {
+            code: ErrorCode::Busy,
+            message: "the server is busy; try again in a few seconds".into(),
+        };
+        assert_eq!(busy.exit_code(), exit::UNREACHABLE);
         let local = ClientError::from(LimitsError::ZeroBurst);
         assert_eq!(local.exit_code(), exit::LOCAL);
         assert_eq!(

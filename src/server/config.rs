@@ -9,6 +9,7 @@
 //! below show every one of them. docs/security.md says what each limit defends and why its
 //! default is what it is. This module never binds, opens files or starts anything.
 
+use std::num::NonZeroUsize;
 use std::time::Duration;
 
 use crate::flood::{FloodLimit, DEFAULT_FLOOD_BURST, DEFAULT_FLOOD_RATE, DEFAULT_FLOOD_STRIKES};
@@ -85,6 +86,9 @@ pub struct ServerConfig {
     pub tls: Option<crate::tls::ServerTls>,
     /// With TLS, how long a connection may stay silent before it is told `tls_required`.
     pub tls_hello_timeout: Duration,
+    /// Password hashes computed at once (each takes 128 MiB at the default cost); `None`: one per
+    /// core. More requests wait, logins ahead of registrations.
+    pub hash_workers: Option<NonZeroUsize>,
 }
 
 impl Default for ServerConfig {
@@ -102,6 +106,7 @@ impl Default for ServerConfig {
             login_throttle: ThrottleConfig::default(),
             tls: None,
             tls_hello_timeout: DEFAULT_TLS_HELLO_TIMEOUT,
+            hash_workers: None,
         }
     }
 }
@@ -196,6 +201,13 @@ pub struct ServerFlags {
           value_parser = seconds, help_heading = "Limits")]
     pub login_delay_max: f64,
 
+    /// Password hashes computed at once (each takes 128 MiB at the default cost); more wait,
+    /// logins ahead of registrations, and one that cannot start before its connection's
+    /// --auth-timeout is answered `busy` [default: one per core]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1024),
+          help_heading = "Limits")]
+    pub hash_workers: Option<u32>,
+
     /// scrypt cost for new password hashes: log2 of N (17 = 128 MiB per hash with r = 8; at most
     /// 20, and at most 1 GiB = 128 * r * 2^LN bytes per hash). Existing hashes keep the cost they
     /// were made with until their owner logs in, which re-hashes a weaker one at this cost.
@@ -242,6 +254,9 @@ impl ServerFlags {
             // The binary sets it: the identity is files, and this module opens none.
             tls: None,
             tls_hello_timeout: Duration::from_secs_f64(self.tls_hello_timeout),
+            hash_workers: self
+                .hash_workers
+                .and_then(|n| NonZeroUsize::new(n as usize)),
         }
     }
 
@@ -344,6 +359,7 @@ mod tests {
             &["--flood-rate", "inf"],
             &["--send-queue-lines", "1000001"],
             &["--scrypt-log-n", "21"],
+            &["--hash-workers", "0"],
         ] {
             let error = parse(args)
                 .err()

@@ -7,10 +7,10 @@
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 
-use async_lock::Semaphore;
 use futures::channel::mpsc;
 use futures::future::{BoxFuture, Shared};
 
+use super::hasher::HashQueue;
 use super::registration_quota::RegistrationQuota;
 use super::ServerConfig;
 use crate::broker::Event;
@@ -25,9 +25,9 @@ pub(super) type ShutdownSignal = Shared<BoxFuture<'static, ()>>;
 pub(super) struct Context {
     pub(super) config: ServerConfig,
     pub(super) store: Arc<UserStore>,
-    /// One permit per scrypt computation allowed at once (one per core): each takes 128 MiB at the
-    /// default cost, so a burst of logins must queue rather than exhaust memory.
-    pub(super) hashing: Semaphore,
+    /// Who hashes next: one scrypt computation per worker at once (one per core by default; each
+    /// takes 128 MiB at the default cost), logins ahead of registrations.
+    pub(super) hashing: HashQueue,
     pub(super) throttle: LoginThrottle,
     /// Accounts per address per hour.
     pub(super) registrations: RegistrationQuota,

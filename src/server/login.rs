@@ -1,13 +1,13 @@
 //! Letting a connection in: a login or registration checked against the user store (on the
-//! blocking pool, a few at a time), paced by the login throttle, and handed to the broker, which
-//! refuses a name that is online already.
+//! blocking pool, in the order the hasher's queue gives: logins first), paced by the login
+//! throttle, and handed to the broker, which refuses a name that is online already.
 //!
 //! Every refusal here ends the connection: the client is sent the (fatal) error and the caller
 //! gets the [`Disconnect`] to log. This module never reads from the connection; the session does.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::Ordering;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use futures::channel::oneshot;
 use futures::future::FutureExt;
@@ -15,6 +15,7 @@ use futures::{select, SinkExt};
 
 use super::admission::PendingSlot;
 use super::context::{shutdown_notice, Context};
+use super::hasher::{Busy, Entry, HashPermit};
 use crate::broker::{Event, JoinRefused, SessionId};
 use crate::connection::{AuthAction, Disconnect};
 use crate::outbox::Outbox;
@@ -28,6 +29,9 @@ pub(super) struct Login {
     pub(super) credentials: Credentials,
     pub(super) action: AuthAction,
     pub(super) pending: Option<PendingSlot>,
+    /// The connection's authentication deadline: the check must start by then (later by the
+    /// login throttle's delay, if any), or the client is told `busy`.
+    pub(super) deadline: Instant,
 }
 
 /// Logs a connection in or registers it, and hands it to the broker: its session id and its
@@ -48,6 +52,7 @@ pub(super) async fn authenticate(
             },
         action,
         pending,
+        deadline,
     } = login;
     let register = action == AuthAction::Registration;
     let ip = remote.ip().to_canonical();
@@ -66,14 +71,39 @@ pub(super) async fn authenticate(
             "p2p_port must be the UDP port (1-65535) for direct messages".into(),
         ));
     }
-    if register {
-        wait_for_registration_slot(remote, ip, shared, outbox).await?;
-    } else {
-        wait_for_login_slot(remote, ip, &username, shared, outbox).await?;
+    // The throttle's delay is the server's doing, not the client's: it does not eat into the
+    // time the check has to start.
+    let throttled = match register {
+        true => wait_for_registration_slot(remote, ip, shared, outbox).await?,
+        false => wait_for_login_slot(remote, ip, &username, shared, outbox).await?,
+    };
+    let hasher = wait_for_hasher(remote, action, &username, deadline + throttled, shared).await;
+    if hasher.is_err() && register {
+        // Nothing was checked: the registration gives its place in the quota back.
+        shared.registrations.give_back(ip, Instant::now());
     }
+    let permit = match hasher {
+        Ok(permit) => permit,
+        Err(Refusal::Busy(why)) => {
+            // One line with the reason, as `refuse` would log it.
+            log::warn!(
+                "{remote}: {action} as {} refused: {} ({why})",
+                for_log(&username),
+                ErrorCode::Busy
+            );
+            let _ = outbox.push(&ServerMessage::error(ErrorCode::Busy, BUSY_MESSAGE));
+            return Err(Disconnect::Refused {
+                action,
+                code: ErrorCode::Busy,
+            });
+        }
+        Err(Refusal::ShuttingDown) => {
+            let _ = outbox.push(&shutdown_notice());
+            return Err(Disconnect::ServerShuttingDown);
+        }
+    };
     let store = shared.store.clone();
     let name = username.clone();
-    let permit = shared.hashing.acquire().await;
     let checked = runtime::spawn_blocking(move || {
         if register {
             store.register(&name, &password)
@@ -82,7 +112,7 @@ pub(super) async fn authenticate(
         }
     })
     .await;
-    drop(permit);
+    permit.finished();
     if register {
         registration_checked(ip, shared, checked.is_ok());
     }
@@ -165,20 +195,57 @@ pub(super) async fn authenticate(
     }
 }
 
+/// What a client told `busy` reads.
+const BUSY_MESSAGE: &str = "the server is busy; try again in a few seconds";
+
+/// Why a request got no hasher.
+enum Refusal {
+    Busy(Busy),
+    ShuttingDown,
+}
+
+/// Waits for the hasher's queue to hand this request a worker, at most until `deadline`: a request
+/// that cannot start by then is refused at once, or when the deadline comes.
+async fn wait_for_hasher<'a>(
+    remote: SocketAddr,
+    action: AuthAction,
+    username: &str,
+    deadline: Instant,
+    shared: &'a Context,
+) -> Result<HashPermit<'a>, Refusal> {
+    let waiting = match shared.hashing.enter(action, deadline, Instant::now()) {
+        Entry::Granted(permit) => return Ok(permit),
+        Entry::Busy(why) => return Err(Refusal::Busy(why)),
+        Entry::Queued(waiting) => waiting,
+    };
+    log::info!(
+        "{remote}: {action} as {} waits for the hasher: {} ahead of it, {} waiting in all, about {:.1} s",
+        for_log(username),
+        waiting.ahead,
+        waiting.waiting + 1,
+        waiting.expected.as_secs_f64()
+    );
+    select! {
+        permit = waiting.wait().fuse() => permit.map_err(Refusal::Busy),
+        _ = shared.stop.clone().fuse() => Err(Refusal::ShuttingDown),
+    }
+}
+
 /// Waits until the login throttle lets this attempt be checked (at once, unless the account or
-/// the address has failed recently). The client is not told: it just waits for its answer.
+/// the address has failed recently), and returns how long it waited. The client is not told: it
+/// just waits for its answer.
 async fn wait_for_login_slot(
     remote: SocketAddr,
     ip: IpAddr,
     username: &str,
     shared: &Context,
     outbox: &mut Outbox,
-) -> Result<(), Disconnect> {
+) -> Result<Duration, Disconnect> {
     let now = Instant::now();
     let (slot, failures) = shared.throttle.book(username, ip, now);
     let wait = slot.saturating_duration_since(now);
     if wait.is_zero() {
-        return Ok(());
+        return Ok(wait);
     }
     log::info!(
         "{remote}: login as {} delayed after {failures} recent failures ({:.1} s)",
@@ -186,7 +253,7 @@ async fn wait_for_login_slot(
         wait.as_secs_f64()
     );
     select! {
-        _ = runtime::sleep(wait).fuse() => Ok(()),
+        _ = runtime::sleep(wait).fuse() => Ok(wait),
         _ = shared.stop.clone().fuse() => {
             let _ = outbox.push(&shutdown_notice());
             Err(Disconnect::ServerShuttingDown)
@@ -202,7 +269,7 @@ async fn wait_for_registration_slot(
     ip: IpAddr,
     shared: &Context,
     outbox: &mut Outbox,
-) -> Result<(), Disconnect> {
+) -> Result<Duration, Disconnect> {
     let now = Instant::now();
     if let Err(reached) = shared.registrations.take(ip, now) {
         log::warn!("{remote}: registration refused: {reached}");
@@ -222,14 +289,14 @@ async fn wait_for_registration_slot(
     let (slot, count) = shared.throttle.book_registration(ip, now);
     let wait = slot.saturating_duration_since(now);
     if wait.is_zero() {
-        return Ok(());
+        return Ok(wait);
     }
     log::info!(
         "{remote}: registration delayed after {count} recent failures and registrations from the address ({:.1} s)",
         wait.as_secs_f64()
     );
     select! {
-        _ = runtime::sleep(wait).fuse() => Ok(()),
+        _ = runtime::sleep(wait).fuse() => Ok(wait),
         _ = shared.stop.clone().fuse() => {
             shared.registrations.give_back(ip, Instant::now());
             let _ = outbox.push(&shutdown_notice());

@@ -15,6 +15,7 @@
 mod admission;
 mod config;
 mod context;
+mod hasher;
 mod login;
 mod registration_quota;
 mod session;
@@ -25,7 +26,6 @@ use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use async_lock::Semaphore;
 use futures::channel::{mpsc, oneshot};
 use futures::future::FutureExt;
 use futures::{select, SinkExt, StreamExt};
@@ -39,6 +39,7 @@ use crate::runtime::{self, TcpListener};
 use crate::user_store::UserStore;
 use admission::Admission;
 use context::Context;
+use hasher::HashQueue;
 use registration_quota::RegistrationQuota;
 
 /// Pause after a failed `accept` (e.g. out of file descriptors) before trying again.
@@ -61,13 +62,15 @@ pub async fn run(
     runtime::spawn(broker::run(broker_rx));
     // Every connection task holds a clone of `done`; when all are dropped, all have finished.
     let (done, mut all_done) = mpsc::channel::<()>(1);
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let hash_workers = config.hash_workers.unwrap_or_else(|| {
+        std::thread::available_parallelism().unwrap_or(std::num::NonZeroUsize::MIN)
+    });
     let shared = Arc::new(Context {
         throttle: LoginThrottle::new(config.login_throttle.clone()),
         registrations: RegistrationQuota::new(config.register_per_ip_hour),
         config,
         store,
-        hashing: Semaphore::new(cores),
+        hashing: HashQueue::new(hash_workers),
         broker: broker_tx,
         next_session: AtomicU64::new(1),
         stop: stop.map(|_| ()).boxed().shared(),

@@ -166,6 +166,7 @@ pub(super) async fn serve(
                     message,
                     &mut state,
                     remote,
+                    connected + config.auth_timeout,
                     shared,
                     &mut outbox,
                     &mut broker,
@@ -202,6 +203,7 @@ async fn handle(
     message: ClientMessage,
     state: &mut State,
     remote: SocketAddr,
+    auth_deadline: Instant,
     shared: &Context,
     outbox: &mut Outbox,
     broker: &mut mpsc::Sender<Event>,
@@ -220,6 +222,7 @@ async fn handle(
                 credentials,
                 action,
                 pending: slot.take(),
+                deadline: auth_deadline,
             };
             let (id, username) = login::authenticate(remote, shared, outbox, login).await?;
             *state = State::LoggedIn { id, username };
