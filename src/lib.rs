@@ -5,6 +5,8 @@
 //! Modules, from the wire up:
 //! - [`runtime`]: the one seam to the async runtime (async-std).
 //! - [`protocol`]: every message (TCP lines and UDP datagrams) as serde types; encode/decode.
+//! - [`sealed`]: sealing and opening direct-message datagrams (session keys, pairwise keys,
+//!   ChaCha20-Poly1305).
 //! - [`outbox`]: one client's bounded send queue, filled without waiting.
 //! - [`connection`]: both halves of a framed connection (capped line reads, queued and direct
 //!   writes), its graceful close, and why the server ends one.
@@ -28,6 +30,7 @@ pub mod outbox;
 pub mod protocol;
 pub mod rate_limit;
 pub mod runtime;
+pub mod sealed;
 pub mod server;
 #[cfg(feature = "trace")]
 pub mod trace;
