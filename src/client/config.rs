@@ -61,6 +61,12 @@ pub struct ClientArgs {
           value_parser = clap::value_parser!(u32).range(1..=MAX_DATAGRAM_BYTES as i64))]
     pub dm_max_bytes: u32,
 
+    /// Speak the clear protocol (server and direct messages) for the lab's teaching capture; not
+    /// private. Direct messages are then clear JSON datagrams, unacknowledged, and a client that
+    /// seals (the default) drops them.
+    #[arg(long)]
+    pub plaintext: bool,
+
     /// Lines shown under a message's first line when its text has line breaks, each marked "↳";
     /// the rest are counted in one "… (N more lines)" line. --json always has the whole text.
     #[arg(long, value_name = "N", default_value_t = DEFAULT_MAX_CONTINUATION_LINES)]

@@ -45,6 +45,7 @@ pub(super) async fn authenticate(
                 username,
                 password,
                 p2p_port,
+                public_key,
             },
         action,
         pending,
@@ -125,6 +126,7 @@ pub(super) async fn authenticate(
         username: username.clone(),
         ip,
         p2p_port,
+        public_key,
     };
     let join = Event::Join {
         id,
