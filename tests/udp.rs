@@ -2,6 +2,10 @@
 //! `p2pchat-client` with forged, excessive, oversized and malformed datagrams. Each is dropped and
 //! counted (`/stats` → `direct_stats`), the warnings stay few, and the client goes on chatting.
 //!
+//! The clear protocol's checks (source address, ids, limits) are tested on `--plaintext`
+//! clients with crafted JSON datagrams; the sealed protocol's (the default) with datagrams sealed
+//! by a test-owned peer through `p2pchat::sealed`, captured from a real client, or forged.
+//!
 //! Floods are sent in batches, each waited for through the counters before the next, so that the
 //! kernel's socket buffer never overflows and every datagram sent is one the client received.
 
@@ -43,7 +47,11 @@ struct AliceAndMallory {
 /// mallory join.
 fn alice_and_mallory(flags: &[&str]) -> AliceAndMallory {
     let (dir, server) = start_server();
-    let mut alice = ChatClient::register_with_flags(server.addr, "alice", "alice-password", flags);
+    // mallory speaks the clear protocol (crafted JSON datagrams, no key): so does alice.
+    let mut flags = flags.to_vec();
+    flags.push("--plaintext");
+    let mut alice =
+        ChatClient::register_with_flags(server.addr, "alice", "alice-password", &flags);
     let mallory_udp = udp_socket();
     let mallory_port = mallory_udp.local_addr().unwrap().port();
     let (mallory_tcp, _) =
@@ -119,8 +127,9 @@ fn assert_few_warnings(client: &ChatClient, sources_and_kinds: usize, started: I
 fn a_flood_from_a_non_peer_address_is_dropped_counted_and_the_client_keeps_chatting() {
     let (_dir, server) = start_server();
     let started = Instant::now();
-    let mut alice = ChatClient::register(server.addr, "alice", "alice-password");
-    let mut bob = ChatClient::register(server.addr, "bob", "bob-password");
+    let clear = ["--plaintext"];
+    let mut alice = ChatClient::register_with_flags(server.addr, "alice", "alice-password", &clear);
+    let mut bob = ChatClient::register_with_flags(server.addr, "bob", "bob-password", &clear);
     alice.expect(r#""bob" joined"#, |e| {
         e["event"] == "joined" && e["peer"]["username"] == "bob"
     });
@@ -221,7 +230,8 @@ fn a_peer_over_its_burst_gets_exactly_the_burst_delivered_and_the_excess_counted
     );
 
     // The limit is per sender: another peer is not affected.
-    let mut bob = ChatClient::register(server.addr, "bob", "bob-password");
+    let mut bob =
+        ChatClient::register_with_flags(server.addr, "bob", "bob-password", &["--plaintext"]);
     alice.expect(r#""bob" joined"#, |e| {
         e["event"] == "joined" && e["peer"]["username"] == "bob"
     });
@@ -435,9 +445,11 @@ fn forgeries_in_a_peers_name_from_elsewhere_do_not_spend_its_rate_limit() {
     // A refill of one datagram per 1000 s: bob gets exactly his burst during the test, so every
     // token a forgery took would be one of his messages lost.
     let (_dir, server) = start_server();
-    let flags = ["--dm-burst", &BURST.to_string(), "--dm-rate", "0.001"];
+    let burst = BURST.to_string();
+    let flags = ["--dm-burst", &burst, "--dm-rate", "0.001", "--plaintext"];
     let mut alice = ChatClient::register_with_flags(server.addr, "alice", "alice-password", &flags);
-    let mut bob = ChatClient::register(server.addr, "bob", "bob-password");
+    let mut bob =
+        ChatClient::register_with_flags(server.addr, "bob", "bob-password", &["--plaintext"]);
     alice.expect(r#""bob" joined"#, |e| {
         e["event"] == "joined" && e["peer"]["username"] == "bob"
     });
