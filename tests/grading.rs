@@ -167,8 +167,14 @@ fn direct_message_goes_peer_to_peer_to_its_recipient_only(flags: &[&str]) {
         );
         if sealed {
             // Both were acknowledged, peer to peer too.
-            assert_eq!(delivery_report(&mut c1), json!({"event": "direct_delivered", "to": "client2", "id": 1}));
-            assert_eq!(delivery_report(&mut c2), json!({"event": "direct_delivered", "to": "client1", "id": 1}));
+            assert_eq!(
+                delivery_report(&mut c1),
+                json!({"event": "direct_delivered", "to": "client2", "id": 1})
+            );
+            assert_eq!(
+                delivery_report(&mut c2),
+                json!({"event": "direct_delivered", "to": "client1", "id": 1})
+            );
         }
     }
 
