@@ -20,7 +20,7 @@ use rustyline_async::{Readline, ReadlineEvent};
 /// :q or /quit leaves; /help shows this list.
 ///
 /// Direct messages are sealed end to end (X25519 session keys, ChaCha20-Poly1305) and
-/// acknowledged: the sender tries 4 times within 3 s, then reports "delivered" or "not
+/// acknowledged: the sender tries 8 times within 2.7 s, then reports "delivered" or "not
 /// delivered". With --plaintext they are clear JSON datagrams, unacknowledged (the lab's capture).
 ///
 /// Received direct messages are dropped (and counted) when oversized, malformed, clear at a
