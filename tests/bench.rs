@@ -5,6 +5,8 @@
 //!   message latency before and during the flood, each login's time, and the server's peak RSS
 //!   against the budget cores × 128 MiB + 64 MiB.
 //! - `login_timing`: unknown user vs wrong password, the same work (the dummy hash).
+//! - `seal_and_open`: sealing and opening one direct message (ChaCha20-Poly1305), short and at
+//!   the largest size, and deriving one peer's pairwise keys (X25519 + HKDF-SHA256).
 
 mod common;
 
@@ -178,4 +180,42 @@ fn login_timing() {
     );
     summary("failed login, unknown user", &mut unknown);
     summary("failed login, wrong password", &mut wrong);
+}
+
+#[test]
+#[ignore = "benchmark: run with `just bench`"]
+fn seal_and_open() {
+    use p2pchat::sealed::{Header, Kind, SessionKey};
+
+    let (alice, bob) = (SessionKey::generate(), SessionKey::generate());
+    const PAIRS: u32 = 2_000;
+    let start = Instant::now();
+    for _ in 0..PAIRS {
+        std::hint::black_box(alice.pair("alice", "bob", &bob.public_key()).unwrap());
+    }
+    let per_pair = start.elapsed() / PAIRS;
+    let a = alice.pair("alice", "bob", &bob.public_key()).unwrap();
+    let b = bob.pair("bob", "alice", &alice.public_key()).unwrap();
+    println!(
+        "pairwise keys (X25519 + HKDF-SHA256): {:.1} µs per peer",
+        per_pair.as_secs_f64() * 1e6
+    );
+    for (label, size, rounds) in [
+        ("short (100 B)", 100, 100_000u32),
+        ("largest (65,000 B)", 65_000, 2_000),
+    ] {
+        let text = vec![b'x'; size];
+        let start = Instant::now();
+        for counter in 1..=u64::from(rounds) {
+            let sealed = a.seal(Kind::Message, counter, &text);
+            let header = Header::parse(&sealed).unwrap();
+            assert_eq!(b.open(&header, &sealed).unwrap().len(), size);
+        }
+        let per = start.elapsed() / rounds;
+        println!(
+            "seal + open, {label}: {:.2} µs per message ({:.0} MB/s)",
+            per.as_secs_f64() * 1e6,
+            size as f64 / per.as_secs_f64() / 1e6
+        );
+    }
 }
