@@ -256,6 +256,7 @@ mod tests {
                 username: name.into(),
                 ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
                 p2p_port: 1000 + id as u16,
+                public_key: None,
             },
             outbox,
             reply,
@@ -298,6 +299,7 @@ mod tests {
                 username: "ALICE".into(),
                 ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
                 p2p_port: 9,
+                public_key: None,
             },
             outbox,
             reply,
@@ -321,6 +323,7 @@ mod tests {
                     username: "mallory".into(),
                     ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
                     p2p_port: 1001, // alice's
+                    public_key: None,
                 },
                 outbox,
                 reply,

@@ -5,6 +5,8 @@
 //! Modules, from the wire up:
 //! - [`runtime`]: the one seam to the async runtime (async-std).
 //! - [`protocol`]: every message (TCP lines and UDP datagrams) as serde types; encode/decode.
+//! - [`sealed`]: sealing and opening direct-message datagrams (session keys, pairwise keys,
+//!   ChaCha20-Poly1305).
 //! - [`outbox`]: one client's bounded send queue, filled without waiting.
 //! - [`tls`]: TLS between client and server: the server's key, certificate and fingerprint, and
 //!   the client's verifier, which trusts a fingerprint (SSH's model), not an authority.
@@ -32,6 +34,7 @@ pub mod outbox;
 pub mod protocol;
 pub mod rate_limit;
 pub mod runtime;
+pub mod sealed;
 pub mod server;
 pub mod tls;
 #[cfg(feature = "trace")]

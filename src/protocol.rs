@@ -10,6 +10,8 @@ use std::net::{IpAddr, SocketAddr};
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::sealed::PublicKey;
+
 /// Version announced in `hello`; bumped when a message changes incompatibly.
 pub const PROTOCOL_VERSION: u32 = 1;
 
@@ -26,12 +28,17 @@ pub const MAX_SERVER_LINE_BYTES: usize = 4 * 1024 * 1024;
 pub const MAX_DATAGRAM_BYTES: usize = 65_507;
 
 /// A user who is online, as the server saw them: the name they logged in with, the IP address of
-/// their TCP connection and the UDP port they announced for direct messages.
+/// their TCP connection, the UDP port they announced for direct messages, and the public key of
+/// their session when their client seals direct messages.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PeerInfo {
     pub username: String,
     pub ip: IpAddr,
     pub p2p_port: u16,
+    /// The session's X25519 public key (base64) as announced at login; absent for a client in
+    /// `--plaintext` mode, whose direct messages are clear JSON.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub public_key: Option<PublicKey>,
 }
 
 impl PeerInfo {
@@ -48,6 +55,10 @@ pub struct Credentials {
     pub password: String,
     /// The UDP port on which this client receives direct messages.
     pub p2p_port: u16,
+    /// This session's X25519 public key (base64 of 32 bytes; any other shape makes the message
+    /// malformed), for sealed direct messages. Absent from a `--plaintext` client.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub public_key: Option<PublicKey>,
 }
 
 /// Never prints the password, so a credentials value can't leak it into a log line.
@@ -57,6 +68,7 @@ impl fmt::Debug for Credentials {
             .field("username", &self.username)
             .field("password", &"<redacted>")
             .field("p2p_port", &self.p2p_port)
+            .field("public_key", &self.public_key)
             .finish()
     }
 }
@@ -273,7 +285,8 @@ impl fmt::Display for ErrorCode {
     }
 }
 
-/// A direct message between two clients: one UDP datagram holding one JSON object.
+/// A direct message between two clients. In `--plaintext` mode it is one UDP datagram holding
+/// this JSON object; by default the same JSON is the plaintext sealed by [`crate::sealed`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Datagram {
@@ -401,11 +414,13 @@ mod tests {
                 username: "alice".into(),
                 password: "secret-pass".into(),
                 p2p_port: 4000,
+                public_key: None,
             }),
             ClientMessage::Register(Credentials {
                 username: "bob".into(),
                 password: "x".repeat(8),
                 p2p_port: 1,
+                public_key: Some(PublicKey::from_bytes([7; 32])),
             }),
             ClientMessage::Say {
                 text: "hé\nllo".into(),
@@ -440,11 +455,48 @@ mod tests {
     }
 
     #[test]
+    fn the_public_key_is_optional_base64_of_32_bytes() {
+        let key = PublicKey::from_bytes([1; 32]);
+        let login = format!(
+            r#"{{"type":"login","username":"a","password":"pw-pw-pw-pw","p2p_port":9,"public_key":"{}"}}"#,
+            key.to_base64()
+        );
+        assert!(matches!(
+            decode_client(login.as_bytes()),
+            Ok(ClientMessage::Login(c)) if c.public_key == Some(key)
+        ));
+        // A clear client's login has no key, and its peer entry none either.
+        let clear =
+            decode_client(br#"{"type":"login","username":"a","password":"pw","p2p_port":9}"#);
+        assert!(matches!(clear, Ok(ClientMessage::Login(c)) if c.public_key.is_none()));
+        let peer = PeerInfo {
+            username: "a".into(),
+            ip: "127.0.0.1".parse().unwrap(),
+            p2p_port: 1,
+            public_key: None,
+        };
+        assert!(!encode_line(&ServerMessage::Joined { peer }).contains("public_key"));
+        for bad in ["\"AAAA\"", "\"!!\"", "32", "null-ish"] {
+            let line = format!(
+                r#"{{"type":"register","username":"a","password":"pw","p2p_port":9,"public_key":{bad}}}"#
+            );
+            assert!(
+                matches!(
+                    decode_client(line.as_bytes()),
+                    Err(DecodeError::Malformed(_))
+                ),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
     fn every_server_message_type_is_known_to_the_decoder() {
         let peer = PeerInfo {
             username: "a".into(),
             ip: "127.0.0.1".parse().unwrap(),
             p2p_port: 1,
+            public_key: Some(PublicKey::from_bytes([9; 32])),
         };
         let all = [
             ServerMessage::Hello {
@@ -512,6 +564,7 @@ mod tests {
             username: "a".into(),
             password: "hunter2-secret".into(),
             p2p_port: 1,
+            public_key: None,
         };
         assert!(!format!("{creds:?}").contains("hunter2"));
     }

@@ -26,7 +26,8 @@ use futures::task::noop_waker_ref;
 use p2pchat::connection::{LineReader, ReadError};
 use p2pchat::protocol::{
     decode_client, decode_datagram, decode_server, encode_datagram, encode_line, ClientMessage,
-    Credentials, Datagram, DecodeError, DirectMessage, ErrorCode, PeerInfo, ServerMessage,
+    Credentials, Datagram, DecodeError, DirectMessage, ErrorCode, PeerInfo, PublicKey,
+    ServerMessage,
 };
 use proptest::prelude::*;
 use proptest::test_runner::FileFailurePersistence;
@@ -101,11 +102,19 @@ fn text() -> impl Strategy<Value = String> {
 }
 
 fn peer() -> impl Strategy<Value = PeerInfo> {
-    (text(), any::<IpAddr>(), any::<u16>()).prop_map(|(username, ip, p2p_port)| PeerInfo {
-        username,
-        ip,
-        p2p_port,
-    })
+    (text(), any::<IpAddr>(), any::<u16>(), public_key()).prop_map(
+        |(username, ip, p2p_port, public_key)| PeerInfo {
+            username,
+            ip,
+            p2p_port,
+            public_key,
+        },
+    )
+}
+
+/// A session's key, or none (a `--plaintext` client).
+fn public_key() -> impl Strategy<Value = Option<PublicKey>> {
+    proptest::option::of(any::<[u8; 32]>().prop_map(PublicKey::from_bytes))
 }
 
 fn error_code() -> impl Strategy<Value = ErrorCode> {
@@ -113,11 +122,14 @@ fn error_code() -> impl Strategy<Value = ErrorCode> {
 }
 
 fn credentials() -> impl Strategy<Value = Credentials> {
-    (text(), text(), any::<u16>()).prop_map(|(username, password, p2p_port)| Credentials {
-        username,
-        password,
-        p2p_port,
-    })
+    (text(), text(), any::<u16>(), public_key()).prop_map(
+        |(username, password, p2p_port, public_key)| Credentials {
+            username,
+            password,
+            p2p_port,
+            public_key,
+        },
+    )
 }
 
 fn client_message() -> impl Strategy<Value = ClientMessage> {

@@ -26,17 +26,22 @@ fn start_server() -> (tempfile::TempDir, Server) {
 /// Registers client1, client2 and client3 one after the other, checking at each step that
 /// everyone's list shows everyone online.
 fn register_three(server: &Server) -> [ChatClient; 3] {
+    register_three_with(server, &[])
+}
+
+/// [`register_three`] with client flags (`--plaintext`).
+fn register_three_with(server: &Server, flags: &[&str]) -> [ChatClient; 3] {
     let [(n1, p1), (n2, p2), (n3, p3)] = PASSWORDS;
-    let mut c1 = ChatClient::register(server.addr, n1, p1);
+    let mut c1 = ChatClient::register_with_flags(server.addr, n1, p1, flags);
     assert_eq!(peer_names(c1.history.last().unwrap()), [n1]);
 
-    let mut c2 = ChatClient::register(server.addr, n2, p2);
+    let mut c2 = ChatClient::register_with_flags(server.addr, n2, p2, flags);
     assert_eq!(peer_names(c2.history.last().unwrap()), [n1, n2]);
     let joined = c1.expect_event("joined");
     assert_eq!(joined["peer"]["username"], n2);
     c1.expect_peers(&[n1, n2]);
 
-    let c3 = ChatClient::register(server.addr, n3, p3);
+    let c3 = ChatClient::register_with_flags(server.addr, n3, p3, flags);
     assert_eq!(peer_names(c3.history.last().unwrap()), [n1, n2, n3]);
     for client in [&mut c1, &mut c2] {
         let joined = client.expect_event("joined");
@@ -57,6 +62,16 @@ fn datagram_outcome(client: &mut ChatClient) -> Value {
     client.expect("a direct message or a warning", |e| {
         e["event"] == "direct" || e["event"] == "warning"
     })
+}
+
+/// The sender's report on its direct message (`direct_delivered` or `direct_failed`), whether
+/// it came already or is still to come.
+fn delivery_report(client: &mut ChatClient) -> Value {
+    let is_report = |e: &Value| e["event"] == "direct_delivered" || e["event"] == "direct_failed";
+    if let Some(report) = client.history.iter().find(|e| is_report(e)) {
+        return report.clone();
+    }
+    client.expect("a delivery report", is_report)
 }
 
 #[test]
@@ -114,8 +129,22 @@ fn t2_room_message_reaches_the_others_and_not_the_sender() {
 
 #[test]
 fn t3_direct_message_goes_peer_to_peer_to_its_recipient_only() {
+    // Sealed (the default): the forged clear datagram is dropped as unsealed, the garbage as too
+    // short for a sealed header, and each message is acknowledged.
+    direct_message_goes_peer_to_peer_to_its_recipient_only(&[]);
+}
+
+#[test]
+fn t3_in_plaintext_mode_a_direct_message_goes_peer_to_peer_to_its_recipient_only() {
+    // The lab's clear protocol: the forged datagram is dropped by the source check, the garbage
+    // as malformed.
+    direct_message_goes_peer_to_peer_to_its_recipient_only(&["--plaintext"]);
+}
+
+fn direct_message_goes_peer_to_peer_to_its_recipient_only(flags: &[&str]) {
+    let sealed = flags.is_empty();
     let (_dir, server) = start_server();
-    let [mut c1, mut c2, c3] = register_three(&server);
+    let [mut c1, mut c2, c3] = register_three_with(&server, flags);
     let secret = "direct text that the server must never see";
 
     // With the server stopped (SIGSTOP), nothing can pass through it; the message still arrives.
@@ -136,6 +165,17 @@ fn t3_direct_message_goes_peer_to_peer_to_its_recipient_only() {
             (&reply["from"], &reply["text"]),
             (&json!("client2"), &json!("and back"))
         );
+        if sealed {
+            // Both were acknowledged, peer to peer too.
+            assert_eq!(
+                delivery_report(&mut c1),
+                json!({"event": "direct_delivered", "to": "client2", "id": 1})
+            );
+            assert_eq!(
+                delivery_report(&mut c2),
+                json!({"event": "direct_delivered", "to": "client1", "id": 1})
+            );
+        }
     }
 
     // A datagram that claims to be from client1 but comes from elsewhere is dropped with a warning:
@@ -150,20 +190,29 @@ fn t3_direct_message_goes_peer_to_peer_to_its_recipient_only() {
         warning["event"], "warning",
         "the forged datagram was shown: {warning}"
     );
+    let (forged_kind, garbage_kind) = if sealed {
+        ("(unsealed)", "truncated")
+    } else {
+        ("client1", "malformed")
+    };
     assert!(
-        warning["message"].as_str().unwrap().contains("client1"),
+        warning["message"].as_str().unwrap().contains(forged_kind),
         "{warning}"
     );
     // So is garbage.
     spoofer.send_to(b"\x00garbage", c2.p2p_addr()).unwrap();
     let warning = datagram_outcome(&mut c2);
     assert_eq!(warning["event"], "warning", "garbage was shown: {warning}");
-    // The counters agree: of the three datagrams, only client1's own message was delivered.
+    // The counters agree: of the datagrams, only client1's own message was delivered (and, when
+    // sealed, client1's acknowledgement of the reply received).
     let stats = c2.stats();
-    assert_eq!(stats["received"], 3, "{stats}");
+    let acks = u64::from(sealed);
+    assert_eq!(stats["received"], 3 + acks, "{stats}");
     assert_eq!(stats["delivered"], 1, "{stats}");
-    assert_eq!(stats["dropped"]["unknown_source"], 1, "{stats}");
-    assert_eq!(stats["dropped"]["malformed"], 1, "{stats}");
+    assert_eq!(stats["acks"], acks, "{stats}");
+    let forged_counter = if sealed { "unsealed" } else { "unknown_source" };
+    assert_eq!(stats["dropped"][forged_counter], 1, "{stats}");
+    assert_eq!(stats["dropped"][garbage_kind], 1, "{stats}");
 
     // To someone who is not online: an error, and nothing is sent.
     c1.send("@nobody: are you there?");

@@ -319,7 +319,9 @@ impl Room {
 
 #[test]
 fn a_message_with_line_breaks_cannot_forge_a_line_on_the_terminal() {
-    let mut room = room(&[], &[]);
+    // mallory's direct messages are the clear protocol's JSON datagrams: alice speaks it too.
+    // (Sealed ones are laid out by the same code once opened.)
+    let mut room = room(&[], &["--plaintext"]);
     let from = room.alice.seen;
 
     room.mallory_says(ROOM_FORGERY);
@@ -407,7 +409,9 @@ fn max_continuation_lines_sets_how_many_lines_of_a_message_are_shown() {
 fn json_output_keeps_the_exact_text_of_every_message() {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(&dir.path().join("users.json"), &[]);
-    let mut alice = ChatClient::register(server.addr, "alice", "alice-password");
+    // mallory's direct message is a clear JSON datagram: alice speaks the clear protocol.
+    let mut alice =
+        ChatClient::register_with_flags(server.addr, "alice", "alice-password", &["--plaintext"]);
     let mallory_udp = UdpSocket::bind("127.0.0.1:0").expect("bind a UDP socket on 127.0.0.1");
     let (mut mallory, _) = RawConnection::register(
         server.addr,

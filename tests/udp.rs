@@ -2,6 +2,10 @@
 //! `p2pchat-client` with forged, excessive, oversized and malformed datagrams. Each is dropped and
 //! counted (`/stats` → `direct_stats`), the warnings stay few, and the client goes on chatting.
 //!
+//! The clear protocol's checks (source address, ids, limits) are tested on `--plaintext`
+//! clients with crafted JSON datagrams; the sealed protocol's (the default) with datagrams sealed
+//! by a test-owned peer through `p2pchat::sealed`, captured from a real client, or forged.
+//!
 //! Floods are sent in batches, each waited for through the counters before the next, so that the
 //! kernel's socket buffer never overflows and every datagram sent is one the client received.
 
@@ -11,6 +15,8 @@ use std::net::{SocketAddr, UdpSocket};
 use std::time::Instant;
 
 use common::*;
+use p2pchat::client::in_flight::{time_to_verdict, MAX_TRIES};
+use p2pchat::sealed::{Header, Kind, PairKeys, PublicKey, SessionKey};
 use serde_json::{json, Value};
 
 /// Datagrams per batch: well under what the client's default socket buffer holds.
@@ -43,7 +49,10 @@ struct AliceAndMallory {
 /// mallory join.
 fn alice_and_mallory(flags: &[&str]) -> AliceAndMallory {
     let (dir, server) = start_server();
-    let mut alice = ChatClient::register_with_flags(server.addr, "alice", "alice-password", flags);
+    // mallory speaks the clear protocol (crafted JSON datagrams, no key): so does alice.
+    let mut flags = flags.to_vec();
+    flags.push("--plaintext");
+    let mut alice = ChatClient::register_with_flags(server.addr, "alice", "alice-password", &flags);
     let mallory_udp = udp_socket();
     let mallory_port = mallory_udp.local_addr().unwrap().port();
     let (mallory_tcp, _) =
@@ -119,8 +128,9 @@ fn assert_few_warnings(client: &ChatClient, sources_and_kinds: usize, started: I
 fn a_flood_from_a_non_peer_address_is_dropped_counted_and_the_client_keeps_chatting() {
     let (_dir, server) = start_server();
     let started = Instant::now();
-    let mut alice = ChatClient::register(server.addr, "alice", "alice-password");
-    let mut bob = ChatClient::register(server.addr, "bob", "bob-password");
+    let clear = ["--plaintext"];
+    let mut alice = ChatClient::register_with_flags(server.addr, "alice", "alice-password", &clear);
+    let mut bob = ChatClient::register_with_flags(server.addr, "bob", "bob-password", &clear);
     alice.expect(r#""bob" joined"#, |e| {
         e["event"] == "joined" && e["peer"]["username"] == "bob"
     });
@@ -221,7 +231,8 @@ fn a_peer_over_its_burst_gets_exactly_the_burst_delivered_and_the_excess_counted
     );
 
     // The limit is per sender: another peer is not affected.
-    let mut bob = ChatClient::register(server.addr, "bob", "bob-password");
+    let mut bob =
+        ChatClient::register_with_flags(server.addr, "bob", "bob-password", &["--plaintext"]);
     alice.expect(r#""bob" joined"#, |e| {
         e["event"] == "joined" && e["peer"]["username"] == "bob"
     });
@@ -435,9 +446,11 @@ fn forgeries_in_a_peers_name_from_elsewhere_do_not_spend_its_rate_limit() {
     // A refill of one datagram per 1000 s: bob gets exactly his burst during the test, so every
     // token a forgery took would be one of his messages lost.
     let (_dir, server) = start_server();
-    let flags = ["--dm-burst", &BURST.to_string(), "--dm-rate", "0.001"];
+    let burst = BURST.to_string();
+    let flags = ["--dm-burst", &burst, "--dm-rate", "0.001", "--plaintext"];
     let mut alice = ChatClient::register_with_flags(server.addr, "alice", "alice-password", &flags);
-    let mut bob = ChatClient::register(server.addr, "bob", "bob-password");
+    let mut bob =
+        ChatClient::register_with_flags(server.addr, "bob", "bob-password", &["--plaintext"]);
     alice.expect(r#""bob" joined"#, |e| {
         e["event"] == "joined" && e["peer"]["username"] == "bob"
     });
@@ -498,4 +511,312 @@ fn forgeries_in_a_peers_name_from_elsewhere_do_not_spend_its_rate_limit() {
         .collect();
     let expected: Vec<(String, u64)> = (1..=BURST).map(|n| (format!("honest {n}"), n)).collect();
     assert_eq!(shown, expected);
+}
+
+// ---- Sealed direct messages (the default) ----
+
+/// A test-owned peer that speaks the sealed protocol through `p2pchat::sealed`: logged in with a
+/// raw connection that announces its own session key and the port of a test-owned UDP socket.
+struct SealedPeer {
+    name: String,
+    key: SessionKey,
+    udp: UdpSocket,
+    tcp: RawConnection,
+    /// The next counter this peer seals under (never reused).
+    counter: u64,
+}
+
+impl SealedPeer {
+    /// Logs `name` in (`register` or `login`) with a fresh key, announcing `udp`'s port.
+    fn start(server: &Server, name: &str, register: bool, udp: UdpSocket) -> SealedPeer {
+        let key = SessionKey::generate();
+        let mut tcp = RawConnection::connect(server.addr);
+        tcp.send(&json!({
+            "type": if register { "register" } else { "login" },
+            "username": name,
+            "password": format!("{name}-password"),
+            "p2p_port": udp.local_addr().unwrap().port(),
+            "public_key": key.public_key().to_base64(),
+        }));
+        let welcome = tcp.expect("welcome", |m| {
+            m["type"] == "welcome" || m["type"] == "error"
+        });
+        assert_eq!(welcome["type"], "welcome", "{welcome}");
+        SealedPeer {
+            name: name.into(),
+            key,
+            udp,
+            tcp,
+            counter: 1,
+        }
+    }
+
+    /// The pairwise keys with `client`, from the key it announced (its `welcome`'s own entry).
+    fn keys_with(&self, client: &ChatClient) -> PairKeys {
+        let welcome = client
+            .history
+            .iter()
+            .find(|e| e["event"] == "welcome")
+            .expect("the client's welcome");
+        let me = welcome["peers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["username"] == client.name.as_str())
+            .expect("the client in its own welcome");
+        let key = PublicKey::from_base64(me["public_key"].as_str().expect("a public key"))
+            .expect("32 bytes");
+        self.key.pair(&self.name, &client.name, &key).unwrap()
+    }
+
+    /// A sealed direct message from this peer to `client`, under the next counter.
+    fn message(&mut self, client: &ChatClient, id: u64, text: &str) -> Vec<u8> {
+        let plaintext = json!({"type": "direct", "from": self.name, "id": id, "text": text});
+        self.counter += 1;
+        self.keys_with(client).seal(
+            Kind::Message,
+            self.counter - 1,
+            plaintext.to_string().as_bytes(),
+        )
+    }
+
+    /// Waits for the next datagram this peer's socket receives.
+    fn next_datagram(&self) -> Vec<u8> {
+        self.udp.set_read_timeout(Some(DEADLINE)).unwrap();
+        let mut buf = vec![0; 65_536];
+        let (n, _) = self
+            .udp
+            .recv_from(&mut buf)
+            .expect("a datagram within the deadline");
+        buf.truncate(n);
+        buf
+    }
+
+    /// Opens a datagram `client` sealed for this peer: its kind and plaintext.
+    fn open(&self, client: &ChatClient, datagram: &[u8]) -> (Kind, Vec<u8>) {
+        let header = Header::parse(datagram).expect("a sealed header");
+        let plaintext = self
+            .keys_with(client)
+            .open(&header, datagram)
+            .expect("it opens under the pairwise keys");
+        (header.kind, plaintext)
+    }
+}
+
+/// A server, alice (a real client, sealing) and bob (a test-owned sealed peer); alice has seen
+/// bob join.
+fn alice_and_sealed_bob() -> (tempfile::TempDir, Server, ChatClient, SealedPeer) {
+    let (dir, server) = start_server();
+    let mut alice = ChatClient::register(server.addr, "alice", "alice-password");
+    let bob = SealedPeer::start(&server, "bob", true, udp_socket());
+    alice.expect(r#""bob" joined"#, |e| {
+        e["event"] == "joined" && e["peer"]["username"] == "bob"
+    });
+    (dir, server, alice, bob)
+}
+
+#[test]
+fn a_sealed_direct_message_hides_its_text_on_the_wire_and_its_acknowledgement_reports_it_delivered()
+{
+    let (_dir, _server, mut alice, mut bob) = alice_and_sealed_bob();
+    let secret = "the plan is under the third stone";
+    alice.send(&format!("@bob: {secret}"));
+    let datagram = bob.next_datagram();
+    // What travels: a version byte, a header, ciphertext; never the text, the names or JSON.
+    assert_eq!(datagram[0], p2pchat::sealed::VERSION);
+    for clear in [secret.as_bytes(), b"third stone", b"alice", b"\"text\""] {
+        assert!(
+            !datagram.windows(clear.len()).any(|w| w == clear),
+            "{:?} is readable in the datagram",
+            String::from_utf8_lossy(clear)
+        );
+    }
+    // bob, and only someone with bob's session key, reads it.
+    let (kind, plaintext) = bob.open(&alice, &datagram);
+    assert_eq!(kind, Kind::Message);
+    let message: Value = serde_json::from_slice(&plaintext).unwrap();
+    assert_eq!(
+        message,
+        json!({"type": "direct", "from": "alice", "id": 1, "text": secret})
+    );
+    assert_eq!(alice.expect_event("direct_sent")["id"], 1);
+    // bob acknowledges it, sealed: alice reports it delivered.
+    bob.counter += 1;
+    let ack = bob
+        .keys_with(&alice)
+        .seal(Kind::Ack, bob.counter - 1, &1u64.to_be_bytes());
+    bob.udp.send_to(&ack, alice.p2p_addr()).unwrap();
+    assert_eq!(
+        alice.expect("the delivery report", |e| e["event"] == "direct_delivered"
+            || e["event"] == "direct_failed"),
+        json!({"event": "direct_delivered", "to": "bob", "id": 1})
+    );
+    let stats = alice.stats();
+    assert_eq!(count(&stats, &["acks"]), 1, "{stats}");
+}
+
+#[test]
+fn an_unanswered_sealed_message_is_sent_max_tries_times_each_under_a_new_counter_then_reported_not_delivered(
+) {
+    let (_dir, _server, mut alice, bob) = alice_and_sealed_bob();
+    let started = Instant::now();
+    alice.send("@bob: are you there?");
+    let report = alice.expect("the delivery report", |e| {
+        e["event"] == "direct_delivered" || e["event"] == "direct_failed"
+    });
+    assert_eq!(
+        report,
+        json!({"event": "direct_failed", "to": "bob", "id": 1, "reason": "no answer from bob"})
+    );
+    // The schedule's sum (2.7 s): a lower bound that holds on any machine.
+    assert!(
+        started.elapsed() >= time_to_verdict(),
+        "{:?}",
+        started.elapsed()
+    );
+    // MAX_TRIES tries, each sealed anew (a new counter), the same message id.
+    let mut counters = Vec::new();
+    for _ in 0..MAX_TRIES {
+        let datagram = bob.next_datagram();
+        let (kind, plaintext) = bob.open(&alice, &datagram);
+        assert_eq!(kind, Kind::Message);
+        let message: Value = serde_json::from_slice(&plaintext).unwrap();
+        assert_eq!(message["id"], 1);
+        counters.push(Header::parse(&datagram).unwrap().counter);
+    }
+    let unique: std::collections::HashSet<_> = counters.iter().collect();
+    assert_eq!(unique.len(), MAX_TRIES as usize, "{counters:?}");
+    bob.udp.set_nonblocking(true).unwrap();
+    let mut buf = [0; 2048];
+    assert!(
+        bob.udp.recv_from(&mut buf).is_err(),
+        "one try too many was sent"
+    );
+}
+
+#[test]
+fn a_retransmitted_message_is_shown_once_and_acknowledged_each_time() {
+    let (_dir, _server, mut alice, mut bob) = alice_and_sealed_bob();
+    // The same message (id 1) twice, as a sender whose acknowledgement was lost sends it again:
+    // sealed anew, a new counter.
+    let first = bob.message(&alice, 1, "only once, please");
+    let again = bob.message(&alice, 1, "only once, please");
+    bob.udp.send_to(&first, alice.p2p_addr()).unwrap();
+    bob.udp.send_to(&again, alice.p2p_addr()).unwrap();
+    let stats = alice.wait_for_stats("both received", |s| count(s, &["received"]) == 2);
+    assert_eq!(count(&stats, &["delivered"]), 1, "{stats}");
+    assert_eq!(count(&stats, &["duplicates"]), 1, "{stats}");
+    assert_eq!(events_of(&alice, "direct").count(), 1);
+    for _ in 0..2 {
+        let (kind, plaintext) = bob.open(&alice, &bob.next_datagram());
+        assert_eq!((kind, plaintext), (Kind::Ack, 1u64.to_be_bytes().to_vec()));
+    }
+}
+
+#[test]
+fn forged_replayed_stale_and_truncated_sealed_datagrams_are_never_shown_and_are_counted() {
+    let (_dir, server, mut alice, mut bob) = alice_and_sealed_bob();
+    let started = Instant::now();
+    let target = alice.p2p_addr();
+    // Every attack comes from bob's announced address: the source check passes, so only the
+    // sealing decides.
+    let clear = forged("bob", 1);
+    let stranger_key = SessionKey::generate();
+    let alice_key = {
+        let welcome = alice
+            .history
+            .iter()
+            .find(|e| e["event"] == "welcome")
+            .unwrap();
+        PublicKey::from_base64(welcome["peers"][0]["public_key"].as_str().unwrap()).unwrap()
+    };
+    let plaintext = json!({"type": "direct", "from": "bob", "id": 1, "text": "forged"}).to_string();
+    // Sealed under a key of its own, naming it.
+    let unknown = stranger_key.pair("bob", "alice", &alice_key).unwrap().seal(
+        Kind::Message,
+        1,
+        plaintext.as_bytes(),
+    );
+    // Sealed under that key but naming bob's: the key id is public, the key is not.
+    let mut in_bobs_name = unknown.clone();
+    in_bobs_name[2..10].copy_from_slice(&bob.key.public_key().key_id().0);
+    let truncated = bob.message(&alice, 1, "x")[..20].to_vec();
+    for datagram in [&clear, &unknown, &in_bobs_name, &truncated] {
+        bob.udp.send_to(datagram, target).unwrap();
+    }
+    // bob's real message, then the same bytes captured and sent again, three times.
+    let real = bob.message(&alice, 2, "the real one");
+    for _ in 0..4 {
+        bob.udp.send_to(&real, target).unwrap();
+    }
+    // A real message from bob's key but another address.
+    let elsewhere = bob.message(&alice, 3, "from elsewhere");
+    udp_socket().send_to(&elsewhere, target).unwrap();
+    let stats = alice.wait_for_stats("all of them received", |s| count(s, &["received"]) == 9);
+    assert_eq!(count(&stats, &["delivered"]), 1, "{stats}");
+    for (counter, n) in [
+        ("unsealed", 1),
+        ("unknown_key", 1),
+        ("forged", 1),
+        ("truncated", 1),
+        ("replayed", 3),
+        ("unknown_source", 1),
+    ] {
+        assert_eq!(
+            count(&stats, &["dropped", counter]),
+            n,
+            "{counter}: {stats}"
+        );
+    }
+    let shown: Vec<&Value> = events_of(&alice, "direct").collect();
+    assert_eq!(shown.len(), 1, "{shown:#?}");
+    assert_eq!(shown[0]["text"], "the real one");
+    // Six kinds from two sources: the first five get warnings of their own (at most five per
+    // interval), the rest are summed up.
+    assert_few_warnings(&alice, 5, started);
+
+    // bob's session ends and a new one starts on the same address, with a new key: a datagram
+    // sealed in the old session is stale.
+    let old_session = bob.message(&alice, 4, "from the old session");
+    let SealedPeer { udp, tcp, .. } = bob;
+    drop(tcp);
+    alice.expect(r#""bob" left"#, |e| e["event"] == "left");
+    let bob = SealedPeer::start(&server, "bob", false, udp);
+    alice.expect(r#""bob" joined again"#, |e| e["event"] == "joined");
+    bob.udp.send_to(&old_session, target).unwrap();
+    let stats = alice.wait_for_stats("the old session's datagram", |s| {
+        count(s, &["received"]) == 10
+    });
+    assert_eq!(count(&stats, &["dropped", "stale_session"]), 1, "{stats}");
+    assert_eq!(count(&stats, &["delivered"]), 1, "{stats}");
+    assert_eq!(events_of(&alice, "direct").count(), 1);
+}
+
+#[test]
+fn a_sealing_client_and_a_plaintext_client_refuse_to_message_each_other_clearly() {
+    let (_dir, server) = start_server();
+    let mut alice = ChatClient::register(server.addr, "alice", "alice-password");
+    let mut carol =
+        ChatClient::register_with_flags(server.addr, "carol", "carol-password", &["--plaintext"]);
+    alice.expect(r#""carol" joined"#, |e| e["event"] == "joined");
+    alice.send("@carol: hello?");
+    let error = alice.expect_event("error");
+    assert!(
+        error["message"].as_str().unwrap().contains("--plaintext")
+            && error["message"]
+                .as_str()
+                .unwrap()
+                .contains("nothing was sent"),
+        "{error}"
+    );
+    carol.send("@alice: hello?");
+    let error = carol.expect_event("error");
+    assert!(
+        error["message"]
+            .as_str()
+            .unwrap()
+            .contains("seals direct messages"),
+        "{error}"
+    );
+    assert_eq!(count(&alice.stats(), &["received"]), 0);
 }

@@ -24,9 +24,14 @@ use rustyline_async::{Readline, ReadlineEvent};
 /// :l or /peers lists who is online; /stats shows direct messages received, delivered and dropped;
 /// :q or /quit leaves; /help shows this list.
 ///
-/// Received direct messages are dropped (and counted) when oversized, malformed, not from the
-/// announced address of the peer they name, or over that sender's rate limit (a token bucket per
-/// sender address: --dm-burst at once, then --dm-rate per second).
+/// Direct messages are sealed end to end (X25519 session keys, ChaCha20-Poly1305) and
+/// acknowledged: the sender tries 8 times within 2.7 s, then reports "delivered" or "not
+/// delivered". With --plaintext they are clear JSON datagrams, unacknowledged (the lab's capture).
+///
+/// Received direct messages are dropped (and counted) when oversized, malformed, clear at a
+/// client that seals, under an unknown or ended session's key, not from the announced address of
+/// the peer they name, forged, replayed, or over that sender's rate limit (a token bucket per
+/// sender: --dm-burst at once, then --dm-rate per second).
 ///
 /// When stdin is not a terminal, its lines answer the prompts in order (login or register, the
 /// username, the password) and every later line is a command; end of input quits.
@@ -116,6 +121,7 @@ async fn run(args: &ClientArgs, format: Format, terminal: bool) -> Result<(), Cl
         );
     }
     client.set_direct_limits(limits)?;
+    client.set_plaintext(args.plaintext);
     print_line(&format.line(&ClientEvent::Connected {
         server: client.server_addr(),
         p2p_addr: client.p2p_addr(),

@@ -49,8 +49,10 @@ pub struct ClientArgs {
     #[arg(long)]
     pub json: bool,
 
-    /// Speak the plaintext protocol, without TLS: anyone on the network reads the password and
-    /// every message. For the lab's teaching capture; the server must run with --plaintext too.
+    /// Speak the clear protocol, without TLS and with clear direct messages: anyone on the
+    /// network reads the password and every message. For the lab's teaching capture; the server
+    /// must run with --plaintext too. Direct messages are then clear JSON datagrams,
+    /// unacknowledged, and a client that seals them (the default) drops them.
     #[arg(long, conflicts_with_all = ["trust", "known_servers"], help_heading = "Trust")]
     pub plaintext: bool,
 

@@ -1,19 +1,281 @@
 //! Direct messages as the person sees them: sending one straight to a peer's announced UDP
-//! address, turning what the [`DirectInbox`](super::DirectInbox) made of a received datagram
-//! into events, and telling the inbox when a peer's session ends or starts. The checks
-//! themselves are the inbox's; the chat loop in `client/mod.rs` calls these.
+//! address — sealed and acknowledged by default, clear JSON in `--plaintext` mode — sending
+//! acknowledgements and retransmissions, turning what the [`DirectInbox`] made of a received
+//! datagram into events, and telling the inbox and the pairwise keys when a peer's session ends
+//! or starts. The checks are the inbox's, the cryptography [`crate::sealed`]'s, the schedule
+//! [`in_flight`](super::in_flight)'s; the chat loop in `client/mod.rs` calls these.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::channel::mpsc;
 
 use crate::protocol::{
-    encode_datagram, Datagram, DirectMessage, ServerMessage, MAX_DATAGRAM_BYTES,
+    encode_datagram, Datagram, DirectMessage, PeerInfo, ServerMessage, MAX_DATAGRAM_BYTES,
 };
-use crate::runtime::UdpSocket;
+use crate::runtime::{self, UdpSocket};
+use crate::sealed::{Kind, OVERHEAD};
 
 use super::direct_inbox::{DirectInbox, DropSummary, Received};
 use super::event::ClientEvent;
+use super::in_flight::{Due, InFlight, MAX_IN_FLIGHT};
+use super::pairs::Pairs;
 use super::peer_list::PeerList;
 
+/// A retransmission timer that fired: the peer's name and the message id.
+pub(super) type TimerFired = (String, u64);
+
+/// Sending direct messages, and the per-session state that takes: the pairwise keys (absent in
+/// `--plaintext` mode), the messages awaiting an acknowledgement, and their timers.
+pub(super) struct Courier {
+    udp: Arc<UdpSocket>,
+    /// `None` in `--plaintext` mode.
+    pairs: Option<Pairs>,
+    in_flight: InFlight,
+    timers: mpsc::Sender<TimerFired>,
+    next_id: u64,
+}
+
+impl Courier {
+    /// A courier sending from `udp`, sealing with `pairs` (or clear when `None`); timers fire
+    /// into the receiver returned with it.
+    pub(super) fn new(
+        udp: Arc<UdpSocket>,
+        pairs: Option<Pairs>,
+    ) -> (Courier, mpsc::Receiver<TimerFired>) {
+        // One timer per message in flight at most, and those are bounded.
+        let (timers, fired) = mpsc::channel(MAX_IN_FLIGHT);
+        let courier = Courier {
+            udp,
+            pairs,
+            in_flight: InFlight::default(),
+            timers,
+            next_id: 1,
+        };
+        (courier, fired)
+    }
+
+    /// What the inbox makes of one received datagram, with the acknowledgement it calls for
+    /// sent, as the event the person sees (if any).
+    pub(super) async fn receive(
+        &mut self,
+        inbox: &mut DirectInbox,
+        payload: &[u8],
+        source: SocketAddr,
+        peers: &PeerList,
+        now: Instant,
+    ) -> Option<ClientEvent> {
+        let Some(pairs) = self.pairs.as_mut() else {
+            return received_event(inbox.receive(payload, source, peers, now));
+        };
+        let received = inbox.receive_sealed(payload, source, peers, pairs, now);
+        match &received {
+            Received::Delivered { from, id, .. } | Received::Duplicate { from, id, .. } => {
+                if let Some(warning) = self.acknowledge(from, *id, peers).await {
+                    return Some(warning);
+                }
+            }
+            Received::Acked { from, id } => {
+                return self
+                    .in_flight
+                    .acked(from, *id)
+                    .map(|to| ClientEvent::DirectDelivered { to, id: *id });
+            }
+            _ => {}
+        }
+        received_event(received)
+    }
+
+    /// Sends a sealed acknowledgement of `id` to `from`'s announced address; a warning if it
+    /// could not be sent.
+    async fn acknowledge(&mut self, from: &str, id: u64, peers: &PeerList) -> Option<ClientEvent> {
+        let pairs = self.pairs.as_mut()?;
+        let peer = peers.get(from)?;
+        let sent = match pairs.seal(peer, Kind::Ack, &id.to_be_bytes()) {
+            Ok(ack) => self
+                .udp
+                .send_to(&ack, peer.p2p_addr())
+                .await
+                .map(drop)
+                .map_err(|e| e.to_string()),
+            Err(refused) => Err(refused.to_string()),
+        };
+        sent.err().map(|why| ClientEvent::Warning {
+            message: format!("could not acknowledge a direct message from {from}: {why}"),
+        })
+    }
+
+    /// Sends a direct message to `to`: the events it gives at once (sent, or the error that
+    /// kept it from being sent). A sealed one is then awaited: its timer brings its retries and
+    /// at last `direct_failed`, its acknowledgement `direct_delivered`.
+    pub(super) async fn send(
+        &mut self,
+        peers: &PeerList,
+        me: &str,
+        to: String,
+        text: String,
+    ) -> ClientEvent {
+        let Some(peer) = peers.get(&to).cloned() else {
+            return ClientEvent::error(format!("no such user online: {to}; nothing was sent"));
+        };
+        let id = self.next_id;
+        let message = Datagram::Direct(DirectMessage {
+            from: me.to_string(),
+            id,
+            text,
+        });
+        let destination = peer.p2p_addr();
+        let Some(pairs) = self.pairs.as_mut() else {
+            if peer.public_key.is_some() {
+                return ClientEvent::error(format!(
+                    "{} seals direct messages, and this client speaks the clear protocol \
+                     (--plaintext): it would drop them; nothing was sent",
+                    peer.username
+                ));
+            }
+            let Some(payload) = encode_datagram(&message) else {
+                return too_long(MAX_DATAGRAM_BYTES);
+            };
+            self.next_id += 1;
+            return match self.udp.send_to(&payload, destination).await {
+                Ok(_) => ClientEvent::DirectSent {
+                    to: peer.username,
+                    id,
+                    destination,
+                },
+                Err(e) => not_sent(&peer, e),
+            };
+        };
+        let Some(key) = peer.public_key else {
+            return ClientEvent::error(format!(
+                "{} speaks the clear protocol (--plaintext): direct messages to it would not be \
+                 private, so this client does not send them; nothing was sent",
+                peer.username
+            ));
+        };
+        let plaintext = serde_json::to_vec(&message).expect("datagrams always serialize");
+        if plaintext.len() + OVERHEAD > MAX_DATAGRAM_BYTES {
+            return too_long(MAX_DATAGRAM_BYTES - OVERHEAD);
+        }
+        if let Err(busy) = self.in_flight.check_room(&peer.username) {
+            return ClientEvent::error(format!(
+                "{busy}; nothing was sent: wait for their delivery reports"
+            ));
+        }
+        let sealed = match pairs.seal(&peer, Kind::Message, &plaintext) {
+            Ok(sealed) => sealed,
+            Err(refused) => return ClientEvent::error(format!("{refused}; nothing was sent")),
+        };
+        self.next_id += 1;
+        if let Err(e) = self.udp.send_to(&sealed, destination).await {
+            return not_sent(&peer, e);
+        }
+        let wait = self.in_flight.sent(&peer.username, key, id, plaintext);
+        self.start_timer(&peer.username, id, wait);
+        ClientEvent::DirectSent {
+            to: peer.username,
+            id,
+            destination,
+        }
+    }
+
+    /// A retransmission timer fired: send again (sealed anew, under a new counter), or report
+    /// the message as not delivered.
+    pub(super) async fn timer_fired(
+        &mut self,
+        (to, id): TimerFired,
+        peers: &PeerList,
+    ) -> Option<ClientEvent> {
+        let peer = peers.get(&to).cloned();
+        let current_key = peer.as_ref().and_then(|p| p.public_key);
+        match self.in_flight.due(&to, id, current_key) {
+            Due::Nothing => None,
+            Due::GiveUp { to } => {
+                let reason = if current_key.is_some() {
+                    format!("no answer from {to}")
+                } else {
+                    format!("{to} left or logged in again before answering")
+                };
+                Some(ClientEvent::DirectFailed { to, id, reason })
+            }
+            Due::Resend {
+                to,
+                plaintext,
+                wait,
+            } => {
+                let peer = peer?;
+                if let Some(pairs) = self.pairs.as_mut() {
+                    if let Ok(sealed) = pairs.seal(&peer, Kind::Message, &plaintext) {
+                        // A failed send is one more lost try: the schedule goes on.
+                        let _ = self.udp.send_to(&sealed, peer.p2p_addr()).await;
+                    }
+                }
+                self.start_timer(&to, id, wait);
+                None
+            }
+        }
+    }
+
+    fn start_timer(&self, to: &str, id: u64, wait: Duration) {
+        let mut timers = self.timers.clone();
+        let fired = (to.to_string(), id);
+        runtime::spawn(async move {
+            runtime::sleep(wait).await;
+            // The chat loop may have ended meanwhile; then nobody awaits the timer.
+            let _ = timers.try_send(fired);
+        });
+    }
+
+    /// Tells the inbox and the pairwise keys what a message from the server means: a peer that
+    /// left or joined starts a new session (new key, ids from 1 again), so what its last session
+    /// sent must not make its new messages look like replays, and its old key is retired. A full
+    /// list (`peers`, `welcome`) ends the session of everyone missing from it.
+    pub(super) fn track_sessions(&mut self, inbox: &mut DirectInbox, message: &ServerMessage) {
+        match message {
+            ServerMessage::Joined { peer } => {
+                inbox.forget_peer(&peer.username);
+                if let Some(pairs) = self.pairs.as_mut() {
+                    pairs.peer_gone(&peer.username);
+                    pairs.peer_online(peer);
+                }
+            }
+            ServerMessage::Left { username } => {
+                inbox.forget_peer(username);
+                if let Some(pairs) = self.pairs.as_mut() {
+                    pairs.peer_gone(username);
+                }
+            }
+            ServerMessage::Peers { peers } | ServerMessage::Welcome { peers, .. } => {
+                inbox.keep_only(peers.iter().map(|peer| peer.username.as_str()));
+                if let Some(pairs) = self.pairs.as_mut() {
+                    pairs.replace(peers);
+                }
+            }
+            _ => return,
+        }
+        if let Some(pairs) = &self.pairs {
+            inbox.keep_current_keys(pairs);
+        }
+    }
+}
+
+fn too_long(max: usize) -> ClientEvent {
+    ClientEvent::error(format!(
+        "direct message too long: one datagram carries at most {max} bytes of message; nothing was sent"
+    ))
+}
+
+fn not_sent(peer: &PeerInfo, e: std::io::Error) -> ClientEvent {
+    ClientEvent::error(format!(
+        "could not send to {} at {}: {e}",
+        peer.username,
+        peer.p2p_addr()
+    ))
+}
+
 /// What the person sees of a received datagram: the message, a warning about its drop, or
-/// nothing (a drop only counted, for the next summary).
+/// nothing (a drop only counted, for the next summary; a retransmission; an acknowledgement).
 pub(super) fn received_event(received: Received) -> Option<ClientEvent> {
     match received {
         Received::Delivered {
@@ -30,22 +292,7 @@ pub(super) fn received_event(received: Received) -> Option<ClientEvent> {
         Received::Dropped(dropped) => Some(ClientEvent::Warning {
             message: dropped.to_string(),
         }),
-        Received::Counted => None,
-    }
-}
-
-/// Tells the inbox what a message from the server means for its replay memory: a peer that left
-/// or joined starts a new session whose direct-message ids count from 1 again, so what its last
-/// session sent must not make its new messages look like replays. A full list (`peers`,
-/// `welcome`) ends the session of everyone missing from it.
-pub(super) fn track_sessions(inbox: &mut DirectInbox, message: &ServerMessage) {
-    match message {
-        ServerMessage::Joined { peer } => inbox.forget_peer(&peer.username),
-        ServerMessage::Left { username } => inbox.forget_peer(username),
-        ServerMessage::Peers { peers } | ServerMessage::Welcome { peers, .. } => {
-            inbox.keep_only(peers.iter().map(|peer| peer.username.as_str()))
-        }
-        _ => {}
+        Received::Counted | Received::Duplicate { .. } | Received::Acked { .. } => None,
     }
 }
 
@@ -53,41 +300,5 @@ pub(super) fn track_sessions(inbox: &mut DirectInbox, message: &ServerMessage) {
 pub(super) fn summary_event(summary: DropSummary) -> ClientEvent {
     ClientEvent::Warning {
         message: summary.to_string(),
-    }
-}
-
-/// Sends a direct message straight to `to`'s announced UDP address.
-pub(super) async fn send_direct(
-    udp: &UdpSocket,
-    peers: &PeerList,
-    me: &str,
-    id: u64,
-    to: String,
-    text: String,
-) -> ClientEvent {
-    let Some(peer) = peers.get(&to) else {
-        return ClientEvent::error(format!("no such user online: {to}; nothing was sent"));
-    };
-    let destination = peer.p2p_addr();
-    let datagram = Datagram::Direct(DirectMessage {
-        from: me.to_string(),
-        id,
-        text,
-    });
-    let Some(payload) = encode_datagram(&datagram) else {
-        return ClientEvent::error(format!(
-            "direct message too long: one datagram carries at most {MAX_DATAGRAM_BYTES} bytes; nothing was sent"
-        ));
-    };
-    match udp.send_to(&payload, destination).await {
-        Ok(_) => ClientEvent::DirectSent {
-            to: peer.username.clone(),
-            id,
-            destination,
-        },
-        Err(e) => ClientEvent::error(format!(
-            "could not send to {} at {destination}: {e}",
-            peer.username
-        )),
     }
 }

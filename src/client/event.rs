@@ -51,11 +51,25 @@ pub enum ClientEvent {
         id: u64,
         destination: SocketAddr,
     },
+    /// The peer acknowledged the sealed direct message `id`: it reached `to`'s client.
+    DirectDelivered {
+        to: String,
+        id: u64,
+    },
+    /// The sealed direct message `id` went unacknowledged through every try (or `to` left
+    /// before answering): `to` most likely never got it.
+    DirectFailed {
+        to: String,
+        id: u64,
+        reason: String,
+    },
     Help {
         text: String,
     },
     /// The direct-message counters, in answer to `/stats`: datagrams received, delivered, and
-    /// dropped by reason (`oversized`, `malformed`, `unknown_source`, `rate_limited`, `replayed`).
+    /// dropped by reason (`oversized`, `malformed`, `unknown_source`, `rate_limited`, `replayed`,
+    /// `unsealed`, `truncated`, `unknown_key`, `stale_session`, `forged`), acknowledgements and
+    /// retransmissions received.
     DirectStats(DirectStats),
     /// Something was dropped or ignored (a datagram from an unknown address, …).
     Warning {
@@ -107,14 +121,25 @@ impl ClientEvent {
             ClientEvent::DirectSent { to, .. } => {
                 format!("* direct message sent to {}", escape(to))
             }
+            ClientEvent::DirectDelivered { to, .. } => {
+                format!("* direct message to {} delivered", escape(to))
+            }
+            ClientEvent::DirectFailed { to, reason, .. } => format!(
+                "! direct message to {} not delivered: {}",
+                escape(to),
+                escape(reason)
+            ),
             // The client's own text (the command list), several lines on purpose.
             ClientEvent::Help { text } => text.clone(),
             ClientEvent::DirectStats(stats) => format!(
-                "* direct messages: {} received, {} delivered, {} dropped ({}); {} sender(s) rate-tracked",
+                "* direct messages: {} received, {} delivered, {} dropped ({}); {} acknowledgement(s), \
+                 {} retransmission(s) already shown; {} sender(s) rate-tracked",
                 stats.received,
                 stats.delivered,
                 stats.dropped.total(),
                 stats.dropped,
+                stats.acks,
+                stats.duplicates,
                 stats.sources_tracked
             ),
             ClientEvent::Warning { message } => format!("! warning: {}", escape(message)),
@@ -187,6 +212,7 @@ mod tests {
             username: name.into(),
             ip: "127.0.0.1".parse().unwrap(),
             p2p_port: 9,
+            public_key: None,
         };
         let shown = [
             ClientEvent::Joined { peer: peer.clone() }.render(10),
@@ -236,14 +262,43 @@ mod tests {
                 ..Default::default()
             },
             sources_tracked: 1,
+            acks: 0,
+            duplicates: 0,
         });
         assert_eq!(
             serde_json::to_string(&event).unwrap(),
-            r#"{"event":"direct_stats","received":3,"delivered":1,"dropped":{"oversized":0,"malformed":2,"unknown_source":0,"rate_limited":0,"replayed":0},"sources_tracked":1}"#
+            r#"{"event":"direct_stats","received":3,"delivered":1,"dropped":{"oversized":0,"malformed":2,"unknown_source":0,"rate_limited":0,"replayed":0,"unsealed":0,"truncated":0,"unknown_key":0,"stale_session":0,"forged":0},"sources_tracked":1,"acks":0,"duplicates":0}"#
         );
         assert_eq!(
             event.render(10),
-            "* direct messages: 3 received, 1 delivered, 2 dropped (2 malformed); 1 sender(s) rate-tracked"
+            "* direct messages: 3 received, 1 delivered, 2 dropped (2 malformed); 0 acknowledgement(s), \
+             0 retransmission(s) already shown; 1 sender(s) rate-tracked"
+        );
+    }
+
+    #[test]
+    fn delivery_reports_read_for_a_person_and_as_json() {
+        let delivered = ClientEvent::DirectDelivered {
+            to: "bob".into(),
+            id: 3,
+        };
+        assert_eq!(delivered.render(10), "* direct message to bob delivered");
+        assert_eq!(
+            serde_json::to_string(&delivered).unwrap(),
+            r#"{"event":"direct_delivered","to":"bob","id":3}"#
+        );
+        let failed = ClientEvent::DirectFailed {
+            to: "bob".into(),
+            id: 4,
+            reason: "no answer from bob".into(),
+        };
+        assert_eq!(
+            failed.render(10),
+            "! direct message to bob not delivered: no answer from bob"
+        );
+        assert_eq!(
+            serde_json::to_string(&failed).unwrap(),
+            r#"{"event":"direct_failed","to":"bob","id":4,"reason":"no answer from bob"}"#
         );
     }
 

@@ -4,15 +4,19 @@
 //! `p2pchat-client` binary feeds it commands and prints its events.
 //!
 //! Direct messages go from this client's UDP socket straight to the peer's announced address;
-//! the server never sees them. Received datagrams pass the checks and limits of
-//! [`direct_inbox`] before they are shown.
+//! the server never sees them. By default they are sealed end to end ([`crate::sealed`]) with a
+//! key pair made for this session, acknowledged by the receiver and sent again until they are
+//! (`in_flight`); with `--plaintext` they are today's clear JSON datagrams. Received datagrams
+//! pass the checks and limits of [`direct_inbox`] before they are shown.
 //!
 //! Its parts: [`command`] (what the person types), [`config`] (the flags, and every default of
 //! the client), [`secure`] (TLS and whom to trust, before anything is said) with
 //! [`known_servers`] (the pinned fingerprints), [`direct_inbox`] (the checks on received
-//! datagrams), `direct` (sending direct messages, and received ones as events), [`error`] (why
-//! the client stops, exit statuses), [`event`] (what it reports), [`screen`] (text from others
-//! laid out safely for a terminal), [`peer_list`] (who is online). The timeouts and buffer sizes
+//! datagrams), `direct` (sending direct messages, and received ones as events), [`pairs`] (the
+//! session key and the pairwise keys), [`in_flight`] (sealed messages awaiting an
+//! acknowledgement), [`error`] (why the client stops, exit statuses), [`event`] (what it
+//! reports), [`screen`] (text from others laid out safely for a terminal),
+//! [`peer_list`] (who is online). The timeouts and buffer sizes
 //! below are fixed, not settings, so they live beside the code that uses them.
 
 pub mod command;
@@ -21,7 +25,9 @@ mod direct;
 pub mod direct_inbox;
 pub mod error;
 pub mod event;
+pub mod in_flight;
 pub mod known_servers;
+pub mod pairs;
 pub mod peer_list;
 pub mod screen;
 pub mod secure;
@@ -39,7 +45,9 @@ use crate::protocol::{
     MAX_LINE_BYTES, MAX_SERVER_LINE_BYTES,
 };
 use crate::runtime::{self, TcpStream, ToSocketAddrs, UdpSocket};
-use direct::{received_event, send_direct, summary_event};
+use crate::sealed::SessionKey;
+use direct::{summary_event, Courier};
+use pairs::Pairs;
 
 pub use command::Command;
 pub use config::{ClientArgs, DirectLimits};
@@ -86,8 +94,11 @@ pub struct Client {
     p2p_addr: SocketAddr,
     username: String,
     peers: PeerList,
-    next_direct_id: u64,
     direct_limits: DirectLimits,
+    /// Whether direct messages are sealed (the default) or clear (`--plaintext`).
+    sealed: bool,
+    /// This session's key and pairwise keys, made at authentication when sealing.
+    pairs: Option<Pairs>,
 }
 
 impl Client {
@@ -180,8 +191,9 @@ impl Client {
             p2p_addr,
             username: String::new(),
             peers: PeerList::default(),
-            next_direct_id: 1,
             direct_limits: DirectLimits::default(),
+            sealed: true,
+            pairs: None,
         })
     }
 
@@ -204,12 +216,19 @@ impl Client {
         Ok(())
     }
 
+    /// Speak the clear direct-message protocol (`--plaintext`: clear JSON datagrams, no key, no
+    /// acknowledgements) instead of sealing. Call it before [`Client::authenticate`].
+    pub fn set_plaintext(&mut self, plaintext: bool) {
+        self.sealed = !plaintext;
+    }
+
     /// Where this client receives direct messages.
     pub fn p2p_addr(&self) -> SocketAddr {
         self.p2p_addr
     }
 
-    /// Logs in or registers, announcing the UDP port. On success reports `welcome`.
+    /// Logs in or registers, announcing the UDP port and (unless in `--plaintext` mode) the
+    /// public key of a key pair made for this session. On success reports `welcome`.
     pub async fn authenticate(
         &mut self,
         mode: AuthMode,
@@ -217,10 +236,14 @@ impl Client {
         password: &str,
         emit: &mut dyn FnMut(ClientEvent),
     ) -> Result<(), ClientError> {
+        // A fresh key pair for every session: nothing sealed in it can be opened later with
+        // anything kept on disk, and an ended session's datagrams name a key no one uses.
+        let pairs = self.sealed.then(|| Pairs::new(SessionKey::generate()));
         let credentials = Credentials {
             username: username.to_string(),
             password: password.to_string(),
             p2p_port: self.p2p_addr.port(),
+            public_key: pairs.as_ref().map(Pairs::public_key),
         };
         let request = match mode {
             AuthMode::Login => ClientMessage::Login(credentials),
@@ -232,6 +255,11 @@ impl Client {
                 ServerMessage::Welcome { username, peers } => {
                     self.username = username.clone();
                     self.peers.replace(peers.clone());
+                    self.pairs = pairs.map(|mut pairs| {
+                        pairs.set_my_name(&username);
+                        pairs.replace(&peers);
+                        pairs
+                    });
                     emit(ClientEvent::Welcome { username, peers });
                     return Ok(());
                 }
@@ -260,11 +288,12 @@ impl Client {
             mut writer,
             mut peers,
             username,
-            mut next_direct_id,
             direct_limits,
+            pairs,
             ..
         } = self;
         let mut inbox = DirectInbox::new(direct_limits);
+        let (mut courier, timers) = Courier::new(udp.clone(), pairs);
         let from_server = stream::unfold(reader, |mut reader| async move {
             let line = reader.next_line().await;
             Some((Input::Server(line), reader))
@@ -280,13 +309,14 @@ impl Client {
         let from_person = commands
             .map(Input::Command)
             .chain(stream::iter([Input::EndOfCommands]));
+        let from_timers = timers.map(Input::Retransmit);
         let ticks = stream::unfold((), |()| async {
             runtime::sleep(HOUSEKEEPING_TICK).await;
             Some((Input::Tick, ()))
         });
         // Pinned on the heap: the unfold streams hold futures that must not move.
         let mut inputs = Box::pin(stream::select(
-            stream::select(from_server, ticks),
+            stream::select(from_server, stream::select(ticks, from_timers)),
             stream::select(from_peers, from_person),
         ));
 
@@ -300,7 +330,7 @@ impl Client {
                         send(&mut writer, &ClientMessage::Pong).await?;
                         continue;
                     }
-                    direct::track_sessions(&mut inbox, &message);
+                    courier.track_sessions(&mut inbox, &message);
                     on_server_message(message, &mut peers, emit)?;
                 }
                 Input::Server(Ok(None)) => {
@@ -315,13 +345,19 @@ impl Client {
                 }
                 Input::Datagram(Ok((payload, source))) => {
                     let now = Instant::now();
-                    if let Some(event) =
-                        received_event(inbox.receive(&payload, source, &peers, now))
+                    if let Some(event) = courier
+                        .receive(&mut inbox, &payload, source, &peers, now)
+                        .await
                     {
                         emit(event);
                     }
                     if let Some(summary) = inbox.summary(now) {
                         emit(summary_event(summary));
+                    }
+                }
+                Input::Retransmit(fired) => {
+                    if let Some(event) = courier.timer_fired(fired, &peers).await {
+                        emit(event);
                     }
                 }
                 Input::Tick => {
@@ -353,9 +389,7 @@ impl Client {
                         }
                     }
                     Ok(Some(Command::Direct { to, text })) => {
-                        let id = next_direct_id;
-                        next_direct_id += 1;
-                        emit(send_direct(&udp, &peers, &username, id, to, text).await);
+                        emit(courier.send(&peers, &username, to, text).await);
                     }
                     Err(wrong) => emit(ClientEvent::error(wrong.to_string())),
                 },
@@ -379,6 +413,8 @@ enum Input {
     EndOfCommands,
     /// Time passed (every [`HOUSEKEEPING_TICK`]).
     Tick,
+    /// A sealed direct message's retransmission timer fired.
+    Retransmit(direct::TimerFired),
 }
 
 async fn send(out: &mut StreamWriter, message: &ClientMessage) -> Result<(), ClientError> {

@@ -58,6 +58,7 @@ mod tests {
             username: name.into(),
             ip: addr.ip(),
             p2p_port: addr.port(),
+            public_key: None,
         }
     }
 

@@ -49,6 +49,7 @@ pub(super) async fn authenticate(
                 username,
                 password,
                 p2p_port,
+                public_key,
             },
         action,
         pending,
@@ -160,6 +161,7 @@ pub(super) async fn authenticate(
         username: username.clone(),
         ip,
         p2p_port,
+        public_key,
     };
     let join = Event::Join {
         id,

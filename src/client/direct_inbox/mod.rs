@@ -27,6 +27,25 @@
 //! [`DropSummary`] at most once per [`SUMMARY_INTERVAL`]. The running totals are always available
 //! as a [`DirectStats`] (`/stats`, `stats`).
 //!
+//! A client that seals (the default) takes only sealed datagrams ([`DirectInbox::receive_sealed`]),
+//! checked in this order; the first that fails drops the datagram and counts it:
+//! 1. `oversized`, as above;
+//! 2. `unsealed`: a clear JSON datagram (it starts with `{`); `truncated`: too short for a
+//!    header and tag; `malformed`: a version or kind this client does not know;
+//! 3. `stale_session`: its key id names the key of a peer's ended session; `unknown_key`: a key
+//!    that no online peer has (and no ended session had);
+//! 4. `unknown_source`: not sent from the announced address of the peer whose key it names;
+//! 5. `forged`: it does not authenticate under that key (ChaCha20-Poly1305);
+//! 6. `replayed`: its counter was already authenticated under that key, or is more than the
+//!    replay window older than the newest (`replay_window`);
+//! 7. an acknowledgement ends here ([`Received::Acked`]); a message goes on to `rate_limited`,
+//!    then `malformed` (a plaintext that is not a `direct` message from that peer), and then its
+//!    id: one already shown is a retransmission ([`Received::Duplicate`]: acknowledged again,
+//!    not shown), anything else is [`Received::Delivered`].
+//!
+//! Nothing before step 5 is believed, and nothing is remembered before it: a forgery can neither
+//! mark a counter as seen nor spend the peer's tokens.
+//!
 //! The limits' defaults live in [`config`](super::config); the table sizes, the replay window and
 //! the intervals above are fixed and live beside the code they bound. This module never does I/O
 //! and takes the time as an argument, so it is tested without a clock.
@@ -34,8 +53,10 @@
 use std::net::SocketAddr;
 use std::time::Instant;
 
+use super::pairs::Pairs;
 use super::peer_list::PeerList;
 use crate::protocol::{decode_datagram, Datagram, DecodeError, DirectMessage};
+use crate::sealed::{Header, Kind, OpenError};
 
 mod replay_window;
 mod report;
@@ -48,7 +69,7 @@ pub use report::{DropSummary, MAX_WARNED_PAIRS, SUMMARY_INTERVAL, WARNINGS_PER_I
 pub use source_buckets::MAX_TRACKED_SOURCES;
 pub use stats::{DirectStats, DropCounts, DropKind};
 
-use replay_window::SeenIds;
+use replay_window::{SeenCounters, SeenIds};
 use report::DropReporter;
 use source_buckets::SourceBuckets;
 
@@ -81,6 +102,15 @@ pub enum Received {
         text: String,
         source: SocketAddr,
     },
+    /// A sealed retransmission of a message already delivered: not shown again, but to be
+    /// acknowledged again (the first acknowledgement was lost).
+    Duplicate {
+        from: String,
+        id: u64,
+        source: SocketAddr,
+    },
+    /// A sealed acknowledgement from `from` of the message `id` this client sent.
+    Acked { from: String, id: u64 },
     /// Dropped, and worth a warning of its own.
     Dropped(Dropped),
     /// Dropped and only counted: it will be in the next [`DropSummary`].
@@ -113,6 +143,30 @@ pub enum Rejection {
         id: u64,
         window: u64,
     },
+    /// A clear JSON datagram at a client that seals.
+    #[error("a clear (unsealed) datagram; this client takes only sealed direct messages")]
+    Unsealed,
+    /// A sealed datagram this client cannot read: too short, or a version or kind it does not
+    /// know.
+    #[error("{0}")]
+    Unreadable(OpenError),
+    /// The key it names belongs to no online peer now; `ended` when it was a peer's earlier
+    /// session.
+    #[error("{}", if *ended { "sealed under the key of a session that has ended" } else { "sealed under a key that no online peer has" })]
+    UnknownKey { ended: bool },
+    /// Not sent from the announced address of the peer whose key it names.
+    #[error("sealed under {claimed:?}'s key, but not from {claimed:?}'s announced address")]
+    SealedFromElsewhere { claimed: String },
+    /// It does not authenticate under the key its header names.
+    #[error("it names {claimed:?}'s key but does not decrypt under it: forged or corrupted")]
+    Forged { claimed: String },
+    /// Its counter was already authenticated under that key (a captured datagram sent again).
+    #[error("{claimed:?} already sent a datagram with counter {counter}, or one more than {window} newer: a replayed datagram")]
+    ReplayedCounter {
+        claimed: String,
+        counter: u64,
+        window: u64,
+    },
     /// The sender used up its token bucket (`burst`, refilled at `rate` per second).
     #[error(
         "{claimed:?} sent more than {burst} direct messages at once ({rate} per second after \
@@ -133,7 +187,14 @@ impl Rejection {
             Rejection::Malformed(_) => DropKind::Malformed,
             Rejection::UnknownSource { .. } => DropKind::UnknownSource,
             Rejection::RateLimited { .. } => DropKind::RateLimited,
-            Rejection::Replayed { .. } => DropKind::Replayed,
+            Rejection::Replayed { .. } | Rejection::ReplayedCounter { .. } => DropKind::Replayed,
+            Rejection::Unsealed => DropKind::Unsealed,
+            Rejection::Unreadable(OpenError::Truncated { .. }) => DropKind::Truncated,
+            Rejection::Unreadable(_) => DropKind::Malformed,
+            Rejection::UnknownKey { ended: true } => DropKind::StaleSession,
+            Rejection::UnknownKey { ended: false } => DropKind::UnknownKey,
+            Rejection::SealedFromElsewhere { .. } => DropKind::UnknownSource,
+            Rejection::Forged { .. } => DropKind::Forged,
         }
     }
 }
@@ -165,6 +226,7 @@ pub struct DirectInbox {
     limits: DirectLimits,
     buckets: SourceBuckets,
     seen: SeenIds,
+    counters: SeenCounters,
     stats: DirectStats,
     reporter: DropReporter,
 }
@@ -175,6 +237,7 @@ impl DirectInbox {
             limits,
             buckets: SourceBuckets::new(limits.burst, limits.rate),
             seen: SeenIds::default(),
+            counters: SeenCounters::default(),
             stats: DirectStats::default(),
             reporter: DropReporter::default(),
         }
@@ -190,10 +253,42 @@ impl DirectInbox {
         now: Instant,
     ) -> Received {
         self.stats.received = self.stats.received.saturating_add(1);
-        match self.check(payload, source, peers, now) {
-            Ok(delivered) => {
-                self.stats.delivered = self.stats.delivered.saturating_add(1);
-                delivered
+        let checked = self.check(payload, source, peers, now);
+        self.account(checked, source, now)
+    }
+
+    /// Checks one sealed datagram received at `now` from `source` (a client that seals takes
+    /// no other kind): delivered, a retransmission or an acknowledgement, dropped with a
+    /// warning, or dropped and only counted.
+    pub fn receive_sealed(
+        &mut self,
+        payload: &[u8],
+        source: SocketAddr,
+        peers: &PeerList,
+        pairs: &mut Pairs,
+        now: Instant,
+    ) -> Received {
+        self.stats.received = self.stats.received.saturating_add(1);
+        let checked = self.check_sealed(payload, source, peers, pairs, now);
+        self.account(checked, source, now)
+    }
+
+    /// Counts an outcome, and decides whether a drop gets a warning of its own.
+    fn account(
+        &mut self,
+        checked: Result<Received, Rejection>,
+        source: SocketAddr,
+        now: Instant,
+    ) -> Received {
+        match checked {
+            Ok(received) => {
+                let counter = match received {
+                    Received::Acked { .. } => &mut self.stats.acks,
+                    Received::Duplicate { .. } => &mut self.stats.duplicates,
+                    _ => &mut self.stats.delivered,
+                };
+                *counter = counter.saturating_add(1);
+                received
             }
             Err(rejection) => {
                 let kind = rejection.kind();
@@ -208,6 +303,98 @@ impl DirectInbox {
                 }
             }
         }
+    }
+
+    /// The sealed checks, in the order of the module's header.
+    fn check_sealed(
+        &mut self,
+        payload: &[u8],
+        source: SocketAddr,
+        peers: &PeerList,
+        pairs: &mut Pairs,
+        now: Instant,
+    ) -> Result<Received, Rejection> {
+        if payload.len() > self.limits.max_bytes {
+            return Err(Rejection::Oversized {
+                size: payload.len(),
+                limit: self.limits.max_bytes,
+            });
+        }
+        if payload.first() == Some(&b'{') {
+            return Err(Rejection::Unsealed);
+        }
+        let header = Header::parse(payload).map_err(Rejection::Unreadable)?;
+        let Some(peer) = pairs
+            .named_by(&header.key_id)
+            .and_then(|name| peers.get(name))
+            .cloned()
+        else {
+            return Err(Rejection::UnknownKey {
+                ended: pairs.is_retired(&header.key_id),
+            });
+        };
+        let claimed = peer.username.clone();
+        if peers.verify_source(&peer.username, source).is_none() {
+            return Err(Rejection::SealedFromElsewhere { claimed });
+        }
+        let keys = pairs
+            .keys(&peer)
+            .map_err(|_| Rejection::UnknownKey { ended: true })?;
+        let plaintext = keys.open(&header, payload).map_err(|_| Rejection::Forged {
+            claimed: claimed.clone(),
+        })?;
+        if !self
+            .counters
+            .check_and_record(header.key_id, header.counter)
+        {
+            return Err(Rejection::ReplayedCounter {
+                claimed,
+                counter: header.counter,
+                window: REPLAY_WINDOW,
+            });
+        }
+        if header.kind == Kind::Ack {
+            let id: [u8; 8] = plaintext.as_slice().try_into().map_err(|_| {
+                Rejection::Malformed(DecodeError::Malformed(
+                    "an acknowledgement holds an 8-byte id".into(),
+                ))
+            })?;
+            return Ok(Received::Acked {
+                from: claimed,
+                id: u64::from_be_bytes(id),
+            });
+        }
+        let sender = Sender::new(&peer.username, source);
+        if !self.buckets.take(&sender, now) {
+            return Err(Rejection::RateLimited {
+                claimed,
+                burst: self.limits.burst,
+                rate: self.limits.rate,
+            });
+        }
+        let DirectMessage { from, id, text } = match decode_datagram(&plaintext) {
+            Ok(Datagram::Direct(message)) => message,
+            Err(e) => return Err(Rejection::Malformed(e)),
+        };
+        if !from.eq_ignore_ascii_case(&peer.username) {
+            return Err(Rejection::Malformed(DecodeError::Malformed(
+                "the sealed message names another sender than its key".into(),
+            )));
+        }
+        if !self.seen.is_new(&sender, id) {
+            return Ok(Received::Duplicate {
+                from: claimed,
+                id,
+                source,
+            });
+        }
+        self.seen.record(&sender, id, now);
+        Ok(Received::Delivered {
+            from: claimed,
+            id,
+            text,
+            source,
+        })
     }
 
     /// The checks, in order; the first that fails rejects the datagram.
@@ -273,6 +460,12 @@ impl DirectInbox {
         self.seen.retain_names(|name| online.contains(name));
     }
 
+    /// Forgets the counter windows of keys that name no online peer any more (call it after
+    /// `pairs` has heard of a change in who is online).
+    pub fn keep_current_keys(&mut self, pairs: &Pairs) {
+        self.counters.retain(|key| pairs.named_by(key).is_some());
+    }
+
     /// The summary of drops not yet reported, when one is due; call it now and then.
     pub fn summary(&mut self, now: Instant) -> Option<DropSummary> {
         self.reporter.summary(now)
@@ -304,6 +497,7 @@ mod tests {
             username: "alice".into(),
             ip: addr("127.0.0.1:4000").ip(),
             p2p_port: 4000,
+            public_key: None,
         });
         list
     }
@@ -366,6 +560,7 @@ mod tests {
                 unknown_source: 1,
                 rate_limited: 0,
                 replayed: 0,
+                ..DropCounts::default()
             }
         );
         assert_eq!(stats.sources_tracked, 0, "strangers never get a bucket");
@@ -422,6 +617,7 @@ mod tests {
             username: "bob".into(),
             ip: addr("127.0.0.2:1").ip(),
             p2p_port: 4000,
+            public_key: None,
         });
         inbox.keep_only(["bob"]);
         assert!(delivered(&mut inbox, &peers), "alice was not in the list");

@@ -16,13 +16,21 @@
 //! takes more peers talking to this client than a server admits by default (`--max-clients`,
 //! 64); a forgotten sender's old datagrams could then be replayed once more.
 //!
-//! This stops replays, not forgeries: until datagrams are authenticated, someone who can forge
-//! the sender's address can also send an id the sender has not used yet.
+//! This stops replays, not forgeries: in `--plaintext` mode, someone who can forge the sender's
+//! address can also send an id the sender has not used yet.
+//!
+//! Sealed datagrams use the same window twice: once over the header's counter, per sender key
+//! ([`SeenCounters`], checked only after the datagram authenticated, so a forgery cannot mark a
+//! counter as seen), which drops a captured datagram sent again (`replayed`); and once over the
+//! message id (`SeenIds`), which tells a retransmission (a new counter, the same id) of a message
+//! already shown, to be acknowledged again but not shown twice. A key's window lives as long as
+//! the key names an online peer: sessions' keys are fresh, so a window never needs resetting.
 
 use std::collections::HashMap;
 use std::time::Instant;
 
 use super::Sender;
+use crate::sealed::KeyId;
 
 /// How many ids below the highest delivered one each sender's window remembers.
 pub const REPLAY_WINDOW: u64 = 1024;
@@ -36,13 +44,13 @@ const WORDS: usize = (REPLAY_WINDOW / 64) as usize;
 /// One sender's recently delivered ids: `highest`, and a ring of [`REPLAY_WINDOW`] bits in which
 /// id `n` (for `n` in the window) is bit `n % REPLAY_WINDOW`.
 #[derive(Debug, Clone)]
-struct ReplayWindow {
+pub(super) struct ReplayWindow {
     highest: u64,
     bits: [u64; WORDS],
 }
 
 impl ReplayWindow {
-    fn starting_at(id: u64) -> Self {
+    pub(super) fn starting_at(id: u64) -> Self {
         let mut window = ReplayWindow {
             highest: id,
             bits: [0; WORDS],
@@ -52,7 +60,7 @@ impl ReplayWindow {
     }
 
     /// Whether `id` may be delivered: not seen, and not older than the window.
-    fn is_new(&self, id: u64) -> bool {
+    pub(super) fn is_new(&self, id: u64) -> bool {
         if id > self.highest {
             return true;
         }
@@ -60,7 +68,7 @@ impl ReplayWindow {
     }
 
     /// Remembers `id` as delivered, sliding the window up if it is the highest yet.
-    fn record(&mut self, id: u64) {
+    pub(super) fn record(&mut self, id: u64) {
         if id > self.highest {
             if id - self.highest >= REPLAY_WINDOW {
                 self.bits = [0; WORDS];
@@ -144,6 +152,34 @@ impl SeenIds {
     #[cfg(test)]
     fn len(&self) -> usize {
         self.windows.len()
+    }
+}
+
+/// The counters already authenticated under each online peer's session key.
+#[derive(Debug, Default)]
+pub(super) struct SeenCounters {
+    windows: HashMap<KeyId, ReplayWindow>,
+}
+
+impl SeenCounters {
+    /// Whether `counter` under `key` is new; if it is, it is remembered.
+    pub(super) fn check_and_record(&mut self, key: KeyId, counter: u64) -> bool {
+        match self.windows.get_mut(&key) {
+            Some(window) if !window.is_new(counter) => false,
+            Some(window) => {
+                window.record(counter);
+                true
+            }
+            None => {
+                self.windows.insert(key, ReplayWindow::starting_at(counter));
+                true
+            }
+        }
+    }
+
+    /// Forgets the windows of keys `keep` refuses (ended sessions).
+    pub(super) fn retain(&mut self, mut keep: impl FnMut(&KeyId) -> bool) {
+        self.windows.retain(|key, _| keep(key));
     }
 }
 

@@ -1,5 +1,6 @@
-//! The counters of received direct-message datagrams: how many arrived, were delivered, and were
-//! dropped by reason ([`DropKind`]). Shown by `/stats` and in its JSON form.
+//! The counters of received direct-message datagrams: how many arrived, were delivered, were
+//! acknowledgements or retransmissions, and were dropped by reason ([`DropKind`]). Shown by
+//! `/stats` and in its JSON form.
 
 use std::fmt;
 
@@ -13,6 +14,32 @@ pub enum DropKind {
     UnknownSource,
     RateLimited,
     Replayed,
+    /// A clear JSON datagram at a client that seals.
+    Unsealed,
+    /// Too short for a sealed header and tag.
+    Truncated,
+    /// Sealed under a key that no online peer has and no ended session had.
+    UnknownKey,
+    /// Sealed under the key of a peer's ended session.
+    StaleSession,
+    /// Does not authenticate under the key its header names.
+    Forged,
+}
+
+impl DropKind {
+    /// Every kind, in the order of the JSON form.
+    pub const ALL: [DropKind; 10] = [
+        DropKind::Oversized,
+        DropKind::Malformed,
+        DropKind::UnknownSource,
+        DropKind::RateLimited,
+        DropKind::Replayed,
+        DropKind::Unsealed,
+        DropKind::Truncated,
+        DropKind::UnknownKey,
+        DropKind::StaleSession,
+        DropKind::Forged,
+    ];
 }
 
 impl DropKind {
@@ -24,6 +51,11 @@ impl DropKind {
             DropKind::UnknownSource => "unknown_source",
             DropKind::RateLimited => "rate_limited",
             DropKind::Replayed => "replayed",
+            DropKind::Unsealed => "unsealed",
+            DropKind::Truncated => "truncated",
+            DropKind::UnknownKey => "unknown_key",
+            DropKind::StaleSession => "stale_session",
+            DropKind::Forged => "forged",
         }
     }
 }
@@ -35,45 +67,57 @@ pub struct DropCounts {
     pub malformed: u64,
     pub unknown_source: u64,
     pub rate_limited: u64,
-    /// Last in the JSON form, so that the fields before it keep their places.
+    /// After the older fields in the JSON form, so that they keep their places.
     pub replayed: u64,
+    pub unsealed: u64,
+    pub truncated: u64,
+    pub unknown_key: u64,
+    pub stale_session: u64,
+    pub forged: u64,
 }
 
 impl DropCounts {
-    pub(super) fn add(&mut self, kind: DropKind) {
-        let counter = match kind {
+    fn counter(&mut self, kind: DropKind) -> &mut u64 {
+        match kind {
             DropKind::Oversized => &mut self.oversized,
             DropKind::Malformed => &mut self.malformed,
             DropKind::UnknownSource => &mut self.unknown_source,
             DropKind::RateLimited => &mut self.rate_limited,
             DropKind::Replayed => &mut self.replayed,
-        };
+            DropKind::Unsealed => &mut self.unsealed,
+            DropKind::Truncated => &mut self.truncated,
+            DropKind::UnknownKey => &mut self.unknown_key,
+            DropKind::StaleSession => &mut self.stale_session,
+            DropKind::Forged => &mut self.forged,
+        }
+    }
+
+    /// The count of one kind.
+    pub fn get(&self, kind: DropKind) -> u64 {
+        *self.clone().counter(kind)
+    }
+
+    pub(super) fn add(&mut self, kind: DropKind) {
+        let counter = self.counter(kind);
         *counter = counter.saturating_add(1);
     }
 
     pub fn total(&self) -> u64 {
-        self.oversized
-            .saturating_add(self.malformed)
-            .saturating_add(self.unknown_source)
-            .saturating_add(self.rate_limited)
-            .saturating_add(self.replayed)
+        DropKind::ALL
+            .iter()
+            .fold(0u64, |sum, kind| sum.saturating_add(self.get(*kind)))
     }
 }
 
 /// "3 oversized, 10 rate_limited": the non-zero counts, for a person.
 impl fmt::Display for DropCounts {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let parts: Vec<String> = [
-            (self.oversized, DropKind::Oversized),
-            (self.malformed, DropKind::Malformed),
-            (self.unknown_source, DropKind::UnknownSource),
-            (self.rate_limited, DropKind::RateLimited),
-            (self.replayed, DropKind::Replayed),
-        ]
-        .iter()
-        .filter(|(n, _)| *n > 0)
-        .map(|(n, kind)| format!("{n} {}", kind.as_str()))
-        .collect();
+        let parts: Vec<String> = DropKind::ALL
+            .iter()
+            .map(|kind| (self.get(*kind), kind))
+            .filter(|(n, _)| *n > 0)
+            .map(|(n, kind)| format!("{n} {}", kind.as_str()))
+            .collect();
         if parts.is_empty() {
             f.write_str("none")
         } else {
@@ -82,7 +126,8 @@ impl fmt::Display for DropCounts {
     }
 }
 
-/// Totals since the client started: every datagram received is either delivered or dropped.
+/// Totals since the client started: every datagram received is delivered (shown), an
+/// acknowledgement, a retransmission of a message already shown, or dropped.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct DirectStats {
     pub received: u64,
@@ -91,6 +136,10 @@ pub struct DirectStats {
     /// Senders (a peer's name and address) whose token buckets are held now (at most
     /// [`MAX_TRACKED_SOURCES`](super::MAX_TRACKED_SOURCES)).
     pub sources_tracked: usize,
+    /// Sealed acknowledgements received (of messages this client sent).
+    pub acks: u64,
+    /// Sealed retransmissions of a message already shown: acknowledged again, not shown.
+    pub duplicates: u64,
 }
 
 #[cfg(test)]

@@ -1,0 +1,555 @@
+//! Sealing and opening direct-message datagrams, and nothing else: the session key pair, the
+//! pairwise keys, the header, seal and open. Small and boring on purpose (WireGuard's rule): the
+//! primitives are RustCrypto's (`x25519-dalek`, `hkdf` + `sha2`, `chacha20poly1305`), and every
+//! choice is written down here and in docs/protocol.md.
+//!
+//! - Each client makes a fresh X25519 key pair per session ([`SessionKey`]) and announces the
+//!   public half in `login`/`register`; the server passes it on in peer entries.
+//! - Two sessions derive their pairwise keys ([`PairKeys`]): X25519 between their keys, through
+//!   HKDF-SHA256 whose info binds both names and both public keys in a canonical order (sorted by
+//!   public key), giving one ChaCha20-Poly1305 key per direction.
+//! - A sealed datagram is an 18-byte [`Header`] (version, kind, the sender's [`KeyId`], a 64-bit
+//!   counter) followed by the ciphertext and its 16-byte tag. The header is the AEAD's associated
+//!   data, and the nonce is the counter, so nothing in the header can be changed and no nonce is
+//!   ever used twice under one key (a sender never reuses a counter in a session).
+//!
+//! This module never does I/O, never keeps a replay window (the inbox does: a counter is only
+//! checked for freshness *after* [`PairKeys::open`] has authenticated it), and never logs a key.
+
+use std::fmt;
+
+use base64::Engine as _;
+use chacha20poly1305::aead::{Aead, Payload};
+use chacha20poly1305::{ChaCha20Poly1305, KeyInit, Nonce};
+use hkdf::Hkdf;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use sha2::{Digest, Sha256};
+use x25519_dalek::ReusableSecret;
+
+/// The first byte of every sealed datagram. A clear JSON datagram starts with `{` (0x7b), so the
+/// two are told apart by their first byte.
+pub const VERSION: u8 = 1;
+
+/// Bytes of a [`KeyId`]: the first 8 bytes of SHA-256 of the sender's public key.
+pub const KEY_ID_BYTES: usize = 8;
+
+/// Bytes of the header: version (1), kind (1), key id (8), counter (8, big-endian).
+pub const HEADER_BYTES: usize = 1 + 1 + KEY_ID_BYTES + 8;
+
+/// Bytes of the Poly1305 tag after the ciphertext.
+pub const TAG_BYTES: usize = 16;
+
+/// What sealing adds to a plaintext: the header and the tag.
+pub const OVERHEAD: usize = HEADER_BYTES + TAG_BYTES;
+
+/// Bytes of an X25519 public key.
+pub const PUBLIC_KEY_BYTES: usize = 32;
+
+/// HKDF's salt: names the protocol and its version, so these keys are good for nothing else.
+const HKDF_SALT: &[u8] = b"p2pchat sealed direct messages v1";
+
+/// What a sealed datagram carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Kind {
+    /// A direct message: the JSON of a `direct` datagram (`from`, `id`, `text`).
+    Message = 1,
+    /// An acknowledgement: the 8-byte big-endian id of the message received.
+    Ack = 2,
+}
+
+impl Kind {
+    fn from_byte(byte: u8) -> Option<Kind> {
+        match byte {
+            1 => Some(Kind::Message),
+            2 => Some(Kind::Ack),
+            _ => None,
+        }
+    }
+}
+
+/// An X25519 public key: a session's, as announced to the server and passed on in peer entries.
+/// In JSON it is the standard base64 of its 32 bytes; anything else does not decode.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct PublicKey([u8; PUBLIC_KEY_BYTES]);
+
+impl PublicKey {
+    pub fn from_bytes(bytes: [u8; PUBLIC_KEY_BYTES]) -> Self {
+        PublicKey(bytes)
+    }
+
+    pub fn as_bytes(&self) -> &[u8; PUBLIC_KEY_BYTES] {
+        &self.0
+    }
+
+    /// The id that names this key in a datagram's header.
+    pub fn key_id(&self) -> KeyId {
+        let digest = Sha256::digest(self.0);
+        let mut id = [0; KEY_ID_BYTES];
+        id.copy_from_slice(&digest[..KEY_ID_BYTES]);
+        KeyId(id)
+    }
+
+    /// The base64 form used in JSON.
+    pub fn to_base64(&self) -> String {
+        base64::engine::general_purpose::STANDARD.encode(self.0)
+    }
+
+    /// Parses the base64 form; `None` unless it is exactly 32 bytes.
+    pub fn from_base64(text: &str) -> Option<Self> {
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(text)
+            .ok()?;
+        Some(PublicKey(bytes.try_into().ok()?))
+    }
+}
+
+impl fmt::Debug for PublicKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "PublicKey({})", self.to_base64())
+    }
+}
+
+impl Serialize for PublicKey {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.to_base64())
+    }
+}
+
+impl<'de> Deserialize<'de> for PublicKey {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        // The error never quotes the text: it is a key, not something to echo.
+        PublicKey::from_base64(&text).ok_or_else(|| {
+            serde::de::Error::custom("a public key is the base64 of exactly 32 bytes")
+        })
+    }
+}
+
+/// Names a session's public key in a datagram's header: the first 8 bytes of its SHA-256.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct KeyId(pub [u8; KEY_ID_BYTES]);
+
+/// Lower-case hex, as in docs and `/stats` warnings.
+impl fmt::Display for KeyId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.iter().try_for_each(|b| write!(f, "{b:02x}"))
+    }
+}
+
+impl fmt::Debug for KeyId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "KeyId({self})")
+    }
+}
+
+/// The clear header in front of every sealed datagram (and its associated data).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Header {
+    pub kind: Kind,
+    /// The sender's session key.
+    pub key_id: KeyId,
+    /// The sender's counter for this pair of sessions: the nonce, and what the replay window
+    /// checks once the datagram is authentic.
+    pub counter: u64,
+}
+
+impl Header {
+    fn encode(&self) -> [u8; HEADER_BYTES] {
+        let mut bytes = [0; HEADER_BYTES];
+        bytes[0] = VERSION;
+        bytes[1] = self.kind as u8;
+        bytes[2..2 + KEY_ID_BYTES].copy_from_slice(&self.key_id.0);
+        bytes[2 + KEY_ID_BYTES..].copy_from_slice(&self.counter.to_be_bytes());
+        bytes
+    }
+
+    /// Reads the header of a sealed datagram, without any key: enough to find the sender and
+    /// its counter. Nothing in it is to be believed before [`PairKeys::open`] succeeds.
+    ///
+    /// # Errors
+    /// [`OpenError::Truncated`] when the datagram cannot hold a header and a tag;
+    /// [`OpenError::UnknownVersion`] or [`OpenError::UnknownKind`] for a byte this version does
+    /// not know.
+    pub fn parse(datagram: &[u8]) -> Result<Header, OpenError> {
+        if datagram.len() < OVERHEAD {
+            return Err(OpenError::Truncated {
+                size: datagram.len(),
+            });
+        }
+        if datagram[0] != VERSION {
+            return Err(OpenError::UnknownVersion(datagram[0]));
+        }
+        let kind = Kind::from_byte(datagram[1]).ok_or(OpenError::UnknownKind(datagram[1]))?;
+        let mut key_id = [0; KEY_ID_BYTES];
+        key_id.copy_from_slice(&datagram[2..2 + KEY_ID_BYTES]);
+        let mut counter = [0; 8];
+        counter.copy_from_slice(&datagram[2 + KEY_ID_BYTES..HEADER_BYTES]);
+        Ok(Header {
+            kind,
+            key_id: KeyId(key_id),
+            counter: u64::from_be_bytes(counter),
+        })
+    }
+}
+
+/// Why a datagram could not be opened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum OpenError {
+    #[error("{size} bytes: too short for a sealed datagram's header and tag ({OVERHEAD} bytes)")]
+    Truncated { size: usize },
+    #[error("sealed-datagram version {0} is not known (this client speaks {VERSION})")]
+    UnknownVersion(u8),
+    #[error("sealed-datagram kind {0} is not known")]
+    UnknownKind(u8),
+    /// The tag does not match: not sealed under the key its header names, or changed on the way.
+    #[error("it does not decrypt under the sender's key: forged or corrupted")]
+    Forged,
+}
+
+/// Why two sessions cannot have pairwise keys.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum PairError {
+    /// The peer's public key is a low-order point: every secret would agree with it on the same
+    /// shared value, which an eavesdropper knows too.
+    #[error("the peer's public key is a low-order point and gives no shared secret")]
+    NonContributory,
+}
+
+/// This client's key pair for one session. Made fresh at every login and never stored, so a
+/// session's direct messages cannot be opened with anything found later on disk.
+pub struct SessionKey {
+    secret: ReusableSecret,
+    public: PublicKey,
+}
+
+impl SessionKey {
+    /// A fresh key pair from the operating system's random source.
+    pub fn generate() -> Self {
+        let secret = ReusableSecret::random();
+        let public = PublicKey(x25519_dalek::PublicKey::from(&secret).to_bytes());
+        SessionKey { secret, public }
+    }
+
+    pub fn public_key(&self) -> PublicKey {
+        self.public
+    }
+
+    /// The pairwise keys between this session (`my_name`) and a peer's (`peer_name`, `peer_key`).
+    /// Both sides compute the same two keys, each using one to seal and the other to open.
+    ///
+    /// # Errors
+    /// [`PairError::NonContributory`] for a low-order peer key.
+    pub fn pair(
+        &self,
+        my_name: &str,
+        peer_name: &str,
+        peer_key: &PublicKey,
+    ) -> Result<PairKeys, PairError> {
+        let shared = self
+            .secret
+            .diffie_hellman(&x25519_dalek::PublicKey::from(peer_key.0));
+        if !shared.was_contributory() {
+            return Err(PairError::NonContributory);
+        }
+        let me = (self.public.as_bytes(), my_name.as_bytes());
+        let peer = (peer_key.as_bytes(), peer_name.as_bytes());
+        // Canonical order: both sides build the same info, and know which half is whose.
+        let (low, high, i_am_low) = if me <= peer {
+            (me, peer, true)
+        } else {
+            (peer, me, false)
+        };
+        let mut info = b"p2pchat dm keys".to_vec();
+        for (key, name) in [low, high] {
+            info.extend_from_slice(&(name.len() as u32).to_be_bytes());
+            info.extend_from_slice(name);
+            info.extend_from_slice(key);
+        }
+        let mut okm = [0u8; 64];
+        Hkdf::<Sha256>::new(Some(HKDF_SALT), shared.as_bytes())
+            .expand(&info, &mut okm)
+            .expect("64 bytes is a valid HKDF-SHA256 output length");
+        let (low_to_high, high_to_low) = okm.split_at(32);
+        let (seal, open) = if i_am_low {
+            (low_to_high, high_to_low)
+        } else {
+            (high_to_low, low_to_high)
+        };
+        let keys = PairKeys {
+            seal: ChaCha20Poly1305::new_from_slice(seal).expect("a 32-byte key"),
+            open: ChaCha20Poly1305::new_from_slice(open).expect("a 32-byte key"),
+            my_id: self.public.key_id(),
+        };
+        okm.fill(0);
+        Ok(keys)
+    }
+}
+
+/// Never prints the secret.
+impl fmt::Debug for SessionKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SessionKey")
+            .field("public", &self.public)
+            .finish_non_exhaustive()
+    }
+}
+
+/// One pair of sessions' keys: one to seal what this side sends, one to open what it receives.
+#[derive(Clone)]
+pub struct PairKeys {
+    seal: ChaCha20Poly1305,
+    open: ChaCha20Poly1305,
+    my_id: KeyId,
+}
+
+/// Never prints a key.
+impl fmt::Debug for PairKeys {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PairKeys")
+            .field("my_id", &self.my_id)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The nonce for a counter: four zero bytes and the counter little-endian (WireGuard's layout).
+fn nonce(counter: u64) -> Nonce {
+    let mut bytes = [0u8; 12];
+    bytes[4..].copy_from_slice(&counter.to_le_bytes());
+    Nonce::from(bytes)
+}
+
+impl PairKeys {
+    /// Seals `plaintext` as a datagram of `kind` with `counter`, which the caller must never use
+    /// twice with these keys.
+    pub fn seal(&self, kind: Kind, counter: u64, plaintext: &[u8]) -> Vec<u8> {
+        let header = Header {
+            kind,
+            key_id: self.my_id,
+            counter,
+        }
+        .encode();
+        let ciphertext = self
+            .seal
+            .encrypt(
+                &nonce(counter),
+                Payload {
+                    msg: plaintext,
+                    aad: &header,
+                },
+            )
+            .expect("a datagram's plaintext is far below ChaCha20-Poly1305's limit");
+        let mut datagram = Vec::with_capacity(HEADER_BYTES + ciphertext.len());
+        datagram.extend_from_slice(&header);
+        datagram.extend_from_slice(&ciphertext);
+        datagram
+    }
+
+    /// Opens a datagram whose header (`header`, from [`Header::parse`] of the same bytes) names
+    /// the peer's key: its plaintext, if the tag matches header and ciphertext.
+    ///
+    /// # Errors
+    /// [`OpenError::Forged`] when it does not authenticate.
+    pub fn open(&self, header: &Header, datagram: &[u8]) -> Result<Vec<u8>, OpenError> {
+        if datagram.len() < OVERHEAD {
+            return Err(OpenError::Truncated {
+                size: datagram.len(),
+            });
+        }
+        let (aad, ciphertext) = datagram.split_at(HEADER_BYTES);
+        self.open
+            .decrypt(
+                &nonce(header.counter),
+                Payload {
+                    msg: ciphertext,
+                    aad,
+                },
+            )
+            .map_err(|_| OpenError::Forged)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pair() -> (SessionKey, SessionKey, PairKeys, PairKeys) {
+        let (alice, bob) = (SessionKey::generate(), SessionKey::generate());
+        let a = alice.pair("alice", "bob", &bob.public_key()).unwrap();
+        let b = bob.pair("bob", "alice", &alice.public_key()).unwrap();
+        (alice, bob, a, b)
+    }
+
+    fn open(keys: &PairKeys, datagram: &[u8]) -> Result<Vec<u8>, OpenError> {
+        keys.open(&Header::parse(datagram)?, datagram)
+    }
+
+    #[test]
+    fn each_side_opens_what_the_other_sealed_and_the_header_reads_back() {
+        let (alice, _, a, b) = pair();
+        let sealed = a.seal(Kind::Message, 7, b"psst");
+        assert_eq!(sealed.len(), 4 + OVERHEAD);
+        assert_eq!(sealed[0], VERSION);
+        let header = Header::parse(&sealed).unwrap();
+        assert_eq!(
+            header,
+            Header {
+                kind: Kind::Message,
+                key_id: alice.public_key().key_id(),
+                counter: 7
+            }
+        );
+        assert_eq!(open(&b, &sealed).unwrap(), b"psst");
+        let ack = b.seal(Kind::Ack, 1, &7u64.to_be_bytes());
+        assert_eq!(open(&a, &ack).unwrap(), 7u64.to_be_bytes());
+    }
+
+    #[test]
+    fn the_text_is_not_in_the_datagram() {
+        let (_, _, a, _) = pair();
+        let sealed = a.seal(Kind::Message, 1, b"the secret plan");
+        assert!(!sealed.windows(6).any(|w| w == b"secret"));
+    }
+
+    #[test]
+    fn a_direction_key_does_not_open_its_own_seal() {
+        // alice's sealing key is not her opening key: a datagram reflected back to its sender
+        // does not open.
+        let (_, _, a, _) = pair();
+        let sealed = a.seal(Kind::Message, 1, b"hi");
+        assert_eq!(open(&a, &sealed), Err(OpenError::Forged));
+    }
+
+    #[test]
+    fn every_changed_bit_is_a_forgery() {
+        let (_, _, a, b) = pair();
+        let sealed = a.seal(Kind::Message, 3, b"hello bob");
+        for i in 0..sealed.len() {
+            for bit in 0..8 {
+                let mut changed = sealed.clone();
+                changed[i] ^= 1 << bit;
+                let result = open(&b, &changed);
+                assert!(result.is_err(), "byte {i} bit {bit} still opened");
+                if i >= 2 {
+                    // Version and kind bytes fail parsing instead (or name the other kind).
+                    assert!(
+                        matches!(result, Err(OpenError::Forged)),
+                        "byte {i}: {result:?}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_message_relabelled_as_an_ack_does_not_open() {
+        let (_, _, a, b) = pair();
+        let mut sealed = a.seal(Kind::Message, 3, &9u64.to_be_bytes());
+        sealed[1] = Kind::Ack as u8;
+        assert_eq!(open(&b, &sealed), Err(OpenError::Forged));
+    }
+
+    #[test]
+    fn a_third_session_cannot_seal_for_the_pair_nor_open_it() {
+        let (alice, bob, a, b) = pair();
+        let mallory = SessionKey::generate();
+        // mallory, with her own key, seals in alice's name (alice's key id in the header).
+        let m = mallory.pair("alice", "bob", &bob.public_key()).unwrap();
+        let mut forged = m.seal(Kind::Message, 1, b"it is me");
+        forged[2..2 + KEY_ID_BYTES].copy_from_slice(&alice.public_key().key_id().0);
+        assert_eq!(open(&b, &forged), Err(OpenError::Forged));
+        // And she cannot read alice's message to bob.
+        let sealed = a.seal(Kind::Message, 1, b"secret");
+        let m_as_bob = mallory.pair("bob", "alice", &alice.public_key()).unwrap();
+        assert_eq!(open(&m_as_bob, &sealed), Err(OpenError::Forged));
+        assert_eq!(open(&b, &sealed).unwrap(), b"secret");
+    }
+
+    #[test]
+    fn keys_are_bound_to_both_names() {
+        // The same two key pairs under other names give other keys: the server cannot take
+        // alice's key and introduce it as carol's to make her messages read as carol's.
+        let (alice, bob) = (SessionKey::generate(), SessionKey::generate());
+        let a = alice.pair("alice", "bob", &bob.public_key()).unwrap();
+        let b_thinks_carol = bob.pair("bob", "carol", &alice.public_key()).unwrap();
+        let sealed = a.seal(Kind::Message, 1, b"hi");
+        assert_eq!(open(&b_thinks_carol, &sealed), Err(OpenError::Forged));
+    }
+
+    #[test]
+    fn a_new_session_does_not_open_the_old_ones_datagrams() {
+        let (alice, bob, a, _) = pair();
+        let old = a.seal(Kind::Message, 1, b"from the old session");
+        let bob_again = SessionKey::generate();
+        let b2 = bob_again.pair("bob", "alice", &alice.public_key()).unwrap();
+        assert_eq!(open(&b2, &old), Err(OpenError::Forged));
+        drop(bob);
+    }
+
+    #[test]
+    fn short_garbage_and_unknown_bytes_are_told_apart() {
+        let (_, _, _, b) = pair();
+        assert_eq!(
+            open(&b, &[VERSION; OVERHEAD - 1]),
+            Err(OpenError::Truncated { size: OVERHEAD - 1 })
+        );
+        assert_eq!(open(&b, b""), Err(OpenError::Truncated { size: 0 }));
+        let mut unknown = vec![0u8; 64];
+        unknown[0] = 2;
+        assert_eq!(open(&b, &unknown), Err(OpenError::UnknownVersion(2)));
+        unknown[0] = VERSION;
+        unknown[1] = 9;
+        assert_eq!(open(&b, &unknown), Err(OpenError::UnknownKind(9)));
+        unknown[1] = Kind::Message as u8;
+        assert_eq!(open(&b, &unknown), Err(OpenError::Forged));
+        let json = br#"{"type":"direct","from":"alice","id":1,"text":"hi"}"#;
+        assert!(Header::parse(json).is_err());
+    }
+
+    #[test]
+    fn a_low_order_public_key_is_refused() {
+        let me = SessionKey::generate();
+        for point in [[0u8; 32], {
+            let mut one = [0u8; 32];
+            one[0] = 1;
+            one
+        }] {
+            assert_eq!(
+                me.pair("me", "eve", &PublicKey::from_bytes(point))
+                    .unwrap_err(),
+                PairError::NonContributory
+            );
+        }
+    }
+
+    #[test]
+    fn a_public_key_is_32_bytes_of_base64_in_json() {
+        let key = SessionKey::generate().public_key();
+        let json = serde_json::to_string(&key).unwrap();
+        assert_eq!(json.len(), 2 + 44);
+        assert_eq!(serde_json::from_str::<PublicKey>(&json).unwrap(), key);
+        for bad in [
+            "\"\"",
+            "\"AAAA\"",
+            "\"not base64 at all!\"",
+            "7",
+            &format!(
+                "\"{}\"",
+                base64::engine::general_purpose::STANDARD.encode([0u8; 33])
+            ),
+        ] {
+            let err = serde_json::from_str::<PublicKey>(bad).unwrap_err();
+            assert!(!err.to_string().contains("AAAA"), "{err}");
+        }
+    }
+
+    #[test]
+    fn secrets_never_reach_debug_output() {
+        let (alice, _, a, _) = pair();
+        let shown = format!("{alice:?} {a:?}");
+        assert!(
+            shown.contains("SessionKey") && shown.contains("PairKeys"),
+            "{shown}"
+        );
+        assert!(!shown.contains("secret:"), "{shown}");
+    }
+}
