@@ -18,8 +18,12 @@ const PASSWORDS: [(&str, &str); 3] = [
 ];
 
 fn start_server() -> (tempfile::TempDir, Server) {
+    start_server_with(&[])
+}
+
+fn start_server_with(flags: &[&str]) -> (tempfile::TempDir, Server) {
     let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(&dir.path().join("users.json"), &[]);
+    let server = Server::start(&dir.path().join("users.json"), flags);
     (dir, server)
 }
 
@@ -143,7 +147,8 @@ fn t3_in_plaintext_mode_a_direct_message_goes_peer_to_peer_to_its_recipient_only
 
 fn direct_message_goes_peer_to_peer_to_its_recipient_only(flags: &[&str]) {
     let sealed = flags.is_empty();
-    let (_dir, server) = start_server();
+    // The clients' mode is the server's: TLS and sealed, or `--plaintext` for both.
+    let (_dir, server) = start_server_with(flags);
     let [mut c1, mut c2, c3] = register_three_with(&server, flags);
     let secret = "direct text that the server must never see";
 

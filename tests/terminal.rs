@@ -67,7 +67,10 @@ impl TerminalClient {
         command
             .arg("--server")
             .arg(server.to_string())
-            .args(trust_flags(&server.to_string()))
+            .args(match flags.contains(&"--plaintext") {
+                true => Vec::new(),
+                false => trust_flags(&server.to_string()),
+            })
             .args(flags)
             .env("XDG_CONFIG_HOME", config.path())
             .env("HOME", config.path())
@@ -321,7 +324,7 @@ impl Room {
 fn a_message_with_line_breaks_cannot_forge_a_line_on_the_terminal() {
     // mallory's direct messages are the clear protocol's JSON datagrams: alice speaks it too.
     // (Sealed ones are laid out by the same code once opened.)
-    let mut room = room(&[], &["--plaintext"]);
+    let mut room = room(&["--plaintext"], &["--plaintext"]);
     let from = room.alice.seen;
 
     room.mallory_says(ROOM_FORGERY);
@@ -408,7 +411,7 @@ fn max_continuation_lines_sets_how_many_lines_of_a_message_are_shown() {
 #[test]
 fn json_output_keeps_the_exact_text_of_every_message() {
     let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(&dir.path().join("users.json"), &[]);
+    let server = Server::start(&dir.path().join("users.json"), &["--plaintext"]);
     // mallory's direct message is a clear JSON datagram: alice speaks the clear protocol.
     let mut alice =
         ChatClient::register_with_flags(server.addr, "alice", "alice-password", &["--plaintext"]);
