@@ -3,7 +3,7 @@
 # (gcc, libc6-dev), `just`, and the Rust components rustfmt and clippy; for `just lab` and its
 # check: tcpdump, tshark, jq, iproute2 and procps; and nftables for the loss test (tests/loss.rs)
 # (apt, as root or through password-less sudo, only those missing). Idempotent; used by .ci/run and by the GitHub Actions workflow. The Rust
-# toolchain itself (rustup, Rust 1.85 or newer: `rust-version` in Cargo.toml) must be there already.
+# toolchain itself (rustup, Rust 1.88 or newer: `rust-version` in Cargo.toml) must be there already.
 set -euo pipefail
 
 if ! command -v cargo >/dev/null 2>&1; then
