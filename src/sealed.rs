@@ -18,7 +18,7 @@
 
 use std::fmt;
 
-use base64::Engine as _;
+use base64ct::{Base64, Encoding};
 use chacha20poly1305::aead::{Aead, Payload};
 use chacha20poly1305::{ChaCha20Poly1305, KeyInit, Nonce};
 use hkdf::Hkdf;
@@ -91,14 +91,12 @@ impl PublicKey {
 
     /// The base64 form used in JSON.
     pub fn to_base64(&self) -> String {
-        base64::engine::general_purpose::STANDARD.encode(self.0)
+        Base64::encode_string(&self.0)
     }
 
     /// Parses the base64 form; `None` unless it is exactly 32 bytes.
     pub fn from_base64(text: &str) -> Option<Self> {
-        let bytes = base64::engine::general_purpose::STANDARD
-            .decode(text)
-            .ok()?;
+        let bytes = Base64::decode_vec(text).ok()?;
         Some(PublicKey(bytes.try_into().ok()?))
     }
 }
@@ -532,10 +530,7 @@ mod tests {
             "\"AAAA\"",
             "\"not base64 at all!\"",
             "7",
-            &format!(
-                "\"{}\"",
-                base64::engine::general_purpose::STANDARD.encode([0u8; 33])
-            ),
+            &format!("\"{}\"", Base64::encode_string(&[0u8; 33])),
         ] {
             let err = serde_json::from_str::<PublicKey>(bad).unwrap_err();
             assert!(!err.to_string().contains("AAAA"), "{err}");

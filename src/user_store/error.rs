@@ -1,0 +1,128 @@
+//! Why a login, a registration or opening the [`UserStore`](super::UserStore) failed, as types:
+//! the server maps [`AuthError`] to a protocol error code, the binary prints [`StoreError`] at
+//! start. Texts here are what people read; they never contain a password.
+
+use std::io;
+use std::path::PathBuf;
+
+use super::cost::HashingError;
+use super::file::{InvalidUsersFile, UnresolvableLink};
+use super::folder::Exposure;
+use super::rules::{PasswordError, UsernameError};
+
+/// Why a login or registration failed.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum AuthError {
+    /// Unknown user or wrong password: deliberately one answer for both.
+    #[error("unknown user or wrong password")]
+    BadCredentials,
+    #[error("that username is already registered")]
+    NameTaken,
+    /// The name's [`skeleton`] is that of `existing`, an account's name: the two look alike.
+    /// Sent with the same code as [`AuthError::NameTaken`].
+    #[error("that username is too similar to an existing one ({existing:?}); choose another")]
+    NameTooSimilar { existing: String },
+    #[error("invalid username: {0}")]
+    InvalidUsername(UsernameError),
+    #[error("invalid password: {0}")]
+    InvalidPassword(PasswordError),
+    /// The account could not be saved; the registration did not happen.
+    #[error("could not save the account: {0}")]
+    Storage(StorageError),
+}
+
+/// Why an account could not be saved. Its text goes to the server's log, never to the client.
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    /// The users file at `path` could not be replaced.
+    #[error("{}: {error}", path.display())]
+    Write { path: PathBuf, error: io::Error },
+    #[error(transparent)]
+    Hashing(#[from] HashingError),
+    /// The users file was changed by something else since the server last read or wrote it,
+    /// and cannot be read back: it is not written over, so the change is kept.
+    #[error(
+        "{}: changed since the server last read or wrote it, and {why}; nothing is written \
+         over it until it is fixed",
+        path.display()
+    )]
+    ChangedFile {
+        path: PathBuf,
+        why: ChangedFileError,
+    },
+}
+
+/// Why a users file changed by hand cannot be read back.
+#[derive(Debug, thiserror::Error)]
+pub enum ChangedFileError {
+    #[error("cannot be read: {0}")]
+    Unreadable(io::Error),
+    #[error("is not valid: {0}")]
+    Invalid(InvalidUsersFile),
+}
+
+/// Two storage failures are equal when they failed the same way at the same place (an
+/// [`io::Error`] is compared by its kind).
+impl PartialEq for StorageError {
+    fn eq(&self, other: &StorageError) -> bool {
+        match (self, other) {
+            (
+                StorageError::Write { path, error },
+                StorageError::Write {
+                    path: other_path,
+                    error: other_error,
+                },
+            ) => path == other_path && error.kind() == other_error.kind(),
+            (StorageError::Hashing(a), StorageError::Hashing(b)) => a == b,
+            (
+                StorageError::ChangedFile { path, why },
+                StorageError::ChangedFile {
+                    path: other_path,
+                    why: other_why,
+                },
+            ) => path == other_path && why.to_string() == other_why.to_string(),
+            _ => false,
+        }
+    }
+}
+
+impl Eq for StorageError {}
+
+/// Why the users file could not be opened. Every variant names the file.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("users file {}: {error}", path.display())]
+    Io { path: PathBuf, error: io::Error },
+    #[error("users file {}: {error}", path.display())]
+    UnresolvableLink {
+        path: PathBuf,
+        error: UnresolvableLink,
+    },
+    #[error("users file {} is not valid: {reason}", path.display())]
+    Invalid {
+        path: PathBuf,
+        reason: InvalidUsersFile,
+    },
+    /// Someone other than the server's user (and root) could replace the file; see [`folder`].
+    #[error(
+        "users file {}: {}; refusing to start (fix it, or start with \
+         --allow-unsafe-users-file to go ahead with a warning)",
+        path.display(),
+        .exposures.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")
+    )]
+    Exposed {
+        path: PathBuf,
+        /// Only the refused ones.
+        exposures: Vec<Exposure>,
+    },
+}
+
+/// What [`UserStore::open_with`] does when someone else could replace the users file (an
+/// [`Exposure`] that [`is_refused`](Exposure::is_refused)).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UnsafeFile {
+    /// Refuse to open it (the default, like OpenSSH's `StrictModes`).
+    Refuse,
+    /// Open it, with a warning (`--allow-unsafe-users-file`).
+    Allow,
+}
