@@ -359,22 +359,28 @@ fn diagram_command_prints_mermaid_text_and_json() {
 }
 
 #[test]
-fn the_reports_diagram_is_the_one_generated_from_the_committed_capture() {
+fn the_reports_diagrams_are_the_ones_generated_from_the_committed_captures() {
     let report =
         std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/report.md"))
             .expect("docs/report.md");
-    let start = report
-        .find("```mermaid\n")
-        .expect("a mermaid block in the report")
-        + 11;
-    let end = start + report[start..].find("```").expect("the block ends");
-    let (_, frames) = trace::load(fixture_capture(NEW_CLIENT_PCAPNG)).unwrap();
-    let generated = Diagram::build(&frames, &lab_names()).to_mermaid();
+    let blocks: Vec<&str> = report
+        .split("```mermaid\n")
+        .skip(1)
+        .map(|rest| &rest[..rest.find("```").expect("the block ends")])
+        .collect();
     assert_eq!(
-        &report[start..end],
-        generated,
-        "regenerate it: p2pchat-trace diagram fixtures/captures/newclient.pcapng --name ... (docs/report.md says how)"
+        blocks.len(),
+        2,
+        "the new client's diagram, then the encrypted run's"
     );
+    for (block, capture) in blocks.iter().zip([NEW_CLIENT_PCAPNG, ENCRYPTED_PCAP]) {
+        let (_, frames) = trace::load(fixture_capture(capture)).unwrap();
+        let generated = Diagram::build(&frames, &lab_names()).to_mermaid();
+        assert_eq!(
+            *block, generated,
+            "regenerate it: p2pchat-trace diagram fixtures/{capture} --name ... (docs/report.md says how)"
+        );
+    }
 }
 
 fn assert_refused(path: &Path, expected: &[&str]) {
