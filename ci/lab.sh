@@ -5,9 +5,12 @@
 # host "webserver" (10.20.30.3) and clients "client1".."client3" (10.20.30.11-13), each with a hosts
 # file that makes chat.lab resolve to the server — captures with tcpdump on the server and on
 # client1, runs the real server and scripted clients by hostname, then answers the lab's questions
-# with p2pchat-trace and writes everything to target/lab/ (or $LAB_OUT).
+# with p2pchat-trace and writes everything to target/lab/ (or $LAB_OUT). Twice: a --plaintext run
+# (the course's questions are about what the packets carry), then an encrypted run in the default
+# mode (TLS to the server, sealed direct messages) with the same password, room text and direct
+# message; the lab fails unless each is in the plaintext captures and in neither encrypted one.
 #
-# Needs root and tcpdump (.ci/run installs it; this script installs nothing). The root namespace
+# Needs root, tcpdump and jq (.ci/run installs them; this script installs nothing). The root namespace
 # gets no address or route into 10.20.30.0/24: every packet stays in the namespaces made here, and
 # a trap removes them, the processes and the hosts files on success, failure, Ctrl-C or timeout.
 #
