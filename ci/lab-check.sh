@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Checks p2pchat-trace's answers against tshark's on the same capture files: packet counts, every
 # SYN and SYN-ACK (absolute sequence and acknowledgement numbers), every UDP header, the diagram's
-# arrows per protocol; and that the lab's direct messages are in a UDP datagram from client1 to
-# client2 and nowhere in the server's capture.
+# arrows per protocol, every TLS record (content type, version, length, handshake types) and every
+# sealed datagram's header; that the lab's direct messages are in a UDP datagram from client1 to
+# client2 and nowhere in the server's capture; and what an eavesdropper finds in each capture (the
+# password, room text and direct message of both runs: in the plaintext captures, in no encrypted one).
 #
 # Usage: bash ci/lab-check.sh [OUT]            the captures of a `just lab` run (default target/lab)
 #        bash ci/lab-check.sh --files FILE...   any captures (the committed fixtures, say)
@@ -54,6 +56,7 @@ same() { # WHAT EXPECTED(tshark) ACTUAL(p2pchat-trace)
   fi
 }
 
+TLS_PORT=12000   # the server's port in the lab and in the committed captures
 ENDPOINT='capture("^\\[?(?<ip>.*?)\\]?:(?<port>[0-9]+)$")'
 CHECKED=0
 for file in "${FILES[@]}"; do
@@ -118,7 +121,39 @@ for file in "${FILES[@]}"; do
          if (!($1 in tshark) || d < -1 || d > 1) { print "packet " $1 ": tshark " tshark[$1] " us, p2pchat-trace " $2 " us"; bad = 1 } }
        END { exit bad || n == 0 }' "$TMP/time.tshark" "$TMP/time.trace" >&2 || die "$name: packet times disagree"
 
-  echo "ok: $name — $(cat "$TMP/count.trace") packets, $(grep -c ' SYN ' "$TMP/syn.trace" || true) handshake(s), $(wc -l <"$TMP/udp.trace") UDP datagram(s) agree with tshark"
+  # ---- TLS records and sealed datagrams (the default mode) ----------------------------------------
+  # Every TLS record, in order: frame, content type, record version, length, the handshake types
+  # tshark sees in it. tshark decodes TLS on p2pchat's port with -d; an encrypted record's type is
+  # its "opaque type". A record split over segments is in the frame that finishes it, for both.
+  tshark -r "$file" -n -d "tcp.port==$TLS_PORT,tls" -Y tls -T json --no-duplicate-keys -J "frame tls" \
+      2>"$TMP/tshark.err" >"$TMP/tls.json" || { cat "$TMP/tshark.err" >&2; die "tshark failed on $file"; }
+  jq -r '.[]._source.layers as $l | $l.frame["frame.number"] as $n |
+    ($l.tls | if type == "array" then . else [.] end) | .[] | .["tls.record"] |
+    if type == "array" then .[] else . end | select(type == "object") |
+    "\($n) \(.["tls.record.content_type"] // .["tls.record.opaque_type"]) \(.["tls.record.version"]) \(.["tls.record.length"]) \(
+      (.["tls.handshake"] // []) | if type == "array" then . else [.] end |
+      map(.["tls.handshake.type"] // empty) | if length == 0 then "-" else join(",") end)"' \
+    "$TMP/tls.json" >"$TMP/tls.tshark"
+  "$TRACE" diagram "$file" --json | jq -r '.steps[] | .packet as $n | .tls[] |
+    "\($n) \(.content_type) \(.version) \(.length) \(if (.handshake_types | length) == 0 then "-" else (.handshake_types | map(tostring) | join(",")) end)"' \
+    >"$TMP/tls.trace"
+  same "$name: TLS records (type, version, length, handshake types)" "$TMP/tls.tshark" "$TMP/tls.trace"
+
+  # Every sealed datagram's header, read by hand from tshark's UDP payload bytes: version 1, kind
+  # 1 (message) or 2 (acknowledgement), at least 34 bytes; then key id, counter, the bytes after
+  # the header.
+  tshark_fields "$file" "udp" frame.number udp.payload | while read -r frame payload; do
+    [ "${#payload}" -ge 68 ] || continue
+    case ${payload:0:4} in 0101) kind=message ;; 0102) kind=acknowledgement ;; *) continue ;; esac
+    printf '%s 1 %s %s %u %d\n' "$frame" "$kind" "${payload:4:16}" "$((16#${payload:20:16}))" $(( ${#payload} / 2 - 18 ))
+  done >"$TMP/sealed.tshark"
+  "$TRACE" udp "$file" --json | jq -r '.datagrams[] | select(.sealed != null) |
+    "\(.packet) \(.sealed.version) \(.sealed.kind) \(.sealed.key_id) \(.sealed.counter) \(.sealed.sealed_bytes)"' \
+    >"$TMP/sealed.trace"
+  same "$name: sealed datagram headers" "$TMP/sealed.tshark" "$TMP/sealed.trace"
+  # ---- end of TLS records and sealed datagrams -----------------------------------------------------
+
+  echo "ok: $name — $(cat "$TMP/count.trace") packets, $(grep -c ' SYN ' "$TMP/syn.trace" || true) handshake(s), $(wc -l <"$TMP/udp.trace") UDP datagram(s), $(wc -l <"$TMP/tls.trace") TLS record(s), $(wc -l <"$TMP/sealed.trace") sealed datagram(s) agree with tshark"
   CHECKED=$((CHECKED + 1))
 done
 
@@ -136,4 +171,21 @@ if [ -n "$OUT" ] && [ -f "$OUT/direct-messages.txt" ]; then
     echo "ok: \"$text\" — in $hits UDP datagram(s) client1 -> client2, in none of the server's packets"
   done <"$OUT/direct-messages.txt"
 fi
+# ---- what an eavesdropper sees (ci/lab.sh's secrets.txt: what, text, expected per capture) --------
+# tshark's count of packets containing each secret, in the plaintext and the encrypted captures.
+if [ -n "$OUT" ] && [ -f "$OUT/secrets.txt" ]; then
+  EAVES_FILES=(webserver client1 encrypted-webserver encrypted-client1)
+  while IFS=$'\t' read -r what text expected; do
+    quoted=${text//\"/\\\"}
+    seen=()
+    for f in "${EAVES_FILES[@]}"; do
+      hits=$(tshark_fields "$OUT/$f.pcap" "frame contains \"$quoted\"" frame.number | wc -l)
+      if [ "$hits" -gt 0 ]; then seen+=(present); else seen+=(absent); fi
+    done
+    [ "${seen[*]}" = "$expected" ] ||
+      die "$what \"$text\": expected ($expected) in (${EAVES_FILES[*]}), tshark finds (${seen[*]})"
+    echo "ok: $what \"$text\" — ${EAVES_FILES[*]}: ${seen[*]}"
+  done <"$OUT/secrets.txt"
+fi
+# ---- end of what an eavesdropper sees -------------------------------------------------------------
 echo "ci/lab-check.sh: $CHECKED capture file(s) agree with tshark"

@@ -5,9 +5,12 @@
 # host "webserver" (10.20.30.3) and clients "client1".."client3" (10.20.30.11-13), each with a hosts
 # file that makes chat.lab resolve to the server — captures with tcpdump on the server and on
 # client1, runs the real server and scripted clients by hostname, then answers the lab's questions
-# with p2pchat-trace and writes everything to target/lab/ (or $LAB_OUT).
+# with p2pchat-trace and writes everything to target/lab/ (or $LAB_OUT). Twice: a --plaintext run
+# (the course's questions are about what the packets carry), then an encrypted run in the default
+# mode (TLS to the server, sealed direct messages) with the same password, room text and direct
+# message; the lab fails unless each is in the plaintext captures and in neither encrypted one.
 #
-# Needs root and tcpdump (.ci/run installs it; this script installs nothing). The root namespace
+# Needs root, tcpdump and jq (.ci/run installs them; this script installs nothing). The root namespace
 # gets no address or route into 10.20.30.0/24: every packet stays in the namespaces made here, and
 # a trap removes them, the processes and the hosts files on success, failure, Ctrl-C or timeout.
 #
@@ -26,6 +29,7 @@ die() { echo "ci/lab.sh: $*" >&2; exit 1; }
 command -v tcpdump >/dev/null 2>&1 || die "tcpdump is not installed (apt-get install tcpdump; bash .ci/run installs it)"
 command -v ip >/dev/null 2>&1 || die "ip (iproute2) is not installed"
 command -v ss >/dev/null 2>&1 || die "ss (iproute2) is not installed"
+command -v jq >/dev/null 2>&1 || die "jq is not installed (apt-get install jq; bash .ci/run installs it)"
 
 if [ -z "${P2PLAB_BOUNDED:-}" ]; then
   # Build first (unbounded: a cold build takes minutes), then run the lab itself under timeout(1),
@@ -64,6 +68,8 @@ OUT=$(cd "$OUT" && pwd)
 rm -rf "$OUT/logs"
 rm -f "$OUT"/{webserver,client1,newclient}.pcap "$OUT/newclient.pcapng" "$OUT"/{handshakes-webserver,udp-client1}.json \
   "$OUT"/{answers.txt,diagram.txt,diagram.mmd,diagram-client1.mmd,direct-messages.txt}
+# The encrypted run's files.
+rm -f "$OUT"/{encrypted-webserver,encrypted-client1}.pcap "$OUT"/{diagram-encrypted.mmd,diagram-encrypted.txt,eavesdropper.txt,secrets.txt}
 mkdir -p "$OUT/logs"
 RUN=$(mktemp -d /tmp/p2plab.XXXXXX)
 START=$(date +%s.%N)
@@ -246,11 +252,14 @@ PIDS+=("$SERVER_PID")
 wait_for "$OUT/logs/server.out" "listening on" "the server to listen"
 
 declare -A CLIENT_PID
+# How the clients reach the server: --plaintext for the teaching run; the encrypted run (below)
+# replaces it with --trust and the server's fingerprint.
+CLIENT_MODE=(--plaintext)
 # Starts a scripted client on HOST as LOG, reading commands from file descriptor FD.
 start_client() { # LOG HOST FD P2P_PORT
   local log=$1 host=$2 fd=$3 port=$4
   mkfifo "$RUN/$log.in"
-  ip netns exec "$PREFIX-$host" "$BIN/p2pchat-client" --plaintext --server "$SERVER_NAME:$PORT" \
+  ip netns exec "$PREFIX-$host" "$BIN/p2pchat-client" "${CLIENT_MODE[@]}" --server "$SERVER_NAME:$PORT" \
     --p2p-port "$port" --json <"$RUN/$log.in" >"$OUT/logs/$log.jsonl" 2>"$OUT/logs/$log.err" &
   CLIENT_PID[$log]=$!
   PIDS+=("$!")
@@ -314,6 +323,49 @@ wait_closed webserver
 stop_capture webserver
 stop_capture client1
 
+# ---- the encrypted run (the default mode) ----------------------------------------------------------
+# The same people and the same texts again, without --plaintext: TLS 1.3 to the server, direct
+# messages sealed end to end and acknowledged. Captured on the server's eth0 and on client1's eth0,
+# so that the eavesdropper's check below compares like with like.
+say "the encrypted run: the same password, room text and direct message, in the default mode"
+mkdir -m 700 "$RUN/encrypted"
+start_capture encrypted-webserver webserver eth0
+start_capture encrypted-client1 client1 eth0
+ip netns exec "$PREFIX-webserver" env RUST_LOG=info "$BIN/p2pchat-server" \
+  --bind "0.0.0.0:$PORT" --users "$RUN/encrypted/users.json" --scrypt-log-n 10 \
+  >"$OUT/logs/encrypted-server.out" 2>"$OUT/logs/encrypted-server.log" &
+SERVER_PID=$!
+PIDS+=("$SERVER_PID")
+wait_for "$OUT/logs/encrypted-server.out" "fingerprint SHA256:" "the TLS server's fingerprint"
+# The fingerprint the server printed is the one the clients require (what a TA's script does);
+# with --trust the known-servers file is neither read nor written.
+FINGERPRINT=$(grep -m1 -o 'SHA256:[A-Za-z0-9+/=]*' "$OUT/logs/encrypted-server.out")
+echo "   server fingerprint $FINGERPRINT"
+CLIENT_MODE=(--trust "$FINGERPRINT")
+start_client encrypted-bob client2 12 40002
+send 12 register bob bob-password
+wait_for "$OUT/logs/encrypted-bob.jsonl" '"event":"welcome"' "bob's welcome (TLS)"
+start_client encrypted-alice client1 11 40001
+send 11 register alice alice-password
+wait_for "$OUT/logs/encrypted-alice.jsonl" '"event":"welcome"' "alice's welcome (TLS)"
+wait_for "$OUT/logs/encrypted-bob.jsonl" '"username":"alice"' "bob to see alice join (TLS)"
+send 11 "hello room, alice here"
+wait_for "$OUT/logs/encrypted-bob.jsonl" '"text":"hello room, alice here"' "bob to get alice's room message (TLS)"
+send 11 "/msg bob $DIRECT_1"
+wait_for "$OUT/logs/encrypted-bob.jsonl" "\"text\":\"$DIRECT_1\"" "bob to get the sealed direct message"
+wait_for "$OUT/logs/encrypted-alice.jsonl" '"event":"direct_delivered"' "alice to hear it was delivered"
+send 11 ":q"; exec 11>&-
+wait_exit "${CLIENT_PID[encrypted-alice]}" "alice's client (TLS)"
+send 12 ":q"; exec 12>&-
+wait_exit "${CLIENT_PID[encrypted-bob]}" "bob's client (TLS)"
+kill -TERM "$SERVER_PID"
+wait_exit "$SERVER_PID" "the TLS server"
+wait_closed webserver
+wait_closed client1
+stop_capture encrypted-webserver
+stop_capture encrypted-client1
+# ---- end of the encrypted run ----------------------------------------------------------------------
+
 # ---- the answers --------------------------------------------------------------------------------
 if command -v editcap >/dev/null 2>&1; then
   editcap -F pcapng "$OUT/newclient.pcap" "$OUT/newclient.pcapng"
@@ -347,9 +399,77 @@ for text in "$DIRECT_1" "$DIRECT_2"; do
 done
 grep -qaF -- "$DIRECT_2" "$OUT/newclient.pcap" || die "the second direct message is not in newclient.pcap"
 
+# ---- what an eavesdropper sees (the encrypted run against the plaintext one) ----------------------
+# The same three secrets, looked for in the raw bytes of each capture (what anyone on the LAN
+# records): in the plaintext run the password and the room text cross to the server and the
+# direct message goes client1 -> client2; in the encrypted run none of them may appear anywhere.
+# Each line: what, text, then present/absent in webserver.pcap, client1.pcap,
+# encrypted-webserver.pcap, encrypted-client1.pcap.
+EAVESDROPPER=(
+  "password|alice-password|present present absent absent"
+  "room text|hello room, alice here|present present absent absent"
+  "direct message|$DIRECT_1|absent present absent absent"
+)
+EAVES_FILES=(webserver client1 encrypted-webserver encrypted-client1)
+: >"$OUT/secrets.txt"
+{
+  printf '%-15s %-50s' "what" "text"
+  for f in "${EAVES_FILES[@]}"; do printf ' %-25s' "$f.pcap"; done
+  echo
+  for row in "${EAVESDROPPER[@]}"; do
+    IFS='|' read -r what text expected <<<"$row"
+    printf '%s\t%s\t%s\n' "$what" "$text" "$expected" >>"$OUT/secrets.txt"
+    printf '%-15s %-50s' "$what" "\"$text\""
+    seen=()
+    for f in "${EAVES_FILES[@]}"; do
+      if grep -qaF -- "$text" "$OUT/$f.pcap"; then seen+=(present); else seen+=(absent); fi
+      printf ' %-25s' "${seen[-1]}"
+    done
+    echo
+    [ "${seen[*]}" = "$expected" ] ||
+      die "$what \"$text\": expected ($expected) in (${EAVES_FILES[*]}), found (${seen[*]})"
+  done
+} >"$OUT/eavesdropper.txt"
+
+# The analyser names what the encrypted capture carries instead of calling it garbage: TLS records
+# (a ClientHello, a ServerHello, application data) and sealed datagrams (a message and its
+# acknowledgement), and no p2pchat line or clear direct message.
+"$TRACE" diagram "$OUT/encrypted-client1.pcap" "${NAMES[@]}" >"$OUT/diagram-encrypted.mmd"
+"$TRACE" diagram "$OUT/encrypted-client1.pcap" "${NAMES[@]}" --format text >"$OUT/diagram-encrypted.txt"
+for label in "TLS handshake ClientHello" "TLS handshake ServerHello" "TLS application_data" \
+  "sealed direct message from key id" "sealed acknowledgement from key id"; do
+  grep -qF -- "$label" "$OUT/diagram-encrypted.txt" || die "p2pchat-trace shows no \"$label\" in encrypted-client1.pcap"
+done
+if grep -qF "(not p2pchat)" "$OUT/diagram-encrypted.txt"; then
+  die "p2pchat-trace calls part of encrypted-client1.pcap \"not p2pchat\""
+fi
+clear=$("$TRACE" diagram "$OUT/encrypted-client1.pcap" --json | jq -r '[.steps[].messages[]] | join(" ")')
+[ -z "$clear" ] || die "p2pchat-trace reads clear p2pchat messages in encrypted-client1.pcap: $clear"
+{
+  echo
+  echo "## 4. The encrypted run (the default mode): what an eavesdropper sees"
+  echo
+  echo "The same password, room text and direct message, looked for in each capture's bytes:"
+  echo
+  cat "$OUT/eavesdropper.txt"
+  echo
+  echo "### client1's handshake with the TLS server (encrypted-webserver.pcap)"
+  "$TRACE" handshakes "$OUT/encrypted-webserver.pcap" --host "${IP[client1]}"
+  echo
+  echo "### The sealed datagrams (encrypted-client1.pcap)"
+  "$TRACE" udp "$OUT/encrypted-client1.pcap"
+  echo
+  echo "### Every packet of alice's encrypted session (encrypted-client1.pcap)"
+  cat "$OUT/diagram-encrypted.txt"
+} >>"$OUT/answers.txt"
+sed -n '/^## 4\./,$p' "$OUT/answers.txt"
+# ---- end of what an eavesdropper sees --------------------------------------------------------------
+
 END=$(date +%s.%N)
 echo
 say "done in $(awk -v a="$START" -v b="$END" 'BEGIN { printf "%.1f", b - a }') s"
 echo "captures: $OUT/webserver.pcap (Ethernet), $OUT/client1.pcap (Linux cooked), $OUT/newclient.pcap$([ -f "$OUT/newclient.pcapng" ] && echo " and .pcapng")"
 echo "answers:  $OUT/answers.txt; diagram: $OUT/diagram.mmd (Mermaid), $OUT/diagram.txt"
 echo "both direct messages are in client1's capture and absent from the server's"
+echo "encrypted run: $OUT/encrypted-webserver.pcap, $OUT/encrypted-client1.pcap; the password, the room text and"
+echo "          the direct message are in the plaintext captures and in neither encrypted one ($OUT/eavesdropper.txt)"

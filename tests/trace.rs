@@ -1,7 +1,9 @@
 //! `p2pchat-trace` and the `trace` module on the captures `just lab` made (fixtures/captures/):
 //! an Ethernet pcap from the server, a Linux cooked (v2) pcap from client1, and a pcapng of a new
-//! client connecting and sending one direct message. The expected numbers are tshark's on the same
-//! files (`tshark -o tcp.relative_sequence_numbers:FALSE -T fields ...`; fixtures/README.md).
+//! client connecting and sending one direct message; and `encrypted.pcap`, alice's session in the
+//! default mode (TLS to the server, a sealed direct message and its acknowledgement). The expected
+//! numbers are tshark's on the same files (`tshark -o tcp.relative_sequence_numbers:FALSE -T fields
+//! ...`, `tshark -d tcp.port==12000,tls ...` for TLS records; fixtures/README.md).
 //! Needs neither root nor tcpdump.
 
 mod common;
@@ -20,6 +22,12 @@ use serde_json::Value;
 const SERVER_PCAP: &str = "captures/webserver.pcap";
 const CLIENT1_PCAP: &str = "captures/client1.pcap";
 const NEW_CLIENT_PCAPNG: &str = "captures/newclient.pcapng";
+const ENCRYPTED_PCAP: &str = "captures/encrypted.pcap";
+
+/// The lab's secrets, the same in its plaintext and its encrypted run (ci/lab.sh).
+const PASSWORD: &str = "alice-password";
+const ROOM_TEXT: &str = "hello room, alice here";
+const DIRECT_TEXT: &str = "lab direct message 1: alice to bob, peer to peer";
 
 fn fixture_capture(name: &str) -> PathBuf {
     common::fixture(name)
@@ -351,22 +359,28 @@ fn diagram_command_prints_mermaid_text_and_json() {
 }
 
 #[test]
-fn the_reports_diagram_is_the_one_generated_from_the_committed_capture() {
+fn the_reports_diagrams_are_the_ones_generated_from_the_committed_captures() {
     let report =
         std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/report.md"))
             .expect("docs/report.md");
-    let start = report
-        .find("```mermaid\n")
-        .expect("a mermaid block in the report")
-        + 11;
-    let end = start + report[start..].find("```").expect("the block ends");
-    let (_, frames) = trace::load(fixture_capture(NEW_CLIENT_PCAPNG)).unwrap();
-    let generated = Diagram::build(&frames, &lab_names()).to_mermaid();
+    let blocks: Vec<&str> = report
+        .split("```mermaid\n")
+        .skip(1)
+        .map(|rest| &rest[..rest.find("```").expect("the block ends")])
+        .collect();
     assert_eq!(
-        &report[start..end],
-        generated,
-        "regenerate it: p2pchat-trace diagram fixtures/captures/newclient.pcapng --name ... (docs/report.md says how)"
+        blocks.len(),
+        2,
+        "the new client's diagram, then the encrypted run's"
     );
+    for (block, capture) in blocks.iter().zip([NEW_CLIENT_PCAPNG, ENCRYPTED_PCAP]) {
+        let (_, frames) = trace::load(fixture_capture(capture)).unwrap();
+        let generated = Diagram::build(&frames, &lab_names()).to_mermaid();
+        assert_eq!(
+            *block, generated,
+            "regenerate it: p2pchat-trace diagram fixtures/{capture} --name ... (docs/report.md says how)"
+        );
+    }
 }
 
 fn assert_refused(path: &Path, expected: &[&str]) {
@@ -415,7 +429,7 @@ fn bad_input_is_refused_with_a_clear_error_and_exit_status_1() {
 
 #[test]
 fn no_prefix_of_a_capture_makes_the_reader_panic() {
-    for name in [SERVER_PCAP, CLIENT1_PCAP, NEW_CLIENT_PCAPNG] {
+    for name in [SERVER_PCAP, CLIENT1_PCAP, NEW_CLIENT_PCAPNG, ENCRYPTED_PCAP] {
         let bytes = std::fs::read(fixture_capture(name)).unwrap();
         for len in (0..bytes.len()).step_by(13) {
             if let Ok(capture) = trace::Capture::from_bytes(name, &bytes[..len]) {
@@ -425,4 +439,169 @@ fn no_prefix_of_a_capture_makes_the_reader_panic() {
             }
         }
     }
+}
+
+fn contains(name: &str, text: &str) -> bool {
+    let bytes = std::fs::read(fixture_capture(name)).unwrap();
+    bytes.windows(text.len()).any(|w| w == text.as_bytes())
+}
+
+#[test]
+fn an_eavesdropper_reads_the_password_room_text_and_dm_in_the_plaintext_captures_and_none_in_the_encrypted_one(
+) {
+    assert!(contains(SERVER_PCAP, PASSWORD) && contains(CLIENT1_PCAP, PASSWORD));
+    assert!(contains(SERVER_PCAP, ROOM_TEXT) && contains(CLIENT1_PCAP, ROOM_TEXT));
+    assert!(contains(CLIENT1_PCAP, DIRECT_TEXT));
+    for text in [PASSWORD, ROOM_TEXT, DIRECT_TEXT, "alice", "bob"] {
+        assert!(
+            !contains(ENCRYPTED_PCAP, text),
+            "{text:?} in {ENCRYPTED_PCAP}"
+        );
+    }
+}
+
+#[test]
+fn tls_records_in_the_encrypted_capture_have_tsharks_types_versions_and_lengths() {
+    let (capture, frames) = trace::load(fixture_capture(ENCRYPTED_PCAP)).unwrap();
+    assert_eq!(capture.format, CaptureFormat::Pcap);
+    assert_eq!(capture.packets.len(), 25);
+    assert!(capture.packets.iter().all(|p| p.link == LinkType::Ethernet));
+    let diagram = Diagram::build(&frames, &lab_names());
+    // (packet, content type, record version, length, handshake types), from `tshark -d
+    // tcp.port==12000,tls -T json`: tls.record.content_type (or opaque_type), .version, .length,
+    // tls.handshake.type.
+    let expected: [(usize, u8, u16, u16, &[u8]); 13] = [
+        (4, 22, 0x0301, 209, &[1]),
+        (6, 22, 0x0303, 122, &[2]),
+        (6, 20, 0x0303, 1, &[]),
+        (6, 23, 0x0303, 523, &[]),
+        (8, 20, 0x0303, 1, &[]),
+        (9, 23, 0x0303, 69, &[]),
+        (11, 23, 0x0303, 74, &[]),
+        (12, 23, 0x0303, 161, &[]),
+        (13, 23, 0x0303, 297, &[]),
+        (15, 23, 0x0303, 64, &[]),
+        (18, 23, 0x0303, 33, &[]),
+        (20, 23, 0x0303, 19, &[]),
+        (23, 23, 0x0303, 19, &[]),
+    ];
+    let found: Vec<(usize, u8, u16, u16, Vec<u8>)> = diagram
+        .steps
+        .iter()
+        .flat_map(|s| {
+            s.tls.iter().map(move |r| {
+                (
+                    s.packet,
+                    r.content_type,
+                    r.version,
+                    r.length,
+                    r.handshake_types.clone(),
+                )
+            })
+        })
+        .collect();
+    let expected: Vec<(usize, u8, u16, u16, Vec<u8>)> = expected
+        .iter()
+        .map(|&(p, t, v, l, h)| (p, t, v, l, h.to_vec()))
+        .collect();
+    assert_eq!(found, expected);
+    // No segment is read as p2pchat lines or called garbage.
+    for step in &diagram.steps {
+        assert!(step.messages.is_empty(), "packet {}", step.packet);
+        assert!(!step.label.contains("not p2pchat"), "{}", step.label);
+    }
+    let label = |packet: usize| {
+        let step = diagram.steps.iter().find(|s| s.packet == packet).unwrap();
+        step.label.clone()
+    };
+    assert!(label(4).ends_with("len=214 TLS handshake ClientHello [0x0301, 209 bytes]"));
+    assert!(label(6).ends_with(
+        "TLS handshake ServerHello [0x0303, 122 bytes] + TLS change_cipher_spec [0x0303, 1 byte] \
+         + TLS application_data [0x0303, 523 bytes]"
+    ));
+    assert!(label(9).ends_with("TLS application_data [0x0303, 69 bytes]"));
+}
+
+#[test]
+fn sealed_datagrams_in_the_encrypted_capture_are_named_by_their_header() {
+    let (_, frames) = trace::load(fixture_capture(ENCRYPTED_PCAP)).unwrap();
+    let datagrams = udp::datagrams(&frames);
+    // (packet, length, checksum, the first 18 payload bytes), from tshark's udp.length,
+    // udp.checksum and udp.payload.
+    let expected = [
+        (
+            16,
+            139u16,
+            0x50dbu16,
+            "01013076fc4dda827dfa0000000000000001",
+        ),
+        (17, 50, 0x5082, "01024c8d27b0a50b55f10000000000000001"),
+    ];
+    assert_eq!(datagrams.len(), expected.len());
+    for (d, (packet, length, checksum, header)) in datagrams.iter().zip(expected) {
+        assert_eq!((d.packet, d.length, d.checksum), (packet, length, checksum));
+        let sealed = d.sealed.as_ref().expect("a sealed header");
+        assert_eq!(sealed.version, 1);
+        assert_eq!(&header[..2], "01");
+        let kind = if &header[2..4] == "01" {
+            "message"
+        } else {
+            "acknowledgement"
+        };
+        assert_eq!(sealed.kind, kind);
+        assert_eq!(sealed.key_id, header[4..20]);
+        assert_eq!(
+            sealed.counter,
+            u64::from_str_radix(&header[20..36], 16).unwrap()
+        );
+        assert_eq!(sealed.sealed_bytes, usize::from(length) - 8 - 18);
+    }
+    assert_eq!(datagrams[0].src, "10.20.30.11:40001".parse().unwrap());
+    assert_eq!(datagrams[1].src, "10.20.30.12:40002".parse().unwrap());
+    let answers = udp::answers(&datagrams);
+    assert_eq!(
+        answers.direct_message.as_ref().map(|d| d.packet),
+        Some(16),
+        "the sealed message, not its acknowledgement, is the example"
+    );
+    assert_eq!(answers.protocol_number, Some(17));
+}
+
+#[test]
+fn the_commands_label_tls_and_sealed_datagrams_on_the_encrypted_capture() {
+    let path = fixture_capture(ENCRYPTED_PCAP);
+    let path = path.to_str().unwrap();
+    let text = trace_cmd(&["diagram", path, "--format", "text"]);
+    assert!(text.status.success());
+    let text = String::from_utf8(text.stdout).unwrap();
+    for needle in [
+        "TLS handshake ClientHello [0x0301, 209 bytes]",
+        "TLS handshake ServerHello [0x0303, 122 bytes]",
+        "UDP 40001→40002 len=131 sealed direct message from key id 3076fc4dda827dfa counter 1",
+        "UDP 40002→40001 len=42 sealed acknowledgement from key id 4c8d27b0a50b55f1 counter 1",
+    ] {
+        assert!(text.contains(needle), "missing {needle:?} in:\n{text}");
+    }
+    assert!(!text.contains("not p2pchat"), "{text}");
+    let udp = json_of(&["udp", path, "--json"]);
+    let first = &udp["datagrams"][0];
+    assert_eq!(first["p2pchat"], "sealed message");
+    assert_eq!(first["sealed"]["key_id"], "3076fc4dda827dfa");
+    assert_eq!(first["sealed"]["counter"], 1);
+    assert_eq!(udp["answers"]["direct_message"]["packet"], 16);
+    let udp_text = String::from_utf8(trace_cmd(&["udp", path]).stdout).unwrap();
+    assert!(
+        udp_text.contains("sealed: version 1, kind message, sender's key id 3076fc4dda827dfa"),
+        "{udp_text}"
+    );
+    let handshakes = json_of(&["handshakes", path, "--json"]);
+    let found = handshakes["handshakes"].as_array().unwrap();
+    assert_eq!(found.len(), 1);
+    assert_eq!(found[0]["syn_seq"], 2_643_854_720u64);
+    assert_eq!(found[0]["syn_ack_seq"], 314_306_879u64);
+    assert_eq!(found[0]["syn_ack_ack"], 2_643_854_721u64);
+    let diagram = json_of(&["diagram", path, "--json"]);
+    assert_eq!(diagram["steps"][3]["tls"][0]["content"], "handshake");
+    assert_eq!(diagram["steps"][3]["tls"][0]["version"], "0x0301");
+    assert_eq!(diagram["steps"][15]["sealed"]["kind"], "message");
 }

@@ -1,6 +1,6 @@
 //! A sequence diagram of every packet between the hosts of a capture, in capture order: TCP
-//! handshakes, data segments labelled with the p2pchat messages they carry, FINs and RSTs, UDP
-//! direct messages, ARP. Rendered as Mermaid (`sequenceDiagram`, for docs) or as plain text with
+//! handshakes, data segments labelled with the p2pchat messages (or, in the default mode, the TLS
+//! records) they carry, FINs and RSTs, UDP direct messages (clear, or sealed by their header), ARP. Rendered as Mermaid (`sequenceDiagram`, for docs) or as plain text with
 //! one column per host (for the terminal).
 
 use std::collections::HashMap;
@@ -8,8 +8,9 @@ use std::net::IpAddr;
 
 use serde::Serialize;
 
-use super::messages::{label_datagram, Payload, StreamLabeler};
+use super::messages::{label_datagram, Payload, SealedDatagram, StreamLabeler};
 use super::packet::{Content, Frame};
+use super::tls::TlsRecord;
 
 /// Width of one host's column in the text form.
 const TEXT_COLUMN: usize = 18;
@@ -46,6 +47,10 @@ pub struct Step {
     pub label: String,
     /// The p2pchat message types the packet carries (may be empty).
     pub messages: Vec<String>,
+    /// The TLS records this segment finishes (may be empty).
+    pub tls: Vec<TlsRecord>,
+    /// The header of the sealed datagram this packet is, if it is one.
+    pub sealed: Option<SealedDatagram>,
 }
 
 /// The diagram, before rendering.
@@ -69,12 +74,18 @@ impl Diagram {
         let start = frames.first().map(|f| f.timestamp).unwrap_or_default();
         let mut labeler = StreamLabeler::new();
         for frame in frames {
-            let Some((from, to, protocol, label, messages)) = describe(frame, &mut labeler) else {
+            let Some((from, to, protocol, label, payload)) = describe(frame, &mut labeler) else {
                 diagram.omitted += 1;
                 continue;
             };
             let from = diagram.participant(from, names);
             let to = diagram.participant(to, names);
+            let (messages, tls, sealed) = match payload {
+                Payload::Messages(types) => (types, Vec::new(), None),
+                Payload::Tls(records) => (Vec::new(), records, None),
+                Payload::Sealed(header) => (Vec::new(), Vec::new(), Some(header)),
+                _ => (Vec::new(), Vec::new(), None),
+            };
             diagram.steps.push(Step {
                 packet: frame.number,
                 time: frame.timestamp.saturating_sub(start).as_secs_f64(),
@@ -83,6 +94,8 @@ impl Diagram {
                 protocol,
                 label,
                 messages,
+                tls,
+                sealed,
             });
         }
         diagram
@@ -206,7 +219,7 @@ fn mermaid_text(text: &str) -> String {
     text.replace(';', ",").replace('#', "no.")
 }
 
-type Described = (IpAddr, IpAddr, String, String, Vec<String>);
+type Described = (IpAddr, IpAddr, String, String, Payload);
 
 /// Whether an IP packet goes from one host to another: not to a multicast or the limited
 /// broadcast address, not from the unspecified address.
@@ -252,7 +265,7 @@ fn describe(frame: &Frame, labeler: &mut StreamLabeler) -> Option<Described> {
                 segment.dst.ip(),
                 "TCP".into(),
                 label,
-                message_types(payload),
+                payload,
             ))
         }
         Content::Udp(datagram) => {
@@ -272,7 +285,7 @@ fn describe(frame: &Frame, labeler: &mut StreamLabeler) -> Option<Described> {
                 datagram.dst.ip(),
                 "UDP".into(),
                 label,
-                message_types(payload),
+                payload,
             ))
         }
         Content::Arp(arp) => {
@@ -283,7 +296,7 @@ fn describe(frame: &Frame, labeler: &mut StreamLabeler) -> Option<Described> {
             } else {
                 format!("{sender} is-at {}", arp.sender_mac)
             };
-            Some((sender, target, "ARP".into(), label, Vec::new()))
+            Some((sender, target, "ARP".into(), label, Payload::Empty))
         }
         Content::OtherIp {
             src,
@@ -299,16 +312,9 @@ fn describe(frame: &Frame, labeler: &mut StreamLabeler) -> Option<Described> {
             } else {
                 String::new()
             },
-            Vec::new(),
+            Payload::Empty,
         )),
         Content::OtherLink { .. } | Content::Undecodable { .. } => None,
-    }
-}
-
-fn message_types(payload: Payload) -> Vec<String> {
-    match payload {
-        Payload::Messages(types) => types,
-        _ => Vec::new(),
     }
 }
 

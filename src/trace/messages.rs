@@ -1,6 +1,12 @@
 //! Recognising p2pchat messages in captured payloads: which protocol message a TCP segment or a
 //! UDP datagram carries.
 //!
+//! In the default mode the TCP stream is TLS and a direct message is sealed: a direction whose
+//! first bytes are a TLS record header is read record by record ([`super::tls`]) and its segments
+//! are labelled with the records they finish; a datagram with a sealed header
+//! ([`crate::sealed::Header`]) is labelled with that header (kind, sender's key id, counter),
+//! which is all an eavesdropper can read of it.
+//!
 //! TCP is a byte stream, so a segment may hold several lines, or part of one: each direction of
 //! each connection is reassembled in sequence-number order and a segment is labelled with the
 //! messages whose last byte (the newline) it carries. The names come from the `"type"` field,
@@ -15,7 +21,9 @@ use std::net::SocketAddr;
 use serde::Serialize;
 
 use super::packet::TcpSegment;
+use super::tls::{self, RecordReader, TlsRecord};
 use crate::protocol::{self, DecodeError};
+use crate::sealed;
 
 /// How much of an unfinished line is kept per direction before the stream is judged not to be
 /// p2pchat: the longest line either side accepts.
@@ -34,8 +42,58 @@ pub enum Payload {
     Partial,
     /// Bytes already seen on this stream, sent again.
     Retransmission,
-    /// Not newline-delimited JSON with a `"type"`: some other protocol.
+    /// Not newline-delimited JSON with a `"type"`, nor TLS, nor a sealed datagram: some other
+    /// protocol.
     Other,
+    /// TLS records ending in this segment (the default mode's stream to the server).
+    Tls(Vec<TlsRecord>),
+    /// Part of a TLS record that a later segment finishes.
+    TlsPartial,
+    /// A sealed direct message or acknowledgement: only its header is readable.
+    Sealed(SealedDatagram),
+}
+
+/// The clear header of a sealed datagram (docs/protocol.md, "Sealed"): what it says, not whether
+/// it is authentic, which only the two peers can tell.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SealedDatagram {
+    pub version: u8,
+    /// `message` or `acknowledgement`.
+    pub kind: &'static str,
+    /// The sender's session key id, in hex (the first 8 bytes of SHA-256 of its public key).
+    pub key_id: String,
+    pub counter: u64,
+    /// Bytes after the header: the ciphertext and its 16-byte tag.
+    pub sealed_bytes: usize,
+}
+
+impl SealedDatagram {
+    /// Reads the header of a sealed datagram; `None` when the bytes are not one.
+    pub fn parse(payload: &[u8]) -> Option<SealedDatagram> {
+        let header = sealed::Header::parse(payload).ok()?;
+        Some(SealedDatagram {
+            version: payload[0],
+            kind: match header.kind {
+                sealed::Kind::Message => "message",
+                sealed::Kind::Ack => "acknowledgement",
+            },
+            key_id: header.key_id.to_string(),
+            counter: header.counter,
+            sealed_bytes: payload.len() - sealed::HEADER_BYTES,
+        })
+    }
+
+    /// `sealed direct message from key id 5d2af3732237ccce counter 1`.
+    pub fn label(&self) -> String {
+        let what = match self.kind {
+            "message" => "direct message",
+            other => other,
+        };
+        format!(
+            "sealed {what} from key id {} counter {}",
+            self.key_id, self.counter
+        )
+    }
 }
 
 impl Payload {
@@ -47,6 +105,16 @@ impl Payload {
             Payload::Partial => Some("(part of a message)".into()),
             Payload::Retransmission => Some("(retransmission)".into()),
             Payload::Other => Some("(not p2pchat)".into()),
+            Payload::Tls(records) => Some(format!(
+                "TLS {}",
+                records
+                    .iter()
+                    .map(TlsRecord::label)
+                    .collect::<Vec<_>>()
+                    .join(" + TLS ")
+            )),
+            Payload::TlsPartial => Some("(part of a TLS record)".into()),
+            Payload::Sealed(header) => Some(header.label()),
         }
     }
 }
@@ -68,6 +136,11 @@ struct Direction {
     pending: Vec<u8>,
     /// Set once the bytes are seen not to be p2pchat lines; later segments are `Other` too.
     foreign: bool,
+    /// Whether any payload byte of this direction has been read: the first ones decide between
+    /// p2pchat lines and TLS.
+    started: bool,
+    /// Set when the direction starts with a TLS record header.
+    tls: Option<RecordReader>,
 }
 
 /// Labels TCP segments in capture order; keeps each stream's unfinished line between calls.
@@ -122,14 +195,37 @@ impl StreamLabeler {
             &segment.payload[offset.unsigned_abs() as usize..]
         } else {
             if offset > 0 {
-                // Bytes the capture missed: the unfinished line cannot be completed.
+                // Bytes the capture missed: the unfinished line cannot be completed, and a TLS
+                // stream's next record header cannot be found.
                 direction.pending.clear();
+                if direction.tls.take().is_some() {
+                    direction.foreign = true;
+                }
             }
             &segment.payload[..]
         };
         direction.next_seq = Some(segment.seq.wrapping_add(len as u32));
         if direction.foreign {
             return Payload::Other;
+        }
+        if !direction.started {
+            direction.started = true;
+            // The stream's first byte (or, in a capture that began mid-connection, the first
+            // byte seen) is a record header's or a line's.
+            if offset <= 0 && tls::looks_like_tls(fresh) {
+                direction.tls = Some(RecordReader::new());
+            }
+        }
+        if let Some(reader) = &mut direction.tls {
+            return match reader.push(fresh) {
+                Ok(records) if records.is_empty() => Payload::TlsPartial,
+                Ok(records) => Payload::Tls(records),
+                Err(_) => {
+                    direction.foreign = true;
+                    direction.tls = None;
+                    Payload::Other
+                }
+            };
         }
         direction.pending.extend_from_slice(fresh);
         let mut types = Vec::new();
@@ -197,10 +293,14 @@ fn name_with_verdict(kind: String, verdict: Result<(), DecodeError>) -> String {
     }
 }
 
-/// What a UDP payload carries: `direct` for a p2pchat direct message.
+/// What a UDP payload carries: `direct` for a clear p2pchat direct message, the header of a
+/// sealed one.
 pub fn label_datagram(payload: &[u8]) -> Payload {
     if payload.is_empty() {
         return Payload::Empty;
+    }
+    if let Some(header) = SealedDatagram::parse(payload) {
+        return Payload::Sealed(header);
     }
     match json_type(payload) {
         Some(kind) => Payload::Messages(vec![name_with_verdict(

@@ -2,7 +2,9 @@
 //!
 //! - [`capture`]: the pcap/pcapng container (via `pcap-file`), link types, errors naming the offset.
 //! - [`packet`]: one packet's headers (via `etherparse`): TCP segments, UDP datagrams, ARP.
-//! - [`messages`]: which p2pchat message a segment or datagram carries, by the library's decoders.
+//! - [`messages`]: which p2pchat message a segment or datagram carries, by the library's decoders;
+//!   in the default mode, which TLS records a segment finishes and a sealed datagram's header.
+//! - [`tls`]: TLS records in a TCP stream, read from their clear headers.
 //! - [`handshake`]: every TCP three-way handshake with absolute numbers, and each connection's end.
 //! - [`udp`]: every UDP datagram's header, and the lab's questions about UDP answered.
 //! - [`diagram`]: a sequence diagram of every packet, as Mermaid or as text.
@@ -14,6 +16,7 @@ pub mod diagram;
 pub mod handshake;
 pub mod messages;
 pub mod packet;
+pub mod tls;
 pub mod udp;
 
 use std::path::Path;

@@ -1,11 +1,12 @@
 //! UDP in the capture: every datagram's header fields, and the answers to the lab's questions about
-//! UDP's header, read from the header layout (RFC 768) and from a captured datagram.
+//! UDP's header, read from the header layout (RFC 768) and from a captured datagram. A sealed
+//! direct message (the default mode) is described by its clear header.
 
 use std::net::SocketAddr;
 
 use serde::Serialize;
 
-use super::messages::{label_datagram, Payload};
+use super::messages::{label_datagram, Payload, SealedDatagram};
 use super::packet::{Content, Frame};
 
 /// Size of the UDP header: four 16-bit fields.
@@ -76,8 +77,19 @@ pub struct DatagramRecord {
     pub ip_protocol: u8,
     /// The 8 header bytes in hex, as on the wire.
     pub header_hex: String,
-    /// The p2pchat message it carries, if any (`direct`).
+    /// The p2pchat message it carries, if any: `direct` (clear), `sealed message` or `sealed
+    /// acknowledgement`.
     pub p2pchat: Option<String>,
+    /// A sealed datagram's clear header.
+    pub sealed: Option<SealedDatagram>,
+}
+
+impl DatagramRecord {
+    /// Whether it is a direct message, clear or sealed (not an acknowledgement).
+    pub fn is_direct_message(&self) -> bool {
+        self.p2pchat.as_deref() == Some("direct")
+            || self.sealed.as_ref().is_some_and(|s| s.kind == "message")
+    }
 }
 
 /// The lab's UDP answers, with where each comes from.
@@ -96,7 +108,7 @@ pub struct UdpAnswers {
     pub protocol_number_packet: Option<usize>,
     /// The largest payload among the captured datagrams.
     pub largest_payload_seen: Option<PayloadSeen>,
-    /// The first captured p2pchat direct message, the lab's example datagram.
+    /// The first captured p2pchat direct message (clear or sealed), the lab's example datagram.
     pub direct_message: Option<DatagramRecord>,
 }
 
@@ -105,32 +117,36 @@ pub fn datagrams(frames: &[Frame]) -> Vec<DatagramRecord> {
     frames
         .iter()
         .filter_map(|frame| match &frame.content {
-            Content::Udp(udp) => Some(DatagramRecord {
-                packet: frame.number,
-                src: udp.src,
-                dst: udp.dst,
-                length: udp.length,
-                checksum: udp.checksum,
-                checksum_valid: udp.checksum_valid,
-                payload_len: udp.payload_len,
-                ip_protocol: udp.ip_protocol,
-                header_hex: hex(&udp.header),
-                p2pchat: match label_datagram(&udp.payload) {
-                    Payload::Messages(types) => Some(types.join("+")),
-                    _ => None,
-                },
-            }),
+            Content::Udp(udp) => Some(record(frame.number, udp)),
             _ => None,
         })
         .collect()
 }
 
+fn record(packet: usize, udp: &super::packet::UdpDatagram) -> DatagramRecord {
+    let (p2pchat, sealed) = match label_datagram(&udp.payload) {
+        Payload::Messages(types) => (Some(types.join("+")), None),
+        Payload::Sealed(header) => (Some(format!("sealed {}", header.kind)), Some(header)),
+        _ => (None, None),
+    };
+    DatagramRecord {
+        packet,
+        src: udp.src,
+        dst: udp.dst,
+        length: udp.length,
+        checksum: udp.checksum,
+        checksum_valid: udp.checksum_valid,
+        payload_len: udp.payload_len,
+        ip_protocol: udp.ip_protocol,
+        header_hex: hex(&udp.header),
+        p2pchat,
+        sealed,
+    }
+}
+
 /// The lab's answers, from the header layout and from `datagrams`.
 pub fn answers(datagrams: &[DatagramRecord]) -> UdpAnswers {
-    let direct_message = datagrams
-        .iter()
-        .find(|d| d.p2pchat.as_deref() == Some("direct"))
-        .cloned();
+    let direct_message = datagrams.iter().find(|d| d.is_direct_message()).cloned();
     // Read the protocol number from the example datagram when there is one.
     let witness = direct_message.as_ref().or(datagrams.first());
     UdpAnswers {
@@ -186,7 +202,10 @@ pub fn render_text(datagrams: &[DatagramRecord], answers: &UdpAnswers) -> String
             d.length,
             format!("0x{:04x}", d.checksum),
             d.payload_len,
-            d.p2pchat.as_deref().unwrap_or("-")
+            match &d.sealed {
+                Some(header) => header.label(),
+                None => d.p2pchat.clone().unwrap_or_else(|| "-".into()),
+            }
         ));
     }
     out.push_str("\nThe UDP header (RFC 768):\n");
@@ -219,6 +238,14 @@ pub fn render_text(datagrams: &[DatagramRecord], answers: &UdpAnswers) -> String
             dm.checksum,
             checksum_note(dm.checksum_valid)
         ));
+        if let Some(header) = &dm.sealed {
+            out.push_str(&format!(
+                "  sealed: version {}, kind {}, sender's key id {}, counter {}, then {} bytes of ciphertext and tag;
+  \
+                 the text, the sender's name and the message id are inside the ciphertext\n",
+                header.version, header.kind, header.key_id, header.counter, header.sealed_bytes
+            ));
+        }
     }
     out.push_str(&format!(
         "\nLargest payload over IPv4: {} bytes = 65,535 (IPv4 total length, 16 bits) - {} (IPv4 header) - {} (UDP header).\n\
