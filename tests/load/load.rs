@@ -148,6 +148,7 @@ fn main() -> ExitCode {
 fn smoke_sizes(args: &mut Args) {
     histogram::self_check();
     dialect::self_check();
+    reactor::self_check();
     args.workloads = vec![
         Workload::Burst,
         Workload::Paced,
