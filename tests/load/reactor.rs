@@ -320,10 +320,13 @@ impl Reactor {
             }
         }
         self.flush(index);
-        self.read(index);
+        // With the peer's FIN already in the event, read on to the end of the stream: no later
+        // edge would report it.
+        let hung_up = events & (libc::EPOLLRDHUP | libc::EPOLLHUP | libc::EPOLLERR) as u32 != 0;
+        self.read(index, hung_up);
     }
 
-    fn read(&mut self, index: usize) {
+    fn read(&mut self, index: usize, hung_up: bool) {
         let mut scratch = std::mem::take(&mut self.scratch);
         loop {
             let Some(stream) = self.clients[index].stream.as_mut() else {
@@ -338,10 +341,10 @@ impl Reactor {
                     self.counters.bytes_in += n as u64;
                     self.last_progress = Instant::now();
                     self.absorb(index, &scratch[..n]);
-                    // A short read emptied the socket's queue; data arriving later raises a new
-                    // edge. Stopping here saves the read that would only say EAGAIN: half the
-                    // generator's syscalls when the server writes one small line at a time.
-                    if n < scratch.len() {
+                    // A short read emptied the socket's queue; data or a FIN arriving later
+                    // raises a new edge. Stopping here saves the read that would only say EAGAIN:
+                    // half the generator's syscalls when the server writes one line at a time.
+                    if n < scratch.len() && !hung_up {
                         break;
                     }
                 }
