@@ -80,9 +80,9 @@ impl Dialect {
     pub fn say(self, out: &mut Vec<u8>, sender: usize, seq: u32, micros: u64) {
         use std::io::Write;
         let _ = match self {
-            Dialect::P2pchat => write!(
+            Dialect::P2pchat => writeln!(
                 out,
-                "{{\"type\":\"say\",\"text\":\"m {sender} {seq} {micros}\"}}\n"
+                "{{\"type\":\"say\",\"text\":\"m {sender} {seq} {micros}\"}}"
             ),
             Dialect::Irc => write!(out, "PRIVMSG {CHANNEL} :m {sender} {seq} {micros}\r\n"),
         };

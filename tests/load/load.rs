@@ -811,7 +811,7 @@ fn print_table(title: &str, columns: &[Measure]) -> bool {
     let num = |f: &dyn Fn(&Measure) -> f64, fmt: &dyn Fn(f64) -> String| {
         let values: Vec<f64> = columns.iter().map(f).collect();
         let text = values.iter().map(|&v| fmt(v)).collect();
-        (text, values.get(0).copied().zip(values.get(1).copied()))
+        (text, values.first().copied().zip(values.get(1).copied()))
     };
     let numeric = |label: &str, f: &dyn Fn(&Measure) -> f64, fmt: &dyn Fn(f64) -> String| {
         let (text, pair) = num(f, fmt);

@@ -328,10 +328,7 @@ impl Reactor {
 
     fn read(&mut self, index: usize, hung_up: bool) {
         let mut scratch = std::mem::take(&mut self.scratch);
-        loop {
-            let Some(stream) = self.clients[index].stream.as_mut() else {
-                break;
-            };
+        while let Some(stream) = self.clients[index].stream.as_mut() {
             match stream.read(&mut scratch) {
                 Ok(0) => {
                     self.closed_by_server(index);
