@@ -34,15 +34,13 @@ client *FLAGS:
 fmt:
     cargo fmt --all
 
-# Benchmarks (release build): login flood latency and memory and login timing (default scrypt cost),
-# then every load workload (tests/load; side by side with ngircd when it is installed).
+# Benchmarks (release): login flood and timing at the default scrypt cost, then every load workload (docs/performance.md).
 bench:
     cargo test --release --locked --test bench -- --ignored --nocapture --test-threads 1
     cargo build --release --locked --bin p2pchat-server
     cargo bench --locked --bench load
 
-# One or more load workloads (burst, paced, idle, registrations, default-burst; all when none is
-# named) with the generator's flags, e.g. `just load idle --idle-clients 2000`; `just load --help`.
+# Load workloads (burst paced idle registrations default-burst; all if none) and flags: `just load --help`.
 load *ARGS:
     cargo build --release --locked --bin p2pchat-server
     cargo bench --locked --bench load -- {{ARGS}}
