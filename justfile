@@ -34,9 +34,16 @@ client *FLAGS:
 fmt:
     cargo fmt --all
 
-# Benchmarks (release build, default scrypt cost): login flood latency and memory, login timing.
+# Benchmarks (release): login flood and timing at the default scrypt cost, then every load workload (docs/performance.md).
 bench:
     cargo test --release --locked --test bench -- --ignored --nocapture --test-threads 1
+    cargo build --release --locked --bin p2pchat-server
+    cargo bench --locked --bench load
+
+# Load workloads (burst paced idle registrations default-burst; all if none) and flags: `just load --help`.
+load *ARGS:
+    cargo build --release --locked --bin p2pchat-server
+    cargo bench --locked --bench load -- {{ARGS}}
 
 # Run the property tests (tests/fuzz.rs) long: CASES cases per property (default 250000), optimised.
 fuzz CASES="250000":
