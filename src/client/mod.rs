@@ -378,6 +378,8 @@ impl Client {
                     }),
                     Ok(Some(Command::Peers)) => send(&mut writer, &ClientMessage::List).await?,
                     Ok(Some(Command::Stats)) => emit(ClientEvent::DirectStats(inbox.stats())),
+                    // The terminal clears its screen itself; piped input has none.
+                    Ok(Some(Command::Clear)) => {}
                     Ok(Some(Command::Say(text))) => {
                         let message = ClientMessage::Say { text };
                         if encode_line(&message).len() > MAX_LINE_BYTES {
