@@ -44,6 +44,9 @@ impl Room {
         let mut alice = TerminalClient::start(self.server.addr, flags);
         alice.register("alice", "alice-password");
         alice.wait_for("* online (2): alice, bob");
+        // The prompt: the line editor has the terminal (raw mode) from here on. A key typed
+        // before reaches the terminal's own line discipline, where Ctrl-C is SIGINT.
+        alice.wait_for("> ");
         alice
     }
 
@@ -297,12 +300,19 @@ fn names_are_coloured_on_a_terminal_and_never_with_no_color() {
 #[test]
 fn own_lines_show_as_name_and_text() {
     let mut room = room();
-    let mut alice = room.alice(&["--no-timestamps"]);
+    let home = tempfile::tempdir().unwrap();
+    let mut alice = TerminalClient::start_at_home(
+        room.server.addr,
+        &["--no-timestamps"],
+        &[("NO_COLOR", "1")],
+        home.path(),
+    );
+    alice.register("alice", "alice-password");
+    alice.wait_for("> ");
     let from = alice.seen;
     alice.type_keys("hello room\r");
     room.bob_hears("hello room");
-    alice.wait_for("hello room");
-    alice.wait_for("\n");
+    alice.wait_for("<alice> hello room");
     let starts = line_starts(&alice.output_from(from));
     assert!(
         starts.iter().any(|s| s == "<alice> hello room"),
