@@ -5,20 +5,14 @@
 //! client wrote to the terminal and looks at it line by line. Terminal behaviour is never assumed
 //! from piped runs: the line editor only runs on a terminal.
 //!
-//! The pty comes from `libc::openpty` (libc is already a dev-dependency; no crate added).
+//! The pty harness is tests/common/pty.rs. The client runs with its defaults, so every line it
+//! shows starts with the time and names are in colour: `line_starts` takes both off.
 
 mod common;
 
-use std::fs::File;
-use std::io::{Read, Write};
 use std::net::{SocketAddr, UdpSocket};
-use std::os::fd::{FromRawFd, OwnedFd};
-use std::os::unix::process::CommandExt;
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Condvar, Mutex};
-use std::thread;
-use std::time::Instant;
 
+use common::pty::*;
 use common::*;
 use serde_json::{json, Value};
 
@@ -35,218 +29,6 @@ const DIRECT_FORGERY: &str =
 /// Lines the client may show for one message: the first, the default ten continuation lines, and
 /// the `… (N more lines)` line.
 const MOST_LINES_PER_MESSAGE: usize = 1 + 10 + 1;
-
-/// Everything the client wrote to the terminal so far, and a signal when more came.
-#[derive(Default)]
-struct Screen {
-    bytes: Mutex<Vec<u8>>,
-    grew: Condvar,
-}
-
-/// A `p2pchat-client` on a pseudo-terminal. Dropping it kills it.
-struct TerminalClient {
-    child: Child,
-    /// The pty's master side, for typing.
-    keyboard: File,
-    screen: Arc<Screen>,
-    /// How far [`TerminalClient::wait_for`] has read: each wait looks past the last match.
-    seen: usize,
-    /// Its XDG_CONFIG_HOME and HOME, removed with it.
-    _config: tempfile::TempDir,
-}
-
-impl TerminalClient {
-    /// Starts `p2pchat-client --server SERVER FLAGS…` on a new pty of 200×50, as the session
-    /// leader with the pty as its controlling terminal.
-    fn start(server: SocketAddr, flags: &[&str]) -> TerminalClient {
-        let (master, slave) = open_pty();
-        let stdio = || Stdio::from(slave.try_clone().expect("dup the pty's slave side"));
-        let mut command = Command::new(client_bin());
-        // A temporary config folder, so no test reads or writes the real known-servers file.
-        let config = tempfile::TempDir::new().expect("a config folder");
-        command
-            .arg("--server")
-            .arg(server.to_string())
-            .args(match flags.contains(&"--plaintext") {
-                true => Vec::new(),
-                false => trust_flags(&server.to_string()),
-            })
-            .args(flags)
-            .env("XDG_CONFIG_HOME", config.path())
-            .env("HOME", config.path())
-            .env("TERM", "xterm-256color")
-            .stdin(stdio())
-            .stdout(stdio())
-            .stderr(stdio());
-        // SAFETY: setsid and ioctl are async-signal-safe; they run in the child before exec.
-        unsafe {
-            command.pre_exec(|| {
-                if libc::setsid() < 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                // stdin is the slave side by now: make it the controlling terminal, which
-                // the password prompt opens as /dev/tty.
-                if libc::ioctl(0, libc::TIOCSCTTY as _, 0) < 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
-        let child = command.spawn().expect("start p2pchat-client on a pty");
-        // Only the child holds the slave side now, so reads end (EIO) when it exits.
-        drop(slave);
-        let keyboard = File::from(master.try_clone().expect("dup the pty's master side"));
-        let screen = Arc::new(Screen::default());
-        let sink = screen.clone();
-        thread::spawn(move || {
-            let mut master = File::from(master);
-            let mut buffer = [0u8; 65_536];
-            // Ends with EIO once the child has exited and closed the slave side.
-            while let Ok(n @ 1..) = master.read(&mut buffer) {
-                sink.bytes.lock().unwrap().extend_from_slice(&buffer[..n]);
-                sink.grew.notify_all();
-            }
-        });
-        TerminalClient {
-            child,
-            keyboard,
-            screen,
-            seen: 0,
-            _config: config,
-        }
-    }
-
-    /// Types `keys`.
-    fn type_keys(&mut self, keys: &str) {
-        self.keyboard
-            .write_all(keys.as_bytes())
-            .expect("type on the pty");
-    }
-
-    /// Waits until the terminal shows `needle` past the previous match; returns the offset just
-    /// past it.
-    fn wait_for(&mut self, needle: &str) -> usize {
-        let deadline = Instant::now() + DEADLINE;
-        let mut bytes = self.screen.bytes.lock().unwrap();
-        loop {
-            if let Some(at) = find(&bytes[self.seen..], needle.as_bytes()) {
-                self.seen += at + needle.len();
-                return self.seen;
-            }
-            let left = deadline.saturating_duration_since(Instant::now());
-            assert!(
-                !left.is_zero(),
-                "the terminal never showed {needle:?}; it shows:\n{}",
-                String::from_utf8_lossy(&bytes[self.seen..])
-            );
-            bytes = self.screen.grew.wait_timeout(bytes, left).unwrap().0;
-        }
-    }
-
-    /// What was written to the terminal from byte `from` on.
-    fn output_from(&self, from: usize) -> Vec<u8> {
-        self.screen.bytes.lock().unwrap()[from..].to_vec()
-    }
-
-    /// Registers `name` through the prompts, as a person would, and waits for the welcome.
-    fn register(&mut self, name: &str, password: &str) {
-        self.wait_for("login or register? ");
-        self.type_keys("register\n");
-        self.wait_for("username: ");
-        self.type_keys(&format!("{name}\n"));
-        self.wait_for("password: ");
-        self.type_keys(&format!("{password}\n"));
-        self.wait_for(&format!("* logged in as {name}"));
-    }
-}
-
-impl Drop for TerminalClient {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// A new pty (master, slave) with a 200×50 window.
-fn open_pty() -> (OwnedFd, OwnedFd) {
-    let mut master = -1;
-    let mut slave = -1;
-    let size = libc::winsize {
-        ws_row: 50,
-        ws_col: 200,
-        ws_xpixel: 0,
-        ws_ypixel: 0,
-    };
-    // SAFETY: openpty writes two descriptors into the two ints; no name buffer, default termios.
-    let rc = unsafe {
-        libc::openpty(
-            &mut master,
-            &mut slave,
-            std::ptr::null_mut(),
-            std::ptr::null(),
-            &size,
-        )
-    };
-    assert_eq!(rc, 0, "openpty: {}", std::io::Error::last_os_error());
-    // SAFETY: both descriptors are fresh and owned by nobody else.
-    let (master, slave) = unsafe { (OwnedFd::from_raw_fd(master), OwnedFd::from_raw_fd(slave)) };
-    // The master side must not leak into the child, or reads would never end.
-    // SAFETY: fcntl on a descriptor this function owns.
-    unsafe {
-        use std::os::fd::AsRawFd;
-        libc::fcntl(master.as_raw_fd(), libc::F_SETFD, libc::FD_CLOEXEC);
-    }
-    (master, slave)
-}
-
-fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
-    haystack.windows(needle.len()).position(|w| w == needle)
-}
-
-/// The pieces of text the terminal shows, each starting at the left edge of the screen as far as
-/// we can tell: the output split at every line feed, carriage return and cursor move to a
-/// column (the line editor moves to column 1 rather than writing `\r`); other escape sequences
-/// (clearing, cursor up) are removed, and a leading prompt `> ` is taken off. Splitting this
-/// finely can only show more line starts than a person sees, never fewer.
-fn line_starts(output: &[u8]) -> Vec<String> {
-    let text = String::from_utf8_lossy(output);
-    let mut plain = String::with_capacity(text.len());
-    let mut chars = text.chars().peekable();
-    while let Some(c) = chars.next() {
-        if c != '\u{1b}' {
-            plain.push(c);
-            continue;
-        }
-        match chars.next() {
-            // CSI: parameters and intermediates, then one final byte in @..~.
-            Some('[') => {
-                for c in chars.by_ref() {
-                    if ('@'..='~').contains(&c) {
-                        if c == 'G' {
-                            plain.push('\r');
-                        }
-                        break;
-                    }
-                }
-            }
-            // OSC: up to BEL or ESC \.
-            Some(']') => {
-                while let Some(c) = chars.next() {
-                    if c == '\u{7}' || (c == '\u{1b}' && chars.next_if_eq(&'\\').is_some()) {
-                        break;
-                    }
-                }
-            }
-            _ => {}
-        }
-    }
-    plain
-        .split(['\n', '\r'])
-        .map(|piece| piece.strip_prefix("> ").unwrap_or(piece))
-        .filter(|piece| !piece.is_empty())
-        .map(str::to_string)
-        .collect()
-}
 
 /// Line starts that look like bob's room or direct messages, or a system line about bob: none
 /// of them is real here, for there is no bob.
@@ -295,8 +77,9 @@ fn room(server_flags: &[&str], alice_flags: &[&str]) -> Room {
         alice_peer["p2p_port"].as_u64().unwrap() as u16,
     );
     alice.wait_for("* mallory joined");
-    // The peer list that follows every join, with its line feed: what comes after is the test's.
-    alice.wait_for("* online (2): alice, mallory\n");
+    // The peer list that follows every join, with its line end (the terminal turns the line
+    // feed into CR LF): what comes after is the test's.
+    alice.wait_for("* online (2): alice, mallory\r\n");
     Room {
         _dir: dir,
         _server: server,

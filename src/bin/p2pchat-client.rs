@@ -4,25 +4,33 @@
 
 use std::io::{self, BufRead, IsTerminal, Write};
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use clap::Parser;
 use futures::channel::mpsc;
-use futures::stream;
 use futures::SinkExt;
 use p2pchat::client::known_servers;
 use p2pchat::client::secure::Ask;
+use p2pchat::client::ui::{self, Ending, Renderer, TerminalChat};
 use p2pchat::client::{
     exit, AuthMode, Client, ClientArgs, ClientError, ClientEvent, FirstContact, Transport, Trust,
     TrustOutcome,
 };
 use p2pchat::runtime;
-use rustyline_async::{Readline, ReadlineEvent};
 
 /// A p2pchat client: the room through the server, direct messages straight to a peer over UDP.
 ///
 /// After login: TEXT says it to the room; @NAME: TEXT or /msg NAME TEXT sends a direct message;
 /// :l or /peers lists who is online; /stats shows direct messages received, delivered and dropped;
-/// :q or /quit leaves; /help shows this list.
+/// :q or /quit leaves; /clear clears the screen; /help shows this list. Command names are
+/// case-insensitive.
+///
+/// On a terminal: every line starts with the local time (HH:MM), names are in colour (never
+/// when NO_COLOR is set), direct messages and lines naming you are highlighted with a bell.
+/// Keys: Tab completes names after @ and /msg, and commands after /; Up/Down and Ctrl-R walk the
+/// history, kept across sessions in $XDG_STATE_HOME/p2pchat/history (else
+/// ~/.local/state/p2pchat/history); Ctrl-C clears the line, or leaves on an empty one (exit 130);
+/// Ctrl-D leaves on an empty line.
 ///
 /// Direct messages are sealed end to end (X25519 session keys, ChaCha20-Poly1305) and
 /// acknowledged: the sender tries 8 times within 2.7 s, then reports "delivered" or "not
@@ -46,7 +54,7 @@ use rustyline_async::{Readline, ReadlineEvent};
 /// for this address), too busy to check the login now (try again later), or speaking the other
 /// protocol (TLS vs --plaintext); 4 login or registration refused; 5 the server went away or shut
 /// down; 6 the server is not trusted (its fingerprint changed, is not the --trust one, or was
-/// refused at the prompt).
+/// refused at the prompt); 130 interrupted (Ctrl-C on an empty line).
 #[derive(Parser, Debug)]
 #[command(name = "p2pchat-client", version)]
 struct Args {
@@ -56,18 +64,19 @@ struct Args {
 }
 
 /// Where events go: JSON lines (the exact texts, for programs), or text for a person (laid out
-/// safely by `p2pchat::client::screen`, a message's continuation lines capped).
-#[derive(Clone, Copy)]
+/// safely by `p2pchat::client::screen`, a message's continuation lines capped, with the time
+/// and colour `p2pchat::client::ui` adds on a terminal).
+#[derive(Clone)]
 enum Format {
     Json,
-    Text { max_continuations: usize },
+    Text(Arc<Renderer>),
 }
 
 impl Format {
-    fn line(self, event: &ClientEvent) -> String {
+    fn line(&self, event: &ClientEvent) -> String {
         match self {
             Format::Json => serde_json::to_string(event).expect("events always serialize"),
-            Format::Text { max_continuations } => event.render(max_continuations),
+            Format::Text(renderer) => renderer.render(event),
         }
     }
 }
@@ -77,13 +86,15 @@ fn main() -> ExitCode {
     let format = if args.client.json {
         Format::Json
     } else {
-        Format::Text {
-            max_continuations: args.client.max_continuation_lines.into(),
-        }
+        Format::Text(Arc::new(Renderer::new(ui::style_for(
+            &args.client,
+            io::stdout().is_terminal(),
+        ))))
     };
     let terminal = !args.client.json && io::stdin().is_terminal() && io::stdout().is_terminal();
     let code = match runtime::block_on(run(&args.client, format, terminal)) {
-        Ok(()) => exit::OK,
+        Ok(Some(Ending::Interrupted)) => exit::INTERRUPTED,
+        Ok(_) => exit::OK,
         Err(error) => {
             if args.client.json {
                 print_line(&Format::Json.line(&error.to_event()));
@@ -101,7 +112,12 @@ fn print_line(line: &str) {
     let _ = stdout.flush();
 }
 
-async fn run(args: &ClientArgs, format: Format, terminal: bool) -> Result<(), ClientError> {
+/// Chats; on a terminal, also says why the person stopped typing.
+async fn run(
+    args: &ClientArgs,
+    format: Format,
+    terminal: bool,
+) -> Result<Option<Ending>, ClientError> {
     let limits = args.direct_limits();
     // Checked before connecting, so a bad flag costs no connection.
     limits.validate()?;
@@ -149,9 +165,9 @@ async fn run(args: &ClientArgs, format: Format, terminal: bool) -> Result<(), Cl
     drop(password);
 
     if terminal {
-        chat_on_terminal(client, format).await
+        chat_on_terminal(client, &format, args).await
     } else {
-        client.run(stdin_lines(), &mut print).await
+        client.run(stdin_lines(), &mut print).await.map(|()| None)
     }
 }
 
@@ -241,26 +257,21 @@ fn stdin_lines() -> mpsc::Receiver<String> {
     rx
 }
 
-/// Chats with a line editor: incoming events are printed above the line being typed.
-async fn chat_on_terminal(client: Client, format: Format) -> Result<(), ClientError> {
-    let (mut readline, mut writer) = Readline::new("> ".into())
-        .map_err(|e| ClientError::Local(format!("cannot set up the terminal: {e}")))?;
-    let lines = stream::unfold(&mut readline, |readline| async move {
-        match readline.readline().await {
-            Ok(ReadlineEvent::Line(line)) => {
-                readline.add_history_entry(line.clone());
-                Some((line, readline))
-            }
-            // Ctrl-D, Ctrl-C or a terminal error: leave.
-            _ => None,
-        }
-    });
-    let mut print = |event: ClientEvent| {
-        let _ = writeln!(writer, "{}", format.line(&event));
+/// Chats with a line editor (`p2pchat::client::ui`): incoming events are printed above the
+/// line being typed.
+async fn chat_on_terminal(
+    client: Client,
+    format: &Format,
+    args: &ClientArgs,
+) -> Result<Option<Ending>, ClientError> {
+    let Format::Text(renderer) = format else {
+        unreachable!("the terminal chat is only for text output");
     };
-    let result = client.run(Box::pin(lines), &mut print).await;
-    // Show what is still queued (a last `shutdown`, say) and erase the prompt; dropping the
-    // editor then gives the terminal back as it was.
-    let _ = readline.flush();
-    result
+    let (chat, lines) = TerminalChat::start(Renderer::clone(renderer), ui::editor_options(args))
+        .map_err(|e| ClientError::Local(e.to_string()))?;
+    let mut print = |event: ClientEvent| chat.show(&event);
+    let result = client.run(lines, &mut print).await;
+    // The terminal as it was, even when the server ended the chat mid-line.
+    let ending = chat.finish();
+    result.map(|()| ending)
 }

@@ -4,7 +4,11 @@
 //! plain text → the room; `@name: text` or `/msg name text` → a direct message;
 //! `:l` or `/peers` → the online users; `:q` or `/quit` → leave; `/help`; `/stats` → the
 //! direct-message counters.
-//! A line starting with `//` sends the rest, from its second `/`, to the room.
+//! A line starting with `//` sends the rest, from its second `/`, to the room; `/clear` clears
+//! the screen (on a terminal; elsewhere it does nothing).
+//!
+//! Forgiving, as IRC clients are: command names in any case (`/PEERS`, `:Q`), extra words after
+//! a command that takes none ignored (`/peers now`), `/msg` alone answered with its usage.
 
 /// One thing the person asked for.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -22,7 +26,14 @@ pub enum Command {
     Stats,
     Help,
     Quit,
+    /// Clear the screen: the terminal does it; piped input has no screen to clear.
+    Clear,
 }
+
+/// The command names, for completion after `/` (each alias once, the IRC-style ones).
+pub const COMMANDS: &[&str] = &[
+    "/clear", "/exit", "/help", "/list", "/msg", "/peers", "/quit", "/stats", "/who",
+];
 
 /// Shown for `/help`.
 pub const HELP: &str = "\
@@ -34,6 +45,7 @@ commands:
   /stats               direct messages received, delivered and dropped (by reason)
   :q  /quit            leave
   /help                this help
+  /clear               clear the screen
   //TEXT               say /TEXT to the room";
 
 /// A line that is not a command the client knows, or a direct message without its parts.
@@ -56,16 +68,23 @@ pub fn parse(line: &str) -> Result<Option<Command>, CommandError> {
     if line.trim().is_empty() {
         return Ok(None);
     }
-    let command = match line.trim() {
+    let trimmed = line.trim();
+    // The first word names the command, in any case; commands that take nothing ignore the rest.
+    let first = trimmed
+        .split_whitespace()
+        .next()
+        .unwrap_or(trimmed)
+        .to_ascii_lowercase();
+    let command = match first.as_str() {
         ":l" | "/peers" | "/list" | "/who" => Command::Peers,
         ":q" | "/quit" | "/exit" => Command::Quit,
         ":h" | "/help" | "/?" => Command::Help,
         "/stats" => Command::Stats,
+        "/clear" => Command::Clear,
+        "/msg" => direct(line.trim_start()["/msg".len()..].trim_start(), ' ')?,
         _ => {
             if let Some(rest) = line.strip_prefix('@') {
                 direct(rest, ':')?
-            } else if let Some(rest) = line.strip_prefix("/msg ") {
-                direct(rest.trim_start(), ' ')?
             } else if let Some(escaped) = line.strip_prefix("//") {
                 Command::Say(format!("/{escaped}"))
             } else if line.starts_with('/') {
@@ -134,6 +153,44 @@ mod tests {
     }
 
     #[test]
+    fn command_names_in_any_case() {
+        assert_eq!(parse("/PEERS"), Ok(Some(Command::Peers)));
+        assert_eq!(parse(":L"), Ok(Some(Command::Peers)));
+        assert_eq!(parse("/Quit"), Ok(Some(Command::Quit)));
+        assert_eq!(parse("/CLEAR"), Ok(Some(Command::Clear)));
+        assert_eq!(parse("/MSG bob Hi"), dm("bob", "Hi"));
+        assert_eq!(parse("/Stats"), Ok(Some(Command::Stats)));
+    }
+
+    #[test]
+    fn extra_words_after_a_command_that_takes_none_are_ignored() {
+        assert_eq!(parse("/peers now please"), Ok(Some(Command::Peers)));
+        assert_eq!(parse(":l x"), Ok(Some(Command::Peers)));
+        assert_eq!(parse("/quit bye all"), Ok(Some(Command::Quit)));
+        assert_eq!(parse("/help me"), Ok(Some(Command::Help)));
+        assert_eq!(parse("/clear all"), Ok(Some(Command::Clear)));
+    }
+
+    #[test]
+    fn msg_without_a_name_or_text_prints_its_usage() {
+        for line in ["/msg", "/msg ", "/msg bob", "/msg bob   ", "/MSG"] {
+            assert_eq!(parse(line), Err(CommandError::DirectUsage), "{line:?}");
+        }
+        assert_eq!(
+            parse("/msg").unwrap_err().to_string(),
+            "usage: @NAME: TEXT or /msg NAME TEXT"
+        );
+    }
+
+    #[test]
+    fn every_listed_command_parses() {
+        for name in COMMANDS {
+            let line = if *name == "/msg" { "/msg bob hi" } else { name };
+            assert!(parse(line).is_ok(), "{name}");
+        }
+    }
+
+    #[test]
     fn everything_else_is_room_text() {
         assert_eq!(parse("hello world"), say("hello world"));
         assert_eq!(parse(":) smile"), say(":) smile"));
@@ -151,7 +208,7 @@ mod tests {
             parse("@bob:").unwrap_err().to_string(),
             "usage: @NAME: TEXT or /msg NAME TEXT"
         );
-        assert_eq!(parse("/msg"), Err(CommandError::Unknown("/msg".into())));
+        assert_eq!(parse("/msg"), Err(CommandError::DirectUsage));
         assert_eq!(parse("@bob"), Err(CommandError::DirectUsage));
     }
 }

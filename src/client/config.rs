@@ -33,6 +33,11 @@ pub const DEFAULT_DM_MAX_BYTES: usize = MAX_DATAGRAM_BYTES;
 /// of 21,000 lines each take about a hundred lines of the terminal instead of 189,000.
 pub const DEFAULT_MAX_CONTINUATION_LINES: u16 = 10;
 
+/// Default for `--history-lines`: lines of typed input kept in the history file (and recalled
+/// with Up). A thousand is weeks of chatting for Up and Ctrl-R, and at most about 4 MiB of file
+/// at the longest lines (more usually tens of KiB), rewritten in well under a second.
+pub const DEFAULT_HISTORY_LINES: usize = 1_000;
+
 /// The flags of `p2pchat-client`, flattened into the binary's parser (which adds the about text,
 /// `--help` and `--version`).
 #[derive(clap::Args, Debug, Clone, PartialEq)]
@@ -87,6 +92,30 @@ pub struct ClientArgs {
     /// the rest are counted in one "… (N more lines)" line. --json always has the whole text.
     #[arg(long, value_name = "N", default_value_t = DEFAULT_MAX_CONTINUATION_LINES)]
     pub max_continuation_lines: u16,
+
+    /// Do not start lines with the local time (HH:MM). Shown by default when stdout is a
+    /// terminal; piped text keeps today's exact lines unless --timestamps asks for them.
+    #[arg(long, overrides_with = "timestamps", help_heading = "Terminal")]
+    pub no_timestamps: bool,
+
+    /// Start every line with the local time (HH:MM) even when stdout is not a terminal.
+    #[arg(long, overrides_with = "no_timestamps", help_heading = "Terminal")]
+    pub timestamps: bool,
+
+    /// No colour. Colour is only ever used when stdout is a terminal and NO_COLOR is not set
+    /// (no-color.org).
+    #[arg(long, help_heading = "Terminal")]
+    pub no_color: bool,
+
+    /// No bell (BEL) when a direct message or a line naming you arrives.
+    #[arg(long, help_heading = "Terminal")]
+    pub no_bell: bool,
+
+    /// Lines of typed input kept in the history file, $XDG_STATE_HOME/p2pchat/history (else
+    /// ~/.local/state/p2pchat/history), mode 0600; 0 keeps no file. Lines starting with a space
+    /// are not kept; the password never is (prompts are not history).
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_HISTORY_LINES, help_heading = "Terminal")]
+    pub history_lines: usize,
 }
 
 impl ClientArgs {

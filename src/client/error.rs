@@ -25,6 +25,9 @@ pub mod exit {
     /// The server is not trusted: its fingerprint changed since it was pinned, is not the one
     /// `--trust` requires, or the person said no at first contact. Nothing was sent to it.
     pub const NOT_TRUSTED: i32 = 6;
+    /// Ctrl-C on an empty line at the chat prompt: interrupted, as a shell reports SIGINT
+    /// (128 + 2).
+    pub const INTERRUPTED: i32 = 130;
 }
 
 /// Why the client stopped. Each variant is one exit status; the text says what happened.

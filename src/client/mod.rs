@@ -16,7 +16,8 @@
 //! session key and the pairwise keys), [`in_flight`] (sealed messages awaiting an
 //! acknowledgement), [`error`] (why the client stops, exit statuses), [`event`] (what it
 //! reports), [`screen`] (text from others laid out safely for a terminal),
-//! [`peer_list`] (who is online). The timeouts and buffer sizes
+//! [`peer_list`] (who is online), [`ui`] (the terminal: time, colour, line editor, completion,
+//! history). The timeouts and buffer sizes
 //! below are fixed, not settings, so they live beside the code that uses them.
 
 pub mod command;
@@ -31,6 +32,7 @@ pub mod pairs;
 pub mod peer_list;
 pub mod screen;
 pub mod secure;
+pub mod ui;
 
 use std::io;
 use std::net::SocketAddr;
@@ -378,6 +380,8 @@ impl Client {
                     }),
                     Ok(Some(Command::Peers)) => send(&mut writer, &ClientMessage::List).await?,
                     Ok(Some(Command::Stats)) => emit(ClientEvent::DirectStats(inbox.stats())),
+                    // The terminal clears its screen itself; piped input has none.
+                    Ok(Some(Command::Clear)) => {}
                     Ok(Some(Command::Say(text))) => {
                         let message = ClientMessage::Say { text };
                         if encode_line(&message).len() > MAX_LINE_BYTES {

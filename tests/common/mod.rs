@@ -20,6 +20,8 @@
 
 #![allow(dead_code)] // Each test file uses a different part of the harness.
 
+pub mod pty;
+
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::io::{self, BufRead, BufReader, Read, Write};

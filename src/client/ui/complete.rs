@@ -1,0 +1,151 @@
+//! Tab completion for the line being typed: command names after a leading `/`, the names of who
+//! is online after `/msg ` and after `@` (`@b<Tab>` at the start of a line gives `@bob: `, ready
+//! for the text; elsewhere `@bob `). Names match in any case and are put in as the server spells
+//! them; the person's own name is never offered.
+//!
+//! [`complete`] is the whole rule, a pure function; [`ChatHelper`] hands it to the line editor.
+
+use rustyline::completion::Completer;
+use rustyline::highlight::Highlighter;
+use rustyline::hint::Hinter;
+use rustyline::validate::Validator;
+use rustyline::{Context, Helper};
+
+use super::style::Names;
+use crate::client::command::COMMANDS;
+
+/// What completing the text before the cursor offers: where the word being completed starts (a
+/// byte offset), and the candidates that replace it, sorted.
+pub fn complete(before_cursor: &str, others: &[String]) -> (usize, Vec<String>) {
+    let word_start = before_cursor.rfind(char::is_whitespace).map_or(0, |at| {
+        at + before_cursor[at..].chars().next().map_or(1, char::len_utf8)
+    });
+    let word = &before_cursor[word_start..];
+
+    if word_start == 0 && word.starts_with('/') {
+        let candidates = COMMANDS
+            .iter()
+            .filter(|command| starts_with_ignore_case(command, word))
+            .map(|command| format!("{command} "))
+            .collect();
+        return (0, candidates);
+    }
+    if is_msg_name(&before_cursor[..word_start]) {
+        return (word_start, matching(others, word, "", " "));
+    }
+    if let Some(partial) = word.strip_prefix('@') {
+        let end = if word_start == 0 { ": " } else { " " };
+        return (word_start, matching(others, partial, "@", end));
+    }
+    (word_start, Vec::new())
+}
+
+/// Whether `before_word` is `/msg` and spaces: the word after it is the name.
+fn is_msg_name(before_word: &str) -> bool {
+    let mut words = before_word.split_whitespace();
+    matches!(
+        (words.next(), words.next()),
+        (Some(command), None) if command.eq_ignore_ascii_case("/msg")
+    ) && before_word.ends_with(char::is_whitespace)
+}
+
+fn matching(names: &[String], partial: &str, before: &str, after: &str) -> Vec<String> {
+    let mut found: Vec<String> = names
+        .iter()
+        .filter(|name| starts_with_ignore_case(name, partial))
+        .map(|name| format!("{before}{name}{after}"))
+        .collect();
+    found.sort();
+    found
+}
+
+fn starts_with_ignore_case(text: &str, prefix: &str) -> bool {
+    text.len() >= prefix.len()
+        && text.is_char_boundary(prefix.len())
+        && text[..prefix.len()].eq_ignore_ascii_case(prefix)
+}
+
+/// The line editor's helper: completion from [`complete`] over who is online now; no hints, no
+/// highlighting, every line accepted as typed.
+pub struct ChatHelper {
+    names: Names,
+}
+
+impl ChatHelper {
+    pub fn new(names: Names) -> ChatHelper {
+        ChatHelper { names }
+    }
+}
+
+impl Completer for ChatHelper {
+    type Candidate = String;
+
+    fn complete(
+        &self,
+        line: &str,
+        pos: usize,
+        _: &Context<'_>,
+    ) -> rustyline::Result<(usize, Vec<String>)> {
+        Ok(complete(&line[..pos], &self.names.others()))
+    }
+}
+
+impl Hinter for ChatHelper {
+    type Hint = String;
+}
+
+impl Highlighter for ChatHelper {}
+
+impl Validator for ChatHelper {}
+
+impl Helper for ChatHelper {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names() -> Vec<String> {
+        vec!["bill".into(), "bob".into(), "Carol".into()]
+    }
+
+    #[test]
+    fn at_a_name_at_the_start_of_a_line_completes_to_a_direct_message() {
+        assert_eq!(complete("@bo", &names()), (0, vec!["@bob: ".into()]));
+        assert_eq!(
+            complete("@b", &names()),
+            (0, vec!["@bill: ".into(), "@bob: ".into()])
+        );
+        assert_eq!(complete("@c", &names()), (0, vec!["@Carol: ".into()]));
+        assert_eq!(complete("@z", &names()), (0, vec![]));
+    }
+
+    #[test]
+    fn at_a_name_inside_a_line_completes_to_the_name() {
+        assert_eq!(complete("ask @bo", &names()), (4, vec!["@bob ".into()]));
+    }
+
+    #[test]
+    fn msg_completes_the_name_only() {
+        assert_eq!(
+            complete("/msg b", &names()),
+            (5, vec!["bill ".into(), "bob ".into()])
+        );
+        assert_eq!(complete("/MSG  bo", &names()), (6, vec!["bob ".into()]));
+        assert_eq!(complete("/msg bob hel", &names()), (9, vec![]));
+    }
+
+    #[test]
+    fn a_slash_at_the_start_completes_commands() {
+        assert_eq!(complete("/p", &names()), (0, vec!["/peers ".into()]));
+        assert_eq!(complete("/Q", &names()), (0, vec!["/quit ".into()]));
+        assert_eq!(complete("/", &names()).1.len(), COMMANDS.len());
+        assert_eq!(complete("a /p", &names()), (2, vec![]));
+    }
+
+    #[test]
+    fn plain_words_complete_nothing() {
+        assert_eq!(complete("hello b", &names()), (6, vec![]));
+        assert_eq!(complete("", &names()), (0, vec![]));
+        assert_eq!(complete("é @b", &names()).0, 3);
+    }
+}

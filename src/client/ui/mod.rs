@@ -1,0 +1,102 @@
+//! The client on a person's terminal: how events look ([`style`]: the time, colour, own lines,
+//! highlights, the bell), the line editor ([`editor`]: keys, the external printer), completion
+//! ([`complete`]) and the history file ([`history`]). [`TerminalChat`] puts them together for
+//! the binary; the client core knows nothing of any of it.
+//!
+//! What programs read never changes here: `--json` prints events as they are, and piped text
+//! keeps today's exact lines (no time, no colour, no bell) unless a flag asks.
+
+pub mod complete;
+pub mod editor;
+pub mod history;
+pub mod style;
+
+use futures::future;
+use futures::stream::{Stream, StreamExt};
+
+use super::command::{self, Command};
+use super::config::ClientArgs;
+use super::event::ClientEvent;
+pub use editor::{EditorError, EditorOptions, Ending, LineEditor, Printer};
+pub use style::{Renderer, Style};
+
+/// Clears the screen and its scrollback, cursor home (`/clear`).
+const CLEAR_SCREEN: &str = "\u{1b}[H\u{1b}[2J\u{1b}[3J";
+
+/// The style the flags and the environment ask for: time, colour and bell only when stdout is a
+/// terminal (the time also with `--timestamps`), never colour when `NO_COLOR` is set.
+pub fn style_for(args: &ClientArgs, stdout_is_terminal: bool) -> Style {
+    let no_color = style::no_color_requested(std::env::var_os("NO_COLOR").as_deref());
+    Style {
+        colour: stdout_is_terminal && !no_color && !args.no_color,
+        timestamps: args.timestamps || (stdout_is_terminal && !args.no_timestamps),
+        bell: stdout_is_terminal && !args.no_bell,
+        max_continuations: args.max_continuation_lines.into(),
+    }
+}
+
+/// The editor's options from the flags and the environment.
+pub fn editor_options(args: &ClientArgs) -> EditorOptions {
+    EditorOptions {
+        history_file: history::default_path(),
+        history_lines: args.history_lines,
+    }
+}
+
+/// Chatting on a terminal: events shown above the line being typed, each typed line shown as
+/// the person's own (`<alice> text`) before it goes to the chat.
+pub struct TerminalChat {
+    editor: LineEditor,
+    renderer: Renderer,
+}
+
+impl TerminalChat {
+    /// Takes the terminal; returns the chat and the typed lines, for the client core. Warnings
+    /// about the history file are shown at once.
+    ///
+    /// # Errors
+    /// The terminal cannot be set up.
+    pub fn start(
+        renderer: Renderer,
+        options: EditorOptions,
+    ) -> Result<(TerminalChat, impl Stream<Item = String> + Unpin), EditorError> {
+        let (editor, lines, warnings) = LineEditor::start(renderer.names(), options)?;
+        let chat = TerminalChat { editor, renderer };
+        for message in warnings {
+            chat.show(&ClientEvent::Warning { message });
+        }
+        let printer = chat.editor.printer();
+        let renderer = chat.renderer.clone();
+        let lines = lines.filter_map(move |line| {
+            let forward = match command::parse(&line) {
+                Ok(Some(Command::Say(text))) => {
+                    printer.print(&renderer.own_line(None, &text));
+                    true
+                }
+                Ok(Some(Command::Direct { to, text })) => {
+                    printer.print(&renderer.own_line(Some(&to), &text));
+                    true
+                }
+                Ok(Some(Command::Clear)) => {
+                    printer.print(CLEAR_SCREEN);
+                    false
+                }
+                _ => true,
+            };
+            future::ready(forward.then_some(line))
+        });
+        Ok((chat, lines))
+    }
+
+    /// Shows one event above the line being typed.
+    pub fn show(&self, event: &ClientEvent) {
+        self.editor.printer().print(&self.renderer.render(event));
+    }
+
+    /// Why the person stopped typing (`None` if the chat ended first); gives the terminal back
+    /// when the editor still holds it.
+    pub fn finish(&self) -> Option<Ending> {
+        self.editor.release();
+        self.editor.ending()
+    }
+}

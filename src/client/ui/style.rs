@@ -1,0 +1,434 @@
+//! How events look on a person's screen: the local time (`HH:MM`) at the start of every line,
+//! each name in a stable colour, the person's own lines as `<alice> text`, direct messages and
+//! lines naming the person highlighted, with a bell. It also keeps the names of who is online
+//! ([`Names`]), which completion offers.
+//!
+//! It never weakens [`screen`](super::super::screen)'s escaping: every text another person
+//! controls is escaped and laid out there first, and the only escape sequences on the screen
+//! are the colour codes added here, around already-escaped text. Colour is off unless stdout is a
+//! terminal and `NO_COLOR` is unset or empty (no-color.org); `--json` never comes here.
+
+use std::sync::{Arc, Mutex, PoisonError};
+
+use super::super::event::ClientEvent;
+use super::super::screen::{escape, message};
+use crate::protocol::PeerInfo;
+
+/// Ring the terminal's bell.
+const BELL: &str = "\u{7}";
+/// Back to the terminal's default colour and weight.
+const RESET: &str = "\u{1b}[0m";
+/// Faint, for the time: present but out of the way.
+const DIM: &str = "\u{1b}[2m";
+/// Bold, for the person's own name.
+const BOLD: &str = "\u{1b}[1m";
+/// Bold reverse video: a direct message or a line naming the person stands out of the room.
+const HIGHLIGHT: &str = "\u{1b}[1;7m";
+/// Red, for errors.
+const RED: &str = "\u{1b}[31m";
+/// Yellow, for warnings.
+const YELLOW: &str = "\u{1b}[33m";
+
+/// Foreground colours that read on both dark and light backgrounds (no black, white, or the dark
+/// blue that vanishes on black), normal and bright, as SGR parameters.
+const NAME_PALETTE: &[u8] = &[31, 32, 33, 35, 36, 91, 92, 93, 94, 95, 96];
+
+/// How lines are shown: decided once at start from the flags, `NO_COLOR` and whether stdout is
+/// a terminal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Style {
+    /// Colour codes around names, highlights, errors and the time.
+    pub colour: bool,
+    /// `HH:MM ` (local time) at the start of every line.
+    pub timestamps: bool,
+    /// A bell on a direct message or a line naming the person.
+    pub bell: bool,
+    /// Lines shown under a message's first line (`--max-continuation-lines`).
+    pub max_continuations: usize,
+}
+
+impl Style {
+    /// Plain text, as piped output has always been: no time, no colour, no bell.
+    pub fn plain(max_continuations: usize) -> Style {
+        Style {
+            colour: false,
+            timestamps: false,
+            bell: false,
+            max_continuations,
+        }
+    }
+}
+
+/// Whether `NO_COLOR`'s value asks for no colour: set and not empty (no-color.org).
+pub fn no_color_requested(value: Option<&std::ffi::OsStr>) -> bool {
+    value.is_some_and(|v| !v.is_empty())
+}
+
+/// The names of who is online, as the server last said, shared with completion. Bounded by the
+/// server's own list (one entry per online user).
+#[derive(Debug, Clone, Default)]
+pub struct Names(Arc<Mutex<NamesInner>>);
+
+#[derive(Debug, Default)]
+struct NamesInner {
+    me: Option<String>,
+    online: Vec<String>,
+}
+
+impl Names {
+    /// The person's own name, once logged in.
+    pub fn me(&self) -> Option<String> {
+        self.lock().me.clone()
+    }
+
+    /// Everyone online but the person, sorted.
+    pub fn others(&self) -> Vec<String> {
+        let inner = self.lock();
+        inner
+            .online
+            .iter()
+            .filter(|name| Some(*name) != inner.me.as_ref())
+            .cloned()
+            .collect()
+    }
+
+    fn learn(&self, event: &ClientEvent) {
+        let mut inner = self.lock();
+        let names = |peers: &[PeerInfo]| {
+            let mut names: Vec<String> = peers.iter().map(|p| p.username.clone()).collect();
+            names.sort();
+            names
+        };
+        match event {
+            ClientEvent::Welcome { username, peers } => {
+                inner.me = Some(username.clone());
+                inner.online = names(peers);
+            }
+            ClientEvent::Peers { peers } => inner.online = names(peers),
+            ClientEvent::Joined { peer } => {
+                if let Err(at) = inner.online.binary_search(&peer.username) {
+                    inner.online.insert(at, peer.username.clone());
+                }
+            }
+            ClientEvent::Left { username } => inner.online.retain(|n| n != username),
+            _ => {}
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, NamesInner> {
+        // A panic elsewhere leaves a list of names, still usable.
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// Turns events into lines for the screen in a [`Style`], keeping [`Names`] up to date.
+#[derive(Debug, Clone)]
+pub struct Renderer {
+    style: Style,
+    names: Names,
+}
+
+impl Renderer {
+    pub fn new(style: Style) -> Renderer {
+        Renderer {
+            style,
+            names: Names::default(),
+        }
+    }
+
+    pub fn style(&self) -> Style {
+        self.style
+    }
+
+    /// Who is online, for completion.
+    pub fn names(&self) -> Names {
+        self.names.clone()
+    }
+
+    /// The event as lines (joined with `\n`, no final one), at the local time now.
+    pub fn render(&self, event: &ClientEvent) -> String {
+        self.names.learn(event);
+        self.render_at(event, &local_hh_mm())
+    }
+
+    /// The person's own room line or direct message, as it is sent: `<alice> text` or
+    /// `[direct to bob] <alice> text`.
+    pub fn own_line(&self, to: Option<&str>, text: &str) -> String {
+        let me = self.names.me().unwrap_or_default();
+        let name = self.paint(BOLD, &self.name(&me));
+        let head = match to {
+            None => format!("<{name}> "),
+            Some(to) => format!("[direct to {}] <{name}> ", self.name(to)),
+        };
+        self.stamp(
+            &message(&head, text, self.style.max_continuations),
+            &local_hh_mm(),
+        )
+    }
+
+    fn render_at(&self, event: &ClientEvent, time: &str) -> String {
+        let max = self.style.max_continuations;
+        let (lines, ring) = match event {
+            ClientEvent::Message { from, text } => {
+                let mentioned = self
+                    .names
+                    .me()
+                    .is_some_and(|me| mentions(text, &me) && *from != me);
+                let head = if mentioned {
+                    self.paint(HIGHLIGHT, &format!("<{}>", escape(from)))
+                } else {
+                    format!("<{}>", self.name(from))
+                };
+                (message(&format!("{head} "), text, max), mentioned)
+            }
+            ClientEvent::Direct { from, text, .. } => {
+                let head = self.paint(HIGHLIGHT, &format!("[direct] <{}>", escape(from)));
+                (message(&format!("{head} "), text, max), true)
+            }
+            ClientEvent::Error { .. } | ClientEvent::DirectFailed { .. } => {
+                (self.paint_lines(RED, &event.render(max)), false)
+            }
+            ClientEvent::Warning { .. } => (self.paint_lines(YELLOW, &event.render(max)), false),
+            other => (other.render(max), false),
+        };
+        let stamped = self.stamp(&lines, time);
+        if ring && self.style.bell {
+            format!("{BELL}{stamped}")
+        } else {
+            stamped
+        }
+    }
+
+    /// `name` (already safe to show once escaped) in its colour.
+    fn name(&self, name: &str) -> String {
+        let shown = escape(name);
+        if self.style.colour {
+            format!("\u{1b}[{}m{shown}{RESET}", name_colour(name))
+        } else {
+            shown
+        }
+    }
+
+    fn paint(&self, sgr: &str, text: &str) -> String {
+        if self.style.colour {
+            format!("{sgr}{text}{RESET}")
+        } else {
+            text.to_string()
+        }
+    }
+
+    fn paint_lines(&self, sgr: &str, lines: &str) -> String {
+        lines
+            .split('\n')
+            .map(|line| self.paint(sgr, line))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    /// `time ` before every line when timestamps are on.
+    fn stamp(&self, lines: &str, time: &str) -> String {
+        if !self.style.timestamps {
+            return lines.to_string();
+        }
+        let time = self.paint(DIM, time);
+        lines
+            .split('\n')
+            .map(|line| format!("{time} {line}"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+}
+
+/// The palette index of `name`: FNV-1a, so a name has the same colour on every screen and in
+/// every session (std's hasher promises neither).
+fn name_colour(name: &str) -> u8 {
+    let mut hash: u32 = 0x811c_9dc5;
+    for byte in name.bytes() {
+        hash ^= u32::from(byte);
+        hash = hash.wrapping_mul(0x0100_0193);
+    }
+    NAME_PALETTE[hash as usize % NAME_PALETTE.len()]
+}
+
+/// Whether `text` names `me` as a word (any case): `alice`, `@alice:`, `Alice?` do;
+/// `malice` and `alice_2` do not.
+pub fn mentions(text: &str, me: &str) -> bool {
+    if me.is_empty() {
+        return false;
+    }
+    let is_name_char = |c: char| c.is_ascii_alphanumeric() || c == '_' || c == '-';
+    text.split(|c: char| !is_name_char(c))
+        .any(|word| word.eq_ignore_ascii_case(me))
+}
+
+/// The local time now as `HH:MM`, from the C library (the TZ variable and /etc/localtime), so no
+/// time-zone database crate is needed for two numbers.
+pub fn local_hh_mm() -> String {
+    // SAFETY: time(NULL) only returns the time; localtime_r writes the fields of `tm`, which
+    // is ours, and reads the time zone the C library loaded.
+    unsafe {
+        let now = libc::time(std::ptr::null_mut());
+        let mut tm: libc::tm = std::mem::zeroed();
+        if libc::localtime_r(&now, &mut tm).is_null() {
+            return "--:--".to_string();
+        }
+        format!("{:02}:{:02}", tm.tm_hour, tm.tm_min)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn style(colour: bool, timestamps: bool) -> Style {
+        Style {
+            colour,
+            timestamps,
+            bell: true,
+            max_continuations: 10,
+        }
+    }
+
+    fn logged_in(style: Style) -> Renderer {
+        let renderer = Renderer::new(style);
+        renderer.names.learn(&ClientEvent::Welcome {
+            username: "alice".into(),
+            peers: vec![],
+        });
+        renderer
+    }
+
+    fn said(from: &str, text: &str) -> ClientEvent {
+        ClientEvent::Message {
+            from: from.into(),
+            text: text.into(),
+        }
+    }
+
+    #[test]
+    fn plain_style_is_todays_text_exactly() {
+        let renderer = logged_in(Style::plain(10));
+        let event = said("bob", "hi\n<carol> x");
+        assert_eq!(renderer.render_at(&event, "12:34"), event.render(10));
+        let event = said("bob", "hi alice");
+        assert_eq!(renderer.render_at(&event, "12:34"), event.render(10));
+    }
+
+    #[test]
+    fn every_line_starts_with_the_time_and_continuations_stay_marked() {
+        let renderer = logged_in(style(false, true));
+        assert_eq!(
+            renderer.render_at(&said("bob", "one\ntwo"), "09:05"),
+            "09:05 <bob> one\n09:05   ↳ two"
+        );
+    }
+
+    #[test]
+    fn colour_is_added_around_escaped_text_only() {
+        let renderer = logged_in(style(true, false));
+        let shown = renderer.render_at(&said("b\u{1b}[2Jb", "x\u{1b}[31m"), "00:00");
+        assert!(shown.contains("b\\u{1b}[2Jb"), "{shown:?}");
+        assert!(shown.ends_with("x\\u{1b}[31m"), "{shown:?}");
+        // The only raw escapes are ours: each starts one of our SGR sequences.
+        for (at, _) in shown.match_indices('\u{1b}') {
+            assert!(shown[at..].starts_with("\u{1b}["), "{shown:?}");
+            let end = shown[at + 2..].find('m').unwrap();
+            assert!(shown[at + 2..at + 2 + end]
+                .chars()
+                .all(|c| c.is_ascii_digit() || c == ';'));
+        }
+    }
+
+    #[test]
+    fn a_name_has_one_colour_and_names_spread_over_the_palette() {
+        assert_eq!(name_colour("bob"), name_colour("bob"));
+        let colours: std::collections::HashSet<u8> = ["alice", "bob", "carol", "dave", "erin"]
+            .iter()
+            .map(|n| name_colour(n))
+            .collect();
+        assert!(colours.len() >= 3, "{colours:?}");
+    }
+
+    #[test]
+    fn a_mention_or_a_direct_message_rings_and_is_highlighted() {
+        let renderer = logged_in(style(true, false));
+        let shown = renderer.render_at(&said("bob", "hey Alice, look"), "00:00");
+        assert!(
+            shown.starts_with(BELL) && shown.contains(HIGHLIGHT),
+            "{shown:?}"
+        );
+        let direct = ClientEvent::Direct {
+            from: "bob".into(),
+            id: 1,
+            text: "psst".into(),
+            source: "127.0.0.1:1".parse().unwrap(),
+        };
+        let shown = renderer.render_at(&direct, "00:00");
+        assert!(
+            shown.starts_with(BELL) && shown.contains(HIGHLIGHT),
+            "{shown:?}"
+        );
+        let shown = renderer.render_at(&said("bob", "malice aforethought"), "00:00");
+        assert!(
+            !shown.contains(BELL) && !shown.contains(HIGHLIGHT),
+            "{shown:?}"
+        );
+        let quiet = Renderer {
+            style: Style {
+                bell: false,
+                ..style(true, false)
+            },
+            names: renderer.names(),
+        };
+        assert!(!quiet
+            .render_at(&said("bob", "alice!"), "00:00")
+            .contains(BELL));
+    }
+
+    #[test]
+    fn mentions_are_whole_words_in_any_case() {
+        assert!(mentions("alice", "alice"));
+        assert!(mentions("@Alice: hi", "alice"));
+        assert!(mentions("hi ALICE?", "alice"));
+        assert!(!mentions("malice", "alice"));
+        assert!(!mentions("alice_2 is here", "alice"));
+        assert!(!mentions("anything", ""));
+    }
+
+    #[test]
+    fn own_lines_read_like_everyone_elses() {
+        let renderer = logged_in(style(false, false));
+        assert_eq!(renderer.own_line(None, "hello"), "<alice> hello");
+        assert_eq!(
+            renderer.own_line(Some("bob"), "psst"),
+            "[direct to bob] <alice> psst"
+        );
+    }
+
+    #[test]
+    fn names_follow_joins_and_leaves_and_leave_out_the_person() {
+        let renderer = logged_in(style(false, false));
+        let peer = |name: &str| PeerInfo {
+            username: name.into(),
+            ip: "127.0.0.1".parse().unwrap(),
+            p2p_port: 1,
+            public_key: None,
+        };
+        renderer.render(&ClientEvent::Peers {
+            peers: vec![peer("alice"), peer("carol")],
+        });
+        renderer.render(&ClientEvent::Joined { peer: peer("bob") });
+        assert_eq!(renderer.names().others(), ["bob", "carol"]);
+        renderer.render(&ClientEvent::Left {
+            username: "carol".into(),
+        });
+        assert_eq!(renderer.names().others(), ["bob"]);
+    }
+
+    #[test]
+    fn the_local_time_is_two_numbers() {
+        let time = local_hh_mm();
+        assert_eq!(time.len(), 5, "{time}");
+        assert_eq!(&time[2..3], ":");
+    }
+}
