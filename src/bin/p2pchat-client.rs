@@ -12,10 +12,12 @@ use futures::SinkExt;
 use p2pchat::client::known_servers;
 use p2pchat::client::secure::Ask;
 use p2pchat::client::{
-    exit, AuthMode, Client, ClientArgs, ClientError, ClientEvent, FirstContact, Transport, Trust,
-    TrustOutcome,
+    exit, AuthMode, Client, ClientArgs, ClientError, ClientEvent, FirstContact, NameCheck,
+    Reconnect, Transport, Trust, TrustOutcome,
 };
+use p2pchat::protocol::ErrorCode;
 use p2pchat::runtime;
+use p2pchat::user_store::{validate_password, validate_username};
 use rustyline_async::{Readline, ReadlineEvent};
 
 /// A p2pchat client: the room through the server, direct messages straight to a peer over UDP.
@@ -105,6 +107,44 @@ async fn run(args: &ClientArgs, format: Format, terminal: bool) -> Result<(), Cl
     let limits = args.direct_limits();
     // Checked before connecting, so a bad flag costs no connection.
     limits.validate()?;
+    print_line(&format.line(&ClientEvent::Connecting {
+        server: args.server.clone(),
+    }));
+    let mut client = connect(args, terminal).await?;
+    print_line(&format.line(&ClientEvent::Connected {
+        server: client.server_addr(),
+        p2p_addr: client.p2p_addr(),
+    }));
+    let mut print = |event: ClientEvent| print_line(&format.line(&event));
+    if terminal {
+        log_in_on_terminal(args, &mut client, &mut print).await?;
+        chat_on_terminal(client, format).await
+    } else {
+        let mode = match prompt(false, "login or register? ")?
+            .trim()
+            .to_ascii_lowercase()
+            .as_str()
+        {
+            "login" | "l" => AuthMode::Login,
+            "register" | "r" => AuthMode::Register,
+            other => {
+                return Err(ClientError::Local(format!(
+                    "expected 'login' or 'register', got {other:?}"
+                )))
+            }
+        };
+        let username = prompt(false, "username: ")?.trim().to_string();
+        let password = secret_prompt("password: ")?;
+        client
+            .authenticate(mode, &username, &password, &mut print)
+            .await?;
+        drop(password);
+        client.run(stdin_lines(), &mut print).await
+    }
+}
+
+/// Connects as the flags say, with every setting of the client applied.
+async fn connect(args: &ClientArgs, terminal: bool) -> Result<Client, ClientError> {
     let transport = transport(args, terminal)?;
     let mut client = Client::connect(&args.server, args.p2p_port, transport).await?;
     if let Some(TrustOutcome::Recorded {
@@ -120,38 +160,115 @@ async fn run(args: &ClientArgs, format: Format, terminal: bool) -> Result<(), Cl
             file.display()
         );
     }
-    client.set_direct_limits(limits)?;
+    client.set_direct_limits(args.direct_limits())?;
     client.set_plaintext(args.plaintext);
-    print_line(&format.line(&ClientEvent::Connected {
-        server: client.server_addr(),
-        p2p_addr: client.p2p_addr(),
-    }));
+    let reconnect = if args.no_reconnect {
+        Reconnect::Never
+    } else if args.reconnect || terminal {
+        Reconnect::WithBackoff
+    } else {
+        Reconnect::Never
+    };
+    client.set_reconnect(reconnect, args.max_queued_lines);
+    Ok(client)
+}
 
+/// The prompts on a terminal, forgiving: a wrong password, a taken or invalid name, or a
+/// password too short is asked again (on a new connection when the server closed this one, as
+/// the protocol has it after a refusal); a new name is checked (`check_name`) before the
+/// password is asked, and a new password is typed twice.
+async fn log_in_on_terminal(
+    args: &ClientArgs,
+    client: &mut Client,
+    print: &mut dyn FnMut(ClientEvent),
+) -> Result<(), ClientError> {
     let mode = loop {
-        let answer = prompt(terminal, "login or register? ")?;
-        match answer.trim().to_ascii_lowercase().as_str() {
+        match prompt(true, "login or register? ")?
+            .trim()
+            .to_ascii_lowercase()
+            .as_str()
+        {
             "login" | "l" => break AuthMode::Login,
             "register" | "r" => break AuthMode::Register,
-            other if !terminal => {
-                return Err(ClientError::Local(format!(
-                    "expected 'login' or 'register', got {other:?}"
-                )))
-            }
             _ => println!("please answer login or register"),
         }
     };
-    let username = prompt(terminal, "username: ")?.trim().to_string();
-    let password = secret_prompt("password: ")?;
-    let mut print = |event: ClientEvent| print_line(&format.line(&event));
-    client
-        .authenticate(mode, &username, &password, &mut print)
-        .await?;
-    drop(password);
+    let mut username = ask_username(client, mode).await?;
+    loop {
+        let password = ask_password(mode)?;
+        let refused = match client.authenticate(mode, &username, &password, print).await {
+            Ok(()) => return Ok(()),
+            Err(ClientError::Refused { code, message }) if asks_again(code) => (code, message),
+            // The connection timed out or broke while the person typed: once more, on a new
+            // connection, with what they typed.
+            Err(ClientError::Disconnected(_))
+            | Err(ClientError::Refused {
+                code: ErrorCode::AuthTimeout,
+                ..
+            }) => {
+                *client = connect(args, true).await?;
+                client
+                    .authenticate(mode, &username, &password, print)
+                    .await?;
+                return Ok(());
+            }
+            Err(other) => return Err(other),
+        };
+        let (code, message) = refused;
+        println!("{message}; please try again");
+        // Every refusal of a login or registration closes the connection.
+        *client = connect(args, true).await?;
+        if matches!(code, ErrorCode::NameTaken | ErrorCode::InvalidUsername) {
+            username = ask_username(client, mode).await?;
+        }
+    }
+}
 
-    if terminal {
-        chat_on_terminal(client, format).await
-    } else {
-        client.run(stdin_lines(), &mut print).await
+/// Whether a refusal is a typing mistake worth asking again about.
+fn asks_again(code: ErrorCode) -> bool {
+    matches!(
+        code,
+        ErrorCode::BadCredentials
+            | ErrorCode::NameTaken
+            | ErrorCode::InvalidUsername
+            | ErrorCode::InvalidPassword
+    )
+}
+
+/// Asks for a username until it follows the rules and, for a registration, the server says it
+/// is free (a server too old to check says so at registration instead).
+async fn ask_username(client: &mut Client, mode: AuthMode) -> Result<String, ClientError> {
+    loop {
+        let username = prompt(true, "username: ")?.trim().to_string();
+        if let Err(wrong) = validate_username(&username) {
+            println!("{wrong}; please try again");
+            continue;
+        }
+        if mode == AuthMode::Login {
+            return Ok(username);
+        }
+        match client.check_name(&username).await? {
+            NameCheck::Available | NameCheck::NotSupported => return Ok(username),
+            NameCheck::Refused { message, .. } => println!("{message}; please try again"),
+        }
+    }
+}
+
+/// Asks for the password; a new one must follow the rules and be typed twice alike.
+fn ask_password(mode: AuthMode) -> Result<String, ClientError> {
+    loop {
+        let password = secret_prompt("password: ")?;
+        if mode == AuthMode::Login {
+            return Ok(password);
+        }
+        if let Err(wrong) = validate_password(&password) {
+            println!("{wrong}; please try again");
+            continue;
+        }
+        if secret_prompt("password again: ")? == password {
+            return Ok(password);
+        }
+        println!("the two passwords differ; please try again");
     }
 }
 

@@ -11,6 +11,8 @@
 pub enum Command {
     /// Say something to the room.
     Say(String),
+    /// An action in the room: `/me waves`, shown to others as `* alice waves`.
+    Me(String),
     /// Send a direct message to one peer over UDP.
     Direct {
         to: String,
@@ -28,6 +30,7 @@ pub enum Command {
 pub const HELP: &str = "\
 commands:
   TEXT                 say TEXT to the room
+  /me ACTION           an action in the room: /me waves shows * NAME waves
   @NAME: TEXT          send TEXT straight to NAME (direct message over UDP)
   /msg NAME TEXT       the same
   :l  /peers           list the users online
@@ -45,6 +48,9 @@ pub enum CommandError {
     /// `@` or `/msg` without a name or without text.
     #[error("usage: @NAME: TEXT or /msg NAME TEXT")]
     DirectUsage,
+    /// `/me` without an action.
+    #[error("usage: /me ACTION")]
+    MeUsage,
 }
 
 /// Parses one input line; `Ok(None)` for a blank line.
@@ -61,6 +67,11 @@ pub fn parse(line: &str) -> Result<Option<Command>, CommandError> {
         ":q" | "/quit" | "/exit" => Command::Quit,
         ":h" | "/help" | "/?" => Command::Help,
         "/stats" => Command::Stats,
+        "/me" => return Err(CommandError::MeUsage),
+        _ if line.starts_with("/me ") => match line["/me ".len()..].trim() {
+            "" => return Err(CommandError::MeUsage),
+            action => Command::Me(action.to_string()),
+        },
         _ => {
             if let Some(rest) = line.strip_prefix('@') {
                 direct(rest, ':')?
@@ -131,6 +142,14 @@ mod tests {
         assert!(parse("@bob:").is_err());
         assert!(parse("@: hi").is_err());
         assert!(parse("/msg bob").is_err());
+    }
+
+    #[test]
+    fn me_is_an_action() {
+        assert_eq!(parse("/me waves"), Ok(Some(Command::Me("waves".into()))));
+        assert_eq!(parse("/me"), Err(CommandError::MeUsage));
+        assert_eq!(parse("/me   "), Err(CommandError::MeUsage));
+        assert_eq!(parse("/meow"), Err(CommandError::Unknown("/meow".into())));
     }
 
     #[test]

@@ -360,6 +360,14 @@ impl UserStore {
         Ok(username.to_string())
     }
 
+    /// Whether a registration could take `username` now: valid, not taken, not like an existing
+    /// name. Hashes nothing and writes nothing (the answer to `check_name`); a registration
+    /// checks again.
+    pub fn check_name(&self, username: &str) -> Result<(), AuthError> {
+        validate_username(username).map_err(AuthError::InvalidUsername)?;
+        check_free(&self.lock().accounts, username)
+    }
+
     /// The cost of new hashes.
     pub fn cost(&self) -> HashCost {
         self.cost
