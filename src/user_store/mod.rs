@@ -876,7 +876,7 @@ mod tests {
         let text = |e: AuthError| e.to_string();
         assert_eq!(
             text(store.register("a b", "password-1").unwrap_err()),
-            "invalid username: a username may hold only letters, digits, '_', '-' and '.', not ' '"
+            "invalid username: a username may hold only ASCII letters, digits, '_', '-' and '.', not ' '"
         );
         assert_eq!(
             text(store.register("carol", "short").unwrap_err()),
