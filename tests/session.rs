@@ -244,8 +244,9 @@ fn a_restarted_server_finds_the_terminal_client_chatting_again_with_its_typed_li
     bob.expect_event("welcome");
     alice.wait_for("bob");
 
-    // The line editor kept the typed text: finishing it sends the whole line.
-    alice.type_keys("art\n");
+    // The line editor kept the typed text: finishing it (Enter is a carriage return in the
+    // editor's raw mode) sends the whole line.
+    alice.type_keys("art\r");
     let message = bob.expect_event("message");
     assert_eq!(message["from"], "alice");
     assert_eq!(message["text"], "still here after the restart");
@@ -300,7 +301,8 @@ fn thirty_pasted_lines_all_arrive_in_order_without_a_rate_limited_warning() {
     alice.wait_for("* bob joined");
     let from = alice.output().len();
 
-    let paste: String = (1..=30).map(|n| format!("pasted line {n}\n")).collect();
+    // A terminal pastes line breaks as carriage returns, as Enter sends them.
+    let paste: String = (1..=30).map(|n| format!("pasted line {n}\r")).collect();
     alice.type_keys(&paste);
     let received: Vec<String> = (0..30)
         .map(|_| {
