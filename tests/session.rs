@@ -478,7 +478,18 @@ fn a_server_without_a_port_means_12000_and_a_port_that_says_nothing_is_not_a_p2p
         eprintln!("skipped: 127.0.0.78:12000 is in use (a server on 0.0.0.0:12000?)");
         return;
     };
-    let accepted = thread::spawn(move || silent.accept().map(|(stream, _)| stream));
+    // Accepts within the deadline, so that a client that never comes fails the test, not hangs it.
+    silent.set_nonblocking(true).unwrap();
+    let accepted = thread::spawn(move || {
+        let start = Instant::now();
+        while start.elapsed() < DEADLINE {
+            if let Ok((stream, _)) = silent.accept() {
+                return Some(stream);
+            }
+            thread::sleep(Duration::from_millis(10));
+        }
+        None
+    });
     let config = tempfile::tempdir().unwrap();
     let output = Command::new(client_bin())
         .args(["--server", "127.0.0.78"])
@@ -489,12 +500,12 @@ fn a_server_without_a_port_means_12000_and_a_port_that_says_nothing_is_not_a_p2p
         .expect("run p2pchat-client");
     let stdout = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(accepted.join().unwrap().is_ok(), "the client never came");
     assert!(
         stdout.starts_with("* connecting to 127.0.0.78:12000…"),
         "{stdout}"
     );
     assert_eq!(output.status.code(), Some(3), "{stderr}");
+    assert!(accepted.join().unwrap().is_some(), "the client never came");
     assert!(
         stderr.contains("127.0.0.78:12000 is not a p2pchat server"),
         "{stderr}"
