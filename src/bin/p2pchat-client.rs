@@ -22,7 +22,8 @@ use rustyline_async::{Readline, ReadlineEvent};
 
 /// A p2pchat client: the room through the server, direct messages straight to a peer over UDP.
 ///
-/// After login: TEXT says it to the room; @NAME: TEXT or /msg NAME TEXT sends a direct message;
+/// After login: TEXT says it to the room; /me ACTION shows "* NAME ACTION" to the room;
+/// @NAME: TEXT or /msg NAME TEXT sends a direct message;
 /// :l or /peers lists who is online; /stats shows direct messages received, delivered and dropped;
 /// :q or /quit leaves; /help shows this list.
 ///
@@ -35,6 +36,11 @@ use rustyline_async::{Readline, ReadlineEvent};
 /// the peer they name, forged, replayed, or over that sender's rate limit (a token bucket per
 /// sender: --dm-burst at once, then --dm-rate per second).
 ///
+/// Lines for the server are paced to the flood limit it announces (none is dropped; the rest wait,
+/// "sending N queued lines…"). On a terminal, a wrong password, a taken or invalid name or a
+/// short password is asked again, and the client connects again (1 s doubling to 30 s) and logs
+/// in again when the server is lost; without a terminal it exits 5 instead, unless --reconnect.
+///
 /// When stdin is not a terminal, its lines answer the prompts in order (login or register, the
 /// username, the password) and every later line is a command; end of input quits.
 ///
@@ -44,7 +50,8 @@ use rustyline_async::{Readline, ReadlineEvent};
 /// presents another one is refused. Nothing, the password least of all, is sent before.
 ///
 /// Exit status: 0 after :q or end of input; 1 local error (bad answer at a prompt, UDP port in
-/// use, the known-servers file); 2 bad arguments; 3 server unreachable or full (for everyone, or
+/// use, the known-servers file); 2 bad arguments (a bad --server port too); 3 server unreachable,
+/// not a p2pchat server (no hello within 5 s), or full (for everyone, or
 /// for this address), too busy to check the login now (try again later), or speaking the other
 /// protocol (TLS vs --plaintext); 4 login or registration refused; 5 the server went away or shut
 /// down; 6 the server is not trusted (its fingerprint changed, is not the --trust one, or was
