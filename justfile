@@ -2,49 +2,48 @@
 
 # Run the whole test suite: unit tests and the black-box grading scenarios against the real binaries.
 test:
-    bash ci/test.sh
+    @bash ci/test.sh
 
 # Formatting check and clippy with warnings as errors.
 lint:
-    bash ci/lint.sh
+    @bash ci/lint.sh
 
-# The networking lab in network namespaces, with real packets (root; tcpdump): server and three
-# clients by hostname, captures, the lab's answers and the sequence diagram, written to target/lab/.
+# Run the networking lab (as root, with tcpdump): a server and three clients in network namespaces, written to target/lab/.
 lab:
-    bash ci/lab.sh
+    @bash ci/lab.sh
 
 # After `just lab`: p2pchat-trace's answers against tshark's, on the lab's and the committed captures.
 lab-check:
-    bash ci/lab-check.sh
-    bash ci/lab-check.sh --files fixtures/captures/*
+    @bash ci/lab-check.sh
+    @bash ci/lab-check.sh --files fixtures/captures/*
 
 # Read a capture: handshakes, udp or diagram FILE (see p2pchat-trace --help).
 trace *ARGS:
-    cargo run --quiet --bin p2pchat-trace -- {{ARGS}}
+    @cargo run --quiet --bin p2pchat-trace -- {{ARGS}}
 
 # Start a server on the defaults (0.0.0.0:12000, ./users.json); extra flags are passed on.
 server *FLAGS:
-    cargo run --quiet --release --bin p2pchat-server -- {{FLAGS}}
+    @cargo run --quiet --release --bin p2pchat-server -- {{FLAGS}}
 
 # Start a client (default server 127.0.0.1:12000); extra flags are passed on.
 client *FLAGS:
-    cargo run --quiet --release --bin p2pchat-client -- {{FLAGS}}
+    @cargo run --quiet --release --bin p2pchat-client -- {{FLAGS}}
 
 # Format the code in place.
 fmt:
-    cargo fmt --all
+    @cargo fmt --all
 
 # Benchmarks (release): login flood and timing at the default scrypt cost, then every load workload (docs/performance.md).
 bench:
-    cargo test --release --locked --test bench -- --ignored --nocapture --test-threads 1
-    cargo build --release --locked --bin p2pchat-server
-    cargo bench --locked --bench load
+    @cargo test --release --locked --test bench -- --ignored --nocapture --test-threads 1
+    @cargo build --release --locked --bin p2pchat-server
+    @cargo bench --locked --bench load
 
 # Load workloads (burst paced idle registrations default-burst; all if none) and flags: `just load --help`.
 load *ARGS:
-    cargo build --release --locked --bin p2pchat-server
-    cargo bench --locked --bench load -- {{ARGS}}
+    @cargo build --release --locked --bin p2pchat-server
+    @cargo bench --locked --bench load -- {{ARGS}}
 
 # Run the property tests (tests/fuzz.rs) long: CASES cases per property (default 250000), optimised.
 fuzz CASES="250000":
-    PROPTEST_CASES={{CASES}} cargo test --locked --release --test fuzz -- --nocapture
+    @PROPTEST_CASES={{CASES}} cargo test --locked --release --test fuzz -- --nocapture

@@ -37,7 +37,10 @@ if [ -z "${P2PLAB_BOUNDED:-}" ]; then
   if [ -z "${LAB_BIN:-}" ]; then
     say "building p2pchat-server, p2pchat-client, p2pchat-trace"
     cargo build --locked --quiet --bins
-    export LAB_BIN=$PWD/target/debug
+    # Where cargo put them: CARGO_TARGET_DIR when set (relative to this folder, as for cargo).
+    target=${CARGO_TARGET_DIR:-target}
+    case $target in /*) ;; *) target=$PWD/$target ;; esac
+    export LAB_BIN=$target/debug
   fi
   export P2PLAB_BOUNDED=1
   exec timeout --foreground --kill-after=15 "$LAB_TIMEOUT" bash "$SCRIPT" "$@"

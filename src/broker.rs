@@ -17,7 +17,7 @@ use futures::StreamExt;
 
 use crate::connection::Disconnect;
 use crate::outbox::{Outbox, Undeliverable};
-use crate::protocol::{encode_line, PeerInfo, ServerMessage};
+use crate::protocol::{encode_line, PeerInfo, ServerMessage, TextKind};
 
 /// Identifies one logged-in connection, so that a late `Leave` from an old connection cannot
 /// remove a newer session of the same user.
@@ -53,7 +53,12 @@ pub enum Event {
     /// The connection ended (any reason).
     Leave { id: SessionId },
     /// A room message, relayed to everyone but the sender.
-    Say { id: SessionId, text: String },
+    Say {
+        id: SessionId,
+        text: String,
+        /// A plain line or an action (`/me`).
+        kind: TextKind,
+    },
     /// The sender wants the list of online users.
     List { id: SessionId },
     /// The server is stopping: refuse new logins and announce nothing more.
@@ -115,9 +120,9 @@ impl Broker {
                 self.join(id, peer, outbox);
             }
             Event::Leave { id } => self.remove(id, None),
-            Event::Say { id, text } => {
+            Event::Say { id, text, kind } => {
                 if let Some(from) = self.sessions.get(&id).map(|s| s.peer.username.clone()) {
-                    self.broadcast(&ServerMessage::Message { from, text }, Some(id));
+                    self.broadcast(&ServerMessage::Message { from, text, kind }, Some(id));
                 }
             }
             Event::List { id } => {
@@ -349,13 +354,15 @@ mod tests {
         broker.handle(Event::Say {
             id: 1,
             text: "hi".into(),
+            kind: TextKind::Action,
         });
         assert!(alice.received().is_empty());
         assert_eq!(
             bob.received(),
             [ServerMessage::Message {
                 from: "alice".into(),
-                text: "hi".into()
+                text: "hi".into(),
+                kind: TextKind::Action,
             }]
         );
     }
@@ -380,6 +387,7 @@ mod tests {
             broker.handle(Event::Say {
                 id: 3,
                 text: format!("m{i}"),
+                kind: TextKind::Say,
             });
         }
         assert!(
@@ -416,6 +424,7 @@ mod tests {
             broker.handle(Event::Say {
                 id: 2,
                 text: big.clone(),
+                kind: TextKind::Say,
             });
         }
         assert!(!slow.closed.load(Ordering::SeqCst), "3 KiB fit in 4 KiB");
@@ -425,10 +434,15 @@ mod tests {
             broker.handle(Event::Say {
                 id: 2,
                 text: big.clone(),
+                kind: TextKind::Say,
             });
         }
         assert!(!slow.closed.load(Ordering::SeqCst));
-        broker.handle(Event::Say { id: 2, text: big });
+        broker.handle(Event::Say {
+            id: 2,
+            text: big,
+            kind: TextKind::Say,
+        });
         assert!(slow.closed.load(Ordering::SeqCst), "4.5 KiB exceed 4 KiB");
         assert_eq!(names(&broker.peers()), ["bob"]);
     }

@@ -81,8 +81,12 @@ pub enum ClientMessage {
     Login(Credentials),
     /// Create an account and log into it.
     Register(Credentials),
-    /// A message to everyone else in the room.
-    Say { text: String },
+    /// A message to everyone else in the room; `kind` `action` for `/me` (absent: a plain line).
+    Say {
+        text: String,
+        #[serde(default, skip_serializing_if = "TextKind::is_plain")]
+        kind: TextKind,
+    },
     /// Ask for the current list of online users.
     List,
     /// Leave; the server closes the connection.
@@ -91,20 +95,61 @@ pub enum ClientMessage {
     Ping,
     /// The answer to the server's `ping`.
     Pong,
+    /// Before login: would `username` be accepted for a registration (valid, not taken, not
+    /// like an existing name)? Answered `name_ok` or a non-fatal `error`, without hashing
+    /// anything; it costs what a registration does in the login throttle's address table.
+    CheckName { username: String },
 }
 
 impl ClientMessage {
     /// The `type` names of every client message, for telling an unknown type from a malformed one.
-    pub const TYPES: [&'static str; 7] =
-        ["login", "register", "say", "list", "quit", "ping", "pong"];
+    pub const TYPES: [&'static str; 8] = [
+        "login",
+        "register",
+        "say",
+        "list",
+        "quit",
+        "ping",
+        "pong",
+        "check_name",
+    ];
+}
+
+/// What a room line is: said, or an action (`/me waves`, shown `* alice waves`). Absent on the
+/// wire for a plain line, so old peers see the same bytes; a server or client that does not know
+/// the field ignores it and shows an action as a plain line, and an unknown kind reads as plain.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TextKind {
+    Action,
+    // Last: serde's catch-all for unknown kinds must be.
+    #[default]
+    #[serde(other)]
+    Say,
+}
+
+impl TextKind {
+    /// Whether the line is a plain one (the field is then left out).
+    pub fn is_plain(&self) -> bool {
+        *self == TextKind::Say
+    }
 }
 
 /// A message from the server to a client.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum ServerMessage {
-    /// First message on every connection: asks the client to log in or register.
-    Hello { version: u32, auth: Vec<String> },
+    /// First message on every connection: asks the client to log in or register, and says how
+    /// fast it may send (its flood control's burst and lines per second), so that a client can
+    /// pace itself and never have a line dropped. Both optional: an older server leaves them out.
+    Hello {
+        version: u32,
+        auth: Vec<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        flood_burst: Option<u32>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        flood_rate: Option<f64>,
+    },
     /// Login or registration succeeded; `peers` is everyone online, the new user included.
     Welcome {
         username: String,
@@ -114,8 +159,13 @@ pub enum ServerMessage {
     Joined { peer: PeerInfo },
     /// Someone left, or their connection was lost.
     Left { username: String },
-    /// A room message from another user.
-    Message { from: String, text: String },
+    /// A room message from another user; `kind` `action` for a `/me` line.
+    Message {
+        from: String,
+        text: String,
+        #[serde(default, skip_serializing_if = "TextKind::is_plain")]
+        kind: TextKind,
+    },
     /// The online users, in answer to `list`.
     Peers { peers: Vec<PeerInfo> },
     /// Something went wrong; when `fatal`, the server closes the connection after sending it.
@@ -130,13 +180,15 @@ pub enum ServerMessage {
     Ping,
     /// The answer to the client's `ping`.
     Pong,
+    /// The answer to `check_name`: a registration may use this name (for now).
+    NameOk { username: String },
 }
 
 impl ServerMessage {
     /// The `type` names of every server message.
-    pub const TYPES: [&'static str; 10] = [
+    pub const TYPES: [&'static str; 11] = [
         "hello", "welcome", "joined", "left", "message", "peers", "error", "shutdown", "ping",
-        "pong",
+        "pong", "name_ok",
     ];
 
     pub fn error(code: ErrorCode, message: impl Into<String>) -> Self {
@@ -424,11 +476,15 @@ mod tests {
             }),
             ClientMessage::Say {
                 text: "hé\nllo".into(),
+                kind: TextKind::Say,
             },
             ClientMessage::List,
             ClientMessage::Quit,
             ClientMessage::Ping,
             ClientMessage::Pong,
+            ClientMessage::CheckName {
+                username: "carol".into(),
+            },
         ];
         assert_eq!(messages.len(), ClientMessage::TYPES.len());
         for message in messages {
@@ -441,7 +497,10 @@ mod tests {
 
     #[test]
     fn wire_format_is_the_documented_one() {
-        let line = encode_line(&ClientMessage::Say { text: "hi".into() });
+        let line = encode_line(&ClientMessage::Say {
+            text: "hi".into(),
+            kind: TextKind::Say,
+        });
         assert_eq!(line, "{\"type\":\"say\",\"text\":\"hi\"}\n");
         let login = decode_client(
             br#"{"type":"login","username":"a","password":"pw-pw-pw-pw","p2p_port":9}"#,
@@ -502,6 +561,8 @@ mod tests {
             ServerMessage::Hello {
                 version: PROTOCOL_VERSION,
                 auth: vec!["login".into()],
+                flood_burst: Some(10),
+                flood_rate: Some(2.5),
             },
             ServerMessage::Welcome {
                 username: "a".into(),
@@ -514,18 +575,61 @@ mod tests {
             ServerMessage::Message {
                 from: "a".into(),
                 text: "t".into(),
+                kind: TextKind::Action,
             },
             ServerMessage::Peers { peers: vec![peer] },
             ServerMessage::error(ErrorCode::Malformed, "m"),
             ServerMessage::Shutdown { reason: "r".into() },
             ServerMessage::Ping,
             ServerMessage::Pong,
+            ServerMessage::NameOk {
+                username: "a".into(),
+            },
         ];
         assert_eq!(all.len(), ServerMessage::TYPES.len());
         for message in all {
             let line = encode_line(&message);
             assert_eq!(decode_server(line.trim_end().as_bytes()), Ok(message));
         }
+    }
+
+    #[test]
+    fn new_fields_are_optional_both_ways() {
+        // An older server's hello and an older client's say, without the new fields.
+        let hello = decode_server(br#"{"type":"hello","version":1,"auth":["login"]}"#);
+        assert!(matches!(
+            hello,
+            Ok(ServerMessage::Hello {
+                flood_burst: None,
+                flood_rate: None,
+                ..
+            })
+        ));
+        let say = decode_client(br#"{"type":"say","text":"hi"}"#);
+        assert!(matches!(
+            say,
+            Ok(ClientMessage::Say {
+                kind: TextKind::Say,
+                ..
+            })
+        ));
+        // An action is marked; a kind from the future reads as a plain line.
+        let me = encode_line(&ClientMessage::Say {
+            text: "waves".into(),
+            kind: TextKind::Action,
+        });
+        assert_eq!(
+            me,
+            "{\"type\":\"say\",\"text\":\"waves\",\"kind\":\"action\"}\n"
+        );
+        let future = decode_server(br#"{"type":"message","from":"a","text":"t","kind":"sing"}"#);
+        assert!(matches!(
+            future,
+            Ok(ServerMessage::Message {
+                kind: TextKind::Say,
+                ..
+            })
+        ));
     }
 
     #[test]

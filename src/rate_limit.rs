@@ -45,6 +45,21 @@ impl TokenBucket {
         self.tokens >= self.burst
     }
 
+    /// How long until a token is there (zero if one is now); `None` if the bucket never
+    /// refills (a rate of 0) and is empty.
+    pub fn until_next(&mut self, now: Instant) -> Option<std::time::Duration> {
+        self.refill(now);
+        if self.tokens >= 1.0 {
+            return Some(std::time::Duration::ZERO);
+        }
+        if self.per_second <= 0.0 {
+            return None;
+        }
+        // Rounded up to the microsecond: a wait cut short by rounding would find no token yet.
+        let micros = ((1.0 - self.tokens) / self.per_second * 1e6).ceil();
+        Some(std::time::Duration::from_micros(micros as u64))
+    }
+
     fn refill(&mut self, now: Instant) {
         let elapsed = now.saturating_duration_since(self.updated).as_secs_f64();
         self.tokens = (self.tokens + elapsed * self.per_second).min(self.burst);
@@ -74,6 +89,20 @@ mod tests {
         assert!(bucket.is_full(later), "refills up to the burst, no further");
         assert!((0..3).all(|_| bucket.try_take(later)));
         assert!(!bucket.try_take(later));
+    }
+
+    #[test]
+    fn until_next_says_when_the_next_token_comes() {
+        let start = Instant::now();
+        let mut bucket = TokenBucket::new(1, 4.0, start);
+        assert_eq!(bucket.until_next(start), Some(Duration::ZERO));
+        assert!(bucket.try_take(start));
+        let wait = bucket.until_next(start).unwrap();
+        assert!((wait.as_secs_f64() - 0.25).abs() < 1e-5, "{wait:?}");
+        assert!(bucket.try_take(start + wait));
+        let mut never = TokenBucket::new(1, 0.0, start);
+        assert!(never.try_take(start));
+        assert_eq!(never.until_next(start), None);
     }
 
     #[test]

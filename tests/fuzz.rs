@@ -27,7 +27,7 @@ use p2pchat::connection::{LineReader, ReadError};
 use p2pchat::protocol::{
     decode_client, decode_datagram, decode_server, encode_datagram, encode_line, ClientMessage,
     Credentials, Datagram, DecodeError, DirectMessage, ErrorCode, PeerInfo, PublicKey,
-    ServerMessage,
+    ServerMessage, TextKind,
 };
 use proptest::prelude::*;
 use proptest::test_runner::FileFailurePersistence;
@@ -136,23 +136,42 @@ fn client_message() -> impl Strategy<Value = ClientMessage> {
     prop_oneof![
         credentials().prop_map(ClientMessage::Login),
         credentials().prop_map(ClientMessage::Register),
-        text().prop_map(|text| ClientMessage::Say { text }),
+        (text(), text_kind()).prop_map(|(text, kind)| ClientMessage::Say { text, kind }),
         Just(ClientMessage::List),
         Just(ClientMessage::Quit),
         Just(ClientMessage::Ping),
         Just(ClientMessage::Pong),
+        text().prop_map(|username| ClientMessage::CheckName { username }),
     ]
 }
 
 fn server_message() -> impl Strategy<Value = ServerMessage> {
     let peers = || prop::collection::vec(peer(), 0..5);
     prop_oneof![
-        (any::<u32>(), prop::collection::vec(text(), 0..3))
-            .prop_map(|(version, auth)| ServerMessage::Hello { version, auth }),
+        (
+            any::<u32>(),
+            prop::collection::vec(text(), 0..3),
+            prop::option::of(any::<u32>()),
+            // Rates as a flag gives them (a few decimals): serde_json's default parsing is exact
+            // for those, not for every f64's last bit.
+            prop::option::of((0u32..10_000_000).prop_map(|n| f64::from(n) / 100.0)),
+        )
+            .prop_map(
+                |(version, auth, flood_burst, flood_rate)| ServerMessage::Hello {
+                    version,
+                    auth,
+                    flood_burst,
+                    flood_rate
+                }
+            ),
         (text(), peers()).prop_map(|(username, peers)| ServerMessage::Welcome { username, peers }),
         peer().prop_map(|peer| ServerMessage::Joined { peer }),
         text().prop_map(|username| ServerMessage::Left { username }),
-        (text(), text()).prop_map(|(from, text)| ServerMessage::Message { from, text }),
+        (text(), text(), text_kind()).prop_map(|(from, text, kind)| ServerMessage::Message {
+            from,
+            text,
+            kind
+        }),
         peers().prop_map(|peers| ServerMessage::Peers { peers }),
         (error_code(), text(), any::<bool>()).prop_map(|(code, message, fatal)| {
             ServerMessage::Error {
@@ -164,7 +183,12 @@ fn server_message() -> impl Strategy<Value = ServerMessage> {
         text().prop_map(|reason| ServerMessage::Shutdown { reason }),
         Just(ServerMessage::Ping),
         Just(ServerMessage::Pong),
+        text().prop_map(|username| ServerMessage::NameOk { username }),
     ]
+}
+
+fn text_kind() -> impl Strategy<Value = TextKind> {
+    prop_oneof![Just(TextKind::Say), Just(TextKind::Action)]
 }
 
 fn datagram() -> impl Strategy<Value = Datagram> {

@@ -13,14 +13,17 @@ use p2pchat::client::known_servers;
 use p2pchat::client::secure::Ask;
 use p2pchat::client::ui::{self, Ending, Renderer, TerminalChat};
 use p2pchat::client::{
-    exit, AuthMode, Client, ClientArgs, ClientError, ClientEvent, FirstContact, Transport, Trust,
-    TrustOutcome,
+    exit, AuthMode, Client, ClientArgs, ClientError, ClientEvent, FirstContact, NameCheck,
+    Reconnect, Transport, Trust, TrustOutcome,
 };
+use p2pchat::protocol::ErrorCode;
 use p2pchat::runtime;
+use p2pchat::user_store::{validate_password, validate_username};
 
 /// A p2pchat client: the room through the server, direct messages straight to a peer over UDP.
 ///
-/// After login: TEXT says it to the room; @NAME: TEXT or /msg NAME TEXT sends a direct message;
+/// After login: TEXT says it to the room; /me ACTION shows "* NAME ACTION" to the room;
+/// @NAME: TEXT or /msg NAME TEXT sends a direct message;
 /// :l or /peers lists who is online; /stats shows direct messages received, delivered and dropped;
 /// :q or /quit leaves; /clear clears the screen; /help shows this list. Command names are
 /// case-insensitive.
@@ -41,6 +44,11 @@ use p2pchat::runtime;
 /// the peer they name, forged, replayed, or over that sender's rate limit (a token bucket per
 /// sender: --dm-burst at once, then --dm-rate per second).
 ///
+/// Lines for the server are paced to the flood limit it announces (none is dropped; the rest wait,
+/// "sending N queued lines…"). On a terminal, a wrong password, a taken or invalid name or a
+/// short password is asked again, and the client connects again (1 s doubling to 30 s) and logs
+/// in again when the server is lost; without a terminal it exits 5 instead, unless --reconnect.
+///
 /// When stdin is not a terminal, its lines answer the prompts in order (login or register, the
 /// username, the password) and every later line is a command; end of input quits.
 ///
@@ -50,7 +58,8 @@ use p2pchat::runtime;
 /// presents another one is refused. Nothing, the password least of all, is sent before.
 ///
 /// Exit status: 0 after :q or end of input; 1 local error (bad answer at a prompt, UDP port in
-/// use, the known-servers file); 2 bad arguments; 3 server unreachable or full (for everyone, or
+/// use, the known-servers file); 2 bad arguments (a bad --server port too); 3 server unreachable,
+/// not a p2pchat server (no hello within 5 s), or full (for everyone, or
 /// for this address), too busy to check the login now (try again later), or speaking the other
 /// protocol (TLS vs --plaintext); 4 login or registration refused; 5 the server went away or shut
 /// down; 6 the server is not trusted (its fingerprint changed, is not the --trust one, or was
@@ -121,6 +130,44 @@ async fn run(
     let limits = args.direct_limits();
     // Checked before connecting, so a bad flag costs no connection.
     limits.validate()?;
+    print_line(&format.line(&ClientEvent::Connecting {
+        server: args.server.clone(),
+    }));
+    let mut client = connect(args, terminal).await?;
+    print_line(&format.line(&ClientEvent::Connected {
+        server: client.server_addr(),
+        p2p_addr: client.p2p_addr(),
+    }));
+    let mut print = |event: ClientEvent| print_line(&format.line(&event));
+    if terminal {
+        log_in_on_terminal(args, &mut client, &mut print).await?;
+        chat_on_terminal(client, &format, args).await
+    } else {
+        let mode = match prompt(false, "login or register? ")?
+            .trim()
+            .to_ascii_lowercase()
+            .as_str()
+        {
+            "login" | "l" => AuthMode::Login,
+            "register" | "r" => AuthMode::Register,
+            other => {
+                return Err(ClientError::Local(format!(
+                    "expected 'login' or 'register', got {other:?}"
+                )))
+            }
+        };
+        let username = prompt(false, "username: ")?.trim().to_string();
+        let password = secret_prompt("password: ")?;
+        client
+            .authenticate(mode, &username, &password, &mut print)
+            .await?;
+        drop(password);
+        client.run(stdin_lines(), &mut print).await.map(|()| None)
+    }
+}
+
+/// Connects as the flags say, with every setting of the client applied.
+async fn connect(args: &ClientArgs, terminal: bool) -> Result<Client, ClientError> {
     let transport = transport(args, terminal)?;
     let mut client = Client::connect(&args.server, args.p2p_port, transport).await?;
     if let Some(TrustOutcome::Recorded {
@@ -136,38 +183,115 @@ async fn run(
             file.display()
         );
     }
-    client.set_direct_limits(limits)?;
+    client.set_direct_limits(args.direct_limits())?;
     client.set_plaintext(args.plaintext);
-    print_line(&format.line(&ClientEvent::Connected {
-        server: client.server_addr(),
-        p2p_addr: client.p2p_addr(),
-    }));
+    let reconnect = if args.no_reconnect {
+        Reconnect::Never
+    } else if args.reconnect || terminal {
+        Reconnect::WithBackoff
+    } else {
+        Reconnect::Never
+    };
+    client.set_reconnect(reconnect, args.max_queued_lines);
+    Ok(client)
+}
 
+/// The prompts on a terminal, forgiving: a wrong password, a taken or invalid name, or a
+/// password too short is asked again (on a new connection when the server closed this one, as
+/// the protocol has it after a refusal); a new name is checked (`check_name`) before the
+/// password is asked, and a new password is typed twice.
+async fn log_in_on_terminal(
+    args: &ClientArgs,
+    client: &mut Client,
+    print: &mut dyn FnMut(ClientEvent),
+) -> Result<(), ClientError> {
     let mode = loop {
-        let answer = prompt(terminal, "login or register? ")?;
-        match answer.trim().to_ascii_lowercase().as_str() {
+        match prompt(true, "login or register? ")?
+            .trim()
+            .to_ascii_lowercase()
+            .as_str()
+        {
             "login" | "l" => break AuthMode::Login,
             "register" | "r" => break AuthMode::Register,
-            other if !terminal => {
-                return Err(ClientError::Local(format!(
-                    "expected 'login' or 'register', got {other:?}"
-                )))
-            }
             _ => println!("please answer login or register"),
         }
     };
-    let username = prompt(terminal, "username: ")?.trim().to_string();
-    let password = secret_prompt("password: ")?;
-    let mut print = |event: ClientEvent| print_line(&format.line(&event));
-    client
-        .authenticate(mode, &username, &password, &mut print)
-        .await?;
-    drop(password);
+    let mut username = ask_username(client, mode).await?;
+    loop {
+        let password = ask_password(mode)?;
+        let refused = match client.authenticate(mode, &username, &password, print).await {
+            Ok(()) => return Ok(()),
+            Err(ClientError::Refused { code, message }) if asks_again(code) => (code, message),
+            // The connection timed out or broke while the person typed: once more, on a new
+            // connection, with what they typed.
+            Err(ClientError::Disconnected(_))
+            | Err(ClientError::Refused {
+                code: ErrorCode::AuthTimeout,
+                ..
+            }) => {
+                *client = connect(args, true).await?;
+                client
+                    .authenticate(mode, &username, &password, print)
+                    .await?;
+                return Ok(());
+            }
+            Err(other) => return Err(other),
+        };
+        let (code, message) = refused;
+        println!("{message}; please try again");
+        // Every refusal of a login or registration closes the connection.
+        *client = connect(args, true).await?;
+        if matches!(code, ErrorCode::NameTaken | ErrorCode::InvalidUsername) {
+            username = ask_username(client, mode).await?;
+        }
+    }
+}
 
-    if terminal {
-        chat_on_terminal(client, &format, args).await
-    } else {
-        client.run(stdin_lines(), &mut print).await.map(|()| None)
+/// Whether a refusal is a typing mistake worth asking again about.
+fn asks_again(code: ErrorCode) -> bool {
+    matches!(
+        code,
+        ErrorCode::BadCredentials
+            | ErrorCode::NameTaken
+            | ErrorCode::InvalidUsername
+            | ErrorCode::InvalidPassword
+    )
+}
+
+/// Asks for a username until it follows the rules and, for a registration, the server says it
+/// is free (a server too old to check says so at registration instead).
+async fn ask_username(client: &mut Client, mode: AuthMode) -> Result<String, ClientError> {
+    loop {
+        let username = prompt(true, "username: ")?.trim().to_string();
+        if let Err(wrong) = validate_username(&username) {
+            println!("{wrong}; please try again");
+            continue;
+        }
+        if mode == AuthMode::Login {
+            return Ok(username);
+        }
+        match client.check_name(&username).await? {
+            NameCheck::Available | NameCheck::NotSupported => return Ok(username),
+            NameCheck::Refused { message, .. } => println!("{message}; please try again"),
+        }
+    }
+}
+
+/// Asks for the password; a new one must follow the rules and be typed twice alike.
+fn ask_password(mode: AuthMode) -> Result<String, ClientError> {
+    loop {
+        let password = secret_prompt("password: ")?;
+        if mode == AuthMode::Login {
+            return Ok(password);
+        }
+        if let Err(wrong) = validate_password(&password) {
+            println!("{wrong}; please try again");
+            continue;
+        }
+        if secret_prompt("password again: ")? == password {
+            return Ok(password);
+        }
+        println!("the two passwords differ; please try again");
     }
 }
 

@@ -24,9 +24,11 @@ use p2pchat::user_store::{StoreError, UnsafeFile, UserStore};
 #[derive(Parser, Debug)]
 #[command(name = "p2pchat-server", version)]
 struct Args {
-    /// Address and TCP port to listen on; port 0 picks a free port.
-    #[arg(long, value_name = "ADDR", default_value = "0.0.0.0:12000")]
-    bind: SocketAddr,
+    /// Address and TCP port to listen on: ADDR:PORT, HOST:PORT (a name, resolved; the first
+    /// address that can be bound), or PORT alone (every IPv4 address); port 0 picks a free port.
+    #[arg(long, value_name = "ADDR:PORT|PORT", default_value = "0.0.0.0:12000",
+          value_parser = parse_bind)]
+    bind: String,
 
     /// The users file (JSON, mode 0600, created if missing).
     #[arg(long, value_name = "PATH", default_value = "users.json")]
@@ -56,6 +58,28 @@ struct Args {
     server: ServerFlags,
 }
 
+/// A `--bind` that is neither PORT nor HOST:PORT.
+#[derive(Debug, thiserror::Error)]
+#[error("{0:?} is not PORT or HOST:PORT (PORT a number from 0 to 65535; an IPv6 address is written [ADDRESS]:PORT)")]
+struct BadBind(String);
+
+/// `PORT` alone means every IPv4 address; `HOST:PORT` is kept for resolving at start. Checked
+/// here so that a typo is a usage error (exit 2).
+fn parse_bind(text: &str) -> Result<String, BadBind> {
+    let bad = || BadBind(text.to_string());
+    if let Ok(port) = text.parse::<u16>() {
+        return Ok(format!("0.0.0.0:{port}"));
+    }
+    if text.parse::<SocketAddr>().is_ok() {
+        return Ok(text.to_string());
+    }
+    let (host, port) = text.rsplit_once(':').ok_or_else(bad)?;
+    if host.is_empty() || host.contains(':') || port.parse::<u16>().is_err() {
+        return Err(bad());
+    }
+    Ok(text.to_string())
+}
+
 /// Why the server could not start (each is printed after `p2pchat-server: `, exit status 1).
 #[derive(Debug, thiserror::Error)]
 enum StartError {
@@ -64,7 +88,7 @@ enum StartError {
     #[error(transparent)]
     Identity(#[from] IdentityError),
     #[error("cannot listen on {addr}: {source}")]
-    Listen { addr: SocketAddr, source: io::Error },
+    Listen { addr: String, source: io::Error },
     #[error("cannot read the listening address: {0}")]
     LocalAddr(io::Error),
     #[error("cannot install signal handlers: {0}")]
@@ -108,10 +132,11 @@ async fn serve(args: Args, params: scrypt::Params) -> Result<(), StartError> {
         config.tls = Some(identity.server_config()?);
         Some((identity, key, cert))
     };
-    let listener = TcpListener::bind(args.bind)
+    // A host name binds the first of its addresses that can be bound, in the resolver's order.
+    let listener = TcpListener::bind(args.bind.as_str())
         .await
         .map_err(|source| StartError::Listen {
-            addr: args.bind,
+            addr: args.bind.clone(),
             source,
         })?;
     let addr = listener.local_addr().map_err(StartError::LocalAddr)?;

@@ -15,6 +15,8 @@
 pub enum Command {
     /// Say something to the room.
     Say(String),
+    /// An action in the room: `/me waves`, shown to others as `* alice waves`.
+    Me(String),
     /// Send a direct message to one peer over UDP.
     Direct {
         to: String,
@@ -32,13 +34,14 @@ pub enum Command {
 
 /// The command names, for completion after `/` (each alias once, the IRC-style ones).
 pub const COMMANDS: &[&str] = &[
-    "/clear", "/exit", "/help", "/list", "/msg", "/peers", "/quit", "/stats", "/who",
+    "/clear", "/exit", "/help", "/list", "/me", "/msg", "/peers", "/quit", "/stats", "/who",
 ];
 
 /// Shown for `/help`.
 pub const HELP: &str = "\
 commands:
   TEXT                 say TEXT to the room
+  /me ACTION           an action in the room: /me waves shows * NAME waves
   @NAME: TEXT          send TEXT straight to NAME (direct message over UDP)
   /msg NAME TEXT       the same
   :l  /peers           list the users online
@@ -57,6 +60,9 @@ pub enum CommandError {
     /// `@` or `/msg` without a name or without text.
     #[error("usage: @NAME: TEXT or /msg NAME TEXT")]
     DirectUsage,
+    /// `/me` without an action.
+    #[error("usage: /me ACTION")]
+    MeUsage,
 }
 
 /// Parses one input line; `Ok(None)` for a blank line.
@@ -82,6 +88,10 @@ pub fn parse(line: &str) -> Result<Option<Command>, CommandError> {
         "/stats" => Command::Stats,
         "/clear" => Command::Clear,
         "/msg" => direct(line.trim_start()["/msg".len()..].trim_start(), ' ')?,
+        "/me" => match trimmed["/me".len()..].trim() {
+            "" => return Err(CommandError::MeUsage),
+            action => Command::Me(action.to_string()),
+        },
         _ => {
             if let Some(rest) = line.strip_prefix('@') {
                 direct(rest, ':')?
@@ -185,9 +195,22 @@ mod tests {
     #[test]
     fn every_listed_command_parses() {
         for name in COMMANDS {
-            let line = if *name == "/msg" { "/msg bob hi" } else { name };
+            let line = match *name {
+                "/msg" => "/msg bob hi",
+                "/me" => "/me waves",
+                other => other,
+            };
             assert!(parse(line).is_ok(), "{name}");
         }
+    }
+
+    #[test]
+    fn me_is_an_action() {
+        assert_eq!(parse("/me waves"), Ok(Some(Command::Me("waves".into()))));
+        assert_eq!(parse("/ME waves"), Ok(Some(Command::Me("waves".into()))));
+        assert_eq!(parse("/me"), Err(CommandError::MeUsage));
+        assert_eq!(parse("/me   "), Err(CommandError::MeUsage));
+        assert_eq!(parse("/meow"), Err(CommandError::Unknown("/meow".into())));
     }
 
     #[test]

@@ -37,13 +37,22 @@ pub const DEFAULT_MAX_CONTINUATION_LINES: u16 = 10;
 /// with Up). A thousand is weeks of chatting for Up and Ctrl-R, and at most about 4 MiB of file
 /// at the longest lines (more usually tens of KiB), rewritten in well under a second.
 pub const DEFAULT_HISTORY_LINES: usize = 1_000;
+/// The port a `--server` without one means: the server's default port.
+pub const DEFAULT_SERVER_PORT: u16 = 12000;
+
+/// Default for `--max-queued-lines`: lines that may wait to be sent (for the server's pace, or
+/// while reconnecting); a line past them is refused with an error, never dropped silently. A
+/// thousand lines is a long paste, and about four minutes at the server's default pace.
+pub const DEFAULT_MAX_QUEUED_LINES: usize = 1000;
 
 /// The flags of `p2pchat-client`, flattened into the binary's parser (which adds the about text,
 /// `--help` and `--version`).
 #[derive(clap::Args, Debug, Clone, PartialEq)]
 pub struct ClientArgs {
-    /// The server, HOST:PORT; HOST may be a name (system resolver) or an IPv4/IPv6 address.
-    #[arg(long, value_name = "HOST:PORT", default_value = DEFAULT_SERVER)]
+    /// The server, HOST[:PORT] (PORT 12000 when left out); HOST may be a name (system
+    /// resolver) or an IPv4/IPv6 address ([::1]:12000, or ::1 alone).
+    #[arg(long, value_name = "HOST:PORT", default_value = DEFAULT_SERVER,
+          value_parser = parse_server)]
     pub server: String,
 
     /// UDP port for receiving direct messages; 0 picks a free port.
@@ -116,6 +125,79 @@ pub struct ClientArgs {
     /// are not kept; the password never is (prompts are not history).
     #[arg(long, value_name = "N", default_value_t = DEFAULT_HISTORY_LINES, help_heading = "Terminal")]
     pub history_lines: usize,
+    /// When the server is lost (restart, broken link), connect again (1 s, doubling to 30 s)
+    /// and log in again with this session's name and password. The default on a terminal;
+    /// without one the client exits (status 5) unless this is given.
+    #[arg(long, conflicts_with = "no_reconnect", help_heading = "Reconnecting")]
+    pub reconnect: bool,
+
+    /// Exit (status 5) when the server is lost, even on a terminal (for scripts).
+    #[arg(long, help_heading = "Reconnecting")]
+    pub no_reconnect: bool,
+
+    /// Lines that may wait to be sent (paced to the server's flood limit, or while
+    /// reconnecting); one more is refused with an error, never dropped silently.
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_MAX_QUEUED_LINES,
+          value_parser = clap::builder::TypedValueParser::map(clap::value_parser!(u32).range(1..), |n| n as usize),
+          help_heading = "Reconnecting")]
+    pub max_queued_lines: usize,
+}
+
+/// A `--server` that is not HOST[:PORT].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BadServer {
+    #[error("no host in {0:?}: expected HOST[:PORT]")]
+    NoHost(String),
+    #[error("{port:?} in {text:?} is not a port: expected a number from 1 to 65535")]
+    BadPort { text: String, port: String },
+    #[error("{0:?} is not HOST[:PORT]: an IPv6 address with a port is written [ADDRESS]:PORT")]
+    Syntax(String),
+}
+
+/// `HOST[:PORT]` as `HOST:PORT`, the port [`DEFAULT_SERVER_PORT`] when left out: checked before
+/// any connection, so a typo is a usage error (exit 2), not a failed connection.
+pub fn parse_server(text: &str) -> Result<String, BadServer> {
+    let text = text.trim();
+    let port = |host: &str, port: &str| -> Result<String, BadServer> {
+        if host.is_empty() || host == "[]" {
+            return Err(BadServer::NoHost(text.to_string()));
+        }
+        match port.parse::<u16>() {
+            Ok(n) if n > 0 && port.chars().all(|c| c.is_ascii_digit()) => Ok(format!("{host}:{n}")),
+            _ => Err(BadServer::BadPort {
+                text: text.to_string(),
+                port: port.to_string(),
+            }),
+        }
+    };
+    if text.is_empty() {
+        return Err(BadServer::NoHost(String::new()));
+    }
+    if let Some(rest) = text.strip_prefix('[') {
+        // [v6] or [v6]:PORT
+        let (inside, after) = rest
+            .split_once(']')
+            .ok_or_else(|| BadServer::Syntax(text.to_string()))?;
+        if inside.parse::<std::net::Ipv6Addr>().is_err() {
+            return Err(BadServer::Syntax(text.to_string()));
+        }
+        let host = format!("[{inside}]");
+        return match after {
+            "" => Ok(format!("{host}:{DEFAULT_SERVER_PORT}")),
+            _ => match after.strip_prefix(':') {
+                Some(p) => port(&host, p),
+                None => Err(BadServer::Syntax(text.to_string())),
+            },
+        };
+    }
+    if text.parse::<std::net::Ipv6Addr>().is_ok() {
+        return Ok(format!("[{text}]:{DEFAULT_SERVER_PORT}"));
+    }
+    match text.split_once(':') {
+        None => Ok(format!("{text}:{DEFAULT_SERVER_PORT}")),
+        Some((host, p)) if !p.contains(':') => port(host, p),
+        Some(_) => Err(BadServer::Syntax(text.to_string())),
+    }
 }
 
 impl ClientArgs {
@@ -235,6 +317,33 @@ mod tests {
         assert_eq!(
             too_big.validate().unwrap_err().to_string(),
             "the largest direct message must be 1 to 65507 bytes, not 70000"
+        );
+    }
+
+    #[test]
+    fn a_server_without_a_port_means_12000_and_a_bad_port_is_refused() {
+        assert_eq!(parse_server("example.org"), Ok("example.org:12000".into()));
+        assert_eq!(parse_server("127.0.0.1:9"), Ok("127.0.0.1:9".into()));
+        assert_eq!(parse_server("::1"), Ok("[::1]:12000".into()));
+        assert_eq!(parse_server("[::1]"), Ok("[::1]:12000".into()));
+        assert_eq!(parse_server("[::1]:7"), Ok("[::1]:7".into()));
+        for bad in [
+            "host:99999",
+            "host:0",
+            "host:",
+            "host:http",
+            ":12000",
+            "",
+            "[::1",
+            "[nope]:1",
+            "a:b:c",
+            "host:+1",
+        ] {
+            assert!(parse_server(bad).is_err(), "{bad:?}");
+        }
+        assert_eq!(
+            parse_server("localhost:99999").unwrap_err().to_string(),
+            "\"99999\" in \"localhost:99999\" is not a port: expected a number from 1 to 65535"
         );
     }
 

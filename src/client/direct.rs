@@ -56,6 +56,12 @@ impl Courier {
         (courier, fired)
     }
 
+    /// A new session after logging in again (a reconnect): its keys replace the ended one's.
+    /// Messages still awaiting an acknowledgement under the old keys run out their tries.
+    pub(super) fn replace_pairs(&mut self, pairs: Option<Pairs>) {
+        self.pairs = pairs;
+    }
+
     /// What the inbox makes of one received datagram, with the acknowledgement it calls for
     /// sent, as the event the person sees (if any).
     pub(super) async fn receive(

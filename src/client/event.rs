@@ -85,6 +85,24 @@ pub enum ClientEvent {
     Shutdown {
         reason: String,
     },
+    /// Connecting to `server` (as given, `HOST:PORT`): shown at once, before any answer.
+    Connecting {
+        server: String,
+    },
+    /// The server was lost (`reason`); the client connects again in about `in_secs` seconds.
+    Reconnecting {
+        in_secs: u64,
+        reason: String,
+    },
+    /// `lines` of the person's lines wait to be sent, at the pace the server allows.
+    Queued {
+        lines: usize,
+    },
+    /// An action in the room (`/me waves` from `from`), shown `* from waves`.
+    Action {
+        from: String,
+        text: String,
+    },
 }
 
 impl ClientEvent {
@@ -145,6 +163,18 @@ impl ClientEvent {
             ClientEvent::Warning { message } => format!("! warning: {}", escape(message)),
             ClientEvent::Error { message, .. } => format!("! error: {}", escape(message)),
             ClientEvent::Shutdown { reason } => format!("* server: {}", escape(reason)),
+            ClientEvent::Connecting { server } => format!("* connecting to {}…", escape(server)),
+            ClientEvent::Reconnecting { in_secs, reason } => format!(
+                "! {}; reconnecting in {in_secs} s…",
+                escape(reason)
+            ),
+            ClientEvent::Queued { lines } => format!(
+                "* sending {lines} queued line{}…",
+                if *lines == 1 { "" } else { "s" }
+            ),
+            ClientEvent::Action { from, text } => {
+                message(&format!("* {} ", escape(from)), text, max_continuations)
+            }
         }
     }
 }

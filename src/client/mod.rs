@@ -9,12 +9,19 @@
 //! (`in_flight`); with `--plaintext` they are today's clear JSON datagrams. Received datagrams
 //! pass the checks and limits of [`direct_inbox`] before they are shown.
 //!
+//! The server may go away (a restart, a broken link): with reconnecting on (`session`), the
+//! chat goes on — direct messages still flow, typed lines wait — while the client connects
+//! again with backoff, checks the server's fingerprint against the one this session trusted,
+//! and logs in again with this session's credentials (kept in memory only). Lines for the
+//! server are paced to its announced flood control ([`outgoing`]), so none is dropped.
+//!
 //! Its parts: [`command`] (what the person types), [`config`] (the flags, and every default of
 //! the client), [`secure`] (TLS and whom to trust, before anything is said) with
 //! [`known_servers`] (the pinned fingerprints), [`direct_inbox`] (the checks on received
 //! datagrams), `direct` (sending direct messages, and received ones as events), [`pairs`] (the
 //! session key and the pairwise keys), [`in_flight`] (sealed messages awaiting an
-//! acknowledgement), [`error`] (why the client stops, exit statuses), [`event`] (what it
+//! acknowledgement), [`outgoing`] (lines for the server, paced), `session` (the chat loop and
+//! reconnecting), [`error`] (why the client stops, exit statuses), [`event`] (what it
 //! reports), [`screen`] (text from others laid out safely for a terminal),
 //! [`peer_list`] (who is online), [`ui`] (the terminal: time, colour, line editor, completion,
 //! history). The timeouts and buffer sizes
@@ -28,27 +35,30 @@ pub mod error;
 pub mod event;
 pub mod in_flight;
 pub mod known_servers;
+pub mod outgoing;
 pub mod pairs;
 pub mod peer_list;
 pub mod screen;
 pub mod secure;
+mod session;
 pub mod ui;
 
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use futures::stream::{self, Stream, StreamExt};
+use futures::stream::Stream;
 
-use crate::connection::{self, LineReader, ReadError, StreamReader, StreamWriter};
+use crate::connection::{self, LineReader, StreamReader, StreamWriter};
 use crate::protocol::{
-    decode_server, encode_line, ClientMessage, Credentials, ErrorCode, ServerMessage,
-    MAX_LINE_BYTES, MAX_SERVER_LINE_BYTES,
+    decode_server, ClientMessage, Credentials, ErrorCode, PeerInfo, ServerMessage,
+    MAX_SERVER_LINE_BYTES,
 };
 use crate::runtime::{self, TcpStream, ToSocketAddrs, UdpSocket};
 use crate::sealed::SessionKey;
-use direct::{summary_event, Courier};
+use crate::tls::Fingerprint;
+use outgoing::ServerPace;
 use pairs::Pairs;
 
 pub use command::Command;
@@ -59,24 +69,19 @@ pub use event::ClientEvent;
 pub use peer_list::PeerList;
 pub use secure::{FirstContact, Transport, Trust, TrustOutcome};
 
-/// How long to wait for the server's first message (and for the TLS handshake before it), and
-/// for its answer to a login.
+/// How long to wait for the server's answer to a login (its password check may queue).
 const SERVER_ANSWER_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// After `quit`, how long to wait for the server to close its side, so that everything sent
-/// before `quit` is known to have been read.
-const QUIT_DRAIN: Duration = Duration::from_secs(2);
+/// How long a port may take to show it is a p2pchat server: the TLS handshake and the `hello`
+/// after it. A p2pchat server sends `hello` at once, so a port that says nothing (or something
+/// else) within this is not one, and is reported as such instead of after the 30 s above.
+const GREETING_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// How long to try each of the server's addresses before giving up on it.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Receive buffer for datagrams: any UDP payload fits, so an oversized one is seen whole and
-/// refused rather than silently cut.
-const DATAGRAM_BUFFER: usize = 65_536;
-
-/// How often the chat loop wakes up with nothing to do, to give out a due summary of dropped
-/// datagrams even when no more arrive.
-const HOUSEKEEPING_TICK: Duration = Duration::from_secs(1);
+/// Added to "connection refused": the usual reason, and the fix.
+const REFUSED_HINT: &str = "is the server running? (`just server`)";
 
 /// Log into an existing account, or create one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -85,13 +90,49 @@ pub enum AuthMode {
     Register,
 }
 
-/// A connection to the server plus the UDP socket for direct messages.
-pub struct Client {
-    server: SocketAddr,
+/// Whether the client connects again when it loses the server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reconnect {
+    /// Exit (status 5) on loss: scripts' default.
+    Never,
+    /// Connect again with backoff, and log in again: a terminal's default.
+    WithBackoff,
+}
+
+/// What the server said of a name checked before a registration (`check_name`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NameCheck {
+    /// Free and valid, for now.
+    Available,
+    /// Taken, too like a taken name, or invalid: the server's code and words.
+    Refused { code: ErrorCode, message: String },
+    /// The server does not know `check_name` (an older one): it will tell at registration.
+    NotSupported,
+}
+
+/// A connection to the server: the socket, and the two halves of its (maybe TLS) stream.
+struct Link {
     tcp: TcpStream,
     writer: StreamWriter,
     reader: LineReader<StreamReader>,
+}
+
+/// A link that has said `hello`, with what it told.
+struct Opened {
+    link: Link,
+    addr: SocketAddr,
     trust: Option<TrustOutcome>,
+    pace: ServerPace,
+}
+
+/// A connection to the server plus the UDP socket for direct messages.
+pub struct Client {
+    /// The server as the person gave it (`HOST:PORT`), to connect to again.
+    server_name: String,
+    server: SocketAddr,
+    link: Link,
+    trust: Option<TrustOutcome>,
+    pace: ServerPace,
     udp: Arc<UdpSocket>,
     p2p_addr: SocketAddr,
     username: String,
@@ -101,6 +142,10 @@ pub struct Client {
     sealed: bool,
     /// This session's key and pairwise keys, made at authentication when sealing.
     pairs: Option<Pairs>,
+    /// This session's name and password, to log in again after a reconnect. Memory only.
+    credentials: Option<(String, String)>,
+    reconnect: Reconnect,
+    max_queued: usize,
 }
 
 impl Client {
@@ -115,61 +160,14 @@ impl Client {
         p2p_port: u16,
         transport: Transport,
     ) -> Result<Client, ClientError> {
-        let unreachable =
-            |why: String| ClientError::Unreachable(format!("cannot reach {server}: {why}"));
-        let addrs: Vec<SocketAddr> = server
-            .to_socket_addrs()
-            .await
-            .map_err(|e| unreachable(e.to_string()))?
-            .collect();
-        let mut last_error = io::Error::new(io::ErrorKind::NotFound, "no address found");
-        let mut connected = None;
-        for addr in addrs {
-            match runtime::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr)).await {
-                Some(Ok(stream)) => {
-                    connected = Some((stream, addr));
-                    break;
-                }
-                Some(Err(e)) => last_error = e,
-                None => {
-                    last_error = io::Error::new(
-                        io::ErrorKind::TimedOut,
-                        format!(
-                            "no answer from {addr} within {} s",
-                            CONNECT_TIMEOUT.as_secs()
-                        ),
-                    )
-                }
-            }
-        }
-        let (tcp, server_addr) = connected.ok_or_else(|| unreachable(last_error.to_string()))?;
-        let _ = tcp.set_nodelay(true);
-        let (stream, trust) =
-            secure::establish(tcp.clone(), server, transport, SERVER_ANSWER_TIMEOUT).await?;
-        let (_, reader, writer) = stream.into_parts();
-        let mut reader = LineReader::new(reader, MAX_SERVER_LINE_BYTES);
-        match next_message(&mut reader).await? {
-            ServerMessage::Hello { .. } => {}
-            ServerMessage::Error {
-                code: ErrorCode::TlsRequired,
-                ..
-            } => {
-                return Err(ClientError::Unreachable(format!(
-                    "{server} requires TLS; connect without --plaintext"
-                )))
-            }
-            ServerMessage::Error {
-                code: ErrorCode::ServerFull | ErrorCode::TooManyConnections,
-                message,
-                ..
-            } => return Err(ClientError::Unreachable(format!("{server}: {message}"))),
-            _ => {
-                return Err(ClientError::Disconnected(format!(
-                    "{server} is not a p2pchat server: its first message was not hello"
-                )))
-            }
-        }
-        let local_ip = tcp
+        let Opened {
+            link,
+            addr,
+            trust,
+            pace,
+        } = open_link(server, transport).await?;
+        let local_ip = link
+            .tcp
             .local_addr()
             .map_err(|e| ClientError::Local(format!("no local address: {e}")))?
             .ip();
@@ -184,11 +182,11 @@ impl Client {
             .local_addr()
             .map_err(|e| ClientError::Local(format!("no UDP address: {e}")))?;
         Ok(Client {
-            server: server_addr,
-            tcp,
-            writer,
-            reader,
+            server_name: server.to_string(),
+            server: addr,
+            link,
             trust,
+            pace,
             udp: Arc::new(udp),
             p2p_addr,
             username: String::new(),
@@ -196,6 +194,9 @@ impl Client {
             direct_limits: DirectLimits::default(),
             sealed: true,
             pairs: None,
+            credentials: None,
+            reconnect: Reconnect::Never,
+            max_queued: config::DEFAULT_MAX_QUEUED_LINES,
         })
     }
 
@@ -224,13 +225,52 @@ impl Client {
         self.sealed = !plaintext;
     }
 
+    /// Whether to connect again when the server is lost (default [`Reconnect::Never`]), and how
+    /// many lines may wait for it meanwhile (and for the pace) at most.
+    pub fn set_reconnect(&mut self, reconnect: Reconnect, max_queued: usize) {
+        self.reconnect = reconnect;
+        self.max_queued = max_queued;
+    }
+
     /// Where this client receives direct messages.
     pub fn p2p_addr(&self) -> SocketAddr {
         self.p2p_addr
     }
 
+    /// Asks the server whether a registration could take `username` (`check_name`), without
+    /// sending any password.
+    pub async fn check_name(&mut self, username: &str) -> Result<NameCheck, ClientError> {
+        let request = ClientMessage::CheckName {
+            username: username.to_string(),
+        };
+        send(&mut self.link.writer, &request).await?;
+        loop {
+            match next_message(&mut self.link.reader, SERVER_ANSWER_TIMEOUT).await? {
+                ServerMessage::NameOk { .. } => return Ok(NameCheck::Available),
+                ServerMessage::Error {
+                    code: ErrorCode::UnknownType,
+                    fatal: false,
+                    ..
+                } => return Ok(NameCheck::NotSupported),
+                ServerMessage::Error {
+                    code,
+                    message,
+                    fatal: false,
+                } => return Ok(NameCheck::Refused { code, message }),
+                ServerMessage::Error { code, message, .. } => {
+                    return Err(ClientError::Refused { code, message })
+                }
+                ServerMessage::Shutdown { reason } => {
+                    return Err(ClientError::Disconnected(format!("server: {reason}")))
+                }
+                _ => {}
+            }
+        }
+    }
+
     /// Logs in or registers, announcing the UDP port and (unless in `--plaintext` mode) the
-    /// public key of a key pair made for this session. On success reports `welcome`.
+    /// public key of a key pair made for this session. On success reports `welcome`, and keeps
+    /// the name and password in memory to log in again after a reconnect.
     pub async fn authenticate(
         &mut self,
         mode: AuthMode,
@@ -238,187 +278,190 @@ impl Client {
         password: &str,
         emit: &mut dyn FnMut(ClientEvent),
     ) -> Result<(), ClientError> {
-        // A fresh key pair for every session: nothing sealed in it can be opened later with
-        // anything kept on disk, and an ended session's datagrams name a key no one uses.
-        let pairs = self.sealed.then(|| Pairs::new(SessionKey::generate()));
-        let credentials = Credentials {
-            username: username.to_string(),
-            password: password.to_string(),
-            p2p_port: self.p2p_addr.port(),
-            public_key: pairs.as_ref().map(Pairs::public_key),
-        };
-        let request = match mode {
-            AuthMode::Login => ClientMessage::Login(credentials),
-            AuthMode::Register => ClientMessage::Register(credentials),
-        };
-        self.send(&request).await?;
-        loop {
-            match next_message(&mut self.reader).await? {
-                ServerMessage::Welcome { username, peers } => {
-                    self.username = username.clone();
-                    self.peers.replace(peers.clone());
-                    self.pairs = pairs.map(|mut pairs| {
-                        pairs.set_my_name(&username);
-                        pairs.replace(&peers);
-                        pairs
-                    });
-                    emit(ClientEvent::Welcome { username, peers });
-                    return Ok(());
-                }
-                ServerMessage::Error { code, message, .. } => {
-                    return Err(ClientError::Refused { code, message })
-                }
-                ServerMessage::Shutdown { reason } => {
-                    return Err(ClientError::Disconnected(format!("server: {reason}")))
-                }
-                _ => {} // Nothing else is expected before `welcome`; ignore it.
-            }
-        }
+        let (username, peers, pairs) = log_in(
+            &mut self.link,
+            mode,
+            username,
+            password,
+            self.p2p_addr.port(),
+            self.sealed,
+        )
+        .await?;
+        self.username = username.clone();
+        self.peers.replace(peers.clone());
+        self.pairs = pairs;
+        self.credentials = Some((username.clone(), password.to_string()));
+        emit(ClientEvent::Welcome { username, peers });
+        Ok(())
     }
 
     /// Chats until the person quits (a `Quit` command or the end of `commands`) — `Ok` — or the
-    /// server goes away — `Err`. Every event is passed to `emit`.
+    /// server goes away for good — `Err` (at once with [`Reconnect::Never`]; otherwise when a
+    /// login again is refused or the server's fingerprint changed). Every event is passed to
+    /// `emit`.
     pub async fn run(
         self,
         commands: impl Stream<Item = String> + Unpin,
         emit: &mut dyn FnMut(ClientEvent),
     ) -> Result<(), ClientError> {
-        let Client {
-            reader,
-            udp,
-            tcp,
-            mut writer,
-            mut peers,
-            username,
-            direct_limits,
-            pairs,
-            ..
-        } = self;
-        let mut inbox = DirectInbox::new(direct_limits);
-        let (mut courier, timers) = Courier::new(udp.clone(), pairs);
-        let from_server = stream::unfold(reader, |mut reader| async move {
-            let line = reader.next_line().await;
-            Some((Input::Server(line), reader))
-        });
-        let from_peers = stream::unfold(udp.clone(), |udp| async move {
-            let mut buf = vec![0; DATAGRAM_BUFFER];
-            let received = udp.recv_from(&mut buf).await.map(|(n, source)| {
-                buf.truncate(n);
-                (buf, source)
-            });
-            Some((Input::Datagram(received), udp))
-        });
-        let from_person = commands
-            .map(Input::Command)
-            .chain(stream::iter([Input::EndOfCommands]));
-        let from_timers = timers.map(Input::Retransmit);
-        let ticks = stream::unfold((), |()| async {
-            runtime::sleep(HOUSEKEEPING_TICK).await;
-            Some((Input::Tick, ()))
-        });
-        // Pinned on the heap: the unfold streams hold futures that must not move.
-        let mut inputs = Box::pin(stream::select(
-            stream::select(from_server, stream::select(ticks, from_timers)),
-            stream::select(from_peers, from_person),
-        ));
-
-        while let Some(input) = inputs.next().await {
-            match input {
-                Input::Server(Ok(Some(line))) => {
-                    let message = decode_server(&line).map_err(|e| {
-                        ClientError::Disconnected(format!("the server sent a bad message: {e}"))
-                    })?;
-                    if message == ServerMessage::Ping {
-                        send(&mut writer, &ClientMessage::Pong).await?;
-                        continue;
-                    }
-                    courier.track_sessions(&mut inbox, &message);
-                    on_server_message(message, &mut peers, emit)?;
-                }
-                Input::Server(Ok(None)) => {
-                    return Err(ClientError::Disconnected(
-                        "the server closed the connection".into(),
-                    ))
-                }
-                Input::Server(Err(e)) => {
-                    return Err(ClientError::Disconnected(format!(
-                        "lost the connection to the server: {e}"
-                    )))
-                }
-                Input::Datagram(Ok((payload, source))) => {
-                    let now = Instant::now();
-                    if let Some(event) = courier
-                        .receive(&mut inbox, &payload, source, &peers, now)
-                        .await
-                    {
-                        emit(event);
-                    }
-                    if let Some(summary) = inbox.summary(now) {
-                        emit(summary_event(summary));
-                    }
-                }
-                Input::Retransmit(fired) => {
-                    if let Some(event) = courier.timer_fired(fired, &peers).await {
-                        emit(event);
-                    }
-                }
-                Input::Tick => {
-                    if let Some(summary) = inbox.summary(Instant::now()) {
-                        emit(summary_event(summary));
-                    }
-                }
-                Input::Datagram(Err(e)) => {
-                    emit(ClientEvent::Warning {
-                        message: format!("receiving a direct message failed: {e}"),
-                    });
-                }
-                Input::Command(line) => match command::parse(&line) {
-                    Ok(None) => {}
-                    Ok(Some(Command::Quit)) => break,
-                    Ok(Some(Command::Help)) => emit(ClientEvent::Help {
-                        text: command::HELP.into(),
-                    }),
-                    Ok(Some(Command::Peers)) => send(&mut writer, &ClientMessage::List).await?,
-                    Ok(Some(Command::Stats)) => emit(ClientEvent::DirectStats(inbox.stats())),
-                    // The terminal clears its screen itself; piped input has none.
-                    Ok(Some(Command::Clear)) => {}
-                    Ok(Some(Command::Say(text))) => {
-                        let message = ClientMessage::Say { text };
-                        if encode_line(&message).len() > MAX_LINE_BYTES {
-                            emit(ClientEvent::error(format!(
-                                "message too long: the server takes lines of at most {MAX_LINE_BYTES} bytes"
-                            )));
-                        } else {
-                            send(&mut writer, &message).await?;
-                        }
-                    }
-                    Ok(Some(Command::Direct { to, text })) => {
-                        emit(courier.send(&peers, &username, to, text).await);
-                    }
-                    Err(wrong) => emit(ClientEvent::error(wrong.to_string())),
-                },
-                Input::EndOfCommands => break,
-            }
-        }
-        quit(tcp, writer, inputs).await;
-        Ok(())
+        session::run(self, commands, emit).await
     }
 
-    async fn send(&mut self, message: &ClientMessage) -> Result<(), ClientError> {
-        send(&mut self.writer, message).await
+    /// How to connect again: the fingerprint this session trusted, or plaintext.
+    fn pinned(&self) -> Option<Fingerprint> {
+        self.trust.as_ref().map(|trust| match trust {
+            TrustOutcome::Required { fingerprint }
+            | TrustOutcome::Known { fingerprint, .. }
+            | TrustOutcome::Recorded { fingerprint, .. } => *fingerprint,
+        })
     }
 }
 
-/// Everything the chat loop waits for.
-enum Input {
-    Server(Result<Option<Vec<u8>>, ReadError>),
-    Datagram(io::Result<(Vec<u8>, SocketAddr)>),
-    Command(String),
-    EndOfCommands,
-    /// Time passed (every [`HOUSEKEEPING_TICK`]).
-    Tick,
-    /// A sealed direct message's retransmission timer fired.
-    Retransmit(direct::TimerFired),
+/// Resolves and connects to `server`, secures the connection, and reads its `hello`, each within
+/// its timeout.
+async fn open_link(server: &str, transport: Transport) -> Result<Opened, ClientError> {
+    let unreachable =
+        |why: String| ClientError::Unreachable(format!("cannot reach {server}: {why}"));
+    let addrs: Vec<SocketAddr> = server
+        .to_socket_addrs()
+        .await
+        .map_err(|e| unreachable(e.to_string()))?
+        .collect();
+    let mut last_error = io::Error::new(io::ErrorKind::NotFound, "no address found");
+    let mut connected = None;
+    for addr in addrs {
+        match runtime::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr)).await {
+            Some(Ok(stream)) => {
+                connected = Some((stream, addr));
+                break;
+            }
+            Some(Err(e)) => last_error = e,
+            None => {
+                last_error = io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!(
+                        "no answer from {addr} within {} s",
+                        CONNECT_TIMEOUT.as_secs()
+                    ),
+                )
+            }
+        }
+    }
+    let (tcp, addr) = connected.ok_or_else(|| {
+        if last_error.kind() == io::ErrorKind::ConnectionRefused {
+            unreachable(format!("{last_error}; {REFUSED_HINT}"))
+        } else {
+            unreachable(last_error.to_string())
+        }
+    })?;
+    let _ = tcp.set_nodelay(true);
+    let (stream, trust) = secure::establish(tcp.clone(), server, transport, GREETING_TIMEOUT)
+        .await
+        .map_err(|e| match e {
+            ClientError::Unreachable(why) if why.contains("did not complete a TLS handshake") => {
+                ClientError::Unreachable(format!(
+                    "{server} is not a p2pchat server: {why} (p2pchat servers answer at once)"
+                ))
+            }
+            other => other,
+        })?;
+    let (_, reader, writer) = stream.into_parts();
+    let mut reader = LineReader::new(reader, MAX_SERVER_LINE_BYTES);
+    let not_p2pchat =
+        |why: &str| ClientError::Unreachable(format!("{server} is not a p2pchat server: {why}"));
+    let hello = match next_message(&mut reader, GREETING_TIMEOUT).await {
+        Ok(hello) => hello,
+        Err(ClientError::Disconnected(why)) if why.contains("did not answer") => {
+            return Err(not_p2pchat(&format!(
+                "it sent no hello within {} s",
+                GREETING_TIMEOUT.as_secs()
+            )))
+        }
+        Err(ClientError::Disconnected(why)) if why.contains("bad message") => {
+            return Err(not_p2pchat("its first line was not a p2pchat message"))
+        }
+        Err(other) => return Err(other),
+    };
+    let pace = match hello {
+        ServerMessage::Hello {
+            flood_burst,
+            flood_rate,
+            ..
+        } => ServerPace::announced(flood_burst, flood_rate),
+        ServerMessage::Error {
+            code: ErrorCode::TlsRequired,
+            ..
+        } => {
+            return Err(ClientError::Unreachable(format!(
+                "{server} requires TLS; connect without --plaintext"
+            )))
+        }
+        ServerMessage::Error {
+            code: ErrorCode::ServerFull | ErrorCode::TooManyConnections,
+            message,
+            ..
+        } => return Err(ClientError::Unreachable(format!("{server}: {message}"))),
+        _ => {
+            return Err(ClientError::Disconnected(format!(
+                "{server} is not a p2pchat server: its first message was not hello"
+            )))
+        }
+    };
+    Ok(Opened {
+        link: Link {
+            tcp,
+            writer,
+            reader,
+        },
+        addr,
+        trust,
+        pace,
+    })
+}
+
+/// Sends a login or registration on `link` and waits for `welcome`: the name as the server
+/// spells it, who is online, and (when sealing) the new session's keys.
+async fn log_in(
+    link: &mut Link,
+    mode: AuthMode,
+    username: &str,
+    password: &str,
+    p2p_port: u16,
+    sealed: bool,
+) -> Result<(String, Vec<PeerInfo>, Option<Pairs>), ClientError> {
+    // A fresh key pair for every session (a login again after a reconnect too): nothing sealed
+    // in it can be opened later with anything kept on disk, and an ended session's datagrams
+    // name a key no one uses.
+    let mut pairs = sealed.then(|| Pairs::new(SessionKey::generate()));
+    let credentials = Credentials {
+        username: username.to_string(),
+        password: password.to_string(),
+        p2p_port,
+        public_key: pairs.as_ref().map(Pairs::public_key),
+    };
+    let request = match mode {
+        AuthMode::Login => ClientMessage::Login(credentials),
+        AuthMode::Register => ClientMessage::Register(credentials),
+    };
+    send(&mut link.writer, &request).await?;
+    loop {
+        match next_message(&mut link.reader, SERVER_ANSWER_TIMEOUT).await? {
+            ServerMessage::Welcome { username, peers } => {
+                if let Some(pairs) = pairs.as_mut() {
+                    pairs.set_my_name(&username);
+                    pairs.replace(&peers);
+                }
+                return Ok((username, peers, pairs));
+            }
+            ServerMessage::Error { code, message, .. } => {
+                return Err(ClientError::Refused { code, message })
+            }
+            ServerMessage::Shutdown { reason } => {
+                return Err(ClientError::Disconnected(format!("server: {reason}")))
+            }
+            _ => {} // Nothing else is expected before `welcome`; ignore it.
+        }
+    }
 }
 
 async fn send(out: &mut StreamWriter, message: &ClientMessage) -> Result<(), ClientError> {
@@ -427,37 +470,17 @@ async fn send(out: &mut StreamWriter, message: &ClientMessage) -> Result<(), Cli
         .map_err(|e| ClientError::Disconnected(format!("lost the connection to the server: {e}")))
 }
 
-/// Says `quit`, closes the sending side (with TLS, `close_notify` first), and reads what the
-/// server still sends until it closes (all bounded by [`QUIT_DRAIN`]): closing with unread data
-/// would reset the connection and could destroy the last messages sent.
-async fn quit(
-    tcp: TcpStream,
-    mut out: StreamWriter,
-    mut inputs: impl Stream<Item = Input> + Unpin,
-) {
-    let say_quit = async move {
-        let _ = send(&mut out, &ClientMessage::Quit).await;
-        let _ = futures::io::AsyncWriteExt::close(&mut out).await;
-    };
-    let until_closed = async move {
-        while let Some(input) = inputs.next().await {
-            if matches!(input, Input::Server(Ok(None) | Err(_))) {
-                break;
-            }
-        }
-    };
-    let close = connection::close_gracefully(&tcp, QUIT_DRAIN, say_quit, until_closed);
-    let _ = runtime::timeout(QUIT_DRAIN, close).await;
-}
-
-/// Reads the next message from the server, with a deadline.
-async fn next_message(reader: &mut LineReader<StreamReader>) -> Result<ServerMessage, ClientError> {
-    let line = runtime::timeout(SERVER_ANSWER_TIMEOUT, reader.next_line())
+/// Reads the next message from the server, within `timeout`.
+async fn next_message(
+    reader: &mut LineReader<StreamReader>,
+    timeout: Duration,
+) -> Result<ServerMessage, ClientError> {
+    let line = runtime::timeout(timeout, reader.next_line())
         .await
         .ok_or_else(|| {
             ClientError::Disconnected(format!(
                 "the server did not answer within {} s",
-                SERVER_ANSWER_TIMEOUT.as_secs()
+                timeout.as_secs()
             ))
         })?;
     match line {
@@ -470,58 +493,4 @@ async fn next_message(reader: &mut LineReader<StreamReader>) -> Result<ServerMes
             "lost the connection to the server: {e}"
         ))),
     }
-}
-
-/// Applies one server message to the peer list and reports it.
-fn on_server_message(
-    message: ServerMessage,
-    peers: &mut PeerList,
-    emit: &mut dyn FnMut(ClientEvent),
-) -> Result<(), ClientError> {
-    match message {
-        ServerMessage::Joined { peer } => {
-            peers.insert(peer.clone());
-            emit(ClientEvent::Joined { peer });
-            emit(ClientEvent::Peers {
-                peers: peers.to_vec(),
-            });
-        }
-        ServerMessage::Left { username } => {
-            peers.remove(&username);
-            emit(ClientEvent::Left { username });
-            emit(ClientEvent::Peers {
-                peers: peers.to_vec(),
-            });
-        }
-        ServerMessage::Peers { peers: list } | ServerMessage::Welcome { peers: list, .. } => {
-            peers.replace(list);
-            emit(ClientEvent::Peers {
-                peers: peers.to_vec(),
-            });
-        }
-        ServerMessage::Message { from, text } => emit(ClientEvent::Message { from, text }),
-        ServerMessage::Error {
-            code,
-            message,
-            fatal,
-        } => {
-            if fatal {
-                return Err(ClientError::Disconnected(format!(
-                    "the server closed the connection: {message} ({code})"
-                )));
-            }
-            emit(ClientEvent::Error {
-                code: Some(code),
-                message,
-            });
-        }
-        ServerMessage::Shutdown { reason } => {
-            emit(ClientEvent::Shutdown {
-                reason: reason.clone(),
-            });
-            return Err(ClientError::Disconnected(format!("server: {reason}")));
-        }
-        ServerMessage::Hello { .. } | ServerMessage::Ping | ServerMessage::Pong => {}
-    }
-    Ok(())
 }

@@ -47,7 +47,7 @@ pub enum Trust {
 }
 
 /// Asks the person whether to trust a server met for the first time: `Ok(true)` to go on.
-pub type Ask = Box<dyn FnMut(&FirstContact) -> Result<bool, ClientError>>;
+pub type Ask = Box<dyn FnMut(&FirstContact) -> Result<bool, ClientError> + Send>;
 
 /// A server met for the first time.
 #[derive(Debug, Clone)]

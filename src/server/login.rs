@@ -197,6 +197,54 @@ pub(super) async fn authenticate(
     }
 }
 
+/// Answers `check_name` before login: `name_ok`, or a non-fatal `error` (`invalid_username`,
+/// `name_taken`) — what a registration of that name would answer first, without a hash. So that
+/// it is no cheaper an oracle of who has an account than registering, it waits for the address's
+/// slot in the login throttle and then counts there as a registration does (flood control
+/// already counts it as a line).
+pub(super) async fn check_name(
+    remote: SocketAddr,
+    shared: &Context,
+    outbox: &mut Outbox,
+    username: &str,
+) -> Result<ServerMessage, Disconnect> {
+    let ip = remote.ip().to_canonical();
+    let now = Instant::now();
+    let (slot, count) = shared.throttle.book_registration(ip, now);
+    let wait = slot.saturating_duration_since(now);
+    if !wait.is_zero() {
+        log::info!(
+            "{remote}: name check delayed after {count} recent failures and registrations from the address ({:.1} s)",
+            wait.as_secs_f64()
+        );
+        select! {
+            _ = runtime::sleep(wait).fuse() => {}
+            _ = shared.stop.clone().fuse() => {
+                let _ = outbox.push(&shutdown_notice());
+                return Err(Disconnect::ServerShuttingDown);
+            }
+        }
+    }
+    shared.throttle.registered(ip, Instant::now());
+    Ok(match shared.store.check_name(username) {
+        Ok(()) => ServerMessage::NameOk {
+            username: username.to_string(),
+        },
+        Err(error) => {
+            let code = match error {
+                AuthError::InvalidUsername(_) => ErrorCode::InvalidUsername,
+                _ => ErrorCode::NameTaken,
+            };
+            // Not fatal: the person may try another name on the same connection.
+            ServerMessage::Error {
+                code,
+                message: error.to_string(),
+                fatal: false,
+            }
+        }
+    })
+}
+
 /// What a client told `busy` reads.
 const BUSY_MESSAGE: &str = "the server is busy; try again in a few seconds";
 

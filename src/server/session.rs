@@ -68,6 +68,8 @@ pub(super) async fn serve(
     let _ = outbox.push(&ServerMessage::Hello {
         version: PROTOCOL_VERSION,
         auth: vec!["login".into(), "register".into()],
+        flood_burst: Some(config.flood.burst),
+        flood_rate: Some(config.flood.per_second),
     });
 
     let end = loop {
@@ -237,25 +239,37 @@ async fn handle(
                 Err(_) => Err(Disconnect::SendQueueExceeded),
             }
         }
+        (
+            State::LoggedIn { .. },
+            ClientMessage::Login(_) | ClientMessage::Register(_) | ClientMessage::CheckName { .. },
+        ) => {
+            return Ok(Some(ServerMessage::error(
+                ErrorCode::AlreadyLoggedIn,
+                "already logged in",
+            )))
+        }
+        (State::Pending(_), ClientMessage::CheckName { username }) => {
+            return login::check_name(remote, shared, outbox, &username)
+                .await
+                .map(Some)
+        }
         (State::Pending(_), _) => {
             return Ok(Some(ServerMessage::error(
                 ErrorCode::NotLoggedIn,
                 "log in or register first",
             )))
         }
-        (State::LoggedIn { .. }, ClientMessage::Login(_) | ClientMessage::Register(_)) => {
-            return Ok(Some(ServerMessage::error(
-                ErrorCode::AlreadyLoggedIn,
-                "already logged in",
-            )))
-        }
-        (State::LoggedIn { .. }, ClientMessage::Say { text }) if text.trim().is_empty() => {
+        (State::LoggedIn { .. }, ClientMessage::Say { text, .. }) if text.trim().is_empty() => {
             return Ok(Some(ServerMessage::error(
                 ErrorCode::EmptyMessage,
                 "a message needs some text",
             )))
         }
-        (State::LoggedIn { id, .. }, ClientMessage::Say { text }) => Event::Say { id: *id, text },
+        (State::LoggedIn { id, .. }, ClientMessage::Say { text, kind }) => Event::Say {
+            id: *id,
+            text,
+            kind,
+        },
         (State::LoggedIn { id, .. }, ClientMessage::List) => Event::List { id: *id },
     };
     match broker.send(event).await {

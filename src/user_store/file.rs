@@ -676,7 +676,7 @@ mod tests {
             ),
             (
                 file(&[user("al ice", hash)]),
-                "user #1 (\"al ice\"): a username may hold only letters, digits, '_', '-' and '.', not ' '",
+                "user #1 (\"al ice\"): a username may hold only ASCII letters, digits, '_', '-' and '.', not ' '",
             ),
             (
                 file(&[user("ab", "plain")]),

@@ -246,6 +246,14 @@ impl UserStore {
         Ok(username.to_string())
     }
 
+    /// Whether a registration could take `username` now: valid, not taken, not like an existing
+    /// name. Hashes nothing and writes nothing (the answer to `check_name`); a registration
+    /// checks again.
+    pub fn check_name(&self, username: &str) -> Result<(), AuthError> {
+        validate_username(username).map_err(AuthError::InvalidUsername)?;
+        check_free(&self.lock().accounts, username)
+    }
+
     /// The cost of new hashes.
     pub fn cost(&self) -> HashCost {
         self.cost
@@ -754,7 +762,7 @@ mod tests {
         let text = |e: AuthError| e.to_string();
         assert_eq!(
             text(store.register("a b", "password-1").unwrap_err()),
-            "invalid username: a username may hold only letters, digits, '_', '-' and '.', not ' '"
+            "invalid username: a username may hold only ASCII letters, digits, '_', '-' and '.', not ' '"
         );
         assert_eq!(
             text(store.register("carol", "short").unwrap_err()),

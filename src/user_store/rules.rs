@@ -17,8 +17,8 @@ pub enum UsernameError {
     /// Empty, or longer than [`MAX_USERNAME_CHARS`].
     #[error("a username has 1 to {MAX_USERNAME_CHARS} characters, this one has {chars}")]
     Length { chars: usize },
-    /// The first character that is not a letter, digit, `_`, `-` or `.`.
-    #[error("a username may hold only letters, digits, '_', '-' and '.', not {0:?}")]
+    /// The first character that is not an ASCII letter, ASCII digit, `_`, `-` or `.`.
+    #[error("a username may hold only ASCII letters, digits, '_', '-' and '.', not {0:?}")]
     Character(char),
 }
 
@@ -33,7 +33,7 @@ pub enum PasswordError {
     TooShort,
 }
 
-/// Checks a username: 1 to 20 characters, each a letter, digit, `_`, `-` or `.`.
+/// Checks a username: 1 to 20 characters, each an ASCII letter, ASCII digit, `_`, `-` or `.`.
 pub fn validate_username(name: &str) -> Result<(), UsernameError> {
     let chars = name.chars().count();
     if chars == 0 || chars > MAX_USERNAME_CHARS {
@@ -120,7 +120,7 @@ mod tests {
         );
         assert_eq!(
             validate_username("a b").unwrap_err().to_string(),
-            "a username may hold only letters, digits, '_', '-' and '.', not ' '"
+            "a username may hold only ASCII letters, digits, '_', '-' and '.', not ' '"
         );
         assert_eq!(
             validate_password("short").unwrap_err().to_string(),

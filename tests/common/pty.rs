@@ -156,6 +156,9 @@ impl TerminalClient {
         self.type_keys(&format!("{name}\n"));
         self.wait_for("password: ");
         self.type_keys(&format!("{password}\n"));
+        // A new password is typed twice on a terminal.
+        self.wait_for("password again: ");
+        self.type_keys(&format!("{password}\n"));
         self.wait_for(&format!("* logged in as {name}"));
     }
 }

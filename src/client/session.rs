@@ -1,0 +1,697 @@
+//! The chat loop, from `welcome` to leaving: serves lines from the server, datagrams from peers,
+//! what the person types and the timers at once, sends the server what the pace allows
+//! ([`Outgoing`]), and — with reconnecting on — survives losing the server.
+//!
+//! Losing the server (end of stream, a broken link, `shutdown`, a fatal error): with
+//! [`Reconnect::Never`] the chat ends (`Err`, exit 5, as scripts expect). Otherwise it says
+//! "reconnecting in N s", and tries again after a backoff (1 s doubling to 30 s, ±20 % jitter so
+//! that every client of a restarted server does not come back in the same instant): connect,
+//! check that the server presents the fingerprint this session trusted (a changed one ends the
+//! chat, exit 6), and log in with this session's name and password, under a new session key.
+//! Meanwhile direct messages flow (they never touch the server), and lines for the server wait,
+//! in order. A login refused for good (password changed, account gone) ends the chat with its
+//! usual status; `already_online` (the server has not yet noticed the old connection is gone),
+//! `endpoint_in_use` and `busy` are tried again.
+//!
+//! Leaving sends what is still queued (at the pace), then `quit`, and shows what the server
+//! still sends until it closes (the answer to a `:l` just before `:q`, say), all bounded.
+//! Each connection's lines are read by a task of its own that tags them with the connection's
+//! number, so that a late line from a connection already given up is told apart and ignored.
+
+use std::collections::hash_map::RandomState;
+use std::hash::{BuildHasher, Hasher};
+use std::io;
+use std::net::{Shutdown, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::channel::mpsc;
+use futures::future::{self, Either};
+use futures::stream::{self, Stream, StreamExt};
+use futures::SinkExt;
+
+use super::command::{self, Command};
+use super::direct::{summary_event, Courier};
+use super::outgoing::Outgoing;
+use super::pairs::Pairs;
+use super::{
+    log_in, open_link, send, AuthMode, Client, ClientError, ClientEvent, DirectInbox, Link, Opened,
+    PeerList, Reconnect, Transport, Trust,
+};
+use crate::connection::{self, LineReader, ReadError, StreamReader, StreamWriter};
+use crate::protocol::{
+    decode_server, encode_line, ClientMessage, ErrorCode, PeerInfo, ServerMessage, TextKind,
+    MAX_LINE_BYTES,
+};
+use crate::runtime::{self, TcpStream, UdpSocket};
+use crate::tls::Fingerprint;
+
+/// After `quit`, how long to wait for the server to close its side, so that everything sent
+/// before `quit` is known to have been read (and its answers shown).
+const QUIT_DRAIN: Duration = Duration::from_secs(2);
+
+/// Receive buffer for datagrams: any UDP payload fits, so an oversized one is seen whole and
+/// refused rather than silently cut.
+const DATAGRAM_BUFFER: usize = 65_536;
+
+/// How often the chat loop wakes up with nothing to do: to give out a due summary of dropped
+/// datagrams even when no more arrive, and to say how many lines still wait to be sent.
+const HOUSEKEEPING_TICK: Duration = Duration::from_secs(1);
+
+/// The first wait before connecting again; it doubles after each failed try.
+const RECONNECT_FIRST: Duration = Duration::from_secs(1);
+
+/// The longest wait between two tries.
+const RECONNECT_MAX: Duration = Duration::from_secs(30);
+
+/// Each wait is spread by up to this share either way.
+const RECONNECT_JITTER: f64 = 0.2;
+
+/// Lines (and reconnect results) read ahead of the chat loop; a reader waits when it is full.
+const SERVER_INPUTS: usize = 64;
+
+/// Everything the chat loop waits for.
+enum Input {
+    /// A line (or the end) from connection number `link`.
+    Server {
+        link: u64,
+        line: Result<Option<Vec<u8>>, ReadError>,
+    },
+    /// The outcome of reconnect try number `attempt`.
+    Relinked {
+        attempt: u64,
+        result: Box<Result<Relinked, ClientError>>,
+    },
+    Datagram(io::Result<(Vec<u8>, SocketAddr)>),
+    Command(String),
+    EndOfCommands,
+    /// Time passed (every [`HOUSEKEEPING_TICK`]).
+    Tick,
+    /// A sealed direct message's retransmission timer fired.
+    Retransmit(super::direct::TimerFired),
+}
+
+/// A connection made again and logged in.
+struct Relinked {
+    opened: Opened,
+    username: String,
+    peers: Vec<PeerInfo>,
+    pairs: Option<Pairs>,
+}
+
+/// The connection the loop writes to; its reader is a task of its own.
+struct Current {
+    id: u64,
+    tcp: TcpStream,
+    writer: StreamWriter,
+}
+
+/// What reconnecting needs, all of it owned (it runs in a task of its own).
+#[derive(Clone)]
+struct Redial {
+    server: String,
+    /// The fingerprint this session trusted; `None` for the plaintext protocol.
+    pinned: Option<Fingerprint>,
+    username: String,
+    password: String,
+    p2p_port: u16,
+    sealed: bool,
+}
+
+/// The waits between reconnect tries.
+struct Backoff {
+    next: Duration,
+}
+
+impl Backoff {
+    fn new() -> Backoff {
+        Backoff {
+            next: RECONNECT_FIRST,
+        }
+    }
+
+    /// The next wait (with jitter); the one after is twice as long, up to the maximum.
+    fn take(&mut self) -> Duration {
+        let base = self.next;
+        self.next = (self.next * 2).min(RECONNECT_MAX);
+        // A random number without a new dependency: std's hasher keys are random per process
+        // and change with every `RandomState`.
+        let random = RandomState::new().build_hasher().finish();
+        let unit = (random % 1_000_000) as f64 / 1_000_000.0;
+        base.mul_f64(1.0 - RECONNECT_JITTER + 2.0 * RECONNECT_JITTER * unit)
+    }
+}
+
+/// The chat's state between inputs.
+struct Chat {
+    current: Option<Current>,
+    next_link: u64,
+    /// The reconnect try in flight (its number), if any.
+    attempt: u64,
+    backoff: Backoff,
+    reconnect: Reconnect,
+    redial: Option<Redial>,
+    outgoing: Outgoing,
+    peers: PeerList,
+    inbox: DirectInbox,
+    courier: Courier,
+    username: String,
+    p2p_addr: SocketAddr,
+    inputs: mpsc::Sender<Input>,
+    quitting: bool,
+}
+
+pub(super) async fn run(
+    client: Client,
+    commands: impl Stream<Item = String> + Unpin,
+    emit: &mut dyn FnMut(ClientEvent),
+) -> Result<(), ClientError> {
+    let pinned = client.pinned();
+    let Client {
+        server_name,
+        link,
+        pace,
+        udp,
+        p2p_addr,
+        username,
+        peers,
+        direct_limits,
+        sealed,
+        pairs,
+        credentials,
+        reconnect,
+        max_queued,
+        ..
+    } = client;
+    let (tx, rx) = mpsc::channel(SERVER_INPUTS);
+    let (courier, timers) = Courier::new(udp.clone(), pairs);
+    let mut chat = Chat {
+        current: None,
+        next_link: 0,
+        attempt: 0,
+        backoff: Backoff::new(),
+        reconnect,
+        redial: credentials.map(|(username, password)| Redial {
+            server: server_name,
+            pinned,
+            username,
+            password,
+            p2p_port: p2p_addr.port(),
+            sealed,
+        }),
+        outgoing: Outgoing::new(pace, max_queued, Instant::now()),
+        peers,
+        inbox: DirectInbox::new(direct_limits),
+        courier,
+        username,
+        p2p_addr,
+        inputs: tx,
+        quitting: false,
+    };
+    chat.attach(link);
+
+    let from_peers = stream::unfold(udp, |udp: Arc<UdpSocket>| async move {
+        let mut buf = vec![0; DATAGRAM_BUFFER];
+        let received = udp.recv_from(&mut buf).await.map(|(n, source)| {
+            buf.truncate(n);
+            (buf, source)
+        });
+        Some((Input::Datagram(received), udp))
+    });
+    let from_person = commands
+        .map(Input::Command)
+        .chain(stream::iter([Input::EndOfCommands]));
+    let from_timers = timers.map(Input::Retransmit);
+    let ticks = stream::unfold((), |()| async {
+        runtime::sleep(HOUSEKEEPING_TICK).await;
+        Some((Input::Tick, ()))
+    });
+    // Pinned on the heap: the unfold streams hold futures that must not move.
+    let mut inputs = Box::pin(stream::select(
+        stream::select(rx, stream::select(ticks, from_timers)),
+        stream::select(from_peers, from_person),
+    ));
+
+    loop {
+        chat.send_ready(emit).await?;
+        if chat.quitting {
+            if chat.current.is_none() {
+                if !chat.outgoing.is_empty() {
+                    emit(ClientEvent::Warning {
+                        message: format!(
+                            "{} line(s) were not sent: not connected to the server",
+                            chat.outgoing.len()
+                        ),
+                    });
+                }
+                return Ok(());
+            }
+            if chat.outgoing.is_empty() {
+                break;
+            }
+        }
+        let pace = match chat.current {
+            Some(_) => chat.outgoing.next_in(Instant::now()),
+            None => None,
+        };
+        let paced = Box::pin(async move {
+            match pace {
+                Some(wait) => runtime::sleep(wait).await,
+                None => future::pending::<()>().await,
+            }
+        });
+        let input = match future::select(inputs.next(), paced).await {
+            Either::Left((Some(input), _)) => input,
+            Either::Left((None, _)) => break,
+            Either::Right(_) => continue,
+        };
+        chat.handle(input, emit).await?;
+    }
+    if let Some(current) = chat.current.take() {
+        quit(current, &mut inputs, &mut chat.peers, emit).await;
+    }
+    Ok(())
+}
+
+impl Chat {
+    /// Makes `link` the current connection: its lines are read by a task of its own.
+    fn attach(&mut self, link: Link) {
+        let Link {
+            tcp,
+            writer,
+            reader,
+        } = link;
+        self.next_link += 1;
+        let id = self.next_link;
+        spawn_reader(reader, id, self.inputs.clone());
+        self.current = Some(Current { id, tcp, writer });
+    }
+
+    async fn handle(
+        &mut self,
+        input: Input,
+        emit: &mut dyn FnMut(ClientEvent),
+    ) -> Result<(), ClientError> {
+        match input {
+            Input::Server { link, line } => {
+                if self.current.as_ref().map(|c| c.id) != Some(link) {
+                    return Ok(()); // From a connection already given up.
+                }
+                match line {
+                    Ok(Some(line)) => self.on_line(&line, emit)?,
+                    Ok(None) => self.lose("the server closed the connection".into(), emit)?,
+                    Err(e) => self.lose(format!("lost the connection to the server: {e}"), emit)?,
+                }
+            }
+            Input::Relinked { attempt, result } => {
+                if attempt == self.attempt && self.current.is_none() {
+                    self.relinked(*result, emit)?;
+                }
+            }
+            Input::Datagram(Ok((payload, source))) => {
+                let now = Instant::now();
+                if let Some(event) = self
+                    .courier
+                    .receive(&mut self.inbox, &payload, source, &self.peers, now)
+                    .await
+                {
+                    emit(event);
+                }
+                if let Some(summary) = self.inbox.summary(now) {
+                    emit(summary_event(summary));
+                }
+            }
+            Input::Datagram(Err(e)) => emit(ClientEvent::Warning {
+                message: format!("receiving a direct message failed: {e}"),
+            }),
+            Input::Retransmit(fired) => {
+                if let Some(event) = self.courier.timer_fired(fired, &self.peers).await {
+                    emit(event);
+                }
+            }
+            Input::Tick => {
+                if let Some(summary) = self.inbox.summary(Instant::now()) {
+                    emit(summary_event(summary));
+                }
+                if self.current.is_some() && !self.outgoing.is_empty() {
+                    emit(ClientEvent::Queued {
+                        lines: self.outgoing.len(),
+                    });
+                }
+            }
+            Input::Command(_) | Input::EndOfCommands if self.quitting => {}
+            Input::Command(line) => self.on_command(&line, emit).await,
+            Input::EndOfCommands => self.quitting = true,
+        }
+        Ok(())
+    }
+
+    async fn on_command(&mut self, line: &str, emit: &mut dyn FnMut(ClientEvent)) {
+        let say = |text: String, kind: TextKind| ClientMessage::Say { text, kind };
+        let message = match command::parse(line) {
+            Ok(None) => return,
+            Ok(Some(Command::Quit)) => {
+                self.quitting = true;
+                return;
+            }
+            Ok(Some(Command::Help)) => {
+                emit(ClientEvent::Help {
+                    text: command::HELP.into(),
+                });
+                return;
+            }
+            Ok(Some(Command::Stats)) => {
+                emit(ClientEvent::DirectStats(self.inbox.stats()));
+                return;
+            }
+            // The terminal clears its screen itself; piped input has none.
+            Ok(Some(Command::Clear)) => return,
+            Ok(Some(Command::Direct { to, text })) => {
+                emit(
+                    self.courier
+                        .send(&self.peers, &self.username, to, text)
+                        .await,
+                );
+                return;
+            }
+            Ok(Some(Command::Peers)) => ClientMessage::List,
+            Ok(Some(Command::Say(text))) => say(text, TextKind::Say),
+            Ok(Some(Command::Me(text))) => say(text, TextKind::Action),
+            Err(wrong) => {
+                emit(ClientEvent::error(wrong.to_string()));
+                return;
+            }
+        };
+        if encode_line(&message).len() > MAX_LINE_BYTES {
+            emit(ClientEvent::error(format!(
+                "message too long: the server takes lines of at most {MAX_LINE_BYTES} bytes"
+            )));
+        } else if let Err(full) = self.outgoing.push(message) {
+            emit(ClientEvent::error(full.to_string()));
+        }
+    }
+
+    fn on_line(
+        &mut self,
+        line: &[u8],
+        emit: &mut dyn FnMut(ClientEvent),
+    ) -> Result<(), ClientError> {
+        let message = match decode_server(line) {
+            Ok(message) => message,
+            Err(e) => return self.lose(format!("the server sent a bad message: {e}"), emit),
+        };
+        if message == ServerMessage::Ping {
+            self.outgoing.push_front(ClientMessage::Pong);
+            return Ok(());
+        }
+        self.courier.track_sessions(&mut self.inbox, &message);
+        match on_server_message(message, &mut self.peers, emit) {
+            Ok(()) => Ok(()),
+            Err(gone) => self.lose(gone.to_string(), emit),
+        }
+    }
+
+    /// Sends what the pace allows now; a connection that breaks meanwhile is lost, and the line
+    /// goes back first in line.
+    async fn send_ready(&mut self, emit: &mut dyn FnMut(ClientEvent)) -> Result<(), ClientError> {
+        while let Some(current) = self.current.as_mut() {
+            let Some(message) = self.outgoing.pop_ready(Instant::now()) else {
+                break;
+            };
+            if let Err(e) = send(&mut current.writer, &message).await {
+                self.outgoing.put_back(message);
+                self.lose(e.to_string(), emit)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The server is gone: the end (without reconnecting, or while leaving), or the first wait
+    /// before connecting again.
+    fn lose(&mut self, why: String, emit: &mut dyn FnMut(ClientEvent)) -> Result<(), ClientError> {
+        if let Some(current) = self.current.take() {
+            let _ = current.tcp.shutdown(Shutdown::Both);
+        }
+        if self.reconnect == Reconnect::Never || self.redial.is_none() {
+            return Err(ClientError::Disconnected(why));
+        }
+        if self.quitting {
+            return Ok(()); // The loop sees no connection and ends.
+        }
+        self.backoff = Backoff::new();
+        self.try_again(why, emit);
+        Ok(())
+    }
+
+    /// Schedules the next reconnect try after the backoff's wait.
+    fn try_again(&mut self, why: String, emit: &mut dyn FnMut(ClientEvent)) {
+        let Some(redial) = self.redial.clone() else {
+            return;
+        };
+        let wait = self.backoff.take();
+        self.attempt += 1;
+        let attempt = self.attempt;
+        emit(ClientEvent::Reconnecting {
+            in_secs: wait.as_secs_f64().round().max(1.0) as u64,
+            reason: why,
+        });
+        let mut inputs = self.inputs.clone();
+        runtime::spawn(async move {
+            runtime::sleep(wait).await;
+            let result = Box::new(redial_once(redial).await);
+            let _ = inputs.send(Input::Relinked { attempt, result }).await;
+        });
+    }
+
+    fn relinked(
+        &mut self,
+        result: Result<Relinked, ClientError>,
+        emit: &mut dyn FnMut(ClientEvent),
+    ) -> Result<(), ClientError> {
+        let relinked = match result {
+            Ok(relinked) => relinked,
+            Err(error) if worth_trying_again(&error) => {
+                self.try_again(error.to_string(), emit);
+                return Ok(());
+            }
+            Err(error) => return Err(error),
+        };
+        let Relinked {
+            opened,
+            username,
+            peers,
+            pairs,
+        } = relinked;
+        self.outgoing.repace(opened.pace, Instant::now());
+        self.attach(opened.link);
+        self.backoff = Backoff::new();
+        self.username = username.clone();
+        self.courier.replace_pairs(pairs);
+        let welcome = ServerMessage::Welcome {
+            username: username.clone(),
+            peers: peers.clone(),
+        };
+        self.courier.track_sessions(&mut self.inbox, &welcome);
+        self.peers.replace(peers.clone());
+        emit(ClientEvent::Connected {
+            server: opened.addr,
+            p2p_addr: self.p2p_addr,
+        });
+        emit(ClientEvent::Welcome { username, peers });
+        Ok(())
+    }
+}
+
+/// A failed reconnect that may work later: the server still down or not yet listening, or not
+/// yet done with this user's old connection. Anything else — a refused login, a changed
+/// fingerprint — is the end.
+fn worth_trying_again(error: &ClientError) -> bool {
+    match error {
+        ClientError::Unreachable(_) | ClientError::Disconnected(_) => true,
+        ClientError::Refused { code, .. } => matches!(
+            code,
+            ErrorCode::AlreadyOnline | ErrorCode::EndpointInUse | ErrorCode::Busy
+        ),
+        ClientError::Local(_) | ClientError::NotTrusted(_) => false,
+    }
+}
+
+/// One reconnect try: connect, the same fingerprint as before, `hello`, and log in again.
+async fn redial_once(redial: Redial) -> Result<Relinked, ClientError> {
+    let transport = match redial.pinned {
+        Some(fingerprint) => Transport::Tls(Trust::Required(fingerprint)),
+        None => Transport::Plaintext,
+    };
+    let mut opened = open_link(&redial.server, transport).await?;
+    let (username, peers, pairs) = log_in(
+        &mut opened.link,
+        AuthMode::Login,
+        &redial.username,
+        &redial.password,
+        redial.p2p_port,
+        redial.sealed,
+    )
+    .await?;
+    Ok(Relinked {
+        opened,
+        username,
+        peers,
+        pairs,
+    })
+}
+
+/// Reads connection `id`'s lines into the chat loop until its end (or the loop's).
+fn spawn_reader(mut reader: LineReader<StreamReader>, id: u64, mut inputs: mpsc::Sender<Input>) {
+    runtime::spawn(async move {
+        loop {
+            let line = reader.next_line().await;
+            let last = !matches!(line, Ok(Some(_)));
+            if inputs.send(Input::Server { link: id, line }).await.is_err() || last {
+                break;
+            }
+        }
+    });
+}
+
+/// Says `quit`, closes the sending side (with TLS, `close_notify` first), and shows what the
+/// server still sends until it closes (all bounded by [`QUIT_DRAIN`]): the answers to the last
+/// requests, and closing with unread data would reset the connection and could destroy the last
+/// messages sent.
+async fn quit(
+    current: Current,
+    inputs: &mut (impl Stream<Item = Input> + Unpin),
+    peers: &mut PeerList,
+    emit: &mut dyn FnMut(ClientEvent),
+) {
+    let Current {
+        id,
+        tcp,
+        mut writer,
+    } = current;
+    let say_quit = async move {
+        let _ = send(&mut writer, &ClientMessage::Quit).await;
+        let _ = futures::io::AsyncWriteExt::close(&mut writer).await;
+    };
+    let until_closed = async move {
+        while let Some(input) = inputs.next().await {
+            let Input::Server { link, line } = input else {
+                continue;
+            };
+            if link != id {
+                continue;
+            }
+            match line {
+                Ok(Some(line)) => {
+                    if let Ok(message) = decode_server(&line) {
+                        let _ = on_server_message(message, peers, emit);
+                    }
+                }
+                Ok(None) | Err(_) => break,
+            }
+        }
+    };
+    let close = connection::close_gracefully(&tcp, QUIT_DRAIN, say_quit, until_closed);
+    let _ = runtime::timeout(QUIT_DRAIN, close).await;
+}
+
+/// Applies one server message to the peer list and reports it; `Err` when it ends the
+/// connection.
+fn on_server_message(
+    message: ServerMessage,
+    peers: &mut PeerList,
+    emit: &mut dyn FnMut(ClientEvent),
+) -> Result<(), ClientError> {
+    match message {
+        ServerMessage::Joined { peer } => {
+            peers.insert(peer.clone());
+            emit(ClientEvent::Joined { peer });
+            emit(ClientEvent::Peers {
+                peers: peers.to_vec(),
+            });
+        }
+        ServerMessage::Left { username } => {
+            peers.remove(&username);
+            emit(ClientEvent::Left { username });
+            emit(ClientEvent::Peers {
+                peers: peers.to_vec(),
+            });
+        }
+        ServerMessage::Peers { peers: list } | ServerMessage::Welcome { peers: list, .. } => {
+            peers.replace(list);
+            emit(ClientEvent::Peers {
+                peers: peers.to_vec(),
+            });
+        }
+        ServerMessage::Message {
+            from,
+            text,
+            kind: TextKind::Say,
+        } => emit(ClientEvent::Message { from, text }),
+        ServerMessage::Message {
+            from,
+            text,
+            kind: TextKind::Action,
+        } => emit(ClientEvent::Action { from, text }),
+        ServerMessage::Error {
+            code,
+            message,
+            fatal,
+        } => {
+            if fatal {
+                return Err(ClientError::Disconnected(format!(
+                    "the server closed the connection: {message} ({code})"
+                )));
+            }
+            emit(ClientEvent::Error {
+                code: Some(code),
+                message,
+            });
+        }
+        ServerMessage::Shutdown { reason } => {
+            emit(ClientEvent::Shutdown {
+                reason: reason.clone(),
+            });
+            return Err(ClientError::Disconnected(format!("server: {reason}")));
+        }
+        ServerMessage::Hello { .. }
+        | ServerMessage::Ping
+        | ServerMessage::Pong
+        | ServerMessage::NameOk { .. } => {}
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_backoff_doubles_to_thirty_seconds_with_jitter() {
+        let mut backoff = Backoff::new();
+        let waits: Vec<f64> = (0..8).map(|_| backoff.take().as_secs_f64()).collect();
+        for (wait, base) in waits
+            .iter()
+            .zip([1.0, 2.0, 4.0, 8.0, 16.0, 30.0, 30.0, 30.0])
+        {
+            assert!(
+                (base * 0.8..=base * 1.2).contains(wait),
+                "{wait} s for a base of {base} s"
+            );
+        }
+    }
+
+    #[test]
+    fn only_a_passing_refusal_is_tried_again() {
+        let refused = |code| ClientError::Refused {
+            code,
+            message: String::new(),
+        };
+        assert!(worth_trying_again(&ClientError::Unreachable("down".into())));
+        assert!(worth_trying_again(&refused(ErrorCode::AlreadyOnline)));
+        assert!(worth_trying_again(&refused(ErrorCode::Busy)));
+        assert!(!worth_trying_again(&refused(ErrorCode::BadCredentials)));
+        assert!(!worth_trying_again(&ClientError::NotTrusted(
+            "changed".into()
+        )));
+    }
+}

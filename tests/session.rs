@@ -1,0 +1,582 @@
+//! A client that chat users keep, black-box: the real binaries, people on real pseudo-terminals
+//! where the behaviour is a terminal's (reconnecting, pasting, the prompts), scripts through
+//! pipes where it is a script's.
+//!
+//! - The server killed and started again on the same port (same key, so the pin holds): the
+//!   client on a terminal says it is reconnecting, logs in again, and sends the line that was
+//!   half typed all along.
+//! - Thirty lines pasted at once all arrive, in order, and the server never warns `rate_limited`.
+//! - A wrong password asks again on a terminal; a taken name is told before the password.
+//! - `/me waves` is shown `* alice waves` to the others.
+//! - Addresses: a server without a port means 12000; a bad port is a usage error before any
+//!   connection; a refused connection hints at starting the server; a port that is not a
+//!   p2pchat server is reported as such; the server's `--bind` takes a port alone.
+//! - `:l` then `:q` in a script prints the answer before quitting.
+//!
+//! The pty comes from `libc::openpty`, as in tests/terminal.rs (a copy of its small helper: the
+//! two suites stay independent).
+
+mod common;
+
+use std::fs::File;
+use std::io::{Read, Write};
+use std::net::TcpListener;
+use std::os::fd::{FromRawFd, OwnedFd};
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::json;
+
+/// The issue's promise: chatting again within 10 s of the server's restart. A deadline for the
+/// wait, not a measurement.
+const BACK_WITHIN: Duration = Duration::from_secs(10);
+
+// ---- A client on a pseudo-terminal ----
+
+#[derive(Default)]
+struct Screen {
+    bytes: Mutex<Vec<u8>>,
+    grew: Condvar,
+}
+
+/// A `p2pchat-client` on a pseudo-terminal. Dropping it kills it.
+struct TerminalClient {
+    child: Child,
+    keyboard: File,
+    screen: Arc<Screen>,
+    seen: usize,
+    _config: tempfile::TempDir,
+}
+
+impl TerminalClient {
+    /// Starts `p2pchat-client --server SERVER FLAGS…` on a new 200×50 pty, as the session leader
+    /// with the pty as its controlling terminal, with the flags that trust the harness's server
+    /// and a temporary config folder.
+    fn start(server: &str, flags: &[&str]) -> TerminalClient {
+        let (master, slave) = open_pty();
+        let stdio = || Stdio::from(slave.try_clone().expect("dup the pty's slave side"));
+        let config = tempfile::TempDir::new().expect("a config folder");
+        let mut command = Command::new(client_bin());
+        command
+            .arg("--server")
+            .arg(server)
+            .args(trust_flags(server))
+            .args(flags)
+            .env("XDG_CONFIG_HOME", config.path())
+            .env("HOME", config.path())
+            .env("TERM", "xterm-256color")
+            .stdin(stdio())
+            .stdout(stdio())
+            .stderr(stdio());
+        // SAFETY: setsid and ioctl are async-signal-safe; they run in the child before exec.
+        unsafe {
+            command.pre_exec(|| {
+                if libc::setsid() < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                if libc::ioctl(0, libc::TIOCSCTTY as _, 0) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let child = command.spawn().expect("start p2pchat-client on a pty");
+        drop(slave);
+        let keyboard = File::from(master.try_clone().expect("dup the pty's master side"));
+        let screen = Arc::new(Screen::default());
+        let sink = screen.clone();
+        thread::spawn(move || {
+            let mut master = File::from(master);
+            let mut buffer = [0u8; 65_536];
+            while let Ok(n @ 1..) = master.read(&mut buffer) {
+                sink.bytes.lock().unwrap().extend_from_slice(&buffer[..n]);
+                sink.grew.notify_all();
+            }
+        });
+        TerminalClient {
+            child,
+            keyboard,
+            screen,
+            seen: 0,
+            _config: config,
+        }
+    }
+
+    fn type_keys(&mut self, keys: &str) {
+        self.keyboard
+            .write_all(keys.as_bytes())
+            .expect("type on the pty");
+    }
+
+    /// Waits (at most the harness's deadline) until the terminal shows `needle` past the previous
+    /// match.
+    fn wait_for(&mut self, needle: &str) -> usize {
+        self.wait_for_within(needle, DEADLINE)
+    }
+
+    /// Waits at most `deadline` until the terminal shows `needle` past the previous match;
+    /// returns the offset just past it.
+    fn wait_for_within(&mut self, needle: &str, deadline: Duration) -> usize {
+        let until = Instant::now() + deadline;
+        let mut bytes = self.screen.bytes.lock().unwrap();
+        loop {
+            if let Some(at) = find(&bytes[self.seen..], needle.as_bytes()) {
+                self.seen += at + needle.len();
+                return self.seen;
+            }
+            let left = until.saturating_duration_since(Instant::now());
+            assert!(
+                !left.is_zero(),
+                "the terminal never showed {needle:?} within {deadline:?}; it shows:\n{}",
+                String::from_utf8_lossy(&bytes[self.seen..])
+            );
+            bytes = self.screen.grew.wait_timeout(bytes, left).unwrap().0;
+        }
+    }
+
+    /// Everything written to the terminal so far.
+    fn output(&self) -> String {
+        String::from_utf8_lossy(&self.screen.bytes.lock().unwrap()).into_owned()
+    }
+
+    /// Registers `name` through the prompts (the password twice) and waits for the welcome.
+    fn register(&mut self, name: &str, password: &str) {
+        self.wait_for("login or register? ");
+        self.type_keys("register\n");
+        self.wait_for("username: ");
+        self.type_keys(&format!("{name}\n"));
+        self.wait_for("password: ");
+        self.type_keys(&format!("{password}\n"));
+        self.wait_for("password again: ");
+        self.type_keys(&format!("{password}\n"));
+        self.wait_for(&format!("* logged in as {name}"));
+    }
+}
+
+impl Drop for TerminalClient {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn open_pty() -> (OwnedFd, OwnedFd) {
+    let mut master = -1;
+    let mut slave = -1;
+    let size = libc::winsize {
+        ws_row: 50,
+        ws_col: 200,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: openpty writes two descriptors into the two ints; no name buffer, default termios.
+    let rc = unsafe {
+        libc::openpty(
+            &mut master,
+            &mut slave,
+            std::ptr::null_mut(),
+            std::ptr::null(),
+            &size,
+        )
+    };
+    assert_eq!(rc, 0, "openpty: {}", std::io::Error::last_os_error());
+    // SAFETY: both descriptors are fresh and owned by nobody else.
+    let (master, slave) = unsafe { (OwnedFd::from_raw_fd(master), OwnedFd::from_raw_fd(slave)) };
+    // SAFETY: fcntl on a descriptor this function owns.
+    unsafe {
+        use std::os::fd::AsRawFd;
+        libc::fcntl(master.as_raw_fd(), libc::F_SETFD, libc::FD_CLOEXEC);
+    }
+    (master, slave)
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
+}
+
+/// A TLS server whose key and certificate live in `keys`, so that a server started again with
+/// the same folder presents the same fingerprint.
+fn server_with_keys(bind: &str, users: &Path, keys: &Path) -> Server {
+    let key = keys.join("tls-key.pem");
+    let cert = keys.join("tls-cert.pem");
+    Server::start_exact(
+        bind,
+        users,
+        &[
+            "--scrypt-log-n",
+            TEST_LOG_N,
+            "--tls-key",
+            key.to_str().unwrap(),
+            "--tls-cert",
+            cert.to_str().unwrap(),
+        ],
+        None,
+    )
+}
+
+// ---- Reconnecting ----
+
+#[test]
+fn a_restarted_server_finds_the_terminal_client_chatting_again_with_its_typed_line_intact() {
+    let dir = tempfile::tempdir().unwrap();
+    let users = dir.path().join("users.json");
+    let mut server = server_with_keys("127.0.0.1:0", &users, dir.path());
+    let addr = server.addr;
+    let mut alice = TerminalClient::start(&addr.to_string(), &[]);
+    alice.register("alice", "alice-password");
+    let mut bob = ChatClient::register_with_flags(addr, "bob", "bob-password", &["--reconnect"]);
+    alice.wait_for("* bob joined");
+
+    // Half a line typed, then the server dies (SIGKILL: no shutdown notice, as in a crash).
+    alice.type_keys("still here after the rest");
+    server.kill();
+    alice.wait_for("reconnecting in");
+    bob.expect_event("reconnecting");
+
+    // The same port, the same key (the pin holds), the same users file.
+    let _server = server_with_keys(&addr.to_string(), &users, dir.path());
+    alice.wait_for_within("* logged in as alice", BACK_WITHIN);
+    bob.expect_event("welcome");
+    alice.wait_for("bob");
+
+    // The line editor kept the typed text: finishing it (Enter is a carriage return in the
+    // editor's raw mode) sends the whole line.
+    alice.type_keys("art\r");
+    let message = bob.expect_event("message");
+    assert_eq!(message["from"], "alice");
+    assert_eq!(message["text"], "still here after the restart");
+}
+
+#[test]
+fn a_script_still_exits_5_when_the_server_goes_away() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = Server::start(&dir.path().join("users.json"), &[]);
+    let alice = ChatClient::register(server.addr, "alice", "alice-password");
+    server.kill();
+    let finished = alice.wait();
+    assert_eq!(finished.status.code(), Some(5), "{}", finished.stderr);
+    assert!(
+        !finished.events.iter().any(|e| e["event"] == "reconnecting"),
+        "{:?}",
+        finished.events
+    );
+}
+
+#[test]
+fn a_refused_login_again_ends_the_reconnecting_client_with_status_4() {
+    let dir = tempfile::tempdir().unwrap();
+    let users = dir.path().join("users.json");
+    let mut server = server_with_keys("127.0.0.1:0", &users, dir.path());
+    let addr = server.addr;
+    let mut alice =
+        ChatClient::register_with_flags(addr, "alice", "alice-password", &["--reconnect"]);
+    server.kill();
+    alice.expect_event("reconnecting");
+    // The account is gone when the server comes back.
+    std::fs::remove_file(&users).unwrap();
+    let _server = server_with_keys(&addr.to_string(), &users, dir.path());
+    let finished = alice.wait();
+    assert_eq!(finished.status.code(), Some(4), "{}", finished.stderr);
+    assert!(
+        finished.stderr.contains("bad_credentials"),
+        "{}",
+        finished.stderr
+    );
+}
+
+// ---- Pacing ----
+
+#[test]
+fn thirty_pasted_lines_all_arrive_in_order_without_a_rate_limited_warning() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("users.json"), &[]);
+    let mut alice = TerminalClient::start(&server.addr.to_string(), &[]);
+    alice.register("alice", "alice-password");
+    let mut bob = ChatClient::register(server.addr, "bob", "bob-password");
+    alice.wait_for("* bob joined");
+    let from = alice.output().len();
+
+    // A terminal pastes line breaks as carriage returns, as Enter sends them.
+    let paste: String = (1..=30).map(|n| format!("pasted line {n}\r")).collect();
+    let pasted = Instant::now();
+    alice.type_keys(&paste);
+    let received: Vec<String> = (0..30)
+        .map(|_| {
+            bob.expect_event("message")["text"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    // A figure for docs/security.md, not a condition of the test.
+    eprintln!(
+        "30 pasted lines arrived in {:.1} s",
+        pasted.elapsed().as_secs_f64()
+    );
+    let expected: Vec<String> = (1..=30).map(|n| format!("pasted line {n}")).collect();
+    assert_eq!(received, expected);
+
+    alice.wait_for("queued line");
+    let shown = alice.output()[from..].to_string();
+    assert!(
+        !shown.contains("rate_limited") && !shown.contains("too fast"),
+        "the server dropped lines:\n{shown}"
+    );
+}
+
+#[test]
+fn thirty_piped_lines_all_arrive_in_order_before_the_script_quits() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("users.json"), &[]);
+    let mut alice = ChatClient::register(server.addr, "alice", "alice-password");
+    let mut bob = ChatClient::register(server.addr, "bob", "bob-password");
+    alice.expect_event("joined");
+    for n in 1..=30 {
+        alice.send(&format!("line {n}"));
+    }
+    let finished = alice.finish();
+    assert_eq!(finished.status.code(), Some(0), "{}", finished.stderr);
+    assert!(
+        !finished
+            .events
+            .iter()
+            .any(|e| e["code"] == "rate_limited" || e["code"] == "flood"),
+        "{:?}",
+        finished.events
+    );
+    for n in 1..=30 {
+        assert_eq!(bob.expect_event("message")["text"], format!("line {n}"));
+    }
+}
+
+// ---- Prompts ----
+
+#[test]
+fn a_wrong_password_asks_again_on_a_terminal() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("users.json"), &[]);
+    ChatClient::register(server.addr, "alice", "alice-password").finish();
+
+    let mut alice = TerminalClient::start(&server.addr.to_string(), &[]);
+    alice.wait_for("login or register? ");
+    alice.type_keys("login\n");
+    alice.wait_for("username: ");
+    alice.type_keys("alice\n");
+    alice.wait_for("password: ");
+    alice.type_keys("not-her-password\n");
+    alice.wait_for("unknown user or wrong password; please try again");
+    alice.wait_for("password: ");
+    alice.type_keys("alice-password\n");
+    alice.wait_for("* logged in as alice");
+}
+
+#[test]
+fn a_taken_name_is_told_before_the_password_and_asked_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("users.json"), &[]);
+    ChatClient::register(server.addr, "alice", "alice-password").finish();
+
+    let mut carol = TerminalClient::start(&server.addr.to_string(), &[]);
+    carol.wait_for("login or register? ");
+    carol.type_keys("register\n");
+    carol.wait_for("username: ");
+    carol.type_keys("ALICE\n");
+    carol.wait_for("already registered; please try again");
+    carol.wait_for("username: ");
+    carol.type_keys("bad name!\n");
+    carol.wait_for("may hold only ASCII letters");
+    carol.wait_for("username: ");
+    carol.type_keys("carol\n");
+    carol.wait_for("password: ");
+    carol.type_keys("short\n");
+    carol.wait_for("at least 8 characters; please try again");
+    carol.wait_for("password: ");
+    carol.type_keys("carol-password\n");
+    carol.wait_for("password again: ");
+    carol.type_keys("carol-passwort\n");
+    carol.wait_for("the two passwords differ");
+    carol.wait_for("password: ");
+    carol.type_keys("carol-password\n");
+    carol.wait_for("password again: ");
+    carol.type_keys("carol-password\n");
+    carol.wait_for("* logged in as carol");
+}
+
+#[test]
+fn check_name_answers_without_ending_the_connection() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("users.json"), &[]);
+    ChatClient::register(server.addr, "alice", "alice-password").finish();
+
+    let mut raw = RawConnection::connect(server.addr);
+    raw.send(&json!({"type": "check_name", "username": "Alice"}));
+    let taken = raw.expect("an answer", |_| true);
+    assert_eq!(
+        (&taken["type"], &taken["code"], &taken["fatal"]),
+        (&json!("error"), &json!("name_taken"), &json!(false)),
+        "{taken}"
+    );
+    raw.send(&json!({"type": "check_name", "username": "no spaces"}));
+    let invalid = raw.expect("an answer", |_| true);
+    assert_eq!(invalid["code"], "invalid_username", "{invalid}");
+    raw.send(&json!({"type": "check_name", "username": "carol"}));
+    let free = raw.expect("an answer", |_| true);
+    assert_eq!(free, json!({"type": "name_ok", "username": "carol"}));
+    // The same connection registers afterwards.
+    let welcome = raw.authenticate(true, "carol", "carol-password");
+    assert_eq!(welcome["type"], "welcome", "{welcome}");
+}
+
+// ---- /me ----
+
+#[test]
+fn me_is_shown_as_an_action_to_the_others() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("users.json"), &[]);
+    let mut bob = TerminalClient::start(&server.addr.to_string(), &[]);
+    bob.register("bob", "bob-password");
+    let mut carol = ChatClient::register(server.addr, "carol", "carol-password");
+    let mut alice = ChatClient::register(server.addr, "alice", "alice-password");
+    bob.wait_for("* alice joined");
+    carol.expect(r#""alice" joined"#, |e| {
+        e["event"] == "joined" && e["peer"]["username"] == "alice"
+    });
+
+    alice.send("/me waves");
+    bob.wait_for("* alice waves");
+    let action = carol.expect_event("action");
+    assert_eq!(
+        action,
+        json!({"event": "action", "from": "alice", "text": "waves"})
+    );
+}
+
+// ---- Addresses and errors ----
+
+#[test]
+fn a_bad_port_is_a_usage_error_before_any_connection() {
+    for server in ["127.0.0.1:99999", "127.0.0.1:http", "127.0.0.1:", "a:b:c"] {
+        let config = tempfile::tempdir().unwrap();
+        let output = Command::new(client_bin())
+            .args(["--server", server])
+            .env("XDG_CONFIG_HOME", config.path())
+            .env("HOME", config.path())
+            .stdin(Stdio::null())
+            .output()
+            .expect("run p2pchat-client");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{server}: {stderr}");
+        assert!(stderr.contains("--server"), "{server}: {stderr}");
+        assert!(output.stdout.is_empty(), "{server}: connected anyway");
+    }
+}
+
+#[test]
+fn a_server_without_a_port_means_12000_and_a_port_that_says_nothing_is_not_a_p2pchat_server() {
+    // An address of the loopback range nobody else uses, port 12000, played by the test: it
+    // accepts and says nothing.
+    let Ok(silent) = TcpListener::bind("127.0.0.78:12000") else {
+        eprintln!("skipped: 127.0.0.78:12000 is in use (a server on 0.0.0.0:12000?)");
+        return;
+    };
+    // Accepts within the deadline, so that a client that never comes fails the test, not hangs it.
+    silent.set_nonblocking(true).unwrap();
+    let accepted = thread::spawn(move || {
+        let start = Instant::now();
+        while start.elapsed() < DEADLINE {
+            if let Ok((stream, _)) = silent.accept() {
+                return Some(stream);
+            }
+            thread::sleep(Duration::from_millis(10));
+        }
+        None
+    });
+    let config = tempfile::tempdir().unwrap();
+    let output = Command::new(client_bin())
+        .args(["--server", "127.0.0.78"])
+        .env("XDG_CONFIG_HOME", config.path())
+        .env("HOME", config.path())
+        .stdin(Stdio::null())
+        .output()
+        .expect("run p2pchat-client");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stdout.starts_with("* connecting to 127.0.0.78:12000…"),
+        "{stdout}"
+    );
+    assert_eq!(output.status.code(), Some(3), "{stderr}");
+    assert!(accepted.join().unwrap().is_some(), "the client never came");
+    assert!(
+        stderr.contains("127.0.0.78:12000 is not a p2pchat server"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn a_refused_connection_asks_whether_the_server_is_running() {
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let config = tempfile::tempdir().unwrap();
+    let output = Command::new(client_bin())
+        .args(["--server", &format!("127.0.0.1:{port}")])
+        .env("XDG_CONFIG_HOME", config.path())
+        .env("HOME", config.path())
+        .stdin(Stdio::null())
+        .output()
+        .expect("run p2pchat-client");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(3), "{stderr}");
+    assert!(
+        stderr.contains("is the server running? (`just server`)"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn the_server_binds_a_port_alone_and_a_host_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let any = Server::start_on("0", &dir.path().join("users.json"), &[]);
+    assert!(any.addr.ip().is_unspecified(), "{}", any.addr);
+    let named = Server::start_on("localhost:0", &dir.path().join("users2.json"), &[]);
+    assert!(named.addr.ip().is_loopback(), "{}", named.addr);
+    let status = Command::new(server_bin())
+        .args(["--bind", "127.0.0.1:99999"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .unwrap();
+    assert_eq!(status.code(), Some(2));
+}
+
+// ---- Leaving ----
+
+#[test]
+fn the_answer_to_l_is_printed_before_q_quits_a_script() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("users.json"), &[]);
+    let mut alice = ChatClient::register(server.addr, "alice", "alice-password");
+    alice.send(":l\n:q");
+    let finished = alice.finish();
+    assert_eq!(finished.status.code(), Some(0), "{}", finished.stderr);
+    let after_welcome: Vec<_> = finished
+        .events
+        .iter()
+        .skip_while(|e| e["event"] != "welcome")
+        .skip(1)
+        .collect();
+    assert!(
+        after_welcome
+            .iter()
+            .any(|e| e["event"] == "peers" && peer_names(e) == ["alice"]),
+        "no answer to :l: {after_welcome:?}"
+    );
+}
