@@ -301,10 +301,13 @@ fn thirty_pasted_lines_all_arrive_in_order_without_a_rate_limited_warning() {
     alice.wait_for("* bob joined");
     let from = alice.output().len();
 
-    // A terminal pastes line breaks as carriage returns, as Enter sends them.
-    let paste: String = (1..=30).map(|n| format!("pasted line {n}\r")).collect();
+    // A terminal pastes as the editor asked it to (bracketed paste: ESC [200~ … ESC [201~, line
+    // breaks as carriage returns); the editor keeps the paste whole until Enter sends it.
+    let block: String = (1..=30).map(|n| format!("pasted line {n}\r")).collect();
+    let paste = format!("\x1b[200~{block}\x1b[201~");
     let pasted = Instant::now();
     alice.type_keys(&paste);
+    alice.type_keys("\r");
     let received: Vec<String> = (0..30)
         .map(|_| {
             bob.expect_event("message")["text"]

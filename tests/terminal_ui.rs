@@ -348,6 +348,10 @@ fn a_mention_or_a_direct_message_rings_the_bell_unless_no_bell() {
 
     let mut quiet = TerminalClient::start(room.server.addr, &["--no-bell"]);
     quiet.register("carol", "carol-password");
+    // bob can only send carol a direct message once he knows her address.
+    room.bob.expect(r#""carol" joined"#, |e| {
+        e["event"] == "joined" && e["peer"]["username"] == "carol"
+    });
     let from = quiet.seen;
     room.bob.send("carol: quietly");
     room.bob.send("@carol: quietly too");

@@ -197,20 +197,24 @@ fn read_lines(
 ) -> Ending {
     loop {
         match editor.readline(PROMPT) {
-            Ok(line) => {
-                erase_echo(&line);
-                if editor.add_history_entry(line.as_str()).unwrap_or(false) {
-                    if let Some(file) = &history_file {
-                        // Written at once, so a crash or a kill loses nothing typed before.
-                        let _ = editor.append_history(file);
+            Ok(typed) => {
+                erase_echo(&typed);
+                // A paste arrives as one buffer with its line breaks (the terminal brackets it,
+                // and the editor keeps it whole until Enter): each of its lines is a line typed.
+                for line in typed.split('\n') {
+                    if editor.add_history_entry(line).unwrap_or(false) {
+                        if let Some(file) = &history_file {
+                            // Written at once, so a crash or a kill loses nothing typed before.
+                            let _ = editor.append_history(file);
+                        }
                     }
-                }
-                let quit = matches!(command::parse(&line), Ok(Some(Command::Quit)));
-                if runtime::block_on(lines.send(line)).is_err() {
-                    return Ending::Quit;
-                }
-                if quit {
-                    return Ending::Quit;
+                    let quit = matches!(command::parse(line), Ok(Some(Command::Quit)));
+                    if runtime::block_on(lines.send(line.to_string())).is_err() {
+                        return Ending::Quit;
+                    }
+                    if quit {
+                        return Ending::Quit;
+                    }
                 }
             }
             Err(ReadlineError::Interrupted) => return Ending::Interrupted,
@@ -222,10 +226,17 @@ fn read_lines(
 
 /// Erases the prompt and the line just typed, which the editor leaves on the screen: the chat
 /// shows the person's line as everyone else's, `<alice> text`, or not at all for a command.
-fn erase_echo(line: &str) {
+fn erase_echo(typed: &str) {
     let columns = terminal_columns().max(1);
-    let width = PROMPT.width() + line.width();
-    let rows = width.div_ceil(columns).max(1);
+    // The prompt, then each line of the buffer (a paste has several) on rows of its own.
+    let rows: usize = typed
+        .split('\n')
+        .enumerate()
+        .map(|(i, line)| {
+            let prompt = if i == 0 { PROMPT.width() } else { 0 };
+            (prompt + line.width()).div_ceil(columns).max(1)
+        })
+        .sum();
     let mut stdout = io::stdout().lock();
     let _ = write!(stdout, "\x1b[{rows}A\r\x1b[J");
     let _ = stdout.flush();
