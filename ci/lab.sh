@@ -425,12 +425,17 @@ if command -v editcap >/dev/null 2>&1; then
   editcap -F pcapng "$OUT/newclient.pcap" "$OUT/newclient.pcapng"
 fi
 printf '%s\n' "$DIRECT_1" "$DIRECT_2" >"$OUT/direct-messages.txt"
-NAMES=(--name "$SERVER_IP=webserver" --name "${IP[client1]}=client1" --name "${IP[client2]}=client2" --name "${IP[client3]}=client3")
+NAMES=(--name "$SERVER_IP=webserver" --name "${IP[client1]}=client1" --name "${IP[client2]}=client2" --name "${IP[client3]}=client3"
+  --name "$DNS_IP=dns")
 
 "$TRACE" handshakes "$OUT/webserver.pcap" --json >"$OUT/handshakes-webserver.json"
 "$TRACE" udp "$OUT/client1.pcap" --json >"$OUT/udp-client1.json"
-"$TRACE" diagram "$OUT/newclient.pcap" "${NAMES[@]}" >"$OUT/diagram.mmd"
-"$TRACE" diagram "$OUT/newclient.pcap" "${NAMES[@]}" --format text >"$OUT/diagram.txt"
+# The report's diagram: the server's interface and client1's, merged into one timeline.
+MERGED=("$OUT/newclient-webserver.pcap" "$OUT/newclient.pcap")
+"$TRACE" diagram "${MERGED[@]}" "${NAMES[@]}" >"$OUT/diagram.mmd"
+"$TRACE" diagram "${MERGED[@]}" "${NAMES[@]}" --format text >"$OUT/diagram.txt"
+"$TRACE" diagram "${MERGED[@]}" "${NAMES[@]}" --format svg >"$OUT/diagram.svg"
+"$TRACE" diagram "${MERGED[@]}" "${NAMES[@]}" --json >"$OUT/diagram.json"
 "$TRACE" diagram "$OUT/client1.pcap" "${NAMES[@]}" >"$OUT/diagram-client1.mmd"
 {
   echo "# The lab's answers, from the captures in $OUT"
@@ -441,7 +446,8 @@ NAMES=(--name "$SERVER_IP=webserver" --name "${IP[client1]}=client1" --name "${I
   echo "## 2. UDP: the datagrams client1 sent and received (client1.pcap)"
   "$TRACE" udp "$OUT/client1.pcap"
   echo
-  echo "## 3. Every packet when a new client connects and sends one direct message (newclient.pcap)"
+  echo "## 3. Every packet when a new client connects and sends one direct message"
+  echo "(newclient-webserver.pcap, the server's eth0, and newclient.pcap, client1's, merged: each packet once)"
   cat "$OUT/diagram.txt"
 } >"$OUT/answers.txt"
 cat "$OUT/answers.txt"
@@ -452,6 +458,39 @@ for text in "$DIRECT_1" "$DIRECT_2"; do
   if grep -qaF -- "$text" "$OUT/webserver.pcap"; then die "\"$text\" is in the server's capture"; fi
 done
 grep -qaF -- "$DIRECT_2" "$OUT/newclient.pcap" || die "the second direct message is not in newclient.pcap"
+
+# ---- the merged diagram: what the report's picture must show -------------------------------------
+# Arrow numbers (jq over diagram.json) of the first step matching a jq condition; "" if none.
+first_step() { jq -r "[.steps[] | select($1) | .number] | first // empty" "$OUT/diagram.json"; }
+participant() { jq -r --arg ip "$1" '[.participants[].ip] | index($ip)' "$OUT/diagram.json"; }
+C1=$(participant "${IP[client1]}") C2=$(participant "${IP[client2]}") C3=$(participant "${IP[client3]}")
+DNS=$(participant "$DNS_IP") SRV=$(participant "$SERVER_IP")
+query=$(first_step ".dns != null and (.dns.response | not) and .from == $C1 and .dns.questions[0].name == \"$SERVER_NAME\" and .dns.questions[0].qtype == 1")
+answer=$(first_step ".dns != null and .dns.response and .to == $C1 and ([.dns.answers[] | select(.rtype == 1) | .data] == [\"$SERVER_IP\"])")
+syn=$(first_step ".label | test(\"\\\\[SYN\\\\]\")")
+login=$(first_step "(.messages | index(\"login\")) != null")
+welcome=$(first_step "(.messages | index(\"welcome\")) != null")
+[ -n "$query" ] && [ -n "$answer" ] || die "the diagram has no DNS query for $SERVER_NAME (A) and answer $SERVER_IP from client1"
+[ "$DNS" != null ] && [ "$query" -lt "$answer" ] && [ "$answer" -lt "$syn" ] ||
+  die "the DNS query ($query) and answer ($answer) do not come before the SYN ($syn)"
+for c in "$C2" "$C3"; do
+  joined=$(first_step ".from == $SRV and .to == $c and (.messages | index(\"joined\")) != null")
+  [ -n "$joined" ] || die "the diagram has no joined from the server to participant $c"
+  acked=$(first_step ".from == $c and .to == $SRV and .number > $joined and (.label | test(\"\\\\[ACK\\\\]\"))")
+  [ -n "$acked" ] || die "the joined to participant $c ($joined) is not acknowledged in the diagram"
+  left=$(first_step ".from == $SRV and .to == $c and (.messages | index(\"left\")) != null")
+  [ -n "$left" ] || die "the diagram has no left from the server to participant $c"
+done
+# The login does not lock the server: bob's room message and its fan-out cross between the new
+# client's login and its welcome (the hash, at the default cost, runs off the broker's task).
+between=$(jq -r --argjson a "$login" --argjson b "$welcome" --argjson c1 "$C1" \
+  '[.steps[] | select(.number > $a and .number < $b and .from != $c1 and .to != $c1 and (.messages | length) > 0)] | length' \
+  "$OUT/diagram.json")
+[ "$between" -gt 0 ] || die "no other client's message crossed between login ($login) and welcome ($welcome)"
+jq -r --argjson a "$login" --argjson b "$welcome" '.steps as $s |
+  "   login (\($s[$a - 1].time * 1000 | floor) ms) to welcome (\($s[$b - 1].time * 1000 | floor) ms): '"$between"' other message(s) in between"' \
+  "$OUT/diagram.json"
+# ---- end of the merged diagram ---------------------------------------------------------------------
 
 # ---- what an eavesdropper sees (the encrypted run against the plaintext one) ----------------------
 # The same three secrets, looked for in the raw bytes of each capture (what anyone on the LAN
@@ -523,7 +562,8 @@ END=$(date +%s.%N)
 echo
 say "done in $(awk -v a="$START" -v b="$END" 'BEGIN { printf "%.1f", b - a }') s"
 echo "captures: $OUT/webserver.pcap (Ethernet), $OUT/client1.pcap (Linux cooked), $OUT/newclient.pcap$([ -f "$OUT/newclient.pcapng" ] && echo " and .pcapng")"
-echo "answers:  $OUT/answers.txt; diagram: $OUT/diagram.mmd (Mermaid), $OUT/diagram.txt"
+echo "answers:  $OUT/answers.txt; diagram (server's and client1's captures merged): $OUT/diagram.mmd (Mermaid),"
+echo "          $OUT/diagram.txt, $OUT/diagram.svg (the report's picture: just report)"
 echo "both direct messages are in client1's capture and absent from the server's"
 echo "encrypted run: $OUT/encrypted-webserver.pcap, $OUT/encrypted-client1.pcap; the password, the room text and"
 echo "          the direct message are in the plaintext captures and in neither encrypted one ($OUT/eavesdropper.txt)"
