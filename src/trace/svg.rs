@@ -12,11 +12,11 @@ use super::diagram::Diagram;
 /// Layout, in SVG user units (scaled to the page's width by whoever embeds the picture).
 const MARGIN: f64 = 8.0;
 /// The number and time column on the left.
-const TIME_COLUMN: f64 = 78.0;
+const TIME_COLUMN: f64 = 64.0;
 /// Width of one host's lane.
-const LANE: f64 = 74.0;
+const LANE: f64 = 60.0;
 /// Height of one arrow's row.
-const ROW: f64 = 11.0;
+const ROW: f64 = 13.0;
 /// Height of the hosts' header.
 const HEADER: f64 = 30.0;
 /// Font size of labels, and the advance of one character of the monospace font (~0.6 em).
