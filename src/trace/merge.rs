@@ -80,7 +80,7 @@ impl Matcher {
     pub fn same_as(&mut self, frame: &Frame, capture: usize) -> Option<usize> {
         let entries = self.seen.get_mut(&identity(frame)?)?;
         let entry = entries.iter_mut().find(|(at, captures, _)| {
-            !captures.contains(&capture) && abs_diff(*at, frame.timestamp) <= SAME_PACKET_WINDOW
+            !captures.contains(&capture) && at.abs_diff(frame.timestamp) <= SAME_PACKET_WINDOW
         })?;
         entry.1.push(capture);
         Some(entry.2)
@@ -94,14 +94,6 @@ impl Matcher {
                 .or_default()
                 .push((frame.timestamp, vec![capture], index));
         }
-    }
-}
-
-fn abs_diff(a: Duration, b: Duration) -> Duration {
-    if a > b {
-        a - b
-    } else {
-        b - a
     }
 }
 
