@@ -17,7 +17,12 @@ lab-check:
     @bash ci/lab-check.sh
     @bash ci/lab-check.sh --files fixtures/captures/*
 
-# Read a capture: handshakes, udp or diagram FILE (see p2pchat-trace --help).
+# After `just lab`: the course's PDF report (at most two A4 pages, the merged diagram as its picture,
+# the run's own numbers) rendered with WeasyPrint into target/lab/report.pdf, then checked.
+report:
+    bash ci/report.sh
+
+# Read a capture: handshakes, udp or diagram FILE... (see p2pchat-trace --help).
 trace *ARGS:
     @cargo run --quiet --bin p2pchat-trace -- {{ARGS}}
 

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what a fresh machine lacks to build, test and lint p2pchat: the C linker Rust needs
 # (gcc, libc6-dev), `just`, and the Rust components rustfmt and clippy; for `just lab` and its
-# check: tcpdump, tshark, jq, iproute2 and procps; and nftables for the loss test (tests/loss.rs)
+# check: tcpdump, tshark, jq, iproute2 and procps; the lab's DNS server (dnsmasq-base: the binary,
+# no system service) and its report's toolchain (weasyprint, poppler-utils' pdfinfo and pdftotext); and nftables for the loss test (tests/loss.rs)
 # (apt, as root or through password-less sudo, only those missing). Idempotent; used by .ci/run and by the GitHub Actions workflow. The Rust
 # toolchain itself (rustup, Rust 1.88 or newer: `rust-version` in Cargo.toml) must be there already.
 set -euo pipefail
@@ -20,7 +21,8 @@ done
 # The lab's tools and the linker Rust needs, as command:Debian package (ip, sysctl and cc may be
 # absent from minimal images).
 missing=()
-for pair in tcpdump:tcpdump tshark:tshark jq:jq ip:iproute2 sysctl:procps nft:nftables cc:gcc cc:libc6-dev; do
+for pair in tcpdump:tcpdump tshark:tshark jq:jq ip:iproute2 sysctl:procps nft:nftables cc:gcc cc:libc6-dev \
+  dnsmasq:dnsmasq-base weasyprint:weasyprint pdfinfo:poppler-utils; do
   command -v "${pair%%:*}" >/dev/null 2>&1 || missing+=("${pair#*:}")
 done
 if [ "${#missing[@]}" -gt 0 ]; then
@@ -59,7 +61,7 @@ if ! command -v just >/dev/null 2>&1; then
 fi
 just --version
 
-for tool in tcpdump tshark jq ip sysctl nft cc; do
+for tool in tcpdump tshark jq ip sysctl nft cc dnsmasq weasyprint pdfinfo; do
   if command -v "$tool" >/dev/null 2>&1; then
     echo "$tool: $(command -v "$tool")"
   fi

@@ -2,7 +2,8 @@
 # Checks p2pchat-trace's answers against tshark's on the same capture files: packet counts, every
 # SYN and SYN-ACK (absolute sequence and acknowledgement numbers), every UDP header, the diagram's
 # arrows per protocol, every TLS record (content type, version, length, handshake types) and every
-# sealed datagram's header; that the lab's direct messages are in a UDP datagram from client1 to
+# sealed datagram's header, every DNS query and answer (name, type, A records); that the lab's
+# DNS server answered client1's query for the server's name before the first SYN; that the lab's direct messages are in a UDP datagram from client1 to
 # client2 and nowhere in the server's capture; and what an eavesdropper finds in each capture (the
 # password, room text and direct message of both runs: in the plaintext captures, in no encrypted one).
 #
@@ -153,7 +154,19 @@ for file in "${FILES[@]}"; do
   same "$name: sealed datagram headers" "$TMP/sealed.tshark" "$TMP/sealed.trace"
   # ---- end of TLS records and sealed datagrams -----------------------------------------------------
 
-  echo "ok: $name — $(cat "$TMP/count.trace") packets, $(grep -c ' SYN ' "$TMP/syn.trace" || true) handshake(s), $(wc -l <"$TMP/udp.trace") UDP datagram(s), $(wc -l <"$TMP/tls.trace") TLS record(s), $(wc -l <"$TMP/sealed.trace") sealed datagram(s) agree with tshark"
+  # ---- DNS (the lab's lookup of chat.lab) ---------------------------------------------------------
+  # Every DNS message: frame, response (1) or query (0), the questions' names and types, the A
+  # records' addresses (tshark's dns.qry.name, dns.qry.type, dns.a; several values joined by commas).
+  tshark_fields "$file" "dns" frame.number dns.flags.response dns.qry.name dns.qry.type dns.a |
+    awk '{ $2 = ($2 == "1" || $2 == "True") ? 1 : 0; print }' | sed 's/ *$//' >"$TMP/dns.tshark"
+  "$TRACE" diagram "$file" --json | jq -r '.steps[] | select(.dns != null) |
+    "\(.packet) \(if .dns.response then 1 else 0 end) \(.dns.questions | map(.name) | join(",")) \(
+      .dns.questions | map(.qtype | tostring) | join(",")) \([.dns.answers[] | select(.rtype == 1) | .data] | join(","))"' |
+    sed 's/ *$//' >"$TMP/dns.trace"
+  same "$name: DNS queries and answers (name, type, A records)" "$TMP/dns.tshark" "$TMP/dns.trace"
+  # ---- end of DNS ----------------------------------------------------------------------------------
+
+  echo "ok: $name — $(cat "$TMP/count.trace") packets, $(grep -c ' SYN ' "$TMP/syn.trace" || true) handshake(s), $(wc -l <"$TMP/udp.trace") UDP datagram(s), $(wc -l <"$TMP/tls.trace") TLS record(s), $(wc -l <"$TMP/sealed.trace") sealed datagram(s), $(wc -l <"$TMP/dns.trace") DNS message(s) agree with tshark"
   CHECKED=$((CHECKED + 1))
 done
 
@@ -171,6 +184,20 @@ if [ -n "$OUT" ] && [ -f "$OUT/direct-messages.txt" ]; then
     echo "ok: \"$text\" — in $hits UDP datagram(s) client1 -> client2, in none of the server's packets"
   done <"$OUT/direct-messages.txt"
 fi
+# ---- the lab's DNS: client1 asked the lab's DNS server for each name and got its address ---------
+# names.txt (from ci/lab.sh): NAME=ADDRESS, the zone dnsmasq answers. The new client's lookup of the
+# server's name is in newclient.pcap: a query of type A and an answer with the address, by tshark.
+if [ -n "$OUT" ] && [ -f "$OUT/names.txt" ] && [ -f "$OUT/newclient.pcap" ]; then
+  IFS='=' read -r server_name server_ip <"$OUT/names.txt"
+  q=$(tshark_fields "$OUT/newclient.pcap" "dns.flags.response == 0 && dns.qry.name == \"$server_name\" && dns.qry.type == 1 && ip.src == 10.20.30.11" frame.number | head -n 1)
+  a=$(tshark_fields "$OUT/newclient.pcap" "dns.flags.response == 1 && dns.qry.name == \"$server_name\" && dns.a == $server_ip && ip.dst == 10.20.30.11" frame.number | head -n 1)
+  syn=$(tshark_fields "$OUT/newclient.pcap" "tcp.flags.syn == 1 && tcp.flags.ack == 0" frame.number | head -n 1)
+  [ -n "$q" ] && [ -n "$a" ] || die "newclient.pcap: tshark finds no DNS query for $server_name (A) and answer $server_ip"
+  [ "$q" -lt "$a" ] && [ "$a" -lt "$syn" ] || die "newclient.pcap: the DNS query ($q) and answer ($a) are not before the SYN ($syn)"
+  echo "ok: newclient.pcap — DNS query A $server_name (frame $q), answer $server_ip (frame $a), before the SYN (frame $syn)"
+fi
+# ---- end of the lab's DNS ---------------------------------------------------------------------------
+
 # ---- what an eavesdropper sees (ci/lab.sh's secrets.txt: what, text, expected per capture) --------
 # tshark's count of packets containing each secret, in the plaintext and the encrypted captures.
 if [ -n "$OUT" ] && [ -f "$OUT/secrets.txt" ]; then

@@ -2,15 +2,17 @@
 # `just lab`: the networking lab, reproduced on one Linux machine with real packets.
 #
 # Builds the lab's topology in network namespaces — a bridge in a namespace of its own, the server
-# host "webserver" (10.20.30.3) and clients "client1".."client3" (10.20.30.11-13), each with a hosts
-# file that makes chat.lab resolve to the server — captures with tcpdump on the server and on
-# client1, runs the real server and scripted clients by hostname, then answers the lab's questions
+# host "webserver" (10.20.30.3), clients "client1".."client3" (10.20.30.11-13) and a DNS server,
+# dnsmasq in namespace "dns" (10.20.30.2), authoritative for chat.lab (chat.lab -> 10.20.30.3,
+# client1..3.chat.lab), which every host's resolver asks (/etc/netns/NS/resolv.conf) — captures with
+# tcpdump on the server and on client1, runs the real server and scripted clients by hostname (the
+# plaintext server at the default scrypt cost, as deployed), then answers the lab's questions
 # with p2pchat-trace and writes everything to target/lab/ (or $LAB_OUT). Twice: a --plaintext run
 # (the course's questions are about what the packets carry), then an encrypted run in the default
 # mode (TLS to the server, sealed direct messages) with the same password, room text and direct
 # message; the lab fails unless each is in the plaintext captures and in neither encrypted one.
 #
-# Needs root, tcpdump and jq (.ci/run installs them; this script installs nothing). The root namespace
+# Needs root, tcpdump, jq and dnsmasq (.ci/run installs them; this script installs nothing). The root namespace
 # gets no address or route into 10.20.30.0/24: every packet stays in the namespaces made here, and
 # a trap removes them, the processes and the hosts files on success, failure, Ctrl-C or timeout.
 #
@@ -30,6 +32,7 @@ command -v tcpdump >/dev/null 2>&1 || die "tcpdump is not installed (apt-get ins
 command -v ip >/dev/null 2>&1 || die "ip (iproute2) is not installed"
 command -v ss >/dev/null 2>&1 || die "ss (iproute2) is not installed"
 command -v jq >/dev/null 2>&1 || die "jq is not installed (apt-get install jq; bash .ci/run installs it)"
+command -v dnsmasq >/dev/null 2>&1 || die "dnsmasq is not installed (apt-get install dnsmasq-base; bash ci/install.sh installs it)"
 
 if [ -z "${P2PLAB_BOUNDED:-}" ]; then
   # Build first (unbounded: a cold build takes minutes), then run the lab itself under timeout(1),
@@ -51,8 +54,12 @@ SUBNET=10.20.30
 SERVER_IP=$SUBNET.3
 SERVER_NAME=chat.lab
 PORT=12000
-HOSTS=(webserver client1 client2 client3)
-declare -A IP=([webserver]=$SUBNET.3 [client1]=$SUBNET.11 [client2]=$SUBNET.12 [client3]=$SUBNET.13)
+HOSTS=(dns webserver client1 client2 client3)
+declare -A IP=([dns]=$SUBNET.2 [webserver]=$SUBNET.3 [client1]=$SUBNET.11 [client2]=$SUBNET.12 [client3]=$SUBNET.13)
+DNS_IP=${IP[dns]}
+# The lab's zone, as the DNS server answers it: NAME=ADDRESS.
+ZONE=("$SERVER_NAME=$SERVER_IP" "client1.$SERVER_NAME=${IP[client1]}" "client2.$SERVER_NAME=${IP[client2]}"
+  "client3.$SERVER_NAME=${IP[client3]}")
 DIRECT_1="lab direct message 1: alice to bob, peer to peer"
 DIRECT_2="lab direct message 2: the new client to bob"
 WAIT=15          # seconds: the longest wait for any one event
@@ -69,8 +76,8 @@ mkdir -p "$OUT"
 OUT=$(cd "$OUT" && pwd)
 # Only what an earlier run wrote is removed: LAB_OUT may name a folder that holds other files.
 rm -rf "$OUT/logs"
-rm -f "$OUT"/{webserver,client1,newclient}.pcap "$OUT/newclient.pcapng" "$OUT"/{handshakes-webserver,udp-client1}.json \
-  "$OUT"/{answers.txt,diagram.txt,diagram.mmd,diagram-client1.mmd,direct-messages.txt}
+rm -f "$OUT"/{webserver,client1,newclient,newclient-webserver}.pcap "$OUT/newclient.pcapng" "$OUT"/{handshakes-webserver,udp-client1}.json \
+  "$OUT"/{answers.txt,diagram.txt,diagram.mmd,diagram.svg,diagram.json,diagram-client1.mmd,direct-messages.txt,users.json,names.txt}
 # The encrypted run's files.
 rm -f "$OUT"/{encrypted-webserver,encrypted-client1}.pcap "$OUT"/{diagram-encrypted.mmd,diagram-encrypted.txt,eavesdropper.txt,secrets.txt}
 mkdir -p "$OUT/logs"
@@ -119,6 +126,16 @@ wait_for() {
   done
 }
 
+# Waits until FILE has at least N lines containing the fixed string TEXT.
+wait_count() { # FILE TEXT N WHAT
+  local file=$1 text=$2 n=$3 what=$4
+  local deadline=$(( $(date +%s) + WAIT ))
+  until [ "$(grep -cF -- "$text" "$file" 2>/dev/null)" -ge "$n" ]; do
+    [ "$(date +%s)" -lt "$deadline" ] || die "timed out waiting for $what"
+    sleep "$POLL"
+  done
+}
+
 # Waits for process PID (a child) to exit; fails with WHAT after the deadline.
 wait_exit() {
   local pid=$1 what=$2
@@ -158,15 +175,11 @@ ip -n "$PREFIX-switch" link set br0 up
 for host in "${HOSTS[@]}"; do
   ns=$PREFIX-$host
   netns_add "$ns"
-  # Per-namespace name resolution: `ip netns exec` bind-mounts /etc/netns/NS/* over /etc/*.
+  # Per-namespace name resolution: `ip netns exec` bind-mounts /etc/netns/NS/* over /etc/*. The
+  # hosts file knows only localhost, so every lab name is asked of the lab's DNS server, on the wire.
   mkdir -p "/etc/netns/$ns"
-  {
-    echo "127.0.0.1 localhost"
-    echo "$SERVER_IP $SERVER_NAME webserver"
-    for other in client1 client2 client3; do echo "${IP[$other]} $other"; done
-  } >"/etc/netns/$ns/hosts"
-  # No DNS server outside: a lookup the hosts file misses goes to the namespace's own loopback.
-  echo "nameserver 127.0.0.1" >"/etc/netns/$ns/resolv.conf"
+  echo "127.0.0.1 localhost" >"/etc/netns/$ns/hosts"
+  echo "nameserver $DNS_IP" >"/etc/netns/$ns/resolv.conf"
   # IPv6 off before any link is up: no router solicitations or MLD reports in the captures.
   ip netns exec "$ns" sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1
   ip -n "$PREFIX-switch" link add "v-$host" type veth peer name eth0 netns "$ns"
@@ -185,6 +198,26 @@ done
 if ip -o addr show | grep -qF " $SUBNET."; then
   die "the root namespace has an address in $SUBNET.0/24; the lab must stay in its namespaces"
 fi
+
+# ---- the DNS server -----------------------------------------------------------------------------
+# dnsmasq, as the course's own DNS server: authoritative for the lab's names (answered from
+# --host-record, never forwarded: --local, --no-resolv), nothing else read from the machine
+# (--conf-file=/dev/null, --no-hosts), in the foreground (--no-daemon: no pid file, its log on
+# stderr) so that the teardown stops it like every other process here.
+say "dnsmasq on dns ($DNS_IP), authoritative for $SERVER_NAME"
+DNSMASQ_ARGS=(--no-daemon --conf-file=/dev/null --no-resolv --no-hosts --bind-interfaces
+  --listen-address="$DNS_IP" --local="/$SERVER_NAME/" --log-queries --log-facility=-)
+for record in "${ZONE[@]}"; do DNSMASQ_ARGS+=(--host-record="${record%%=*},${record#*=}"); done
+ip netns exec "$PREFIX-dns" dnsmasq "${DNSMASQ_ARGS[@]}" >"$OUT/logs/dnsmasq.log" 2>&1 &
+PIDS+=("$!")
+wait_for "$OUT/logs/dnsmasq.log" "started, version" "dnsmasq to start"
+# Resolved once before the captures: fails here, clearly, if the lab's DNS does not answer.
+for record in "${ZONE[@]}"; do
+  got=$(ip netns exec "$PREFIX-client2" getent ahostsv4 "${record%%=*}" | awk 'NR == 1 { print $1 }')
+  [ "$got" = "${record#*=}" ] || die "${record%%=*} resolves to \"$got\" on client2, not ${record#*=} (logs/dnsmasq.log)"
+done
+printf '%s\n' "${ZONE[@]}" >"$OUT/names.txt"
+# ---- end of the DNS server ----------------------------------------------------------------------
 
 # ---- captures -----------------------------------------------------------------------------------
 # Packet counters of an interface (rx + tx), to know when tcpdump has written everything.
@@ -245,10 +278,12 @@ start_capture client1 client1 any
 
 # ---- the server and the clients -----------------------------------------------------------------
 # --plaintext on both sides: the lab's questions are about what the packets carry, so this run
-# keeps the protocol readable in the capture (the default, TLS, would hide every line).
-say "p2pchat-server on webserver, port $PORT (--plaintext)"
+# keeps the protocol readable in the capture (the default, TLS, would hide every line). The scrypt
+# cost is the default one (128 MiB, ~0.4 s a hash), so that the diagram shows what a real login
+# costs and that the server serves others meanwhile.
+say "p2pchat-server on webserver, port $PORT (--plaintext, default scrypt cost)"
 ip netns exec "$PREFIX-webserver" env RUST_LOG=info "$BIN/p2pchat-server" --plaintext \
-  --bind "0.0.0.0:$PORT" --users "$RUN/users.json" --scrypt-log-n 10 \
+  --bind "0.0.0.0:$PORT" --users "$RUN/users.json" \
   >"$OUT/logs/server.out" 2>"$OUT/logs/server.log" &
 SERVER_PID=$!
 PIDS+=("$SERVER_PID")
@@ -303,17 +338,36 @@ say "a new client on client1 connects, logs in and sends one direct message (the
 # Like a machine that has never talked to the others: client1 forgets the MAC addresses it
 # learnt, so the diagram shows the ARP exchanges a new client makes before its first packets.
 ip -n "$PREFIX-client1" neigh flush all
+# The same minutes seen from the server's interface too: `p2pchat-trace diagram` merges the two
+# captures into one timeline, so the diagram has client1's DNS and direct message as well as the
+# joined and left the server pushes to client2 and client3.
+start_capture newclient-webserver webserver eth0
 start_capture newclient client1 eth0
 start_client alice-again client1 14 40001
 send 14 login alice alice-password
+# While the server checks alice's password (default scrypt cost), bob talks to the room: the
+# diagram shows that traffic between login and welcome, because the hash runs off the tasks that
+# read, write and broadcast. bob speaks once the login line has reached the server's socket.
+deadline=$(( $(date +%s) + WAIT ))
+until ip netns exec "$PREFIX-webserver" ss -Htni state established "( sport = :$PORT and dst ${IP[client1]} )" |
+    grep -qE 'bytes_received:[1-9]'; do
+  [ "$(date +%s)" -lt "$deadline" ] || die "timed out waiting for the new client's login to reach the server"
+  sleep "$POLL"
+done
+send 12 "bob here, while alice logs in"
+wait_for "$OUT/logs/carol.jsonl" '"text":"bob here, while alice logs in"' "carol to get bob's message during the login"
 wait_for "$OUT/logs/alice-again.jsonl" '"event":"welcome"' "the new client's welcome"
+wait_for "$OUT/logs/carol.jsonl" '"event":"joined","peer":{"username":"alice"' "carol to see the new client join"
 send 14 "/msg bob $DIRECT_2"
 wait_for "$OUT/logs/bob.jsonl" "\"text\":\"$DIRECT_2\"" "bob to get the second direct message"
 send 14 ":q"
 exec 14>&-
 wait_exit "${CLIENT_PID[alice-again]}" "the new client"
 wait_closed client1
+wait_count "$OUT/logs/carol.jsonl" '"event":"left","username":"alice"' 2 "carol to see the new client leave"
 stop_capture newclient
+stop_capture newclient-webserver
+cp "$RUN/users.json" "$OUT/users.json"
 
 say "client2 and client3 leave; the server stops"
 send 12 ":q"; exec 12>&-
@@ -374,12 +428,17 @@ if command -v editcap >/dev/null 2>&1; then
   editcap -F pcapng "$OUT/newclient.pcap" "$OUT/newclient.pcapng"
 fi
 printf '%s\n' "$DIRECT_1" "$DIRECT_2" >"$OUT/direct-messages.txt"
-NAMES=(--name "$SERVER_IP=webserver" --name "${IP[client1]}=client1" --name "${IP[client2]}=client2" --name "${IP[client3]}=client3")
+NAMES=(--name "$SERVER_IP=webserver" --name "${IP[client1]}=client1" --name "${IP[client2]}=client2" --name "${IP[client3]}=client3"
+  --name "$DNS_IP=dns")
 
 "$TRACE" handshakes "$OUT/webserver.pcap" --json >"$OUT/handshakes-webserver.json"
 "$TRACE" udp "$OUT/client1.pcap" --json >"$OUT/udp-client1.json"
-"$TRACE" diagram "$OUT/newclient.pcap" "${NAMES[@]}" >"$OUT/diagram.mmd"
-"$TRACE" diagram "$OUT/newclient.pcap" "${NAMES[@]}" --format text >"$OUT/diagram.txt"
+# The report's diagram: the server's interface and client1's, merged into one timeline.
+MERGED=("$OUT/newclient-webserver.pcap" "$OUT/newclient.pcap")
+"$TRACE" diagram "${MERGED[@]}" "${NAMES[@]}" >"$OUT/diagram.mmd"
+"$TRACE" diagram "${MERGED[@]}" "${NAMES[@]}" --format text >"$OUT/diagram.txt"
+"$TRACE" diagram "${MERGED[@]}" "${NAMES[@]}" --format svg >"$OUT/diagram.svg"
+"$TRACE" diagram "${MERGED[@]}" "${NAMES[@]}" --json >"$OUT/diagram.json"
 "$TRACE" diagram "$OUT/client1.pcap" "${NAMES[@]}" >"$OUT/diagram-client1.mmd"
 {
   echo "# The lab's answers, from the captures in $OUT"
@@ -390,7 +449,8 @@ NAMES=(--name "$SERVER_IP=webserver" --name "${IP[client1]}=client1" --name "${I
   echo "## 2. UDP: the datagrams client1 sent and received (client1.pcap)"
   "$TRACE" udp "$OUT/client1.pcap"
   echo
-  echo "## 3. Every packet when a new client connects and sends one direct message (newclient.pcap)"
+  echo "## 3. Every packet when a new client connects and sends one direct message"
+  echo "(newclient-webserver.pcap, the server's eth0, and newclient.pcap, client1's, merged: each packet once)"
   cat "$OUT/diagram.txt"
 } >"$OUT/answers.txt"
 cat "$OUT/answers.txt"
@@ -401,6 +461,39 @@ for text in "$DIRECT_1" "$DIRECT_2"; do
   if grep -qaF -- "$text" "$OUT/webserver.pcap"; then die "\"$text\" is in the server's capture"; fi
 done
 grep -qaF -- "$DIRECT_2" "$OUT/newclient.pcap" || die "the second direct message is not in newclient.pcap"
+
+# ---- the merged diagram: what the report's picture must show -------------------------------------
+# Arrow numbers (jq over diagram.json) of the first step matching a jq condition; "" if none.
+first_step() { jq -r "[.steps[] | select($1) | .number] | first // empty" "$OUT/diagram.json"; }
+participant() { jq -r --arg ip "$1" '[.participants[].ip] | index($ip)' "$OUT/diagram.json"; }
+C1=$(participant "${IP[client1]}") C2=$(participant "${IP[client2]}") C3=$(participant "${IP[client3]}")
+DNS=$(participant "$DNS_IP") SRV=$(participant "$SERVER_IP")
+query=$(first_step ".dns != null and (.dns.response | not) and .from == $C1 and .dns.questions[0].name == \"$SERVER_NAME\" and .dns.questions[0].qtype == 1")
+answer=$(first_step ".dns != null and .dns.response and .to == $C1 and ([.dns.answers[] | select(.rtype == 1) | .data] == [\"$SERVER_IP\"])")
+syn=$(first_step ".label | test(\"\\\\[SYN\\\\]\")")
+login=$(first_step "(.messages | index(\"login\")) != null")
+welcome=$(first_step "(.messages | index(\"welcome\")) != null")
+[ -n "$query" ] && [ -n "$answer" ] || die "the diagram has no DNS query for $SERVER_NAME (A) and answer $SERVER_IP from client1"
+[ "$DNS" != null ] && [ "$query" -lt "$answer" ] && [ "$answer" -lt "$syn" ] ||
+  die "the DNS query ($query) and answer ($answer) do not come before the SYN ($syn)"
+for c in "$C2" "$C3"; do
+  joined=$(first_step ".from == $SRV and .to == $c and (.messages | index(\"joined\")) != null")
+  [ -n "$joined" ] || die "the diagram has no joined from the server to participant $c"
+  acked=$(first_step ".from == $c and .to == $SRV and .number > $joined and (.label | test(\"\\\\[ACK\\\\]\"))")
+  [ -n "$acked" ] || die "the joined to participant $c ($joined) is not acknowledged in the diagram"
+  left=$(first_step ".from == $SRV and .to == $c and (.messages | index(\"left\")) != null")
+  [ -n "$left" ] || die "the diagram has no left from the server to participant $c"
+done
+# The login does not lock the server: bob's room message and its fan-out cross between the new
+# client's login and its welcome (the hash, at the default cost, runs off the broker's task).
+between=$(jq -r --argjson a "$login" --argjson b "$welcome" --argjson c1 "$C1" \
+  '[.steps[] | select(.number > $a and .number < $b and .from != $c1 and .to != $c1 and (.messages | length) > 0)] | length' \
+  "$OUT/diagram.json")
+[ "$between" -gt 0 ] || die "no other client's message crossed between login ($login) and welcome ($welcome)"
+jq -r --argjson a "$login" --argjson b "$welcome" '.steps as $s |
+  "   login (\($s[$a - 1].time * 1000 | floor) ms) to welcome (\($s[$b - 1].time * 1000 | floor) ms): '"$between"' other message(s) in between"' \
+  "$OUT/diagram.json"
+# ---- end of the merged diagram ---------------------------------------------------------------------
 
 # ---- what an eavesdropper sees (the encrypted run against the plaintext one) ----------------------
 # The same three secrets, looked for in the raw bytes of each capture (what anyone on the LAN
@@ -472,7 +565,8 @@ END=$(date +%s.%N)
 echo
 say "done in $(awk -v a="$START" -v b="$END" 'BEGIN { printf "%.1f", b - a }') s"
 echo "captures: $OUT/webserver.pcap (Ethernet), $OUT/client1.pcap (Linux cooked), $OUT/newclient.pcap$([ -f "$OUT/newclient.pcapng" ] && echo " and .pcapng")"
-echo "answers:  $OUT/answers.txt; diagram: $OUT/diagram.mmd (Mermaid), $OUT/diagram.txt"
+echo "answers:  $OUT/answers.txt; diagram (server's and client1's captures merged): $OUT/diagram.mmd (Mermaid),"
+echo "          $OUT/diagram.txt, $OUT/diagram.svg (the report's picture: just report)"
 echo "both direct messages are in client1's capture and absent from the server's"
 echo "encrypted run: $OUT/encrypted-webserver.pcap, $OUT/encrypted-client1.pcap; the password, the room text and"
 echo "          the direct message are in the plaintext captures and in neither encrypted one ($OUT/eavesdropper.txt)"

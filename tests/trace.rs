@@ -373,12 +373,17 @@ fn the_reports_diagrams_are_the_ones_generated_from_the_committed_captures() {
         2,
         "the new client's diagram, then the encrypted run's"
     );
-    for (block, capture) in blocks.iter().zip([NEW_CLIENT_PCAPNG, ENCRYPTED_PCAP]) {
-        let (_, frames) = trace::load(fixture_capture(capture)).unwrap();
-        let generated = Diagram::build(&frames, &lab_names()).to_mermaid();
+    let (_, server) = trace::load(fixture_capture(MERGED_SERVER_PCAP)).unwrap();
+    let (_, client1) = trace::load(fixture_capture(MERGED_CLIENT1_PCAP)).unwrap();
+    let (_, encrypted) = trace::load(fixture_capture(ENCRYPTED_PCAP)).unwrap();
+    let generated = [
+        Diagram::merge(&[&server, &client1], &lab_names_with_dns()).to_mermaid(),
+        Diagram::build(&encrypted, &lab_names()).to_mermaid(),
+    ];
+    for (block, generated) in blocks.iter().zip(generated) {
         assert_eq!(
             *block, generated,
-            "regenerate it: p2pchat-trace diagram fixtures/{capture} --name ... (docs/report.md says how)"
+            "regenerate it: p2pchat-trace diagram fixtures/captures/... --name ... (docs/report.md says how)"
         );
     }
 }
@@ -604,4 +609,179 @@ fn the_commands_label_tls_and_sealed_datagrams_on_the_encrypted_capture() {
     assert_eq!(diagram["steps"][3]["tls"][0]["content"], "handshake");
     assert_eq!(diagram["steps"][3]["tls"][0]["version"], "0x0301");
     assert_eq!(diagram["steps"][15]["sealed"]["kind"], "message");
+}
+
+// ---- the lab's DNS and the merged diagram (merged-webserver.pcap, merged-client1.pcap) ----------
+// The new client's minutes as `just lab` captured them on the server's eth0 and on client1's eth0,
+// with the lab's DNS server (dnsmasq, 10.20.30.2) answering for chat.lab. Expected numbers are
+// tshark's: `tshark -r FILE -Y dns -T fields -e frame.number -e dns.flags.response -e dns.qry.name
+// -e dns.qry.type -e dns.a`.
+
+const MERGED_SERVER_PCAP: &str = "captures/merged-webserver.pcap";
+const MERGED_CLIENT1_PCAP: &str = "captures/merged-client1.pcap";
+
+fn lab_names_with_dns() -> HashMap<IpAddr, String> {
+    let mut names = lab_names();
+    names.insert("10.20.30.2".parse().unwrap(), "dns".to_string());
+    names
+}
+
+#[test]
+fn the_new_clients_dns_lookup_has_tsharks_names_types_and_addresses_before_its_syn() {
+    let json = json_of(&[
+        "diagram",
+        fixture_capture(MERGED_CLIENT1_PCAP).to_str().unwrap(),
+        "--json",
+    ]);
+    let dns: Vec<(u64, bool, String, u64, Vec<String>)> = json["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| !s["dns"].is_null())
+        .map(|s| {
+            let d = &s["dns"];
+            let a = d["answers"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|r| r["rtype"] == 1)
+                .map(|r| r["data"].as_str().unwrap().to_string())
+                .collect();
+            (
+                s["packet"].as_u64().unwrap(),
+                d["response"].as_bool().unwrap(),
+                d["questions"][0]["name"].as_str().unwrap().to_string(),
+                d["questions"][0]["qtype"].as_u64().unwrap(),
+                a,
+            )
+        })
+        .collect();
+    let chat = || "chat.lab".to_string();
+    assert_eq!(
+        dns,
+        vec![
+            (3, false, chat(), 1, vec![]),
+            (4, true, chat(), 1, vec!["10.20.30.3".to_string()]),
+            (5, false, chat(), 28, vec![]),
+            (6, true, chat(), 28, vec![]),
+        ],
+        "tshark: 3 0 chat.lab 1 / 4 1 chat.lab 1 10.20.30.3 / 5 0 chat.lab 28 / 6 1 chat.lab 28"
+    );
+    let text = String::from_utf8(
+        trace_cmd(&[
+            "diagram",
+            fixture_capture(MERGED_CLIENT1_PCAP).to_str().unwrap(),
+            "--format",
+            "text",
+        ])
+        .stdout,
+    )
+    .unwrap();
+    let query = text
+        .find("DNS query A chat.lab")
+        .expect("the query, labelled");
+    let answer = text
+        .find("DNS response A chat.lab: A 10.20.30.3 (authoritative)")
+        .expect("the answer, labelled");
+    let syn = text.find("[SYN]").expect("the SYN");
+    assert!(query < answer && answer < syn, "{text}");
+    assert!(!text.contains("(not p2pchat)"), "{text}");
+    let udp = json_of(&[
+        "udp",
+        fixture_capture(MERGED_CLIENT1_PCAP).to_str().unwrap(),
+        "--json",
+    ]);
+    assert_eq!(
+        udp["datagrams"][1]["dns"]["answers"][0]["data"], "10.20.30.3",
+        "the udp command names DNS too"
+    );
+}
+
+#[test]
+fn the_merged_diagram_shows_each_packet_once_with_joined_to_every_other_client_and_traffic_during_login(
+) {
+    let (_, server) = trace::load(fixture_capture(MERGED_SERVER_PCAP)).unwrap();
+    let (_, client1) = trace::load(fixture_capture(MERGED_CLIENT1_PCAP)).unwrap();
+    let names = lab_names_with_dns();
+    let alone = |frames: &[trace::Frame]| Diagram::build(frames, &names).steps.len();
+    let merged = Diagram::merge(&[&server, &client1], &names);
+
+    // Each packet once: the arrows of both, less the ones both saw, which are exactly client1's
+    // packets to and from the server and its broadcast ARP requests (the bridge floods them).
+    let both: Vec<_> = merged.steps.iter().filter(|s| s.seen.len() == 2).collect();
+    assert_eq!(
+        merged.steps.len(),
+        alone(&server) + alone(&client1) - both.len()
+    );
+    let ip = |i: usize| merged.participants[i].ip.to_string();
+    for step in &both {
+        let ends = (ip(step.from), ip(step.to));
+        let client1_server = [ends.0.as_str(), ends.1.as_str()].contains(&"10.20.30.11")
+            && [ends.0.as_str(), ends.1.as_str()].contains(&"10.20.30.3");
+        let arp_request = step.protocol == "ARP" && step.label.contains("who-has");
+        assert!(client1_server || arp_request, "seen twice: {step:?}");
+        assert_ne!(step.seen[0].capture, step.seen[1].capture);
+    }
+    // tshark -Y "tcp && ip.addr == 10.20.30.3" finds 14 in each capture.
+    assert_eq!(both.iter().filter(|s| s.protocol == "TCP").count(), 14);
+    let numbers: Vec<usize> = merged.steps.iter().map(|s| s.number).collect();
+    assert_eq!(numbers, (1..=merged.steps.len()).collect::<Vec<_>>());
+    assert!(merged.steps.windows(2).all(|w| w[0].time <= w[1].time));
+
+    let who = |name: &str| {
+        merged
+            .participants
+            .iter()
+            .position(|p| p.name.as_deref() == Some(name))
+            .unwrap_or_else(|| panic!("{name} is in the diagram"))
+    };
+    let (server_at, client1_at) = (who("webserver"), who("client1"));
+    let first =
+        |pred: &dyn Fn(&p2pchat::trace::diagram::Step) -> bool| merged.steps.iter().position(pred);
+    let carries = |s: &p2pchat::trace::diagram::Step, m: &str| s.messages.iter().any(|x| x == m);
+    assert!(first(&|s| s.dns.is_some() && s.from == client1_at).is_some());
+    for other in ["client2", "client3"] {
+        let other = who(other);
+        let joined = first(&|s| s.from == server_at && s.to == other && carries(s, "joined"))
+            .expect("the server's joined to every other client");
+        let ack = merged.steps[joined + 1..]
+            .iter()
+            .position(|s| s.from == other && s.to == server_at && s.label.contains("[ACK]"));
+        assert!(ack.is_some(), "its ACK");
+        assert!(first(&|s| s.from == server_at && s.to == other && carries(s, "left")).is_some());
+    }
+    let login = first(&|s| carries(s, "login")).unwrap();
+    let welcome = first(&|s| carries(s, "welcome")).unwrap();
+    let during: Vec<_> = merged.steps[login + 1..welcome]
+        .iter()
+        .filter(|s| s.from != client1_at && s.to != client1_at && !s.messages.is_empty())
+        .map(|s| s.messages.join("+"))
+        .collect();
+    assert_eq!(
+        during,
+        vec!["say", "message"],
+        "bob's room message and its fan-out to carol cross while alice's password is checked"
+    );
+    assert!(merged.steps[welcome].time - merged.steps[login].time > 0.1);
+    assert!(first(&|s| s.protocol == "UDP" && carries(s, "direct")).is_some());
+
+    // The command merges the same way and draws the same arrows as SVG.
+    let svg = trace_cmd(&[
+        "diagram",
+        fixture_capture(MERGED_SERVER_PCAP).to_str().unwrap(),
+        fixture_capture(MERGED_CLIENT1_PCAP).to_str().unwrap(),
+        "--name",
+        "10.20.30.13=client3",
+        "--format",
+        "svg",
+    ]);
+    assert!(svg.status.success());
+    let svg = String::from_utf8(svg.stdout).unwrap();
+    assert!(svg.starts_with("<svg"));
+    assert_eq!(
+        svg.matches("<polygon").count(),
+        merged.steps.len(),
+        "one arrowhead per packet"
+    );
+    assert!(svg.contains(">client3<") && svg.contains("DNS query A chat.lab"));
 }

@@ -1,5 +1,6 @@
 //! `p2pchat-trace`: answers the lab's questions from a capture file (pcap or pcapng) that tcpdump
-//! wrote: TCP handshakes, UDP headers, and a sequence diagram of every packet.
+//! wrote: TCP handshakes, UDP headers, and a sequence diagram of every packet (of one capture, or
+//! of several merged into one timeline).
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -8,7 +9,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use p2pchat::trace::diagram::{self, Diagram};
-use p2pchat::trace::{self, handshake, udp, Capture, Frame};
+use p2pchat::trace::{self, handshake, svg, udp, Capture, Frame};
 use serde_json::json;
 
 /// Reads a packet capture (pcap or pcapng; Ethernet, Linux cooked v1/v2 or raw IP) of p2pchat
@@ -56,14 +57,18 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// A sequence diagram of every packet between the hosts, in capture order.
+    /// A sequence diagram of every packet between the hosts, in time order. Several captures of
+    /// the same minutes on one machine (the server's interface and a client's) are merged into one
+    /// timeline, each packet once, numbered from 1; one capture's arrows keep its frame numbers.
     Diagram {
-        /// The capture file.
-        file: PathBuf,
+        /// The capture file(s).
+        #[arg(required = true, num_args = 1..)]
+        files: Vec<PathBuf>,
         /// Names a host in the diagram, e.g. 10.20.30.3=webserver; repeatable.
         #[arg(long = "name", value_name = "IP=NAME", value_parser = diagram::parse_name)]
         names: Vec<(IpAddr, String)>,
-        /// Mermaid source (for docs) or text columns (for the terminal).
+        /// Mermaid source (for docs), text columns (for the terminal) or an SVG picture (for
+        /// the report's PDF).
         #[arg(long, value_enum, default_value_t = Format::Mermaid)]
         format: Format,
         /// One JSON object on stdout (participants, steps, and the Mermaid source), for programs.
@@ -76,6 +81,7 @@ enum Command {
 enum Format {
     Mermaid,
     Text,
+    Svg,
 }
 
 fn main() -> ExitCode {
@@ -148,17 +154,22 @@ fn run(command: Command) -> Result<String, trace::CaptureError> {
             })
         }
         Command::Diagram {
-            file,
+            files,
             names,
             format,
             json,
         } => {
-            let (capture, frames): (Capture, Vec<Frame>) = trace::load(&file)?;
+            let mut captures: Vec<(Capture, Vec<Frame>)> = Vec::new();
+            for file in &files {
+                captures.push(trace::load(file)?);
+            }
             let names: HashMap<IpAddr, String> = names.into_iter().collect();
-            let diagram = Diagram::build(&frames, &names);
+            let frames: Vec<&[Frame]> = captures.iter().map(|(_, f)| f.as_slice()).collect();
+            let diagram = Diagram::merge(&frames, &names);
             Ok(if json {
                 to_json(json!({
-                    "capture": capture_json(&capture),
+                    "capture": capture_json(&captures[0].0),
+                    "captures": captures.iter().map(|(c, _)| capture_json(c)).collect::<Vec<_>>(),
                     "participants": diagram.participants,
                     "steps": diagram.steps,
                     "omitted": diagram.omitted,
@@ -167,7 +178,12 @@ fn run(command: Command) -> Result<String, trace::CaptureError> {
             } else {
                 match format {
                     Format::Mermaid => diagram.to_mermaid(),
-                    Format::Text => format!("{}\n{}", heading(&capture), diagram.to_text()),
+                    Format::Svg => svg::render(&diagram),
+                    Format::Text => {
+                        let headings: Vec<String> =
+                            captures.iter().map(|(c, _)| heading(c)).collect();
+                        format!("{}\n{}", headings.join("\n"), diagram.to_text())
+                    }
                 }
             })
         }

@@ -1,14 +1,20 @@
-//! A sequence diagram of every packet between the hosts of a capture, in capture order: TCP
-//! handshakes, data segments labelled with the p2pchat messages (or, in the default mode, the TLS
-//! records) they carry, FINs and RSTs, UDP direct messages (clear, or sealed by their header), ARP. Rendered as Mermaid (`sequenceDiagram`, for docs) or as plain text with
-//! one column per host (for the terminal).
+//! A sequence diagram of every packet between the hosts of one capture, or of several captures
+//! of the same minutes merged into one timeline (the server's interface and a client's: each
+//! packet once, however many captures saw it — [`super::merge`]). TCP handshakes, data segments
+//! labelled with the p2pchat messages (or, in the default mode, the TLS records) they carry, FINs
+//! and RSTs, UDP direct messages (clear, or sealed by their header), DNS queries and answers, ARP;
+//! each arrow with its time since the first packet. Rendered as Mermaid (`sequenceDiagram`, for
+//! docs), as plain text with one column per host (for the terminal), or as SVG ([`super::svg`],
+//! for the report's PDF).
 
 use std::collections::HashMap;
 use std::net::IpAddr;
 
 use serde::Serialize;
 
-use super::messages::{label_datagram, Payload, SealedDatagram, StreamLabeler};
+use super::dns::DnsMessage;
+use super::merge::{self, Seen};
+use super::messages::{label_udp, Payload, SealedDatagram, StreamLabeler};
 use super::packet::{Content, Frame};
 use super::tls::TlsRecord;
 
@@ -35,8 +41,15 @@ impl Participant {
 /// One arrow: one packet.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Step {
+    /// The arrow's number in the diagram: the packet's frame number when there is one capture,
+    /// its place in the merged timeline when there are several.
+    pub number: usize,
+    /// The packet's frame number in the first capture that saw it (`seen[0]`).
     pub packet: usize,
-    /// Seconds since the first packet of the capture.
+    /// Every capture that saw this packet (index into the diagram's captures) and its frame
+    /// number there, earliest first.
+    pub seen: Vec<Seen>,
+    /// Seconds since the first packet of the capture(s).
     pub time: f64,
     /// Index into `participants`.
     pub from: usize,
@@ -51,6 +64,8 @@ pub struct Step {
     pub tls: Vec<TlsRecord>,
     /// The header of the sealed datagram this packet is, if it is one.
     pub sealed: Option<SealedDatagram>,
+    /// The DNS query or response this packet is, if it is one.
+    pub dns: Option<DnsMessage>,
 }
 
 /// The diagram, before rendering.
@@ -64,30 +79,78 @@ pub struct Diagram {
 }
 
 impl Diagram {
-    /// Builds the diagram of `frames`; `names` gives hosts readable names.
+    /// Builds the diagram of one capture's `frames`; `names` gives hosts readable names. Arrows
+    /// are numbered by frame number.
     pub fn build(frames: &[Frame], names: &HashMap<IpAddr, String>) -> Diagram {
+        Diagram::merge(&[frames], names)
+    }
+
+    /// Builds one diagram of several captures of the same minutes, taken on one machine (so on
+    /// one clock): every packet once, in time order, numbered from 1. A packet two captures saw
+    /// (the same segment leaving client1 and reaching the server) is one arrow whose `seen` names
+    /// both. With one capture this is [`Diagram::build`], numbered by frame.
+    pub fn merge(captures: &[&[Frame]], names: &HashMap<IpAddr, String>) -> Diagram {
         let mut diagram = Diagram {
             participants: Vec::new(),
             steps: Vec::new(),
             omitted: 0,
         };
-        let start = frames.first().map(|f| f.timestamp).unwrap_or_default();
-        let mut labeler = StreamLabeler::new();
-        for frame in frames {
-            let Some((from, to, protocol, label, payload)) = describe(frame, &mut labeler) else {
+        let start = captures
+            .iter()
+            .filter_map(|frames| frames.first().map(|f| f.timestamp))
+            .min()
+            .unwrap_or_default();
+        // Each capture's arrows, labelled with that capture's own view of each TCP stream.
+        let mut arrows = Vec::new();
+        let mut left_out = Vec::new();
+        for (capture, frames) in captures.iter().enumerate() {
+            let mut labeler = StreamLabeler::new();
+            for frame in frames.iter() {
+                match describe(frame, &mut labeler) {
+                    Some(described) => arrows.push((capture, frame, described)),
+                    None => left_out.push((capture, frame)),
+                }
+            }
+        }
+        // Stable: packets with the same timestamp keep their capture order.
+        arrows.sort_by_key(|(capture, frame, _)| (frame.timestamp, *capture));
+        left_out.sort_by_key(|(capture, frame)| (frame.timestamp, *capture));
+        let mut omitted = merge::Matcher::new();
+        for (capture, frame) in left_out {
+            if omitted.same_as(frame, capture).is_none() {
+                omitted.add(frame, capture, diagram.omitted);
                 diagram.omitted += 1;
-                continue;
+            }
+        }
+        let mut matcher = merge::Matcher::new();
+        for (capture, frame, (from, to, protocol, label, payload)) in arrows {
+            let seen = Seen {
+                capture,
+                packet: frame.number,
             };
+            if let Some(step) = matcher.same_as(frame, capture) {
+                diagram.steps[step].seen.push(seen);
+                continue;
+            }
+            matcher.add(frame, capture, diagram.steps.len());
             let from = diagram.participant(from, names);
             let to = diagram.participant(to, names);
-            let (messages, tls, sealed) = match payload {
-                Payload::Messages(types) => (types, Vec::new(), None),
-                Payload::Tls(records) => (Vec::new(), records, None),
-                Payload::Sealed(header) => (Vec::new(), Vec::new(), Some(header)),
-                _ => (Vec::new(), Vec::new(), None),
+            let (messages, tls, sealed, dns) = match payload {
+                Payload::Messages(types) => (types, Vec::new(), None, None),
+                Payload::Tls(records) => (Vec::new(), records, None, None),
+                Payload::Sealed(header) => (Vec::new(), Vec::new(), Some(header), None),
+                Payload::Dns(message) => (Vec::new(), Vec::new(), None, Some(message)),
+                _ => (Vec::new(), Vec::new(), None, None),
+            };
+            let number = if captures.len() == 1 {
+                frame.number
+            } else {
+                diagram.steps.len() + 1
             };
             diagram.steps.push(Step {
+                number,
                 packet: frame.number,
+                seen: vec![seen],
                 time: frame.timestamp.saturating_sub(start).as_secs_f64(),
                 from,
                 to,
@@ -96,9 +159,14 @@ impl Diagram {
                 messages,
                 tls,
                 sealed,
+                dns,
             });
         }
         diagram
+    }
+
+    pub(super) fn participant_title(&self, i: usize) -> String {
+        self.participants[i].title()
     }
 
     fn participant(&mut self, ip: IpAddr, names: &HashMap<IpAddr, String>) -> usize {
@@ -128,10 +196,11 @@ impl Diagram {
         for step in &self.steps {
             // Replies and data go with a solid arrow; everything is one packet, so one style.
             out.push_str(&format!(
-                "    h{}->>h{}: {}. {}\n",
+                "    h{}->>h{}: {}. +{:.3} s {}\n",
                 step.from,
                 step.to,
-                step.packet,
+                step.number,
+                step.time,
                 mermaid_text(&format!("{} {}", step.protocol, step.label))
             ));
         }
@@ -182,7 +251,7 @@ impl Diagram {
             let lane: String = lane.into_iter().collect();
             out.push_str(&format!(
                 "{:>5} {:>6.3}{}  {} {}\n",
-                step.packet, step.time, lane, step.protocol, step.label
+                step.number, step.time, lane, step.protocol, step.label
             ));
         }
         if self.omitted > 0 {
@@ -269,7 +338,7 @@ fn describe(frame: &Frame, labeler: &mut StreamLabeler) -> Option<Described> {
             ))
         }
         Content::Udp(datagram) => {
-            let payload = label_datagram(&datagram.payload);
+            let payload = label_udp(datagram);
             let mut label = format!(
                 "{}→{} len={}",
                 datagram.src.port(),
@@ -431,11 +500,11 @@ mod tests {
         assert!(mermaid.starts_with("sequenceDiagram\n"));
         assert!(mermaid.contains("participant h1 as webserver (10.20.30.3)"));
         assert!(
-            mermaid.contains("h0->>h1: 1. TCP 40000→12000 [SYN] seq=7\n"),
+            mermaid.contains("h0->>h1: 1. +0.000 s TCP 40000→12000 [SYN] seq=7\n"),
             "{mermaid}"
         );
-        assert!(mermaid.contains("h1->>h0: 2. TCP") && mermaid.contains("hello"));
-        assert!(mermaid.contains("h0->>h2: 3. UDP 5000→5001 len="));
+        assert!(mermaid.contains("h1->>h0: 2. +0.001 s TCP") && mermaid.contains("hello"));
+        assert!(mermaid.contains("h0->>h2: 3. +0.002 s UDP 5000→5001 len="));
         let text = diagram.to_text();
         assert!(text.contains("webserver"), "{text}");
         let arrows: Vec<&str> = text

@@ -20,7 +20,8 @@ use std::net::SocketAddr;
 
 use serde::Serialize;
 
-use super::packet::TcpSegment;
+use super::dns::{DnsMessage, DNS_PORT};
+use super::packet::{TcpSegment, UdpDatagram};
 use super::tls::{self, RecordReader, TlsRecord};
 use crate::protocol::{self, DecodeError};
 use crate::sealed;
@@ -51,6 +52,8 @@ pub enum Payload {
     TlsPartial,
     /// A sealed direct message or acknowledgement: only its header is readable.
     Sealed(SealedDatagram),
+    /// A DNS query or response (a datagram to or from port 53), e.g. the lab's lookup of chat.lab.
+    Dns(DnsMessage),
 }
 
 /// The clear header of a sealed datagram (docs/protocol.md, "Sealed"): what it says, not whether
@@ -115,6 +118,7 @@ impl Payload {
             )),
             Payload::TlsPartial => Some("(part of a TLS record)".into()),
             Payload::Sealed(header) => Some(header.label()),
+            Payload::Dns(message) => Some(message.to_string()),
         }
     }
 }
@@ -291,6 +295,17 @@ fn name_with_verdict(kind: String, verdict: Result<(), DecodeError>) -> String {
         Err(DecodeError::UnknownType(_)) => format!("{kind}?"),
         Err(_) => format!("{kind}!"),
     }
+}
+
+/// What a UDP datagram carries: a DNS message when it is to or from port 53 and parses as one,
+/// otherwise as [`label_datagram`].
+pub fn label_udp(datagram: &UdpDatagram) -> Payload {
+    if datagram.src.port() == DNS_PORT || datagram.dst.port() == DNS_PORT {
+        if let Ok(message) = DnsMessage::parse(&datagram.payload) {
+            return Payload::Dns(message);
+        }
+    }
+    label_datagram(&datagram.payload)
 }
 
 /// What a UDP payload carries: `direct` for a clear p2pchat direct message, the header of a

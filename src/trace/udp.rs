@@ -6,7 +6,8 @@ use std::net::SocketAddr;
 
 use serde::Serialize;
 
-use super::messages::{label_datagram, Payload, SealedDatagram};
+use super::dns::DnsMessage;
+use super::messages::{label_udp, Payload, SealedDatagram};
 use super::packet::{Content, Frame};
 
 /// Size of the UDP header: four 16-bit fields.
@@ -82,6 +83,8 @@ pub struct DatagramRecord {
     pub p2pchat: Option<String>,
     /// A sealed datagram's clear header.
     pub sealed: Option<SealedDatagram>,
+    /// A DNS query or response (to or from port 53).
+    pub dns: Option<DnsMessage>,
 }
 
 impl DatagramRecord {
@@ -124,10 +127,11 @@ pub fn datagrams(frames: &[Frame]) -> Vec<DatagramRecord> {
 }
 
 fn record(packet: usize, udp: &super::packet::UdpDatagram) -> DatagramRecord {
-    let (p2pchat, sealed) = match label_datagram(&udp.payload) {
-        Payload::Messages(types) => (Some(types.join("+")), None),
-        Payload::Sealed(header) => (Some(format!("sealed {}", header.kind)), Some(header)),
-        _ => (None, None),
+    let (p2pchat, sealed, dns) = match label_udp(udp) {
+        Payload::Messages(types) => (Some(types.join("+")), None, None),
+        Payload::Sealed(header) => (Some(format!("sealed {}", header.kind)), Some(header), None),
+        Payload::Dns(message) => (None, None, Some(message)),
+        _ => (None, None, None),
     };
     DatagramRecord {
         packet,
@@ -141,6 +145,7 @@ fn record(packet: usize, udp: &super::packet::UdpDatagram) -> DatagramRecord {
         header_hex: hex(&udp.header),
         p2pchat,
         sealed,
+        dns,
     }
 }
 
@@ -202,9 +207,10 @@ pub fn render_text(datagrams: &[DatagramRecord], answers: &UdpAnswers) -> String
             d.length,
             format!("0x{:04x}", d.checksum),
             d.payload_len,
-            match &d.sealed {
-                Some(header) => header.label(),
-                None => d.p2pchat.clone().unwrap_or_else(|| "-".into()),
+            match (&d.sealed, &d.dns) {
+                (Some(header), _) => header.label(),
+                (None, Some(dns)) => dns.to_string(),
+                (None, None) => d.p2pchat.clone().unwrap_or_else(|| "-".into()),
             }
         ));
     }

@@ -1,0 +1,181 @@
+//! The sequence diagram as an SVG picture, for the report's PDF: one lifeline per host, one
+//! arrow per packet, in time order, each row with its number and time on the left and its label
+//! on the right of the lifelines (where a long label never crosses another host's line).
+//!
+//! Written by hand, not by a diagram tool: a picture rendered from the analyser's own output
+//! needs nothing installed (no Mermaid and its Chromium, no PlantUML and its Java), and the
+//! report's renderer (WeasyPrint) draws SVG itself. Text is real text, so it can be searched and
+//! extracted from the PDF.
+
+use super::diagram::Diagram;
+
+/// Layout, in SVG user units (scaled to the page's width by whoever embeds the picture).
+const MARGIN: f64 = 8.0;
+/// The number and time column on the left.
+const TIME_COLUMN: f64 = 64.0;
+/// Width of one host's lane.
+const LANE: f64 = 60.0;
+/// Height of one arrow's row.
+const ROW: f64 = 13.0;
+/// Height of the hosts' header.
+const HEADER: f64 = 30.0;
+/// Font size of labels, and the advance of one character of the monospace font (~0.6 em).
+const FONT: f64 = 7.5;
+const CHAR_WIDTH: f64 = FONT * 0.6;
+
+/// Arrow colours by what the packet is, so that the DNS, ARP, TCP and UDP phases stand out.
+fn colour(protocol: &str, is_dns: bool) -> &'static str {
+    match (protocol, is_dns) {
+        (_, true) => "#7b3294",
+        ("ARP", _) => "#808080",
+        ("UDP", _) => "#1f6fb4",
+        _ => "#222222",
+    }
+}
+
+/// The diagram as a standalone SVG document.
+pub fn render(diagram: &Diagram) -> String {
+    let lanes = diagram.participants.len().max(1) as f64;
+    let lane_x = |i: usize| MARGIN + TIME_COLUMN + LANE * (i as f64 + 0.5);
+    let label_x = MARGIN + TIME_COLUMN + LANE * lanes + 6.0;
+    let longest = diagram
+        .steps
+        .iter()
+        .map(|s| s.protocol.chars().count() + 1 + s.label.chars().count())
+        .max()
+        .unwrap_or(0) as f64;
+    let width = label_x + longest * CHAR_WIDTH + MARGIN;
+    let note_rows = if diagram.omitted > 0 { 1.5 } else { 0.5 };
+    let bottom = MARGIN + HEADER + ROW * (diagram.steps.len() as f64 + note_rows);
+    let height = bottom + MARGIN;
+
+    let mut out = format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" viewBox=\"0 0 {width:.1} {height:.1}\" \
+         width=\"{width:.1}\" height=\"{height:.1}\" font-family=\"DejaVu Sans Mono, monospace\" \
+         font-size=\"{FONT}\">\n<title>Sequence diagram: {} packets between {} hosts</title>\n",
+        diagram.steps.len(),
+        diagram.participants.len()
+    );
+    out.push_str("<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n");
+    for (i, p) in diagram.participants.iter().enumerate() {
+        let x = lane_x(i);
+        out.push_str(&format!(
+            "<rect x=\"{:.1}\" y=\"{MARGIN:.1}\" width=\"{:.1}\" height=\"{:.1}\" rx=\"3\" fill=\"#eef2f7\" stroke=\"#555\" stroke-width=\"0.6\"/>\n",
+            x - LANE / 2.0 + 3.0,
+            LANE - 6.0,
+            HEADER - 6.0
+        ));
+        out.push_str(&format!(
+            "<text x=\"{x:.1}\" y=\"{:.1}\" text-anchor=\"middle\" font-weight=\"bold\">{}</text>\n",
+            MARGIN + 10.0,
+            escape(&diagram.participant_title(i))
+        ));
+        out.push_str(&format!(
+            "<text x=\"{x:.1}\" y=\"{:.1}\" text-anchor=\"middle\">{}</text>\n",
+            MARGIN + 19.0,
+            p.ip
+        ));
+        out.push_str(&format!(
+            "<line x1=\"{x:.1}\" y1=\"{:.1}\" x2=\"{x:.1}\" y2=\"{bottom:.1}\" stroke=\"#999\" stroke-width=\"0.5\" stroke-dasharray=\"2,2\"/>\n",
+            MARGIN + HEADER - 6.0
+        ));
+    }
+    for (row, step) in diagram.steps.iter().enumerate() {
+        let y = MARGIN + HEADER + ROW * (row as f64 + 1.0);
+        let ink = colour(&step.protocol, step.dns.is_some());
+        out.push_str(&format!(
+            "<text x=\"{MARGIN:.1}\" y=\"{:.1}\" fill=\"#444\">{:>3} +{:.3} s</text>\n",
+            y + 2.5,
+            step.number,
+            step.time
+        ));
+        let (a, b) = (lane_x(step.from), lane_x(step.to));
+        if step.from == step.to {
+            out.push_str(&format!(
+                "<circle cx=\"{a:.1}\" cy=\"{y:.1}\" r=\"2\" fill=\"{ink}\"/>\n"
+            ));
+        } else {
+            let tip = if b > a { b - 1.0 } else { b + 1.0 };
+            let back = if b > a { -4.0 } else { 4.0 };
+            out.push_str(&format!(
+                "<line x1=\"{a:.1}\" y1=\"{y:.1}\" x2=\"{tip:.1}\" y2=\"{y:.1}\" stroke=\"{ink}\" stroke-width=\"0.9\"/>\n\
+                 <polygon points=\"{tip:.1},{y:.1} {:.1},{:.1} {:.1},{:.1}\" fill=\"{ink}\"/>\n",
+                tip + back,
+                y - 2.2,
+                tip + back,
+                y + 2.2
+            ));
+        }
+        out.push_str(&format!(
+            "<text x=\"{label_x:.1}\" y=\"{:.1}\" fill=\"{ink}\">{} {}</text>\n",
+            y + 2.5,
+            escape(&step.protocol),
+            escape(&step.label)
+        ));
+    }
+    if diagram.omitted > 0 {
+        out.push_str(&format!(
+            "<text x=\"{MARGIN:.1}\" y=\"{:.1}\" fill=\"#666\">{} packet(s) not between two hosts (multicast, broadcast, non-IP) not shown</text>\n",
+            bottom - 2.0,
+            diagram.omitted
+        ));
+    }
+    out.push_str("</svg>\n");
+    out
+}
+
+/// Text for an SVG element: the five characters XML reserves, escaped.
+fn escape(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+        .replace('\'', "&apos;")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::trace::diagram::{Participant, Step};
+
+    #[test]
+    fn every_arrow_and_host_is_drawn_and_text_is_escaped() {
+        let diagram = Diagram {
+            participants: vec![
+                Participant {
+                    ip: "10.20.30.11".parse().unwrap(),
+                    name: Some("client1".into()),
+                },
+                Participant {
+                    ip: "10.20.30.3".parse().unwrap(),
+                    name: Some("<webserver>".into()),
+                },
+            ],
+            steps: vec![Step {
+                number: 1,
+                packet: 1,
+                seen: Vec::new(),
+                time: 0.4125,
+                from: 1,
+                to: 0,
+                protocol: "TCP".into(),
+                label: "a & b".into(),
+                messages: Vec::new(),
+                tls: Vec::new(),
+                sealed: None,
+                dns: None,
+            }],
+            omitted: 1,
+        };
+        let svg = render(&diagram);
+        assert!(svg.starts_with("<svg xmlns=\"http://www.w3.org/2000/svg\""));
+        assert!(svg.trim_end().ends_with("</svg>"));
+        assert!(svg.contains("&lt;webserver&gt;") && svg.contains("TCP a &amp; b"));
+        assert!(
+            svg.contains("+0.412 s") || svg.contains("+0.413 s"),
+            "{svg}"
+        );
+        assert_eq!(svg.matches("<polygon").count(), 1);
+        assert!(svg.contains("1 packet(s) not between two hosts"));
+    }
+}
