@@ -5,12 +5,20 @@
 //! client whose queue is full is disconnected ("send queue exceeded") and announced as gone, so
 //! one slow reader can neither grow the server's memory nor hold up the others.
 //!
+//! A join storm is its heaviest work: every login sends the newcomer everyone online and tells
+//! everyone about the newcomer, O(N) bytes per login. So the peer list is kept sorted by a key
+//! computed once per session, each peer's JSON is encoded once at login and copied, never
+//! re-serialised, into `welcome` and `peers`, and the `joined`/`left` lines due within one
+//! [`ANNOUNCE_TICK`] go to each client as one batch: one queue entry and one write instead of one
+//! per line (the lines themselves are unchanged, so every client understands them).
+//!
 //! It owns the online set and nothing else: it never touches a socket, never authenticates, and
 //! never blocks on anything but its own event queue.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use futures::channel::{mpsc, oneshot};
 use futures::StreamExt;
@@ -18,6 +26,7 @@ use futures::StreamExt;
 use crate::connection::Disconnect;
 use crate::outbox::{Outbox, Undeliverable};
 use crate::protocol::{encode_line, PeerInfo, ServerMessage, TextKind};
+use crate::runtime;
 
 /// Identifies one logged-in connection, so that a late `Leave` from an old connection cannot
 /// remove a newer session of the same user.
@@ -25,6 +34,18 @@ pub type SessionId = u64;
 
 /// How many events may wait for the broker.
 pub const EVENT_QUEUE_CAPACITY: usize = 1024;
+
+/// How long a `joined` or `left` line may wait for others due to the same clients, so that they
+/// go out together. During a login storm every idle client is owed one line per login: sent one
+/// by one, each is a queue entry, a wake-up and a `send()` per client. 20 ms is far below what a
+/// person notices in a presence list. A room message, a `list` or a shutdown sends what waits
+/// first, so the order of everything a client receives is unchanged.
+pub const ANNOUNCE_TICK: Duration = Duration::from_millis(20);
+
+/// Most bytes of `joined`/`left` lines held back before they are sent regardless of the tick
+/// (about 700 `joined` lines): bounds the broker's batch and keeps every batch far below a
+/// client's send-queue byte limit.
+pub const MAX_ANNOUNCE_BATCH_BYTES: usize = 64 * 1024;
 
 /// Why a login was refused by the broker.
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
@@ -67,26 +88,69 @@ pub enum Event {
 
 struct Session {
     peer: PeerInfo,
+    /// The sort key, computed once: the lower-cased username.
+    key: String,
+    /// `peer` as JSON, encoded once at login and copied into every `welcome`, `peers` and
+    /// `joined` that lists it.
+    entry: Box<str>,
     outbox: Outbox,
+}
+
+/// `joined` and `left` lines waiting for the end of the tick.
+#[derive(Default)]
+struct Announcements {
+    /// The lines, in the order they happened.
+    lines: String,
+    /// Sessions that logged in during this tick → where their share of `lines` starts: after
+    /// their own `joined`, since their `welcome` already listed everyone before it.
+    starts: HashMap<SessionId, usize>,
+    /// When the first line was added.
+    since: Option<Instant>,
 }
 
 /// The broker's state: who is online.
 #[derive(Default)]
 struct Broker {
     sessions: HashMap<SessionId, Session>,
-    /// Lower-cased username → session, for the "already online" check.
-    by_name: HashMap<String, SessionId>,
+    /// Lower-cased username → session, in the order of the peer list; also the "already online"
+    /// check.
+    by_name: BTreeMap<String, SessionId>,
     /// Announced direct-message endpoint (IP, UDP port) → session: one endpoint, one session.
     by_endpoint: HashMap<SocketAddr, SessionId>,
+    /// Total length of every session's `entry`, to size a peer list in one allocation.
+    entries_len: usize,
+    pending: Announcements,
     shutting_down: bool,
 }
 
 /// Runs the broker until every sender of `events` is dropped.
 pub async fn run(mut events: mpsc::Receiver<Event>) {
     let mut broker = Broker::default();
-    while let Some(event) = events.next().await {
+    loop {
+        let event = match broker.pending.since {
+            None => events.next().await,
+            Some(since) => {
+                let left = ANNOUNCE_TICK.saturating_sub(since.elapsed());
+                match runtime::timeout(left, events.next()).await {
+                    Some(event) => event,
+                    None => {
+                        broker.flush_announcements();
+                        continue;
+                    }
+                }
+            }
+        };
+        let Some(event) = event else { break };
         broker.handle(event);
+        if broker
+            .pending
+            .since
+            .is_some_and(|since| since.elapsed() >= ANNOUNCE_TICK)
+        {
+            broker.flush_announcements();
+        }
     }
+    broker.flush_announcements();
 }
 
 impl Broker {
@@ -98,12 +162,10 @@ impl Broker {
                 outbox,
                 reply,
             } => {
+                let key = peer.username.to_ascii_lowercase();
                 let refused = if self.shutting_down {
                     Some(JoinRefused::ShuttingDown)
-                } else if self
-                    .by_name
-                    .contains_key(&peer.username.to_ascii_lowercase())
-                {
+                } else if self.by_name.contains_key(&key) {
                     Some(JoinRefused::AlreadyOnline)
                 } else if self.by_endpoint.contains_key(&peer.p2p_addr()) {
                     Some(JoinRefused::EndpointInUse)
@@ -117,40 +179,53 @@ impl Broker {
                 if reply.send(Ok(())).is_err() {
                     return; // The connection went away while authenticating.
                 }
-                self.join(id, peer, outbox);
+                self.join(id, key, peer, outbox);
             }
             Event::Leave { id } => self.remove(id, None),
             Event::Say { id, text, kind } => {
                 if let Some(from) = self.sessions.get(&id).map(|s| s.peer.username.clone()) {
+                    self.flush_announcements();
                     self.broadcast(&ServerMessage::Message { from, text, kind }, Some(id));
                 }
             }
             Event::List { id } => {
-                let peers = ServerMessage::Peers {
-                    peers: self.peers(),
-                };
-                self.send_to(id, &peers);
+                self.flush_announcements();
+                let peers = self.peers_line();
+                self.send_line_to(id, peers);
             }
-            Event::Shutdown => self.shutting_down = true,
+            Event::Shutdown => {
+                self.flush_announcements();
+                self.shutting_down = true;
+            }
         }
     }
 
-    fn join(&mut self, id: SessionId, peer: PeerInfo, outbox: Outbox) {
+    fn join(&mut self, id: SessionId, key: String, peer: PeerInfo, outbox: Outbox) {
         log::info!(
             "{} is online (direct messages at {})",
             peer.username,
             peer.p2p_addr()
         );
-        self.by_name.insert(peer.username.to_ascii_lowercase(), id);
+        let entry: Box<str> = serde_json::to_string(&peer)
+            .expect("a peer always serializes")
+            .into();
+        self.by_name.insert(key.clone(), id);
         self.by_endpoint.insert(peer.p2p_addr(), id);
-        let joined = ServerMessage::Joined { peer: peer.clone() };
-        self.sessions.insert(id, Session { peer, outbox });
-        let welcome = ServerMessage::Welcome {
-            username: self.sessions[&id].peer.username.clone(),
-            peers: self.peers(),
-        };
-        self.send_to(id, &welcome);
-        self.broadcast(&joined, Some(id));
+        self.entries_len += entry.len();
+        let announcement = format!("{{\"type\":\"joined\",\"peer\":{entry}}}\n");
+        self.sessions.insert(
+            id,
+            Session {
+                peer,
+                key,
+                entry,
+                outbox,
+            },
+        );
+        let welcome = self.welcome_line(&self.sessions[&id].peer.username);
+        self.send_line_to(id, welcome);
+        self.announce(&announcement);
+        self.pending.starts.insert(id, self.pending.lines.len());
     }
 
     /// Removes a session and announces it; `reason` is logged when the broker itself dropped it.
@@ -158,29 +233,98 @@ impl Broker {
         let Some(session) = self.sessions.remove(&id) else {
             return;
         };
+        self.pending.starts.remove(&id);
         self.by_endpoint.remove(&session.peer.p2p_addr());
+        self.by_name.remove(&session.key);
+        self.entries_len -= session.entry.len();
         let name = session.peer.username;
-        self.by_name.remove(&name.to_ascii_lowercase());
         match reason {
             Some(reason) => log::warn!("{name} disconnected: {reason}"),
             None => log::info!("{name} left"),
         }
-        self.broadcast(&ServerMessage::Left { username: name }, None);
+        self.announce(&encode_line(&ServerMessage::Left { username: name }));
     }
 
-    fn peers(&self) -> Vec<PeerInfo> {
-        let mut peers: Vec<PeerInfo> = self.sessions.values().map(|s| s.peer.clone()).collect();
-        peers.sort_by(|a, b| {
-            a.username
-                .to_ascii_lowercase()
-                .cmp(&b.username.to_ascii_lowercase())
-        });
-        peers
+    /// `{"type":"welcome","username":…,"peers":[…]}`, the same bytes as serialising
+    /// [`ServerMessage::Welcome`], built from the encoded entries.
+    fn welcome_line(&self, username: &str) -> String {
+        let username = serde_json::to_string(username).expect("a string always serializes");
+        let mut line = String::with_capacity(48 + username.len() + self.peer_list_len());
+        line.push_str("{\"type\":\"welcome\",\"username\":");
+        line.push_str(&username);
+        line.push_str(",\"peers\":");
+        self.push_peer_list(&mut line);
+        line.push_str("}\n");
+        line
     }
 
-    fn send_to(&mut self, id: SessionId, message: &ServerMessage) {
+    /// `{"type":"peers","peers":[…]}`, the same bytes as serialising [`ServerMessage::Peers`].
+    fn peers_line(&self) -> String {
+        let mut line = String::with_capacity(32 + self.peer_list_len());
+        line.push_str("{\"type\":\"peers\",\"peers\":");
+        self.push_peer_list(&mut line);
+        line.push_str("}\n");
+        line
+    }
+
+    fn peer_list_len(&self) -> usize {
+        self.entries_len + self.sessions.len() + 2
+    }
+
+    /// Appends the JSON array of every online peer, sorted by lower-cased name.
+    fn push_peer_list(&self, out: &mut String) {
+        out.push('[');
+        for (i, id) in self.by_name.values().enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            out.push_str(&self.sessions[id].entry);
+        }
+        out.push(']');
+    }
+
+    /// Queues a `joined` or `left` line for every online session, to be sent at the end of the
+    /// tick (or at once when the batch is full).
+    fn announce(&mut self, line: &str) {
+        if self.shutting_down {
+            return; // Every connection is being told `shutdown`; nothing else matters now.
+        }
+        self.pending.lines.push_str(line);
+        self.pending.since.get_or_insert_with(Instant::now);
+        if self.pending.lines.len() >= MAX_ANNOUNCE_BATCH_BYTES {
+            self.flush_announcements();
+        }
+    }
+
+    /// Sends the waiting `joined`/`left` lines: one shared batch for every session that was
+    /// online before the tick, its own tail for each that logged in during it.
+    fn flush_announcements(&mut self) {
+        while self.pending.since.is_some() {
+            let Announcements { lines, starts, .. } = std::mem::take(&mut self.pending);
+            let all: Arc<str> = Arc::from(lines.as_str());
+            let mut overflowed = Vec::new();
+            for (&id, session) in self.sessions.iter_mut() {
+                let batch = match starts.get(&id) {
+                    None => all.clone(),
+                    Some(&start) if start == lines.len() => continue,
+                    Some(&start) => Arc::from(&lines[start..]),
+                };
+                if session.outbox.push_line(batch) == Err(Undeliverable::QueueFull) {
+                    overflowed.push(id);
+                }
+            }
+            // Dropping them announces them: another round, which may drop more.
+            for id in overflowed {
+                self.remove(id, Some(Disconnect::SendQueueExceeded));
+            }
+        }
+    }
+
+    fn send_line_to(&mut self, id: SessionId, line: String) {
         let overflowed = match self.sessions.get_mut(&id) {
-            Some(session) => session.outbox.push(message) == Err(Undeliverable::QueueFull),
+            Some(session) => {
+                session.outbox.push_line(Arc::from(line)) == Err(Undeliverable::QueueFull)
+            }
             None => false,
         };
         if overflowed {
@@ -207,6 +351,7 @@ impl Broker {
         for id in overflowed {
             self.remove(id, Some(Disconnect::SendQueueExceeded));
         }
+        self.flush_announcements();
     }
 }
 
@@ -225,8 +370,11 @@ mod tests {
     impl TestClient {
         fn received(&mut self) -> Vec<ServerMessage> {
             let mut out = Vec::new();
-            while let Some(line) = self.lines.try_next() {
-                out.push(crate::protocol::decode_server(line.trim_end().as_bytes()).unwrap());
+            while let Some(batch) = self.lines.try_next() {
+                assert!(batch.ends_with('\n'), "{batch:?}");
+                for line in batch.lines() {
+                    out.push(crate::protocol::decode_server(line.as_bytes()).unwrap());
+                }
             }
             out
         }
@@ -267,7 +415,18 @@ mod tests {
             reply,
         });
         assert_eq!(answer.try_recv().unwrap(), Some(Ok(())));
+        broker.flush_announcements(); // The tick ends.
         TestClient { lines: rx, closed }
+    }
+
+    impl Broker {
+        /// The peer list as a `list` would get it.
+        fn peers(&self) -> Vec<PeerInfo> {
+            match crate::protocol::decode_server(self.peers_line().trim_end().as_bytes()) {
+                Ok(ServerMessage::Peers { peers }) => peers,
+                other => panic!("{other:?}"),
+            }
+        }
     }
 
     fn names(peers: &[PeerInfo]) -> Vec<&str> {
@@ -445,5 +604,204 @@ mod tests {
         });
         assert!(slow.closed.load(Ordering::SeqCst), "4.5 KiB exceed 4 KiB");
         assert_eq!(names(&broker.peers()), ["bob"]);
+    }
+
+    /// Logs `name` in without ending the tick; `key` is its public key, if any.
+    fn join_in_tick(broker: &mut Broker, id: SessionId, name: &str) -> TestClient {
+        let closed = Arc::new(AtomicBool::new(false));
+        let flag = closed.clone();
+        let (outbox, rx) = outbox::channel(
+            QueueLimits::default(),
+            Box::new(move || flag.store(true, Ordering::SeqCst)),
+        );
+        let (reply, mut answer) = oneshot::channel();
+        broker.handle(Event::Join {
+            id,
+            peer: peer(id, name),
+            outbox,
+            reply,
+        });
+        assert_eq!(answer.try_recv().unwrap(), Some(Ok(())));
+        TestClient { lines: rx, closed }
+    }
+
+    fn peer(id: SessionId, name: &str) -> PeerInfo {
+        PeerInfo {
+            username: name.into(),
+            ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            p2p_port: 1000 + id as u16,
+            public_key: None,
+        }
+    }
+
+    impl TestClient {
+        /// The raw queue entries: one per write the broker asked for.
+        fn batches(&mut self) -> Vec<String> {
+            let mut out = Vec::new();
+            while let Some(batch) = self.lines.try_next() {
+                out.push(batch.to_string());
+            }
+            out
+        }
+    }
+
+    fn joined(id: SessionId, name: &str) -> String {
+        encode_line(&ServerMessage::Joined {
+            peer: peer(id, name),
+        })
+    }
+
+    fn left(name: &str) -> String {
+        encode_line(&ServerMessage::Left {
+            username: name.into(),
+        })
+    }
+
+    #[test]
+    fn the_peer_list_is_sorted_by_name_whatever_its_case_and_encoded_as_serde_would() {
+        let mut broker = Broker::default();
+        let names_in = [
+            "carol",
+            "Bob",
+            "alice",
+            "\u{e9}mile",
+            "dave\"quote",
+            "ALBERT",
+        ];
+        let mut clients = Vec::new();
+        for (i, name) in names_in.iter().enumerate() {
+            clients.push(join(&mut broker, i as SessionId + 1, name, 64));
+        }
+        // A peer with a public key, encoded by the same entry.
+        let key: crate::protocol::PublicKey =
+            serde_json::from_str(&format!("\"{}\"", "A".repeat(43) + "=")).unwrap();
+        let (outbox, mut rx) = outbox::channel(QueueLimits::default(), Box::new(|| {}));
+        let (reply, _answer) = oneshot::channel();
+        let zed = PeerInfo {
+            public_key: Some(key),
+            ..peer(50, "zed")
+        };
+        broker.handle(Event::Join {
+            id: 50,
+            peer: zed.clone(),
+            outbox,
+            reply,
+        });
+        let mut expected: Vec<PeerInfo> = names_in
+            .iter()
+            .enumerate()
+            .map(|(i, n)| peer(i as SessionId + 1, n))
+            .chain([zed])
+            .collect();
+        expected.sort_by_key(|p| p.username.to_ascii_lowercase());
+        let welcome = rx.try_next().unwrap();
+        assert_eq!(
+            &*welcome,
+            encode_line(&ServerMessage::Welcome {
+                username: "zed".into(),
+                peers: expected.clone(),
+            })
+        );
+        assert_eq!(
+            broker.peers_line(),
+            encode_line(&ServerMessage::Peers { peers: expected })
+        );
+        assert_eq!(
+            names(&broker.peers()),
+            [
+                "ALBERT",
+                "alice",
+                "Bob",
+                "carol",
+                "dave\"quote",
+                "zed",
+                "\u{e9}mile"
+            ]
+        );
+    }
+
+    #[test]
+    fn announcements_within_a_tick_reach_each_client_as_one_batch_of_its_own() {
+        let mut broker = Broker::default();
+        let mut alice = join(&mut broker, 1, "alice", 8);
+        alice.received();
+        let mut bob = join_in_tick(&mut broker, 2, "bob");
+        let mut carol = join_in_tick(&mut broker, 3, "carol");
+        broker.handle(Event::Leave { id: 2 });
+        let mut dave = join_in_tick(&mut broker, 4, "dave");
+        assert!(alice.batches().is_empty(), "held until the tick ends");
+        broker.flush_announcements();
+        // alice was online before the tick: everything, in order, in one entry.
+        assert_eq!(
+            alice.batches(),
+            [joined(2, "bob") + &joined(3, "carol") + &left("bob") + &joined(4, "dave")]
+        );
+        // carol's welcome listed bob: she is owed what happened after her own `joined`.
+        match &carol.received()[..] {
+            [ServerMessage::Welcome { peers, .. }, ServerMessage::Left { username }, ServerMessage::Joined { peer }] =>
+            {
+                assert_eq!(names(peers), ["alice", "bob", "carol"]);
+                assert_eq!(username, "bob");
+                assert_eq!(peer.username, "dave");
+            }
+            other => panic!("{other:?}"),
+        }
+        // dave joined last: his welcome is all he gets; bob left: nothing after his welcome.
+        match &dave.received()[..] {
+            [ServerMessage::Welcome { peers, .. }] => {
+                assert_eq!(names(peers), ["alice", "carol", "dave"])
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(bob.received().len(), 1);
+        // Nothing is sent twice.
+        broker.flush_announcements();
+        assert!(alice.batches().is_empty() && carol.batches().is_empty());
+    }
+
+    #[test]
+    fn a_room_message_or_list_sends_the_waiting_announcements_first() {
+        let mut broker = Broker::default();
+        let mut alice = join(&mut broker, 1, "alice", 8);
+        alice.received();
+        let _bob = join_in_tick(&mut broker, 2, "bob");
+        broker.handle(Event::Say {
+            id: 2,
+            text: "hi".into(),
+            kind: TextKind::Say,
+        });
+        let _carol = join_in_tick(&mut broker, 3, "carol");
+        broker.handle(Event::List { id: 1 });
+        match &alice.received()[..] {
+            [ServerMessage::Joined { peer: b }, ServerMessage::Message { from, .. }, ServerMessage::Joined { peer: c }, ServerMessage::Peers { peers }] =>
+            {
+                assert_eq!((b.username.as_str(), from.as_str()), ("bob", "bob"));
+                assert_eq!(c.username, "carol");
+                assert_eq!(names(peers), ["alice", "bob", "carol"]);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_full_batch_is_sent_without_waiting_for_the_tick() {
+        let mut broker = Broker::default();
+        let mut watcher = join(&mut broker, 1, "watcher", 64);
+        watcher.received();
+        let line = joined(2, "u00002").len();
+        let mut others = Vec::new();
+        let mut held = 0;
+        for id in 2.. {
+            others.push(join_in_tick(&mut broker, id, &format!("u{id:05}")));
+            held += line;
+            if held >= MAX_ANNOUNCE_BATCH_BYTES {
+                break;
+            }
+            assert!(watcher.batches().is_empty(), "sent before it was full");
+        }
+        let batches = watcher.batches();
+        assert_eq!(batches.len(), 1, "sent when full");
+        assert_eq!(batches[0].len(), held);
+        assert_eq!(batches[0].lines().count(), others.len());
     }
 }
