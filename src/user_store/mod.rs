@@ -837,6 +837,30 @@ mod tests {
         );
     }
 
+    /// A login does not wait for a write of the users file: with the writer's lock held (as
+    /// through a registration's write and fsync), a login still answers.
+    #[test]
+    fn a_login_does_not_wait_for_a_write_in_progress() {
+        let dir = tempfile::tempdir().unwrap();
+        let store =
+            std::sync::Arc::new(UserStore::open(&dir.path().join("users.json"), cheap()).unwrap());
+        store.register("alice", "alice-password").unwrap();
+        let writing = store.writer();
+        let (done, answer) = std::sync::mpsc::channel();
+        let login = {
+            let store = store.clone();
+            std::thread::spawn(move || done.send(store.verify("alice", "alice-password")).unwrap())
+        };
+        let verified = answer.recv_timeout(std::time::Duration::from_secs(30));
+        drop(writing);
+        login.join().unwrap();
+        assert_eq!(
+            verified,
+            Ok(Ok("alice".into())),
+            "the login waited for the writer"
+        );
+    }
+
     /// The stored hashes, in name order.
     fn read_hashes(path: &Path) -> Vec<String> {
         let users = file::parse(&fs::read(path).unwrap()).unwrap();
