@@ -1,24 +1,14 @@
 //! The users file on disk: its JSON layout and checks, the atomic replacement that makes a change
-//! durable, the in-place append that makes a registration durable at a cost independent of the
-//! number of accounts, the stamp that tells a change made by hand from our own, the clean-up of temporary
+//! durable, the stamp that tells a change made by hand from our own, the clean-up of temporary
 //! files a crash left behind, and the warnings about symbolic links and loose permissions.
 //!
 //! Knows nothing of passwords beyond the stored PHC strings' shape, and nothing of locking: the
-//! caller ([`super::UserStore`]) writes one change at a time. A write goes through a
-//! [`Durability`] so that tests can see both fsyncs and their order; the store uses [`Fsync`].
-//!
-//! Two ways to change the file:
-//! - [`write()`] replaces it whole (a temporary file, fsync, rename, fsync of the folder): O(accounts)
-//!   bytes, used to create the file, after a change by hand, for a re-hash, and whenever the file
-//!   does not end the way [`write()`] ends it;
-//! - [`append()`] adds one account in place: it overwrites the file's last 7 bytes (`\n  ]\n}\n`)
-//!   with the new entry and those 7 bytes again, in one `pwrite`, then fsyncs the file. About 150
-//!   bytes whatever the number of accounts (a whole rewrite at 100,000 accounts is 14 MB). The
-//!   file stays the same JSON, entries after the last whole rewrite in the order they came.
-//!   The price: the change is not atomic. A power loss during that fsync can leave the last entry
-//!   (never acknowledged) torn, and the server then refuses the file naming the line, as it does
-//!   any broken file; removing the torn entry by hand repairs it. SIGKILL cannot tear it: the
-//!   kernel copies a write this small into the page cache whole.
+//! caller ([`super::UserStore`]) writes one change at a time, holding its writer's lock only, so
+//! that logins never wait for a write. Every change, a registration included, replaces the file
+//! whole ([`write()`], [`replace`]: a temporary file, fsync, rename, fsync of the folder), so a
+//! crash leaves either the old file or the new one, and the cost of a change grows with the
+//! number of accounts. A write goes through a [`Durability`] so that tests can see both fsyncs
+//! and their order; the store uses [`Fsync`].
 //!
 //! The temporary file of a write is created exclusively (`O_CREAT|O_EXCL`, which never follows a
 //! symbolic link) under a random name, mode 0600, and checked to be a regular file of ours before
@@ -52,8 +42,7 @@ pub struct StoredUser {
 /// The accounts, keyed by [`name_key`].
 pub type Accounts = BTreeMap<String, StoredUser>;
 
-/// The users file's JSON: `{"version": 1, "users": [...]}`, users in name order as [`write()`]
-/// writes them, then those [`append()`] added, in the order they came.
+/// The users file's JSON: `{"version": 1, "users": [...]}`, users in name order.
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct UsersJson {
@@ -255,85 +244,6 @@ pub fn render(users: &Accounts) -> io::Result<Vec<u8>> {
     let mut json = serde_json::to_vec_pretty(&file).map_err(io::Error::other)?;
     json.push(b'\n');
     Ok(json)
-}
-
-/// How a users file written by [`write()`] (and since changed by [`append()`] only) ends, after
-/// its last entry: what [`append()`] overwrites and writes again after the new entry.
-const TAIL: &[u8] = b"\n  ]\n}\n";
-
-/// How it ends when it holds no account: the new entry goes between the brackets.
-const EMPTY_TAIL: &[u8] = b"[]\n}\n";
-
-/// Where [`append()`] can add an entry to the users file: the offset of its [`TAIL`] (or of the
-/// `]` of its [`EMPTY_TAIL`]), and whether an entry is there already (then a comma goes first).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct AppendPoint {
-    offset: u64,
-    after_an_entry: bool,
-}
-
-impl AppendPoint {
-    /// Where to append to a users file whose whole contents are `bytes` (which parsed), or
-    /// `None` if it does not end as [`write()`] ends it (a file written by hand): then the next
-    /// change rewrites it whole.
-    pub fn of(bytes: &[u8]) -> Option<AppendPoint> {
-        let len = bytes.len() as u64;
-        let before = |tail: &[u8]| &bytes[..bytes.len() - tail.len()];
-        // After an entry's closing brace, not after `[`: a comma there would break the file.
-        if bytes.ends_with(TAIL) && before(TAIL).ends_with(b"}") {
-            Some(AppendPoint {
-                offset: len - TAIL.len() as u64,
-                after_an_entry: true,
-            })
-        } else if bytes.ends_with(EMPTY_TAIL) && before(EMPTY_TAIL).ends_with(b"\"users\": ") {
-            Some(AppendPoint {
-                offset: len - EMPTY_TAIL.len() as u64 + 1,
-                after_an_entry: false,
-            })
-        } else {
-            None
-        }
-    }
-}
-
-/// Adds `user` to the users file in place at `at` (see the module's header): one `pwrite` of the
-/// entry and the tail, then the file's fsync through `durability`. Returns the file's new stamp
-/// and where the next entry goes. The file is opened without following a symbolic link (`path`
-/// is the resolved one) and made 0600 if it is not.
-///
-/// On failure the file may or may not hold the entry (the write may have reached the page
-/// cache): the caller reads the file again before its next change.
-pub fn append(
-    path: &Path,
-    at: AppendPoint,
-    user: &StoredUser,
-    durability: &dyn Durability,
-) -> io::Result<(FileStamp, AppendPoint)> {
-    use std::os::unix::fs::{FileExt, OpenOptionsExt};
-    let mut bytes = Vec::with_capacity(256);
-    bytes.extend_from_slice(if at.after_an_entry { b",\n" } else { b"\n" });
-    bytes.extend_from_slice(b"    {\n      \"username\": ");
-    serde_json::to_writer(&mut bytes, &user.username).map_err(io::Error::other)?;
-    bytes.extend_from_slice(b",\n      \"password_hash\": ");
-    serde_json::to_writer(&mut bytes, &user.password_hash).map_err(io::Error::other)?;
-    bytes.extend_from_slice(b"\n    }");
-    let next = AppendPoint {
-        offset: at.offset + bytes.len() as u64,
-        after_an_entry: true,
-    };
-    bytes.extend_from_slice(TAIL);
-    let file = fs::OpenOptions::new()
-        .write(true)
-        .custom_flags(libc::O_NOFOLLOW)
-        .open(path)?;
-    let meta = file.metadata()?;
-    if meta.mode() & 0o777 != PRIVATE_MODE {
-        file.set_permissions(fs::Permissions::from_mode(PRIVATE_MODE))?;
-    }
-    file.write_all_at(&bytes, at.offset)?;
-    durability.sync_file(&file, path)?;
-    let stamp = FileStamp::of(&file.metadata()?);
-    Ok((stamp, next))
 }
 
 /// Replaces the users file atomically: a temporary file in the same folder, created exclusively
@@ -656,60 +566,6 @@ mod tests {
                 },
             ]
         );
-    }
-
-    /// An append is durable before it returns: the users file itself is fsynced, holding the
-    /// new entry, and nothing else is synced (no rename happened). Dropping the fsync fails this
-    /// test. The file parses with the new account, and the next append goes after it.
-    #[test]
-    fn an_append_syncs_the_users_file_with_the_new_entry_in_it() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("users.json");
-        let empty = render(&Accounts::new()).unwrap();
-        replace(&path, &empty, &Fsync).unwrap();
-        let mut at = AppendPoint::of(&empty).expect("the store's own empty file");
-        let mut expected = Accounts::new();
-        for name in ["bob", "Alice", "carol"] {
-            let user = accounts(&[name]).into_values().next().unwrap();
-            let recorder = Recorder::new(&path);
-            let (stamp, next) = append(&path, at, &user, &recorder).unwrap();
-            at = next;
-            expected.insert(name_key(name), user);
-            let now = fs::read(&path).unwrap();
-            assert_eq!(parse(&now).unwrap(), expected);
-            assert_eq!(
-                recorder.seen.into_inner(),
-                [Synced::File {
-                    path: path.clone(),
-                    contents: Some(now.clone()),
-                    users_file: Some(now.clone()),
-                }]
-            );
-            assert_eq!(stamp, self::stamp(&path).unwrap());
-            assert_eq!(AppendPoint::of(&now), Some(at));
-        }
-        let text = fs::read_to_string(&path).unwrap();
-        assert!(
-            text.find("bob").unwrap() < text.find("Alice").unwrap(),
-            "in the order they came"
-        );
-        // The same layout as a whole write, entries aside.
-        assert_eq!(
-            parse(&render(&expected).unwrap()).unwrap(),
-            parse(text.as_bytes()).unwrap()
-        );
-        assert_eq!(temporary_files(dir.path()), Vec::<PathBuf>::new());
-    }
-
-    #[test]
-    fn a_file_not_ending_as_the_store_writes_it_is_not_appended_to() {
-        for text in [
-            "{\"version\":1,\"users\":[]}",
-            "{\"users\": [],\n  \"version\": 1\n}\n",
-            "{\n  \"users\": [\n  ]\n}\n",
-        ] {
-            assert_eq!(AppendPoint::of(text.as_bytes()), None, "{text}");
-        }
     }
 
     #[test]

@@ -1,17 +1,17 @@
 //! Accounts: the [`UserStore`], which registers and verifies users, and its errors.
 //!
-//! The store keeps every account in memory and in one JSON file, to which a registration's entry
-//! is appended in place and fsynced before the registration is reported as successful
-//! ([`file::append`]: ~150 bytes whatever the number of accounts). Other changes (a re-hash, the
-//! first registration after a change by hand) replace the file atomically (write a temporary
-//! file in the same folder, fsync it, rename it over the old one, fsync the folder). It never
-//! keeps or writes a plain password.
+//! The store keeps every account in memory and in one JSON file, which every change (a
+//! registration, a re-hash) replaces atomically (write a temporary file in the same folder, fsync
+//! it, rename it over the old one, fsync the folder) before it is reported as successful
+//! ([`file::replace`]). The whole file is written each time, so the cost of a registration grows
+//! with the number of accounts. It never keeps or writes a plain password.
 //!
 //! Two locks, so that a login never waits for the disk: the accounts (a read-write lock, held
-//! for a lookup or to insert one account, never across a file operation) and the writer (a
-//! mutex held through each change of the file, so that changes reach it one at a time and in
-//! order). A login checks the file for a change by hand only when no write is in progress (the
-//! write checks it itself).
+//! for a lookup, a copy or an insertion, never across a file operation) and the writer (a mutex
+//! held through each rewrite of the file, so that rewrites happen one at a time and in order). A
+//! registration copies the accounts under a short read lock, writes the file holding only the
+//! writer's lock, then inserts the account. A login checks the file for a change by hand only
+//! when no write is in progress (the write checks it itself).
 //!
 //! Its methods block (scrypt takes a few hundred milliseconds at the default cost; fsync waits for
 //! the disk): async callers run them with [`crate::runtime::spawn_blocking`].
@@ -25,8 +25,8 @@
 //! would honour); that window is one write long.
 //!
 //! Look-alike names: a name is refused when its [`skeleton`] is an existing account's (`aIice`
-//! beside `alice`); see [`rules::LOOK_ALIKE`]. An index by skeleton makes that check O(1). A file that already holds two look-alikes loads,
-//! with a warning; both log in as before.
+//! beside `alice`); see [`rules::LOOK_ALIKE`]. An index by skeleton makes that check O(1). A file
+//! that already holds two look-alikes loads, with a warning; both log in as before.
 //!
 //! Who else could replace the file: [`UserStore::open_with`] looks at the file's owner and its
 //! folders' owners and modes ([`folder`]) and refuses or warns.
@@ -69,7 +69,7 @@ pub use rules::{
 };
 
 use cost::{check_password, dummy_hash, hash_password, usable_cost};
-use file::{Accounts, AppendPoint, Fsync, WriteFailure};
+use file::{Accounts, Fsync, WriteFailure};
 use rules::name_key;
 
 /// The accounts as last read from or written to the users file, with an index by [`skeleton`].
@@ -106,9 +106,6 @@ impl Index {
 struct Writer {
     /// The file's stamp then; `None` after a failed write left it unknown (read it again).
     stamp: Option<FileStamp>,
-    /// Where the next registration's entry goes; `None` if the file does not end as the store
-    /// writes it (the next change rewrites it whole).
-    append: Option<AppendPoint>,
     /// The last complaint about a changed file that could not be read back, so that logins
     /// do not log it again and again.
     complained: Option<String>,
@@ -189,20 +186,20 @@ impl UserStore {
         }
         // Before any write of ours: a leftover is never one of this process's files.
         file::remove_leftover_temporary_files(&target);
-        let (users, stamp, append) = match file::read(&target) {
+        let (users, stamp) = match file::read(&target) {
             Ok((bytes, stamp)) => {
                 let users = file::parse(&bytes).map_err(|reason| StoreError::Invalid {
                     path: path.to_path_buf(),
                     reason,
                 })?;
-                (users, stamp, AppendPoint::of(&bytes))
+                (users, stamp)
             }
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
                 let empty = Accounts::new();
                 let json = file::render(&empty).map_err(io_error)?;
                 let stamp = file::replace(&target, &json, &Fsync)
                     .map_err(|failure| io_error(failure.error))?;
-                (empty, stamp, AppendPoint::of(&json))
+                (empty, stamp)
             }
             Err(e) => return Err(io_error(e)),
         };
@@ -216,7 +213,6 @@ impl UserStore {
             index: RwLock::new(Index::new(users)),
             writer: Mutex::new(Writer {
                 stamp: Some(stamp),
-                append,
                 complained: None,
             }),
             dummy_hash: dummy_hash(&cost),
@@ -271,42 +267,24 @@ impl UserStore {
             username: username.to_string(),
             password_hash,
         };
-        let write_error = |error| {
-            AuthError::Storage(StorageError::Write {
+        // The whole file, replaced atomically, under the writer's lock only: logins go on
+        // reading the accounts meanwhile.
+        let mut all = self.read().accounts.clone();
+        all.insert(key.clone(), user.clone());
+        let result = self.rewrite(&mut writer, &all);
+        // Keep memory equal to the file: once the rename happened, the file has the user.
+        if result
+            .as_ref()
+            .map_or_else(|f| f.replaced.is_some(), |_| true)
+        {
+            self.write().insert(key, user);
+        }
+        match result {
+            Ok(()) => Ok(username.to_string()),
+            Err(failure) => Err(AuthError::Storage(StorageError::Write {
                 path: self.path.clone(),
-                error,
-            })
-        };
-        let Some(at) = writer.append else {
-            // Not as the store writes it (a change by hand): rewritten whole, this once.
-            let mut all = self.read().accounts.clone();
-            all.insert(key.clone(), user.clone());
-            let result = self.rewrite(&mut writer, &all);
-            // Keep memory equal to the file: once the rename happened, the file has the user.
-            if result
-                .as_ref()
-                .map_or_else(|f| f.replaced.is_some(), |_| true)
-            {
-                self.write().insert(key, user);
-            }
-            return match result {
-                Ok(()) => Ok(username.to_string()),
-                Err(failure) => Err(write_error(failure.error)),
-            };
-        };
-        match file::append(&self.path, at, &user, &Fsync) {
-            Ok((stamp, next)) => {
-                writer.stamp = Some(stamp);
-                writer.append = Some(next);
-                self.write().insert(key, user);
-                Ok(username.to_string())
-            }
-            Err(error) => {
-                // The entry may be in the file or not, or torn: the next change reads it again.
-                writer.stamp = None;
-                writer.append = None;
-                Err(write_error(error))
-            }
+                error: failure.error,
+            })),
         }
     }
 
@@ -324,7 +302,6 @@ impl UserStore {
         };
         if let Some(stamp) = replaced {
             writer.stamp = Some(stamp);
-            writer.append = AppendPoint::of(&json);
         }
         result.map(|_| ())
     }
@@ -528,7 +505,6 @@ impl UserStore {
         *self.write() = index;
         *writer = Writer {
             stamp: Some(stamp),
-            append: AppendPoint::of(&bytes),
             complained: None,
         };
         Ok(())
