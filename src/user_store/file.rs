@@ -3,8 +3,12 @@
 //! files a crash left behind, and the warnings about symbolic links and loose permissions.
 //!
 //! Knows nothing of passwords beyond the stored PHC strings' shape, and nothing of locking: the
-//! caller ([`super::UserStore`]) writes one change at a time. A write goes through a
-//! [`Durability`] so that tests can see both fsyncs and their order; the store uses [`Fsync`].
+//! caller ([`super::UserStore`]) writes one change at a time, holding its writer's lock only, so
+//! that logins never wait for a write. Every change, a registration included, replaces the file
+//! whole ([`write()`], [`replace`]: a temporary file, fsync, rename, fsync of the folder), so a
+//! crash leaves either the old file or the new one, and the cost of a change grows with the
+//! number of accounts. A write goes through a [`Durability`] so that tests can see both fsyncs
+//! and their order; the store uses [`Fsync`].
 //!
 //! The temporary file of a write is created exclusively (`O_CREAT|O_EXCL`, which never follows a
 //! symbolic link) under a random name, mode 0600, and checked to be a regular file of ours before
@@ -231,6 +235,17 @@ pub fn parse(bytes: &[u8]) -> Result<Accounts, InvalidUsersFile> {
     Ok(users)
 }
 
+/// The bytes [`write()`] puts in the users file: pretty JSON, users in name order, a final newline.
+pub fn render(users: &Accounts) -> io::Result<Vec<u8>> {
+    let file = UsersJson {
+        version: FILE_VERSION,
+        users: users.values().cloned().collect(),
+    };
+    let mut json = serde_json::to_vec_pretty(&file).map_err(io::Error::other)?;
+    json.push(b'\n');
+    Ok(json)
+}
+
 /// Replaces the users file atomically: a temporary file in the same folder, created exclusively
 /// under a random name with mode 0600 and checked to be ours; its fsync; the rename over the old
 /// file; the folder's fsync so that the rename itself is durable. Returns the new file's stamp.
@@ -240,18 +255,23 @@ pub fn write(
     users: &Accounts,
     durability: &dyn Durability,
 ) -> Result<FileStamp, WriteFailure> {
+    let json = render(users).map_err(|error| WriteFailure {
+        replaced: None,
+        error,
+    })?;
+    replace(path, &json, durability)
+}
+
+/// [`write()`] with the bytes already rendered ([`render`]).
+pub fn replace(
+    path: &Path,
+    json: &[u8],
+    durability: &dyn Durability,
+) -> Result<FileStamp, WriteFailure> {
     let failed = |error| WriteFailure {
         replaced: None,
         error,
     };
-    let file = UsersJson {
-        version: FILE_VERSION,
-        users: users.values().cloned().collect(),
-    };
-    let mut json = serde_json::to_vec_pretty(&file)
-        .map_err(io::Error::other)
-        .map_err(failed)?;
-    json.push(b'\n');
     let folder = folder_of(path);
     let name = path.file_name().ok_or_else(|| {
         failed(io::Error::new(
@@ -271,7 +291,7 @@ pub fn write(
         tmp.as_file()
             .set_permissions(fs::Permissions::from_mode(PRIVATE_MODE))?;
         check_temporary_file(tmp.as_file(), tmp.path()).map_err(io::Error::other)?;
-        tmp.write_all(&json)?;
+        tmp.write_all(json)?;
         durability.sync_file(tmp.as_file(), tmp.path())?;
         // Taken before the rename, which keeps the inode, size and modification time.
         tmp.as_file().metadata().map(|meta| FileStamp::of(&meta))
