@@ -20,8 +20,8 @@
 //! [`known_servers`] (the pinned fingerprints), [`direct_inbox`] (the checks on received
 //! datagrams), `direct` (sending direct messages, and received ones as events), [`pairs`] (the
 //! session key and the pairwise keys), [`in_flight`] (sealed messages awaiting an
-//! acknowledgement), [`outgoing`] (lines for the server, paced), `session` (the chat loop and
-//! reconnecting), [`error`] (why the client stops, exit statuses), [`event`] (what it
+//! acknowledgement), [`outgoing`] (lines for the server, paced), `session` (the chat loop) and
+//! `reconnect` (its tries and their waits), [`error`] (why the client stops, exit statuses), [`event`] (what it
 //! reports), [`screen`] (text from others laid out safely for a terminal),
 //! [`peer_list`] (who is online), [`ui`] (the terminal: time, colour, line editor, completion,
 //! history). The timeouts and buffer sizes
@@ -38,6 +38,7 @@ pub mod known_servers;
 pub mod outgoing;
 pub mod pairs;
 pub mod peer_list;
+mod reconnect;
 pub mod screen;
 pub mod secure;
 mod session;

@@ -11,15 +11,14 @@
 //! Meanwhile direct messages flow (they never touch the server), and lines for the server wait,
 //! in order. A login refused for good (password changed, account gone) ends the chat with its
 //! usual status; `already_online` (the server has not yet noticed the old connection is gone),
-//! `endpoint_in_use` and `busy` are tried again.
+//! `endpoint_in_use` and `busy` are tried again. The waits and one try are in
+//! [`reconnect`](super::reconnect).
 //!
 //! Leaving sends what is still queued (at the pace), then `quit`, and shows what the server
 //! still sends until it closes (the answer to a `:l` just before `:q`, say), all bounded.
 //! Each connection's lines are read by a task of its own that tags them with the connection's
 //! number, so that a late line from a connection already given up is told apart and ignored.
 
-use std::collections::hash_map::RandomState;
-use std::hash::{BuildHasher, Hasher};
 use std::io;
 use std::net::{Shutdown, SocketAddr};
 use std::sync::Arc;
@@ -33,18 +32,13 @@ use futures::SinkExt;
 use super::command::{self, Command};
 use super::direct::{summary_event, Courier};
 use super::outgoing::Outgoing;
-use super::pairs::Pairs;
-use super::{
-    log_in, open_link, send, AuthMode, Client, ClientError, ClientEvent, DirectInbox, Link, Opened,
-    PeerList, Reconnect, Transport, Trust,
-};
+use super::reconnect::{redial_once, worth_trying_again, Backoff, Redial, Relinked};
+use super::{send, Client, ClientError, ClientEvent, DirectInbox, Link, PeerList, Reconnect};
 use crate::connection::{self, LineReader, ReadError, StreamReader, StreamWriter};
 use crate::protocol::{
-    decode_server, encode_line, ClientMessage, ErrorCode, PeerInfo, ServerMessage, TextKind,
-    MAX_LINE_BYTES,
+    decode_server, encode_line, ClientMessage, ServerMessage, TextKind, MAX_LINE_BYTES,
 };
 use crate::runtime::{self, TcpStream, UdpSocket};
-use crate::tls::Fingerprint;
 
 /// After `quit`, how long to wait for the server to close its side, so that everything sent
 /// before `quit` is known to have been read (and its answers shown).
@@ -57,15 +51,6 @@ const DATAGRAM_BUFFER: usize = 65_536;
 /// How often the chat loop wakes up with nothing to do: to give out a due summary of dropped
 /// datagrams even when no more arrive, and to say how many lines still wait to be sent.
 const HOUSEKEEPING_TICK: Duration = Duration::from_secs(1);
-
-/// The first wait before connecting again; it doubles after each failed try.
-const RECONNECT_FIRST: Duration = Duration::from_secs(1);
-
-/// The longest wait between two tries.
-const RECONNECT_MAX: Duration = Duration::from_secs(30);
-
-/// Each wait is spread by up to this share either way.
-const RECONNECT_JITTER: f64 = 0.2;
 
 /// Lines (and reconnect results) read ahead of the chat loop; a reader waits when it is full.
 const SERVER_INPUTS: usize = 64;
@@ -91,55 +76,11 @@ enum Input {
     Retransmit(super::direct::TimerFired),
 }
 
-/// A connection made again and logged in.
-struct Relinked {
-    opened: Opened,
-    username: String,
-    peers: Vec<PeerInfo>,
-    pairs: Option<Pairs>,
-}
-
 /// The connection the loop writes to; its reader is a task of its own.
 struct Current {
     id: u64,
     tcp: TcpStream,
     writer: StreamWriter,
-}
-
-/// What reconnecting needs, all of it owned (it runs in a task of its own).
-#[derive(Clone)]
-struct Redial {
-    server: String,
-    /// The fingerprint this session trusted; `None` for the plaintext protocol.
-    pinned: Option<Fingerprint>,
-    username: String,
-    password: String,
-    p2p_port: u16,
-    sealed: bool,
-}
-
-/// The waits between reconnect tries.
-struct Backoff {
-    next: Duration,
-}
-
-impl Backoff {
-    fn new() -> Backoff {
-        Backoff {
-            next: RECONNECT_FIRST,
-        }
-    }
-
-    /// The next wait (with jitter); the one after is twice as long, up to the maximum.
-    fn take(&mut self) -> Duration {
-        let base = self.next;
-        self.next = (self.next * 2).min(RECONNECT_MAX);
-        // A random number without a new dependency: std's hasher keys are random per process
-        // and change with every `RandomState`.
-        let random = RandomState::new().build_hasher().finish();
-        let unit = (random % 1_000_000) as f64 / 1_000_000.0;
-        base.mul_f64(1.0 - RECONNECT_JITTER + 2.0 * RECONNECT_JITTER * unit)
-    }
 }
 
 /// The chat's state between inputs.
@@ -502,44 +443,6 @@ impl Chat {
     }
 }
 
-/// A failed reconnect that may work later: the server still down or not yet listening, or not
-/// yet done with this user's old connection. Anything else — a refused login, a changed
-/// fingerprint — is the end.
-fn worth_trying_again(error: &ClientError) -> bool {
-    match error {
-        ClientError::Unreachable(_) | ClientError::Disconnected(_) => true,
-        ClientError::Refused { code, .. } => matches!(
-            code,
-            ErrorCode::AlreadyOnline | ErrorCode::EndpointInUse | ErrorCode::Busy
-        ),
-        ClientError::Local(_) | ClientError::NotTrusted(_) => false,
-    }
-}
-
-/// One reconnect try: connect, the same fingerprint as before, `hello`, and log in again.
-async fn redial_once(redial: Redial) -> Result<Relinked, ClientError> {
-    let transport = match redial.pinned {
-        Some(fingerprint) => Transport::Tls(Trust::Required(fingerprint)),
-        None => Transport::Plaintext,
-    };
-    let mut opened = open_link(&redial.server, transport).await?;
-    let (username, peers, pairs) = log_in(
-        &mut opened.link,
-        AuthMode::Login,
-        &redial.username,
-        &redial.password,
-        redial.p2p_port,
-        redial.sealed,
-    )
-    .await?;
-    Ok(Relinked {
-        opened,
-        username,
-        peers,
-        pairs,
-    })
-}
-
 /// Reads connection `id`'s lines into the chat loop until its end (or the loop's).
 fn spawn_reader(mut reader: LineReader<StreamReader>, id: u64, mut inputs: mpsc::Sender<Input>) {
     runtime::spawn(async move {
@@ -659,39 +562,4 @@ fn on_server_message(
         | ServerMessage::NameOk { .. } => {}
     }
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_backoff_doubles_to_thirty_seconds_with_jitter() {
-        let mut backoff = Backoff::new();
-        let waits: Vec<f64> = (0..8).map(|_| backoff.take().as_secs_f64()).collect();
-        for (wait, base) in waits
-            .iter()
-            .zip([1.0, 2.0, 4.0, 8.0, 16.0, 30.0, 30.0, 30.0])
-        {
-            assert!(
-                (base * 0.8..=base * 1.2).contains(wait),
-                "{wait} s for a base of {base} s"
-            );
-        }
-    }
-
-    #[test]
-    fn only_a_passing_refusal_is_tried_again() {
-        let refused = |code| ClientError::Refused {
-            code,
-            message: String::new(),
-        };
-        assert!(worth_trying_again(&ClientError::Unreachable("down".into())));
-        assert!(worth_trying_again(&refused(ErrorCode::AlreadyOnline)));
-        assert!(worth_trying_again(&refused(ErrorCode::Busy)));
-        assert!(!worth_trying_again(&refused(ErrorCode::BadCredentials)));
-        assert!(!worth_trying_again(&ClientError::NotTrusted(
-            "changed".into()
-        )));
-    }
 }

@@ -311,7 +311,7 @@ impl UserStore {
     /// checks again.
     pub fn check_name(&self, username: &str) -> Result<(), AuthError> {
         validate_username(username).map_err(AuthError::InvalidUsername)?;
-        check_free(&self.lock().accounts, username)
+        check_free(&self.read(), username)
     }
 
     /// The cost of new hashes.

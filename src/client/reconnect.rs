@@ -1,0 +1,139 @@
+//! Reconnecting: the waits between tries (1 s doubling to 30 s, with jitter), which failures
+//! are worth another try, and one try — connect, the fingerprint this session trusted, `hello`,
+//! log in again under a new session key. The chat loop ([`session`](super::session)) decides
+//! when to try and what to do with the outcome.
+
+use std::collections::hash_map::RandomState;
+use std::hash::{BuildHasher, Hasher};
+use std::time::Duration;
+
+use super::pairs::Pairs;
+use super::{log_in, open_link, AuthMode, ClientError, Opened, Transport, Trust};
+use crate::protocol::{ErrorCode, PeerInfo};
+use crate::tls::Fingerprint;
+
+/// The first wait before connecting again; it doubles after each failed try.
+const RECONNECT_FIRST: Duration = Duration::from_secs(1);
+
+/// The longest wait between two tries.
+const RECONNECT_MAX: Duration = Duration::from_secs(30);
+
+/// Each wait is spread by up to this share either way.
+const RECONNECT_JITTER: f64 = 0.2;
+
+/// A connection made again and logged in.
+pub(super) struct Relinked {
+    pub(super) opened: Opened,
+    pub(super) username: String,
+    pub(super) peers: Vec<PeerInfo>,
+    pub(super) pairs: Option<Pairs>,
+}
+
+/// What reconnecting needs, all of it owned (it runs in a task of its own).
+#[derive(Clone)]
+pub(super) struct Redial {
+    pub(super) server: String,
+    /// The fingerprint this session trusted; `None` for the plaintext protocol.
+    pub(super) pinned: Option<Fingerprint>,
+    pub(super) username: String,
+    pub(super) password: String,
+    pub(super) p2p_port: u16,
+    pub(super) sealed: bool,
+}
+
+/// The waits between reconnect tries.
+pub(super) struct Backoff {
+    next: Duration,
+}
+
+impl Backoff {
+    pub(super) fn new() -> Backoff {
+        Backoff {
+            next: RECONNECT_FIRST,
+        }
+    }
+
+    /// The next wait (with jitter); the one after is twice as long, up to the maximum.
+    pub(super) fn take(&mut self) -> Duration {
+        let base = self.next;
+        self.next = (self.next * 2).min(RECONNECT_MAX);
+        // A random number without a new dependency: std's hasher keys are random per process
+        // and change with every `RandomState`.
+        let random = RandomState::new().build_hasher().finish();
+        let unit = (random % 1_000_000) as f64 / 1_000_000.0;
+        base.mul_f64(1.0 - RECONNECT_JITTER + 2.0 * RECONNECT_JITTER * unit)
+    }
+}
+
+/// A failed reconnect that may work later: the server still down or not yet listening, or not
+/// yet done with this user's old connection. Anything else — a refused login, a changed
+/// fingerprint — is the end.
+pub(super) fn worth_trying_again(error: &ClientError) -> bool {
+    match error {
+        ClientError::Unreachable(_) | ClientError::Disconnected(_) => true,
+        ClientError::Refused { code, .. } => matches!(
+            code,
+            ErrorCode::AlreadyOnline | ErrorCode::EndpointInUse | ErrorCode::Busy
+        ),
+        ClientError::Local(_) | ClientError::NotTrusted(_) => false,
+    }
+}
+
+/// One reconnect try: connect, the same fingerprint as before, `hello`, and log in again.
+pub(super) async fn redial_once(redial: Redial) -> Result<Relinked, ClientError> {
+    let transport = match redial.pinned {
+        Some(fingerprint) => Transport::Tls(Trust::Required(fingerprint)),
+        None => Transport::Plaintext,
+    };
+    let mut opened = open_link(&redial.server, transport).await?;
+    let (username, peers, pairs) = log_in(
+        &mut opened.link,
+        AuthMode::Login,
+        &redial.username,
+        &redial.password,
+        redial.p2p_port,
+        redial.sealed,
+    )
+    .await?;
+    Ok(Relinked {
+        opened,
+        username,
+        peers,
+        pairs,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_backoff_doubles_to_thirty_seconds_with_jitter() {
+        let mut backoff = Backoff::new();
+        let waits: Vec<f64> = (0..8).map(|_| backoff.take().as_secs_f64()).collect();
+        for (wait, base) in waits
+            .iter()
+            .zip([1.0, 2.0, 4.0, 8.0, 16.0, 30.0, 30.0, 30.0])
+        {
+            assert!(
+                (base * 0.8..=base * 1.2).contains(wait),
+                "{wait} s for a base of {base} s"
+            );
+        }
+    }
+
+    #[test]
+    fn only_a_passing_refusal_is_tried_again() {
+        let refused = |code| ClientError::Refused {
+            code,
+            message: String::new(),
+        };
+        assert!(worth_trying_again(&ClientError::Unreachable("down".into())));
+        assert!(worth_trying_again(&refused(ErrorCode::AlreadyOnline)));
+        assert!(worth_trying_again(&refused(ErrorCode::Busy)));
+        assert!(!worth_trying_again(&refused(ErrorCode::BadCredentials)));
+        assert!(!worth_trying_again(&ClientError::NotTrusted(
+            "changed".into()
+        )));
+    }
+}
