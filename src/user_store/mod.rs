@@ -42,15 +42,16 @@
 //! - [`file`](mod@file): the users file's layout, its atomic durable write, its stamp, clean-up
 //!   and warnings;
 //! - [`folder`]: whether anyone but the server's user could replace the users file;
+//! - `index`: the accounts in memory, by name and by skeleton;
 //! - [`error`]: why a login, a registration or opening the store failed.
 
 pub mod cost;
 pub mod error;
 pub mod file;
 pub mod folder;
+mod index;
 pub mod rules;
 
-use std::collections::HashMap;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard, TryLockError};
@@ -70,37 +71,8 @@ pub use rules::{
 
 use cost::{check_password, dummy_hash, hash_password, usable_cost};
 use file::{Accounts, Fsync, WriteFailure};
+use index::{check_free, warn_about_look_alikes, Index};
 use rules::name_key;
-
-/// The accounts as last read from or written to the users file, with an index by [`skeleton`].
-struct Index {
-    /// Keyed by [`name_key`].
-    accounts: Accounts,
-    /// The skeleton of every account's name, and the first account (in key order) with it.
-    skeletons: HashMap<String, String>,
-}
-
-impl Index {
-    fn new(accounts: Accounts) -> Index {
-        let mut skeletons = HashMap::with_capacity(accounts.len());
-        for user in accounts.values() {
-            skeletons
-                .entry(skeleton(&user.username))
-                .or_insert_with(|| user.username.clone());
-        }
-        Index {
-            accounts,
-            skeletons,
-        }
-    }
-
-    fn insert(&mut self, key: String, user: StoredUser) {
-        self.skeletons
-            .entry(skeleton(&user.username))
-            .or_insert_with(|| user.username.clone());
-        self.accounts.insert(key, user);
-    }
-}
 
 /// What the writer knows of the users file as of its own last read or write.
 struct Writer {
@@ -537,38 +509,6 @@ impl UserStore {
         self.writer
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
-}
-
-/// Whether `username` may be registered beside the accounts in `index`: not the same name
-/// (ignoring case), and not a look-alike of one ([`skeleton`]). O(1) in the number of accounts.
-fn check_free(index: &Index, username: &str) -> Result<(), AuthError> {
-    if index.accounts.contains_key(&name_key(username)) {
-        return Err(AuthError::NameTaken);
-    }
-    match index.skeletons.get(&skeleton(username)) {
-        Some(existing) => Err(AuthError::NameTooSimilar {
-            existing: existing.clone(),
-        }),
-        None => Ok(()),
-    }
-}
-
-/// Logs a warning for each group of accounts in `accounts` whose names look alike.
-fn warn_about_look_alikes(path: &Path, accounts: &Accounts) {
-    let mut by_skeleton: std::collections::BTreeMap<String, Vec<&str>> = Default::default();
-    for user in accounts.values() {
-        by_skeleton
-            .entry(skeleton(&user.username))
-            .or_default()
-            .push(&user.username);
-    }
-    for names in by_skeleton.values().filter(|names| names.len() > 1) {
-        log::warn!(
-            "users file {}: accounts {names:?} have look-alike names; each logs in as before, \
-             and no new name like them is accepted",
-            path.display()
-        );
     }
 }
 
