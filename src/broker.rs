@@ -195,7 +195,7 @@ impl Broker {
             if Some(id) == except {
                 continue;
             }
-            if session.outbox.push_line(line.clone()) == Err(Undeliverable::QueueFull) {
+            if session.outbox.push_line(&line) == Err(Undeliverable::QueueFull) {
                 overflowed.push(id);
             }
         }
@@ -218,25 +218,23 @@ mod tests {
     }
 
     impl TestClient {
+        /// Everything owed, as if the socket had taken it.
         fn received(&mut self) -> Vec<ServerMessage> {
-            let mut out = Vec::new();
-            while let Some(line) = self.lines.try_next() {
-                out.push(crate::protocol::decode_server(line.trim_end().as_bytes()).unwrap());
-            }
-            out
+            use futures::FutureExt;
+            let Some(Some(bytes)) = self.lines.next().now_or_never() else {
+                return Vec::new();
+            };
+            self.lines.written(bytes.len());
+            bytes
+                .split(|&b| b == b'\n')
+                .filter(|line| !line.is_empty())
+                .map(|line| crate::protocol::decode_server(line).unwrap())
+                .collect()
         }
     }
 
-    fn join(broker: &mut Broker, id: SessionId, name: &str, lines: usize) -> TestClient {
-        join_limited(
-            broker,
-            id,
-            name,
-            QueueLimits {
-                lines,
-                bytes: 1 << 20,
-            },
-        )
+    fn join(broker: &mut Broker, id: SessionId, name: &str) -> TestClient {
+        join_limited(broker, id, name, QueueLimits::default())
     }
 
     fn join_limited(
@@ -272,8 +270,8 @@ mod tests {
     #[test]
     fn joins_are_welcomed_and_announced() {
         let mut broker = Broker::default();
-        let mut alice = join(&mut broker, 1, "alice", 8);
-        let mut bob = join(&mut broker, 2, "bob", 8);
+        let mut alice = join(&mut broker, 1, "alice");
+        let mut bob = join(&mut broker, 2, "bob");
         match &alice.received()[..] {
             [ServerMessage::Welcome { peers: p1, .. }, ServerMessage::Joined { peer }] => {
                 assert_eq!(names(p1), ["alice"]);
@@ -290,7 +288,7 @@ mod tests {
     #[test]
     fn a_name_already_online_is_refused_whatever_its_case() {
         let mut broker = Broker::default();
-        let _alice = join(&mut broker, 1, "alice", 8);
+        let _alice = join(&mut broker, 1, "alice");
         let (outbox, _rx) = outbox::channel(QueueLimits::default(), Box::new(|| {}));
         let (reply, mut answer) = oneshot::channel();
         broker.handle(Event::Join {
@@ -313,7 +311,7 @@ mod tests {
     #[test]
     fn an_endpoint_announced_by_an_online_session_is_refused_until_it_leaves() {
         let mut broker = Broker::default();
-        let _alice = join(&mut broker, 1, "alice", 8);
+        let _alice = join(&mut broker, 1, "alice");
         let mallory = |broker: &mut Broker, id| {
             let (outbox, _rx) = outbox::channel(QueueLimits::default(), Box::new(|| {}));
             let (reply, mut answer) = oneshot::channel();
@@ -342,8 +340,8 @@ mod tests {
     #[test]
     fn room_messages_reach_everyone_but_the_sender() {
         let mut broker = Broker::default();
-        let mut alice = join(&mut broker, 1, "alice", 8);
-        let mut bob = join(&mut broker, 2, "bob", 8);
+        let mut alice = join(&mut broker, 1, "alice");
+        let mut bob = join(&mut broker, 2, "bob");
         alice.received();
         bob.received();
         broker.handle(Event::Say {
@@ -363,9 +361,9 @@ mod tests {
     #[test]
     fn a_stale_leave_does_not_remove_a_newer_session() {
         let mut broker = Broker::default();
-        let _old = join(&mut broker, 1, "alice", 8);
+        let _old = join(&mut broker, 1, "alice");
         broker.handle(Event::Leave { id: 1 });
-        let _new = join(&mut broker, 2, "alice", 8);
+        let _new = join(&mut broker, 2, "alice");
         broker.handle(Event::Leave { id: 1 });
         assert_eq!(names(&broker.peers()), ["alice"]);
     }
@@ -373,9 +371,13 @@ mod tests {
     #[test]
     fn a_client_that_does_not_read_is_dropped_and_the_others_are_served() {
         let mut broker = Broker::default();
-        let slow = join(&mut broker, 1, "slow", 2);
-        let mut alice = join(&mut broker, 2, "alice", 64);
-        let _bob = join(&mut broker, 3, "bob", 64);
+        let limits = QueueLimits {
+            bytes: 256,
+            ..QueueLimits::default()
+        };
+        let slow = join_limited(&mut broker, 1, "slow", limits);
+        let mut alice = join(&mut broker, 2, "alice");
+        let _bob = join(&mut broker, 3, "bob");
         for i in 0..5 {
             broker.handle(Event::Say {
                 id: 3,
@@ -405,11 +407,11 @@ mod tests {
     fn the_send_queue_is_bounded_in_bytes_too() {
         let mut broker = Broker::default();
         let limits = QueueLimits {
-            lines: 1000,
             bytes: 4096,
+            ..QueueLimits::default()
         };
         let mut slow = join_limited(&mut broker, 1, "slow", limits);
-        let _bob = join(&mut broker, 2, "bob", 8);
+        let _bob = join(&mut broker, 2, "bob");
         slow.received();
         let big = "x".repeat(1500);
         for _ in 0..2 {
