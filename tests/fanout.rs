@@ -64,13 +64,15 @@ fn a_full_room_sending_whole_bursts_at_once_drops_nobody_and_delivers_everything
         for (r, conn) in clients.iter_mut().enumerate() {
             let target = (received[r] + BURST).min(owed);
             while received[r] < target {
-                let line = conn.read_json().unwrap_or_else(|| {
-                    panic!(
-                        "{} was disconnected after {} of {owed} lines",
+                let line = match conn.try_read_json() {
+                    Ok(Some(line)) => line,
+                    outcome => panic!(
+                        "{} got {} of {owed} lines, then {outcome:?}; server log:\n{}",
                         name(r),
-                        received[r]
-                    )
-                });
+                        received[r],
+                        server.log()
+                    ),
+                };
                 if line["type"] == "error" {
                     panic!("{} was told {line}", name(r));
                 }

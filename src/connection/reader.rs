@@ -207,6 +207,20 @@ mod tests {
     }
 
     #[test]
+    fn a_reader_between_lines_holds_no_buffer() {
+        let mut reader = LineReader::new(Cursor::new(b"one\ntwo\nthr".to_vec()), 100);
+        assert_eq!(block_on(reader.next_line()).unwrap(), Some(b"one".to_vec()));
+        assert!(reader.pending.capacity() > 0, "\"two\" is still waiting");
+        assert_eq!(block_on(reader.next_line()).unwrap(), Some(b"two".to_vec()));
+        assert!(block_on(reader.next_line()).is_err(), "cut off mid-line");
+        assert_eq!(reader.pending.capacity(), 0);
+        let mut reader = LineReader::new(Cursor::new(b"a\nb\n".to_vec()), 100);
+        block_on(reader.next_line()).unwrap();
+        block_on(reader.next_line()).unwrap();
+        assert_eq!(reader.pending.capacity(), 0);
+    }
+
+    #[test]
     fn end_of_stream_mid_line_is_an_error() {
         assert_eq!(
             lines(b"ok\npartial", 100),
