@@ -301,13 +301,12 @@ impl Broker {
     fn flush_announcements(&mut self) {
         while self.pending.since.is_some() {
             let Announcements { lines, starts, .. } = std::mem::take(&mut self.pending);
-            let all: Arc<str> = Arc::from(lines.as_str());
             let mut overflowed = Vec::new();
             for (&id, session) in self.sessions.iter_mut() {
                 let batch = match starts.get(&id) {
-                    None => all.clone(),
+                    None => lines.as_str(),
                     Some(&start) if start == lines.len() => continue,
-                    Some(&start) => Arc::from(&lines[start..]),
+                    Some(&start) => &lines[start..],
                 };
                 if session.outbox.push_line(batch) == Err(Undeliverable::QueueFull) {
                     overflowed.push(id);
@@ -322,9 +321,7 @@ impl Broker {
 
     fn send_line_to(&mut self, id: SessionId, line: String) {
         let overflowed = match self.sessions.get_mut(&id) {
-            Some(session) => {
-                session.outbox.push_line(Arc::from(line)) == Err(Undeliverable::QueueFull)
-            }
+            Some(session) => session.outbox.push_line(&line) == Err(Undeliverable::QueueFull),
             None => false,
         };
         if overflowed {
@@ -344,7 +341,7 @@ impl Broker {
             if Some(id) == except {
                 continue;
             }
-            if session.outbox.push_line(line.clone()) == Err(Undeliverable::QueueFull) {
+            if session.outbox.push_line(&line) == Err(Undeliverable::QueueFull) {
                 overflowed.push(id);
             }
         }
@@ -368,28 +365,23 @@ mod tests {
     }
 
     impl TestClient {
+        /// Everything owed, as if the socket had taken it.
         fn received(&mut self) -> Vec<ServerMessage> {
-            let mut out = Vec::new();
-            while let Some(batch) = self.lines.try_next() {
-                assert!(batch.ends_with('\n'), "{batch:?}");
-                for line in batch.lines() {
-                    out.push(crate::protocol::decode_server(line.as_bytes()).unwrap());
-                }
-            }
-            out
+            use futures::FutureExt;
+            let Some(Some(bytes)) = self.lines.next().now_or_never() else {
+                return Vec::new();
+            };
+            self.lines.written(bytes.len());
+            bytes
+                .split(|&b| b == b'\n')
+                .filter(|line| !line.is_empty())
+                .map(|line| crate::protocol::decode_server(line).unwrap())
+                .collect()
         }
     }
 
-    fn join(broker: &mut Broker, id: SessionId, name: &str, lines: usize) -> TestClient {
-        join_limited(
-            broker,
-            id,
-            name,
-            QueueLimits {
-                lines,
-                bytes: 1 << 20,
-            },
-        )
+    fn join(broker: &mut Broker, id: SessionId, name: &str) -> TestClient {
+        join_limited(broker, id, name, QueueLimits::default())
     }
 
     fn join_limited(
@@ -436,8 +428,8 @@ mod tests {
     #[test]
     fn joins_are_welcomed_and_announced() {
         let mut broker = Broker::default();
-        let mut alice = join(&mut broker, 1, "alice", 8);
-        let mut bob = join(&mut broker, 2, "bob", 8);
+        let mut alice = join(&mut broker, 1, "alice");
+        let mut bob = join(&mut broker, 2, "bob");
         match &alice.received()[..] {
             [ServerMessage::Welcome { peers: p1, .. }, ServerMessage::Joined { peer }] => {
                 assert_eq!(names(p1), ["alice"]);
@@ -454,7 +446,7 @@ mod tests {
     #[test]
     fn a_name_already_online_is_refused_whatever_its_case() {
         let mut broker = Broker::default();
-        let _alice = join(&mut broker, 1, "alice", 8);
+        let _alice = join(&mut broker, 1, "alice");
         let (outbox, _rx) = outbox::channel(QueueLimits::default(), Box::new(|| {}));
         let (reply, mut answer) = oneshot::channel();
         broker.handle(Event::Join {
@@ -477,7 +469,7 @@ mod tests {
     #[test]
     fn an_endpoint_announced_by_an_online_session_is_refused_until_it_leaves() {
         let mut broker = Broker::default();
-        let _alice = join(&mut broker, 1, "alice", 8);
+        let _alice = join(&mut broker, 1, "alice");
         let mallory = |broker: &mut Broker, id| {
             let (outbox, _rx) = outbox::channel(QueueLimits::default(), Box::new(|| {}));
             let (reply, mut answer) = oneshot::channel();
@@ -506,8 +498,8 @@ mod tests {
     #[test]
     fn room_messages_reach_everyone_but_the_sender() {
         let mut broker = Broker::default();
-        let mut alice = join(&mut broker, 1, "alice", 8);
-        let mut bob = join(&mut broker, 2, "bob", 8);
+        let mut alice = join(&mut broker, 1, "alice");
+        let mut bob = join(&mut broker, 2, "bob");
         alice.received();
         bob.received();
         broker.handle(Event::Say {
@@ -529,9 +521,9 @@ mod tests {
     #[test]
     fn a_stale_leave_does_not_remove_a_newer_session() {
         let mut broker = Broker::default();
-        let _old = join(&mut broker, 1, "alice", 8);
+        let _old = join(&mut broker, 1, "alice");
         broker.handle(Event::Leave { id: 1 });
-        let _new = join(&mut broker, 2, "alice", 8);
+        let _new = join(&mut broker, 2, "alice");
         broker.handle(Event::Leave { id: 1 });
         assert_eq!(names(&broker.peers()), ["alice"]);
     }
@@ -539,9 +531,13 @@ mod tests {
     #[test]
     fn a_client_that_does_not_read_is_dropped_and_the_others_are_served() {
         let mut broker = Broker::default();
-        let slow = join(&mut broker, 1, "slow", 2);
-        let mut alice = join(&mut broker, 2, "alice", 64);
-        let _bob = join(&mut broker, 3, "bob", 64);
+        let limits = QueueLimits {
+            bytes: 256,
+            ..QueueLimits::default()
+        };
+        let slow = join_limited(&mut broker, 1, "slow", limits);
+        let mut alice = join(&mut broker, 2, "alice");
+        let _bob = join(&mut broker, 3, "bob");
         for i in 0..5 {
             broker.handle(Event::Say {
                 id: 3,
@@ -572,11 +568,11 @@ mod tests {
     fn the_send_queue_is_bounded_in_bytes_too() {
         let mut broker = Broker::default();
         let limits = QueueLimits {
-            lines: 1000,
             bytes: 4096,
+            ..QueueLimits::default()
         };
         let mut slow = join_limited(&mut broker, 1, "slow", limits);
-        let _bob = join(&mut broker, 2, "bob", 8);
+        let _bob = join(&mut broker, 2, "bob");
         slow.received();
         let big = "x".repeat(1500);
         for _ in 0..2 {
@@ -635,13 +631,17 @@ mod tests {
     }
 
     impl TestClient {
-        /// The raw queue entries: one per write the broker asked for.
+        /// What the writer would take in one go: everything owed so far, as one string (the
+        /// broker's lines within a tick land in the buffer together).
         fn batches(&mut self) -> Vec<String> {
-            let mut out = Vec::new();
-            while let Some(batch) = self.lines.try_next() {
-                out.push(batch.to_string());
+            use futures::FutureExt;
+            match self.lines.next().now_or_never() {
+                Some(Some(bytes)) => {
+                    self.lines.written(bytes.len());
+                    vec![String::from_utf8(bytes).unwrap()]
+                }
+                _ => Vec::new(),
             }
-            out
         }
     }
 
@@ -670,7 +670,7 @@ mod tests {
         ];
         let mut clients = Vec::new();
         for (i, name) in names_in.iter().enumerate() {
-            clients.push(join(&mut broker, i as SessionId + 1, name, 64));
+            clients.push(join(&mut broker, i as SessionId + 1, name));
         }
         // A peer with a public key, encoded by the same entry.
         let key: crate::protocol::PublicKey =
@@ -694,9 +694,13 @@ mod tests {
             .chain([zed])
             .collect();
         expected.sort_by_key(|p| p.username.to_ascii_lowercase());
-        let welcome = rx.try_next().unwrap();
+        let welcome = {
+            use futures::FutureExt;
+            let bytes = rx.next().now_or_never().flatten().unwrap();
+            String::from_utf8(bytes).unwrap()
+        };
         assert_eq!(
-            &*welcome,
+            welcome,
             encode_line(&ServerMessage::Welcome {
                 username: "zed".into(),
                 peers: expected.clone(),
@@ -723,7 +727,7 @@ mod tests {
     #[test]
     fn announcements_within_a_tick_reach_each_client_as_one_batch_of_its_own() {
         let mut broker = Broker::default();
-        let mut alice = join(&mut broker, 1, "alice", 8);
+        let mut alice = join(&mut broker, 1, "alice");
         alice.received();
         let mut bob = join_in_tick(&mut broker, 2, "bob");
         let mut carol = join_in_tick(&mut broker, 3, "carol");
@@ -762,7 +766,7 @@ mod tests {
     #[test]
     fn a_room_message_or_list_sends_the_waiting_announcements_first() {
         let mut broker = Broker::default();
-        let mut alice = join(&mut broker, 1, "alice", 8);
+        let mut alice = join(&mut broker, 1, "alice");
         alice.received();
         let _bob = join_in_tick(&mut broker, 2, "bob");
         broker.handle(Event::Say {
@@ -786,7 +790,7 @@ mod tests {
     #[test]
     fn a_full_batch_is_sent_without_waiting_for_the_tick() {
         let mut broker = Broker::default();
-        let mut watcher = join(&mut broker, 1, "watcher", 64);
+        let mut watcher = join(&mut broker, 1, "watcher");
         watcher.received();
         let line = joined(2, "u00002").len();
         let mut others = Vec::new();

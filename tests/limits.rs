@@ -166,19 +166,19 @@ fn a_flooding_client_is_warned_then_disconnected_and_the_room_goes_on() {
     server.wait_for_log("disconnected: flooding");
 }
 
-/// Defence 6: A client that stops reading is disconnected when its send queue is full, while the
-/// others keep receiving every message, in order.
+/// Defence 6: A client that stops reading is disconnected once it is owed more than
+/// `--send-queue-bytes`, while the others keep receiving every message, in order.
 #[test]
 fn a_client_that_stops_reading_is_dropped_and_the_others_receive_everything() {
     let dir = TempDir::new().unwrap();
     let server = Server::start(
         &users(&dir),
         &[
-            // Only the byte limit can drop the sleeper: the line limit is out of reach.
+            // Only the byte cap can drop the sleeper: the stall timeout is out of reach.
             "--send-queue-bytes",
             "65536",
-            "--send-queue-lines",
-            "100000",
+            "--send-stall-timeout",
+            "3600",
             "--flood-burst",
             "100000",
             "--flood-rate",
@@ -222,6 +222,65 @@ fn a_client_that_stops_reading_is_dropped_and_the_others_receive_everything() {
     }
     eprintln!("the sleeper was dropped after {sent} messages of 16 KiB");
     server.wait_for_log("sleeper disconnected: send queue exceeded");
+}
+
+/// Defence 6, the other half: a client whose socket accepts nothing for `--send-stall-timeout`
+/// while it is owed bytes is disconnected, even though it is owed far less than the cap.
+#[test]
+fn a_client_whose_socket_stops_accepting_data_is_dropped_after_the_stall_timeout() {
+    let dir = TempDir::new().unwrap();
+    let server = Server::start(
+        &users(&dir),
+        &[
+            // Only the stall timeout can drop the sleeper: the byte cap is out of reach.
+            "--send-queue-bytes",
+            "1073741824",
+            "--send-stall-timeout",
+            "0.5",
+            "--flood-burst",
+            "100000",
+            "--flood-rate",
+            "100000",
+        ],
+    );
+    let mut alice = ChatClient::register(server.addr, "alice", "alice-password");
+    let mut sleeper = RawConnection::connect_small_buffer(server.addr);
+    assert_eq!(
+        sleeper.authenticate(true, "sleeper", "sleeper-password")["type"],
+        "welcome"
+    );
+    // From here on the sleeper reads nothing.
+    let mut sender = RawConnection::connect(server.addr);
+    assert_eq!(
+        sender.authenticate(true, "sender", "sender-password")["type"],
+        "welcome"
+    );
+    alice.expect_peers(&["alice", "sleeper", "sender"]);
+    // Messages go out, each once alice has the previous one, until the sleeper's kernel buffers
+    // are full and its writer has made no progress for the stall timeout; sending goes on
+    // meanwhile, so the sleeper is owed more and more, never near the cap. Bounded: 10,000
+    // messages of 16 KiB are far more than those buffers hold.
+    let padding = "p".repeat(16 * 1024);
+    let mut sent = 0;
+    let mut sleeper_dropped = false;
+    while !sleeper_dropped {
+        assert!(sent < 10_000, "the sleeper was never dropped");
+        sender.send(&json!({"type": "say", "text": format!("{sent} {padding}")}));
+        let seen = alice.until(&format!("message {sent}"), |e| {
+            e["event"] == "message" && e["text"].as_str().unwrap().starts_with(&format!("{sent} "))
+        });
+        sleeper_dropped = seen
+            .iter()
+            .any(|e| e["event"] == "left" && e["username"] == "sleeper");
+        sent += 1;
+    }
+    eprintln!("the sleeper was dropped after {sent} messages of 16 KiB");
+    server.wait_for_log("(sleeper) disconnected: send stalled (nothing written for 0.5 s)");
+    assert!(
+        !server.log().contains("send queue exceeded"),
+        "{}",
+        server.log()
+    );
 }
 
 /// Defence 7: a logged-in peer that stops answering is pinged, then dropped and announced as

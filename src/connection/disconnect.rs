@@ -35,6 +35,10 @@ pub enum Disconnect {
     /// The client does not read what it is sent: its send queue is full.
     #[error("send queue exceeded")]
     SendQueueExceeded,
+    /// The client does not read: its socket accepted nothing for this long while it was owed
+    /// bytes.
+    #[error("send stalled (nothing written for {} s)", .0.as_secs_f64())]
+    SendStalled(Duration),
     /// The server is stopping.
     #[error("server shutting down")]
     ServerShuttingDown,
@@ -100,6 +104,10 @@ mod tests {
                 "connection closed in the middle of a line",
             ),
             (Disconnect::SendQueueExceeded, "send queue exceeded"),
+            (
+                Disconnect::SendStalled(Duration::from_secs(30)),
+                "send stalled (nothing written for 30 s)",
+            ),
             (
                 Disconnect::TlsRequired,
                 "no TLS handshake (told tls_required)",

@@ -1,38 +1,77 @@
-//! The writing half of a connection: the writer task that drains a client's send queue into the
+//! The writing half of a connection: the writer task that drains a client's send buffer into the
 //! socket, and the direct write of one message (the client's, and a refusal's, which have no
-//! queue).
+//! buffer).
 //!
 //! It never decides what is sent or to whom (the broker and the session do) and never reads.
 
 use std::io;
 use std::net::Shutdown;
 
-use futures::io::{AsyncWrite, AsyncWriteExt, BufWriter};
+use futures::io::{AsyncWrite, AsyncWriteExt};
 use serde::Serialize;
 
 use super::StreamWriter;
 use crate::outbox::OutboxReader;
 use crate::protocol::encode_line;
-use crate::runtime::TcpStream;
+use crate::runtime::{self, TcpStream};
 
-/// Writes queued lines to `out` until the queue ends or the socket fails. Lines that are
-/// already waiting go out in one write. When the queue ends, `out` is closed (with TLS, a
-/// `close_notify` first, so that the client can tell the end from a cut). When the socket fails,
-/// `tcp` is closed both ways, so that the connection's reader wakes up too.
-pub async fn write_queued(out: StreamWriter, tcp: TcpStream, mut queue: OutboxReader) {
-    let mut out = BufWriter::new(out);
-    while let Some(line) = queue.next().await {
-        let mut result = out.write_all(line.as_bytes()).await;
-        while let (Ok(()), Some(line)) = (&result, queue.try_next()) {
-            result = out.write_all(line.as_bytes()).await;
-        }
-        if result.is_err() || out.flush().await.is_err() {
-            // The client is gone: wake the reader too.
-            let _ = tcp.shutdown(Shutdown::Both);
-            return;
+/// Why the writer stopped before the buffer ended.
+enum WriteFailed {
+    /// The socket failed: the client is gone.
+    Socket,
+    /// The socket accepted nothing for the stall timeout while bytes were owed.
+    Stalled,
+}
+
+/// Writes what the client is owed to `out` until every sender is gone or the socket fails or
+/// stalls. Everything owed goes out in one write call (the socket takes what it can; the rest
+/// follows at once), so lines appended while the previous write was in flight cost no wake-up of
+/// their own. A socket that accepts no byte for the buffer's stall timeout drops the client. When
+/// the buffer ends, `out` is closed (with TLS, a `close_notify` first, so that the client can tell
+/// the end from a cut). When the socket fails, `tcp` is closed both ways, so that the
+/// connection's reader wakes up too.
+pub async fn write_queued(mut out: StreamWriter, tcp: TcpStream, mut queue: OutboxReader) {
+    while let Some(bytes) = queue.next().await {
+        match write_owed(&mut out, &mut queue, &bytes).await {
+            Ok(()) => queue.recycle(bytes),
+            Err(WriteFailed::Stalled) => {
+                queue.stalled();
+                return;
+            }
+            Err(WriteFailed::Socket) => {
+                // The client is gone: wake the reader too.
+                let _ = tcp.shutdown(Shutdown::Both);
+                return;
+            }
         }
     }
     let _ = out.close().await;
+}
+
+/// Writes `bytes` and flushes, each call allowed the stall timeout to make progress.
+async fn write_owed(
+    out: &mut StreamWriter,
+    queue: &mut OutboxReader,
+    bytes: &[u8],
+) -> Result<(), WriteFailed> {
+    let stall = queue.stall_timeout();
+    let mut rest = bytes;
+    while !rest.is_empty() {
+        match runtime::timeout(stall, out.write(rest)).await {
+            None => return Err(WriteFailed::Stalled),
+            Some(Ok(0)) | Some(Err(_)) => return Err(WriteFailed::Socket),
+            Some(Ok(n)) => {
+                queue.written(n);
+                rest = &rest[n..];
+            }
+        }
+    }
+    // Plain TCP has nothing to flush; TLS writes out the records it holds.
+    match runtime::timeout(stall, out.flush()).await {
+        None => Err(WriteFailed::Stalled),
+        Some(Err(_)) => Err(WriteFailed::Socket),
+        Some(Ok(())) => Ok(()),
+    }
 }
 
 /// Writes one message as one protocol line, waiting until the socket has taken all of it (a TLS

@@ -16,7 +16,7 @@ use crate::flood::{FloodLimit, DEFAULT_FLOOD_BURST, DEFAULT_FLOOD_RATE, DEFAULT_
 use crate::login_throttle::{
     ThrottleConfig, DEFAULT_BASE_DELAY, DEFAULT_FREE_FAILURES, DEFAULT_MAX_DELAY,
 };
-use crate::outbox::{QueueLimits, DEFAULT_SEND_QUEUE_BYTES, DEFAULT_SEND_QUEUE_LINES};
+use crate::outbox::{QueueLimits, DEFAULT_SEND_QUEUE_BYTES, DEFAULT_SEND_STALL_TIMEOUT};
 use crate::user_store::{
     self, DEFAULT_LOG_N, DEFAULT_P, DEFAULT_R, MAX_LOG_N, MAX_P, MAX_R, MIN_LOG_N, MIN_P, MIN_R,
 };
@@ -77,7 +77,8 @@ pub struct ServerConfig {
     /// Time to answer a `ping` before the client is dropped and announced as gone.
     pub ping_timeout: Duration,
     pub flood: FloodLimit,
-    /// Each client's send queue; a client that does not read is dropped when it is full.
+    /// Each client's send buffer: a client owed more than its cap, or whose socket accepts
+    /// nothing for its stall timeout, is dropped.
     pub send_queue: QueueLimits,
     /// Delays after failed logins.
     pub login_throttle: ThrottleConfig,
@@ -169,16 +170,23 @@ pub struct ServerFlags {
           value_parser = clap::value_parser!(u32).range(1..), help_heading = "Limits")]
     pub flood_strikes: u32,
 
-    /// Lines that may wait to be sent to one client; a client that does not read is
-    /// disconnected when its queue is full.
-    #[arg(long, value_name = "N", default_value_t = DEFAULT_SEND_QUEUE_LINES as u32,
-          value_parser = clap::value_parser!(u32).range(1..=1_000_000), help_heading = "Limits")]
-    pub send_queue_lines: u32,
-
-    /// Bytes that may wait to be sent to one client.
+    /// Bytes one client may be owed (sent to it, not yet accepted by its socket); a client owed
+    /// more is disconnected ("send queue exceeded").
     #[arg(long, value_name = "BYTES", default_value_t = DEFAULT_SEND_QUEUE_BYTES as u32,
           value_parser = clap::value_parser!(u32).range(1..=1 << 30), help_heading = "Limits")]
     pub send_queue_bytes: u32,
+
+    /// Seconds a client's socket may accept nothing while it is owed bytes; then the client is
+    /// disconnected ("send stalled").
+    #[arg(long, value_name = "SECS", default_value_t = DEFAULT_SEND_STALL_TIMEOUT.as_secs_f64(),
+          value_parser = seconds, help_heading = "Limits")]
+    pub send_stall_timeout: f64,
+
+    /// Obsolete and ignored: the send queue is bounded in bytes (--send-queue-bytes) and by
+    /// progress (--send-stall-timeout), not in lines. Still accepted so that old scripts run.
+    #[arg(long, value_name = "N", hide = true,
+          value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub send_queue_lines: Option<u32>,
 
     /// Seconds a TLS server waits for a client's TLS handshake to start; a client that has sent
     /// nothing by then (a plaintext client waits for the server) is told `tls_required`.
@@ -243,8 +251,8 @@ impl ServerFlags {
                 strikes: self.flood_strikes,
             },
             send_queue: QueueLimits {
-                lines: self.send_queue_lines as usize,
                 bytes: self.send_queue_bytes as usize,
+                stall_timeout: Duration::from_secs_f64(self.send_stall_timeout),
             },
             login_throttle: ThrottleConfig {
                 free_failures: self.login_free_failures,
@@ -349,6 +357,12 @@ mod tests {
     }
 
     #[test]
+    fn the_obsolete_line_limit_is_accepted_and_changes_nothing() {
+        let flags = parse(&["--send-queue-lines", "256"]).unwrap();
+        assert_eq!(flags.config(), ServerConfig::default());
+    }
+
+    #[test]
     fn out_of_range_values_are_refused() {
         for args in [
             &["--max-clients", "0"][..],
@@ -358,6 +372,7 @@ mod tests {
             &["--auth-timeout", "86401"],
             &["--flood-rate", "inf"],
             &["--send-queue-lines", "1000001"],
+            &["--send-stall-timeout", "0"],
             &["--scrypt-log-n", "21"],
             &["--hash-workers", "0"],
         ] {

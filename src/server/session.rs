@@ -19,7 +19,7 @@ use super::login::{self, Login};
 use crate::broker::{Event, SessionId};
 use crate::connection::{self, AuthAction, Disconnect, LineReader, ReadError, Stream};
 use crate::flood::{FloodControl, Verdict};
-use crate::outbox::{self, Outbox};
+use crate::outbox::{self, NotReading, Outbox};
 use crate::protocol::{
     decode_client, ClientMessage, ErrorCode, ServerMessage, MAX_LINE_BYTES, PROTOCOL_VERSION,
 };
@@ -188,6 +188,12 @@ pub(super) async fn serve(
         }
     };
 
+    // A client dropped for not reading ends with a closed socket; say why.
+    let end = match outbox.dropped() {
+        Some(NotReading::Exceeded) => Disconnect::SendQueueExceeded,
+        Some(NotReading::Stalled) => Disconnect::SendStalled(config.send_queue.stall_timeout),
+        None => end,
+    };
     match &state {
         State::LoggedIn { id, username } => {
             log::info!("{remote} ({username}) disconnected: {end}");
