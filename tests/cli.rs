@@ -156,9 +156,13 @@ fn the_piped_example_from_the_readme_works() {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(&dir.path().join("users.json"), &[]);
     let mut listener = ChatClient::register(server.addr, "bob", "bob-password");
+    // As the README has it (first contact accepted and recorded), in a home of its own.
     Command::new(client_bin())
         .arg("--server")
         .arg(server.addr.to_string())
+        .env("XDG_CONFIG_HOME", dir.path())
+        .env("XDG_STATE_HOME", dir.path())
+        .env("HOME", dir.path())
         .write_stdin("register\nalice\nsecret-pass\nhello\n:q\n")
         .assert()
         .success()
@@ -197,6 +201,8 @@ fn a_bad_answer_at_the_prompt_is_a_local_error() {
     Command::new(client_bin())
         .arg("--server")
         .arg(server.addr.to_string())
+        .env("XDG_CONFIG_HOME", dir.path())
+        .env("HOME", dir.path())
         .write_stdin("dance\n")
         .assert()
         .code(1)
@@ -204,6 +210,8 @@ fn a_bad_answer_at_the_prompt_is_a_local_error() {
     Command::new(client_bin())
         .arg("--server")
         .arg(server.addr.to_string())
+        .env("XDG_CONFIG_HOME", dir.path())
+        .env("HOME", dir.path())
         .write_stdin("login\nalice\n")
         .assert()
         .code(1)
