@@ -18,186 +18,19 @@
 
 mod common;
 
-use std::fs::File;
-use std::io::{Read, Write};
 use std::net::TcpListener;
-use std::os::fd::{FromRawFd, OwnedFd};
-use std::os::unix::process::CommandExt;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Condvar, Mutex};
+use std::process::{Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use common::pty::TerminalClient;
 use common::*;
 use serde_json::json;
 
 /// The promise: chatting again within 10 s of the server's restart. A deadline for the
 /// wait, not a measurement.
 const BACK_WITHIN: Duration = Duration::from_secs(10);
-
-// ---- A client on a pseudo-terminal ----
-
-#[derive(Default)]
-struct Screen {
-    bytes: Mutex<Vec<u8>>,
-    grew: Condvar,
-}
-
-/// A `p2pchat-client` on a pseudo-terminal. Dropping it kills it.
-struct TerminalClient {
-    child: Child,
-    keyboard: File,
-    screen: Arc<Screen>,
-    seen: usize,
-    _config: tempfile::TempDir,
-}
-
-impl TerminalClient {
-    /// Starts `p2pchat-client --server SERVER FLAGS…` on a new 200×50 pty, as the session leader
-    /// with the pty as its controlling terminal, with the flags that trust the harness's server
-    /// and a temporary config folder.
-    fn start(server: &str, flags: &[&str]) -> TerminalClient {
-        let (master, slave) = open_pty();
-        let stdio = || Stdio::from(slave.try_clone().expect("dup the pty's slave side"));
-        let config = tempfile::TempDir::new().expect("a config folder");
-        let mut command = Command::new(client_bin());
-        command
-            .arg("--server")
-            .arg(server)
-            .args(trust_flags(server))
-            .args(flags)
-            .env("XDG_CONFIG_HOME", config.path())
-            .env("HOME", config.path())
-            .env("TERM", "xterm-256color")
-            .stdin(stdio())
-            .stdout(stdio())
-            .stderr(stdio());
-        // SAFETY: setsid and ioctl are async-signal-safe; they run in the child before exec.
-        unsafe {
-            command.pre_exec(|| {
-                if libc::setsid() < 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                if libc::ioctl(0, libc::TIOCSCTTY as _, 0) < 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
-        let child = command.spawn().expect("start p2pchat-client on a pty");
-        drop(slave);
-        let keyboard = File::from(master.try_clone().expect("dup the pty's master side"));
-        let screen = Arc::new(Screen::default());
-        let sink = screen.clone();
-        thread::spawn(move || {
-            let mut master = File::from(master);
-            let mut buffer = [0u8; 65_536];
-            while let Ok(n @ 1..) = master.read(&mut buffer) {
-                sink.bytes.lock().unwrap().extend_from_slice(&buffer[..n]);
-                sink.grew.notify_all();
-            }
-        });
-        TerminalClient {
-            child,
-            keyboard,
-            screen,
-            seen: 0,
-            _config: config,
-        }
-    }
-
-    fn type_keys(&mut self, keys: &str) {
-        self.keyboard
-            .write_all(keys.as_bytes())
-            .expect("type on the pty");
-    }
-
-    /// Waits (at most the harness's deadline) until the terminal shows `needle` past the previous
-    /// match.
-    fn wait_for(&mut self, needle: &str) -> usize {
-        self.wait_for_within(needle, DEADLINE)
-    }
-
-    /// Waits at most `deadline` until the terminal shows `needle` past the previous match;
-    /// returns the offset just past it.
-    fn wait_for_within(&mut self, needle: &str, deadline: Duration) -> usize {
-        let until = Instant::now() + deadline;
-        let mut bytes = self.screen.bytes.lock().unwrap();
-        loop {
-            if let Some(at) = find(&bytes[self.seen..], needle.as_bytes()) {
-                self.seen += at + needle.len();
-                return self.seen;
-            }
-            let left = until.saturating_duration_since(Instant::now());
-            assert!(
-                !left.is_zero(),
-                "the terminal never showed {needle:?} within {deadline:?}; it shows:\n{}",
-                String::from_utf8_lossy(&bytes[self.seen..])
-            );
-            bytes = self.screen.grew.wait_timeout(bytes, left).unwrap().0;
-        }
-    }
-
-    /// Everything written to the terminal so far.
-    fn output(&self) -> String {
-        String::from_utf8_lossy(&self.screen.bytes.lock().unwrap()).into_owned()
-    }
-
-    /// Registers `name` through the prompts (the password twice) and waits for the welcome.
-    fn register(&mut self, name: &str, password: &str) {
-        self.wait_for("login or register? ");
-        self.type_keys("register\n");
-        self.wait_for("username: ");
-        self.type_keys(&format!("{name}\n"));
-        self.wait_for("password: ");
-        self.type_keys(&format!("{password}\n"));
-        self.wait_for("password again: ");
-        self.type_keys(&format!("{password}\n"));
-        self.wait_for(&format!("* logged in as {name}"));
-    }
-}
-
-impl Drop for TerminalClient {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn open_pty() -> (OwnedFd, OwnedFd) {
-    let mut master = -1;
-    let mut slave = -1;
-    let size = libc::winsize {
-        ws_row: 50,
-        ws_col: 200,
-        ws_xpixel: 0,
-        ws_ypixel: 0,
-    };
-    // SAFETY: openpty writes two descriptors into the two ints; no name buffer, default termios.
-    let rc = unsafe {
-        libc::openpty(
-            &mut master,
-            &mut slave,
-            std::ptr::null_mut(),
-            std::ptr::null(),
-            &size,
-        )
-    };
-    assert_eq!(rc, 0, "openpty: {}", std::io::Error::last_os_error());
-    // SAFETY: both descriptors are fresh and owned by nobody else.
-    let (master, slave) = unsafe { (OwnedFd::from_raw_fd(master), OwnedFd::from_raw_fd(slave)) };
-    // SAFETY: fcntl on a descriptor this function owns.
-    unsafe {
-        use std::os::fd::AsRawFd;
-        libc::fcntl(master.as_raw_fd(), libc::F_SETFD, libc::FD_CLOEXEC);
-    }
-    (master, slave)
-}
-
-fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
-    haystack.windows(needle.len()).position(|w| w == needle)
-}
 
 /// A TLS server whose key and certificate live in `keys`, so that a server started again with
 /// the same folder presents the same fingerprint.
@@ -227,7 +60,7 @@ fn a_restarted_server_finds_the_terminal_client_chatting_again_with_its_typed_li
     let users = dir.path().join("users.json");
     let mut server = server_with_keys("127.0.0.1:0", &users, dir.path());
     let addr = server.addr;
-    let mut alice = TerminalClient::start(&addr.to_string(), &[]);
+    let mut alice = TerminalClient::start(addr, &[]);
     alice.register("alice", "alice-password");
     let mut bob = ChatClient::register_with_flags(addr, "bob", "bob-password", &["--reconnect"]);
     alice.wait_for("* bob joined");
@@ -295,11 +128,11 @@ fn a_refused_login_again_ends_the_reconnecting_client_with_status_4() {
 fn thirty_pasted_lines_all_arrive_in_order_without_a_rate_limited_warning() {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(&dir.path().join("users.json"), &[]);
-    let mut alice = TerminalClient::start(&server.addr.to_string(), &[]);
+    let mut alice = TerminalClient::start(server.addr, &[]);
     alice.register("alice", "alice-password");
     let mut bob = ChatClient::register(server.addr, "bob", "bob-password");
     alice.wait_for("* bob joined");
-    let from = alice.output().len();
+    let from = alice.everything().len();
 
     // A terminal pastes as the editor asked it to (bracketed paste: ESC [200~ … ESC [201~, line
     // breaks as carriage returns); the editor keeps the paste whole until Enter sends it.
@@ -325,7 +158,7 @@ fn thirty_pasted_lines_all_arrive_in_order_without_a_rate_limited_warning() {
     assert_eq!(received, expected);
 
     alice.wait_for("queued line");
-    let shown = alice.output()[from..].to_string();
+    let shown = alice.everything()[from..].to_string();
     assert!(
         !shown.contains("rate_limited") && !shown.contains("too fast"),
         "the server dropped lines:\n{shown}"
@@ -365,7 +198,7 @@ fn a_wrong_password_asks_again_on_a_terminal() {
     let server = Server::start(&dir.path().join("users.json"), &[]);
     ChatClient::register(server.addr, "alice", "alice-password").finish();
 
-    let mut alice = TerminalClient::start(&server.addr.to_string(), &[]);
+    let mut alice = TerminalClient::start(server.addr, &[]);
     alice.wait_for("login or register? ");
     alice.type_keys("login\n");
     alice.wait_for("username: ");
@@ -384,7 +217,7 @@ fn a_taken_name_is_told_before_the_password_and_asked_again() {
     let server = Server::start(&dir.path().join("users.json"), &[]);
     ChatClient::register(server.addr, "alice", "alice-password").finish();
 
-    let mut carol = TerminalClient::start(&server.addr.to_string(), &[]);
+    let mut carol = TerminalClient::start(server.addr, &[]);
     carol.wait_for("login or register? ");
     carol.type_keys("register\n");
     carol.wait_for("username: ");
@@ -441,7 +274,7 @@ fn check_name_answers_without_ending_the_connection() {
 fn me_is_shown_as_an_action_to_the_others() {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(&dir.path().join("users.json"), &[]);
-    let mut bob = TerminalClient::start(&server.addr.to_string(), &[]);
+    let mut bob = TerminalClient::start(server.addr, &[]);
     bob.register("bob", "bob-password");
     let mut carol = ChatClient::register(server.addr, "carol", "carol-password");
     let mut alice = ChatClient::register(server.addr, "alice", "alice-password");

@@ -14,7 +14,7 @@ use std::path::Path;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use super::{client_bin, trust_flags, wait_with_deadline, DEADLINE};
 
@@ -126,17 +126,23 @@ impl TerminalClient {
     /// Waits until the terminal shows `needle` past the previous match; returns the offset just
     /// past it.
     pub fn wait_for(&mut self, needle: &str) -> usize {
-        let deadline = Instant::now() + DEADLINE;
+        self.wait_for_within(needle, DEADLINE)
+    }
+
+    /// Waits at most `deadline` until the terminal shows `needle` past the previous match;
+    /// returns the offset just past it.
+    pub fn wait_for_within(&mut self, needle: &str, deadline: Duration) -> usize {
+        let until = Instant::now() + deadline;
         let mut bytes = self.screen.bytes.lock().unwrap();
         loop {
             if let Some(at) = find(&bytes[self.seen..], needle.as_bytes()) {
                 self.seen += at + needle.len();
                 return self.seen;
             }
-            let left = deadline.saturating_duration_since(Instant::now());
+            let left = until.saturating_duration_since(Instant::now());
             assert!(
                 !left.is_zero(),
-                "the terminal never showed {needle:?}; it shows:\n{}",
+                "the terminal never showed {needle:?} within {deadline:?}; it shows:\n{}",
                 String::from_utf8_lossy(&bytes[self.seen..])
             );
             bytes = self.screen.grew.wait_timeout(bytes, left).unwrap().0;
