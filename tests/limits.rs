@@ -93,10 +93,7 @@ fn connections_not_logged_in_are_capped_per_address() {
 #[test]
 fn a_megabyte_without_a_newline_is_cut_off_and_costs_no_memory() {
     let dir = TempDir::new().unwrap();
-    // In plaintext: the cap is on the line protocol, the same under TLS; and a blocking TLS
-    // client cannot read the server's answer after its own write failed (rustls first tries to
-    // send what it still holds, and gets a broken pipe).
-    let server = Server::start(&users(&dir), &["--plaintext"]);
+    let server = Server::start(&users(&dir), &[]);
     let mut alice = ChatClient::register(server.addr, "alice", "alice-password");
     let before = server.peak_rss_kib();
     let mut attacker = RawConnection::connect(server.addr);

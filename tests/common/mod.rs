@@ -627,8 +627,30 @@ impl Read for Wire {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         match self {
             Wire::Plain(tcp) => tcp.read(buf),
-            Wire::Tls(tls) => tls.read(buf),
+            Wire::Tls(tls) => read_tls(tls, buf),
         }
+    }
+}
+
+/// Reads what the server sent over TLS without first pushing out what this side still holds
+/// (rustls's `StreamOwned::read` does, and a write the server refused — it closed at the line
+/// cap — then turns every read into a broken pipe): the server's last words stay readable, as
+/// over a plain socket.
+fn read_tls(
+    tls: &mut rustls::StreamOwned<rustls::ClientConnection, TcpStream>,
+    buf: &mut [u8],
+) -> io::Result<usize> {
+    loop {
+        match tls.conn.reader().read(buf) {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            done => return done,
+        }
+        if tls.conn.read_tls(&mut tls.sock)? == 0 {
+            // The end of the TCP stream: what rustls holds decides (close_notify or not).
+            tls.conn.process_new_packets().map_err(io::Error::other)?;
+            return tls.conn.reader().read(buf);
+        }
+        tls.conn.process_new_packets().map_err(io::Error::other)?;
     }
 }
 
