@@ -166,25 +166,15 @@ fn a_flooding_client_is_warned_then_disconnected_and_the_room_goes_on() {
     server.wait_for_log("disconnected: flooding");
 }
 
-/// Defence 6: A client that stops reading is disconnected once it is owed more than
-/// `--send-queue-bytes`, while the others keep receiving every message, in order.
-#[test]
-fn a_client_that_stops_reading_is_dropped_and_the_others_receive_everything() {
-    let dir = TempDir::new().unwrap();
-    let server = Server::start(
-        &users(&dir),
-        &[
-            // Only the byte cap can drop the sleeper: the stall timeout is out of reach.
-            "--send-queue-bytes",
-            "65536",
-            "--send-stall-timeout",
-            "3600",
-            "--flood-burst",
-            "100000",
-            "--flood-rate",
-            "100000",
-        ],
-    );
+/// Starts a server with `queue_flags` (and flood control out of the way), logs in alice, a
+/// sleeper that never reads (a small receive buffer) and a sender; then the sender says 16 KiB
+/// messages, each once alice has the previous one (so alice is never the slow one), until alice
+/// sees the sleeper leave. Alice must get every message; returns the server and how many were
+/// sent. Bounded by `max_messages`.
+fn drop_a_sleeper(dir: &TempDir, queue_flags: &[&str], max_messages: usize) -> (Server, usize) {
+    let mut flags = queue_flags.to_vec();
+    flags.extend(["--flood-burst", "100000", "--flood-rate", "100000"]);
+    let server = Server::start(&users(dir), &flags);
     let mut alice = ChatClient::register(server.addr, "alice", "alice-password");
     let mut sleeper = RawConnection::connect_small_buffer(server.addr);
     assert_eq!(
@@ -198,14 +188,11 @@ fn a_client_that_stops_reading_is_dropped_and_the_others_receive_everything() {
         "welcome"
     );
     alice.expect_peers(&["alice", "sleeper", "sender"]);
-    // Each message is sent once alice has the previous one, so alice is never the slow one;
-    // the sleeper's kernel buffers and then its 64 KiB queue fill up. Bounded: 2,000 messages of
-    // 16 KiB (32 MiB) are far more than those buffers hold.
     let padding = "p".repeat(16 * 1024);
     let mut sent = 0;
     let mut sleeper_dropped = false;
     while !sleeper_dropped {
-        assert!(sent < 2000, "the sleeper was never dropped");
+        assert!(sent < max_messages, "the sleeper was never dropped");
         sender.send(&json!({"type": "say", "text": format!("{sent} {padding}")}));
         let seen = alice.until(&format!("message {sent}"), |e| {
             e["event"] == "message" && e["text"].as_str().unwrap().starts_with(&format!("{sent} "))
@@ -221,6 +208,23 @@ fn a_client_that_stops_reading_is_dropped_and_the_others_receive_everything() {
         sent += 1;
     }
     eprintln!("the sleeper was dropped after {sent} messages of 16 KiB");
+    (server, sent)
+}
+
+/// Defence 6: A client that stops reading is disconnected once it is owed more than
+/// `--send-queue-bytes`, while the others keep receiving every message, in order.
+#[test]
+fn a_client_that_stops_reading_is_dropped_and_the_others_receive_everything() {
+    let dir = TempDir::new().unwrap();
+    // Only the byte cap can drop the sleeper: the stall timeout is out of reach. Its kernel
+    // buffers and then 64 KiB owed fill up; 2,000 messages of 16 KiB are far more than those hold.
+    let flags = [
+        "--send-queue-bytes",
+        "65536",
+        "--send-stall-timeout",
+        "3600",
+    ];
+    let (server, _) = drop_a_sleeper(&dir, &flags, 2000);
     server.wait_for_log("sleeper disconnected: send queue exceeded");
 }
 
@@ -229,52 +233,15 @@ fn a_client_that_stops_reading_is_dropped_and_the_others_receive_everything() {
 #[test]
 fn a_client_whose_socket_stops_accepting_data_is_dropped_after_the_stall_timeout() {
     let dir = TempDir::new().unwrap();
-    let server = Server::start(
-        &users(&dir),
-        &[
-            // Only the stall timeout can drop the sleeper: the byte cap is out of reach.
-            "--send-queue-bytes",
-            "1073741824",
-            "--send-stall-timeout",
-            "0.5",
-            "--flood-burst",
-            "100000",
-            "--flood-rate",
-            "100000",
-        ],
-    );
-    let mut alice = ChatClient::register(server.addr, "alice", "alice-password");
-    let mut sleeper = RawConnection::connect_small_buffer(server.addr);
-    assert_eq!(
-        sleeper.authenticate(true, "sleeper", "sleeper-password")["type"],
-        "welcome"
-    );
-    // From here on the sleeper reads nothing.
-    let mut sender = RawConnection::connect(server.addr);
-    assert_eq!(
-        sender.authenticate(true, "sender", "sender-password")["type"],
-        "welcome"
-    );
-    alice.expect_peers(&["alice", "sleeper", "sender"]);
-    // Messages go out, each once alice has the previous one, until the sleeper's kernel buffers
-    // are full and its writer has made no progress for the stall timeout; sending goes on
-    // meanwhile, so the sleeper is owed more and more, never near the cap. Bounded: 10,000
-    // messages of 16 KiB are far more than those buffers hold.
-    let padding = "p".repeat(16 * 1024);
-    let mut sent = 0;
-    let mut sleeper_dropped = false;
-    while !sleeper_dropped {
-        assert!(sent < 10_000, "the sleeper was never dropped");
-        sender.send(&json!({"type": "say", "text": format!("{sent} {padding}")}));
-        let seen = alice.until(&format!("message {sent}"), |e| {
-            e["event"] == "message" && e["text"].as_str().unwrap().starts_with(&format!("{sent} "))
-        });
-        sleeper_dropped = seen
-            .iter()
-            .any(|e| e["event"] == "left" && e["username"] == "sleeper");
-        sent += 1;
-    }
-    eprintln!("the sleeper was dropped after {sent} messages of 16 KiB");
+    // The cap is out of reach (1 GiB): only the stall can drop the sleeper, once its kernel
+    // buffers are full and its writer has made no progress for 0.5 s.
+    let flags = [
+        "--send-queue-bytes",
+        "1073741824",
+        "--send-stall-timeout",
+        "0.5",
+    ];
+    let (server, _) = drop_a_sleeper(&dir, &flags, 10_000);
     server.wait_for_log("(sleeper) disconnected: send stalled (nothing written for 0.5 s)");
     assert!(
         !server.log().contains("send queue exceeded"),
