@@ -21,7 +21,8 @@
 //! datagrams), `direct` (sending direct messages, and received ones as events), [`pairs`] (the
 //! session key and the pairwise keys), [`in_flight`] (sealed messages awaiting an
 //! acknowledgement), [`outgoing`] (lines for the server, paced), `session` (the chat loop) and
-//! `reconnect` (its tries and their waits), [`error`] (why the client stops, exit statuses), [`event`] (what it
+//! `reconnect` (its tries and their waits), `inbound` (what a server line means to the person),
+//! [`error`] (why the client stops, exit statuses), [`event`] (what it
 //! reports), [`screen`] (text from others laid out safely for a terminal),
 //! [`peer_list`] (who is online), [`ui`] (the terminal: time, colour, line editor, completion,
 //! history). The timeouts and buffer sizes
@@ -34,6 +35,7 @@ pub mod direct_inbox;
 pub mod error;
 pub mod event;
 pub mod in_flight;
+mod inbound;
 pub mod known_servers;
 pub mod outgoing;
 pub mod pairs;

@@ -31,6 +31,7 @@ use futures::SinkExt;
 
 use super::command::{self, Command};
 use super::direct::{summary_event, Courier};
+use super::inbound::on_server_message;
 use super::outgoing::Outgoing;
 use super::reconnect::{redial_once, worth_trying_again, Backoff, Redial, Relinked};
 use super::{send, Client, ClientError, ClientEvent, DirectInbox, Link, PeerList, Reconnect};
@@ -495,71 +496,4 @@ async fn quit(
     };
     let close = connection::close_gracefully(&tcp, QUIT_DRAIN, say_quit, until_closed);
     let _ = runtime::timeout(QUIT_DRAIN, close).await;
-}
-
-/// Applies one server message to the peer list and reports it; `Err` when it ends the
-/// connection.
-fn on_server_message(
-    message: ServerMessage,
-    peers: &mut PeerList,
-    emit: &mut dyn FnMut(ClientEvent),
-) -> Result<(), ClientError> {
-    match message {
-        ServerMessage::Joined { peer } => {
-            peers.insert(peer.clone());
-            emit(ClientEvent::Joined { peer });
-            emit(ClientEvent::Peers {
-                peers: peers.to_vec(),
-            });
-        }
-        ServerMessage::Left { username } => {
-            peers.remove(&username);
-            emit(ClientEvent::Left { username });
-            emit(ClientEvent::Peers {
-                peers: peers.to_vec(),
-            });
-        }
-        ServerMessage::Peers { peers: list } | ServerMessage::Welcome { peers: list, .. } => {
-            peers.replace(list);
-            emit(ClientEvent::Peers {
-                peers: peers.to_vec(),
-            });
-        }
-        ServerMessage::Message {
-            from,
-            text,
-            kind: TextKind::Say,
-        } => emit(ClientEvent::Message { from, text }),
-        ServerMessage::Message {
-            from,
-            text,
-            kind: TextKind::Action,
-        } => emit(ClientEvent::Action { from, text }),
-        ServerMessage::Error {
-            code,
-            message,
-            fatal,
-        } => {
-            if fatal {
-                return Err(ClientError::Disconnected(format!(
-                    "the server closed the connection: {message} ({code})"
-                )));
-            }
-            emit(ClientEvent::Error {
-                code: Some(code),
-                message,
-            });
-        }
-        ServerMessage::Shutdown { reason } => {
-            emit(ClientEvent::Shutdown {
-                reason: reason.clone(),
-            });
-            return Err(ClientError::Disconnected(format!("server: {reason}")));
-        }
-        ServerMessage::Hello { .. }
-        | ServerMessage::Ping
-        | ServerMessage::Pong
-        | ServerMessage::NameOk { .. } => {}
-    }
-    Ok(())
 }

@@ -1,0 +1,72 @@
+//! What a line from the server means to the person: the peer list kept up to date, and the
+//! events to show. It never writes to the server (the chat loop answers pings and sends).
+
+use super::{ClientError, ClientEvent, PeerList};
+use crate::protocol::{ServerMessage, TextKind};
+
+/// Applies one server message to the peer list and reports it; `Err` when it ends the
+/// connection.
+pub(super) fn on_server_message(
+    message: ServerMessage,
+    peers: &mut PeerList,
+    emit: &mut dyn FnMut(ClientEvent),
+) -> Result<(), ClientError> {
+    match message {
+        ServerMessage::Joined { peer } => {
+            peers.insert(peer.clone());
+            emit(ClientEvent::Joined { peer });
+            emit(ClientEvent::Peers {
+                peers: peers.to_vec(),
+            });
+        }
+        ServerMessage::Left { username } => {
+            peers.remove(&username);
+            emit(ClientEvent::Left { username });
+            emit(ClientEvent::Peers {
+                peers: peers.to_vec(),
+            });
+        }
+        ServerMessage::Peers { peers: list } | ServerMessage::Welcome { peers: list, .. } => {
+            peers.replace(list);
+            emit(ClientEvent::Peers {
+                peers: peers.to_vec(),
+            });
+        }
+        ServerMessage::Message {
+            from,
+            text,
+            kind: TextKind::Say,
+        } => emit(ClientEvent::Message { from, text }),
+        ServerMessage::Message {
+            from,
+            text,
+            kind: TextKind::Action,
+        } => emit(ClientEvent::Action { from, text }),
+        ServerMessage::Error {
+            code,
+            message,
+            fatal,
+        } => {
+            if fatal {
+                return Err(ClientError::Disconnected(format!(
+                    "the server closed the connection: {message} ({code})"
+                )));
+            }
+            emit(ClientEvent::Error {
+                code: Some(code),
+                message,
+            });
+        }
+        ServerMessage::Shutdown { reason } => {
+            emit(ClientEvent::Shutdown {
+                reason: reason.clone(),
+            });
+            return Err(ClientError::Disconnected(format!("server: {reason}")));
+        }
+        ServerMessage::Hello { .. }
+        | ServerMessage::Ping
+        | ServerMessage::Pong
+        | ServerMessage::NameOk { .. } => {}
+    }
+    Ok(())
+}
