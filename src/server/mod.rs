@@ -49,7 +49,9 @@ const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
 /// Serves `listener` until `shutdown` completes, then tells every client, waits for the
-/// connections to close (at most a few seconds) and returns.
+/// connections to close (at most a few seconds), folds the users journal into the users file
+/// and returns. While it serves, a thread folds the journal in whenever registrations pause
+/// ([`crate::user_store::compactor`]).
 pub async fn run(
     listener: TcpListener,
     store: Arc<UserStore>,
@@ -57,6 +59,15 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) {
     let mut shutdown = Box::pin(shutdown.fuse());
+    let compactor = match store.start_compactor() {
+        Ok(compactor) => Some(compactor),
+        Err(e) => {
+            // Registrations stay durable in the journal; it is folded in when it is full, at
+            // shutdown and at the next start.
+            log::error!("cannot start the users journal's compaction thread: {e}");
+            None
+        }
+    };
     let (stop_connections, stop) = oneshot::channel::<()>();
     let (broker_tx, broker_rx) = mpsc::channel(broker::EVENT_QUEUE_CAPACITY);
     runtime::spawn(broker::run(broker_rx));
@@ -129,5 +140,10 @@ pub async fn run(
         .is_none()
     {
         log::warn!("some connections did not close within {SHUTDOWN_GRACE:?}");
+    }
+    // A registration still hashing when the grace ended may append after this; the next start
+    // folds it in.
+    if let Some(compactor) = compactor {
+        runtime::spawn_blocking(move || compactor.finish()).await;
     }
 }

@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use super::cost::HashingError;
 use super::file::{InvalidUsersFile, UnresolvableLink};
 use super::folder::Exposure;
+use super::journal::{InvalidJournal, UnreadableJournal};
 use super::rules::{PasswordError, UsernameError};
 
 /// Why a login or registration failed.
@@ -103,6 +104,25 @@ pub enum StoreError {
         path: PathBuf,
         reason: InvalidUsersFile,
     },
+    /// The journal beside the users file cannot be read, or is not a regular file of ours.
+    #[error("users journal {}: {error}; refusing to start", path.display())]
+    UnreadableJournal {
+        path: PathBuf,
+        error: UnreadableJournal,
+    },
+    /// The journal holds a record no crash can have left; see [`super::journal`].
+    #[error(
+        "users journal {} is not valid: {reason}; refusing to start (it and the users file are \
+         left as they are)",
+        path.display()
+    )]
+    InvalidJournal {
+        path: PathBuf,
+        reason: InvalidJournal,
+    },
+    /// The journal found at start could not be folded into the users file.
+    #[error("users file {}: could not fold the users journal into it: {error}", path.display())]
+    Compaction { path: PathBuf, error: StorageError },
     /// Someone other than the server's user (and root) could replace the file; see [`folder`].
     #[error(
         "users file {}: {}; refusing to start (fix it, or start with \

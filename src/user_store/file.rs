@@ -4,10 +4,11 @@
 //!
 //! Knows nothing of passwords beyond the stored PHC strings' shape, and nothing of locking: the
 //! caller ([`super::UserStore`]) writes one change at a time, holding its writer's lock only, so
-//! that logins never wait for a write. Every change, a registration included, replaces the file
-//! whole ([`write()`], [`replace`]: a temporary file, fsync, rename, fsync of the folder), so a
-//! crash leaves either the old file or the new one, and the cost of a change grows with the
-//! number of accounts. A write goes through a [`Durability`] so that tests can see both fsyncs
+//! that logins never wait for a write. Every write replaces the file whole ([`write()`],
+//! [`replace`]: a temporary file, fsync, rename, fsync of the folder), so a crash leaves either
+//! the old file or the new one; its cost grows with the number of accounts, which is why a
+//! registration is appended to the journal ([`super::journal`]) and the file is rewritten only
+//! when the journal is folded in. A write goes through a [`Durability`] so that tests can see both fsyncs
 //! and their order; the store uses [`Fsync`].
 //!
 //! The temporary file of a write is created exclusively (`O_CREAT|O_EXCL`, which never follows a
@@ -182,12 +183,19 @@ fn check_temporary_file(file: &File, path: &Path) -> Result<(), ForeignTemporary
     }
 }
 
-/// How a write of the users file reaches the disk: the two fsyncs of [`write()`]. A seam for tests,
-/// which check that both happen, in their place; the store always uses [`Fsync`].
+/// How a write of the users file reaches the disk: the two fsyncs of [`write()`], and the
+/// journal's ([`super::journal`]). A seam for tests, which check that each happens, in its place;
+/// the store always uses [`Fsync`].
 pub trait Durability {
     /// Makes the contents of `file` (the temporary file at `path`) durable. Called after the
     /// contents are written and before the rename: a crash after the rename must find them.
     fn sync_file(&self, file: &File, path: &Path) -> io::Result<()>;
+    /// Makes what was appended to `file` (the journal at `path`, [`super::journal`]) durable,
+    /// with its new length; not its times (fdatasync). Called after each append and before it is
+    /// acknowledged.
+    fn sync_data(&self, file: &File, _path: &Path) -> io::Result<()> {
+        file.sync_data()
+    }
     /// Makes the rename in `folder` durable. Called after the rename.
     fn sync_folder(&self, folder: &Path) -> io::Result<()>;
 }

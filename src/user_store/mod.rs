@@ -1,17 +1,24 @@
 //! Accounts: the [`UserStore`], which registers and verifies users, and its errors.
 //!
-//! The store keeps every account in memory and in one JSON file, which every change (a
-//! registration, a re-hash) replaces atomically (write a temporary file in the same folder, fsync
-//! it, rename it over the old one, fsync the folder) before it is reported as successful
-//! ([`file::replace`]). The whole file is written each time, so the cost of a registration grows
-//! with the number of accounts. It never keeps or writes a plain password.
+//! The store keeps every account in memory and on disk in two files: the users file (JSON, the
+//! snapshot) and, beside it, the users journal ([`journal`]). A registration appends one record
+//! to the journal and makes it durable (fdatasync) before it is reported as successful, at a
+//! cost that does not grow with the number of accounts. A compaction folds the journal into the
+//! users file: the whole file replaced atomically (write a temporary file in the same folder,
+//! fsync it, rename it over the old one, fsync the folder: [`file::replace`]), then the journal
+//! removed (and the folder fsync'd). It happens at start (a crash left records), when the journal
+//! holds [`journal::MAX_RECORDS`], once registrations pause ([`compactor`], started by the
+//! server), and at a graceful shutdown; at rest the users file is the only file. A re-hash
+//! replaces the users file whole, which folds the journal in too. It never keeps or writes a
+//! plain password.
 //!
 //! Two locks, so that a login never waits for the disk: the accounts (a read-write lock, held
 //! for a lookup, a copy or an insertion, never across a file operation) and the writer (a mutex
-//! held through each rewrite of the file, so that rewrites happen one at a time and in order). A
-//! registration copies the accounts under a short read lock, writes the file holding only the
-//! writer's lock, then inserts the account. A login checks the file for a change by hand only
-//! when no write is in progress (the write checks it itself).
+//! held through each append and each rewrite, so that they happen one at a time and in order). A
+//! registration appends holding only the writer's lock, then inserts the account; a compaction
+//! renders the users file under the writer's lock and a read lock of the accounts (only holders
+//! of the writer's lock ever change them, so logins, which read, go on). A login checks the file
+//! for a change by hand only when no write is in progress (the write checks it itself).
 //!
 //! Its methods block (scrypt takes a few hundred milliseconds at the default cost; fsync waits for
 //! the disk): async callers run them with [`crate::runtime::spawn_blocking`].
@@ -19,7 +26,8 @@
 //! Changes by hand: the store remembers the users file's [`FileStamp`] as of its own last read or
 //! write. Before each write and each login it compares: a file changed since (an administrator's
 //! editor, a restore) is read again, with a warning naming it, so that nothing made by hand is
-//! overwritten; a changed file that no longer parses is never written over (registrations are
+//! overwritten, and the journal's records not yet folded in are added to it (so an account
+//! registered in the last moments before a hand edit is kept even if the edit dropped it); a changed file that no longer parses is never written over (registrations are
 //! refused with a storage failure until it is fixed; logins go on with the accounts last read).
 //! Nothing stops an edit saved between our check and our rename (there is no lock an editor
 //! would honour); that window is one write long.
@@ -41,21 +49,26 @@
 //! - [`cost`]: scrypt costs, their allowed range and defaults, hashing, checking, the dummy hash;
 //! - [`file`](mod@file): the users file's layout, its atomic durable write, its stamp, clean-up
 //!   and warnings;
+//! - [`journal`]: the registrations not yet folded into the users file, one checked record a line;
+//! - [`compactor`]: the thread that folds the journal in once registrations pause;
 //! - [`folder`]: whether anyone but the server's user could replace the users file;
 //! - `index`: the accounts in memory, by name and by skeleton;
 //! - [`error`]: why a login, a registration or opening the store failed.
 
+pub mod compactor;
 pub mod cost;
 pub mod error;
 pub mod file;
 pub mod folder;
 mod index;
+pub mod journal;
 pub mod rules;
 
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard, TryLockError};
 
+pub use compactor::Compactor;
 pub use cost::{
     scrypt_params, CostOutOfRange, HashCost, HashingError, InvalidCost, StoredHashError,
     UnusableHash, DEFAULT_LOG_N, DEFAULT_P, DEFAULT_R, MAX_HASH_MEMORY_BYTES, MAX_LOG_N, MAX_P,
@@ -70,23 +83,97 @@ pub use rules::{
 };
 
 use cost::{check_password, dummy_hash, hash_password, usable_cost};
-use file::{Accounts, Fsync, WriteFailure};
+use file::{Accounts, Fsync};
 use index::{check_free, warn_about_look_alikes, Index};
 use rules::name_key;
 
-/// What the writer knows of the users file as of its own last read or write.
+/// What the writer knows of the users file as of its own last read or write, and of the journal.
 struct Writer {
     /// The file's stamp then; `None` after a failed write left it unknown (read it again).
     stamp: Option<FileStamp>,
     /// The last complaint about a changed file that could not be read back, so that logins
     /// do not log it again and again.
     complained: Option<String>,
+    journal: JournalState,
+}
+
+/// The journal since the last compaction.
+#[derive(Default)]
+struct JournalState {
+    /// Open once the first record since the last compaction is appended.
+    appender: Option<journal::Appender>,
+    /// The records in it, in memory too: a users file read again gets them added
+    /// (at most [`journal::MAX_RECORDS`]).
+    records: Vec<StoredUser>,
+    /// An append (or a removal) failed: the journal may end in part of a record, or hold records
+    /// already in the users file. Nothing is appended to it before a compaction removes it.
+    broken: bool,
+}
+
+impl JournalState {
+    /// Whether a compaction has anything to do.
+    fn is_empty(&self) -> bool {
+        self.appender.is_none() && self.records.is_empty() && !self.broken
+    }
+}
+
+/// A failed [`UserStore::write_snapshot`].
+struct SnapshotFailure {
+    /// Whether the users file was replaced all the same (a later step failed).
+    replaced: bool,
+    error: StorageError,
+}
+
+/// Adds to `users` (read from the users file at `path`) the records of the journal at
+/// `journal_path` that a crash, or a compaction that failed, left behind. Returns the accounts and
+/// whether there was a journal (to fold in now).
+fn replay_journal(
+    path: &Path,
+    journal_path: &Path,
+    mut users: Accounts,
+) -> Result<(Accounts, bool), StoreError> {
+    let bytes = match journal::read(journal_path) {
+        Ok(None) => return Ok((users, false)),
+        Ok(Some(bytes)) => bytes,
+        Err(error) => {
+            return Err(StoreError::UnreadableJournal {
+                path: journal_path.to_path_buf(),
+                error,
+            })
+        }
+    };
+    let replay = journal::parse(&bytes).map_err(|reason| StoreError::InvalidJournal {
+        path: journal_path.to_path_buf(),
+        reason,
+    })?;
+    if let Some(torn) = &replay.torn {
+        log::warn!(
+            "users journal {}: its last record (line {}, {} bytes) is incomplete ({}): a \
+             registration cut short by a crash, never acknowledged; ignored",
+            journal_path.display(),
+            torn.line,
+            torn.bytes,
+            torn.why
+        );
+    }
+    let added = journal::apply(&replay.records, &mut users);
+    log::info!(
+        "users journal {}: {} record(s), {added} of them not yet in users file {}; folding it in",
+        journal_path.display(),
+        replay.records.len(),
+        path.display()
+    );
+    Ok((users, true))
 }
 
 /// The accounts, in memory and on disk.
 pub struct UserStore {
     /// The users file; if the path given to [`UserStore::open`] was a symbolic link, its target.
     path: PathBuf,
+    /// The journal beside it ([`journal::path_for`]).
+    journal_path: PathBuf,
+    /// What the compaction thread waits for ([`compactor`]).
+    activity: compactor::Activity,
     params: scrypt::Params,
     /// The cost of `params`.
     cost: HashCost,
@@ -175,20 +262,35 @@ impl UserStore {
             }
             Err(e) => return Err(io_error(e)),
         };
+        let journal_path = journal::path_for(&target);
+        let (users, replayed) = replay_journal(path, &journal_path, users)?;
         file::warn_if_exposed(path, &target);
         warn_about_look_alikes(path, &users);
         let cost = HashCost::of_params(&params);
         let store = UserStore {
             path: target,
+            journal_path,
+            activity: compactor::Activity::default(),
             params,
             cost,
             index: RwLock::new(Index::new(users)),
             writer: Mutex::new(Writer {
                 stamp: Some(stamp),
                 complained: None,
+                // A journal found here is folded in below: the compaction must not skip it.
+                journal: JournalState {
+                    broken: replayed,
+                    ..JournalState::default()
+                },
             }),
             dummy_hash: dummy_hash(&cost),
         };
+        if replayed {
+            store.compact().map_err(|error| StoreError::Compaction {
+                path: path.to_path_buf(),
+                error,
+            })?;
+        }
         for (username, why) in store.out_of_range_accounts() {
             log::warn!(
                 "users file {}: account {username:?} has a password hash outside the allowed cost \
@@ -235,39 +337,81 @@ impl UserStore {
         self.reread_if_changed(&mut writer)
             .map_err(AuthError::Storage)?;
         check_free(&self.read(), username)?;
+        if writer.journal.broken {
+            self.compact_locked(&mut writer)
+                .map_err(AuthError::Storage)?;
+        }
         let user = StoredUser {
             username: username.to_string(),
             password_hash,
         };
-        // The whole file, replaced atomically, under the writer's lock only: logins go on
-        // reading the accounts meanwhile.
-        let mut all = self.read().accounts.clone();
-        all.insert(key.clone(), user.clone());
-        let result = self.rewrite(&mut writer, &all);
-        // Keep memory equal to the file: once the rename happened, the file has the user.
-        if result
-            .as_ref()
-            .map_or_else(|f| f.replaced.is_some(), |_| true)
-        {
-            self.write().insert(key, user);
+        // One record appended and synced, under the writer's lock only: logins go on reading
+        // the accounts meanwhile.
+        self.append(&mut writer, &user).map_err(|error| {
+            AuthError::Storage(StorageError::Write {
+                path: self.journal_path.clone(),
+                error,
+            })
+        })?;
+        self.write().insert(key, user.clone());
+        writer.journal.records.push(user);
+        if writer.journal.records.len() >= journal::MAX_RECORDS {
+            // This registration is durable already: a failure here is only logged.
+            if let Err(error) = self.compact_locked(&mut writer) {
+                log::error!("could not fold the full users journal into the users file: {error}");
+            }
         }
-        match result {
-            Ok(()) => Ok(username.to_string()),
-            Err(failure) => Err(AuthError::Storage(StorageError::Write {
-                path: self.path.clone(),
-                error: failure.error,
-            })),
-        }
+        drop(writer);
+        self.activity.appended();
+        Ok(username.to_string())
     }
 
-    /// Replaces the users file with `all` ([`file::replace`]); afterwards the writer knows the
-    /// file if it was replaced, even when the folder's fsync then failed.
-    fn rewrite(&self, writer: &mut Writer, all: &Accounts) -> Result<(), WriteFailure> {
-        let json = file::render(all).map_err(|error| WriteFailure {
-            replaced: None,
+    /// Appends `user`'s record to the journal, creating it first if there is none; a failure
+    /// leaves the journal broken until a compaction removes it.
+    fn append(&self, writer: &mut Writer, user: &StoredUser) -> io::Result<()> {
+        let journal = &mut writer.journal;
+        let result = (|| {
+            if journal.appender.is_none() {
+                journal.appender = Some(journal::Appender::create(&self.journal_path, &Fsync)?);
+            }
+            let appender = journal.appender.as_mut().expect("just made");
+            appender.append(&journal::render_record(user), &Fsync)
+        })();
+        if result.is_err() {
+            journal.broken = true;
+        }
+        result
+    }
+
+    /// Folds the journal into the users file (see the module's header) if it holds anything.
+    /// Blocks: waits for the writer's lock, then writes and syncs the whole file.
+    pub fn compact(&self) -> Result<(), StorageError> {
+        let mut writer = self.writer();
+        self.compact_locked(&mut writer)
+    }
+
+    /// [`UserStore::compact`] with the writer's lock held.
+    fn compact_locked(&self, writer: &mut Writer) -> Result<(), StorageError> {
+        if writer.journal.is_empty() {
+            return Ok(());
+        }
+        // A change by hand comes first: its accounts, then the journal's.
+        self.reread_if_changed(writer)?;
+        // Rendered under a read lock, not from a copy: only holders of the writer's lock (us)
+        // change the accounts, and logins only read.
+        let json = file::render(&self.read().accounts).map_err(|error| StorageError::Write {
+            path: self.path.clone(),
             error,
         })?;
-        let result = file::replace(&self.path, &json, &Fsync);
+        self.write_snapshot(writer, &json)
+            .map_err(|failure| failure.error)
+    }
+
+    /// Replaces the users file with `json` ([`file::replace`]), which must hold every account in
+    /// memory, then removes the journal, whose records are all in it. Afterwards the writer
+    /// knows the file if it was replaced, even when the folder's fsync then failed.
+    fn write_snapshot(&self, writer: &mut Writer, json: &[u8]) -> Result<(), SnapshotFailure> {
+        let result = file::replace(&self.path, json, &Fsync);
         let replaced = match &result {
             Ok(stamp) => Some(*stamp),
             Err(failure) => failure.replaced,
@@ -275,7 +419,29 @@ impl UserStore {
         if let Some(stamp) = replaced {
             writer.stamp = Some(stamp);
         }
-        result.map(|_| ())
+        if let Err(failure) = result {
+            return Err(SnapshotFailure {
+                replaced: replaced.is_some(),
+                error: StorageError::Write {
+                    path: self.path.clone(),
+                    error: failure.error,
+                },
+            });
+        }
+        // Closed before it is removed; a crash between the rename and the removal leaves
+        // records that the next start finds in the users file already, and skips.
+        writer.journal.appender = None;
+        writer.journal.records.clear();
+        writer.journal.broken = true;
+        journal::remove(&self.journal_path, &Fsync).map_err(|error| SnapshotFailure {
+            replaced: true,
+            error: StorageError::Write {
+                path: self.journal_path.clone(),
+                error,
+            },
+        })?;
+        writer.journal.broken = false;
+        Ok(())
     }
 
     /// Whether a registration could take `username` now: valid, not taken, not like an existing
@@ -400,12 +566,18 @@ impl UserStore {
             }
             _ => return,
         }
-        let result = self.rewrite(&mut writer, &all);
+        // The whole file, with the journal's records (they are in memory): a compaction too.
+        let result = file::render(&all)
+            .map_err(|error| SnapshotFailure {
+                replaced: false,
+                error: StorageError::Write {
+                    path: self.path.clone(),
+                    error,
+                },
+            })
+            .and_then(|json| self.write_snapshot(&mut writer, &json));
         // Keep memory equal to the file: once the rename happened, the file has it.
-        if result
-            .as_ref()
-            .map_or_else(|f| f.replaced.is_some(), |_| true)
-        {
+        if result.as_ref().map_or_else(|f| f.replaced, |_| true) {
             if let Some(stored) = self.write().accounts.get_mut(key) {
                 stored.password_hash = new_hash;
             }
@@ -421,10 +593,9 @@ impl UserStore {
             }
             Err(failure) => {
                 log::error!(
-                    "could not save the re-hashed password of {:?} to {}: {}; the account keeps \
-                     its {old} hash for now",
+                    "could not save the re-hashed password of {:?}: {}; the account keeps its \
+                     {old} hash for now",
                     user.username,
-                    self.path.display(),
                     failure.error
                 );
             }
@@ -451,7 +622,9 @@ impl UserStore {
         }
         let (bytes, stamp) =
             file::read(&self.path).map_err(|e| changed(ChangedFileError::Unreadable(e)))?;
-        let accounts = file::parse(&bytes).map_err(|e| changed(ChangedFileError::Invalid(e)))?;
+        let mut accounts =
+            file::parse(&bytes).map_err(|e| changed(ChangedFileError::Invalid(e)))?;
+        journal::apply(&writer.journal.records, &mut accounts);
         let index = Index::new(accounts);
         {
             let current = &self.read().accounts;
@@ -483,10 +656,8 @@ impl UserStore {
         }
         warn_about_look_alikes(&self.path, &index.accounts);
         *self.write() = index;
-        *writer = Writer {
-            stamp: Some(stamp),
-            complained: None,
-        };
+        writer.stamp = Some(stamp);
+        writer.complained = None;
         Ok(())
     }
 
@@ -640,6 +811,7 @@ mod tests {
         let old = UserStore::open(&path, cheap()).unwrap();
         old.register("alice", "alice-password").unwrap();
         old.register("bob", "bob-password").unwrap();
+        old.compact().unwrap();
         let before = read_hashes(&path);
         let stronger = scrypt_params(5, 8, 1).unwrap();
         let store = UserStore::open(&path, stronger).unwrap();
@@ -783,6 +955,232 @@ mod tests {
             Ok(Ok("alice".into())),
             "the login waited for the writer"
         );
+    }
+
+    fn files_in(dir: &Path) -> Vec<String> {
+        let mut names: Vec<String> = fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        names.sort();
+        names
+    }
+
+    fn names_in_file(path: &Path) -> Vec<String> {
+        let users = file::parse(&fs::read(path).unwrap()).unwrap();
+        users.into_values().map(|u| u.username).collect()
+    }
+
+    /// A registration is durable in the journal (the users file is not rewritten); a compaction
+    /// folds it in and removes the journal; with nothing to fold in, a compaction writes nothing.
+    #[test]
+    fn a_registration_goes_to_the_journal_and_a_compaction_folds_it_in() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("users.json");
+        let store = UserStore::open(&path, cheap()).unwrap();
+        let empty = fs::read(&path).unwrap();
+        store.register("alice", "alice-password").unwrap();
+        store.register("Bob", "bob-password").unwrap();
+        assert_eq!(fs::read(&path).unwrap(), empty);
+        assert_eq!(files_in(dir.path()), ["users.json", "users.json.journal"]);
+        let replay =
+            journal::parse(&fs::read(dir.path().join("users.json.journal")).unwrap()).unwrap();
+        assert_eq!(replay.records.len(), 2);
+        store.compact().unwrap();
+        assert_eq!(files_in(dir.path()), ["users.json"]);
+        assert_eq!(names_in_file(&path), ["alice", "Bob"]);
+        let stamp = file::stamp(&path).unwrap();
+        store.compact().unwrap();
+        assert_eq!(file::stamp(&path).unwrap(), stamp, "rewritten for nothing");
+        store.register("carol", "carol-password").unwrap();
+        assert_eq!(store.verify("carol", "carol-password"), Ok("carol".into()));
+        assert_eq!(store.len(), 3);
+    }
+
+    /// A store that ends without a compaction (a crash) leaves its records in the journal: the
+    /// next open folds them in, and a torn record after them (a crash in the middle of an
+    /// append, never acknowledged) is ignored.
+    #[test]
+    fn opening_folds_in_the_journal_a_crash_left_and_ignores_a_torn_record() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("users.json");
+        let journal = journal::path_for(&path);
+        let store = UserStore::open(&path, cheap()).unwrap();
+        store.register("alice", "alice-password").unwrap();
+        store.register("bob", "bob-password").unwrap();
+        drop(store);
+        let mut bytes = fs::read(&journal).unwrap();
+        let whole = bytes.len();
+        bytes.extend_from_slice(&journal::render_record(&StoredUser {
+            username: "carol".into(),
+            password_hash: "$scrypt$ln=4,r=8,p=1$c2FsdHNhbHQ$aGFzaGhhc2hoYXNoaGFzaA".into(),
+        }));
+        bytes.truncate(whole + 40);
+        bytes.extend_from_slice(&[0; 64]);
+        fs::write(&journal, &bytes).unwrap();
+        let store = UserStore::open(&path, cheap()).unwrap();
+        assert_eq!(files_in(dir.path()), ["users.json"]);
+        assert_eq!(names_in_file(&path), ["alice", "bob"]);
+        assert_eq!(store.verify("bob", "bob-password"), Ok("bob".into()));
+        assert_eq!(store.len(), 2);
+    }
+
+    /// A crash between a compaction's rename and the journal's removal leaves records that
+    /// are in the users file already: skipped, nothing doubled.
+    #[test]
+    fn records_already_in_the_users_file_are_not_added_twice() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("users.json");
+        let journal = journal::path_for(&path);
+        let store = UserStore::open(&path, cheap()).unwrap();
+        store.register("alice", "alice-password").unwrap();
+        let records = fs::read(&journal).unwrap();
+        store.compact().unwrap();
+        drop(store);
+        fs::write(&journal, records).unwrap();
+        let store = UserStore::open(&path, cheap()).unwrap();
+        assert_eq!(names_in_file(&path), ["alice"]);
+        assert_eq!(store.len(), 1);
+        assert_eq!(files_in(dir.path()), ["users.json"]);
+    }
+
+    /// A damaged record with whole ones after it: the store refuses to open, naming the journal
+    /// and the line, and leaves both files as they are.
+    #[test]
+    fn a_damaged_journal_is_refused_and_left_as_it_is() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("users.json");
+        let journal = journal::path_for(&path);
+        let store = UserStore::open(&path, cheap()).unwrap();
+        for name in ["alice", "bob", "carol"] {
+            store.register(name, "a-password").unwrap();
+        }
+        drop(store);
+        let mut bytes = fs::read(&journal).unwrap();
+        let second = bytes.iter().position(|&b| b == b'\n').unwrap() + 1;
+        bytes[second..second + 10].fill(0);
+        fs::write(&journal, &bytes).unwrap();
+        let users = fs::read(&path).unwrap();
+        let error = match UserStore::open(&path, cheap()) {
+            Err(e) => e.to_string(),
+            Ok(_) => panic!("opened a damaged journal"),
+        };
+        assert!(
+            error.starts_with(&format!(
+                "users journal {} is not valid: line 2: ",
+                journal.display()
+            )),
+            "{error}"
+        );
+        assert_eq!(fs::read(&journal).unwrap(), bytes);
+        assert_eq!(fs::read(&path).unwrap(), users);
+    }
+
+    /// A hand edit of the users file while records wait in the journal: read again, with the
+    /// journal's records added; the compaction keeps both.
+    #[test]
+    fn a_hand_edit_is_read_again_with_the_journals_records() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("users.json");
+        let store = UserStore::open(&path, cheap()).unwrap();
+        store.register("alice", "alice-password").unwrap();
+        let mut by_hand = Accounts::new();
+        let mut dave = store.read().accounts["alice"].clone();
+        dave.username = "dave".into();
+        by_hand.insert(name_key("dave"), dave);
+        file::write(&path, &by_hand, &Fsync).unwrap();
+        assert_eq!(store.verify("dave", "alice-password"), Ok("dave".into()));
+        assert_eq!(store.verify("alice", "alice-password"), Ok("alice".into()));
+        store.compact().unwrap();
+        assert_eq!(names_in_file(&path), ["alice", "dave"]);
+    }
+
+    /// The compaction thread folds the journal in once registrations pause, without being
+    /// asked; finishing it folds in what is left.
+    #[test]
+    fn the_compactor_folds_the_journal_in_once_registrations_pause() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("users.json");
+        let store = std::sync::Arc::new(UserStore::open(&path, cheap()).unwrap());
+        let compactor = store.start_compactor().unwrap();
+        store.register("alice", "alice-password").unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while files_in(dir.path()) != ["users.json"] {
+            assert!(std::time::Instant::now() < deadline, "never folded in");
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        assert_eq!(names_in_file(&path), ["alice"]);
+        // Stopped before the pause ends: finishing folds bob in.
+        store.register("bob", "bob-password").unwrap();
+        compactor.finish();
+        assert_eq!(files_in(dir.path()), ["users.json"]);
+        assert_eq!(names_in_file(&path), ["alice", "bob"]);
+    }
+
+    /// A measurement, not a check (docs/performance.md quotes it): a registration (append and
+    /// fdatasync) and a compaction with 100,000 accounts, and a registration that waits behind a
+    /// compaction. Run with
+    /// `cargo test --release --lib journal_and_compaction_cost -- --ignored --nocapture`.
+    #[test]
+    #[ignore]
+    fn journal_and_compaction_cost_at_a_hundred_thousand_accounts() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("users.json");
+        let hash = hash_password("a-password", cheap()).unwrap();
+        let accounts: Accounts = (0..100_000)
+            .map(|i| {
+                let username = format!("u{i}");
+                let user = StoredUser {
+                    username: username.clone(),
+                    password_hash: hash.clone(),
+                };
+                (name_key(&username), user)
+            })
+            .collect();
+        file::write(&path, &accounts, &Fsync).unwrap();
+        let store = std::sync::Arc::new(UserStore::open(&path, cheap()).unwrap());
+        let mut appends = Vec::new();
+        let mut compactions = Vec::new();
+        let mut behind = Vec::new();
+        for round in 0..10 {
+            let start = std::time::Instant::now();
+            store
+                .register(&format!("new{round}"), "a-password")
+                .unwrap();
+            appends.push(start.elapsed());
+            let start = std::time::Instant::now();
+            store.compact().unwrap();
+            compactions.push(start.elapsed());
+            // A registration sent while a compaction runs.
+            store
+                .register(&format!("more{round}"), "a-password")
+                .unwrap();
+            let compacting = {
+                let store = store.clone();
+                std::thread::spawn(move || store.compact().unwrap())
+            };
+            while store.writer.try_lock().is_ok() && !compacting.is_finished() {
+                std::thread::yield_now();
+            }
+            let start = std::time::Instant::now();
+            store
+                .register(&format!("late{round}"), "a-password")
+                .unwrap();
+            behind.push(start.elapsed());
+            compacting.join().unwrap();
+        }
+        for (what, mut times) in [
+            ("registration (hash at ln=4, append, fdatasync)", appends),
+            ("compaction", compactions),
+            ("registration behind a compaction", behind),
+        ] {
+            times.sort();
+            eprintln!(
+                "{what} at 100,000 accounts: median {:?}, max {:?}",
+                times[times.len() / 2],
+                times[times.len() - 1]
+            );
+        }
     }
 
     /// The stored hashes, in name order.
