@@ -272,6 +272,11 @@ fn sigterm_tells_every_client_and_exits_0_with_the_users_file_intact() {
     let alice = ChatClient::register(server.addr, "alice", "alice-password");
     let bob = ChatClient::register(server.addr, "bob", "bob-password");
     let mut pending = RawConnection::connect(server.addr);
+    // Once the registrations are folded into the users file, the shutdown changes nothing.
+    assert_eq!(
+        read_users(&server.users)["users"].as_array().unwrap().len(),
+        2
+    );
     let before = std::fs::read(&server.users).unwrap();
 
     let status = server.terminate();

@@ -151,22 +151,25 @@ const KILL_ROUNDS: usize = 5;
 const REGISTERING_CONNECTIONS: usize = 6;
 const MAX_REGISTRATIONS_PER_WORKER: usize = 200;
 
-/// Atomicity, not durability: after every SIGKILL the users file parses (no torn write), holds every
-/// account that was answered `welcome` (no lost update) and has no temporary file left at the next
-/// start. SIGKILL ends the process, not the kernel, whose page cache keeps every write: a write
-/// without its fsyncs passes this test too. The fsyncs are checked by the users file layer's unit
-/// tests (src/user_store/).
+/// Atomicity, not durability: after every SIGKILL the server starts again (the users file parses,
+/// the journal's records are whole or a torn last one), folds the journal into the users file,
+/// which then holds every account that was answered `welcome` (no lost update), and leaves no
+/// temporary file and no journal; every one of those accounts logs in. SIGKILL ends the process,
+/// not the kernel, whose page cache keeps every write: a write without its fsyncs passes this test
+/// too. The fsyncs are checked by the users file layer's unit tests (src/user_store/).
 #[test]
 fn kill_9_during_registrations_leaves_a_whole_users_file_with_every_welcomed_account() {
     let dir = tempfile::tempdir().unwrap();
     let users = dir.path().join("users.json");
     let mut acknowledged = BTreeSet::new();
     for round in 0..KILL_ROUNDS {
-        // Starting at all proves the file the last SIGKILL left behind parses.
+        // Starting at all proves the files the last SIGKILL left behind load.
         let mut server = start_server(&users, TEST_LOG_N);
         let addr = server.addr;
-        // A write the SIGKILL interrupted left a temporary file (with hashes in it): removed.
+        // A write the SIGKILL interrupted left a temporary file (with hashes in it): removed;
+        // the journal it left was folded into the users file.
         assert_eq!(files_in(dir.path()), ["users.json"], "round {round}");
+        assert_all_on_disk(&users, &acknowledged, round);
         let kill_after = 5 + 4 * round;
         let stop = Arc::new(AtomicBool::new(false));
         let (acks, acked) = mpsc::channel::<String>();
@@ -219,25 +222,35 @@ fn kill_9_during_registrations_leaves_a_whole_users_file_with_every_welcomed_acc
             acknowledged.extend(welcomed);
         }
         assert!(round_acknowledged >= kill_after);
-        let on_disk: BTreeSet<String> = names_on_disk(&users).into_iter().collect();
-        let lost: Vec<_> = acknowledged.difference(&on_disk).collect();
-        assert!(
-            lost.is_empty(),
-            "round {round}: answered welcome but not on disk: {lost:?}"
-        );
-        let temporary = files_in(dir.path()).len() - 1;
         eprintln!(
             "round {round}: killed after {kill_after} welcomes; {round_acknowledged} welcomed \
-             this round, {in_flight} in flight; {} welcomed in all, {} on disk; {temporary} \
-             temporary file(s) left",
+             this round, {in_flight} in flight; {} welcomed in all; left beside the users file: \
+             {:?}",
             acknowledged.len(),
-            on_disk.len()
+            &files_in(dir.path())[1..]
         );
     }
-    // The survivors of every crash still log in.
     let server = start_server(&users, TEST_LOG_N);
-    let first = acknowledged.iter().next().unwrap();
-    assert_eq!(login(server.addr, first, PASSWORD), Answer::Welcome);
+    assert_eq!(files_in(dir.path()), ["users.json"]);
+    assert_all_on_disk(&users, &acknowledged, KILL_ROUNDS);
+    // The survivors of every crash log in.
+    for name in &acknowledged {
+        assert_eq!(
+            login(server.addr, name, PASSWORD),
+            Answer::Welcome,
+            "{name}"
+        );
+    }
+}
+
+/// Asserts that every account in `acknowledged` is in the users file.
+fn assert_all_on_disk(users: &Path, acknowledged: &BTreeSet<String>, round: usize) {
+    let on_disk: BTreeSet<String> = names_on_disk(users).into_iter().collect();
+    let lost: Vec<_> = acknowledged.difference(&on_disk).collect();
+    assert!(
+        lost.is_empty(),
+        "after round {round}: answered welcome but not on disk: {lost:?}"
+    );
 }
 
 #[test]
@@ -491,6 +504,7 @@ fn a_users_file_open_to_group_or_others_is_warned_about() {
     // The next change makes it private again.
     let server = start_server(&users, TEST_LOG_N);
     assert_eq!(register(server.addr, "carol"), Answer::Welcome);
+    assert_eq!(names_on_disk(&users), ["alice", "Bob", "carol"]);
     let mode = std::fs::metadata(&users).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o600);
 }
@@ -551,4 +565,152 @@ fn a_corrupt_truncated_or_unreadable_users_file_stops_the_server_and_is_left_unt
         .map(|e| e.unwrap().file_name())
         .collect();
     assert_eq!(leftovers.len(), 3, "no temporary file: {leftovers:?}");
+}
+
+/// The users journal beside `users`.
+fn journal_of(users: &Path) -> std::path::PathBuf {
+    users.with_file_name("users.json.journal")
+}
+
+/// The fixture's accounts (`alice` and `Bob`, passwords `alice-password` and `bob-password`) as
+/// journal records, the way the server appends them, and a users file with nobody in it.
+fn journal_of_the_fixture(users: &Path) -> Vec<u8> {
+    std::fs::write(users, b"{\"version\": 1, \"users\": []}\n").unwrap();
+    std::fs::set_permissions(users, std::fs::Permissions::from_mode(0o600)).unwrap();
+    read_users(&fixture("users-ln10.json"))["users"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|u| {
+            p2pchat::user_store::journal::render_record(&p2pchat::user_store::StoredUser {
+                username: u["username"].as_str().unwrap().into(),
+                password_hash: u["password_hash"].as_str().unwrap().into(),
+            })
+        })
+        .collect()
+}
+
+/// A crash in the middle of an append leaves part of a record, or zeros where the file system had
+/// grown the file: never acknowledged. The server starts, warns, folds the whole records into the
+/// users file and removes the journal; those accounts log in.
+#[test]
+fn a_torn_or_zero_filled_journal_tail_is_ignored_and_the_whole_records_load() {
+    for (round, tail) in [
+        b"{\"username\":\"carol\",\"password_hash\":\"$scr".as_slice(),
+        &[0; 512],
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let dir = tempfile::tempdir().unwrap();
+        let users = dir.path().join("users.json");
+        let mut journal = journal_of_the_fixture(&users);
+        journal.extend_from_slice(tail);
+        std::fs::write(journal_of(&users), &journal).unwrap();
+        let server = start_server(&users, TEST_LOG_N);
+        server.wait_for_log(&format!(
+            "users journal {}: its last record (line 3, {} bytes) is incomplete",
+            journal_of(&users).display(),
+            tail.len()
+        ));
+        assert_eq!(files_in(dir.path()), ["users.json"], "round {round}");
+        assert_eq!(names_on_disk(&users), ["alice", "Bob"], "round {round}");
+        assert_eq!(
+            login(server.addr, "alice", "alice-password"),
+            Answer::Welcome
+        );
+        assert_eq!(login(server.addr, "bob", "bob-password"), Answer::Welcome);
+    }
+}
+
+/// A damaged record with whole records after it cannot come from a crash: the server refuses to
+/// start, naming the journal and the line, and leaves the journal and the users file as they are.
+#[test]
+fn a_damaged_record_in_the_middle_of_the_journal_stops_the_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let users = dir.path().join("users.json");
+    let whole = journal_of_the_fixture(&users);
+    let first = whole.iter().position(|&b| b == b'\n').unwrap() + 1;
+    // Zeros over the first record, then a changed byte in it: two kinds of damage.
+    for (what, damage) in [
+        ("not a record", 0..16),
+        ("its check does not match", first - 50..first - 49),
+    ] {
+        let mut journal = whole.clone();
+        for at in damage {
+            journal[at] = if what == "not a record" {
+                0
+            } else {
+                journal[at] ^ 1
+            };
+        }
+        std::fs::write(journal_of(&users), &journal).unwrap();
+        let before = std::fs::read(&users).unwrap();
+        server_command()
+            .args([
+                "--bind",
+                "127.0.0.1:0",
+                "--scrypt-log-n",
+                TEST_LOG_N,
+                "--users",
+            ])
+            .arg(&users)
+            .assert()
+            .code(1)
+            .stdout(predicate::str::is_empty())
+            .stderr(
+                predicate::str::contains(format!(
+                    "users journal {} is not valid: line 1: {what}",
+                    journal_of(&users).display()
+                ))
+                .and(predicate::str::contains("refusing to start")),
+            );
+        assert_eq!(
+            std::fs::read(journal_of(&users)).unwrap(),
+            journal,
+            "{what}"
+        );
+        assert_eq!(std::fs::read(&users).unwrap(), before, "{what}");
+    }
+}
+
+/// Someone who registers and then looks finds the account in the users file, and the users file
+/// alone in its folder, without a restart: the server folds the journal in once registrations
+/// pause.
+#[test]
+fn once_registrations_pause_the_users_file_holds_them_and_is_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let users = dir.path().join("users.json");
+    let server = start_server(&users, TEST_LOG_N);
+    for name in ["alice", "bob", "carol"] {
+        assert_eq!(register(server.addr, name), Answer::Welcome);
+    }
+    let start = Instant::now();
+    while files_in(dir.path()) != ["users.json"] {
+        assert!(
+            start.elapsed() < DEADLINE,
+            "the journal stays: {:?}",
+            files_in(dir.path())
+        );
+        thread::sleep(std::time::Duration::from_millis(10));
+    }
+    assert_eq!(names_on_disk(&users), ["alice", "bob", "carol"]);
+    let mode = std::fs::metadata(&users).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+}
+
+/// SIGTERM right after registrations: the server folds the journal in before it exits, leaving
+/// the users file, complete, alone in its folder.
+#[test]
+fn a_graceful_stop_leaves_the_users_file_complete_and_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let users = dir.path().join("users.json");
+    let mut server = start_server(&users, TEST_LOG_N);
+    let names: Vec<String> = (0..20).map(|i| format!("user{i:02}")).collect();
+    for name in &names {
+        assert_eq!(register(server.addr, name), Answer::Welcome);
+    }
+    assert!(server.terminate().success(), "{}", server.log());
+    assert_eq!(files_in(dir.path()), ["users.json"]);
+    assert_eq!(names_on_disk(&users), names);
 }

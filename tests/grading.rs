@@ -357,11 +357,13 @@ fn t6_usernames_and_password_hashes_are_stored_correctly() {
     let users = dir.path().join("users.json");
     let same_password = "the-same-password";
     {
-        let server = Server::start(&users, &[]);
+        let mut server = Server::start(&users, &[]);
         let _clients = register_three(&server);
         // Two more accounts with one password between them.
         ChatClient::register(server.addr, "twin1", same_password).finish();
         ChatClient::register(server.addr, "twin2", same_password).finish();
+        // Stopped as an administrator would (Ctrl-C): the users journal is folded in.
+        assert!(server.terminate().success());
     }
 
     let text = std::fs::read_to_string(&users).unwrap();

@@ -164,6 +164,8 @@ impl Planted {
 /// Asserts that `users` is a regular file, mode 0600, of the server's user (ours), holding
 /// exactly `names`.
 fn assert_private_users_file(users: &Path, names: &[&str]) {
+    // First: it waits for the server to fold its journal in.
+    assert_eq!(names_on_disk(users), names);
     let meta = fs::symlink_metadata(users).unwrap();
     assert!(
         meta.file_type().is_file(),
@@ -173,7 +175,6 @@ fn assert_private_users_file(users: &Path, names: &[&str]) {
     );
     assert_eq!(meta.mode() & 0o7777, 0o600, "mode of {}", users.display());
     assert_eq!(meta.uid(), our_uid(), "owner of {}", users.display());
-    assert_eq!(names_on_disk(users), names);
 }
 
 /// The names the temporary file has had: `.users.json.tmp.<pid>` (so for the server's pid and

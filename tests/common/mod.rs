@@ -919,8 +919,21 @@ fn auth_request(register: bool, name: &str, password: &str, p2p_port: u16) -> St
 
 // ---- Users file ----
 
-/// Reads and parses a users file.
+/// Reads and parses a users file once the server has folded its journal into it (the journal,
+/// `PATH.journal`, is gone): a running server does so ~0.1 s after registrations pause, a
+/// graceful stop at once; after a SIGKILL, only the next start does. Waits with a deadline.
 pub fn read_users(path: &Path) -> Value {
+    let mut journal = path.as_os_str().to_os_string();
+    journal.push(".journal");
+    let start = Instant::now();
+    while Path::new(&journal).exists() {
+        assert!(
+            start.elapsed() < DEADLINE,
+            "the users journal {journal:?} was never folded into {}",
+            path.display()
+        );
+        thread::sleep(POLL_INTERVAL);
+    }
     let text = std::fs::read_to_string(path).expect("read users file");
     serde_json::from_str(&text).expect("users file is JSON")
 }

@@ -291,6 +291,13 @@ pub fn bench_hash(bin: &Path) -> Result<String, LoadError> {
     if !line.contains("\"welcome\"") {
         return Err(LoadError::Seed(line));
     }
+    // The registration is in the users journal; the server folds it into the users file once
+    // registrations pause (~0.1 s).
+    let journal = users.with_file_name("users.json.journal");
+    let waited = Instant::now();
+    while journal.exists() && waited.elapsed() < START_DEADLINE {
+        thread::sleep(Duration::from_millis(10));
+    }
     let mut text = String::new();
     fs::File::open(&users)
         .and_then(|mut f| f.read_to_string(&mut text))
