@@ -175,15 +175,14 @@ pub fn parse(bytes: &[u8]) -> Result<Replay, InvalidJournal> {
     if unterminated {
         decoded.push((decoded.len() + 1, Err(BadRecord::Unterminated)));
     }
-    let first_bad = decoded.iter().position(|(_, r)| r.is_err());
     let mut torn = None;
-    if let Some(first_bad) = first_bad {
-        if decoded[first_bad..].iter().any(|(_, r)| r.is_ok()) {
-            let (line, result) = decoded.swap_remove(first_bad);
-            let why = result.err().expect("the first bad record");
+    if let Some(first_bad) = decoded.iter().position(|(_, r)| r.is_err()) {
+        let mut rest = decoded.split_off(first_bad).into_iter();
+        let (line, bad) = rest.next().expect("the first bad record");
+        let why = bad.expect_err("a bad record");
+        if rest.any(|(_, r)| r.is_ok()) {
             return Err(InvalidJournal::Damaged { line, why });
         }
-        let (line, result) = decoded.swap_remove(first_bad);
         // The bytes from the start of the torn line to the end.
         let start: usize = bytes
             .split(|&b| b == b'\n')
@@ -193,9 +192,8 @@ pub fn parse(bytes: &[u8]) -> Result<Replay, InvalidJournal> {
         torn = Some(TornTail {
             line,
             bytes: bytes.len() - start,
-            why: result.err().expect("a bad record"),
+            why,
         });
-        decoded.truncate(first_bad);
     }
     let mut keys = std::collections::HashSet::new();
     let mut records = Vec::with_capacity(decoded.len());
@@ -232,9 +230,10 @@ pub fn parse(bytes: &[u8]) -> Result<Replay, InvalidJournal> {
 pub fn apply(records: &[StoredUser], accounts: &mut Accounts) -> usize {
     let mut added = 0;
     for user in records {
-        let key = name_key(&user.username);
-        if !accounts.contains_key(&key) {
-            accounts.insert(key, user.clone());
+        if let std::collections::btree_map::Entry::Vacant(entry) =
+            accounts.entry(name_key(&user.username))
+        {
+            entry.insert(user.clone());
             added += 1;
         }
     }
