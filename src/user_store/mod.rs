@@ -201,7 +201,10 @@ impl UserStore {
     ///   in (see [`UserStore::verify`]), everyone else can.
     ///
     /// Once the file is read, removes the temporary files that writes interrupted by a crash left
-    /// beside it (they hold password hashes too).
+    /// beside it (they hold password hashes too), then reads the journal a crash left beside it, if
+    /// any ([`journal`]): its whole records are added, a torn last record is ignored with a
+    /// warning, and the journal is folded into the file at once. A damaged journal (a bad record
+    /// before whole ones), or one that is a link or someone else's, is refused and left untouched.
     ///
     /// - two accounts have look-alike names ([`skeleton`]): both log in, no third is let in.
     ///
