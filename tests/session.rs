@@ -110,8 +110,10 @@ fn a_refused_login_again_ends_the_reconnecting_client_with_status_4() {
         ChatClient::register_with_flags(addr, "alice", "alice-password", &["--reconnect"]);
     server.kill();
     alice.expect_event("reconnecting");
-    // The account is gone when the server comes back.
+    // The account is gone when the server comes back: the users file and, if the SIGKILL came
+    // before the server folded it in, the users journal holding the registration.
     std::fs::remove_file(&users).unwrap();
+    let _ = std::fs::remove_file(users.with_file_name("users.json.journal"));
     let _server = server_with_keys(&addr.to_string(), &users, dir.path());
     let finished = alice.wait();
     assert_eq!(finished.status.code(), Some(4), "{}", finished.stderr);
