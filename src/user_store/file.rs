@@ -20,7 +20,7 @@ use std::collections::BTreeMap;
 use std::ffi::OsStr;
 use std::fs::{self, File, Metadata};
 use std::io::{self, Read, Write};
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -122,11 +122,31 @@ pub fn stamp(path: &Path) -> io::Result<FileStamp> {
     fs::metadata(path).map(|meta| FileStamp::of(&meta))
 }
 
+/// The users file is not a regular file (a FIFO, a device, a folder): never opened, or never
+/// read once opened.
+#[derive(Debug, thiserror::Error)]
+#[error("is not a regular file")]
+pub struct NotRegularFile;
+
 /// Reads the users file and the stamp of exactly the version read (one open file: a
-/// replacement between the two cannot mix them up).
+/// replacement between the two cannot mix them up). Never blocks on what is planted there:
+/// anything but a regular file is refused ([`NotRegularFile`], as an [`io::ErrorKind::InvalidInput`])
+/// before it is opened (a FIFO's open would wait for a writer, a device's may do anything), and
+/// the open itself is non-blocking in case the file is swapped between the look and the open.
 pub fn read(path: &Path) -> io::Result<(Vec<u8>, FileStamp)> {
-    let mut file = File::open(path)?;
-    let stamp = FileStamp::of(&file.metadata()?);
+    let not_regular = || io::Error::new(io::ErrorKind::InvalidInput, NotRegularFile);
+    if !fs::metadata(path)?.file_type().is_file() {
+        return Err(not_regular());
+    }
+    let mut file = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .open(path)?;
+    let meta = file.metadata()?;
+    if !meta.file_type().is_file() {
+        return Err(not_regular());
+    }
+    let stamp = FileStamp::of(&meta);
     let mut bytes = Vec::new();
     file.read_to_end(&mut bytes)?;
     Ok((bytes, stamp))
@@ -696,6 +716,21 @@ mod tests {
             assert!(foreign.exists(), "someone else's file was removed");
         }
         assert!(path.exists());
+    }
+
+    /// A FIFO at the users file's path is refused at once (its open would wait for a writer:
+    /// the server would hang at start, or a login at a reread).
+    #[test]
+    fn a_fifo_at_the_users_file_path_is_refused_without_blocking() {
+        use crate::user_store::journal::tests::{mkfifo, within_deadline};
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("users.json");
+        mkfifo(&path);
+        let reading = path.clone();
+        let result = within_deadline(&path, move || read(&reading).map(|_| ()));
+        let error = result.expect_err("read a FIFO");
+        assert_eq!(error.kind(), io::ErrorKind::InvalidInput, "{error}");
+        assert_eq!(error.to_string(), "is not a regular file");
     }
 
     #[test]

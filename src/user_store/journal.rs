@@ -36,6 +36,12 @@ use super::rules::{name_key, validate_username, UsernameError};
 /// so one registration in this many pays it (and those that wait behind it).
 pub const MAX_RECORDS: usize = 1000;
 
+/// After a compaction of a full journal failed (a full disk), how long registrations go on
+/// appending before one tries again: each try rewrites the whole users file under the writer's
+/// lock, which every registration waits for. Durability is the same either way (each record is
+/// fdatasync'd in the journal); only the journal and its copy in memory grow meanwhile.
+pub const FULL_RETRY_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// How much of the SHA-256 a record carries: enough to tell a torn or zero-filled record from a
 /// whole one (this is no defence against someone who can write the file: they can compute it).
 const CHECK_BYTES: usize = 8;
@@ -226,15 +232,17 @@ pub fn parse(bytes: &[u8]) -> Result<Replay, InvalidJournal> {
 
 /// Adds the journal's `records` to `accounts`, skipping any name already there (the users file
 /// holds it already: a crash came between a compaction's rename and the journal's removal, or
-/// the account was written by hand since). Returns how many were added.
-pub fn apply(records: &[StoredUser], accounts: &mut Accounts) -> usize {
-    let mut added = 0;
+/// the account was written by hand since). Returns the names added, in the journal's order: the
+/// caller tells the administrator, since an account removed from the users file by hand while
+/// its record was still in the journal is among them (it comes back).
+pub fn apply<'a>(records: &'a [StoredUser], accounts: &mut Accounts) -> Vec<&'a str> {
+    let mut added = Vec::new();
     for user in records {
         if let std::collections::btree_map::Entry::Vacant(entry) =
             accounts.entry(name_key(&user.username))
         {
             entry.insert(user.clone());
-            added += 1;
+            added.push(user.username.as_str());
         }
     }
     added
@@ -254,11 +262,21 @@ pub enum UnreadableJournal {
 }
 
 /// Reads the journal at `path`, if there is one, without following a symbolic link; a journal
-/// that is not a regular file of ours (or root's) is refused.
+/// that is not a regular file of ours (or root's) is refused. Never blocks on what is planted
+/// there: anything but a regular file is refused before it is opened (a FIFO's open would wait
+/// for a writer, a device's may do anything), and the open itself is non-blocking in case the
+/// file is swapped between the look and the open.
 pub fn read(path: &Path) -> Result<Option<Vec<u8>>, UnreadableJournal> {
+    match fs::symlink_metadata(path) {
+        Ok(meta) if meta.file_type().is_symlink() => return Err(UnreadableJournal::Link),
+        Ok(meta) if !meta.file_type().is_file() => return Err(UnreadableJournal::NotRegular),
+        Ok(_) => {}
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(UnreadableJournal::Io(e)),
+    }
     let mut file = match OpenOptions::new()
         .read(true)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC | libc::O_NONBLOCK)
         .open(path)
     {
         Ok(file) => file,
@@ -319,25 +337,53 @@ impl Appender {
         })
     }
 
-    /// Appends `line` (one [`render_record`]) and makes it durable. On a failure, cuts the journal
-    /// back to its last whole record if it can: the caller must not append again (see the
-    /// store's `broken`) before a compaction removes the journal.
-    pub fn append(&mut self, line: &[u8], durability: &dyn Durability) -> io::Result<()> {
+    /// Appends `line` (one [`render_record`]) and makes it durable: written, fdatasync'd, and the
+    /// journal still has its name (see [`AppendError::Unlinked`]). On a failure to write or sync,
+    /// cuts the journal back to its last whole record if it can (a cut not yet durable:
+    /// [`Appender::sync_cut`]); the caller must not append again (see the store's `broken`) before
+    /// a compaction removes the journal.
+    pub fn append(&mut self, line: &[u8], durability: &dyn Durability) -> Result<(), AppendError> {
         let result = self
             .file
             .write_all(line)
-            .and_then(|()| durability.sync_data(&self.file, &self.path));
+            .and_then(|()| durability.sync_data(&self.file, &self.path))
+            // After the sync: a removal before it is seen here, one after it came after the
+            // record was durable under the name (and a removal's folder fsync orders the two).
+            .and_then(|()| self.file.metadata());
         match result {
-            Ok(()) => {
+            Ok(meta) if meta.nlink() == 0 => Err(AppendError::Unlinked),
+            Ok(_) => {
                 self.len += line.len() as u64;
                 Ok(())
             }
             Err(error) => {
                 let _ = self.file.set_len(self.len);
-                Err(error)
+                Err(AppendError::Io(error))
             }
         }
     }
+
+    /// Makes the cut of a failed [`Appender::append`] durable, so that a record never answered
+    /// "ok" cannot come back after a crash. For when the journal cannot be removed instead.
+    pub fn sync_cut(&self, durability: &dyn Durability) -> io::Result<()> {
+        durability.sync_data(&self.file, &self.path)
+    }
+}
+
+/// Why an append is not durable.
+#[derive(Debug, thiserror::Error)]
+pub enum AppendError {
+    /// The write or its fdatasync failed: the record may or may not be on disk.
+    #[error(transparent)]
+    Io(io::Error),
+    /// The record is on disk, in a file that has no name any more: something other than this
+    /// server removed the journal (another server started on the same users file folds it in and
+    /// removes it at its start). Nothing appended to it survives a restart.
+    #[error(
+        "the journal was removed by something other than this server (another server started on \
+         the same users file?); the record is in a file that no longer has a name"
+    )]
+    Unlinked,
 }
 
 /// Removes the journal at `path` (if there is one) and makes the removal durable.
@@ -358,7 +404,7 @@ fn folder_of(path: &Path) -> PathBuf {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use std::cell::RefCell;
 
     use super::*;
@@ -488,7 +534,7 @@ mod tests {
     fn records_already_in_the_users_file_are_skipped() {
         let mut accounts: Accounts = [("alice".to_string(), user("alice"))].into();
         let records = [user("ALICE"), user("bob")];
-        assert_eq!(apply(&records, &mut accounts), 1);
+        assert_eq!(apply(&records, &mut accounts), ["bob"]);
         assert_eq!(accounts["alice"].username, "alice");
         assert_eq!(accounts["bob"].username, "bob");
     }
@@ -548,6 +594,67 @@ mod tests {
                 Synced::Data(journal_of(&["alice", "bob"])),
                 Synced::Folder(folder),
             ]
+        );
+    }
+
+    /// Something else removed the journal (another server on the same users file folded it in):
+    /// an append that reaches the file with no name is not durable, and says so.
+    #[test]
+    fn an_append_to_a_journal_removed_by_someone_else_is_not_durable() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = path_for(&dir.path().join("users.json"));
+        let mut appender = Appender::create(&path, &Fsync).unwrap();
+        appender
+            .append(&render_record(&user("alice")), &Fsync)
+            .unwrap();
+        fs::remove_file(&path).unwrap();
+        assert!(matches!(
+            appender.append(&render_record(&user("bob")), &Fsync),
+            Err(AppendError::Unlinked)
+        ));
+    }
+
+    /// `read` run on another thread, with a deadline: a read that blocks fails the test rather
+    /// than hanging it (a writer then opens the FIFO to let the blocked open go).
+    pub(crate) fn within_deadline<T: Send + 'static>(
+        fifo: &Path,
+        read: impl FnOnce() -> T + Send + 'static,
+    ) -> T {
+        let (done, answer) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = done.send(read());
+        });
+        match answer.recv_timeout(std::time::Duration::from_secs(10)) {
+            Ok(answer) => answer,
+            Err(_) => {
+                let _ = OpenOptions::new()
+                    .write(true)
+                    .custom_flags(libc::O_NONBLOCK)
+                    .open(fifo);
+                panic!("reading {} blocked", fifo.display());
+            }
+        }
+    }
+
+    /// Makes a FIFO at `path`.
+    pub(crate) fn mkfifo(path: &Path) {
+        let name = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
+        // SAFETY: a NUL-terminated path that lives through the call.
+        assert_eq!(unsafe { libc::mkfifo(name.as_ptr(), 0o600) }, 0);
+    }
+
+    /// A FIFO planted at the journal's path is refused at once: its open would wait for a writer
+    /// (the server would hang at start).
+    #[test]
+    fn a_fifo_at_the_journal_path_is_refused_without_blocking() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = path_for(&dir.path().join("users.json"));
+        mkfifo(&path);
+        let reading = path.clone();
+        let result = within_deadline(&path, move || read(&reading));
+        assert!(
+            matches!(result, Err(UnreadableJournal::NotRegular)),
+            "{result:?}"
         );
     }
 

@@ -67,6 +67,7 @@ pub mod rules;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard, TryLockError};
+use std::time::{Duration, Instant};
 
 pub use compactor::Compactor;
 pub use cost::{
@@ -83,8 +84,9 @@ pub use rules::{
 };
 
 use cost::{check_password, dummy_hash, hash_password, usable_cost};
-use file::{Accounts, Fsync};
+use file::{Accounts, Durability, Fsync};
 use index::{check_free, warn_about_look_alikes, Index};
+use journal::AppendError;
 use rules::name_key;
 
 /// What the writer knows of the users file as of its own last read or write, and of the journal.
@@ -108,6 +110,9 @@ struct JournalState {
     /// An append (or a removal) failed: the journal may end in part of a record, or hold records
     /// already in the users file. Nothing is appended to it before a compaction removes it.
     broken: bool,
+    /// When a compaction of the full journal last failed: the next is not tried before
+    /// [`journal::FULL_RETRY_INTERVAL`] has passed.
+    full_compaction_failed: Option<Instant>,
 }
 
 impl JournalState {
@@ -124,16 +129,11 @@ struct SnapshotFailure {
     error: StorageError,
 }
 
-/// Adds to `users` (read from the users file at `path`) the records of the journal at
-/// `journal_path` that a crash, or a compaction that failed, left behind. Returns the accounts and
-/// whether there was a journal (to fold in now).
-fn replay_journal(
-    path: &Path,
-    journal_path: &Path,
-    mut users: Accounts,
-) -> Result<(Accounts, bool), StoreError> {
+/// Reads and checks the journal at `journal_path` that a crash, or a compaction that failed, left
+/// behind, if there is one; warns about a torn last record.
+fn read_journal(journal_path: &Path) -> Result<Option<journal::Replay>, StoreError> {
     let bytes = match journal::read(journal_path) {
-        Ok(None) => return Ok((users, false)),
+        Ok(None) => return Ok(None),
         Ok(Some(bytes)) => bytes,
         Err(error) => {
             return Err(StoreError::UnreadableJournal {
@@ -156,14 +156,34 @@ fn replay_journal(
             torn.why
         );
     }
-    let added = journal::apply(&replay.records, &mut users);
-    log::info!(
-        "users journal {}: {} record(s), {added} of them not yet in users file {}; folding it in",
-        journal_path.display(),
-        replay.records.len(),
-        path.display()
-    );
-    Ok((users, true))
+    Ok(Some(replay))
+}
+
+/// Adds the journal's records to `users` (read from the users file at `path`), naming in a
+/// warning the accounts it adds: after a crash they are registrations not yet folded in, but an
+/// account removed from the users file by hand while its record was still in the journal comes
+/// back too, and the administrator must be told.
+fn add_journal(path: &Path, journal_path: &Path, replay: &journal::Replay, users: &mut Accounts) {
+    let added = journal::apply(&replay.records, users);
+    if added.is_empty() {
+        log::info!(
+            "users journal {}: {} record(s), all in users file {} already; removing it",
+            journal_path.display(),
+            replay.records.len(),
+            path.display()
+        );
+    } else {
+        log::warn!(
+            "users journal {}: {} record(s); it adds {} account(s) that users file {} does not \
+             hold: {added:?} (registrations not yet folded in when the server stopped, or \
+             accounts removed from the users file by hand since: to remove one, edit the file \
+             again now that the journal is folded into it)",
+            journal_path.display(),
+            replay.records.len(),
+            added.len(),
+            path.display()
+        );
+    }
 }
 
 /// The accounts, in memory and on disk.
@@ -185,6 +205,10 @@ pub struct UserStore {
     /// A hash at the current cost that no password matches, verified when the user is unknown
     /// or the stored hash is out of range; see [`dummy_hash`].
     dummy_hash: String,
+    /// How the journal and the users file reach the disk: [`Fsync`]; tests make it fail.
+    durability: Box<dyn Durability + Send + Sync>,
+    /// [`journal::FULL_RETRY_INTERVAL`]; tests make it longer than they run.
+    full_retry_interval: Duration,
 }
 
 impl UserStore {
@@ -248,25 +272,34 @@ impl UserStore {
         }
         // Before any write of ours: a leftover is never one of this process's files.
         file::remove_leftover_temporary_files(&target);
-        let (users, stamp) = match file::read(&target) {
+        let found = match file::read(&target) {
             Ok((bytes, stamp)) => {
                 let users = file::parse(&bytes).map_err(|reason| StoreError::Invalid {
                     path: path.to_path_buf(),
                     reason,
                 })?;
-                (users, stamp)
+                Some((users, stamp))
             }
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+            Err(e) => return Err(io_error(e)),
+        };
+        let journal_path = journal::path_for(&target);
+        // Before a missing users file is created: a journal refused leaves the folder as it was.
+        let replay = read_journal(&journal_path)?;
+        let (mut users, stamp) = match found {
+            Some(found) => found,
+            None => {
                 let empty = Accounts::new();
                 let json = file::render(&empty).map_err(io_error)?;
                 let stamp = file::replace(&target, &json, &Fsync)
                     .map_err(|failure| io_error(failure.error))?;
                 (empty, stamp)
             }
-            Err(e) => return Err(io_error(e)),
         };
-        let journal_path = journal::path_for(&target);
-        let (users, replayed) = replay_journal(path, &journal_path, users)?;
+        if let Some(replay) = &replay {
+            add_journal(path, &journal_path, replay, &mut users);
+        }
+        let replayed = replay.is_some();
         file::warn_if_exposed(path, &target);
         warn_about_look_alikes(path, &users);
         let cost = HashCost::of_params(&params);
@@ -287,6 +320,8 @@ impl UserStore {
                 },
             }),
             dummy_hash: dummy_hash(&cost),
+            durability: Box::new(Fsync),
+            full_retry_interval: journal::FULL_RETRY_INTERVAL,
         };
         if replayed {
             store.compact().map_err(|error| StoreError::Compaction {
@@ -342,7 +377,7 @@ impl UserStore {
         check_free(&self.read(), username)?;
         if writer.journal.broken {
             self.compact_locked(&mut writer)
-                .map_err(AuthError::Storage)?;
+                .map_err(|failure| AuthError::Storage(failure.error))?;
         }
         let user = StoredUser {
             username: username.to_string(),
@@ -350,19 +385,21 @@ impl UserStore {
         };
         // One record appended and synced, under the writer's lock only: logins go on reading
         // the accounts meanwhile.
-        self.append(&mut writer, &user).map_err(|error| {
-            AuthError::Storage(StorageError::Write {
-                path: self.journal_path.clone(),
-                error,
-            })
-        })?;
+        match self.append(&mut writer, &user) {
+            Ok(()) => {}
+            Err(AppendError::Io(error)) => {
+                self.forget_failed_append(&mut writer);
+                return Err(AuthError::Storage(StorageError::Write {
+                    path: self.journal_path.clone(),
+                    error,
+                }));
+            }
+            Err(AppendError::Unlinked) => return self.save_after_unlinked(&mut writer, key, user),
+        }
         self.write().insert(key, user.clone());
         writer.journal.records.push(user);
         if writer.journal.records.len() >= journal::MAX_RECORDS {
-            // This registration is durable already: a failure here is only logged.
-            if let Err(error) = self.compact_locked(&mut writer) {
-                log::error!("could not fold the full users journal into the users file: {error}");
-            }
+            self.compact_full_journal(&mut writer);
         }
         drop(writer);
         self.activity.appended();
@@ -371,14 +408,18 @@ impl UserStore {
 
     /// Appends `user`'s record to the journal, creating it first if there is none; a failure
     /// leaves the journal broken until a compaction removes it.
-    fn append(&self, writer: &mut Writer, user: &StoredUser) -> io::Result<()> {
+    fn append(&self, writer: &mut Writer, user: &StoredUser) -> Result<(), AppendError> {
         let journal = &mut writer.journal;
+        let durability = &*self.durability;
         let result = (|| {
             if journal.appender.is_none() {
-                journal.appender = Some(journal::Appender::create(&self.journal_path, &Fsync)?);
+                journal.appender = Some(
+                    journal::Appender::create(&self.journal_path, durability)
+                        .map_err(AppendError::Io)?,
+                );
             }
             let appender = journal.appender.as_mut().expect("just made");
-            appender.append(&journal::render_record(user), &Fsync)
+            appender.append(&journal::render_record(user), durability)
         })();
         if result.is_err() {
             journal.broken = true;
@@ -386,35 +427,123 @@ impl UserStore {
         result
     }
 
+    /// After an append that failed (the registration is answered `storage_failure`), makes sure
+    /// that no crash brings its record back: the write may have reached the journal and its cut
+    /// is not durable. Folds the journal in at once, from memory (which lacks the record), and so
+    /// removes it; if that fails, makes the cut durable. The journal stays broken (nothing is
+    /// appended to it) until a compaction removes it.
+    fn forget_failed_append(&self, writer: &mut Writer) {
+        let Err(failure) = self.compact_locked(writer) else {
+            return;
+        };
+        log::error!(
+            "could not fold the users journal into the users file after a failed append: {}",
+            failure.error
+        );
+        if let Some(appender) = &writer.journal.appender {
+            if let Err(error) = appender.sync_cut(&*self.durability) {
+                log::error!(
+                    "users journal {}: could not make the removal of a failed append durable \
+                     either ({error}): after a crash the account it was for may be there",
+                    self.journal_path.display()
+                );
+            }
+        }
+    }
+
+    /// `user`'s record reached a journal that something else had removed
+    /// ([`AppendError::Unlinked`]): it would not survive a restart, nor would the records
+    /// appended since. Saves every account this server knows, `user` included, by a compaction
+    /// from memory before answering; if that fails, the registration fails, and `user` is
+    /// forgotten unless the users file was replaced with it all the same.
+    fn save_after_unlinked(
+        &self,
+        writer: &mut Writer,
+        key: String,
+        user: StoredUser,
+    ) -> Result<String, AuthError> {
+        log::warn!(
+            "users journal {} was removed by something other than this server (another server \
+             started on users file {}?); folding this server's accounts into the users file now",
+            self.journal_path.display(),
+            self.path.display()
+        );
+        let username = user.username.clone();
+        // The file has no name: nothing more goes into it.
+        writer.journal.appender = None;
+        writer.journal.broken = true;
+        self.write().insert(key.clone(), user.clone());
+        writer.journal.records.push(user);
+        match self.compact_locked(writer) {
+            Ok(()) => Ok(username),
+            Err(failure) => {
+                if !failure.replaced {
+                    self.write().remove(&key);
+                    writer
+                        .journal
+                        .records
+                        .retain(|other| name_key(&other.username) != key);
+                }
+                Err(AuthError::Storage(failure.error))
+            }
+        }
+    }
+
+    /// Folds the full journal into the users file (the registration that filled it pays), unless
+    /// the last try failed less than [`journal::FULL_RETRY_INTERVAL`] ago: while a compaction
+    /// keeps failing (a full disk), registrations go on appending without each rewriting the whole
+    /// file under the writer's lock. The registration is durable already: a failure is only logged.
+    fn compact_full_journal(&self, writer: &mut Writer) {
+        let retry_after = writer.journal.full_compaction_failed;
+        if retry_after.is_some_and(|at| at.elapsed() < self.full_retry_interval) {
+            return;
+        }
+        if let Err(failure) = self.compact_locked(writer) {
+            log::error!(
+                "could not fold the full users journal into the users file: {}; trying again in \
+                 {:?} at the earliest",
+                failure.error,
+                self.full_retry_interval
+            );
+            writer.journal.full_compaction_failed = Some(Instant::now());
+        }
+    }
+
     /// Folds the journal into the users file (see the module's header) if it holds anything.
     /// Blocks: waits for the writer's lock, then writes and syncs the whole file.
     pub fn compact(&self) -> Result<(), StorageError> {
         let mut writer = self.writer();
         self.compact_locked(&mut writer)
+            .map_err(|failure| failure.error)
     }
 
     /// [`UserStore::compact`] with the writer's lock held.
-    fn compact_locked(&self, writer: &mut Writer) -> Result<(), StorageError> {
+    fn compact_locked(&self, writer: &mut Writer) -> Result<(), SnapshotFailure> {
         if writer.journal.is_empty() {
             return Ok(());
         }
+        let unreplaced = |error| SnapshotFailure {
+            replaced: false,
+            error,
+        };
         // A change by hand comes first: its accounts, then the journal's.
-        self.reread_if_changed(writer)?;
+        self.reread_if_changed(writer).map_err(unreplaced)?;
         // Rendered under a read lock, not from a copy: only holders of the writer's lock (us)
         // change the accounts, and logins only read.
-        let json = file::render(&self.read().accounts).map_err(|error| StorageError::Write {
-            path: self.path.clone(),
-            error,
+        let json = file::render(&self.read().accounts).map_err(|error| {
+            unreplaced(StorageError::Write {
+                path: self.path.clone(),
+                error,
+            })
         })?;
         self.write_snapshot(writer, &json)
-            .map_err(|failure| failure.error)
     }
 
     /// Replaces the users file with `json` ([`file::replace`]), which must hold every account in
     /// memory, then removes the journal, whose records are all in it. Afterwards the writer
     /// knows the file if it was replaced, even when the folder's fsync then failed.
     fn write_snapshot(&self, writer: &mut Writer, json: &[u8]) -> Result<(), SnapshotFailure> {
-        let result = file::replace(&self.path, json, &Fsync);
+        let result = file::replace(&self.path, json, &*self.durability);
         let replaced = match &result {
             Ok(stamp) => Some(*stamp),
             Err(failure) => failure.replaced,
@@ -431,19 +560,21 @@ impl UserStore {
                 },
             });
         }
-        // Closed before it is removed; a crash between the rename and the removal leaves
-        // records that the next start finds in the users file already, and skips.
-        writer.journal.appender = None;
+        // A crash between the rename and the removal leaves records that the next start finds in
+        // the users file already, and skips. Kept open until it is gone: a failed append's cut
+        // may still have to be synced (`forget_failed_append`).
         writer.journal.records.clear();
         writer.journal.broken = true;
-        journal::remove(&self.journal_path, &Fsync).map_err(|error| SnapshotFailure {
-            replaced: true,
-            error: StorageError::Write {
-                path: self.journal_path.clone(),
-                error,
-            },
+        journal::remove(&self.journal_path, &*self.durability).map_err(|error| {
+            SnapshotFailure {
+                replaced: true,
+                error: StorageError::Write {
+                    path: self.journal_path.clone(),
+                    error,
+                },
+            }
         })?;
-        writer.journal.broken = false;
+        writer.journal = JournalState::default();
         Ok(())
     }
 
@@ -627,7 +758,19 @@ impl UserStore {
             file::read(&self.path).map_err(|e| changed(ChangedFileError::Unreadable(e)))?;
         let mut accounts =
             file::parse(&bytes).map_err(|e| changed(ChangedFileError::Invalid(e)))?;
-        journal::apply(&writer.journal.records, &mut accounts);
+        let kept = journal::apply(&writer.journal.records, &mut accounts);
+        if !kept.is_empty() {
+            // Usually registrations of the last moments, never in the file; but an account
+            // removed by hand while its record was still in the journal is among them.
+            log::warn!(
+                "users file {}: {} account(s) it does not hold are kept from the users journal \
+                 (registered since the journal was last folded in, or removed by hand while \
+                 still in it): {kept:?}; to remove one, edit the file again once the journal is \
+                 folded in",
+                self.path.display(),
+                kept.len()
+            );
+        }
         let index = Index::new(accounts);
         {
             let current = &self.read().accounts;
@@ -690,6 +833,7 @@ impl UserStore {
 mod tests {
     use std::fs;
     use std::os::unix::fs::PermissionsExt;
+    use std::sync::atomic::Ordering;
 
     use super::*;
 
@@ -1184,6 +1328,289 @@ mod tests {
                 times[times.len() - 1]
             );
         }
+    }
+
+    /// The warnings and errors logged by every test of this binary (a logger is global): a test
+    /// picks its own by the path of its folder.
+    static LOGGED: Mutex<Vec<String>> = Mutex::new(Vec::new());
+
+    struct Capture;
+
+    impl log::Log for Capture {
+        fn enabled(&self, metadata: &log::Metadata) -> bool {
+            metadata.level() <= log::Level::Warn
+        }
+        fn log(&self, record: &log::Record) {
+            if self.enabled(record.metadata()) {
+                let line = record.args().to_string();
+                LOGGED.lock().unwrap_or_else(|p| p.into_inner()).push(line);
+            }
+        }
+        fn flush(&self) {}
+    }
+
+    /// Starts capturing warnings (before the test does what it checks the log of).
+    fn capture_warnings() {
+        static CAPTURE: Capture = Capture;
+        if log::set_logger(&CAPTURE).is_ok() {
+            log::set_max_level(log::LevelFilter::Warn);
+        }
+    }
+
+    /// The warnings logged since [`capture_warnings`] that mention `dir`.
+    fn warnings_about(dir: &Path) -> Vec<String> {
+        let dir = dir.display().to_string();
+        let logged = LOGGED.lock().unwrap_or_else(|p| p.into_inner());
+        logged
+            .iter()
+            .filter(|l| l.contains(&dir))
+            .cloned()
+            .collect()
+    }
+
+    /// A disk that fails on demand, for the store's [`Durability`]: the journal's data syncs
+    /// (`fail_data` of them, then they work again), or every sync of a new users file
+    /// (`fail_users_file`). Records the journal's contents at each data sync and counts the
+    /// users file's syncs (one per compaction that got as far as writing).
+    #[derive(Default)]
+    struct FlakyDisk {
+        fail_data: std::sync::atomic::AtomicUsize,
+        fail_users_file: std::sync::atomic::AtomicBool,
+        data_syncs: Mutex<Vec<Vec<u8>>>,
+        users_file_syncs: std::sync::atomic::AtomicUsize,
+    }
+
+    /// The store's handle on a [`FlakyDisk`] the test keeps too.
+    struct Flaky(std::sync::Arc<FlakyDisk>);
+
+    impl Durability for Flaky {
+        fn sync_file(&self, file: &fs::File, path: &Path) -> io::Result<()> {
+            self.0.users_file_syncs.fetch_add(1, Ordering::SeqCst);
+            if self.0.fail_users_file.load(Ordering::SeqCst) {
+                return Err(io::Error::other("the disk failed (users file)"));
+            }
+            Fsync.sync_file(file, path)
+        }
+        fn sync_data(&self, _file: &fs::File, path: &Path) -> io::Result<()> {
+            self.0.data_syncs.lock().unwrap().push(fs::read(path)?);
+            let failing = self.0.fail_data.load(Ordering::SeqCst);
+            if failing > 0 {
+                self.0.fail_data.store(failing - 1, Ordering::SeqCst);
+                return Err(io::Error::other("the disk failed (journal)"));
+            }
+            Ok(())
+        }
+        fn sync_folder(&self, folder: &Path) -> io::Result<()> {
+            Fsync.sync_folder(folder)
+        }
+    }
+
+    /// A store on `path` whose disk is `disk`.
+    fn store_on(path: &Path, disk: &std::sync::Arc<FlakyDisk>) -> UserStore {
+        let mut store = UserStore::open(path, cheap()).unwrap();
+        store.durability = Box::new(Flaky(disk.clone()));
+        store
+    }
+
+    /// A second server started on the same users file (then stopped by a port in use) folds the
+    /// first one's journal in and removes it. The first notices at its next append (the journal
+    /// has no name any more) and saves every account it knows in the users file before it
+    /// answers: nothing acknowledged lives only in a file with no name.
+    #[test]
+    fn a_journal_removed_by_another_server_is_noticed_and_the_registration_saved_before_ok() {
+        capture_warnings();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("users.json");
+        let running = UserStore::open(&path, cheap()).unwrap();
+        running.register("alice", "alice-password").unwrap();
+        drop(UserStore::open(&path, cheap()).unwrap());
+        assert_eq!(files_in(dir.path()), ["users.json"]);
+        assert_eq!(running.register("bob", "bob-password"), Ok("bob".into()));
+        // No compaction asked for: bob is in the users file already.
+        assert_eq!(names_in_file(&path), ["alice", "bob"]);
+        running.register("carol", "carol-password").unwrap();
+        drop(running);
+        let reopened = UserStore::open(&path, cheap()).unwrap();
+        assert_eq!(reopened.verify("bob", "bob-password"), Ok("bob".into()));
+        assert_eq!(
+            reopened.verify("carol", "carol-password"),
+            Ok("carol".into())
+        );
+        let warned = warnings_about(dir.path());
+        assert!(
+            warned
+                .iter()
+                .any(|w| w.contains("was removed by something other than this server")),
+            "{warned:?}"
+        );
+    }
+
+    /// The same, when the users file cannot be written either: the registration is refused and
+    /// forgotten (the name is free, nothing logs in with it), and the next one goes through once
+    /// the disk works.
+    #[test]
+    fn a_registration_into_a_removed_journal_that_cannot_be_saved_is_refused_and_forgotten() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("users.json");
+        let disk = std::sync::Arc::new(FlakyDisk::default());
+        let running = store_on(&path, &disk);
+        running.register("alice", "alice-password").unwrap();
+        drop(UserStore::open(&path, cheap()).unwrap());
+        disk.fail_users_file.store(true, Ordering::SeqCst);
+        assert!(matches!(
+            running.register("bob", "bob-password"),
+            Err(AuthError::Storage(_))
+        ));
+        assert_eq!(
+            running.verify("bob", "bob-password"),
+            Err(AuthError::BadCredentials)
+        );
+        assert_eq!(running.check_name("bob"), Ok(()));
+        disk.fail_users_file.store(false, Ordering::SeqCst);
+        running.register("bob", "bob-password").unwrap();
+        running.compact().unwrap();
+        assert_eq!(names_in_file(&path), ["alice", "bob"]);
+    }
+
+    /// An append whose write reached the journal but whose fdatasync failed is answered
+    /// `storage_failure`; its record must not come back after a crash. The journal is folded in
+    /// at once from memory (without it) and removed; the next registration appends anew.
+    #[test]
+    fn a_failed_append_is_folded_out_at_once_so_that_no_crash_brings_it_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("users.json");
+        let disk = std::sync::Arc::new(FlakyDisk::default());
+        let store = store_on(&path, &disk);
+        store.register("alice", "alice-password").unwrap();
+        disk.fail_data.store(1, Ordering::SeqCst);
+        assert!(matches!(
+            store.register("carol", "carol-password"),
+            Err(AuthError::Storage(_))
+        ));
+        // What a crash now would find: the users file alone, without carol.
+        assert_eq!(files_in(dir.path()), ["users.json"]);
+        assert_eq!(names_in_file(&path), ["alice"]);
+        store.register("dave", "dave-password").unwrap();
+        drop(store);
+        let reopened = UserStore::open(&path, cheap()).unwrap();
+        assert_eq!(reopened.len(), 2);
+        assert_eq!(
+            reopened.verify("carol", "carol-password"),
+            Err(AuthError::BadCredentials)
+        );
+    }
+
+    /// When that fold fails too, the journal is cut back to its last whole record and the cut is
+    /// synced (the last data sync sees the journal without the failed record).
+    #[test]
+    fn a_failed_append_that_cannot_be_folded_out_has_its_cut_synced() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("users.json");
+        let disk = std::sync::Arc::new(FlakyDisk::default());
+        let store = store_on(&path, &disk);
+        store.register("alice", "alice-password").unwrap();
+        let alice_only = fs::read(journal::path_for(&path)).unwrap();
+        disk.fail_data.store(1, Ordering::SeqCst);
+        disk.fail_users_file.store(true, Ordering::SeqCst);
+        assert!(store.register("carol", "carol-password").is_err());
+        let syncs = disk.data_syncs.lock().unwrap().clone();
+        assert_eq!(syncs.last(), Some(&alice_only), "the cut was never synced");
+        assert_eq!(fs::read(journal::path_for(&path)).unwrap(), alice_only);
+        drop(store);
+        let reopened = UserStore::open(&path, cheap()).unwrap();
+        assert_eq!(reopened.len(), 1);
+    }
+
+    /// While a full journal's compaction keeps failing, registrations go on (durable in the
+    /// journal) and the compaction is tried again once per interval, not by each of them.
+    #[test]
+    fn a_full_journal_whose_compaction_keeps_failing_is_retried_once_per_interval() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("users.json");
+        let disk = std::sync::Arc::new(FlakyDisk::default());
+        let mut store = store_on(&path, &disk);
+        // Longer than the test: no retry is due while it runs.
+        store.full_retry_interval = Duration::from_secs(3600);
+        disk.fail_users_file.store(true, Ordering::SeqCst);
+        for i in 0..journal::MAX_RECORDS + 5 {
+            store.register(&format!("user{i}"), "a-password").unwrap();
+        }
+        assert_eq!(disk.users_file_syncs.load(Ordering::SeqCst), 1);
+        // Once the interval has passed, the next registration tries again.
+        store.full_retry_interval = Duration::ZERO;
+        disk.fail_users_file.store(false, Ordering::SeqCst);
+        store.register("last", "a-password").unwrap();
+        assert_eq!(disk.users_file_syncs.load(Ordering::SeqCst), 2);
+        assert_eq!(files_in(dir.path()), ["users.json"]);
+        assert_eq!(names_in_file(&path).len(), journal::MAX_RECORDS + 6);
+    }
+
+    /// An account removed from the users file by hand while its record is still in the journal
+    /// comes back; the administrator is told which, at a reread and at start.
+    #[test]
+    fn accounts_the_journal_adds_back_are_named_at_a_reread_and_at_start() {
+        capture_warnings();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("users.json");
+        let store = UserStore::open(&path, cheap()).unwrap();
+        store.register("alice", "alice-password").unwrap();
+        store.register("bob", "bob-password").unwrap();
+        let journal = fs::read(journal::path_for(&path)).unwrap();
+        // A hand edit while alice and bob are still in the journal, holding only bob.
+        let mut by_hand = store.read().accounts.clone();
+        by_hand.remove("alice");
+        file::write(&path, &by_hand, &Fsync).unwrap();
+        assert_eq!(store.verify("bob", "bob-password"), Ok("bob".into()));
+        let warned = warnings_about(dir.path());
+        assert!(
+            warned.iter().any(|w| w.contains("are kept from the users journal")
+                && w.contains("[\"alice\"]")),
+            "{warned:?}"
+        );
+        drop(store);
+        // A crash between a compaction's rename and the journal's removal, then bob removed by
+        // hand: the journal brings bob back at start, and says so.
+        file::write(&path, &Accounts::new(), &Fsync).unwrap();
+        let mut only_alice = Accounts::new();
+        let alice = UserStore::open(&path, cheap()).unwrap();
+        drop(alice);
+        fs::write(journal::path_for(&path), &journal).unwrap();
+        let replay = journal::parse(&journal).unwrap();
+        only_alice.insert(name_key("alice"), replay.records[0].clone());
+        file::write(&path, &only_alice, &Fsync).unwrap();
+        let reopened = UserStore::open(&path, cheap()).unwrap();
+        assert_eq!(reopened.len(), 2);
+        let warned = warnings_about(dir.path());
+        assert!(
+            warned
+                .iter()
+                .any(|w| w.contains("it adds 1 account(s)") && w.contains("[\"bob\"]")),
+            "{warned:?}"
+        );
+    }
+
+    /// With no users file, a journal that is refused leaves the folder as it was found (the
+    /// refusal says both files are left as they are): no users file is created.
+    #[test]
+    fn a_journal_refused_when_the_users_file_is_missing_creates_no_users_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("users.json");
+        let journal = journal::path_for(&path);
+        let mut bytes = journal::render_record(&StoredUser {
+            username: "alice".into(),
+            password_hash: hash_password("a-password", cheap()).unwrap(),
+        });
+        let damaged = bytes.clone();
+        bytes[2] = 0;
+        bytes.extend_from_slice(&damaged);
+        fs::write(&journal, &bytes).unwrap();
+        let error = match UserStore::open(&path, cheap()) {
+            Err(e) => e.to_string(),
+            Ok(_) => panic!("opened a damaged journal"),
+        };
+        assert!(error.contains("left as they are"), "{error}");
+        assert_eq!(files_in(dir.path()), ["users.json.journal"]);
+        assert_eq!(fs::read(&journal).unwrap(), bytes);
     }
 
     /// The stored hashes, in name order.
