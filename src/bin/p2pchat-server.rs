@@ -1,4 +1,4 @@
-//! `p2pchat-server`: parses flags, opens the users file, binds, and runs the server until
+//! `p2pchat-server`: parses flags, binds, opens the users file, and runs the server until
 //! Ctrl-C or SIGTERM. Every limit's flag, default and doc is the library's
 //! ([`p2pchat::server::ServerFlags`]); this file only wires things up.
 
@@ -120,6 +120,16 @@ async fn serve(args: Args, params: scrypt::Params) -> Result<(), StartError> {
         true => UnsafeFile::Allow,
         false => UnsafeFile::Refuse,
     };
+    // Bound before the users file is opened: a second server started on the same port (and so,
+    // usually, on the same users file) stops here, before it folds in and removes the running
+    // server's journal. A host name binds the first of its addresses that can be bound, in the
+    // resolver's order.
+    let listener = TcpListener::bind(args.bind.as_str())
+        .await
+        .map_err(|source| StartError::Listen {
+            addr: args.bind.clone(),
+            source,
+        })?;
     let store = UserStore::open_with(&args.users, params, unsafe_file)?;
     let mut config = args.server.config();
     let identity = if args.plaintext {
@@ -132,13 +142,6 @@ async fn serve(args: Args, params: scrypt::Params) -> Result<(), StartError> {
         config.tls = Some(identity.server_config()?);
         Some((identity, key, cert))
     };
-    // A host name binds the first of its addresses that can be bound, in the resolver's order.
-    let listener = TcpListener::bind(args.bind.as_str())
-        .await
-        .map_err(|source| StartError::Listen {
-            addr: args.bind.clone(),
-            source,
-        })?;
     let addr = listener.local_addr().map_err(StartError::LocalAddr)?;
     let signal = runtime::termination_signal().map_err(StartError::Signals)?;
     let mut stdout = std::io::stdout();
