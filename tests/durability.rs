@@ -527,7 +527,8 @@ fn a_corrupt_truncated_or_unreadable_users_file_stops_the_server_and_is_left_unt
     for (path, complaint) in [
         (&corrupt_path, "is not valid: control character"),
         (&truncated_path, "is not valid: EOF while parsing"),
-        (&unreadable_path, "Is a directory"),
+        // Refused before it is opened: only a regular file is ever read.
+        (&unreadable_path, "is not a regular file"),
     ] {
         server_command()
             .args([
@@ -713,4 +714,127 @@ fn a_graceful_stop_leaves_the_users_file_complete_and_alone() {
     assert!(server.terminate().success(), "{}", server.log());
     assert_eq!(files_in(dir.path()), ["users.json"]);
     assert_eq!(names_on_disk(&users), names);
+}
+
+/// A second server started on the port of a running one (the same users file, as a second start
+/// by mistake would be) stops with "cannot listen" before it opens the users file: the running
+/// server's journal, and the users file, are as they were.
+#[test]
+fn a_second_server_on_a_port_in_use_stops_before_touching_the_users_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let users = dir.path().join("users.json");
+    let running = start_server(&users, TEST_LOG_N);
+    // A record the running server has yet to fold in (it folds in only after its own appends).
+    let journal = journal_of_the_fixture(&users);
+    std::fs::write(journal_of(&users), &journal).unwrap();
+    let before = std::fs::read(&users).unwrap();
+    server_command()
+        .args(["--plaintext", "--scrypt-log-n", TEST_LOG_N, "--bind"])
+        .arg(running.addr.to_string())
+        .arg("--users")
+        .arg(&users)
+        .assert()
+        .code(1)
+        .stdout(predicate::str::is_empty())
+        .stderr(predicate::str::contains("cannot listen on"));
+    assert_eq!(std::fs::read(journal_of(&users)).unwrap(), journal);
+    assert_eq!(std::fs::read(&users).unwrap(), before);
+}
+
+/// A second server started on the same users file (another port) folds the running server's
+/// journal in and removes it. The running server's next registration lands in a journal with no
+/// name: it notices, and writes every account it knows into the users file before it answers, so
+/// a kill -9 right after the answer loses nothing.
+#[test]
+fn a_second_server_on_the_same_users_file_cannot_make_the_first_lose_a_registration() {
+    let dir = tempfile::tempdir().unwrap();
+    let users = dir.path().join("users.json");
+    let mut running = start_server(&users, TEST_LOG_N);
+    // Stopped while its journal is open: the pause before it folds the journal in is short, so
+    // register again until the stop comes first.
+    let mut registered = Vec::new();
+    let frozen = loop {
+        let name = format!("early{}", registered.len());
+        assert_eq!(register(running.addr, &name), Answer::Welcome);
+        registered.push(name);
+        let frozen = running.freeze();
+        if journal_of(&users).exists() {
+            break frozen;
+        }
+        assert!(
+            registered.len() < 20,
+            "the journal was always folded in first"
+        );
+    };
+    let mut second = start_server(&users, TEST_LOG_N);
+    assert!(second.terminate().success(), "{}", second.log());
+    assert!(!journal_of(&users).exists());
+    drop(frozen);
+    assert_eq!(register(running.addr, "late"), Answer::Welcome);
+    running.kill();
+    registered.push("late".into());
+    let restarted = start_server(&users, TEST_LOG_N);
+    for name in &registered {
+        assert_eq!(
+            login(restarted.addr, name, PASSWORD),
+            Answer::Welcome,
+            "{name}"
+        );
+    }
+    assert!(
+        running
+            .log()
+            .contains("was removed by something other than this server"),
+        "{}",
+        running.log()
+    );
+}
+
+/// An account removed from the users file by hand while its record was still in the journal
+/// comes back at start; the server names it in a warning so that the administrator knows.
+#[test]
+fn accounts_the_journal_adds_at_start_are_named_in_a_warning() {
+    let dir = tempfile::tempdir().unwrap();
+    let users = dir.path().join("users.json");
+    let journal = journal_of_the_fixture(&users);
+    std::fs::write(journal_of(&users), &journal).unwrap();
+    let server = start_server(&users, TEST_LOG_N);
+    server.wait_for_log(&format!(
+        "users journal {}: 2 record(s); it adds 2 account(s) that users file {} does not hold: \
+         [\"alice\", \"Bob\"]",
+        journal_of(&users).display(),
+        users.display()
+    ));
+}
+
+/// A FIFO planted at the journal's path or the users file's is refused at once (its open would
+/// wait for a writer: the server would hang at start), and left where it is.
+#[test]
+fn a_fifo_at_the_journal_or_users_file_path_stops_the_server_at_once() {
+    for planted in ["users.json.journal", "users.json"] {
+        let dir = tempfile::tempdir().unwrap();
+        let users = dir.path().join("users.json");
+        let fifo = dir.path().join(planted);
+        let name = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+        // SAFETY: a NUL-terminated path that lives through the call.
+        assert_eq!(unsafe { libc::mkfifo(name.as_ptr(), 0o600) }, 0);
+        server_command()
+            .args([
+                "--plaintext",
+                "--bind",
+                "127.0.0.1:0",
+                "--scrypt-log-n",
+                TEST_LOG_N,
+            ])
+            .arg("--users")
+            .arg(&users)
+            .assert()
+            .code(1)
+            .stdout(predicate::str::is_empty())
+            .stderr(
+                predicate::str::contains(fifo.display().to_string())
+                    .and(predicate::str::contains("is not a regular file")),
+            );
+        assert_eq!(files_in(dir.path()), [planted], "{planted}");
+    }
 }
