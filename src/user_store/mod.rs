@@ -26,8 +26,9 @@
 //! Changes by hand: the store remembers the users file's [`FileStamp`] as of its own last read or
 //! write. Before each write and each login it compares: a file changed since (an administrator's
 //! editor, a restore) is read again, with a warning naming it, so that nothing made by hand is
-//! overwritten, and the journal's records not yet folded in are added to it (so an account
-//! registered in the last moments before a hand edit is kept even if the edit dropped it); a changed file that no longer parses is never written over (registrations are
+//! overwritten, and the journal's records not yet folded in are added to it, with a warning
+//! naming them (so an account registered in the last moments before a hand edit is kept even if
+//! the edit dropped it, and the administrator learns which); a changed file that no longer parses is never written over (registrations are
 //! refused with a storage failure until it is fixed; logins go on with the accounts last read).
 //! Nothing stops an edit saved between our check and our rename (there is no lock an editor
 //! would honour); that window is one write long.
@@ -224,11 +225,13 @@ impl UserStore {
     /// - an account's stored hash has a cost outside the allowed range: that account cannot log
     ///   in (see [`UserStore::verify`]), everyone else can.
     ///
-    /// Once the file is read, removes the temporary files that writes interrupted by a crash left
-    /// beside it (they hold password hashes too), then reads the journal a crash left beside it, if
-    /// any ([`journal`]): its whole records are added, a torn last record is ignored with a
-    /// warning, and the journal is folded into the file at once. A damaged journal (a bad record
-    /// before whole ones), or one that is a link or someone else's, is refused and left untouched.
+    /// Removes the temporary files that writes interrupted by a crash left beside the file (they
+    /// hold password hashes too), reads the file, then reads the journal a crash left beside it, if
+    /// any ([`journal`]), before a missing users file is created: its whole records are added (a
+    /// warning names the accounts they add), a torn last record is ignored with a warning, and the
+    /// journal is folded into the file at once. A damaged journal (a bad record before whole ones),
+    /// or one that is a link, not a regular file or someone else's, is refused and left untouched,
+    /// and a missing users file is then not created.
     ///
     /// - two accounts have look-alike names ([`skeleton`]): both log in, no third is let in.
     ///
