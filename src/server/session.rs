@@ -202,7 +202,8 @@ pub(super) async fn serve(
         State::Pending(_) => log::info!("{remote} disconnected before login: {end}"),
     }
     drop(outbox);
-    connection::close_lingering(&stream, &mut reader, writer).await;
+    // Boxed, as the login is (see `handle`): it runs once, at the end.
+    Box::pin(connection::close_lingering(&stream, &mut reader, writer)).await;
 }
 
 /// Acts on one message from the client. `Ok(Some(error))`: answer with that error and go on;
@@ -232,7 +233,11 @@ async fn handle(
                 pending: slot.take(),
                 deadline: auth_deadline,
             };
-            let (id, username) = login::authenticate(remote, shared, outbox, login).await?;
+            // The login's state (~1.1 KiB: the credentials, the waits for the throttle, the
+            // hasher and the broker) is boxed: it lives for one login, and inline it would size
+            // the session's future, which an idle connection keeps for hours.
+            let (id, username) =
+                Box::pin(login::authenticate(remote, shared, outbox, login)).await?;
             *state = State::LoggedIn { id, username };
             return Ok(None);
         }
@@ -255,7 +260,7 @@ async fn handle(
             )))
         }
         (State::Pending(_), ClientMessage::CheckName { username }) => {
-            return login::check_name(remote, shared, outbox, &username)
+            return Box::pin(login::check_name(remote, shared, outbox, &username))
                 .await
                 .map(Some)
         }
