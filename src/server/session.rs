@@ -164,7 +164,11 @@ pub(super) async fn serve(
                 Some(ServerMessage::error(e.code(), e.to_string()))
             }
             Ok(message) => {
-                match handle(
+                // Boxed: a message's handling lives for one line, and inline it (with the message
+                // and the event it becomes) would size this future, which an idle connection keeps
+                // for hours. One allocation per line received is small beside what the line
+                // already costs (its bytes, its decoded strings, its event).
+                let handled = Box::pin(handle(
                     message,
                     &mut state,
                     remote,
@@ -172,9 +176,8 @@ pub(super) async fn serve(
                     shared,
                     &mut outbox,
                     &mut broker,
-                )
-                .await
-                {
+                ));
+                match handled.await {
                     Ok(refusal) => refusal,
                     Err(reason) => break reason,
                 }
