@@ -44,8 +44,15 @@ pub async fn sleep(duration: Duration) {
 }
 
 /// Runs `future` with a deadline: `None` when the deadline passed first.
-pub async fn timeout<F: Future>(duration: Duration, future: F) -> Option<F::Output> {
-    async_std::future::timeout(duration, future).await.ok()
+///
+/// A plain function rather than an `async fn`: an `async fn` wrapper would keep a second copy of
+/// `future` in its own state, and every connection waits for its next line inside one of these.
+pub fn timeout<F: Future>(
+    duration: Duration,
+    future: F,
+) -> impl Future<Output = Option<F::Output>> {
+    use futures::FutureExt;
+    async_std::future::timeout(duration, future).map(Result::ok)
 }
 
 /// Completes with the signal's name at the first SIGINT (Ctrl-C) or SIGTERM.

@@ -1,8 +1,8 @@
 //! The chat server: accepts connections, admits them within the connection limits
 //! (`admission`), secures them (`transport`: the TLS handshake, or plaintext with
 //! `--plaintext`), and serves each one (`session`, logging in through `login`, registering
-//! within `registration_quota`) until it ends; on shutdown, tells every client and waits a
-//! moment for them.
+//! within `registration_quota`) until it ends; gives memory freed after a storm back to the
+//! system (`scavenger`); on shutdown, tells every client and waits a moment for them.
 //!
 //! Each connection has a reader task (the session) and a writer task that drains the
 //! connection's bounded send queue into the socket ([`crate::connection`]); neither ever waits on
@@ -18,6 +18,7 @@ mod context;
 mod hasher;
 mod login;
 mod registration_quota;
+mod scavenger;
 mod session;
 mod transport;
 
@@ -87,6 +88,14 @@ pub async fn run(
         stop: stop.map(|_| ()).boxed().shared(),
     });
     let mut admission = Admission::default();
+    // Storms leave freed buffers resident; give them back while the server runs (`scavenger`).
+    let stop_scavenging = shared.stop.clone();
+    runtime::spawn(async move {
+        select! {
+            _ = scavenger::run().fuse() => {}
+            _ = stop_scavenging.fuse() => {}
+        }
+    });
 
     loop {
         let accepted = select! {

@@ -164,7 +164,11 @@ pub(super) async fn serve(
                 Some(ServerMessage::error(e.code(), e.to_string()))
             }
             Ok(message) => {
-                match handle(
+                // Boxed: a message's handling lives for one line, and inline it (with the message
+                // and the event it becomes) would size this future, which an idle connection keeps
+                // for hours. One allocation per line received is small beside what the line
+                // already costs (its bytes, its decoded strings, its event).
+                let handled = Box::pin(handle(
                     message,
                     &mut state,
                     remote,
@@ -172,9 +176,8 @@ pub(super) async fn serve(
                     shared,
                     &mut outbox,
                     &mut broker,
-                )
-                .await
-                {
+                ));
+                match handled.await {
                     Ok(refusal) => refusal,
                     Err(reason) => break reason,
                 }
@@ -202,7 +205,8 @@ pub(super) async fn serve(
         State::Pending(_) => log::info!("{remote} disconnected before login: {end}"),
     }
     drop(outbox);
-    connection::close_lingering(&stream, &mut reader, writer).await;
+    // Boxed, as the login is (see `handle`): it runs once, at the end.
+    Box::pin(connection::close_lingering(&stream, &mut reader, writer)).await;
 }
 
 /// Acts on one message from the client. `Ok(Some(error))`: answer with that error and go on;
@@ -232,7 +236,11 @@ async fn handle(
                 pending: slot.take(),
                 deadline: auth_deadline,
             };
-            let (id, username) = login::authenticate(remote, shared, outbox, login).await?;
+            // The login's state (~1.1 KiB: the credentials, the waits for the throttle, the
+            // hasher and the broker) is boxed: it lives for one login, and inline it would size
+            // the session's future, which an idle connection keeps for hours.
+            let (id, username) =
+                Box::pin(login::authenticate(remote, shared, outbox, login)).await?;
             *state = State::LoggedIn { id, username };
             return Ok(None);
         }
@@ -255,7 +263,7 @@ async fn handle(
             )))
         }
         (State::Pending(_), ClientMessage::CheckName { username }) => {
-            return login::check_name(remote, shared, outbox, &username)
+            return Box::pin(login::check_name(remote, shared, outbox, &username))
                 .await
                 .map(Some)
         }

@@ -41,13 +41,17 @@ pub(super) async fn establish(
         Some(Ok(_)) if first[0] == HANDSHAKE_RECORD => {}
         // Silence, or a first byte that starts no TLS handshake.
         _ => {
-            tell_tls_required(tcp).await;
+            // Boxed like the handshake: a rare path that would otherwise size every task.
+            Box::pin(tell_tls_required(tcp)).await;
             return Err(Disconnect::TlsRequired);
         }
     }
     let left = deadline.saturating_duration_since(Instant::now());
     let acceptor = TlsAcceptor::from(tls.config.clone());
-    match runtime::timeout(left, acceptor.accept(tcp.clone())).await {
+    // The handshake's state (a whole rustls connection, ~3.5 KiB) lives on the heap for the
+    // handshake only: inline, it would size every connection's task, for its whole life.
+    let handshake = Box::pin(acceptor.accept(tcp.clone()));
+    match runtime::timeout(left, handshake).await {
         Some(Ok(session)) => Ok(Stream::tls(tcp, session)),
         Some(Err(e)) => Err(Disconnect::Handshake(e)),
         None => {
