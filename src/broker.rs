@@ -10,9 +10,9 @@
 //! buffer: one reference, one lock and at most one wake-up per client per chunk, however many
 //! lines it holds. A chunk is sealed when its earliest line is due: a room line at once if the
 //! last chunk went out more than [`ROOM_TICK`] ago, else at that tick (so lines coming faster
-//! than that share a write, like Nagle's algorithm, with a bounded delay); a presence line within
-//! [`announce_tick`] (longer with more clients online, so a join storm fans out a few times a
-//! second rather than fifty). Before a line of a client's own (`welcome`, `peers`) the chunk is
+//! than that share a write, like Nagle's algorithm, with a bounded delay); a presence line
+//! [`announce_tick`] after the first of its chunk (longer with more clients online, so a join
+//! storm fans out ten times a second rather than fifty). Before a line of a client's own (`welcome`, `peers`) the chunk is
 //! sealed, so each client receives everything in the order it happened. The lines themselves
 //! are unchanged, so every client understands them.
 //!
@@ -306,19 +306,24 @@ impl Broker {
         out.push(']');
     }
 
-    /// When a line appended now with `tick` must go out: at once if the last chunk went out
-    /// `tick` ago or more, else `tick` after it.
-    fn due(&self, tick: Duration) -> Instant {
+    /// When a room line appended now must go out: at once if the last chunk went out
+    /// [`ROOM_TICK`] ago or more, else that tick after it.
+    fn room_due(&self) -> Instant {
         let now = Instant::now();
-        self.last_seal.map_or(now, |last| (last + tick).max(now))
+        self.last_seal
+            .map_or(now, |last| (last + ROOM_TICK).max(now))
     }
 
-    /// Appends a `joined` or `left` line for every online session, due within the presence tick.
+    /// Appends a `joined` or `left` line for every online session, due one presence tick after
+    /// the first line of the chunk.
     fn announce(&mut self, line: &str) {
         if self.shutting_down {
             return; // Every connection is being told `shutdown`; nothing else matters now.
         }
-        let due = self.due(announce_tick(self.sessions.len()));
+        // From the line itself, not from the last chunk as a room line: a join storm slows
+        // every login down, and logins further apart than the tick would then each cost a full
+        // fan-out, which slows them further.
+        let due = Instant::now() + announce_tick(self.sessions.len());
         self.chunk.append(line.as_bytes(), due);
     }
 
@@ -327,7 +332,7 @@ impl Broker {
         if self.shutting_down {
             return; // Every connection is being told `shutdown`; nothing else matters now.
         }
-        let due = self.due(ROOM_TICK);
+        let due = self.room_due();
         self.chunk
             .append_from(sender, encode_line(message).as_bytes(), due);
         self.seal_if_full();
