@@ -4,10 +4,14 @@
 //!
 //! It never decides what is sent or to whom (the broker and the session do) and never reads.
 
+use std::future::Future;
 use std::io::{self, IoSlice};
 use std::net::Shutdown;
+use std::pin::pin;
+use std::time::Duration;
 
 use futures::io::{AsyncWrite, AsyncWriteExt};
+use futures::FutureExt;
 use serde::Serialize;
 
 use super::StreamWriter;
@@ -69,7 +73,7 @@ async fn write_owed(
             slices[i] = IoSlice::new(if i == 0 { &bytes[offset..] } else { bytes });
             count += 1;
         }
-        let mut n = match runtime::timeout(stall, out.write_vectored(&slices[..count])).await {
+        let mut n = match within(stall, out.write_vectored(&slices[..count])).await {
             None => return Err(WriteFailed::Stalled),
             Some(Ok(0)) | Some(Err(_)) => return Err(WriteFailed::Socket),
             Some(Ok(n)) => n,
@@ -92,11 +96,22 @@ async fn write_owed(
         }
     }
     // Plain TCP has nothing to flush; TLS writes out the records it holds.
-    match runtime::timeout(stall, out.flush()).await {
+    match within(stall, out.flush()).await {
         None => Err(WriteFailed::Stalled),
         Some(Err(_)) => Err(WriteFailed::Socket),
         Some(Ok(())) => Ok(()),
     }
+}
+
+/// `op`'s output, or `None` if it took longer than `stall`. It is polled once first, and the timer
+/// is armed only if it is not ready: most writes are taken by the socket at once, and a timer
+/// registered and removed for each of them costs more than the write's own bookkeeping.
+async fn within<F: Future>(stall: Duration, op: F) -> Option<F::Output> {
+    let mut op = pin!(op);
+    if let Some(output) = op.as_mut().now_or_never() {
+        return Some(output);
+    }
+    runtime::timeout(stall, op).await
 }
 
 /// Writes one message as one protocol line, waiting until the socket has taken all of it (a TLS
