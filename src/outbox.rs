@@ -426,6 +426,11 @@ mod tests {
         }
     }
 
+    /// One range, as a slice of ranges.
+    fn one(range: Range<usize>) -> [Range<usize>; 1] {
+        [range]
+    }
+
     /// A batch's bytes, as the socket would get them.
     fn bytes(batch: &Batch) -> Vec<u8> {
         batch
@@ -468,8 +473,8 @@ mod tests {
         outbox.push_shared(&chunk, &[0..4, 8..8, 8..14]).unwrap();
         outbox.push_line("peers\n").unwrap();
         let other: Arc<[u8]> = Arc::from(&b"four\nfive\n"[..]);
-        outbox.push_shared(&other, &[0..5]).unwrap();
-        outbox.push_shared(&other, &[5..10]).unwrap();
+        outbox.push_shared(&other, &one(0..5)).unwrap();
+        outbox.push_shared(&other, &one(5..10)).unwrap();
         let batch = block_on(reader.next()).unwrap();
         assert_eq!(bytes(&batch), b"welcome\none\nthree\npeers\nfour\nfive\n");
         // welcome; one; three; peers; four+five (extended, one reference).
@@ -504,10 +509,10 @@ mod tests {
         let (closed, closer) = closing_flag();
         let (mut outbox, _reader) = channel(limits(10), closer);
         let chunk: Arc<[u8]> = Arc::from(&b"aaaa\nbbbb\ncccc\n"[..]);
-        outbox.push_shared(&chunk, &[0..5]).unwrap();
-        outbox.push_shared(&chunk, &[5..10]).unwrap();
+        outbox.push_shared(&chunk, &one(0..5)).unwrap();
+        outbox.push_shared(&chunk, &one(5..10)).unwrap();
         assert_eq!(
-            outbox.push_shared(&chunk, &[10..15]),
+            outbox.push_shared(&chunk, &one(10..15)),
             Err(Undeliverable::QueueFull)
         );
         assert!(closed.load(Ordering::SeqCst));
@@ -521,7 +526,7 @@ mod tests {
         for _ in 0..10 {
             outbox.push_line("xxx\n").unwrap();
             take_all(&mut reader);
-            outbox.push_shared(&chunk, &[0..4]).unwrap();
+            outbox.push_shared(&chunk, &one(0..4)).unwrap();
             take_all(&mut reader);
         }
         assert!(!closed.load(Ordering::SeqCst));
@@ -561,7 +566,7 @@ mod tests {
         let (mut outbox, mut reader) = channel(QueueLimits::default(), closer);
         let chunks: Vec<Arc<[u8]>> = (0..100).map(|_| Arc::from(&b"x\n"[..])).collect();
         for chunk in &chunks {
-            outbox.push_shared(chunk, &[0..2]).unwrap();
+            outbox.push_shared(chunk, &one(0..2)).unwrap();
         }
         take_all(&mut reader);
         assert_eq!(reader.spare.capacity(), 0);
