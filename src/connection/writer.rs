@@ -1,17 +1,21 @@
-//! The writing half of a connection: the writer task that drains a client's send buffer into the
+//! The writing half of a connection: the writer task that drains a client's send queue into the
 //! socket, and the direct write of one message (the client's, and a refusal's, which have no
 //! buffer).
 //!
 //! It never decides what is sent or to whom (the broker and the session do) and never reads.
 
-use std::io;
+use std::future::Future;
+use std::io::{self, IoSlice};
 use std::net::Shutdown;
+use std::pin::pin;
+use std::time::Duration;
 
 use futures::io::{AsyncWrite, AsyncWriteExt};
+use futures::FutureExt;
 use serde::Serialize;
 
 use super::StreamWriter;
-use crate::outbox::OutboxReader;
+use crate::outbox::{Batch, OutboxReader};
 use crate::protocol::encode_line;
 use crate::runtime::{self, TcpStream};
 
@@ -23,17 +27,21 @@ enum WriteFailed {
     Stalled,
 }
 
+/// At most this many segments go into one vectored write: a queue behind by a burst is written
+/// in a few calls without a heap-allocated slice list (Linux accepts up to 1024).
+const MAX_SLICES: usize = 64;
+
 /// Writes what the client is owed to `out` until every sender is gone or the socket fails or
-/// stalls. Everything owed goes out in one write call (the socket takes what it can; the rest
-/// follows at once), so lines appended while the previous write was in flight cost no wake-up of
-/// their own. A socket that accepts no byte for the buffer's stall timeout drops the client. When
-/// the buffer ends, `out` is closed (with TLS, a `close_notify` first, so that the client can tell
-/// the end from a cut). When the socket fails, `tcp` is closed both ways, so that the
-/// connection's reader wakes up too.
+/// stalls. Everything owed goes out in one vectored write call (the socket takes what it can; the
+/// rest follows at once), straight from the shared chunks, so lines appended while the previous
+/// write was in flight cost no wake-up of their own. A socket that accepts no byte for the
+/// queue's stall timeout drops the client. When the queue ends, `out` is closed (with TLS, a
+/// `close_notify` first, so that the client can tell the end from a cut). When the socket fails,
+/// `tcp` is closed both ways, so that the connection's reader wakes up too.
 pub async fn write_queued(mut out: StreamWriter, tcp: TcpStream, mut queue: OutboxReader) {
-    while let Some(bytes) = queue.next().await {
-        match write_owed(&mut out, &mut queue, &bytes).await {
-            Ok(()) => queue.recycle(bytes),
+    while let Some(batch) = queue.next().await {
+        match write_owed(&mut out, &mut queue, &batch).await {
+            Ok(()) => queue.recycle(batch),
             Err(WriteFailed::Stalled) => {
                 queue.stalled();
                 return;
@@ -48,30 +56,62 @@ pub async fn write_queued(mut out: StreamWriter, tcp: TcpStream, mut queue: Outb
     let _ = out.close().await;
 }
 
-/// Writes `bytes` and flushes, each call allowed the stall timeout to make progress.
+/// Writes `batch` and flushes, each call allowed the stall timeout to make progress.
 async fn write_owed(
     out: &mut StreamWriter,
     queue: &mut OutboxReader,
-    bytes: &[u8],
+    batch: &Batch,
 ) -> Result<(), WriteFailed> {
     let stall = queue.stall_timeout();
-    let mut rest = bytes;
-    while !rest.is_empty() {
-        match runtime::timeout(stall, out.write(rest)).await {
+    // The first segment not fully written, and how much of it was.
+    let (mut first, mut offset) = (0, 0);
+    while first < batch.len() {
+        let mut slices = [IoSlice::new(&[]); MAX_SLICES];
+        let mut count = 0;
+        for (i, segment) in batch.range(first..).take(MAX_SLICES).enumerate() {
+            let bytes = segment.bytes();
+            slices[i] = IoSlice::new(if i == 0 { &bytes[offset..] } else { bytes });
+            count += 1;
+        }
+        let mut n = match within(stall, out.write_vectored(&slices[..count])).await {
             None => return Err(WriteFailed::Stalled),
             Some(Ok(0)) | Some(Err(_)) => return Err(WriteFailed::Socket),
-            Some(Ok(n)) => {
-                queue.written(n);
-                rest = &rest[n..];
+            Some(Ok(n)) => n,
+        };
+        queue.written(n);
+        while n > 0 {
+            let left = batch[first].bytes().len() - offset;
+            if n < left {
+                offset += n;
+                break;
             }
+            n -= left;
+            first += 1;
+            offset = 0;
+        }
+        // Skip empty segments (none are queued, but a zero-length slice would end the loop).
+        while first < batch.len() && offset == batch[first].bytes().len() {
+            first += 1;
+            offset = 0;
         }
     }
     // Plain TCP has nothing to flush; TLS writes out the records it holds.
-    match runtime::timeout(stall, out.flush()).await {
+    match within(stall, out.flush()).await {
         None => Err(WriteFailed::Stalled),
         Some(Err(_)) => Err(WriteFailed::Socket),
         Some(Ok(())) => Ok(()),
     }
+}
+
+/// `op`'s output, or `None` if it took longer than `stall`. It is polled once first, and the timer
+/// is armed only if it is not ready: most writes are taken by the socket at once, and a timer
+/// registered and removed for each of them costs more than the write's own bookkeeping.
+async fn within<F: Future>(stall: Duration, op: F) -> Option<F::Output> {
+    let mut op = pin!(op);
+    if let Some(output) = op.as_mut().now_or_never() {
+        return Some(output);
+    }
+    runtime::timeout(stall, op).await
 }
 
 /// Writes one message as one protocol line, waiting until the socket has taken all of it (a TLS
