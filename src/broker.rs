@@ -119,8 +119,10 @@ pub enum Event {
     },
     /// The sender wants the list of online users.
     List { id: SessionId },
-    /// The server is stopping: refuse new logins and announce nothing more.
-    Shutdown,
+    /// The server is stopping: hand out every line still held back, then refuse new logins and
+    /// announce nothing more. `done` is answered once the held lines are in the send queues, so
+    /// that the server's `shutdown` notice, queued after it, comes last.
+    Shutdown { done: oneshot::Sender<()> },
 }
 
 struct Session {
@@ -218,9 +220,10 @@ impl Broker {
                 let peers = self.peers_line();
                 self.send_line_to(id, peers);
             }
-            Event::Shutdown => {
+            Event::Shutdown { done } => {
                 self.seal();
                 self.shutting_down = true;
+                let _ = done.send(());
             }
         }
     }
@@ -621,6 +624,27 @@ mod tests {
             )
             .collect();
         assert_eq!(texts, ["first", "second", "third"]);
+    }
+
+    #[test]
+    fn shutdown_hands_out_the_held_lines_before_it_is_answered() {
+        let mut broker = Broker::default();
+        let _alice = join(&mut broker, 1, "alice");
+        let mut bob = join(&mut broker, 2, "bob");
+        bob.received();
+        broker.last_seal = Some(Instant::now()); // A line just went out: the next one is held.
+        broker.handle(Event::Say {
+            id: 1,
+            text: "last words".into(),
+            kind: TextKind::Say,
+        });
+        assert!(bob.batches().is_empty(), "held for the tick");
+        let (done, mut answered) = oneshot::channel();
+        broker.handle(Event::Shutdown { done });
+        assert_eq!(answered.try_recv(), Ok(Some(())));
+        let batches = bob.batches();
+        assert_eq!(batches.len(), 1);
+        assert!(batches[0].contains("last words"), "{batches:?}");
     }
 
     #[test]

@@ -141,7 +141,15 @@ pub async fn run(
 
     log::info!("shutting down");
     let mut broker_tx = shared.broker.clone();
-    let _ = broker_tx.send(Event::Shutdown).await;
+    // The lines the broker holds back for its tick go out before each client's `shutdown` notice.
+    let (handed_out, flushed) = oneshot::channel();
+    if broker_tx
+        .send(Event::Shutdown { done: handed_out })
+        .await
+        .is_ok()
+    {
+        let _ = runtime::timeout(SHUTDOWN_GRACE, flushed).await;
+    }
     let _ = stop_connections.send(());
     drop((broker_tx, shared, done));
     if runtime::timeout(SHUTDOWN_GRACE, all_done.next())
