@@ -209,12 +209,18 @@ impl Broker {
                 }
                 self.join(id, key, peer, outbox);
             }
-            Event::Leave { id } => self.remove(id, None),
+            Event::Leave { id } => {
+                self.remove(id, None);
+                // A crowd leaving at once must not build one chunk past the bound.
+                self.seal_if_full();
+            }
             Event::Say { id, text, kind } => {
                 if let Some(from) = self.sessions.get(&id).map(|s| s.peer.username.clone()) {
                     self.say(id, &ServerMessage::Message { from, text, kind });
                 }
             }
+            // Once shutting down, every connection is being told `shutdown`: that comes last.
+            Event::List { .. } if self.shutting_down => {}
             Event::List { id } => {
                 self.seal();
                 let peers = self.peers_line();
@@ -251,7 +257,15 @@ impl Broker {
             },
         );
         let welcome = self.welcome_line(&self.sessions[&id].peer.username);
-        self.send_line_to(id, welcome);
+        let session = self.sessions.get_mut(&id).expect("inserted above");
+        if session.outbox.push_owned(welcome) == Err(Undeliverable::QueueFull) {
+            // Owed so much already that its welcome passes the cap: it never was online for
+            // the others, so it leaves without a `joined` or a `left`.
+            let session = self.unlist(id).expect("inserted above");
+            let name = session.peer.username;
+            log::warn!("{name} disconnected: {}", Disconnect::SendQueueExceeded);
+            return;
+        }
         self.announce(&announcement);
         // Its welcome listed everyone before it: it is owed what follows its own `joined`.
         self.chunk.starts_here(id);
@@ -260,19 +274,25 @@ impl Broker {
 
     /// Removes a session and announces it; `reason` is logged when the broker itself dropped it.
     fn remove(&mut self, id: SessionId, reason: Option<Disconnect>) {
-        let Some(session) = self.sessions.remove(&id) else {
+        let Some(session) = self.unlist(id) else {
             return;
         };
-        self.chunk.forget(id);
-        self.by_endpoint.remove(&session.peer.p2p_addr());
-        self.by_name.remove(&session.key);
-        self.entries_len -= session.entry.len();
         let name = session.peer.username;
         match reason {
             Some(reason) => log::warn!("{name} disconnected: {reason}"),
             None => log::info!("{name} left"),
         }
         self.announce(&encode_line(&ServerMessage::Left { username: name }));
+    }
+
+    /// Takes a session out of the online set without announcing it.
+    fn unlist(&mut self, id: SessionId) -> Option<Session> {
+        let session = self.sessions.remove(&id)?;
+        self.chunk.forget(id);
+        self.by_endpoint.remove(&session.peer.p2p_addr());
+        self.by_name.remove(&session.key);
+        self.entries_len -= session.entry.len();
+        Some(session)
     }
 
     /// `{"type":"welcome","username":…,"peers":[…]}`, the same bytes as serialising
@@ -645,6 +665,75 @@ mod tests {
         let batches = bob.batches();
         assert_eq!(batches.len(), 1);
         assert!(batches[0].contains("last words"), "{batches:?}");
+    }
+
+    #[test]
+    fn a_newcomer_whose_welcome_passes_its_cap_is_neither_announced_nor_left_behind() {
+        let mut broker = Broker::default();
+        let mut bob = join(&mut broker, 1, "bob");
+        for id in 2..40 {
+            join(&mut broker, id, &format!("peer{id:02}"));
+        }
+        bob.received();
+        // A client owed 900 bytes already (it stopped reading before its login ended) whose
+        // welcome, listing 40 peers, passes its 1 KiB cap.
+        let closed = Arc::new(AtomicBool::new(false));
+        let flag = closed.clone();
+        let limits = QueueLimits {
+            bytes: 1024,
+            ..QueueLimits::default()
+        };
+        let (mut outbox, _rx) =
+            outbox::channel(limits, Box::new(move || flag.store(true, Ordering::SeqCst)));
+        outbox.push_line(&format!("{}\n", "x".repeat(899))).unwrap();
+        let (reply, _answer) = oneshot::channel();
+        broker.handle(Event::Join {
+            id: 100,
+            peer: peer(100, "greedy"),
+            outbox,
+            reply,
+        });
+        broker.seal();
+        assert!(closed.load(Ordering::SeqCst), "dropped for its cap");
+        assert!(!names(&broker.peers()).contains(&"greedy"));
+        assert!(
+            bob.batches().is_empty(),
+            "the others saw it neither join nor leave"
+        );
+        // Its name and endpoint are free again, and a later login is announced once.
+        let _again = join(&mut broker, 101, "greedy");
+        let joined: Vec<String> = bob.batches();
+        assert_eq!(joined.concat().matches("greedy").count(), 1, "{joined:?}");
+    }
+
+    #[test]
+    fn a_crowd_leaving_at_once_is_announced_in_bounded_chunks() {
+        let mut broker = Broker::default();
+        let mut stays = join(&mut broker, 0, "stays");
+        for id in 1..=3000 {
+            join(&mut broker, id, &format!("u{id:05}"));
+        }
+        stays.received();
+        for id in 1..=3000 {
+            broker.handle(Event::Leave { id });
+            assert!(broker.chunk.len() <= MAX_CHUNK_BYTES, "at leave {id}");
+        }
+        broker.seal();
+        let left = stays.received();
+        assert_eq!(left.len(), 3000);
+        assert!(left.iter().all(|m| matches!(m, ServerMessage::Left { .. })));
+    }
+
+    #[test]
+    fn a_list_asked_once_shutting_down_gets_no_answer_after_the_shutdown_notice() {
+        let mut broker = Broker::default();
+        let mut alice = join(&mut broker, 1, "alice");
+        alice.received();
+        let (done, _answered) = oneshot::channel();
+        broker.handle(Event::Shutdown { done });
+        broker.handle(Event::List { id: 1 });
+        broker.seal();
+        assert!(alice.received().is_empty());
     }
 
     #[test]

@@ -247,6 +247,25 @@ pub enum Undeliverable {
 /// buffer (a `welcome` listing everyone) is queued as it is, without a copy.
 const COPY_OWNED_BYTES: usize = 512;
 
+/// A short own line is copied onto the previous own segment only while that segment is at most
+/// this long or has room for it, so that a pong queued behind a megabyte `welcome` never
+/// reallocates and copies the `welcome`.
+const EXTEND_OWNED_BYTES: usize = 4096;
+
+/// Queues own bytes: onto the previous own segment when both are short (one segment, one write),
+/// else as a segment of their own. `line` is copied only in the first case, or when it is
+/// borrowed.
+fn append_owned(segments: &mut VecDeque<Segment>, line: std::borrow::Cow<'_, [u8]>) {
+    if let Some(Segment::Owned(last)) = segments.back_mut() {
+        let room = last.capacity() - last.len() >= line.len();
+        if line.len() <= COPY_OWNED_BYTES && (room || last.len() <= EXTEND_OWNED_BYTES) {
+            last.extend_from_slice(&line);
+            return;
+        }
+    }
+    segments.push_back(Segment::Owned(line.into_owned()));
+}
+
 impl Outbox {
     /// Appends a message without waiting.
     pub fn push(&mut self, message: &ServerMessage) -> Result<(), Undeliverable> {
@@ -257,11 +276,9 @@ impl Outbox {
     /// connection. A line longer than the cap still goes to a client owed nothing, so that a small
     /// cap cannot make a message undeliverable to everyone.
     pub fn push_line(&mut self, line: &str) -> Result<(), Undeliverable> {
-        self.shared
-            .append(line.len(), |segments| match segments.back_mut() {
-                Some(Segment::Owned(last)) => last.extend_from_slice(line.as_bytes()),
-                _ => segments.push_back(Segment::Owned(line.as_bytes().to_vec())),
-            })
+        self.shared.append(line.len(), |segments| {
+            append_owned(segments, line.as_bytes().into())
+        })
     }
 
     /// Like [`Self::push_line`], for a line built for this client alone: a long one is queued
@@ -269,12 +286,7 @@ impl Outbox {
     pub fn push_owned(&mut self, line: String) -> Result<(), Undeliverable> {
         let line = line.into_bytes();
         self.shared
-            .append(line.len(), |segments| match segments.back_mut() {
-                Some(Segment::Owned(last)) if line.len() <= COPY_OWNED_BYTES => {
-                    last.extend_from_slice(&line)
-                }
-                _ => segments.push_back(Segment::Owned(line)),
-            })
+            .append(line.len(), |segments| append_owned(segments, line.into()))
     }
 
     /// Appends `ranges` of a chunk shared with other clients (in order, without copying the
@@ -446,6 +458,22 @@ mod tests {
         reader.written(out.len());
         reader.recycle(batch);
         out
+    }
+
+    #[test]
+    fn a_short_line_behind_a_long_one_is_queued_apart_without_copying_it() {
+        let (_closed, closer) = closing_flag();
+        let (mut outbox, mut reader) = channel(limits(1 << 20), closer);
+        let mut welcome = format!("{}\n", "w".repeat(100_000));
+        welcome.shrink_to_fit(); // As the broker sizes it: no room left.
+        let at = welcome.as_ptr();
+        outbox.push_owned(welcome).unwrap();
+        outbox.push_line("pong\n").unwrap();
+        outbox.push_line("error\n").unwrap();
+        let batch = block_on(reader.next()).unwrap();
+        assert_eq!(batch.len(), 2, "the welcome, then the short lines together");
+        assert_eq!(batch[0].bytes().as_ptr(), at, "the welcome was not moved");
+        assert!(bytes(&batch).ends_with(b"w\npong\nerror\n"));
     }
 
     #[test]

@@ -23,6 +23,11 @@ pub const MAX_LINE_BYTES: usize = 64 * 1024;
 /// list of many users may exceed what a client may send.
 pub const MAX_SERVER_LINE_BYTES: usize = 4 * 1024 * 1024;
 
+/// Longest a peer's JSON entry in a `welcome`, `peers` or `joined` line can be: a name of 20
+/// characters, the longest IPv6 address, port 65535 and a public key (a test checks it). Sizes
+/// what a client may be owed for the peer list of a full server.
+pub const MAX_PEER_ENTRY_BYTES: usize = 160;
+
 /// Largest direct-message datagram: the largest UDP payload over IPv4
 /// (65,535 − 20 bytes of IPv4 header − 8 bytes of UDP header).
 pub const MAX_DATAGRAM_BYTES: usize = 65_507;
@@ -458,6 +463,18 @@ fn truncate(text: &str, max_chars: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn no_peer_entry_is_longer_than_its_bound() {
+        let longest = PeerInfo {
+            username: "w".repeat(crate::user_store::MAX_USERNAME_CHARS),
+            ip: "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff".parse().unwrap(),
+            p2p_port: u16::MAX,
+            public_key: Some(PublicKey::from_bytes([0xff; 32])),
+        };
+        let entry = serde_json::to_string(&longest).unwrap();
+        assert!(entry.len() <= MAX_PEER_ENTRY_BYTES, "{} bytes", entry.len());
+    }
 
     #[test]
     fn client_messages_round_trip() {

@@ -17,6 +17,7 @@ use crate::login_throttle::{
     ThrottleConfig, DEFAULT_BASE_DELAY, DEFAULT_FREE_FAILURES, DEFAULT_MAX_DELAY,
 };
 use crate::outbox::{QueueLimits, DEFAULT_SEND_QUEUE_BYTES, DEFAULT_SEND_STALL_TIMEOUT};
+use crate::protocol::MAX_PEER_ENTRY_BYTES;
 use crate::user_store::{
     self, DEFAULT_LOG_N, DEFAULT_P, DEFAULT_R, MAX_LOG_N, MAX_P, MAX_R, MIN_LOG_N, MIN_P, MIN_R,
 };
@@ -171,10 +172,11 @@ pub struct ServerFlags {
     pub flood_strikes: u32,
 
     /// Bytes one client may be owed (sent to it, not yet accepted by its socket); a client owed
-    /// more is disconnected ("send queue exceeded").
-    #[arg(long, value_name = "BYTES", default_value_t = DEFAULT_SEND_QUEUE_BYTES as u32,
+    /// more is disconnected ("send queue exceeded"). Default: 1 MiB, or more when
+    /// --max-clients is so large that a peer list of everyone would not fit twice.
+    #[arg(long, value_name = "BYTES",
           value_parser = clap::value_parser!(u32).range(1..=1 << 30), help_heading = "Limits")]
-    pub send_queue_bytes: u32,
+    pub send_queue_bytes: Option<u32>,
 
     /// Seconds a client's socket may accept nothing while it is owed bytes; then the client is
     /// disconnected ("send stalled").
@@ -234,6 +236,13 @@ pub struct ServerFlags {
     pub scrypt_p: u32,
 }
 
+/// What a client that reads may be owed at once: a peer list of a full server (its `welcome`,
+/// or a `peers` it asked for) not yet written when the next one is queued, and a batch of room
+/// and presence lines.
+pub fn send_queue_floor(max_clients: usize) -> usize {
+    2 * max_clients * (MAX_PEER_ENTRY_BYTES + 1) + crate::broker::MAX_CHUNK_BYTES
+}
+
 impl ServerFlags {
     /// The server's settings these flags give.
     pub fn config(&self) -> ServerConfig {
@@ -251,7 +260,7 @@ impl ServerFlags {
                 strikes: self.flood_strikes,
             },
             send_queue: QueueLimits {
-                bytes: self.send_queue_bytes as usize,
+                bytes: self.send_queue_bytes(),
                 stall_timeout: Duration::from_secs_f64(self.send_stall_timeout),
             },
             login_throttle: ThrottleConfig {
@@ -265,6 +274,30 @@ impl ServerFlags {
             hash_workers: self
                 .hash_workers
                 .and_then(|n| NonZeroUsize::new(n as usize)),
+        }
+    }
+
+    /// The cap on bytes owed to one client: `--send-queue-bytes`, or by default
+    /// [`DEFAULT_SEND_QUEUE_BYTES`] raised to [`send_queue_floor`] for a large `--max-clients`.
+    /// A value given below the floor is kept, with a warning: a reading client may then be
+    /// dropped right after its `welcome`.
+    fn send_queue_bytes(&self) -> usize {
+        let floor = send_queue_floor(self.max_clients as usize);
+        match self.send_queue_bytes {
+            None => DEFAULT_SEND_QUEUE_BYTES.max(floor),
+            Some(bytes) => {
+                let bytes = bytes as usize;
+                if bytes < floor {
+                    log::warn!(
+                        "--send-queue-bytes {bytes} is less than a client may be owed while it \
+                         reads with --max-clients {} ({floor} bytes: a list of everyone online, \
+                         twice, and a batch of room and presence lines): a reading client may be \
+                         dropped after its welcome",
+                        self.max_clients
+                    );
+                }
+                bytes
+            }
         }
     }
 
@@ -360,6 +393,21 @@ mod tests {
     fn the_obsolete_line_limit_is_accepted_and_changes_nothing() {
         let flags = parse(&["--send-queue-lines", "256"]).unwrap();
         assert_eq!(flags.config(), ServerConfig::default());
+    }
+
+    #[test]
+    fn the_default_send_queue_holds_a_full_servers_peer_list_twice() {
+        let bytes = |args: &[&str]| parse(args).unwrap().config().send_queue.bytes;
+        assert!(send_queue_floor(DEFAULT_MAX_CLIENTS) < DEFAULT_SEND_QUEUE_BYTES);
+        assert_eq!(bytes(&[]), DEFAULT_SEND_QUEUE_BYTES);
+        let big = bytes(&["--max-clients", "20000"]);
+        assert_eq!(big, send_queue_floor(20_000));
+        assert!(big >= 2 * 20_000 * MAX_PEER_ENTRY_BYTES);
+        // A value given is the operator's, even below the floor (with a warning).
+        assert_eq!(
+            bytes(&["--max-clients", "20000", "--send-queue-bytes", "4096"]),
+            4096
+        );
     }
 
     #[test]

@@ -59,19 +59,33 @@ impl Scavenger {
 }
 
 /// Looks at memory every [`SCAVENGE_INTERVAL`] and gives free pages back when it has grown;
-/// never returns (the server drops it at shutdown).
+/// returns only off glibc (the server drops it at shutdown). The look and the release run on
+/// the blocking pool: both walk the allocator's free lists under its locks (a release takes
+/// milliseconds after a storm), which must not hold up a thread that serves connections.
 pub async fn run() {
     let mut scavenger = Scavenger::default();
     loop {
         crate::runtime::sleep(SCAVENGE_INTERVAL).await;
-        let (Some(resident), Some(free)) = (heap::resident_bytes(), heap::free_bytes()) else {
-            return; // Not glibc on Linux: nothing to do.
-        };
-        if scavenger.should_release(resident, free) {
-            heap::release();
-            scavenger.released(heap::resident_bytes().unwrap_or(resident));
+        let looked =
+            crate::runtime::spawn_blocking(move || scavenge(&mut scavenger).then_some(scavenger))
+                .await;
+        match looked {
+            Some(looked) => scavenger = looked,
+            None => return, // Not glibc on Linux: nothing to do.
         }
     }
+}
+
+/// One look at memory, and a release if it has grown; false when the allocator cannot say.
+fn scavenge(scavenger: &mut Scavenger) -> bool {
+    let (Some(resident), Some(free)) = (heap::resident_bytes(), heap::free_bytes()) else {
+        return false;
+    };
+    if scavenger.should_release(resident, free) {
+        heap::release();
+        scavenger.released(heap::resident_bytes().unwrap_or(resident));
+    }
+    true
 }
 
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
