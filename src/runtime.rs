@@ -45,14 +45,42 @@ pub async fn sleep(duration: Duration) {
 
 /// Runs `future` with a deadline: `None` when the deadline passed first.
 ///
-/// A plain function rather than an `async fn`: an `async fn` wrapper would keep a second copy of
-/// `future` in its own state, and every connection waits for its next line inside one of these.
+/// A future of its own rather than async-std's `timeout`, which is an `async fn` and so keeps a
+/// second copy of `future` in its state (rustc does not overlap an argument with the future that
+/// is awaited on it): every connection waits for its next line inside one of these.
 pub fn timeout<F: Future>(
     duration: Duration,
     future: F,
 ) -> impl Future<Output = Option<F::Output>> {
-    use futures::FutureExt;
-    async_std::future::timeout(duration, future).map(Result::ok)
+    Timeout {
+        future,
+        timer: sleep(duration),
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// `future`, or `None` once `timer` has fired.
+    struct Timeout<F, T> {
+        #[pin]
+        future: F,
+        #[pin]
+        timer: T,
+    }
+}
+
+impl<F: Future, T: Future<Output = ()>> Future for Timeout<F, T> {
+    type Output = Option<F::Output>;
+
+    fn poll(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        let this = self.project();
+        if let std::task::Poll::Ready(output) = this.future.poll(cx) {
+            return std::task::Poll::Ready(Some(output));
+        }
+        this.timer.poll(cx).map(|()| None)
+    }
 }
 
 /// Completes with the signal's name at the first SIGINT (Ctrl-C) or SIGTERM.

@@ -4,10 +4,10 @@
 //!
 //! It never decides what is sent or to whom (the broker and the session do) and never reads.
 
-use std::future::Future;
+use std::future::{poll_fn, Future};
 use std::io::{self, IoSlice};
 use std::net::Shutdown;
-use std::pin::pin;
+use std::pin::{pin, Pin};
 use std::time::Duration;
 
 use futures::io::{AsyncWrite, AsyncWriteExt};
@@ -66,14 +66,19 @@ async fn write_owed(
     // The first segment not fully written, and how much of it was.
     let (mut first, mut offset) = (0, 0);
     while first < batch.len() {
-        let mut slices = [IoSlice::new(&[]); MAX_SLICES];
-        let mut count = 0;
-        for (i, segment) in batch.range(first..).take(MAX_SLICES).enumerate() {
-            let bytes = segment.bytes();
-            slices[i] = IoSlice::new(if i == 0 { &bytes[offset..] } else { bytes });
-            count += 1;
-        }
-        let mut n = match within(stall, out.write_vectored(&slices[..count])).await {
+        // The slices are made at each poll, so that they are not part of the writer's state
+        // (1 KiB that every idle connection would keep).
+        let write = poll_fn(|cx| {
+            let mut slices = [IoSlice::new(&[]); MAX_SLICES];
+            let mut count = 0;
+            for (i, segment) in batch.range(first..).take(MAX_SLICES).enumerate() {
+                let bytes = segment.bytes();
+                slices[i] = IoSlice::new(if i == 0 { &bytes[offset..] } else { bytes });
+                count += 1;
+            }
+            Pin::new(&mut *out).poll_write_vectored(cx, &slices[..count])
+        });
+        let mut n = match within(stall, write).await {
             None => return Err(WriteFailed::Stalled),
             Some(Ok(0)) | Some(Err(_)) => return Err(WriteFailed::Socket),
             Some(Ok(n)) => n,
