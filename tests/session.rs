@@ -201,15 +201,11 @@ fn a_wrong_password_asks_again_on_a_terminal() {
     ChatClient::register(server.addr, "alice", "alice-password").finish();
 
     let mut alice = TerminalClient::start(server.addr, &[]);
-    alice.wait_for("login or register? ");
-    alice.type_keys("login\n");
-    alice.wait_for("username: ");
-    alice.type_keys("alice\n");
-    alice.wait_for("password: ");
-    alice.type_keys("not-her-password\n");
+    alice.answer("login or register? ", "login");
+    alice.answer("username: ", "alice");
+    alice.answer("password: ", "not-her-password");
     alice.wait_for("unknown user or wrong password; please try again");
-    alice.wait_for("password: ");
-    alice.type_keys("alice-password\n");
+    alice.answer("password: ", "alice-password");
     alice.wait_for("* logged in as alice");
 }
 
@@ -220,28 +216,19 @@ fn a_taken_name_is_told_before_the_password_and_asked_again() {
     ChatClient::register(server.addr, "alice", "alice-password").finish();
 
     let mut carol = TerminalClient::start(server.addr, &[]);
-    carol.wait_for("login or register? ");
-    carol.type_keys("register\n");
-    carol.wait_for("username: ");
-    carol.type_keys("ALICE\n");
+    carol.answer("login or register? ", "register");
+    carol.answer("username: ", "ALICE");
     carol.wait_for("already registered; please try again");
-    carol.wait_for("username: ");
-    carol.type_keys("bad name!\n");
+    carol.answer("username: ", "bad name!");
     carol.wait_for("may hold only ASCII letters");
-    carol.wait_for("username: ");
-    carol.type_keys("carol\n");
-    carol.wait_for("password: ");
-    carol.type_keys("short\n");
+    carol.answer("username: ", "carol");
+    carol.answer("password: ", "short");
     carol.wait_for("at least 8 characters; please try again");
-    carol.wait_for("password: ");
-    carol.type_keys("carol-password\n");
-    carol.wait_for("password again: ");
-    carol.type_keys("carol-passwort\n");
+    carol.answer("password: ", "carol-password");
+    carol.answer("password again: ", "carol-passwort");
     carol.wait_for("the two passwords differ");
-    carol.wait_for("password: ");
-    carol.type_keys("carol-password\n");
-    carol.wait_for("password again: ");
-    carol.type_keys("carol-password\n");
+    carol.answer("password: ", "carol-password");
+    carol.answer("password again: ", "carol-password");
     carol.wait_for("* logged in as carol");
 }
 

@@ -123,6 +123,12 @@ impl TerminalClient {
             .expect("type on the pty");
     }
 
+    /// Waits for `prompt`, then types `line` and Enter.
+    pub fn answer(&mut self, prompt: &str, line: &str) {
+        self.wait_for(prompt);
+        self.type_keys(&format!("{line}\n"));
+    }
+
     /// Waits until the terminal shows `needle` past the previous match; returns the offset just
     /// past it.
     pub fn wait_for(&mut self, needle: &str) -> usize {
@@ -156,15 +162,11 @@ impl TerminalClient {
 
     /// Registers `name` through the prompts, as a person would, and waits for the welcome.
     pub fn register(&mut self, name: &str, password: &str) {
-        self.wait_for("login or register? ");
-        self.type_keys("register\n");
-        self.wait_for("username: ");
-        self.type_keys(&format!("{name}\n"));
-        self.wait_for("password: ");
-        self.type_keys(&format!("{password}\n"));
+        self.answer("login or register? ", "register");
+        self.answer("username: ", name);
+        self.answer("password: ", password);
         // A new password is typed twice on a terminal.
-        self.wait_for("password again: ");
-        self.type_keys(&format!("{password}\n"));
+        self.answer("password again: ", password);
         self.wait_for(&format!("* logged in as {name}"));
     }
 }
@@ -172,12 +174,9 @@ impl TerminalClient {
 impl TerminalClient {
     /// Logs `name` in through the prompts and waits for the welcome.
     pub fn login(&mut self, name: &str, password: &str) {
-        self.wait_for("login or register? ");
-        self.type_keys("login\n");
-        self.wait_for("username: ");
-        self.type_keys(&format!("{name}\n"));
-        self.wait_for("password: ");
-        self.type_keys(&format!("{password}\n"));
+        self.answer("login or register? ", "login");
+        self.answer("username: ", name);
+        self.answer("password: ", password);
         self.wait_for(&format!("* logged in as {name}"));
     }
 
