@@ -502,6 +502,15 @@ mod tests {
         list
     }
 
+    /// An inbox whose per-sender bucket holds `burst` and refills at `rate` a second.
+    fn bucketed(burst: u32, rate: f64) -> DirectInbox {
+        DirectInbox::new(DirectLimits {
+            burst,
+            rate,
+            ..DirectLimits::default()
+        })
+    }
+
     fn direct(from: &str, id: u64) -> Vec<u8> {
         encode_datagram(&Datagram::Direct(DirectMessage {
             from: from.into(),
@@ -513,11 +522,7 @@ mod tests {
 
     #[test]
     fn a_burst_passes_then_the_refill_rate_applies() {
-        let mut inbox = DirectInbox::new(DirectLimits {
-            burst: 3,
-            rate: 2.0,
-            ..DirectLimits::default()
-        });
+        let mut inbox = bucketed(3, 2.0);
         let (peers, alice, t0) = (peers(), addr("127.0.0.1:4000"), Instant::now());
         let mut id = 0;
         let mut delivered = |inbox: &mut DirectInbox, at: Instant| {
@@ -625,11 +630,7 @@ mod tests {
 
     #[test]
     fn forgeries_from_elsewhere_neither_spend_the_peers_tokens_nor_burn_its_ids() {
-        let mut inbox = DirectInbox::new(DirectLimits {
-            burst: 3,
-            rate: 0.0,
-            ..DirectLimits::default()
-        });
+        let mut inbox = bucketed(3, 0.0);
         let (peers, alice, now) = (peers(), addr("127.0.0.1:4000"), Instant::now());
         for (id, forger) in ["127.0.0.1:4001", "127.0.0.2:4000", "[::1]:4000"]
             .iter()
@@ -700,11 +701,7 @@ mod tests {
 
     #[test]
     fn warnings_read_as_before() {
-        let mut inbox = DirectInbox::new(DirectLimits {
-            burst: 1,
-            rate: 0.5,
-            ..DirectLimits::default()
-        });
+        let mut inbox = bucketed(1, 0.5);
         let (peers, now) = (peers(), Instant::now());
         let (alice, stranger) = (addr("127.0.0.1:4000"), addr("127.0.0.1:5000"));
         let warning = |received: Received| match received {
