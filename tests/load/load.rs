@@ -808,74 +808,59 @@ fn print_table(title: &str, columns: &[Measure]) -> bool {
         }
         println!();
     };
-    let num = |f: &dyn Fn(&Measure) -> f64, fmt: &dyn Fn(f64) -> String| {
+    // A row of one figure per column, with `decimals` after the point, and their ratio.
+    let numeric = |label: &str, f: &dyn Fn(&Measure) -> f64, decimals: usize| {
         let values: Vec<f64> = columns.iter().map(f).collect();
-        let text = values.iter().map(|&v| fmt(v)).collect();
-        (text, values.first().copied().zip(values.get(1).copied()))
-    };
-    let numeric = |label: &str, f: &dyn Fn(&Measure) -> f64, fmt: &dyn Fn(f64) -> String| {
-        let (text, pair) = num(f, fmt);
-        row(label, text, pair);
+        let text = values.iter().map(|v| format!("{v:.decimals$}")).collect();
+        row(
+            label,
+            text,
+            values.first().copied().zip(values.get(1).copied()),
+        );
     };
     numeric(
         "expected / arrived (lines or logins)",
         &|m| m.arrived as f64,
-        &|v| format!("{v:.0}"),
+        0,
     );
     row(
         "  expected",
         columns.iter().map(|m| m.expected.to_string()).collect(),
         None,
     );
-    numeric(
-        "wall, start to last line (s)",
-        &|m| m.wall.as_secs_f64(),
-        &|v| format!("{v:.3}"),
-    );
+    numeric("wall, start to last line (s)", &|m| m.wall.as_secs_f64(), 3);
     numeric(
         "per second",
         &|m| m.arrived as f64 / m.wall.as_secs_f64().max(1e-9),
-        &|v| format!("{:.0}", v),
+        0,
     );
-    numeric("server CPU (s)", &|m| m.server_cpu, &|v| format!("{v:.2}"));
+    numeric("server CPU (s)", &|m| m.server_cpu, 2);
     numeric(
         "server CPU per line or login (us)",
         &|m| m.server_cpu * 1e6 / (m.arrived.max(1)) as f64,
-        &|v| format!("{v:.3}"),
+        3,
     );
-    numeric("generator CPU (s)", &|m| m.generator_cpu, &|v| {
-        format!("{v:.2}")
-    });
-    numeric("latency p50 (ms)", &|m| m.p50 as f64 / 1000.0, &|v| {
-        format!("{v:.2}")
-    });
-    numeric("latency p99 (ms)", &|m| m.p99 as f64 / 1000.0, &|v| {
-        format!("{v:.2}")
-    });
-    numeric(
-        "latency max (ms)",
-        &|m| m.max_latency as f64 / 1000.0,
-        &|v| format!("{v:.2}"),
-    );
+    numeric("generator CPU (s)", &|m| m.generator_cpu, 2);
+    numeric("latency p50 (ms)", &|m| m.p50 as f64 / 1000.0, 2);
+    numeric("latency p99 (ms)", &|m| m.p99 as f64 / 1000.0, 2);
+    numeric("latency max (ms)", &|m| m.max_latency as f64 / 1000.0, 2);
     numeric(
         "peak RSS, VmHWM (MiB)",
         &|m| m.peak_rss_kib as f64 / 1024.0,
-        &|v| format!("{v:.1}"),
+        1,
     );
-    numeric("RSS now (MiB)", &|m| m.rss_kib as f64 / 1024.0, &|v| {
-        format!("{v:.1}")
-    });
+    numeric("RSS now (MiB)", &|m| m.rss_kib as f64 / 1024.0, 1);
     if columns.iter().any(|m| m.rss_per_client_kib.is_some()) {
         numeric(
             "RSS per client (KiB)",
             &|m| m.rss_per_client_kib.unwrap_or(0.0),
-            &|v| format!("{v:.1}"),
+            1,
         );
     }
     numeric(
         "bytes sent by the server (MiB)",
         &|m| m.bytes_from_server as f64 / 1048576.0,
-        &|v| format!("{v:.1}"),
+        1,
     );
     row(
         "out of order / malformed",
