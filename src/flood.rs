@@ -5,17 +5,13 @@
 //! Beside the token bucket rather than in it: the bucket is a mechanism that the client's direct
 //! inbox shares, the strikes and their forgiveness are the server's policy. Pure, like the
 //! bucket: the caller passes the time, and acts on the [`Verdict`] (this module never sends or
-//! closes anything). [`FloodLimit`]'s defaults are here.
+//! closes anything). [`FloodLimit`]'s defaults are here (the burst and rate in [`crate::rules`], which
+//! the client shares).
 
 use std::time::Instant;
 
 use crate::rate_limit::TokenBucket;
-
-/// Default for `--flood-burst`: lines a client may send at once.
-pub const DEFAULT_FLOOD_BURST: u32 = 10;
-
-/// Default for `--flood-rate`: lines per second a client may send once its burst is spent.
-pub const DEFAULT_FLOOD_RATE: f64 = 5.0;
+pub use crate::rules::{DEFAULT_FLOOD_BURST, DEFAULT_FLOOD_RATE};
 
 /// Default for `--flood-strikes`: lines dropped for flooding, without a pause long enough to
 /// refill the burst, before the client is disconnected.

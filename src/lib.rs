@@ -12,6 +12,8 @@
 //!   the client's verifier, which trusts a fingerprint (SSH's model), not an authority.
 //! - [`connection`]: the stream (plain or TLS) and both halves of a framed connection (capped line reads, queued and direct
 //!   writes), its graceful close, and why the server ends one.
+//! - [`rules`]: the username and password rules and the default pace, which server and client
+//!   share.
 //! - [`rate_limit`]: the token bucket behind flood control and the direct-message limit.
 //! - [`flood`]: the server's flood control on every line a client sends.
 //! - [`address_key`]: what "one address" is for the per-address limits (IPv4, or an IPv6 /64).
@@ -33,6 +35,7 @@ pub mod login_throttle;
 pub mod outbox;
 pub mod protocol;
 pub mod rate_limit;
+pub mod rules;
 pub mod runtime;
 pub mod sealed;
 pub mod server;

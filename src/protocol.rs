@@ -467,7 +467,7 @@ mod tests {
     #[test]
     fn no_peer_entry_is_longer_than_its_bound() {
         let longest = PeerInfo {
-            username: "w".repeat(crate::user_store::MAX_USERNAME_CHARS),
+            username: "w".repeat(crate::rules::MAX_USERNAME_CHARS),
             ip: "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff".parse().unwrap(),
             p2p_port: u16::MAX,
             public_key: Some(PublicKey::from_bytes([0xff; 32])),

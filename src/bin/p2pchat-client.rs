@@ -17,8 +17,8 @@ use p2pchat::client::{
     Reconnect, Transport, Trust, TrustOutcome,
 };
 use p2pchat::protocol::ErrorCode;
+use p2pchat::rules::{validate_password, validate_username};
 use p2pchat::runtime;
-use p2pchat::user_store::{validate_password, validate_username};
 
 /// A p2pchat client: the room through the server, direct messages straight to a peer over UDP.
 ///

@@ -11,9 +11,9 @@
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
-use crate::flood::{DEFAULT_FLOOD_BURST, DEFAULT_FLOOD_RATE};
 use crate::protocol::ClientMessage;
 use crate::rate_limit::TokenBucket;
+use crate::rules::{DEFAULT_FLOOD_BURST, DEFAULT_FLOOD_RATE};
 
 /// Lines of the server's burst this client leaves unused: the login line took one from the
 /// server's bucket, and one more absorbs lines that arrive closer together than they were sent.

@@ -9,7 +9,7 @@ use super::cost::HashingError;
 use super::file::{InvalidUsersFile, UnresolvableLink};
 use super::folder::Exposure;
 use super::journal::{InvalidJournal, UnreadableJournal};
-use super::rules::{PasswordError, UsernameError};
+use crate::rules::{PasswordError, UsernameError};
 
 /// Why a login or registration failed.
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]

@@ -26,7 +26,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use super::cost::{stored_cost, StoredHashError};
-use super::rules::{name_key, validate_username, UsernameError};
+use crate::rules::{name_key, validate_username, UsernameError};
 
 /// Version of the users file's layout.
 const FILE_VERSION: u32 = 1;

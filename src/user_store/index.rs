@@ -6,7 +6,7 @@ use std::path::Path;
 
 use super::error::AuthError;
 use super::file::{Accounts, StoredUser};
-use super::rules::{name_key, skeleton};
+use crate::rules::{name_key, skeleton};
 
 /// The accounts as last read from or written to the users file, with an index by [`skeleton`].
 pub(super) struct Index {

@@ -28,7 +28,7 @@ use sha2::{Digest, Sha256};
 
 use super::cost::{stored_cost, StoredHashError};
 use super::file::{effective_uid, Accounts, Durability, StoredUser};
-use super::rules::{name_key, validate_username, UsernameError};
+use crate::rules::{name_key, validate_username, UsernameError};
 
 /// Records in the journal that make the registration that appends the last one fold it into the
 /// users file at once: bounds the journal (~150 bytes a record), the store's copy of it, and the

@@ -34,7 +34,7 @@
 //! would honour); that window is one write long.
 //!
 //! Look-alike names: a name is refused when its [`skeleton`] is an existing account's (`aIice`
-//! beside `alice`); see [`rules::LOOK_ALIKE`]. An index by skeleton makes that check O(1). A file
+//! beside `alice`); see [`crate::rules::LOOK_ALIKE`]. An index by skeleton makes that check O(1). A file
 //! that already holds two look-alikes loads, with a warning; both log in as before.
 //!
 //! Who else could replace the file: [`UserStore::open_with`] looks at the file's owner and its
@@ -46,7 +46,8 @@
 //! owner next logs in, so old accounts converge to the current cost.
 //!
 //! The parts, each usable alone:
-//! - [`rules`]: the username and password rules, and the key that makes names unique;
+//! - [`crate::rules`] (shared with the client): the username and password rules, and the key that
+//!   makes names unique;
 //! - [`cost`]: scrypt costs, their allowed range and defaults, hashing, checking, the dummy hash;
 //! - [`file`](mod@file): the users file's layout, its atomic durable write, its stamp, clean-up
 //!   and warnings;
@@ -63,13 +64,16 @@ pub mod file;
 pub mod folder;
 mod index;
 pub mod journal;
-pub mod rules;
 
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard, TryLockError};
 use std::time::{Duration, Instant};
 
+pub use crate::rules::{
+    skeleton, validate_password, validate_username, PasswordError, UsernameError, LOOK_ALIKE,
+    MAX_PASSWORD_BYTES, MAX_USERNAME_CHARS, MIN_PASSWORD_CHARS,
+};
 pub use compactor::Compactor;
 pub use cost::{
     scrypt_params, CostOutOfRange, HashCost, HashingError, InvalidCost, StoredHashError,
@@ -79,16 +83,12 @@ pub use cost::{
 pub use error::{AuthError, ChangedFileError, StorageError, StoreError, UnsafeFile};
 pub use file::{FileStamp, InvalidUsersFile, StoredUser, UnresolvableLink};
 pub use folder::Exposure;
-pub use rules::{
-    skeleton, validate_password, validate_username, PasswordError, UsernameError, LOOK_ALIKE,
-    MAX_PASSWORD_BYTES, MAX_USERNAME_CHARS, MIN_PASSWORD_CHARS,
-};
 
+use crate::rules::name_key;
 use cost::{check_password, dummy_hash, hash_password, usable_cost};
 use file::{Accounts, Durability, Fsync};
 use index::{check_free, warn_about_look_alikes, Index};
 use journal::AppendError;
-use rules::name_key;
 
 /// What the writer knows of the users file as of its own last read or write, and of the journal.
 struct Writer {

@@ -1,8 +1,18 @@
-//! The rules for usernames and passwords, the key under which a name is unique, and the
-//! skeleton under which two names look alike.
+//! The rules both sides follow: usernames and passwords, the key under which a name is unique,
+//! the skeleton under which two names look alike, and the pace a server asks of a client when it
+//! announces none. The server enforces them; the client checks them before it asks, so that a
+//! typing mistake costs no round trip. Neither side's modules are needed here.
 //!
 //! Pure checks over strings: nothing here hashes, stores or logs. An error never quotes a
 //! password.
+
+/// Default for the server's `--flood-burst`, and the client's pace when a server announces none:
+/// lines a client may send at once.
+pub const DEFAULT_FLOOD_BURST: u32 = 10;
+
+/// Default for the server's `--flood-rate`, and the client's pace when a server announces none:
+/// lines per second a client may send once its burst is spent.
+pub const DEFAULT_FLOOD_RATE: f64 = 5.0;
 
 /// Longest username, in characters.
 pub const MAX_USERNAME_CHARS: usize = 20;
