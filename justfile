@@ -17,8 +17,8 @@ lab-check:
     @bash ci/lab-check.sh
     @bash ci/lab-check.sh --files fixtures/captures/*
 
-# After `just lab`: the course's PDF report (at most two A4 pages, the merged diagram as its picture,
-# the run's own numbers) rendered with WeasyPrint into target/lab/report.pdf, then checked.
+# WeasyPrint renders it from the run's own numbers, with the merged diagram as its picture.
+# After `just lab`: the course's PDF report (at most two A4 pages) in target/lab/report.pdf, then checked.
 report:
     bash ci/report.sh
 
@@ -26,13 +26,16 @@ report:
 trace *ARGS:
     @cargo run --quiet --bin p2pchat-trace -- {{ARGS}}
 
+# Cargo shows its progress on a first build; Ctrl-C (the usual way to stop it) ends it quietly.
 # Start a server on the defaults (0.0.0.0:12000, ./users.json); extra flags are passed on.
+[no-exit-message]
 server *FLAGS:
-    @cargo run --quiet --release --bin p2pchat-server -- {{FLAGS}}
+    @cargo run --release --bin p2pchat-server -- {{FLAGS}}
 
 # Start a client (default server 127.0.0.1:12000); extra flags are passed on.
+[no-exit-message]
 client *FLAGS:
-    @cargo run --quiet --release --bin p2pchat-client -- {{FLAGS}}
+    @cargo run --release --bin p2pchat-client -- {{FLAGS}}
 
 # Format the code in place.
 fmt:
