@@ -8,12 +8,13 @@
 //! login into the far future: several connections at once get one guess each per capped delay,
 //! and the per-address limit on connections not logged in yet bounds how many that is.
 //!
-//! Registrations count in the address table like failed logins (never in the account table: the
-//! name is new), and wait for the address's slot like logins do: a registration flood from one
-//! address is spaced out, and slows that address's further attempts, never anyone else's. A
-//! successful login from the address starts it afresh, as after failures, so a classroom behind
-//! one NAT is slowed for a moment at most; the hard cap on registrations is the hourly quota
-//! (`server::admission`). An address is an [`AddressKey`]: IPv4, or an IPv6 /64.
+//! Registrations wait for the address's slot like logins do, and a registration refused because
+//! the name is taken (an answer that tells an account exists, as a name check's can) counts in the
+//! address table like a failed login (never in the account table: the name is not the caller's).
+//! A registration that makes an account does not count: a class registering from one lab machine
+//! or one NAT address is never slowed down, and the hard cap on registrations is the hourly quota
+//! (`server::registration_quota`). A successful login from the address starts it afresh. An
+//! address is an [`AddressKey`]: IPv4, or an IPv6 /64.
 //!
 //! Pure: the caller passes the time and does the waiting.
 
@@ -194,8 +195,8 @@ impl LoginThrottle {
         self.lock().1.book(&AddressKey::of(ip), &self.config, now)
     }
 
-    /// Records a registration attempt from `ip` (whatever its outcome: each one cost a check, and
-    /// most a hash); returns the address's count of failures and registrations.
+    /// Records a registration (or a name check) from `ip` that told a name is taken; returns the
+    /// address's count of failures and such refusals.
     pub fn registered(&self, ip: IpAddr, now: Instant) -> u32 {
         self.lock().1.failed(&AddressKey::of(ip), &self.config, now)
     }

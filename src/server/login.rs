@@ -115,7 +115,7 @@ pub(super) async fn authenticate(
     .await;
     permit.finished();
     if register {
-        registration_checked(ip, shared, checked.is_ok());
+        registration_checked(ip, shared, &checked);
     }
     let username = match checked {
         Ok(username) => username,
@@ -200,8 +200,8 @@ pub(super) async fn authenticate(
 /// Answers `check_name` before login: `name_ok`, or a non-fatal `error` (`invalid_username`,
 /// `name_taken`) — what a registration of that name would answer first, without a hash. So that
 /// it is no cheaper an oracle of who has an account than registering, it waits for the address's
-/// slot in the login throttle and then counts there as a registration does (flood control
-/// already counts it as a line).
+/// slot in the login throttle, and a `name_taken` answer counts there as a refused registration
+/// does (flood control already counts it as a line).
 pub(super) async fn check_name(
     remote: SocketAddr,
     shared: &Context,
@@ -225,12 +225,14 @@ pub(super) async fn check_name(
             }
         }
     }
-    shared.throttle.registered(ip, Instant::now());
     Ok(match shared.store.check_name(username) {
         Ok(()) => ServerMessage::NameOk {
             username: username.to_string(),
         },
         Err(error) => {
+            if tells_a_name_is_taken(&error) {
+                shared.throttle.registered(ip, Instant::now());
+            }
             let code = match error {
                 AuthError::InvalidUsername(_) => ErrorCode::InvalidUsername,
                 _ => ErrorCode::NameTaken,
@@ -355,14 +357,26 @@ async fn wait_for_registration_slot(
     }
 }
 
-/// Books a checked registration: in the login throttle's address table whatever its outcome, and
-/// back into the quota if it made no account.
-fn registration_checked(ip: IpAddr, shared: &Context, made_an_account: bool) {
+/// Books a checked registration: back into the quota if it made no account, and in the login
+/// throttle's address table if it told whether a name is taken. A registration that made an
+/// account costs its place in the hourly quota and nothing more, so a class registering from
+/// one lab machine or one NAT address is never slowed down.
+fn registration_checked(ip: IpAddr, shared: &Context, outcome: &Result<String, AuthError>) {
     let now = Instant::now();
-    shared.throttle.registered(ip, now);
-    if !made_an_account {
+    if outcome.is_err() {
         shared.registrations.give_back(ip, now);
     }
+    if let Err(error) = outcome {
+        if tells_a_name_is_taken(error) {
+            shared.throttle.registered(ip, now);
+        }
+    }
+}
+
+/// Whether a refusal tells that an account exists: what someone listing accounts learns, so it
+/// counts in the address's throttle. Typing mistakes (an invalid name, a short password) do not.
+fn tells_a_name_is_taken(error: &AuthError) -> bool {
+    matches!(error, AuthError::NameTaken | AuthError::NameTooSimilar { .. })
 }
 
 /// A name from the network as it may appear in the log: quoted and escaped (no forged log
