@@ -292,7 +292,7 @@ mod tests {
     }
 
     #[test]
-    fn registrations_delay_their_address_like_failures_and_never_the_owners_account() {
+    fn taken_names_delay_their_address_like_failures_and_never_the_owners_account() {
         let throttle = LoginThrottle::new(config());
         let t0 = Instant::now();
         let flooder: IpAddr = "2001:db8:1:2::66".parse().unwrap();
