@@ -4,7 +4,8 @@
 //!
 //! - The server killed and started again on the same port (same key, so the pin holds): the
 //!   client on a terminal says it is reconnecting, logs in again, and sends the line that was
-//!   half typed all along.
+//!   half typed all along. A chat that ends while the line editor waits for a key (the server
+//!   lost, `--no-reconnect`) gives the terminal back in the mode it found it.
 //! - Thirty lines pasted at once all arrive, in order, and the server never warns `rate_limited`.
 //! - A wrong password asks again on a terminal; a taken name is told before the password.
 //! - `/me waves` is shown `* alice waves` to the others.
@@ -83,6 +84,25 @@ fn a_restarted_server_finds_the_terminal_client_chatting_again_with_its_typed_li
     let message = bob.expect_event("message");
     assert_eq!(message["from"], "alice");
     assert_eq!(message["text"], "still here after the restart");
+}
+
+#[test]
+fn a_chat_that_ends_while_the_editor_waits_gives_the_terminal_back_as_it_was() {
+    use rustix::termios::LocalModes;
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = Server::start(&dir.path().join("users.json"), &[]);
+    let mut alice = TerminalClient::start(server.addr, &["--no-reconnect"]);
+    let before = alice.settings().local_modes;
+    assert!(before.contains(LocalModes::ICANON | LocalModes::ECHO));
+    alice.register("alice", "alice-password");
+    // The line editor holds the terminal in raw mode, waiting for a key, when the server goes.
+    server.kill();
+    assert_eq!(alice.wait_exit().code(), Some(5));
+    assert_eq!(
+        alice.settings().local_modes,
+        before,
+        "the terminal is left as the line editor set it"
+    );
 }
 
 #[test]
