@@ -214,11 +214,18 @@ fn thirty_piped_lines_all_arrive_in_order_before_the_script_quits() {
 
 // ---- Prompts ----
 
-#[test]
-fn a_wrong_password_asks_again_on_a_terminal() {
+/// A server on a users file of its own (keep the folder while it runs) where alice, password
+/// `alice-password`, has registered and left.
+fn server_where_alice_is_registered() -> (tempfile::TempDir, Server) {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(&dir.path().join("users.json"), &[]);
     ChatClient::register(server.addr, "alice", "alice-password").finish();
+    (dir, server)
+}
+
+#[test]
+fn a_wrong_password_asks_again_on_a_terminal() {
+    let (_dir, server) = server_where_alice_is_registered();
 
     let mut alice = TerminalClient::start(server.addr, &[]);
     alice.answer("login or register? ", "login");
@@ -231,9 +238,7 @@ fn a_wrong_password_asks_again_on_a_terminal() {
 
 #[test]
 fn a_taken_name_is_told_before_the_password_and_asked_again() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(&dir.path().join("users.json"), &[]);
-    ChatClient::register(server.addr, "alice", "alice-password").finish();
+    let (_dir, server) = server_where_alice_is_registered();
 
     let mut carol = TerminalClient::start(server.addr, &[]);
     carol.answer("login or register? ", "register");
@@ -254,9 +259,7 @@ fn a_taken_name_is_told_before_the_password_and_asked_again() {
 
 #[test]
 fn check_name_answers_without_ending_the_connection() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(&dir.path().join("users.json"), &[]);
-    ChatClient::register(server.addr, "alice", "alice-password").finish();
+    let (_dir, server) = server_where_alice_is_registered();
 
     let mut raw = RawConnection::connect(server.addr);
     raw.send(&json!({"type": "check_name", "username": "Alice"}));

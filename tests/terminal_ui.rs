@@ -6,7 +6,6 @@
 
 mod common;
 
-use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::ExitStatusExt;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -151,14 +150,12 @@ fn history_survives_a_restart_and_keeps_no_password() {
     assert!(kept.contains("remember this line"), "{kept:?}");
     assert!(!kept.contains("alice-password"), "{kept:?}");
     assert!(!kept.contains("secret with a leading space"), "{kept:?}");
-    let mode = std::fs::metadata(&file).unwrap().permissions().mode() & 0o777;
-    assert_eq!(mode, 0o600, "the history file's mode");
-    let folder = std::fs::metadata(file.parent().unwrap())
-        .unwrap()
-        .permissions()
-        .mode()
-        & 0o777;
-    assert_eq!(folder, 0o700, "the history folder's mode");
+    assert_eq!(permission_bits(&file), 0o600, "the history file's mode");
+    assert_eq!(
+        permission_bits(file.parent().unwrap()),
+        0o700,
+        "the history folder's mode"
+    );
 
     let mut second = TerminalClient::start_at_home(room.server.addr, &[], &[], home.path());
     second.login("alice", "alice-password");
