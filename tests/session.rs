@@ -14,8 +14,7 @@
 //!   p2pchat server is reported as such; the server's `--bind` takes a port alone.
 //! - `:l` then `:q` in a script prints the answer before quitting.
 //!
-//! The pty comes from `libc::openpty`, as in tests/terminal.rs (a copy of its small helper: the
-//! two suites stay independent).
+//! The pseudo-terminal is the harness's (tests/common/pty.rs), as in tests/terminal.rs.
 
 mod common;
 
