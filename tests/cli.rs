@@ -90,14 +90,12 @@ fn a_users_file_that_is_not_valid_is_refused_and_left_untouched() {
 
 #[test]
 fn a_missing_users_file_is_created_empty_and_private() {
-    use std::os::unix::fs::PermissionsExt;
     let dir = tempfile::tempdir().unwrap();
     let users = dir.path().join("new-users.json");
     let _server = Server::start(&users, &[]);
     let file = read_users(&users);
     assert_eq!(file, serde_json::json!({"version": 1, "users": []}));
-    let mode = std::fs::metadata(&users).unwrap().permissions().mode() & 0o777;
-    assert_eq!(mode, 0o600);
+    assert_eq!(permission_bits(&users), 0o600);
 }
 
 #[test]

@@ -17,7 +17,9 @@ use std::thread;
 use std::time::Instant;
 
 use assert_cmd::Command;
-use common::{fixture, read_users, server_bin, RawConnection, Server, DEADLINE, TEST_LOG_N};
+use common::{
+    fixture, permission_bits, read_users, server_bin, RawConnection, Server, DEADLINE, TEST_LOG_N,
+};
 use predicates::prelude::*;
 
 /// Flags every server in this suite gets besides its scrypt cost: room for the many connections
@@ -395,11 +397,19 @@ fn scrypt_flags_outside_the_allowed_cost_are_usage_errors() {
     assert!(server.terminate().success());
 }
 
+/// `users.json` in `folder` (made if missing), a copy of the fixture `users-ln10.json`: alice
+/// (password `alice-password`) and Bob, hashed at ln=10.
+fn fixture_users_in(folder: &Path) -> std::path::PathBuf {
+    std::fs::create_dir_all(folder).unwrap();
+    let users = folder.join("users.json");
+    std::fs::copy(fixture("users-ln10.json"), &users).unwrap();
+    users
+}
+
 #[test]
 fn a_weaker_stored_hash_is_rehashed_at_login_and_the_others_are_untouched() {
     let dir = tempfile::tempdir().unwrap();
-    let users = dir.path().join("users.json");
-    std::fs::copy(fixture("users-ln10.json"), &users).unwrap();
+    let users = fixture_users_in(dir.path());
     let alice_before = hash_on_disk(&users, "alice");
     let bob_before = hash_on_disk(&users, "Bob");
     let server = start_server(&users, "11");
@@ -424,8 +434,7 @@ fn a_weaker_stored_hash_is_rehashed_at_login_and_the_others_are_untouched() {
     for secret in [&alice_before, &alice_after, "alice-password"] {
         assert!(!log.contains(secret), "the log shows {secret}:\n{log}");
     }
-    let mode = std::fs::metadata(&users).unwrap().permissions().mode() & 0o777;
-    assert_eq!(mode, 0o600);
+    assert_eq!(permission_bits(&users), 0o600);
     drop(server);
     // The new hash is the one that counts now, after a restart too.
     let server = start_server(&users, "11");
@@ -444,9 +453,7 @@ fn a_weaker_stored_hash_is_rehashed_at_login_and_the_others_are_untouched() {
 fn a_failed_rehash_write_is_logged_and_the_login_still_succeeds() {
     let dir = tempfile::tempdir().unwrap();
     let folder = dir.path().join("data");
-    std::fs::create_dir(&folder).unwrap();
-    let users = folder.join("users.json");
-    std::fs::copy(fixture("users-ln10.json"), &users).unwrap();
+    let users = fixture_users_in(&folder);
     let server = start_server(&users, "11");
     // The users file's folder disappears: no write can succeed, even as root.
     std::fs::remove_dir_all(&folder).unwrap();
@@ -460,10 +467,7 @@ fn a_failed_rehash_write_is_logged_and_the_login_still_succeeds() {
 #[test]
 fn a_symlinked_users_file_is_warned_about_and_its_target_is_written() {
     let dir = tempfile::tempdir().unwrap();
-    let real = dir.path().join("real");
-    std::fs::create_dir(&real).unwrap();
-    let target = real.join("users.json");
-    std::fs::copy(fixture("users-ln10.json"), &target).unwrap();
+    let target = fixture_users_in(&dir.path().join("real"));
     std::fs::set_permissions(&target, std::fs::Permissions::from_mode(0o600)).unwrap();
     let link = dir.path().join("users.json");
     std::os::unix::fs::symlink(&target, &link).unwrap();
@@ -485,8 +489,7 @@ fn a_symlinked_users_file_is_warned_about_and_its_target_is_written() {
 #[test]
 fn a_users_file_open_to_group_or_others_is_warned_about() {
     let dir = tempfile::tempdir().unwrap();
-    let users = dir.path().join("users.json");
-    std::fs::copy(fixture("users-ln10.json"), &users).unwrap();
+    let users = fixture_users_in(dir.path());
     std::fs::set_permissions(&users, std::fs::Permissions::from_mode(0o600)).unwrap();
     let private = start_server(&users, TEST_LOG_N);
     private.wait_for_log("listening on");
@@ -505,8 +508,7 @@ fn a_users_file_open_to_group_or_others_is_warned_about() {
     let server = start_server(&users, TEST_LOG_N);
     assert_eq!(register(server.addr, "carol"), Answer::Welcome);
     assert_eq!(names_on_disk(&users), ["alice", "Bob", "carol"]);
-    let mode = std::fs::metadata(&users).unwrap().permissions().mode() & 0o777;
-    assert_eq!(mode, 0o600);
+    assert_eq!(permission_bits(&users), 0o600);
 }
 
 #[test]
@@ -696,8 +698,7 @@ fn once_registrations_pause_the_users_file_holds_them_and_is_alone() {
         thread::sleep(std::time::Duration::from_millis(10));
     }
     assert_eq!(names_on_disk(&users), ["alice", "bob", "carol"]);
-    let mode = std::fs::metadata(&users).unwrap().permissions().mode() & 0o777;
-    assert_eq!(mode, 0o600);
+    assert_eq!(permission_bits(&users), 0o600);
 }
 
 /// SIGTERM right after registrations: the server folds the journal in before it exits, leaving

@@ -411,9 +411,7 @@ fn t6_usernames_and_password_hashes_are_stored_correctly() {
         );
     }
 
-    use std::os::unix::fs::PermissionsExt;
-    let mode = std::fs::metadata(&users).unwrap().permissions().mode() & 0o777;
-    assert_eq!(mode, 0o600, "users file mode");
+    assert_eq!(permission_bits(&users), 0o600, "users file mode");
     let leftovers = std::fs::read_dir(dir.path()).unwrap().count();
     assert_eq!(leftovers, 1, "only the users file is left in its folder");
 

@@ -4,7 +4,8 @@
 //!
 //! - The server killed and started again on the same port (same key, so the pin holds): the
 //!   client on a terminal says it is reconnecting, logs in again, and sends the line that was
-//!   half typed all along.
+//!   half typed all along. A chat that ends while the line editor waits for a key (the server
+//!   lost, `--no-reconnect`) gives the terminal back in the mode it found it.
 //! - Thirty lines pasted at once all arrive, in order, and the server never warns `rate_limited`.
 //! - A wrong password asks again on a terminal; a taken name is told before the password.
 //! - `/me waves` is shown `* alice waves` to the others.
@@ -13,8 +14,7 @@
 //!   p2pchat server is reported as such; the server's `--bind` takes a port alone.
 //! - `:l` then `:q` in a script prints the answer before quitting.
 //!
-//! The pty comes from `libc::openpty`, as in tests/terminal.rs (a copy of its small helper: the
-//! two suites stay independent).
+//! The pseudo-terminal is the harness's (tests/common/pty.rs), as in tests/terminal.rs.
 
 mod common;
 
@@ -83,6 +83,25 @@ fn a_restarted_server_finds_the_terminal_client_chatting_again_with_its_typed_li
     let message = bob.expect_event("message");
     assert_eq!(message["from"], "alice");
     assert_eq!(message["text"], "still here after the restart");
+}
+
+#[test]
+fn a_chat_that_ends_while_the_editor_waits_gives_the_terminal_back_as_it_was() {
+    use rustix::termios::LocalModes;
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = Server::start(&dir.path().join("users.json"), &[]);
+    let mut alice = TerminalClient::start(server.addr, &["--no-reconnect"]);
+    let before = alice.settings().local_modes;
+    assert!(before.contains(LocalModes::ICANON | LocalModes::ECHO));
+    alice.register("alice", "alice-password");
+    // The line editor holds the terminal in raw mode, waiting for a key, when the server goes.
+    server.kill();
+    assert_eq!(alice.wait_exit().code(), Some(5));
+    assert_eq!(
+        alice.settings().local_modes,
+        before,
+        "the terminal is left as the line editor set it"
+    );
 }
 
 #[test]
@@ -194,11 +213,18 @@ fn thirty_piped_lines_all_arrive_in_order_before_the_script_quits() {
 
 // ---- Prompts ----
 
-#[test]
-fn a_wrong_password_asks_again_on_a_terminal() {
+/// A server on a users file of its own (keep the folder while it runs) where alice, password
+/// `alice-password`, has registered and left.
+fn server_where_alice_is_registered() -> (tempfile::TempDir, Server) {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(&dir.path().join("users.json"), &[]);
     ChatClient::register(server.addr, "alice", "alice-password").finish();
+    (dir, server)
+}
+
+#[test]
+fn a_wrong_password_asks_again_on_a_terminal() {
+    let (_dir, server) = server_where_alice_is_registered();
 
     let mut alice = TerminalClient::start(server.addr, &[]);
     alice.answer("login or register? ", "login");
@@ -211,9 +237,7 @@ fn a_wrong_password_asks_again_on_a_terminal() {
 
 #[test]
 fn a_taken_name_is_told_before_the_password_and_asked_again() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(&dir.path().join("users.json"), &[]);
-    ChatClient::register(server.addr, "alice", "alice-password").finish();
+    let (_dir, server) = server_where_alice_is_registered();
 
     let mut carol = TerminalClient::start(server.addr, &[]);
     carol.answer("login or register? ", "register");
@@ -234,9 +258,7 @@ fn a_taken_name_is_told_before_the_password_and_asked_again() {
 
 #[test]
 fn check_name_answers_without_ending_the_connection() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(&dir.path().join("users.json"), &[]);
-    ChatClient::register(server.addr, "alice", "alice-password").finish();
+    let (_dir, server) = server_where_alice_is_registered();
 
     let mut raw = RawConnection::connect(server.addr);
     raw.send(&json!({"type": "check_name", "username": "Alice"}));

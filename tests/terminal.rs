@@ -10,7 +10,7 @@
 
 mod common;
 
-use std::net::{SocketAddr, UdpSocket};
+use std::net::SocketAddr;
 
 use common::pty::*;
 use common::*;
@@ -41,16 +41,14 @@ fn forged(starts: &[String]) -> Vec<&String> {
         .collect()
 }
 
-/// A server, alice on a terminal, and mallory: logged in with a raw connection that announces
-/// the port of a test-owned UDP socket, so that datagrams from that socket pass alice's source
-/// check. Returns alice's direct-message address too.
+/// A server, alice on a terminal, and mallory, a peer the test plays ([`RawPeer`]: datagrams from
+/// its socket pass alice's source check). Holds alice's direct-message address too.
 struct Room {
     _dir: tempfile::TempDir,
     _server: Server,
     alice: TerminalClient,
     alice_udp: SocketAddr,
-    mallory_tcp: RawConnection,
-    mallory_udp: UdpSocket,
+    mallory: RawPeer,
 }
 
 fn room(server_flags: &[&str], alice_flags: &[&str]) -> Room {
@@ -58,14 +56,8 @@ fn room(server_flags: &[&str], alice_flags: &[&str]) -> Room {
     let server = Server::start(&dir.path().join("users.json"), server_flags);
     let mut alice = TerminalClient::start(server.addr, alice_flags);
     alice.register("alice", "alice-password");
-    let mallory_udp = UdpSocket::bind("127.0.0.1:0").expect("bind a UDP socket on 127.0.0.1");
-    let (mallory_tcp, welcome) = RawConnection::register(
-        server.addr,
-        "mallory",
-        "mallory-pw",
-        mallory_udp.local_addr().unwrap().port(),
-    );
-    let alice_peer = welcome["peers"]
+    let mallory = RawPeer::register(server.addr, "mallory", "mallory-pw");
+    let alice_peer = mallory.welcome["peers"]
         .as_array()
         .unwrap()
         .iter()
@@ -85,21 +77,19 @@ fn room(server_flags: &[&str], alice_flags: &[&str]) -> Room {
         _server: server,
         alice,
         alice_udp,
-        mallory_tcp,
-        mallory_udp,
+        mallory,
     }
 }
 
 impl Room {
     fn mallory_says(&mut self, text: &str) {
-        self.mallory_tcp.send(&json!({"type": "say", "text": text}));
+        self.mallory.tcp.send(&json!({"type": "say", "text": text}));
     }
 
     fn mallory_direct(&self, id: u64, text: &str) {
         let datagram: Value = json!({"type": "direct", "from": "mallory", "id": id, "text": text});
-        self.mallory_udp
-            .send_to(datagram.to_string().as_bytes(), self.alice_udp)
-            .expect("send a datagram to alice");
+        self.mallory
+            .send_datagram(datagram.to_string().as_bytes(), self.alice_udp);
     }
 }
 
@@ -198,27 +188,17 @@ fn json_output_keeps_the_exact_text_of_every_message() {
     // mallory's direct message is a clear JSON datagram: alice speaks the clear protocol.
     let mut alice =
         ChatClient::register_with_flags(server.addr, "alice", "alice-password", &["--plaintext"]);
-    let mallory_udp = UdpSocket::bind("127.0.0.1:0").expect("bind a UDP socket on 127.0.0.1");
-    let (mut mallory, _) = RawConnection::register(
-        server.addr,
-        "mallory",
-        "mallory-pw",
-        mallory_udp.local_addr().unwrap().port(),
-    );
-    alice.expect(r#""mallory" joined"#, |e| {
-        e["event"] == "joined" && e["peer"]["username"] == "mallory"
-    });
+    let mut mallory = RawPeer::register(server.addr, "mallory", "mallory-pw");
+    alice.expect_joined("mallory");
 
     let flood = ".\n".repeat(21_000);
     for text in [ROOM_FORGERY, DIRECT_FORGERY, flood.as_str()] {
-        mallory.send(&json!({"type": "say", "text": text}));
+        mallory.tcp.send(&json!({"type": "say", "text": text}));
         let message = alice.expect_event("message");
         assert_eq!(message["text"], text);
     }
     let datagram = json!({"type": "direct", "from": "mallory", "id": 1, "text": DIRECT_FORGERY});
-    mallory_udp
-        .send_to(datagram.to_string().as_bytes(), alice.p2p_addr())
-        .expect("send a datagram to alice");
+    mallory.send_datagram(datagram.to_string().as_bytes(), alice.p2p_addr());
     let direct = alice.expect_event("direct");
     assert_eq!(direct["text"], DIRECT_FORGERY);
 }

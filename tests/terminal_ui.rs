@@ -6,7 +6,6 @@
 
 mod common;
 
-use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::ExitStatusExt;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -90,12 +89,18 @@ fn has_colour_code(text: &str) -> bool {
     })
 }
 
-/// UTC now as `HH:MM`.
-fn utc_hh_mm() -> String {
+/// A POSIX TZ rule for UTC+05:30 (the sign is west-positive): a zone whose minutes differ from
+/// UTC's, so a clock that ignored the time zone, or read only whole hours, would show.
+const HALF_PAST_FIVE_EAST: &str = "XST-5:30";
+
+/// The time now as `HH:MM` in the zone [`HALF_PAST_FIVE_EAST`] names: UTC+05:30.
+fn hh_mm_half_past_five_east() -> String {
     let seconds = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap()
-        .as_secs();
+        .as_secs()
+        + 5 * 3600
+        + 30 * 60;
     format!("{:02}:{:02}", seconds / 3600 % 24, seconds / 60 % 60)
 }
 
@@ -145,14 +150,12 @@ fn history_survives_a_restart_and_keeps_no_password() {
     assert!(kept.contains("remember this line"), "{kept:?}");
     assert!(!kept.contains("alice-password"), "{kept:?}");
     assert!(!kept.contains("secret with a leading space"), "{kept:?}");
-    let mode = std::fs::metadata(&file).unwrap().permissions().mode() & 0o777;
-    assert_eq!(mode, 0o600, "the history file's mode");
-    let folder = std::fs::metadata(file.parent().unwrap())
-        .unwrap()
-        .permissions()
-        .mode()
-        & 0o777;
-    assert_eq!(folder, 0o700, "the history folder's mode");
+    assert_eq!(permission_bits(&file), 0o600, "the history file's mode");
+    assert_eq!(
+        permission_bits(file.parent().unwrap()),
+        0o700,
+        "the history folder's mode"
+    );
 
     let mut second = TerminalClient::start_at_home(room.server.addr, &[], &[], home.path());
     second.login("alice", "alice-password");
@@ -231,13 +234,17 @@ fn ctrl_d_quits_only_on_an_empty_line() {
 fn every_line_starts_with_the_local_time_and_no_timestamps_hides_it() {
     let mut room = room();
     let home = tempfile::tempdir().unwrap();
-    let mut alice =
-        TerminalClient::start_at_home(room.server.addr, &[], &[("TZ", "UTC0")], home.path());
+    let mut alice = TerminalClient::start_at_home(
+        room.server.addr,
+        &[],
+        &[("TZ", HALF_PAST_FIVE_EAST)],
+        home.path(),
+    );
     alice.register("alice", "alice-password");
-    let before = utc_hh_mm();
+    let before = hh_mm_half_past_five_east();
     room.bob.send("what time is it");
     alice.wait_for("what time is it");
-    let after = utc_hh_mm();
+    let after = hh_mm_half_past_five_east();
     let screen = without_escapes(&alice.everything());
     let line = screen
         .lines()
@@ -247,7 +254,7 @@ fn every_line_starts_with_the_local_time_and_no_timestamps_hides_it() {
     let line = line.rsplit('\r').next().unwrap().trim_start_matches(BELL);
     assert!(
         line.starts_with(&format!("{before} <bob>")) || line.starts_with(&format!("{after} <bob>")),
-        "{line:?} does not start with the time in UTC ({before} or {after})"
+        "{line:?} does not start with the time in TZ={HALF_PAST_FIVE_EAST} ({before} or {after})"
     );
 
     let mut quiet = TerminalClient::start(room.server.addr, &["--no-timestamps"]);

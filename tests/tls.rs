@@ -56,8 +56,11 @@ fn default_mode_registers_chats_and_pins_the_printed_fingerprint() {
     let server = default_server(dir.path());
     let printed = server.fingerprint.expect("a fingerprint line");
     let key = dir.path().join("tls-key.pem");
-    let mode = std::fs::metadata(&key).unwrap().permissions().mode() & 0o777;
-    assert_eq!(mode, 0o600, "the key beside the users file is private");
+    assert_eq!(
+        permission_bits(&key),
+        0o600,
+        "the key beside the users file is private"
+    );
     assert!(dir.path().join("tls-cert.pem").exists());
     server.wait_for_log(&format!("fingerprint {printed}"));
 

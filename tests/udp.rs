@@ -39,41 +39,18 @@ fn udp_socket() -> UdpSocket {
     UdpSocket::bind("127.0.0.1:0").expect("bind a UDP socket on 127.0.0.1")
 }
 
-/// A server, alice (a client started with `flags`) and mallory, a real peer of hers: logged in with
-/// a raw connection that announces the port of a test-owned socket, so that datagrams from that
-/// socket pass alice's source check.
-struct AliceAndMallory {
-    dir: tempfile::TempDir,
-    server: Server,
-    alice: ChatClient,
-    /// mallory's announced UDP address.
-    mallory_udp: UdpSocket,
-    /// mallory's login: mallory is online while it is open.
-    mallory_tcp: RawConnection,
-}
-
-/// Starts the server, registers alice with `flags` and mallory, and waits until alice has seen
-/// mallory join.
-fn alice_and_mallory(flags: &[&str]) -> AliceAndMallory {
+/// A server (with its folder: keep both while the test runs), alice (a client started with
+/// `flags`) and mallory, a real peer of hers that the test plays ([`RawPeer`]: datagrams from its
+/// socket pass alice's source check). alice has seen mallory join.
+fn alice_and_mallory(flags: &[&str]) -> ((tempfile::TempDir, Server), ChatClient, RawPeer) {
     let (dir, server) = start_clear_server();
     // mallory speaks the clear protocol (crafted JSON datagrams, no key): so does alice.
     let mut flags = flags.to_vec();
     flags.push("--plaintext");
     let mut alice = ChatClient::register_with_flags(server.addr, "alice", "alice-password", &flags);
-    let mallory_udp = udp_socket();
-    let mallory_port = mallory_udp.local_addr().unwrap().port();
-    let (mallory_tcp, _) =
-        RawConnection::register(server.addr, "mallory", "mallory-pw", mallory_port);
-    alice.expect(r#""mallory" joined"#, |e| {
-        e["event"] == "joined" && e["peer"]["username"] == "mallory"
-    });
-    AliceAndMallory {
-        dir,
-        server,
-        alice,
-        mallory_udp,
-        mallory_tcp,
-    }
+    let mallory = RawPeer::register(server.addr, "mallory", "mallory-pw");
+    alice.expect_joined("mallory");
+    ((dir, server), alice, mallory)
 }
 
 fn forged(from: &str, id: usize) -> Vec<u8> {
@@ -138,9 +115,7 @@ fn a_flood_from_a_non_peer_address_is_dropped_counted_and_the_client_keeps_chatt
     let clear = ["--plaintext"];
     let mut alice = ChatClient::register_with_flags(server.addr, "alice", "alice-password", &clear);
     let mut bob = ChatClient::register_with_flags(server.addr, "bob", "bob-password", &clear);
-    alice.expect(r#""bob" joined"#, |e| {
-        e["event"] == "joined" && e["peer"]["username"] == "bob"
-    });
+    alice.expect_joined("bob");
 
     // 500 well-formed direct messages claiming to be bob, from an address bob never announced.
     let stranger = udp_socket();
@@ -198,18 +173,13 @@ fn a_peer_over_its_burst_gets_exactly_the_burst_delivered_and_the_excess_counted
     let started = Instant::now();
     // A refill of one datagram per 1000 s: during the test no token comes back, so exactly the
     // burst gets through whatever the timing.
-    let AliceAndMallory {
-        dir: _dir,
-        server,
-        mut alice,
-        mallory_udp,
-        mallory_tcp: _mallory,
-    } = alice_and_mallory(&["--dm-burst", &BURST.to_string(), "--dm-rate", "0.001"]);
+    let ((_dir, server), mut alice, mallory) =
+        alice_and_mallory(&["--dm-burst", &BURST.to_string(), "--dm-rate", "0.001"]);
 
     // All in one go: more than twice the burst, well within the socket buffer.
     let datagrams: Vec<Vec<u8>> = (0..SENT).map(|id| forged("mallory", id)).collect();
     for datagram in &datagrams {
-        mallory_udp.send_to(datagram, alice.p2p_addr()).unwrap();
+        mallory.send_datagram(datagram, alice.p2p_addr());
     }
     let stats = alice.wait_for_stats("all of mallory's datagrams received", |s| {
         count(s, &["received"]) == SENT as u64
@@ -240,9 +210,7 @@ fn a_peer_over_its_burst_gets_exactly_the_burst_delivered_and_the_excess_counted
     // The limit is per sender: another peer is not affected.
     let mut bob =
         ChatClient::register_with_flags(server.addr, "bob", "bob-password", &["--plaintext"]);
-    alice.expect(r#""bob" joined"#, |e| {
-        e["event"] == "joined" && e["peer"]["username"] == "bob"
-    });
+    alice.expect_joined("bob");
     bob.send("@alice: I am not mallory");
     assert_eq!(alice.expect_event("direct")["text"], "I am not mallory");
     let stats = alice.stats();
@@ -253,13 +221,7 @@ fn a_peer_over_its_burst_gets_exactly_the_burst_delivered_and_the_excess_counted
 #[test]
 fn oversized_malformed_and_garbage_datagrams_are_counted_and_harmless() {
     let started = Instant::now();
-    let AliceAndMallory {
-        dir: _dir,
-        server: _server,
-        mut alice,
-        mallory_udp,
-        mallory_tcp: _mallory,
-    } = alice_and_mallory(&["--dm-max-bytes", "1024"]);
+    let (_server, mut alice, mallory) = alice_and_mallory(&["--dm-max-bytes", "1024"]);
 
     let long_text = "x".repeat(2000);
     let oversized: Vec<Vec<u8>> = vec![
@@ -288,7 +250,7 @@ fn oversized_malformed_and_garbage_datagrams_are_counted_and_harmless() {
     let mut all = oversized.clone();
     all.extend(malformed.iter().cloned());
     let target = alice.p2p_addr();
-    flood(&mut alice, &mallory_udp, target, &all);
+    flood(&mut alice, &mallory.udp, target, &all);
     flood(&mut alice, &stranger, target, &all);
 
     let stats = alice.stats();
@@ -312,9 +274,7 @@ fn oversized_malformed_and_garbage_datagrams_are_counted_and_harmless() {
     assert_few_warnings(&alice, 4, started);
 
     // mallory's well-formed messages still get through; the client is alive.
-    mallory_udp
-        .send_to(&forged("mallory", 7), alice.p2p_addr())
-        .unwrap();
+    mallory.send_datagram(&forged("mallory", 7), alice.p2p_addr());
     let direct = alice.expect_event("direct");
     assert_eq!(
         (&direct["from"], &direct["id"]),
@@ -360,25 +320,19 @@ fn a_captured_direct_message_sent_again_from_the_senders_address_is_shown_once_a
 ) {
     const REPLAYS: u64 = 3;
     let started = Instant::now();
-    let AliceAndMallory {
-        dir: _dir,
-        server: _server,
-        mut alice,
-        mallory_udp,
-        mallory_tcp: _mallory,
-    } = alice_and_mallory(&[]);
+    let (_server, mut alice, mallory) = alice_and_mallory(&[]);
 
     // A real direct message from mallory, shown once.
     let captured = json!({"type": "direct", "from": "mallory", "id": 1, "text": "meet me at 5"})
         .to_string()
         .into_bytes();
-    mallory_udp.send_to(&captured, alice.p2p_addr()).unwrap();
+    mallory.send_datagram(&captured, alice.p2p_addr());
     assert_eq!(alice.expect_event("direct")["text"], "meet me at 5");
 
     // The same bytes again, from the address mallory announced: the source check passes, so only
     // the id tells a replay.
     for _ in 0..REPLAYS {
-        mallory_udp.send_to(&captured, alice.p2p_addr()).unwrap();
+        mallory.send_datagram(&captured, alice.p2p_addr());
     }
     let stats = alice.wait_for_stats("the replays received", |s| {
         count(s, &["received"]) == 1 + REPLAYS
@@ -397,9 +351,7 @@ fn a_captured_direct_message_sent_again_from_the_senders_address_is_shown_once_a
 
     // mallory's next message (the next id) is shown as usual.
     let next = json!({"type": "direct", "from": "mallory", "id": 2, "text": "or at 6"});
-    mallory_udp
-        .send_to(next.to_string().as_bytes(), alice.p2p_addr())
-        .unwrap();
+    mallory.send_datagram(next.to_string().as_bytes(), alice.p2p_addr());
     assert_eq!(alice.expect_event("direct")["text"], "or at 6");
     let finished = alice.finish();
     assert_eq!(finished.status.code(), Some(0), "{}", finished.stderr);
@@ -410,9 +362,7 @@ fn a_peer_that_restarts_counts_its_ids_from_one_again_and_is_not_taken_for_a_rep
     let (_dir, server) = start_server();
     let mut alice = ChatClient::register(server.addr, "alice", "alice-password");
     let mut bob = ChatClient::register(server.addr, "bob", "bob-password");
-    alice.expect(r#""bob" joined"#, |e| {
-        e["event"] == "joined" && e["peer"]["username"] == "bob"
-    });
+    alice.expect_joined("bob");
     bob.send("@alice: first session");
     assert_eq!(bob.expect_event("direct_sent")["id"], 1);
     assert_eq!(alice.expect_event("direct")["text"], "first session");
@@ -458,20 +408,10 @@ fn forgeries_in_a_peers_name_from_elsewhere_do_not_spend_its_rate_limit() {
     let mut alice = ChatClient::register_with_flags(server.addr, "alice", "alice-password", &flags);
     let mut bob =
         ChatClient::register_with_flags(server.addr, "bob", "bob-password", &["--plaintext"]);
-    alice.expect(r#""bob" joined"#, |e| {
-        e["event"] == "joined" && e["peer"]["username"] == "bob"
-    });
+    alice.expect_joined("bob");
     // mallory is a real peer too: her own announced address is a source alice trusts, for her.
-    let mallory_udp = udp_socket();
-    let (_mallory, _) = RawConnection::register(
-        server.addr,
-        "mallory",
-        "mallory-pw",
-        mallory_udp.local_addr().unwrap().port(),
-    );
-    alice.expect(r#""mallory" joined"#, |e| {
-        e["event"] == "joined" && e["peer"]["username"] == "mallory"
-    });
+    let mallory = RawPeer::register(server.addr, "mallory", "mallory-pw");
+    alice.expect_joined("mallory");
 
     // Forgeries in bob's name, with ids bob will use, from: a stranger's socket, another port on
     // bob's own IP, another loopback address (another host), and mallory's announced address.
@@ -480,7 +420,7 @@ fn forgeries_in_a_peers_name_from_elsewhere_do_not_spend_its_rate_limit() {
         udp_socket(),
         UdpSocket::bind((bob_ip, 0)).unwrap(),
         UdpSocket::bind("127.0.0.2:0").expect("bind 127.0.0.2 (loopback is 127.0.0.0/8)"),
-        mallory_udp,
+        mallory.udp,
     ];
     let target = alice.p2p_addr();
     for forger in &forgers {
@@ -616,9 +556,7 @@ fn alice_and_sealed_bob() -> (tempfile::TempDir, Server, ChatClient, SealedPeer)
     let (dir, server) = start_server();
     let mut alice = ChatClient::register(server.addr, "alice", "alice-password");
     let bob = SealedPeer::start(&server, "bob", true, udp_socket());
-    alice.expect(r#""bob" joined"#, |e| {
-        e["event"] == "joined" && e["peer"]["username"] == "bob"
-    });
+    alice.expect_joined("bob");
     (dir, server, alice, bob)
 }
 
@@ -806,10 +744,8 @@ fn a_sealing_client_refuses_to_message_a_peer_without_a_key_and_drops_its_clear_
     // raw connection that registers without a key, and sends a clear JSON datagram.
     let (_dir, server) = start_server();
     let mut alice = ChatClient::register(server.addr, "alice", "alice-password");
-    let carol_udp = udp_socket();
-    let carol_port = carol_udp.local_addr().unwrap().port();
-    let (_carol, _) = RawConnection::register(server.addr, "carol", "carol-password", carol_port);
-    alice.expect(r#""carol" joined"#, |e| e["event"] == "joined");
+    let carol = RawPeer::register(server.addr, "carol", "carol-password");
+    alice.expect_joined("carol");
     alice.send("@carol: hello?");
     let error = alice.expect_event("error");
     assert!(
@@ -820,9 +756,7 @@ fn a_sealing_client_refuses_to_message_a_peer_without_a_key_and_drops_its_clear_
                 .contains("nothing was sent"),
         "{error}"
     );
-    carol_udp
-        .send_to(&forged("carol", 1), alice.p2p_addr())
-        .unwrap();
+    carol.send_datagram(&forged("carol", 1), alice.p2p_addr());
     let stats = alice.wait_for_stats("carol's clear datagram", |s| count(s, &["received"]) == 1);
     assert_eq!(count(&stats, &["dropped", "unsealed"]), 1, "{stats}");
     assert_eq!(count(&stats, &["delivered"]), 0, "{stats}");

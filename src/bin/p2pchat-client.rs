@@ -2,6 +2,8 @@
 //! register, the username and the password, then chats. On a terminal, a line editor keeps
 //! incoming messages above the line being typed; otherwise every stdin line is a command.
 
+#![deny(unsafe_code)]
+
 use std::io::{self, BufRead, IsTerminal, Write};
 use std::process::ExitCode;
 use std::sync::Arc;

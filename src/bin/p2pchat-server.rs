@@ -2,6 +2,8 @@
 //! Ctrl-C or SIGTERM. Every limit's flag, default and doc is the library's
 //! ([`p2pchat::server::ServerFlags`]); this file only wires things up.
 
+#![deny(unsafe_code)]
+
 use std::io::{self, Write};
 use std::net::SocketAddr;
 use std::path::PathBuf;

@@ -2,6 +2,8 @@
 //! wrote: TCP handshakes, UDP headers, and a sequence diagram of every packet (of one capture, or
 //! of several merged into one timeline).
 
+#![deny(unsafe_code)]
+
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::path::PathBuf;

@@ -88,7 +88,10 @@ fn scavenge(scavenger: &mut Scavenger) -> bool {
     true
 }
 
+// glibc's mallinfo2 and malloc_trim have no safe wrapper (rustix and nix cover system calls, not
+// the C allocator's extensions), so these two calls are the crate's only `unsafe`.
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
+#[allow(unsafe_code)]
 mod heap {
     /// Bytes the allocator holds free in its arenas (not counting memory mapped for big blocks,
     /// which goes back to the system as soon as it is freed).
@@ -103,9 +106,7 @@ mod heap {
     pub fn resident_bytes() -> Option<usize> {
         let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
         let pages: usize = statm.split_whitespace().nth(1)?.parse().ok()?;
-        // SAFETY: sysconf only reads a system constant.
-        let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
-        Some(pages * usize::try_from(page).ok()?)
+        Some(pages * rustix::param::page_size())
     }
 
     /// Returns every whole free page of every arena to the system.

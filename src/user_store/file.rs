@@ -169,8 +169,7 @@ pub enum ForeignTemporaryFile {
 
 /// The effective user id this process runs as: the owner of every file it creates.
 pub fn effective_uid() -> u32 {
-    // SAFETY: geteuid(2) takes nothing, touches no memory and cannot fail.
-    unsafe { libc::geteuid() }
+    rustix::process::geteuid().as_raw()
 }
 
 /// Checks that the temporary file at `path` is a private regular file of ours with one name.

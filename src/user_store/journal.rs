@@ -638,9 +638,12 @@ pub(crate) mod tests {
 
     /// Makes a FIFO at `path`.
     pub(crate) fn mkfifo(path: &Path) {
-        let name = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
-        // SAFETY: a NUL-terminated path that lives through the call.
-        assert_eq!(unsafe { libc::mkfifo(name.as_ptr(), 0o600) }, 0);
+        rustix::fs::mkfifoat(
+            rustix::fs::CWD,
+            path,
+            rustix::fs::Mode::from_raw_mode(0o600),
+        )
+        .expect("mkfifo");
     }
 
     /// A FIFO planted at the journal's path is refused at once: its open would wait for a writer

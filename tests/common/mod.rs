@@ -25,7 +25,7 @@ pub mod pty;
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::io::{self, BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
@@ -495,6 +495,13 @@ impl ChatClient {
         self.expect(kind, |e| e["event"] == kind)
     }
 
+    /// Waits until the server announces that `name` joined; returns the `joined` event.
+    pub fn expect_joined(&mut self, name: &str) -> Value {
+        self.expect(&format!("{name:?} joined"), |e| {
+            e["event"] == "joined" && e["peer"]["username"] == name
+        })
+    }
+
     /// Waits for a peer list whose names are exactly `names` (in any order).
     pub fn expect_peers(&mut self, names: &[&str]) -> Value {
         let mut wanted: Vec<String> = names.iter().map(|n| n.to_string()).collect();
@@ -598,6 +605,37 @@ pub fn peer_names(event: &Value) -> Vec<String> {
         .collect();
     names.sort();
     names
+}
+
+// ---- RawPeer ----
+
+/// A peer the test plays itself, in the clear protocol (no session key): `name` registered over a
+/// raw connection that announces the port of a UDP socket the test owns on 127.0.0.1, so that
+/// datagrams the test sends from [`RawPeer::udp`] pass a client's check of their source.
+pub struct RawPeer {
+    /// The announced UDP socket.
+    pub udp: UdpSocket,
+    /// The login: the peer is online while it is open.
+    pub tcp: RawConnection,
+    /// The server's `welcome` to it: who was online when it came.
+    pub welcome: Value,
+}
+
+impl RawPeer {
+    /// Binds a UDP socket on 127.0.0.1 and registers `name` announcing its port.
+    pub fn register(server: SocketAddr, name: &str, password: &str) -> RawPeer {
+        let udp = UdpSocket::bind("127.0.0.1:0").expect("bind a UDP socket on 127.0.0.1");
+        let port = udp.local_addr().expect("a local address").port();
+        let (tcp, welcome) = RawConnection::register(server, name, password, port);
+        RawPeer { udp, tcp, welcome }
+    }
+
+    /// Sends `datagram` (a clear direct message, or anything) from the announced socket to `to`.
+    pub fn send_datagram(&self, datagram: &[u8], to: SocketAddr) {
+        self.udp
+            .send_to(datagram, to)
+            .expect("send a datagram from the peer's socket");
+    }
 }
 
 // ---- RawConnection ----
@@ -918,6 +956,14 @@ fn auth_request(register: bool, name: &str, password: &str, p2p_port: u16) -> St
 }
 
 // ---- Users file ----
+
+/// The permission bits of the file or folder at `path` (`0o600` for a private file).
+pub fn permission_bits(path: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    let metadata =
+        std::fs::metadata(path).unwrap_or_else(|e| panic!("the mode of {}: {e}", path.display()));
+    metadata.permissions().mode() & 0o777
+}
 
 /// Reads and parses a users file once the server has folded its journal into it (the journal,
 /// `PATH.journal`, is gone): a running server does so ~0.1 s after registrations pause, a

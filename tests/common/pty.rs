@@ -193,6 +193,12 @@ impl TerminalClient {
             .is_none()
     }
 
+    /// The terminal's settings now (the pty's master side answers for its slave side), as the
+    /// client left them once it has exited.
+    pub fn settings(&self) -> rustix::termios::Termios {
+        rustix::termios::tcgetattr(&self.keyboard).expect("read the pty's settings")
+    }
+
     /// Everything written to the terminal so far, as text.
     pub fn everything(&self) -> String {
         String::from_utf8_lossy(&self.screen.bytes.lock().unwrap()).into_owned()

@@ -18,6 +18,7 @@ use std::thread;
 
 use futures::channel::mpsc;
 use futures::SinkExt;
+use rustix::termios::{self, OptionalActions, Termios};
 use rustyline::error::ReadlineError;
 use rustyline::history::FileHistory;
 use rustyline::{
@@ -86,7 +87,7 @@ pub struct LineEditor {
     ending: Arc<Mutex<Option<Ending>>>,
     /// The terminal's settings before the editor took it, to give it back if the chat ends
     /// while the editor still waits for a key.
-    saved: Option<libc::termios>,
+    saved: Option<Termios>,
 }
 
 impl LineEditor {
@@ -178,10 +179,8 @@ impl LineEditor {
             return;
         }
         if let Some(saved) = &self.saved {
-            // SAFETY: tcsetattr reads the settings struct, which tcgetattr filled.
-            unsafe {
-                libc::tcsetattr(libc::STDIN_FILENO, libc::TCSADRAIN, saved);
-            }
+            // Drain: after what the chat has written reaches the terminal, as before it took it.
+            let _ = termios::tcsetattr(io::stdin(), OptionalActions::Drain, saved);
         }
         let mut stdout = io::stdout().lock();
         let _ = stdout.write_all(b"\x1b[?2004l\r\x1b[K");
@@ -257,22 +256,13 @@ impl ConditionalEventHandler for ClearOrInterrupt {
 
 /// The terminal's width in columns (80 if it cannot be asked).
 fn terminal_columns() -> usize {
-    // SAFETY: TIOCGWINSZ fills the winsize struct, which is ours.
-    unsafe {
-        let mut size: libc::winsize = std::mem::zeroed();
-        if libc::ioctl(libc::STDOUT_FILENO, libc::TIOCGWINSZ, &mut size) == 0 && size.ws_col > 0 {
-            usize::from(size.ws_col)
-        } else {
-            80
-        }
+    match termios::tcgetwinsize(io::stdout()) {
+        Ok(size) if size.ws_col > 0 => usize::from(size.ws_col),
+        _ => 80,
     }
 }
 
 /// The terminal's settings now, if stdin is one.
-fn terminal_settings() -> Option<libc::termios> {
-    // SAFETY: tcgetattr fills the termios struct, which is ours.
-    unsafe {
-        let mut settings: libc::termios = std::mem::zeroed();
-        (libc::tcgetattr(libc::STDIN_FILENO, &mut settings) == 0).then_some(settings)
-    }
+fn terminal_settings() -> Option<Termios> {
+    termios::tcgetattr(io::stdin()).ok()
 }

@@ -261,19 +261,12 @@ pub fn mentions(text: &str, me: &str) -> bool {
         .any(|word| word.eq_ignore_ascii_case(me))
 }
 
-/// The local time now as `HH:MM`, from the C library (the TZ variable and /etc/localtime), so no
-/// time-zone database crate is needed for two numbers.
+/// The local time now as `HH:MM`, in the system's time zone as the C library finds it (the TZ
+/// variable, else /etc/localtime; a zone's name is looked up in the zoneinfo folder). A zone that
+/// cannot be read counts as UTC, as the C library does.
 pub fn local_hh_mm() -> String {
-    // SAFETY: time(NULL) only returns the time; localtime_r writes the fields of `tm`, which
-    // is ours, and reads the time zone the C library loaded.
-    unsafe {
-        let now = libc::time(std::ptr::null_mut());
-        let mut tm: libc::tm = std::mem::zeroed();
-        if libc::localtime_r(&now, &mut tm).is_null() {
-            return "--:--".to_string();
-        }
-        format!("{:02}:{:02}", tm.tm_hour, tm.tm_min)
-    }
+    let now = jiff::ZonedDateTime::now();
+    format!("{:02}:{:02}", now.hour(), now.minute())
 }
 
 #[cfg(test)]
