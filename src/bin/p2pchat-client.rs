@@ -163,10 +163,7 @@ async fn run(
         let commands = command::parse_lines(stdin_lines(), move |wrong| {
             print_line(&shown.line(&ClientEvent::error(wrong.to_string())))
         });
-        client
-            .run(Box::pin(commands), &mut print)
-            .await
-            .map(|()| None)
+        client.run(commands, &mut print).await.map(|()| None)
     }
 }
 

@@ -202,18 +202,18 @@ pub fn parse(line: &str) -> Result<Option<Command>, CommandError> {
         let name = line.split_whitespace().next().unwrap_or(line);
         return Err(CommandError::Unknown(name.to_string()));
     }
-    match COMMANDS.iter().find(|spec| spec.call == Call::Text) {
-        Some(spec) => (spec.make)(line).map(Some),
-        None => Ok(Some(Command::Room(RoomLine::say(line)))),
-    }
+    COMMANDS
+        .iter()
+        .find(|spec| spec.call == Call::Text)
+        .map_or(Ok(None), |spec| (spec.make)(line).map(Some))
 }
 
 /// Each line of `lines` parsed into a command, blank lines skipped and each mistake handed to
 /// `wrong` (to show it) as the line's turn comes: for input that is not a terminal.
 pub fn parse_lines(
-    lines: impl Stream<Item = String>,
+    lines: impl Stream<Item = String> + Unpin,
     mut wrong: impl FnMut(CommandError),
-) -> impl Stream<Item = Command> {
+) -> impl Stream<Item = Command> + Unpin {
     lines.filter_map(move |line| {
         future::ready(match parse(&line) {
             Ok(command) => command,
