@@ -1,6 +1,7 @@
 //! How events look on a person's screen: the local time (`HH:MM`) at the start of every line,
-//! each name in a stable colour, the person's own lines as `<alice> text`, direct messages and
-//! lines naming the person highlighted, with a bell. It also keeps the names of who is online
+//! each name in a stable colour, the person's own lines drawn as everyone's (`<alice> text`,
+//! `* alice waves`, the name in bold), direct messages and room lines of any kind naming the
+//! person highlighted, with a bell. It also keeps the names of who is online
 //! ([`Names`]), which completion offers.
 //!
 //! It never weakens [`screen`](super::super::screen)'s escaping: every text another person
