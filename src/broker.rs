@@ -36,7 +36,7 @@ use futures::StreamExt;
 
 use crate::connection::Disconnect;
 use crate::outbox::{Outbox, Undeliverable};
-use crate::protocol::{encode_line, PeerInfo, ServerMessage, TextKind};
+use crate::protocol::{encode_line, PeerInfo, RoomLine, ServerMessage};
 use crate::runtime;
 
 /// Identifies one logged-in connection, so that a late `Leave` from an old connection cannot
@@ -110,13 +110,8 @@ pub enum Event {
     },
     /// The connection ended (any reason).
     Leave { id: SessionId },
-    /// A room message, relayed to everyone but the sender.
-    Say {
-        id: SessionId,
-        text: String,
-        /// A plain line or an action (`/me`).
-        kind: TextKind,
-    },
+    /// A room line, relayed as it is to everyone but the sender (the session checked it).
+    Say { id: SessionId, line: RoomLine },
     /// The sender wants the list of online users.
     List { id: SessionId },
     /// The server is stopping: hand out every line still held back, then refuse new logins and
@@ -214,9 +209,9 @@ impl Broker {
                 // A crowd leaving at once must not build one chunk past the bound.
                 self.seal_if_full();
             }
-            Event::Say { id, text, kind } => {
+            Event::Say { id, line } => {
                 if let Some(from) = self.sessions.get(&id).map(|s| s.peer.username.clone()) {
-                    self.say(id, &ServerMessage::Message { from, text, kind });
+                    self.say(id, &ServerMessage::Message { from, line });
                 }
             }
             // Once shutting down, every connection is being told `shutdown`: that comes last.
@@ -408,6 +403,7 @@ impl Broker {
 mod tests {
     use super::*;
     use crate::outbox::{self, OutboxReader, QueueLimits};
+    use crate::protocol::TextKind;
     use std::net::{IpAddr, Ipv4Addr};
     use std::sync::atomic::{AtomicBool, Ordering};
     use std::sync::Arc;
@@ -557,12 +553,8 @@ mod tests {
     }
 
     /// A room line from `id`, and the tick ends.
-    fn say(broker: &mut Broker, id: SessionId, text: &str, kind: TextKind) {
-        broker.handle(Event::Say {
-            id,
-            text: text.into(),
-            kind,
-        });
+    fn say(broker: &mut Broker, id: SessionId, line: RoomLine) {
+        broker.handle(Event::Say { id, line });
         broker.seal();
     }
 
@@ -573,14 +565,14 @@ mod tests {
         let mut bob = join(&mut broker, 2, "bob");
         alice.received();
         bob.received();
-        say(&mut broker, 1, "hi", TextKind::Action);
+        // Any kind: the broker relays a line whole, without looking at it.
+        say(&mut broker, 1, RoomLine::new(TextKind::Action, "hi"));
         assert!(alice.received().is_empty());
         assert_eq!(
             bob.received(),
             [ServerMessage::Message {
                 from: "alice".into(),
-                text: "hi".into(),
-                kind: TextKind::Action,
+                line: RoomLine::new(TextKind::Action, "hi"),
             }]
         );
     }
@@ -594,7 +586,7 @@ mod tests {
         for client in [&mut alice, &mut bob, &mut carol] {
             client.received();
         }
-        say(&mut broker, 1, "hi", TextKind::Say);
+        say(&mut broker, 1, RoomLine::say("hi"));
         use futures::FutureExt;
         let shared = |client: &mut TestClient| match client.lines.next().now_or_never() {
             Some(Some(batch)) => match &batch.iter().collect::<Vec<_>>()[..] {
@@ -616,8 +608,7 @@ mod tests {
         broker.last_seal = None;
         broker.handle(Event::Say {
             id: 1,
-            text: "first".into(),
-            kind: TextKind::Say,
+            line: RoomLine::say("first"),
         });
         assert!(broker.chunk.due().unwrap() <= Instant::now(), "due at once");
         broker.seal();
@@ -625,8 +616,7 @@ mod tests {
         for text in ["second", "third"] {
             broker.handle(Event::Say {
                 id: 1,
-                text: text.into(),
-                kind: TextKind::Say,
+                line: RoomLine::say(text),
             });
         }
         assert!(broker.chunk.due().unwrap() >= sealed_at + ROOM_TICK);
@@ -638,7 +628,7 @@ mod tests {
             .lines()
             .map(
                 |l| match crate::protocol::decode_server(l.as_bytes()).unwrap() {
-                    ServerMessage::Message { text, .. } => text,
+                    ServerMessage::Message { line, .. } => line.text,
                     other => panic!("{other:?}"),
                 },
             )
@@ -655,8 +645,7 @@ mod tests {
         broker.last_seal = Some(Instant::now()); // A line just went out: the next one is held.
         broker.handle(Event::Say {
             id: 1,
-            text: "last words".into(),
-            kind: TextKind::Say,
+            line: RoomLine::say("last words"),
         });
         assert!(bob.batches().is_empty(), "held for the tick");
         let (done, mut answered) = oneshot::channel();
@@ -767,7 +756,7 @@ mod tests {
         let mut alice = join(&mut broker, 2, "alice");
         let _bob = join(&mut broker, 3, "bob");
         for i in 0..5 {
-            say(&mut broker, 3, &format!("m{i}"), TextKind::Say);
+            say(&mut broker, 3, RoomLine::say(format!("m{i}")));
         }
         assert!(
             slow.closed.load(Ordering::SeqCst),
@@ -778,7 +767,7 @@ mod tests {
         let texts: Vec<_> = got
             .iter()
             .filter_map(|m| match m {
-                ServerMessage::Message { text, .. } => Some(text.as_str()),
+                ServerMessage::Message { line, .. } => Some(line.text.as_str()),
                 _ => None,
             })
             .collect();
@@ -800,16 +789,16 @@ mod tests {
         slow.received();
         let big = "x".repeat(1500);
         for _ in 0..2 {
-            say(&mut broker, 2, &big, TextKind::Say);
+            say(&mut broker, 2, RoomLine::say(big.as_str()));
         }
         assert!(!slow.closed.load(Ordering::SeqCst), "3 KiB fit in 4 KiB");
         // Taking a line frees its bytes.
         assert_eq!(slow.received().len(), 2);
         for _ in 0..2 {
-            say(&mut broker, 2, &big, TextKind::Say);
+            say(&mut broker, 2, RoomLine::say(big.as_str()));
         }
         assert!(!slow.closed.load(Ordering::SeqCst));
-        say(&mut broker, 2, &big, TextKind::Say);
+        say(&mut broker, 2, RoomLine::say(big.as_str()));
         assert!(slow.closed.load(Ordering::SeqCst), "4.5 KiB exceed 4 KiB");
         assert_eq!(names(&broker.peers()), ["bob"]);
     }
@@ -975,8 +964,7 @@ mod tests {
         let _bob = join_in_tick(&mut broker, 2, "bob");
         broker.handle(Event::Say {
             id: 2,
-            text: "hi".into(),
-            kind: TextKind::Say,
+            line: RoomLine::say("hi"),
         });
         let _carol = join_in_tick(&mut broker, 3, "carol");
         broker.handle(Event::List { id: 1 });

@@ -86,12 +86,8 @@ pub enum ClientMessage {
     Login(Credentials),
     /// Create an account and log into it.
     Register(Credentials),
-    /// A message to everyone else in the room; `kind` `action` for `/me` (absent: a plain line).
-    Say {
-        text: String,
-        #[serde(default, skip_serializing_if = "TextKind::is_plain")]
-        kind: TextKind,
-    },
+    /// A line to everyone else in the room (its fields are the [`RoomLine`]'s).
+    Say(RoomLine),
     /// Ask for the current list of online users.
     List,
     /// Leave; the server closes the connection.
@@ -120,23 +116,93 @@ impl ClientMessage {
     ];
 }
 
+/// A line to the room: its text and what kind of line it is. The server checks it
+/// ([`RoomLine::check`]) and relays it whole, from `say` to `message`, without looking at the
+/// kind again: only clients show kinds apart. So a new kind of line is a variant of [`TextKind`]
+/// here, a command in the client's table and a way to show it, and nothing in the server.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoomLine {
+    pub text: String,
+    #[serde(default, skip_serializing_if = "TextKind::is_plain")]
+    pub kind: TextKind,
+}
+
+impl RoomLine {
+    pub fn new(kind: TextKind, text: impl Into<String>) -> RoomLine {
+        RoomLine {
+            text: text.into(),
+            kind,
+        }
+    }
+
+    /// A plain line.
+    pub fn say(text: impl Into<String>) -> RoomLine {
+        RoomLine::new(TextKind::Say, text)
+    }
+
+    /// What the server checks before it relays the line (its length is the connection's
+    /// [`MAX_LINE_BYTES`], and its pace the flood control's, both checked before it is decoded).
+    ///
+    /// # Errors
+    /// Blank text, or a kind this server does not know (from a newer client): the one place that
+    /// refuses one.
+    pub fn check(&self) -> Result<(), RoomLineRefused> {
+        if self.text.trim().is_empty() {
+            Err(RoomLineRefused::Empty)
+        } else if self.kind == TextKind::Unknown {
+            Err(RoomLineRefused::UnknownKind)
+        } else {
+            Ok(())
+        }
+    }
+}
+
+/// Why the server does not relay a room line; both leave the connection as it was.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum RoomLineRefused {
+    #[error("a message needs some text")]
+    Empty,
+    #[error("this server does not know that kind of line; it was not relayed")]
+    UnknownKind,
+}
+
+impl RoomLineRefused {
+    pub fn code(self) -> ErrorCode {
+        match self {
+            RoomLineRefused::Empty => ErrorCode::EmptyMessage,
+            RoomLineRefused::UnknownKind => ErrorCode::UnknownKind,
+        }
+    }
+}
+
 /// What a room line is: said, or an action (`/me waves`, shown `* alice waves`). Absent on the
 /// wire for a plain line, so old peers see the same bytes; a server or client that does not know
-/// the field ignores it and shows an action as a plain line, and an unknown kind reads as plain.
+/// the field ignores it and shows an action as a plain line.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum TextKind {
-    Action,
-    // Last: serde's catch-all for unknown kinds must be.
     #[default]
-    #[serde(other)]
     Say,
+    Action,
+    /// A kind this program does not know (from a newer peer): the server refuses it
+    /// (`unknown_kind`), a client shows it as a plain line. Never sent.
+    #[serde(other)]
+    Unknown,
 }
 
 impl TextKind {
     /// Whether the line is a plain one (the field is then left out).
     pub fn is_plain(&self) -> bool {
         *self == TextKind::Say
+    }
+
+    /// The name on the wire (and of the client's `--json` event for a line of this kind).
+    pub fn name(self) -> &'static str {
+        match self {
+            TextKind::Say => "say",
+            TextKind::Action => "action",
+            TextKind::Unknown => "unknown",
+        }
     }
 }
 
@@ -164,12 +230,11 @@ pub enum ServerMessage {
     Joined { peer: PeerInfo },
     /// Someone left, or their connection was lost.
     Left { username: String },
-    /// A room message from another user; `kind` `action` for a `/me` line.
+    /// A room line from another user, relayed as it was said (`text`, `kind`).
     Message {
         from: String,
-        text: String,
-        #[serde(default, skip_serializing_if = "TextKind::is_plain")]
-        kind: TextKind,
+        #[serde(flatten)]
+        line: RoomLine,
     },
     /// The online users, in answer to `list`.
     Peers { peers: Vec<PeerInfo> },
@@ -230,6 +295,8 @@ pub enum ErrorCode {
     LineTooLong,
     /// A room message with no text.
     EmptyMessage,
+    /// A room line of a kind this server does not know (from a newer client); not relayed.
+    UnknownKind,
     /// The server is at its connection limit.
     ServerFull,
     /// The account could not be written to disk; nothing was registered.
@@ -261,7 +328,7 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every code, for tests and tools that must cover them all.
-    pub const ALL: [ErrorCode; 25] = [
+    pub const ALL: [ErrorCode; 26] = [
         ErrorCode::BadCredentials,
         ErrorCode::NameTaken,
         ErrorCode::AlreadyOnline,
@@ -286,6 +353,7 @@ impl ErrorCode {
         ErrorCode::EndpointInUse,
         ErrorCode::TlsRequired,
         ErrorCode::Busy,
+        ErrorCode::UnknownKind,
         ErrorCode::Unknown,
     ];
 
@@ -300,6 +368,7 @@ impl ErrorCode {
                 | ErrorCode::UnknownType
                 | ErrorCode::InvalidUtf8
                 | ErrorCode::EmptyMessage
+                | ErrorCode::UnknownKind
                 | ErrorCode::RateLimited
         )
     }
@@ -331,6 +400,7 @@ impl ErrorCode {
             ErrorCode::EndpointInUse => "endpoint_in_use",
             ErrorCode::TlsRequired => "tls_required",
             ErrorCode::Busy => "busy",
+            ErrorCode::UnknownKind => "unknown_kind",
             ErrorCode::Unknown => "unknown",
         }
     }
@@ -491,10 +561,8 @@ mod tests {
                 p2p_port: 1,
                 public_key: Some(PublicKey::from_bytes([7; 32])),
             }),
-            ClientMessage::Say {
-                text: "hé\nllo".into(),
-                kind: TextKind::Say,
-            },
+            ClientMessage::Say(RoomLine::say("hé\nllo")),
+            ClientMessage::Say(RoomLine::new(TextKind::Action, "waves")),
             ClientMessage::List,
             ClientMessage::Quit,
             ClientMessage::Ping,
@@ -503,7 +571,7 @@ mod tests {
                 username: "carol".into(),
             },
         ];
-        assert_eq!(messages.len(), ClientMessage::TYPES.len());
+        assert_eq!(messages.len(), ClientMessage::TYPES.len() + 1);
         for message in messages {
             let line = encode_line(&message);
             assert!(line.ends_with('\n'));
@@ -514,10 +582,7 @@ mod tests {
 
     #[test]
     fn wire_format_is_the_documented_one() {
-        let line = encode_line(&ClientMessage::Say {
-            text: "hi".into(),
-            kind: TextKind::Say,
-        });
+        let line = encode_line(&ClientMessage::Say(RoomLine::say("hi")));
         assert_eq!(line, "{\"type\":\"say\",\"text\":\"hi\"}\n");
         let login = decode_client(
             br#"{"type":"login","username":"a","password":"pw-pw-pw-pw","p2p_port":9}"#,
@@ -591,8 +656,7 @@ mod tests {
             },
             ServerMessage::Message {
                 from: "a".into(),
-                text: "t".into(),
-                kind: TextKind::Action,
+                line: RoomLine::new(TextKind::Action, "t"),
             },
             ServerMessage::Peers { peers: vec![peer] },
             ServerMessage::error(ErrorCode::Malformed, "m"),
@@ -623,30 +687,60 @@ mod tests {
             })
         ));
         let say = decode_client(br#"{"type":"say","text":"hi"}"#);
-        assert!(matches!(
-            say,
-            Ok(ClientMessage::Say {
-                kind: TextKind::Say,
-                ..
-            })
-        ));
-        // An action is marked; a kind from the future reads as a plain line.
-        let me = encode_line(&ClientMessage::Say {
-            text: "waves".into(),
-            kind: TextKind::Action,
-        });
+        assert_eq!(say, Ok(ClientMessage::Say(RoomLine::say("hi"))));
+        // An action is marked; a kind from the future is kept apart, to be refused by a server
+        // and shown plain by a client.
+        let me = encode_line(&ClientMessage::Say(RoomLine::new(
+            TextKind::Action,
+            "waves",
+        )));
         assert_eq!(
             me,
             "{\"type\":\"say\",\"text\":\"waves\",\"kind\":\"action\"}\n"
         );
+        let relayed = encode_line(&ServerMessage::Message {
+            from: "a".into(),
+            line: RoomLine::new(TextKind::Action, "waves"),
+        });
+        assert_eq!(
+            relayed,
+            "{\"type\":\"message\",\"from\":\"a\",\"text\":\"waves\",\"kind\":\"action\"}\n"
+        );
         let future = decode_server(br#"{"type":"message","from":"a","text":"t","kind":"sing"}"#);
-        assert!(matches!(
+        assert_eq!(
             future,
             Ok(ServerMessage::Message {
-                kind: TextKind::Say,
-                ..
+                from: "a".into(),
+                line: RoomLine::new(TextKind::Unknown, "t"),
             })
-        ));
+        );
+        let future = decode_client(br#"{"type":"say","text":"t","kind":"sing"}"#);
+        assert_eq!(
+            future,
+            Ok(ClientMessage::Say(RoomLine::new(TextKind::Unknown, "t")))
+        );
+    }
+
+    #[test]
+    fn a_room_line_is_checked_in_one_place() {
+        assert_eq!(RoomLine::say("hi").check(), Ok(()));
+        assert_eq!(RoomLine::new(TextKind::Action, "waves").check(), Ok(()));
+        assert_eq!(RoomLine::say(" \n\t").check(), Err(RoomLineRefused::Empty));
+        let future = RoomLine::new(TextKind::Unknown, "sings");
+        assert_eq!(future.check(), Err(RoomLineRefused::UnknownKind));
+        assert_eq!(RoomLineRefused::UnknownKind.code(), ErrorCode::UnknownKind);
+        assert!(!ErrorCode::UnknownKind.is_fatal());
+        assert_eq!(RoomLineRefused::Empty.code(), ErrorCode::EmptyMessage);
+    }
+
+    #[test]
+    fn every_kind_is_named_as_serde_names_it() {
+        for kind in [TextKind::Say, TextKind::Action, TextKind::Unknown] {
+            assert_eq!(
+                serde_json::to_string(&kind).unwrap(),
+                format!("\"{}\"", kind.name())
+            );
+        }
     }
 
     #[test]
@@ -719,7 +813,8 @@ mod tests {
             ErrorCode::EndpointInUse => 21,
             ErrorCode::TlsRequired => 22,
             ErrorCode::Busy => 23,
-            ErrorCode::Unknown => 24,
+            ErrorCode::UnknownKind => 24,
+            ErrorCode::Unknown => 25,
         };
         for (i, code) in ErrorCode::ALL.into_iter().enumerate() {
             assert_eq!(place(code), i, "{code}");

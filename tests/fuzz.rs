@@ -26,7 +26,7 @@ use futures::task::noop_waker_ref;
 use p2pchat::connection::{LineReader, ReadError};
 use p2pchat::protocol::{
     decode_client, decode_datagram, decode_server, encode_datagram, encode_line, ClientMessage,
-    Credentials, Datagram, DecodeError, DirectMessage, ErrorCode, PeerInfo, PublicKey,
+    Credentials, Datagram, DecodeError, DirectMessage, ErrorCode, PeerInfo, PublicKey, RoomLine,
     ServerMessage, TextKind,
 };
 use proptest::prelude::*;
@@ -136,7 +136,7 @@ fn client_message() -> impl Strategy<Value = ClientMessage> {
     prop_oneof![
         credentials().prop_map(ClientMessage::Login),
         credentials().prop_map(ClientMessage::Register),
-        (text(), text_kind()).prop_map(|(text, kind)| ClientMessage::Say { text, kind }),
+        (text(), text_kind()).prop_map(|(text, kind)| ClientMessage::Say(RoomLine { text, kind })),
         Just(ClientMessage::List),
         Just(ClientMessage::Quit),
         Just(ClientMessage::Ping),
@@ -169,8 +169,7 @@ fn server_message() -> impl Strategy<Value = ServerMessage> {
         text().prop_map(|username| ServerMessage::Left { username }),
         (text(), text(), text_kind()).prop_map(|(from, text, kind)| ServerMessage::Message {
             from,
-            text,
-            kind
+            line: RoomLine { text, kind }
         }),
         peers().prop_map(|peers| ServerMessage::Peers { peers }),
         (error_code(), text(), any::<bool>()).prop_map(|(code, message, fatal)| {
@@ -188,7 +187,11 @@ fn server_message() -> impl Strategy<Value = ServerMessage> {
 }
 
 fn text_kind() -> impl Strategy<Value = TextKind> {
-    prop_oneof![Just(TextKind::Say), Just(TextKind::Action)]
+    prop_oneof![
+        Just(TextKind::Say),
+        Just(TextKind::Action),
+        Just(TextKind::Unknown)
+    ]
 }
 
 fn datagram() -> impl Strategy<Value = Datagram> {

@@ -8,7 +8,9 @@ use std::time::Duration;
 
 use futures::channel::{mpsc, oneshot};
 use futures::{SinkExt, StreamExt};
-use p2pchat::client::{AuthMode, Client, ClientError, ClientEvent, Transport, Trust};
+use p2pchat::client::event::RoomMessage;
+use p2pchat::client::{AuthMode, Client, ClientError, ClientEvent, Command, Transport, Trust};
+use p2pchat::protocol::RoomLine;
 use p2pchat::runtime::{self, TcpListener};
 use p2pchat::server::{self, ServerConfig};
 use p2pchat::tls::{self, Fingerprint, ServerIdentity};
@@ -83,19 +85,25 @@ fn server_and_clients_run_as_a_library_and_stop_on_shutdown() {
                 |e| matches!(e, ClientEvent::Joined { peer } if peer.username == "bob"),
             )
             .await;
-            to_alice.send("hello bob".into()).await.unwrap();
+            to_alice
+                .send(Command::Room(RoomLine::say("hello bob")))
+                .await
+                .unwrap();
             let said = expect(&mut bob_events, "the room message", |e| {
                 matches!(e, ClientEvent::Message { .. })
             })
             .await;
             assert_eq!(
                 said,
-                ClientEvent::Message {
-                    from: "alice".into(),
-                    text: "hello bob".into()
-                }
+                ClientEvent::Message(RoomMessage::new("alice", RoomLine::say("hello bob")))
             );
-            to_alice.send("@bob: just you".into()).await.unwrap();
+            to_alice
+                .send(Command::Direct {
+                    to: "bob".into(),
+                    text: "just you".into(),
+                })
+                .await
+                .unwrap();
             let direct = expect(&mut bob_events, "the direct message", |e| {
                 matches!(e, ClientEvent::Direct { .. })
             })
@@ -111,7 +119,7 @@ fn server_and_clients_run_as_a_library_and_stop_on_shutdown() {
                 matches!(sent, ClientEvent::DirectSent { destination, .. } if destination == bob_udp)
             );
             // Alice leaves; Bob sees it. Then the server is stopped while Bob is online.
-            to_alice.send(":q".into()).await.unwrap();
+            to_alice.send(Command::Quit).await.unwrap();
             expect(
                 &mut bob_events,
                 "alice leaving",

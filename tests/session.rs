@@ -8,7 +8,8 @@
 //!   lost, `--no-reconnect`) gives the terminal back in the mode it found it.
 //! - Thirty lines pasted at once all arrive, in order, and the server never warns `rate_limited`.
 //! - A wrong password asks again on a terminal; a taken name is told before the password.
-//! - `/me waves` is shown `* alice waves` to the others.
+//! - `/me waves` is shown `* alice waves` to the others; a kind of line the server does not know
+//!   is refused (`unknown_kind`, not fatal) and not relayed.
 //! - Addresses: a server without a port means 12000; a bad port is a usage error before any
 //!   connection; a refused connection hints at starting the server; a port that is not a
 //!   p2pchat server is reported as such; the server's `--bind` takes a port alone.
@@ -24,7 +25,7 @@ use std::process::{Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::pty::TerminalClient;
+use common::pty::{line_starts, TerminalClient};
 use common::*;
 use serde_json::json;
 
@@ -294,12 +295,50 @@ fn me_is_shown_as_an_action_to_the_others() {
         e["event"] == "joined" && e["peer"]["username"] == "alice"
     });
 
+    let from = bob.seen;
     alice.send("/me waves");
-    bob.wait_for("* alice waves");
+    // The name is in its colour, as in every line: compare what the screen shows.
+    bob.wait_for("waves");
+    let starts = line_starts(&bob.output_from(from));
+    assert!(starts.iter().any(|s| s == "* alice waves"), "{starts:#?}");
     let action = carol.expect_event("action");
     assert_eq!(
         action,
         json!({"event": "action", "from": "alice", "text": "waves"})
+    );
+}
+
+#[test]
+fn a_kind_of_line_the_server_does_not_know_is_refused_and_the_connection_goes_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("users.json"), &[]);
+    let mut bob = ChatClient::register(server.addr, "bob", "bob-password");
+    let mut newer = RawConnection::connect(server.addr);
+    let welcome = newer.authenticate(true, "carol", "carol-password");
+    assert_eq!(welcome["type"], "welcome", "{welcome}");
+
+    newer.send(&json!({"type": "say", "text": "la la", "kind": "sing"}));
+    newer.send(&json!({"type": "list"}));
+    // The refusal comes first, before the answer to the `list` sent after the line.
+    let answer = newer.expect("an answer", |m| {
+        m["type"] == "error" || m["type"] == "peers"
+    });
+    assert_eq!(
+        answer,
+        json!({
+            "type": "error",
+            "code": "unknown_kind",
+            "message": "this server does not know that kind of line; it was not relayed",
+            "fatal": false
+        })
+    );
+    newer.send(&json!({"type": "say", "text": "after the song"}));
+    let seen = bob.until("carol's plain line", |e| {
+        e["event"] == "message" && e["text"] == "after the song"
+    });
+    assert!(
+        !seen.iter().any(|e| e["text"] == "la la"),
+        "the unknown kind was relayed: {seen:#?}"
     );
 }
 

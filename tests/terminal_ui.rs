@@ -1,7 +1,7 @@
 //! The client as a person uses it, black-box, on a real pseudo-terminal (tests/common/pty.rs):
 //! tab completion, the history file across a restart, the readline keys (Ctrl-C, Ctrl-D), the
-//! time at the start of lines, colour and `NO_COLOR`, own lines, the bell, and the forgiving
-//! command parsing. bob is a `--json` client, so what alice's keys really sent is read from
+//! time at the start of lines, colour and `NO_COLOR`, own lines (actions too), the bell and the
+//! highlight (on an action naming you too), and the forgiving command parsing. bob is a `--json` client, so what alice's keys really sent is read from
 //! what bob received, not guessed from alice's screen.
 
 mod common;
@@ -18,6 +18,8 @@ const TAB: &str = "\t";
 const CTRL_C: &str = "\x03";
 const CTRL_D: &str = "\x04";
 const BELL: char = '\u{7}';
+/// Bold reverse video: how the client highlights a line naming you or a direct message.
+const HIGHLIGHT: &[u8] = b"\x1b[1;7m";
 
 /// A server with bob online (a `--json` client).
 struct Room {
@@ -325,6 +327,70 @@ fn own_lines_show_as_name_and_text() {
         starts.iter().any(|s| s == "<alice> hello room"),
         "{starts:#?}"
     );
+}
+
+#[test]
+fn your_own_action_shows_as_star_your_name() {
+    let mut room = room();
+    let home = tempfile::tempdir().unwrap();
+    let mut alice = TerminalClient::start_at_home(
+        room.server.addr,
+        &["--no-timestamps"],
+        &[("NO_COLOR", "1")],
+        home.path(),
+    );
+    alice.register("alice", "alice-password");
+    alice.wait_for("> ");
+    let from = alice.seen;
+    alice.type_keys("/me waves\r");
+    room.bob.expect("alice's action", |e| {
+        e["event"] == "action" && e["from"] == "alice" && e["text"] == "waves"
+    });
+    // A plain line after it: once it is on the screen, the action's echo (shown first) is too.
+    alice.type_keys("and says hi\r");
+    room.bob_hears("and says hi");
+    alice.wait_for("<alice> and says hi");
+    let starts = line_starts(&alice.output_from(from));
+    assert!(
+        starts.iter().any(|s| s == "* alice waves"),
+        "your own action is not shown as `* alice waves`: {starts:#?}"
+    );
+}
+
+#[test]
+fn an_action_naming_you_is_highlighted_and_rings_like_a_line_naming_you() {
+    let mut room = room();
+    let mut alice = room.alice(&[]);
+    let from = alice.seen;
+    room.bob.send("/me waves at everyone");
+    alice.wait_for("waves at everyone");
+    let quiet = alice.output_from(from);
+    assert!(!quiet.contains(&(BELL as u8)), "a bell without a mention");
+    assert!(
+        find(&quiet, HIGHLIGHT).is_none(),
+        "highlighted without a mention"
+    );
+
+    let from = alice.seen;
+    room.bob.send("/me pokes alice");
+    alice.wait_for("pokes alice");
+    let shown = alice.output_from(from);
+    assert!(
+        shown.contains(&(BELL as u8)),
+        "no bell on an action naming you: {:?}",
+        String::from_utf8_lossy(&shown)
+    );
+    assert!(
+        find(&shown, HIGHLIGHT).is_some(),
+        "an action naming you is not highlighted: {:?}",
+        String::from_utf8_lossy(&shown)
+    );
+    // As a line naming you is.
+    let from = alice.seen;
+    room.bob.send("alice, look");
+    alice.wait_for("look");
+    let line = alice.output_from(from);
+    assert!(line.contains(&(BELL as u8)) && find(&line, HIGHLIGHT).is_some());
 }
 
 #[test]

@@ -11,9 +11,9 @@ use std::sync::Arc;
 use clap::Parser;
 use futures::channel::mpsc;
 use futures::SinkExt;
-use p2pchat::client::known_servers;
 use p2pchat::client::secure::Ask;
 use p2pchat::client::ui::{self, Ending, Renderer, TerminalChat};
+use p2pchat::client::{command, known_servers};
 use p2pchat::client::{
     exit, AuthMode, Client, ClientArgs, ClientError, ClientEvent, FirstContact, NameCheck,
     Reconnect, Transport, Trust, TrustOutcome,
@@ -24,11 +24,8 @@ use p2pchat::runtime;
 
 /// A p2pchat client: the room through the server, direct messages straight to a peer over UDP.
 ///
-/// After login: TEXT says it to the room; /me ACTION shows "* NAME ACTION" to the room;
-/// @NAME: TEXT or /msg NAME TEXT sends a direct message;
-/// :l or /peers lists who is online; /stats shows direct messages received, delivered and dropped;
-/// :q or /quit leaves; /clear clears the screen; /help shows this list. Command names are
-/// case-insensitive.
+/// After login, each line is a command: the list is at the end of this help (and /help shows
+/// it). Command names are case-insensitive.
 ///
 /// On a terminal: every line starts with the local time (HH:MM), names are in colour (never
 /// when NO_COLOR is set), direct messages and lines naming you are highlighted with a bell.
@@ -67,7 +64,7 @@ use p2pchat::runtime;
 /// down; 6 the server is not trusted (its fingerprint changed, is not the --trust one, or was
 /// refused at the prompt); 130 interrupted (Ctrl-C on an empty line).
 #[derive(Parser, Debug)]
-#[command(name = "p2pchat-client", version)]
+#[command(name = "p2pchat-client", version, after_help = command::help())]
 struct Args {
     /// Every flag, with its default and doc: `p2pchat::client::config`.
     #[command(flatten)]
@@ -164,7 +161,11 @@ async fn run(
             .authenticate(mode, &username, &password, &mut print)
             .await?;
         drop(password);
-        client.run(stdin_lines(), &mut print).await.map(|()| None)
+        let shown = format.clone();
+        let commands = command::parse_lines(stdin_lines(), move |wrong| {
+            print_line(&shown.line(&ClientEvent::error(wrong.to_string())))
+        });
+        client.run(commands, &mut print).await.map(|()| None)
     }
 }
 

@@ -1,22 +1,26 @@
-//! What a person types after login, parsed into a [`Command`].
+//! What a person types after login, parsed once into a [`Command`], from one table
+//! ([`COMMANDS`]): the parser, `/help`, the command list in the client's `--help` and Tab
+//! completion all read it, so a command is added in one place.
 //!
 //! The lab's commands and the familiar IRC-style aliases:
-//! plain text → the room; `@name: text` or `/msg name text` → a direct message;
-//! `:l` or `/peers` → the online users; `:q` or `/quit` → leave; `/help`; `/stats` → the
-//! direct-message counters.
-//! A line starting with `//` sends the rest, from its second `/`, to the room; `/clear` clears
-//! the screen (on a terminal; elsewhere it does nothing).
+//! plain text → the room; `/me waves` → an action in the room; `@name: text` or `/msg name text`
+//! → a direct message; `:l` or `/peers` → the online users; `:q` or `/quit` → leave; `/help`;
+//! `/stats` → the direct-message counters. A line starting with `//` sends the rest, from its
+//! second `/`, to the room; `/clear` clears the screen (on a terminal; elsewhere it does nothing).
 //!
 //! Forgiving, as IRC clients are: command names in any case (`/PEERS`, `:Q`), extra words after
 //! a command that takes none ignored (`/peers now`), `/msg` alone answered with its usage.
 
+use futures::future;
+use futures::stream::{Stream, StreamExt};
+
+use crate::protocol::{RoomLine, TextKind};
+
 /// One thing the person asked for.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Command {
-    /// Say something to the room.
-    Say(String),
-    /// An action in the room: `/me waves`, shown to others as `* alice waves`.
-    Me(String),
+    /// A line to the room, of any kind: said (`TEXT`), an action (`/me waves`), …
+    Room(RoomLine),
     /// Send a direct message to one peer over UDP.
     Direct {
         to: String,
@@ -32,26 +36,129 @@ pub enum Command {
     Clear,
 }
 
-/// The command names, for completion after `/` (each alias once, the IRC-style ones).
-pub const COMMANDS: &[&str] = &[
-    "/clear", "/exit", "/help", "/list", "/me", "/msg", "/peers", "/quit", "/stats", "/who",
+/// How a line calls a command.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Call {
+    /// Its first word is one of these, in any case (`/peers`, `:l`); the rest of the line
+    /// follows.
+    Words(&'static [&'static str]),
+    /// The line starts with this (`@bob: hi`, `//shrug`); the rest of the line follows.
+    Prefix(&'static str),
+    /// Any other line that does not start with `/`: the whole line.
+    Text,
+}
+
+/// One command: how it is called, how `/help` shows it, and what it makes of the rest of the
+/// line.
+pub struct Spec {
+    pub call: Call,
+    /// How `/help` and `--help` show it (`/me ACTION`, `:l  /peers`).
+    pub usage: &'static str,
+    /// One line of help.
+    pub help: &'static str,
+    /// The command, from the rest of the line (after the name or prefix; the whole line for
+    /// [`Call::Text`]).
+    make: fn(&str) -> Result<Command, CommandError>,
+}
+
+/// Every command, in the order `/help` lists them.
+pub const COMMANDS: &[Spec] = &[
+    Spec {
+        call: Call::Text,
+        usage: "TEXT",
+        help: "say TEXT to the room",
+        make: |text| Ok(Command::Room(RoomLine::say(text))),
+    },
+    Spec {
+        call: Call::Words(&["/me"]),
+        usage: "/me ACTION",
+        help: "an action in the room: /me waves shows * NAME waves",
+        make: |rest| match rest.trim() {
+            "" => Err(CommandError::MeUsage),
+            action => Ok(Command::Room(RoomLine::new(TextKind::Action, action))),
+        },
+    },
+    Spec {
+        call: Call::Prefix("@"),
+        usage: "@NAME: TEXT",
+        help: "send TEXT straight to NAME (direct message over UDP)",
+        make: |rest| direct(rest, ':'),
+    },
+    Spec {
+        call: Call::Words(&["/msg"]),
+        usage: "/msg NAME TEXT",
+        help: "the same",
+        make: |rest| direct(rest.trim_start(), ' '),
+    },
+    Spec {
+        call: Call::Words(&[":l", "/peers", "/list", "/who"]),
+        usage: ":l  /peers",
+        help: "list the users online",
+        make: |_| Ok(Command::Peers),
+    },
+    Spec {
+        call: Call::Words(&["/stats"]),
+        usage: "/stats",
+        help: "direct messages received, delivered and dropped (by reason)",
+        make: |_| Ok(Command::Stats),
+    },
+    Spec {
+        call: Call::Words(&[":q", "/quit", "/exit"]),
+        usage: ":q  /quit",
+        help: "leave",
+        make: |_| Ok(Command::Quit),
+    },
+    Spec {
+        call: Call::Words(&[":h", "/help", "/?"]),
+        usage: "/help",
+        help: "this help",
+        make: |_| Ok(Command::Help),
+    },
+    Spec {
+        call: Call::Words(&["/clear"]),
+        usage: "/clear",
+        help: "clear the screen",
+        make: |_| Ok(Command::Clear),
+    },
+    Spec {
+        call: Call::Prefix("//"),
+        usage: "//TEXT",
+        help: "say /TEXT to the room",
+        make: |rest| Ok(Command::Room(RoomLine::say(format!("/{rest}")))),
+    },
 ];
 
-/// Shown for `/help`.
-pub const HELP: &str = "\
-commands:
-  TEXT                 say TEXT to the room
-  /me ACTION           an action in the room: /me waves shows * NAME waves
-  @NAME: TEXT          send TEXT straight to NAME (direct message over UDP)
-  /msg NAME TEXT       the same
-  :l  /peers           list the users online
-  /stats               direct messages received, delivered and dropped (by reason)
-  :q  /quit            leave
-  /help                this help
-  /clear               clear the screen
-  //TEXT               say /TEXT to the room";
+/// The command list, as `/help` shows it (and `--help` after its own text).
+pub fn help() -> String {
+    let width = COMMANDS
+        .iter()
+        .map(|spec| spec.usage.len())
+        .max()
+        .unwrap_or(0);
+    let mut text = String::from("commands:");
+    for spec in COMMANDS {
+        text.push_str(&format!("\n  {:width$}  {}", spec.usage, spec.help));
+    }
+    text
+}
 
-/// A line that is not a command the client knows, or a direct message without its parts.
+/// The command names Tab completes after `/`, sorted: every `/word` name, aliases included.
+pub fn completions() -> Vec<&'static str> {
+    let mut names: Vec<&'static str> = COMMANDS
+        .iter()
+        .filter_map(|spec| match spec.call {
+            Call::Words(words) => Some(words),
+            _ => None,
+        })
+        .flatten()
+        .copied()
+        .filter(|name| name.starts_with('/') && name[1..].starts_with(char::is_alphabetic))
+        .collect();
+    names.sort_unstable();
+    names
+}
+
+/// A line that is not a command the client knows, or a command without its parts.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CommandError {
     /// A `/word` that names no command; holds the word.
@@ -68,44 +175,54 @@ pub enum CommandError {
 /// Parses one input line; `Ok(None)` for a blank line.
 ///
 /// # Errors
-/// An unknown `/command`, or a direct message without a name or text.
+/// An unknown `/command`, or a command without its parts (`/msg bob`, `/me`).
 pub fn parse(line: &str) -> Result<Option<Command>, CommandError> {
     let line = line.trim_end_matches(['\r', '\n']);
     if line.trim().is_empty() {
         return Ok(None);
     }
-    let trimmed = line.trim();
     // The first word names the command, in any case; commands that take nothing ignore the rest.
-    let first = trimmed
-        .split_whitespace()
-        .next()
-        .unwrap_or(trimmed)
-        .to_ascii_lowercase();
-    let command = match first.as_str() {
-        ":l" | "/peers" | "/list" | "/who" => Command::Peers,
-        ":q" | "/quit" | "/exit" => Command::Quit,
-        ":h" | "/help" | "/?" => Command::Help,
-        "/stats" => Command::Stats,
-        "/clear" => Command::Clear,
-        "/msg" => direct(line.trim_start()["/msg".len()..].trim_start(), ' ')?,
-        "/me" => match trimmed["/me".len()..].trim() {
-            "" => return Err(CommandError::MeUsage),
-            action => Command::Me(action.to_string()),
-        },
-        _ => {
-            if let Some(rest) = line.strip_prefix('@') {
-                direct(rest, ':')?
-            } else if let Some(escaped) = line.strip_prefix("//") {
-                Command::Say(format!("/{escaped}"))
-            } else if line.starts_with('/') {
-                let name = line.split_whitespace().next().unwrap_or(line);
-                return Err(CommandError::Unknown(name.to_string()));
-            } else {
-                Command::Say(line.to_string())
+    let from_first = line.trim_start();
+    let first = from_first.split_whitespace().next().unwrap_or(from_first);
+    let named = |spec: &&Spec| match spec.call {
+        Call::Words(words) => words.iter().any(|w| w.eq_ignore_ascii_case(first)),
+        _ => false,
+    };
+    if let Some(spec) = COMMANDS.iter().find(named) {
+        return (spec.make)(&from_first[first.len()..]).map(Some);
+    }
+    for spec in COMMANDS {
+        if let Call::Prefix(prefix) = spec.call {
+            if let Some(rest) = line.strip_prefix(prefix) {
+                return (spec.make)(rest).map(Some);
             }
         }
-    };
-    Ok(Some(command))
+    }
+    if line.starts_with('/') {
+        let name = line.split_whitespace().next().unwrap_or(line);
+        return Err(CommandError::Unknown(name.to_string()));
+    }
+    COMMANDS
+        .iter()
+        .find(|spec| spec.call == Call::Text)
+        .map_or(Ok(None), |spec| (spec.make)(line).map(Some))
+}
+
+/// Each line of `lines` parsed into a command, blank lines skipped and each mistake handed to
+/// `wrong` (to show it) as the line's turn comes: for input that is not a terminal.
+pub fn parse_lines(
+    lines: impl Stream<Item = String> + Unpin,
+    mut wrong: impl FnMut(CommandError),
+) -> impl Stream<Item = Command> + Unpin {
+    lines.filter_map(move |line| {
+        future::ready(match parse(&line) {
+            Ok(command) => command,
+            Err(mistake) => {
+                wrong(mistake);
+                None
+            }
+        })
+    })
 }
 
 /// Splits `NAME<sep> TEXT` (for `@` the separator is `:`, though a space also ends the name).
@@ -130,7 +247,7 @@ mod tests {
     use super::*;
 
     fn say(text: &str) -> Result<Option<Command>, CommandError> {
-        Ok(Some(Command::Say(text.into())))
+        Ok(Some(Command::Room(RoomLine::say(text))))
     }
 
     fn dm(to: &str, text: &str) -> Result<Option<Command>, CommandError> {
@@ -193,24 +310,72 @@ mod tests {
     }
 
     #[test]
-    fn every_listed_command_parses() {
-        for name in COMMANDS {
-            let line = match *name {
+    fn every_completed_command_parses() {
+        for name in completions() {
+            let line = match name {
                 "/msg" => "/msg bob hi",
                 "/me" => "/me waves",
                 other => other,
             };
             assert!(parse(line).is_ok(), "{name}");
         }
+        assert!(completions().contains(&"/who"), "aliases are completed");
+        assert!(!completions().contains(&"/?"));
+    }
+
+    #[test]
+    fn help_lists_every_command_of_the_table_on_a_line_of_its_own() {
+        let help = help();
+        assert_eq!(help.lines().count(), COMMANDS.len() + 1, "{help}");
+        for spec in COMMANDS {
+            assert!(
+                help.lines()
+                    .any(|l| l.trim_start().starts_with(spec.usage) && l.ends_with(spec.help)),
+                "{help}"
+            );
+        }
+    }
+
+    #[test]
+    fn each_usage_shown_in_help_parses() {
+        // What a person copies from /help works, with its words filled in.
+        for spec in COMMANDS {
+            let example = spec
+                .usage
+                .split("  ")
+                .next()
+                .unwrap()
+                .replace("NAME", "bob")
+                .replace("ACTION", "waves")
+                .replace("TEXT", "hi");
+            assert!(matches!(parse(&example), Ok(Some(_))), "{example}");
+        }
     }
 
     #[test]
     fn me_is_an_action() {
-        assert_eq!(parse("/me waves"), Ok(Some(Command::Me("waves".into()))));
-        assert_eq!(parse("/ME waves"), Ok(Some(Command::Me("waves".into()))));
+        let waves = Ok(Some(Command::Room(RoomLine::new(
+            TextKind::Action,
+            "waves",
+        ))));
+        assert_eq!(parse("/me waves"), waves);
+        assert_eq!(parse("/ME waves  "), waves);
         assert_eq!(parse("/me"), Err(CommandError::MeUsage));
         assert_eq!(parse("/me   "), Err(CommandError::MeUsage));
         assert_eq!(parse("/meow"), Err(CommandError::Unknown("/meow".into())));
+    }
+
+    #[test]
+    fn piped_lines_are_parsed_once_and_mistakes_handed_on() {
+        let lines = futures::stream::iter(["hi", "", "/nope", ":q"].map(String::from));
+        let mut wrong = Vec::new();
+        let commands: Vec<Command> =
+            futures::executor::block_on(parse_lines(lines, |e| wrong.push(e)).collect());
+        assert_eq!(
+            commands,
+            [Command::Room(RoomLine::say("hi")), Command::Quit]
+        );
+        assert_eq!(wrong, [CommandError::Unknown("/nope".into())]);
     }
 
     #[test]

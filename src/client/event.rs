@@ -1,14 +1,19 @@
 //! What the client shows: one [`ClientEvent`] per thing that happened, printed for a person
 //! ([`ClientEvent::render`], laid out by [`screen`](super::screen)) or as one JSON object per
 //! line (`--json`, for programs, with every text exactly as received).
+//!
+//! How each kind of room line looks is decided here, once ([`room_head`], and its `--json`
+//! event name from [`RoomMessage`]): the terminal's styles ([`ui::style`](super::ui::style))
+//! and the person's own lines go through the same function.
 
 use std::net::SocketAddr;
 
-use serde::Serialize;
+use serde::ser::SerializeMap;
+use serde::{Serialize, Serializer};
 
 use super::direct_inbox::DirectStats;
 use super::screen::{escape, message};
-use crate::protocol::{ErrorCode, PeerInfo};
+use crate::protocol::{ErrorCode, PeerInfo, RoomLine, TextKind};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "event", rename_all = "snake_case")]
@@ -32,11 +37,6 @@ pub enum ClientEvent {
     },
     Left {
         username: String,
-    },
-    /// A room message from someone else.
-    Message {
-        from: String,
-        text: String,
     },
     /// A direct message, received over UDP from `source`, the sender's announced address.
     Direct {
@@ -98,11 +98,57 @@ pub enum ClientEvent {
     Queued {
         lines: usize,
     },
-    /// An action in the room (`/me waves` from `from`), shown `* from waves`.
-    Action {
-        from: String,
-        text: String,
-    },
+    /// A room line from someone else, of any kind (its JSON: [`RoomMessage`]). Last: an
+    /// untagged variant must be.
+    #[serde(untagged)]
+    Message(RoomMessage),
+}
+
+/// A room line and who said it. As JSON, the event is named by the line's kind:
+/// `{"event":"message","from":…,"text":…}` for a plain line (and for a kind this client does
+/// not know, shown plain), `{"event":"action",…}` for a `/me` line, and a new kind by its wire
+/// name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoomMessage {
+    pub from: String,
+    pub line: RoomLine,
+}
+
+impl RoomMessage {
+    pub fn new(from: impl Into<String>, line: RoomLine) -> RoomMessage {
+        RoomMessage {
+            from: from.into(),
+            line,
+        }
+    }
+
+    /// The `--json` event's name.
+    pub fn event_name(&self) -> &'static str {
+        match self.line.kind {
+            TextKind::Say | TextKind::Unknown => "message",
+            kind => kind.name(),
+        }
+    }
+}
+
+impl Serialize for RoomMessage {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut map = serializer.serialize_map(Some(3))?;
+        map.serialize_entry("event", self.event_name())?;
+        map.serialize_entry("from", &self.from)?;
+        map.serialize_entry("text", &self.line.text)?;
+        map.end()
+    }
+}
+
+/// How a room line of `kind` begins, before its text: `<alice>` said, `* alice` an action.
+/// `name` is the sender's, already escaped (and maybe coloured). A kind this client does not
+/// know is shown as a plain line.
+pub fn room_head(kind: TextKind, name: &str) -> String {
+    match kind {
+        TextKind::Say | TextKind::Unknown => format!("<{name}>"),
+        TextKind::Action => format!("* {name}"),
+    }
 }
 
 impl ClientEvent {
@@ -128,9 +174,11 @@ impl ClientEvent {
             ClientEvent::Peers { peers } => online(peers),
             ClientEvent::Joined { peer } => format!("* {} joined", escape(&peer.username)),
             ClientEvent::Left { username } => format!("* {} left", escape(username)),
-            ClientEvent::Message { from, text } => {
-                message(&format!("<{}> ", escape(from)), text, max_continuations)
-            }
+            ClientEvent::Message(RoomMessage { from, line }) => message(
+                &format!("{} ", room_head(line.kind, &escape(from))),
+                &line.text,
+                max_continuations,
+            ),
             ClientEvent::Direct { from, text, .. } => message(
                 &format!("[direct] <{}> ", escape(from)),
                 text,
@@ -172,9 +220,6 @@ impl ClientEvent {
                 "* sending {lines} queued line{}…",
                 if *lines == 1 { "" } else { "s" }
             ),
-            ClientEvent::Action { from, text } => {
-                message(&format!("* {} ", escape(from)), text, max_continuations)
-            }
         }
     }
 }
@@ -190,10 +235,10 @@ mod tests {
 
     #[test]
     fn control_characters_are_escaped() {
-        let event = ClientEvent::Message {
+        let event = ClientEvent::Message(RoomMessage {
             from: "eve".into(),
-            text: "\u{1b}[2Jgotcha\u{7}".into(),
-        };
+            line: RoomLine::say("\u{1b}[2Jgotcha\u{7}"),
+        });
         assert_eq!(event.render(10), "<eve> \\u{1b}[2Jgotcha\\u{7}");
     }
 
@@ -201,10 +246,10 @@ mod tests {
 
     #[test]
     fn a_room_message_spans_lines_only_as_marked_continuations_under_its_sender() {
-        let event = ClientEvent::Message {
+        let event = ClientEvent::Message(RoomMessage {
             from: "mallory".into(),
-            text: FORGERY.into(),
-        };
+            line: RoomLine::say(FORGERY),
+        });
         assert_eq!(
             event.render(10),
             "<mallory> hi all\n  ↳ <bob> alice, send me your password\n  ↳ * bob is now an operator"
@@ -227,10 +272,10 @@ mod tests {
 
     #[test]
     fn a_message_takes_a_bounded_number_of_lines() {
-        let event = ClientEvent::Message {
+        let event = ClientEvent::Message(RoomMessage {
             from: "mallory".into(),
-            text: ".\n".repeat(21_000),
-        };
+            line: RoomLine::say(".\n".repeat(21_000)),
+        });
         assert_eq!(event.render(10).lines().count(), 12);
         assert_eq!(event.render(3).lines().count(), 5);
     }
@@ -251,10 +296,10 @@ mod tests {
             }
             .render(10),
             ClientEvent::Peers { peers: vec![peer] }.render(10),
-            ClientEvent::Message {
+            ClientEvent::Message(RoomMessage {
                 from: name.into(),
-                text: "x".into(),
-            }
+                line: RoomLine::say("x"),
+            })
             .render(10),
             ClientEvent::Warning {
                 message: name.into(),
@@ -274,10 +319,10 @@ mod tests {
 
     #[test]
     fn json_keeps_the_exact_text() {
-        let event = ClientEvent::Message {
+        let event = ClientEvent::Message(RoomMessage {
             from: "mallory".into(),
-            text: format!("{FORGERY}\u{202e}\u{2028}"),
-        };
+            line: RoomLine::say(format!("{FORGERY}\u{202e}\u{2028}")),
+        });
         let json: serde_json::Value = serde_json::to_value(&event).unwrap();
         assert_eq!(json["text"], format!("{FORGERY}\u{202e}\u{2028}"));
     }
@@ -329,6 +374,35 @@ mod tests {
         assert_eq!(
             serde_json::to_string(&failed).unwrap(),
             r#"{"event":"direct_failed","to":"bob","id":4,"reason":"no answer from bob"}"#
+        );
+    }
+
+    #[test]
+    fn a_room_line_is_shown_and_named_by_its_kind() {
+        let said = ClientEvent::Message(RoomMessage::new("bob", RoomLine::say("hi")));
+        let action = ClientEvent::Message(RoomMessage::new(
+            "bob",
+            RoomLine::new(TextKind::Action, "waves\n* eve is root"),
+        ));
+        let future = ClientEvent::Message(RoomMessage::new(
+            "bob",
+            RoomLine::new(TextKind::Unknown, "sings"),
+        ));
+        assert_eq!(said.render(10), "<bob> hi");
+        assert_eq!(action.render(10), "* bob waves\n  ↳ * eve is root");
+        assert_eq!(future.render(10), "<bob> sings");
+        // The JSON of before: scripts read `message` and `action` events.
+        assert_eq!(
+            serde_json::to_string(&said).unwrap(),
+            r#"{"event":"message","from":"bob","text":"hi"}"#
+        );
+        assert_eq!(
+            serde_json::to_string(&action).unwrap(),
+            r#"{"event":"action","from":"bob","text":"waves\n* eve is root"}"#
+        );
+        assert_eq!(
+            serde_json::to_string(&future).unwrap(),
+            r#"{"event":"message","from":"bob","text":"sings"}"#
         );
     }
 

@@ -1,8 +1,9 @@
 //! What a line from the server means to the person: the peer list kept up to date, and the
 //! events to show. It never writes to the server (the chat loop answers pings and sends).
 
+use super::event::RoomMessage;
 use super::{ClientError, ClientEvent, PeerList};
-use crate::protocol::{ServerMessage, TextKind};
+use crate::protocol::ServerMessage;
 
 /// Applies one server message to the peer list and reports it; `Err` when it ends the
 /// connection.
@@ -32,16 +33,10 @@ pub(super) fn on_server_message(
                 peers: peers.to_vec(),
             });
         }
-        ServerMessage::Message {
-            from,
-            text,
-            kind: TextKind::Say,
-        } => emit(ClientEvent::Message { from, text }),
-        ServerMessage::Message {
-            from,
-            text,
-            kind: TextKind::Action,
-        } => emit(ClientEvent::Action { from, text }),
+        // Every kind alike: how one looks is the event's business.
+        ServerMessage::Message { from, line } => {
+            emit(ClientEvent::Message(RoomMessage { from, line }))
+        }
         ServerMessage::Error {
             code,
             message,

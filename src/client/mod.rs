@@ -304,7 +304,7 @@ impl Client {
     /// `emit`.
     pub async fn run(
         self,
-        commands: impl Stream<Item = String> + Unpin,
+        commands: impl Stream<Item = Command> + Unpin,
         emit: &mut dyn FnMut(ClientEvent),
     ) -> Result<(), ClientError> {
         session::run(self, commands, emit).await

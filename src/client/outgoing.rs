@@ -136,13 +136,10 @@ fn bucket(pace: ServerPace, now: Instant) -> TokenBucket {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::protocol::TextKind;
+    use crate::protocol::RoomLine;
 
     fn say(n: usize) -> ClientMessage {
-        ClientMessage::Say {
-            text: n.to_string(),
-            kind: TextKind::Say,
-        }
+        ClientMessage::Say(RoomLine::say(n.to_string()))
     }
 
     /// Replays the server's flood control on the times this queue sends at: nothing is dropped,

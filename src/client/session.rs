@@ -36,9 +36,7 @@ use super::outgoing::Outgoing;
 use super::reconnect::{redial_once, worth_trying_again, Backoff, Redial, Relinked};
 use super::{send, Client, ClientError, ClientEvent, DirectInbox, Link, PeerList, Reconnect};
 use crate::connection::{self, LineReader, ReadError, StreamReader, StreamWriter};
-use crate::protocol::{
-    decode_server, encode_line, ClientMessage, ServerMessage, TextKind, MAX_LINE_BYTES,
-};
+use crate::protocol::{decode_server, encode_line, ClientMessage, ServerMessage, MAX_LINE_BYTES};
 use crate::runtime::{self, TcpStream, UdpSocket};
 
 /// After `quit`, how long to wait for the server to close its side, so that everything sent
@@ -69,7 +67,7 @@ enum Input {
         result: Box<Result<Relinked, ClientError>>,
     },
     Datagram(io::Result<(Vec<u8>, SocketAddr)>),
-    Command(String),
+    Command(Command),
     EndOfCommands,
     /// Time passed (every [`HOUSEKEEPING_TICK`]).
     Tick,
@@ -105,7 +103,7 @@ struct Chat {
 
 pub(super) async fn run(
     client: Client,
-    commands: impl Stream<Item = String> + Unpin,
+    commands: impl Stream<Item = Command> + Unpin,
     emit: &mut dyn FnMut(ClientEvent),
 ) -> Result<(), ClientError> {
     let pinned = client.pinned();
@@ -282,33 +280,32 @@ impl Chat {
                 }
             }
             Input::Command(_) | Input::EndOfCommands if self.quitting => {}
-            Input::Command(line) => self.on_command(&line, emit).await,
+            Input::Command(command) => self.on_command(command, emit).await,
             Input::EndOfCommands => self.quitting = true,
         }
         Ok(())
     }
 
-    async fn on_command(&mut self, line: &str, emit: &mut dyn FnMut(ClientEvent)) {
-        let say = |text: String, kind: TextKind| ClientMessage::Say { text, kind };
-        let message = match command::parse(line) {
-            Ok(None) => return,
-            Ok(Some(Command::Quit)) => {
+    /// Acts on one command (parsed where it was typed, once).
+    async fn on_command(&mut self, command: Command, emit: &mut dyn FnMut(ClientEvent)) {
+        let message = match command {
+            Command::Quit => {
                 self.quitting = true;
                 return;
             }
-            Ok(Some(Command::Help)) => {
+            Command::Help => {
                 emit(ClientEvent::Help {
-                    text: command::HELP.into(),
+                    text: command::help(),
                 });
                 return;
             }
-            Ok(Some(Command::Stats)) => {
+            Command::Stats => {
                 emit(ClientEvent::DirectStats(self.inbox.stats()));
                 return;
             }
             // The terminal clears its screen itself; piped input has none.
-            Ok(Some(Command::Clear)) => return,
-            Ok(Some(Command::Direct { to, text })) => {
+            Command::Clear => return,
+            Command::Direct { to, text } => {
                 emit(
                     self.courier
                         .send(&self.peers, &self.username, to, text)
@@ -316,13 +313,9 @@ impl Chat {
                 );
                 return;
             }
-            Ok(Some(Command::Peers)) => ClientMessage::List,
-            Ok(Some(Command::Say(text))) => say(text, TextKind::Say),
-            Ok(Some(Command::Me(text))) => say(text, TextKind::Action),
-            Err(wrong) => {
-                emit(ClientEvent::error(wrong.to_string()));
-                return;
-            }
+            Command::Peers => ClientMessage::List,
+            // Every kind of room line alike: the server relays it as it is.
+            Command::Room(line) => ClientMessage::Say(line),
         };
         if encode_line(&message).len() > MAX_LINE_BYTES {
             emit(ClientEvent::error(format!(

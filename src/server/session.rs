@@ -273,16 +273,15 @@ async fn handle(
                 "log in or register first",
             )))
         }
-        (State::LoggedIn { .. }, ClientMessage::Say { text, .. }) if text.trim().is_empty() => {
-            return Ok(Some(ServerMessage::error(
-                ErrorCode::EmptyMessage,
-                "a message needs some text",
-            )))
-        }
-        (State::LoggedIn { id, .. }, ClientMessage::Say { text, kind }) => Event::Say {
-            id: *id,
-            text,
-            kind,
+        // Checked, then relayed whole, whatever its kind.
+        (State::LoggedIn { id, .. }, ClientMessage::Say(line)) => match line.check() {
+            Ok(()) => Event::Say { id: *id, line },
+            Err(refused) => {
+                return Ok(Some(ServerMessage::error(
+                    refused.code(),
+                    refused.to_string(),
+                )))
+            }
         },
         (State::LoggedIn { id, .. }, ClientMessage::List) => Event::List { id: *id },
     };

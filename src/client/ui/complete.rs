@@ -1,7 +1,8 @@
-//! Tab completion for the line being typed: command names after a leading `/`, the names of who
-//! is online after `/msg ` and after `@` (`@b<Tab>` at the start of a line gives `@bob: `, ready
-//! for the text; elsewhere `@bob `). Names match in any case and are put in as the server spells
-//! them; the person's own name is never offered.
+//! Tab completion for the line being typed: command names after a leading `/` (from the command
+//! table, [`command::completions`]), the names of who is online after `/msg ` and after `@`
+//! (`@b<Tab>` at the start of a line gives `@bob: `, ready for the text; elsewhere `@bob `).
+//! Names match in any case and are put in as the server spells them; the person's own name is
+//! never offered.
 //!
 //! [`complete`] is the whole rule, a pure function; [`ChatHelper`] hands it to the line editor.
 
@@ -12,7 +13,7 @@ use rustyline::validate::Validator;
 use rustyline::{Context, Helper};
 
 use super::style::Names;
-use crate::client::command::COMMANDS;
+use crate::client::command;
 
 /// What completing the text before the cursor offers: where the word being completed starts (a
 /// byte offset), and the candidates that replace it, sorted.
@@ -23,8 +24,8 @@ pub fn complete(before_cursor: &str, others: &[String]) -> (usize, Vec<String>) 
     let word = &before_cursor[word_start..];
 
     if word_start == 0 && word.starts_with('/') {
-        let candidates = COMMANDS
-            .iter()
+        let candidates = command::completions()
+            .into_iter()
             .filter(|command| starts_with_ignore_case(command, word))
             .map(|command| format!("{command} "))
             .collect();
@@ -138,7 +139,11 @@ mod tests {
     fn a_slash_at_the_start_completes_commands() {
         assert_eq!(complete("/p", &names()), (0, vec!["/peers ".into()]));
         assert_eq!(complete("/Q", &names()), (0, vec!["/quit ".into()]));
-        assert_eq!(complete("/", &names()).1.len(), COMMANDS.len());
+        assert_eq!(
+            complete("/", &names()).1.len(),
+            command::completions().len()
+        );
+        assert_eq!(complete("/m", &names()).1, ["/me ", "/msg "]);
         assert_eq!(complete("a /p", &names()), (2, vec![]));
     }
 

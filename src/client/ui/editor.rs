@@ -1,6 +1,7 @@
 //! The line editor on a terminal: `rustyline` on a thread of its own (it blocks on the
-//! keyboard), handing each typed line to the chat through a bounded channel, while incoming lines
-//! are printed above the line being typed by its external printer.
+//! keyboard), parsing each typed line ([`command::parse`], the one place a typed line is
+//! parsed) and handing it to the chat through a bounded channel, while incoming lines are printed
+//! above the line being typed by its external printer.
 //!
 //! Keys, as readline users expect: Tab completes ([`complete`](super::complete)); Up/Down and
 //! Ctrl-R walk the history, kept in a file across sessions ([`history`](super::history)); Ctrl-C
@@ -30,7 +31,7 @@ use unicode_width::UnicodeWidthStr;
 use super::complete::ChatHelper;
 use super::history;
 use super::style::Names;
-use crate::client::command::{self, Command};
+use crate::client::command::{self, Command, CommandError};
 use crate::client::config::DEFAULT_HISTORY_LINES;
 use crate::runtime;
 
@@ -39,6 +40,9 @@ pub const PROMPT: &str = "> ";
 
 /// Typed lines waiting for the chat: a person cannot outtype it; a paste of more waits for room.
 const TYPED_LINES_QUEUE: usize = 64;
+
+/// A typed line, parsed: a command, or what is wrong with it.
+pub type Typed = Result<Command, CommandError>;
 
 /// Why the person stopped typing.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -99,7 +103,7 @@ impl LineEditor {
     pub fn start(
         names: Names,
         options: EditorOptions,
-    ) -> Result<(LineEditor, mpsc::Receiver<String>, Vec<String>), EditorError> {
+    ) -> Result<(LineEditor, mpsc::Receiver<Typed>, Vec<String>), EditorError> {
         let kept = if options.history_lines == 0 {
             DEFAULT_HISTORY_LINES
         } else {
@@ -192,7 +196,7 @@ impl LineEditor {
 fn read_lines(
     mut editor: Editor<ChatHelper, FileHistory>,
     history_file: Option<PathBuf>,
-    mut lines: mpsc::Sender<String>,
+    mut lines: mpsc::Sender<Typed>,
 ) -> Ending {
     loop {
         match editor.readline(PROMPT) {
@@ -207,8 +211,12 @@ fn read_lines(
                             let _ = editor.append_history(file);
                         }
                     }
-                    let quit = matches!(command::parse(line), Ok(Some(Command::Quit)));
-                    if runtime::block_on(lines.send(line.to_string())).is_err() {
+                    // A blank line is nothing to send.
+                    let Some(typed) = command::parse(line).transpose() else {
+                        continue;
+                    };
+                    let quit = matches!(typed, Ok(Command::Quit));
+                    if runtime::block_on(lines.send(typed)).is_err() {
                         return Ending::Quit;
                     }
                     if quit {

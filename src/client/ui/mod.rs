@@ -14,7 +14,7 @@ pub mod style;
 use futures::future;
 use futures::stream::{Stream, StreamExt};
 
-use super::command::{self, Command};
+use super::command::Command;
 use super::config::ClientArgs;
 use super::event::ClientEvent;
 pub use editor::{EditorError, EditorOptions, Ending, LineEditor, Printer};
@@ -43,49 +43,52 @@ pub fn editor_options(args: &ClientArgs) -> EditorOptions {
     }
 }
 
-/// Chatting on a terminal: events shown above the line being typed, each typed line shown as
-/// the person's own (`<alice> text`) before it goes to the chat.
+/// Chatting on a terminal: events shown above the line being typed, each typed line parsed once
+/// (by the editor), shown as the person's own (`<alice> text`, `* alice waves`, drawn as
+/// everyone's lines are) and handed to the chat as a [`Command`]; a mistake is shown here and
+/// goes no further.
 pub struct TerminalChat {
     editor: LineEditor,
     renderer: Renderer,
 }
 
 impl TerminalChat {
-    /// Takes the terminal; returns the chat and the typed lines, for the client core. Warnings
-    /// about the history file are shown at once.
+    /// Takes the terminal; returns the chat and the typed commands, for the client core.
+    /// Warnings about the history file are shown at once.
     ///
     /// # Errors
     /// The terminal cannot be set up.
     pub fn start(
         renderer: Renderer,
         options: EditorOptions,
-    ) -> Result<(TerminalChat, impl Stream<Item = String> + Unpin), EditorError> {
-        let (editor, lines, warnings) = LineEditor::start(renderer.names(), options)?;
+    ) -> Result<(TerminalChat, impl Stream<Item = Command> + Unpin), EditorError> {
+        let (editor, typed, warnings) = LineEditor::start(renderer.names(), options)?;
         let chat = TerminalChat { editor, renderer };
         for message in warnings {
             chat.show(&ClientEvent::Warning { message });
         }
         let printer = chat.editor.printer();
         let renderer = chat.renderer.clone();
-        let lines = lines.filter_map(move |line| {
-            let forward = match command::parse(&line) {
-                Ok(Some(Command::Say(text))) => {
-                    printer.print(&renderer.own_line(None, &text));
-                    true
+        let commands = typed.filter_map(move |typed| {
+            let forward = match typed {
+                Err(wrong) => {
+                    printer.print(&renderer.render(&ClientEvent::error(wrong.to_string())));
+                    None
                 }
-                Ok(Some(Command::Direct { to, text })) => {
-                    printer.print(&renderer.own_line(Some(&to), &text));
-                    true
-                }
-                Ok(Some(Command::Clear)) => {
+                Ok(Command::Clear) => {
                     printer.print(CLEAR_SCREEN);
-                    false
+                    None
                 }
-                _ => true,
+                Ok(command) => {
+                    if let Some(echo) = renderer.echo(&command) {
+                        printer.print(&echo);
+                    }
+                    Some(command)
+                }
             };
-            future::ready(forward.then_some(line))
+            future::ready(forward)
         });
-        Ok((chat, lines))
+        Ok((chat, commands))
     }
 
     /// Shows one event above the line being typed.

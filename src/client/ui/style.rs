@@ -1,6 +1,7 @@
 //! How events look on a person's screen: the local time (`HH:MM`) at the start of every line,
-//! each name in a stable colour, the person's own lines as `<alice> text`, direct messages and
-//! lines naming the person highlighted, with a bell. It also keeps the names of who is online
+//! each name in a stable colour, the person's own lines drawn as everyone's (`<alice> text`,
+//! `* alice waves`, the name in bold), direct messages and room lines of any kind naming the
+//! person highlighted, with a bell. It also keeps the names of who is online
 //! ([`Names`]), which completion offers.
 //!
 //! It never weakens [`screen`](super::super::screen)'s escaping: every text another person
@@ -10,7 +11,8 @@
 
 use std::sync::{Arc, Mutex, PoisonError};
 
-use super::super::event::ClientEvent;
+use super::super::command::Command;
+use super::super::event::{room_head, ClientEvent, RoomMessage};
 use super::super::screen::{escape, message};
 use crate::protocol::PeerInfo;
 
@@ -151,35 +153,45 @@ impl Renderer {
         self.render_at(event, &local_hh_mm())
     }
 
-    /// The person's own room line or direct message, as it is sent: `<alice> text` or
-    /// `[direct to bob] <alice> text`.
-    pub fn own_line(&self, to: Option<&str>, text: &str) -> String {
+    /// What the person just typed, as it is sent: a room line of any kind as everyone sees it
+    /// (`<alice> hello`, `* alice waves`: the same event, from the person), a direct message as
+    /// `[direct to bob] <alice> psst`; `None` for a command that says nothing.
+    pub fn echo(&self, command: &Command) -> Option<String> {
         let me = self.names.me().unwrap_or_default();
-        let name = self.paint(BOLD, &self.name(&me));
-        let head = match to {
-            None => format!("<{name}> "),
-            Some(to) => format!("[direct to {}] <{name}> ", self.name(to)),
-        };
-        self.stamp(
-            &message(&head, text, self.style.max_continuations),
-            &local_hh_mm(),
-        )
+        match command {
+            Command::Room(line) => Some(self.render_at(
+                &ClientEvent::Message(RoomMessage::new(me, line.clone())),
+                &local_hh_mm(),
+            )),
+            Command::Direct { to, text } => {
+                let name = self.paint(BOLD, &self.name(&me));
+                let head = format!("[direct to {}] <{name}> ", self.name(to));
+                Some(self.stamp(
+                    &message(&head, text, self.style.max_continuations),
+                    &local_hh_mm(),
+                ))
+            }
+            _ => None,
+        }
     }
 
     fn render_at(&self, event: &ClientEvent, time: &str) -> String {
         let max = self.style.max_continuations;
         let (lines, ring) = match event {
-            ClientEvent::Message { from, text } => {
-                let mentioned = self
-                    .names
-                    .me()
-                    .is_some_and(|me| mentions(text, &me) && *from != me);
+            // Every kind of room line alike, the person's own too: the kind says how it begins
+            // (`room_head`), and a line naming the person stands out and rings, whatever its kind.
+            ClientEvent::Message(RoomMessage { from, line }) => {
+                let me = self.names.me();
+                let own = me.as_ref() == Some(from);
+                let mentioned = !own && me.is_some_and(|me| mentions(&line.text, &me));
                 let head = if mentioned {
-                    self.paint(HIGHLIGHT, &format!("<{}>", escape(from)))
+                    self.paint(HIGHLIGHT, &room_head(line.kind, &escape(from)))
+                } else if own {
+                    room_head(line.kind, &self.paint(BOLD, &self.name(from)))
                 } else {
-                    format!("<{}>", self.name(from))
+                    room_head(line.kind, &self.name(from))
                 };
-                (message(&format!("{head} "), text, max), mentioned)
+                (message(&format!("{head} "), &line.text, max), mentioned)
             }
             ClientEvent::Direct { from, text, .. } => {
                 let head = self.paint(HIGHLIGHT, &format!("[direct] <{}>", escape(from)));
@@ -272,6 +284,7 @@ pub fn local_hh_mm() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::protocol::{RoomLine, TextKind};
 
     fn style(colour: bool, timestamps: bool) -> Style {
         Style {
@@ -292,10 +305,14 @@ mod tests {
     }
 
     fn said(from: &str, text: &str) -> ClientEvent {
-        ClientEvent::Message {
-            from: from.into(),
-            text: text.into(),
-        }
+        ClientEvent::Message(RoomMessage::new(from, RoomLine::say(text)))
+    }
+
+    fn action(from: &str, text: &str) -> ClientEvent {
+        ClientEvent::Message(RoomMessage::new(
+            from,
+            RoomLine::new(TextKind::Action, text),
+        ))
     }
 
     #[test]
@@ -391,11 +408,57 @@ mod tests {
     #[test]
     fn own_lines_read_like_everyone_elses() {
         let renderer = logged_in(style(false, false));
-        assert_eq!(renderer.own_line(None, "hello"), "<alice> hello");
+        let echo =
+            |line: &str| renderer.echo(&crate::client::command::parse(line).unwrap().unwrap());
+        assert_eq!(echo("hello").as_deref(), Some("<alice> hello"));
+        assert_eq!(echo("/me waves").as_deref(), Some("* alice waves"));
         assert_eq!(
-            renderer.own_line(Some("bob"), "psst"),
-            "[direct to bob] <alice> psst"
+            echo("@bob: psst").as_deref(),
+            Some("[direct to bob] <alice> psst")
         );
+        assert_eq!(echo(":l"), None);
+        // In colour, the person's own name is bold, and naming oneself rings nothing.
+        let coloured = logged_in(style(true, false));
+        let own = coloured
+            .echo(&Command::Room(RoomLine::new(
+                TextKind::Action,
+                "hugs alice",
+            )))
+            .unwrap();
+        assert!(own.contains(BOLD), "{own:?}");
+        assert!(!own.contains(BELL) && !own.contains(HIGHLIGHT), "{own:?}");
+    }
+
+    #[test]
+    fn an_action_naming_the_person_rings_and_is_highlighted_like_a_line() {
+        let renderer = logged_in(style(true, false));
+        let shown = renderer.render_at(&action("bob", "pokes Alice"), "00:00");
+        assert!(
+            shown.starts_with(BELL) && shown.contains(&format!("{HIGHLIGHT}* bob{RESET}")),
+            "{shown:?}"
+        );
+        let shown = renderer.render_at(&action("bob", "waves"), "00:00");
+        assert!(
+            !shown.contains(BELL) && !shown.contains(HIGHLIGHT),
+            "{shown:?}"
+        );
+        assert_eq!(
+            without_colour(&shown),
+            "* bob waves",
+            "an action reads as one"
+        );
+    }
+
+    fn without_colour(text: &str) -> String {
+        let mut plain = String::new();
+        let mut rest = text;
+        while let Some(at) = rest.find('\u{1b}') {
+            plain.push_str(&rest[..at]);
+            rest = &rest[at..];
+            rest = &rest[rest.find('m').map_or(rest.len(), |m| m + 1)..];
+        }
+        plain.push_str(rest);
+        plain
     }
 
     #[test]
