@@ -1,6 +1,7 @@
-//! `p2pchat-client`: connects, asks the person (or reads from stdin) whether to log in or
-//! register, the username and the password, then chats. On a terminal, a line editor keeps
-//! incoming messages above the line being typed; otherwise every stdin line is a command.
+//! `p2pchat-client`: wiring only. It connects as the flags say (`p2pchat::client::start`), runs
+//! the login dialogue (`p2pchat::client::dialogue`: on a terminal, forgiving; piped, the answers
+//! in order), then chats. On a terminal, a line editor keeps incoming messages above the line
+//! being typed; otherwise every stdin line is a command.
 
 use std::io::{self, BufRead, IsTerminal, Write};
 use std::process::ExitCode;
@@ -12,7 +13,7 @@ use futures::SinkExt;
 use p2pchat::client::error::Local;
 use p2pchat::client::start::{self, Dialing, Stdin};
 use p2pchat::client::ui::{self, Ending, Renderer, TerminalChat};
-use p2pchat::client::{dialogue, exit, Client, ClientArgs, ClientError, ClientEvent, TrustOutcome};
+use p2pchat::client::{dialogue, exit, Client, ClientArgs, ClientError, ClientEvent};
 use p2pchat::runtime;
 
 /// A p2pchat client: the room through the server, direct messages straight to a peer over UDP.
@@ -129,19 +130,6 @@ async fn run(
         server: args.server.clone(),
     }));
     let client = start::connect(args, terminal).await?;
-    if let Some(TrustOutcome::Recorded {
-        fingerprint,
-        file,
-        line,
-        asked: false,
-    }) = client.trust()
-    {
-        eprintln!(
-            "p2pchat-client: first contact with {}: trusting its fingerprint {fingerprint}, now recorded at line {line} of {}",
-            args.server,
-            file.display()
-        );
-    }
     print_line(&format.line(&ClientEvent::Connected {
         server: client.server_addr(),
         p2p_addr: client.p2p_addr(),

@@ -12,7 +12,7 @@ use super::event::ClientEvent;
 use super::known_servers;
 use super::link::{AuthMode, NameCheck};
 use super::reconnect::Reconnect;
-use super::secure::{Ask, Transport, Trust};
+use super::secure::{Ask, Transport, Trust, TrustOutcome};
 use super::Client;
 
 /// How to talk to the server, and whom to trust, as the flags say; on a `terminal`, a server
@@ -40,13 +40,27 @@ pub fn transport(args: &ClientArgs, terminal: bool) -> Result<Transport, ClientE
 
 /// Connects as the flags say, with every setting of the client applied. On a `terminal` the
 /// client connects again when it loses the server (unless `--no-reconnect`); elsewhere only with
-/// `--reconnect`.
+/// `--reconnect`. A server met for the first time and trusted without asking (no terminal: SSH's
+/// `accept-new`) is told on stderr, so that a script's log shows what was pinned.
 ///
 /// # Errors
 /// As [`Client::connect`], and a setting that makes no sense.
 pub async fn connect(args: &ClientArgs, terminal: bool) -> Result<Client, ClientError> {
     let transport = transport(args, terminal)?;
     let mut client = Client::connect(&args.server, args.p2p_port, transport).await?;
+    if let Some(TrustOutcome::Recorded {
+        fingerprint,
+        file,
+        line,
+        asked: false,
+    }) = client.trust()
+    {
+        eprintln!(
+            "p2pchat-client: first contact with {}: trusting its fingerprint {fingerprint}, now recorded at line {line} of {}",
+            args.server,
+            file.display()
+        );
+    }
     client.set_direct_limits(args.direct_limits())?;
     client.set_plaintext(args.plaintext);
     let reconnect = if args.no_reconnect {
