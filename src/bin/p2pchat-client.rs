@@ -55,7 +55,7 @@ use p2pchat::runtime;
 ///
 /// Exit status: 0 after :q or end of input; 1 local error (bad answer at a prompt, UDP port in
 /// use, the known-servers file); 2 bad arguments (a bad --server port too); 3 server unreachable,
-/// not a p2pchat server (no hello within 5 s), or full (for everyone, or
+/// not a p2pchat server (no hello within 5 s, or something else first), or full (for everyone, or
 /// for this address), too busy to check the login now (try again later), or speaking the other
 /// protocol (TLS vs --plaintext); 4 login or registration refused; 5 the server went away or shut
 /// down; 6 the server is not trusted (its fingerprint changed, is not the --trust one, or was
