@@ -34,13 +34,7 @@ fn no_client_module_imports_from_a_module_that_imports_it() {
                 .iter()
                 .any(|m| m.first().map(String::as_str) == Some("client"))
         })
-        .map(|circle| {
-            circle
-                .iter()
-                .map(|m| name(m))
-                .collect::<Vec<_>>()
-                .join(" → ")
-        })
+        .map(|circle| circle.iter().map(name).collect::<Vec<_>>().join(" → "))
         .collect();
     assert!(circles.is_empty(), "import circles: {circles:#?}");
 }
@@ -89,7 +83,7 @@ fn the_reader_sees_a_circle_where_there_is_one() {
     assert_eq!(
         circles(&graph)
             .iter()
-            .map(|c| c.iter().map(|m| name(m)).collect::<Vec<_>>())
+            .map(|c| c.iter().map(name).collect::<Vec<_>>())
             .collect::<Vec<_>>(),
         [["client", "client::session"]],
         "{graph:?}"
