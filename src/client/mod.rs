@@ -1,7 +1,8 @@
 //! The client core: connects to the server, authenticates, then serves three inputs at once —
 //! lines from the server, direct-message datagrams from peers, and commands from the person —
-//! and reports everything as [`ClientEvent`]s. It knows nothing of terminals or stdin: the
-//! `p2pchat-client` binary feeds it commands and prints its events.
+//! and reports everything as [`ClientEvent`]s. [`Client`] knows nothing of terminals or stdin:
+//! the `p2pchat-client` binary feeds it commands and prints its events, and the questions before
+//! the chat are [`dialogue`]'s, asked through a terminal trait ([`start`] has the real stdin).
 //!
 //! Direct messages go from this client's UDP socket straight to the peer's announced address;
 //! the server never sees them. By default they are sealed end to end ([`crate::sealed`]) with a
