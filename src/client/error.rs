@@ -88,66 +88,85 @@ pub enum Unreachable {
 }
 
 /// How a port showed it is not a p2pchat server (which answers at once).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum NotP2pchat {
-    /// No TLS handshake within the greeting time.
+    #[error(
+        "it did not complete a TLS handshake within {} s (p2pchat servers answer at once)",
+        .after.as_secs()
+    )]
     NoHandshake { after: Duration },
-    /// No `hello` within the greeting time.
+    #[error("it sent no hello within {} s", .after.as_secs())]
     NoHello { after: Duration },
-    /// Its first line was not a protocol message.
+    #[error("its first line was not a p2pchat message")]
     NotAMessage,
-    /// Its first message was a protocol message, but not `hello`.
+    /// A protocol message, but not `hello`.
+    #[error("its first message was not hello")]
     NotHello,
 }
 
 /// Why the connection to the server ended (exit 5).
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
 pub enum Disconnect {
-    /// The server closed the connection.
+    #[error("the server closed the connection")]
     Closed,
     /// Writing to the server failed.
-    Lost(io::Error),
+    #[error("lost the connection to the server: {0}")]
+    Lost(#[source] io::Error),
     /// Reading from the server failed, or its stream broke a line.
-    Unreadable(ReadError),
-    /// No answer within `after`.
+    #[error("lost the connection to the server: {0}")]
+    Unreadable(#[source] ReadError),
+    #[error("the server did not answer within {} s", .after.as_secs())]
     Silent { after: Duration },
     /// A line that is not a protocol message.
-    BadMessage(DecodeError),
+    #[error("the server sent a bad message: {0}")]
+    BadMessage(#[source] DecodeError),
     /// The server ended the connection with a fatal error.
+    #[error("the server closed the connection: {message} ({code})")]
     Fatal { code: ErrorCode, message: String },
-    /// The server is shutting down.
+    #[error("server: {reason}")]
     Shutdown { reason: String },
 }
 
 /// What failed on this host (exit 1).
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
 pub enum Local {
     /// The connection has no local address to bind the UDP socket to.
-    NoLocalAddress(io::Error),
+    #[error("no local address: {0}")]
+    NoLocalAddress(#[source] io::Error),
     /// The UDP port for direct messages cannot be bound.
+    #[error("cannot bind UDP port {port} on {ip}: {source}")]
     BindUdp {
         ip: IpAddr,
         port: u16,
         source: io::Error,
     },
-    /// The bound UDP socket has no address.
-    NoUdpAddress(io::Error),
+    #[error("no UDP address: {0}")]
+    NoUdpAddress(#[source] io::Error),
     /// A limit on direct messages that makes no sense.
-    Limits(LimitsError),
+    #[error(transparent)]
+    Limits(#[from] LimitsError),
     /// The known-servers file cannot be read or written.
-    KnownServers(KnownServersError),
+    #[error(transparent)]
+    KnownServers(#[from] KnownServersError),
     /// No folder for the known-servers file, and no `--known-servers`.
+    #[error(
+        "neither XDG_CONFIG_HOME nor HOME is set: name the known-servers file with --known-servers"
+    )]
     NoKnownServersFile,
     /// The first answer was neither `login` nor `register` (without a terminal).
+    #[error("expected 'login' or 'register', got {answer:?}")]
     NotLoginOrRegister { answer: String },
     /// Input ended at a prompt.
+    #[error("input ended before login (expected: login or register, username, password)")]
     InputEnded,
-    /// Reading stdin failed.
-    Stdin(io::Error),
+    #[error("cannot read stdin: {0}")]
+    Stdin(#[source] io::Error),
     /// Reading the password without echo failed.
-    Password(io::Error),
+    #[error("cannot read the password: {0}")]
+    Password(#[source] io::Error),
     /// The line editor could not take the terminal.
-    Terminal(EditorError),
+    #[error(transparent)]
+    Terminal(#[from] EditorError),
 }
 
 /// Why the server is not trusted (exit 6). Nothing was sent to it.
@@ -230,8 +249,8 @@ impl std::error::Error for ClientError {
                 why: Unreachable::Resolve(e) | Unreachable::Connect(e) | Unreachable::Handshake(e),
                 ..
             } => Some(e),
-            ClientError::Disconnected(why) => why.source(),
-            ClientError::Local(why) => why.source(),
+            ClientError::Disconnected(why) => std::error::Error::source(why),
+            ClientError::Local(why) => std::error::Error::source(why),
             _ => None,
         }
     }
@@ -250,21 +269,7 @@ fn unreachable_text(f: &mut fmt::Formatter<'_>, server: &str, why: &Unreachable)
             "cannot reach {server}: no answer from {addr} within {} s",
             after.as_secs()
         ),
-        Unreachable::NotP2pchat(how) => {
-            write!(f, "{server} is not a p2pchat server: ")?;
-            match how {
-                NotP2pchat::NoHandshake { after } => write!(
-                    f,
-                    "it did not complete a TLS handshake within {} s (p2pchat servers answer at once)",
-                    after.as_secs()
-                ),
-                NotP2pchat::NoHello { after } => {
-                    write!(f, "it sent no hello within {} s", after.as_secs())
-                }
-                NotP2pchat::NotAMessage => write!(f, "its first line was not a p2pchat message"),
-                NotP2pchat::NotHello => write!(f, "its first message was not hello"),
-            }
-        }
+        Unreachable::NotP2pchat(how) => write!(f, "{server} is not a p2pchat server: {how}"),
         Unreachable::SpeaksPlaintext { first } => write!(
             f,
             "{server} speaks plaintext p2pchat (it sent {first:?} where a TLS record should be); \
@@ -313,81 +318,6 @@ fn not_trusted_text(f: &mut fmt::Formatter<'_>, server: &str, why: &NotTrusted) 
     }
 }
 
-impl fmt::Display for Disconnect {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Disconnect::Closed => write!(f, "the server closed the connection"),
-            Disconnect::Lost(e) => write!(f, "lost the connection to the server: {e}"),
-            Disconnect::Unreadable(e) => write!(f, "lost the connection to the server: {e}"),
-            Disconnect::Silent { after } => {
-                write!(f, "the server did not answer within {} s", after.as_secs())
-            }
-            Disconnect::BadMessage(e) => write!(f, "the server sent a bad message: {e}"),
-            Disconnect::Fatal { code, message } => {
-                write!(f, "the server closed the connection: {message} ({code})")
-            }
-            Disconnect::Shutdown { reason } => write!(f, "server: {reason}"),
-        }
-    }
-}
-
-impl std::error::Error for Disconnect {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        match self {
-            Disconnect::Lost(e) => Some(e),
-            Disconnect::Unreadable(e) => Some(e),
-            Disconnect::BadMessage(e) => Some(e),
-            _ => None,
-        }
-    }
-}
-
-impl fmt::Display for Local {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Local::NoLocalAddress(e) => write!(f, "no local address: {e}"),
-            Local::BindUdp { ip, port, source } => {
-                write!(f, "cannot bind UDP port {port} on {ip}: {source}")
-            }
-            Local::NoUdpAddress(e) => write!(f, "no UDP address: {e}"),
-            Local::Limits(e) => write!(f, "{e}"),
-            Local::KnownServers(e) => write!(f, "{e}"),
-            Local::NoKnownServersFile => write!(
-                f,
-                "neither XDG_CONFIG_HOME nor HOME is set: name the known-servers file with --known-servers"
-            ),
-            Local::NotLoginOrRegister { answer } => {
-                write!(f, "expected 'login' or 'register', got {answer:?}")
-            }
-            Local::InputEnded => write!(
-                f,
-                "input ended before login (expected: login or register, username, password)"
-            ),
-            Local::Stdin(e) => write!(f, "cannot read stdin: {e}"),
-            Local::Password(e) => write!(f, "cannot read the password: {e}"),
-            Local::Terminal(e) => write!(f, "{e}"),
-        }
-    }
-}
-
-impl std::error::Error for Local {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        match self {
-            Local::NoLocalAddress(e)
-            | Local::NoUdpAddress(e)
-            | Local::Stdin(e)
-            | Local::Password(e)
-            | Local::BindUdp { source: e, .. } => Some(e),
-            Local::Limits(e) => Some(e),
-            Local::KnownServers(e) => Some(e),
-            Local::Terminal(e) => Some(e),
-            Local::NotLoginOrRegister { .. } | Local::InputEnded | Local::NoKnownServersFile => {
-                None
-            }
-        }
-    }
-}
-
 impl From<Disconnect> for ClientError {
     fn from(why: Disconnect) -> Self {
         ClientError::Disconnected(why)
@@ -403,7 +333,7 @@ impl From<Local> for ClientError {
 /// A setting that makes no sense is a local failure.
 impl From<LimitsError> for ClientError {
     fn from(error: LimitsError) -> Self {
-        ClientError::Local(Local::Limits(error))
+        ClientError::Local(error.into())
     }
 }
 
