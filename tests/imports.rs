@@ -1,7 +1,7 @@
-//! The client's module graph, read from the source: no module imports from a module that
-//! imports it (directly or round a longer circle), and the client (its modules and its binary)
-//! uses nothing of the server's, only the modules both sides share. A circle or a server import fails here, naming the
-//! modules, before it costs a reader anything.
+//! The client's module graph, read from the source: no module imports from a module that imports it
+//! (directly or round a longer circle), and the client (its modules and its binary) uses nothing of
+//! the server's, only the modules both sides share. A circle or a server import fails here, naming
+//! the modules, before it costs a reader anything.
 //!
 //! An import is any path outside a test module: `use super::x::Y`, `crate::x::f()`, a child's
 //! `x::f()` from its parent, a re-export (`pub use`). Importing an item that a parent re-exports

@@ -3,16 +3,16 @@
 //! ([`Outgoing`]), and — with reconnecting on — survives losing the server.
 //!
 //! Losing the server (end of stream, a broken link, `shutdown`, a fatal error): without a way to
-//! connect again ([`Start::redial`], none with [`Reconnect::Never`](super::Reconnect)) the chat ends (`Err`, exit 5, as scripts expect). Otherwise it says
-//! "reconnecting in N s", and tries again after a backoff (1 s doubling to 30 s, ±20 % jitter so
-//! that every client of a restarted server does not come back in the same instant): connect,
-//! check that the server presents the fingerprint this session trusted (a changed one ends the
-//! chat, exit 6), and log in with this session's name and password, under a new session key.
-//! Meanwhile direct messages flow (they never touch the server), and lines for the server wait,
-//! in order. A login refused for good (password changed, account gone) ends the chat with its
-//! usual status; `already_online` (the server has not yet noticed the old connection is gone),
-//! `endpoint_in_use` and `busy` are tried again. The waits and one try are in
-//! [`reconnect`](super::reconnect).
+//! connect again ([`Start::redial`]: none with [`Reconnect::Never`](super::Reconnect)) the chat
+//! ends (`Err`, exit 5, as scripts expect). Otherwise it says "reconnecting in N s", and tries
+//! again after a backoff (1 s doubling to 30 s, ±20 % jitter so that every client of a restarted
+//! server does not come back in the same instant): connect, check that the server presents the
+//! fingerprint this session trusted (a changed one ends the chat, exit 6), and log in with this
+//! session's name and password, under a new session key. Meanwhile direct messages flow (they never
+//! touch the server), and lines for the server wait, in order. A login refused for good (password
+//! changed, account gone) ends the chat with its usual status; `already_online` (the server has not
+//! yet noticed the old connection is gone), `endpoint_in_use` and `busy` are tried again. The waits
+//! and one try are in [`reconnect`](super::reconnect).
 //!
 //! Leaving sends what is still queued (at the pace), then `quit`, and shows what the server
 //! still sends until it closes (the answer to a `:l` just before `:q`, say), all bounded.
