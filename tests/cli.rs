@@ -242,6 +242,52 @@ fn an_unreachable_server_exits_3() {
 }
 
 #[test]
+fn a_port_that_first_says_something_else_than_hello_is_not_a_p2pchat_server() {
+    use std::io::Read;
+    use std::net::TcpListener;
+    use std::time::{Duration, Instant};
+
+    for (first, says) in [
+        (
+            &b"SSH-2.0-OpenSSH_9.6\r\n"[..],
+            "its first line was not a p2pchat message",
+        ),
+        (b"{\"type\":\"ping\"}\n", "its first message was not hello"),
+    ] {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        // Accepts within the deadline, so that a client that never comes fails the test, not
+        // hangs it; says `first`, then waits for the client to close.
+        listener.set_nonblocking(true).unwrap();
+        let played = std::thread::spawn(move || {
+            let start = Instant::now();
+            while start.elapsed() < Duration::from_secs(30) {
+                if let Ok((mut stream, _)) = listener.accept() {
+                    stream.set_nonblocking(false).unwrap();
+                    stream.write_all(first).unwrap();
+                    let _ = stream.read_to_end(&mut Vec::new());
+                    return true;
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            false
+        });
+        let config = tempfile::tempdir().unwrap();
+        Command::new(client_bin())
+            .args(["--plaintext", "--server", &addr.to_string()])
+            .env("XDG_CONFIG_HOME", config.path())
+            .env("HOME", config.path())
+            .write_stdin("login\nalice\nalice-password\n")
+            .assert()
+            .code(3)
+            .stderr(predicate::str::contains(format!(
+                "{addr} is not a p2pchat server: {says}"
+            )));
+        assert!(played.join().unwrap(), "the client never came");
+    }
+}
+
+#[test]
 fn connections_beyond_max_clients_are_refused_clearly() {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(&dir.path().join("users.json"), &["--max-clients", "2"]);

@@ -1,9 +1,24 @@
 //! Why the client stopped ([`ClientError`]), and the exit status of `p2pchat-client` for each
 //! reason ([`exit`]).
+//!
+//! Every cause is a variant, never a sentence: the exit status and every decision (is it worth
+//! connecting again? is it a typing mistake to ask about again?) come from the variant, and the
+//! text is made from it only when it is shown (`Display`). Rewording a message changes nothing
+//! else.
+
+use std::fmt;
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
 
 use super::config::LimitsError;
 use super::event::ClientEvent;
-use crate::protocol::ErrorCode;
+use super::known_servers::KnownServersError;
+use super::ui::EditorError;
+use crate::connection::ReadError;
+use crate::protocol::{DecodeError, ErrorCode};
+use crate::tls::Fingerprint;
 
 pub mod exit {
     //! Exit statuses of `p2pchat-client` (also documented in the README and its `--help`).
@@ -14,9 +29,9 @@ pub mod exit {
     pub const LOCAL: i32 = 1;
     /// Bad command-line arguments (clap's status).
     pub const USAGE: i32 = 2;
-    /// The server could not be reached (name not resolved, connection refused), is full, refuses
-    /// more connections from this address, or is too busy to check the login now (`busy`): each
-    /// is worth trying again later, unlike a refusal.
+    /// The server could not be reached (name not resolved, connection refused), is not a
+    /// p2pchat server, is full, refuses more connections from this address, or is too busy to
+    /// check the login now (`busy`): each is worth trying again later, unlike a refusal.
     pub const UNREACHABLE: i32 = 3;
     /// Login or registration refused.
     pub const REFUSED: i32 = 4;
@@ -30,30 +45,153 @@ pub mod exit {
     pub const INTERRUPTED: i32 = 130;
 }
 
-/// Why the client stopped. Each variant is one exit status; the text says what happened.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+/// Added to "connection refused": the usual reason, and the fix.
+const REFUSED_HINT: &str = "is the server running? (`just server`)";
+
+/// Why the client stopped. Each variant is one exit status ([`ClientError::exit_code`]).
+#[derive(Debug)]
 pub enum ClientError {
-    /// The server could not be reached, is full, or refuses this address.
-    #[error("{0}")]
-    Unreachable(String),
+    /// `server` (as the person gave it) could not be reached, or is not one to talk to now.
+    Unreachable { server: String, why: Unreachable },
     /// The server refused the login or registration.
-    #[error("refused ({code}): {message}")]
     Refused { code: ErrorCode, message: String },
     /// The server went away, shut down, or broke the protocol.
-    #[error("{0}")]
-    Disconnected(String),
+    Disconnected(Disconnect),
     /// Something on this host failed (a prompt, the UDP socket, a setting).
-    #[error("{0}")]
-    Local(String),
-    /// The server could not be authenticated; nothing was sent to it.
-    #[error("{0}")]
-    NotTrusted(String),
+    Local(Local),
+    /// `server` could not be authenticated; nothing was sent to it.
+    NotTrusted { server: String, why: NotTrusted },
+}
+
+/// Why the server could not be reached: each may work later (exit 3).
+#[derive(Debug)]
+pub enum Unreachable {
+    /// The name did not resolve.
+    Resolve(io::Error),
+    /// The name resolved to no address.
+    NoAddress,
+    /// The last address refused or failed the connection.
+    Connect(io::Error),
+    /// The last address did not take the connection in time.
+    ConnectTimeout { addr: SocketAddr, after: Duration },
+    /// Something answers at that port, but not a p2pchat server.
+    NotP2pchat(NotP2pchat),
+    /// A plaintext p2pchat server (this client wants TLS); `first` is what it sent.
+    SpeaksPlaintext { first: String },
+    /// A TLS server, and this client speaks `--plaintext`.
+    TlsRequired,
+    /// The server turned the connection away before any login: full, too many connections from
+    /// this address.
+    TurnedAway { code: ErrorCode, message: String },
+    /// The TLS handshake broke.
+    Handshake(io::Error),
+}
+
+/// How a port showed it is not a p2pchat server (which answers at once).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NotP2pchat {
+    #[error(
+        "it did not complete a TLS handshake within {} s (p2pchat servers answer at once)",
+        .after.as_secs()
+    )]
+    NoHandshake { after: Duration },
+    #[error("it sent no hello within {} s", .after.as_secs())]
+    NoHello { after: Duration },
+    #[error("its first line was not a p2pchat message")]
+    NotAMessage,
+    /// A protocol message, but not `hello`.
+    #[error("its first message was not hello")]
+    NotHello,
+}
+
+/// Why the connection to the server ended (exit 5).
+#[derive(Debug, thiserror::Error)]
+pub enum Disconnect {
+    #[error("the server closed the connection")]
+    Closed,
+    /// Writing to the server failed.
+    #[error("lost the connection to the server: {0}")]
+    Lost(#[source] io::Error),
+    /// Reading from the server failed, or its stream broke a line.
+    #[error("lost the connection to the server: {0}")]
+    Unreadable(#[source] ReadError),
+    #[error("the server did not answer within {} s", .after.as_secs())]
+    Silent { after: Duration },
+    /// A line that is not a protocol message.
+    #[error("the server sent a bad message: {0}")]
+    BadMessage(#[source] DecodeError),
+    /// The server ended the connection with a fatal error.
+    #[error("the server closed the connection: {message} ({code})")]
+    Fatal { code: ErrorCode, message: String },
+    #[error("server: {reason}")]
+    Shutdown { reason: String },
+}
+
+/// What failed on this host (exit 1).
+#[derive(Debug, thiserror::Error)]
+pub enum Local {
+    /// The connection has no local address to bind the UDP socket to.
+    #[error("no local address: {0}")]
+    NoLocalAddress(#[source] io::Error),
+    /// The UDP port for direct messages cannot be bound.
+    #[error("cannot bind UDP port {port} on {ip}: {source}")]
+    BindUdp {
+        ip: IpAddr,
+        port: u16,
+        source: io::Error,
+    },
+    #[error("no UDP address: {0}")]
+    NoUdpAddress(#[source] io::Error),
+    /// A limit on direct messages that makes no sense.
+    #[error(transparent)]
+    Limits(#[from] LimitsError),
+    /// The known-servers file cannot be read or written.
+    #[error(transparent)]
+    KnownServers(#[from] KnownServersError),
+    /// No folder for the known-servers file, and no `--known-servers`.
+    #[error(
+        "neither XDG_CONFIG_HOME nor HOME is set: name the known-servers file with --known-servers"
+    )]
+    NoKnownServersFile,
+    /// The first answer was neither `login` nor `register` (without a terminal).
+    #[error("expected 'login' or 'register', got {answer:?}")]
+    NotLoginOrRegister { answer: String },
+    /// Input ended at a prompt.
+    #[error("input ended before login (expected: login or register, username, password)")]
+    InputEnded,
+    #[error("cannot read stdin: {0}")]
+    Stdin(#[source] io::Error),
+    /// Reading the password without echo failed.
+    #[error("cannot read the password: {0}")]
+    Password(#[source] io::Error),
+    /// The line editor could not take the terminal.
+    #[error(transparent)]
+    Terminal(#[from] EditorError),
+}
+
+/// Why the server is not trusted (exit 6). Nothing was sent to it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NotTrusted {
+    /// Met for the first time, and the person did not say yes.
+    Declined { fingerprint: Fingerprint },
+    /// Another fingerprint than the one pinned at `line` of `file`.
+    Changed {
+        presented: Fingerprint,
+        pinned: Fingerprint,
+        file: PathBuf,
+        line: usize,
+    },
+    /// Another fingerprint than the one `--trust` requires.
+    NotRequired {
+        presented: Fingerprint,
+        required: Fingerprint,
+    },
 }
 
 impl ClientError {
     pub fn exit_code(&self) -> i32 {
         match self {
-            ClientError::Unreachable(_) => exit::UNREACHABLE,
+            ClientError::Unreachable { .. } => exit::UNREACHABLE,
             // Nothing was checked: trying again later may work, as with a full server.
             ClientError::Refused {
                 code: ErrorCode::Busy,
@@ -62,7 +200,7 @@ impl ClientError {
             ClientError::Refused { .. } => exit::REFUSED,
             ClientError::Disconnected(_) => exit::DISCONNECTED,
             ClientError::Local(_) => exit::LOCAL,
-            ClientError::NotTrusted(_) => exit::NOT_TRUSTED,
+            ClientError::NotTrusted { .. } => exit::NOT_TRUSTED,
         }
     }
 
@@ -76,12 +214,126 @@ impl ClientError {
             message: self.to_string(),
         }
     }
+
+    pub(super) fn unreachable(server: &str, why: Unreachable) -> ClientError {
+        ClientError::Unreachable {
+            server: server.to_string(),
+            why,
+        }
+    }
+
+    pub(super) fn not_trusted(server: &str, why: NotTrusted) -> ClientError {
+        ClientError::NotTrusted {
+            server: server.to_string(),
+            why,
+        }
+    }
+}
+
+impl fmt::Display for ClientError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ClientError::Unreachable { server, why } => unreachable_text(f, server, why),
+            ClientError::Refused { code, message } => write!(f, "refused ({code}): {message}"),
+            ClientError::Disconnected(why) => write!(f, "{why}"),
+            ClientError::Local(why) => write!(f, "{why}"),
+            ClientError::NotTrusted { server, why } => not_trusted_text(f, server, why),
+        }
+    }
+}
+
+impl std::error::Error for ClientError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            ClientError::Unreachable {
+                why: Unreachable::Resolve(e) | Unreachable::Connect(e) | Unreachable::Handshake(e),
+                ..
+            } => Some(e),
+            ClientError::Disconnected(why) => std::error::Error::source(why),
+            ClientError::Local(why) => std::error::Error::source(why),
+            _ => None,
+        }
+    }
+}
+
+fn unreachable_text(f: &mut fmt::Formatter<'_>, server: &str, why: &Unreachable) -> fmt::Result {
+    match why {
+        Unreachable::Resolve(e) => write!(f, "cannot reach {server}: {e}"),
+        Unreachable::NoAddress => write!(f, "cannot reach {server}: no address found"),
+        Unreachable::Connect(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
+            write!(f, "cannot reach {server}: {e}; {REFUSED_HINT}")
+        }
+        Unreachable::Connect(e) => write!(f, "cannot reach {server}: {e}"),
+        Unreachable::ConnectTimeout { addr, after } => write!(
+            f,
+            "cannot reach {server}: no answer from {addr} within {} s",
+            after.as_secs()
+        ),
+        Unreachable::NotP2pchat(how) => write!(f, "{server} is not a p2pchat server: {how}"),
+        Unreachable::SpeaksPlaintext { first } => write!(
+            f,
+            "{server} speaks plaintext p2pchat (it sent {first:?} where a TLS record should be); \
+             if you accept that passwords and messages cross the network readable by anyone, \
+             connect with --plaintext"
+        ),
+        Unreachable::TlsRequired => {
+            write!(f, "{server} requires TLS; connect without --plaintext")
+        }
+        Unreachable::TurnedAway { message, .. } => write!(f, "{server}: {message}"),
+        Unreachable::Handshake(e) => write!(f, "TLS handshake with {server} failed: {e}"),
+    }
+}
+
+fn not_trusted_text(f: &mut fmt::Formatter<'_>, server: &str, why: &NotTrusted) -> fmt::Result {
+    match why {
+        NotTrusted::Declined { fingerprint } => write!(
+            f,
+            "{server} is not trusted: its fingerprint {fingerprint} was not accepted; nothing was sent to it"
+        ),
+        NotTrusted::Changed {
+            presented,
+            pinned,
+            file,
+            line,
+        } => write!(
+            f,
+            "\n\
+             @@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@\n\
+             @    WARNING: SERVER IDENTIFICATION HAS CHANGED!         @\n\
+             @@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@\n\
+             Someone may be listening in (a machine in the middle), or the server's key was\n\
+             replaced. {server} presented {presented};\n\
+             line {line} of {file} pins {pinned}.\n\
+             Nothing was sent to it: no login, no password.\n\
+             If the change is expected, remove line {line} of {file} and connect again.",
+            file = file.display(),
+        ),
+        NotTrusted::NotRequired {
+            presented,
+            required,
+        } => write!(
+            f,
+            "{server} presented {presented}, not the fingerprint --trust requires ({required}); nothing was sent to it"
+        ),
+    }
+}
+
+impl From<Disconnect> for ClientError {
+    fn from(why: Disconnect) -> Self {
+        ClientError::Disconnected(why)
+    }
+}
+
+impl From<Local> for ClientError {
+    fn from(why: Local) -> Self {
+        ClientError::Local(why)
+    }
 }
 
 /// A setting that makes no sense is a local failure.
 impl From<LimitsError> for ClientError {
     fn from(error: LimitsError) -> Self {
-        ClientError::Local(error.to_string())
+        ClientError::Local(error.into())
     }
 }
 
@@ -107,18 +359,22 @@ mod tests {
                 message: refused.to_string()
             }
         );
-        let gone = ClientError::Disconnected("server: bye".into());
+        let gone = ClientError::Disconnected(Disconnect::Shutdown {
+            reason: "bye".into(),
+        });
         assert_eq!(gone.exit_code(), exit::DISCONNECTED);
         assert_eq!(gone.to_string(), "server: bye");
         assert_eq!(gone.to_event(), ClientEvent::error("server: bye"));
-        assert_eq!(
-            ClientError::Unreachable("x".into()).exit_code(),
-            exit::UNREACHABLE
+        let down = ClientError::unreachable("h:1", Unreachable::NoAddress);
+        assert_eq!(down.exit_code(), exit::UNREACHABLE);
+        assert_eq!(down.to_string(), "cannot reach h:1: no address found");
+        let declined = ClientError::not_trusted(
+            "h:1",
+            NotTrusted::Declined {
+                fingerprint: Fingerprint::of_certificate(b"cert"),
+            },
         );
-        assert_eq!(
-            ClientError::NotTrusted("x".into()).exit_code(),
-            exit::NOT_TRUSTED
-        );
+        assert_eq!(declined.exit_code(), exit::NOT_TRUSTED);
         let busy = ClientError::Refused {
             code: ErrorCode::Busy,
             message: "the server is busy; try again in a few seconds".into(),
@@ -130,5 +386,39 @@ mod tests {
             local.to_string(),
             "the direct-message burst must be at least 1"
         );
+        assert_eq!(
+            ClientError::from(Local::InputEnded).exit_code(),
+            exit::LOCAL
+        );
+    }
+
+    #[test]
+    fn a_port_that_is_not_a_p2pchat_server_is_unreachable_whatever_it_did() {
+        let after = Duration::from_secs(5);
+        for how in [
+            NotP2pchat::NoHandshake { after },
+            NotP2pchat::NoHello { after },
+            NotP2pchat::NotAMessage,
+            NotP2pchat::NotHello,
+        ] {
+            let error = ClientError::unreachable("h:1", Unreachable::NotP2pchat(how));
+            assert_eq!(error.exit_code(), exit::UNREACHABLE);
+            assert!(
+                error
+                    .to_string()
+                    .starts_with("h:1 is not a p2pchat server: "),
+                "{error}"
+            );
+        }
+    }
+
+    #[test]
+    fn only_a_refused_connection_gets_the_hint() {
+        let refused = io::Error::from(io::ErrorKind::ConnectionRefused);
+        let text = ClientError::unreachable("h:1", Unreachable::Connect(refused)).to_string();
+        assert!(text.ends_with(REFUSED_HINT), "{text}");
+        let reset = io::Error::from(io::ErrorKind::ConnectionReset);
+        let text = ClientError::unreachable("h:1", Unreachable::Connect(reset)).to_string();
+        assert!(!text.contains(REFUSED_HINT), "{text}");
     }
 }

@@ -1,8 +1,9 @@
 //! What a line from the server means to the person: the peer list kept up to date, and the
 //! events to show. It never writes to the server (the chat loop answers pings and sends).
 
-use super::event::RoomMessage;
-use super::{ClientError, ClientEvent, PeerList};
+use super::error::Disconnect;
+use super::event::{ClientEvent, RoomMessage};
+use super::peer_list::PeerList;
 use crate::protocol::ServerMessage;
 
 /// Applies one server message to the peer list and reports it; `Err` when it ends the
@@ -11,7 +12,7 @@ pub(super) fn on_server_message(
     message: ServerMessage,
     peers: &mut PeerList,
     emit: &mut dyn FnMut(ClientEvent),
-) -> Result<(), ClientError> {
+) -> Result<(), Disconnect> {
     match message {
         ServerMessage::Joined { peer } => {
             peers.insert(peer.clone());
@@ -43,9 +44,7 @@ pub(super) fn on_server_message(
             fatal,
         } => {
             if fatal {
-                return Err(ClientError::Disconnected(format!(
-                    "the server closed the connection: {message} ({code})"
-                )));
+                return Err(Disconnect::Fatal { code, message });
             }
             emit(ClientEvent::Error {
                 code: Some(code),
@@ -56,7 +55,7 @@ pub(super) fn on_server_message(
             emit(ClientEvent::Shutdown {
                 reason: reason.clone(),
             });
-            return Err(ClientError::Disconnected(format!("server: {reason}")));
+            return Err(Disconnect::Shutdown { reason });
         }
         ServerMessage::Hello { .. }
         | ServerMessage::Ping

@@ -1,7 +1,8 @@
 //! The client core: connects to the server, authenticates, then serves three inputs at once —
 //! lines from the server, direct-message datagrams from peers, and commands from the person —
-//! and reports everything as [`ClientEvent`]s. It knows nothing of terminals or stdin: the
-//! `p2pchat-client` binary feeds it commands and prints its events.
+//! and reports everything as [`ClientEvent`]s. [`Client`] knows nothing of terminals or stdin:
+//! the `p2pchat-client` binary feeds it commands and prints its events, and the questions before
+//! the chat are [`dialogue`]'s, asked through a terminal trait ([`start`] has the real stdin).
 //!
 //! Direct messages go from this client's UDP socket straight to the peer's announced address;
 //! the server never sees them. By default they are sealed end to end ([`crate::sealed`]) with a
@@ -20,16 +21,22 @@
 //! [`known_servers`] (the pinned fingerprints), [`direct_inbox`] (the checks on received
 //! datagrams), `direct` (sending direct messages, and received ones as events), [`pairs`] (the
 //! session key and the pairwise keys), [`in_flight`] (sealed messages awaiting an
-//! acknowledgement), [`outgoing`] (lines for the server, paced), `session` (the chat loop) and
-//! `reconnect` (its tries and their waits), `inbound` (what a server line means to the person),
-//! [`error`] (why the client stops, exit statuses), [`event`] (what it
+//! acknowledgement), [`outgoing`] (lines for the server, paced), `link` (the link to the server:
+//! open, trust, log in, send, read), `session` (the chat loop) and `reconnect` (its tries and
+//! their waits), `inbound` (what a server line means to the person), [`dialogue`] (the login and
+//! trust questions, over a small terminal trait) and [`start`] (from the flags to a client, and
+//! the real stdin), [`error`] (why the client stops, exit statuses), [`event`] (what it
 //! reports), [`screen`] (text from others laid out safely for a terminal),
 //! [`peer_list`] (who is online), [`ui`] (the terminal: time, colour, line editor, completion,
-//! history). The timeouts and buffer sizes
-//! below are fixed, not settings, so they live beside the code that uses them.
+//! history). Fixed timeouts and buffer sizes are not settings, so they live beside the code that
+//! uses them.
+//!
+//! Dependencies run one way: this module → `session` → `reconnect` → `link` → [`secure`]; none
+//! of them imports this module or one that imports it.
 
 pub mod command;
 pub mod config;
+pub mod dialogue;
 mod direct;
 pub mod direct_inbox;
 pub mod error;
@@ -37,6 +44,7 @@ pub mod event;
 pub mod in_flight;
 mod inbound;
 pub mod known_servers;
+mod link;
 pub mod outgoing;
 pub mod pairs;
 pub mod peer_list;
@@ -44,89 +52,30 @@ mod reconnect;
 pub mod screen;
 pub mod secure;
 mod session;
+pub mod start;
 pub mod ui;
 
-use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use futures::stream::Stream;
 
-use crate::connection::{self, LineReader, StreamReader, StreamWriter};
-use crate::protocol::{
-    decode_server, ClientMessage, Credentials, ErrorCode, PeerInfo, ServerMessage,
-    MAX_SERVER_LINE_BYTES,
-};
-use crate::runtime::{self, TcpStream, ToSocketAddrs, UdpSocket};
-use crate::sealed::SessionKey;
-use crate::tls::Fingerprint;
+use crate::runtime::UdpSocket;
+use error::Local;
+use link::{Link, LoggedIn, Opened};
 use outgoing::ServerPace;
 use pairs::Pairs;
+use reconnect::Redial;
 
 pub use command::Command;
 pub use config::{ClientArgs, DirectLimits};
 pub use direct_inbox::{DirectInbox, DirectStats};
 pub use error::{exit, ClientError};
 pub use event::ClientEvent;
+pub use link::{AuthMode, NameCheck};
 pub use peer_list::PeerList;
+pub use reconnect::Reconnect;
 pub use secure::{FirstContact, Transport, Trust, TrustOutcome};
-
-/// How long to wait for the server's answer to a login (its password check may queue).
-const SERVER_ANSWER_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// How long a port may take to show it is a p2pchat server: the TLS handshake and the `hello`
-/// after it. A p2pchat server sends `hello` at once, so a port that says nothing (or something
-/// else) within this is not one, and is reported as such instead of after the 30 s above.
-const GREETING_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// How long to try each of the server's addresses before giving up on it.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// Added to "connection refused": the usual reason, and the fix.
-const REFUSED_HINT: &str = "is the server running? (`just server`)";
-
-/// Log into an existing account, or create one.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AuthMode {
-    Login,
-    Register,
-}
-
-/// Whether the client connects again when it loses the server.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Reconnect {
-    /// Exit (status 5) on loss: scripts' default.
-    Never,
-    /// Connect again with backoff, and log in again: a terminal's default.
-    WithBackoff,
-}
-
-/// What the server said of a name checked before a registration (`check_name`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum NameCheck {
-    /// Free and valid, for now.
-    Available,
-    /// Taken, too like a taken name, or invalid: the server's code and words.
-    Refused { code: ErrorCode, message: String },
-    /// The server does not know `check_name` (an older one): it will tell at registration.
-    NotSupported,
-}
-
-/// A connection to the server: the socket, and the two halves of its (maybe TLS) stream.
-struct Link {
-    tcp: TcpStream,
-    writer: StreamWriter,
-    reader: LineReader<StreamReader>,
-}
-
-/// A link that has said `hello`, with what it told.
-struct Opened {
-    link: Link,
-    addr: SocketAddr,
-    trust: Option<TrustOutcome>,
-    pace: ServerPace,
-}
 
 /// A connection to the server plus the UDP socket for direct messages.
 pub struct Client {
@@ -168,22 +117,16 @@ impl Client {
             addr,
             trust,
             pace,
-        } = open_link(server, transport).await?;
-        let local_ip = link
-            .tcp
-            .local_addr()
-            .map_err(|e| ClientError::Local(format!("no local address: {e}")))?
-            .ip();
+        } = link::open(server, transport).await?;
+        let local_ip = link.tcp.local_addr().map_err(Local::NoLocalAddress)?.ip();
         let udp = UdpSocket::bind(SocketAddr::new(local_ip, p2p_port))
             .await
-            .map_err(|e| {
-                ClientError::Local(format!(
-                    "cannot bind UDP port {p2p_port} on {local_ip}: {e}"
-                ))
+            .map_err(|source| Local::BindUdp {
+                ip: local_ip,
+                port: p2p_port,
+                source,
             })?;
-        let p2p_addr = udp
-            .local_addr()
-            .map_err(|e| ClientError::Local(format!("no UDP address: {e}")))?;
+        let p2p_addr = udp.local_addr().map_err(Local::NoUdpAddress)?;
         Ok(Client {
             server_name: server.to_string(),
             server: addr,
@@ -243,32 +186,7 @@ impl Client {
     /// Asks the server whether a registration could take `username` (`check_name`), without
     /// sending any password.
     pub async fn check_name(&mut self, username: &str) -> Result<NameCheck, ClientError> {
-        let request = ClientMessage::CheckName {
-            username: username.to_string(),
-        };
-        send(&mut self.link.writer, &request).await?;
-        loop {
-            match next_message(&mut self.link.reader, SERVER_ANSWER_TIMEOUT).await? {
-                ServerMessage::NameOk { .. } => return Ok(NameCheck::Available),
-                ServerMessage::Error {
-                    code: ErrorCode::UnknownType,
-                    fatal: false,
-                    ..
-                } => return Ok(NameCheck::NotSupported),
-                ServerMessage::Error {
-                    code,
-                    message,
-                    fatal: false,
-                } => return Ok(NameCheck::Refused { code, message }),
-                ServerMessage::Error { code, message, .. } => {
-                    return Err(ClientError::Refused { code, message })
-                }
-                ServerMessage::Shutdown { reason } => {
-                    return Err(ClientError::Disconnected(format!("server: {reason}")))
-                }
-                _ => {}
-            }
-        }
+        self.link.check_name(username).await
     }
 
     /// Logs in or registers, announcing the UDP port and (unless in `--plaintext` mode) the
@@ -281,15 +199,14 @@ impl Client {
         password: &str,
         emit: &mut dyn FnMut(ClientEvent),
     ) -> Result<(), ClientError> {
-        let (username, peers, pairs) = log_in(
-            &mut self.link,
-            mode,
+        let LoggedIn {
             username,
-            password,
-            self.p2p_addr.port(),
-            self.sealed,
-        )
-        .await?;
+            peers,
+            pairs,
+        } = self
+            .link
+            .log_in(mode, username, password, self.p2p_addr.port(), self.sealed)
+            .await?;
         self.username = username.clone();
         self.peers.replace(peers.clone());
         self.pairs = pairs;
@@ -307,193 +224,30 @@ impl Client {
         commands: impl Stream<Item = Command> + Unpin,
         emit: &mut dyn FnMut(ClientEvent),
     ) -> Result<(), ClientError> {
-        session::run(self, commands, emit).await
-    }
-
-    /// How to connect again: the fingerprint this session trusted, or plaintext.
-    fn pinned(&self) -> Option<Fingerprint> {
-        self.trust.as_ref().map(|trust| match trust {
-            TrustOutcome::Required { fingerprint }
-            | TrustOutcome::Known { fingerprint, .. }
-            | TrustOutcome::Recorded { fingerprint, .. } => *fingerprint,
-        })
-    }
-}
-
-/// Resolves and connects to `server`, secures the connection, and reads its `hello`, each within
-/// its timeout.
-async fn open_link(server: &str, transport: Transport) -> Result<Opened, ClientError> {
-    let unreachable =
-        |why: String| ClientError::Unreachable(format!("cannot reach {server}: {why}"));
-    let addrs: Vec<SocketAddr> = server
-        .to_socket_addrs()
-        .await
-        .map_err(|e| unreachable(e.to_string()))?
-        .collect();
-    let mut last_error = io::Error::new(io::ErrorKind::NotFound, "no address found");
-    let mut connected = None;
-    for addr in addrs {
-        match runtime::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr)).await {
-            Some(Ok(stream)) => {
-                connected = Some((stream, addr));
-                break;
-            }
-            Some(Err(e)) => last_error = e,
-            None => {
-                last_error = io::Error::new(
-                    io::ErrorKind::TimedOut,
-                    format!(
-                        "no answer from {addr} within {} s",
-                        CONNECT_TIMEOUT.as_secs()
-                    ),
-                )
-            }
-        }
-    }
-    let (tcp, addr) = connected.ok_or_else(|| {
-        if last_error.kind() == io::ErrorKind::ConnectionRefused {
-            unreachable(format!("{last_error}; {REFUSED_HINT}"))
-        } else {
-            unreachable(last_error.to_string())
-        }
-    })?;
-    let _ = tcp.set_nodelay(true);
-    let (stream, trust) = secure::establish(tcp.clone(), server, transport, GREETING_TIMEOUT)
-        .await
-        .map_err(|e| match e {
-            ClientError::Unreachable(why) if why.contains("did not complete a TLS handshake") => {
-                ClientError::Unreachable(format!(
-                    "{server} is not a p2pchat server: {why} (p2pchat servers answer at once)"
-                ))
-            }
-            other => other,
-        })?;
-    let (_, reader, writer) = stream.into_parts();
-    let mut reader = LineReader::new(reader, MAX_SERVER_LINE_BYTES);
-    let not_p2pchat =
-        |why: &str| ClientError::Unreachable(format!("{server} is not a p2pchat server: {why}"));
-    let hello = match next_message(&mut reader, GREETING_TIMEOUT).await {
-        Ok(hello) => hello,
-        Err(ClientError::Disconnected(why)) if why.contains("did not answer") => {
-            return Err(not_p2pchat(&format!(
-                "it sent no hello within {} s",
-                GREETING_TIMEOUT.as_secs()
-            )))
-        }
-        Err(ClientError::Disconnected(why)) if why.contains("bad message") => {
-            return Err(not_p2pchat("its first line was not a p2pchat message"))
-        }
-        Err(other) => return Err(other),
-    };
-    let pace = match hello {
-        ServerMessage::Hello {
-            flood_burst,
-            flood_rate,
-            ..
-        } => ServerPace::announced(flood_burst, flood_rate),
-        ServerMessage::Error {
-            code: ErrorCode::TlsRequired,
-            ..
-        } => {
-            return Err(ClientError::Unreachable(format!(
-                "{server} requires TLS; connect without --plaintext"
-            )))
-        }
-        ServerMessage::Error {
-            code: ErrorCode::ServerFull | ErrorCode::TooManyConnections,
-            message,
-            ..
-        } => return Err(ClientError::Unreachable(format!("{server}: {message}"))),
-        _ => {
-            return Err(ClientError::Disconnected(format!(
-                "{server} is not a p2pchat server: its first message was not hello"
-            )))
-        }
-    };
-    Ok(Opened {
-        link: Link {
-            tcp,
-            writer,
-            reader,
-        },
-        addr,
-        trust,
-        pace,
-    })
-}
-
-/// Sends a login or registration on `link` and waits for `welcome`: the name as the server
-/// spells it, who is online, and (when sealing) the new session's keys.
-async fn log_in(
-    link: &mut Link,
-    mode: AuthMode,
-    username: &str,
-    password: &str,
-    p2p_port: u16,
-    sealed: bool,
-) -> Result<(String, Vec<PeerInfo>, Option<Pairs>), ClientError> {
-    // A fresh key pair for every session (a login again after a reconnect too): nothing sealed
-    // in it can be opened later with anything kept on disk, and an ended session's datagrams
-    // name a key no one uses.
-    let mut pairs = sealed.then(|| Pairs::new(SessionKey::generate()));
-    let credentials = Credentials {
-        username: username.to_string(),
-        password: password.to_string(),
-        p2p_port,
-        public_key: pairs.as_ref().map(Pairs::public_key),
-    };
-    let request = match mode {
-        AuthMode::Login => ClientMessage::Login(credentials),
-        AuthMode::Register => ClientMessage::Register(credentials),
-    };
-    send(&mut link.writer, &request).await?;
-    loop {
-        match next_message(&mut link.reader, SERVER_ANSWER_TIMEOUT).await? {
-            ServerMessage::Welcome { username, peers } => {
-                if let Some(pairs) = pairs.as_mut() {
-                    pairs.set_my_name(&username);
-                    pairs.replace(&peers);
-                }
-                return Ok((username, peers, pairs));
-            }
-            ServerMessage::Error { code, message, .. } => {
-                return Err(ClientError::Refused { code, message })
-            }
-            ServerMessage::Shutdown { reason } => {
-                return Err(ClientError::Disconnected(format!("server: {reason}")))
-            }
-            _ => {} // Nothing else is expected before `welcome`; ignore it.
-        }
-    }
-}
-
-async fn send(out: &mut StreamWriter, message: &ClientMessage) -> Result<(), ClientError> {
-    connection::write_message(out, message)
-        .await
-        .map_err(|e| ClientError::Disconnected(format!("lost the connection to the server: {e}")))
-}
-
-/// Reads the next message from the server, within `timeout`.
-async fn next_message(
-    reader: &mut LineReader<StreamReader>,
-    timeout: Duration,
-) -> Result<ServerMessage, ClientError> {
-    let line = runtime::timeout(timeout, reader.next_line())
-        .await
-        .ok_or_else(|| {
-            ClientError::Disconnected(format!(
-                "the server did not answer within {} s",
-                timeout.as_secs()
-            ))
-        })?;
-    match line {
-        Ok(Some(line)) => decode_server(&line)
-            .map_err(|e| ClientError::Disconnected(format!("the server sent a bad message: {e}"))),
-        Ok(None) => Err(ClientError::Disconnected(
-            "the server closed the connection".into(),
-        )),
-        Err(e) => Err(ClientError::Disconnected(format!(
-            "lost the connection to the server: {e}"
-        ))),
+        let redial = match (self.reconnect, self.credentials) {
+            (Reconnect::WithBackoff, Some((username, password))) => Some(Redial {
+                server: self.server_name,
+                // The fingerprint this session trusted, or plaintext.
+                pinned: self.trust.as_ref().map(TrustOutcome::fingerprint),
+                username,
+                password,
+                p2p_port: self.p2p_addr.port(),
+                sealed: self.sealed,
+            }),
+            _ => None,
+        };
+        let start = session::Start {
+            link: self.link,
+            pace: self.pace,
+            udp: self.udp,
+            p2p_addr: self.p2p_addr,
+            username: self.username,
+            peers: self.peers,
+            direct_limits: self.direct_limits,
+            pairs: self.pairs,
+            redial,
+            max_queued: self.max_queued,
+        };
+        session::run(start, commands, emit).await
     }
 }

@@ -1,15 +1,17 @@
-//! Reconnecting: the waits between tries (1 s doubling to 30 s, with jitter), which failures
-//! are worth another try, and one try — connect, the fingerprint this session trusted, `hello`,
-//! log in again under a new session key. The chat loop ([`session`](super::session)) decides
-//! when to try and what to do with the outcome.
+//! Reconnecting: whether to ([`Reconnect`]), the waits between tries (1 s doubling to 30 s, with
+//! jitter), which failures are worth another try, and one try — connect, the fingerprint this
+//! session trusted, `hello`, log in again under a new session key, all through
+//! [`link`](super::link). The chat loop ([`session`](super::session)) decides when to try and
+//! what to do with the outcome.
 
 use std::collections::hash_map::RandomState;
 use std::hash::{BuildHasher, Hasher};
 use std::time::Duration;
 
-use super::pairs::Pairs;
-use super::{log_in, open_link, AuthMode, ClientError, Opened, Transport, Trust};
-use crate::protocol::{ErrorCode, PeerInfo};
+use super::error::ClientError;
+use super::link::{self, AuthMode, LoggedIn, Opened};
+use super::secure::{Transport, Trust};
+use crate::protocol::ErrorCode;
 use crate::tls::Fingerprint;
 
 /// The first wait before connecting again; it doubles after each failed try.
@@ -21,12 +23,19 @@ const RECONNECT_MAX: Duration = Duration::from_secs(30);
 /// Each wait is spread by up to this share either way.
 const RECONNECT_JITTER: f64 = 0.2;
 
+/// Whether the client connects again when it loses the server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reconnect {
+    /// Exit (status 5) on loss: scripts' default.
+    Never,
+    /// Connect again with backoff, and log in again: a terminal's default.
+    WithBackoff,
+}
+
 /// A connection made again and logged in.
 pub(super) struct Relinked {
     pub(super) opened: Opened,
-    pub(super) username: String,
-    pub(super) peers: Vec<PeerInfo>,
-    pub(super) pairs: Option<Pairs>,
+    pub(super) logged_in: LoggedIn,
 }
 
 /// What reconnecting needs, all of it owned (it runs in a task of its own).
@@ -70,12 +79,12 @@ impl Backoff {
 /// fingerprint — is the end.
 pub(super) fn worth_trying_again(error: &ClientError) -> bool {
     match error {
-        ClientError::Unreachable(_) | ClientError::Disconnected(_) => true,
+        ClientError::Unreachable { .. } | ClientError::Disconnected(_) => true,
         ClientError::Refused { code, .. } => matches!(
             code,
             ErrorCode::AlreadyOnline | ErrorCode::EndpointInUse | ErrorCode::Busy
         ),
-        ClientError::Local(_) | ClientError::NotTrusted(_) => false,
+        ClientError::Local(_) | ClientError::NotTrusted { .. } => false,
     }
 }
 
@@ -85,27 +94,24 @@ pub(super) async fn redial_once(redial: Redial) -> Result<Relinked, ClientError>
         Some(fingerprint) => Transport::Tls(Trust::Required(fingerprint)),
         None => Transport::Plaintext,
     };
-    let mut opened = open_link(&redial.server, transport).await?;
-    let (username, peers, pairs) = log_in(
-        &mut opened.link,
-        AuthMode::Login,
-        &redial.username,
-        &redial.password,
-        redial.p2p_port,
-        redial.sealed,
-    )
-    .await?;
-    Ok(Relinked {
-        opened,
-        username,
-        peers,
-        pairs,
-    })
+    let mut opened = link::open(&redial.server, transport).await?;
+    let logged_in = opened
+        .link
+        .log_in(
+            AuthMode::Login,
+            &redial.username,
+            &redial.password,
+            redial.p2p_port,
+            redial.sealed,
+        )
+        .await?;
+    Ok(Relinked { opened, logged_in })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::client::error::{Disconnect, Local, NotTrusted, Unreachable};
 
     #[test]
     fn the_backoff_doubles_to_thirty_seconds_with_jitter() {
@@ -128,12 +134,20 @@ mod tests {
             code,
             message: String::new(),
         };
-        assert!(worth_trying_again(&ClientError::Unreachable("down".into())));
+        assert!(worth_trying_again(&ClientError::unreachable(
+            "h:1",
+            Unreachable::NoAddress
+        )));
+        assert!(worth_trying_again(&Disconnect::Closed.into()));
         assert!(worth_trying_again(&refused(ErrorCode::AlreadyOnline)));
         assert!(worth_trying_again(&refused(ErrorCode::Busy)));
         assert!(!worth_trying_again(&refused(ErrorCode::BadCredentials)));
-        assert!(!worth_trying_again(&ClientError::NotTrusted(
-            "changed".into()
+        assert!(!worth_trying_again(&ClientError::not_trusted(
+            "h:1",
+            NotTrusted::Declined {
+                fingerprint: Fingerprint::of_certificate(b"cert")
+            }
         )));
+        assert!(!worth_trying_again(&Local::InputEnded.into()));
     }
 }

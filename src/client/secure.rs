@@ -5,8 +5,8 @@
 //!
 //! The password is never at risk here: this runs to the end — handshake, fingerprint checked or
 //! accepted — before the client reads the server's `hello`, let alone sends a login. What is
-//! trusted and why is [`TrustOutcome`]; why not is a [`ClientError::NotTrusted`]. It never reads
-//! or writes a protocol line.
+//! trusted and why is [`TrustOutcome`]; why not is a [`NotTrusted`]. It never reads or writes a
+//! protocol line.
 
 use std::io;
 use std::path::PathBuf;
@@ -18,8 +18,8 @@ use std::time::Duration;
 use futures::io::{AsyncRead, AsyncWrite};
 use futures_rustls::TlsConnector;
 
+use super::error::{ClientError, Local, NotP2pchat, NotTrusted, Unreachable};
 use super::known_servers::KnownServers;
-use super::ClientError;
 use crate::connection::Stream;
 use crate::protocol::{decode_server, ServerMessage};
 use crate::runtime::{self, TcpStream};
@@ -79,13 +79,25 @@ pub enum TrustOutcome {
     },
 }
 
+impl TrustOutcome {
+    /// The fingerprint trusted, whatever the reason.
+    pub fn fingerprint(&self) -> Fingerprint {
+        match self {
+            TrustOutcome::Required { fingerprint }
+            | TrustOutcome::Known { fingerprint, .. }
+            | TrustOutcome::Recorded { fingerprint, .. } => *fingerprint,
+        }
+    }
+}
+
 /// Makes the connection to `server` (as typed) a [`Stream`] as `transport` says; with TLS, only
 /// once the server is trusted.
 ///
 /// # Errors
 /// [`ClientError::NotTrusted`]: the fingerprint changed, is not the required one, or the person
 /// said no. [`ClientError::Unreachable`]: the server speaks plaintext, refused the connection
-/// before TLS, or the handshake failed. [`ClientError::Local`]: the known-servers file.
+/// before TLS, completed no handshake within `handshake_timeout` (not a p2pchat server), or the
+/// handshake failed. [`ClientError::Local`]: the known-servers file.
 pub async fn establish(
     tcp: TcpStream,
     server: &str,
@@ -99,7 +111,7 @@ pub async fn establish(
     let (mut known, ask, expected) = match trust {
         Trust::Required(fingerprint) => (None, None, Some(fingerprint)),
         Trust::KnownServers { path, ask } => {
-            let known = KnownServers::load(&path).map_err(|e| ClientError::Local(e.to_string()))?;
+            let known = KnownServers::load(&path).map_err(Local::KnownServers)?;
             let expected = known.find(server).map(|entry| entry.fingerprint);
             (Some(known), ask, expected)
         }
@@ -112,10 +124,13 @@ pub async fn establish(
         .connect(tls::server_name(), watched)
         .into_fallible();
     let Some(handshake) = runtime::timeout(handshake_timeout, handshake).await else {
-        return Err(ClientError::Unreachable(format!(
-            "{server} did not complete a TLS handshake within {} s",
-            handshake_timeout.as_secs()
-        )));
+        let how = NotP2pchat::NoHandshake {
+            after: handshake_timeout,
+        };
+        return Err(ClientError::unreachable(
+            server,
+            Unreachable::NotP2pchat(how),
+        ));
     };
     let session = match handshake {
         Ok(session) => session,
@@ -153,14 +168,15 @@ pub async fn establish(
             let asked = ask.is_some();
             if let Some(mut ask) = ask {
                 if !ask(&contact)? {
-                    return Err(ClientError::NotTrusted(format!(
-                        "{server} is not trusted: its fingerprint {fingerprint} was not accepted; nothing was sent to it"
-                    )));
+                    return Err(ClientError::not_trusted(
+                        server,
+                        NotTrusted::Declined { fingerprint },
+                    ));
                 }
             }
             let entry = known
                 .add(server, fingerprint)
-                .map_err(|e| ClientError::Local(e.to_string()))?;
+                .map_err(Local::KnownServers)?;
             TrustOutcome::Recorded {
                 fingerprint,
                 file: contact.file,
@@ -183,36 +199,34 @@ fn handshake_failed(
     known: Option<&KnownServers>,
 ) -> ClientError {
     if let Some((expected, presented)) = pins.filter(|(e, p)| e != p) {
-        return ClientError::NotTrusted(match known.and_then(|k| Some((k, k.find(server)?))) {
-            Some((known, entry)) => format!(
-                "\n\
-                 @@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@\n\
-                 @    WARNING: SERVER IDENTIFICATION HAS CHANGED!         @\n\
-                 @@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@\n\
-                 Someone may be listening in (a machine in the middle), or the server's key was\n\
-                 replaced. {server} presented {presented};\n\
-                 line {line} of {file} pins {expected}.\n\
-                 Nothing was sent to it: no login, no password.\n\
-                 If the change is expected, remove line {line} of {file} and connect again.",
-                line = entry.line,
-                file = known.path().display(),
-            ),
-            None => format!(
-                "{server} presented {presented}, not the fingerprint --trust requires ({expected}); nothing was sent to it"
-            ),
-        });
+        let why = match known.and_then(|k| Some((k, k.find(server)?))) {
+            Some((known, entry)) => NotTrusted::Changed {
+                presented,
+                pinned: expected,
+                file: known.path().into(),
+                line: entry.line,
+            },
+            None => NotTrusted::NotRequired {
+                presented,
+                required: expected,
+            },
+        };
+        return ClientError::not_trusted(server, why);
     }
     let first_line = first.split(|&b| b == b'\n').next().unwrap_or_default();
-    if first.first() == Some(&b'{') {
-        return ClientError::Unreachable(match decode_server(first_line) {
-            Ok(ServerMessage::Error { message, .. }) => format!("{server}: {message}"),
-            _ => format!(
-                "{server} speaks plaintext p2pchat (it sent {:?} where a TLS record should be); if you accept that passwords and messages cross the network readable by anyone, connect with --plaintext",
-                String::from_utf8_lossy(&first_line[..first_line.len().min(32)])
-            ),
-        });
-    }
-    ClientError::Unreachable(format!("TLS handshake with {server} failed: {error}"))
+    let why = if first.first() == Some(&b'{') {
+        match decode_server(first_line) {
+            Ok(ServerMessage::Error { code, message, .. }) => {
+                Unreachable::TurnedAway { code, message }
+            }
+            _ => Unreachable::SpeaksPlaintext {
+                first: String::from_utf8_lossy(&first_line[..first_line.len().min(32)]).into(),
+            },
+        }
+    } else {
+        Unreachable::Handshake(error)
+    };
+    ClientError::unreachable(server, why)
 }
 
 /// A stream that keeps the first [`FIRST_BYTES_KEPT`] bytes read from it.

@@ -2,17 +2,17 @@
 //! what the person types and the timers at once, sends the server what the pace allows
 //! ([`Outgoing`]), and — with reconnecting on — survives losing the server.
 //!
-//! Losing the server (end of stream, a broken link, `shutdown`, a fatal error): with
-//! [`Reconnect::Never`] the chat ends (`Err`, exit 5, as scripts expect). Otherwise it says
-//! "reconnecting in N s", and tries again after a backoff (1 s doubling to 30 s, ±20 % jitter so
-//! that every client of a restarted server does not come back in the same instant): connect,
-//! check that the server presents the fingerprint this session trusted (a changed one ends the
-//! chat, exit 6), and log in with this session's name and password, under a new session key.
-//! Meanwhile direct messages flow (they never touch the server), and lines for the server wait,
-//! in order. A login refused for good (password changed, account gone) ends the chat with its
-//! usual status; `already_online` (the server has not yet noticed the old connection is gone),
-//! `endpoint_in_use` and `busy` are tried again. The waits and one try are in
-//! [`reconnect`](super::reconnect).
+//! Losing the server (end of stream, a broken link, `shutdown`, a fatal error): without a way to
+//! connect again ([`Start::redial`]: none with [`Reconnect::Never`](super::Reconnect)) the chat
+//! ends (`Err`, exit 5, as scripts expect). Otherwise it says "reconnecting in N s", and tries
+//! again after a backoff (1 s doubling to 30 s, ±20 % jitter so that every client of a restarted
+//! server does not come back in the same instant): connect, check that the server presents the
+//! fingerprint this session trusted (a changed one ends the chat, exit 6), and log in with this
+//! session's name and password, under a new session key. Meanwhile direct messages flow (they never
+//! touch the server), and lines for the server wait, in order. A login refused for good (password
+//! changed, account gone) ends the chat with its usual status; `already_online` (the server has not
+//! yet noticed the old connection is gone), `endpoint_in_use` and `busy` are tried again. The waits
+//! and one try are in [`reconnect`](super::reconnect).
 //!
 //! Leaving sends what is still queued (at the pace), then `quit`, and shows what the server
 //! still sends until it closes (the answer to a `:l` just before `:q`, say), all bounded.
@@ -30,11 +30,17 @@ use futures::stream::{self, Stream, StreamExt};
 use futures::SinkExt;
 
 use super::command::{self, Command};
+use super::config::DirectLimits;
 use super::direct::{summary_event, Courier};
+use super::direct_inbox::DirectInbox;
+use super::error::{ClientError, Disconnect};
+use super::event::ClientEvent;
 use super::inbound::on_server_message;
-use super::outgoing::Outgoing;
+use super::link::{send, Link, LoggedIn};
+use super::outgoing::{Outgoing, ServerPace};
+use super::pairs::Pairs;
+use super::peer_list::PeerList;
 use super::reconnect::{redial_once, worth_trying_again, Backoff, Redial, Relinked};
-use super::{send, Client, ClientError, ClientEvent, DirectInbox, Link, PeerList, Reconnect};
 use crate::connection::{self, LineReader, ReadError, StreamReader, StreamWriter};
 use crate::protocol::{decode_server, encode_line, ClientMessage, ServerMessage, MAX_LINE_BYTES};
 use crate::runtime::{self, TcpStream, UdpSocket};
@@ -82,6 +88,23 @@ struct Current {
     writer: StreamWriter,
 }
 
+/// What the chat starts from: a logged-in link, and how to get it back.
+pub(super) struct Start {
+    pub(super) link: Link,
+    pub(super) pace: ServerPace,
+    pub(super) udp: Arc<UdpSocket>,
+    pub(super) p2p_addr: SocketAddr,
+    pub(super) username: String,
+    pub(super) peers: PeerList,
+    pub(super) direct_limits: DirectLimits,
+    /// This session's keys; `None` with `--plaintext`.
+    pub(super) pairs: Option<Pairs>,
+    /// How to connect and log in again; `None` to end the chat when the server is lost.
+    pub(super) redial: Option<Redial>,
+    /// How many lines may wait for the server (and its pace) at most.
+    pub(super) max_queued: usize,
+}
+
 /// The chat's state between inputs.
 struct Chat {
     current: Option<Current>,
@@ -89,7 +112,6 @@ struct Chat {
     /// The reconnect try in flight (its number), if any.
     attempt: u64,
     backoff: Backoff,
-    reconnect: Reconnect,
     redial: Option<Redial>,
     outgoing: Outgoing,
     peers: PeerList,
@@ -102,13 +124,11 @@ struct Chat {
 }
 
 pub(super) async fn run(
-    client: Client,
+    start: Start,
     commands: impl Stream<Item = Command> + Unpin,
     emit: &mut dyn FnMut(ClientEvent),
 ) -> Result<(), ClientError> {
-    let pinned = client.pinned();
-    let Client {
-        server_name,
+    let Start {
         link,
         pace,
         udp,
@@ -116,13 +136,10 @@ pub(super) async fn run(
         username,
         peers,
         direct_limits,
-        sealed,
         pairs,
-        credentials,
-        reconnect,
+        redial,
         max_queued,
-        ..
-    } = client;
+    } = start;
     let (tx, rx) = mpsc::channel(SERVER_INPUTS);
     let (courier, timers) = Courier::new(udp.clone(), pairs);
     let mut chat = Chat {
@@ -130,15 +147,7 @@ pub(super) async fn run(
         next_link: 0,
         attempt: 0,
         backoff: Backoff::new(),
-        reconnect,
-        redial: credentials.map(|(username, password)| Redial {
-            server: server_name,
-            pinned,
-            username,
-            password,
-            p2p_port: p2p_addr.port(),
-            sealed,
-        }),
+        redial,
         outgoing: Outgoing::new(pace, max_queued, Instant::now()),
         peers,
         inbox: DirectInbox::new(direct_limits),
@@ -239,8 +248,8 @@ impl Chat {
                 }
                 match line {
                     Ok(Some(line)) => self.on_line(&line, emit)?,
-                    Ok(None) => self.lose("the server closed the connection".into(), emit)?,
-                    Err(e) => self.lose(format!("lost the connection to the server: {e}"), emit)?,
+                    Ok(None) => self.lose(Disconnect::Closed, emit)?,
+                    Err(e) => self.lose(Disconnect::Unreadable(e), emit)?,
                 }
             }
             Input::Relinked { attempt, result } => {
@@ -333,7 +342,7 @@ impl Chat {
     ) -> Result<(), ClientError> {
         let message = match decode_server(line) {
             Ok(message) => message,
-            Err(e) => return self.lose(format!("the server sent a bad message: {e}"), emit),
+            Err(e) => return self.lose(Disconnect::BadMessage(e), emit),
         };
         if message == ServerMessage::Ping {
             self.outgoing.push_front(ClientMessage::Pong);
@@ -342,7 +351,7 @@ impl Chat {
         self.courier.track_sessions(&mut self.inbox, &message);
         match on_server_message(message, &mut self.peers, emit) {
             Ok(()) => Ok(()),
-            Err(gone) => self.lose(gone.to_string(), emit),
+            Err(gone) => self.lose(gone, emit),
         }
     }
 
@@ -355,7 +364,7 @@ impl Chat {
             };
             if let Err(e) = send(&mut current.writer, &message).await {
                 self.outgoing.put_back(message);
-                self.lose(e.to_string(), emit)?;
+                self.lose(e, emit)?;
             }
         }
         Ok(())
@@ -363,18 +372,22 @@ impl Chat {
 
     /// The server is gone: the end (without reconnecting, or while leaving), or the first wait
     /// before connecting again.
-    fn lose(&mut self, why: String, emit: &mut dyn FnMut(ClientEvent)) -> Result<(), ClientError> {
+    fn lose(
+        &mut self,
+        why: Disconnect,
+        emit: &mut dyn FnMut(ClientEvent),
+    ) -> Result<(), ClientError> {
         if let Some(current) = self.current.take() {
             let _ = current.tcp.shutdown(Shutdown::Both);
         }
-        if self.reconnect == Reconnect::Never || self.redial.is_none() {
-            return Err(ClientError::Disconnected(why));
+        if self.redial.is_none() {
+            return Err(why.into());
         }
         if self.quitting {
             return Ok(()); // The loop sees no connection and ends.
         }
         self.backoff = Backoff::new();
-        self.try_again(why, emit);
+        self.try_again(why.to_string(), emit);
         Ok(())
     }
 
@@ -413,9 +426,12 @@ impl Chat {
         };
         let Relinked {
             opened,
-            username,
-            peers,
-            pairs,
+            logged_in:
+                LoggedIn {
+                    username,
+                    peers,
+                    pairs,
+                },
         } = relinked;
         self.outgoing.repace(opened.pace, Instant::now());
         self.attach(opened.link);

@@ -376,7 +376,10 @@ fn registration_checked(ip: IpAddr, shared: &Context, outcome: &Result<String, A
 /// Whether a refusal tells that an account exists: what someone listing accounts learns, so it
 /// counts in the address's throttle. Typing mistakes (an invalid name, a short password) do not.
 fn tells_a_name_is_taken(error: &AuthError) -> bool {
-    matches!(error, AuthError::NameTaken | AuthError::NameTooSimilar { .. })
+    matches!(
+        error,
+        AuthError::NameTaken | AuthError::NameTooSimilar { .. }
+    )
 }
 
 /// A name from the network as it may appear in the log: quoted and escaped (no forged log

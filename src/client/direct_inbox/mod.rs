@@ -60,6 +60,7 @@ use crate::sealed::{Header, Kind, OpenError};
 
 mod replay_window;
 mod report;
+mod sender;
 mod source_buckets;
 mod stats;
 
@@ -71,25 +72,8 @@ pub use stats::{DirectStats, DropCounts, DropKind};
 
 use replay_window::{SeenCounters, SeenIds};
 use report::DropReporter;
+use sender::Sender;
 use source_buckets::SourceBuckets;
-
-/// Who sent a datagram that passed the source check: the online peer it names (lower-cased, as
-/// the peer list looks names up) and the address it came from (an IPv4-mapped IPv6 address as
-/// its IPv4 address). The rate limit and the replay memory are kept per sender.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-struct Sender {
-    name: String,
-    address: SocketAddr,
-}
-
-impl Sender {
-    fn new(name: &str, address: SocketAddr) -> Self {
-        Sender {
-            name: name.to_ascii_lowercase(),
-            address: SocketAddr::new(address.ip().to_canonical(), address.port()),
-        }
-    }
-}
 
 /// What became of one received datagram.
 #[derive(Debug, Clone, PartialEq)]

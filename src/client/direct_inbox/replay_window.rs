@@ -29,7 +29,7 @@
 use std::collections::HashMap;
 use std::time::Instant;
 
-use super::Sender;
+use super::sender::Sender;
 use crate::sealed::KeyId;
 
 /// How many ids below the highest delivered one each sender's window remembers.

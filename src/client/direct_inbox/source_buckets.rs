@@ -9,7 +9,7 @@
 use std::collections::HashMap;
 use std::time::Instant;
 
-use super::Sender;
+use super::sender::Sender;
 use crate::rate_limit::TokenBucket;
 
 /// Most senders whose token buckets are kept. When full, a bucket that has refilled (and
