@@ -337,30 +337,22 @@ impl Appender {
         })
     }
 
-    /// Appends `line` (one [`render_record`]) and makes it durable: written, fdatasync'd, and the
-    /// journal still has its name (see [`AppendError::Unlinked`]). On a failure to write or sync,
-    /// cuts the journal back to its last whole record if it can (a cut not yet durable:
-    /// [`Appender::sync_cut`]); the caller must not append again (see the store's `broken`) before
-    /// a compaction removes the journal.
-    pub fn append(&mut self, line: &[u8], durability: &dyn Durability) -> Result<(), AppendError> {
+    /// Appends `line` (one [`render_record`]) and makes it durable (written, fdatasync'd). On a
+    /// failure, cuts the journal back to its last whole record if it can (a cut not yet durable:
+    /// [`Appender::sync_cut`]); the caller must not append again (see the store's `broken`)
+    /// before a compaction removes the journal.
+    pub fn append(&mut self, line: &[u8], durability: &dyn Durability) -> io::Result<()> {
         let result = self
             .file
             .write_all(line)
-            .and_then(|()| durability.sync_data(&self.file, &self.path))
-            // After the sync: a removal before it is seen here, one after it came after the
-            // record was durable under the name (and a removal's folder fsync orders the two).
-            .and_then(|()| self.file.metadata());
+            .and_then(|()| durability.sync_data(&self.file, &self.path));
         match result {
-            Ok(meta) if meta.nlink() == 0 => Err(AppendError::Unlinked),
-            Ok(_) => {
-                self.len += line.len() as u64;
-                Ok(())
-            }
-            Err(error) => {
+            Ok(()) => self.len += line.len() as u64,
+            Err(_) => {
                 let _ = self.file.set_len(self.len);
-                Err(AppendError::Io(error))
             }
         }
+        result
     }
 
     /// Makes the cut of a failed [`Appender::append`] durable, so that a record never answered
@@ -368,22 +360,6 @@ impl Appender {
     pub fn sync_cut(&self, durability: &dyn Durability) -> io::Result<()> {
         durability.sync_data(&self.file, &self.path)
     }
-}
-
-/// Why an append is not durable.
-#[derive(Debug, thiserror::Error)]
-pub enum AppendError {
-    /// The write or its fdatasync failed: the record may or may not be on disk.
-    #[error(transparent)]
-    Io(io::Error),
-    /// The record is on disk, in a file that has no name any more: something other than this
-    /// server removed the journal (another server started on the same users file folds it in and
-    /// removes it at its start). Nothing appended to it survives a restart.
-    #[error(
-        "the journal was removed by something other than this server (another server started on \
-         the same users file?); the record is in a file that no longer has a name"
-    )]
-    Unlinked,
 }
 
 /// Removes the journal at `path` (if there is one) and makes the removal durable.
@@ -595,23 +571,6 @@ pub(crate) mod tests {
                 Synced::Folder(folder),
             ]
         );
-    }
-
-    /// Something else removed the journal (another server on the same users file folded it in):
-    /// an append that reaches the file with no name is not durable, and says so.
-    #[test]
-    fn an_append_to_a_journal_removed_by_someone_else_is_not_durable() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = path_for(&dir.path().join("users.json"));
-        let mut appender = Appender::create(&path, &Fsync).unwrap();
-        appender
-            .append(&render_record(&user("alice")), &Fsync)
-            .unwrap();
-        fs::remove_file(&path).unwrap();
-        assert!(matches!(
-            appender.append(&render_record(&user("bob")), &Fsync),
-            Err(AppendError::Unlinked)
-        ));
     }
 
     /// `read` run on another thread, with a deadline: a read that blocks fails the test rather
