@@ -621,11 +621,20 @@ mod tests {
             .unwrap()
             .register("alice", "alice-password")
             .unwrap();
-        let store = UserStore::open(&path, scrypt_params(5, 8, 1).unwrap()).unwrap();
-        fs::remove_dir_all(dir.path()).unwrap();
+        let mut store = UserStore::open(&path, scrypt_params(5, 8, 1).unwrap()).unwrap();
+        let disk = std::sync::Arc::new(FlakyDisk::default());
+        store.durability = Box::new(Flaky(disk.clone()));
+        disk.fail_users_file.store(true, Ordering::SeqCst);
+        let before = fs::read(&path).unwrap();
         assert_eq!(store.verify("alice", "alice-password"), Ok("alice".into()));
+        assert_eq!(disk.users_file_syncs.load(Ordering::SeqCst), 1, "no write tried");
         let hash = store.read().accounts["alice"].password_hash.clone();
         assert_eq!(cost::stored_cost(&hash), Ok(cost(4, 8, 1)));
+        assert_eq!(fs::read(&path).unwrap(), before);
+        // The disk works again: the next login re-hashes.
+        disk.fail_users_file.store(false, Ordering::SeqCst);
+        assert_eq!(store.verify("alice", "alice-password"), Ok("alice".into()));
+        assert_eq!(read_hashes(&path)[0].get(..20), Some("$scrypt$ln=5,r=8,p=1"));
     }
 
     #[test]
