@@ -208,7 +208,11 @@ pub(super) fn check_created(file: &File, path: &Path) -> io::Result<()> {
     }
     Err(io::Error::other(ForeignFile {
         path: path.to_path_buf(),
-        kind: if meta.file_type().is_file() { "regular file" } else { "special file" },
+        kind: if meta.file_type().is_file() {
+            "regular file"
+        } else {
+            "special file"
+        },
         owner: meta.uid(),
         mode,
         links: meta.nlink(),
@@ -280,7 +284,10 @@ pub fn replace(
     };
     let folder = folder_of(path);
     let name = path.file_name().ok_or_else(|| {
-        failed(io::Error::new(io::ErrorKind::InvalidInput, "the path names no file"))
+        failed(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "the path names no file",
+        ))
     })?;
     // Dropping `tmp` before it is persisted removes it.
     let mut tmp = tempfile::Builder::new()
@@ -398,7 +405,11 @@ pub fn remove_leftover_temporary_files(path: &Path) {
                  {} may have planted it",
                 leftover.display(),
                 meta.uid(),
-                if meta.file_type().is_symlink() { "symbolic link" } else { "file" },
+                if meta.file_type().is_symlink() {
+                    "symbolic link"
+                } else {
+                    "file"
+                },
                 dir.display()
             );
             continue;
@@ -408,7 +419,10 @@ pub fn remove_leftover_temporary_files(path: &Path) {
                 "removed {}, left by a write of the users file that did not finish",
                 leftover.display()
             ),
-            Err(e) => log::warn!("could not remove {}, left by a write that did not finish: {e}", leftover.display()),
+            Err(e) => log::warn!(
+                "could not remove {}, left by a write that did not finish: {e}",
+                leftover.display()
+            ),
         }
     }
 }

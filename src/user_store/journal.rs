@@ -151,13 +151,20 @@ pub fn parse(bytes: &[u8]) -> Result<Replay, InvalidJournal> {
     let mut torn = None;
     if let Some(first_bad) = decoded.iter().position(Result::is_err) {
         let mut rest = decoded.split_off(first_bad).into_iter();
-        let why = rest.next().and_then(Result::err).expect("the first bad record");
+        let why = rest
+            .next()
+            .and_then(Result::err)
+            .expect("the first bad record");
         let line = first_bad + 1;
         if rest.any(|r| r.is_ok()) {
             return Err(InvalidJournal::Damaged { line, why });
         }
         // The bytes from the start of the torn line to the end.
-        let start: usize = bytes.split(|&b| b == b'\n').take(first_bad).map(|l| l.len() + 1).sum();
+        let start: usize = bytes
+            .split(|&b| b == b'\n')
+            .take(first_bad)
+            .map(|l| l.len() + 1)
+            .sum();
         torn = Some(TornTail {
             line,
             bytes: bytes.len() - start,

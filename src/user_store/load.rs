@@ -14,32 +14,20 @@ use super::{
 };
 
 impl UserStore {
-    /// Opens the users file at `path`, creating it (mode 0600) if it is missing, and takes the
-    /// lock that keeps any other server off it ([`super::lock`]). A file that exists but cannot be
-    /// read, is not valid JSON of the expected shape, holds an invalid name or hash, or holds the
-    /// same name twice is refused and left untouched.
+    /// Opens the users file at `path` (created, mode 0600, if missing) and takes its lock
+    /// ([`super::lock`]). Refused, and left untouched: a file that cannot be read or parsed (bad
+    /// JSON, an invalid name or hash, a name twice); a damaged journal, or one that is a link, not
+    /// a regular file or someone else's (and then a missing users file is not created); a file
+    /// someone other than the server's user and root could replace ([`folder::exposures`]).
     ///
-    /// Logs a warning, and still opens the file, when:
-    /// - `path` is a symbolic link: the store reads and rewrites the link's target, resolved once
-    ///   here (so a link changed later cannot redirect the server's writes), and the link stays;
-    /// - the file can be read or written by group or others (it holds password hashes); every
-    ///   rewrite makes it 0600 again;
-    /// - an account's stored hash has a cost outside the allowed range: that account cannot log
-    ///   in (see [`UserStore::verify`]), everyone else can;
-    /// - two accounts have look-alike names ([`super::skeleton`]): both log in, no third is let in.
+    /// Opened with a warning, since none makes the file wrong and refusing would lock everyone
+    /// out: a symbolic link (its target, resolved once here, is read and written; the link
+    /// stays); a file group or others may read or write; an account whose hash is out of range
+    /// (it cannot log in); look-alike names (both log in, no third is let in).
     ///
-    /// Warnings rather than refusals: none of these makes the file wrong, and refusing to start
-    /// would lock every user out over one entry or one `chmod`; the administrator reads the log.
-    ///
-    /// Removes the temporary files that writes interrupted by a crash left beside the file, reads
-    /// the file, then the journal a crash left beside it, if any, before a missing users file is
-    /// created: its whole records are added (a warning names the accounts they add), a torn last
-    /// record is ignored with a warning, and the journal is folded into the file at once. A
-    /// damaged journal (a bad record before whole ones), or one that is a link, not a regular file
-    /// or someone else's, is refused and left untouched, and a missing users file is not created.
-    ///
-    /// Refuses the file when someone other than the server's user and root could replace it
-    /// ([`folder::exposures`]): that is not a slip in the file but a way into every account.
+    /// Removes the temporary files a crash left beside the file, then folds in the journal a
+    /// crash left, if any: its whole records are added (a warning names them), a torn last one
+    /// is ignored with a warning.
     pub fn open(path: &Path, params: scrypt::Params) -> Result<UserStore, StoreError> {
         UserStore::open_with(path, params, UnsafeFile::Refuse)
     }
@@ -137,11 +125,10 @@ impl UserStore {
     }
 
     /// Reads the users file again (the server calls it on SIGHUP) and takes its accounts as they
-    /// are now, logging what changed; the journal's records not yet folded in (registrations
-    /// answered `ok` since the last compaction) are kept: those the file lacks are added, named in
-    /// a warning (an account removed by hand while still in the journal comes back: remove it
-    /// again once it is folded in), and folded in at once. A file that cannot be read or parsed
-    /// is not loaded: the accounts last read stay, and writes stay refused until a reload works.
+    /// are now, logging what changed. The journal's records not yet folded in (registrations
+    /// answered `ok`) are kept: those the file lacks are added, named in a warning, and folded in
+    /// at once. A file that cannot be read or parsed is not loaded: the accounts last read stay,
+    /// and writes stay refused until a reload works.
     pub fn reload(&self) -> Result<(), ReloadError> {
         let mut writer = self.writer();
         let failed = |why| ReloadError {

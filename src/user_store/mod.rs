@@ -627,14 +627,21 @@ mod tests {
         disk.fail_users_file.store(true, Ordering::SeqCst);
         let before = fs::read(&path).unwrap();
         assert_eq!(store.verify("alice", "alice-password"), Ok("alice".into()));
-        assert_eq!(disk.users_file_syncs.load(Ordering::SeqCst), 1, "no write tried");
+        assert_eq!(
+            disk.users_file_syncs.load(Ordering::SeqCst),
+            1,
+            "no write tried"
+        );
         let hash = store.read().accounts["alice"].password_hash.clone();
         assert_eq!(cost::stored_cost(&hash), Ok(cost(4, 8, 1)));
         assert_eq!(fs::read(&path).unwrap(), before);
         // The disk works again: the next login re-hashes.
         disk.fail_users_file.store(false, Ordering::SeqCst);
         assert_eq!(store.verify("alice", "alice-password"), Ok("alice".into()));
-        assert_eq!(read_hashes(&path)[0].get(..20), Some("$scrypt$ln=5,r=8,p=1"));
+        assert_eq!(
+            read_hashes(&path)[0].get(..20),
+            Some("$scrypt$ln=5,r=8,p=1")
+        );
     }
 
     #[test]
