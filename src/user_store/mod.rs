@@ -256,44 +256,39 @@ impl UserStore {
             .map_err(|failure| failure.error)
     }
 
-    /// [`UserStore::compact`] with the writer's lock held. A users file changed by hand is not
-    /// written over: the journal stays, durable, until a reload or the next start.
+    /// [`UserStore::compact`] with the writer's lock held.
     fn compact_locked(&self, writer: &mut Writer) -> Result<(), SnapshotFailure> {
         if writer.journal.is_empty() {
             return Ok(());
         }
+        self.write_snapshot(writer)
+    }
+
+    /// Replaces the users file with every account in memory ([`file::replace`]), then removes the
+    /// journal, whose records are all in it. A users file changed by hand is not written over: the
+    /// journal stays, durable, until a reload or the next start. Afterwards the writer knows the
+    /// file if it was replaced, even when the folder's fsync then failed.
+    fn write_snapshot(&self, writer: &mut Writer) -> Result<(), SnapshotFailure> {
+        let failed = |replaced, path: &Path, error| SnapshotFailure {
+            replaced,
+            error: StorageError::Write {
+                path: path.to_path_buf(),
+                error,
+            },
+        };
         self.check_unchanged(writer)
             .map_err(SnapshotFailure::before)?;
         // Rendered under a read lock, not from a copy: only holders of the writer's lock (us)
         // change the accounts, and logins only read.
-        let json = file::render(&self.read().accounts).map_err(|error| {
-            SnapshotFailure::before(StorageError::Write {
-                path: self.path.clone(),
-                error,
-            })
-        })?;
-        self.write_snapshot(writer, &json)
-    }
-
-    /// Replaces the users file with `json` ([`file::replace`]), which must hold every account in
-    /// memory, then removes the journal, whose records are all in it. Afterwards the writer
-    /// knows the file if it was replaced, even when the folder's fsync then failed.
-    fn write_snapshot(&self, writer: &mut Writer, json: &[u8]) -> Result<(), SnapshotFailure> {
-        let write_error = |path: &Path, error| StorageError::Write {
-            path: path.to_path_buf(),
-            error,
-        };
-        match file::replace(&self.path, json, &*self.durability) {
+        let json = file::render(&self.read().accounts).map_err(|e| failed(false, &self.path, e))?;
+        match file::replace(&self.path, &json, &*self.durability) {
             Ok(stamp) => writer.stamp = stamp,
             Err(failure) => {
-                let replaced = failure.replaced.is_some();
                 if let Some(stamp) = failure.replaced {
                     writer.stamp = stamp;
                 }
-                return Err(SnapshotFailure {
-                    replaced,
-                    error: write_error(&self.path, failure.error),
-                });
+                let replaced = failure.replaced.is_some();
+                return Err(failed(replaced, &self.path, failure.error));
             }
         }
         // A crash between the rename and the removal leaves records that the next start finds in
@@ -301,12 +296,8 @@ impl UserStore {
         // may still have to be synced (`forget_failed_append`).
         writer.journal.records.clear();
         writer.journal.broken = true;
-        journal::remove(&self.journal_path, &*self.durability).map_err(|error| {
-            SnapshotFailure {
-                replaced: true,
-                error: write_error(&self.journal_path, error),
-            }
-        })?;
+        journal::remove(&self.journal_path, &*self.durability)
+            .map_err(|e| failed(true, &self.journal_path, e))?;
         writer.journal = Journal::default();
         Ok(())
     }
@@ -374,49 +365,48 @@ impl UserStore {
     }
 
     /// Replaces `user`'s stored hash (at `old` cost) with one at the current cost and rewrites
-    /// the file. Failures are logged, never returned: the login they follow has succeeded.
+    /// the file (with the journal's records: a compaction too). Once per account, when the cost
+    /// goes up. Failures are logged, never returned: the login they follow has succeeded.
     fn rehash(&self, key: &str, user: &StoredUser, old: HashCost, password: &str) {
+        let set = |from: &str, to: String| match self.write().accounts.get_mut(key) {
+            Some(stored) if stored.password_hash == from => {
+                stored.password_hash = to;
+                true
+            }
+            // Changed since the check (a concurrent login has re-hashed it already).
+            _ => false,
+        };
         let hashed = hash_password(password, self.params).map_err(StorageError::Hashing);
         let result = hashed.and_then(|new_hash| {
             let mut writer = self.writer();
-            self.check_unchanged(&writer)?;
-            // A change of an entry is a whole rewrite: once per account, when the cost goes up.
-            let mut all = self.read().accounts.clone();
-            match all.get_mut(key) {
-                // Unchanged since the check (a concurrent login may have re-hashed it already).
-                Some(stored) if stored.password_hash == user.password_hash => {
-                    stored.password_hash = new_hash;
+            // Meanwhile a login may check either hash: both are of the same password.
+            if !set(&user.password_hash, new_hash.clone()) {
+                return Ok(false);
+            }
+            match self.write_snapshot(&mut writer) {
+                Ok(()) => Ok(true),
+                Err(failure) => {
+                    // Memory stays equal to the file: once the rename happened, the file has it.
+                    if !failure.replaced {
+                        set(&new_hash, user.password_hash.clone());
+                    }
+                    Err(failure.error)
                 }
-                _ => return Ok(()),
             }
-            // The whole file, with the journal's records (they are in memory): a compaction too.
-            let written = file::render(&all)
-                .map_err(|error| {
-                    SnapshotFailure::before(StorageError::Write {
-                        path: self.path.clone(),
-                        error,
-                    })
-                })
-                .and_then(|json| self.write_snapshot(&mut writer, &json));
-            // Keep memory equal to the file: once the rename happened, the file has it.
-            if written.as_ref().map_or_else(|f| f.replaced, |_| true) {
-                self.write().accounts = all;
-            }
-            written.map_err(|failure| failure.error)?;
-            log::info!(
+        });
+        match result {
+            Ok(false) => {}
+            Ok(true) => log::info!(
                 "re-hashed the password of {:?} from {old} to {} in {}",
                 user.username,
                 self.cost,
                 self.path.display()
-            );
-            Ok(())
-        });
-        if let Err(error) = result {
-            log::error!(
+            ),
+            Err(error) => log::error!(
                 "could not save the re-hashed password of {:?}: {error}; the account keeps its \
                  {old} hash for now",
                 user.username
-            );
+            ),
         }
     }
 
