@@ -680,7 +680,7 @@ mod tests {
     }
 
     /// A FIFO at the users file's path is refused at once (its open would wait for a writer:
-    /// the server would hang at start, or a login at a reread).
+    /// the server would hang at start, or at a SIGHUP).
     #[test]
     fn a_fifo_at_the_users_file_path_is_refused_without_blocking() {
         use crate::user_store::journal::tests::{mkfifo, within_deadline};
