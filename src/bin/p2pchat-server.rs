@@ -25,7 +25,7 @@ use p2pchat::user_store::{StoreError, UnsafeFile, UserStore};
 ///
 /// Accounts: stop the server and edit the users file, or edit it while the server runs and send
 /// SIGHUP (`kill -HUP PID`) to have it read again; until then, registrations are refused rather
-/// than write over the edit. One server per users file (a lock beside it, USERS.lock).
+/// than write over the edit. One server per users file (a lock beside it: users.json.lock).
 #[derive(Parser, Debug)]
 #[command(name = "p2pchat-server", version)]
 struct Args {
