@@ -33,7 +33,11 @@ pub enum LockError {
         path.display()
     )]
     Held { path: PathBuf, holder: Option<u32> },
-    #[error("lock {} is not a regular file of this server's user with one name", path.display())]
+    #[error(
+        "lock {} is not a regular file of this server's user with one name; remove it if no \
+         server runs on this users file",
+        path.display()
+    )]
     Foreign { path: PathBuf },
     #[error("lock {}: {error}", path.display())]
     Io { path: PathBuf, error: io::Error },
