@@ -156,11 +156,6 @@ impl UserStore {
         self.len() == 0
     }
 
-    /// The cost of new hashes.
-    pub fn cost(&self) -> HashCost {
-        self.cost
-    }
-
     /// Creates an account; returns the username as stored. Returns only once the account is on
     /// disk. Blocks: hashes the password, appends to the journal and syncs it.
     pub fn register(&self, username: &str, password: &str) -> Result<String, AuthError> {
