@@ -96,3 +96,12 @@ pub fn termination_signal() -> std::io::Result<impl Future<Output = &'static str
         }
     })
 }
+
+/// Yields once for every SIGHUP from now on (which then no longer ends the process): the server's
+/// signal to read the users file again, as IRC servers re-read their configuration.
+pub fn hangup_signals() -> std::io::Result<impl futures::Stream<Item = ()> + Send + Unpin> {
+    use futures::StreamExt;
+
+    let signals = signal_hook_async_std::Signals::new([signal_hook::consts::SIGHUP])?;
+    Ok(signals.map(|_| ()))
+}

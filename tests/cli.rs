@@ -22,7 +22,9 @@ fn server_help_describes_every_flag() {
             .and(predicate::str::contains("--scrypt-r"))
             .and(predicate::str::contains("--scrypt-p"))
             .and(predicate::str::contains("0.0.0.0:12000"))
-            .and(predicate::str::contains("[default: 64]")),
+            .and(predicate::str::contains("[default: 64]"))
+            .and(predicate::str::contains("send SIGHUP"))
+            .and(predicate::str::contains("One server per users file")),
     );
 }
 

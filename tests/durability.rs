@@ -169,8 +169,12 @@ fn kill_9_during_registrations_leaves_a_whole_users_file_with_every_welcomed_acc
         let mut server = start_server(&users, TEST_LOG_N);
         let addr = server.addr;
         // A write the SIGKILL interrupted left a temporary file (with hashes in it): removed;
-        // the journal it left was folded into the users file.
-        assert_eq!(files_in(dir.path()), ["users.json"], "round {round}");
+        // the journal it left was folded into the users file; the lock is the running server's.
+        assert_eq!(
+            files_in(dir.path()),
+            ["users.json", "users.json.lock"],
+            "round {round}"
+        );
         assert_all_on_disk(&users, &acknowledged, round);
         let kill_after = 5 + 4 * round;
         let stop = Arc::new(AtomicBool::new(false));
@@ -233,7 +237,7 @@ fn kill_9_during_registrations_leaves_a_whole_users_file_with_every_welcomed_acc
         );
     }
     let server = start_server(&users, TEST_LOG_N);
-    assert_eq!(files_in(dir.path()), ["users.json"]);
+    assert_eq!(files_in(dir.path()), ["users.json", "users.json.lock"]);
     assert_all_on_disk(&users, &acknowledged, KILL_ROUNDS);
     // The survivors of every crash log in.
     for name in &acknowledged {
@@ -616,7 +620,11 @@ fn a_torn_or_zero_filled_journal_tail_is_ignored_and_the_whole_records_load() {
             journal_of(&users).display(),
             tail.len()
         ));
-        assert_eq!(files_in(dir.path()), ["users.json"], "round {round}");
+        assert_eq!(
+            files_in(dir.path()),
+            ["users.json", "users.json.lock"],
+            "round {round}"
+        );
         assert_eq!(names_on_disk(&users), ["alice", "Bob"], "round {round}");
         assert_eq!(
             login(server.addr, "alice", "alice-password"),
@@ -689,7 +697,7 @@ fn once_registrations_pause_the_users_file_holds_them_and_is_alone() {
         assert_eq!(register(server.addr, name), Answer::Welcome);
     }
     let start = Instant::now();
-    while files_in(dir.path()) != ["users.json"] {
+    while files_in(dir.path()) != ["users.json", "users.json.lock"] {
         assert!(
             start.elapsed() < DEADLINE,
             "the journal stays: {:?}",
@@ -742,53 +750,50 @@ fn a_second_server_on_a_port_in_use_stops_before_touching_the_users_files() {
     assert_eq!(std::fs::read(&users).unwrap(), before);
 }
 
-/// A second server started on the same users file (another port) folds the running server's
-/// journal in and removes it. The running server's next registration lands in a journal with no
-/// name: it notices, and writes every account it knows into the users file before it answers, so
-/// a kill -9 right after the answer loses nothing.
+/// One server per users file: a second server on the same file (another port) exits 1 naming
+/// the file and the running server's process, before it reads or writes anything; the running
+/// server's journal, users file and registrations are untouched. Once the first stops (its lock
+/// file goes with it), a server starts on the file again.
 #[test]
-fn a_second_server_on_the_same_users_file_cannot_make_the_first_lose_a_registration() {
+fn a_second_server_on_the_same_users_file_exits_1_naming_the_file_and_the_first() {
     let dir = tempfile::tempdir().unwrap();
     let users = dir.path().join("users.json");
     let mut running = start_server(&users, TEST_LOG_N);
-    // Stopped while its journal is open: the pause before it folds the journal in is short, so
-    // register again until the stop comes first.
-    let mut registered = Vec::new();
-    let frozen = loop {
-        let name = format!("early{}", registered.len());
-        assert_eq!(register(running.addr, &name), Answer::Welcome);
-        registered.push(name);
-        let frozen = running.freeze();
-        if journal_of(&users).exists() {
-            break frozen;
-        }
-        assert!(
-            registered.len() < 20,
-            "the journal was always folded in first"
-        );
-    };
-    let mut second = start_server(&users, TEST_LOG_N);
-    assert!(second.terminate().success(), "{}", second.log());
-    assert!(!journal_of(&users).exists());
-    drop(frozen);
-    assert_eq!(register(running.addr, "late"), Answer::Welcome);
-    running.kill();
-    registered.push("late".into());
+    assert_eq!(register(running.addr, "alice"), Answer::Welcome);
+    // Waits for the journal to be folded in: from here on the running server writes nothing.
+    assert_eq!(names_on_disk(&users), ["alice"]);
+    let before = std::fs::read(&users).unwrap();
+    server_command()
+        .args([
+            "--plaintext",
+            "--scrypt-log-n",
+            TEST_LOG_N,
+            "--bind",
+            "127.0.0.1:0",
+        ])
+        .arg("--users")
+        .arg(&users)
+        .assert()
+        .code(1)
+        .stdout(predicate::str::is_empty())
+        .stderr(predicate::str::contains(format!(
+            "users file {}: in use by another server, process {}",
+            users.display(),
+            running.pid()
+        )));
+    assert_eq!(std::fs::read(&users).unwrap(), before);
+    assert_eq!(files_in(dir.path()), ["users.json", "users.json.lock"]);
+    assert_eq!(register(running.addr, "bob"), Answer::Welcome);
+    assert!(running.terminate().success(), "{}", running.log());
+    assert_eq!(files_in(dir.path()), ["users.json"]);
     let restarted = start_server(&users, TEST_LOG_N);
-    for name in &registered {
+    for name in ["alice", "bob"] {
         assert_eq!(
             login(restarted.addr, name, PASSWORD),
             Answer::Welcome,
             "{name}"
         );
     }
-    assert!(
-        running
-            .log()
-            .contains("was removed by something other than this server"),
-        "{}",
-        running.log()
-    );
 }
 
 /// An account removed from the users file by hand while its record was still in the journal

@@ -298,50 +298,71 @@ fn a_users_file_someone_else_could_replace_is_refused_unless_allowed() {
     assert_eq!(fs::read(&users).unwrap(), before);
 }
 
-/// An administrator adds an account by hand while the server runs; the next registration keeps
-/// it (and the hand-added account logs in). Then they break the file by hand: the next
-/// registration is refused with `storage_failure` and the file stays as they wrote it; once they
-/// fix it, registrations go on with everything in it.
+/// An administrator edits the users file while the server runs. Until they send SIGHUP the edit
+/// is not read (the account they added does not log in yet) and never written over: a
+/// registration is refused with `storage_failure`, the log says to send SIGHUP, the file stays
+/// as they wrote it. After SIGHUP the added account logs in, the removed one does not, and
+/// registrations go on. A file broken by hand and signalled is not loaded: logins go on with the
+/// accounts last read, and registrations wait until a fixed file is signalled.
 #[test]
-fn a_hand_edit_while_the_server_runs_is_read_again_and_never_overwritten() {
+fn a_hand_edit_loads_on_sighup_and_is_never_written_over() {
     let dir = tempfile::tempdir().unwrap();
     let users = dir.path().join("users.json");
+    fs::copy(fixture("users-ln10.json"), &users).unwrap();
+    chmod(&users, 0o600);
     let server = Server::start(&users, &[]);
-    assert_welcome(&register(&server, "carol"));
+    assert_welcome(&authenticate(&server, false, "Bob", "bob-password"));
 
-    // The hand edit: alice from the fixture added beside carol, saved in place.
+    // The hand edit: carol (alice's hash under another name) in, Bob out.
     let mut edited = read_users(&users);
-    let alice = read_users(&fixture("users-ln10.json"))["users"][0].clone();
-    assert_eq!(alice["username"], "alice");
-    edited["users"].as_array_mut().unwrap().insert(0, alice);
-    fs::write(&users, serde_json::to_string_pretty(&edited).unwrap()).unwrap();
+    let mut carol = edited["users"][0].clone();
+    carol["username"] = "carol".into();
+    edited["users"] = Value::Array(vec![edited["users"][0].clone(), carol]);
+    let edited = serde_json::to_string_pretty(&edited).unwrap();
+    fs::write(&users, &edited).unwrap();
 
+    // Not read yet, and never written over.
+    assert_refused(
+        &authenticate(&server, false, "carol", ALICE_PASSWORD),
+        "bad_credentials",
+    );
+    assert_refused(&register(&server, "dave"), "storage_failure");
+    server.wait_for_log(&format!(
+        "{}: changed since the server last read or wrote it; nothing is written over it until \
+         the server reads it again: once the file is as it should be, send SIGHUP (kill -HUP {})",
+        users.display(),
+        server.pid()
+    ));
+    assert_eq!(fs::read_to_string(&users).unwrap(), edited);
+
+    server.hangup();
+    server.wait_for_log(&format!(
+        "users file {}: read again, 2 accounts; added [\"carol\"], removed [\"Bob\"], changed []",
+        users.display()
+    ));
+    assert_welcome(&authenticate(&server, false, "carol", ALICE_PASSWORD));
+    assert_refused(
+        &authenticate(&server, false, "Bob", "bob-password"),
+        "bad_credentials",
+    );
     register_and_leave(&server, "dave");
     assert_eq!(names_on_disk(&users), ["alice", "carol", "dave"]);
-    assert_welcome(&authenticate(&server, false, "alice", ALICE_PASSWORD));
-    server.wait_for_log(&format!(
-        "users file {} was changed by something other than this server",
-        users.display()
-    ));
 
-    // Broken by hand: never written over, nothing acknowledged.
+    // Broken by hand and signalled: not loaded, never written over, nothing acknowledged.
     let broken = b"{\"version\": 1, \"users\": [ oops\n";
     fs::write(&users, broken).unwrap();
+    server.hangup();
+    server.wait_for_log(&format!("users file {}: is not valid: ", users.display()));
+    assert_welcome(&authenticate(&server, false, "dave", PASSWORD));
     assert_refused(&register(&server, "erin"), "storage_failure");
     assert_eq!(fs::read(&users).unwrap(), broken);
-    server.wait_for_log(&format!(
-        "{}: changed since the server last read or wrote it, and is not valid",
-        users.display()
-    ));
-    // Logins go on with the accounts last read.
-    assert_welcome(&authenticate(&server, false, "dave", PASSWORD));
 
-    // Fixed by hand (without dave): the file as written now is what counts.
-    edited["users"].as_array_mut().unwrap().remove(1); // carol
-    fs::write(&users, serde_json::to_string_pretty(&edited).unwrap()).unwrap();
+    // Fixed by hand (without dave) and signalled: the file as written now is what counts.
+    fs::write(&users, &edited).unwrap();
+    server.hangup();
+    server.wait_for_log_count("read again, 2 accounts", 2);
     assert_welcome(&register(&server, "erin"));
-    assert_eq!(names_on_disk(&users), ["alice", "erin"]);
-    assert_private_users_file(&users, &["alice", "erin"]);
+    assert_private_users_file(&users, &["alice", "carol", "erin"]);
 }
 
 /// A name that looks like an existing one (`I`, `l` and `1`; `O` and `0`; any case) is refused

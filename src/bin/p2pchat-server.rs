@@ -8,9 +8,10 @@ use std::io::{self, Write};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 
 use clap::{CommandFactory, Parser};
+use futures::{Stream, StreamExt};
 use p2pchat::runtime::{self, TcpListener};
 use p2pchat::server::{self, ServerFlags};
 use p2pchat::tls::{self, IdentityError, ServerIdentity};
@@ -22,7 +23,11 @@ use p2pchat::user_store::{StoreError, UnsafeFile, UserStore};
 /// `fingerprint SHA256:…` on the next (what clients pin; compare it with what they show at first
 /// contact), then logs events on stderr (set RUST_LOG=debug|info|warn|error to choose how much;
 /// default info). Ctrl-C or SIGTERM tells the clients and exits 0. A start-up error (users file,
-/// TLS key or certificate, address in use) exits 1.
+/// TLS key or certificate, address in use, another server on the same users file) exits 1.
+///
+/// Accounts: stop the server and edit the users file, or edit it while the server runs and send
+/// SIGHUP (`kill -HUP PID`) to have it read again; until then, registrations are refused rather
+/// than write over the edit. One server per users file (a lock beside it: users.json.lock).
 #[derive(Parser, Debug)]
 #[command(name = "p2pchat-server", version)]
 struct Args {
@@ -32,7 +37,8 @@ struct Args {
           value_parser = parse_bind)]
     bind: String,
 
-    /// The users file (JSON, mode 0600, created if missing).
+    /// The users file (JSON, mode 0600, created if missing). Edit it with the server stopped, or
+    /// edit it and send the server SIGHUP.
     #[arg(long, value_name = "PATH", default_value = "users.json")]
     users: PathBuf,
 
@@ -122,10 +128,9 @@ async fn serve(args: Args, params: scrypt::Params) -> Result<(), StartError> {
         true => UnsafeFile::Allow,
         false => UnsafeFile::Refuse,
     };
-    // Bound before the users file is opened: a second server started on the same port (and so,
-    // usually, on the same users file) stops here, before it folds in and removes the running
-    // server's journal. A host name binds the first of its addresses that can be bound, in the
-    // resolver's order.
+    // Bound before the users file is opened: a second server started on the same port says so.
+    // (On another port, the users file's lock stops it.) A host name binds the first of its
+    // addresses that can be bound, in the resolver's order.
     let listener = TcpListener::bind(args.bind.as_str())
         .await
         .map_err(|source| StartError::Listen {
@@ -146,6 +151,9 @@ async fn serve(args: Args, params: scrypt::Params) -> Result<(), StartError> {
     };
     let addr = listener.local_addr().map_err(StartError::LocalAddr)?;
     let signal = runtime::termination_signal().map_err(StartError::Signals)?;
+    let hangups = runtime::hangup_signals().map_err(StartError::Signals)?;
+    let store = Arc::new(store);
+    runtime::spawn(reload_on_hangup(hangups, Arc::downgrade(&store)));
     let mut stdout = std::io::stdout();
     let _ = writeln!(stdout, "listening on {addr}");
     if let Some((identity, _, _)) = &identity {
@@ -182,7 +190,22 @@ async fn serve(args: Args, params: scrypt::Params) -> Result<(), StartError> {
         let name = signal.await;
         log::info!("received {name}");
     };
-    server::run(listener, Arc::new(store), config, shutdown).await;
+    server::run(listener, store, config, shutdown).await;
     log::info!("stopped");
     Ok(())
+}
+
+/// Reads the users file again at each SIGHUP, while the server runs (a weak reference: the
+/// store, and with it the users file's lock, goes when the server stops).
+async fn reload_on_hangup(mut hangups: impl Stream<Item = ()> + Unpin, store: Weak<UserStore>) {
+    while hangups.next().await.is_some() {
+        let Some(store) = store.upgrade() else { return };
+        log::info!(
+            "received SIGHUP: reading users file {} again",
+            store.path().display()
+        );
+        if let Err(error) = runtime::spawn_blocking(move || store.reload()).await {
+            log::error!("{error}");
+        }
+    }
 }

@@ -1,20 +1,19 @@
 //! The background compaction: a thread that folds the journal ([`super::journal`]) into the
-//! users file once registrations pause for [`QUIET`], so that someone who registers and then
-//! looks finds `users.json` complete almost at once, and that at rest the users file is the only
-//! file. The registrations themselves never wait for it (they are durable in the journal); only
-//! one that comes while it writes waits for the writer's lock, as behind any write. Logins never
-//! take that lock.
+//! users file once registrations pause for [`QUIET`], so that the users file is soon complete and,
+//! at rest, alone. Registrations never wait for it (they are durable in the journal); one that
+//! comes while it writes waits for the writer's lock, as behind any write. Logins never do.
 //!
-//! The thread sleeps on a condition variable while there is nothing to fold in; a registration
-//! wakes it ([`Activity::appended`]). It holds the store until it is stopped:
-//! [`Compactor::finish`] (a graceful shutdown, on a blocking thread) stops it, waits for it and
-//! folds in what is left. Dropping the [`Compactor`] only tells the thread to stop and never
-//! waits for it: a drop may happen on an executor thread (the server's `run` cancelled), and the
-//! thread may be in the middle of a compaction (an fsync) or waiting for the writer's lock.
+//! Each registration wakes the thread through a bounded channel of one ([`Wakeup::appended`]: a
+//! wake-up already pending is enough). The thread holds only a weak reference to the store, taken
+//! up for each compaction, and ends when its channel's sender goes: [`Compactor::finish`] (a
+//! graceful shutdown, on a blocking thread) drops it, waits for the thread and folds in what is
+//! left. Dropping the [`Compactor`] drops the sender too but never waits: a drop may happen on
+//! an executor thread, while the thread is in the middle of a compaction (an fsync).
 
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::mpsc::{self, RecvTimeoutError, SyncSender};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use super::UserStore;
 
@@ -23,81 +22,31 @@ use super::UserStore;
 /// milliseconds) is not interrupted by one rewrite per registration.
 pub const QUIET: Duration = Duration::from_millis(100);
 
-/// What the compaction thread waits on: the time of the last append, and whether to stop.
+/// The running thread's wake-up channel, if any, and its number: a [`Compactor`] stops only its
+/// own thread, never one started after it.
 #[derive(Default)]
-pub(super) struct Activity {
-    state: Mutex<State>,
-    wake: Condvar,
-}
+pub(super) struct Wakeup(Mutex<(u64, Option<SyncSender<()>>)>);
 
-#[derive(Default)]
-struct State {
-    /// When the last record was appended since the last compaction began; `None`: nothing new.
-    last_append: Option<Instant>,
-    /// Which thread may run: one whose number is not this one stops. A number rather than a
-    /// flag, because a stopped thread is not waited for: it may not have seen its stop when the
-    /// next thread starts, and must not run on beside it.
-    generation: u64,
-}
-
-impl Activity {
+impl Wakeup {
     /// Notes an append (with or without a compaction thread to hear it).
     pub(super) fn appended(&self) {
-        self.lock().last_append = Some(Instant::now());
-        self.wake.notify_one();
+        if let Some(wake) = &self.lock().1 {
+            let _ = wake.try_send(());
+        }
     }
 
-    fn lock(&self) -> MutexGuard<'_, State> {
-        // A panic while holding it leaves two plain fields: still usable.
-        self.state
+    fn lock(&self) -> MutexGuard<'_, (u64, Option<SyncSender<()>>)> {
+        // A panic while holding it leaves a number and a sender: still usable.
+        self.0
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Waits until registrations have paused for [`QUIET`] after an append (true), or until
-    /// thread `generation` is told to stop (false).
-    fn wait_for_quiet(&self, generation: u64) -> bool {
-        let mut state = self.lock();
-        loop {
-            if state.generation != generation {
-                return false;
-            }
-            state = match state.last_append {
-                None => self
-                    .wake
-                    .wait(state)
-                    .unwrap_or_else(|poisoned| poisoned.into_inner()),
-                Some(at) => {
-                    let now = Instant::now();
-                    let due = at + QUIET;
-                    if now >= due {
-                        state.last_append = None;
-                        return true;
-                    }
-                    self.wake
-                        .wait_timeout(state, due - now)
-                        .unwrap_or_else(|poisoned| poisoned.into_inner())
-                        .0
-                }
-            };
-        }
-    }
-
-    /// Stops the running thread, if any; returns the number of the next one.
-    fn next_generation(&self) -> u64 {
-        let mut state = self.lock();
-        state.generation += 1;
-        // Every waiter: a stopped thread that has not seen its stop yet may be waiting too.
-        self.wake.notify_all();
-        state.generation
-    }
-
-    /// Stops thread `generation` if it is still the one that may run (not one started since).
+    /// Stops thread `generation` if it is still the one that runs.
     fn stop(&self, generation: u64) {
         let mut state = self.lock();
-        if state.generation == generation {
-            state.generation += 1;
-            self.wake.notify_all();
+        if state.0 == generation {
+            state.1 = None;
         }
     }
 }
@@ -106,21 +55,29 @@ impl Activity {
 /// compaction) and does not wait for it.
 pub struct Compactor {
     store: Arc<UserStore>,
-    /// The thread's number ([`State::generation`]).
     generation: u64,
     thread: Option<JoinHandle<()>>,
 }
 
 impl UserStore {
     /// Starts the thread that folds the journal into the users file once registrations pause
-    /// (see [`QUIET`]). One at a time.
+    /// (see [`QUIET`]); a thread started before stops.
     pub fn start_compactor(self: &Arc<UserStore>) -> std::io::Result<Compactor> {
-        let generation = self.activity.next_generation();
-        let store = self.clone();
+        let (wake, woken) = mpsc::sync_channel(1);
+        let store = Arc::downgrade(self);
         let thread = std::thread::Builder::new()
             .name("users-journal".into())
             .spawn(move || {
-                while store.activity.wait_for_quiet(generation) {
+                while woken.recv().is_ok() {
+                    // Until no registration has come for QUIET.
+                    loop {
+                        match woken.recv_timeout(QUIET) {
+                            Ok(()) => continue,
+                            Err(RecvTimeoutError::Timeout) => break,
+                            Err(RecvTimeoutError::Disconnected) => return,
+                        }
+                    }
+                    let Some(store) = store.upgrade() else { return };
                     if let Err(error) = store.compact() {
                         // The records stay durable in the journal; the next pause, the next
                         // start or the shutdown tries again.
@@ -130,9 +87,12 @@ impl UserStore {
                     }
                 }
             })?;
+        let mut state = self.wakeup.lock();
+        state.0 += 1;
+        state.1 = Some(wake);
         Ok(Compactor {
             store: self.clone(),
-            generation,
+            generation: state.0,
             thread: Some(thread),
         })
     }
@@ -143,7 +103,7 @@ impl Compactor {
     /// shutdown): the users file is left complete and alone. Blocks (a compaction in progress,
     /// fsync): call it on a blocking thread.
     pub fn finish(mut self) {
-        self.store.activity.stop(self.generation);
+        self.store.wakeup.stop(self.generation);
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }
@@ -157,18 +117,16 @@ impl Compactor {
 }
 
 impl Drop for Compactor {
-    /// Tells the thread to stop and lets it go (see the module's header). After `finish` there is
-    /// no thread left to tell.
+    /// Tells the thread to stop and lets it go (see the module's header).
     fn drop(&mut self) {
-        if self.thread.take().is_some() {
-            self.store.activity.stop(self.generation);
-        }
+        self.store.wakeup.stop(self.generation);
     }
 }
 
 #[cfg(test)]
 mod tests {
     use std::sync::mpsc;
+    use std::time::Instant;
 
     use super::*;
     use crate::user_store::scrypt_params;
@@ -192,11 +150,11 @@ mod tests {
         let store = Arc::new(UserStore::open(&path, scrypt_params(4, 8, 1).unwrap()).unwrap());
         let compactor = store.start_compactor().unwrap();
         let writing = store.writer();
-        store.activity.appended();
-        // The pause is over once the thread has taken it: it is then compacting, waiting for the
-        // writer's lock held here.
-        wait_until("the thread takes the pause", || {
-            store.activity.lock().last_append.is_none()
+        store.wakeup.appended();
+        // The thread holds the store once the pause is over: it is then compacting, waiting for
+        // the writer's lock held here (the test and the compactor hold the other two).
+        wait_until("the thread takes up the store", || {
+            Arc::strong_count(&store) == 3
         });
         let (dropped, answer) = mpsc::channel();
         std::thread::spawn(move || {

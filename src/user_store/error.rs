@@ -9,6 +9,7 @@ use super::cost::HashingError;
 use super::file::{InvalidUsersFile, UnresolvableLink};
 use super::folder::Exposure;
 use super::journal::{InvalidJournal, UnreadableJournal};
+use super::lock::LockError;
 use crate::rules::{PasswordError, UsernameError};
 
 /// Why a login or registration failed.
@@ -40,12 +41,13 @@ pub enum StorageError {
     Write { path: PathBuf, error: io::Error },
     #[error(transparent)]
     Hashing(#[from] HashingError),
-    /// The users file was changed by something else since the server last read or wrote it,
-    /// and cannot be read back: it is not written over, so the change is kept.
+    /// The users file changed since the server last read or wrote it (an edit by hand): it is
+    /// never written over; a SIGHUP reads it again ([`super::UserStore::reload`]).
     #[error(
-        "{}: changed since the server last read or wrote it, and {why}; nothing is written \
-         over it until it is fixed",
-        path.display()
+        "{}: {why}; nothing is written over it until the server reads it again: once the file \
+         is as it should be, send SIGHUP (kill -HUP {})",
+        path.display(),
+        std::process::id()
     )]
     ChangedFile {
         path: PathBuf,
@@ -53,37 +55,37 @@ pub enum StorageError {
     },
 }
 
-/// Why a users file changed by hand cannot be read back.
+/// How the users file differs from the version the server last read or wrote.
 #[derive(Debug, thiserror::Error)]
 pub enum ChangedFileError {
+    #[error("changed since the server last read or wrote it")]
+    Changed,
+    #[error("cannot be looked at ({0})")]
+    Unreadable(io::Error),
+}
+
+/// Why a SIGHUP did not load the users file ([`super::UserStore::reload`]): the accounts last
+/// read stay, and nothing is written over the file.
+#[derive(Debug, thiserror::Error)]
+#[error("users file {}: {why}; not loaded (the accounts last read stay)", path.display())]
+pub struct ReloadError {
+    pub path: PathBuf,
+    pub why: ReloadFailure,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadFailure {
     #[error("cannot be read: {0}")]
     Unreadable(io::Error),
     #[error("is not valid: {0}")]
     Invalid(InvalidUsersFile),
 }
 
-/// Two storage failures are equal when they failed the same way at the same place (an
-/// [`io::Error`] is compared by its kind).
+/// Two storage failures are equal when they failed the same way at the same place: the same
+/// variant and text (an [`io::Error`] has no equality of its own).
 impl PartialEq for StorageError {
     fn eq(&self, other: &StorageError) -> bool {
-        match (self, other) {
-            (
-                StorageError::Write { path, error },
-                StorageError::Write {
-                    path: other_path,
-                    error: other_error,
-                },
-            ) => path == other_path && error.kind() == other_error.kind(),
-            (StorageError::Hashing(a), StorageError::Hashing(b)) => a == b,
-            (
-                StorageError::ChangedFile { path, why },
-                StorageError::ChangedFile {
-                    path: other_path,
-                    why: other_why,
-                },
-            ) => path == other_path && why.to_string() == other_why.to_string(),
-            _ => false,
-        }
+        self.to_string() == other.to_string()
     }
 }
 
@@ -120,6 +122,9 @@ pub enum StoreError {
         path: PathBuf,
         reason: InvalidJournal,
     },
+    /// Another server has the users file ([`lock`](super::lock)).
+    #[error("users file {}: {error}", path.display())]
+    Locked { path: PathBuf, error: LockError },
     /// The journal found at start could not be folded into the users file.
     #[error("users file {}: could not fold the users journal into it: {error}", path.display())]
     Compaction { path: PathBuf, error: StorageError },

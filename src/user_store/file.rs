@@ -1,20 +1,14 @@
 //! The users file on disk: its JSON layout and checks, the atomic replacement that makes a change
-//! durable, the stamp that tells a change made by hand from our own, the clean-up of temporary
+//! durable, the stamp that tells an edit by hand from our own write, the clean-up of temporary
 //! files a crash left behind, and the warnings about symbolic links and loose permissions.
 //!
-//! Knows nothing of passwords beyond the stored PHC strings' shape, and nothing of locking: the
-//! caller ([`super::UserStore`]) writes one change at a time, holding its writer's lock only, so
-//! that logins never wait for a write. Every write replaces the file whole ([`write()`],
-//! [`replace`]: a temporary file, fsync, rename, fsync of the folder), so a crash leaves either
-//! the old file or the new one; its cost grows with the number of accounts, which is why a
-//! registration is appended to the journal ([`super::journal`]) and the file is rewritten only
-//! when the journal is folded in. A write goes through a [`Durability`] so that tests can see both fsyncs
-//! and their order; the store uses [`Fsync`].
-//!
-//! The temporary file of a write is created exclusively (`O_CREAT|O_EXCL`, which never follows a
-//! symbolic link) under a random name, mode 0600, and checked to be a regular file of ours before
-//! anything is written to it: nobody who can create files in the folder can make a write follow
-//! their link or fill their file. The clean-up removes only regular files of ours.
+//! Every write replaces the file whole ([`replace`]: a temporary file, fsync, rename, fsync of the
+//! folder), so a crash leaves the old file or the new one; the store ([`super::UserStore`]) makes
+//! one at a time. Its temporary file is created exclusively (`O_CREAT|O_EXCL`, which never follows
+//! a link) under a random name, mode 0600, and checked to be a private regular file of ours before
+//! a byte is written: nobody who can create files in the folder can make a write follow their
+//! link or fill their file. The clean-up removes only regular files of ours. The fsyncs go through
+//! a [`Durability`], so that tests can see them and their order.
 
 use std::collections::BTreeMap;
 use std::ffi::OsStr;
@@ -31,7 +25,14 @@ use crate::rules::{name_key, validate_username, UsernameError};
 /// Version of the users file's layout.
 const FILE_VERSION: u32 = 1;
 
-/// One account as stored in the users file.
+/// Random characters in a temporary file's name (`.users.json.tmp.` and these): 62^12 names, so
+/// that nobody can plant the next one in advance.
+const TEMPORARY_RANDOM_CHARS: usize = 12;
+
+/// The mode of every file the store writes: they hold password hashes.
+pub(super) const PRIVATE_MODE: u32 = 0o600;
+
+/// One account as stored in the users file (and in the journal).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StoredUser {
     /// The name as registered (its case is kept; uniqueness ignores case).
@@ -46,9 +47,38 @@ pub type Accounts = BTreeMap<String, StoredUser>;
 /// The users file's JSON: `{"version": 1, "users": [...]}`, users in name order.
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct UsersJson {
+struct UsersJson<T> {
     version: u32,
-    users: Vec<StoredUser>,
+    users: Vec<T>,
+}
+
+/// Why one stored account is refused, in the users file or in the journal.
+#[derive(Debug, thiserror::Error)]
+pub enum BadEntry {
+    #[error("user {username:?}: {why}")]
+    Username {
+        username: String,
+        why: UsernameError,
+    },
+    #[error("user {username:?}: password_hash {why}")]
+    Hash {
+        username: String,
+        why: StoredHashError,
+    },
+}
+
+/// Checks one stored account's name and hash.
+pub(super) fn check_entry(user: &StoredUser) -> Result<(), BadEntry> {
+    let username = || user.username.clone();
+    validate_username(&user.username).map_err(|why| BadEntry::Username {
+        username: username(),
+        why,
+    })?;
+    stored_cost(&user.password_hash).map_err(|why| BadEntry::Hash {
+        username: username(),
+        why,
+    })?;
+    Ok(())
 }
 
 /// Why the users file's contents are refused.
@@ -59,50 +89,50 @@ pub enum InvalidUsersFile {
     Json(#[from] serde_json::Error),
     #[error("version {0} is not supported (expected {FILE_VERSION})")]
     Version(u32),
-    /// `number` counts from 1.
-    #[error("user #{number} ({username:?}): {why}")]
-    Username {
-        number: usize,
-        username: String,
-        why: UsernameError,
-    },
-    #[error("user {username:?}: password_hash {why}")]
-    Hash {
-        username: String,
-        why: StoredHashError,
-    },
+    #[error(transparent)]
+    Entry(#[from] BadEntry),
     #[error("user {0:?} appears more than once")]
     Duplicate(String),
 }
 
-/// A failed write of the users file.
-#[derive(Debug, thiserror::Error)]
-#[error("{error}")]
-pub struct WriteFailure {
-    /// The new file's stamp if it had already replaced the old one (only the folder's fsync
-    /// failed); `None` if the old file is still there.
-    pub replaced: Option<FileStamp>,
-    pub error: io::Error,
+/// Parses and checks the users file's contents.
+pub fn parse(bytes: &[u8]) -> Result<Accounts, InvalidUsersFile> {
+    let file: UsersJson<StoredUser> = serde_json::from_slice(bytes)?;
+    if file.version != FILE_VERSION {
+        return Err(InvalidUsersFile::Version(file.version));
+    }
+    let mut users = BTreeMap::new();
+    for user in file.users {
+        check_entry(&user)?;
+        if users.contains_key(&name_key(&user.username)) {
+            return Err(InvalidUsersFile::Duplicate(user.username));
+        }
+        users.insert(name_key(&user.username), user);
+    }
+    Ok(users)
 }
 
-/// Random characters in a temporary file's name (`.users.json.tmp.` and these): 62^12 names, so
-/// that nobody can plant the next one in advance.
-const TEMPORARY_RANDOM_CHARS: usize = 12;
-
-/// The mode of the users file and of its temporary file: it holds password hashes.
-const PRIVATE_MODE: u32 = 0o600;
+/// The bytes [`write()`] puts in the users file: pretty JSON, users in name order, a final newline.
+pub fn render(users: &Accounts) -> io::Result<Vec<u8>> {
+    let file = UsersJson {
+        version: FILE_VERSION,
+        users: users.values().collect(),
+    };
+    let mut json = serde_json::to_vec_pretty(&file).map_err(io::Error::other)?;
+    json.push(b'\n');
+    Ok(json)
+}
 
 /// What identifies one version of the users file: the file (device and inode), its size and its
-/// modification time to the nanosecond. A hand edit changes one of them: an editor that saves
-/// in place changes the time and usually the size, one that saves a new file and renames it
-/// changes the inode. (Not the change time: our own rename changes it.)
+/// modification time to the nanosecond. An editor that saves in place changes the time (and
+/// usually the size), one that saves a new file and renames it changes the inode. (Not the
+/// change time: our own rename changes it.)
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FileStamp {
     device: u64,
     inode: u64,
     size: u64,
-    modified_secs: i64,
-    modified_nanos: i64,
+    modified: (i64, i64),
 }
 
 impl FileStamp {
@@ -111,8 +141,7 @@ impl FileStamp {
             device: meta.dev(),
             inode: meta.ino(),
             size: meta.size(),
-            modified_secs: meta.mtime(),
-            modified_nanos: meta.mtime_nsec(),
+            modified: (meta.mtime(), meta.mtime_nsec()),
         }
     }
 }
@@ -128,11 +157,10 @@ pub fn stamp(path: &Path) -> io::Result<FileStamp> {
 #[error("is not a regular file")]
 pub struct NotRegularFile;
 
-/// Reads the users file and the stamp of exactly the version read (one open file: a
-/// replacement between the two cannot mix them up). Never blocks on what is planted there:
-/// anything but a regular file is refused ([`NotRegularFile`], as an [`io::ErrorKind::InvalidInput`])
-/// before it is opened (a FIFO's open would wait for a writer, a device's may do anything), and
-/// the open itself is non-blocking in case the file is swapped between the look and the open.
+/// Reads the users file and the stamp of exactly the version read (one open file). Never blocks
+/// on what is planted there: anything but a regular file is refused ([`NotRegularFile`], as an
+/// [`io::ErrorKind::InvalidInput`]) before it is opened (a FIFO's open would wait for a writer),
+/// and the open itself is non-blocking in case the file is swapped between the look and the open.
 pub fn read(path: &Path) -> io::Result<(Vec<u8>, FileStamp)> {
     let not_regular = || io::Error::new(io::ErrorKind::InvalidInput, NotRegularFile);
     if !fs::metadata(path)?.file_type().is_file() {
@@ -146,25 +174,9 @@ pub fn read(path: &Path) -> io::Result<(Vec<u8>, FileStamp)> {
     if !meta.file_type().is_file() {
         return Err(not_regular());
     }
-    let stamp = FileStamp::of(&meta);
     let mut bytes = Vec::new();
     file.read_to_end(&mut bytes)?;
-    Ok((bytes, stamp))
-}
-
-/// Why a freshly created temporary file is not used: it is not the private regular file of
-/// ours that an exclusive creation makes. Never expected; checked because the write runs as
-/// whoever runs the server, perhaps root.
-#[derive(Debug, thiserror::Error)]
-pub enum ForeignTemporaryFile {
-    #[error("the temporary file {} is not a regular file", path.display())]
-    NotRegular { path: PathBuf },
-    #[error("the temporary file {} belongs to uid {owner}, not to this server (uid {us})", path.display())]
-    Owner { path: PathBuf, owner: u32, us: u32 },
-    #[error("the temporary file {} has mode {mode:04o}, not {PRIVATE_MODE:04o}", path.display())]
-    Mode { path: PathBuf, mode: u32 },
-    #[error("the temporary file {} has {links} names, not one", path.display())]
-    Links { path: PathBuf, links: u64 },
+    Ok((bytes, FileStamp::of(&meta)))
 }
 
 /// The effective user id this process runs as: the owner of every file it creates.
@@ -172,50 +184,52 @@ pub fn effective_uid() -> u32 {
     rustix::process::geteuid().as_raw()
 }
 
-/// Checks that the temporary file at `path` is a private regular file of ours with one name.
-fn check_temporary_file(file: &File, path: &Path) -> Result<(), ForeignTemporaryFile> {
-    let meta = file
-        .metadata()
-        .map_err(|_| ForeignTemporaryFile::NotRegular {
-            path: path.to_path_buf(),
-        })?;
-    let path = path.to_path_buf();
-    let us = effective_uid();
-    let mode = meta.mode() & 0o7777;
-    if !meta.file_type().is_file() {
-        Err(ForeignTemporaryFile::NotRegular { path })
-    } else if meta.uid() != us {
-        Err(ForeignTemporaryFile::Owner {
-            path,
-            owner: meta.uid(),
-            us,
-        })
-    } else if mode != PRIVATE_MODE {
-        Err(ForeignTemporaryFile::Mode { path, mode })
-    } else if meta.nlink() != 1 {
-        Err(ForeignTemporaryFile::Links {
-            path,
-            links: meta.nlink(),
-        })
-    } else {
-        Ok(())
-    }
+/// A file the store just created (exclusively) is not the private regular file of ours, with
+/// one name, that such a creation makes. Never expected; checked because the server may run as
+/// root.
+#[derive(Debug, thiserror::Error)]
+#[error("{} is not the private regular file just created (a {kind}, owner uid {owner}, mode {mode:04o}, {links} names)", path.display())]
+pub struct ForeignFile {
+    path: PathBuf,
+    kind: &'static str,
+    owner: u32,
+    mode: u32,
+    links: u64,
 }
 
-/// How a write of the users file reaches the disk: the two fsyncs of [`write()`], and the
-/// journal's ([`super::journal`]). A seam for tests, which check that each happens, in its place;
-/// the store always uses [`Fsync`].
+/// Checks that `file`, just created at `path`, is a regular file of ours, mode 0600, one name.
+pub(super) fn check_created(file: &File, path: &Path) -> io::Result<()> {
+    let meta = file.metadata()?;
+    let mode = meta.mode() & 0o7777;
+    let ours = meta.uid() == effective_uid() && mode == PRIVATE_MODE && meta.nlink() == 1;
+    if meta.file_type().is_file() && ours {
+        return Ok(());
+    }
+    Err(io::Error::other(ForeignFile {
+        path: path.to_path_buf(),
+        kind: if meta.file_type().is_file() {
+            "regular file"
+        } else {
+            "special file"
+        },
+        owner: meta.uid(),
+        mode,
+        links: meta.nlink(),
+    }))
+}
+
+/// How writes reach the disk: the users file's two fsyncs ([`replace`]) and the journal's
+/// fdatasync ([`super::journal`]). A seam for tests, which check that each happens in its place;
+/// the store uses [`Fsync`].
 pub trait Durability {
-    /// Makes the contents of `file` (the temporary file at `path`) durable. Called after the
-    /// contents are written and before the rename: a crash after the rename must find them.
+    /// Makes the contents of `file` (the temporary file at `path`) durable, before the rename.
     fn sync_file(&self, file: &File, path: &Path) -> io::Result<()>;
-    /// Makes what was appended to `file` (the journal at `path`, [`super::journal`]) durable,
-    /// with its new length; not its times (fdatasync). Called after each append and before it is
-    /// acknowledged.
+    /// Makes what was appended to `file` (the journal at `path`) durable, with its new length
+    /// (fdatasync), before the append is acknowledged.
     fn sync_data(&self, file: &File, _path: &Path) -> io::Result<()> {
         file.sync_data()
     }
-    /// Makes the rename in `folder` durable. Called after the rename.
+    /// Makes a rename, creation or removal in `folder` durable.
     fn sync_folder(&self, folder: &Path) -> io::Result<()>;
 }
 
@@ -232,60 +246,17 @@ impl Durability for Fsync {
     }
 }
 
-/// Parses and checks the users file's contents.
-pub fn parse(bytes: &[u8]) -> Result<Accounts, InvalidUsersFile> {
-    let file: UsersJson = serde_json::from_slice(bytes)?;
-    if file.version != FILE_VERSION {
-        return Err(InvalidUsersFile::Version(file.version));
-    }
-    let mut users = BTreeMap::new();
-    for (index, user) in file.users.into_iter().enumerate() {
-        if let Err(why) = validate_username(&user.username) {
-            return Err(InvalidUsersFile::Username {
-                number: index + 1,
-                username: user.username,
-                why,
-            });
-        }
-        if let Err(why) = stored_cost(&user.password_hash) {
-            return Err(InvalidUsersFile::Hash {
-                username: user.username,
-                why,
-            });
-        }
-        let key = name_key(&user.username);
-        if users.contains_key(&key) {
-            return Err(InvalidUsersFile::Duplicate(user.username));
-        }
-        users.insert(key, user);
-    }
-    Ok(users)
+/// A failed write of the users file.
+#[derive(Debug, thiserror::Error)]
+#[error("{error}")]
+pub struct WriteFailure {
+    /// The new file's stamp if it had already replaced the old one (only the folder's fsync
+    /// failed); `None` if the old file is still there.
+    pub replaced: Option<FileStamp>,
+    pub error: io::Error,
 }
 
-/// The bytes [`write()`] puts in the users file: pretty JSON, users in name order, a final newline.
-pub fn render(users: &Accounts) -> io::Result<Vec<u8>> {
-    /// [`UsersJson`] by reference: no copy of 100,000 accounts to write them.
-    #[derive(Serialize)]
-    struct Rendered<'a> {
-        version: u32,
-        users: Vec<&'a StoredUser>,
-    }
-    let file = Rendered {
-        version: FILE_VERSION,
-        users: users.values().collect(),
-    };
-    // About what a pretty entry takes, so that the buffer is not copied as it grows.
-    const BYTES_PER_USER: usize = 160;
-    let mut json = Vec::with_capacity(64 + users.len() * BYTES_PER_USER);
-    serde_json::to_writer_pretty(&mut json, &file).map_err(io::Error::other)?;
-    json.push(b'\n');
-    Ok(json)
-}
-
-/// Replaces the users file atomically: a temporary file in the same folder, created exclusively
-/// under a random name with mode 0600 and checked to be ours; its fsync; the rename over the old
-/// file; the folder's fsync so that the rename itself is durable. Returns the new file's stamp.
-/// A failure before the rename removes the temporary file and leaves the old file as it was.
+/// [`render`], then [`replace`].
 pub fn write(
     path: &Path,
     users: &Accounts,
@@ -298,7 +269,9 @@ pub fn write(
     replace(path, &json, durability)
 }
 
-/// [`write()`] with the bytes already rendered ([`render`]).
+/// Replaces the users file with `json` atomically: a temporary file in the same folder (see the
+/// module's header), its fsync, the rename over the old file, the folder's fsync. Returns the new
+/// file's stamp. A failure before the rename removes the temporary file and leaves the old file.
 pub fn replace(
     path: &Path,
     json: &[u8],
@@ -326,7 +299,7 @@ pub fn replace(
         // The mode asked for at creation is narrowed by the umask; make it exactly 0600.
         tmp.as_file()
             .set_permissions(fs::Permissions::from_mode(PRIVATE_MODE))?;
-        check_temporary_file(tmp.as_file(), tmp.path()).map_err(io::Error::other)?;
+        check_created(tmp.as_file(), tmp.path())?;
         tmp.write_all(json)?;
         durability.sync_file(tmp.as_file(), tmp.path())?;
         // Taken before the rename, which keeps the inode, size and modification time.
@@ -344,7 +317,7 @@ pub fn replace(
 }
 
 /// The folder holding `path` (`.` for a bare file name).
-fn folder_of(path: &Path) -> PathBuf {
+pub(super) fn folder_of(path: &Path) -> PathBuf {
     match path.parent() {
         Some(dir) if !dir.as_os_str().is_empty() => dir.to_path_buf(),
         _ => PathBuf::from("."),
@@ -395,28 +368,21 @@ pub fn warn_if_exposed(path: &Path, target: &Path) {
     }
 }
 
-/// The start of a temporary file's name for a write of the users file `NAME`: `.NAME.tmp.`
-/// (then [`TEMPORARY_RANDOM_CHARS`] random characters; versions before them used the process id).
+/// The start of a temporary file's name for a write of the users file `NAME`: `.NAME.tmp.`.
 fn temporary_prefix(name: &OsStr) -> String {
     format!(".{}.tmp.", name.to_string_lossy())
 }
 
-/// Removes the temporary files that earlier processes left beside the users file: a write
-/// interrupted by a crash (SIGKILL, power loss) leaves one. Only regular files of ours, found
-/// without following links: anything else with the prefix (a symbolic link or a file someone
-/// else planted) is left alone, with a warning. Call it before any write of this process.
-/// Failures are logged: they stop nothing.
+/// Removes the temporary files that a write interrupted by a crash left beside the users file.
+/// Only regular files of ours, looked at without following links: anything else so named (a link
+/// or a file someone else planted) is left alone, with a warning. Call it before any write of
+/// this process. Failures are logged: they stop nothing.
 pub fn remove_leftover_temporary_files(path: &Path) {
-    let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
+    let (dir, Some(name)) = (folder_of(path), path.file_name()) else {
         return;
     };
-    let dir = if dir.as_os_str().is_empty() {
-        Path::new(".")
-    } else {
-        dir
-    };
     let prefix = temporary_prefix(name);
-    let Ok(entries) = fs::read_dir(dir) else {
+    let Ok(entries) = fs::read_dir(&dir) else {
         return;
     };
     let us = effective_uid();
@@ -426,28 +392,23 @@ pub fn remove_leftover_temporary_files(path: &Path) {
             .to_string_lossy()
             .strip_prefix(&prefix)
             .is_some_and(|rest| !rest.is_empty());
-        if !is_candidate {
-            continue;
-        }
-        let leftover = entry.path();
         // Not followed: a planted link is looked at, never through.
-        let Ok(meta) = fs::symlink_metadata(&leftover) else {
+        let (true, Ok(meta)) = (is_candidate, fs::symlink_metadata(entry.path())) else {
             continue;
         };
+        let leftover = entry.path();
         if !meta.file_type().is_file() || meta.uid() != us {
             log::warn!(
                 "left {} alone: it is named like a temporary users file but is not a regular file \
-                 of this server's user (uid {us}; it is {}, owner uid {}); someone who can write \
-                 to {} may have planted it",
+                 of this server's user (uid {us}; owner uid {}, a {}); someone who can write to \
+                 {} may have planted it",
                 leftover.display(),
-                if meta.file_type().is_symlink() {
-                    "a symbolic link"
-                } else if meta.file_type().is_file() {
-                    "a regular file"
-                } else {
-                    "not a regular file"
-                },
                 meta.uid(),
+                if meta.file_type().is_symlink() {
+                    "symbolic link"
+                } else {
+                    "file"
+                },
                 dir.display()
             );
             continue;
@@ -458,7 +419,7 @@ pub fn remove_leftover_temporary_files(path: &Path) {
                 leftover.display()
             ),
             Err(e) => log::warn!(
-                "could not remove {}, left by a write of the users file that did not finish: {e}",
+                "could not remove {}, left by a write that did not finish: {e}",
                 leftover.display()
             ),
         }
@@ -718,7 +679,7 @@ mod tests {
     }
 
     /// A FIFO at the users file's path is refused at once (its open would wait for a writer:
-    /// the server would hang at start, or a login at a reread).
+    /// the server would hang at start, or at a SIGHUP).
     #[test]
     fn a_fifo_at_the_users_file_path_is_refused_without_blocking() {
         use crate::user_store::journal::tests::{mkfifo, within_deadline};
@@ -747,7 +708,7 @@ mod tests {
             ),
             (
                 file(&[user("al ice", hash)]),
-                "user #1 (\"al ice\"): a username may hold only ASCII letters, digits, '_', '-' and '.', not ' '",
+                "user \"al ice\": a username may hold only ASCII letters, digits, '_', '-' and '.', not ' '",
             ),
             (
                 file(&[user("ab", "plain")]),

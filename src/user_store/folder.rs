@@ -3,8 +3,8 @@
 //! store ([`super::UserStore::open_with`]) decides what to refuse.
 //!
 //! Why this matters beyond the temporary file: whoever can write to the folder can rename a file
-//! of their own over `users.json` (accounts with passwords they know), and the store reads a
-//! file changed by hand. Exclusive random temporary names (see [`super::file`]) stop planting
+//! of their own over `users.json` (accounts with passwords they know), and the store reads it
+//! at the next SIGHUP or start. Exclusive random temporary names (see [`super::file`]) stop planting
 //! and following; only the folder's permissions stop replacement.
 //!
 //! What is refused and what is only warned about, like OpenSSH's `StrictModes` with Debian's

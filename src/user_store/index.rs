@@ -36,25 +36,6 @@ impl Index {
             .or_insert_with(|| user.username.clone());
         self.accounts.insert(key, user);
     }
-
-    /// Removes the account under `key` (a registration that could not be saved). O(n) when its
-    /// skeleton must move to another account: rare, and never on a registration that succeeds.
-    pub(super) fn remove(&mut self, key: &str) {
-        let Some(user) = self.accounts.remove(key) else {
-            return;
-        };
-        let gone = skeleton(&user.username);
-        if self.skeletons.get(&gone) == Some(&user.username) {
-            self.skeletons.remove(&gone);
-            if let Some(other) = self
-                .accounts
-                .values()
-                .find(|other| skeleton(&other.username) == gone)
-            {
-                self.skeletons.insert(gone, other.username.clone());
-            }
-        }
-    }
 }
 
 /// Whether `username` may be registered beside the accounts in `index`: not the same name

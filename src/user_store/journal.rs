@@ -1,22 +1,20 @@
 //! The users journal: the file beside the users file (`users.json.journal`) where each
 //! registration is appended, one self-checking record per line, and made durable (fdatasync)
-//! before it is answered, at a cost that does not grow with the number of accounts. The store
-//! ([`super::UserStore`]) folds it into the users file (a compaction: the whole file replaced
-//! atomically, then the journal removed) at start, when it holds [`MAX_RECORDS`], once
-//! registrations pause, and at a graceful shutdown; at rest there is no journal.
+//! before it is answered. The store ([`super::UserStore`]) folds it into the users file (a
+//! compaction) at start, when it holds [`MAX_RECORDS`], once registrations pause, and at a
+//! graceful shutdown; at rest there is no journal.
 //!
-//! A record is one line of compact JSON, readable like the users file, with a check:
+//! A record is one line of compact JSON with a check:
 //! `{"username":"alice","password_hash":"$scrypt$…","check":"0123456789abcdef"}`, where `check`
-//! is the first [`CHECK_BYTES`] bytes of the SHA-256 of `{"username":…,"password_hash":…}` (the
-//! same record without its check), in hex. A crash can cut the last record short or leave zeros
-//! after it (a file system that had grown the file but not yet written the data); such a tail was
-//! never acknowledged and is ignored with a warning. A bad record followed by whole ones cannot
-//! come from a crash: it is damage, and the store refuses to start ([`InvalidJournal`]).
+//! is the first [`CHECK_BYTES`] bytes of the SHA-256 of the record without its check, in hex. A
+//! crash can cut the last record short or leave zeros after it (a file system that had grown the
+//! file but not yet written the data); such a tail was never acknowledged and is ignored with a
+//! warning. A bad record followed by whole ones cannot come from a crash: it is damage, and the
+//! store refuses to start ([`InvalidJournal`]).
 //!
-//! Opened like the users file's temporary file: created exclusively (`O_CREAT|O_EXCL`, which
-//! never follows a symbolic link), mode 0600, checked to be a private regular file of ours; read
-//! without following a link, and refused if it belongs to someone else. Knows nothing of locking:
-//! the store appends one record at a time, holding its writer's lock.
+//! Created exclusively (`O_CREAT|O_EXCL`, never through a link), mode 0600, checked to be a
+//! private regular file of ours; read without following a link, and refused if it belongs to
+//! someone else.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
@@ -26,64 +24,47 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use super::cost::{stored_cost, StoredHashError};
-use super::file::{effective_uid, Accounts, Durability, StoredUser};
-use crate::rules::{name_key, validate_username, UsernameError};
+use super::file::{
+    check_created, check_entry, effective_uid, folder_of, Accounts, BadEntry, Durability,
+    StoredUser, PRIVATE_MODE,
+};
+use crate::rules::name_key;
 
-/// Records in the journal that make the registration that appends the last one fold it into the
-/// users file at once: bounds the journal (~150 bytes a record), the store's copy of it, and the
-/// work of a start after a crash. A compaction at 100,000 accounts costs tens of milliseconds,
-/// so one registration in this many pays it (and those that wait behind it).
+/// Records that make the registration appending the last one fold the journal into the users
+/// file at once: bounds the journal (~150 bytes a record), its copy in memory, and the work of a
+/// start after a crash. If that compaction fails, the next registration tries again.
 pub const MAX_RECORDS: usize = 1000;
 
-/// After a compaction of a full journal failed (a full disk), how long registrations go on
-/// appending before one tries again: each try rewrites the whole users file under the writer's
-/// lock, which every registration waits for. Durability is the same either way (each record is
-/// fdatasync'd in the journal); only the journal and its copy in memory grow meanwhile.
-pub const FULL_RETRY_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
-
 /// How much of the SHA-256 a record carries: enough to tell a torn or zero-filled record from a
-/// whole one (this is no defence against someone who can write the file: they can compute it).
+/// whole one (no defence against someone who can write the file: they can compute it).
 const CHECK_BYTES: usize = 8;
-
-/// What the journal's name adds to the users file's: `users.json` → `users.json.journal`.
-const SUFFIX: &str = ".journal";
-
-/// The mode of the journal: it holds password hashes.
-const PRIVATE_MODE: u32 = 0o600;
 
 /// The journal's path for the users file at `users` (symbolic links already resolved).
 pub fn path_for(users: &Path) -> PathBuf {
     let mut name = users.as_os_str().to_os_string();
-    name.push(SUFFIX);
+    name.push(".journal");
     PathBuf::from(name)
 }
 
-/// A record without its check: what the check is computed over.
-#[derive(Serialize)]
-struct Unchecked<'a> {
-    username: &'a str,
-    password_hash: &'a str,
-}
-
-/// A record as it is on a line.
+/// A record as it is on a line; without its check, what the check is computed over.
 #[derive(Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct Record {
-    username: String,
-    password_hash: String,
-    check: String,
+struct Record<'a> {
+    username: std::borrow::Cow<'a, str>,
+    password_hash: std::borrow::Cow<'a, str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    check: Option<String>,
 }
 
 /// The check of a record (see the module's header).
 fn check_of(username: &str, password_hash: &str) -> String {
-    let body = serde_json::to_vec(&Unchecked {
-        username,
-        password_hash,
-    })
-    .expect("two strings serialise");
-    let digest = Sha256::digest(&body);
-    digest[..CHECK_BYTES]
+    let unchecked = Record {
+        username: username.into(),
+        password_hash: password_hash.into(),
+        check: None,
+    };
+    let body = serde_json::to_vec(&unchecked).expect("two strings serialise");
+    Sha256::digest(&body)[..CHECK_BYTES]
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect()
@@ -92,9 +73,9 @@ fn check_of(username: &str, password_hash: &str) -> String {
 /// The line that records `user`, newline included.
 pub fn render_record(user: &StoredUser) -> Vec<u8> {
     let record = Record {
-        username: user.username.clone(),
-        password_hash: user.password_hash.clone(),
-        check: check_of(&user.username, &user.password_hash),
+        username: user.username.as_str().into(),
+        password_hash: user.password_hash.as_str().into(),
+        check: Some(check_of(&user.username, &user.password_hash)),
     };
     let mut line = serde_json::to_vec(&record).expect("three strings serialise");
     line.push(b'\n');
@@ -121,18 +102,8 @@ pub enum InvalidJournal {
          crash"
     )]
     Damaged { line: usize, why: BadRecord },
-    #[error("line {line}: user {username:?}: {why}")]
-    Username {
-        line: usize,
-        username: String,
-        why: UsernameError,
-    },
-    #[error("line {line}: user {username:?}: password_hash {why}")]
-    Hash {
-        line: usize,
-        username: String,
-        why: StoredHashError,
-    },
+    #[error("line {line}: {why}")]
+    Entry { line: usize, why: BadEntry },
     #[error("line {line}: user {username:?} is recorded more than once")]
     Duplicate { line: usize, username: String },
 }
@@ -158,12 +129,12 @@ pub struct Replay {
 /// One line (without its newline) as a record.
 fn decode(line: &[u8]) -> Result<StoredUser, BadRecord> {
     let record: Record = serde_json::from_slice(line).map_err(BadRecord::NotARecord)?;
-    if record.check != check_of(&record.username, &record.password_hash) {
+    if record.check != Some(check_of(&record.username, &record.password_hash)) {
         return Err(BadRecord::Check);
     }
     Ok(StoredUser {
-        username: record.username,
-        password_hash: record.password_hash,
+        username: record.username.into_owned(),
+        password_hash: record.password_hash.into_owned(),
     })
 }
 
@@ -173,26 +144,25 @@ pub fn parse(bytes: &[u8]) -> Result<Replay, InvalidJournal> {
     let mut lines: Vec<&[u8]> = bytes.split(|&b| b == b'\n').collect();
     // What follows the last newline: nothing in a journal whose last record is whole.
     let unterminated = lines.pop().is_some_and(|rest| !rest.is_empty());
-    let mut decoded: Vec<(usize, Result<StoredUser, BadRecord>)> = lines
-        .into_iter()
-        .enumerate()
-        .map(|(i, line)| (i + 1, decode(line)))
-        .collect();
+    let mut decoded: Vec<Result<StoredUser, BadRecord>> = lines.into_iter().map(decode).collect();
     if unterminated {
-        decoded.push((decoded.len() + 1, Err(BadRecord::Unterminated)));
+        decoded.push(Err(BadRecord::Unterminated));
     }
     let mut torn = None;
-    if let Some(first_bad) = decoded.iter().position(|(_, r)| r.is_err()) {
+    if let Some(first_bad) = decoded.iter().position(Result::is_err) {
         let mut rest = decoded.split_off(first_bad).into_iter();
-        let (line, bad) = rest.next().expect("the first bad record");
-        let why = bad.expect_err("a bad record");
-        if rest.any(|(_, r)| r.is_ok()) {
+        let why = rest
+            .next()
+            .and_then(Result::err)
+            .expect("the first bad record");
+        let line = first_bad + 1;
+        if rest.any(|r| r.is_ok()) {
             return Err(InvalidJournal::Damaged { line, why });
         }
         // The bytes from the start of the torn line to the end.
         let start: usize = bytes
             .split(|&b| b == b'\n')
-            .take(line - 1)
+            .take(first_bad)
             .map(|l| l.len() + 1)
             .sum();
         torn = Some(TornTail {
@@ -203,22 +173,9 @@ pub fn parse(bytes: &[u8]) -> Result<Replay, InvalidJournal> {
     }
     let mut keys = std::collections::HashSet::new();
     let mut records = Vec::with_capacity(decoded.len());
-    for (line, result) in decoded {
-        let user = result.expect("only whole records are left");
-        if let Err(why) = validate_username(&user.username) {
-            return Err(InvalidJournal::Username {
-                line,
-                username: user.username,
-                why,
-            });
-        }
-        if let Err(why) = stored_cost(&user.password_hash) {
-            return Err(InvalidJournal::Hash {
-                line,
-                username: user.username,
-                why,
-            });
-        }
+    for (index, user) in decoded.into_iter().flatten().enumerate() {
+        let line = index + 1;
+        check_entry(&user).map_err(|why| InvalidJournal::Entry { line, why })?;
         if !keys.insert(name_key(&user.username)) {
             return Err(InvalidJournal::Duplicate {
                 line,
@@ -233,8 +190,8 @@ pub fn parse(bytes: &[u8]) -> Result<Replay, InvalidJournal> {
 /// Adds the journal's `records` to `accounts`, skipping any name already there (the users file
 /// holds it already: a crash came between a compaction's rename and the journal's removal, or
 /// the account was written by hand since). Returns the names added, in the journal's order: the
-/// caller tells the administrator, since an account removed from the users file by hand while
-/// its record was still in the journal is among them (it comes back).
+/// caller tells the administrator (an account removed by hand while still in the journal comes
+/// back).
 pub fn apply<'a>(records: &'a [StoredUser], accounts: &mut Accounts) -> Vec<&'a str> {
     let mut added = Vec::new();
     for user in records {
@@ -264,14 +221,14 @@ pub enum UnreadableJournal {
 /// Reads the journal at `path`, if there is one, without following a symbolic link; a journal
 /// that is not a regular file of ours (or root's) is refused. Never blocks on what is planted
 /// there: anything but a regular file is refused before it is opened (a FIFO's open would wait
-/// for a writer, a device's may do anything), and the open itself is non-blocking in case the
-/// file is swapped between the look and the open.
+/// for a writer), and the open itself is non-blocking in case the file is swapped meanwhile.
 pub fn read(path: &Path) -> Result<Option<Vec<u8>>, UnreadableJournal> {
+    let not_found = |e: &io::Error| e.kind() == io::ErrorKind::NotFound;
     match fs::symlink_metadata(path) {
         Ok(meta) if meta.file_type().is_symlink() => return Err(UnreadableJournal::Link),
         Ok(meta) if !meta.file_type().is_file() => return Err(UnreadableJournal::NotRegular),
         Ok(_) => {}
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) if not_found(&e) => return Ok(None),
         Err(e) => return Err(UnreadableJournal::Io(e)),
     }
     let mut file = match OpenOptions::new()
@@ -280,7 +237,7 @@ pub fn read(path: &Path) -> Result<Option<Vec<u8>>, UnreadableJournal> {
         .open(path)
     {
         Ok(file) => file,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) if not_found(&e) => return Ok(None),
         Err(e) if e.raw_os_error() == Some(libc::ELOOP) => return Err(UnreadableJournal::Link),
         Err(e) => return Err(UnreadableJournal::Io(e)),
     };
@@ -310,9 +267,8 @@ pub struct Appender {
 }
 
 impl Appender {
-    /// Creates the journal at `path`: exclusively (a journal already there is an error: it is not
-    /// one this process knows, and the store folds it in before it appends again), mode 0600,
-    /// checked to be a private regular file of ours, its name made durable (the folder's fsync).
+    /// Creates the journal at `path`: exclusively (a journal already there is not one this
+    /// process knows: the store folds it in at start), checked to be ours, its name made durable.
     pub fn create(path: &Path, durability: &dyn Durability) -> io::Result<Appender> {
         let file = OpenOptions::new()
             .append(true)
@@ -322,13 +278,7 @@ impl Appender {
             .open(path)?;
         // The mode asked for at creation is narrowed by the umask; make it exactly 0600.
         file.set_permissions(fs::Permissions::from_mode(PRIVATE_MODE))?;
-        let meta = file.metadata()?;
-        if !meta.file_type().is_file() || meta.uid() != effective_uid() || meta.nlink() != 1 {
-            return Err(io::Error::other(format!(
-                "{} is not the private regular file just created",
-                path.display()
-            )));
-        }
+        check_created(&file, path)?;
         durability.sync_folder(&folder_of(path))?;
         Ok(Appender {
             file,
@@ -337,30 +287,22 @@ impl Appender {
         })
     }
 
-    /// Appends `line` (one [`render_record`]) and makes it durable: written, fdatasync'd, and the
-    /// journal still has its name (see [`AppendError::Unlinked`]). On a failure to write or sync,
-    /// cuts the journal back to its last whole record if it can (a cut not yet durable:
-    /// [`Appender::sync_cut`]); the caller must not append again (see the store's `broken`) before
-    /// a compaction removes the journal.
-    pub fn append(&mut self, line: &[u8], durability: &dyn Durability) -> Result<(), AppendError> {
+    /// Appends `line` (one [`render_record`]) and makes it durable (written, fdatasync'd). On a
+    /// failure, cuts the journal back to its last whole record if it can (a cut not yet durable:
+    /// [`Appender::sync_cut`]); the caller must not append again (see the store's `broken`)
+    /// before a compaction removes the journal.
+    pub fn append(&mut self, line: &[u8], durability: &dyn Durability) -> io::Result<()> {
         let result = self
             .file
             .write_all(line)
-            .and_then(|()| durability.sync_data(&self.file, &self.path))
-            // After the sync: a removal before it is seen here, one after it came after the
-            // record was durable under the name (and a removal's folder fsync orders the two).
-            .and_then(|()| self.file.metadata());
+            .and_then(|()| durability.sync_data(&self.file, &self.path));
         match result {
-            Ok(meta) if meta.nlink() == 0 => Err(AppendError::Unlinked),
-            Ok(_) => {
-                self.len += line.len() as u64;
-                Ok(())
-            }
-            Err(error) => {
+            Ok(()) => self.len += line.len() as u64,
+            Err(_) => {
                 let _ = self.file.set_len(self.len);
-                Err(AppendError::Io(error))
             }
         }
+        result
     }
 
     /// Makes the cut of a failed [`Appender::append`] durable, so that a record never answered
@@ -370,36 +312,12 @@ impl Appender {
     }
 }
 
-/// Why an append is not durable.
-#[derive(Debug, thiserror::Error)]
-pub enum AppendError {
-    /// The write or its fdatasync failed: the record may or may not be on disk.
-    #[error(transparent)]
-    Io(io::Error),
-    /// The record is on disk, in a file that has no name any more: something other than this
-    /// server removed the journal (another server started on the same users file folds it in and
-    /// removes it at its start). Nothing appended to it survives a restart.
-    #[error(
-        "the journal was removed by something other than this server (another server started on \
-         the same users file?); the record is in a file that no longer has a name"
-    )]
-    Unlinked,
-}
-
 /// Removes the journal at `path` (if there is one) and makes the removal durable.
 pub fn remove(path: &Path, durability: &dyn Durability) -> io::Result<()> {
     match fs::remove_file(path) {
         Ok(()) => durability.sync_folder(&folder_of(path)),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
         Err(e) => Err(e),
-    }
-}
-
-/// The folder holding `path` (`.` for a bare file name).
-fn folder_of(path: &Path) -> PathBuf {
-    match path.parent() {
-        Some(dir) if !dir.as_os_str().is_empty() => dir.to_path_buf(),
-        _ => PathBuf::from("."),
     }
 }
 
@@ -595,23 +513,6 @@ pub(crate) mod tests {
                 Synced::Folder(folder),
             ]
         );
-    }
-
-    /// Something else removed the journal (another server on the same users file folded it in):
-    /// an append that reaches the file with no name is not durable, and says so.
-    #[test]
-    fn an_append_to_a_journal_removed_by_someone_else_is_not_durable() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = path_for(&dir.path().join("users.json"));
-        let mut appender = Appender::create(&path, &Fsync).unwrap();
-        appender
-            .append(&render_record(&user("alice")), &Fsync)
-            .unwrap();
-        fs::remove_file(&path).unwrap();
-        assert!(matches!(
-            appender.append(&render_record(&user("bob")), &Fsync),
-            Err(AppendError::Unlinked)
-        ));
     }
 
     /// `read` run on another thread, with a deadline: a read that blocks fails the test rather

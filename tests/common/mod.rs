@@ -283,6 +283,11 @@ impl Server {
         wait_with_deadline(&mut self.child, "server")
     }
 
+    /// Sends SIGHUP: the server reads its users file again.
+    pub fn hangup(&self) {
+        signal(self.child.id(), libc::SIGHUP);
+    }
+
     /// Sends SIGKILL, as a crash or power cut would, and reaps the process.
     pub fn kill(&mut self) {
         let _ = self.child.kill();
