@@ -47,3 +47,8 @@ pub mod tls;
 #[cfg(feature = "trace")]
 pub mod trace;
 pub mod user_store;
+
+/// Both binaries' `--help` layout: the usage first, then the about text (one line for `-h`, the
+/// whole text for `--help`), the flags, and what comes after them.
+pub const HELP_TEMPLATE: &str =
+    "{before-help}{usage-heading} {usage}\n\n{about-with-newline}\n{all-args}{after-help}";

@@ -42,6 +42,35 @@ fn client_help_describes_flags_commands_and_exit_codes() {
     );
 }
 
+/// `-h` is the usage and one line about each flag, without the long text; `--help` leads with
+/// the usage too, then the long text (issue 18: eight paragraphs came before `Usage:`).
+#[test]
+fn short_help_is_short_and_both_lead_with_the_usage() {
+    for bin in [client_bin(), server_bin()] {
+        let short = Command::new(&bin).arg("-h").assert().success();
+        let short = String::from_utf8_lossy(&short.get_output().stdout).into_owned();
+        let long = Command::new(&bin).arg("--help").assert().success();
+        let long = String::from_utf8_lossy(&long.get_output().stdout).into_owned();
+        for help in [&short, &long] {
+            assert!(help.starts_with("Usage: "), "{bin:?}: {help}");
+        }
+        assert!(
+            long.len() > short.len() + 500,
+            "{bin:?}: --help adds no long text to -h"
+        );
+        let paragraphs_before_options = short
+            .split("Options:")
+            .next()
+            .unwrap()
+            .split("\n\n")
+            .count();
+        assert!(
+            paragraphs_before_options <= 3,
+            "{bin:?} -h: {paragraphs_before_options} paragraphs before the options:\n{short}"
+        );
+    }
+}
+
 #[test]
 fn bad_flags_are_usage_errors() {
     Command::new(server_bin())

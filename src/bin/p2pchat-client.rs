@@ -15,52 +15,16 @@ use futures::SinkExt;
 use p2pchat::client::error::Local;
 use p2pchat::client::start::{self, Dialing, Stdin};
 use p2pchat::client::ui::{self, Ending, Renderer, TerminalChat};
-use p2pchat::client::{command, dialogue, exit, Client, ClientArgs, ClientError, ClientEvent};
+use p2pchat::client::{
+    command, config, dialogue, exit, Client, ClientArgs, ClientError, ClientEvent,
+};
 use p2pchat::runtime;
 
-/// A p2pchat client: the room through the server, direct messages straight to a peer over UDP.
-///
-/// After login, each line is a command: the list is at the end of this help (and /help shows
-/// it). Command names are case-insensitive.
-///
-/// On a terminal: every line starts with the local time (HH:MM), names are in colour (never
-/// when NO_COLOR is set), direct messages and lines naming you are highlighted with a bell.
-/// Keys: Tab completes names after @ and /msg, and commands after /; Up/Down and Ctrl-R walk the
-/// history, kept across sessions in $XDG_STATE_HOME/p2pchat/history (else
-/// ~/.local/state/p2pchat/history); Ctrl-C clears the line, or leaves on an empty one (exit 130);
-/// Ctrl-D leaves on an empty line.
-///
-/// Direct messages are sealed end to end (X25519 session keys, ChaCha20-Poly1305) and
-/// acknowledged: the sender tries 8 times within 2.7 s, then reports "delivered" or "not
-/// delivered". With --plaintext they are clear JSON datagrams, unacknowledged (the lab's capture).
-///
-/// Received direct messages are dropped (and counted) when oversized, malformed, clear at a
-/// client that seals, under an unknown or ended session's key, not from the announced address of
-/// the peer they name, forged, replayed, or over that sender's rate limit (a token bucket per
-/// sender: --dm-burst at once, then --dm-rate per second).
-///
-/// Lines for the server are paced to the flood limit it announces (none is dropped; the rest wait,
-/// "sending N queued lines…"). On a terminal, a wrong password, a taken or invalid name or a
-/// short password is asked again, and the client connects again (1 s doubling to 30 s) and logs
-/// in again when the server is lost; without a terminal it exits 5 instead, unless --reconnect.
-///
-/// When stdin is not a terminal, its lines answer the prompts in order (login or register, the
-/// username, the password) and every later line is a command; end of input quits.
-///
-/// The connection is TLS 1.3; the server is trusted by its fingerprint, as SSH trusts hosts: the
-/// first time, on a terminal, you are shown it and asked (without a terminal it is accepted,
-/// with a notice on stderr); then it is pinned in the known-servers file, and a server that
-/// presents another one is refused. Nothing, the password least of all, is sent before.
-///
-/// Exit status: 0 after :q or end of input; 1 local error (bad answer at a prompt, UDP port in
-/// use, the known-servers file); 2 bad arguments (a bad --server port too); 3 server unreachable,
-/// not a p2pchat server (no hello within 5 s, or something else first), or full (for everyone, or
-/// for this address), too busy to check the login now (try again later), or speaking the other
-/// protocol (TLS vs --plaintext); 4 login or registration refused; 5 the server went away or shut
-/// down; 6 the server is not trusted (its fingerprint changed, is not the --trust one, or was
-/// refused at the prompt); 130 interrupted (Ctrl-C on an empty line).
+/// `-h` shows the one-line about and the usage; `--help` the usage first, then the whole text
+/// (`p2pchat::client::config::LONG_ABOUT`), every flag, and the command table.
 #[derive(Parser, Debug)]
-#[command(name = "p2pchat-client", version, after_help = command::help())]
+#[command(name = "p2pchat-client", version, about = config::ABOUT, long_about = config::LONG_ABOUT,
+    help_template = p2pchat::HELP_TEMPLATE, after_help = command::help())]
 struct Args {
     /// Every flag, with its default and doc: `p2pchat::client::config`.
     #[command(flatten)]

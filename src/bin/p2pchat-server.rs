@@ -29,7 +29,7 @@ use p2pchat::user_store::{StoreError, UnsafeFile, UserStore};
 /// SIGHUP (`kill -HUP PID`) to have it read again; until then, registrations are refused rather
 /// than write over the edit. One server per users file (a lock beside it: users.json.lock).
 #[derive(Parser, Debug)]
-#[command(name = "p2pchat-server", version)]
+#[command(name = "p2pchat-server", version, help_template = p2pchat::HELP_TEMPLATE)]
 struct Args {
     /// Address and TCP port to listen on: ADDR:PORT, HOST:PORT (a name, resolved; the first
     /// address that can be bound), or PORT alone (every IPv4 address); port 0 picks a free port.

@@ -11,6 +11,49 @@ use std::path::PathBuf;
 use crate::protocol::MAX_DATAGRAM_BYTES;
 use crate::tls::Fingerprint;
 
+/// `p2pchat-client -h`: what it is, in one line.
+pub const ABOUT: &str =
+    "A p2pchat client: the room through the server, direct messages straight to a peer over UDP.";
+
+/// `p2pchat-client --help`: the one line, then what a person and a script need to know that
+/// no single flag says. The command list comes after the flags, from the command table.
+pub const LONG_ABOUT: &str = "A p2pchat client: the room through the server, direct messages straight to a peer over UDP.\n\n\
+After login, each line is a command: the list is at the end of this help (and /help shows \
+it). Command names are case-insensitive.\n\n\
+On a terminal: every line starts with the local time (HH:MM), names are in colour (never \
+when NO_COLOR is set), direct messages and lines naming you are highlighted with a bell. \
+Keys: Tab completes names after @ and /msg, and commands after /; Up/Down and Ctrl-R walk \
+the history, kept across sessions in $XDG_STATE_HOME/p2pchat/history (else \
+~/.local/state/p2pchat/history); Ctrl-C clears the line, or leaves on an empty one (exit \
+130); Ctrl-D leaves on an empty line.\n\n\
+Direct messages are sealed end to end (X25519 session keys, ChaCha20-Poly1305) and \
+acknowledged: the sender tries 8 times within 2.7 s, then reports \"delivered\" or \"not \
+delivered\". With --plaintext they are clear JSON datagrams, unacknowledged (the lab's \
+capture).\n\n\
+Received direct messages are dropped (and counted) when oversized, malformed, clear at a \
+client that seals, under an unknown or ended session's key, not from the announced address \
+of the peer they name, forged, replayed, or over that sender's rate limit (a token bucket \
+per sender: --dm-burst at once, then --dm-rate per second).\n\n\
+Lines for the server are paced to the flood limit it announces (none is dropped; the rest \
+wait, \"sending N queued lines…\"). On a terminal, a wrong password, a taken or invalid name \
+or a short password is asked again, and the client connects again (1 s doubling to 30 s) and \
+logs in again when the server is lost; without a terminal it exits 5 instead, unless \
+--reconnect.\n\n\
+When stdin is not a terminal, its lines answer the prompts in order (login or register, the \
+username, the password) and every later line is a command; end of input quits.\n\n\
+The connection is TLS 1.3; the server is trusted by its fingerprint, as SSH trusts hosts: \
+the first time, on a terminal, you are shown it and asked (without a terminal it is \
+accepted, with a notice on stderr); then it is pinned in the known-servers file, and a \
+server that presents another one is refused. Nothing, the password least of all, is sent \
+before.\n\n\
+Exit status: 0 after :q or end of input; 1 local error (bad answer at a prompt, UDP port in \
+use, the known-servers file); 2 bad arguments (a bad --server port too); 3 server \
+unreachable, not a p2pchat server (no hello within 5 s, or something else first), or full \
+(for everyone, or for this address), too busy to check the login now (try again later), or \
+speaking the other protocol (TLS vs --plaintext); 4 login or registration refused; 5 the \
+server went away or shut down; 6 the server is not trusted (its fingerprint changed, is not \
+the --trust one, or was refused at the prompt); 130 interrupted (Ctrl-C on an empty line).";
+
 /// Default for `--server`: a server on this host, on the server's default port.
 pub const DEFAULT_SERVER: &str = "127.0.0.1:12000";
 
