@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # The test suite: unit tests, then the black-box suites that run the real binaries (the grading
-# scenarios among them), then the load generator's smoke run. Ends with one verdict line: how many
-# tests passed and failed, and each grading scenario (tests/grading.rs) with its outcome.
+# scenarios among them), then the load generator's smoke run; every test binary runs even after a
+# failure (--no-fail-fast), so the verdict counts them all. Ends with the grading scenarios
+# (tests/grading.rs), each with its outcome, and one verdict line: how many tests passed and failed.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
-cargo test --locked --all-targets 2>&1 | tee "$log"
+cargo test --locked --all-targets --no-fail-fast 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}
 
 # `test result: ok. 12 passed; 0 failed; 3 ignored; …`, one per test binary.
