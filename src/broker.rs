@@ -100,12 +100,20 @@ pub enum JoinRefused {
 /// What connections tell the broker.
 pub enum Event {
     /// A user has authenticated. The broker sends them `welcome` with everyone online and
-    /// announces them to the others, or refuses if the name is online already, or if another
-    /// online session announced the same direct-message endpoint (IP and UDP port).
+    /// announces them to the others, or refuses if another online session announced the same
+    /// direct-message endpoint (IP and UDP port), or if the name is online already and this
+    /// join may not take it over.
     Join {
         id: SessionId,
         peer: PeerInfo,
         outbox: Outbox,
+        /// A login that proved the password takes the name over from a session online under
+        /// it (which is announced `left`, and told through its `replaced`); a registration
+        /// never does (its name cannot exist).
+        takes_over: bool,
+        /// Fired when a later login takes this session's name over: the session then tells its
+        /// client `replaced` and ends. Dropped unfired when the session leaves otherwise.
+        replaced: oneshot::Sender<()>,
         reply: oneshot::Sender<Result<(), JoinRefused>>,
     },
     /// The connection ended (any reason).
@@ -128,6 +136,8 @@ struct Session {
     /// `joined` that lists it.
     entry: Box<str>,
     outbox: Outbox,
+    /// Tells the session's connection that a login from elsewhere took its name over.
+    replaced: oneshot::Sender<()>,
 }
 
 /// The broker's state: who is online.
@@ -183,14 +193,20 @@ impl Broker {
                 id,
                 peer,
                 outbox,
+                takes_over,
+                replaced,
                 reply,
             } => {
                 let key = peer.username.to_ascii_lowercase();
+                let online = self.by_name.get(&key).copied();
+                // The session being replaced may well have announced the same endpoint (the
+                // same laptop, the same --p2p-port): it frees it.
+                let endpoint_owner = self.by_endpoint.get(&peer.p2p_addr()).copied();
                 let refused = if self.shutting_down {
                     Some(JoinRefused::ShuttingDown)
-                } else if self.by_name.contains_key(&key) {
+                } else if online.is_some() && !takes_over {
                     Some(JoinRefused::AlreadyOnline)
-                } else if self.by_endpoint.contains_key(&peer.p2p_addr()) {
+                } else if endpoint_owner.is_some_and(|owner| Some(owner) != online) {
                     Some(JoinRefused::EndpointInUse)
                 } else {
                     None
@@ -202,7 +218,10 @@ impl Broker {
                 if reply.send(Ok(())).is_err() {
                     return; // The connection went away while authenticating.
                 }
-                self.join(id, key, peer, outbox);
+                if let Some(old) = online {
+                    self.replace(old);
+                }
+                self.join(id, key, peer, outbox, replaced);
             }
             Event::Leave { id } => {
                 self.remove(id, None);
@@ -229,7 +248,29 @@ impl Broker {
         }
     }
 
-    fn join(&mut self, id: SessionId, key: String, peer: PeerInfo, outbox: Outbox) {
+    /// Takes session `old` out for a login that took its name over: announced `left` (its
+    /// session key ends with it; the new session's `joined` follows), and told so through its
+    /// `replaced`, on which its connection queues the `replaced` error behind everything it was
+    /// owed and closes. Its late `Leave` finds nothing: its id is gone.
+    fn replace(&mut self, old: SessionId) {
+        let Some(session) = self.unlist(old) else {
+            return;
+        };
+        let name = session.peer.username;
+        log::info!("{name} left: replaced by a login from another connection");
+        // Its connection may have ended meanwhile (its `Leave` on the way): nothing to tell.
+        let _ = session.replaced.send(());
+        self.announce(&encode_line(&ServerMessage::Left { username: name }));
+    }
+
+    fn join(
+        &mut self,
+        id: SessionId,
+        key: String,
+        peer: PeerInfo,
+        outbox: Outbox,
+        replaced: oneshot::Sender<()>,
+    ) {
         log::info!(
             "{} is online (direct messages at {})",
             peer.username,
@@ -249,6 +290,7 @@ impl Broker {
                 key,
                 entry,
                 outbox,
+                replaced,
             },
         );
         let welcome = self.welcome_line(&self.sessions[&id].peer.username);
@@ -421,6 +463,7 @@ mod tests {
     struct TestClient {
         lines: OutboxReader,
         closed: Arc<AtomicBool>,
+        replaced: oneshot::Receiver<()>,
     }
 
     impl TestClient {
@@ -452,6 +495,7 @@ mod tests {
         let (outbox, rx) =
             outbox::channel(limits, Box::new(move || flag.store(true, Ordering::SeqCst)));
         let (reply, mut answer) = oneshot::channel();
+        let (replaced, told) = oneshot::channel();
         broker.handle(Event::Join {
             id,
             peer: PeerInfo {
@@ -461,11 +505,17 @@ mod tests {
                 public_key: None,
             },
             outbox,
+            takes_over: false,
+            replaced,
             reply,
         });
         assert_eq!(answer.try_recv().unwrap(), Some(Ok(())));
         broker.seal(); // The tick ends.
-        TestClient { lines: rx, closed }
+        TestClient {
+            lines: rx,
+            closed,
+            replaced: told,
+        }
     }
 
     impl Broker {
@@ -515,12 +565,70 @@ mod tests {
                 public_key: None,
             },
             outbox,
+            takes_over: false,
+            replaced: oneshot::channel().0,
             reply,
         });
         assert_eq!(
             answer.try_recv().unwrap(),
             Some(Err(JoinRefused::AlreadyOnline))
         );
+    }
+
+    #[test]
+    fn a_login_takes_an_online_name_over_and_the_old_sessions_late_leave_changes_nothing() {
+        let mut broker = Broker::default();
+        let mut alice = join(&mut broker, 1, "alice");
+        let mut bob = join(&mut broker, 2, "bob");
+        alice.received();
+        bob.received();
+        // A registration never takes a name over.
+        let attempt = |broker: &mut Broker, id, takes_over, p2p_port| {
+            let (outbox, rx) = outbox::channel(QueueLimits::default(), Box::new(|| {}));
+            let (reply, mut answer) = oneshot::channel();
+            let (replaced, told) = oneshot::channel();
+            broker.handle(Event::Join {
+                id,
+                peer: PeerInfo {
+                    username: "Alice".into(),
+                    ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
+                    p2p_port,
+                    public_key: None,
+                },
+                outbox,
+                takes_over,
+                replaced,
+                reply,
+            });
+            broker.seal();
+            let answer = answer.try_recv().unwrap();
+            (answer, rx, told)
+        };
+        let (answer, ..) = attempt(&mut broker, 3, false, 3003);
+        assert_eq!(answer, Some(Err(JoinRefused::AlreadyOnline)));
+        // Nor does a login announcing bob's endpoint: nothing changes for alice.
+        let (answer, ..) = attempt(&mut broker, 4, true, 1002);
+        assert_eq!(answer, Some(Err(JoinRefused::EndpointInUse)));
+        assert_eq!(alice.replaced.try_recv(), Ok(None));
+        // A login from the old session's own endpoint takes it over.
+        let (answer, mut new_alice, mut told) = attempt(&mut broker, 5, true, 1001);
+        assert_eq!(answer, Some(Ok(())));
+        assert_eq!(alice.replaced.try_recv(), Ok(Some(())));
+        assert!(alice.received().is_empty(), "told by its session, not here");
+        match &bob.received()[..] {
+            [ServerMessage::Left { username }, ServerMessage::Joined { peer }] => {
+                assert_eq!(username, "alice");
+                assert_eq!((peer.username.as_str(), peer.p2p_port), ("Alice", 1001));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(take(&mut new_alice).is_some(), "its welcome");
+        // The old connection's `Leave`, after the new session joined: the new one stays.
+        broker.handle(Event::Leave { id: 1 });
+        broker.seal();
+        assert!(bob.received().is_empty());
+        assert_eq!(names(&broker.peers()), ["Alice", "bob"]);
+        assert_eq!(told.try_recv(), Ok(None));
     }
 
     #[test]
@@ -539,6 +647,8 @@ mod tests {
                     public_key: None,
                 },
                 outbox,
+                takes_over: false,
+                replaced: oneshot::channel().0,
                 reply,
             });
             answer.try_recv().unwrap()
@@ -680,6 +790,8 @@ mod tests {
             id: 100,
             peer: peer(100, "greedy"),
             outbox,
+            takes_over: false,
+            replaced: oneshot::channel().0,
             reply,
         });
         broker.seal();
@@ -812,14 +924,21 @@ mod tests {
             Box::new(move || flag.store(true, Ordering::SeqCst)),
         );
         let (reply, mut answer) = oneshot::channel();
+        let (replaced, told) = oneshot::channel();
         broker.handle(Event::Join {
             id,
             peer: peer(id, name),
             outbox,
+            takes_over: false,
+            replaced,
             reply,
         });
         assert_eq!(answer.try_recv().unwrap(), Some(Ok(())));
-        TestClient { lines: rx, closed }
+        TestClient {
+            lines: rx,
+            closed,
+            replaced: told,
+        }
     }
 
     fn peer(id: SessionId, name: &str) -> PeerInfo {
@@ -882,6 +1001,8 @@ mod tests {
             id: 50,
             peer: zed.clone(),
             outbox,
+            takes_over: false,
+            replaced: oneshot::channel().0,
             reply,
         });
         let mut expected: Vec<PeerInfo> = names_in

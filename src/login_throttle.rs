@@ -153,6 +153,14 @@ impl<K: Hash + Eq + Clone> Table<K> {
     }
 }
 
+/// Which table's slot holds a login back: the account's failures, or the address's (a tie goes
+/// to the account, whose owner is the one to tell that someone guessed at it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DelayedBy {
+    Account,
+    Address,
+}
+
 /// The server's login throttle, shared by all connections.
 #[derive(Debug)]
 pub struct LoginThrottle {
@@ -170,13 +178,17 @@ impl LoginThrottle {
 
     /// Books an attempt to log into `account` from `ip`: returns when the password may be
     /// checked (now, unless there were recent failures on the account or from the address),
-    /// and the larger of the two failure counts.
-    pub fn book(&self, account: &str, ip: IpAddr, now: Instant) -> (Instant, u32) {
+    /// the larger of the two failure counts, and which of the two sets the time.
+    pub fn book(&self, account: &str, ip: IpAddr, now: Instant) -> (Instant, u32, DelayedBy) {
         let mut tables = self.lock();
         let (accounts, ips) = &mut *tables;
         let by_account = accounts.book(&account.to_ascii_lowercase(), &self.config, now);
         let by_ip = ips.book(&AddressKey::of(ip), &self.config, now);
-        (by_account.0.max(by_ip.0), by_account.1.max(by_ip.1))
+        let by = match by_account.0 >= by_ip.0 {
+            true => DelayedBy::Account,
+            false => DelayedBy::Address,
+        };
+        (by_account.0.max(by_ip.0), by_account.1.max(by_ip.1), by)
     }
 
     /// Records a failed attempt; returns the failure counts (account, address).
@@ -244,7 +256,7 @@ mod tests {
         // Two failures (the free ones): the next attempt on alice waits 1 s, whoever makes it.
         assert_eq!(
             throttle.book("alice", owner, t0),
-            (t0 + Duration::from_secs(1), 2)
+            (t0 + Duration::from_secs(1), 2, DelayedBy::Account)
         );
         // A second attempt at once is spaced after the first one's slot.
         assert_eq!(
@@ -252,11 +264,16 @@ mod tests {
             t0 + Duration::from_secs(2)
         );
         // Other accounts from the attacker's address are delayed too.
-        assert!(throttle.book("bob", attacker, t0).0 > t0);
-        assert_eq!(throttle.book("bob", owner, t0), (t0, 0));
+        let (slot, _, by) = throttle.book("bob", attacker, t0);
+        assert!(slot > t0);
+        assert_eq!(by, DelayedBy::Address);
+        assert_eq!(throttle.book("bob", owner, t0), (t0, 0, DelayedBy::Account));
         throttle.succeeded("alice", owner);
         let later = t0 + Duration::from_secs(10);
-        assert_eq!(throttle.book("alice", owner, later), (later, 0));
+        assert_eq!(
+            throttle.book("alice", owner, later),
+            (later, 0, DelayedBy::Account)
+        );
     }
 
     #[test]
@@ -270,7 +287,7 @@ mod tests {
             throttle.book("alice", format!("10.0.1.{i}").parse().unwrap(), t0);
         }
         let owner: IpAddr = "10.0.0.7".parse().unwrap();
-        let (slot, _) = throttle.book("alice", owner, t0);
+        let (slot, ..) = throttle.book("alice", owner, t0);
         assert!(slot <= t0 + config().max_delay, "{:?}", slot - t0);
     }
 
@@ -286,7 +303,7 @@ mod tests {
             let ip = IpAddr::from([10, 1, (i >> 8) as u8, i as u8]);
             throttle.failed(&format!("made-up{i}"), ip, later);
         }
-        let (slot, failures) = throttle.book("alice", "10.0.0.9".parse().unwrap(), later);
+        let (slot, failures, _) = throttle.book("alice", "10.0.0.9".parse().unwrap(), later);
         assert_eq!(failures, 3);
         assert!(slot > later);
     }
@@ -309,7 +326,10 @@ mod tests {
         assert!(throttle.book("alice", neighbour, t0).0 > t0, "logins too");
         // Another /64, and the account from elsewhere, are not delayed at all.
         let elsewhere: IpAddr = "2001:db8:1:3::9".parse().unwrap();
-        assert_eq!(throttle.book("alice", elsewhere, t0), (t0, 0));
+        assert_eq!(
+            throttle.book("alice", elsewhere, t0),
+            (t0, 0, DelayedBy::Account)
+        );
         assert_eq!(throttle.book_registration(elsewhere, t0), (t0, 0));
         // However many at once, never booked past the longest delay: no lockout.
         for _ in 0..64 {
@@ -331,7 +351,10 @@ mod tests {
             throttle.failed("alice", ip, t0);
         }
         let much_later = t0 + FORGET_AFTER;
-        assert_eq!(throttle.book("alice", ip, much_later), (much_later, 0));
+        assert_eq!(
+            throttle.book("alice", ip, much_later),
+            (much_later, 0, DelayedBy::Account)
+        );
         for i in 0..(MAX_TRACKED + 10) {
             throttle.failed(&format!("user{i}"), ip, t0);
         }

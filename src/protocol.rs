@@ -64,6 +64,11 @@ pub struct Credentials {
     /// malformed), for sealed direct messages. Absent from a `--plaintext` client.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub public_key: Option<PublicKey>,
+    /// The client understands `delayed` and wants to be told when the login throttle holds its
+    /// login back. Absent (false) from older clients, which would take the unknown message for
+    /// a broken server; older servers ignore the field.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub tell_delays: bool,
 }
 
 /// Never prints the password, so a credentials value can't leak it into a log line.
@@ -74,6 +79,7 @@ impl fmt::Debug for Credentials {
             .field("password", &"<redacted>")
             .field("p2p_port", &self.p2p_port)
             .field("public_key", &self.public_key)
+            .field("tell_delays", &self.tell_delays)
             .finish()
     }
 }
@@ -99,7 +105,12 @@ pub enum ClientMessage {
     /// Before login: would `username` be accepted for a registration (valid, not taken, not
     /// like an existing name)? Answered `name_ok` or a non-fatal `error`, without hashing
     /// anything; it costs what a registration does in the login throttle's address table.
-    CheckName { username: String },
+    /// `tell_delays` as in [`Credentials`].
+    CheckName {
+        username: String,
+        #[serde(default, skip_serializing_if = "is_false")]
+        tell_delays: bool,
+    },
 }
 
 impl ClientMessage {
@@ -252,13 +263,48 @@ pub enum ServerMessage {
     Pong,
     /// The answer to `check_name`: a registration may use this name (for now).
     NameOk { username: String },
+    /// The login throttle holds this login, registration or name check back for `seconds`
+    /// before checking it, because of `reason`; the answer follows the wait. Sent only to a
+    /// client that asked for it (`tell_delays`): an older client would take an unknown message
+    /// type for a broken server.
+    Delayed { seconds: f64, reason: DelayReason },
+}
+
+/// Why the login throttle delays an attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DelayReason {
+    /// Recent failed logins on this account (from anywhere).
+    Account,
+    /// Recent failed logins, or registrations of taken names, from this address (an IPv4
+    /// address or an IPv6 /64).
+    Address,
+    /// A reason this client does not know (from a newer server).
+    #[serde(other)]
+    Unknown,
+}
+
+impl DelayReason {
+    /// The name on the wire (and in the client's `--json` event).
+    pub fn name(self) -> &'static str {
+        match self {
+            DelayReason::Account => "account",
+            DelayReason::Address => "address",
+            DelayReason::Unknown => "unknown",
+        }
+    }
+}
+
+/// For `skip_serializing_if`: a flag left out when false, as older peers sent it.
+fn is_false(flag: &bool) -> bool {
+    !*flag
 }
 
 impl ServerMessage {
     /// The `type` names of every server message.
-    pub const TYPES: [&'static str; 11] = [
+    pub const TYPES: [&'static str; 12] = [
         "hello", "welcome", "joined", "left", "message", "peers", "error", "shutdown", "ping",
-        "pong", "name_ok",
+        "pong", "name_ok", "delayed",
     ];
 
     pub fn error(code: ErrorCode, message: impl Into<String>) -> Self {
@@ -321,6 +367,9 @@ pub enum ErrorCode {
     /// The login or registration could not be checked before the authentication deadline (too
     /// many password checks queued); nothing was checked. Try again in a few seconds.
     Busy,
+    /// The account logged in from another connection (its password proved), which took the
+    /// name over: this session ends. A client does not connect again after it.
+    Replaced,
     /// A code this client does not know (sent by a newer server).
     #[serde(other)]
     Unknown,
@@ -328,7 +377,7 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every code, for tests and tools that must cover them all.
-    pub const ALL: [ErrorCode; 26] = [
+    pub const ALL: [ErrorCode; 27] = [
         ErrorCode::BadCredentials,
         ErrorCode::NameTaken,
         ErrorCode::AlreadyOnline,
@@ -354,6 +403,7 @@ impl ErrorCode {
         ErrorCode::TlsRequired,
         ErrorCode::Busy,
         ErrorCode::UnknownKind,
+        ErrorCode::Replaced,
         ErrorCode::Unknown,
     ];
 
@@ -401,6 +451,7 @@ impl ErrorCode {
             ErrorCode::TlsRequired => "tls_required",
             ErrorCode::Busy => "busy",
             ErrorCode::UnknownKind => "unknown_kind",
+            ErrorCode::Replaced => "replaced",
             ErrorCode::Unknown => "unknown",
         }
     }
@@ -554,12 +605,14 @@ mod tests {
                 password: "secret-pass".into(),
                 p2p_port: 4000,
                 public_key: None,
+                tell_delays: false,
             }),
             ClientMessage::Register(Credentials {
                 username: "bob".into(),
                 password: "x".repeat(8),
                 p2p_port: 1,
                 public_key: Some(PublicKey::from_bytes([7; 32])),
+                tell_delays: true,
             }),
             ClientMessage::Say(RoomLine::say("hé\nllo")),
             ClientMessage::Say(RoomLine::new(TextKind::Action, "waves")),
@@ -569,9 +622,14 @@ mod tests {
             ClientMessage::Pong,
             ClientMessage::CheckName {
                 username: "carol".into(),
+                tell_delays: false,
+            },
+            ClientMessage::CheckName {
+                username: "dave".into(),
+                tell_delays: true,
             },
         ];
-        assert_eq!(messages.len(), ClientMessage::TYPES.len() + 1);
+        assert_eq!(messages.len(), ClientMessage::TYPES.len() + 2);
         for message in messages {
             let line = encode_line(&message);
             assert!(line.ends_with('\n'));
@@ -666,11 +724,70 @@ mod tests {
             ServerMessage::NameOk {
                 username: "a".into(),
             },
+            ServerMessage::Delayed {
+                seconds: 4.0,
+                reason: DelayReason::Address,
+            },
         ];
         assert_eq!(all.len(), ServerMessage::TYPES.len());
         for message in all {
             let line = encode_line(&message);
             assert_eq!(decode_server(line.trim_end().as_bytes()), Ok(message));
+        }
+    }
+
+    #[test]
+    fn delays_are_told_only_to_a_client_that_asks_and_read_as_documented() {
+        // An older client's login and name check: no flag, so no `delayed` for it.
+        let old = decode_client(br#"{"type":"login","username":"a","password":"pw","p2p_port":9}"#);
+        assert!(matches!(old, Ok(ClientMessage::Login(c)) if !c.tell_delays));
+        let old = decode_client(br#"{"type":"check_name","username":"a"}"#);
+        assert!(matches!(
+            old,
+            Ok(ClientMessage::CheckName {
+                tell_delays: false,
+                ..
+            })
+        ));
+        let asks = decode_client(br#"{"type":"check_name","username":"a","tell_delays":true}"#);
+        assert!(matches!(
+            asks,
+            Ok(ClientMessage::CheckName {
+                tell_delays: true,
+                ..
+            })
+        ));
+        // The flag is left out when false: an older client's bytes, unchanged.
+        let said = encode_line(&ClientMessage::CheckName {
+            username: "a".into(),
+            tell_delays: false,
+        });
+        assert_eq!(said, "{\"type\":\"check_name\",\"username\":\"a\"}\n");
+        let delayed = encode_line(&ServerMessage::Delayed {
+            seconds: 4.0,
+            reason: DelayReason::Address,
+        });
+        assert_eq!(
+            delayed,
+            "{\"type\":\"delayed\",\"seconds\":4.0,\"reason\":\"address\"}\n"
+        );
+        let future = decode_server(br#"{"type":"delayed","seconds":1.5,"reason":"moon"}"#);
+        assert_eq!(
+            future,
+            Ok(ServerMessage::Delayed {
+                seconds: 1.5,
+                reason: DelayReason::Unknown
+            })
+        );
+        for reason in [
+            DelayReason::Account,
+            DelayReason::Address,
+            DelayReason::Unknown,
+        ] {
+            assert_eq!(
+                serde_json::to_string(&reason).unwrap(),
+                format!("\"{}\"", reason.name())
+            );
         }
     }
 
@@ -780,6 +897,7 @@ mod tests {
             password: "hunter2-secret".into(),
             p2p_port: 1,
             public_key: None,
+            tell_delays: false,
         };
         assert!(!format!("{creds:?}").contains("hunter2"));
     }
@@ -814,7 +932,8 @@ mod tests {
             ErrorCode::TlsRequired => 22,
             ErrorCode::Busy => 23,
             ErrorCode::UnknownKind => 24,
-            ErrorCode::Unknown => 25,
+            ErrorCode::Replaced => 25,
+            ErrorCode::Unknown => 26,
         };
         for (i, code) in ErrorCode::ALL.into_iter().enumerate() {
             assert_eq!(place(code), i, "{code}");

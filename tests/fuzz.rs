@@ -26,8 +26,8 @@ use futures::task::noop_waker_ref;
 use p2pchat::connection::{LineReader, ReadError};
 use p2pchat::protocol::{
     decode_client, decode_datagram, decode_server, encode_datagram, encode_line, ClientMessage,
-    Credentials, Datagram, DecodeError, DirectMessage, ErrorCode, PeerInfo, PublicKey, RoomLine,
-    ServerMessage, TextKind,
+    Credentials, Datagram, DecodeError, DelayReason, DirectMessage, ErrorCode, PeerInfo, PublicKey,
+    RoomLine, ServerMessage, TextKind,
 };
 use proptest::prelude::*;
 use proptest::test_runner::FileFailurePersistence;
@@ -122,12 +122,13 @@ fn error_code() -> impl Strategy<Value = ErrorCode> {
 }
 
 fn credentials() -> impl Strategy<Value = Credentials> {
-    (text(), text(), any::<u16>(), public_key()).prop_map(
-        |(username, password, p2p_port, public_key)| Credentials {
+    (text(), text(), any::<u16>(), public_key(), any::<bool>()).prop_map(
+        |(username, password, p2p_port, public_key, tell_delays)| Credentials {
             username,
             password,
             p2p_port,
             public_key,
+            tell_delays,
         },
     )
 }
@@ -141,7 +142,10 @@ fn client_message() -> impl Strategy<Value = ClientMessage> {
         Just(ClientMessage::Quit),
         Just(ClientMessage::Ping),
         Just(ClientMessage::Pong),
-        text().prop_map(|username| ClientMessage::CheckName { username }),
+        (text(), any::<bool>()).prop_map(|(username, tell_delays)| ClientMessage::CheckName {
+            username,
+            tell_delays
+        }),
     ]
 }
 
@@ -183,6 +187,19 @@ fn server_message() -> impl Strategy<Value = ServerMessage> {
         Just(ServerMessage::Ping),
         Just(ServerMessage::Pong),
         text().prop_map(|username| ServerMessage::NameOk { username }),
+        // Delays as the server rounds them (tenths of a second): exact through JSON.
+        ((0u32..1_000_000), delay_reason()).prop_map(|(tenths, reason)| ServerMessage::Delayed {
+            seconds: f64::from(tenths) / 10.0,
+            reason
+        }),
+    ]
+}
+
+fn delay_reason() -> impl Strategy<Value = DelayReason> {
+    prop_oneof![
+        Just(DelayReason::Account),
+        Just(DelayReason::Address),
+        Just(DelayReason::Unknown)
     ]
 }
 

@@ -52,7 +52,9 @@ unreachable, not a p2pchat server (no hello within 5 s, or something else first)
 (for everyone, or for this address), too busy to check the login now (try again later), or \
 speaking the other protocol (TLS vs --plaintext); 4 login or registration refused; 5 the \
 server went away or shut down; 6 the server is not trusted (its fingerprint changed, is not \
-the --trust one, or was refused at the prompt); 130 interrupted (Ctrl-C on an empty line).";
+the --trust one, or was refused at the prompt); 7 the account logged in from another \
+connection, which took the name over (not reconnected); 130 interrupted (Ctrl-C on an empty \
+line).";
 
 /// Default for `--server`: a server on this host, on the server's default port.
 pub const DEFAULT_SERVER: &str = "127.0.0.1:12000";

@@ -40,6 +40,9 @@ pub mod exit {
     /// The server is not trusted: its fingerprint changed since it was pinned, is not the one
     /// `--trust` requires, or the person said no at first contact. Nothing was sent to it.
     pub const NOT_TRUSTED: i32 = 6;
+    /// The account logged in from another connection, which took the name over (the server's
+    /// `replaced`): this client does not connect again, or the two would take turns.
+    pub const REPLACED: i32 = 7;
     /// Ctrl-C on an empty line at the chat prompt: interrupted, as a shell reports SIGINT
     /// (128 + 2).
     pub const INTERRUPTED: i32 = 130;
@@ -198,6 +201,10 @@ impl ClientError {
                 ..
             } => exit::UNREACHABLE,
             ClientError::Refused { .. } => exit::REFUSED,
+            ClientError::Disconnected(Disconnect::Fatal {
+                code: ErrorCode::Replaced,
+                ..
+            }) => exit::REPLACED,
             ClientError::Disconnected(_) => exit::DISCONNECTED,
             ClientError::Local(_) => exit::LOCAL,
             ClientError::NotTrusted { .. } => exit::NOT_TRUSTED,
@@ -365,6 +372,11 @@ mod tests {
         assert_eq!(gone.exit_code(), exit::DISCONNECTED);
         assert_eq!(gone.to_string(), "server: bye");
         assert_eq!(gone.to_event(), ClientEvent::error("server: bye"));
+        let replaced = ClientError::Disconnected(Disconnect::Fatal {
+            code: ErrorCode::Replaced,
+            message: "alice logged in from another connection".into(),
+        });
+        assert_eq!(replaced.exit_code(), exit::REPLACED);
         let down = ClientError::unreachable("h:1", Unreachable::NoAddress);
         assert_eq!(down.exit_code(), exit::UNREACHABLE);
         assert_eq!(down.to_string(), "cannot reach h:1: no address found");

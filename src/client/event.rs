@@ -7,13 +7,14 @@
 //! and the person's own lines go through the same function.
 
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use serde::ser::SerializeMap;
 use serde::{Serialize, Serializer};
 
 use super::direct_inbox::DirectStats;
 use super::screen::{escape, message};
-use crate::protocol::{ErrorCode, PeerInfo, RoomLine, TextKind};
+use crate::protocol::{DelayReason, ErrorCode, PeerInfo, RoomLine, TextKind};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "event", rename_all = "snake_case")]
@@ -97,6 +98,13 @@ pub enum ClientEvent {
     /// `lines` of the person's lines wait to be sent, at the pace the server allows.
     Queued {
         lines: usize,
+    },
+    /// The server's login throttle holds this login, registration or name check back for
+    /// `wait` (`"seconds"` in JSON) because of `reason`; its answer follows.
+    Delayed {
+        #[serde(rename = "seconds", serialize_with = "as_seconds")]
+        wait: Duration,
+        reason: DelayReason,
     },
     /// A room line from someone else, of any kind (its JSON: [`RoomMessage`]). Last: an
     /// untagged variant must be.
@@ -220,8 +228,30 @@ impl ClientEvent {
                 "* sending {lines} queued line{}…",
                 if *lines == 1 { "" } else { "s" }
             ),
+            ClientEvent::Delayed { wait, reason } => {
+                let whose = match reason {
+                    DelayReason::Account => "logins to this account",
+                    DelayReason::Address => "logins from this address",
+                    DelayReason::Unknown => "this login",
+                };
+                format!(
+                    "* the server delays {whose}: {} s (after recent failed attempts)",
+                    tenths(*wait)
+                )
+            }
         }
     }
+}
+
+/// A wait in seconds as a person reads it: `4`, `0.5`, `2.3`.
+fn tenths(wait: Duration) -> String {
+    let tenths = (wait.as_secs_f64() * 10.0).round() / 10.0;
+    format!("{tenths}")
+}
+
+/// A wait as JSON: seconds, as the server sent them.
+fn as_seconds<S: Serializer>(wait: &Duration, serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.serialize_f64(wait.as_secs_f64())
 }
 
 fn online(peers: &[PeerInfo]) -> String {
@@ -403,6 +433,30 @@ mod tests {
         assert_eq!(
             serde_json::to_string(&future).unwrap(),
             r#"{"event":"message","from":"bob","text":"sings"}"#
+        );
+    }
+
+    #[test]
+    fn a_delay_reads_in_seconds_for_a_person_and_as_json() {
+        let delayed = ClientEvent::Delayed {
+            wait: Duration::from_secs(4),
+            reason: DelayReason::Address,
+        };
+        assert_eq!(
+            delayed.render(10),
+            "* the server delays logins from this address: 4 s (after recent failed attempts)"
+        );
+        assert_eq!(
+            serde_json::to_string(&delayed).unwrap(),
+            r#"{"event":"delayed","seconds":4.0,"reason":"address"}"#
+        );
+        let short = ClientEvent::Delayed {
+            wait: Duration::from_millis(500),
+            reason: DelayReason::Account,
+        };
+        assert_eq!(
+            short.render(10),
+            "* the server delays logins to this account: 0.5 s (after recent failed attempts)"
         );
     }
 

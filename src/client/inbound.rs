@@ -60,7 +60,9 @@ pub(super) fn on_server_message(
         ServerMessage::Hello { .. }
         | ServerMessage::Ping
         | ServerMessage::Pong
-        | ServerMessage::NameOk { .. } => {}
+        | ServerMessage::NameOk { .. }
+        // Only before login (the link reports it).
+        | ServerMessage::Delayed { .. } => {}
     }
     Ok(())
 }

@@ -8,12 +8,13 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use super::error::{ClientError, Disconnect, NotP2pchat, Unreachable};
+use super::event::ClientEvent;
 use super::outgoing::ServerPace;
 use super::pairs::Pairs;
 use super::secure::{self, Transport, TrustOutcome};
 use crate::connection::{self, LineReader, StreamReader, StreamWriter};
 use crate::protocol::{
-    decode_server, ClientMessage, Credentials, ErrorCode, PeerInfo, ServerMessage,
+    decode_server, ClientMessage, Credentials, DelayReason, ErrorCode, PeerInfo, ServerMessage,
     MAX_SERVER_LINE_BYTES,
 };
 use crate::runtime::{self, TcpStream, ToSocketAddrs};
@@ -145,14 +146,16 @@ pub(super) async fn open(server: &str, transport: Transport) -> Result<Opened, C
 }
 
 impl Link {
-    /// Sends a login or registration and waits for `welcome`.
-    pub(super) async fn log_in(
+    /// Sends a login or registration and waits for `welcome`; a wait the server announces
+    /// (`delayed`) is passed to `emit` meanwhile.
+    pub(super) async fn log_in<E: FnMut(ClientEvent) + ?Sized>(
         &mut self,
         mode: AuthMode,
         username: &str,
         password: &str,
         p2p_port: u16,
         sealed: bool,
+        emit: &mut E,
     ) -> Result<LoggedIn, ClientError> {
         // A fresh key pair for every session (a login again after a reconnect too): nothing
         // sealed in it can be opened later with anything kept on disk, and an ended session's
@@ -163,6 +166,7 @@ impl Link {
             password: password.to_string(),
             p2p_port,
             public_key: pairs.as_ref().map(Pairs::public_key),
+            tell_delays: true,
         };
         let request = match mode {
             AuthMode::Login => ClientMessage::Login(credentials),
@@ -188,16 +192,22 @@ impl Link {
                 ServerMessage::Shutdown { reason } => {
                     return Err(Disconnect::Shutdown { reason }.into())
                 }
+                ServerMessage::Delayed { seconds, reason } => delayed(seconds, reason, emit),
                 _ => {} // Nothing else is expected before `welcome`; ignore it.
             }
         }
     }
 
     /// Asks whether a registration could take `username` (`check_name`), without sending any
-    /// password.
-    pub(super) async fn check_name(&mut self, username: &str) -> Result<NameCheck, ClientError> {
+    /// password; a wait the server announces (`delayed`) is passed to `emit` meanwhile.
+    pub(super) async fn check_name(
+        &mut self,
+        username: &str,
+        emit: &mut dyn FnMut(ClientEvent),
+    ) -> Result<NameCheck, ClientError> {
         let request = ClientMessage::CheckName {
             username: username.to_string(),
+            tell_delays: true,
         };
         send(&mut self.writer, &request).await?;
         loop {
@@ -219,9 +229,18 @@ impl Link {
                 ServerMessage::Shutdown { reason } => {
                     return Err(Disconnect::Shutdown { reason }.into())
                 }
+                ServerMessage::Delayed { seconds, reason } => delayed(seconds, reason, emit),
                 _ => {}
             }
         }
+    }
+}
+
+/// Reports the server's `delayed`. A number of seconds that is no duration (negative, not a
+/// number, beyond reckoning) says nothing true, and is left out.
+fn delayed<E: FnMut(ClientEvent) + ?Sized>(seconds: f64, reason: DelayReason, emit: &mut E) {
+    if let Ok(wait) = Duration::try_from_secs_f64(seconds) {
+        emit(ClientEvent::Delayed { wait, reason });
     }
 }
 

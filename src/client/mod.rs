@@ -184,14 +184,19 @@ impl Client {
     }
 
     /// Asks the server whether a registration could take `username` (`check_name`), without
-    /// sending any password.
-    pub async fn check_name(&mut self, username: &str) -> Result<NameCheck, ClientError> {
-        self.link.check_name(username).await
+    /// sending any password. A wait the server announces is passed to `emit` (`delayed`).
+    pub async fn check_name(
+        &mut self,
+        username: &str,
+        emit: &mut dyn FnMut(ClientEvent),
+    ) -> Result<NameCheck, ClientError> {
+        self.link.check_name(username, emit).await
     }
 
     /// Logs in or registers, announcing the UDP port and (unless in `--plaintext` mode) the
-    /// public key of a key pair made for this session. On success reports `welcome`, and keeps
-    /// the name and password in memory to log in again after a reconnect.
+    /// public key of a key pair made for this session. Reports a wait the server announces
+    /// (`delayed`), and on success `welcome`; keeps the name and password in memory to log in
+    /// again after a reconnect.
     pub async fn authenticate(
         &mut self,
         mode: AuthMode,
@@ -205,7 +210,14 @@ impl Client {
             pairs,
         } = self
             .link
-            .log_in(mode, username, password, self.p2p_addr.port(), self.sealed)
+            .log_in(
+                mode,
+                username,
+                password,
+                self.p2p_addr.port(),
+                self.sealed,
+                emit,
+            )
             .await?;
         self.username = username.clone();
         self.peers.replace(peers.clone());

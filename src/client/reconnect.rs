@@ -8,7 +8,8 @@ use std::collections::hash_map::RandomState;
 use std::hash::{BuildHasher, Hasher};
 use std::time::Duration;
 
-use super::error::ClientError;
+use super::error::{ClientError, Disconnect};
+use super::event::ClientEvent;
 use super::link::{self, AuthMode, LoggedIn, Opened};
 use super::secure::{Transport, Trust};
 use crate::protocol::ErrorCode;
@@ -88,6 +89,19 @@ pub(super) fn worth_trying_again(error: &ClientError) -> bool {
     }
 }
 
+/// Whether losing the server this way is worth connecting again for: not when the account
+/// logged in from another connection (`replaced`), which would take the name back, and be
+/// replaced in turn.
+pub(super) fn worth_reconnecting(why: &Disconnect) -> bool {
+    !matches!(
+        why,
+        Disconnect::Fatal {
+            code: ErrorCode::Replaced,
+            ..
+        }
+    )
+}
+
 /// One reconnect try: connect, the same fingerprint as before, `hello`, and log in again.
 pub(super) async fn redial_once(redial: Redial) -> Result<Relinked, ClientError> {
     let transport = match redial.pinned {
@@ -103,6 +117,9 @@ pub(super) async fn redial_once(redial: Redial) -> Result<Relinked, ClientError>
             &redial.password,
             redial.p2p_port,
             redial.sealed,
+            // A try runs in a task of its own, away from the screen: a wait it meets is only
+            // the time the try takes.
+            &mut |_: ClientEvent| {},
         )
         .await?;
     Ok(Relinked { opened, logged_in })
@@ -111,7 +128,7 @@ pub(super) async fn redial_once(redial: Redial) -> Result<Relinked, ClientError>
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::client::error::{Disconnect, Local, NotTrusted, Unreachable};
+    use crate::client::error::{Local, NotTrusted, Unreachable};
 
     #[test]
     fn the_backoff_doubles_to_thirty_seconds_with_jitter() {
@@ -149,5 +166,16 @@ mod tests {
             }
         )));
         assert!(!worth_trying_again(&Local::InputEnded.into()));
+    }
+
+    #[test]
+    fn a_session_replaced_by_another_login_is_not_connected_again() {
+        let fatal = |code| Disconnect::Fatal {
+            code,
+            message: String::new(),
+        };
+        assert!(!worth_reconnecting(&fatal(ErrorCode::Replaced)));
+        assert!(worth_reconnecting(&fatal(ErrorCode::PingTimeout)));
+        assert!(worth_reconnecting(&Disconnect::Closed));
     }
 }

@@ -40,7 +40,9 @@ use super::link::{send, Link, LoggedIn};
 use super::outgoing::{Outgoing, ServerPace};
 use super::pairs::Pairs;
 use super::peer_list::PeerList;
-use super::reconnect::{redial_once, worth_trying_again, Backoff, Redial, Relinked};
+use super::reconnect::{
+    redial_once, worth_reconnecting, worth_trying_again, Backoff, Redial, Relinked,
+};
 use crate::connection::{self, LineReader, ReadError, StreamReader, StreamWriter};
 use crate::protocol::{decode_server, encode_line, ClientMessage, ServerMessage, MAX_LINE_BYTES};
 use crate::runtime::{self, TcpStream, UdpSocket};
@@ -380,7 +382,7 @@ impl Chat {
         if let Some(current) = self.current.take() {
             let _ = current.tcp.shutdown(Shutdown::Both);
         }
-        if self.redial.is_none() {
+        if self.redial.is_none() || !worth_reconnecting(&why) {
             return Err(why.into());
         }
         if self.quitting {

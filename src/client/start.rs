@@ -147,7 +147,7 @@ impl<'a> Dialing<'a> {
 
 impl LoginServer for Dialing<'_> {
     async fn check_name(&mut self, username: &str) -> Result<NameCheck, ClientError> {
-        self.client.check_name(username).await
+        self.client.check_name(username, self.emit).await
     }
 
     async fn authenticate(

@@ -52,6 +52,10 @@ pub enum Disconnect {
     /// The TLS handshake did not complete within the login deadline.
     #[error("no TLS handshake within {} s", .0.as_secs_f64())]
     HandshakeTimeout(Duration),
+    /// A login from another connection proved the password and took the name over; the client
+    /// was told `replaced`.
+    #[error("replaced by a login from another connection")]
+    Replaced,
     /// A login or registration was refused, which ends the connection.
     #[error("{action} refused ({code})")]
     Refused { action: AuthAction, code: ErrorCode },

@@ -4,6 +4,10 @@
 //!
 //! Every refusal here ends the connection: the client is sent the (fatal) error and the caller
 //! gets the [`Disconnect`] to log. This module never reads from the connection; the session does.
+//!
+//! A throttle's wait is told to a client that asks (`tell_delays`: a `delayed` line before the
+//! wait), and a login (never a registration) takes its name over from a session online under
+//! it: the password's holder is never locked out by a session of theirs left behind.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::Ordering;
@@ -18,8 +22,9 @@ use super::context::{shutdown_notice, Context};
 use super::hasher::{Busy, Entry, HashPermit};
 use crate::broker::{Event, JoinRefused, SessionId};
 use crate::connection::{AuthAction, Disconnect};
+use crate::login_throttle::DelayedBy;
 use crate::outbox::Outbox;
-use crate::protocol::{Credentials, ErrorCode, PeerInfo, ServerMessage};
+use crate::protocol::{Credentials, DelayReason, ErrorCode, PeerInfo, ServerMessage};
 use crate::runtime;
 use crate::user_store::AuthError;
 
@@ -34,15 +39,23 @@ pub(super) struct Login {
     pub(super) deadline: Instant,
 }
 
-/// Logs a connection in or registers it, and hands it to the broker: its session id and its
-/// name as registered. On failure the client has been sent the (fatal) error, and the reason to
-/// log is returned.
+/// A session the broker took in.
+pub(super) struct Joined {
+    pub(super) id: SessionId,
+    /// The name as registered.
+    pub(super) username: String,
+    /// Fires when a login from another connection takes the name over.
+    pub(super) replaced: oneshot::Receiver<()>,
+}
+
+/// Logs a connection in or registers it, and hands it to the broker. On failure the client has
+/// been sent the (fatal) error, and the reason to log is returned.
 pub(super) async fn authenticate(
     remote: SocketAddr,
     shared: &Context,
     outbox: &mut Outbox,
     login: Login,
-) -> Result<(SessionId, String), Disconnect> {
+) -> Result<Joined, Disconnect> {
     let Login {
         credentials:
             Credentials {
@@ -50,6 +63,7 @@ pub(super) async fn authenticate(
                 password,
                 p2p_port,
                 public_key,
+                tell_delays,
             },
         action,
         pending,
@@ -75,8 +89,8 @@ pub(super) async fn authenticate(
     // The throttle's delay is the server's doing, not the client's: it does not eat into the
     // time the check has to start.
     let throttled = match register {
-        true => wait_for_registration_slot(remote, ip, shared, outbox).await?,
-        false => wait_for_login_slot(remote, ip, &username, shared, outbox).await?,
+        true => wait_for_registration_slot(remote, ip, tell_delays, shared, outbox).await?,
+        false => wait_for_login_slot(remote, ip, &username, tell_delays, shared, outbox).await?,
     };
     let hasher = wait_for_hasher(remote, action, &username, deadline + throttled, shared).await;
     if hasher.is_err() && register {
@@ -157,6 +171,7 @@ pub(super) async fn authenticate(
 
     let id = shared.next_session.fetch_add(1, Ordering::Relaxed);
     let (reply, answer) = oneshot::channel();
+    let (replaced, told) = oneshot::channel();
     let peer = PeerInfo {
         username: username.clone(),
         ip,
@@ -167,6 +182,10 @@ pub(super) async fn authenticate(
         id,
         peer,
         outbox: outbox.clone(),
+        // The password is proved: a login takes its name over from a session left online
+        // (a laptop that slept, a client elsewhere). A registration's name is new.
+        takes_over: !register,
+        replaced,
         reply,
     };
     let mut broker = shared.broker.clone();
@@ -176,7 +195,11 @@ pub(super) async fn authenticate(
     match answer.await {
         Ok(Ok(())) => {
             log::info!("{remote}: logged in as {username:?}");
-            Ok((id, username))
+            Ok(Joined {
+                id,
+                username,
+                replaced: told,
+            })
         }
         Ok(Err(JoinRefused::AlreadyOnline)) => Err(refuse(
             outbox,
@@ -207,6 +230,7 @@ pub(super) async fn check_name(
     shared: &Context,
     outbox: &mut Outbox,
     username: &str,
+    tell_delays: bool,
 ) -> Result<ServerMessage, Disconnect> {
     let ip = remote.ip().to_canonical();
     let now = Instant::now();
@@ -217,12 +241,14 @@ pub(super) async fn check_name(
             "{remote}: name check delayed after {count} recent failures and registrations from the address ({:.1} s)",
             wait.as_secs_f64()
         );
-        select! {
-            _ = runtime::sleep(wait).fuse() => {}
-            _ = shared.stop.clone().fuse() => {
-                let _ = outbox.push(&shutdown_notice());
-                return Err(Disconnect::ServerShuttingDown);
-            }
+        let delay = Delay {
+            wait,
+            reason: DelayReason::Address,
+            tell: tell_delays,
+        };
+        if hold_back(delay, shared, outbox).await.is_err() {
+            let _ = outbox.push(&shutdown_notice());
+            return Err(Disconnect::ServerShuttingDown);
         }
     }
     Ok(match shared.store.check_name(username) {
@@ -283,18 +309,47 @@ async fn wait_for_hasher<'a>(
     }
 }
 
+/// A wait the login throttle imposes, and whether the client asked to be told of it.
+struct Delay {
+    wait: Duration,
+    reason: DelayReason,
+    tell: bool,
+}
+
+/// The server stopped during a wait.
+struct Stopped;
+
+/// Waits out a throttle's delay, having told the client (`delayed`) first when it asked to be
+/// told, so that a person waiting for an answer knows why. `Err` when the server stops meanwhile
+/// (the caller says `shutdown`).
+async fn hold_back(delay: Delay, shared: &Context, outbox: &mut Outbox) -> Result<(), Stopped> {
+    if delay.tell {
+        // Tenths of a second, rounded up: the answer never comes before the time told.
+        let seconds = (delay.wait.as_secs_f64() * 10.0).ceil() / 10.0;
+        let _ = outbox.push(&ServerMessage::Delayed {
+            seconds,
+            reason: delay.reason,
+        });
+    }
+    select! {
+        _ = runtime::sleep(delay.wait).fuse() => Ok(()),
+        _ = shared.stop.clone().fuse() => Err(Stopped),
+    }
+}
+
 /// Waits until the login throttle lets this attempt be checked (at once, unless the account or
-/// the address has failed recently), and returns how long it waited. The client is not told: it
-/// just waits for its answer.
+/// the address has failed recently), and returns how long it waited. A client that asked
+/// (`tell_delays`) is told the wait and why.
 async fn wait_for_login_slot(
     remote: SocketAddr,
     ip: IpAddr,
     username: &str,
+    tell_delays: bool,
     shared: &Context,
     outbox: &mut Outbox,
 ) -> Result<Duration, Disconnect> {
     let now = Instant::now();
-    let (slot, failures) = shared.throttle.book(username, ip, now);
+    let (slot, failures, by) = shared.throttle.book(username, ip, now);
     let wait = slot.saturating_duration_since(now);
     if wait.is_zero() {
         return Ok(wait);
@@ -304,9 +359,18 @@ async fn wait_for_login_slot(
         for_log(username),
         wait.as_secs_f64()
     );
-    select! {
-        _ = runtime::sleep(wait).fuse() => Ok(wait),
-        _ = shared.stop.clone().fuse() => {
+    let reason = match by {
+        DelayedBy::Account => DelayReason::Account,
+        DelayedBy::Address => DelayReason::Address,
+    };
+    let delay = Delay {
+        wait,
+        reason,
+        tell: tell_delays,
+    };
+    match hold_back(delay, shared, outbox).await {
+        Ok(()) => Ok(wait),
+        Err(Stopped) => {
             let _ = outbox.push(&shutdown_notice());
             Err(Disconnect::ServerShuttingDown)
         }
@@ -319,6 +383,7 @@ async fn wait_for_login_slot(
 async fn wait_for_registration_slot(
     remote: SocketAddr,
     ip: IpAddr,
+    tell_delays: bool,
     shared: &Context,
     outbox: &mut Outbox,
 ) -> Result<Duration, Disconnect> {
@@ -347,9 +412,14 @@ async fn wait_for_registration_slot(
         "{remote}: registration delayed after {count} recent failures and registrations from the address ({:.1} s)",
         wait.as_secs_f64()
     );
-    select! {
-        _ = runtime::sleep(wait).fuse() => Ok(wait),
-        _ = shared.stop.clone().fuse() => {
+    let delay = Delay {
+        wait,
+        reason: DelayReason::Address,
+        tell: tell_delays,
+    };
+    match hold_back(delay, shared, outbox).await {
+        Ok(()) => Ok(wait),
+        Err(Stopped) => {
             shared.registrations.give_back(ip, Instant::now());
             let _ = outbox.push(&shutdown_notice());
             Err(Disconnect::ServerShuttingDown)

@@ -9,7 +9,7 @@
 use std::net::SocketAddr;
 use std::time::Instant;
 
-use futures::channel::mpsc;
+use futures::channel::{mpsc, oneshot};
 use futures::future::FutureExt;
 use futures::{select, SinkExt};
 
@@ -33,7 +33,24 @@ enum State {
     LoggedIn {
         id: SessionId,
         username: String,
+        /// Fires when a login from another connection takes the name over.
+        replaced: oneshot::Receiver<()>,
     },
+}
+
+impl State {
+    /// Resolves when a login from elsewhere took this session's name over; never before login
+    /// (nor once the broker forgot the session without replacing it).
+    async fn replaced(&mut self) {
+        match self {
+            State::LoggedIn { replaced, .. } => {
+                if replaced.await.is_err() {
+                    futures::future::pending::<()>().await;
+                }
+            }
+            State::Pending(_) => futures::future::pending().await,
+        }
+    }
 }
 
 /// What the connection is waiting for when its next line is late.
@@ -86,6 +103,19 @@ pub(super) async fn serve(
             _ = shared.stop.clone().fuse() => {
                 let _ = outbox.push(&shutdown_notice());
                 break Disconnect::ServerShuttingDown;
+            }
+            _ = state.replaced().fuse() => {
+                // Queued behind whatever the client was owed; the writer sends it all before
+                // the close (the broker dropped its share of the queue with the session).
+                let name = match &state {
+                    State::LoggedIn { username, .. } => username.as_str(),
+                    State::Pending(_) => "",
+                };
+                let _ = outbox.push(&ServerMessage::error(
+                    ErrorCode::Replaced,
+                    format!("{name} logged in from another connection"),
+                ));
+                break Disconnect::Replaced;
             }
         };
         let line = match (line, waiting_for) {
@@ -198,7 +228,7 @@ pub(super) async fn serve(
         None => end,
     };
     match &state {
-        State::LoggedIn { id, username } => {
+        State::LoggedIn { id, username, .. } => {
             log::info!("{remote} ({username}) disconnected: {end}");
             let _ = broker.send(Event::Leave { id: *id }).await;
         }
@@ -239,9 +269,12 @@ async fn handle(
             // The login's state (~1.1 KiB: the credentials, the waits for the throttle, the
             // hasher and the broker) is boxed: it lives for one login, and inline it would size
             // the session's future, which an idle connection keeps for hours.
-            let (id, username) =
-                Box::pin(login::authenticate(remote, shared, outbox, login)).await?;
-            *state = State::LoggedIn { id, username };
+            let joined = Box::pin(login::authenticate(remote, shared, outbox, login)).await?;
+            *state = State::LoggedIn {
+                id: joined.id,
+                username: joined.username,
+                replaced: joined.replaced,
+            };
             return Ok(None);
         }
         (_, ClientMessage::Quit) => return Err(Disconnect::Quit),
@@ -262,10 +295,22 @@ async fn handle(
                 "already logged in",
             )))
         }
-        (State::Pending(_), ClientMessage::CheckName { username }) => {
-            return Box::pin(login::check_name(remote, shared, outbox, &username))
-                .await
-                .map(Some)
+        (
+            State::Pending(_),
+            ClientMessage::CheckName {
+                username,
+                tell_delays,
+            },
+        ) => {
+            return Box::pin(login::check_name(
+                remote,
+                shared,
+                outbox,
+                &username,
+                tell_delays,
+            ))
+            .await
+            .map(Some)
         }
         (State::Pending(_), _) => {
             return Ok(Some(ServerMessage::error(
