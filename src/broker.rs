@@ -87,6 +87,7 @@ pub const MAX_CHUNK_BYTES: usize = 64 * 1024;
 /// Why a login was refused by the broker.
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
 pub enum JoinRefused {
+    /// The name is online, and the join may not take it over (a registration).
     #[error("the name is online already")]
     AlreadyOnline,
     /// Another online session announced the same IP address and UDP port: direct messages for

@@ -324,7 +324,9 @@ pub enum ErrorCode {
     BadCredentials,
     /// Registration of a name that exists (names are compared without regard to case).
     NameTaken,
-    /// Login to an account that is online on another connection.
+    /// A registration of a name online on another connection (cannot happen: the name exists).
+    /// Older servers sent it to a login whose name was online; a login now takes the name over
+    /// ([`ErrorCode::Replaced`] to the old session).
     AlreadyOnline,
     InvalidUsername,
     InvalidPassword,
