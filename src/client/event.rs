@@ -202,7 +202,11 @@ impl ClientEvent {
                 format!("{NOTICE} connected to {server}; direct messages arrive at {p2p_addr}")
             }
             ClientEvent::Welcome { username, peers } => {
-                format!("{NOTICE} logged in as {}\n{}", escape(username), online(peers))
+                format!(
+                    "{NOTICE} logged in as {}\n{}",
+                    escape(username),
+                    online(peers)
+                )
             }
             ClientEvent::Peers { peers } | ClientEvent::PeersChanged { peers } => online(peers),
             ClientEvent::Joined { peer } => format!("{JOIN} {} joined", escape(&peer.username)),
@@ -252,10 +256,9 @@ impl ClientEvent {
             ClientEvent::Connecting { server } => {
                 format!("{NOTICE} connecting to {}…", escape(server))
             }
-            ClientEvent::Reconnecting { in_secs, reason } => format!(
-                "! {}; reconnecting in {in_secs} s…",
-                escape(reason)
-            ),
+            ClientEvent::Reconnecting { in_secs, reason } => {
+                format!("! {}; reconnecting in {in_secs} s…", escape(reason))
+            }
             ClientEvent::Queued { lines } => format!(
                 "{NOTICE} sending {lines} queued line{}…",
                 if *lines == 1 { "" } else { "s" }
@@ -585,10 +588,7 @@ mod tests {
         let json = serde_json::to_value(&changed).unwrap();
         assert_eq!(json["event"], "peers");
         assert_eq!(json["peers"][0]["username"], "bob");
-        assert_eq!(
-            serde_json::to_value(&sent).unwrap()["event"],
-            "direct_sent"
-        );
+        assert_eq!(serde_json::to_value(&sent).unwrap()["event"], "direct_sent");
     }
 
     #[test]

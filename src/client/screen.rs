@@ -186,6 +186,10 @@ pub fn wrap(line: &str, indent: usize, width: usize) -> String {
             }
         }
     }
+    // Spaces at the end stay when they fit: a line that needs no break is left as it was.
+    if column + columns_from(&spaces, column) <= width {
+        out.push_str(&spaces);
+    }
     out
 }
 
@@ -361,6 +365,7 @@ mod tests {
         );
         // A line that fits is left as it is, spaces and all.
         assert_eq!(wrap("<bob> a  b", 6, 20), "<bob> a  b");
+        assert_eq!(wrap("[direct] <bob> ", 6, 20), "[direct] <bob> ");
         // Every piece fits, and no word is cut.
         let text = "<bob> lorem ipsum dolor sit amet consectetur adipiscing elit sed do";
         let wrapped = wrap(text, 6, 24);
@@ -391,7 +396,10 @@ mod tests {
             wrap("<b> 日本語の文 字です", 4, 16),
             "<b> 日本語の文\n    字です"
         );
-        assert_eq!(wrap("<b> 🙂🙂🙂🙂🙂🙂🙂", 4, 16), "<b> 🙂🙂🙂🙂🙂🙂\n    🙂");
+        assert_eq!(
+            wrap("<b> 🙂🙂🙂🙂🙂🙂🙂", 4, 16),
+            "<b> 🙂🙂🙂🙂🙂🙂\n    🙂"
+        );
         // A style on at the break ends before it and starts again after the indent.
         assert_eq!(
             wrap("\u{1b}[1;7m<b> aaaa bbbb cccc dddd\u{1b}[0m", 4, 16),

@@ -167,7 +167,7 @@ impl TerminalClient {
         self.answer("password: ", password);
         // A new password is typed twice on a terminal.
         self.answer("password again: ", password);
-        self.wait_for(&format!("* logged in as {name}"));
+        self.wait_for(&format!("-!- logged in as {name}"));
     }
 }
 
@@ -177,7 +177,19 @@ impl TerminalClient {
         self.answer("login or register? ", "login");
         self.answer("username: ", name);
         self.answer("password: ", password);
-        self.wait_for(&format!("* logged in as {name}"));
+        self.wait_for(&format!("-!- logged in as {name}"));
+    }
+
+    /// Makes the terminal `columns` wide and `rows` high, as a person resizing its window (the
+    /// client gets SIGWINCH).
+    pub fn resize(&self, columns: u16, rows: u16) {
+        let size = rustix::termios::Winsize {
+            ws_row: rows,
+            ws_col: columns,
+            ws_xpixel: 0,
+            ws_ypixel: 0,
+        };
+        rustix::termios::tcsetwinsize(&self.keyboard, size).expect("resize the pty");
     }
 
     /// Waits for the client to exit (killing it past the deadline) and returns its status.

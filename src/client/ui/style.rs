@@ -345,8 +345,7 @@ fn hanging_indent(line: &str) -> usize {
     {
         return visible_columns(mark);
     }
-    line.find(' ')
-        .map_or(0, |at| visible_columns(&line[..=at]))
+    line.find(' ').map_or(0, |at| visible_columns(&line[..=at]))
 }
 
 /// The columns `text` takes on the screen: its escapes take none.
@@ -367,7 +366,6 @@ fn strip_sgr(text: &str) -> String {
     plain.push_str(rest);
     plain
 }
-
 
 /// The terminal's width in columns, if stdout is a terminal that says.
 fn terminal_columns() -> Option<usize> {
@@ -525,9 +523,7 @@ mod tests {
             },
             names: renderer.names(),
         };
-        assert!(!quiet
-            .at(&said("bob", "alice!"), "00:00")
-            .contains(BELL));
+        assert!(!quiet.at(&said("bob", "alice!"), "00:00").contains(BELL));
     }
 
     #[test]
@@ -618,8 +614,11 @@ mod tests {
 
     #[test]
     fn no_name_has_the_colour_of_errors_or_warnings() {
-        let error_colours = [RED, YELLOW]
-            .map(|sgr| sgr.trim_start_matches("\u{1b}[").trim_end_matches('m').to_string());
+        let error_colours = [RED, YELLOW].map(|sgr| {
+            sgr.trim_start_matches("\u{1b}[")
+                .trim_end_matches('m')
+                .to_string()
+        });
         for colour in NAME_PALETTE {
             for error in &error_colours {
                 // Bright red and bright yellow (91, 93) are the same colours to a reader.
@@ -647,7 +646,10 @@ mod tests {
         assert!(!error.contains('\u{1b}'), "colour in {error:?}");
         let own = renderer.at(&said("alice", "hi"), "00:00");
         assert!(own.contains(BOLD), "{own:?}");
-        assert!(!own.contains("\u{1b}[3") && !own.contains("\u{1b}[9"), "{own:?}");
+        assert!(
+            !own.contains("\u{1b}[3") && !own.contains("\u{1b}[9"),
+            "{own:?}"
+        );
     }
 
     #[test]
@@ -678,8 +680,7 @@ mod tests {
             .wrapped(30);
         let plain = without_colour(&shown);
         assert_eq!(
-            plain,
-            "\u{7}09:05 <bob> alice the quick\n            brown fox",
+            plain, "\u{7}09:05 <bob> alice the quick\n            brown fox",
             "{shown:?}"
         );
     }
