@@ -244,9 +244,8 @@ fn no_color_keeps_highlights_in_reverse_video() {
 #[test]
 fn tab_at_the_start_of_a_line_completes_a_name_to_address_it() {
     let mut room = room(&[]);
-    room.alice.type_keys(&format!("b{TAB}"));
-    room.alice.wait_for("bob: ");
-    room.alice.type_keys("lunch?\r");
+    // The editor completes before it reads the next key: no need to wait for it on the screen.
+    room.alice.type_keys(&format!("b{TAB}lunch?\r"));
     let said = room.bob.expect_event("message");
     assert_eq!(said["from"], "alice");
     assert_eq!(said["text"], "bob: lunch?", "{said}");

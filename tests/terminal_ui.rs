@@ -326,7 +326,7 @@ fn own_lines_show_as_name_and_text() {
     let from = alice.seen;
     alice.type_keys("hello room\r");
     room.bob_hears("hello room");
-    alice.wait_for("<alice> hello room");
+    alice.wait_for_line("<alice> hello room");
     let starts = line_starts(&alice.output_from(from));
     assert!(
         starts.iter().any(|s| s == "<alice> hello room"),
@@ -354,7 +354,7 @@ fn your_own_action_shows_as_star_your_name() {
     // A plain line after it: once it is on the screen, the action's echo (shown first) is too.
     alice.type_keys("and says hi\r");
     room.bob_hears("and says hi");
-    alice.wait_for("<alice> and says hi");
+    alice.wait_for_line("<alice> and says hi");
     let starts = line_starts(&alice.output_from(from));
     assert!(
         starts.iter().any(|s| s == "* alice waves"),

@@ -151,30 +151,37 @@ pub fn wrap(line: &str, indent: usize, width: usize) -> String {
     let mut column = 0;
     // The SGR sequence in force (since the last reset), to set again after a break.
     let mut style = String::new();
-    // Spaces seen since the last word: shown only if the next word fits on this line.
-    let mut spaces = String::new();
+    // What came since the last word, in order: spaces (shown only if the next word fits on this
+    // line) and escapes (always shown, in their place).
+    let mut pending = String::new();
+    let mut pending_spaces = String::new();
+    let mut pending_escapes: Vec<&str> = Vec::new();
     for token in tokens(line) {
         match token {
             Token::Escape(sgr) => {
-                if sgr == "\u{1b}[0m" || sgr == "\u{1b}[m" {
-                    style.clear();
-                } else {
-                    style.push_str(sgr);
-                }
-                out.push_str(sgr);
+                pending.push_str(sgr);
+                pending_escapes.push(sgr);
             }
-            Token::Space(c) => spaces.push(c),
+            Token::Space(c) => {
+                pending.push(c);
+                pending_spaces.push(c);
+            }
             Token::Word(word) => {
-                let pending = columns_from(&spaces, column);
-                let word_width = columns_from(word, column + pending);
-                if column + pending + word_width > width && column > indent {
+                let spaces = columns_from(&pending_spaces, column);
+                let word_width = columns_from(word, column + spaces);
+                if column + spaces + word_width > width && column > indent {
                     column = break_line(&mut out, &style, indent);
+                    out.extend(pending_escapes.iter().copied());
                 } else {
                     // It fits, or it is cut below: no break would give it more room.
-                    out.push_str(&spaces);
-                    column += pending;
+                    out.push_str(&pending);
+                    column += spaces;
                 }
-                spaces.clear();
+                for sgr in pending_escapes.drain(..) {
+                    follow(&mut style, sgr);
+                }
+                pending.clear();
+                pending_spaces.clear();
                 for c in word.chars() {
                     let w = char_columns(c, column);
                     if column + w > width && column > indent {
@@ -187,10 +194,21 @@ pub fn wrap(line: &str, indent: usize, width: usize) -> String {
         }
     }
     // Spaces at the end stay when they fit: a line that needs no break is left as it was.
-    if column + columns_from(&spaces, column) <= width {
-        out.push_str(&spaces);
+    if column + columns_from(&pending_spaces, column) <= width {
+        out.push_str(&pending);
+    } else {
+        out.extend(pending_escapes.iter().copied());
     }
     out
+}
+
+/// Keeps `style` the SGR sequences in force after `sgr`.
+fn follow(style: &mut String, sgr: &str) {
+    if sgr == "\u{1b}[0m" || sgr == "\u{1b}[m" {
+        style.clear();
+    } else {
+        style.push_str(sgr);
+    }
 }
 
 /// Ends the line (and any style in force), starts the next with the indent and the style again;
@@ -404,6 +422,11 @@ mod tests {
         assert_eq!(
             wrap("\u{1b}[1;7m<b> aaaa bbbb cccc dddd\u{1b}[0m", 4, 16),
             "\u{1b}[1;7m<b> aaaa bbbb\u{1b}[0m\n    \u{1b}[1;7mcccc dddd\u{1b}[0m"
+        );
+        // Escapes keep their places among the spaces of a line that fits.
+        assert_eq!(
+            wrap("* \u{1b}[1malice\u{1b}[0m waves", 2, 40),
+            "* \u{1b}[1malice\u{1b}[0m waves"
         );
         // A terminal too narrow for the indent gets none.
         assert_eq!(wrap("<bob> aaaa bbbb", 6, 10), "<bob> aaaa\nbbbb");
