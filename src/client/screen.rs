@@ -266,7 +266,7 @@ fn tokens(line: &str) -> impl Iterator<Item = Token<'_>> {
             (Token::Space(c), 1)
         } else {
             let len = rest
-                .find(|c: char| c == ' ' || c == '\t' || c == '\u{1b}')
+                .find([' ', '\t', '\u{1b}'])
                 .unwrap_or(rest.len());
             (Token::Word(&rest[..len]), len)
         };
