@@ -64,7 +64,7 @@ fn a_restarted_server_finds_the_terminal_client_chatting_again_with_its_typed_li
     let mut alice = TerminalClient::start(addr, &[]);
     alice.register("alice", "alice-password");
     let mut bob = ChatClient::register_with_flags(addr, "bob", "bob-password", &["--reconnect"]);
-    alice.wait_for("* bob joined");
+    alice.wait_for("--> bob joined");
 
     // Half a line typed, then the server dies (SIGKILL: no shutdown notice, as in a crash).
     alice.type_keys("still here after the rest");
@@ -74,7 +74,7 @@ fn a_restarted_server_finds_the_terminal_client_chatting_again_with_its_typed_li
 
     // The same port, the same key (the pin holds), the same users file.
     let _server = server_with_keys(&addr.to_string(), &users, dir.path());
-    alice.wait_for_within("* logged in as alice", BACK_WITHIN);
+    alice.wait_for_within("-!- logged in as alice", BACK_WITHIN);
     bob.expect_event("welcome");
     alice.wait_for("bob");
 
@@ -153,7 +153,7 @@ fn thirty_pasted_lines_all_arrive_in_order_without_a_rate_limited_warning() {
     let mut alice = TerminalClient::start(server.addr, &[]);
     alice.register("alice", "alice-password");
     let mut bob = ChatClient::register(server.addr, "bob", "bob-password");
-    alice.wait_for("* bob joined");
+    alice.wait_for("--> bob joined");
     let from = alice.everything().len();
 
     // A terminal pastes as the editor asked it to (bracketed paste: ESC [200~ … ESC [201~, line
@@ -233,7 +233,7 @@ fn a_wrong_password_asks_again_on_a_terminal() {
     alice.answer("password: ", "not-her-password");
     alice.wait_for("unknown user or wrong password; please try again");
     alice.answer("password: ", "alice-password");
-    alice.wait_for("* logged in as alice");
+    alice.wait_for("-!- logged in as alice");
 }
 
 #[test]
@@ -254,7 +254,7 @@ fn a_taken_name_is_told_before_the_password_and_asked_again() {
     carol.wait_for("the two passwords differ");
     carol.answer("password: ", "carol-password");
     carol.answer("password again: ", "carol-password");
-    carol.wait_for("* logged in as carol");
+    carol.wait_for("-!- logged in as carol");
 }
 
 #[test]
@@ -290,7 +290,7 @@ fn me_is_shown_as_an_action_to_the_others() {
     bob.register("bob", "bob-password");
     let mut carol = ChatClient::register(server.addr, "carol", "carol-password");
     let mut alice = ChatClient::register(server.addr, "alice", "alice-password");
-    bob.wait_for("* alice joined");
+    bob.wait_for("--> alice joined");
     carol.expect(r#""alice" joined"#, |e| {
         e["event"] == "joined" && e["peer"]["username"] == "alice"
     });
@@ -393,7 +393,7 @@ fn a_server_without_a_port_means_12000_and_a_port_that_says_nothing_is_not_a_p2p
     let stdout = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
-        stdout.starts_with("* connecting to 127.0.0.78:12000…"),
+        stdout.starts_with("-!- connecting to 127.0.0.78:12000…"),
         "{stdout}"
     );
     assert_eq!(output.status.code(), Some(3), "{stderr}");

@@ -26,6 +26,10 @@ const ROOM_FORGERY: &str = "hi all\n<bob> alice, send me your password\n* bob is
 const DIRECT_FORGERY: &str =
     "\n[direct] <bob> alice, it is me, run invoice\u{202e}txt.exe\u{2028}* bob left\u{200b}\u{2066}";
 
+/// An action of the review's kind: it begins as mallory's and goes on, after line breaks, as a
+/// leave, a join and a notice of the server.
+const ACTION_FORGERY: &str = "waves\n<-- bob left\n--> eve joined\n-!- server: restarting now";
+
 /// Lines the client may show for one message: the first, the default ten continuation lines, and
 /// the `… (N more lines)` line.
 const MOST_LINES_PER_MESSAGE: usize = 1 + 10 + 1;
@@ -36,7 +40,12 @@ fn forged(starts: &[String]) -> Vec<&String> {
     starts
         .iter()
         .filter(|s| {
-            s.starts_with("<bob>") || s.starts_with("[direct] <bob>") || s.starts_with("* bob")
+            s.starts_with("<bob>")
+                || s.starts_with("[direct] <bob>")
+                || s.starts_with("* bob")
+                || s.starts_with("--> bob")
+                || s.starts_with("<-- bob")
+                || s.starts_with("-!-")
         })
         .collect()
 }
@@ -68,10 +77,9 @@ fn room(server_flags: &[&str], alice_flags: &[&str]) -> Room {
         alice_peer["ip"].as_str().unwrap().parse().unwrap(),
         alice_peer["p2p_port"].as_u64().unwrap() as u16,
     );
-    alice.wait_for("* mallory joined");
-    // The peer list that follows every join, with its line end (the terminal turns the line
-    // feed into CR LF): what comes after is the test's.
-    alice.wait_for("* online (2): alice, mallory\r\n");
+    // The join, with its line end (the terminal turns the line feed into CR LF): what comes
+    // after is the test's.
+    alice.wait_for("--> mallory joined\r\n");
     Room {
         _dir: dir,
         _server: server,
@@ -84,6 +92,12 @@ fn room(server_flags: &[&str], alice_flags: &[&str]) -> Room {
 impl Room {
     fn mallory_says(&mut self, text: &str) {
         self.mallory.tcp.send(&json!({"type": "say", "text": text}));
+    }
+
+    fn mallory_acts(&mut self, text: &str) {
+        self.mallory
+            .tcp
+            .send(&json!({"type": "say", "text": text, "kind": "action"}));
     }
 
     fn mallory_direct(&self, id: u64, text: &str) {
@@ -134,6 +148,53 @@ fn a_message_with_line_breaks_cannot_forge_a_line_on_the_terminal() {
             String::from_utf8_lossy(&output)
         );
     }
+}
+
+/// `/me left` from mallory, then mallory really leaves: the two read differently, and no action
+/// begins as a notice of the client's own does (a join, a leave, the server's words).
+#[test]
+fn an_action_cannot_pass_for_a_join_a_leave_or_a_notice() {
+    let mut room = room(&[], &[]);
+    let from = room.alice.seen;
+    for text in ["left", "joined", "is now online", ACTION_FORGERY] {
+        room.mallory_acts(text);
+    }
+    room.mallory_acts("ends the actions");
+    room.alice.wait_for("ends the actions");
+    let actions = line_starts(&room.alice.output_from(from));
+    for expected in [
+        "* mallory left",
+        "* mallory joined",
+        "* mallory is now online",
+        "* mallory waves",
+        "  ↳ <-- bob left",
+        "  ↳ --> eve joined",
+        "  ↳ -!- server: restarting now",
+    ] {
+        assert!(
+            actions.iter().any(|s| s == expected),
+            "no line {expected:?} on the screen: {actions:#?}"
+        );
+    }
+    assert!(
+        forged(&actions).is_empty(),
+        "forged lines on the screen: {:#?}",
+        forged(&actions)
+    );
+
+    let from = room.alice.seen;
+    room.mallory.tcp.send(&json!({"type": "quit"}));
+    room.alice.wait_for("mallory left");
+    let leave: Vec<String> = line_starts(&room.alice.output_from(from))
+        .into_iter()
+        .filter(|s| s.contains("mallory left"))
+        .collect();
+    assert_eq!(leave.len(), 1, "{leave:#?}");
+    assert!(
+        !actions.contains(&leave[0]),
+        "mallory's real leave reads {:?}, as their action `/me left` did: {actions:#?}",
+        leave[0]
+    );
 }
 
 #[test]

@@ -44,7 +44,7 @@ impl Room {
     fn alice(&self, flags: &[&str]) -> TerminalClient {
         let mut alice = TerminalClient::start(self.server.addr, flags);
         alice.register("alice", "alice-password");
-        alice.wait_for("* online (2): alice, bob");
+        alice.wait_for("-!- online (2): alice, bob");
         // The prompt: the line editor has the terminal (raw mode) from here on. A key typed
         // before reaches the terminal's own line discipline, where Ctrl-C is SIGINT.
         alice.wait_for("> ");
@@ -79,7 +79,9 @@ fn without_escapes(text: &str) -> String {
     plain
 }
 
-/// Whether `text` has an SGR (colour) sequence: ESC [ digits and semicolons, then `m`.
+/// Whether `text` has an SGR sequence (ESC [ digits and semicolons, then `m`) that sets a
+/// colour: a parameter of 30–39, 40–49, 90–97 or 100–107. Bold, faint and reverse video are
+/// not colour (no-color.org).
 fn has_colour_code(text: &str) -> bool {
     text.match_indices("\u{1b}[").any(|(at, _)| {
         let rest = &text[at + 2..];
@@ -88,6 +90,9 @@ fn has_colour_code(text: &str) -> bool {
                 .trim_start_matches(|c: char| c.is_ascii_digit() || c == ';')
                 .len();
         rest[params..].starts_with('m')
+            && rest[..params]
+                .split(';')
+                .any(|p| matches!(p.parse::<u8>(), Ok(30..=49 | 90..=97 | 100..=107)))
     })
 }
 
@@ -131,7 +136,7 @@ fn tab_after_msg_completes_a_name_and_after_a_slash_a_command() {
     alice.type_keys(&format!("/pe{TAB}"));
     alice.wait_for("/peers ");
     alice.type_keys("\r");
-    alice.wait_for("* online (2): alice, bob");
+    alice.wait_for("-!- online (2): alice, bob");
 }
 
 #[test]
@@ -321,7 +326,7 @@ fn own_lines_show_as_name_and_text() {
     let from = alice.seen;
     alice.type_keys("hello room\r");
     room.bob_hears("hello room");
-    alice.wait_for("<alice> hello room");
+    alice.wait_for_line("<alice> hello room");
     let starts = line_starts(&alice.output_from(from));
     assert!(
         starts.iter().any(|s| s == "<alice> hello room"),
@@ -349,7 +354,7 @@ fn your_own_action_shows_as_star_your_name() {
     // A plain line after it: once it is on the screen, the action's echo (shown first) is too.
     alice.type_keys("and says hi\r");
     room.bob_hears("and says hi");
-    alice.wait_for("<alice> and says hi");
+    alice.wait_for_line("<alice> and says hi");
     let starts = line_starts(&alice.output_from(from));
     assert!(
         starts.iter().any(|s| s == "* alice waves"),
@@ -440,7 +445,7 @@ fn commands_are_forgiving_and_clear_clears_the_screen() {
     let room = room();
     let mut alice = room.alice(&[]);
     alice.type_keys("/PEERS now please\r");
-    alice.wait_for("* online (2): alice, bob");
+    alice.wait_for("-!- online (2): alice, bob");
     alice.type_keys("/msg\r");
     alice.wait_for("usage: @NAME: TEXT or /msg NAME TEXT");
     alice.type_keys("/Clear\r");

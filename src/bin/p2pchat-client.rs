@@ -41,9 +41,10 @@ enum Format {
 }
 
 impl Format {
-    fn line(&self, event: &ClientEvent) -> String {
+    /// The event's line(s); `None` when a person is not shown it (`--json` prints every event).
+    fn line(&self, event: &ClientEvent) -> Option<String> {
         match self {
-            Format::Json => serde_json::to_string(event).expect("events always serialize"),
+            Format::Json => Some(serde_json::to_string(event).expect("events always serialize")),
             Format::Text(renderer) => renderer.render(event),
         }
     }
@@ -65,7 +66,7 @@ fn main() -> ExitCode {
         Ok(_) => exit::OK,
         Err(error) => {
             if args.client.json {
-                print_line(&Format::Json.line(&error.to_event()));
+                print_line(Format::Json.line(&error.to_event()));
             }
             eprintln!("p2pchat-client: {error}");
             error.exit_code()
@@ -74,7 +75,8 @@ fn main() -> ExitCode {
     ExitCode::from(code as u8)
 }
 
-fn print_line(line: &str) {
+fn print_line(line: Option<String>) {
+    let Some(line) = line else { return };
     let mut stdout = io::stdout().lock();
     let _ = writeln!(stdout, "{line}");
     let _ = stdout.flush();
@@ -89,15 +91,15 @@ async fn run(
 ) -> Result<Option<Ending>, ClientError> {
     // Checked before connecting, so a bad flag costs no connection.
     args.direct_limits().validate()?;
-    print_line(&format.line(&ClientEvent::Connecting {
+    print_line(format.line(&ClientEvent::Connecting {
         server: args.server.clone(),
     }));
     let client = start::connect(args, terminal).await?;
-    print_line(&format.line(&ClientEvent::Connected {
+    print_line(format.line(&ClientEvent::Connected {
         server: client.server_addr(),
         p2p_addr: client.p2p_addr(),
     }));
-    let mut print = |event: ClientEvent| print_line(&format.line(&event));
+    let mut print = |event: ClientEvent| print_line(format.line(&event));
     let mut dialing = Dialing::new(client, args, terminal, &mut print);
     if terminal {
         dialogue::log_in(&mut Stdin::new(true), &mut dialing).await?;
@@ -107,7 +109,7 @@ async fn run(
         let client = dialing.into_client();
         let shown = format.clone();
         let commands = command::parse_lines(stdin_lines(), move |wrong| {
-            print_line(&shown.line(&ClientEvent::error(wrong.to_string())))
+            print_line(shown.line(&ClientEvent::error(wrong.to_string())))
         });
         client.run(commands, &mut print).await.map(|()| None)
     }

@@ -28,7 +28,8 @@ pub enum Command {
     },
     /// Show who is online (asked of the server).
     Peers,
-    /// Show the direct-message counters (received, delivered, dropped by reason).
+    /// Show the direct-message counters (sent and acknowledged; received, shown, dropped by
+    /// reason).
     Stats,
     Help,
     Quit,
@@ -99,7 +100,7 @@ pub const COMMANDS: &[Spec] = &[
     Spec {
         call: Call::Words(&["/stats"]),
         usage: "/stats",
-        help: "direct messages received, delivered and dropped (by reason)",
+        help: "direct messages sent and acknowledged; received, shown, dropped (by reason)",
         make: |_| Ok(Command::Stats),
     },
     Spec {

@@ -21,8 +21,10 @@ pub const LONG_ABOUT: &str = "A p2pchat client: the room through the server, dir
 After login, each line is a command: the list is at the end of this help (and /help shows \
 it). Command names are case-insensitive.\n\n\
 On a terminal: every line starts with the local time (HH:MM), names are in colour (never \
-when NO_COLOR is set), direct messages and lines naming you are highlighted with a bell. \
-Keys: Tab completes names after @ and /msg, and commands after /; Up/Down and Ctrl-R walk \
+when NO_COLOR is set; bold and reverse video stay), direct messages and lines naming you are \
+highlighted with a bell, and long lines wrap at word boundaries under their text. Notices \
+are marked -!- (joins -->, leaves <--), which no line of others can begin with. Keys: Tab \
+completes a name at the start of a line (bob: ), names after @ and /msg, and commands after /; Up/Down and Ctrl-R walk \
 the history, kept across sessions in $XDG_STATE_HOME/p2pchat/history (else \
 ~/.local/state/p2pchat/history); Ctrl-C clears the line, or leaves on an empty one (exit \
 130); Ctrl-D leaves on an empty line.\n\n\
@@ -157,7 +159,7 @@ pub struct ClientArgs {
     pub timestamps: bool,
 
     /// No colour. Colour is only ever used when stdout is a terminal and NO_COLOR is not set
-    /// (no-color.org).
+    /// (no-color.org); bold and reverse video are not colour and stay, so highlights show.
     #[arg(long, help_heading = "Terminal")]
     pub no_color: bool,
 

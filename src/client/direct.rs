@@ -17,7 +17,7 @@ use crate::protocol::{
 use crate::runtime::{self, UdpSocket};
 use crate::sealed::{Kind, OVERHEAD};
 
-use super::direct_inbox::{DirectInbox, DropSummary, Received};
+use super::direct_inbox::{DirectInbox, DropSummary, Received, SentCounts};
 use super::event::ClientEvent;
 use super::in_flight::{Due, InFlight, MAX_IN_FLIGHT};
 use super::pairs::Pairs;
@@ -35,6 +35,8 @@ pub(super) struct Courier {
     in_flight: InFlight,
     timers: mpsc::Sender<TimerFired>,
     next_id: u64,
+    /// What became of the messages sent, for `/stats`.
+    counts: SentCounts,
 }
 
 impl Courier {
@@ -52,8 +54,14 @@ impl Courier {
             in_flight: InFlight::default(),
             timers,
             next_id: 1,
+            counts: SentCounts::default(),
         };
         (courier, fired)
+    }
+
+    /// What became of the messages sent so far.
+    pub(super) fn sent_counts(&self) -> SentCounts {
+        self.counts
     }
 
     /// A new session after logging in again (a reconnect): its keys replace the ended one's.
@@ -83,10 +91,9 @@ impl Courier {
                 }
             }
             Received::Acked { from, id } => {
-                return self
-                    .in_flight
-                    .acked(from, *id)
-                    .map(|to| ClientEvent::DirectDelivered { to, id: *id });
+                let to = self.in_flight.acked(from, *id)?;
+                self.counts.acknowledged += 1;
+                return Some(ClientEvent::DirectDelivered { to, id: *id });
             }
             _ => {}
         }
@@ -145,11 +152,14 @@ impl Courier {
             };
             self.next_id += 1;
             return match self.udp.send_to(&payload, destination).await {
-                Ok(_) => ClientEvent::DirectSent {
-                    to: peer.username,
-                    id,
-                    destination,
-                },
+                Ok(_) => {
+                    self.counts.sent += 1;
+                    ClientEvent::DirectSent {
+                        to: peer.username,
+                        id,
+                        destination,
+                    }
+                }
                 Err(e) => not_sent(&peer, e),
             };
         };
@@ -177,6 +187,7 @@ impl Courier {
         if let Err(e) = self.udp.send_to(&sealed, destination).await {
             return not_sent(&peer, e);
         }
+        self.counts.sent += 1;
         let wait = self.in_flight.sent(&peer.username, key, id, plaintext);
         self.start_timer(&peer.username, id, wait);
         ClientEvent::DirectSent {
@@ -198,6 +209,7 @@ impl Courier {
         match self.in_flight.due(&to, id, current_key) {
             Due::Nothing => None,
             Due::GiveUp { to } => {
+                self.counts.not_delivered += 1;
                 let reason = if current_key.is_some() {
                     format!("no answer from {to}")
                 } else {

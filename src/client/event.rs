@@ -29,8 +29,16 @@ pub enum ClientEvent {
         username: String,
         peers: Vec<PeerInfo>,
     },
-    /// The list of online users changed, or was asked for.
+    /// Who is online, as asked for (`/peers`) or as the server sent it whole.
     Peers {
+        peers: Vec<PeerInfo>,
+    },
+    /// Who is online after a `joined` or `left` (the event just before says who). The same JSON
+    /// as [`ClientEvent::Peers`], for programs that keep the list; a person is not shown it
+    /// ([`ClientEvent::is_quiet`]): the join or leave line said it, and a whole roster on every
+    /// join is noise a class scrolls past.
+    #[serde(rename = "peers")]
+    PeersChanged {
         peers: Vec<PeerInfo>,
     },
     Joined {
@@ -46,7 +54,9 @@ pub enum ClientEvent {
         text: String,
         source: SocketAddr,
     },
-    /// A direct message left this client for `to`'s announced address.
+    /// A direct message left this client for `to`'s announced address. Not shown to a person
+    /// ([`ClientEvent::is_quiet`]): the echo of the line says it was sent, and the delivery
+    /// report (or a failure) follows.
     DirectSent {
         to: String,
         id: u64,
@@ -67,10 +77,11 @@ pub enum ClientEvent {
     Help {
         text: String,
     },
-    /// The direct-message counters, in answer to `/stats`: datagrams received, delivered, and
-    /// dropped by reason (`oversized`, `malformed`, `unknown_source`, `rate_limited`, `replayed`,
-    /// `unsealed`, `truncated`, `unknown_key`, `stale_session`, `forged`), acknowledgements and
-    /// retransmissions received.
+    /// The direct-message counters, in answer to `/stats`: messages sent, acknowledged and not
+    /// delivered; datagrams received, messages shown (`shown`, also under its old name
+    /// `delivered`), and datagrams dropped by reason (`oversized`, `malformed`, `unknown_source`,
+    /// `rate_limited`, `replayed`, `unsealed`, `truncated`, `unknown_key`, `stale_session`,
+    /// `forged`), acknowledgements and retransmissions received.
     DirectStats(DirectStats),
     /// Something was dropped or ignored (a datagram from an unknown address, …).
     Warning {
@@ -149,6 +160,18 @@ impl Serialize for RoomMessage {
     }
 }
 
+/// The mark that begins a notice of the client's own (connected, logged in, who is online, the
+/// server's words, queued lines, `/stats`, a delivery). Like the marks below, no line another
+/// person controls can begin with it: those begin `<name>`, `* name` (an action),
+/// `[direct`, or a continuation mark ([`CONTINUATION`](super::screen::CONTINUATION)), and a
+/// name holds no space or `!` (irssi's `-!-`).
+pub const NOTICE: &str = "-!-";
+/// The mark of a join (weechat's): `--> bob joined`.
+pub const JOIN: &str = "-->";
+/// The mark of a leave (weechat's): `<-- bob left`. A room line `<--> …` (from a user named
+/// `--`) differs from it in the character after `<--`: a name holds no space.
+pub const LEAVE: &str = "<--";
+
 /// How a room line of `kind` begins, before its text: `<alice>` said, `* alice` an action.
 /// `name` is the sender's, already escaped (and maybe coloured). A kind this client does not
 /// know is shown as a plain line.
@@ -167,21 +190,35 @@ impl ClientEvent {
         }
     }
 
+    /// Whether a person is not shown this event (`--json` still prints it): the roster after a
+    /// join or a leave, and a direct message having left (its echo said so). Noise otherwise.
+    pub fn is_quiet(&self) -> bool {
+        matches!(
+            self,
+            ClientEvent::PeersChanged { .. } | ClientEvent::DirectSent { .. }
+        )
+    }
+
     /// The event as lines for a person. Nothing another user or the server controls can pass
     /// for a line of the client's own: names and one-line texts are escaped whole
-    /// ([`escape`]), and a message's line breaks start marked continuation lines, at most
-    /// `max_continuations` of them ([`message`]).
+    /// ([`escape`]), a message's line breaks start marked continuation lines, at most
+    /// `max_continuations` of them ([`message`]), and the client's own notices begin with a mark
+    /// ([`NOTICE`], [`JOIN`], [`LEAVE`], `!`) that no room line, action or direct message can.
     pub fn render(&self, max_continuations: usize) -> String {
         match self {
             ClientEvent::Connected { server, p2p_addr } => {
-                format!("* connected to {server}; direct messages arrive at {p2p_addr}")
+                format!("{NOTICE} connected to {server}; direct messages arrive at {p2p_addr}")
             }
             ClientEvent::Welcome { username, peers } => {
-                format!("* logged in as {}\n{}", escape(username), online(peers))
+                format!(
+                    "{NOTICE} logged in as {}\n{}",
+                    escape(username),
+                    online(peers)
+                )
             }
-            ClientEvent::Peers { peers } => online(peers),
-            ClientEvent::Joined { peer } => format!("* {} joined", escape(&peer.username)),
-            ClientEvent::Left { username } => format!("* {} left", escape(username)),
+            ClientEvent::Peers { peers } | ClientEvent::PeersChanged { peers } => online(peers),
+            ClientEvent::Joined { peer } => format!("{JOIN} {} joined", escape(&peer.username)),
+            ClientEvent::Left { username } => format!("{LEAVE} {} left", escape(username)),
             ClientEvent::Message(RoomMessage { from, line }) => message(
                 &format!("{} ", room_head(line.kind, &escape(from))),
                 &line.text,
@@ -193,10 +230,10 @@ impl ClientEvent {
                 max_continuations,
             ),
             ClientEvent::DirectSent { to, .. } => {
-                format!("* direct message sent to {}", escape(to))
+                format!("{NOTICE} direct message sent to {}", escape(to))
             }
             ClientEvent::DirectDelivered { to, .. } => {
-                format!("* direct message to {} delivered", escape(to))
+                format!("{NOTICE} direct message to {} delivered", escape(to))
             }
             ClientEvent::DirectFailed { to, reason, .. } => format!(
                 "! direct message to {} not delivered: {}",
@@ -206,26 +243,32 @@ impl ClientEvent {
             // The client's own text (the command list), several lines on purpose.
             ClientEvent::Help { text } => text.clone(),
             ClientEvent::DirectStats(stats) => format!(
-                "* direct messages: {} received, {} delivered, {} dropped ({}); {} acknowledgement(s), \
-                 {} retransmission(s) already shown; {} sender(s) rate-tracked",
+                "{NOTICE} direct messages sent: {} ({} acknowledged by their recipient, {} not \
+                 delivered)\n{NOTICE} datagrams received: {} ({} message(s) shown, {} \
+                 acknowledgement(s), {} retransmission(s) of messages already shown, {} dropped: \
+                 {}); {} sender(s) rate-tracked",
+                stats.outgoing.sent,
+                stats.outgoing.acknowledged,
+                stats.outgoing.not_delivered,
                 stats.received,
-                stats.delivered,
-                stats.dropped.total(),
-                stats.dropped,
+                stats.shown,
                 stats.acks,
                 stats.duplicates,
+                stats.dropped.total(),
+                stats.dropped,
                 stats.sources_tracked
             ),
             ClientEvent::Warning { message } => format!("! warning: {}", escape(message)),
             ClientEvent::Error { message, .. } => format!("! error: {}", escape(message)),
-            ClientEvent::Shutdown { reason } => format!("* server: {}", escape(reason)),
-            ClientEvent::Connecting { server } => format!("* connecting to {}…", escape(server)),
-            ClientEvent::Reconnecting { in_secs, reason } => format!(
-                "! {}; reconnecting in {in_secs} s…",
-                escape(reason)
-            ),
+            ClientEvent::Shutdown { reason } => format!("{NOTICE} server: {}", escape(reason)),
+            ClientEvent::Connecting { server } => {
+                format!("{NOTICE} connecting to {}…", escape(server))
+            }
+            ClientEvent::Reconnecting { in_secs, reason } => {
+                format!("! {}; reconnecting in {in_secs} s…", escape(reason))
+            }
             ClientEvent::Queued { lines } => format!(
-                "* sending {lines} queued line{}…",
+                "{NOTICE} sending {lines} queued line{}…",
                 if *lines == 1 { "" } else { "s" }
             ),
             ClientEvent::Delayed { wait, reason } => {
@@ -235,7 +278,7 @@ impl ClientEvent {
                     DelayReason::Unknown => "this login",
                 };
                 format!(
-                    "* the server delays {whose}: {} s (after recent failed attempts)",
+                    "{NOTICE} the server delays {whose}: {} s (after recent failed attempts)",
                     tenths(*wait)
                 )
             }
@@ -256,7 +299,7 @@ fn as_seconds<S: Serializer>(wait: &Duration, serializer: S) -> Result<S::Ok, S:
 
 fn online(peers: &[PeerInfo]) -> String {
     let names: Vec<String> = peers.iter().map(|p| escape(&p.username)).collect();
-    format!("* online ({}): {}", names.len(), names.join(", "))
+    format!("{NOTICE} online ({}): {}", names.len(), names.join(", "))
 }
 
 #[cfg(test)]
@@ -369,15 +412,25 @@ mod tests {
             sources_tracked: 1,
             acks: 0,
             duplicates: 0,
+            shown: 1,
+            outgoing: crate::client::direct_inbox::SentCounts {
+                sent: 2,
+                acknowledged: 1,
+                not_delivered: 0,
+            },
         });
         assert_eq!(
             serde_json::to_string(&event).unwrap(),
-            r#"{"event":"direct_stats","received":3,"delivered":1,"dropped":{"oversized":0,"malformed":2,"unknown_source":0,"rate_limited":0,"replayed":0,"unsealed":0,"truncated":0,"unknown_key":0,"stale_session":0,"forged":0},"sources_tracked":1,"acks":0,"duplicates":0}"#
+            r#"{"event":"direct_stats","received":3,"delivered":1,"dropped":{"oversized":0,"malformed":2,"unknown_source":0,"rate_limited":0,"replayed":0,"unsealed":0,"truncated":0,"unknown_key":0,"stale_session":0,"forged":0},"sources_tracked":1,"acks":0,"duplicates":0,"shown":1,"sent":2,"acknowledged":1,"not_delivered":0}"#
         );
+        // What was sent and what was received, each counter named for what it counts: the
+        // message bob acknowledged is not "0 delivered".
         assert_eq!(
             event.render(10),
-            "* direct messages: 3 received, 1 delivered, 2 dropped (2 malformed); 0 acknowledgement(s), \
-             0 retransmission(s) already shown; 1 sender(s) rate-tracked"
+            "-!- direct messages sent: 2 (1 acknowledged by their recipient, 0 not delivered)\n\
+             -!- datagrams received: 3 (1 message(s) shown, 0 acknowledgement(s), 0 \
+             retransmission(s) of messages already shown, 2 dropped: 2 malformed); 1 sender(s) \
+             rate-tracked"
         );
     }
 
@@ -387,7 +440,7 @@ mod tests {
             to: "bob".into(),
             id: 3,
         };
-        assert_eq!(delivered.render(10), "* direct message to bob delivered");
+        assert_eq!(delivered.render(10), "-!- direct message to bob delivered");
         assert_eq!(
             serde_json::to_string(&delivered).unwrap(),
             r#"{"event":"direct_delivered","to":"bob","id":3}"#
@@ -436,6 +489,138 @@ mod tests {
         );
     }
 
+    fn peer(name: &str) -> PeerInfo {
+        PeerInfo {
+            username: name.into(),
+            ip: "127.0.0.1".parse().unwrap(),
+            p2p_port: 9,
+            public_key: None,
+        }
+    }
+
+    /// Every line the client says of its own accord, with names and texts chosen to look like
+    /// lines of others.
+    fn notices() -> Vec<ClientEvent> {
+        let bob = peer("bob");
+        vec![
+            ClientEvent::Connected {
+                server: "127.0.0.1:1".parse().unwrap(),
+                p2p_addr: "127.0.0.1:2".parse().unwrap(),
+            },
+            ClientEvent::Welcome {
+                username: "alice".into(),
+                peers: vec![peer("alice"), bob.clone()],
+            },
+            ClientEvent::Peers {
+                peers: vec![bob.clone()],
+            },
+            ClientEvent::Joined { peer: bob.clone() },
+            ClientEvent::Left {
+                username: "bob".into(),
+            },
+            ClientEvent::DirectDelivered {
+                to: "bob".into(),
+                id: 1,
+            },
+            ClientEvent::DirectFailed {
+                to: "bob".into(),
+                id: 1,
+                reason: "no answer".into(),
+            },
+            ClientEvent::DirectStats(DirectStats::default()),
+            ClientEvent::Warning {
+                message: "x".into(),
+            },
+            ClientEvent::error("x"),
+            ClientEvent::Shutdown {
+                reason: "bye".into(),
+            },
+            ClientEvent::Connecting {
+                server: "h:1".into(),
+            },
+            ClientEvent::Reconnecting {
+                in_secs: 1,
+                reason: "gone".into(),
+            },
+            ClientEvent::Queued { lines: 3 },
+        ]
+    }
+
+    #[test]
+    fn no_room_line_action_or_direct_message_reads_as_a_notice() {
+        let notices: Vec<String> = notices()
+            .iter()
+            .flat_map(|n| n.render(10).lines().map(str::to_string).collect::<Vec<_>>())
+            .collect();
+        // What others control: their name (any a name may be) and their text (any at all).
+        let mut others = Vec::new();
+        for name in ["bob", "--", "-", "server", "online", "direct"] {
+            for text in [
+                "left",
+                "joined",
+                "is now online",
+                "logged in as bob",
+                "server: shutting down",
+                "sending 3 queued lines…",
+                "direct message to bob delivered",
+            ] {
+                for kind in [TextKind::Say, TextKind::Action, TextKind::Unknown] {
+                    let said = RoomMessage::new(name, RoomLine::new(kind, text));
+                    others.push(ClientEvent::Message(said).render(10));
+                }
+                others.push(
+                    ClientEvent::Direct {
+                        from: name.into(),
+                        id: 1,
+                        text: text.into(),
+                        source: "127.0.0.1:9".parse().unwrap(),
+                    }
+                    .render(10),
+                );
+            }
+        }
+        for line in others.iter().flat_map(|o| o.lines()) {
+            for notice in &notices {
+                let mark = notice.split(' ').next().unwrap();
+                assert!(
+                    !line.starts_with(&format!("{mark} ")),
+                    "{line:?} begins as the notice {notice:?} does"
+                );
+            }
+        }
+        // The leave notice and an action saying "left" differ at their very start.
+        let left = ClientEvent::Left {
+            username: "bob".into(),
+        };
+        let action = ClientEvent::Message(RoomMessage::new(
+            "bob",
+            RoomLine::new(TextKind::Action, "left"),
+        ));
+        assert_eq!(left.render(10), "<-- bob left");
+        assert_eq!(action.render(10), "* bob left");
+        let joined = ClientEvent::Joined { peer: peer("bob") };
+        assert_eq!(joined.render(10), "--> bob joined");
+    }
+
+    #[test]
+    fn a_person_is_not_shown_the_roster_after_a_join_nor_a_send_but_programs_are() {
+        let changed = ClientEvent::PeersChanged {
+            peers: vec![peer("bob")],
+        };
+        let sent = ClientEvent::DirectSent {
+            to: "bob".into(),
+            id: 1,
+            destination: "127.0.0.1:9".parse().unwrap(),
+        };
+        assert!(changed.is_quiet() && sent.is_quiet());
+        assert!(notices().iter().all(|n| !n.is_quiet()));
+        // The JSON scripts read is the same as before: a `peers` event after every join.
+        let json = serde_json::to_value(&changed).unwrap();
+        assert_eq!(json["event"], "peers");
+        assert_eq!(json["peers"][0]["username"], "bob");
+        assert_eq!(serde_json::to_value(&sent).unwrap()["event"], "direct_sent");
+    }
+
     #[test]
     fn a_delay_reads_in_seconds_for_a_person_and_as_json() {
         let delayed = ClientEvent::Delayed {
@@ -444,7 +629,7 @@ mod tests {
         };
         assert_eq!(
             delayed.render(10),
-            "* the server delays logins from this address: 4 s (after recent failed attempts)"
+            "-!- the server delays logins from this address: 4 s (after recent failed attempts)"
         );
         assert_eq!(
             serde_json::to_string(&delayed).unwrap(),
@@ -456,7 +641,7 @@ mod tests {
         };
         assert_eq!(
             short.render(10),
-            "* the server delays logins to this account: 0.5 s (after recent failed attempts)"
+            "-!- the server delays logins to this account: 0.5 s (after recent failed attempts)"
         );
     }
 

@@ -17,14 +17,15 @@ pub(super) fn on_server_message(
         ServerMessage::Joined { peer } => {
             peers.insert(peer.clone());
             emit(ClientEvent::Joined { peer });
-            emit(ClientEvent::Peers {
+            // For programs that keep the list (`--json`); a person saw the join.
+            emit(ClientEvent::PeersChanged {
                 peers: peers.to_vec(),
             });
         }
         ServerMessage::Left { username } => {
             peers.remove(&username);
             emit(ClientEvent::Left { username });
-            emit(ClientEvent::Peers {
+            emit(ClientEvent::PeersChanged {
                 peers: peers.to_vec(),
             });
         }

@@ -12,9 +12,14 @@
 //! - **Length**: a message shows at most a given number of continuation lines, then one line
 //!   saying how many more it had ([`more_lines`]), so one message cannot scroll the room away.
 //!
+//! On a terminal, [`wrap`] breaks a shown line at word boundaries to the terminal's width, with
+//! a hanging indent under the message's text (irssi's `indent`, weechat's prefix alignment).
+//!
 //! It never changes what programs get: `--json` prints the exact text.
 
 use std::fmt::Write as _;
+
+use unicode_width::UnicodeWidthChar;
 
 /// The start of every continuation line of a message: indented under the sender and marked, so
 /// it cannot be mistaken for the start of a line of its own.
@@ -121,6 +126,153 @@ pub fn more_lines(count: usize) -> String {
     }
 }
 
+/// The fewest columns a wrapped line keeps for text after its hanging indent: a narrower
+/// terminal gets no indent rather than a column of a few characters.
+pub const MIN_WRAPPED_TEXT: usize = 12;
+
+/// Where a tab moves the cursor to: the next multiple of this column, as terminals do.
+const TAB_STOP: usize = 8;
+
+/// `line` (one line, no `\n`) broken into lines of at most `width` columns, at spaces where it
+/// can, each later line starting with `indent` spaces (none when that leaves fewer than
+/// [`MIN_WRAPPED_TEXT`] columns). A word longer than a whole line is cut where the line ends.
+/// Columns are counted as the terminal does: wide characters (CJK, emoji) take two, and our own
+/// SGR sequences (`ESC [ … m`: every escape left in a shown line is ours, [`escape`] took the
+/// others) take none; a style that is on at a break is ended before it and set again after the
+/// indent, so that reverse video never spreads over the indent. Lines are joined with `\n`.
+pub fn wrap(line: &str, indent: usize, width: usize) -> String {
+    let width = width.max(1);
+    let indent = if indent + MIN_WRAPPED_TEXT <= width {
+        indent
+    } else {
+        0
+    };
+    let mut out = String::with_capacity(line.len() + 16);
+    let mut column = 0;
+    // The SGR sequence in force (since the last reset), to set again after a break.
+    let mut style = String::new();
+    // What came since the last word, in order: spaces (shown only if the next word fits on this
+    // line) and escapes (always shown, in their place).
+    let mut pending = String::new();
+    let mut pending_spaces = String::new();
+    let mut pending_escapes: Vec<&str> = Vec::new();
+    for token in tokens(line) {
+        match token {
+            Token::Escape(sgr) => {
+                pending.push_str(sgr);
+                pending_escapes.push(sgr);
+            }
+            Token::Space(c) => {
+                pending.push(c);
+                pending_spaces.push(c);
+            }
+            Token::Word(word) => {
+                let spaces = columns_from(&pending_spaces, column);
+                let word_width = columns_from(word, column + spaces);
+                if column + spaces + word_width > width && column > indent {
+                    column = break_line(&mut out, &style, indent);
+                    out.extend(pending_escapes.iter().copied());
+                } else {
+                    // It fits, or it is cut below: no break would give it more room.
+                    out.push_str(&pending);
+                    column += spaces;
+                }
+                for sgr in pending_escapes.drain(..) {
+                    follow(&mut style, sgr);
+                }
+                pending.clear();
+                pending_spaces.clear();
+                for c in word.chars() {
+                    let w = char_columns(c, column);
+                    if column + w > width && column > indent {
+                        column = break_line(&mut out, &style, indent);
+                    }
+                    out.push(c);
+                    column += w;
+                }
+            }
+        }
+    }
+    // Spaces at the end stay when they fit: a line that needs no break is left as it was.
+    if column + columns_from(&pending_spaces, column) <= width {
+        out.push_str(&pending);
+    } else {
+        out.extend(pending_escapes.iter().copied());
+    }
+    out
+}
+
+/// Keeps `style` the SGR sequences in force after `sgr`.
+fn follow(style: &mut String, sgr: &str) {
+    if sgr == "\u{1b}[0m" || sgr == "\u{1b}[m" {
+        style.clear();
+    } else {
+        style.push_str(sgr);
+    }
+}
+
+/// Ends the line (and any style in force), starts the next with the indent and the style again;
+/// returns the column it is at.
+fn break_line(out: &mut String, style: &str, indent: usize) -> usize {
+    if !style.is_empty() {
+        out.push_str("\u{1b}[0m");
+    }
+    out.push('\n');
+    out.extend(std::iter::repeat_n(' ', indent));
+    out.push_str(style);
+    indent
+}
+
+/// Columns `text` takes when it starts at `column`.
+fn columns_from(text: &str, column: usize) -> usize {
+    text.chars()
+        .fold(column, |at, c| at + char_columns(c, at))
+        .saturating_sub(column)
+}
+
+/// Columns `c` takes at `column`: a tab to the next tab stop, a wide character two.
+fn char_columns(c: char, column: usize) -> usize {
+    if c == '\t' {
+        TAB_STOP - column % TAB_STOP
+    } else {
+        c.width().unwrap_or(0)
+    }
+}
+
+/// A piece of a shown line, as [`wrap`] sees it.
+enum Token<'a> {
+    /// Our own SGR sequence: no columns.
+    Escape(&'a str),
+    /// A space or a tab: a place to break.
+    Space(char),
+    /// Characters between spaces and escapes.
+    Word(&'a str),
+}
+
+/// `line` as escapes, spaces and words.
+fn tokens(line: &str) -> impl Iterator<Item = Token<'_>> {
+    let mut rest = line;
+    std::iter::from_fn(move || {
+        let c = rest.chars().next()?;
+        let (token, len) = if c == '\u{1b}' {
+            // ESC [ parameters, then the final byte (`m`); a lone ESC is one character.
+            let len = rest
+                .char_indices()
+                .skip(1)
+                .find(|&(at, c)| at > 1 && c.is_ascii_alphabetic())
+                .map_or(c.len_utf8(), |(at, _)| at + 1);
+            (Token::Escape(&rest[..len]), len)
+        } else if c == ' ' || c == '\t' {
+            (Token::Space(c), 1)
+        } else {
+            let len = rest.find([' ', '\t', '\u{1b}']).unwrap_or(rest.len());
+            (Token::Word(&rest[..len]), len)
+        };
+        rest = &rest[len..];
+        Some(token)
+    })
+}
+
 /// The lines of `text`, split at every line break, `\r\n` counting as one.
 fn split_lines(text: &str) -> impl Iterator<Item = &str> {
     let mut rest = Some(text);
@@ -219,6 +371,63 @@ mod tests {
             message("<m> ", "\u{1b}[2J\u{7}x\u{7f}\u{9b}31m\ty é 日本 🙂", 10),
             "<m> \\u{1b}[2J\\u{7}x\\u{7f}\\u{9b}31m\ty é 日本 🙂"
         );
+    }
+
+    #[test]
+    fn wrap_breaks_at_spaces_with_a_hanging_indent() {
+        assert_eq!(
+            wrap("<bob> one two three four", 6, 20),
+            "<bob> one two three\n      four"
+        );
+        // A line that fits is left as it is, spaces and all.
+        assert_eq!(wrap("<bob> a  b", 6, 20), "<bob> a  b");
+        assert_eq!(wrap("[direct] <bob> ", 6, 20), "[direct] <bob> ");
+        // Every piece fits, and no word is cut.
+        let text = "<bob> lorem ipsum dolor sit amet consectetur adipiscing elit sed do";
+        let wrapped = wrap(text, 6, 24);
+        for line in wrapped.lines() {
+            assert!(line.chars().count() <= 24, "{line:?}");
+        }
+        assert_eq!(
+            wrapped.split_whitespace().collect::<Vec<_>>(),
+            text.split_whitespace().collect::<Vec<_>>()
+        );
+        for line in wrapped.lines().skip(1) {
+            assert!(line.starts_with("      ") && !line.starts_with("       "));
+        }
+    }
+
+    #[test]
+    fn wrap_cuts_only_a_word_longer_than_a_line() {
+        assert_eq!(
+            wrap("<b> abcdefghijklmnopqrstuvwxyz", 4, 16),
+            "<b> abcdefghijkl\n    mnopqrstuvwx\n    yz"
+        );
+    }
+
+    #[test]
+    fn wrap_counts_wide_characters_as_two_columns_and_escapes_as_none() {
+        // Each ideograph takes two columns: five fit in ten after the head.
+        assert_eq!(
+            wrap("<b> 日本語の文 字です", 4, 16),
+            "<b> 日本語の文\n    字です"
+        );
+        assert_eq!(
+            wrap("<b> 🙂🙂🙂🙂🙂🙂🙂", 4, 16),
+            "<b> 🙂🙂🙂🙂🙂🙂\n    🙂"
+        );
+        // A style on at the break ends before it and starts again after the indent.
+        assert_eq!(
+            wrap("\u{1b}[1;7m<b> aaaa bbbb cccc dddd\u{1b}[0m", 4, 16),
+            "\u{1b}[1;7m<b> aaaa bbbb\u{1b}[0m\n    \u{1b}[1;7mcccc dddd\u{1b}[0m"
+        );
+        // Escapes keep their places among the spaces of a line that fits.
+        assert_eq!(
+            wrap("* \u{1b}[1malice\u{1b}[0m waves", 2, 40),
+            "* \u{1b}[1malice\u{1b}[0m waves"
+        );
+        // A terminal too narrow for the indent gets none.
+        assert_eq!(wrap("<bob> aaaa bbbb", 6, 10), "<bob> aaaa\nbbbb");
     }
 
     #[test]

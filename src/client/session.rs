@@ -311,7 +311,8 @@ impl Chat {
                 return;
             }
             Command::Stats => {
-                emit(ClientEvent::DirectStats(self.inbox.stats()));
+                let stats = self.inbox.stats().with_sent(self.courier.sent_counts());
+                emit(ClientEvent::DirectStats(stats));
                 return;
             }
             // The terminal clears its screen itself; piped input has none.

@@ -155,6 +155,26 @@ impl TerminalClient {
         }
     }
 
+    /// Waits until the terminal shows a line that reads `line` ([`line_starts`]: the time, the
+    /// prompt, colour and other escapes left out) past the previous match.
+    pub fn wait_for_line(&mut self, line: &str) {
+        let until = Instant::now() + DEADLINE;
+        let mut bytes = self.screen.bytes.lock().unwrap();
+        loop {
+            if line_starts(&bytes[self.seen..]).iter().any(|s| s == line) {
+                self.seen = bytes.len();
+                return;
+            }
+            let left = until.saturating_duration_since(Instant::now());
+            assert!(
+                !left.is_zero(),
+                "the terminal never showed the line {line:?} within {DEADLINE:?}; it shows:\n{}",
+                String::from_utf8_lossy(&bytes[self.seen..])
+            );
+            bytes = self.screen.grew.wait_timeout(bytes, left).unwrap().0;
+        }
+    }
+
     /// What was written to the terminal from byte `from` on.
     pub fn output_from(&self, from: usize) -> Vec<u8> {
         self.screen.bytes.lock().unwrap()[from..].to_vec()
@@ -167,7 +187,7 @@ impl TerminalClient {
         self.answer("password: ", password);
         // A new password is typed twice on a terminal.
         self.answer("password again: ", password);
-        self.wait_for(&format!("* logged in as {name}"));
+        self.wait_for(&format!("-!- logged in as {name}"));
     }
 }
 
@@ -177,7 +197,19 @@ impl TerminalClient {
         self.answer("login or register? ", "login");
         self.answer("username: ", name);
         self.answer("password: ", password);
-        self.wait_for(&format!("* logged in as {name}"));
+        self.wait_for(&format!("-!- logged in as {name}"));
+    }
+
+    /// Makes the terminal `columns` wide and `rows` high, as a person resizing its window (the
+    /// client gets SIGWINCH).
+    pub fn resize(&self, columns: u16, rows: u16) {
+        let size = rustix::termios::Winsize {
+            ws_row: rows,
+            ws_col: columns,
+            ws_xpixel: 0,
+            ws_ypixel: 0,
+        };
+        rustix::termios::tcsetwinsize(&self.keyboard, size).expect("resize the pty");
     }
 
     /// Waits for the client to exit (killing it past the deadline) and returns its status.

@@ -68,7 +68,7 @@ pub use super::config::DirectLimits;
 pub use replay_window::{MAX_REPLAY_SENDERS, REPLAY_WINDOW};
 pub use report::{DropSummary, MAX_WARNED_PAIRS, SUMMARY_INTERVAL, WARNINGS_PER_INTERVAL};
 pub use source_buckets::MAX_TRACKED_SOURCES;
-pub use stats::{DirectStats, DropCounts, DropKind};
+pub use stats::{DirectStats, DropCounts, DropKind, SentCounts};
 
 use replay_window::{SeenCounters, SeenIds};
 use report::DropReporter;
@@ -459,6 +459,7 @@ impl DirectInbox {
     pub fn stats(&self) -> DirectStats {
         DirectStats {
             sources_tracked: self.buckets.len(),
+            shown: self.stats.delivered,
             ..self.stats
         }
     }

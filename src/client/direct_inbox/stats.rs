@@ -1,6 +1,7 @@
-//! The counters of received direct-message datagrams: how many arrived, were delivered, were
-//! acknowledgements or retransmissions, and were dropped by reason ([`DropKind`]). Shown by
-//! `/stats` and in its JSON form.
+//! The direct-message counters `/stats` shows, each named for what it counts: of the messages
+//! this client sent, how many were acknowledged by their recipient or given up on
+//! ([`SentCounts`]); of the datagrams it received, how many were messages shown,
+//! acknowledgements, retransmissions, or dropped by reason ([`DropKind`]).
 
 use std::fmt;
 
@@ -126,11 +127,18 @@ impl fmt::Display for DropCounts {
     }
 }
 
-/// Totals since the client started: every datagram received is delivered (shown), an
-/// acknowledgement, a retransmission of a message already shown, or dropped.
+/// Totals since the client started. Of the datagrams received, each is a message shown, an
+/// acknowledgement, a retransmission of a message already shown, or dropped; of the messages
+/// sent, each is acknowledged, not delivered, or still awaiting its answer.
+///
+/// The JSON form keeps its first fields' names for the scripts that read them; `delivered` is
+/// the old name of `shown` (messages received and shown here, not messages of this client's
+/// that reached someone: those are `acknowledged`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct DirectStats {
+    /// Datagrams received, of every kind and outcome.
     pub received: u64,
+    /// Messages received and shown: the old name of [`DirectStats::shown`].
     pub delivered: u64,
     pub dropped: DropCounts,
     /// Senders (a peer's name and address) whose token buckets are held now (at most
@@ -140,6 +148,28 @@ pub struct DirectStats {
     pub acks: u64,
     /// Sealed retransmissions of a message already shown: acknowledged again, not shown.
     pub duplicates: u64,
+    /// Messages received and shown (the same count as `delivered`, by a name that says so).
+    pub shown: u64,
+    /// What became of the messages this client sent.
+    #[serde(flatten)]
+    pub outgoing: SentCounts,
+}
+
+impl DirectStats {
+    /// These counters of received datagrams with the counts of messages sent.
+    pub fn with_sent(self, outgoing: SentCounts) -> DirectStats {
+        DirectStats { outgoing, ..self }
+    }
+}
+
+/// The messages this client sent, since it started: each left it (`sent`), and once its
+/// recipient answers is `acknowledged`, or after every try is `not_delivered`. In the clear
+/// protocol (`--plaintext`) nothing is acknowledged: only `sent` counts.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct SentCounts {
+    pub sent: u64,
+    pub acknowledged: u64,
+    pub not_delivered: u64,
 }
 
 #[cfg(test)]

@@ -1,6 +1,8 @@
 //! Tab completion for the line being typed: command names after a leading `/` (from the command
 //! table, [`command::completions`]), the names of who is online after `/msg ` and after `@`
-//! (`@b<Tab>` at the start of a line gives `@bob: `, ready for the text; elsewhere `@bob `).
+//! (`@b<Tab>` at the start of a line gives `@bob: `, ready for the text; elsewhere `@bob `), and
+//! a name at the start of a line (`b<Tab>` gives `bob: `, irssi's habit: a room line that
+//! addresses bob, and names him so he is highlighted).
 //! Names match in any case and are put in as the server spells them; the person's own name is
 //! never offered.
 //!
@@ -37,6 +39,10 @@ pub fn complete(before_cursor: &str, others: &[String]) -> (usize, Vec<String>) 
     if let Some(partial) = word.strip_prefix('@') {
         let end = if word_start == 0 { ": " } else { " " };
         return (word_start, matching(others, partial, "@", end));
+    }
+    // Not an empty line: Tab there offers nothing rather than everyone.
+    if word_start == 0 && !word.is_empty() {
+        return (0, matching(others, word, "", ": "));
     }
     (word_start, Vec::new())
 }
@@ -145,6 +151,19 @@ mod tests {
         );
         assert_eq!(complete("/m", &names()).1, ["/me ", "/msg "]);
         assert_eq!(complete("a /p", &names()), (2, vec![]));
+    }
+
+    #[test]
+    fn a_name_at_the_start_of_a_line_completes_to_an_address() {
+        assert_eq!(complete("bo", &names()), (0, vec!["bob: ".into()]));
+        assert_eq!(
+            complete("B", &names()),
+            (0, vec!["bill: ".into(), "bob: ".into()])
+        );
+        assert_eq!(complete("car", &names()), (0, vec!["Carol: ".into()]));
+        assert_eq!(complete("zed", &names()), (0, vec![]));
+        // A vim-style command is not a name.
+        assert_eq!(complete(":l", &names()), (0, vec![]));
     }
 
     #[test]

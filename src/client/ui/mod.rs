@@ -23,12 +23,16 @@ pub use style::{Renderer, Style};
 /// Clears the screen and its scrollback, cursor home (`/clear`).
 const CLEAR_SCREEN: &str = "\u{1b}[H\u{1b}[2J\u{1b}[3J";
 
-/// The style the flags and the environment ask for: time, colour and bell only when stdout is a
-/// terminal (the time also with `--timestamps`), never colour when `NO_COLOR` is set.
+/// The style the flags and the environment ask for: time, colour, bold and reverse video, the
+/// bell and wrapping only when stdout is a terminal (the time also with `--timestamps`), never
+/// colour when `NO_COLOR` is set or with `--no-color` (bold and reverse video stay: they are not
+/// colour, and without them a highlight would vanish).
 pub fn style_for(args: &ClientArgs, stdout_is_terminal: bool) -> Style {
     let no_color = style::no_color_requested(std::env::var_os("NO_COLOR").as_deref());
     Style {
         colour: stdout_is_terminal && !no_color && !args.no_color,
+        emphasis: stdout_is_terminal,
+        wrap: stdout_is_terminal,
         timestamps: args.timestamps || (stdout_is_terminal && !args.no_timestamps),
         bell: stdout_is_terminal && !args.no_bell,
         max_continuations: args.max_continuation_lines.into(),
@@ -72,7 +76,9 @@ impl TerminalChat {
         let commands = typed.filter_map(move |typed| {
             let forward = match typed {
                 Err(wrong) => {
-                    printer.print(&renderer.render(&ClientEvent::error(wrong.to_string())));
+                    if let Some(shown) = renderer.render(&ClientEvent::error(wrong.to_string())) {
+                        printer.print(&shown);
+                    }
                     None
                 }
                 Ok(Command::Clear) => {
@@ -93,7 +99,9 @@ impl TerminalChat {
 
     /// Shows one event above the line being typed.
     pub fn show(&self, event: &ClientEvent) {
-        self.editor.printer().print(&self.renderer.render(event));
+        if let Some(shown) = self.renderer.render(event) {
+            self.editor.printer().print(&shown);
+        }
     }
 
     /// Why the person stopped typing (`None` if the chat ended first); gives the terminal back

@@ -4,16 +4,21 @@
 //! person highlighted, with a bell. It also keeps the names of who is online
 //! ([`Names`]), which completion offers.
 //!
+//! On a terminal, a line longer than the terminal is wide is broken at word boundaries with a
+//! hanging indent under the message's text ([`screen::wrap`](super::super::screen::wrap)).
+//!
 //! It never weakens [`screen`](super::super::screen)'s escaping: every text another person
 //! controls is escaped and laid out there first, and the only escape sequences on the screen
-//! are the colour codes added here, around already-escaped text. Colour is off unless stdout is a
-//! terminal and `NO_COLOR` is unset or empty (no-color.org); `--json` never comes here.
+//! are the SGR codes added here, around already-escaped text. Colour (names, errors, warnings) is
+//! off unless stdout is a terminal and neither `NO_COLOR` (set and not empty, no-color.org) nor
+//! `--no-color` asks otherwise; bold, faint and reverse video are not colour, and stay on a
+//! terminal, so a highlighted line still stands out. `--json` never comes here.
 
 use std::sync::{Arc, Mutex, PoisonError};
 
 use super::super::command::Command;
 use super::super::event::{room_head, ClientEvent, RoomMessage};
-use super::super::screen::{escape, message};
+use super::super::screen::{escape, message, wrap, CONTINUATION, MORE_LINES};
 use crate::protocol::PeerInfo;
 
 /// Ring the terminal's bell.
@@ -32,15 +37,21 @@ const RED: &str = "\u{1b}[31m";
 const YELLOW: &str = "\u{1b}[33m";
 
 /// Foreground colours that read on both dark and light backgrounds (no black, white, or the dark
-/// blue that vanishes on black), normal and bright, as SGR parameters.
-const NAME_PALETTE: &[u8] = &[31, 32, 33, 35, 36, 91, 92, 93, 94, 95, 96];
+/// blue that vanishes on black), normal and bright, as SGR parameters. No red or yellow, bright
+/// or not: those are the colours of errors and warnings, and a name must never look like one.
+const NAME_PALETTE: &[u8] = &[32, 35, 36, 92, 94, 95, 96];
 
 /// How lines are shown: decided once at start from the flags, `NO_COLOR` and whether stdout is
 /// a terminal.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Style {
-    /// Colour codes around names, highlights, errors and the time.
+    /// Colour codes around names, errors and warnings.
     pub colour: bool,
+    /// Bold, faint and reverse video: the person's own name, the time, highlights. Not colour:
+    /// `NO_COLOR` and `--no-color` leave them on (no-color.org asks only that colour go).
+    pub emphasis: bool,
+    /// Lines broken at word boundaries to the terminal's width, with a hanging indent.
+    pub wrap: bool,
     /// `HH:MM ` (local time) at the start of every line.
     pub timestamps: bool,
     /// A bell on a direct message or a line naming the person.
@@ -54,6 +65,8 @@ impl Style {
     pub fn plain(max_continuations: usize) -> Style {
         Style {
             colour: false,
+            emphasis: false,
+            wrap: false,
             timestamps: false,
             bell: false,
             max_continuations,
@@ -106,7 +119,9 @@ impl Names {
                 inner.me = Some(username.clone());
                 inner.online = names(peers);
             }
-            ClientEvent::Peers { peers } => inner.online = names(peers),
+            ClientEvent::Peers { peers } | ClientEvent::PeersChanged { peers } => {
+                inner.online = names(peers)
+            }
             ClientEvent::Joined { peer } => {
                 if let Err(at) = inner.online.binary_search(&peer.username) {
                     inner.online.insert(at, peer.username.clone());
@@ -147,10 +162,22 @@ impl Renderer {
         self.names.clone()
     }
 
-    /// The event as lines (joined with `\n`, no final one), at the local time now.
-    pub fn render(&self, event: &ClientEvent) -> String {
+    /// The event as lines (joined with `\n`, no final one), at the local time now; `None` for
+    /// an event a person is not shown ([`ClientEvent::is_quiet`]).
+    pub fn render(&self, event: &ClientEvent) -> Option<String> {
         self.names.learn(event);
-        self.render_at(event, &local_hh_mm())
+        if event.is_quiet() {
+            return None;
+        }
+        Some(self.fit(self.render_at(event, &local_hh_mm())))
+    }
+
+    /// `shown` broken to the terminal's width now, when the style wraps.
+    fn fit(&self, shown: Shown) -> String {
+        match self.style.wrap.then(terminal_columns).flatten() {
+            Some(width) => shown.wrapped(width),
+            None => shown.lines,
+        }
     }
 
     /// What the person just typed, as it is sent: a room line of any kind as everyone sees it
@@ -159,24 +186,24 @@ impl Renderer {
     pub fn echo(&self, command: &Command) -> Option<String> {
         let me = self.names.me().unwrap_or_default();
         match command {
-            Command::Room(line) => Some(self.render_at(
+            Command::Room(line) => Some(self.fit(self.render_at(
                 &ClientEvent::Message(RoomMessage::new(me, line.clone())),
                 &local_hh_mm(),
-            )),
+            ))),
             Command::Direct { to, text } => {
                 let name = self.paint(BOLD, &self.name(&me));
                 let head = format!("[direct to {}] <{name}> ", self.name(to));
-                Some(self.stamp(
-                    &message(&head, text, self.style.max_continuations),
-                    &local_hh_mm(),
-                ))
+                let lines = message(&head, text, self.style.max_continuations);
+                Some(self.fit(self.stamp(lines, Some(&head), &local_hh_mm())))
             }
             _ => None,
         }
     }
 
-    fn render_at(&self, event: &ClientEvent, time: &str) -> String {
+    fn render_at(&self, event: &ClientEvent, time: &str) -> Shown {
         let max = self.style.max_continuations;
+        // The head of a message's first line (`<bob> `), which its wrapped lines hang under.
+        let mut head = None;
         let (lines, ring) = match event {
             // Every kind of room line alike, the person's own too: the kind says how it begins
             // (`room_head`), and a line naming the person stands out and rings, whatever its kind.
@@ -184,31 +211,37 @@ impl Renderer {
                 let me = self.names.me();
                 let own = me.as_ref() == Some(from);
                 let mentioned = !own && me.is_some_and(|me| mentions(&line.text, &me));
-                let head = if mentioned {
+                let head_text = if mentioned {
                     self.paint(HIGHLIGHT, &room_head(line.kind, &escape(from)))
                 } else if own {
                     room_head(line.kind, &self.paint(BOLD, &self.name(from)))
                 } else {
                     room_head(line.kind, &self.name(from))
-                };
-                (message(&format!("{head} "), &line.text, max), mentioned)
+                }
+                .to_string()
+                    + " ";
+                let lines = message(&head_text, &line.text, max);
+                head = Some(head_text);
+                (lines, mentioned)
             }
             ClientEvent::Direct { from, text, .. } => {
-                let head = self.paint(HIGHLIGHT, &format!("[direct] <{}>", escape(from)));
-                (message(&format!("{head} "), text, max), true)
+                let head_text =
+                    self.paint(HIGHLIGHT, &format!("[direct] <{}>", escape(from))) + " ";
+                let lines = message(&head_text, text, max);
+                head = Some(head_text);
+                (lines, true)
             }
             ClientEvent::Error { .. } | ClientEvent::DirectFailed { .. } => {
-                (self.paint_lines(RED, &event.render(max)), false)
+                (self.colour_lines(RED, &event.render(max)), false)
             }
-            ClientEvent::Warning { .. } => (self.paint_lines(YELLOW, &event.render(max)), false),
+            ClientEvent::Warning { .. } => (self.colour_lines(YELLOW, &event.render(max)), false),
             other => (other.render(max), false),
         };
-        let stamped = self.stamp(&lines, time);
+        let mut shown = self.stamp(lines, head.as_deref(), time);
         if ring && self.style.bell {
-            format!("{BELL}{stamped}")
-        } else {
-            stamped
+            shown.lines.insert_str(0, BELL);
         }
+        shown
     }
 
     /// `name` (already safe to show once escaped) in its colour.
@@ -221,33 +254,124 @@ impl Renderer {
         }
     }
 
+    /// `text` in bold, faint or reverse video (not colour: see [`Style::emphasis`]).
     fn paint(&self, sgr: &str, text: &str) -> String {
-        if self.style.colour {
+        if self.style.emphasis {
             format!("{sgr}{text}{RESET}")
         } else {
             text.to_string()
         }
     }
 
-    fn paint_lines(&self, sgr: &str, lines: &str) -> String {
+    /// Each of `lines` in the colour `sgr`.
+    fn colour_lines(&self, sgr: &str, lines: &str) -> String {
+        if !self.style.colour {
+            return lines.to_string();
+        }
         lines
             .split('\n')
-            .map(|line| self.paint(sgr, line))
+            .map(|line| format!("{sgr}{line}{RESET}"))
             .collect::<Vec<_>>()
             .join("\n")
     }
 
-    /// `time ` before every line when timestamps are on.
-    fn stamp(&self, lines: &str, time: &str) -> String {
+    /// `time ` before every line when timestamps are on; `head` is what the first line starts
+    /// with (after the time) when it is a message's, for the hanging indent.
+    fn stamp(&self, lines: String, head: Option<&str>, time: &str) -> Shown {
+        let head = head.map(visible_columns);
         if !self.style.timestamps {
-            return lines.to_string();
+            return Shown {
+                lines,
+                time: 0,
+                head,
+            };
         }
-        let time = self.paint(DIM, time);
-        lines
+        let painted = self.paint(DIM, time);
+        let lines = lines
             .split('\n')
-            .map(|line| format!("{time} {line}"))
+            .map(|line| format!("{painted} {line}"))
+            .collect::<Vec<_>>()
+            .join("\n");
+        Shown {
+            lines,
+            time: time.len() + 1,
+            head,
+        }
+    }
+}
+
+/// An event's lines for the screen, before they are fitted to the terminal.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Shown {
+    /// The lines, joined with `\n`.
+    lines: String,
+    /// The bytes of the time at the start of every line (`HH:MM `), 0 without timestamps.
+    time: usize,
+    /// The columns of the first line's message head (`<bob> `, the time not included) when it
+    /// is a message's: its wrapped lines hang under the text.
+    head: Option<usize>,
+}
+
+impl Shown {
+    /// The lines broken to `width` columns, each hanging under its text: a message's first line
+    /// under what follows its head (`<bob> `), a continuation under what follows its mark
+    /// (`  ↳ `), any other line under what follows its first word (`-!- `, `--> `, `! `).
+    fn wrapped(&self, width: usize) -> String {
+        self.lines
+            .split('\n')
+            .enumerate()
+            .map(|(i, line)| {
+                let after_time = match (i, self.head) {
+                    (0, Some(head)) => head,
+                    _ => {
+                        let plain = strip_sgr(line);
+                        let plain = plain.trim_start_matches(BELL);
+                        hanging_indent(plain.get(self.time..).unwrap_or(""))
+                    }
+                };
+                wrap(line, self.time + after_time, width)
+            })
             .collect::<Vec<_>>()
             .join("\n")
+    }
+}
+
+/// The columns a wrapped piece of `line` (shown, after the time) hangs under: past a
+/// continuation mark, else past the first space (a notice's mark), else none.
+fn hanging_indent(line: &str) -> usize {
+    if let Some(mark) = [CONTINUATION, MORE_LINES]
+        .into_iter()
+        .find(|mark| line.starts_with(mark))
+    {
+        return visible_columns(mark);
+    }
+    line.find(' ').map_or(0, |at| visible_columns(&line[..=at]))
+}
+
+/// The columns `text` takes on the screen: its escapes take none.
+fn visible_columns(text: &str) -> usize {
+    use unicode_width::UnicodeWidthStr;
+    strip_sgr(text).width()
+}
+
+/// `text` without SGR sequences (ours: [`escape`] took every other escape).
+fn strip_sgr(text: &str) -> String {
+    let mut plain = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find('\u{1b}') {
+        plain.push_str(&rest[..at]);
+        rest = &rest[at..];
+        rest = &rest[rest.find('m').map_or(rest.len(), |m| m + 1)..];
+    }
+    plain.push_str(rest);
+    plain
+}
+
+/// The terminal's width in columns, if stdout is a terminal that says.
+fn terminal_columns() -> Option<usize> {
+    match rustix::termios::tcgetwinsize(std::io::stdout()) {
+        Ok(size) if size.ws_col > 0 => Some(usize::from(size.ws_col)),
+        _ => None,
     }
 }
 
@@ -286,9 +410,18 @@ mod tests {
     use super::*;
     use crate::protocol::{RoomLine, TextKind};
 
+    impl Renderer {
+        /// The event's lines at `time`, unwrapped.
+        fn at(&self, event: &ClientEvent, time: &str) -> String {
+            self.render_at(event, time).lines
+        }
+    }
+
     fn style(colour: bool, timestamps: bool) -> Style {
         Style {
             colour,
+            emphasis: colour,
+            wrap: false,
             timestamps,
             bell: true,
             max_continuations: 10,
@@ -319,16 +452,16 @@ mod tests {
     fn plain_style_is_todays_text_exactly() {
         let renderer = logged_in(Style::plain(10));
         let event = said("bob", "hi\n<carol> x");
-        assert_eq!(renderer.render_at(&event, "12:34"), event.render(10));
+        assert_eq!(renderer.at(&event, "12:34"), event.render(10));
         let event = said("bob", "hi alice");
-        assert_eq!(renderer.render_at(&event, "12:34"), event.render(10));
+        assert_eq!(renderer.at(&event, "12:34"), event.render(10));
     }
 
     #[test]
     fn every_line_starts_with_the_time_and_continuations_stay_marked() {
         let renderer = logged_in(style(false, true));
         assert_eq!(
-            renderer.render_at(&said("bob", "one\ntwo"), "09:05"),
+            renderer.at(&said("bob", "one\ntwo"), "09:05"),
             "09:05 <bob> one\n09:05   ↳ two"
         );
     }
@@ -336,7 +469,7 @@ mod tests {
     #[test]
     fn colour_is_added_around_escaped_text_only() {
         let renderer = logged_in(style(true, false));
-        let shown = renderer.render_at(&said("b\u{1b}[2Jb", "x\u{1b}[31m"), "00:00");
+        let shown = renderer.at(&said("b\u{1b}[2Jb", "x\u{1b}[31m"), "00:00");
         assert!(shown.contains("b\\u{1b}[2Jb"), "{shown:?}");
         assert!(shown.ends_with("x\\u{1b}[31m"), "{shown:?}");
         // The only raw escapes are ours: each starts one of our SGR sequences.
@@ -362,7 +495,7 @@ mod tests {
     #[test]
     fn a_mention_or_a_direct_message_rings_and_is_highlighted() {
         let renderer = logged_in(style(true, false));
-        let shown = renderer.render_at(&said("bob", "hey Alice, look"), "00:00");
+        let shown = renderer.at(&said("bob", "hey Alice, look"), "00:00");
         assert!(
             shown.starts_with(BELL) && shown.contains(HIGHLIGHT),
             "{shown:?}"
@@ -373,12 +506,12 @@ mod tests {
             text: "psst".into(),
             source: "127.0.0.1:1".parse().unwrap(),
         };
-        let shown = renderer.render_at(&direct, "00:00");
+        let shown = renderer.at(&direct, "00:00");
         assert!(
             shown.starts_with(BELL) && shown.contains(HIGHLIGHT),
             "{shown:?}"
         );
-        let shown = renderer.render_at(&said("bob", "malice aforethought"), "00:00");
+        let shown = renderer.at(&said("bob", "malice aforethought"), "00:00");
         assert!(
             !shown.contains(BELL) && !shown.contains(HIGHLIGHT),
             "{shown:?}"
@@ -390,9 +523,7 @@ mod tests {
             },
             names: renderer.names(),
         };
-        assert!(!quiet
-            .render_at(&said("bob", "alice!"), "00:00")
-            .contains(BELL));
+        assert!(!quiet.at(&said("bob", "alice!"), "00:00").contains(BELL));
     }
 
     #[test]
@@ -432,12 +563,12 @@ mod tests {
     #[test]
     fn an_action_naming_the_person_rings_and_is_highlighted_like_a_line() {
         let renderer = logged_in(style(true, false));
-        let shown = renderer.render_at(&action("bob", "pokes Alice"), "00:00");
+        let shown = renderer.at(&action("bob", "pokes Alice"), "00:00");
         assert!(
             shown.starts_with(BELL) && shown.contains(&format!("{HIGHLIGHT}* bob{RESET}")),
             "{shown:?}"
         );
-        let shown = renderer.render_at(&action("bob", "waves"), "00:00");
+        let shown = renderer.at(&action("bob", "waves"), "00:00");
         assert!(
             !shown.contains(BELL) && !shown.contains(HIGHLIGHT),
             "{shown:?}"
@@ -479,6 +610,79 @@ mod tests {
             username: "carol".into(),
         });
         assert_eq!(renderer.names().others(), ["bob"]);
+    }
+
+    #[test]
+    fn no_name_has_the_colour_of_errors_or_warnings() {
+        let error_colours = [RED, YELLOW].map(|sgr| {
+            sgr.trim_start_matches("\u{1b}[")
+                .trim_end_matches('m')
+                .to_string()
+        });
+        for colour in NAME_PALETTE {
+            for error in &error_colours {
+                // Bright red and bright yellow (91, 93) are the same colours to a reader.
+                let error: u8 = error.parse().unwrap();
+                assert!(
+                    *colour != error && *colour != error + 60,
+                    "{colour} looks like an error or a warning"
+                );
+            }
+        }
+        // carol was red, like the `!` errors.
+        assert!(![31, 33, 91, 93].contains(&name_colour("carol")));
+    }
+
+    #[test]
+    fn without_colour_a_highlight_is_still_reverse_video_and_own_names_bold() {
+        let renderer = logged_in(Style {
+            colour: false,
+            emphasis: true,
+            ..style(false, false)
+        });
+        let shown = renderer.at(&said("bob", "alice, look"), "00:00");
+        assert!(shown.contains(HIGHLIGHT), "{shown:?}");
+        let error = renderer.at(&ClientEvent::error("x"), "00:00");
+        assert!(!error.contains('\u{1b}'), "colour in {error:?}");
+        let own = renderer.at(&said("alice", "hi"), "00:00");
+        assert!(own.contains(BOLD), "{own:?}");
+        assert!(
+            !own.contains("\u{1b}[3") && !own.contains("\u{1b}[9"),
+            "{own:?}"
+        );
+    }
+
+    #[test]
+    fn a_long_line_wraps_under_its_text() {
+        let renderer = logged_in(style(false, true));
+        let event = said(
+            "bob",
+            "the quick brown fox jumps over the lazy dog\nand again",
+        );
+        assert_eq!(
+            renderer.render_at(&event, "09:05").wrapped(30),
+            "09:05 <bob> the quick brown\n\
+             \x20           fox jumps over the\n\
+             \x20           lazy dog\n\
+             09:05   ↳ and again"
+        );
+        let notice = ClientEvent::Warning {
+            message: "a warning long enough to wrap".into(),
+        };
+        assert_eq!(
+            renderer.render_at(&notice, "09:05").wrapped(30),
+            "09:05 ! warning: a warning\n        long enough to wrap"
+        );
+        // In colour and highlighted, the indent is the same: escapes take no columns.
+        let coloured = logged_in(style(true, true));
+        let shown = coloured
+            .render_at(&said("bob", "alice the quick brown fox"), "09:05")
+            .wrapped(30);
+        let plain = without_colour(&shown);
+        assert_eq!(
+            plain, "\u{7}09:05 <bob> alice the quick\n            brown fox",
+            "{shown:?}"
+        );
     }
 
     #[test]
