@@ -69,7 +69,7 @@ fn a_delayed_login_is_told_at_the_prompt_with_its_seconds() {
     let seconds = seconds_at(&alice, notice);
     assert!(seconds > 0.0 && seconds <= 2.0, "{seconds} s");
     // The answer follows the wait, after the notice.
-    alice.wait_for("* logged in as alice");
+    alice.wait_for("-!- logged in as alice");
     server.wait_for_log("login as \"alice\" delayed after 1 recent failures");
 }
 
@@ -86,7 +86,7 @@ fn a_delayed_name_check_is_told_before_the_password_is_asked() {
     assert!(seconds > 0.0 && seconds <= 2.0, "{seconds} s");
     carol.answer("password: ", "carol-password");
     carol.answer("password again: ", "carol-password");
-    carol.wait_for("* logged in as carol");
+    carol.wait_for("-!- logged in as carol");
 }
 
 #[test]
