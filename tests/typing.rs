@@ -154,3 +154,29 @@ fn the_trust_question_takes_the_servers_fingerprint_pasted_and_refuses_another()
     let recorded = std::fs::read_to_string(&known).expect("the known-servers file");
     assert!(recorded.contains(&fingerprint), "{recorded:?}");
 }
+
+#[test]
+fn ctrl_c_at_the_password_prompt_ends_the_client_with_echo_on_again() {
+    use std::os::unix::process::ExitStatusExt;
+
+    let room = room(&[]);
+    let mut alice = TerminalClient::start(room.server.addr, &[]);
+    alice.answer("login or register? ", "login");
+    alice.answer("username: ", "alice");
+    alice.wait_for("password: ");
+    // Echo is off at the prompt; Ctrl-C is still the terminal's SIGINT.
+    assert!(!alice
+        .settings()
+        .local_modes
+        .contains(rustix::termios::LocalModes::ECHO));
+    alice.type_keys("\x03");
+    let status = alice.wait_exit();
+    assert_eq!(status.signal(), Some(libc::SIGINT), "{status:?}");
+    assert!(
+        alice
+            .settings()
+            .local_modes
+            .contains(rustix::termios::LocalModes::ECHO),
+        "the shell is left without echo"
+    );
+}
