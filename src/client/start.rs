@@ -251,13 +251,17 @@ impl Drop for Stdin {
     }
 }
 
-/// A [`Client`] for the login dialogue: it reports `welcome` to `emit`, and connects again as
-/// `args` say.
+/// A [`Client`] for the login dialogue: it reports `welcome` to `emit` once the dialogue is
+/// over ([`Dialing::into_client`]), and connects again as `args` say.
 pub struct Dialing<'a> {
     client: Client,
     args: &'a ClientArgs,
     terminal: bool,
     emit: &'a mut dyn FnMut(ClientEvent),
+    /// What the login reported, held until the dialogue is over: the terminal shows keys again
+    /// (and discards those typed blind) only after the server's answer, so a key typed once
+    /// "logged in" shows must find it so, and reach the chat.
+    held: Vec<ClientEvent>,
 }
 
 impl<'a> Dialing<'a> {
@@ -272,11 +276,16 @@ impl<'a> Dialing<'a> {
             args,
             terminal,
             emit,
+            held: Vec::new(),
         }
     }
 
-    /// The client, logged in once the dialogue succeeded.
+    /// The client, logged in once the dialogue succeeded; what the login reported is reported
+    /// now.
     pub fn into_client(self) -> Client {
+        for event in self.held {
+            (self.emit)(event);
+        }
         self.client
     }
 }
@@ -292,8 +301,9 @@ impl LoginServer for Dialing<'_> {
         username: &str,
         password: &str,
     ) -> Result<(), ClientError> {
+        let held = &mut self.held;
         self.client
-            .authenticate(mode, username, password, self.emit)
+            .authenticate(mode, username, password, &mut |event| held.push(event))
             .await
     }
 
