@@ -13,7 +13,7 @@ mod common;
 
 use std::path::Path;
 
-use common::pty::TerminalClient;
+use common::pty::{TerminalClient, NEW_PASSWORD_PROMPT};
 use common::*;
 use serde_json::{json, Value};
 use tempfile::TempDir;
@@ -84,7 +84,7 @@ fn a_delayed_name_check_is_told_before_the_password_is_asked() {
     let notice = carol.wait_for("the server delays logins from this address: ");
     let seconds = seconds_at(&carol, notice);
     assert!(seconds > 0.0 && seconds <= 2.0, "{seconds} s");
-    carol.answer("password: ", "carol-password");
+    carol.answer(NEW_PASSWORD_PROMPT, "carol-password");
     carol.answer("password again: ", "carol-password");
     carol.wait_for("-!- logged in as carol");
 }

@@ -25,7 +25,7 @@ use std::process::{Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::pty::{line_starts, TerminalClient};
+use common::pty::{line_starts, TerminalClient, NEW_PASSWORD_PROMPT};
 use common::*;
 use serde_json::json;
 
@@ -247,12 +247,12 @@ fn a_taken_name_is_told_before_the_password_and_asked_again() {
     carol.answer("username: ", "bad name!");
     carol.wait_for("may hold only ASCII letters");
     carol.answer("username: ", "carol");
-    carol.answer("password: ", "short");
+    carol.answer(NEW_PASSWORD_PROMPT, "short");
     carol.wait_for("at least 8 characters; please try again");
-    carol.answer("password: ", "carol-password");
+    carol.answer(NEW_PASSWORD_PROMPT, "carol-password");
     carol.answer("password again: ", "carol-passwort");
     carol.wait_for("the two passwords differ");
-    carol.answer("password: ", "carol-password");
+    carol.answer(NEW_PASSWORD_PROMPT, "carol-password");
     carol.answer("password again: ", "carol-password");
     carol.wait_for("-!- logged in as carol");
 }

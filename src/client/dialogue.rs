@@ -8,8 +8,11 @@
 //! Two dialogues: [`log_in`] on a terminal, forgiving (a wrong password, a taken or invalid name
 //! or a short password is asked again, on a new connection when the server closed this one, as
 //! the protocol has it after a refusal; a new name is checked before the password is asked, a
-//! new password is typed twice), and [`log_in_once`] for piped input, where the answers come in
-//! order and a wrong one ends the client.
+//! new password is typed twice and its prompt says the rule; an empty password goes back to the
+//! username), and [`log_in_once`] for piped input, where the answers come in order and a wrong
+//! one ends the client. Both tell the terminal when the server checks a password and when it
+//! has answered ([`Terminal::checking`], [`Terminal::checked`]): keys typed in between may be
+//! the next password, typed ahead, and must stay hidden.
 //!
 //! How a question is shown and an answer read (echo off for a secret, what happens to keys typed
 //! ahead) belongs to the terminal, not to the dialogue: that is what [`Terminal`] is for.
@@ -20,7 +23,8 @@ use super::error::{ClientError, Local};
 use super::link::{AuthMode, NameCheck};
 use super::secure::FirstContact;
 use crate::protocol::ErrorCode;
-use crate::rules::{validate_password, validate_username};
+use crate::rules::{validate_password, validate_username, MIN_PASSWORD_CHARS};
+use crate::tls::Fingerprint;
 
 /// Where the questions are asked.
 pub trait Terminal {
@@ -30,11 +34,20 @@ pub trait Terminal {
     /// [`Local::InputEnded`] at the end of input; a read that failed.
     fn ask(&mut self, question: &str) -> Result<String, Local>;
 
-    /// Shows `question` and reads a secret (a password) without showing what is typed.
+    /// Shows `question` and reads a secret (a password) without showing what is typed. Keys
+    /// typed before the question are discarded (as `sudo` and `ssh` do: they were typed blind),
+    /// and nothing typed is shown until the next question or [`Terminal::checked`].
     ///
     /// # Errors
     /// As [`Terminal::ask`].
     fn ask_secret(&mut self, question: &str) -> Result<String, Local>;
+
+    /// The server is checking a password: says so, and keeps keys typed meanwhile hidden.
+    fn checking(&mut self);
+
+    /// The server has answered: keys typed while it checked are discarded (they may be a
+    /// password typed ahead), and what is typed shows again.
+    fn checked(&mut self);
 
     /// Shows a line: why an answer is asked again, what a question is about.
     fn say(&mut self, line: &str);
@@ -76,8 +89,12 @@ pub async fn log_in(
     };
     let mut username = ask_username(terminal, server, mode).await?;
     loop {
-        let password = ask_password(terminal, mode)?;
-        let (code, message) = match server.authenticate(mode, &username, &password).await {
+        // An empty password: the person wants another name (or mistyped this one).
+        let Some(password) = ask_password(terminal, mode)? else {
+            username = ask_username(terminal, server, mode).await?;
+            continue;
+        };
+        let (code, message) = match check(terminal, server, mode, &username, &password).await {
             Ok(()) => return Ok(()),
             Err(ClientError::Refused { code, message }) if asks_again(code) => (code, message),
             // The connection timed out or broke while the person typed: once more, on a new
@@ -88,7 +105,7 @@ pub async fn log_in(
                 ..
             }) => {
                 server.connect_again().await?;
-                return server.authenticate(mode, &username, &password).await;
+                return check(terminal, server, mode, &username, &password).await;
             }
             Err(other) => return Err(other),
         };
@@ -116,12 +133,37 @@ pub async fn log_in_once(
         answer: answer.trim().to_ascii_lowercase(),
     })?;
     let username = terminal.ask("username: ")?.trim().to_string();
-    let password = terminal.ask_secret("password: ")?;
-    server.authenticate(mode, &username, &password).await
+    let password = terminal.ask_secret(&password_prompt(mode))?;
+    check(terminal, server, mode, &username, &password).await
 }
 
-/// SSH's question at first contact: trust this fingerprint? Only `yes` trusts it; anything else
-/// but `no` is asked again.
+/// Has the server check a password, with the terminal told while it does.
+async fn check(
+    terminal: &mut impl Terminal,
+    server: &mut impl LoginServer,
+    mode: AuthMode,
+    username: &str,
+    password: &str,
+) -> Result<(), ClientError> {
+    terminal.checking();
+    let answer = server.authenticate(mode, username, password).await;
+    terminal.checked();
+    answer
+}
+
+/// The prompt for a password: a new one's says the rule ([`MIN_PASSWORD_CHARS`]), so that the
+/// first try can follow it.
+fn password_prompt(mode: AuthMode) -> String {
+    match mode {
+        AuthMode::Login => "password: ".into(),
+        AuthMode::Register => format!("password (at least {MIN_PASSWORD_CHARS} characters): "),
+    }
+}
+
+/// SSH's question at first contact: trust this fingerprint? `yes`/`y` trusts it, `no`/`n`
+/// refuses it (in any case), and so does OpenSSH's third answer: the fingerprint itself, pasted
+/// from where the server printed it, trusts the server if it is this server's; one that differs
+/// is said to differ and asked again, as is anything else.
 ///
 /// # Errors
 /// The end of input.
@@ -133,20 +175,27 @@ pub fn ask_trust(terminal: &mut impl Terminal, contact: &FirstContact) -> Result
         contact.server, contact.fingerprint
     ));
     let mut question = format!(
-        "Trust it and remember it in {} (yes/no)? ",
+        "Trust it and remember it in {} (yes/no/[fingerprint])? ",
         contact.file.display()
     );
     loop {
-        match terminal
-            .ask(&question)?
-            .trim()
-            .to_ascii_lowercase()
-            .as_str()
-        {
-            "yes" => return Ok(true),
-            "no" => return Ok(false),
-            _ => question = "Please type 'yes' or 'no': ".into(),
+        let answer = terminal.ask(&question)?;
+        let answer = answer.trim();
+        match answer.to_ascii_lowercase().as_str() {
+            "yes" | "y" => return Ok(true),
+            "no" | "n" => return Ok(false),
+            _ => {}
         }
+        if let Ok(pasted) = answer.parse::<Fingerprint>() {
+            if pasted == contact.fingerprint {
+                return Ok(true);
+            }
+            terminal.say(&format!(
+                "{pasted} is not this server's fingerprint: it is {}",
+                contact.fingerprint
+            ));
+        }
+        question = "Please type 'yes', 'no' or the fingerprint: ".into();
     }
 }
 
@@ -195,19 +244,23 @@ async fn ask_username(
     }
 }
 
-/// Asks for the password; a new one must follow the rules and be typed twice alike.
-fn ask_password(terminal: &mut impl Terminal, mode: AuthMode) -> Result<String, Local> {
+/// Asks for the password; a new one must follow the rules and be typed twice alike. `None`:
+/// the password was left empty, to go back to the username.
+fn ask_password(terminal: &mut impl Terminal, mode: AuthMode) -> Result<Option<String>, Local> {
     loop {
-        let password = terminal.ask_secret("password: ")?;
+        let password = terminal.ask_secret(&password_prompt(mode))?;
+        if password.is_empty() {
+            return Ok(None);
+        }
         if mode == AuthMode::Login {
-            return Ok(password);
+            return Ok(Some(password));
         }
         if let Err(wrong) = validate_password(&password) {
             terminal.say(&format!("{wrong}; please try again"));
             continue;
         }
         if terminal.ask_secret("password again: ")? == password {
-            return Ok(password);
+            return Ok(Some(password));
         }
         terminal.say("the two passwords differ; please try again");
     }
@@ -224,7 +277,8 @@ mod tests {
     use crate::tls::Fingerprint;
 
     /// A terminal that answers from a script and keeps a transcript: `> ` a question, `* ` a
-    /// secret question, and what it said as is.
+    /// secret question, `(checking)` and `(checked)` around the server's check, and what it
+    /// said as is.
     struct Scripted {
         answers: VecDeque<&'static str>,
         transcript: Vec<String>,
@@ -257,10 +311,22 @@ mod tests {
             self.answer()
         }
 
+        fn checking(&mut self) {
+            self.transcript.push(CHECKING.into());
+        }
+
+        fn checked(&mut self) {
+            self.transcript.push(CHECKED.into());
+        }
+
         fn say(&mut self, line: &str) {
             self.transcript.push(line.to_string());
         }
     }
+
+    const CHECKING: &str = "(checking)";
+    const CHECKED: &str = "(checked)";
+    const NEW_PASSWORD: &str = "* password (at least 8 characters): ";
 
     /// What the fake server was asked, in order.
     #[derive(Debug, PartialEq, Eq)]
@@ -353,8 +419,12 @@ mod tests {
                 "> login or register? ",
                 "> username: ",
                 "* password: ",
+                CHECKING,
+                CHECKED,
                 "unknown user or wrong password; please try again",
                 "* password: ",
+                CHECKING,
+                CHECKED,
             ]
         );
     }
@@ -457,11 +527,13 @@ mod tests {
         assert_eq!(
             terminal.transcript[2..],
             [
-                "* password: ",
+                NEW_PASSWORD,
                 "* password again: ",
                 "the two passwords differ; please try again",
-                "* password: ",
+                NEW_PASSWORD,
                 "* password again: ",
+                CHECKING,
+                CHECKED,
             ]
         );
     }
@@ -474,7 +546,13 @@ mod tests {
         assert_eq!(server.calls, [login("alice", "pw")]);
         assert_eq!(
             terminal.transcript,
-            ["> login or register? ", "> username: ", "* password: "]
+            [
+                "> login or register? ",
+                "> username: ",
+                "* password: ",
+                CHECKING,
+                CHECKED
+            ]
         );
     }
 
@@ -582,7 +660,13 @@ mod tests {
         assert_eq!(server.calls, [register("alice", "pw")]);
         assert_eq!(
             terminal.transcript,
-            ["> login or register? ", "> username: ", "* password: "]
+            [
+                "> login or register? ",
+                "> username: ",
+                NEW_PASSWORD,
+                CHECKING,
+                CHECKED
+            ]
         );
     }
 
@@ -609,22 +693,151 @@ mod tests {
     }
 
     #[test]
-    fn only_yes_trusts_a_new_server_and_only_no_refuses_it() {
-        for (answers, trusted) in [(&["yes"][..], true), (&[" NO "], false)] {
-            let mut terminal = Scripted::new(answers);
-            assert_eq!(ask_trust(&mut terminal, &contact()).ok(), Some(trusted));
+    fn yes_or_y_trusts_a_new_server_and_no_or_n_refuses_it_in_any_case() {
+        for (answer, trusted) in [
+            ("yes", true),
+            (" Y ", true),
+            ("YES", true),
+            ("y", true),
+            (" NO ", false),
+            ("n", false),
+            ("No", false),
+        ] {
+            let mut terminal = Scripted::new(&[answer]);
+            assert_eq!(
+                ask_trust(&mut terminal, &contact()).ok(),
+                Some(trusted),
+                "{answer:?}"
+            );
         }
-        let mut terminal = Scripted::new(&["y", "sure", "yes"]);
+        let mut terminal = Scripted::new(&["sure", "ye", "yes"]);
         assert_eq!(ask_trust(&mut terminal, &contact()).ok(), Some(true));
         assert_eq!(
             terminal.transcript[1..],
             [
-                "> Trust it and remember it in /home/a/.config/p2pchat/known_servers (yes/no)? ",
-                "> Please type 'yes' or 'no': ",
-                "> Please type 'yes' or 'no': ",
+                "> Trust it and remember it in /home/a/.config/p2pchat/known_servers (yes/no/[fingerprint])? ",
+                "> Please type 'yes', 'no' or the fingerprint: ",
+                "> Please type 'yes', 'no' or the fingerprint: ",
             ]
         );
         assert!(terminal.transcript[0].contains(&contact().fingerprint.to_string()));
+    }
+
+    #[test]
+    fn the_servers_own_fingerprint_pasted_trusts_it() {
+        let pasted = format!("  {}  ", contact().fingerprint);
+        let pasted: &'static str = Box::leak(pasted.into_boxed_str());
+        let mut terminal = Scripted::new(&[pasted]);
+        assert_eq!(ask_trust(&mut terminal, &contact()).ok(), Some(true));
+    }
+
+    #[test]
+    fn another_fingerprint_pasted_is_said_to_differ_and_asked_again() {
+        let other = Fingerprint::of_certificate(b"another cert").to_string();
+        let other: &'static str = Box::leak(other.into_boxed_str());
+        let mut terminal = Scripted::new(&[other, "no"]);
+        assert_eq!(ask_trust(&mut terminal, &contact()).ok(), Some(false));
+        assert_eq!(
+            terminal.transcript[2..],
+            [
+                format!(
+                    "{other} is not this server's fingerprint: it is {}",
+                    contact().fingerprint
+                ),
+                "> Please type 'yes', 'no' or the fingerprint: ".into(),
+            ]
+        );
+        // Another fingerprint never trusts, however often it is pasted.
+        let mut terminal = Scripted::new(&[other, other]);
+        assert!(matches!(
+            ask_trust(&mut terminal, &contact()),
+            Err(Local::InputEnded)
+        ));
+    }
+
+    #[test]
+    fn a_new_passwords_prompt_says_the_rule_and_a_logins_does_not() {
+        let mut terminal = Scripted::new(&["register", "alice", "long-enough", "long-enough"]);
+        run_log_in(&mut terminal, &mut FakeServer::default()).expect("registered");
+        let rule = format!("* password (at least {MIN_PASSWORD_CHARS} characters): ");
+        assert_eq!(terminal.transcript[2], rule);
+        let mut terminal = Scripted::new(&["login", "alice", "pw"]);
+        run_log_in(&mut terminal, &mut FakeServer::default()).expect("logged in");
+        assert_eq!(terminal.transcript[2], "* password: ");
+    }
+
+    #[test]
+    fn an_empty_password_goes_back_to_the_username() {
+        let mut terminal = Scripted::new(&["login", "alcie", "", "alice", "pw"]);
+        let mut server = FakeServer::default();
+        run_log_in(&mut terminal, &mut server).expect("logged in");
+        assert_eq!(server.calls, [login("alice", "pw")]);
+        assert_eq!(
+            terminal.transcript,
+            [
+                "> login or register? ",
+                "> username: ",
+                "* password: ",
+                "> username: ",
+                "* password: ",
+                CHECKING,
+                CHECKED
+            ]
+        );
+        // At registration too, and the new name is checked again; after a wrong password too.
+        let mut terminal = Scripted::new(&[
+            "register",
+            "alice",
+            "",
+            "alicia",
+            "long-enough",
+            "long-enough",
+        ]);
+        let mut server = FakeServer::default();
+        run_log_in(&mut terminal, &mut server).expect("registered");
+        assert_eq!(
+            server.calls,
+            [
+                Call::CheckName("alice".into()),
+                Call::CheckName("alicia".into()),
+                register("alicia", "long-enough")
+            ]
+        );
+        let mut terminal = Scripted::new(&["login", "alice", "wrong", "", "bob", "pw"]);
+        let mut server = FakeServer::answering(vec![refused(
+            ErrorCode::BadCredentials,
+            "unknown user or wrong password",
+        )]);
+        run_log_in(&mut terminal, &mut server).expect("logged in");
+        assert_eq!(
+            server.calls,
+            [
+                login("alice", "wrong"),
+                Call::ConnectAgain,
+                login("bob", "pw")
+            ]
+        );
+    }
+
+    #[test]
+    fn every_check_by_the_server_is_between_checking_and_checked() {
+        // A lost connection checks twice: each check is announced and closed.
+        let mut terminal = Scripted::new(&["login", "alice", "pw"]);
+        let mut server = FakeServer::answering(vec![Err(Disconnect::Closed.into())]);
+        run_log_in(&mut terminal, &mut server).expect("logged in the second time");
+        assert_eq!(
+            terminal.transcript[2..],
+            ["* password: ", CHECKING, CHECKED, CHECKING, CHECKED]
+        );
+        // A refusal that ends the dialogue still closes the check (the terminal shows keys again).
+        let mut terminal = Scripted::new(&["login", "alice", "pw"]);
+        let mut server =
+            FakeServer::answering(vec![refused(ErrorCode::AlreadyOnline, "already online")]);
+        assert!(run_log_in(&mut terminal, &mut server).is_err());
+        assert_eq!(
+            terminal.transcript.last().map(String::as_str),
+            Some(CHECKED)
+        );
     }
 
     #[test]

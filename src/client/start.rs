@@ -2,8 +2,19 @@
 //! connection with every setting applied ([`connect`]), the real stdin as the dialogue's
 //! [`Terminal`] ([`Stdin`]), and a [`Client`] as its [`LoginServer`] ([`Dialing`]: one that
 //! connects again as the flags say). The `p2pchat-client` binary only wires these together.
+//!
+//! On a terminal a password is read as `sudo` and `ssh` read one: keys typed before its prompt
+//! are discarded (`tcflush`), echo goes off, and it stays off until the server has answered,
+//! when what was typed meanwhile is discarded too (a second password typed ahead must never
+//! show). The terminal's settings are given back if a signal (Ctrl-C) ends the client while
+//! echo is off.
 
+use std::fs::OpenOptions;
 use std::io::{self, BufRead, IsTerminal, Write};
+use std::sync::{Mutex, Once, PoisonError};
+use std::thread;
+
+use rustix::termios::{self, LocalModes, OptionalActions, QueueSelector, Termios};
 
 use super::config::ClientArgs;
 use super::dialogue::{self, LoginServer, Terminal};
@@ -80,6 +91,97 @@ pub struct Stdin {
     shows_questions: bool,
 }
 
+/// The terminal's settings from before echo went off for a password, while it is off: one for
+/// the process, since every [`Stdin`] (the trust question's too) and the signal watcher must
+/// see it.
+static HIDDEN: Mutex<Option<Termios>> = Mutex::new(None);
+
+/// Turns echo off on stdin (a terminal), if it is not off already; keeps the settings to give
+/// back. Lines are still edited by the terminal (canonical mode), and Ctrl-C is still SIGINT.
+fn hide_typing() {
+    let mut hidden = HIDDEN.lock().unwrap_or_else(PoisonError::into_inner);
+    if hidden.is_some() {
+        return;
+    }
+    let Ok(before) = termios::tcgetattr(io::stdin()) else {
+        return;
+    };
+    let mut quiet = before.clone();
+    quiet
+        .local_modes
+        .remove(LocalModes::ECHO | LocalModes::ECHONL);
+    if termios::tcsetattr(io::stdin(), OptionalActions::Now, &quiet).is_ok() {
+        *hidden = Some(before);
+        give_back_on_signals();
+    }
+}
+
+/// Gives the terminal its settings back if echo is off, discarding what was typed while it
+/// was (TCSAFLUSH): keys typed blind, maybe a password typed ahead.
+fn show_typing() {
+    let mut hidden = HIDDEN.lock().unwrap_or_else(PoisonError::into_inner);
+    if let Some(before) = hidden.take() {
+        let _ = termios::tcsetattr(io::stdin(), OptionalActions::Flush, &before);
+    }
+}
+
+/// Watches, from the first time echo goes off, for the signals that end the client (Ctrl-C's
+/// SIGINT above all): echo must not stay off in the shell after it. Each is then handled as
+/// the system would (the process ends by it), once the terminal's settings are given back.
+fn give_back_on_signals() {
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGQUIT, SIGTERM};
+    static WATCHING: Once = Once::new();
+    WATCHING.call_once(|| {
+        let Ok(mut signals) =
+            signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP, SIGQUIT])
+        else {
+            return;
+        };
+        thread::spawn(move || {
+            if let Some(signal) = signals.forever().next() {
+                show_typing();
+                let _ = signal_hook::low_level::emulate_default_handler(signal);
+            }
+        });
+    });
+}
+
+/// Reads one line of stdin (a terminal in canonical mode, so a read gives at most one line)
+/// straight from the descriptor, without its line end: nothing is read past it, so keys typed
+/// after it stay with the terminal for whoever reads next.
+fn read_terminal_line() -> Result<String, Local> {
+    let mut line = Vec::new();
+    let mut chunk = [0u8; 256];
+    loop {
+        match rustix::io::read(io::stdin(), &mut chunk) {
+            Ok(0) if line.is_empty() => return Err(Local::InputEnded),
+            Ok(0) => break,
+            Ok(n) => {
+                line.extend_from_slice(&chunk[..n]);
+                if line.ends_with(b"\n") {
+                    break;
+                }
+            }
+            Err(rustix::io::Errno::INTR) => continue,
+            Err(e) => return Err(Local::Password(e.into())),
+        }
+    }
+    let line = String::from_utf8_lossy(&line);
+    Ok(line.trim_end_matches(['\r', '\n']).to_string())
+}
+
+/// Where a secret's question goes: stdout when questions are shown, else the terminal itself
+/// (stdout may be a pipe; the person still needs the prompt).
+fn question_sink(shows_questions: bool) -> Box<dyn Write> {
+    if shows_questions {
+        return Box::new(io::stdout());
+    }
+    match OpenOptions::new().write(true).open("/dev/tty") {
+        Ok(tty) => Box::new(tty),
+        Err(_) => Box::new(io::stderr()),
+    }
+}
+
 impl Stdin {
     pub fn new(shows_questions: bool) -> Stdin {
         Stdin { shows_questions }
@@ -88,6 +190,9 @@ impl Stdin {
 
 impl Terminal for Stdin {
     fn ask(&mut self, question: &str) -> Result<String, Local> {
+        // A question after a secret (an empty password goes back to the username) is typed
+        // in view again.
+        show_typing();
         if self.shows_questions {
             print!("{question}");
             let _ = io::stdout().flush();
@@ -101,13 +206,37 @@ impl Terminal for Stdin {
     }
 
     /// Without echo when stdin is a terminal (the question then goes to the terminal, even
-    /// with piped stdout); else a line of stdin.
+    /// with piped stdout), after discarding what was typed before it; else a line of stdin.
     fn ask_secret(&mut self, question: &str) -> Result<String, Local> {
-        if io::stdin().is_terminal() {
-            rpassword::prompt_password(question).map_err(Local::Password)
-        } else {
-            Stdin::new(false).ask(question)
+        if !io::stdin().is_terminal() {
+            return Stdin::new(false).ask(question);
         }
+        // Echo off first, then the flush: a key is either discarded or hidden, never shown.
+        hide_typing();
+        let _ = termios::tcflush(io::stdin(), QueueSelector::IFlush);
+        let mut sink = question_sink(self.shows_questions);
+        let _ = sink.write_all(question.as_bytes());
+        let _ = sink.flush();
+        let secret = read_terminal_line();
+        // The Enter the terminal did not echo.
+        let _ = sink.write_all(b"\n");
+        let _ = sink.flush();
+        secret
+    }
+
+    /// Echo stays off while the server checks (only on a terminal: piped input has none).
+    fn checking(&mut self) {
+        if !io::stdin().is_terminal() {
+            return;
+        }
+        hide_typing();
+        if self.shows_questions {
+            println!("checking…");
+        }
+    }
+
+    fn checked(&mut self) {
+        show_typing();
     }
 
     fn say(&mut self, line: &str) {
@@ -115,13 +244,24 @@ impl Terminal for Stdin {
     }
 }
 
-/// A [`Client`] for the login dialogue: it reports `welcome` to `emit`, and connects again as
-/// `args` say.
+impl Drop for Stdin {
+    /// Whatever ends the dialogue, the terminal is left with echo on.
+    fn drop(&mut self) {
+        show_typing();
+    }
+}
+
+/// A [`Client`] for the login dialogue: it reports `welcome` to `emit` once the dialogue is
+/// over ([`Dialing::into_client`]), and connects again as `args` say.
 pub struct Dialing<'a> {
     client: Client,
     args: &'a ClientArgs,
     terminal: bool,
     emit: &'a mut dyn FnMut(ClientEvent),
+    /// What the login reported, held until the dialogue is over: the terminal shows keys again
+    /// (and discards those typed blind) only after the server's answer, so a key typed once
+    /// "logged in" shows must find it so, and reach the chat.
+    held: Vec<ClientEvent>,
 }
 
 impl<'a> Dialing<'a> {
@@ -136,11 +276,16 @@ impl<'a> Dialing<'a> {
             args,
             terminal,
             emit,
+            held: Vec::new(),
         }
     }
 
-    /// The client, logged in once the dialogue succeeded.
+    /// The client, logged in once the dialogue succeeded; what the login reported is reported
+    /// now.
     pub fn into_client(self) -> Client {
+        for event in self.held {
+            (self.emit)(event);
+        }
         self.client
     }
 }
@@ -156,8 +301,9 @@ impl LoginServer for Dialing<'_> {
         username: &str,
         password: &str,
     ) -> Result<(), ClientError> {
+        let held = &mut self.held;
         self.client
-            .authenticate(mode, username, password, self.emit)
+            .authenticate(mode, username, password, &mut |event| held.push(event))
             .await
     }
 

@@ -18,6 +18,9 @@ use std::time::{Duration, Instant};
 
 use super::{client_bin, trust_flags, wait_with_deadline, DEADLINE};
 
+/// The prompt for a new password at registration: it says the rule.
+pub const NEW_PASSWORD_PROMPT: &str = "password (at least 8 characters): ";
+
 /// Everything the client wrote to the terminal so far, and a signal when more came.
 #[derive(Default)]
 pub struct Screen {
@@ -63,11 +66,15 @@ impl TerminalClient {
         command
             .arg("--server")
             .arg(server.to_string())
-            // A test that asks for `--plaintext` itself gets it once (clap refuses a repeat).
-            .args(match flags.contains(&"--plaintext") {
-                true => Vec::new(),
-                false => trust_flags(&server.to_string()),
-            })
+            // A test that asks for `--plaintext` itself gets it once (clap refuses a repeat); one
+            // that names a `--known-servers` file decides about trust itself (the question at
+            // first contact is asked only without `--trust`).
+            .args(
+                match flags.contains(&"--plaintext") || flags.contains(&"--known-servers") {
+                    true => Vec::new(),
+                    false => trust_flags(&server.to_string()),
+                },
+            )
             .args(flags)
             .env("XDG_CONFIG_HOME", home.join("config"))
             .env("XDG_STATE_HOME", home.join("state"))
@@ -129,6 +136,14 @@ impl TerminalClient {
         self.type_keys(&format!("{line}\n"));
     }
 
+    /// Waits for `prompt`, then types `secret` and Enter; returns the offset where the prompt
+    /// ends, from which on the secret must never show.
+    pub fn answer_secret(&mut self, prompt: &str, secret: &str) -> usize {
+        let from = self.wait_for(prompt);
+        self.type_keys(&format!("{secret}\n"));
+        from
+    }
+
     /// Waits until the terminal shows `needle` past the previous match; returns the offset just
     /// past it.
     pub fn wait_for(&mut self, needle: &str) -> usize {
@@ -184,7 +199,7 @@ impl TerminalClient {
     pub fn register(&mut self, name: &str, password: &str) {
         self.answer("login or register? ", "register");
         self.answer("username: ", name);
-        self.answer("password: ", password);
+        self.answer(NEW_PASSWORD_PROMPT, password);
         // A new password is typed twice on a terminal.
         self.answer("password again: ", password);
         self.wait_for(&format!("-!- logged in as {name}"));

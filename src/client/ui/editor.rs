@@ -9,6 +9,12 @@
 //! exit 130); Ctrl-D deletes the character under the cursor and leaves only on an empty line.
 //! The editor never sees the password: the prompts before it read stdin themselves.
 //!
+//! Every line typed is sent, in order, however the keys arrive: several lines in one read
+//! (type-ahead, `tmux send-keys`, a paste the terminal does not bracket) are kept past the first
+//! line's Enter for the next `readline`, by rustyline's `buffer-redux` feature (without it each
+//! `readline` starts a new input buffer and the rest of a read is lost); the client core paces
+//! them to the server's flood limit.
+//!
 //! It owns the terminal while it runs: [`LineEditor::release`] gives it back as it was when the
 //! chat ends while the editor is still waiting for a key (the server went away).
 
