@@ -1,6 +1,6 @@
 //! How events look on a person's screen: the local time (`HH:MM`) at the start of every line,
-//! each name in a stable colour, the person's own lines drawn as everyone's (`<alice> text`,
-//! `* alice waves`, the name in bold), direct messages and room lines of any kind naming the
+//! each name in a stable colour, the person's own lines (events of the core's, once it took
+//! them) drawn as everyone's (`<alice> text`, `* alice waves`, the name in bold), direct messages and room lines of any kind naming the
 //! person highlighted, with a bell. It also keeps the names of who is online
 //! ([`Names`]), which completion offers.
 //!
@@ -11,8 +11,7 @@
 
 use std::sync::{Arc, Mutex, PoisonError};
 
-use super::super::command::Command;
-use super::super::event::{room_head, ClientEvent, RoomMessage};
+use super::super::event::{own_direct_head, own_line_head, room_head, ClientEvent, RoomMessage};
 use super::super::screen::{escape, message};
 use crate::protocol::PeerInfo;
 
@@ -153,28 +152,6 @@ impl Renderer {
         self.render_at(event, &local_hh_mm())
     }
 
-    /// What the person just typed, as it is sent: a room line of any kind as everyone sees it
-    /// (`<alice> hello`, `* alice waves`: the same event, from the person), a direct message as
-    /// `[direct to bob] <alice> psst`; `None` for a command that says nothing.
-    pub fn echo(&self, command: &Command) -> Option<String> {
-        let me = self.names.me().unwrap_or_default();
-        match command {
-            Command::Room(line) => Some(self.render_at(
-                &ClientEvent::Message(RoomMessage::new(me, line.clone())),
-                &local_hh_mm(),
-            )),
-            Command::Direct { to, text } => {
-                let name = self.paint(BOLD, &self.name(&me));
-                let head = format!("[direct to {}] <{name}> ", self.name(to));
-                Some(self.stamp(
-                    &message(&head, text, self.style.max_continuations),
-                    &local_hh_mm(),
-                ))
-            }
-            _ => None,
-        }
-    }
-
     fn render_at(&self, event: &ClientEvent, time: &str) -> String {
         let max = self.style.max_continuations;
         let (lines, ring) = match event {
@@ -196,6 +173,25 @@ impl Renderer {
             ClientEvent::Direct { from, text, .. } => {
                 let head = self.paint(HIGHLIGHT, &format!("[direct] <{}>", escape(from)));
                 (message(&format!("{head} "), text, max), true)
+            }
+            // The person's own lines, as the core took them (a refused one never comes here):
+            // drawn as everyone's, the name bold, naming oneself ringing nothing; one waiting
+            // for the server marked so, faint.
+            ClientEvent::OwnLine { from, line, queued } => {
+                let name = self.paint(BOLD, &self.name(from));
+                let head = own_line_head(line.kind, &name, *queued);
+                let head = match queued {
+                    true => self.paint(DIM, &head),
+                    false => head,
+                };
+                (message(&head, &line.text, max), false)
+            }
+            ClientEvent::OwnDirect { from, to, text } => {
+                let name = self.paint(BOLD, &self.name(from));
+                (
+                    message(&own_direct_head(&self.name(to), &name), text, max),
+                    false,
+                )
             }
             ClientEvent::Error { .. } | ClientEvent::DirectFailed { .. } => {
                 (self.paint_lines(RED, &event.render(max)), false)
@@ -408,23 +404,33 @@ mod tests {
     #[test]
     fn own_lines_read_like_everyone_elses() {
         let renderer = logged_in(style(false, false));
-        let echo =
-            |line: &str| renderer.echo(&crate::client::command::parse(line).unwrap().unwrap());
-        assert_eq!(echo("hello").as_deref(), Some("<alice> hello"));
-        assert_eq!(echo("/me waves").as_deref(), Some("* alice waves"));
+        let own = |line: RoomLine, queued| ClientEvent::OwnLine {
+            from: "alice".into(),
+            line,
+            queued,
+        };
+        let shown = |event: &ClientEvent| renderer.render_at(event, "00:00");
+        assert_eq!(shown(&own(RoomLine::say("hello"), false)), "<alice> hello");
         assert_eq!(
-            echo("@bob: psst").as_deref(),
-            Some("[direct to bob] <alice> psst")
+            shown(&own(RoomLine::new(TextKind::Action, "waves"), false)),
+            "* alice waves"
         );
-        assert_eq!(echo(":l"), None);
+        assert_eq!(
+            shown(&own(RoomLine::say("later"), true)),
+            "[queued] <alice> later"
+        );
+        let direct = ClientEvent::OwnDirect {
+            from: "alice".into(),
+            to: "bob".into(),
+            text: "psst".into(),
+        };
+        assert_eq!(shown(&direct), "[direct to bob] <alice> psst");
         // In colour, the person's own name is bold, and naming oneself rings nothing.
         let coloured = logged_in(style(true, false));
-        let own = coloured
-            .echo(&Command::Room(RoomLine::new(
-                TextKind::Action,
-                "hugs alice",
-            )))
-            .unwrap();
+        let own = coloured.render_at(
+            &own(RoomLine::new(TextKind::Action, "hugs alice"), false),
+            "00:00",
+        );
         assert!(own.contains(BOLD), "{own:?}");
         assert!(!own.contains(BELL) && !own.contains(HIGHLIGHT), "{own:?}");
     }
