@@ -125,6 +125,14 @@ pub struct ClientArgs {
     #[arg(long, value_name = "PATH", help_heading = "Trust")]
     pub known_servers: Option<PathBuf>,
 
+    /// Remove HOST[:PORT]'s fingerprints from the known-servers file and exit, without
+    /// connecting (OpenSSH's ssh-keygen -R): after "SERVER IDENTIFICATION HAS CHANGED", when
+    /// the change is expected. Says what it removed; exit 0 whether or not the server was there,
+    /// as ssh-keygen -R, 1 if the file cannot be read or rewritten.
+    #[arg(long, value_name = "HOST[:PORT]", value_parser = parse_server,
+          conflicts_with_all = ["plaintext", "trust"], help_heading = "Trust")]
+    pub forget: Option<String>,
+
     /// Direct messages one peer may send at once before its rate limit applies.
     #[arg(long, value_name = "N", default_value_t = DEFAULT_DM_BURST,
           value_parser = clap::value_parser!(u32).range(1..))]

@@ -305,8 +305,11 @@ fn not_trusted_text(f: &mut fmt::Formatter<'_>, server: &str, why: &NotTrusted) 
              replaced. {server} presented {presented};\n\
              line {line} of {file} pins {pinned}.\n\
              Nothing was sent to it: no login, no password.\n\
-             If the change is expected, remove line {line} of {file} and connect again.",
+             If the change is expected, forget the old one and connect again:\n    \
+             p2pchat-client --forget {server}{known_servers}\n\
+             (it removes line {line} of {file}).",
             file = file.display(),
+            known_servers = forget_file_flag(file),
         ),
         NotTrusted::NotRequired {
             presented,
@@ -315,6 +318,14 @@ fn not_trusted_text(f: &mut fmt::Formatter<'_>, server: &str, why: &NotTrusted) 
             f,
             "{server} presented {presented}, not the fingerprint --trust requires ({required}); nothing was sent to it"
         ),
+    }
+}
+
+/// ` --known-servers FILE` when `file` is not where `--forget` looks by default.
+fn forget_file_flag(file: &std::path::Path) -> String {
+    match super::known_servers::default_path() {
+        Some(default) if default == file => String::new(),
+        _ => format!(" --known-servers {}", file.display()),
     }
 }
 
