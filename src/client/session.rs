@@ -9,7 +9,10 @@
 //! server does not come back in the same instant): connect, check that the server presents the
 //! fingerprint this session trusted (a changed one ends the chat, exit 6), and log in with this
 //! session's name and password, under a new session key. Meanwhile direct messages flow (they never
-//! touch the server), and lines for the server wait, in order. A login refused for good (password
+//! touch the server), and lines for the server wait, in order: each is reported as the person's
+//! own line marked queued, and once they have all gone, `queued_sent` says so (lines shown as
+//! said but still waiting for the pace when the server was lost count among them). A direct
+//! message is reported as the person's own only once it has left. A login refused for good (password
 //! changed, account gone) ends the chat with its usual status; `already_online` (the server has not
 //! yet noticed the old connection is gone), `endpoint_in_use` and `busy` are tried again. The waits
 //! and one try are in [`reconnect`](super::reconnect).
