@@ -127,7 +127,7 @@ impl Outgoing {
 
     /// Puts back a line that could not be sent (the connection broke), first in line.
     pub fn put_back(&mut self, waiting: Waiting) {
-        self.released -= usize::from(waiting.held);
+        self.released = self.released.saturating_sub(usize::from(waiting.held));
         self.queue.push_front(waiting);
     }
 

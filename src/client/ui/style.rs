@@ -11,7 +11,9 @@
 
 use std::sync::{Arc, Mutex, PoisonError};
 
-use super::super::event::{own_direct_head, own_line_head, room_head, ClientEvent, RoomMessage};
+use super::super::event::{
+    own_direct_head, own_line_head, room_head, ClientEvent, RoomMessage, QUEUED_MARK,
+};
 use super::super::screen::{escape, message};
 use crate::protocol::PeerInfo;
 
@@ -179,9 +181,9 @@ impl Renderer {
             // for the server marked so, faint.
             ClientEvent::OwnLine { from, line, queued } => {
                 let name = self.paint(BOLD, &self.name(from));
-                let head = own_line_head(line.kind, &name, *queued);
+                let head = own_line_head(line.kind, &name, false);
                 let head = match queued {
-                    true => self.paint(DIM, &head),
+                    true => format!("{} {head}", self.paint(DIM, QUEUED_MARK)),
                     false => head,
                 };
                 (message(&head, &line.text, max), false)
