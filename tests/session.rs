@@ -11,7 +11,8 @@
 //! - `/me waves` is shown `* alice waves` to the others; a kind of line the server does not know
 //!   is refused (`unknown_kind`, not fatal) and not relayed.
 //! - Addresses: a server without a port means 12000; a bad port is a usage error before any
-//!   connection; a refused connection hints at starting the server; a port that is not a
+//!   connection; a refused connection asks whether a server runs at the address given (and
+//!   suggests `just server` only where it listens); a port that is not a
 //!   p2pchat server is reported as such; the server's `--bind` takes a port alone.
 //! - `:l` then `:q` in a script prints the answer before quitting.
 //!
@@ -421,8 +422,37 @@ fn a_refused_connection_asks_whether_the_server_is_running() {
         .expect("run p2pchat-client");
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(3), "{stderr}");
+    // The address asked about is the one given; `just server` would not serve it.
     assert!(
-        stderr.contains("is the server running? (`just server`)"),
+        stderr.contains(&format!("is a p2pchat server running at 127.0.0.1:{port}?")),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("just server"), "{stderr}");
+}
+
+#[test]
+fn a_refused_connection_where_just_server_listens_suggests_it() {
+    // An address of the loopback range nobody else uses, the port `just server` listens on
+    // (12000, the default when left out); nothing listens there once the test lets it go.
+    let Ok(probe) = TcpListener::bind("127.0.0.79:12000") else {
+        eprintln!("skipped: 127.0.0.79:12000 is in use (a server on 0.0.0.0:12000?)");
+        return;
+    };
+    drop(probe);
+    let config = tempfile::tempdir().unwrap();
+    let output = Command::new(client_bin())
+        .args(["--server", "127.0.0.79"])
+        .env("XDG_CONFIG_HOME", config.path())
+        .env("HOME", config.path())
+        .stdin(Stdio::null())
+        .output()
+        .expect("run p2pchat-client");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(3), "{stderr}");
+    assert!(
+        stderr.contains(
+            "is a p2pchat server running at 127.0.0.79:12000? (`just server` starts one)"
+        ),
         "{stderr}"
     );
 }

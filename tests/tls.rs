@@ -129,7 +129,9 @@ fn a_client_pinned_to_server_a_refuses_server_b_on_the_same_port_and_sends_nothi
     assert_eq!(refused.status.code(), Some(NOT_TRUSTED), "{refused:?}");
     for needed in [
         "SERVER IDENTIFICATION HAS CHANGED",
-        &format!("remove line 1 of {}", file.display()),
+        // The fix: the command that forgets it, and the line it removes.
+        &format!("p2pchat-client --forget {addr}\n"),
+        &format!("removes line 1 of {}", file.display()),
         &b.fingerprint.unwrap().to_string(),
     ] {
         assert!(

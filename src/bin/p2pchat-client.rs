@@ -52,6 +52,9 @@ impl Format {
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    if let Some(server) = &args.client.forget {
+        return forget(&args.client, server);
+    }
     let format = if args.client.json {
         Format::Json
     } else {
@@ -73,6 +76,25 @@ fn main() -> ExitCode {
         }
     };
     ExitCode::from(code as u8)
+}
+
+/// `--forget`: no connection, one line saying what was removed (stdout) or that nothing was
+/// (stderr); exit 0 either way, as `ssh-keygen -R`, 1 if the file could not be rewritten.
+fn forget(args: &ClientArgs, server: &str) -> ExitCode {
+    match start::forget(args, server) {
+        Ok(forgotten) if forgotten.removed.is_empty() => {
+            eprintln!("p2pchat-client: {forgotten}");
+            ExitCode::from(exit::OK as u8)
+        }
+        Ok(forgotten) => {
+            print_line(Some(format!("p2pchat-client: {forgotten}")));
+            ExitCode::from(exit::OK as u8)
+        }
+        Err(error) => {
+            eprintln!("p2pchat-client: {error}");
+            ExitCode::from(error.exit_code() as u8)
+        }
+    }
 }
 
 fn print_line(line: Option<String>) {

@@ -6,7 +6,7 @@
 
 use std::io::{self, Write};
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::{Arc, Weak};
 
@@ -103,8 +103,18 @@ enum StartError {
     Signals(io::Error),
 }
 
+/// `path` from the root (the working folder joined in front when it is relative), so that what
+/// the server prints and logs names the very file to open, whatever folder it is read from;
+/// as given if the working folder cannot be known.
+fn full_path(path: &Path) -> PathBuf {
+    std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf())
+}
+
 fn main() -> ExitCode {
-    let args = Args::parse();
+    let mut args = Args::parse();
+    args.users = full_path(&args.users);
+    args.tls_key = args.tls_key.as_deref().map(full_path);
+    args.tls_cert = args.tls_cert.as_deref().map(full_path);
     let params = match args.server.hash_params() {
         Ok(params) => params,
         Err(rejected) => Args::command()

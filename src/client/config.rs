@@ -37,7 +37,8 @@ client that seals, under an unknown or ended session's key, not from the announc
 of the peer they name, forged, replayed, or over that sender's rate limit (a token bucket \
 per sender: --dm-burst at once, then --dm-rate per second).\n\n\
 Lines for the server are paced to the flood limit it announces (none is dropped; the rest \
-wait, \"sending N queued lines…\"). On a terminal, a wrong password, a taken or invalid name \
+wait, \"sending N queued lines…\"). A line typed while the server is away is shown \
+[queued] and sent once logged in again (\"N queued lines sent\"). On a terminal, a wrong password, a taken or invalid name \
 or a short password is asked again, and the client connects again (1 s doubling to 30 s) and \
 logs in again when the server is lost; without a terminal it exits 5 instead, unless \
 --reconnect.\n\n\
@@ -47,8 +48,9 @@ The connection is TLS 1.3; the server is trusted by its fingerprint, as SSH trus
 the first time, on a terminal, you are shown it and asked (without a terminal it is \
 accepted, with a notice on stderr); then it is pinned in the known-servers file, and a \
 server that presents another one is refused. Nothing, the password least of all, is sent \
-before.\n\n\
-Exit status: 0 after :q or end of input; 1 local error (bad answer at a prompt, UDP port in \
+before. If the change is expected, --forget HOST[:PORT] removes the server's fingerprint (as \
+ssh-keygen -R) and exits without connecting.\n\n\
+Exit status: 0 after :q or end of input (or --forget); 1 local error (bad answer at a prompt, UDP port in \
 use, the known-servers file); 2 bad arguments (a bad --server port too); 3 server \
 unreachable, not a p2pchat server (no hello within 5 s, or something else first), or full \
 (for everyone, or for this address), too busy to check the login now (try again later), or \
@@ -128,6 +130,14 @@ pub struct ClientArgs {
     /// ~/.config/p2pchat/known_servers]
     #[arg(long, value_name = "PATH", help_heading = "Trust")]
     pub known_servers: Option<PathBuf>,
+
+    /// Remove HOST[:PORT]'s fingerprints from the known-servers file and exit, without
+    /// connecting (OpenSSH's ssh-keygen -R): after "SERVER IDENTIFICATION HAS CHANGED", when
+    /// the change is expected. Says what it removed; exit 0 whether or not the server was there,
+    /// as ssh-keygen -R, 1 if the file cannot be read or rewritten.
+    #[arg(long, value_name = "HOST[:PORT]", value_parser = parse_server,
+          conflicts_with_all = ["plaintext", "trust"], help_heading = "Trust")]
+    pub forget: Option<String>,
 
     /// Direct messages one peer may send at once before its rate limit applies.
     #[arg(long, value_name = "N", default_value_t = DEFAULT_DM_BURST,

@@ -19,9 +19,51 @@ use crate::sealed::{Kind, OVERHEAD};
 
 use super::direct_inbox::{DirectInbox, DropSummary, Received, SentCounts};
 use super::event::ClientEvent;
-use super::in_flight::{Due, InFlight, MAX_IN_FLIGHT};
-use super::pairs::Pairs;
+use super::in_flight::{Busy, Due, InFlight, MAX_IN_FLIGHT};
+use super::pairs::{Pairs, SealRefused};
 use super::peer_list::PeerList;
+
+/// A direct message that left: for whom, its id, and where it went.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct Sent {
+    pub(super) to: String,
+    pub(super) id: u64,
+    pub(super) destination: SocketAddr,
+}
+
+/// Why a direct message was not sent; each says so ("nothing was sent").
+#[derive(Debug, thiserror::Error)]
+pub(super) enum NotSent {
+    /// `/msg` to the person themselves: it would reach this very client, under a key no peer
+    /// has, and be dropped as forged.
+    #[error("that is you: a direct message goes to someone else; nothing was sent")]
+    ToSelf,
+    #[error("no such user online: {to}; nothing was sent")]
+    NotOnline { to: String },
+    #[error(
+        "{to} seals direct messages, and this client speaks the clear protocol (--plaintext): \
+         it would drop them; nothing was sent"
+    )]
+    PeerSeals { to: String },
+    #[error(
+        "{to} speaks the clear protocol (--plaintext): direct messages to it would not be \
+         private, so this client does not send them; nothing was sent"
+    )]
+    PeerIsClear { to: String },
+    #[error(
+        "direct message too long: one datagram carries at most {max} bytes of message; nothing was sent"
+    )]
+    TooLong { max: usize },
+    #[error("{0}; nothing was sent: wait for their delivery reports")]
+    Busy(#[from] Busy),
+    #[error("{0}; nothing was sent")]
+    Refused(#[from] SealRefused),
+    #[error("could not send to {} at {}: {source}", .peer.username, .peer.p2p_addr())]
+    Network {
+        peer: PeerInfo,
+        source: std::io::Error,
+    },
+}
 
 /// A retransmission timer that fired: the peer's name and the message id.
 pub(super) type TimerFired = (String, u64);
@@ -119,18 +161,25 @@ impl Courier {
         })
     }
 
-    /// Sends a direct message to `to`: the events it gives at once (sent, or the error that
-    /// kept it from being sent). A sealed one is then awaited: its timer brings its retries and
-    /// at last `direct_failed`, its acknowledgement `direct_delivered`.
+    /// Sends a direct message to `to`: what left (a sealed one is then awaited: its timer brings
+    /// its retries and at last `direct_failed`, its acknowledgement `direct_delivered`), or why
+    /// nothing did — checked before anything is shown as said.
+    ///
+    /// # Errors
+    /// [`NotSent`], each cause; nothing was sent.
     pub(super) async fn send(
         &mut self,
         peers: &PeerList,
         me: &str,
         to: String,
         text: String,
-    ) -> ClientEvent {
+    ) -> Result<Sent, NotSent> {
+        // Names are unique without regard to case, as the server has them.
+        if to.eq_ignore_ascii_case(me) {
+            return Err(NotSent::ToSelf);
+        }
         let Some(peer) = peers.get(&to).cloned() else {
-            return ClientEvent::error(format!("no such user online: {to}; nothing was sent"));
+            return Err(NotSent::NotOnline { to });
         };
         let id = self.next_id;
         let message = Datagram::Direct(DirectMessage {
@@ -139,62 +188,48 @@ impl Courier {
             text,
         });
         let destination = peer.p2p_addr();
+        let sent = Sent {
+            to: peer.username.clone(),
+            id,
+            destination,
+        };
         let Some(pairs) = self.pairs.as_mut() else {
             if peer.public_key.is_some() {
-                return ClientEvent::error(format!(
-                    "{} seals direct messages, and this client speaks the clear protocol \
-                     (--plaintext): it would drop them; nothing was sent",
-                    peer.username
-                ));
+                return Err(NotSent::PeerSeals { to: peer.username });
             }
             let Some(payload) = encode_datagram(&message) else {
-                return too_long(MAX_DATAGRAM_BYTES);
+                return Err(NotSent::TooLong {
+                    max: MAX_DATAGRAM_BYTES,
+                });
             };
             self.next_id += 1;
             return match self.udp.send_to(&payload, destination).await {
                 Ok(_) => {
                     self.counts.sent += 1;
-                    ClientEvent::DirectSent {
-                        to: peer.username,
-                        id,
-                        destination,
-                    }
+                    Ok(sent)
                 }
-                Err(e) => not_sent(&peer, e),
+                Err(e) => Err(NotSent::Network { peer, source: e }),
             };
         };
         let Some(key) = peer.public_key else {
-            return ClientEvent::error(format!(
-                "{} speaks the clear protocol (--plaintext): direct messages to it would not be \
-                 private, so this client does not send them; nothing was sent",
-                peer.username
-            ));
+            return Err(NotSent::PeerIsClear { to: peer.username });
         };
         let plaintext = serde_json::to_vec(&message).expect("datagrams always serialize");
         if plaintext.len() + OVERHEAD > MAX_DATAGRAM_BYTES {
-            return too_long(MAX_DATAGRAM_BYTES - OVERHEAD);
+            return Err(NotSent::TooLong {
+                max: MAX_DATAGRAM_BYTES - OVERHEAD,
+            });
         }
-        if let Err(busy) = self.in_flight.check_room(&peer.username) {
-            return ClientEvent::error(format!(
-                "{busy}; nothing was sent: wait for their delivery reports"
-            ));
-        }
-        let sealed = match pairs.seal(&peer, Kind::Message, &plaintext) {
-            Ok(sealed) => sealed,
-            Err(refused) => return ClientEvent::error(format!("{refused}; nothing was sent")),
-        };
+        self.in_flight.check_room(&peer.username)?;
+        let sealed = pairs.seal(&peer, Kind::Message, &plaintext)?;
         self.next_id += 1;
         if let Err(e) = self.udp.send_to(&sealed, destination).await {
-            return not_sent(&peer, e);
+            return Err(NotSent::Network { peer, source: e });
         }
         self.counts.sent += 1;
         let wait = self.in_flight.sent(&peer.username, key, id, plaintext);
         self.start_timer(&peer.username, id, wait);
-        ClientEvent::DirectSent {
-            to: peer.username,
-            id,
-            destination,
-        }
+        Ok(sent)
     }
 
     /// A retransmission timer fired: send again (sealed anew, under a new counter), or report
@@ -276,20 +311,6 @@ impl Courier {
             inbox.keep_current_keys(pairs);
         }
     }
-}
-
-fn too_long(max: usize) -> ClientEvent {
-    ClientEvent::error(format!(
-        "direct message too long: one datagram carries at most {max} bytes of message; nothing was sent"
-    ))
-}
-
-fn not_sent(peer: &PeerInfo, e: std::io::Error) -> ClientEvent {
-    ClientEvent::error(format!(
-        "could not send to {} at {}: {e}",
-        peer.username,
-        peer.p2p_addr()
-    ))
 }
 
 /// What the person sees of a received datagram: the message, a warning about its drop, or

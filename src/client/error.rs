@@ -12,7 +12,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use super::config::LimitsError;
+use super::config::{LimitsError, DEFAULT_SERVER_PORT};
 use super::event::ClientEvent;
 use super::known_servers::KnownServersError;
 use super::ui::EditorError;
@@ -48,8 +48,9 @@ pub mod exit {
     pub const INTERRUPTED: i32 = 130;
 }
 
-/// Added to "connection refused": the usual reason, and the fix.
-const REFUSED_HINT: &str = "is the server running? (`just server`)";
+/// Added to "connection refused" at the address `just server` serves (this host, port 12000):
+/// the usual fix there.
+const JUST_SERVER_HINT: &str = "(`just server` starts one)";
 
 /// Why the client stopped. Each variant is one exit status ([`ClientError::exit_code`]).
 #[derive(Debug)]
@@ -267,8 +268,17 @@ fn unreachable_text(f: &mut fmt::Formatter<'_>, server: &str, why: &Unreachable)
     match why {
         Unreachable::Resolve(e) => write!(f, "cannot reach {server}: {e}"),
         Unreachable::NoAddress => write!(f, "cannot reach {server}: no address found"),
+        // The usual reason, at the address the person gave (which may not be the one they
+        // meant); `just server` only where it would answer.
         Unreachable::Connect(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
-            write!(f, "cannot reach {server}: {e}; {REFUSED_HINT}")
+            write!(
+                f,
+                "cannot reach {server}: {e}; is a p2pchat server running at {server}?"
+            )?;
+            if served_by_just_server(server) {
+                write!(f, " {JUST_SERVER_HINT}")?;
+            }
+            Ok(())
         }
         Unreachable::Connect(e) => write!(f, "cannot reach {server}: {e}"),
         Unreachable::ConnectTimeout { addr, after } => write!(
@@ -289,6 +299,18 @@ fn unreachable_text(f: &mut fmt::Formatter<'_>, server: &str, why: &Unreachable)
         Unreachable::TurnedAway { message, .. } => write!(f, "{server}: {message}"),
         Unreachable::Handshake(e) => write!(f, "TLS handshake with {server} failed: {e}"),
     }
+}
+
+/// Whether `server` (`HOST:PORT`, as `--server` makes it) is where `just server` listens: this
+/// host (a loopback address, or `localhost`), port 12000.
+fn served_by_just_server(server: &str) -> bool {
+    let Some((host, port)) = server.rsplit_once(':') else {
+        return false;
+    };
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let local = host.eq_ignore_ascii_case("localhost")
+        || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback());
+    local && port.parse() == Ok(DEFAULT_SERVER_PORT)
 }
 
 fn not_trusted_text(f: &mut fmt::Formatter<'_>, server: &str, why: &NotTrusted) -> fmt::Result {
@@ -312,8 +334,11 @@ fn not_trusted_text(f: &mut fmt::Formatter<'_>, server: &str, why: &NotTrusted) 
              replaced. {server} presented {presented};\n\
              line {line} of {file} pins {pinned}.\n\
              Nothing was sent to it: no login, no password.\n\
-             If the change is expected, remove line {line} of {file} and connect again.",
+             If the change is expected, forget the old one and connect again:\n    \
+             p2pchat-client --forget {server}{known_servers}\n\
+             (it removes line {line} of {file}).",
             file = file.display(),
+            known_servers = forget_file_flag(file),
         ),
         NotTrusted::NotRequired {
             presented,
@@ -322,6 +347,14 @@ fn not_trusted_text(f: &mut fmt::Formatter<'_>, server: &str, why: &NotTrusted) 
             f,
             "{server} presented {presented}, not the fingerprint --trust requires ({required}); nothing was sent to it"
         ),
+    }
+}
+
+/// ` --known-servers FILE` when `file` is not where `--forget` looks by default.
+fn forget_file_flag(file: &std::path::Path) -> String {
+    match super::known_servers::default_path() {
+        Some(default) if default == file => String::new(),
+        _ => format!(" --known-servers {}", file.display()),
     }
 }
 
@@ -425,12 +458,33 @@ mod tests {
     }
 
     #[test]
-    fn only_a_refused_connection_gets_the_hint() {
-        let refused = io::Error::from(io::ErrorKind::ConnectionRefused);
-        let text = ClientError::unreachable("h:1", Unreachable::Connect(refused)).to_string();
-        assert!(text.ends_with(REFUSED_HINT), "{text}");
+    fn only_a_refused_connection_gets_the_hint_naming_the_address() {
+        let refused = || io::Error::from(io::ErrorKind::ConnectionRefused);
+        let text = ClientError::unreachable("h:1", Unreachable::Connect(refused())).to_string();
+        assert!(
+            text.ends_with("; is a p2pchat server running at h:1?"),
+            "{text}"
+        );
         let reset = io::Error::from(io::ErrorKind::ConnectionReset);
         let text = ClientError::unreachable("h:1", Unreachable::Connect(reset)).to_string();
-        assert!(!text.contains(REFUSED_HINT), "{text}");
+        assert!(!text.contains("running"), "{text}");
+        // `just server` only where it listens: this host, port 12000.
+        for local in [
+            "127.0.0.1:12000",
+            "LocalHost:12000",
+            "[::1]:12000",
+            "127.9.9.9:12000",
+        ] {
+            let text = ClientError::unreachable(local, Unreachable::Connect(refused())).to_string();
+            assert!(
+                text.ends_with(&format!("running at {local}? {JUST_SERVER_HINT}")),
+                "{text}"
+            );
+        }
+        for elsewhere in ["127.0.0.1:12001", "chat.lab:12000", "10.0.0.1:12000"] {
+            let text =
+                ClientError::unreachable(elsewhere, Unreachable::Connect(refused())).to_string();
+            assert!(!text.contains("just server"), "{text}");
+        }
     }
 }

@@ -117,6 +117,29 @@ pub enum ClientEvent {
         wait: Duration,
         reason: DelayReason,
     },
+    /// A room line of the person's own (`from` is the person), as the client took it: on its way
+    /// to the server at the pace it allows, or `queued` while the server is away — then sent, in
+    /// order, once logged in again ([`ClientEvent::QueuedSent`]). The server never sends it
+    /// back, so this is the one place it shows.
+    OwnLine {
+        from: String,
+        #[serde(flatten)]
+        line: RoomLine,
+        queued: bool,
+    },
+    /// A direct message of the person's own (`from`), handed to the network for `to` (its
+    /// `direct_sent` follows). One refused before it left (`to` offline, unknown, the person
+    /// themselves) is only an error: it is never shown as said.
+    OwnDirect {
+        from: String,
+        to: String,
+        text: String,
+    },
+    /// The `lines` room lines that waited for the server (typed while it was away, or still
+    /// waiting when it was lost) have all been sent, in order, since logging in again.
+    QueuedSent {
+        lines: usize,
+    },
     /// A room line from someone else, of any kind (its JSON: [`RoomMessage`]). Last: an
     /// untagged variant must be.
     #[serde(untagged)]
@@ -282,6 +305,20 @@ impl ClientEvent {
                     tenths(*wait)
                 )
             }
+            ClientEvent::OwnLine { from, line, queued } => message(
+                &own_line_head(line.kind, &escape(from), *queued),
+                &line.text,
+                max_continuations,
+            ),
+            ClientEvent::OwnDirect { from, to, text } => message(
+                &own_direct_head(&escape(to), &escape(from)),
+                text,
+                max_continuations,
+            ),
+            ClientEvent::QueuedSent { lines } => format!(
+                "{NOTICE} {lines} queued line{} sent",
+                if *lines == 1 { "" } else { "s" }
+            ),
         }
     }
 }
@@ -295,6 +332,24 @@ fn tenths(wait: Duration) -> String {
 /// A wait as JSON: seconds, as the server sent them.
 fn as_seconds<S: Serializer>(wait: &Duration, serializer: S) -> Result<S::Ok, S::Error> {
     serializer.serialize_f64(wait.as_secs_f64())
+}
+
+/// The mark before a line of the person's own that waits for the server: said, but not yet.
+pub const QUEUED_MARK: &str = "[queued]";
+
+/// How a room line of the person's own begins, before its text: as everyone else's of its kind
+/// (`name` escaped, maybe styled), marked [`QUEUED_MARK`] while it waits for the server.
+pub fn own_line_head(kind: TextKind, name: &str, queued: bool) -> String {
+    match queued {
+        true => format!("{QUEUED_MARK} {} ", room_head(kind, name)),
+        false => format!("{} ", room_head(kind, name)),
+    }
+}
+
+/// How a direct message of the person's own begins: `[direct to bob] <alice> `; both names
+/// escaped (maybe styled).
+pub fn own_direct_head(to: &str, from: &str) -> String {
+    format!("[direct to {to}] <{from}> ")
 }
 
 fn online(peers: &[PeerInfo]) -> String {
@@ -642,6 +697,52 @@ mod tests {
         assert_eq!(
             short.render(10),
             "-!- the server delays logins to this account: 0.5 s (after recent failed attempts)"
+        );
+    }
+
+    #[test]
+    fn own_lines_read_as_everyones_and_a_queued_one_is_marked() {
+        let own = |kind, text: &str, queued| ClientEvent::OwnLine {
+            from: "alice".into(),
+            line: RoomLine::new(kind, text),
+            queued,
+        };
+        assert_eq!(own(TextKind::Say, "hi", false).render(10), "<alice> hi");
+        assert_eq!(
+            own(TextKind::Action, "waves", true).render(10),
+            "[queued] * alice waves"
+        );
+        assert_eq!(
+            own(TextKind::Say, "one\ntwo", true).render(10),
+            "[queued] <alice> one\n  ↳ two"
+        );
+        assert_eq!(
+            serde_json::to_string(&own(TextKind::Say, "hi", true)).unwrap(),
+            r#"{"event":"own_line","from":"alice","text":"hi","queued":true}"#
+        );
+        assert_eq!(
+            serde_json::to_string(&own(TextKind::Action, "waves", false)).unwrap(),
+            r#"{"event":"own_line","from":"alice","text":"waves","kind":"action","queued":false}"#
+        );
+        let direct = ClientEvent::OwnDirect {
+            from: "alice".into(),
+            to: "bob".into(),
+            text: "psst".into(),
+        };
+        assert_eq!(direct.render(10), "[direct to bob] <alice> psst");
+        assert_eq!(
+            serde_json::to_string(&direct).unwrap(),
+            r#"{"event":"own_direct","from":"alice","to":"bob","text":"psst"}"#
+        );
+        let sent = ClientEvent::QueuedSent { lines: 3 };
+        assert_eq!(sent.render(10), "-!- 3 queued lines sent");
+        assert_eq!(
+            ClientEvent::QueuedSent { lines: 1 }.render(10),
+            "-!- 1 queued line sent"
+        );
+        assert_eq!(
+            serde_json::to_string(&sent).unwrap(),
+            r#"{"event":"queued_sent","lines":3}"#
         );
     }
 

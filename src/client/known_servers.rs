@@ -5,11 +5,16 @@
 //! sensitive) plus its port, so `localhost:12000` and `127.0.0.1:12000` are two entries, as they
 //! are two names in SSH. Blank lines and lines starting with `#` are ignored; any other line
 //! that is not `HOST:PORT SHA256:…` is an error naming the file and the line, rather than a
-//! server silently forgotten. Lines are only ever appended. Where the file lives by default is
-//! [`default_path`]. This module never decides whether to trust a server.
+//! server silently forgotten. Lines are appended when a server is trusted, and removed only by
+//! [`forget`] (`p2pchat-client --forget`, OpenSSH's `ssh-keygen -R`), which writes the rest to a
+//! new file and renames it over the old one, so the file is never seen half written. Where the
+//! file lives by default is [`default_path`]. This module never decides whether to trust a
+//! server.
 
-use std::fs::{self, OpenOptions};
+use std::collections::BTreeSet;
+use std::fs::{self, OpenOptions, Permissions};
 use std::io::{self, Write};
+use std::os::unix::fs::PermissionsExt;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
@@ -40,6 +45,8 @@ pub enum KnownServersError {
     Read { path: PathBuf, source: io::Error },
     #[error("cannot record the server in {}: {source}", .path.display())]
     Write { path: PathBuf, source: io::Error },
+    #[error("cannot remove the server from {}: {source}", .path.display())]
+    Rewrite { path: PathBuf, source: io::Error },
     #[error("{}, line {line}: expected HOST:PORT SHA256:…, found {text:?}", .path.display())]
     BadLine {
         path: PathBuf,
@@ -147,7 +154,7 @@ impl KnownServers {
         let mut file = OpenOptions::new()
             .append(true)
             .create(true)
-            .mode(0o600)
+            .mode(FILE_MODE)
             .open(&self.path)
             .map_err(write_error)?;
         // A file whose last line has no newline (edited by hand) gets one first.
@@ -167,6 +174,61 @@ impl KnownServers {
         self.entries.push(entry.clone());
         Ok(entry)
     }
+}
+
+/// The file's mode: only its owner reads or writes the servers they trust.
+const FILE_MODE: u32 = 0o600;
+
+/// Removes every line of `server` (as typed, port included) from the file at `path`, keeping
+/// every other line as it was, and returns the entries removed (none if the server was not
+/// there; the file is then left untouched). The rest goes to a new file beside it (mode 0600,
+/// written and flushed to disk) renamed over the old one, so a crash leaves the old file or the
+/// new one, never a mix.
+///
+/// # Errors
+/// The file cannot be read, has a line that is not an entry, or cannot be replaced.
+pub fn forget(path: &Path, server: &str) -> Result<Vec<Entry>, KnownServersError> {
+    let known = KnownServers::load(path)?;
+    let key = key(server);
+    let removed: Vec<Entry> = known
+        .entries
+        .into_iter()
+        .filter(|entry| entry.server == key)
+        .collect();
+    if removed.is_empty() {
+        return Ok(removed);
+    }
+    let rewrite_error = |source| KnownServersError::Rewrite {
+        path: path.into(),
+        source,
+    };
+    let text = fs::read_to_string(path).map_err(|source| KnownServersError::Read {
+        path: path.into(),
+        source,
+    })?;
+    let gone: BTreeSet<usize> = removed.iter().map(|entry| entry.line).collect();
+    let kept: String = text
+        .split_inclusive('\n')
+        .enumerate()
+        .filter(|(index, _)| !gone.contains(&(index + 1)))
+        .map(|(_, line)| line)
+        .collect();
+    let folder = match path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        Some(folder) => folder,
+        None => Path::new("."),
+    };
+    let mut file = tempfile::NamedTempFile::new_in(folder).map_err(rewrite_error)?;
+    file.as_file()
+        .set_permissions(Permissions::from_mode(FILE_MODE))
+        .map_err(rewrite_error)?;
+    file.write_all(kept.as_bytes()).map_err(rewrite_error)?;
+    file.as_file().sync_all().map_err(rewrite_error)?;
+    file.persist(path).map_err(|e| rewrite_error(e.error))?;
+    // The rename itself reaches the disk with the folder.
+    fs::File::open(folder)
+        .and_then(|folder| folder.sync_all())
+        .map_err(rewrite_error)?;
+    Ok(removed)
 }
 
 #[cfg(test)]
@@ -229,6 +291,44 @@ mod tests {
                 .unwrap()
                 .line,
             4
+        );
+    }
+
+    #[test]
+    fn forgetting_a_server_removes_its_lines_only_and_keeps_the_file_private() {
+        let dir = TempDir::new().unwrap();
+        let path = dir.path().join("known_servers");
+        let text = format!(
+            "# mine\nhost:1 {a}\nother:1 {b}\n\nHOST:1 {b}\nlast:1 {a}",
+            a = fingerprint(b"a"),
+            b = fingerprint(b"b")
+        );
+        fs::write(&path, &text).unwrap();
+        fs::set_permissions(&path, Permissions::from_mode(0o644)).unwrap();
+        let removed = forget(&path, "Host:1").unwrap();
+        assert_eq!(
+            removed.iter().map(|e| e.line).collect::<Vec<_>>(),
+            [2, 5],
+            "{removed:?}"
+        );
+        assert_eq!(
+            fs::read_to_string(&path).unwrap(),
+            format!(
+                "# mine\nother:1 {b}\n\nlast:1 {a}",
+                a = fingerprint(b"a"),
+                b = fingerprint(b"b")
+            )
+        );
+        let mode = fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, FILE_MODE);
+        // Nothing left of it: nothing removed, the file untouched, and no file made.
+        assert_eq!(forget(&path, "host:1").unwrap(), []);
+        assert_eq!(forget(&dir.path().join("none"), "host:1").unwrap(), []);
+        assert!(!dir.path().join("none").exists());
+        assert_eq!(
+            fs::read_dir(dir.path()).unwrap().count(),
+            1,
+            "no file left behind"
         );
     }
 }

@@ -239,8 +239,8 @@ impl Client {
         let redial = match (self.reconnect, self.credentials) {
             (Reconnect::WithBackoff, Some((username, password))) => Some(Redial {
                 server: self.server_name,
-                // The fingerprint this session trusted, or plaintext.
-                pinned: self.trust.as_ref().map(TrustOutcome::fingerprint),
+                // Why this session trusted the server (its fingerprint), or plaintext.
+                pinned: self.trust.clone(),
                 username,
                 password,
                 p2p_port: self.p2p_addr.port(),

@@ -8,12 +8,11 @@ use std::collections::hash_map::RandomState;
 use std::hash::{BuildHasher, Hasher};
 use std::time::Duration;
 
-use super::error::{ClientError, Disconnect};
+use super::error::{ClientError, Disconnect, NotTrusted};
 use super::event::ClientEvent;
 use super::link::{self, AuthMode, LoggedIn, Opened};
-use super::secure::{Transport, Trust};
+use super::secure::{Transport, Trust, TrustOutcome};
 use crate::protocol::ErrorCode;
-use crate::tls::Fingerprint;
 
 /// The first wait before connecting again; it doubles after each failed try.
 const RECONNECT_FIRST: Duration = Duration::from_secs(1);
@@ -43,8 +42,9 @@ pub(super) struct Relinked {
 #[derive(Clone)]
 pub(super) struct Redial {
     pub(super) server: String,
-    /// The fingerprint this session trusted; `None` for the plaintext protocol.
-    pub(super) pinned: Option<Fingerprint>,
+    /// Why this session trusted the server (and so the fingerprint it requires); `None` for
+    /// the plaintext protocol.
+    pub(super) pinned: Option<TrustOutcome>,
     pub(super) username: String,
     pub(super) password: String,
     pub(super) p2p_port: u16,
@@ -104,11 +104,13 @@ pub(super) fn worth_reconnecting(why: &Disconnect) -> bool {
 
 /// One reconnect try: connect, the same fingerprint as before, `hello`, and log in again.
 pub(super) async fn redial_once(redial: Redial) -> Result<Relinked, ClientError> {
-    let transport = match redial.pinned {
-        Some(fingerprint) => Transport::Tls(Trust::Required(fingerprint)),
+    let transport = match &redial.pinned {
+        Some(trusted) => Transport::Tls(Trust::Required(trusted.fingerprint())),
         None => Transport::Plaintext,
     };
-    let mut opened = link::open(&redial.server, transport).await?;
+    let mut opened = link::open(&redial.server, transport)
+        .await
+        .map_err(|error| as_pinned(error, redial.pinned.as_ref()))?;
     let logged_in = opened
         .link
         .log_in(
@@ -125,10 +127,41 @@ pub(super) async fn redial_once(redial: Redial) -> Result<Relinked, ClientError>
     Ok(Relinked { opened, logged_in })
 }
 
+/// A reconnect met another fingerprint than the session's: said as what the person relied on.
+/// A session that trusted the known-servers file gets the same warning as at start (SERVER
+/// IDENTIFICATION HAS CHANGED, the file's line, how to forget it), not the words for `--trust`,
+/// which was never given; a `--trust` session keeps them.
+fn as_pinned(error: ClientError, trusted: Option<&TrustOutcome>) -> ClientError {
+    let (
+        ClientError::NotTrusted {
+            server,
+            why:
+                NotTrusted::NotRequired {
+                    presented,
+                    required,
+                },
+        },
+        Some(TrustOutcome::Known { file, line, .. } | TrustOutcome::Recorded { file, line, .. }),
+    ) = (&error, trusted)
+    else {
+        return error;
+    };
+    ClientError::NotTrusted {
+        server: server.clone(),
+        why: NotTrusted::Changed {
+            presented: *presented,
+            pinned: *required,
+            file: file.clone(),
+            line: *line,
+        },
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::client::error::{Local, NotTrusted, Unreachable};
+    use crate::client::error::{Local, Unreachable};
+    use crate::tls::Fingerprint;
 
     #[test]
     fn the_backoff_doubles_to_thirty_seconds_with_jitter() {

@@ -9,7 +9,10 @@
 //! server does not come back in the same instant): connect, check that the server presents the
 //! fingerprint this session trusted (a changed one ends the chat, exit 6), and log in with this
 //! session's name and password, under a new session key. Meanwhile direct messages flow (they never
-//! touch the server), and lines for the server wait, in order. A login refused for good (password
+//! touch the server), and lines for the server wait, in order: each is reported as the person's
+//! own line marked queued, and once they have all gone, `queued_sent` says so (lines shown as
+//! said but still waiting for the pace when the server was lost count among them). A direct
+//! message is reported as the person's own only once it has left. A login refused for good (password
 //! changed, account gone) ends the chat with its usual status; `already_online` (the server has not
 //! yet noticed the old connection is gone), `endpoint_in_use` and `busy` are tried again. The waits
 //! and one try are in [`reconnect`](super::reconnect).
@@ -31,7 +34,7 @@ use futures::SinkExt;
 
 use super::command::{self, Command};
 use super::config::DirectLimits;
-use super::direct::{summary_event, Courier};
+use super::direct::{summary_event, Courier, Sent};
 use super::direct_inbox::DirectInbox;
 use super::error::{ClientError, Disconnect};
 use super::event::ClientEvent;
@@ -318,23 +321,59 @@ impl Chat {
             // The terminal clears its screen itself; piped input has none.
             Command::Clear => return,
             Command::Direct { to, text } => {
-                emit(
-                    self.courier
-                        .send(&self.peers, &self.username, to, text)
-                        .await,
-                );
+                let sent = self
+                    .courier
+                    .send(&self.peers, &self.username, to, text.clone())
+                    .await;
+                match sent {
+                    // Shown as said only once it has left, and then as it left.
+                    Ok(Sent {
+                        to,
+                        id,
+                        destination,
+                    }) => {
+                        emit(ClientEvent::OwnDirect {
+                            from: self.username.clone(),
+                            to: to.clone(),
+                            text,
+                        });
+                        emit(ClientEvent::DirectSent {
+                            to,
+                            id,
+                            destination,
+                        });
+                    }
+                    Err(not_sent) => emit(ClientEvent::error(not_sent.to_string())),
+                }
                 return;
             }
             Command::Peers => ClientMessage::List,
             // Every kind of room line alike: the server relays it as it is.
             Command::Room(line) => ClientMessage::Say(line),
         };
+        let away = self.current.is_none();
         if encode_line(&message).len() > MAX_LINE_BYTES {
             emit(ClientEvent::error(format!(
                 "message too long: the server takes lines of at most {MAX_LINE_BYTES} bytes"
             )));
-        } else if let Err(full) = self.outgoing.push(message) {
-            emit(ClientEvent::error(full.to_string()));
+            return;
+        }
+        let own = match &message {
+            ClientMessage::Say(line) => Some(line.clone()),
+            _ => None,
+        };
+        match self.outgoing.push(message, away) {
+            Err(full) => emit(ClientEvent::error(full.to_string())),
+            // Shown once taken, marked when it waits for the server (not merely the pace).
+            Ok(()) => {
+                if let Some(line) = own {
+                    emit(ClientEvent::OwnLine {
+                        from: self.username.clone(),
+                        line,
+                        queued: away,
+                    });
+                }
+            }
         }
     }
 
@@ -359,15 +398,21 @@ impl Chat {
     }
 
     /// Sends what the pace allows now; a connection that breaks meanwhile is lost, and the line
-    /// goes back first in line.
+    /// goes back first in line. Once the last line that waited for the server has gone, says
+    /// so.
     async fn send_ready(&mut self, emit: &mut dyn FnMut(ClientEvent)) -> Result<(), ClientError> {
         while let Some(current) = self.current.as_mut() {
-            let Some(message) = self.outgoing.pop_ready(Instant::now()) else {
+            let Some(waiting) = self.outgoing.pop_ready(Instant::now()) else {
                 break;
             };
-            if let Err(e) = send(&mut current.writer, &message).await {
-                self.outgoing.put_back(message);
+            if let Err(e) = send(&mut current.writer, &waiting.message).await {
+                self.outgoing.put_back(waiting);
                 self.lose(e, emit)?;
+            }
+        }
+        if self.current.is_some() {
+            if let Some(lines) = self.outgoing.released() {
+                emit(ClientEvent::QueuedSent { lines });
             }
         }
         Ok(())
@@ -383,6 +428,9 @@ impl Chat {
         if let Some(current) = self.current.take() {
             let _ = current.tcp.shutdown(Shutdown::Both);
         }
+        // Lines shown as said but not yet sent now wait for the server, and are reported
+        // with those typed meanwhile once they have gone.
+        self.outgoing.hold_all();
         if self.redial.is_none() || !worth_reconnecting(&why) {
             return Err(why.into());
         }

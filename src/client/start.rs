@@ -1,4 +1,5 @@
-//! From the flags to a client: how to talk to the server and whom to trust ([`transport`]), a
+//! From the flags to a client: how to talk to the server and whom to trust ([`transport`]),
+//! forgetting a server instead (`--forget`: [`forget`]), a
 //! connection with every setting applied ([`connect`]), the real stdin as the dialogue's
 //! [`Terminal`] ([`Stdin`]), and a [`Client`] as its [`LoginServer`] ([`Dialing`]: one that
 //! connects again as the flags say). The `p2pchat-client` binary only wires these together.
@@ -9,8 +10,10 @@
 //! show). The terminal's settings are given back if a signal (Ctrl-C) ends the client while
 //! echo is off.
 
+use std::fmt;
 use std::fs::OpenOptions;
 use std::io::{self, BufRead, IsTerminal, Write};
+use std::path::PathBuf;
 use std::sync::{Mutex, Once, PoisonError};
 use std::thread;
 
@@ -38,15 +41,66 @@ pub fn transport(args: &ClientArgs, terminal: bool) -> Result<Transport, ClientE
     if let Some(fingerprint) = args.trust {
         return Ok(Transport::Tls(Trust::Required(fingerprint)));
     }
-    let path = args
-        .known_servers
-        .clone()
-        .or_else(known_servers::default_path)
-        .ok_or(Local::NoKnownServersFile)?;
+    let path = known_servers_path(args)?;
     let ask: Option<Ask> = terminal.then(|| {
         Box::new(|contact: &_| Ok(dialogue::ask_trust(&mut Stdin::new(true), contact)?)) as Ask
     });
     Ok(Transport::Tls(Trust::KnownServers { path, ask }))
+}
+
+/// The known-servers file the flags name: `--known-servers`, else the default place.
+///
+/// # Errors
+/// No folder for it (neither `XDG_CONFIG_HOME` nor `HOME`).
+pub fn known_servers_path(args: &ClientArgs) -> Result<PathBuf, Local> {
+    args.known_servers
+        .clone()
+        .or_else(known_servers::default_path)
+        .ok_or(Local::NoKnownServersFile)
+}
+
+/// What `--forget` did: the server's lines removed from the known-servers file (none if it was
+/// not there). Shown as the lines the binary prints.
+#[derive(Debug)]
+pub struct Forgotten {
+    pub server: String,
+    pub file: PathBuf,
+    pub removed: Vec<known_servers::Entry>,
+}
+
+impl fmt::Display for Forgotten {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let file = self.file.display();
+        if self.removed.is_empty() {
+            return write!(f, "{} is not in {file}; nothing removed", self.server);
+        }
+        let lines: Vec<String> = self
+            .removed
+            .iter()
+            .map(|entry| format!("line {} ({})", entry.line, entry.fingerprint))
+            .collect();
+        write!(
+            f,
+            "forgot {}: removed {} of {file}; the next connection asks about its fingerprint again",
+            self.server,
+            lines.join(", ")
+        )
+    }
+}
+
+/// `--forget HOST[:PORT]`: removes that server's lines from the known-servers file the flags
+/// name, without connecting (OpenSSH's `ssh-keygen -R`).
+///
+/// # Errors
+/// No known-servers file, or it cannot be read or rewritten.
+pub fn forget(args: &ClientArgs, server: &str) -> Result<Forgotten, ClientError> {
+    let file = known_servers_path(args)?;
+    let removed = known_servers::forget(&file, server).map_err(Local::KnownServers)?;
+    Ok(Forgotten {
+        server: known_servers::key(server),
+        file,
+        removed,
+    })
 }
 
 /// Connects as the flags say, with every setting of the client applied. On a `terminal` the

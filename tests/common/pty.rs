@@ -232,6 +232,13 @@ impl TerminalClient {
         wait_with_deadline(&mut self.child, "the client on a pty")
     }
 
+    /// Stops the client (SIGSTOP) until the guard is dropped (SIGCONT): its timers and reconnect
+    /// tries wait meanwhile, so a test can order what others do before it goes on.
+    pub fn freeze(&self) -> super::Frozen {
+        super::signal(self.child.id(), libc::SIGSTOP);
+        super::Frozen(self.child.id())
+    }
+
     /// Whether the client is still running.
     pub fn is_running(&mut self) -> bool {
         self.child

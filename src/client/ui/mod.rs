@@ -48,9 +48,11 @@ pub fn editor_options(args: &ClientArgs) -> EditorOptions {
 }
 
 /// Chatting on a terminal: events shown above the line being typed, each typed line parsed once
-/// (by the editor), shown as the person's own (`<alice> text`, `* alice waves`, drawn as
-/// everyone's lines are) and handed to the chat as a [`Command`]; a mistake is shown here and
-/// goes no further.
+/// (by the editor) and handed to the chat as a [`Command`]; a mistake is shown here and goes no
+/// further. A line is not shown here as said: the core says what became of it (its own-line
+/// event, drawn as everyone's lines are, marked while it waits for the server; or an error, as
+/// for a direct message to someone offline), so the screen never shows a line as said that was
+/// not.
 pub struct TerminalChat {
     editor: LineEditor,
     renderer: Renderer,
@@ -85,12 +87,7 @@ impl TerminalChat {
                     printer.print(CLEAR_SCREEN);
                     None
                 }
-                Ok(command) => {
-                    if let Some(echo) = renderer.echo(&command) {
-                        printer.print(&echo);
-                    }
-                    Some(command)
-                }
+                Ok(command) => Some(command),
             };
             future::ready(forward)
         });

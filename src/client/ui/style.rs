@@ -1,6 +1,6 @@
 //! How events look on a person's screen: the local time (`HH:MM`) at the start of every line,
-//! each name in a stable colour, the person's own lines drawn as everyone's (`<alice> text`,
-//! `* alice waves`, the name in bold), direct messages and room lines of any kind naming the
+//! each name in a stable colour, the person's own lines (events of the core's, once it took
+//! them) drawn as everyone's (`<alice> text`, `* alice waves`, the name in bold), direct messages and room lines of any kind naming the
 //! person highlighted, with a bell. It also keeps the names of who is online
 //! ([`Names`]), which completion offers.
 //!
@@ -16,8 +16,9 @@
 
 use std::sync::{Arc, Mutex, PoisonError};
 
-use super::super::command::Command;
-use super::super::event::{room_head, ClientEvent, RoomMessage};
+use super::super::event::{
+    own_direct_head, own_line_head, room_head, ClientEvent, RoomMessage, QUEUED_MARK,
+};
 use super::super::screen::{escape, message, wrap, CONTINUATION, MORE_LINES};
 use crate::protocol::PeerInfo;
 
@@ -180,26 +181,6 @@ impl Renderer {
         }
     }
 
-    /// What the person just typed, as it is sent: a room line of any kind as everyone sees it
-    /// (`<alice> hello`, `* alice waves`: the same event, from the person), a direct message as
-    /// `[direct to bob] <alice> psst`; `None` for a command that says nothing.
-    pub fn echo(&self, command: &Command) -> Option<String> {
-        let me = self.names.me().unwrap_or_default();
-        match command {
-            Command::Room(line) => Some(self.fit(self.render_at(
-                &ClientEvent::Message(RoomMessage::new(me, line.clone())),
-                &local_hh_mm(),
-            ))),
-            Command::Direct { to, text } => {
-                let name = self.paint(BOLD, &self.name(&me));
-                let head = format!("[direct to {}] <{name}> ", self.name(to));
-                let lines = message(&head, text, self.style.max_continuations);
-                Some(self.fit(self.stamp(lines, Some(&head), &local_hh_mm())))
-            }
-            _ => None,
-        }
-    }
-
     fn render_at(&self, event: &ClientEvent, time: &str) -> Shown {
         let max = self.style.max_continuations;
         // The head of a message's first line (`<bob> `), which its wrapped lines hang under.
@@ -230,6 +211,27 @@ impl Renderer {
                 let lines = message(&head_text, text, max);
                 head = Some(head_text);
                 (lines, true)
+            }
+            // The person's own lines, as the core took them (a refused one never comes here):
+            // drawn as everyone's, the name bold, naming oneself ringing nothing; one waiting
+            // for the server marked so, faint.
+            ClientEvent::OwnLine { from, line, queued } => {
+                let name = self.paint(BOLD, &self.name(from));
+                let own = own_line_head(line.kind, &name, false);
+                let head_text = match queued {
+                    true => format!("{} {own}", self.paint(DIM, QUEUED_MARK)),
+                    false => own,
+                };
+                let lines = message(&head_text, &line.text, max);
+                head = Some(head_text);
+                (lines, false)
+            }
+            ClientEvent::OwnDirect { from, to, text } => {
+                let name = self.paint(BOLD, &self.name(from));
+                let head_text = own_direct_head(&self.name(to), &name);
+                let lines = message(&head_text, text, max);
+                head = Some(head_text);
+                (lines, false)
             }
             ClientEvent::Error { .. } | ClientEvent::DirectFailed { .. } => {
                 (self.colour_lines(RED, &event.render(max)), false)
@@ -539,23 +541,33 @@ mod tests {
     #[test]
     fn own_lines_read_like_everyone_elses() {
         let renderer = logged_in(style(false, false));
-        let echo =
-            |line: &str| renderer.echo(&crate::client::command::parse(line).unwrap().unwrap());
-        assert_eq!(echo("hello").as_deref(), Some("<alice> hello"));
-        assert_eq!(echo("/me waves").as_deref(), Some("* alice waves"));
+        let own = |line: RoomLine, queued| ClientEvent::OwnLine {
+            from: "alice".into(),
+            line,
+            queued,
+        };
+        let shown = |event: &ClientEvent| renderer.at(event, "00:00");
+        assert_eq!(shown(&own(RoomLine::say("hello"), false)), "<alice> hello");
         assert_eq!(
-            echo("@bob: psst").as_deref(),
-            Some("[direct to bob] <alice> psst")
+            shown(&own(RoomLine::new(TextKind::Action, "waves"), false)),
+            "* alice waves"
         );
-        assert_eq!(echo(":l"), None);
+        assert_eq!(
+            shown(&own(RoomLine::say("later"), true)),
+            "[queued] <alice> later"
+        );
+        let direct = ClientEvent::OwnDirect {
+            from: "alice".into(),
+            to: "bob".into(),
+            text: "psst".into(),
+        };
+        assert_eq!(shown(&direct), "[direct to bob] <alice> psst");
         // In colour, the person's own name is bold, and naming oneself rings nothing.
         let coloured = logged_in(style(true, false));
-        let own = coloured
-            .echo(&Command::Room(RoomLine::new(
-                TextKind::Action,
-                "hugs alice",
-            )))
-            .unwrap();
+        let own = coloured.at(
+            &own(RoomLine::new(TextKind::Action, "hugs alice"), false),
+            "00:00",
+        );
         assert!(own.contains(BOLD), "{own:?}");
         assert!(!own.contains(BELL) && !own.contains(HIGHLIGHT), "{own:?}");
     }
