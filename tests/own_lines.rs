@@ -51,9 +51,9 @@ fn lines_typed_while_the_server_is_away_are_shown_queued_then_sent_in_order() {
     let from = alice.seen;
     // One line at a time, each once the one before shows (type-ahead is another test's).
     alice.type_keys("first away\r");
-    alice.wait_for("<alice> first away");
+    alice.wait_for_line("[queued] <alice> first away");
     alice.type_keys("second away\r");
-    alice.wait_for("<alice> second away");
+    alice.wait_for_line("[queued] <alice> second away");
     let shown = line_starts(&alice.output_from(from));
     for text in ["first away", "second away"] {
         assert!(
@@ -72,7 +72,7 @@ fn lines_typed_while_the_server_is_away_are_shown_queued_then_sent_in_order() {
     let _server = server_with_keys(&addr.to_string(), &users, dir.path());
     let mut bob = ChatClient::register(addr, "bob", "bob-password");
     drop(frozen);
-    alice.wait_for("* logged in as alice");
+    alice.wait_for("-!- logged in as alice");
     alice.wait_for("-!- 2 queued lines sent");
     let texts: Vec<_> = (0..2)
         .map(|_| bob.expect_event("message")["text"].clone())
@@ -83,7 +83,7 @@ fn lines_typed_while_the_server_is_away_are_shown_queued_then_sent_in_order() {
     let from = alice.seen;
     alice.type_keys("back again\r");
     assert_eq!(bob.expect_event("message")["text"], "back again");
-    alice.wait_for("<alice> back again");
+    alice.wait_for_line("<alice> back again");
     let shown = line_starts(&alice.output_from(from));
     assert!(
         shown.contains(&"<alice> back again".to_string()),
@@ -124,7 +124,7 @@ fn a_direct_message_that_cannot_go_is_refused_before_it_is_shown() {
     let mut alice = TerminalClient::start(server.addr, &["--no-color"]);
     alice.register("alice", "alice-password");
     let mut bob = ChatClient::register(server.addr, "bob", "bob-password");
-    alice.wait_for("* bob joined");
+    alice.wait_for("--> bob joined");
 
     // One line at a time (type-ahead is another test's). Each refusal is waited for and the
     // screen looked at then: an echo, had there been one, comes before it.
@@ -151,10 +151,10 @@ fn a_direct_message_that_cannot_go_is_refused_before_it_is_shown() {
 
     // One that goes is shown as said, and arrives.
     alice.type_keys("@bob: lunch?\r");
-    alice.wait_for("[direct to bob] <alice> lunch?");
+    alice.wait_for_line("[direct to bob] <alice> lunch?");
     assert_eq!(bob.expect_event("direct")["text"], "lunch?");
     alice.type_keys("/stats\r");
-    alice.wait_for("* direct messages:");
+    alice.wait_for("direct messages");
     assert!(
         !alice.everything().contains("forged"),
         "{}",
