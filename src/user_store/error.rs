@@ -30,7 +30,7 @@ pub enum AuthError {
     InvalidPassword(PasswordError),
     /// The account could not be saved; the registration did not happen.
     #[error("could not save the account: {0}")]
-    Storage(StorageError),
+    Storage(#[from] StorageError),
 }
 
 /// Why an account could not be saved. Its text goes to the server's log, never to the client.
