@@ -1,36 +1,20 @@
 //! Whether anyone but the server's user (and root) could replace the users file: the file's
-//! owner, and the owner and mode of its folder and of every folder above it. Looks only: the
-//! store ([`super::UserStore::open_with`]) decides what to refuse.
-//!
-//! Why this matters beyond the temporary file: whoever can write to the folder can rename a file
-//! of their own over `users.json` (accounts with passwords they know), and the store reads it
-//! at the next SIGHUP or start. Exclusive random temporary names (see [`super::file`]) stop planting
-//! and following; only the folder's permissions stop replacement.
-//!
-//! What is refused and what is only warned about, like OpenSSH's `StrictModes` with Debian's
-//! allowance for user-private groups:
-//! - refused: a folder that others may write to without the sticky bit (anyone on the machine
-//!   can replace the file); a folder or users file owned by another user than the server's
-//!   (neither root): its owner can;
-//! - warned about: a folder the group may write to (on systems with a group per user, umask 002
-//!   makes every new folder so, and the group is the user alone; elsewhere the log says which
-//!   group could); a users file's folder that everyone may write to with the sticky bit, like
-//!   `/tmp` (others cannot replace or remove our files there, but can create any free name:
-//!   they could create `users.json` before the first start, which the owner check refuses).
+//! owner, and the owner and mode of its folder and of every folder above it. Whoever can write to
+//! the folder can rename a file of their own over `users.json`; exclusive random temporary names
+//! stop planting, only the folders' permissions stop that. Looks only: the store decides what to
+//! refuse; docs/security.md (8e) says what is refused and what only warned about, and why.
 
 use std::fmt;
 use std::fs;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
-use super::file::effective_uid;
+use super::file::{effective_uid, folder_of};
 
 /// The sticky bit: in a folder with it, only a file's owner (or the folder's, or root) may
 /// rename or remove the file.
 const STICKY: u32 = 0o1000;
-/// Writable by the group.
 const GROUP_WRITE: u32 = 0o020;
-/// Writable by others.
 const OTHERS_WRITE: u32 = 0o002;
 
 /// One way someone else could replace the users file.
@@ -42,14 +26,15 @@ pub enum Exposure {
     FolderOwner { folder: PathBuf, owner: u32 },
     /// The users file belongs to another user (not root). Refused.
     FileOwner { file: PathBuf, owner: u32 },
-    /// The group `group` may write to `folder` (no sticky bit). Warned about.
+    /// The group `group` may write to `folder` (no sticky bit). Warned about: with a group per
+    /// user and umask 002, every new folder is so.
     GroupCanWrite {
         folder: PathBuf,
         mode: u32,
         group: u32,
     },
-    /// Everyone may create files in the users file's own folder, which has the sticky bit.
-    /// Warned about.
+    /// Everyone may create files in the users file's own folder, which has the sticky bit (like
+    /// `/tmp`). Warned about.
     SharedSticky { folder: PathBuf, mode: u32 },
 }
 
@@ -116,41 +101,36 @@ pub fn exposures(file: &Path) -> Vec<Exposure> {
     let us = effective_uid();
     let foreign = |owner: u32| owner != us && owner != 0;
     let mut found = Vec::new();
-    if let Ok(meta) = fs::metadata(file) {
-        if foreign(meta.uid()) {
-            found.push(Exposure::FileOwner {
-                file: file.to_path_buf(),
-                owner: meta.uid(),
-            });
-        }
+    if let Some(owner) = fs::metadata(file)
+        .map(|meta| meta.uid())
+        .ok()
+        .filter(|&o| foreign(o))
+    {
+        found.push(Exposure::FileOwner {
+            file: file.to_path_buf(),
+            owner,
+        });
     }
-    let folder = match file.parent() {
-        Some(dir) if !dir.as_os_str().is_empty() => dir,
-        _ => Path::new("."),
-    };
-    let Ok(folder) = fs::canonicalize(folder) else {
+    let Ok(folder) = fs::canonicalize(folder_of(file)) else {
         return found;
     };
     for (depth, dir) in folder.ancestors().enumerate() {
         let Ok(meta) = fs::metadata(dir) else {
             continue;
         };
-        let mode = meta.mode() & 0o7777;
+        let (mode, folder) = (meta.mode() & 0o7777, dir.to_path_buf());
         let sticky = mode & STICKY != 0;
-        let folder = dir.to_path_buf();
         if foreign(meta.uid()) {
             found.push(Exposure::FolderOwner {
                 folder: folder.clone(),
                 owner: meta.uid(),
             });
         }
-        if mode & OTHERS_WRITE != 0 {
-            if !sticky {
-                found.push(Exposure::OthersCanWrite { folder, mode });
-            } else if depth == 0 {
-                found.push(Exposure::SharedSticky { folder, mode });
-            }
-        } else if mode & GROUP_WRITE != 0 && !sticky {
+        if mode & OTHERS_WRITE != 0 && !sticky {
+            found.push(Exposure::OthersCanWrite { folder, mode });
+        } else if mode & OTHERS_WRITE != 0 && depth == 0 {
+            found.push(Exposure::SharedSticky { folder, mode });
+        } else if mode & (OTHERS_WRITE | STICKY) == 0 && mode & GROUP_WRITE != 0 {
             found.push(Exposure::GroupCanWrite {
                 folder,
                 mode,
