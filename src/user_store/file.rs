@@ -9,7 +9,6 @@
 //! them and their order. docs/security.md (8d) says why each step is there.
 
 use std::collections::BTreeMap;
-use std::ffi::OsStr;
 use std::fs::{self, File, Metadata};
 use std::io::{self, Read, Write};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
@@ -284,15 +283,9 @@ pub fn replace(
         error,
     };
     let folder = folder_of(path);
-    let name = path.file_name().ok_or_else(|| {
-        failed(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            "the path names no file",
-        ))
-    })?;
     // Dropping `tmp` before it is persisted removes it.
     let mut tmp = tempfile::Builder::new()
-        .prefix(&temporary_prefix(name))
+        .prefix(&temporary_prefix(path))
         .rand_bytes(TEMPORARY_RANDOM_CHARS)
         .permissions(fs::Permissions::from_mode(PRIVATE_MODE))
         .tempfile_in(&folder)
@@ -363,9 +356,12 @@ pub fn warn_if_exposed(path: &Path, target: &Path) {
     );
 }
 
-/// The start of a temporary file's name for a write of the users file `NAME`: `.NAME.tmp.`.
-fn temporary_prefix(name: &OsStr) -> String {
-    format!(".{}.tmp.", name.to_string_lossy())
+/// The start of a temporary file's name for a write of the users file `…/NAME`: `.NAME.tmp.`.
+fn temporary_prefix(path: &Path) -> String {
+    format!(
+        ".{}.tmp.",
+        path.file_name().unwrap_or_default().to_string_lossy()
+    )
 }
 
 /// Removes the temporary files that a write interrupted by a crash left beside the users file:
@@ -373,10 +369,7 @@ fn temporary_prefix(name: &OsStr) -> String {
 /// link, a file someone else planted) is left alone with a warning. Called before any write of
 /// this process. Failures are logged: they stop nothing.
 pub fn remove_leftover_temporary_files(path: &Path) {
-    let (dir, Some(name)) = (folder_of(path), path.file_name()) else {
-        return;
-    };
-    let prefix = temporary_prefix(name);
+    let (dir, prefix) = (folder_of(path), temporary_prefix(path));
     let us = effective_uid();
     for entry in fs::read_dir(&dir).into_iter().flatten().flatten() {
         let named_so = entry

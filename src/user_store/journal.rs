@@ -39,39 +39,32 @@ pub fn path_for(users: &Path) -> PathBuf {
     PathBuf::from(name)
 }
 
-/// A record as it is on a line; without its check, what the check is computed over.
-#[derive(Clone, Serialize, Deserialize)]
+/// A record as it is on a line.
+#[derive(Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct Record<'a> {
-    username: std::borrow::Cow<'a, str>,
-    password_hash: std::borrow::Cow<'a, str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    check: Option<String>,
+struct Record {
+    username: String,
+    password_hash: String,
+    check: String,
 }
 
-impl Record<'_> {
-    /// The check of this record's contents.
-    fn check(&self) -> String {
-        let unchecked = Record {
-            check: None,
-            ..self.clone()
-        };
-        let body = serde_json::to_vec(&unchecked).expect("two strings serialise");
-        Sha256::digest(&body)[..CHECK_BYTES]
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect()
-    }
+/// The check of `user`'s record: computed over the record without its check.
+fn check_of(user: &StoredUser) -> String {
+    let body = serde_json::to_vec(user).expect("two strings serialise");
+    Sha256::digest(&body)[..CHECK_BYTES]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 /// The line that records `user`, newline included.
 pub fn render_record(user: &StoredUser) -> Vec<u8> {
-    let mut record = Record {
-        username: user.username.as_str().into(),
-        password_hash: user.password_hash.as_str().into(),
-        check: None,
+    let (username, password_hash) = (user.username.clone(), user.password_hash.clone());
+    let record = Record {
+        username,
+        password_hash,
+        check: check_of(user),
     };
-    record.check = Some(record.check());
     let mut line = serde_json::to_vec(&record).expect("three strings serialise");
     line.push(b'\n');
     line
@@ -124,14 +117,14 @@ pub struct Replay {
 /// One line (without its newline) as a record.
 fn decode(line: &[u8]) -> Result<StoredUser, BadRecord> {
     let record: Record = serde_json::from_slice(line).map_err(BadRecord::NotARecord)?;
-    if record.check.as_ref() != Some(&record.check()) {
-        return Err(BadRecord::Check);
+    let user = StoredUser {
+        username: record.username,
+        password_hash: record.password_hash,
+    };
+    match record.check == check_of(&user) {
+        true => Ok(user),
+        false => Err(BadRecord::Check),
     }
-    let (username, password_hash) = (record.username.into(), record.password_hash.into());
-    Ok(StoredUser {
-        username,
-        password_hash,
-    })
 }
 
 /// Parses and checks a journal's contents (see the module's header for what is ignored and what
