@@ -127,8 +127,7 @@ fn decode(line: &[u8]) -> Result<StoredUser, BadRecord> {
     }
 }
 
-/// Parses and checks a journal's contents (see the module's header for what is ignored and what
-/// is refused).
+/// Parses and checks a journal's contents (see the module's header).
 pub fn parse(bytes: &[u8]) -> Result<Replay, InvalidJournal> {
     let mut replay = Replay::default();
     let mut keys = std::collections::HashSet::new();

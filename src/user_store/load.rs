@@ -16,17 +16,9 @@ use super::{
 use crate::rules::skeleton;
 
 impl UserStore {
-    /// Opens the users file at `path` (created, mode 0600, if missing) and takes its lock.
-    ///
-    /// Refused, and left untouched: a file that cannot be read or parsed; a damaged journal, or
-    /// one that is not a regular file of ours (then a missing users file is not created); a file
-    /// someone other than the server's user and root could replace ([`folder`]). Opened with a
-    /// warning, since none makes the file wrong and refusing would lock everyone out: a symbolic
-    /// link (its target is read and written), a file group or others may read or write, a hash
-    /// out of range (it cannot log in), look-alike names (both log in, no third is let in).
-    ///
-    /// Removes the temporary files a crash left, then folds in the journal a crash left, if any
-    /// (a torn last record is ignored).
+    /// Opens the users file at `path` (created, mode 0600, if missing), takes its lock and folds
+    /// in the journal a crash left. What is refused (the files are then left untouched) and what
+    /// only warned about, because refusing would lock everyone out: docs/security.md (8).
     pub fn open(path: &Path, params: scrypt::Params) -> Result<UserStore, StoreError> {
         UserStore::open_with(path, params, UnsafeFile::Refuse)
     }
@@ -61,7 +53,7 @@ impl UserStore {
         // Before any write of ours: a leftover is never one of this process's files.
         file::remove_leftover_temporary_files(&target);
         let found = match file::read(&target) {
-            Ok((bytes, stamp)) => Some((bytes, stamp)),
+            Ok((bytes, stamp)) => Some(file::parse(&bytes).map(|accounts| (accounts, stamp))),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
             Err(error) => {
                 return Err(StoreError::Io {
@@ -74,10 +66,7 @@ impl UserStore {
             path: named(),
             reason,
         };
-        let found = match found {
-            Some((bytes, stamp)) => Some((file::parse(&bytes).map_err(invalid)?, stamp)),
-            None => None,
-        };
+        let found = found.transpose().map_err(invalid)?;
         let journal_path = journal::path_for(&target);
         // Before a missing users file is created: a journal refused leaves the folder as it was.
         let replay = read_journal(&journal_path)?;
@@ -219,8 +208,7 @@ fn warn_about_accounts(path: &Path, accounts: &Accounts, cost: &HashCost) {
     }
 }
 
-/// Reads and checks the journal at `journal_path` that a crash, or a compaction that failed,
-/// left behind, if there is one; warns about a torn last record.
+/// Reads and checks the journal a crash, or a failed compaction, left, if any.
 fn read_journal(journal_path: &Path) -> Result<Option<journal::Replay>, StoreError> {
     let path = || journal_path.to_path_buf();
     let Some(bytes) =
