@@ -21,21 +21,20 @@ use super::UserStore;
 /// not interrupted by one rewrite per registration.
 pub const QUIET: Duration = Duration::from_millis(100);
 
-/// The running thread's wake-up channel, if any, with the thread's number: a [`Compactor`] stops
-/// only its own thread, never one started after it.
+/// The running thread's wake-up channel, if any. One thread per store (the server runs one).
 #[derive(Default)]
-pub(super) struct Wakeup(Mutex<(u64, Option<SyncSender<()>>)>);
+pub(super) struct Wakeup(Mutex<Option<SyncSender<()>>>);
 
 impl Wakeup {
     /// Notes an append (with or without a compaction thread to hear it).
     pub(super) fn appended(&self) {
-        if let Some(wake) = &self.lock().1 {
+        if let Some(wake) = &*self.lock() {
             let _ = wake.try_send(());
         }
     }
 
-    fn lock(&self) -> MutexGuard<'_, (u64, Option<SyncSender<()>>)> {
-        // A panic while holding it leaves a number and a sender: still usable.
+    fn lock(&self) -> MutexGuard<'_, Option<SyncSender<()>>> {
+        // A panic while holding it leaves a sender or none: still usable.
         self.0
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -45,13 +44,11 @@ impl Wakeup {
 /// The running compaction thread; dropping it tells the thread to stop, without waiting.
 pub struct Compactor {
     store: Arc<UserStore>,
-    number: u64,
     thread: Option<JoinHandle<()>>,
 }
 
 impl UserStore {
-    /// Starts the thread that folds the journal in once registrations pause; a thread started
-    /// before stops.
+    /// Starts the thread that folds the journal in once registrations pause.
     pub fn start_compactor(self: &Arc<UserStore>) -> std::io::Result<Compactor> {
         let (wake, woken) = mpsc::sync_channel(1);
         let store = Arc::downgrade(self);
@@ -77,11 +74,9 @@ impl UserStore {
                     }
                 }
             })?;
-        let mut state = self.wakeup.lock();
-        *state = (state.0 + 1, Some(wake));
+        *self.wakeup.lock() = Some(wake);
         Ok(Compactor {
             store: self.clone(),
-            number: state.0,
             thread: Some(thread),
         })
     }
@@ -91,7 +86,7 @@ impl Compactor {
     /// Stops the thread, waits for it, and folds in what the journal still holds (a graceful
     /// shutdown). Blocks (a compaction in progress, fsync): call it on a blocking thread.
     pub fn finish(mut self) {
-        self.stop();
+        *self.store.wakeup.lock() = None;
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }
@@ -102,19 +97,11 @@ impl Compactor {
             );
         }
     }
-
-    /// Drops the thread's channel, unless a later thread has replaced it.
-    fn stop(&self) {
-        let mut state = self.store.wakeup.lock();
-        if state.0 == self.number {
-            state.1 = None;
-        }
-    }
 }
 
 impl Drop for Compactor {
     fn drop(&mut self) {
-        self.stop();
+        *self.store.wakeup.lock() = None;
     }
 }
 

@@ -5,8 +5,8 @@ use std::io;
 use std::path::PathBuf;
 
 use super::cost::HashingError;
-use super::file::{InvalidUsersFile, UnresolvableLink};
-use super::folder::Exposure;
+use super::file::InvalidUsersFile;
+use super::folder::{Exposure, UnresolvableLink};
 use super::journal::{InvalidJournal, UnreadableJournal};
 use super::lock::LockError;
 use crate::rules::{PasswordError, UsernameError};

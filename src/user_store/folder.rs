@@ -1,11 +1,12 @@
-//! Whether anyone but the server's user (and root) could replace the users file: the file's
-//! owner, and the owner and mode of its folder and of every folder above it. Whoever can write to
-//! the folder can rename a file of their own over `users.json`; exclusive random temporary names
-//! stop planting, only the folders' permissions stop that. Looks only: the store decides what to
+//! Who else could read or replace the users file: a symbolic link to it, its mode, its owner, and
+//! the owner and mode of its folder and of every folder above it. Whoever can write to the folder
+//! can rename a file of their own over `users.json`; exclusive random temporary names stop
+//! planting, only the folders' permissions stop that. Looks only: the store decides what to
 //! refuse; docs/security.md (8e) says what is refused and what only warned about, and why.
 
 use std::fmt;
 use std::fs;
+use std::io;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
@@ -139,6 +140,46 @@ pub fn exposures(file: &Path) -> Vec<Exposure> {
         }
     }
     found
+}
+
+/// `path` cannot be used as the users file because it is a symbolic link to nowhere.
+#[derive(Debug, thiserror::Error)]
+#[error("is a symbolic link whose target cannot be resolved: {0}")]
+pub struct UnresolvableLink(#[source] pub io::Error);
+
+/// Resolves `path` if it is a symbolic link, with a warning; otherwise returns it unchanged.
+pub fn resolve_symlink(path: &Path) -> Result<PathBuf, UnresolvableLink> {
+    match fs::symlink_metadata(path) {
+        Ok(meta) if meta.file_type().is_symlink() => {
+            let target = fs::canonicalize(path).map_err(UnresolvableLink)?;
+            log::warn!(
+                "users file {} is a symbolic link to {}: the server reads and rewrites {} (the link \
+                 stays); make sure nobody else can change the link or its folder",
+                path.display(),
+                target.display(),
+                target.display()
+            );
+            Ok(target)
+        }
+        _ => Ok(path.to_path_buf()),
+    }
+}
+
+/// Warns if group or others can read or write the users file (named `path`, at `target`).
+pub fn warn_if_exposed(path: &Path, target: &Path) {
+    let mode = fs::metadata(target).map_or(0, |meta| meta.mode() & 0o777);
+    let access = match (mode & 0o044 != 0, mode & 0o022 != 0) {
+        (false, false) => return,
+        (true, true) => "read and write",
+        (true, false) => "read",
+        (false, true) => "write",
+    };
+    log::warn!(
+        "users file {} has mode {mode:04o}: group or others can {access} it and it holds \
+         password hashes; run `chmod 600 {}` (the server makes it 0600 at its next change)",
+        path.display(),
+        target.display()
+    );
 }
 
 #[cfg(test)]

@@ -30,10 +30,11 @@ impl UserStore {
         unsafe_file: UnsafeFile,
     ) -> Result<UserStore, StoreError> {
         let named = || path.to_path_buf();
-        let target = file::resolve_symlink(path).map_err(|error| StoreError::UnresolvableLink {
-            path: named(),
-            error,
-        })?;
+        let target =
+            folder::resolve_symlink(path).map_err(|error| StoreError::UnresolvableLink {
+                path: named(),
+                error,
+            })?;
         let exposures = folder::exposures(&target);
         if unsafe_file == UnsafeFile::Refuse && exposures.iter().any(Exposure::is_refused) {
             let exposures = exposures.into_iter().filter(Exposure::is_refused).collect();
@@ -84,7 +85,7 @@ impl UserStore {
         if let Some(replay) = &replay {
             add_journal(path, &journal_path, &replay.records, &mut accounts);
         }
-        file::warn_if_exposed(path, &target);
+        folder::warn_if_exposed(path, &target);
         let cost = HashCost::of_params(&params);
         warn_about_accounts(path, &accounts, &cost);
         let store = UserStore {
