@@ -179,7 +179,7 @@ pub(super) fn read_regular(path: &Path, follow: bool) -> io::Result<(Vec<u8>, Me
     Ok((bytes, meta))
 }
 
-/// Reads the users file and the stamp of exactly the version read ([`read_regular`]).
+/// Reads the users file and the stamp of exactly the version read (see `read_regular`).
 pub fn read(path: &Path) -> io::Result<(Vec<u8>, FileStamp)> {
     read_regular(path, true).map(|(bytes, meta)| (bytes, FileStamp::of(&meta)))
 }

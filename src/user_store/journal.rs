@@ -1,7 +1,7 @@
 //! The users journal, `users.json.journal` beside the users file: each registration appends one
 //! self-checking record, one line of compact JSON,
 //! `{"username":"alice","password_hash":"$scrypt$…","check":"0123456789abcdef"}`, where `check`
-//! is the first [`CHECK_BYTES`] bytes of the SHA-256 of the record without its check, in hex.
+//! is the first `CHECK_BYTES` bytes of the SHA-256 of the record without its check, in hex.
 //!
 //! A crash can cut the last record short or leave zeros after it (a file system that had grown
 //! the file but not yet written the data): such a tail was never acknowledged and is ignored
@@ -192,7 +192,7 @@ pub enum UnreadableJournal {
     Owner { owner: u32, us: u32 },
 }
 
-/// Reads the journal at `path`, if there is one ([`read_regular`], never through a link); a
+/// Reads the journal at `path`, if there is one (never through a link: see `read_regular`); a
 /// journal that is not ours (or root's) is refused.
 pub fn read(path: &Path) -> Result<Option<Vec<u8>>, UnreadableJournal> {
     let (bytes, meta) = match read_regular(path, false) {
