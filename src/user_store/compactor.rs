@@ -152,5 +152,7 @@ mod tests {
         wait_until("the thread stops and lets go of the store", || {
             Arc::strong_count(&store) == 1
         });
+        // Its channel is gone: the thread's `recv` ends it rather than waiting for ever.
+        assert!(store.wakeup.lock().is_none(), "the thread was never told");
     }
 }
