@@ -209,13 +209,14 @@ impl UserStore {
         // Rendered under a read lock, not from a copy: only the writer's holder (us) changes
         // the accounts, and logins only read.
         let json = file::render(&self.read().accounts);
-        let (replaced, written) = match file::replace(&self.path, &json, &*self.durability) {
-            Ok(stamp) => (Some(stamp), Ok(())),
-            Err(WriteFailure { replaced, error }) => (replaced, Err(error)),
-        };
-        writer.stamp = replaced.unwrap_or(writer.stamp);
-        let path = self.path.clone();
-        written.map_err(|error| StorageError::Write { path, error })?;
+        match file::replace(&self.path, &json, &*self.durability) {
+            Ok(stamp) => writer.stamp = stamp,
+            Err(WriteFailure { replaced, error }) => {
+                writer.stamp = replaced.unwrap_or(writer.stamp);
+                let path = self.path.clone();
+                return Err(StorageError::Write { path, error });
+            }
+        }
         // A crash before the removal leaves records that the next start finds in the users file
         // already, and skips.
         let removed = writer.journal.remove(&*self.durability);
