@@ -33,8 +33,9 @@ pub enum AuthError {
 /// Why an account could not be saved. Its text goes to the server's log, never to the client.
 #[derive(Debug, thiserror::Error)]
 pub enum StorageError {
-    #[error("{}: {error}", path.display())]
-    Write { path: PathBuf, error: io::Error },
+    /// The file at `.0` (the users file or the journal) could not be written.
+    #[error("{path}: {1}", path = .0.display())]
+    Write(PathBuf, io::Error),
     #[error(transparent)]
     Hashing(#[from] HashingError),
     /// An edit by hand not yet read: never written over.
@@ -84,51 +85,36 @@ impl PartialEq for StorageError {
 
 impl Eq for StorageError {}
 
-/// Why the users file could not be opened. Every variant names the file.
+/// Why the users file could not be opened: each names the file (or its journal) and the cause.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("users file {}: {error}", path.display())]
-    Io { path: PathBuf, error: io::Error },
-    #[error("users file {}: {error}", path.display())]
-    UnresolvableLink {
-        path: PathBuf,
-        error: UnresolvableLink,
-    },
-    #[error("users file {} is not valid: {reason}", path.display())]
-    Invalid {
-        path: PathBuf,
-        reason: InvalidUsersFile,
-    },
-    #[error("users journal {}: {error}; refusing to start", path.display())]
-    UnreadableJournal {
-        path: PathBuf,
-        error: UnreadableJournal,
-    },
+    #[error("users file {path}: {1}", path = .0.display())]
+    Io(PathBuf, io::Error),
+    #[error("users file {path}: {1}", path = .0.display())]
+    UnresolvableLink(PathBuf, UnresolvableLink),
+    #[error("users file {path} is not valid: {1}", path = .0.display())]
+    Invalid(PathBuf, InvalidUsersFile),
+    #[error("users journal {path}: {1}; refusing to start", path = .0.display())]
+    UnreadableJournal(PathBuf, UnreadableJournal),
     #[error(
-        "users journal {} is not valid: {reason}; refusing to start (it and the users file are \
-         left as they are)",
-        path.display()
+        "users journal {path} is not valid: {1}; refusing to start (it and the users file are left \
+         as they are)",
+        path = .0.display()
     )]
-    InvalidJournal {
-        path: PathBuf,
-        reason: InvalidJournal,
-    },
-    #[error("users file {}: {error}", path.display())]
-    Locked { path: PathBuf, error: LockError },
-    #[error("users file {}: could not fold the users journal into it: {error}", path.display())]
-    Compaction { path: PathBuf, error: StorageError },
-    /// Someone other than the server's user (and root) could replace the file.
+    InvalidJournal(PathBuf, InvalidJournal),
+    #[error("users file {path}: {1}", path = .0.display())]
+    Locked(PathBuf, LockError),
+    #[error("users file {path}: could not fold the users journal into it: {1}", path = .0.display())]
+    Compaction(PathBuf, StorageError),
+    /// Someone other than the server's user (and root) could replace the file; only the refused
+    /// exposures.
     #[error(
-        "users file {}: {}; refusing to start (fix it, or start with \
+        "users file {path}: {exposures}; refusing to start (fix it, or start with \
          --allow-unsafe-users-file to go ahead with a warning)",
-        path.display(),
-        .exposures.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")
+        path = .0.display(),
+        exposures = .1.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")
     )]
-    Exposed {
-        path: PathBuf,
-        /// Only the refused ones.
-        exposures: Vec<Exposure>,
-    },
+    Exposed(PathBuf, Vec<Exposure>),
 }
 
 /// What [`super::UserStore::open_with`] does when someone else could replace the users file.

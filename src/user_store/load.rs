@@ -31,43 +31,27 @@ impl UserStore {
     ) -> Result<UserStore, StoreError> {
         let named = || path.to_path_buf();
         let target =
-            folder::resolve_symlink(path).map_err(|error| StoreError::UnresolvableLink {
-                path: named(),
-                error,
-            })?;
+            folder::resolve_symlink(path).map_err(|e| StoreError::UnresolvableLink(named(), e))?;
         let exposures = folder::exposures(&target);
         if unsafe_file == UnsafeFile::Refuse && exposures.iter().any(Exposure::is_refused) {
-            let exposures = exposures.into_iter().filter(Exposure::is_refused).collect();
-            return Err(StoreError::Exposed {
-                path: named(),
-                exposures,
-            });
+            let refused = exposures.into_iter().filter(Exposure::is_refused).collect();
+            return Err(StoreError::Exposed(named(), refused));
         }
         for exposure in &exposures {
             log::warn!("users file {}: {exposure}", path.display());
         }
         // Before anything is read or written: no other server touches these files from here on.
-        let lock = UsersLock::acquire(&target).map_err(|error| StoreError::Locked {
-            path: named(),
-            error,
-        })?;
+        let lock = UsersLock::acquire(&target).map_err(|e| StoreError::Locked(named(), e))?;
         // Before any write of ours: a leftover is never one of this process's files.
         file::remove_leftover_temporary_files(&target);
         let found = match file::read(&target) {
             Ok((bytes, stamp)) => Some(file::parse(&bytes).map(|accounts| (accounts, stamp))),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-            Err(error) => {
-                return Err(StoreError::Io {
-                    path: named(),
-                    error,
-                })
-            }
+            Err(e) => return Err(StoreError::Io(named(), e)),
         };
-        let invalid = |reason| StoreError::Invalid {
-            path: named(),
-            reason,
-        };
-        let found = found.transpose().map_err(invalid)?;
+        let found = found
+            .transpose()
+            .map_err(|e| StoreError::Invalid(named(), e))?;
         let journal_path = journal::path_for(&target);
         // Before a missing users file is created: a journal refused leaves the folder as it was.
         let replay = read_journal(&journal_path)?;
@@ -75,10 +59,7 @@ impl UserStore {
             Some(found) => found,
             None => {
                 let written = file::write(&target, &Accounts::new(), &Fsync);
-                let stamp = written.map_err(|f| StoreError::Io {
-                    path: named(),
-                    error: f.error,
-                })?;
+                let stamp = written.map_err(|f| StoreError::Io(named(), f.error))?;
                 (Accounts::new(), stamp)
             }
         };
@@ -104,10 +85,9 @@ impl UserStore {
             dummy_hash: dummy_hash(&cost),
             durability: Box::new(Fsync),
         };
-        store.compact().map_err(|error| StoreError::Compaction {
-            path: named(),
-            error,
-        })?;
+        store
+            .compact()
+            .map_err(|e| StoreError::Compaction(named(), e))?;
         Ok(store)
     }
 
@@ -212,18 +192,11 @@ fn warn_about_accounts(path: &Path, accounts: &Accounts, cost: &HashCost) {
 /// Reads and checks the journal a crash, or a failed compaction, left, if any.
 fn read_journal(journal_path: &Path) -> Result<Option<journal::Replay>, StoreError> {
     let path = || journal_path.to_path_buf();
-    let Some(bytes) =
-        journal::read(journal_path).map_err(|error| StoreError::UnreadableJournal {
-            path: path(),
-            error,
-        })?
-    else {
+    let read = journal::read(journal_path).map_err(|e| StoreError::UnreadableJournal(path(), e));
+    let Some(bytes) = read? else {
         return Ok(None);
     };
-    let replay = journal::parse(&bytes).map_err(|reason| StoreError::InvalidJournal {
-        path: path(),
-        reason,
-    })?;
+    let replay = journal::parse(&bytes).map_err(|e| StoreError::InvalidJournal(path(), e))?;
     if let Some(torn) = &replay.torn {
         log::warn!(
             "users journal {}: its last record (line {}, {} bytes) is incomplete ({}): a \

@@ -152,7 +152,7 @@ impl UserStore {
         if let Err(error) = writer.journal.append(&user, &*self.durability) {
             self.forget_failed_append(&mut writer);
             let path = writer.journal.path.clone();
-            return Err(StorageError::Write { path, error }.into());
+            return Err(StorageError::Write(path, error).into());
         }
         self.write().insert(name_key(username), user);
         if writer.journal.records.len() >= journal::MAX_RECORDS {
@@ -213,15 +213,14 @@ impl UserStore {
             Ok(stamp) => writer.stamp = stamp,
             Err(WriteFailure { replaced, error }) => {
                 writer.stamp = replaced.unwrap_or(writer.stamp);
-                let path = self.path.clone();
-                return Err(StorageError::Write { path, error });
+                return Err(StorageError::Write(self.path.clone(), error));
             }
         }
         // A crash before the removal leaves records that the next start finds in the users file
         // already, and skips.
         let removed = writer.journal.remove(&*self.durability);
         let path = writer.journal.path.clone();
-        removed.map_err(|error| StorageError::Write { path, error })
+        removed.map_err(|error| StorageError::Write(path, error))
     }
 
     /// Whether the users file is still the version the store last read or wrote.
