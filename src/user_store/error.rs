@@ -40,15 +40,12 @@ pub enum StorageError {
     Hashing(#[from] HashingError),
     /// An edit by hand not yet read: never written over.
     #[error(
-        "{}: {why}; nothing is written over it until the server reads it again: once the file \
-         is as it should be, send SIGHUP (kill -HUP {})",
-        path.display(),
-        std::process::id()
+        "{path}: {1}; nothing is written over it until the server reads it again: once the file \
+         is as it should be, send SIGHUP (kill -HUP {pid})",
+        path = .0.display(),
+        pid = std::process::id()
     )]
-    ChangedFile {
-        path: PathBuf,
-        why: ChangedFileError,
-    },
+    ChangedFile(PathBuf, ChangedFileError),
 }
 
 /// How the users file differs from the version the server last read or wrote.

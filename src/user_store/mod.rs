@@ -230,10 +230,7 @@ impl UserStore {
             Ok(_) => ChangedFileError::Changed,
             Err(error) => ChangedFileError::Unreadable(error),
         };
-        Err(StorageError::ChangedFile {
-            path: self.path.clone(),
-            why,
-        })
+        Err(StorageError::ChangedFile(self.path.clone(), why))
     }
 
     /// Whether a registration could take `username` now (the answer to `check_name`): hashes
@@ -585,10 +582,10 @@ mod tests {
         let edited = fs::read(&path).unwrap();
         assert!(matches!(
             store.register("dave", "dave-password"),
-            Err(AuthError::Storage(StorageError::ChangedFile {
-                why: ChangedFileError::Changed,
-                ..
-            }))
+            Err(AuthError::Storage(StorageError::ChangedFile(
+                _,
+                ChangedFileError::Changed
+            )))
         ));
         assert_eq!(
             store.verify("carol", "alice-password"),
@@ -625,11 +622,11 @@ mod tests {
         fs::write(&path, edited).unwrap();
         assert!(matches!(
             store.register("carol", "carol-password"),
-            Err(AuthError::Storage(StorageError::ChangedFile { .. }))
+            Err(AuthError::Storage(StorageError::ChangedFile(..)))
         ));
         assert!(matches!(
             store.compact(),
-            Err(StorageError::ChangedFile { .. })
+            Err(StorageError::ChangedFile(..))
         ));
         drop(store);
         let stronger = UserStore::open(&path, scrypt_params(5, 8, 1).unwrap()).unwrap();
