@@ -1,14 +1,13 @@
-//! The background compaction: a thread that folds the journal ([`super::journal`]) into the
-//! users file once registrations pause for [`QUIET`], so that the users file is soon complete and,
-//! at rest, alone. Registrations never wait for it (they are durable in the journal); one that
-//! comes while it writes waits for the writer's lock, as behind any write. Logins never do.
+//! The background compaction: a thread that folds the journal into the users file once
+//! registrations pause for [`QUIET`], so that at rest the users file is soon complete and alone.
+//! Registrations never wait for it (they are durable in the journal) but behind its write, as
+//! behind any; logins never do.
 //!
-//! Each registration wakes the thread through a bounded channel of one ([`Wakeup::appended`]: a
-//! wake-up already pending is enough). The thread holds only a weak reference to the store, taken
-//! up for each compaction, and ends when its channel's sender goes: [`Compactor::finish`] (a
-//! graceful shutdown, on a blocking thread) drops it, waits for the thread and folds in what is
-//! left. Dropping the [`Compactor`] drops the sender too but never waits: a drop may happen on
-//! an executor thread, while the thread is in the middle of a compaction (an fsync).
+//! Each registration wakes the thread through a bounded channel of one (a wake-up already pending
+//! is enough). The thread holds only a weak reference to the store, and ends when the channel's
+//! sender goes: [`Compactor::finish`] (a graceful shutdown) drops it, waits for the thread and
+//! folds in what is left; dropping the [`Compactor`] drops it too but never waits, since a drop
+//! may happen on an executor thread while the thread is in an fsync.
 
 use std::sync::mpsc::{self, RecvTimeoutError, SyncSender};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -17,51 +16,39 @@ use std::time::Duration;
 
 use super::UserStore;
 
-/// How long registrations must pause before the journal is folded into the users file: short,
-/// so the users file is soon complete; long enough that a stream of registrations (one every few
-/// milliseconds) is not interrupted by one rewrite per registration.
+/// How long registrations must pause before the journal is folded in: short, so the users file
+/// is soon complete; long enough that a stream of registrations (one every few milliseconds) is
+/// not interrupted by one rewrite per registration.
 pub const QUIET: Duration = Duration::from_millis(100);
 
-/// The running thread's wake-up channel, if any, and its number: a [`Compactor`] stops only its
-/// own thread, never one started after it.
+/// The running thread's wake-up channel, if any. One thread per store (the server runs one).
 #[derive(Default)]
-pub(super) struct Wakeup(Mutex<(u64, Option<SyncSender<()>>)>);
+pub(super) struct Wakeup(Mutex<Option<SyncSender<()>>>);
 
 impl Wakeup {
     /// Notes an append (with or without a compaction thread to hear it).
     pub(super) fn appended(&self) {
-        if let Some(wake) = &self.lock().1 {
+        if let Some(wake) = &*self.lock() {
             let _ = wake.try_send(());
         }
     }
 
-    fn lock(&self) -> MutexGuard<'_, (u64, Option<SyncSender<()>>)> {
-        // A panic while holding it leaves a number and a sender: still usable.
+    fn lock(&self) -> MutexGuard<'_, Option<SyncSender<()>>> {
+        // A panic while holding it leaves a sender or none: still usable.
         self.0
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
-
-    /// Stops thread `generation` if it is still the one that runs.
-    fn stop(&self, generation: u64) {
-        let mut state = self.lock();
-        if state.0 == generation {
-            state.1 = None;
-        }
-    }
 }
 
-/// The running compaction thread; dropping it tells the thread to stop (without a last
-/// compaction) and does not wait for it.
+/// The running compaction thread; dropping it tells the thread to stop, without waiting.
 pub struct Compactor {
     store: Arc<UserStore>,
-    generation: u64,
     thread: Option<JoinHandle<()>>,
 }
 
 impl UserStore {
-    /// Starts the thread that folds the journal into the users file once registrations pause
-    /// (see [`QUIET`]); a thread started before stops.
+    /// Starts the thread that folds the journal in once registrations pause.
     pub fn start_compactor(self: &Arc<UserStore>) -> std::io::Result<Compactor> {
         let (wake, woken) = mpsc::sync_channel(1);
         let store = Arc::downgrade(self);
@@ -87,23 +74,19 @@ impl UserStore {
                     }
                 }
             })?;
-        let mut state = self.wakeup.lock();
-        state.0 += 1;
-        state.1 = Some(wake);
+        *self.wakeup.lock() = Some(wake);
         Ok(Compactor {
             store: self.clone(),
-            generation: state.0,
             thread: Some(thread),
         })
     }
 }
 
 impl Compactor {
-    /// Stops the thread, waits for it, and folds in whatever the journal still holds (a graceful
-    /// shutdown): the users file is left complete and alone. Blocks (a compaction in progress,
-    /// fsync): call it on a blocking thread.
+    /// Stops the thread, waits for it, and folds in what the journal still holds (a graceful
+    /// shutdown). Blocks (a compaction in progress, fsync): call it on a blocking thread.
     pub fn finish(mut self) {
-        self.store.wakeup.stop(self.generation);
+        *self.store.wakeup.lock() = None;
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }
@@ -117,9 +100,8 @@ impl Compactor {
 }
 
 impl Drop for Compactor {
-    /// Tells the thread to stop and lets it go (see the module's header).
     fn drop(&mut self) {
-        self.store.wakeup.stop(self.generation);
+        *self.store.wakeup.lock() = None;
     }
 }
 
@@ -170,5 +152,7 @@ mod tests {
         wait_until("the thread stops and lets go of the store", || {
             Arc::strong_count(&store) == 1
         });
+        // Its channel is gone: the thread's `recv` ends it rather than waiting for ever.
+        assert!(store.wakeup.lock().is_none(), "the thread was never told");
     }
 }

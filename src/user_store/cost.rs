@@ -1,10 +1,6 @@
-//! scrypt costs and hashes: the allowed cost range, the cost of new hashes, the cost a stored
-//! hash carries, hashing and checking a password, and the dummy hash.
-//!
-//! Every hash is a PHC string, `$scrypt$ln=17,r=8,p=1$<salt>$<hash>` (16-byte random salt,
-//! 32-byte output, unpadded base64), so each carries its own cost. This module never verifies a
-//! stored hash whose cost it has not been asked to check first: [`check_password`] takes the cost
-//! from the string, so callers check it with [`usable_cost`].
+//! scrypt costs and hashes. Every hash is a PHC string, `$scrypt$ln=17,r=8,p=1$<salt>$<hash>`
+//! (16-byte random salt, 32-byte output), so each carries its own cost: [`check_password`] takes
+//! it from the string, so callers check it first ([`usable_cost`]).
 
 use std::fmt;
 
@@ -17,32 +13,26 @@ pub const DEFAULT_LOG_N: u8 = 17;
 pub const DEFAULT_R: u32 = 8;
 pub const DEFAULT_P: u32 = 1;
 
-// The allowed scrypt costs, for new hashes (the server's `--scrypt-*` flags) and stored ones. The
-// upper bounds keep one verification within the memory and time a login may ask for: a stored
-// hash beyond them is never verified (see `UserStore::verify`), so no entry in a users file can
-// make a login allocate more than [`MAX_HASH_MEMORY_BYTES`] (the server runs one hash per core at
-// once). The lower bounds are scrypt's own; weak stored hashes are re-hashed at login rather than
-// refused.
-
-/// Smallest log2 N.
+// The allowed costs, for new hashes (`--scrypt-*`) and stored ones. The upper bounds keep one
+// verification within what a login may ask for: a stored hash beyond them is never verified, so
+// no entry in a users file can make a login allocate more than MAX_HASH_MEMORY_BYTES. The lower
+// bounds are scrypt's own; weak stored hashes are re-hashed at login rather than refused.
 pub const MIN_LOG_N: u8 = 1;
-/// Largest log2 N: 2^20, 1 GiB per hash at r = 8.
+/// 2^20: 1 GiB per hash at r = 8.
 pub const MAX_LOG_N: u8 = 20;
-/// Smallest block size r.
 pub const MIN_R: u32 = 1;
-/// Largest block size r (OWASP's settings all use 8).
+/// OWASP's settings all use 8.
 pub const MAX_R: u32 = 32;
-/// Smallest parallelism p.
 pub const MIN_P: u32 = 1;
-/// Largest parallelism p: time grows linearly with p (OWASP's settings go up to 10).
+/// Time grows linearly with p (OWASP's settings go up to 10).
 pub const MAX_P: u32 = 16;
-/// Most memory one hash may take, 128 · r · 2^ln bytes: 1 GiB (the default cost takes 128 MiB).
+/// 128 · r · 2^ln bytes: 1 GiB (the default cost takes 128 MiB).
 pub const MAX_HASH_MEMORY_BYTES: u64 = 1 << 30;
 
 /// Length of a new hash's output, in bytes.
 const HASH_LEN: usize = 32;
 
-/// An scrypt cost: log2 N, r and p (the output length is always 32 bytes for new hashes).
+/// An scrypt cost: log2 N, r and p.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct HashCost {
     pub log_n: u8,
@@ -125,8 +115,7 @@ impl HashCost {
         }
     }
 
-    /// Checks the cost against [`MIN_LOG_N`]..=[`MAX_LOG_N`], [`MIN_R`]..=[`MAX_R`],
-    /// [`MIN_P`]..=[`MAX_P`] and [`MAX_HASH_MEMORY_BYTES`]. The error says which bound is broken.
+    /// Checks the cost against the allowed range; the error says which bound is broken.
     pub fn check_range(&self) -> Result<(), CostOutOfRange> {
         if !(MIN_LOG_N..=MAX_LOG_N).contains(&self.log_n) {
             return Err(CostOutOfRange::LogN(self.log_n));
@@ -154,10 +143,9 @@ impl HashCost {
         u64::from(self.log_n) < 16 * u64::from(self.r)
     }
 
-    /// Whether a hash at this cost is cheaper to attack than one at `target`: it needs less
-    /// memory (128 · r · 2^ln) or less work (2^ln · r · p). Such a hash is re-hashed at `target`
-    /// at its owner's next login. Comparing the two products, not each parameter, keeps a
-    /// re-hash from trading memory for parallelism (ln=18,p=1 is not weaker than ln=17,p=2).
+    /// Whether a hash at this cost is cheaper to attack than one at `target`: less memory
+    /// (128 · r · 2^ln) or less work (2^ln · r · p). Comparing the products, not each parameter,
+    /// keeps a re-hash from trading memory for parallelism (ln=18,p=1 is not weaker than ln=17,p=2).
     pub fn is_weaker_than(&self, target: &HashCost) -> bool {
         let work = |c: &HashCost| c.memory_bytes().saturating_mul(u128::from(c.p));
         self.memory_bytes() < target.memory_bytes() || work(self) < work(target)
@@ -230,14 +218,9 @@ pub fn check_password(password: &str, phc: &str) -> bool {
 }
 
 /// The hash verified when there is no real one to check (unknown user, stored hash out of
-/// range), so that those logins take the time of a wrong password.
-///
-/// It is at `cost`, the store's current cost: a random salt and an all-zero output, which no
-/// password matches; verifying it costs one scrypt computation at the current cost, like
-/// verifying any account hashed at the current cost, and building it costs nothing. Accounts
-/// hashed at an older cost answer a wrong password faster or slower than an unknown name until
-/// their owners next log in, which re-hashes them at the current cost; so the store converges to
-/// one cost, and a file written at one cost (the usual case) leaks nothing.
+/// range), so that those logins take the time of a wrong password: at `cost`, the store's current
+/// cost, with a random salt and an all-zero output, which no password matches. Accounts at an
+/// older cost differ in time until their next login re-hashes them at the current one.
 pub fn dummy_hash(cost: &HashCost) -> String {
     let salt = SaltString::generate();
     // HASH_LEN zero bytes in the PHC's unpadded base64: 4 characters per 3 bytes, rounded up.

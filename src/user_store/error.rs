@@ -1,13 +1,12 @@
-//! Why a login, a registration or opening the [`UserStore`](super::UserStore) failed, as types:
-//! the server maps [`AuthError`] to a protocol error code, the binary prints [`StoreError`] at
-//! start. Texts here are what people read; they never contain a password.
+//! Why a login, a registration or opening the store failed: the server maps [`AuthError`] to a
+//! protocol error code, the binary prints [`StoreError`]. The texts never contain a password.
 
 use std::io;
 use std::path::PathBuf;
 
 use super::cost::HashingError;
-use super::file::{InvalidUsersFile, UnresolvableLink};
-use super::folder::Exposure;
+use super::file::InvalidUsersFile;
+use super::folder::{Exposure, UnresolvableLink};
 use super::journal::{InvalidJournal, UnreadableJournal};
 use super::lock::LockError;
 use crate::rules::{PasswordError, UsernameError};
@@ -20,39 +19,33 @@ pub enum AuthError {
     BadCredentials,
     #[error("that username is already registered")]
     NameTaken,
-    /// The name's [`skeleton`] is that of `existing`, an account's name: the two look alike.
-    /// Sent with the same code as [`AuthError::NameTaken`].
+    /// The name looks like `existing`'s ([`crate::rules::skeleton`]); sent as `name_taken`.
     #[error("that username is too similar to an existing one ({existing:?}); choose another")]
     NameTooSimilar { existing: String },
     #[error("invalid username: {0}")]
     InvalidUsername(UsernameError),
     #[error("invalid password: {0}")]
     InvalidPassword(PasswordError),
-    /// The account could not be saved; the registration did not happen.
     #[error("could not save the account: {0}")]
-    Storage(StorageError),
+    Storage(#[from] StorageError),
 }
 
 /// Why an account could not be saved. Its text goes to the server's log, never to the client.
 #[derive(Debug, thiserror::Error)]
 pub enum StorageError {
-    /// The users file at `path` could not be replaced.
-    #[error("{}: {error}", path.display())]
-    Write { path: PathBuf, error: io::Error },
+    /// The file at `.0` (the users file or the journal) could not be written.
+    #[error("{path}: {1}", path = .0.display())]
+    Write(PathBuf, io::Error),
     #[error(transparent)]
     Hashing(#[from] HashingError),
-    /// The users file changed since the server last read or wrote it (an edit by hand): it is
-    /// never written over; a SIGHUP reads it again ([`super::UserStore::reload`]).
+    /// An edit by hand not yet read: never written over.
     #[error(
-        "{}: {why}; nothing is written over it until the server reads it again: once the file \
-         is as it should be, send SIGHUP (kill -HUP {})",
-        path.display(),
-        std::process::id()
+        "{path}: {1}; nothing is written over it until the server reads it again: once the file \
+         is as it should be, send SIGHUP (kill -HUP {pid})",
+        path = .0.display(),
+        pid = std::process::id()
     )]
-    ChangedFile {
-        path: PathBuf,
-        why: ChangedFileError,
-    },
+    ChangedFile(PathBuf, ChangedFileError),
 }
 
 /// How the users file differs from the version the server last read or wrote.
@@ -64,8 +57,7 @@ pub enum ChangedFileError {
     Unreadable(io::Error),
 }
 
-/// Why a SIGHUP did not load the users file ([`super::UserStore::reload`]): the accounts last
-/// read stay, and nothing is written over the file.
+/// Why a SIGHUP did not load the users file: the accounts last read stay.
 #[derive(Debug, thiserror::Error)]
 #[error("users file {}: {why}; not loaded (the accounts last read stay)", path.display())]
 pub struct ReloadError {
@@ -81,8 +73,7 @@ pub enum ReloadFailure {
     Invalid(InvalidUsersFile),
 }
 
-/// Two storage failures are equal when they failed the same way at the same place: the same
-/// variant and text (an [`io::Error`] has no equality of its own).
+/// The same variant and text (an [`io::Error`] has no equality of its own).
 impl PartialEq for StorageError {
     fn eq(&self, other: &StorageError) -> bool {
         self.to_string() == other.to_string()
@@ -91,59 +82,39 @@ impl PartialEq for StorageError {
 
 impl Eq for StorageError {}
 
-/// Why the users file could not be opened. Every variant names the file.
+/// Why the users file could not be opened: each names the file (or its journal) and the cause.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("users file {}: {error}", path.display())]
-    Io { path: PathBuf, error: io::Error },
-    #[error("users file {}: {error}", path.display())]
-    UnresolvableLink {
-        path: PathBuf,
-        error: UnresolvableLink,
-    },
-    #[error("users file {} is not valid: {reason}", path.display())]
-    Invalid {
-        path: PathBuf,
-        reason: InvalidUsersFile,
-    },
-    /// The journal beside the users file cannot be read, or is not a regular file of ours.
-    #[error("users journal {}: {error}; refusing to start", path.display())]
-    UnreadableJournal {
-        path: PathBuf,
-        error: UnreadableJournal,
-    },
-    /// The journal holds a record no crash can have left; see [`super::journal`].
+    #[error("users file {path}: {1}", path = .0.display())]
+    Io(PathBuf, io::Error),
+    #[error("users file {path}: {1}", path = .0.display())]
+    UnresolvableLink(PathBuf, UnresolvableLink),
+    #[error("users file {path} is not valid: {1}", path = .0.display())]
+    Invalid(PathBuf, InvalidUsersFile),
+    #[error("users journal {path}: {1}; refusing to start", path = .0.display())]
+    UnreadableJournal(PathBuf, UnreadableJournal),
     #[error(
-        "users journal {} is not valid: {reason}; refusing to start (it and the users file are \
-         left as they are)",
-        path.display()
+        "users journal {path} is not valid: {1}; refusing to start (it and the users file are left \
+         as they are)",
+        path = .0.display()
     )]
-    InvalidJournal {
-        path: PathBuf,
-        reason: InvalidJournal,
-    },
-    /// Another server has the users file ([`lock`](super::lock)).
-    #[error("users file {}: {error}", path.display())]
-    Locked { path: PathBuf, error: LockError },
-    /// The journal found at start could not be folded into the users file.
-    #[error("users file {}: could not fold the users journal into it: {error}", path.display())]
-    Compaction { path: PathBuf, error: StorageError },
-    /// Someone other than the server's user (and root) could replace the file; see [`folder`].
+    InvalidJournal(PathBuf, InvalidJournal),
+    #[error("users file {path}: {1}", path = .0.display())]
+    Locked(PathBuf, LockError),
+    #[error("users file {path}: could not fold the users journal into it: {1}", path = .0.display())]
+    Compaction(PathBuf, StorageError),
+    /// Someone other than the server's user (and root) could replace the file; only the refused
+    /// exposures.
     #[error(
-        "users file {}: {}; refusing to start (fix it, or start with \
+        "users file {path}: {exposures}; refusing to start (fix it, or start with \
          --allow-unsafe-users-file to go ahead with a warning)",
-        path.display(),
-        .exposures.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")
+        path = .0.display(),
+        exposures = .1.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")
     )]
-    Exposed {
-        path: PathBuf,
-        /// Only the refused ones.
-        exposures: Vec<Exposure>,
-    },
+    Exposed(PathBuf, Vec<Exposure>),
 }
 
-/// What [`UserStore::open_with`] does when someone else could replace the users file (an
-/// [`Exposure`] that [`is_refused`](Exposure::is_refused)).
+/// What [`super::UserStore::open_with`] does when someone else could replace the users file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum UnsafeFile {
     /// Refuse to open it (the default, like OpenSSH's `StrictModes`).

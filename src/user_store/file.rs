@@ -1,17 +1,14 @@
-//! The users file on disk: its JSON layout and checks, the atomic replacement that makes a change
-//! durable, the stamp that tells an edit by hand from our own write, the clean-up of temporary
-//! files a crash left behind, and the warnings about symbolic links and loose permissions.
+//! The users file on disk: its JSON layout and checks, its stamp (which tells a hand edit from our
+//! own write), its atomic replacement, and the checks every file the store creates or reads goes
+//! through (private, regular, ours, never a blocking open).
 //!
-//! Every write replaces the file whole ([`replace`]: a temporary file, fsync, rename, fsync of the
-//! folder), so a crash leaves the old file or the new one; the store ([`super::UserStore`]) makes
-//! one at a time. Its temporary file is created exclusively (`O_CREAT|O_EXCL`, which never follows
-//! a link) under a random name, mode 0600, and checked to be a private regular file of ours before
-//! a byte is written: nobody who can create files in the folder can make a write follow their
-//! link or fill their file. The clean-up removes only regular files of ours. The fsyncs go through
-//! a [`Durability`], so that tests can see them and their order.
+//! A write replaces the file whole ([`replace`]): a temporary file created exclusively
+//! (`O_CREAT|O_EXCL`, never through a link) under a random name, mode 0600, checked to be ours
+//! before a byte is written, fsynced, renamed over the file, then the folder fsynced; a crash
+//! leaves the old file or the new one. The fsyncs go through a [`Durability`], so that tests see
+//! them and their order. docs/security.md (8d) says why each step is there.
 
 use std::collections::BTreeMap;
-use std::ffi::OsStr;
 use std::fs::{self, File, Metadata};
 use std::io::{self, Read, Write};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
@@ -45,7 +42,7 @@ pub struct StoredUser {
 pub type Accounts = BTreeMap<String, StoredUser>;
 
 /// The users file's JSON: `{"version": 1, "users": [...]}`, users in name order.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct UsersJson<T> {
     version: u32,
@@ -55,29 +52,17 @@ struct UsersJson<T> {
 /// Why one stored account is refused, in the users file or in the journal.
 #[derive(Debug, thiserror::Error)]
 pub enum BadEntry {
-    #[error("user {username:?}: {why}")]
-    Username {
-        username: String,
-        why: UsernameError,
-    },
-    #[error("user {username:?}: password_hash {why}")]
-    Hash {
-        username: String,
-        why: StoredHashError,
-    },
+    #[error("user {0:?}: {1}")]
+    Username(String, UsernameError),
+    #[error("user {0:?}: password_hash {1}")]
+    Hash(String, StoredHashError),
 }
 
 /// Checks one stored account's name and hash.
 pub(super) fn check_entry(user: &StoredUser) -> Result<(), BadEntry> {
-    let username = || user.username.clone();
-    validate_username(&user.username).map_err(|why| BadEntry::Username {
-        username: username(),
-        why,
-    })?;
-    stored_cost(&user.password_hash).map_err(|why| BadEntry::Hash {
-        username: username(),
-        why,
-    })?;
+    let name = || user.username.clone();
+    validate_username(&user.username).map_err(|why| BadEntry::Username(name(), why))?;
+    stored_cost(&user.password_hash).map_err(|why| BadEntry::Hash(name(), why))?;
     Ok(())
 }
 
@@ -101,7 +86,7 @@ pub fn parse(bytes: &[u8]) -> Result<Accounts, InvalidUsersFile> {
     if file.version != FILE_VERSION {
         return Err(InvalidUsersFile::Version(file.version));
     }
-    let mut users = BTreeMap::new();
+    let mut users = Accounts::new();
     for user in file.users {
         check_entry(&user)?;
         if users.contains_key(&name_key(&user.username)) {
@@ -112,25 +97,24 @@ pub fn parse(bytes: &[u8]) -> Result<Accounts, InvalidUsersFile> {
     Ok(users)
 }
 
-/// The bytes [`write()`] puts in the users file: pretty JSON, users in name order, a final newline.
-pub fn render(users: &Accounts) -> io::Result<Vec<u8>> {
+/// The users file's bytes: pretty JSON, users in name order, a final newline.
+pub fn render(users: &Accounts) -> Vec<u8> {
+    let users = users.values().collect();
     let file = UsersJson {
         version: FILE_VERSION,
-        users: users.values().collect(),
+        users,
     };
-    let mut json = serde_json::to_vec_pretty(&file).map_err(io::Error::other)?;
+    let mut json = serde_json::to_vec_pretty(&file).expect("strings serialise");
     json.push(b'\n');
-    Ok(json)
+    json
 }
 
-/// What identifies one version of the users file: the file (device and inode), its size and its
-/// modification time to the nanosecond. An editor that saves in place changes the time (and
-/// usually the size), one that saves a new file and renames it changes the inode. (Not the
-/// change time: our own rename changes it.)
+/// What identifies one version of the users file: device and inode, size, modification time to
+/// the nanosecond. An editor that saves in place changes the time (and usually the size), one
+/// that renames a new file over it changes the inode. (Not the change time: our rename changes it.)
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FileStamp {
-    device: u64,
-    inode: u64,
+    file: (u64, u64),
     size: u64,
     modified: (i64, i64),
 }
@@ -138,8 +122,7 @@ pub struct FileStamp {
 impl FileStamp {
     pub fn of(meta: &Metadata) -> FileStamp {
         FileStamp {
-            device: meta.dev(),
-            inode: meta.ino(),
+            file: (meta.dev(), meta.ino()),
             size: meta.size(),
             modified: (meta.mtime(), meta.mtime_nsec()),
         }
@@ -151,32 +134,54 @@ pub fn stamp(path: &Path) -> io::Result<FileStamp> {
     fs::metadata(path).map(|meta| FileStamp::of(&meta))
 }
 
-/// The users file is not a regular file (a FIFO, a device, a folder): never opened, or never
-/// read once opened.
+/// A file of the store that is not read (an [`io::ErrorKind::InvalidInput`] error's cause).
 #[derive(Debug, thiserror::Error)]
-#[error("is not a regular file")]
-pub struct NotRegularFile;
+pub enum NotRegularFile {
+    /// A FIFO, a device, a folder.
+    #[error("is not a regular file")]
+    Special,
+    #[error("is a symbolic link (never followed: the server only ever creates a regular file)")]
+    Link,
+}
 
-/// Reads the users file and the stamp of exactly the version read (one open file). Never blocks
-/// on what is planted there: anything but a regular file is refused ([`NotRegularFile`], as an
-/// [`io::ErrorKind::InvalidInput`]) before it is opened (a FIFO's open would wait for a writer),
-/// and the open itself is non-blocking in case the file is swapped between the look and the open.
-pub fn read(path: &Path) -> io::Result<(Vec<u8>, FileStamp)> {
-    let not_regular = || io::Error::new(io::ErrorKind::InvalidInput, NotRegularFile);
-    if !fs::metadata(path)?.file_type().is_file() {
-        return Err(not_regular());
+/// Reads the regular file at `path` with the metadata of exactly the version read; a symbolic
+/// link is followed only if `follow`. Never blocks on what is planted there: anything else is
+/// refused ([`NotRegularFile`]) before it is opened (a FIFO's open would wait for a writer), and
+/// the open is non-blocking in case the file is swapped between the look and the open.
+pub(super) fn read_regular(path: &Path, follow: bool) -> io::Result<(Vec<u8>, Metadata)> {
+    let refused = |why| Err(io::Error::new(io::ErrorKind::InvalidInput, why));
+    let meta = if follow {
+        fs::metadata(path)?
+    } else {
+        fs::symlink_metadata(path)?
+    };
+    if meta.file_type().is_symlink() {
+        return refused(NotRegularFile::Link);
     }
-    let mut file = fs::OpenOptions::new()
+    if !meta.is_file() {
+        return refused(NotRegularFile::Special);
+    }
+    let nofollow = if follow { 0 } else { libc::O_NOFOLLOW };
+    let opened = fs::OpenOptions::new()
         .read(true)
-        .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
-        .open(path)?;
+        .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC | nofollow)
+        .open(path);
+    let mut file = match opened {
+        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => return refused(NotRegularFile::Link),
+        opened => opened?,
+    };
     let meta = file.metadata()?;
-    if !meta.file_type().is_file() {
-        return Err(not_regular());
+    if !meta.is_file() {
+        return refused(NotRegularFile::Special);
     }
     let mut bytes = Vec::new();
     file.read_to_end(&mut bytes)?;
-    Ok((bytes, FileStamp::of(&meta)))
+    Ok((bytes, meta))
+}
+
+/// Reads the users file and the stamp of exactly the version read (see `read_regular`).
+pub fn read(path: &Path) -> io::Result<(Vec<u8>, FileStamp)> {
+    read_regular(path, true).map(|(bytes, meta)| (bytes, FileStamp::of(&meta)))
 }
 
 /// The effective user id this process runs as: the owner of every file it creates.
@@ -184,9 +189,8 @@ pub fn effective_uid() -> u32 {
     rustix::process::geteuid().as_raw()
 }
 
-/// A file the store just created (exclusively) is not the private regular file of ours, with
-/// one name, that such a creation makes. Never expected; checked because the server may run as
-/// root.
+/// A file the store just created exclusively is not the private regular file of ours, with one
+/// name, that such a creation makes. Never expected; checked because the server may run as root.
 #[derive(Debug, thiserror::Error)]
 #[error("{} is not the private regular file just created (a {kind}, owner uid {owner}, mode {mode:04o}, {links} names)", path.display())]
 pub struct ForeignFile {
@@ -197,17 +201,19 @@ pub struct ForeignFile {
     links: u64,
 }
 
-/// Checks that `file`, just created at `path`, is a regular file of ours, mode 0600, one name.
-pub(super) fn check_created(file: &File, path: &Path) -> io::Result<()> {
+/// Makes `file`, just created at `path`, mode 0600 exactly (the umask narrows the mode asked for
+/// at creation), then checks that it is a regular file of ours with one name.
+pub(super) fn make_private(file: &File, path: &Path) -> io::Result<()> {
+    file.set_permissions(fs::Permissions::from_mode(PRIVATE_MODE))?;
     let meta = file.metadata()?;
     let mode = meta.mode() & 0o7777;
-    let ours = meta.uid() == effective_uid() && mode == PRIVATE_MODE && meta.nlink() == 1;
-    if meta.file_type().is_file() && ours {
+    let regular = meta.file_type().is_file();
+    if regular && meta.uid() == effective_uid() && mode == PRIVATE_MODE && meta.nlink() == 1 {
         return Ok(());
     }
     Err(io::Error::other(ForeignFile {
         path: path.to_path_buf(),
-        kind: if meta.file_type().is_file() {
+        kind: if regular {
             "regular file"
         } else {
             "special file"
@@ -219,13 +225,13 @@ pub(super) fn check_created(file: &File, path: &Path) -> io::Result<()> {
 }
 
 /// How writes reach the disk: the users file's two fsyncs ([`replace`]) and the journal's
-/// fdatasync ([`super::journal`]). A seam for tests, which check that each happens in its place;
-/// the store uses [`Fsync`].
+/// fdatasync. A seam for tests, which check that each happens in its place; the store uses
+/// [`Fsync`].
 pub trait Durability {
     /// Makes the contents of `file` (the temporary file at `path`) durable, before the rename.
     fn sync_file(&self, file: &File, path: &Path) -> io::Result<()>;
-    /// Makes what was appended to `file` (the journal at `path`) durable, with its new length
-    /// (fdatasync), before the append is acknowledged.
+    /// Makes what was appended to `file` (the journal at `path`) durable, with its new length,
+    /// before the append is acknowledged.
     fn sync_data(&self, file: &File, _path: &Path) -> io::Result<()> {
         file.sync_data()
     }
@@ -233,7 +239,7 @@ pub trait Durability {
     fn sync_folder(&self, folder: &Path) -> io::Result<()>;
 }
 
-/// The real [`Durability`]: fsync of the file, then of the folder.
+/// The real [`Durability`].
 pub struct Fsync;
 
 impl Durability for Fsync {
@@ -250,7 +256,7 @@ impl Durability for Fsync {
 #[derive(Debug, thiserror::Error)]
 #[error("{error}")]
 pub struct WriteFailure {
-    /// The new file's stamp if it had already replaced the old one (only the folder's fsync
+    /// The new file's stamp if it had replaced the old one already (only the folder's fsync
     /// failed); `None` if the old file is still there.
     pub replaced: Option<FileStamp>,
     pub error: io::Error,
@@ -262,15 +268,10 @@ pub fn write(
     users: &Accounts,
     durability: &dyn Durability,
 ) -> Result<FileStamp, WriteFailure> {
-    let json = render(users).map_err(|error| WriteFailure {
-        replaced: None,
-        error,
-    })?;
-    replace(path, &json, durability)
+    replace(path, &render(users), durability)
 }
 
-/// Replaces the users file with `json` atomically: a temporary file in the same folder (see the
-/// module's header), its fsync, the rename over the old file, the folder's fsync. Returns the new
+/// Replaces the users file with `json` atomically (see the module's header) and returns the new
 /// file's stamp. A failure before the rename removes the temporary file and leaves the old file.
 pub fn replace(
     path: &Path,
@@ -282,24 +283,15 @@ pub fn replace(
         error,
     };
     let folder = folder_of(path);
-    let name = path.file_name().ok_or_else(|| {
-        failed(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            "the path names no file",
-        ))
-    })?;
     // Dropping `tmp` before it is persisted removes it.
     let mut tmp = tempfile::Builder::new()
-        .prefix(&temporary_prefix(name))
+        .prefix(&temporary_prefix(path))
         .rand_bytes(TEMPORARY_RANDOM_CHARS)
         .permissions(fs::Permissions::from_mode(PRIVATE_MODE))
         .tempfile_in(&folder)
         .map_err(failed)?;
     let stamp = (|| {
-        // The mode asked for at creation is narrowed by the umask; make it exactly 0600.
-        tmp.as_file()
-            .set_permissions(fs::Permissions::from_mode(PRIVATE_MODE))?;
-        check_created(tmp.as_file(), tmp.path())?;
+        make_private(tmp.as_file(), tmp.path())?;
         tmp.write_all(json)?;
         durability.sync_file(tmp.as_file(), tmp.path())?;
         // Taken before the rename, which keeps the inode, size and modification time.
@@ -324,91 +316,44 @@ pub(super) fn folder_of(path: &Path) -> PathBuf {
     }
 }
 
-/// `path` cannot be used as the users file because it is a symbolic link to nowhere.
-#[derive(Debug, thiserror::Error)]
-#[error("is a symbolic link whose target cannot be resolved: {0}")]
-pub struct UnresolvableLink(#[source] pub io::Error);
-
-/// Resolves `path` if it is a symbolic link, with a warning; otherwise returns it unchanged.
-pub fn resolve_symlink(path: &Path) -> Result<PathBuf, UnresolvableLink> {
-    match fs::symlink_metadata(path) {
-        Ok(meta) if meta.file_type().is_symlink() => {
-            let target = fs::canonicalize(path).map_err(UnresolvableLink)?;
-            log::warn!(
-                "users file {} is a symbolic link to {}: the server reads and rewrites {} (the link \
-                 stays); make sure nobody else can change the link or its folder",
-                path.display(),
-                target.display(),
-                target.display()
-            );
-            Ok(target)
-        }
-        _ => Ok(path.to_path_buf()),
-    }
+/// The start of a temporary file's name for a write of the users file `…/NAME`: `.NAME.tmp.`.
+fn temporary_prefix(path: &Path) -> String {
+    format!(
+        ".{}.tmp.",
+        path.file_name().unwrap_or_default().to_string_lossy()
+    )
 }
 
-/// Warns if the users file can be read or written by group or others.
-pub fn warn_if_exposed(path: &Path, target: &Path) {
-    let Ok(meta) = fs::metadata(target) else {
-        return;
-    };
-    let mode = meta.permissions().mode() & 0o777;
-    if mode & 0o077 != 0 {
-        let access = match (mode & 0o044 != 0, mode & 0o022 != 0) {
-            (true, true) => "read and write",
-            (true, false) => "read",
-            _ => "write",
-        };
-        log::warn!(
-            "users file {} has mode {mode:04o}: group or others can {access} it and it holds \
-             password hashes; run `chmod 600 {}` (the server makes it 0600 at its next change)",
-            path.display(),
-            target.display()
-        );
-    }
-}
-
-/// The start of a temporary file's name for a write of the users file `NAME`: `.NAME.tmp.`.
-fn temporary_prefix(name: &OsStr) -> String {
-    format!(".{}.tmp.", name.to_string_lossy())
-}
-
-/// Removes the temporary files that a write interrupted by a crash left beside the users file.
-/// Only regular files of ours, looked at without following links: anything else so named (a link
-/// or a file someone else planted) is left alone, with a warning. Call it before any write of
+/// Removes the temporary files that a write interrupted by a crash left beside the users file:
+/// only regular files of ours, looked at without following links; anything else so named (a
+/// link, a file someone else planted) is left alone with a warning. Called before any write of
 /// this process. Failures are logged: they stop nothing.
 pub fn remove_leftover_temporary_files(path: &Path) {
-    let (dir, Some(name)) = (folder_of(path), path.file_name()) else {
-        return;
-    };
-    let prefix = temporary_prefix(name);
-    let Ok(entries) = fs::read_dir(&dir) else {
-        return;
-    };
+    let (dir, prefix) = (folder_of(path), temporary_prefix(path));
     let us = effective_uid();
-    for entry in entries.flatten() {
-        let file_name = entry.file_name();
-        let is_candidate = file_name
+    for entry in fs::read_dir(&dir).into_iter().flatten().flatten() {
+        let named_so = entry
+            .file_name()
             .to_string_lossy()
             .strip_prefix(&prefix)
             .is_some_and(|rest| !rest.is_empty());
         // Not followed: a planted link is looked at, never through.
-        let (true, Ok(meta)) = (is_candidate, fs::symlink_metadata(entry.path())) else {
+        let (true, Ok(meta)) = (named_so, fs::symlink_metadata(entry.path())) else {
             continue;
         };
         let leftover = entry.path();
         if !meta.file_type().is_file() || meta.uid() != us {
+            let kind = if meta.file_type().is_symlink() {
+                "symbolic link"
+            } else {
+                "file"
+            };
             log::warn!(
                 "left {} alone: it is named like a temporary users file but is not a regular file \
-                 of this server's user (uid {us}; owner uid {}, a {}); someone who can write to \
+                 of this server's user (uid {us}; owner uid {}, a {kind}); someone who can write to \
                  {} may have planted it",
                 leftover.display(),
                 meta.uid(),
-                if meta.file_type().is_symlink() {
-                    "symbolic link"
-                } else {
-                    "file"
-                },
                 dir.display()
             );
             continue;

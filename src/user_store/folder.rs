@@ -1,36 +1,21 @@
-//! Whether anyone but the server's user (and root) could replace the users file: the file's
-//! owner, and the owner and mode of its folder and of every folder above it. Looks only: the
-//! store ([`super::UserStore::open_with`]) decides what to refuse.
-//!
-//! Why this matters beyond the temporary file: whoever can write to the folder can rename a file
-//! of their own over `users.json` (accounts with passwords they know), and the store reads it
-//! at the next SIGHUP or start. Exclusive random temporary names (see [`super::file`]) stop planting
-//! and following; only the folder's permissions stop replacement.
-//!
-//! What is refused and what is only warned about, like OpenSSH's `StrictModes` with Debian's
-//! allowance for user-private groups:
-//! - refused: a folder that others may write to without the sticky bit (anyone on the machine
-//!   can replace the file); a folder or users file owned by another user than the server's
-//!   (neither root): its owner can;
-//! - warned about: a folder the group may write to (on systems with a group per user, umask 002
-//!   makes every new folder so, and the group is the user alone; elsewhere the log says which
-//!   group could); a users file's folder that everyone may write to with the sticky bit, like
-//!   `/tmp` (others cannot replace or remove our files there, but can create any free name:
-//!   they could create `users.json` before the first start, which the owner check refuses).
+//! Who else could read or replace the users file: a symbolic link to it, its mode, its owner, and
+//! the owner and mode of its folder and of every folder above it. Whoever can write to the folder
+//! can rename a file of their own over `users.json`; exclusive random temporary names stop
+//! planting, only the folders' permissions stop that. Looks only: the store decides what to
+//! refuse; docs/security.md (8e) says what is refused and what only warned about, and why.
 
 use std::fmt;
 use std::fs;
+use std::io;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
-use super::file::effective_uid;
+use super::file::{effective_uid, folder_of};
 
 /// The sticky bit: in a folder with it, only a file's owner (or the folder's, or root) may
 /// rename or remove the file.
 const STICKY: u32 = 0o1000;
-/// Writable by the group.
 const GROUP_WRITE: u32 = 0o020;
-/// Writable by others.
 const OTHERS_WRITE: u32 = 0o002;
 
 /// One way someone else could replace the users file.
@@ -42,14 +27,15 @@ pub enum Exposure {
     FolderOwner { folder: PathBuf, owner: u32 },
     /// The users file belongs to another user (not root). Refused.
     FileOwner { file: PathBuf, owner: u32 },
-    /// The group `group` may write to `folder` (no sticky bit). Warned about.
+    /// The group `group` may write to `folder` (no sticky bit). Warned about: with a group per
+    /// user and umask 002, every new folder is so.
     GroupCanWrite {
         folder: PathBuf,
         mode: u32,
         group: u32,
     },
-    /// Everyone may create files in the users file's own folder, which has the sticky bit.
-    /// Warned about.
+    /// Everyone may create files in the users file's own folder, which has the sticky bit (like
+    /// `/tmp`). Warned about.
     SharedSticky { folder: PathBuf, mode: u32 },
 }
 
@@ -116,41 +102,36 @@ pub fn exposures(file: &Path) -> Vec<Exposure> {
     let us = effective_uid();
     let foreign = |owner: u32| owner != us && owner != 0;
     let mut found = Vec::new();
-    if let Ok(meta) = fs::metadata(file) {
-        if foreign(meta.uid()) {
-            found.push(Exposure::FileOwner {
-                file: file.to_path_buf(),
-                owner: meta.uid(),
-            });
-        }
+    if let Some(owner) = fs::metadata(file)
+        .map(|meta| meta.uid())
+        .ok()
+        .filter(|&o| foreign(o))
+    {
+        found.push(Exposure::FileOwner {
+            file: file.to_path_buf(),
+            owner,
+        });
     }
-    let folder = match file.parent() {
-        Some(dir) if !dir.as_os_str().is_empty() => dir,
-        _ => Path::new("."),
-    };
-    let Ok(folder) = fs::canonicalize(folder) else {
+    let Ok(folder) = fs::canonicalize(folder_of(file)) else {
         return found;
     };
     for (depth, dir) in folder.ancestors().enumerate() {
         let Ok(meta) = fs::metadata(dir) else {
             continue;
         };
-        let mode = meta.mode() & 0o7777;
+        let (mode, folder) = (meta.mode() & 0o7777, dir.to_path_buf());
         let sticky = mode & STICKY != 0;
-        let folder = dir.to_path_buf();
         if foreign(meta.uid()) {
             found.push(Exposure::FolderOwner {
                 folder: folder.clone(),
                 owner: meta.uid(),
             });
         }
-        if mode & OTHERS_WRITE != 0 {
-            if !sticky {
-                found.push(Exposure::OthersCanWrite { folder, mode });
-            } else if depth == 0 {
-                found.push(Exposure::SharedSticky { folder, mode });
-            }
-        } else if mode & GROUP_WRITE != 0 && !sticky {
+        if mode & OTHERS_WRITE != 0 && !sticky {
+            found.push(Exposure::OthersCanWrite { folder, mode });
+        } else if mode & OTHERS_WRITE != 0 && depth == 0 {
+            found.push(Exposure::SharedSticky { folder, mode });
+        } else if mode & (OTHERS_WRITE | STICKY) == 0 && mode & GROUP_WRITE != 0 {
             found.push(Exposure::GroupCanWrite {
                 folder,
                 mode,
@@ -159,6 +140,46 @@ pub fn exposures(file: &Path) -> Vec<Exposure> {
         }
     }
     found
+}
+
+/// `path` cannot be used as the users file because it is a symbolic link to nowhere.
+#[derive(Debug, thiserror::Error)]
+#[error("is a symbolic link whose target cannot be resolved: {0}")]
+pub struct UnresolvableLink(#[source] pub io::Error);
+
+/// Resolves `path` if it is a symbolic link, with a warning; otherwise returns it unchanged.
+pub fn resolve_symlink(path: &Path) -> Result<PathBuf, UnresolvableLink> {
+    match fs::symlink_metadata(path) {
+        Ok(meta) if meta.file_type().is_symlink() => {
+            let target = fs::canonicalize(path).map_err(UnresolvableLink)?;
+            log::warn!(
+                "users file {} is a symbolic link to {}: the server reads and rewrites {} (the link \
+                 stays); make sure nobody else can change the link or its folder",
+                path.display(),
+                target.display(),
+                target.display()
+            );
+            Ok(target)
+        }
+        _ => Ok(path.to_path_buf()),
+    }
+}
+
+/// Warns if group or others can read or write the users file (named `path`, at `target`).
+pub fn warn_if_exposed(path: &Path, target: &Path) {
+    let mode = fs::metadata(target).map_or(0, |meta| meta.mode() & 0o777);
+    let access = match (mode & 0o044 != 0, mode & 0o022 != 0) {
+        (false, false) => return,
+        (true, true) => "read and write",
+        (true, false) => "read",
+        (false, true) => "write",
+    };
+    log::warn!(
+        "users file {} has mode {mode:04o}: group or others can {access} it and it holds \
+         password hashes; run `chmod 600 {}` (the server makes it 0600 at its next change)",
+        path.display(),
+        target.display()
+    );
 }
 
 #[cfg(test)]

@@ -1,23 +1,19 @@
 //! One server per users file: an exclusive advisory lock (`flock`) on `users.json.lock` beside it,
-//! taken when the store opens and held while it lives; the file holds the holder's process id,
-//! so that a second server can say who has it. With the lock, nothing but this process writes
-//! the users file or its journal (an editor aside: see the store's header), so the store needs
-//! no recovery from another server's writes.
+//! taken when the store opens and held while it lives, so that nothing but this process writes
+//! the users file or its journal (an editor aside) and the store needs no recovery from another
+//! server's writes. The file holds the holder's pid, for a second server to name it.
 //!
 //! Opened like the journal: never through a symbolic link, never a FIFO's blocking open, and
 //! refused unless it is a regular file of ours with one name (a planted hard link would have us
-//! write our pid into someone else's file). A graceful close removes the file; a crash leaves it,
-//! unlocked, and the next start takes it.
+//! write our pid into someone else's file). A graceful close removes it; a crash leaves it,
+//! unlocked, for the next start to take.
 
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File, Metadata, OpenOptions};
 use std::io::{self, Read, Write};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
-use super::file::effective_uid;
-
-/// What the lock's name adds to the users file's: `users.json` → `users.json.lock`.
-const SUFFIX: &str = ".lock";
+use super::file::{effective_uid, PRIVATE_MODE};
 
 /// Opens before giving up when the file keeps being removed under us (a holder stopping removes
 /// it between our open and our lock: we then hold a file with no name and must open again).
@@ -53,8 +49,13 @@ pub struct UsersLock {
 /// The lock's path for the users file at `users` (symbolic links already resolved).
 pub fn path_for(users: &Path) -> PathBuf {
     let mut name = users.as_os_str().to_os_string();
-    name.push(SUFFIX);
+    name.push(".lock");
     PathBuf::from(name)
+}
+
+/// Whether `path` still names the file whose metadata is `held`.
+fn names(path: &Path, held: &Metadata) -> bool {
+    fs::symlink_metadata(path).is_ok_and(|now| (now.dev(), now.ino()) == (held.dev(), held.ino()))
 }
 
 impl UsersLock {
@@ -70,7 +71,7 @@ impl UsersLock {
                 .read(true)
                 .write(true)
                 .create(true)
-                .mode(0o600)
+                .mode(PRIVATE_MODE)
                 .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
                 .open(&path)
                 .map_err(io_error)?;
@@ -79,6 +80,7 @@ impl UsersLock {
                 return Err(LockError::Foreign { path });
             }
             match file.try_lock() {
+                Ok(()) if !names(&path, &meta) => continue,
                 Ok(()) => {}
                 Err(fs::TryLockError::WouldBlock) => {
                     let mut text = String::new();
@@ -87,11 +89,6 @@ impl UsersLock {
                     return Err(LockError::Held { path, holder });
                 }
                 Err(fs::TryLockError::Error(error)) => return Err(io_error(error)),
-            }
-            let still_named = fs::symlink_metadata(&path)
-                .is_ok_and(|now| now.ino() == meta.ino() && now.dev() == meta.dev());
-            if !still_named {
-                continue;
             }
             file.set_len(0)
                 .and_then(|()| writeln!(file, "{}", std::process::id()))
@@ -108,12 +105,10 @@ impl Drop for UsersLock {
     /// Removes the file while still holding the lock (a server starting meanwhile sees it lose
     /// its name and opens again), unless it is no longer ours (removed by hand and made anew).
     fn drop(&mut self) {
-        let ours = self
+        if self
             .file
             .metadata()
-            .ok()
-            .zip(fs::symlink_metadata(&self.path).ok());
-        if ours.is_some_and(|(held, named)| held.ino() == named.ino() && held.dev() == named.dev())
+            .is_ok_and(|held| names(&self.path, &held))
         {
             let _ = fs::remove_file(&self.path);
         }
