@@ -19,7 +19,7 @@ read -r passed failed ignored < <(awk '/^test result:/ {
 # The grading binary's own lines (`test t1_registration_… ... ok`), as a list a TA reads.
 grading=$(awk '/Running tests\/grading\.rs/ { on = 1; next } /Running / { on = 0 }
   on && /^test t[0-9]+_.* \.\.\. / { name = $2; gsub(/_/, " ", name)
-    printf "  %-7s %s\n", ($NF == "ok" ? "ok" : "FAILED"), name }' "$log" | sort -k2)
+    printf "  %-7s %s\n", ($NF == "ok" ? "ok" : "FAILED"), name }' "$log" | sort -b -k2)
 
 echo
 echo "grading scenarios (tests/grading.rs):"
