@@ -1,17 +1,16 @@
 //! `p2pchat-client`: wiring only. It connects as the flags say (`p2pchat::client::start`), runs
 //! the login dialogue (`p2pchat::client::dialogue`: on a terminal, forgiving; piped, the answers
 //! in order), then chats. On a terminal, a line editor keeps incoming messages above the line
-//! being typed; otherwise every stdin line is a command.
+//! being typed; otherwise every stdin line is a command. `--forget` connects to nothing: the
+//! library forgets the server and says so (`start::forget_and_tell`).
 
 #![deny(unsafe_code)]
 
-use std::io::{self, BufRead, IsTerminal, Write};
+use std::io::{self, IsTerminal, Write};
 use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::Parser;
-use futures::channel::mpsc;
-use futures::SinkExt;
 use p2pchat::client::error::Local;
 use p2pchat::client::start::{self, Dialing, Stdin};
 use p2pchat::client::ui::{self, Ending, Renderer, TerminalChat};
@@ -53,7 +52,7 @@ impl Format {
 fn main() -> ExitCode {
     let args = Args::parse();
     if let Some(server) = &args.client.forget {
-        return forget(&args.client, server);
+        return ExitCode::from(start::forget_and_tell(&args.client, server) as u8);
     }
     let format = if args.client.json {
         Format::Json
@@ -76,25 +75,6 @@ fn main() -> ExitCode {
         }
     };
     ExitCode::from(code as u8)
-}
-
-/// `--forget`: no connection, one line saying what was removed (stdout) or that nothing was
-/// (stderr); exit 0 either way, as `ssh-keygen -R`, 1 if the file could not be rewritten.
-fn forget(args: &ClientArgs, server: &str) -> ExitCode {
-    match start::forget(args, server) {
-        Ok(forgotten) if forgotten.removed.is_empty() => {
-            eprintln!("p2pchat-client: {forgotten}");
-            ExitCode::from(exit::OK as u8)
-        }
-        Ok(forgotten) => {
-            print_line(Some(format!("p2pchat-client: {forgotten}")));
-            ExitCode::from(exit::OK as u8)
-        }
-        Err(error) => {
-            eprintln!("p2pchat-client: {error}");
-            ExitCode::from(error.exit_code() as u8)
-        }
-    }
 }
 
 fn print_line(line: Option<String>) {
@@ -130,25 +110,11 @@ async fn run(
         dialogue::log_in_once(&mut Stdin::new(false), &mut dialing).await?;
         let client = dialing.into_client();
         let shown = format.clone();
-        let commands = command::parse_lines(stdin_lines(), move |wrong| {
+        let commands = command::parse_lines(start::stdin_lines(), move |wrong| {
             print_line(shown.line(&ClientEvent::error(wrong.to_string())))
         });
         client.run(commands, &mut print).await.map(|()| None)
     }
-}
-
-/// Every later line of stdin, read on a thread of its own (reading stdin blocks).
-fn stdin_lines() -> mpsc::Receiver<String> {
-    let (mut tx, rx) = mpsc::channel(64);
-    std::thread::spawn(move || {
-        for line in io::stdin().lock().lines() {
-            let Ok(line) = line else { break };
-            if runtime::block_on(tx.send(line)).is_err() {
-                break;
-            }
-        }
-    });
-    rx
 }
 
 /// Chats with a line editor (`p2pchat::client::ui`): incoming events are printed above the

@@ -43,6 +43,7 @@ pub mod error;
 pub mod event;
 pub mod in_flight;
 mod inbound;
+mod inputs;
 pub mod known_servers;
 mod link;
 pub mod outgoing;

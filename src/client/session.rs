@@ -19,18 +19,14 @@
 //!
 //! Leaving sends what is still queued (at the pace), then `quit`, and shows what the server
 //! still sends until it closes (the answer to a `:l` just before `:q`, say), all bounded.
-//! Each connection's lines are read by a task of its own that tags them with the connection's
-//! number, so that a late line from a connection already given up is told apart and ignored.
+//! What the loop waits for, and the tasks that feed it, are [`inputs`](super::inputs)'.
 
-use std::io;
 use std::net::{Shutdown, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use futures::channel::mpsc;
 use futures::future::{self, Either};
-use futures::stream::{self, Stream, StreamExt};
-use futures::SinkExt;
+use futures::stream::{Stream, StreamExt};
 
 use super::command::{self, Command};
 use super::config::DirectLimits;
@@ -39,52 +35,19 @@ use super::direct_inbox::DirectInbox;
 use super::error::{ClientError, Disconnect};
 use super::event::ClientEvent;
 use super::inbound::on_server_message;
+use super::inputs::{self, Feed, Input};
 use super::link::{send, Link, LoggedIn};
 use super::outgoing::{Outgoing, ServerPace};
 use super::pairs::Pairs;
 use super::peer_list::PeerList;
-use super::reconnect::{
-    redial_once, worth_reconnecting, worth_trying_again, Backoff, Redial, Relinked,
-};
-use crate::connection::{self, LineReader, ReadError, StreamReader, StreamWriter};
+use super::reconnect::{worth_reconnecting, worth_trying_again, Backoff, Redial, Relinked};
+use crate::connection::{self, StreamWriter};
 use crate::protocol::{decode_server, encode_line, ClientMessage, ServerMessage, MAX_LINE_BYTES};
 use crate::runtime::{self, TcpStream, UdpSocket};
 
 /// After `quit`, how long to wait for the server to close its side, so that everything sent
 /// before `quit` is known to have been read (and its answers shown).
 const QUIT_DRAIN: Duration = Duration::from_secs(2);
-
-/// Receive buffer for datagrams: any UDP payload fits, so an oversized one is seen whole and
-/// refused rather than silently cut.
-const DATAGRAM_BUFFER: usize = 65_536;
-
-/// How often the chat loop wakes up with nothing to do: to give out a due summary of dropped
-/// datagrams even when no more arrive, and to say how many lines still wait to be sent.
-const HOUSEKEEPING_TICK: Duration = Duration::from_secs(1);
-
-/// Lines (and reconnect results) read ahead of the chat loop; a reader waits when it is full.
-const SERVER_INPUTS: usize = 64;
-
-/// Everything the chat loop waits for.
-enum Input {
-    /// A line (or the end) from connection number `link`.
-    Server {
-        link: u64,
-        line: Result<Option<Vec<u8>>, ReadError>,
-    },
-    /// The outcome of reconnect try number `attempt`.
-    Relinked {
-        attempt: u64,
-        result: Box<Result<Relinked, ClientError>>,
-    },
-    Datagram(io::Result<(Vec<u8>, SocketAddr)>),
-    Command(Command),
-    EndOfCommands,
-    /// Time passed (every [`HOUSEKEEPING_TICK`]).
-    Tick,
-    /// A sealed direct message's retransmission timer fired.
-    Retransmit(super::direct::TimerFired),
-}
 
 /// The connection the loop writes to; its reader is a task of its own.
 struct Current {
@@ -124,7 +87,7 @@ struct Chat {
     courier: Courier,
     username: String,
     p2p_addr: SocketAddr,
-    inputs: mpsc::Sender<Input>,
+    inputs: Feed,
     quitting: bool,
 }
 
@@ -145,8 +108,8 @@ pub(super) async fn run(
         redial,
         max_queued,
     } = start;
-    let (tx, rx) = mpsc::channel(SERVER_INPUTS);
     let (courier, timers) = Courier::new(udp.clone(), pairs);
+    let (feed, mut inputs) = inputs::merge(udp, commands, timers);
     let mut chat = Chat {
         current: None,
         next_link: 0,
@@ -159,32 +122,10 @@ pub(super) async fn run(
         courier,
         username,
         p2p_addr,
-        inputs: tx,
+        inputs: feed,
         quitting: false,
     };
     chat.attach(link);
-
-    let from_peers = stream::unfold(udp, |udp: Arc<UdpSocket>| async move {
-        let mut buf = vec![0; DATAGRAM_BUFFER];
-        let received = udp.recv_from(&mut buf).await.map(|(n, source)| {
-            buf.truncate(n);
-            (buf, source)
-        });
-        Some((Input::Datagram(received), udp))
-    });
-    let from_person = commands
-        .map(Input::Command)
-        .chain(stream::iter([Input::EndOfCommands]));
-    let from_timers = timers.map(Input::Retransmit);
-    let ticks = stream::unfold((), |()| async {
-        runtime::sleep(HOUSEKEEPING_TICK).await;
-        Some((Input::Tick, ()))
-    });
-    // Pinned on the heap: the unfold streams hold futures that must not move.
-    let mut inputs = Box::pin(stream::select(
-        stream::select(rx, stream::select(ticks, from_timers)),
-        stream::select(from_peers, from_person),
-    ));
 
     loop {
         chat.send_ready(emit).await?;
@@ -237,7 +178,7 @@ impl Chat {
         } = link;
         self.next_link += 1;
         let id = self.next_link;
-        spawn_reader(reader, id, self.inputs.clone());
+        inputs::spawn_reader(reader, id, self.inputs.clone());
         self.current = Some(Current { id, tcp, writer });
     }
 
@@ -454,12 +395,7 @@ impl Chat {
             in_secs: wait.as_secs_f64().round().max(1.0) as u64,
             reason: why,
         });
-        let mut inputs = self.inputs.clone();
-        runtime::spawn(async move {
-            runtime::sleep(wait).await;
-            let result = Box::new(redial_once(redial).await);
-            let _ = inputs.send(Input::Relinked { attempt, result }).await;
-        });
+        inputs::spawn_redial(redial, wait, attempt, self.inputs.clone());
     }
 
     fn relinked(
@@ -504,19 +440,6 @@ impl Chat {
     }
 }
 
-/// Reads connection `id`'s lines into the chat loop until its end (or the loop's).
-fn spawn_reader(mut reader: LineReader<StreamReader>, id: u64, mut inputs: mpsc::Sender<Input>) {
-    runtime::spawn(async move {
-        loop {
-            let line = reader.next_line().await;
-            let last = !matches!(line, Ok(Some(_)));
-            if inputs.send(Input::Server { link: id, line }).await.is_err() || last {
-                break;
-            }
-        }
-    });
-}
-
 /// Says `quit`, closes the sending side (with TLS, `close_notify` first), and shows what the
 /// server still sends until it closes (all bounded by [`QUIT_DRAIN`]): the answers to the last
 /// requests, and closing with unread data would reset the connection and could destroy the last
@@ -536,24 +459,11 @@ async fn quit(
         let _ = send(&mut writer, &ClientMessage::Quit).await;
         let _ = futures::io::AsyncWriteExt::close(&mut writer).await;
     };
-    let until_closed = async move {
-        while let Some(input) = inputs.next().await {
-            let Input::Server { link, line } = input else {
-                continue;
-            };
-            if link != id {
-                continue;
-            }
-            match line {
-                Ok(Some(line)) => {
-                    if let Ok(message) = decode_server(&line) {
-                        let _ = on_server_message(message, peers, emit);
-                    }
-                }
-                Ok(None) | Err(_) => break,
-            }
+    let until_closed = inputs::until_closed(inputs, id, |line| {
+        if let Ok(message) = decode_server(line) {
+            let _ = on_server_message(message, peers, emit);
         }
-    };
+    });
     let close = connection::close_gracefully(&tcp, QUIT_DRAIN, say_quit, until_closed);
     let _ = runtime::timeout(QUIT_DRAIN, close).await;
 }

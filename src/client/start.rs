@@ -1,8 +1,9 @@
 //! From the flags to a client: how to talk to the server and whom to trust ([`transport`]),
-//! forgetting a server instead (`--forget`: [`forget`]), a
-//! connection with every setting applied ([`connect`]), the real stdin as the dialogue's
-//! [`Terminal`] ([`Stdin`]), and a [`Client`] as its [`LoginServer`] ([`Dialing`]: one that
-//! connects again as the flags say). The `p2pchat-client` binary only wires these together.
+//! forgetting a server instead (`--forget`: [`forget`], and what the binary then says and exits
+//! with: [`forget_and_tell`]), a connection with every setting applied ([`connect`]), the real
+//! stdin as the dialogue's [`Terminal`] ([`Stdin`]) and, once logged in, as lines of commands
+//! ([`stdin_lines`]), and a [`Client`] as its [`LoginServer`] ([`Dialing`]: one that connects
+//! again as the flags say). The `p2pchat-client` binary only wires these together.
 //!
 //! On a terminal a password is read as `sudo` and `ssh` read one: keys typed before its prompt
 //! are discarded (`tcflush`), echo goes off, and it stays off until the server has answered,
@@ -17,17 +18,23 @@ use std::path::PathBuf;
 use std::sync::{Mutex, Once, PoisonError};
 use std::thread;
 
+use futures::channel::mpsc;
+use futures::SinkExt;
 use rustix::termios::{self, LocalModes, OptionalActions, QueueSelector, Termios};
 
 use super::config::ClientArgs;
 use super::dialogue::{self, LoginServer, Terminal};
-use super::error::{ClientError, Local};
+use super::error::{exit, ClientError, Local};
 use super::event::ClientEvent;
 use super::known_servers;
 use super::link::{AuthMode, NameCheck};
 use super::reconnect::Reconnect;
 use super::secure::{Ask, Transport, Trust, TrustOutcome};
 use super::Client;
+use crate::runtime;
+
+/// Lines of stdin read ahead of the chat (piped input); the reading thread waits when it is full.
+const STDIN_LINES: usize = 64;
 
 /// How to talk to the server, and whom to trust, as the flags say; on a `terminal`, a server
 /// met for the first time is asked about ([`dialogue::ask_trust`]).
@@ -103,6 +110,29 @@ pub fn forget(args: &ClientArgs, server: &str) -> Result<Forgotten, ClientError>
     })
 }
 
+/// `--forget HOST[:PORT]` as the binary runs it: one line saying what was removed (stdout) or
+/// that nothing was (stderr), and the exit status: 0 either way, as `ssh-keygen -R`, or the
+/// error's (1: the file could not be read or rewritten), its reason on stderr.
+pub fn forget_and_tell(args: &ClientArgs, server: &str) -> i32 {
+    match forget(args, server) {
+        Ok(forgotten) if forgotten.removed.is_empty() => {
+            eprintln!("p2pchat-client: {forgotten}");
+            exit::OK
+        }
+        Ok(forgotten) => {
+            // A closed stdout is no reason to fail: the file is rewritten already.
+            let mut stdout = io::stdout().lock();
+            let _ = writeln!(stdout, "p2pchat-client: {forgotten}");
+            let _ = stdout.flush();
+            exit::OK
+        }
+        Err(error) => {
+            eprintln!("p2pchat-client: {error}");
+            error.exit_code()
+        }
+    }
+}
+
 /// Connects as the flags say, with every setting of the client applied. On a `terminal` the
 /// client connects again when it loses the server (unless `--no-reconnect`); elsewhere only with
 /// `--reconnect`. A server met for the first time and trusted without asking (no terminal: SSH's
@@ -143,6 +173,21 @@ pub async fn connect(args: &ClientArgs, terminal: bool) -> Result<Client, Client
 pub struct Stdin {
     /// Whether questions are shown: on a terminal; piped answers come without them.
     shows_questions: bool,
+}
+
+/// Every later line of stdin (after the dialogue), read on a thread of its own because reading
+/// stdin blocks; the thread ends at the end of stdin or once the chat stops taking lines.
+pub fn stdin_lines() -> mpsc::Receiver<String> {
+    let (mut tx, rx) = mpsc::channel(STDIN_LINES);
+    thread::spawn(move || {
+        for line in io::stdin().lock().lines() {
+            let Ok(line) = line else { break };
+            if runtime::block_on(tx.send(line)).is_err() {
+                break;
+            }
+        }
+    });
+    rx
 }
 
 /// The terminal's settings from before echo went off for a password, while it is off: one for
