@@ -1,22 +1,38 @@
 //! Login throttling: failed logins slow down further attempts on the same account and from the
 //! same address, with a delay that doubles per failure up to a cap.
 //!
-//! There is no lockout: a correct password always gets in, at worst after the capped delay, so
-//! an attacker who guesses at someone's account can slow them down but never lock them out.
-//! Attempts on one key are also spaced out (each waits for the previous one's slot), but never
-//! booked more than the capped delay ahead, so that many attempts at once cannot push the owner's
-//! login into the far future: several connections at once get one guess each per capped delay,
-//! and the per-address limit on connections not logged in yet bounds how many that is.
+//! **One clock per account.** The account's delay is shared by every connection: a check of the
+//! account starts no earlier than the account's next allowed time, and each attempt booked moves
+//! that time on by the delay (attempts still being checked count as failures to come, so that
+//! many at once are spaced as one after another would be). An attempt whose time would come more
+//! than `max_delay` from now is refused at once, told how long to wait ([`Full`]): a few may
+//! wait, never a queue, so many connections get no more checks than one would, and a thousand
+//! guesses cannot park anyone's login behind them.
+//!
+//! **No lockout.** An attempt from an address in good standing (fewer failures and attempts in
+//! progress than the free ones) is never refused: it waits for the account's clock at most
+//! `max_delay`. So the owner, logging in from their usual machine while guessers keep the
+//! account's clock full, still gets in within `max_delay`. An address earns at most
+//! `free_failures` such attempts before its count decays again.
+//!
+//! **Counts decay; a success does not reset the address.** Each table forgets one failure per
+//! [`DECAY_STEP`]. A correct login clears the account's count (only the password's holder can
+//! give it) but never the address's: logging into one's own account between guesses buys
+//! nothing. Address attempts are spaced by the address's own delay as well, across accounts.
 //!
 //! Registrations wait for the address's slot like logins do, and a registration refused because
 //! the name is taken (an answer that tells an account exists, as a name check's can) counts in the
 //! address table like a failed login (never in the account table: the name is not the caller's).
 //! A registration that makes an account does not count: a class registering from one lab machine
 //! or one NAT address is never slowed down, and the hard cap on registrations is the hourly quota
-//! (`server::registration_quota`). A successful login from the address starts it afresh. An
-//! address is an [`AddressKey`]: IPv4, or an IPv6 /64.
+//! (`server::registration_quota`). An address is an [`AddressKey`].
 //!
-//! Pure: the caller passes the time and does the waiting.
+//! The ceiling this gives (docs/security.md): per account, one check per `max_delay` once the
+//! delay is at its cap (450 an hour at the defaults), plus, per address, its free attempts and
+//! one more per [`DECAY_STEP`] (30 an hour); per address, one check per `max_delay` whatever the
+//! accounts.
+//!
+//! Pure but for the clock the caller passes: the caller does the waiting.
 
 use std::collections::HashMap;
 use std::hash::Hash;
@@ -32,8 +48,9 @@ pub const DEFAULT_FREE_FAILURES: u32 = 3;
 pub const DEFAULT_BASE_DELAY: Duration = Duration::from_millis(500);
 /// Default: the longest delay. It stays well below the client's 30 s wait for an answer.
 pub const DEFAULT_MAX_DELAY: Duration = Duration::from_secs(8);
-/// Failures are forgotten once an account or address has had none for this long.
-pub const FORGET_AFTER: Duration = Duration::from_secs(15 * 60);
+/// One failure is forgotten per this long, on an account and from an address: 8 failures (the
+/// default delay at its cap) are gone in 16 minutes, about when the whole count used to be.
+pub const DECAY_STEP: Duration = Duration::from_secs(2 * 60);
 /// Accounts or addresses remembered at most (each table); the stalest are forgotten first, so a
 /// flood of made-up names cannot grow the server's memory.
 pub const MAX_TRACKED: usize = 10_000;
@@ -72,10 +89,50 @@ impl ThrottleConfig {
 
 #[derive(Debug, Clone, Copy)]
 struct Record {
+    /// Recent failures: one is forgotten per [`DECAY_STEP`] since `decay_from`.
     failures: u32,
-    /// The earliest time the next attempt may be checked.
+    /// Attempts booked and not settled yet (waiting for their time, or being checked).
+    in_flight: u32,
+    /// The earliest time the next attempt may be checked: the key's clock.
     next_slot: Instant,
-    last_seen: Instant,
+    /// Where the current decay step started.
+    decay_from: Instant,
+}
+
+impl Record {
+    fn new(now: Instant) -> Record {
+        Record {
+            failures: 0,
+            in_flight: 0,
+            next_slot: now,
+            decay_from: now,
+        }
+    }
+
+    /// Forgets one failure per whole [`DECAY_STEP`] gone by.
+    fn decay(&mut self, now: Instant) {
+        let elapsed = now.saturating_duration_since(self.decay_from);
+        let steps = elapsed.as_nanos() / DECAY_STEP.as_nanos();
+        let steps = u32::try_from(steps).unwrap_or(u32::MAX);
+        self.failures = self.failures.saturating_sub(steps);
+        self.decay_from = match self.failures {
+            // Nothing left to forget: the next failure starts a step of its own.
+            0 => now,
+            _ => self.decay_from + DECAY_STEP * steps,
+        };
+    }
+
+    /// Counts a failure: the next attempt waits the delay from now.
+    fn fail(&mut self, config: &ThrottleConfig, now: Instant) {
+        self.decay(now);
+        self.failures = self.failures.saturating_add(1);
+        self.next_slot = self.next_slot.max(now + config.delay(self.failures));
+    }
+
+    /// Nothing to remember: no failures, nothing in flight, no wait ahead.
+    fn idle(&self, now: Instant) -> bool {
+        self.failures == 0 && self.in_flight == 0 && self.next_slot <= now
+    }
 }
 
 /// Failure counts for one kind of key (account names or addresses).
@@ -91,60 +148,67 @@ impl<K: Hash + Eq + Clone> Table<K> {
         }
     }
 
+    /// The key's record, decayed to `now`; `None` once there is nothing left to remember.
     fn get(&mut self, key: &K, now: Instant) -> Option<&mut Record> {
-        let stale = self
-            .records
-            .get(key)
-            .is_some_and(|r| now.saturating_duration_since(r.last_seen) >= FORGET_AFTER);
-        if stale {
+        let idle = match self.records.get_mut(key) {
+            Some(record) => {
+                record.decay(now);
+                record.idle(now)
+            }
+            None => return None,
+        };
+        if idle {
             self.records.remove(key);
         }
         self.records.get_mut(key)
     }
 
-    /// Books the next attempt: returns when it may be checked, and the recent failures.
-    fn book(&mut self, key: &K, config: &ThrottleConfig, now: Instant) -> (Instant, u32) {
+    /// The key's record, made if there was none (making room for it first).
+    fn entry(&mut self, key: &K, config: &ThrottleConfig, now: Instant) -> &mut Record {
+        if self.get(key, now).is_none() {
+            self.make_room(config, now);
+        }
+        self.records
+            .entry(key.clone())
+            .or_insert_with(|| Record::new(now))
+    }
+
+    /// When the key's next attempt may be checked, its recent failures, and its attempts in
+    /// flight.
+    fn peek(&mut self, key: &K, now: Instant) -> (Instant, u32, u32) {
+        match self.get(key, now) {
+            Some(r) => (r.next_slot.max(now), r.failures, r.in_flight),
+            None => (now, 0, 0),
+        }
+    }
+
+    /// Books a registration or name check: returns when it may go ahead, and the recent
+    /// failures. Spaced by the delay, never booked more than `max_delay` ahead.
+    fn book_capped(&mut self, key: &K, config: &ThrottleConfig, now: Instant) -> (Instant, u32) {
         let Some(record) = self.get(key, now) else {
             return (now, 0);
         };
-        // Attempts are spaced by the delay, but never booked more than `max_delay` ahead: many
-        // attempts at once must not push the owner's login into the far future (a lockout).
         let start = record.next_slot.max(now).min(now + config.max_delay);
         record.next_slot = start + config.delay(record.failures);
-        record.last_seen = now;
         (start, record.failures)
     }
 
-    fn failed(&mut self, key: &K, config: &ThrottleConfig, now: Instant) -> u32 {
-        if self.get(key, now).is_none() {
-            self.make_room(config, now);
-            self.records.insert(
-                key.clone(),
-                Record {
-                    failures: 0,
-                    next_slot: now,
-                    last_seen: now,
-                },
-            );
-        }
-        let record = self.records.get_mut(key).expect("just inserted");
-        record.failures = record.failures.saturating_add(1);
-        record.last_seen = now;
-        record.next_slot = record.next_slot.max(now + config.delay(record.failures));
-        record.failures
-    }
-
-    /// Forgets stale entries, then, if the table is still full, the half that matters least:
-    /// those not delayed yet before those that are, the stalest first. So a flood of failures
-    /// on made-up names cannot wipe out the count on a real account under attack.
+    /// Forgets idle entries, then, if the table is still full, the half that matters least:
+    /// those neither delayed nor in flight before the others, the stalest first. So a flood of
+    /// failures on made-up names cannot wipe out the count on a real account under attack.
     fn make_room(&mut self, config: &ThrottleConfig, now: Instant) {
         if self.records.len() < MAX_TRACKED {
             return;
         }
-        self.records
-            .retain(|_, r| now.saturating_duration_since(r.last_seen) < FORGET_AFTER);
+        self.records.retain(|_, r| {
+            r.decay(now);
+            !r.idle(now)
+        });
         if self.records.len() >= MAX_TRACKED {
-            let rank = |r: &Record| (config.delay(r.failures) > Duration::ZERO, r.last_seen);
+            let rank = |r: &Record| {
+                let matters = config.delay(r.failures) > Duration::ZERO || r.in_flight > 0;
+                (matters, r.decay_from)
+            };
             let mut ranks: Vec<_> = self.records.values().map(rank).collect();
             ranks.sort_unstable();
             let cutoff = ranks[ranks.len() / 2];
@@ -153,12 +217,78 @@ impl<K: Hash + Eq + Clone> Table<K> {
     }
 }
 
-/// Which table's slot holds a login back: the account's failures, or the address's (a tie goes
-/// to the account, whose owner is the one to tell that someone guessed at it).
+/// Which table's clock holds a login back: the account's, or the address's (a tie goes to the
+/// account, whose owner is the one to tell that someone guessed at it).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DelayedBy {
     Account,
     Address,
+}
+
+/// A login refused without a check: its time would come more than `max_delay` from now, as
+/// other attempts (on the account, or from the address) hold the nearer ones.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Full {
+    /// How long until the next free time; trying again then may be booked.
+    pub wait: Duration,
+    pub by: DelayedBy,
+}
+
+/// How a booked attempt ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Outcome {
+    Failed,
+    Succeeded,
+    /// Never checked (busy, shutting down, the connection gone): it counts as nothing.
+    Unchecked,
+}
+
+/// A login attempt booked on its account's and address's clocks: check the password at `at`,
+/// then settle it with [`Booked::failed`] or [`Booked::succeeded`]. Dropped unsettled, it was
+/// never checked and counts as nothing.
+#[derive(Debug)]
+pub struct Booked<'a> {
+    /// When the password may be checked.
+    pub at: Instant,
+    /// The larger of the account's and the address's recent failures.
+    pub failures: u32,
+    /// Which clock set `at`.
+    pub by: DelayedBy,
+    throttle: &'a LoginThrottle,
+    account: String,
+    address: AddressKey,
+    settled: bool,
+}
+
+impl Booked<'_> {
+    /// A wrong password (or an unknown user): counts on the account and the address; returns
+    /// their counts.
+    pub fn failed(mut self, now: Instant) -> (u32, u32) {
+        self.settled = true;
+        self.throttle
+            .settle(&self.account, &self.address, Outcome::Failed, now)
+    }
+
+    /// The right password: the account starts afresh (only its holder could do this), the
+    /// address keeps its count, which decays with time.
+    pub fn succeeded(mut self, now: Instant) {
+        self.settled = true;
+        self.throttle
+            .settle(&self.account, &self.address, Outcome::Succeeded, now);
+    }
+}
+
+impl Drop for Booked<'_> {
+    fn drop(&mut self) {
+        if !self.settled {
+            self.throttle.settle(
+                &self.account,
+                &self.address,
+                Outcome::Unchecked,
+                Instant::now(),
+            );
+        }
+    }
 }
 
 /// The server's login throttle, shared by all connections.
@@ -176,48 +306,104 @@ impl LoginThrottle {
         }
     }
 
-    /// Books an attempt to log into `account` from `ip`: returns when the password may be
-    /// checked (now, unless there were recent failures on the account or from the address),
-    /// the larger of the two failure counts, and which of the two sets the time.
-    pub fn book(&self, account: &str, ip: IpAddr, now: Instant) -> (Instant, u32, DelayedBy) {
+    /// Books an attempt to log into `account` from `ip`: when the password may be checked (the
+    /// later of the account's and the address's clocks), or [`Full`] when that is more than
+    /// `max_delay` away. An address in good standing (fewer recent failures and attempts in
+    /// flight than the free ones) is never refused: it waits at most `max_delay`, so that the
+    /// owner gets in however many guessers hold the account's clock.
+    ///
+    /// # Errors
+    /// [`Full`], with the time until the nearer clock frees up: nothing was booked.
+    pub fn book(&self, account: &str, ip: IpAddr, now: Instant) -> Result<Booked<'_>, Full> {
+        let account = account.to_ascii_lowercase();
+        let address = AddressKey::of(ip);
+        let config = &self.config;
         let mut tables = self.lock();
-        let (accounts, ips) = &mut *tables;
-        let by_account = accounts.book(&account.to_ascii_lowercase(), &self.config, now);
-        let by_ip = ips.book(&AddressKey::of(ip), &self.config, now);
-        let by = match by_account.0 >= by_ip.0 {
+        let (accounts, addresses) = &mut *tables;
+        let (account_slot, account_failures, _) = accounts.peek(&account, now);
+        let (address_slot, address_failures, address_in_flight) = addresses.peek(&address, now);
+        let by = match account_slot >= address_slot {
             true => DelayedBy::Account,
             false => DelayedBy::Address,
         };
-        (by_account.0.max(by_ip.0), by_account.1.max(by_ip.1), by)
+        let due = account_slot.max(address_slot);
+        let horizon = now + config.max_delay;
+        let good_standing =
+            address_failures.saturating_add(address_in_flight) < config.free_failures;
+        let at = match good_standing {
+            true => due.min(horizon),
+            false if due > horizon => {
+                return Err(Full {
+                    wait: due - now,
+                    by,
+                })
+            }
+            false => due,
+        };
+        // The account's clock moves on as if this attempt fails: attempts in flight count, so
+        // that many at once are spaced as one after another would be.
+        let record = accounts.entry(&account, config, now);
+        record.in_flight = record.in_flight.saturating_add(1);
+        let expected = record.failures.saturating_add(record.in_flight);
+        record.next_slot = record.next_slot.max(at + config.delay(expected));
+        // The address's clock by its failures alone: many honest logins at once from one NAT
+        // address are not slowed down; its attempts in flight only cost it its good standing.
+        let record = addresses.entry(&address, config, now);
+        record.in_flight = record.in_flight.saturating_add(1);
+        record.next_slot = record.next_slot.max(at + config.delay(record.failures));
+        drop(tables);
+        Ok(Booked {
+            at,
+            failures: account_failures.max(address_failures),
+            by,
+            throttle: self,
+            account,
+            address,
+            settled: false,
+        })
     }
 
-    /// Records a failed attempt; returns the failure counts (account, address).
-    pub fn failed(&self, account: &str, ip: IpAddr, now: Instant) -> (u32, u32) {
+    fn settle(
+        &self,
+        account: &String,
+        address: &AddressKey,
+        outcome: Outcome,
+        now: Instant,
+    ) -> (u32, u32) {
+        let config = &self.config;
         let mut tables = self.lock();
-        let (accounts, ips) = &mut *tables;
-        (
-            accounts.failed(&account.to_ascii_lowercase(), &self.config, now),
-            ips.failed(&AddressKey::of(ip), &self.config, now),
-        )
+        let (accounts, addresses) = &mut *tables;
+        let account = accounts.entry(account, config, now);
+        account.in_flight = account.in_flight.saturating_sub(1);
+        match outcome {
+            Outcome::Failed => account.fail(config, now),
+            Outcome::Succeeded => account.failures = 0,
+            Outcome::Unchecked => {}
+        }
+        let account_failures = account.failures;
+        let address = addresses.entry(address, config, now);
+        address.in_flight = address.in_flight.saturating_sub(1);
+        if outcome == Outcome::Failed {
+            address.fail(config, now);
+        }
+        (account_failures, address.failures)
     }
 
     /// Books a registration from `ip`: returns when it may be hashed (now, unless the address has
     /// failed logins or registrations recently), and the address's count.
     pub fn book_registration(&self, ip: IpAddr, now: Instant) -> (Instant, u32) {
-        self.lock().1.book(&AddressKey::of(ip), &self.config, now)
+        self.lock()
+            .1
+            .book_capped(&AddressKey::of(ip), &self.config, now)
     }
 
     /// Records a registration (or a name check) from `ip` that told a name is taken; returns the
     /// address's count of failures and such refusals.
     pub fn registered(&self, ip: IpAddr, now: Instant) -> u32 {
-        self.lock().1.failed(&AddressKey::of(ip), &self.config, now)
-    }
-
-    /// Records a successful login: the account and the address start afresh.
-    pub fn succeeded(&self, account: &str, ip: IpAddr) {
         let mut tables = self.lock();
-        tables.0.records.remove(&account.to_ascii_lowercase());
-        tables.1.records.remove(&AddressKey::of(ip));
+        let record = tables.1.entry(&AddressKey::of(ip), &self.config, now);
+        record.fail(&self.config, now);
+        record.failures
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, (Table<String>, Table<AddressKey>)> {
@@ -237,6 +423,25 @@ mod tests {
         }
     }
 
+    fn ip(text: &str) -> IpAddr {
+        text.parse().unwrap()
+    }
+
+    fn secs(n: u64) -> Duration {
+        Duration::from_secs(n)
+    }
+
+    /// Fails `n` attempts on `account` from `from`, one after another from `now`, each checked
+    /// at its booked time; returns the time of the last check.
+    fn fail(throttle: &LoginThrottle, account: &str, from: &str, n: u32, now: Instant) -> Instant {
+        (0..n).fold(now, |now, _| {
+            let booked = throttle.book(account, ip(from), now).unwrap();
+            let at = booked.at;
+            booked.failed(at);
+            at
+        })
+    }
+
     #[test]
     fn the_delay_doubles_after_the_free_failures_up_to_the_cap() {
         let delays: Vec<u64> = (0..8).map(|f| config().delay(f).as_secs()).collect();
@@ -245,50 +450,113 @@ mod tests {
     }
 
     #[test]
-    fn failures_on_an_account_delay_it_from_any_address_until_a_success() {
+    fn failures_on_an_account_delay_it_from_any_address_and_a_success_clears_only_the_account() {
         let throttle = LoginThrottle::new(config());
         let t0 = Instant::now();
-        let attacker: IpAddr = "10.0.0.66".parse().unwrap();
-        let owner: IpAddr = "10.0.0.7".parse().unwrap();
-        for _ in 0..2 {
-            throttle.failed("Alice", attacker, t0);
-        }
+        fail(&throttle, "Alice", "10.0.0.66", 2, t0);
         // Two failures (the free ones): the next attempt on alice waits 1 s, whoever makes it.
+        let owner = throttle.book("alice", ip("10.0.0.7"), t0).unwrap();
         assert_eq!(
-            throttle.book("alice", owner, t0),
-            (t0 + Duration::from_secs(1), 2, DelayedBy::Account)
-        );
-        // A second attempt at once is spaced after the first one's slot.
-        assert_eq!(
-            throttle.book("alice", owner, t0).0,
-            t0 + Duration::from_secs(2)
+            (owner.at, owner.failures, owner.by),
+            (t0 + secs(1), 2, DelayedBy::Account)
         );
         // Other accounts from the attacker's address are delayed too.
-        let (slot, _, by) = throttle.book("bob", attacker, t0);
-        assert!(slot > t0);
-        assert_eq!(by, DelayedBy::Address);
-        assert_eq!(throttle.book("bob", owner, t0), (t0, 0, DelayedBy::Account));
-        throttle.succeeded("alice", owner);
-        let later = t0 + Duration::from_secs(10);
+        let other = throttle.book("bob", ip("10.0.0.66"), t0).unwrap();
+        assert_eq!((other.at > t0, other.by), (true, DelayedBy::Address));
+        drop(other);
+        owner.succeeded(t0 + secs(1));
+        // The owner's success clears the account, not the guesser's address: its next failure
+        // (its third) delays its next attempt, whatever the account.
+        let later = t0 + secs(10);
         assert_eq!(
-            throttle.book("alice", owner, later),
-            (later, 0, DelayedBy::Account)
+            throttle.book("alice", ip("10.0.0.7"), later).unwrap().at,
+            later
+        );
+        let last = fail(&throttle, "carol", "10.0.0.66", 1, later);
+        let guess = throttle.book("dave", ip("10.0.0.66"), last).unwrap();
+        assert_eq!(
+            (guess.at, guess.failures, guess.by),
+            (last + secs(2), 3, DelayedBy::Address)
         );
     }
 
     #[test]
-    fn many_attempts_at_once_never_push_the_owner_past_the_longest_delay() {
+    fn many_attempts_at_once_are_spaced_as_one_connection_would_be_and_the_rest_refused() {
         let throttle = LoginThrottle::new(config());
         let t0 = Instant::now();
-        for i in 0..4 {
-            throttle.failed("alice", format!("10.0.0.{i}").parse().unwrap(), t0);
+        // Eight at once from one address: the two free ones now, then the delays one after
+        // another would get (1 s, then 2 s after that), then refused: the next, 4 s after that, is 7 s
+        // away, past the 5 s cap.
+        let outcomes: Vec<_> = (0..8)
+            .map(|_| throttle.book("alice", ip("10.0.0.66"), t0))
+            .collect();
+        let starts: Vec<_> = outcomes
+            .iter()
+            .filter_map(|o| o.as_ref().ok().map(|b| b.at - t0))
+            .collect();
+        assert_eq!(starts, [secs(0), secs(0), secs(1), secs(3)]);
+        for refused in &outcomes[4..] {
+            assert_eq!(
+                refused.as_ref().map(|b| b.at).unwrap_err(),
+                &Full {
+                    wait: secs(7),
+                    by: DelayedBy::Account
+                }
+            );
         }
+        // From other addresses alike, once those have guessed their free ones.
+        fail(&throttle, "bob", "10.0.0.67", 2, t0);
+        assert!(throttle.book("alice", ip("10.0.0.67"), t0).is_err());
+    }
+
+    #[test]
+    fn the_owner_in_good_standing_waits_at_most_the_longest_delay_while_guessers_are_refused() {
+        let throttle = LoginThrottle::new(config());
+        let t0 = Instant::now();
+        let last = fail(&throttle, "alice", "10.0.0.66", 6, t0);
+        let waiting = throttle.book("alice", ip("10.0.0.66"), last).unwrap();
+        assert_eq!(waiting.at, last + secs(5));
+        // Guessers from 64 more addresses, each past its free failures: all refused at once.
         for i in 0..64 {
-            throttle.book("alice", format!("10.0.1.{i}").parse().unwrap(), t0);
+            let guesser = format!("10.0.1.{i}");
+            fail(&throttle, &format!("nobody{i}"), &guesser, 2, last);
+            assert!(throttle.book("alice", ip(&guesser), last).is_err());
         }
-        let owner: IpAddr = "10.0.0.7".parse().unwrap();
-        let (slot, ..) = throttle.book("alice", owner, t0);
-        assert!(slot <= t0 + config().max_delay, "{:?}", slot - t0);
+        // The owner from an address in good standing waits for the account's clock, capped.
+        let owner = throttle.book("alice", ip("10.0.0.7"), last).unwrap();
+        assert_eq!(owner.at, last + config().max_delay);
+    }
+
+    #[test]
+    fn a_success_between_guesses_does_not_reset_the_address_and_counts_decay_with_time() {
+        let throttle = LoginThrottle::new(config());
+        let t0 = Instant::now();
+        let from = "10.0.0.66";
+        fail(&throttle, "alice", from, 1, t0);
+        throttle
+            .book("mallory", ip(from), t0)
+            .unwrap()
+            .succeeded(t0);
+        fail(&throttle, "bob", from, 1, t0);
+        let third = throttle.book("carol", ip(from), t0).unwrap();
+        assert_eq!((third.failures, third.by), (2, DelayedBy::Address));
+        assert!(third.at > t0);
+        drop(third);
+        // One failure forgotten per step: after one step, one left, and no delay.
+        let later = t0 + DECAY_STEP;
+        let fourth = throttle.book("dave", ip(from), later).unwrap();
+        assert_eq!((fourth.at, fourth.failures), (later, 1));
+    }
+
+    #[test]
+    fn an_attempt_never_checked_counts_as_nothing() {
+        let throttle = LoginThrottle::new(config());
+        let t0 = Instant::now();
+        for _ in 0..8 {
+            drop(throttle.book("alice", ip("10.0.0.66"), t0));
+        }
+        let next = throttle.book("alice", ip("10.0.0.66"), t0).unwrap();
+        assert_eq!((next.at, next.failures), (t0, 0));
     }
 
     #[test]
@@ -296,68 +564,68 @@ mod tests {
         let throttle = LoginThrottle::new(config());
         let t0 = Instant::now();
         for i in 0..3 {
-            throttle.failed("alice", format!("10.0.0.{i}").parse().unwrap(), t0);
+            fail(&throttle, "alice", &format!("10.0.0.{i}"), 1, t0);
         }
         let later = t0 + Duration::from_secs(1);
         for i in 0..(2 * MAX_TRACKED) {
-            let ip = IpAddr::from([10, 1, (i >> 8) as u8, i as u8]);
-            throttle.failed(&format!("made-up{i}"), ip, later);
+            let from = IpAddr::from([10, 1, (i >> 8) as u8, i as u8]);
+            if let Ok(booked) = throttle.book(&format!("made-up{i}"), from, later) {
+                booked.failed(later);
+            }
         }
-        let (slot, failures, _) = throttle.book("alice", "10.0.0.9".parse().unwrap(), later);
-        assert_eq!(failures, 3);
-        assert!(slot > later);
+        let next = throttle.book("alice", ip("10.0.0.9"), later).unwrap();
+        assert_eq!(next.failures, 3);
+        assert!(next.at > later);
     }
 
     #[test]
     fn taken_names_delay_their_address_like_failures_and_never_the_owners_account() {
         let throttle = LoginThrottle::new(config());
         let t0 = Instant::now();
-        let flooder: IpAddr = "2001:db8:1:2::66".parse().unwrap();
+        let flooder = ip("2001:db8:1:2::66");
         for i in 0..2 {
             assert_eq!(throttle.book_registration(flooder, t0), (t0, i));
             throttle.registered(flooder, t0);
         }
-        // Past the free ones: the next registration from that /64 waits, from any of its hosts.
-        let neighbour: IpAddr = "2001:db8:1:2::9".parse().unwrap();
-        assert_eq!(
-            throttle.book_registration(neighbour, t0),
-            (t0 + Duration::from_secs(1), 2)
+        // Past the free ones: the next registration from that address waits.
+        assert_eq!(throttle.book_registration(flooder, t0), (t0 + secs(1), 2));
+        assert!(
+            throttle.book("alice", flooder, t0).unwrap().at > t0,
+            "logins too"
         );
-        assert!(throttle.book("alice", neighbour, t0).0 > t0, "logins too");
-        // Another /64, and the account from elsewhere, are not delayed at all.
-        let elsewhere: IpAddr = "2001:db8:1:3::9".parse().unwrap();
-        assert_eq!(
-            throttle.book("alice", elsewhere, t0),
-            (t0, 0, DelayedBy::Account)
-        );
+        // Another address, and the account from elsewhere, are not delayed at all.
+        let elsewhere = ip("2001:db8:1:3::9");
+        assert_eq!(throttle.book("bob", elsewhere, t0).unwrap().at, t0);
         assert_eq!(throttle.book_registration(elsewhere, t0), (t0, 0));
         // However many at once, never booked past the longest delay: no lockout.
         for _ in 0..64 {
             throttle.registered(flooder, t0);
             throttle.book_registration(flooder, t0);
         }
-        assert!(throttle.book("alice", flooder, t0).0 <= t0 + config().max_delay);
-        // A login that succeeds from the address starts it afresh.
-        throttle.succeeded("alice", neighbour);
-        assert_eq!(throttle.book_registration(flooder, t0), (t0, 0));
+        assert!(throttle.book_registration(flooder, t0).0 <= t0 + config().max_delay);
+        // A login that succeeds from the address does not start it afresh.
+        let later = t0 + secs(60);
+        throttle
+            .book("alice", flooder, later)
+            .unwrap()
+            .succeeded(later);
+        assert!(throttle.book_registration(flooder, later).0 > later);
     }
 
     #[test]
     fn failures_are_forgotten_and_the_tables_stay_bounded() {
         let throttle = LoginThrottle::new(config());
         let t0 = Instant::now();
-        let ip: IpAddr = "10.0.0.66".parse().unwrap();
-        for _ in 0..5 {
-            throttle.failed("alice", ip, t0);
-        }
-        let much_later = t0 + FORGET_AFTER;
-        assert_eq!(
-            throttle.book("alice", ip, much_later),
-            (much_later, 0, DelayedBy::Account)
-        );
+        fail(&throttle, "alice", "10.0.0.66", 5, t0);
+        let much_later = t0 + DECAY_STEP * 5;
+        let next = throttle.book("alice", ip("10.0.0.66"), much_later).unwrap();
+        assert_eq!((next.at, next.failures), (much_later, 0));
+        drop(next);
         for i in 0..(MAX_TRACKED + 10) {
-            throttle.failed(&format!("user{i}"), ip, t0);
+            throttle.registered(IpAddr::from([10, 2, (i >> 8) as u8, i as u8]), t0);
+            throttle.book(&format!("user{i}"), ip("10.0.0.1"), t0).ok();
         }
         assert!(throttle.lock().0.records.len() <= MAX_TRACKED);
+        assert!(throttle.lock().1.records.len() <= MAX_TRACKED);
     }
 }

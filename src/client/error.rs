@@ -198,7 +198,7 @@ impl ClientError {
             ClientError::Unreachable { .. } => exit::UNREACHABLE,
             // Nothing was checked: trying again later may work, as with a full server.
             ClientError::Refused {
-                code: ErrorCode::Busy,
+                code: ErrorCode::Busy | ErrorCode::Throttled,
                 ..
             } => exit::UNREACHABLE,
             ClientError::Refused { .. } => exit::REFUSED,

@@ -83,7 +83,10 @@ pub(super) fn worth_trying_again(error: &ClientError) -> bool {
         ClientError::Unreachable { .. } | ClientError::Disconnected(_) => true,
         ClientError::Refused { code, .. } => matches!(
             code,
-            ErrorCode::AlreadyOnline | ErrorCode::EndpointInUse | ErrorCode::Busy
+            ErrorCode::AlreadyOnline
+                | ErrorCode::EndpointInUse
+                | ErrorCode::Busy
+                | ErrorCode::Throttled
         ),
         ClientError::Local(_) | ClientError::NotTrusted { .. } => false,
     }

@@ -64,6 +64,10 @@ pub enum ErrorCode {
     /// The account logged in from another connection (its password proved), which took the
     /// name over: this session ends. A client does not connect again after it.
     Replaced,
+    /// A login refused without a check: the login throttle's next free time for the account (or
+    /// the address) is more than `--login-delay-max` away, held by other attempts. The message
+    /// says how many seconds to wait. Nothing was checked.
+    Throttled,
     /// A code this client does not know (sent by a newer server).
     #[serde(other)]
     Unknown,
@@ -71,7 +75,7 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every code, for tests and tools that must cover them all.
-    pub const ALL: [ErrorCode; 27] = [
+    pub const ALL: [ErrorCode; 28] = [
         ErrorCode::BadCredentials,
         ErrorCode::NameTaken,
         ErrorCode::AlreadyOnline,
@@ -98,6 +102,7 @@ impl ErrorCode {
         ErrorCode::Busy,
         ErrorCode::UnknownKind,
         ErrorCode::Replaced,
+        ErrorCode::Throttled,
         ErrorCode::Unknown,
     ];
 
@@ -146,6 +151,7 @@ impl ErrorCode {
             ErrorCode::Busy => "busy",
             ErrorCode::UnknownKind => "unknown_kind",
             ErrorCode::Replaced => "replaced",
+            ErrorCode::Throttled => "throttled",
             ErrorCode::Unknown => "unknown",
         }
     }
@@ -192,7 +198,8 @@ mod tests {
             ErrorCode::Busy => 23,
             ErrorCode::UnknownKind => 24,
             ErrorCode::Replaced => 25,
-            ErrorCode::Unknown => 26,
+            ErrorCode::Throttled => 26,
+            ErrorCode::Unknown => 27,
         };
         for (i, code) in ErrorCode::ALL.into_iter().enumerate() {
             assert_eq!(place(code), i, "{code}");

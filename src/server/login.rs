@@ -22,7 +22,7 @@ use super::context::{shutdown_notice, Context};
 use super::hasher::{Busy, Entry, HashPermit};
 use crate::broker::{Event, JoinRefused, SessionId};
 use crate::connection::{AuthAction, Disconnect};
-use crate::login_throttle::DelayedBy;
+use crate::login_throttle::{Booked, DelayedBy, Full};
 use crate::outbox::Outbox;
 use crate::protocol::{Credentials, DelayReason, ErrorCode, PeerInfo, ServerMessage};
 use crate::runtime;
@@ -88,9 +88,18 @@ pub(super) async fn authenticate(
     }
     // The throttle's delay is the server's doing, not the client's: it does not eat into the
     // time the check has to start.
-    let throttled = match register {
-        true => wait_for_registration_slot(remote, ip, tell_delays, shared, outbox).await?,
-        false => wait_for_login_slot(remote, ip, &username, tell_delays, shared, outbox).await?,
+    // A login's booking is settled with its outcome below; dropped unsettled (busy, shutdown),
+    // it was never checked and costs nothing.
+    let (throttled, booked) = match register {
+        true => (
+            wait_for_registration_slot(remote, ip, tell_delays, shared, outbox).await?,
+            None,
+        ),
+        false => {
+            let (waited, booked) =
+                wait_for_login_slot(remote, ip, &username, tell_delays, shared, outbox).await?;
+            (waited, Some(booked))
+        }
     };
     let hasher = wait_for_hasher(remote, action, &username, deadline + throttled, shared).await;
     if hasher.is_err() && register {
@@ -136,7 +145,9 @@ pub(super) async fn authenticate(
         Err(error) => {
             let code = match &error {
                 AuthError::BadCredentials => {
-                    let (account, address) = shared.throttle.failed(&username, ip, Instant::now());
+                    let (account, address) = booked
+                        .map(|booked| booked.failed(Instant::now()))
+                        .unwrap_or_default();
                     log::info!(
                         "{remote}: failed login as {}: {account} recent failures on the account, {address} from {ip}",
                         for_log(&username)
@@ -163,8 +174,8 @@ pub(super) async fn authenticate(
     };
     if register {
         log::info!("{remote}: registered {username:?}");
-    } else {
-        shared.throttle.succeeded(&username, ip);
+    } else if let Some(booked) = booked {
+        booked.succeeded(Instant::now());
     }
     // Authenticated: the connection no longer counts against its address's pending limit.
     drop(pending);
@@ -338,42 +349,81 @@ async fn hold_back(delay: Delay, shared: &Context, outbox: &mut Outbox) -> Resul
 }
 
 /// Waits until the login throttle lets this attempt be checked (at once, unless the account or
-/// the address has failed recently), and returns how long it waited. A client that asked
-/// (`tell_delays`) is told the wait and why.
-async fn wait_for_login_slot(
+/// the address has failed recently), and returns how long it waited and the booking to settle
+/// with the outcome. A client that asked (`tell_delays`) is told the wait and why. An attempt
+/// whose time is more than `--login-delay-max` away (other attempts hold the account's or the
+/// address's nearer times) is refused at once with `throttled` and the seconds to wait.
+async fn wait_for_login_slot<'a>(
     remote: SocketAddr,
     ip: IpAddr,
     username: &str,
     tell_delays: bool,
-    shared: &Context,
+    shared: &'a Context,
     outbox: &mut Outbox,
-) -> Result<Duration, Disconnect> {
+) -> Result<(Duration, Booked<'a>), Disconnect> {
     let now = Instant::now();
-    let (slot, failures, by) = shared.throttle.book(username, ip, now);
-    let wait = slot.saturating_duration_since(now);
+    let booked = match shared.throttle.book(username, ip, now) {
+        Ok(booked) => booked,
+        Err(full) => return Err(refuse_throttled(remote, username, full, outbox)),
+    };
+    let wait = booked.at.saturating_duration_since(now);
     if wait.is_zero() {
-        return Ok(wait);
+        return Ok((wait, booked));
     }
     log::info!(
-        "{remote}: login as {} delayed after {failures} recent failures ({:.1} s)",
+        "{remote}: login as {} delayed after {} recent failures ({:.1} s)",
         for_log(username),
+        booked.failures,
         wait.as_secs_f64()
     );
-    let reason = match by {
-        DelayedBy::Account => DelayReason::Account,
-        DelayedBy::Address => DelayReason::Address,
-    };
     let delay = Delay {
         wait,
-        reason,
+        reason: delay_reason(booked.by),
         tell: tell_delays,
     };
     match hold_back(delay, shared, outbox).await {
-        Ok(()) => Ok(wait),
+        Ok(()) => Ok((wait, booked)),
         Err(Stopped) => {
             let _ = outbox.push(&shutdown_notice());
             Err(Disconnect::ServerShuttingDown)
         }
+    }
+}
+
+fn delay_reason(by: DelayedBy) -> DelayReason {
+    match by {
+        DelayedBy::Account => DelayReason::Account,
+        DelayedBy::Address => DelayReason::Address,
+    }
+}
+
+/// Refuses a login the throttle has no time for within `--login-delay-max`: `throttled`, with
+/// the seconds until the next free time (rounded up: trying again sooner is refused again).
+fn refuse_throttled(
+    remote: SocketAddr,
+    username: &str,
+    full: Full,
+    outbox: &mut Outbox,
+) -> Disconnect {
+    let seconds = full.wait.as_secs_f64().ceil();
+    let whose = match full.by {
+        DelayedBy::Account => "this account",
+        DelayedBy::Address => "your address",
+    };
+    log::warn!(
+        "{remote}: login as {} refused: {} (the next free time for {whose} is in {seconds} s)",
+        for_log(username),
+        ErrorCode::Throttled
+    );
+    let _ = outbox.push(&ServerMessage::error(
+        ErrorCode::Throttled,
+        format!(
+            "too many recent login attempts on {whose}: nothing was checked; try again in {seconds} s"
+        ),
+    ));
+    Disconnect::Refused {
+        action: AuthAction::Login,
+        code: ErrorCode::Throttled,
     }
 }
 
