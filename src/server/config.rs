@@ -196,8 +196,9 @@ pub struct ServerFlags {
           value_parser = seconds, help_heading = "Limits")]
     pub tls_hello_timeout: f64,
 
-    /// Failed logins (per account and per address; each registration counts as one for its
-    /// address) before further attempts are delayed.
+    /// Failed logins (per account and per address; each registration refused for a taken name
+    /// counts as one for its address) before further attempts are delayed. Counts decay by one
+    /// every 2 minutes; a correct login clears its account's, never its address's.
     #[arg(long, value_name = "N", default_value_t = DEFAULT_FREE_FAILURES, help_heading = "Limits")]
     pub login_free_failures: u32,
 
@@ -206,7 +207,9 @@ pub struct ServerFlags {
           value_parser = seconds, help_heading = "Limits")]
     pub login_delay: f64,
 
-    /// The longest delay before a login attempt is checked, in seconds.
+    /// The longest delay before a login attempt is checked, in seconds. Attempts on an account
+    /// share one clock; one that would wait longer is refused at once (`throttled`), unless its
+    /// address is in good standing (the owner's login is never refused).
     #[arg(long, value_name = "SECS", default_value_t = DEFAULT_MAX_DELAY.as_secs_f64(),
           value_parser = seconds, help_heading = "Limits")]
     pub login_delay_max: f64,
