@@ -16,7 +16,7 @@ use tempfile::TempDir;
 /// A server that delays from the `free`th failure on by `delay` seconds, never longer than
 /// `max`, where alice (and mallory) have accounts, registered from 127.0.0.1 (registrations
 /// that make an account cost their address nothing).
-fn server(free: &str, delay: &str, max: &str) -> (TempDir, Server) {
+fn start_server(free: &str, delay: &str, max: &str) -> (TempDir, Server) {
     let dir = TempDir::new().unwrap();
     let flags = [
         "--login-free-failures",
@@ -87,7 +87,7 @@ fn count(answers: &[String], kind: &str) -> usize {
 /// each connection had its own turn: 16 checks at once.
 #[test]
 fn many_connections_guessing_one_account_get_no_more_checks_than_one_connection_would() {
-    let (_dir, server) = server("1", "60", "60");
+    let (_dir, server) = start_server("1", "60", "60");
     let locals: Vec<String> = (0..16).map(|i| format!("127.0.0.{}", 10 + i % 4)).collect();
     let mut guessers = guess_at_once(&locals, server.addr);
     let answers: Vec<String> = guessers.iter_mut().map(first_answer).collect();
@@ -118,7 +118,7 @@ fn many_connections_guessing_one_account_get_no_more_checks_than_one_connection_
 /// no account's count is involved). Before, the correct login cleared the address: never delayed.
 #[test]
 fn a_correct_login_between_guesses_does_not_reset_the_addresss_count() {
-    let (_dir, server) = server("2", "60", "60");
+    let (_dir, server) = start_server("2", "60", "60");
     let from = "127.0.0.20";
     let mut guess = login_from(from, server.addr, "bob", "a-guess");
     assert_eq!(first_answer(&mut guess), "bad_credentials");
@@ -148,7 +148,7 @@ fn a_correct_login_between_guesses_does_not_reset_the_addresss_count() {
 /// a wait of at most `--login-delay-max`, then welcomed, and the guess that waited is checked.
 #[test]
 fn the_owners_login_gets_in_within_the_longest_delay_while_guessers_wait() {
-    let (_dir, server) = server("1", "3", "3");
+    let (_dir, server) = start_server("1", "3", "3");
     let mut guessers = guess_at_once(&vec!["127.0.0.30".to_string(); 8], server.addr);
     let answers: Vec<String> = guessers.iter_mut().map(first_answer).collect();
     assert_eq!(
@@ -185,5 +185,153 @@ fn the_owners_login_gets_in_within_the_longest_delay_while_guessers_wait() {
         6,
         "the owner was refused:\n{}",
         server.log()
+    );
+}
+
+/// What a guesser's attempts got: passwords checked, refused at once, and connections refused.
+#[derive(Debug, Default, Clone, Copy)]
+struct Tally {
+    checked: u32,
+    /// Checked in the run's last part, once the delays have reached their cap.
+    steady: u32,
+    throttled: u32,
+    other: u32,
+}
+
+/// Guesses from `local` until `end`, one connection at a time: the account named by
+/// `account(i)` for the `i`th guess, a wrong password, waiting out any delay told; after a
+/// `throttled` refusal it waits a quarter of a second (an attacker who polls). Every `own`th
+/// attempt (if any) is a correct login to mallory instead.
+fn guess_until(
+    addr: SocketAddr,
+    local: &str,
+    account: impl Fn(u32) -> String,
+    own: Option<u32>,
+    (steady, end): (std::time::Instant, std::time::Instant),
+) -> Tally {
+    let mut tally = Tally::default();
+    for i in 0.. {
+        if std::time::Instant::now() >= end {
+            break;
+        }
+        let Some(mut conn) = RawConnection::try_connect_from(local, addr) else {
+            tally.other += 1;
+            continue;
+        };
+        let (name, password) = match own {
+            Some(every) if i % every == every - 1 => ("mallory".to_string(), "mallory-pw"),
+            _ => (account(i), "a-guess"),
+        };
+        send_login(&mut conn, &name, password);
+        let mut answer = conn.try_read_json().ok().flatten().unwrap_or_default();
+        if answer["type"] == "delayed" {
+            answer = conn.try_read_json().ok().flatten().unwrap_or_default();
+        }
+        match answer["code"].as_str() {
+            Some("bad_credentials") => {
+                tally.checked += 1;
+                tally.steady += u32::from(std::time::Instant::now() >= steady);
+            }
+            Some("throttled") => {
+                tally.throttled += 1;
+                std::thread::sleep(std::time::Duration::from_millis(250));
+            }
+            _ if answer["type"] == "welcome" => {}
+            _ => tally.other += 1,
+        }
+    }
+    tally
+}
+
+/// Runs `guessers` (their local addresses) at once for `seconds`, the last `steady` of them
+/// counted apart; returns their summed tally.
+fn run_guessers(
+    addr: SocketAddr,
+    guessers: Vec<(String, Box<dyn Fn(u32) -> String + Send>, Option<u32>)>,
+    (seconds, steady): (u64, u64),
+) -> Tally {
+    let end = std::time::Instant::now() + std::time::Duration::from_secs(seconds);
+    let end = (end - std::time::Duration::from_secs(steady), end);
+    let threads: Vec<_> = guessers
+        .into_iter()
+        .map(|(local, account, own)| {
+            std::thread::spawn(move || guess_until(addr, &local, account, own, end))
+        })
+        .collect();
+    threads
+        .into_iter()
+        .map(|t| t.join().unwrap())
+        .fold(Tally::default(), |sum, t| Tally {
+            checked: sum.checked + t.checked,
+            steady: sum.steady + t.steady,
+            throttled: sum.throttled + t.throttled,
+            other: sum.other + t.other,
+        })
+}
+
+/// Figures for docs/security.md (the ceiling on online guessing), not a pass/fail test: the
+/// review's attacks against a server on the default throttle (3 free failures, 0.5 s doubling to
+/// 8 s; scrypt at the suite's 2^10, so a check costs little and the figures are the throttle's).
+/// `cargo test --test guessing measure -- --ignored --nocapture`
+#[test]
+#[ignore]
+fn measure_online_guessing_at_the_default_limits() {
+    let per_hour = |checked: u32, seconds: u64| f64::from(checked) * 3600.0 / seconds as f64;
+
+    // The review: 16 guessers from 4 addresses against one account (before: 90 checks in 40 s).
+    let (_dir, server) = start_server("3", "0.5", "8");
+    let guessers = (0..16)
+        .map(|i| {
+            let account: Box<dyn Fn(u32) -> String + Send> = Box::new(|_| "alice".to_string());
+            (format!("127.0.0.{}", 10 + i % 4), account, None)
+        })
+        .collect();
+    let tally = run_guessers(server.addr, guessers, (60, 40));
+    eprintln!(
+        "16 guessers from 4 addresses at one account, 60 s: {} passwords checked, {} of them in \
+         the last 40 s ({:.0} an hour), {} refused with throttled, {} other answers",
+        tally.checked,
+        tally.steady,
+        per_hour(tally.steady, 40),
+        tally.throttled,
+        tally.other
+    );
+
+    // The review: one address guessing, with a correct login to its own account every third
+    // attempt (before: 84 checks in 30 s).
+    let (_dir, server) = start_server("3", "0.5", "8");
+    let account: Box<dyn Fn(u32) -> String + Send> = Box::new(|_| "alice".to_string());
+    let tally = run_guessers(
+        server.addr,
+        vec![("127.0.0.20".to_string(), account, Some(3))],
+        (30, 16),
+    );
+    eprintln!(
+        "one address at one account, its own login every third attempt, 30 s: {} passwords \
+         checked, {} of them in the last 16 s ({:.0} an hour), {} refused with throttled",
+        tally.checked,
+        tally.steady,
+        per_hour(tally.steady, 16),
+        tally.throttled
+    );
+
+    // One address spraying many accounts (a made-up name per guess) with 4 connections:
+    // the address's own clock.
+    let (_dir, server) = start_server("3", "0.5", "8");
+    let guessers = (0..4)
+        .map(|c| {
+            let account: Box<dyn Fn(u32) -> String + Send> =
+                Box::new(move |i| format!("user{c}x{i}"));
+            ("127.0.0.21".to_string(), account, None)
+        })
+        .collect();
+    let tally = run_guessers(server.addr, guessers, (40, 24));
+    eprintln!(
+        "one address, 4 connections, a new account per guess, 40 s: {} passwords checked, {} of \
+         them in the last 24 s ({:.0} an hour), {} refused with throttled",
+        tally.checked,
+        tally.steady,
+        per_hour(tally.steady, 24),
+        tally.throttled
     );
 }
