@@ -243,20 +243,22 @@ fn guess_until(
     tally
 }
 
-/// Runs `guessers` (their local addresses) at once for `seconds`, the last `steady` of them
+/// One guessing thread: its local address, the account it guesses at on its `i`th attempt, and
+/// how often (if at all) it logs into its own account instead.
+struct Guesser {
+    local: String,
+    account: Box<dyn Fn(u32) -> String + Send>,
+    own: Option<u32>,
+}
+
+/// Runs `guessers` at once for `seconds`, the last `steady` of them
 /// counted apart; returns their summed tally.
-fn run_guessers(
-    addr: SocketAddr,
-    guessers: Vec<(String, Box<dyn Fn(u32) -> String + Send>, Option<u32>)>,
-    (seconds, steady): (u64, u64),
-) -> Tally {
+fn run_guessers(addr: SocketAddr, guessers: Vec<Guesser>, (seconds, steady): (u64, u64)) -> Tally {
     let end = std::time::Instant::now() + std::time::Duration::from_secs(seconds);
     let end = (end - std::time::Duration::from_secs(steady), end);
     let threads: Vec<_> = guessers
         .into_iter()
-        .map(|(local, account, own)| {
-            std::thread::spawn(move || guess_until(addr, &local, account, own, end))
-        })
+        .map(|g| std::thread::spawn(move || guess_until(addr, &g.local, g.account, g.own, end)))
         .collect();
     threads
         .into_iter()
@@ -282,8 +284,13 @@ fn measure_online_guessing_at_the_default_limits() {
     let (_dir, server) = start_server("3", "0.5", "8");
     let guessers = (0..16)
         .map(|i| {
-            let account: Box<dyn Fn(u32) -> String + Send> = Box::new(|_| "alice".to_string());
-            (format!("127.0.0.{}", 10 + i % 4), account, None)
+            let local = format!("127.0.0.{}", 10 + i % 4);
+            let account = Box::new(|_| "alice".to_string());
+            Guesser {
+                local,
+                account,
+                own: None,
+            }
         })
         .collect();
     let tally = run_guessers(server.addr, guessers, (60, 40));
@@ -300,12 +307,12 @@ fn measure_online_guessing_at_the_default_limits() {
     // The review: one address guessing, with a correct login to its own account every third
     // attempt (before: 84 checks in 30 s).
     let (_dir, server) = start_server("3", "0.5", "8");
-    let account: Box<dyn Fn(u32) -> String + Send> = Box::new(|_| "alice".to_string());
-    let tally = run_guessers(
-        server.addr,
-        vec![("127.0.0.20".to_string(), account, Some(3))],
-        (30, 16),
-    );
+    let guesser = Guesser {
+        local: "127.0.0.20".to_string(),
+        account: Box::new(|_| "alice".to_string()),
+        own: Some(3),
+    };
+    let tally = run_guessers(server.addr, vec![guesser], (30, 16));
     eprintln!(
         "one address at one account, its own login every third attempt, 30 s: {} passwords \
          checked, {} of them in the last 16 s ({:.0} an hour), {} refused with throttled",
@@ -320,9 +327,13 @@ fn measure_online_guessing_at_the_default_limits() {
     let (_dir, server) = start_server("3", "0.5", "8");
     let guessers = (0..4)
         .map(|c| {
-            let account: Box<dyn Fn(u32) -> String + Send> =
-                Box::new(move |i| format!("user{c}x{i}"));
-            ("127.0.0.21".to_string(), account, None)
+            let account = Box::new(move |i| format!("user{c}x{i}"));
+            let local = "127.0.0.21".to_string();
+            Guesser {
+                local,
+                account,
+                own: None,
+            }
         })
         .collect();
     let tally = run_guessers(server.addr, guessers, (40, 24));

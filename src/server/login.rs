@@ -6,7 +6,8 @@
 //! gets the [`Disconnect`] to log. This module never reads from the connection; the session does.
 //!
 //! A throttle's wait is told to a client that asks (`tell_delays`: a `delayed` line before the
-//! wait), and a login (never a registration) takes its name over from a session online under
+//! wait), a login the throttle has no time for within `--login-delay-max` is refused at once
+//! (`throttled`, with the seconds to wait; nothing is checked), and a login (never a registration) takes its name over from a session online under
 //! it: the password's holder is never locked out by a session of theirs left behind.
 
 use std::net::{IpAddr, SocketAddr};
@@ -406,12 +407,12 @@ fn refuse_throttled(
     outbox: &mut Outbox,
 ) -> Disconnect {
     let seconds = full.wait.as_secs_f64().ceil();
-    let whose = match full.by {
-        DelayedBy::Account => "this account",
-        DelayedBy::Address => "your address",
+    let (whose, clock) = match full.by {
+        DelayedBy::Account => ("this account", "account"),
+        DelayedBy::Address => ("your address", "address"),
     };
     log::warn!(
-        "{remote}: login as {} refused: {} (the next free time for {whose} is in {seconds} s)",
+        "{remote}: login as {} refused: {} (the {clock}'s next free time is in {seconds} s)",
         for_log(username),
         ErrorCode::Throttled
     );
