@@ -363,8 +363,10 @@ fn failed_logins_are_delayed_more_and_more_but_never_locked_out() {
     assert_eq!(welcome["type"], "welcome", "{welcome}");
 }
 
-/// Defence 8: many wrong guesses at once (here 8, from 8 addresses) are spaced by the delay but
-/// never booked further ahead than the longest delay, so the owner still gets in: no lockout.
+/// Defence 8: many wrong guesses at once (here 8, from 8 addresses in good standing, each its
+/// first) wait for the account's clock, but such an address is never booked further ahead than
+/// the longest delay, so the owner (one of them, to the server) still gets in: no lockout.
+/// Guesses from addresses past their free failures are refused instead (tests/guessing.rs).
 #[test]
 fn guesses_at_once_do_not_lock_the_owner_out() {
     // 4 s per attempt: queued one after another, the owner would wait 36 s, past the harness's
