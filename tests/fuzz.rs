@@ -27,8 +27,7 @@ use p2pchat::connection::{LineReader, ReadError};
 use p2pchat::protocol::{
     decode_client, decode_datagram, decode_server, encode_datagram, encode_line, ClientMessage,
     Credentials, Datagram, DecodeError, DelayReason, DirectMessage, ErrorCode, KeyProof, PeerInfo,
-    PublicKey,
-    RoomLine, ServerMessage, TextKind,
+    PublicKey, RoomLine, ServerMessage, TextKind,
 };
 use proptest::prelude::*;
 use proptest::test_runner::FileFailurePersistence;
@@ -172,15 +171,15 @@ fn server_message() -> impl Strategy<Value = ServerMessage> {
             prop::option::of((0u32..10_000_000).prop_map(|n| f64::from(n) / 100.0)),
             public_key(),
         )
-            .prop_map(
-                |(version, auth, flood_burst, flood_rate, key_challenge)| ServerMessage::Hello {
+            .prop_map(|(version, auth, flood_burst, flood_rate, key_challenge)| {
+                ServerMessage::Hello {
                     version,
                     auth,
                     flood_burst,
                     flood_rate,
                     key_challenge,
                 }
-            ),
+            }),
         (text(), peers()).prop_map(|(username, peers)| ServerMessage::Welcome { username, peers }),
         peer().prop_map(|peer| ServerMessage::Joined { peer }),
         text().prop_map(|username| ServerMessage::Left { username }),

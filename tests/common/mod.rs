@@ -836,7 +836,9 @@ impl RawConnection {
     /// The server's `hello` on this connection (for its `key_challenge`); panics on a
     /// connection made without waiting for it.
     pub fn hello(&self) -> &Value {
-        self.hello.as_ref().expect("a connection that read the hello")
+        self.hello
+            .as_ref()
+            .expect("a connection that read the hello")
     }
 
     /// The UDP port this connection announces when the test has no socket behind it: its own TCP
