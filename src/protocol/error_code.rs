@@ -64,6 +64,12 @@ pub enum ErrorCode {
     /// The account logged in from another connection (its password proved), which took the
     /// name over: this session ends. A client does not connect again after it.
     Replaced,
+    /// The announced session key belongs to another online session, or to one that ended
+    /// recently: direct messages sealed for one would be taken for the other's.
+    KeyInUse,
+    /// A session key announced without a valid proof that the sender holds its secret (an
+    /// older client, or a key copied from the peer list).
+    KeyProofInvalid,
     /// A code this client does not know (sent by a newer server).
     #[serde(other)]
     Unknown,
@@ -71,7 +77,7 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every code, for tests and tools that must cover them all.
-    pub const ALL: [ErrorCode; 27] = [
+    pub const ALL: [ErrorCode; 29] = [
         ErrorCode::BadCredentials,
         ErrorCode::NameTaken,
         ErrorCode::AlreadyOnline,
@@ -98,6 +104,8 @@ impl ErrorCode {
         ErrorCode::Busy,
         ErrorCode::UnknownKind,
         ErrorCode::Replaced,
+        ErrorCode::KeyInUse,
+        ErrorCode::KeyProofInvalid,
         ErrorCode::Unknown,
     ];
 
@@ -146,6 +154,8 @@ impl ErrorCode {
             ErrorCode::Busy => "busy",
             ErrorCode::UnknownKind => "unknown_kind",
             ErrorCode::Replaced => "replaced",
+            ErrorCode::KeyInUse => "key_in_use",
+            ErrorCode::KeyProofInvalid => "key_proof_invalid",
             ErrorCode::Unknown => "unknown",
         }
     }
@@ -192,7 +202,9 @@ mod tests {
             ErrorCode::Busy => 23,
             ErrorCode::UnknownKind => 24,
             ErrorCode::Replaced => 25,
-            ErrorCode::Unknown => 26,
+            ErrorCode::KeyInUse => 26,
+            ErrorCode::KeyProofInvalid => 27,
+            ErrorCode::Unknown => 28,
         };
         for (i, code) in ErrorCode::ALL.into_iter().enumerate() {
             assert_eq!(place(code), i, "{code}");
