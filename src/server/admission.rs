@@ -16,7 +16,8 @@
 //! An address is an [`AddressKey`]: an IPv4 address, or an IPv6 /64 (one host's allotment). A
 //! connection is counted by the slots it holds, which give their place back when dropped, so the
 //! table of addresses only ever holds addresses with a connection open: it is bounded by
-//! `--max-clients`. This module never reads from a connection it admits and never decides how one
+//! `--max-clients` (and the few connections closed to make room that have not ended yet; their
+//! sockets are shut down, so they end at once). This module never reads from a connection it admits and never decides how one
 //! is served.
 
 use std::collections::{BTreeMap, HashMap};
