@@ -57,6 +57,13 @@ pub const DEFAULT_PING_TIMEOUT: Duration = Duration::from_secs(30);
 /// told to drop `--plaintext`.
 pub const DEFAULT_TLS_HELLO_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// Default for `--tls-handshake-timeout`: how long a TLS server gives a connection to complete
+/// the whole handshake, counted from the accept. A p2pchat client finishes it in milliseconds on
+/// a LAN (it asks nothing of its user before the handshake ends); a connection that sends a byte
+/// or part of a ClientHello and stalls would otherwise hold its admission slots until the login
+/// deadline.
+pub const DEFAULT_TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// The longest time a flag in seconds may give: a day.
 const MAX_FLAG_SECONDS: f64 = 86_400.0;
 
@@ -88,6 +95,9 @@ pub struct ServerConfig {
     pub tls: Option<crate::tls::ServerTls>,
     /// With TLS, how long a connection may stay silent before it is told `tls_required`.
     pub tls_hello_timeout: Duration,
+    /// With TLS, how long a connection has to complete the handshake (never more than
+    /// `auth_timeout`); then it is closed.
+    pub tls_handshake_timeout: Duration,
     /// Password hashes computed at once (each takes 128 MiB at the default cost); `None`: one per
     /// core. More requests wait, logins ahead of registrations.
     pub hash_workers: Option<NonZeroUsize>,
@@ -108,6 +118,7 @@ impl Default for ServerConfig {
             login_throttle: ThrottleConfig::default(),
             tls: None,
             tls_hello_timeout: DEFAULT_TLS_HELLO_TIMEOUT,
+            tls_handshake_timeout: DEFAULT_TLS_HANDSHAKE_TIMEOUT,
             hash_workers: None,
         }
     }
@@ -196,6 +207,12 @@ pub struct ServerFlags {
           value_parser = seconds, help_heading = "Limits")]
     pub tls_hello_timeout: f64,
 
+    /// Seconds a TLS server gives a connection to complete its whole TLS handshake, counted from
+    /// the accept (at most --auth-timeout); a connection that stalls in the middle is closed.
+    #[arg(long, value_name = "SECS", default_value_t = DEFAULT_TLS_HANDSHAKE_TIMEOUT.as_secs_f64(),
+          value_parser = seconds, help_heading = "Limits")]
+    pub tls_handshake_timeout: f64,
+
     /// Failed logins (per account and per address; each registration counts as one for its
     /// address) before further attempts are delayed.
     #[arg(long, value_name = "N", default_value_t = DEFAULT_FREE_FAILURES, help_heading = "Limits")]
@@ -271,6 +288,7 @@ impl ServerFlags {
             // The binary sets it: the identity is files, and this module opens none.
             tls: None,
             tls_hello_timeout: Duration::from_secs_f64(self.tls_hello_timeout),
+            tls_handshake_timeout: Duration::from_secs_f64(self.tls_handshake_timeout),
             hash_workers: self
                 .hash_workers
                 .and_then(|n| NonZeroUsize::new(n as usize)),

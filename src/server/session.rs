@@ -271,7 +271,8 @@ async fn handle(
                 credentials,
                 challenge: challenge.clone(),
                 action,
-                pending: slot.take(),
+                // Its credentials are being checked: no longer closed to make room.
+                pending: slot.take().map(super::admission::PendingSlot::checking),
                 deadline: auth_deadline,
             };
             // The login's state (~1.1 KiB: the credentials, the waits for the throttle, the
