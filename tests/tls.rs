@@ -191,8 +191,9 @@ fn without_a_terminal_an_unknown_server_is_refused_and_sent_nothing_unless_trust
     let config = TempDir::new().unwrap();
     let addr = server.addr.to_string();
     let answers = ["register", "alice", "alice-pass-1"];
-    // A script (stdin a pipe), no --trust, no --accept-new: refused as OpenSSH's batch mode.
-    let refused = client(&addr, config.path(), &[], &answers).wait();
+    // A script (stdin a pipe, closed after the answers), no --trust, no --accept-new: refused
+    // as OpenSSH's batch mode (trusting it would register alice and end at end of input, 0).
+    let refused = client(&addr, config.path(), &[], &answers).finish();
     assert_eq!(refused.status.code(), Some(NOT_TRUSTED), "{refused:?}");
     for needed in [
         "not a known server".to_string(),
@@ -271,7 +272,7 @@ fn names_that_reach_one_address_share_its_pin_and_a_new_key_there_is_refused() {
         None,
     );
     let mapped = format!("[::ffff:127.0.0.1]:{port}");
-    let refused = client(&mapped, config.path(), &["--accept-new"], &answers).wait();
+    let refused = client(&mapped, config.path(), &["--accept-new"], &answers).finish();
     assert_eq!(refused.status.code(), Some(NOT_TRUSTED), "{refused:?}");
     for needed in [
         "SERVER IDENTIFICATION HAS CHANGED".to_string(),
@@ -302,7 +303,7 @@ fn a_known_servers_file_that_is_a_link_or_writable_by_others_is_refused() {
     std::fs::write(&target, "# someone's file\n").unwrap();
     std::os::unix::fs::symlink(&target, &file).unwrap();
     let answers = ["register", "alice", "alice-pass-1"];
-    let refused = client(&addr, config.path(), &["--accept-new"], &answers).wait();
+    let refused = client(&addr, config.path(), &["--accept-new"], &answers).finish();
     assert_eq!(refused.status.code(), Some(LOCAL), "{refused:?}");
     assert!(
         refused.stderr.contains("is a symbolic link"),
@@ -317,7 +318,7 @@ fn a_known_servers_file_that_is_a_link_or_writable_by_others_is_refused() {
     std::fs::remove_file(&file).unwrap();
     std::fs::write(&file, "").unwrap();
     std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o666)).unwrap();
-    let refused = client(&addr, config.path(), &["--accept-new"], &answers).wait();
+    let refused = client(&addr, config.path(), &["--accept-new"], &answers).finish();
     assert_eq!(refused.status.code(), Some(LOCAL), "{refused:?}");
     assert!(
         refused.stderr.contains("mode 0666") && refused.stderr.contains("chmod go-w"),
