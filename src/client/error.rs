@@ -186,15 +186,9 @@ pub enum NotTrusted {
         fingerprint: Fingerprint,
         file: PathBuf,
     },
-    /// A name not pinned, at an address (`address`) where line `line` of `file` pins another
-    /// fingerprint: the address now answers for another server, or someone is in the middle.
-    AddressChanged {
-        presented: Fingerprint,
-        pinned: Fingerprint,
-        address: String,
-        file: PathBuf,
-        line: usize,
-    },
+    /// Another fingerprint at an address the file pins under another name (boxed: the largest
+    /// cause, and rare).
+    AddressChanged(Box<AddressChanged>),
     /// Another fingerprint than the one pinned at `line` of `file`.
     Changed {
         presented: Fingerprint,
@@ -207,6 +201,17 @@ pub enum NotTrusted {
         presented: Fingerprint,
         required: Fingerprint,
     },
+}
+
+/// A server met at `address`, where line `line` of `file` pins another fingerprint under
+/// another name: the address now answers for another server, or someone is in the middle.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AddressChanged {
+    pub presented: Fingerprint,
+    pub pinned: Fingerprint,
+    pub address: String,
+    pub file: PathBuf,
+    pub line: usize,
 }
 
 impl ClientError {
@@ -344,13 +349,7 @@ fn not_trusted_text(f: &mut fmt::Formatter<'_>, server: &str, why: &NotTrusted) 
              there now and record it in {}, connect once with --accept-new",
             file.display()
         ),
-        NotTrusted::AddressChanged {
-            presented,
-            pinned,
-            address,
-            file,
-            line,
-        } => write!(
+        NotTrusted::AddressChanged(changed) => write!(
             f,
             "\n\
              @@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@\n\
@@ -363,8 +362,12 @@ fn not_trusted_text(f: &mut fmt::Formatter<'_>, server: &str, why: &NotTrusted) 
              If the change is expected, forget the old one and connect again:\n    \
              p2pchat-client --forget {address}{known_servers}\n\
              (it removes line {line} of {file}).",
-            file = file.display(),
-            known_servers = forget_file_flag(file),
+            address = changed.address,
+            line = changed.line,
+            pinned = changed.pinned,
+            presented = changed.presented,
+            file = changed.file.display(),
+            known_servers = forget_file_flag(&changed.file),
         ),
         NotTrusted::Changed {
             presented,

@@ -19,7 +19,7 @@ use std::time::Duration;
 use futures::io::{AsyncRead, AsyncWrite};
 use futures_rustls::TlsConnector;
 
-use super::error::{ClientError, Local, NotP2pchat, NotTrusted, Unreachable};
+use super::error::{AddressChanged, ClientError, Local, NotP2pchat, NotTrusted, Unreachable};
 use super::known_servers::{self, KnownServers};
 use crate::connection::Stream;
 use crate::protocol::{decode_server, ServerMessage};
@@ -305,13 +305,13 @@ fn changed(
             file: known.path().into(),
             line: entry.line,
         },
-        PinnedBy::Address(address) => NotTrusted::AddressChanged {
+        PinnedBy::Address(address) => NotTrusted::AddressChanged(Box::new(AddressChanged {
             presented,
             pinned: entry.fingerprint,
             address: address.clone(),
             file: known.path().into(),
             line: entry.line,
-        },
+        })),
     }
 }
 
