@@ -38,6 +38,8 @@ fn client_help_describes_flags_commands_and_exit_codes() {
             .and(predicate::str::contains("--p2p-port"))
             .and(predicate::str::contains("--json"))
             .and(predicate::str::contains("@NAME: TEXT"))
+            .and(predicate::str::contains("--accept-new"))
+            .and(predicate::str::contains("without a terminal it is refused"))
             .and(predicate::str::contains("Exit status")),
     );
 }
