@@ -38,6 +38,8 @@ fn client_help_describes_flags_commands_and_exit_codes() {
             .and(predicate::str::contains("--p2p-port"))
             .and(predicate::str::contains("--json"))
             .and(predicate::str::contains("@NAME: TEXT"))
+            .and(predicate::str::contains("--accept-new"))
+            .and(predicate::str::contains("without a terminal it is refused"))
             .and(predicate::str::contains("Exit status")),
     );
 }
@@ -189,6 +191,7 @@ fn the_piped_example_from_the_readme_works() {
     Command::new(client_bin())
         .arg("--server")
         .arg(server.addr.to_string())
+        .arg("--accept-new")
         .env("XDG_CONFIG_HOME", dir.path())
         .env("XDG_STATE_HOME", dir.path())
         .env("HOME", dir.path())
@@ -230,6 +233,7 @@ fn a_bad_answer_at_the_prompt_is_a_local_error() {
     Command::new(client_bin())
         .arg("--server")
         .arg(server.addr.to_string())
+        .arg("--accept-new")
         .env("XDG_CONFIG_HOME", dir.path())
         .env("HOME", dir.path())
         .write_stdin("dance\n")
@@ -239,6 +243,7 @@ fn a_bad_answer_at_the_prompt_is_a_local_error() {
     Command::new(client_bin())
         .arg("--server")
         .arg(server.addr.to_string())
+        .arg("--accept-new")
         .env("XDG_CONFIG_HOME", dir.path())
         .env("HOME", dir.path())
         .write_stdin("login\nalice\n")
