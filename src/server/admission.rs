@@ -3,7 +3,8 @@
 //! (`--max-per-ip`), and how many of those have not logged in yet (`--max-pending-per-ip`) — and
 //! the refusal of a connection beyond them.
 //!
-//! An address is an [`AddressKey`]: an IPv4 address, or an IPv6 /64 (one host's allotment). A
+//! An address is an [`AddressKey`] (an IPv4 address; an IPv6 address on the server's own
+//! networks, or another one's /64), as the server's [`AddressGrouping`] computes it. A
 //! connection is counted by the slots it holds, which give their place back when dropped, so the
 //! table of addresses only ever holds addresses with a connection open: it is bounded by
 //! `--max-clients`. This module never reads from a connection it admits and never decides how one
@@ -15,7 +16,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use super::ServerConfig;
-use crate::address_key::AddressKey;
+use crate::address_key::{AddressGrouping, AddressKey};
 use crate::connection::{self, LineReader};
 use crate::protocol::{ErrorCode, ServerMessage, MAX_LINE_BYTES};
 use crate::runtime::{self, TcpStream};
@@ -37,8 +38,9 @@ struct Counts {
 type AddressTable = Arc<Mutex<HashMap<AddressKey, Counts>>>;
 
 /// The connection limits, as the accept loop applies them.
-#[derive(Default)]
 pub(super) struct Admission {
+    /// What one address is.
+    addresses: AddressGrouping,
     active: Arc<AtomicUsize>,
     per_address: AddressTable,
     /// Refusals being written out right now.
@@ -55,6 +57,18 @@ pub(super) struct Refusal {
 }
 
 impl Admission {
+    pub(super) fn new(addresses: AddressGrouping) -> Admission {
+        Admission {
+            addresses,
+            active: Arc::default(),
+            per_address: AddressTable::default(),
+            refusing: Arc::default(),
+            refused_full: 0,
+            refused_per_address: 0,
+            refused_pending: 0,
+        }
+    }
+
     /// Admits a connection from `ip` within the limits, or says why not.
     pub(super) fn admit(
         &mut self,
@@ -77,7 +91,7 @@ impl Admission {
                 ),
             });
         }
-        let key = AddressKey::of(ip);
+        let key = self.addresses.key(ip);
         let mut table = lock(&self.per_address);
         let counts = table.entry(key).or_default();
         let refusal = if counts.open >= config.max_per_ip {

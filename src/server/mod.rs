@@ -33,6 +33,7 @@ use futures::{select, SinkExt, StreamExt};
 
 pub use config::*;
 
+use crate::address_key::{AddressGrouping, Ipv6Grouping};
 use crate::broker::{self, Event};
 use crate::connection;
 use crate::login_throttle::LoginThrottle;
@@ -77,9 +78,20 @@ pub async fn run(
     let hash_workers = config.hash_workers.unwrap_or_else(|| {
         std::thread::available_parallelism().unwrap_or(std::num::NonZeroUsize::MIN)
     });
+    // One grouping for every per-address limit, so that they all count an address alike.
+    let addresses = AddressGrouping::new(config.ipv6_grouping);
+    match config.ipv6_grouping {
+        // Reads the server's networks now, and logs them.
+        Ipv6Grouping::OwnNetworksByAddress => drop(addresses.own_networks()),
+        Ipv6Grouping::Prefix(bits) => {
+            log::info!(
+                "IPv6 clients count by their /{bits} for the per-address limits (--ipv6-prefix)"
+            )
+        }
+    }
     let shared = Arc::new(Context {
-        throttle: LoginThrottle::new(config.login_throttle.clone()),
-        registrations: RegistrationQuota::new(config.register_per_ip_hour),
+        throttle: LoginThrottle::with_addresses(config.login_throttle.clone(), addresses.clone()),
+        registrations: RegistrationQuota::new(config.register_per_ip_hour, addresses.clone()),
         config,
         store,
         hashing: HashQueue::new(hash_workers),
@@ -87,7 +99,7 @@ pub async fn run(
         next_session: AtomicU64::new(1),
         stop: stop.map(|_| ()).boxed().shared(),
     });
-    let mut admission = Admission::default();
+    let mut admission = Admission::new(addresses);
     // Storms leave freed buffers resident; give them back while the server runs (`scavenger`).
     let stop_scavenging = shared.stop.clone();
     runtime::spawn(async move {
