@@ -145,10 +145,10 @@ pub struct ServerFlags {
           value_parser = clap::value_parser!(u32).range(1..=1_000_000), help_heading = "Limits")]
     pub register_per_ip_hour: u32,
 
-    /// What one address is for every per-address limit (connections, registrations, failed
-    /// logins) for IPv6 clients: all IPv6 addresses in one /N count as one. By default an IPv6
-    /// address on the server's own networks (its interfaces' prefixes, link-local) counts
-    /// alone, as every IPv4 address does, and any other by its /64 (one host's usual share).
+    /// IPv6 clients whose addresses share their first N bits count as one address for every
+    /// per-address limit (connections, registrations, failed logins). Default: an IPv6 address
+    /// on the server's own networks (its interfaces' prefixes, link-local) counts alone, as an
+    /// IPv4 address does, and any other by its /64 (one host's usual share).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u8).range(1..=128),
           help_heading = "Limits")]
     pub ipv6_prefix: Option<u8>,
