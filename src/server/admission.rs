@@ -38,6 +38,7 @@ struct Counts {
 type AddressTable = Arc<Mutex<HashMap<AddressKey, Counts>>>;
 
 /// The connection limits, as the accept loop applies them.
+#[derive(Default)]
 pub(super) struct Admission {
     /// What one address is.
     addresses: AddressGrouping,
@@ -57,15 +58,11 @@ pub(super) struct Refusal {
 }
 
 impl Admission {
+    /// Limits that count addresses as `addresses` says (the server's, shared by its limits).
     pub(super) fn new(addresses: AddressGrouping) -> Admission {
         Admission {
             addresses,
-            active: Arc::default(),
-            per_address: AddressTable::default(),
-            refusing: Arc::default(),
-            refused_full: 0,
-            refused_per_address: 0,
-            refused_pending: 0,
+            ..Admission::default()
         }
     }
 
