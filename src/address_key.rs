@@ -229,7 +229,7 @@ impl AddressGrouping {
             OwnNetworks::System { networks, read } => {
                 let now = Instant::now();
                 if read.is_none_or(|at| now.saturating_duration_since(at) >= OWN_NETWORKS_REFRESH) {
-                    refresh(networks);
+                    refresh(networks, read.is_none());
                     *read = Some(now);
                 }
                 f(networks)
@@ -238,9 +238,10 @@ impl AddressGrouping {
     }
 }
 
-/// Reads the system's networks into `networks`, and logs them when they changed. A system
-/// without the list (IPv6 disabled, not Linux) has none: every IPv6 address counts by its /64.
-fn refresh(networks: &mut Vec<Ipv6Network>) {
+/// Reads the system's networks into `networks`, and logs them the `first` time and whenever they
+/// changed. A system without the list (IPv6 disabled, not Linux) has none: every IPv6 address
+/// counts by its /64.
+fn refresh(networks: &mut Vec<Ipv6Network>, first: bool) {
     let read = match std::fs::read_to_string(IF_INET6) {
         Ok(text) => parse_if_inet6(&text),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Vec::new(),
@@ -249,7 +250,7 @@ fn refresh(networks: &mut Vec<Ipv6Network>) {
             Vec::new()
         }
     };
-    if read != *networks {
+    if first || read != *networks {
         let list: Vec<String> = read.iter().map(ToString::to_string).collect();
         log::info!(
             "IPv6 clients on this host's networks ({}) and link-local ones count one by one for the per-address limits, others by their /{DEFAULT_IPV6_PREFIX_BITS} (--ipv6-prefix)",
