@@ -14,7 +14,7 @@
 //! A registration that makes an account does not count: a class registering from one lab machine
 //! or one NAT address is never slowed down, and the hard cap on registrations is the hourly quota
 //! (`server::registration_quota`). A successful login from the address starts it afresh. An
-//! address is an [`AddressKey`]: IPv4, or an IPv6 /64.
+//! address is an [`AddressKey`], as the server's [`AddressGrouping`] computes it.
 //!
 //! Pure: the caller passes the time and does the waiting.
 
@@ -24,7 +24,7 @@ use std::net::IpAddr;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use crate::address_key::AddressKey;
+use crate::address_key::{AddressGrouping, AddressKey};
 
 /// Default: failed logins allowed without any delay (typing mistakes).
 pub const DEFAULT_FREE_FAILURES: u32 = 3;
@@ -165,13 +165,22 @@ pub enum DelayedBy {
 #[derive(Debug)]
 pub struct LoginThrottle {
     config: ThrottleConfig,
+    /// What one address is.
+    addresses: AddressGrouping,
     tables: Mutex<(Table<String>, Table<AddressKey>)>,
 }
 
 impl LoginThrottle {
+    /// A throttle that counts addresses by the default grouping on this system's networks.
     pub fn new(config: ThrottleConfig) -> LoginThrottle {
+        LoginThrottle::with_addresses(config, AddressGrouping::default())
+    }
+
+    /// A throttle that counts addresses as `addresses` says (the server's, shared by its limits).
+    pub fn with_addresses(config: ThrottleConfig, addresses: AddressGrouping) -> LoginThrottle {
         LoginThrottle {
             config,
+            addresses,
             tables: Mutex::new((Table::new(), Table::new())),
         }
     }
@@ -180,10 +189,11 @@ impl LoginThrottle {
     /// checked (now, unless there were recent failures on the account or from the address),
     /// the larger of the two failure counts, and which of the two sets the time.
     pub fn book(&self, account: &str, ip: IpAddr, now: Instant) -> (Instant, u32, DelayedBy) {
+        let key = self.addresses.key(ip);
         let mut tables = self.lock();
         let (accounts, ips) = &mut *tables;
         let by_account = accounts.book(&account.to_ascii_lowercase(), &self.config, now);
-        let by_ip = ips.book(&AddressKey::of(ip), &self.config, now);
+        let by_ip = ips.book(&key, &self.config, now);
         let by = match by_account.0 >= by_ip.0 {
             true => DelayedBy::Account,
             false => DelayedBy::Address,
@@ -193,31 +203,35 @@ impl LoginThrottle {
 
     /// Records a failed attempt; returns the failure counts (account, address).
     pub fn failed(&self, account: &str, ip: IpAddr, now: Instant) -> (u32, u32) {
+        let key = self.addresses.key(ip);
         let mut tables = self.lock();
         let (accounts, ips) = &mut *tables;
         (
             accounts.failed(&account.to_ascii_lowercase(), &self.config, now),
-            ips.failed(&AddressKey::of(ip), &self.config, now),
+            ips.failed(&key, &self.config, now),
         )
     }
 
     /// Books a registration from `ip`: returns when it may be hashed (now, unless the address has
     /// failed logins or registrations recently), and the address's count.
     pub fn book_registration(&self, ip: IpAddr, now: Instant) -> (Instant, u32) {
-        self.lock().1.book(&AddressKey::of(ip), &self.config, now)
+        let key = self.addresses.key(ip);
+        self.lock().1.book(&key, &self.config, now)
     }
 
     /// Records a registration (or a name check) from `ip` that told a name is taken; returns the
     /// address's count of failures and such refusals.
     pub fn registered(&self, ip: IpAddr, now: Instant) -> u32 {
-        self.lock().1.failed(&AddressKey::of(ip), &self.config, now)
+        let key = self.addresses.key(ip);
+        self.lock().1.failed(&key, &self.config, now)
     }
 
     /// Records a successful login: the account and the address start afresh.
     pub fn succeeded(&self, account: &str, ip: IpAddr) {
+        let key = self.addresses.key(ip);
         let mut tables = self.lock();
         tables.0.records.remove(&account.to_ascii_lowercase());
-        tables.1.records.remove(&AddressKey::of(ip));
+        tables.1.records.remove(&key);
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, (Table<String>, Table<AddressKey>)> {

@@ -13,7 +13,8 @@
 //! `--login-delay-max`, the hasher's deadline). Only a newcomer within the per-address limits
 //! makes room: the limits of its own address are checked first.
 //!
-//! An address is an [`AddressKey`]: an IPv4 address, or an IPv6 /64 (one host's allotment). A
+//! An address is an [`AddressKey`] (an IPv4 address; an IPv6 address on the server's own
+//! networks, or another one's /64), as the server's [`AddressGrouping`] computes it. A
 //! connection is counted by the slots it holds, which give their place back when dropped, so the
 //! table of addresses only ever holds addresses with a connection open: it is bounded by
 //! `--max-clients` (and the few connections closed to make room that have not ended yet; their
@@ -27,7 +28,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use super::ServerConfig;
-use crate::address_key::AddressKey;
+use crate::address_key::{AddressGrouping, AddressKey};
 use crate::connection::{self, LineReader};
 use crate::protocol::{ErrorCode, ServerMessage, MAX_LINE_BYTES};
 use crate::runtime::{self, TcpStream};
@@ -80,6 +81,8 @@ pub(super) struct Admitted {
 /// The connection limits, as the accept loop applies them.
 #[derive(Default)]
 pub(super) struct Admission {
+    /// What one address is.
+    addresses: AddressGrouping,
     active: Arc<AtomicUsize>,
     per_address: AddressTable,
     evictable: Evictable,
@@ -99,6 +102,14 @@ pub(super) struct Refusal {
 }
 
 impl Admission {
+    /// Limits that count addresses as `addresses` says (the server's, shared by its limits).
+    pub(super) fn new(addresses: AddressGrouping) -> Admission {
+        Admission {
+            addresses,
+            ..Admission::default()
+        }
+    }
+
     /// Admits `stream`, from `remote`, within the limits (closing the oldest connection not
     /// logged in when the server is full), or says why not.
     pub(super) fn admit(
@@ -111,7 +122,7 @@ impl Admission {
         if full && lock(&self.evictable).is_empty() {
             return Err(self.full(config));
         }
-        let key = AddressKey::of(remote.ip().to_canonical());
+        let key = self.addresses.key(remote.ip().to_canonical());
         if let Some(refusal) = self.address_refusal(key, config) {
             return Err(refusal);
         }

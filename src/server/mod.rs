@@ -35,6 +35,7 @@ use futures::{select, SinkExt, StreamExt};
 
 pub use config::*;
 
+use crate::address_key::{AddressGrouping, Ipv6Grouping};
 use crate::broker::{self, Event};
 use crate::connection;
 use crate::login_throttle::LoginThrottle;
@@ -80,9 +81,20 @@ pub async fn run(
     let hash_workers = config.hash_workers.unwrap_or_else(|| {
         std::thread::available_parallelism().unwrap_or(std::num::NonZeroUsize::MIN)
     });
+    // One grouping for every per-address limit, so that they all count an address alike.
+    let addresses = AddressGrouping::new(config.ipv6_grouping);
+    match config.ipv6_grouping {
+        // Reads the server's networks now, and logs them.
+        Ipv6Grouping::OwnNetworksByAddress => drop(addresses.own_networks()),
+        Ipv6Grouping::Prefix(bits) => {
+            log::info!(
+                "IPv6 clients count by their /{bits} for the per-address limits (--ipv6-prefix)"
+            )
+        }
+    }
     let shared = Arc::new(Context {
-        throttle: LoginThrottle::new(config.login_throttle.clone()),
-        registrations: RegistrationQuota::new(config.register_per_ip_hour),
+        throttle: LoginThrottle::with_addresses(config.login_throttle.clone(), addresses.clone()),
+        registrations: RegistrationQuota::new(config.register_per_ip_hour, addresses.clone()),
         config,
         store,
         hashing: HashQueue::new(hash_workers),
@@ -90,8 +102,8 @@ pub async fn run(
         next_session: AtomicU64::new(1),
         stop: stop.map(|_| ()).boxed().shared(),
     });
-    let mut admission = Admission::default();
-    let refusals = Arc::new(RefusalLog::default());
+    let mut admission = Admission::new(addresses.clone());
+    let refusals = Arc::new(RefusalLog::new(addresses));
     // Each minute, one line per address for what its flood did not log (`refusal_log`).
     let summarising = refusals.clone();
     let stop_summarising = shared.stop.clone();

@@ -14,7 +14,7 @@ use std::net::SocketAddr;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use crate::address_key::AddressKey;
+use crate::address_key::{AddressGrouping, AddressKey};
 
 /// How often the counted lines are summarised.
 pub(super) const INTERVAL: Duration = Duration::from_secs(60);
@@ -29,6 +29,8 @@ pub(super) const MAX_ADDRESSES: usize = 1024;
 /// The lines of the current interval.
 #[derive(Default)]
 pub(super) struct RefusalLog {
+    /// What one address is: the server's grouping, as its limits count.
+    addresses: AddressGrouping,
     table: Mutex<Table>,
 }
 
@@ -69,10 +71,18 @@ impl fmt::Display for Summary {
 }
 
 impl RefusalLog {
+    /// A log that counts addresses as `addresses` says.
+    pub(super) fn new(addresses: AddressGrouping) -> RefusalLog {
+        RefusalLog {
+            addresses,
+            table: Mutex::default(),
+        }
+    }
+
     /// Logs `what` about the connection from `remote` at `level` if its address has lines left
     /// in this interval; counts it for the summary otherwise.
     pub(super) fn log(&self, level: log::Level, remote: SocketAddr, what: impl fmt::Display) {
-        if self.in_full(AddressKey::of(remote.ip().to_canonical())) {
+        if self.in_full(self.addresses.key(remote.ip().to_canonical())) {
             log::log!(level, "{remote} {what}");
         }
     }
@@ -142,7 +152,7 @@ mod tests {
     use std::net::{IpAddr, Ipv4Addr};
 
     fn key(last: u8) -> AddressKey {
-        AddressKey::of(IpAddr::V4(Ipv4Addr::new(10, 0, 0, last)))
+        AddressGrouping::default().key(IpAddr::V4(Ipv4Addr::new(10, 0, 0, last)))
     }
 
     #[test]
@@ -173,7 +183,10 @@ mod tests {
         let log = RefusalLog::default();
         for i in 0..MAX_ADDRESSES + 5 {
             let ip = IpAddr::V4(Ipv4Addr::from(0x0a00_0000 + i as u32));
-            assert_eq!(log.in_full(AddressKey::of(ip)), i < MAX_ADDRESSES);
+            assert_eq!(
+                log.in_full(AddressGrouping::default().key(ip)),
+                i < MAX_ADDRESSES
+            );
         }
         assert_eq!(
             log.table.lock().unwrap().addresses.len(),
