@@ -25,6 +25,9 @@
 //! never blocks on anything but its own event queue.
 
 mod chunk;
+mod ended_keys;
+
+pub use ended_keys::{ENDED_KEY_MEMORY, MAX_ENDED_KEYS};
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
@@ -36,7 +39,7 @@ use futures::StreamExt;
 
 use crate::connection::Disconnect;
 use crate::outbox::{Outbox, Undeliverable};
-use crate::protocol::{encode_line, PeerInfo, RoomLine, ServerMessage};
+use crate::protocol::{encode_line, PeerInfo, PublicKey, RoomLine, ServerMessage};
 use crate::runtime;
 
 /// Identifies one logged-in connection, so that a late `Leave` from an old connection cannot
@@ -94,6 +97,11 @@ pub enum JoinRefused {
     /// one would reach the other.
     #[error("the direct-message endpoint is announced by another online session")]
     EndpointInUse,
+    /// The session key is announced by another online session, or was by one of another
+    /// account that ended recently: clients would take one's direct messages for the other's,
+    /// and one's end for the other's.
+    #[error("the session key is another session's, online or recently ended")]
+    KeyInUse,
     #[error("the server is shutting down")]
     ShuttingDown,
 }
@@ -150,6 +158,10 @@ struct Broker {
     by_name: BTreeMap<String, SessionId>,
     /// Announced direct-message endpoint (IP, UDP port) → session: one endpoint, one session.
     by_endpoint: HashMap<SocketAddr, SessionId>,
+    /// Announced session key → session: one key, one session.
+    by_key: HashMap<PublicKey, SessionId>,
+    /// The keys of sessions that ended recently, and whose they were (bounded).
+    ended_keys: ended_keys::EndedKeys,
     /// Total length of every session's `entry`, to size a peer list in one allocation.
     entries_len: usize,
     /// Room and presence lines not yet handed out.
@@ -209,6 +221,11 @@ impl Broker {
                     Some(JoinRefused::AlreadyOnline)
                 } else if endpoint_owner.is_some_and(|owner| Some(owner) != online) {
                     Some(JoinRefused::EndpointInUse)
+                } else if peer
+                    .public_key
+                    .is_some_and(|k| !self.key_free_for(&k, &key, online))
+                {
+                    Some(JoinRefused::KeyInUse)
                 } else {
                     None
                 };
@@ -249,6 +266,19 @@ impl Broker {
         }
     }
 
+    /// Whether `key` may be announced by the account `name` (lower-cased), whose session
+    /// `online` (if any) the join takes over: not while another session announces it, nor when
+    /// another account's session announced it recently. The same account may announce it again
+    /// (taking over its own lingering session).
+    fn key_free_for(&mut self, key: &PublicKey, name: &str, online: Option<SessionId>) -> bool {
+        if let Some(&holder) = self.by_key.get(key) {
+            return Some(holder) == online;
+        }
+        self.ended_keys
+            .owner(key, Instant::now())
+            .is_none_or(|owner| owner == name)
+    }
+
     /// Takes session `old` out for a login that took its name over: announced `left` (its
     /// session key ends with it; the new session's `joined` follows), and told so through its
     /// `replaced`, on which its connection queues the `replaced` error behind everything it was
@@ -282,6 +312,9 @@ impl Broker {
             .into();
         self.by_name.insert(key.clone(), id);
         self.by_endpoint.insert(peer.p2p_addr(), id);
+        if let Some(public_key) = peer.public_key {
+            self.by_key.insert(public_key, id);
+        }
         self.entries_len += entry.len();
         let announcement = format!("{{\"type\":\"joined\",\"peer\":{entry}}}\n");
         self.sessions.insert(
@@ -328,6 +361,13 @@ impl Broker {
         let session = self.sessions.remove(&id)?;
         self.chunk.forget(id);
         self.by_endpoint.remove(&session.peer.p2p_addr());
+        if let Some(public_key) = session.peer.public_key {
+            self.by_key.remove(&public_key);
+            // Its end is remembered whatever the reason (left, replaced, dropped): clients
+            // retire the key, so another account announcing it would be refused by them.
+            self.ended_keys
+                .ended(public_key, &session.key, Instant::now());
+        }
         self.by_name.remove(&session.key);
         self.entries_len -= session.entry.len();
         Some(session)
@@ -574,6 +614,50 @@ mod tests {
             answer.try_recv().unwrap(),
             Some(Err(JoinRefused::AlreadyOnline))
         );
+    }
+
+    #[test]
+    fn a_key_is_announced_by_one_account_only_while_online_and_after_it_ended() {
+        let mut broker = Broker::default();
+        let alice_key = crate::protocol::PublicKey::from_bytes([1; 32]);
+        let attempt = |broker: &mut Broker, id, name: &str, takes_over, key| {
+            let (outbox, _rx) = outbox::channel(QueueLimits::default(), Box::new(|| {}));
+            let (reply, mut answer) = oneshot::channel();
+            broker.handle(Event::Join {
+                id,
+                peer: PeerInfo {
+                    username: name.into(),
+                    ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
+                    p2p_port: 1000 + id as u16,
+                    public_key: Some(key),
+                },
+                outbox,
+                takes_over,
+                replaced: oneshot::channel().0,
+                reply,
+            });
+            answer.try_recv().unwrap().unwrap()
+        };
+        assert_eq!(attempt(&mut broker, 1, "alice", true, alice_key), Ok(()));
+        // mallory announcing alice's key while she is online: refused, alice stays.
+        assert_eq!(
+            attempt(&mut broker, 2, "mallory", true, alice_key),
+            Err(JoinRefused::KeyInUse)
+        );
+        assert_eq!(names(&broker.peers()), ["alice"]);
+        // alice taking over her own session may announce it again.
+        assert_eq!(attempt(&mut broker, 3, "Alice", true, alice_key), Ok(()));
+        // Once alice's session ended, her key is still not mallory's to announce…
+        broker.handle(Event::Leave { id: 3 });
+        assert!(broker.by_key.is_empty());
+        assert_eq!(
+            attempt(&mut broker, 4, "mallory", true, alice_key),
+            Err(JoinRefused::KeyInUse)
+        );
+        // …but alice's own again, and a fresh key is anyone's.
+        assert_eq!(attempt(&mut broker, 5, "alice", true, alice_key), Ok(()));
+        let fresh = crate::protocol::PublicKey::from_bytes([2; 32]);
+        assert_eq!(attempt(&mut broker, 6, "mallory", true, fresh), Ok(()));
     }
 
     #[test]

@@ -16,7 +16,8 @@
 //!   share.
 //! - [`rate_limit`]: the token bucket behind flood control and the direct-message limit.
 //! - [`flood`]: the server's flood control on every line a client sends.
-//! - [`address_key`]: what "one address" is for the per-address limits (IPv4, or an IPv6 /64).
+//! - [`address_key`]: what "one address" is for the per-address limits (IPv4; IPv6 on the
+//!   server's own networks by address, elsewhere by /64).
 //! - [`login_throttle`]: the growing delay after failed logins.
 //! - [`user_store`]: accounts, scrypt password hashes, the users file.
 //! - [`broker`]: the task that owns the online set and fans messages out.

@@ -25,7 +25,8 @@
 //! address table like a failed login (never in the account table: the name is not the caller's).
 //! A registration that makes an account does not count: a class registering from one lab machine
 //! or one NAT address is never slowed down, and the hard cap on registrations is the hourly quota
-//! (`server::registration_quota`). An address is an [`AddressKey`].
+//! (`server::registration_quota`). An address is an [`AddressKey`], as the server's
+//! [`AddressGrouping`] computes it.
 //!
 //! The ceiling this gives (docs/security.md): per account, one check per `max_delay` once the
 //! delay is at its cap (450 an hour at the defaults), plus, per address, its free attempts and
@@ -40,7 +41,7 @@ use std::net::IpAddr;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use crate::address_key::AddressKey;
+use crate::address_key::{AddressGrouping, AddressKey};
 
 /// Default: failed logins allowed without any delay (typing mistakes).
 pub const DEFAULT_FREE_FAILURES: u32 = 3;
@@ -295,13 +296,22 @@ impl Drop for Booked<'_> {
 #[derive(Debug)]
 pub struct LoginThrottle {
     config: ThrottleConfig,
+    /// What one address is.
+    addresses: AddressGrouping,
     tables: Mutex<(Table<String>, Table<AddressKey>)>,
 }
 
 impl LoginThrottle {
+    /// A throttle that counts addresses by the default grouping on this system's networks.
     pub fn new(config: ThrottleConfig) -> LoginThrottle {
+        LoginThrottle::with_addresses(config, AddressGrouping::default())
+    }
+
+    /// A throttle that counts addresses as `addresses` says (the server's, shared by its limits).
+    pub fn with_addresses(config: ThrottleConfig, addresses: AddressGrouping) -> LoginThrottle {
         LoginThrottle {
             config,
+            addresses,
             tables: Mutex::new((Table::new(), Table::new())),
         }
     }
@@ -316,7 +326,7 @@ impl LoginThrottle {
     /// [`Full`], with the time until the nearer clock frees up: nothing was booked.
     pub fn book(&self, account: &str, ip: IpAddr, now: Instant) -> Result<Booked<'_>, Full> {
         let account = account.to_ascii_lowercase();
-        let address = AddressKey::of(ip);
+        let address = self.addresses.key(ip);
         let config = &self.config;
         let mut tables = self.lock();
         let (accounts, addresses) = &mut *tables;
@@ -392,16 +402,16 @@ impl LoginThrottle {
     /// Books a registration from `ip`: returns when it may be hashed (now, unless the address has
     /// failed logins or registrations recently), and the address's count.
     pub fn book_registration(&self, ip: IpAddr, now: Instant) -> (Instant, u32) {
-        self.lock()
-            .1
-            .book_capped(&AddressKey::of(ip), &self.config, now)
+        let key = self.addresses.key(ip);
+        self.lock().1.book_capped(&key, &self.config, now)
     }
 
     /// Records a registration (or a name check) from `ip` that told a name is taken; returns the
     /// address's count of failures and such refusals.
     pub fn registered(&self, ip: IpAddr, now: Instant) -> u32 {
+        let key = self.addresses.key(ip);
         let mut tables = self.lock();
-        let record = tables.1.entry(&AddressKey::of(ip), &self.config, now);
+        let record = tables.1.entry(&key, &self.config, now);
         record.fail(&self.config, now);
         record.failures
     }

@@ -13,6 +13,12 @@
 //!   data, and the nonce is the counter, so nothing in the header can be changed and no nonce is
 //!   ever used twice under one key (a sender never reuses a counter in a session).
 //!
+//! - Proof of possession ([`KeyChallenge`], [`KeyProof`]): the server's `hello` carries a fresh
+//!   X25519 public key of its own, made for that connection alone; the client announces its
+//!   session key with an HMAC-SHA256 over the server's key, its own key and its name, keyed by
+//!   HKDF-SHA256 of X25519(session secret, server's key). Only the holder of the session secret
+//!   can make it, so a key copied from the peer list cannot be announced by anyone else.
+//!
 //! This module never does I/O, never keeps a replay window (the inbox does: a counter is only
 //! checked for freshness *after* [`PairKeys::open`] has authenticated it), and never logs a key.
 
@@ -22,6 +28,7 @@ use base64ct::{Base64, Encoding};
 use chacha20poly1305::aead::{Aead, Payload};
 use chacha20poly1305::{ChaCha20Poly1305, KeyInit, Nonce};
 use hkdf::Hkdf;
+use hmac::{Hmac, Mac};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use sha2::{Digest, Sha256};
 use x25519_dalek::ReusableSecret;
@@ -47,6 +54,13 @@ pub const PUBLIC_KEY_BYTES: usize = 32;
 
 /// HKDF's salt: names the protocol and its version, so these keys are good for nothing else.
 const HKDF_SALT: &[u8] = b"p2pchat sealed direct messages v1";
+
+/// Bytes of a [`KeyProof`]: an HMAC-SHA256 tag.
+pub const KEY_PROOF_BYTES: usize = 32;
+
+/// HKDF's salt for the proof of possession: other keys than the direct messages' from the same
+/// secret, good for nothing else.
+const PROOF_SALT: &[u8] = b"p2pchat session key proof v1";
 
 /// What a sealed datagram carries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -213,6 +227,134 @@ pub enum PairError {
     NonContributory,
 }
 
+/// Why a login's proof of possession of its session key is refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum ProofError {
+    /// A key announced without a proof: a client older than proofs, or a copied key.
+    #[error("a session key was announced without a proof of possession (update the client, or use --plaintext)")]
+    Missing,
+    /// The proof does not match the key, the name and this connection's challenge.
+    #[error("the proof of possession does not match the announced session key")]
+    Wrong,
+    /// The announced key is a low-order point: no secret stands behind it.
+    #[error("the announced session key is a low-order point")]
+    NonContributory,
+}
+
+/// The server's side of the proof of possession, for one connection: a fresh X25519 key pair
+/// whose public half goes out in `hello`. Fresh per connection, it is the challenge's nonce too: a
+/// proof made for one connection is worth nothing on another. Never stored, never logged.
+#[derive(Clone)]
+pub struct KeyChallenge {
+    secret: ReusableSecret,
+    public: PublicKey,
+}
+
+impl KeyChallenge {
+    /// A fresh challenge from the operating system's random source.
+    pub fn generate() -> Self {
+        let secret = ReusableSecret::random();
+        let public = PublicKey(x25519_dalek::PublicKey::from(&secret).to_bytes());
+        KeyChallenge { secret, public }
+    }
+
+    /// What `hello` announces.
+    pub fn public_key(&self) -> PublicKey {
+        self.public
+    }
+
+    /// Checks that whoever announced `key` for `name` holds its secret.
+    ///
+    /// # Errors
+    /// [`ProofError::Missing`] without a proof, [`ProofError::NonContributory`] for a low-order
+    /// key, [`ProofError::Wrong`] when the tag does not match (checked in constant time).
+    pub fn check(
+        &self,
+        name: &str,
+        key: &PublicKey,
+        proof: Option<&KeyProof>,
+    ) -> Result<(), ProofError> {
+        let proof = proof.ok_or(ProofError::Missing)?;
+        let shared = self
+            .secret
+            .diffie_hellman(&x25519_dalek::PublicKey::from(key.0));
+        if !shared.was_contributory() {
+            return Err(ProofError::NonContributory);
+        }
+        proof_mac(shared.as_bytes(), &self.public, key, name)
+            .verify_slice(&proof.0)
+            .map_err(|_| ProofError::Wrong)
+    }
+}
+
+/// Never prints the secret.
+impl fmt::Debug for KeyChallenge {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KeyChallenge")
+            .field("public", &self.public)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The HMAC of a proof: keyed by HKDF-SHA256 of the shared secret, over the server's challenge
+/// key, the session key and the name (its length first, so no two inputs read alike).
+fn proof_mac(
+    shared: &[u8; 32],
+    challenge: &PublicKey,
+    key: &PublicKey,
+    name: &str,
+) -> Hmac<Sha256> {
+    let mut mac_key = [0u8; 32];
+    Hkdf::<Sha256>::new(Some(PROOF_SALT), shared)
+        .expand(b"p2pchat proof mac key", &mut mac_key)
+        .expect("32 bytes is a valid HKDF-SHA256 output length");
+    let mac = <Hmac<Sha256>>::new_from_slice(&mac_key).expect("HMAC takes a key of any length");
+    mac_key.fill(0);
+    mac.chain_update(challenge.0)
+        .chain_update(key.0)
+        .chain_update((name.len() as u32).to_be_bytes())
+        .chain_update(name.as_bytes())
+}
+
+/// A proof that the announcer of a session key holds its secret (see [`KeyChallenge`]). In JSON
+/// it is the standard base64 of its 32 bytes.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct KeyProof([u8; KEY_PROOF_BYTES]);
+
+impl KeyProof {
+    pub fn from_bytes(bytes: [u8; KEY_PROOF_BYTES]) -> Self {
+        KeyProof(bytes)
+    }
+
+    pub fn as_bytes(&self) -> &[u8; KEY_PROOF_BYTES] {
+        &self.0
+    }
+}
+
+impl fmt::Debug for KeyProof {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "KeyProof({})", Base64::encode_string(&self.0))
+    }
+}
+
+impl Serialize for KeyProof {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&Base64::encode_string(&self.0))
+    }
+}
+
+impl<'de> Deserialize<'de> for KeyProof {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        let bytes = Base64::decode_vec(&text)
+            .ok()
+            .and_then(|b| b.try_into().ok());
+        bytes.map(KeyProof).ok_or_else(|| {
+            serde::de::Error::custom("a key proof is the base64 of exactly 32 bytes")
+        })
+    }
+}
+
 /// This client's key pair for one session. Made fresh at every login and never stored, so a
 /// session's direct messages cannot be opened with anything found later on disk.
 pub struct SessionKey {
@@ -230,6 +372,24 @@ impl SessionKey {
 
     pub fn public_key(&self) -> PublicKey {
         self.public
+    }
+
+    /// Proves to the server that announced `challenge` in its `hello` that this session holds
+    /// its secret, for a login or registration as `my_name` (as sent).
+    ///
+    /// # Errors
+    /// [`PairError::NonContributory`] for a low-order challenge key (a broken server).
+    pub fn prove(&self, challenge: &PublicKey, my_name: &str) -> Result<KeyProof, PairError> {
+        let shared = self
+            .secret
+            .diffie_hellman(&x25519_dalek::PublicKey::from(challenge.0));
+        if !shared.was_contributory() {
+            return Err(PairError::NonContributory);
+        }
+        let tag = proof_mac(shared.as_bytes(), challenge, &self.public, my_name).finalize();
+        let mut proof = [0u8; KEY_PROOF_BYTES];
+        proof.copy_from_slice(&tag.into_bytes());
+        Ok(KeyProof(proof))
     }
 
     /// The pairwise keys between this session (`my_name`) and a peer's (`peer_name`, `peer_key`).
@@ -535,6 +695,46 @@ mod tests {
             let err = serde_json::from_str::<PublicKey>(bad).unwrap_err();
             assert!(!err.to_string().contains("AAAA"), "{err}");
         }
+    }
+
+    #[test]
+    fn a_proof_holds_for_its_key_name_and_challenge_only() {
+        let (alice, mallory) = (SessionKey::generate(), SessionKey::generate());
+        let challenge = KeyChallenge::generate();
+        let key = alice.public_key();
+        let proof = alice.prove(&challenge.public_key(), "alice").unwrap();
+        assert_eq!(challenge.check("alice", &key, Some(&proof)), Ok(()));
+        // Another name, another key, another connection's challenge, no proof: refused.
+        assert_eq!(
+            challenge.check("mallory", &key, Some(&proof)),
+            Err(ProofError::Wrong)
+        );
+        let theirs = mallory.public_key();
+        assert_eq!(
+            challenge.check("alice", &theirs, Some(&proof)),
+            Err(ProofError::Wrong)
+        );
+        assert_eq!(
+            KeyChallenge::generate().check("alice", &key, Some(&proof)),
+            Err(ProofError::Wrong)
+        );
+        assert_eq!(
+            challenge.check("alice", &key, None),
+            Err(ProofError::Missing)
+        );
+        // mallory, announcing alice's key, can only prove her own.
+        let copied = mallory.prove(&challenge.public_key(), "mallory").unwrap();
+        assert_eq!(
+            challenge.check("mallory", &key, Some(&copied)),
+            Err(ProofError::Wrong)
+        );
+        assert_eq!(
+            challenge.check("alice", &PublicKey::from_bytes([0; 32]), Some(&proof)),
+            Err(ProofError::NonContributory)
+        );
+        let json = serde_json::to_string(&proof).unwrap();
+        assert_eq!(serde_json::from_str::<KeyProof>(&json).unwrap(), proof);
+        assert!(serde_json::from_str::<KeyProof>("\"AAAA\"").is_err());
     }
 
     #[test]

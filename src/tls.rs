@@ -6,7 +6,7 @@
 //!
 //! TLS 1.3 only, with rustls' `ring` provider. There is no certificate authority: a client trusts
 //! a server because it has seen (and pinned) its fingerprint before, or was told it (`--trust`);
-//! which of the two is [`crate::client::trust`]'s business. This module never decides whom to
+//! which of the two is [`crate::client::secure`]'s business. This module never decides whom to
 //! trust, never opens a socket, and reads or writes no file but the server's two identity files.
 
 use std::fmt;

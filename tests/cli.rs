@@ -38,6 +38,8 @@ fn client_help_describes_flags_commands_and_exit_codes() {
             .and(predicate::str::contains("--p2p-port"))
             .and(predicate::str::contains("--json"))
             .and(predicate::str::contains("@NAME: TEXT"))
+            .and(predicate::str::contains("--accept-new"))
+            .and(predicate::str::contains("without a terminal it is refused"))
             .and(predicate::str::contains("Exit status")),
     );
 }
@@ -189,6 +191,7 @@ fn the_piped_example_from_the_readme_works() {
     Command::new(client_bin())
         .arg("--server")
         .arg(server.addr.to_string())
+        .arg("--accept-new")
         .env("XDG_CONFIG_HOME", dir.path())
         .env("XDG_STATE_HOME", dir.path())
         .env("HOME", dir.path())
@@ -230,6 +233,7 @@ fn a_bad_answer_at_the_prompt_is_a_local_error() {
     Command::new(client_bin())
         .arg("--server")
         .arg(server.addr.to_string())
+        .arg("--accept-new")
         .env("XDG_CONFIG_HOME", dir.path())
         .env("HOME", dir.path())
         .write_stdin("dance\n")
@@ -239,6 +243,7 @@ fn a_bad_answer_at_the_prompt_is_a_local_error() {
     Command::new(client_bin())
         .arg("--server")
         .arg(server.addr.to_string())
+        .arg("--accept-new")
         .env("XDG_CONFIG_HOME", dir.path())
         .env("HOME", dir.path())
         .write_stdin("login\nalice\n")
@@ -323,7 +328,8 @@ fn connections_beyond_max_clients_are_refused_clearly() {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(&dir.path().join("users.json"), &["--max-clients", "2"]);
     let _a = ChatClient::register(server.addr, "alice", "alice-password");
-    let mut first_raw = RawConnection::connect(server.addr); // a second, unauthenticated connection
+    // Logged in: a connection not logged in would be closed to make room (tests/slots.rs).
+    let (mut first_raw, _) = RawConnection::register(server.addr, "bob", "bob-password", 9);
     let third = ChatClient::start(
         server.addr,
         "carol",
@@ -335,7 +341,8 @@ fn connections_beyond_max_clients_are_refused_clearly() {
     server.wait_for_log("refused: server full");
     // Once a connection closes, there is room again.
     first_raw.write(b"{\"type\":\"quit\"}\n").unwrap();
-    assert!(first_raw.read_to_end().is_empty());
+    let rest = first_raw.read_to_end();
+    assert!(rest.iter().all(|v| v["type"] != "error"), "{rest:?}");
     server.wait_for_log(" closed"); // logged once the connection no longer counts
     ChatClient::register(server.addr, "carol", "carol-password");
 }

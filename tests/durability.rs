@@ -685,6 +685,64 @@ fn a_damaged_record_in_the_middle_of_the_journal_stops_the_server() {
     }
 }
 
+/// A crash tears only the last record: two damaged records at the journal's end are damage, not
+/// a torn tail. The server starts with every whole record before them (acknowledged accounts are
+/// never lost), and keeps the journal aside, byte for byte, as `users.json.journal.damaged` — or,
+/// with an earlier one there, the first `.damaged.N` free, never over it — saying so in its log.
+#[test]
+fn two_damaged_records_at_the_journals_end_keep_it_aside_and_lose_nothing_acknowledged() {
+    let dir = tempfile::tempdir().unwrap();
+    let users = dir.path().join("users.json");
+    let mut journal = journal_of_the_fixture(&users);
+    let carol = p2pchat::user_store::journal::render_record(&p2pchat::user_store::StoredUser {
+        username: "carol".into(),
+        password_hash: "$scrypt$ln=10,r=8,p=1$c2FsdHNhbHQ$aGFzaGhhc2hoYXNoaGFzaA".into(),
+    });
+    // carol's record with one byte changed, then a line of zeros.
+    let mut damaged = carol.clone();
+    damaged[15] ^= 1;
+    journal.extend_from_slice(&damaged);
+    journal.extend_from_slice(&[0, 0, 0, 0, b'\n']);
+    std::fs::write(journal_of(&users), &journal).unwrap();
+    let earlier = dir.path().join("users.json.journal.damaged");
+    std::fs::write(&earlier, b"kept aside by an earlier start").unwrap();
+    let server = start_server(&users, TEST_LOG_N);
+    // The store is open before the server says where it listens: the journal is dealt with.
+    assert_eq!(
+        files_in(dir.path()),
+        [
+            "users.json",
+            "users.json.journal.damaged",
+            "users.json.journal.damaged.1",
+            "users.json.lock"
+        ]
+    );
+    assert_eq!(
+        std::fs::read(dir.path().join("users.json.journal.damaged.1")).unwrap(),
+        journal,
+        "kept aside as it was"
+    );
+    assert_eq!(
+        std::fs::read(&earlier).unwrap(),
+        b"kept aside by an earlier start"
+    );
+    assert_eq!(names_on_disk(&users), ["alice", "Bob"]);
+    assert_eq!(
+        login(server.addr, "alice", "alice-password"),
+        Answer::Welcome
+    );
+    assert_eq!(login(server.addr, "bob", "bob-password"), Answer::Welcome);
+    server.wait_for_log(&format!(
+        "users journal {}: lines 3 to 4 ({} bytes) after its last whole record are not records",
+        journal_of(&users).display(),
+        damaged.len() + 5
+    ));
+    server.wait_for_log(&format!(
+        "kept aside as {}",
+        dir.path().join("users.json.journal.damaged.1").display()
+    ));
+}
+
 /// Someone who registers and then looks finds the account in the users file, and the users file
 /// alone in its folder, without a restart: the server folds the journal in once registrations
 /// pause.

@@ -124,11 +124,11 @@ fn a_running_client_that_meets_a_new_key_says_the_identification_changed_and_how
     let config = tempfile::tempdir().unwrap();
     let mut server = server_with_keys("127.0.0.1:0", &users, &dir.path().join("old-key"));
     let addr = server.addr.to_string();
-    // No --trust: the client pins the server in its known-servers file (accept-new, no terminal).
+    // No --trust: the client pins the server in its known-servers file (--accept-new).
     let mut alice = ChatClient::start_exact(
         &addr,
         "alice",
-        &["--reconnect"],
+        &["--reconnect", "--accept-new"],
         &["register", "alice", "alice-password"],
         config.path(),
     );
@@ -160,7 +160,7 @@ fn a_running_client_that_meets_a_new_key_says_the_identification_changed_and_how
     let mut again = ChatClient::start_exact(
         &addr,
         "alice",
-        &[],
+        &["--accept-new"],
         &["login", "alice", "alice-password"],
         config.path(),
     );

@@ -26,8 +26,8 @@ use futures::task::noop_waker_ref;
 use p2pchat::connection::{LineReader, ReadError};
 use p2pchat::protocol::{
     decode_client, decode_datagram, decode_server, encode_datagram, encode_line, ClientMessage,
-    Credentials, Datagram, DecodeError, DelayReason, DirectMessage, ErrorCode, PeerInfo, PublicKey,
-    RoomLine, ServerMessage, TextKind,
+    Credentials, Datagram, DecodeError, DelayReason, DirectMessage, ErrorCode, KeyProof, PeerInfo,
+    PublicKey, RoomLine, ServerMessage, TextKind,
 };
 use proptest::prelude::*;
 use proptest::test_runner::FileFailurePersistence;
@@ -122,15 +122,25 @@ fn error_code() -> impl Strategy<Value = ErrorCode> {
 }
 
 fn credentials() -> impl Strategy<Value = Credentials> {
-    (text(), text(), any::<u16>(), public_key(), any::<bool>()).prop_map(
-        |(username, password, p2p_port, public_key, tell_delays)| Credentials {
-            username,
-            password,
-            p2p_port,
-            public_key,
-            tell_delays,
-        },
+    let proof = proptest::option::of(any::<[u8; 32]>().prop_map(KeyProof::from_bytes));
+    (
+        text(),
+        text(),
+        any::<u16>(),
+        public_key(),
+        proof,
+        any::<bool>(),
     )
+        .prop_map(
+            |(username, password, p2p_port, public_key, key_proof, tell_delays)| Credentials {
+                username,
+                password,
+                p2p_port,
+                public_key,
+                key_proof,
+                tell_delays,
+            },
+        )
 }
 
 fn client_message() -> impl Strategy<Value = ClientMessage> {
@@ -159,15 +169,17 @@ fn server_message() -> impl Strategy<Value = ServerMessage> {
             // Rates as a flag gives them (a few decimals): serde_json's default parsing is exact
             // for those, not for every f64's last bit.
             prop::option::of((0u32..10_000_000).prop_map(|n| f64::from(n) / 100.0)),
+            public_key(),
         )
-            .prop_map(
-                |(version, auth, flood_burst, flood_rate)| ServerMessage::Hello {
+            .prop_map(|(version, auth, flood_burst, flood_rate, key_challenge)| {
+                ServerMessage::Hello {
                     version,
                     auth,
                     flood_burst,
-                    flood_rate
+                    flood_rate,
+                    key_challenge,
                 }
-            ),
+            }),
         (text(), peers()).prop_map(|(username, peers)| ServerMessage::Welcome { username, peers }),
         peer().prop_map(|peer| ServerMessage::Joined { peer }),
         text().prop_map(|username| ServerMessage::Left { username }),

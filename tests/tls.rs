@@ -21,6 +21,9 @@ use tempfile::TempDir;
 /// The exit status of a client that does not trust the server (README, `--help`).
 const NOT_TRUSTED: i32 = 6;
 
+/// The exit status of a client that failed on its own host, here its known-servers file.
+const LOCAL: i32 = 1;
+
 /// The exit status of a client that cannot talk to the server, here because the two speak
 /// different protocols.
 const UNREACHABLE: i32 = 3;
@@ -69,7 +72,7 @@ fn default_mode_registers_chats_and_pins_the_printed_fingerprint() {
     let mut alice = client(
         &addr,
         config.path(),
-        &[],
+        &["--accept-new"],
         &["register", "alice", "alice-pass-1"],
     );
     alice.expect_event("welcome");
@@ -90,7 +93,7 @@ fn default_mode_registers_chats_and_pins_the_printed_fingerprint() {
     assert!(alice.status.success(), "{alice:?}");
     assert!(
         alice.stderr.contains(&format!(
-            "first contact with {addr}: trusting its fingerprint {printed}"
+            "first contact with {addr} (--accept-new): trusting its fingerprint {printed}"
         )),
         "{}",
         alice.stderr
@@ -112,7 +115,7 @@ fn a_client_pinned_to_server_a_refuses_server_b_on_the_same_port_and_sends_nothi
     let mut a = default_server(dir_a.path());
     let addr = a.addr.to_string();
     let answers = ["register", "alice", "alice-pass-1"];
-    client(&addr, config.path(), &[], &answers).expect_event("welcome");
+    client(&addr, config.path(), &["--accept-new"], &answers).expect_event("welcome");
     a.terminate();
 
     // Another server (another key) on the same address and port.
@@ -125,7 +128,8 @@ fn a_client_pinned_to_server_a_refuses_server_b_on_the_same_port_and_sends_nothi
     assert_ne!(b.fingerprint, a.fingerprint);
     let file = known_servers(config.path());
     let pinned = std::fs::read_to_string(&file).unwrap();
-    let refused = client(&addr, config.path(), &[], &answers).wait();
+    // --accept-new trusts only what is new: a changed key is refused all the same.
+    let refused = client(&addr, config.path(), &["--accept-new"], &answers).wait();
     assert_eq!(refused.status.code(), Some(NOT_TRUSTED), "{refused:?}");
     for needed in [
         "SERVER IDENTIFICATION HAS CHANGED",
@@ -177,6 +181,153 @@ fn trust_requires_that_fingerprint_and_records_nothing() {
         !known_servers(config.path()).exists(),
         "--trust records nothing"
     );
+}
+
+#[test]
+fn without_a_terminal_an_unknown_server_is_refused_and_sent_nothing_unless_trusted_or_accept_new() {
+    let dir = TempDir::new().unwrap();
+    let server = default_server(dir.path());
+    let printed = server.fingerprint.unwrap().to_string();
+    let config = TempDir::new().unwrap();
+    let addr = server.addr.to_string();
+    let answers = ["register", "alice", "alice-pass-1"];
+    // A script (stdin a pipe, closed after the answers), no --trust, no --accept-new: refused
+    // as OpenSSH's batch mode (trusting it would register alice and end at end of input, 0).
+    let refused = client(&addr, config.path(), &[], &answers).finish();
+    assert_eq!(refused.status.code(), Some(NOT_TRUSTED), "{refused:?}");
+    for needed in [
+        "not a known server".to_string(),
+        "nothing was sent".to_string(),
+        format!("--trust {printed}"),
+        "--accept-new".to_string(),
+    ] {
+        assert!(
+            refused.stderr.contains(&needed),
+            "{needed:?} in {}",
+            refused.stderr
+        );
+    }
+    assert!(!known_servers(config.path()).exists(), "nothing recorded");
+    // The server saw a connection end, and no name, no password.
+    server.wait_for_log("closed");
+    for said in ["alice", "registered", "logged in"] {
+        assert!(!server.log().contains(said), "{said:?} in {}", server.log());
+    }
+    // Either way to proceed works; --accept-new records the server, which is then known.
+    client(&addr, config.path(), &["--trust", &printed], &answers).expect_event("welcome");
+    assert!(
+        !known_servers(config.path()).exists(),
+        "--trust records nothing"
+    );
+    let login = ["login", "alice", "alice-pass-1"];
+    let accepted = client(&addr, config.path(), &["--accept-new"], &login).finish();
+    assert!(accepted.status.success(), "{accepted:?}");
+    assert!(
+        accepted.stderr.contains("first contact"),
+        "{}",
+        accepted.stderr
+    );
+    let known = client(&addr, config.path(), &[], &login).finish();
+    assert!(known.status.success(), "{known:?}");
+    assert!(!known.stderr.contains("first contact"), "{}", known.stderr);
+}
+
+#[test]
+fn names_that_reach_one_address_share_its_pin_and_a_new_key_there_is_refused() {
+    let dir = TempDir::new().unwrap();
+    let mut a = default_server(dir.path());
+    let port = a.addr.port();
+    let addr = a.addr.to_string();
+    let fingerprint = a.fingerprint.unwrap();
+    let config = TempDir::new().unwrap();
+    let file = known_servers(config.path());
+    let answers = ["register", "alice", "alice-pass-1"];
+    client(&addr, config.path(), &["--accept-new"], &answers).expect_event("welcome");
+    // Another name for the same address: not a first contact, trusted with a notice and
+    // recorded under that name with the address.
+    let local = format!("localhost:{port}");
+    let login = ["login", "alice", "alice-pass-1"];
+    let other_name = client(&local, config.path(), &[], &login).finish();
+    assert!(other_name.status.success(), "{other_name:?}");
+    assert!(
+        other_name.stderr.contains(&format!(
+            "{local} is at {addr}, known with the same fingerprint {fingerprint} (line 1 of"
+        )),
+        "{}",
+        other_name.stderr
+    );
+    let pinned = std::fs::read_to_string(&file).unwrap();
+    assert_eq!(
+        pinned,
+        format!("{addr} {fingerprint}\n{local},{addr} {fingerprint}\n")
+    );
+    a.terminate();
+
+    // Another server (another key) at that address, reached under a third name (the address
+    // mapped into IPv6): --accept-new does not make it new.
+    let b = Server::start_exact(
+        &addr,
+        &TempDir::new().unwrap().path().join("users.json"),
+        &["--scrypt-log-n", TEST_LOG_N],
+        None,
+    );
+    let mapped = format!("[::ffff:127.0.0.1]:{port}");
+    let refused = client(&mapped, config.path(), &["--accept-new"], &answers).finish();
+    assert_eq!(refused.status.code(), Some(NOT_TRUSTED), "{refused:?}");
+    for needed in [
+        "SERVER IDENTIFICATION HAS CHANGED".to_string(),
+        format!("answered at {addr}, which line 1 of {}", file.display()),
+        format!("p2pchat-client --forget {addr}\n"),
+        b.fingerprint.unwrap().to_string(),
+    ] {
+        assert!(
+            refused.stderr.contains(&needed),
+            "{needed:?} in {}",
+            refused.stderr
+        );
+    }
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), pinned, "unchanged");
+    b.wait_for_log("TLS handshake failed");
+    assert!(!b.log().contains("alice"), "{}", b.log());
+}
+
+#[test]
+fn a_known_servers_file_that_is_a_link_or_writable_by_others_is_refused() {
+    let dir = TempDir::new().unwrap();
+    let server = default_server(dir.path());
+    let addr = server.addr.to_string();
+    let config = TempDir::new().unwrap();
+    let file = known_servers(config.path());
+    std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+    let target = config.path().join("elsewhere");
+    std::fs::write(&target, "# someone's file\n").unwrap();
+    std::os::unix::fs::symlink(&target, &file).unwrap();
+    let answers = ["register", "alice", "alice-pass-1"];
+    let refused = client(&addr, config.path(), &["--accept-new"], &answers).finish();
+    assert_eq!(refused.status.code(), Some(LOCAL), "{refused:?}");
+    assert!(
+        refused.stderr.contains("is a symbolic link"),
+        "{}",
+        refused.stderr
+    );
+    assert_eq!(
+        std::fs::read_to_string(&target).unwrap(),
+        "# someone's file\n",
+        "nothing appended through the link"
+    );
+    std::fs::remove_file(&file).unwrap();
+    std::fs::write(&file, "").unwrap();
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o666)).unwrap();
+    let refused = client(&addr, config.path(), &["--accept-new"], &answers).finish();
+    assert_eq!(refused.status.code(), Some(LOCAL), "{refused:?}");
+    assert!(
+        refused.stderr.contains("mode 0666") && refused.stderr.contains("chmod go-w"),
+        "{}",
+        refused.stderr
+    );
+    assert!(!server.log().contains("alice"), "{}", server.log());
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    client(&addr, config.path(), &["--accept-new"], &answers).expect_event("welcome");
 }
 
 #[test]
@@ -361,7 +512,7 @@ fn an_eavesdropper_on_lo_reads_neither_password_nor_room_text_over_tls() {
 
     let dir = TempDir::new().unwrap();
     let server = default_server(dir.path());
-    let sealed = captured_session(&server, &[], password, text);
+    let sealed = captured_session(&server, &["--accept-new"], password, text);
     assert!(
         sealed.len() > 3000,
         "the handshakes were captured: {} bytes",

@@ -156,6 +156,37 @@ fn the_trust_question_takes_the_servers_fingerprint_pasted_and_refuses_another()
 }
 
 #[test]
+fn with_accept_new_a_terminal_is_not_asked_and_the_server_is_recorded_with_a_notice() {
+    let room = room(&[]);
+    let config = tempfile::tempdir().unwrap();
+    let known = config.path().join("known_servers");
+    let known_flag = known.to_str().unwrap();
+    let mut alice = TerminalClient::start(
+        room.server.addr,
+        &["--known-servers", known_flag, "--accept-new"],
+    );
+    let fingerprint = room.server.fingerprint.expect("a TLS server").to_string();
+    // The first question, whichever it is: the trust question would end "(yes/no/[fingerprint])? ".
+    let end = alice.wait_for("? ");
+    let shown = String::from_utf8_lossy(&alice.output_from(0)[..end]).into_owned();
+    assert!(shown.ends_with("login or register? "), "{shown:?}");
+    assert!(
+        shown.contains(&format!(
+            "first contact with {} (--accept-new): trusting its fingerprint {fingerprint}",
+            room.server.addr
+        )),
+        "{shown:?}"
+    );
+    alice.type_keys("register\r");
+    alice.answer("username: ", "alice");
+    alice.answer(NEW_PASSWORD_PROMPT, "alice-password");
+    alice.answer("password again: ", "alice-password");
+    alice.wait_for("-!- logged in as alice");
+    let recorded = std::fs::read_to_string(&known).expect("the known-servers file");
+    assert_eq!(recorded, format!("{} {fingerprint}\n", room.server.addr));
+}
+
+#[test]
 fn ctrl_c_at_the_password_prompt_ends_the_client_with_echo_on_again() {
     use std::os::unix::process::ExitStatusExt;
 

@@ -478,12 +478,18 @@ impl SealedPeer {
     fn start(server: &Server, name: &str, register: bool, udp: UdpSocket) -> SealedPeer {
         let key = SessionKey::generate();
         let mut tcp = RawConnection::connect(server.addr);
+        let challenge = tcp.hello()["key_challenge"]
+            .as_str()
+            .and_then(PublicKey::from_base64)
+            .expect("the hello's key challenge");
+        let proof = key.prove(&challenge, name).expect("a proof");
         tcp.send(&json!({
             "type": if register { "register" } else { "login" },
             "username": name,
             "password": format!("{name}-password"),
             "p2p_port": udp.local_addr().unwrap().port(),
             "public_key": key.public_key().to_base64(),
+            "key_proof": proof,
         }));
         let welcome = tcp.expect("welcome", |m| {
             m["type"] == "welcome" || m["type"] == "error"

@@ -45,10 +45,11 @@ logs in again when the server is lost; without a terminal it exits 5 instead, un
 When stdin is not a terminal, its lines answer the prompts in order (login or register, the \
 username, the password) and every later line is a command; end of input quits.\n\n\
 The connection is TLS 1.3; the server is trusted by its fingerprint, as SSH trusts hosts: \
-the first time, on a terminal, you are shown it and asked (without a terminal it is \
-accepted, with a notice on stderr); then it is pinned in the known-servers file, and a \
-server that presents another one is refused. Nothing, the password least of all, is sent \
-before. If the change is expected, --forget HOST[:PORT] removes the server's fingerprint (as \
+the first time, on a terminal, you are shown it and asked; without a terminal it is refused \
+(exit 6, its fingerprint shown) unless --trust names it or --accept-new is given (then it is \
+accepted, with a notice on stderr). Once trusted it is pinned in the known-servers file, \
+under its name and the address it answered at, and a server that presents another one there \
+is refused. Nothing, the password least of all, is sent before. If the change is expected, --forget HOST[:PORT] removes the server's fingerprint (as \
 ssh-keygen -R) and exits without connecting.\n\n\
 Exit status: 0 after :q or end of input (or --forget); 1 local error (bad answer at a prompt, UDP port in \
 use, the known-servers file); 2 bad arguments (a bad --server port too); 3 server \
@@ -56,7 +57,8 @@ unreachable, not a p2pchat server (no hello within 5 s, or something else first)
 (for everyone, or for this address), too busy to check the login now (try again later), or \
 speaking the other protocol (TLS vs --plaintext); 4 login or registration refused; 5 the \
 server went away or shut down; 6 the server is not trusted (its fingerprint changed, is not \
-the --trust one, or was refused at the prompt); 7 the account logged in from another \
+the --trust one, was refused at the prompt, or is unknown without a terminal or \
+--accept-new); 7 the account logged in from another \
 connection, which took the name over (not reconnected); 130 interrupted (Ctrl-C on an empty \
 line).";
 
@@ -116,7 +118,7 @@ pub struct ClientArgs {
     /// network reads the password and every message. For the lab's teaching capture; the server
     /// must run with --plaintext too. Direct messages are then clear JSON datagrams,
     /// unacknowledged, and a client that seals them (the default) drops them.
-    #[arg(long, conflicts_with_all = ["trust", "known_servers"], help_heading = "Trust")]
+    #[arg(long, conflicts_with_all = ["trust", "known_servers", "accept_new"], help_heading = "Trust")]
     pub plaintext: bool,
 
     /// Trust the server only if its fingerprint is this one, as the server prints it at start
@@ -124,12 +126,20 @@ pub struct ClientArgs {
     #[arg(long, value_name = "SHA256:…", help_heading = "Trust")]
     pub trust: Option<Fingerprint>,
 
-    /// The fingerprints of the servers met before (one `HOST:PORT SHA256:…` line each); a server
-    /// met for the first time is asked about on a terminal, else accepted and added with a
-    /// notice. [default: $XDG_CONFIG_HOME/p2pchat/known_servers, else
+    /// The fingerprints of the servers met before (one `HOST:PORT,ADDRESS SHA256:…` line each);
+    /// a server met for the first time is asked about on a terminal, else refused unless
+    /// --accept-new. Refused if it is a symbolic link or others could have written it.
+    /// [default: $XDG_CONFIG_HOME/p2pchat/known_servers, else
     /// ~/.config/p2pchat/known_servers]
     #[arg(long, value_name = "PATH", help_heading = "Trust")]
     pub known_servers: Option<PathBuf>,
+
+    /// Trust a server met for the first time without asking, and record it in the
+    /// known-servers file with a notice on stderr (OpenSSH's StrictHostKeyChecking=accept-new);
+    /// without it and without a terminal, an unknown server is refused. A server whose
+    /// fingerprint changed is refused all the same.
+    #[arg(long, conflicts_with = "trust", help_heading = "Trust")]
+    pub accept_new: bool,
 
     /// Remove HOST[:PORT]'s fingerprints from the known-servers file and exit, without
     /// connecting (OpenSSH's ssh-keygen -R): after "SERVER IDENTIFICATION HAS CHANGED", when

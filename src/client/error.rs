@@ -37,8 +37,10 @@ pub mod exit {
     pub const REFUSED: i32 = 4;
     /// The server went away, shut down, or broke the protocol.
     pub const DISCONNECTED: i32 = 5;
-    /// The server is not trusted: its fingerprint changed since it was pinned, is not the one
-    /// `--trust` requires, or the person said no at first contact. Nothing was sent to it.
+    /// The server is not trusted: its fingerprint changed since it was pinned (under its name or
+    /// at its address), is not the one `--trust` requires, the person said no at first contact,
+    /// or, without a terminal, it was met for the first time without `--accept-new`. Nothing
+    /// was sent to it.
     pub const NOT_TRUSTED: i32 = 6;
     /// The account logged in from another connection, which took the name over (the server's
     /// `replaced`): this client does not connect again, or the two would take turns.
@@ -178,6 +180,15 @@ pub enum Local {
 pub enum NotTrusted {
     /// Met for the first time, and the person did not say yes.
     Declined { fingerprint: Fingerprint },
+    /// Met for the first time with no one to ask (no terminal) and no `--accept-new`: refused,
+    /// as OpenSSH in batch mode refuses an unknown host. `file` is where it would be recorded.
+    Unknown {
+        fingerprint: Fingerprint,
+        file: PathBuf,
+    },
+    /// Another fingerprint at an address the file pins under another name (boxed: the largest
+    /// cause, and rare).
+    AddressChanged(Box<AddressChanged>),
     /// Another fingerprint than the one pinned at `line` of `file`.
     Changed {
         presented: Fingerprint,
@@ -190,6 +201,17 @@ pub enum NotTrusted {
         presented: Fingerprint,
         required: Fingerprint,
     },
+}
+
+/// A server met at `address`, where line `line` of `file` pins another fingerprint under
+/// another name: the address now answers for another server, or someone is in the middle.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AddressChanged {
+    pub presented: Fingerprint,
+    pub pinned: Fingerprint,
+    pub address: String,
+    pub file: PathBuf,
+    pub line: usize,
 }
 
 impl ClientError {
@@ -318,6 +340,34 @@ fn not_trusted_text(f: &mut fmt::Formatter<'_>, server: &str, why: &NotTrusted) 
         NotTrusted::Declined { fingerprint } => write!(
             f,
             "{server} is not trusted: its fingerprint {fingerprint} was not accepted; nothing was sent to it"
+        ),
+        NotTrusted::Unknown { fingerprint, file } => write!(
+            f,
+            "{server} is not a known server and there is no terminal to ask on; nothing was sent \
+             to it. Its fingerprint is {fingerprint}. If that is the fingerprint the server \
+             printed at start, connect with --trust {fingerprint}; to trust whatever answers \
+             there now and record it in {}, connect once with --accept-new",
+            file.display()
+        ),
+        NotTrusted::AddressChanged(changed) => write!(
+            f,
+            "\n\
+             @@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@\n\
+             @    WARNING: SERVER IDENTIFICATION HAS CHANGED!         @\n\
+             @@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@\n\
+             {server} answered at {address}, which line {line} of {file} pins to {pinned};\n\
+             it presented {presented}. Another server now has that address, someone may be\n\
+             listening in (a machine in the middle), or the server's key was replaced.\n\
+             Nothing was sent to it: no login, no password.\n\
+             If the change is expected, forget the old one and connect again:\n    \
+             p2pchat-client --forget {address}{known_servers}\n\
+             (it removes line {line} of {file}).",
+            address = changed.address,
+            line = changed.line,
+            pinned = changed.pinned,
+            presented = changed.presented,
+            file = changed.file.display(),
+            known_servers = forget_file_flag(&changed.file),
         ),
         NotTrusted::Changed {
             presented,

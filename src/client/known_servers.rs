@@ -2,20 +2,29 @@
 //! server, `HOST:PORT SHA256:…` — SSH's `known_hosts`, for p2pchat servers.
 //!
 //! A server is known by the `--server` text as typed (lowercased: host names are not case
-//! sensitive) plus its port, so `localhost:12000` and `127.0.0.1:12000` are two entries, as they
-//! are two names in SSH. Blank lines and lines starting with `#` are ignored; any other line
-//! that is not `HOST:PORT SHA256:…` is an error naming the file and the line, rather than a
-//! server silently forgotten. Lines are appended when a server is trusted, and removed only by
+//! sensitive) plus its port, and by the address it answered at, as OpenSSH's `CheckHostIP`
+//! records a host's IP: a line is `HOST:PORT,ADDRESS SHA256:…` (`ADDRESS` left out when the
+//! name typed is that address), so `localhost:12000` met after `127.0.0.1:12000` is found at
+//! its address ([`KnownServers::at_address`]). Blank lines and lines starting with `#` are
+//! ignored; any other line that is not `HOST:PORT[,ADDRESS] SHA256:…` is an error naming the
+//! file and the line, rather than a server silently forgotten.
+//!
+//! The file decides whom the client sends its password to, so it is used only when no one else
+//! could have written it ([`Exposure`]): a symbolic link at its path, a file that belongs to
+//! another user (not root) or that the group or others may write, or a folder others may write
+//! to (without the sticky bit) or that belongs to another user, is refused with what to do. Lines are appended when a server is trusted, and removed only by
 //! [`forget`] (`p2pchat-client --forget`, OpenSSH's `ssh-keygen -R`), which writes the rest to a
 //! new file and renames it over the old one, so the file is never seen half written. Where the
 //! file lives by default is [`default_path`]. This module never decides whether to trust a
 //! server.
 
 use std::collections::BTreeSet;
+use std::fmt;
 use std::fs::{self, OpenOptions, Permissions};
 use std::io::{self, Write};
+use std::net::SocketAddr;
 use std::os::unix::fs::PermissionsExt;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use crate::tls::Fingerprint;
@@ -38,6 +47,19 @@ pub fn key(server: &str) -> String {
     server.trim().to_ascii_lowercase()
 }
 
+/// How an address is written in the file: an IPv4 address mapped into IPv6
+/// (`[::ffff:127.0.0.1]:12000`) as the IPv4 address it is, so every way of typing one server's
+/// address is one address.
+pub fn address_key(addr: SocketAddr) -> String {
+    match addr {
+        SocketAddr::V6(v6) => match v6.ip().to_ipv4_mapped() {
+            Some(v4) => SocketAddr::new(v4.into(), v6.port()).to_string(),
+            None => addr.to_string(),
+        },
+        SocketAddr::V4(_) => addr.to_string(),
+    }
+}
+
 /// Why the file could not be used. Each names the file.
 #[derive(Debug, thiserror::Error)]
 pub enum KnownServersError {
@@ -47,18 +69,143 @@ pub enum KnownServersError {
     Write { path: PathBuf, source: io::Error },
     #[error("cannot remove the server from {}: {source}", .path.display())]
     Rewrite { path: PathBuf, source: io::Error },
-    #[error("{}, line {line}: expected HOST:PORT SHA256:…, found {text:?}", .path.display())]
+    #[error("{}, line {line}: expected HOST:PORT[,ADDRESS] SHA256:…, found {text:?}", .path.display())]
     BadLine {
         path: PathBuf,
         line: usize,
         text: String,
     },
+    /// Someone else could have written the file: it is not used.
+    #[error("{exposure}; the known-servers file is not used")]
+    Exposed { exposure: Exposure },
+}
+
+/// The bits that let the group or everyone write.
+const GROUP_WRITE: u32 = 0o020;
+const OTHERS_WRITE: u32 = 0o002;
+/// In a folder with it, only a file's owner (or the folder's, or root) may rename or remove it.
+const STICKY: u32 = 0o1000;
+
+/// One way someone else could have written the known-servers file (and so chosen whom the
+/// client trusts): the users file's checks (`user_store::folder`), for the file and its own
+/// folder. Every one is refused: unlike a server's users file, this file is the user's own, made
+/// 0600 by the client in a 0700 folder, so none of these happens without someone's doing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Exposure {
+    /// A symbolic link (or anything but a regular file) at the file's path: following it would
+    /// read, and append to, a file someone else chose.
+    NotAFile { path: PathBuf, link: bool },
+    /// The file or its folder belongs to another user, not root.
+    Owner { path: PathBuf, owner: u32 },
+    /// The group or others may write to the file.
+    Writable { path: PathBuf, mode: u32 },
+    /// Others may write to the folder, which has no sticky bit: anyone may replace the file.
+    FolderWritable { folder: PathBuf, mode: u32 },
+}
+
+impl fmt::Display for Exposure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Exposure::NotAFile { path, link: true } => write!(
+                f,
+                "{} is a symbolic link: remove it (the client makes the file itself)",
+                path.display()
+            ),
+            Exposure::NotAFile { path, link: false } => {
+                write!(f, "{} is not a regular file", path.display())
+            }
+            Exposure::Owner { path, owner } => write!(
+                f,
+                "{} belongs to uid {owner}, not to this user (uid {}) or root: its owner can \
+                 choose whom this client trusts",
+                path.display(),
+                effective_uid()
+            ),
+            Exposure::Writable { path, mode } => write!(
+                f,
+                "{} has mode {mode:04o}: others can choose whom this client trusts (run `chmod \
+                 go-w {}`)",
+                path.display(),
+                path.display()
+            ),
+            Exposure::FolderWritable { folder, mode } => write!(
+                f,
+                "folder {} has mode {mode:04o}: anyone can replace the known-servers file in it \
+                 (run `chmod o-w {}`)",
+                folder.display(),
+                folder.display()
+            ),
+        }
+    }
+}
+
+fn effective_uid() -> u32 {
+    rustix::process::geteuid().as_raw()
+}
+
+/// What in the file's place, or its folder's, someone else could have written; `None` if the
+/// file is safe to use (or does not exist yet, in a folder that is safe or does not exist).
+///
+/// # Errors
+/// The file or its folder cannot be examined.
+pub fn exposure(path: &Path) -> io::Result<Option<Exposure>> {
+    let ours = |uid: u32| uid == effective_uid() || uid == 0;
+    let folder = match path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        Some(folder) => folder,
+        None => Path::new("."),
+    };
+    match fs::metadata(folder) {
+        Ok(meta) => {
+            let mode = meta.mode() & 0o7777;
+            if !ours(meta.uid()) {
+                return Ok(Some(Exposure::Owner {
+                    path: folder.into(),
+                    owner: meta.uid(),
+                }));
+            }
+            if mode & OTHERS_WRITE != 0 && mode & STICKY == 0 {
+                return Ok(Some(Exposure::FolderWritable {
+                    folder: folder.into(),
+                    mode,
+                }));
+            }
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    }
+    let meta = match fs::symlink_metadata(path) {
+        Ok(meta) => meta,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let mode = meta.mode() & 0o7777;
+    Ok(if !meta.file_type().is_file() {
+        Some(Exposure::NotAFile {
+            path: path.into(),
+            link: meta.file_type().is_symlink(),
+        })
+    } else if !ours(meta.uid()) {
+        Some(Exposure::Owner {
+            path: path.into(),
+            owner: meta.uid(),
+        })
+    } else if mode & (GROUP_WRITE | OTHERS_WRITE) != 0 {
+        Some(Exposure::Writable {
+            path: path.into(),
+            mode,
+        })
+    } else {
+        None
+    })
 }
 
 /// One trusted server.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Entry {
     pub server: String,
+    /// The address it answered at when recorded ([`address_key`]), when not `server` itself;
+    /// `None` in lines written before addresses were recorded.
+    pub address: Option<String>,
     pub fingerprint: Fingerprint,
     /// Its line in the file, from 1.
     pub line: usize,
@@ -76,8 +223,16 @@ impl KnownServers {
     /// Reads the file; a file that does not exist yet knows no server.
     ///
     /// # Errors
-    /// The file cannot be read, or has a line that is not an entry.
+    /// Someone else could have written the file ([`Exposure`]), it cannot be read, or it has a
+    /// line that is not an entry.
     pub fn load(path: &Path) -> Result<Self, KnownServersError> {
+        let read_error = |source| KnownServersError::Read {
+            path: path.into(),
+            source,
+        };
+        if let Some(exposure) = exposure(path).map_err(read_error)? {
+            return Err(KnownServersError::Exposed { exposure });
+        }
         let text = match fs::read_to_string(path) {
             Ok(text) => text,
             Err(e) if e.kind() == io::ErrorKind::NotFound => String::new(),
@@ -107,8 +262,16 @@ impl KnownServers {
             else {
                 return Err(bad());
             };
+            let (server, address) = match server.split_once(',') {
+                Some((_, address)) if address.is_empty() || address.contains(',') => {
+                    return Err(bad())
+                }
+                Some((server, address)) => (server, Some(key(address))),
+                None => (server, None),
+            };
             entries.push(Entry {
                 server: key(server),
+                address,
                 fingerprint: fingerprint.parse().map_err(|_| bad())?,
                 line: index + 1,
             });
@@ -130,14 +293,25 @@ impl KnownServers {
         self.entries.iter().find(|entry| entry.server == key)
     }
 
-    /// Appends `server` with `fingerprint` (creating the folder, mode 0700, and the file, mode
-    /// 0600, if needed) and returns the new entry.
+    /// Every entry recorded at `address` ([`address_key`]), under whatever name, or named by it.
+    pub fn at_address(&self, address: &str) -> impl Iterator<Item = &Entry> {
+        let address = key(address);
+        self.entries.iter().filter(move |entry| {
+            entry.server == address || entry.address.as_deref() == Some(address.as_str())
+        })
+    }
+
+    /// Appends `server` at `address` (left out when it is `server` itself) with `fingerprint`
+    /// (creating the folder, mode 0700, and the file, mode 0600, if needed; never through a
+    /// symbolic link) and returns the new entry.
     ///
     /// # Errors
-    /// The folder or the file cannot be created or written.
+    /// The folder or the file cannot be created or written, or someone else could have written
+    /// the file.
     pub fn add(
         &mut self,
         server: &str,
+        address: Option<&str>,
         fingerprint: Fingerprint,
     ) -> Result<Entry, KnownServersError> {
         let write_error = |source| KnownServersError::Write {
@@ -151,15 +325,25 @@ impl KnownServers {
                 .create(folder)
                 .map_err(write_error)?;
         }
+        // Checked again: a link or a file of someone else's may have appeared since it was read,
+        // and O_NOFOLLOW keeps one planted meanwhile from being followed.
+        if let Some(exposure) = exposure(&self.path).map_err(write_error)? {
+            return Err(KnownServersError::Exposed { exposure });
+        }
         let mut file = OpenOptions::new()
             .append(true)
             .create(true)
             .mode(FILE_MODE)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
             .open(&self.path)
             .map_err(write_error)?;
         // A file whose last line has no newline (edited by hand) gets one first.
         let text = fs::read(&self.path).map_err(write_error)?;
-        let mut line = format!("{} {fingerprint}\n", key(server));
+        let address = address.map(key).filter(|address| *address != key(server));
+        let mut line = match &address {
+            Some(address) => format!("{},{address} {fingerprint}\n", key(server)),
+            None => format!("{} {fingerprint}\n", key(server)),
+        };
         if text.last().is_some_and(|&b| b != b'\n') {
             line.insert(0, '\n');
         }
@@ -168,6 +352,7 @@ impl KnownServers {
         self.lines += 1;
         let entry = Entry {
             server: key(server),
+            address,
             fingerprint,
             line: self.lines,
         };
@@ -179,7 +364,8 @@ impl KnownServers {
 /// The file's mode: only its owner reads or writes the servers they trust.
 const FILE_MODE: u32 = 0o600;
 
-/// Removes every line of `server` (as typed, port included) from the file at `path`, keeping
+/// Removes every line of `server` (as typed, port included; or an address, which removes every
+/// line recorded at it too) from the file at `path`, keeping
 /// every other line as it was, and returns the entries removed (none if the server was not
 /// there; the file is then left untouched). The rest goes to a new file beside it (mode 0600,
 /// written and flushed to disk) renamed over the old one, so a crash leaves the old file or the
@@ -193,7 +379,7 @@ pub fn forget(path: &Path, server: &str) -> Result<Vec<Entry>, KnownServersError
     let removed: Vec<Entry> = known
         .entries
         .into_iter()
-        .filter(|entry| entry.server == key)
+        .filter(|entry| entry.server == key || entry.address.as_ref() == Some(&key))
         .collect();
     if removed.is_empty() {
         return Ok(removed);
@@ -246,9 +432,17 @@ mod tests {
         let path = dir.path().join("p2pchat").join("known_servers");
         let mut known = KnownServers::load(&path).unwrap();
         assert_eq!(known.find("LocalHost:12000"), None);
-        let first = known.add("LocalHost:12000", fingerprint(b"a")).unwrap();
+        let first = known
+            .add("LocalHost:12000", None, fingerprint(b"a"))
+            .unwrap();
         assert_eq!(first.line, 1);
-        let second = known.add("127.0.0.1:12000", fingerprint(b"b")).unwrap();
+        let second = known
+            .add(
+                "127.0.0.1:12000",
+                Some("127.0.0.1:12000"),
+                fingerprint(b"b"),
+            )
+            .unwrap();
         assert_eq!(second.line, 2);
         let known = KnownServers::load(&path).unwrap();
         assert_eq!(known.find("localhost:12000"), Some(&first));
@@ -283,7 +477,10 @@ mod tests {
         let mut known = KnownServers::load(&path).unwrap();
         assert_eq!(known.find("host:1").unwrap().line, 3);
         // The last line had no newline: the new entry still gets a line of its own.
-        assert_eq!(known.add("host:2", fingerprint(b"b")).unwrap().line, 4);
+        assert_eq!(
+            known.add("host:2", None, fingerprint(b"b")).unwrap().line,
+            4
+        );
         assert_eq!(
             KnownServers::load(&path)
                 .unwrap()
@@ -330,5 +527,99 @@ mod tests {
             1,
             "no file left behind"
         );
+    }
+
+    #[test]
+    fn the_address_is_recorded_beside_the_name_and_found_under_any_spelling() {
+        let dir = TempDir::new().unwrap();
+        let path = dir.path().join("known_servers");
+        let mut known = KnownServers::load(&path).unwrap();
+        let mapped: SocketAddr = "[::ffff:127.0.0.1]:12000".parse().unwrap();
+        assert_eq!(address_key(mapped), "127.0.0.1:12000");
+        let v6: SocketAddr = "[::1]:12000".parse().unwrap();
+        assert_eq!(address_key(v6), "[::1]:12000");
+        let entry = known
+            .add(
+                "LocalHost:12000",
+                Some(&address_key(mapped)),
+                fingerprint(b"a"),
+            )
+            .unwrap();
+        assert_eq!(entry.address.as_deref(), Some("127.0.0.1:12000"));
+        let known = KnownServers::load(&path).unwrap();
+        assert_eq!(known.find("localhost:12000"), Some(&entry));
+        assert_eq!(
+            known.find("127.0.0.1:12000"),
+            None,
+            "a name is not an address"
+        );
+        assert_eq!(
+            known.at_address("127.0.0.1:12000").collect::<Vec<_>>(),
+            [&entry]
+        );
+        assert_eq!(known.at_address("127.0.0.1:12001").count(), 0);
+        assert_eq!(
+            fs::read_to_string(&path).unwrap(),
+            format!("localhost:12000,127.0.0.1:12000 {}\n", fingerprint(b"a"))
+        );
+        // Forgetting the address forgets what was recorded at it.
+        assert_eq!(forget(&path, "127.0.0.1:12000").unwrap(), [entry]);
+        assert_eq!(fs::read_to_string(&path).unwrap(), "");
+        fs::write(&path, format!("h:1, {}\n", fingerprint(b"a"))).unwrap();
+        assert!(matches!(
+            KnownServers::load(&path),
+            Err(KnownServersError::BadLine { line: 1, .. })
+        ));
+    }
+
+    #[test]
+    fn a_file_someone_else_could_have_written_is_refused() {
+        let dir = TempDir::new().unwrap();
+        let path = dir.path().join("known_servers");
+        let refused = |path: &Path| match KnownServers::load(path) {
+            Err(KnownServersError::Exposed { exposure }) => exposure,
+            other => panic!("{other:?}"),
+        };
+        // A link at its path: neither read nor appended to, even when it leads nowhere yet.
+        let target = dir.path().join("target");
+        std::os::unix::fs::symlink(&target, &path).unwrap();
+        assert_eq!(
+            refused(&path),
+            Exposure::NotAFile {
+                path: path.clone(),
+                link: true
+            }
+        );
+        let mut known = KnownServers {
+            path: path.clone(),
+            entries: Vec::new(),
+            lines: 0,
+        };
+        assert!(known.add("h:1", None, fingerprint(b"a")).is_err());
+        assert!(!target.exists(), "nothing written through the link");
+        fs::remove_file(&path).unwrap();
+        fs::write(&path, format!("h:1 {}\n", fingerprint(b"a"))).unwrap();
+        for mode in [0o666, 0o620, 0o602] {
+            fs::set_permissions(&path, Permissions::from_mode(mode)).unwrap();
+            assert_eq!(
+                refused(&path),
+                Exposure::Writable {
+                    path: path.clone(),
+                    mode
+                }
+            );
+            assert!(refused(&path).to_string().contains("chmod go-w"));
+        }
+        fs::set_permissions(&path, Permissions::from_mode(0o644)).unwrap();
+        assert!(KnownServers::load(&path).is_ok());
+        fs::set_permissions(dir.path(), Permissions::from_mode(0o777)).unwrap();
+        assert!(matches!(
+            refused(&path),
+            Exposure::FolderWritable { mode: 0o777, .. }
+        ));
+        // A sticky folder (like /tmp): others cannot replace the file.
+        fs::set_permissions(dir.path(), Permissions::from_mode(0o1777)).unwrap();
+        assert!(KnownServers::load(&path).is_ok());
+        fs::set_permissions(dir.path(), Permissions::from_mode(0o700)).unwrap();
     }
 }

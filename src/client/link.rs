@@ -14,8 +14,8 @@ use super::pairs::Pairs;
 use super::secure::{self, Transport, TrustOutcome};
 use crate::connection::{self, LineReader, StreamReader, StreamWriter};
 use crate::protocol::{
-    decode_server, ClientMessage, Credentials, DelayReason, ErrorCode, PeerInfo, ServerMessage,
-    MAX_SERVER_LINE_BYTES,
+    decode_server, ClientMessage, Credentials, DelayReason, ErrorCode, PeerInfo, PublicKey,
+    ServerMessage, MAX_SERVER_LINE_BYTES,
 };
 use crate::runtime::{self, TcpStream, ToSocketAddrs};
 use crate::sealed::SessionKey;
@@ -54,6 +54,9 @@ pub(super) struct Link {
     pub(super) tcp: TcpStream,
     pub(super) writer: StreamWriter,
     pub(super) reader: LineReader<StreamReader>,
+    /// The server's `hello` challenge: a session key announced on this link is proved against
+    /// it. `None` from an older server, to which the key goes without a proof.
+    pub(super) key_challenge: Option<PublicKey>,
 }
 
 /// A link that has said `hello`, with what it told.
@@ -116,12 +119,16 @@ pub(super) async fn open(server: &str, transport: Transport) -> Result<Opened, C
         Err(Disconnect::BadMessage(_)) => return Err(not_p2pchat(NotP2pchat::NotAMessage)),
         Err(other) => return Err(other.into()),
     };
-    let pace = match hello {
+    let (pace, key_challenge) = match hello {
         ServerMessage::Hello {
             flood_burst,
             flood_rate,
+            key_challenge,
             ..
-        } => ServerPace::announced(flood_burst, flood_rate),
+        } => (
+            ServerPace::announced(flood_burst, flood_rate),
+            key_challenge,
+        ),
         ServerMessage::Error {
             code: ErrorCode::TlsRequired,
             ..
@@ -138,6 +145,7 @@ pub(super) async fn open(server: &str, transport: Transport) -> Result<Opened, C
             tcp,
             writer,
             reader,
+            key_challenge,
         },
         addr,
         trust,
@@ -161,11 +169,19 @@ impl Link {
         // sealed in it can be opened later with anything kept on disk, and an ended session's
         // datagrams name a key no one uses.
         let mut pairs = sealed.then(|| Pairs::new(SessionKey::generate()));
+        // Proves the key is this session's, so that no one else can announce it. A challenge
+        // that gives no shared secret (a broken server) gets no proof: the server refuses the
+        // key, and says why.
+        let key_proof = match (&pairs, &self.key_challenge) {
+            (Some(pairs), Some(challenge)) => pairs.prove(challenge, username),
+            _ => None,
+        };
         let credentials = Credentials {
             username: username.to_string(),
             password: password.to_string(),
             p2p_port,
             public_key: pairs.as_ref().map(Pairs::public_key),
+            key_proof,
             tell_delays: true,
         };
         let request = match mode {

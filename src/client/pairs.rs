@@ -8,13 +8,18 @@
 //! come back too, and a per-peer counter starting again would reuse nonces. A session-wide
 //! counter never repeats under this session's key, whatever the server says.
 //!
+//! A key is bound to the first online name that announced it, and stays so while that peer is
+//! online: another name announcing it (only a broken or hostile server would pass that on) is
+//! never believed, so it can neither take the owner's datagrams nor, by leaving, retire the
+//! owner's key. A key's end is only ever taken from its owner's `left`.
+//!
 //! Memory: one entry per online peer with a key (the peer list is the server's), plus at most
 //! [`MAX_RETIRED_KEYS`] ids of ended sessions. This module never does I/O.
 
 use std::collections::{HashMap, VecDeque};
 
 use crate::protocol::{PeerInfo, PublicKey};
-use crate::sealed::{KeyId, Kind, PairError, PairKeys, SessionKey};
+use crate::sealed::{KeyId, KeyProof, Kind, PairError, PairKeys, SessionKey};
 
 /// Ended sessions' key ids remembered, so that their datagrams are told apart (`stale_session`)
 /// and a key announced again is refused; the oldest is forgotten first.
@@ -46,6 +51,9 @@ pub enum SealRefused {
     /// The key was the key of an ended session: announced again, it is not believed.
     #[error("{0} announced the key of an ended session")]
     Retired(String),
+    /// The key is another online peer's: whatever is sealed with it would be read as theirs.
+    #[error("{name} announced {owner}'s session key")]
+    KeyOfAnother { name: String, owner: String },
     #[error("this session has sealed 2^64 datagrams; log in again")]
     CountersExhausted,
 }
@@ -64,6 +72,12 @@ impl Pairs {
 
     pub fn public_key(&self) -> PublicKey {
         self.session.public_key()
+    }
+
+    /// The proof that this session holds its key, for the server's `hello` challenge; `None`
+    /// for a challenge that gives no shared secret (the server then refuses the key).
+    pub fn prove(&self, challenge: &PublicKey, my_name: &str) -> Option<KeyProof> {
+        self.session.prove(challenge, my_name).ok()
     }
 
     pub fn set_my_name(&mut self, name: &str) {
@@ -86,8 +100,9 @@ impl Pairs {
             self.keys.remove(&name);
             self.retire(id);
         }
+        // Never re-pointed: a key bound to another online name stays that name's.
         if let Some(id) = new_id.filter(|id| !self.is_retired(id)) {
-            self.by_key_id.insert(id, name);
+            self.by_key_id.entry(id).or_insert(name);
         }
     }
 
@@ -160,6 +175,12 @@ impl Pairs {
             return Err(SealRefused::Retired(peer.username.clone()));
         }
         let name = peer.username.to_ascii_lowercase();
+        if let Some(owner) = self.named_by(&key.key_id()).filter(|owner| **owner != name) {
+            return Err(SealRefused::KeyOfAnother {
+                name: peer.username.clone(),
+                owner: owner.to_string(),
+            });
+        }
         let fresh = !matches!(self.keys.get(&name), Some((k, _)) if *k == key);
         if fresh {
             let pair = self
@@ -247,6 +268,34 @@ mod tests {
         assert_eq!(alice.named_by(&bob_key.key_id()), Some("bob"));
         alice.replace(&[clear]);
         assert!(alice.is_retired(&bob_key.key_id()));
+    }
+
+    #[test]
+    fn a_key_copied_by_another_name_is_neither_re_pointed_nor_retired_by_it() {
+        let mut bob = Pairs::new(SessionKey::generate());
+        bob.set_my_name("bob");
+        let alice_key = SessionKey::generate().public_key();
+        let alice = peer("alice", Some(alice_key));
+        let mallory = peer("mallory", Some(alice_key));
+        bob.peer_online(&alice);
+        bob.peer_online(&mallory);
+        assert_eq!(bob.named_by(&alice_key.key_id()), Some("alice"));
+        assert_eq!(
+            bob.seal(&mallory, Kind::Message, b"x"),
+            Err(SealRefused::KeyOfAnother {
+                name: "mallory".into(),
+                owner: "alice".into()
+            })
+        );
+        // mallory leaving (or a full list without her) ends nothing of alice's.
+        bob.peer_gone("mallory");
+        bob.replace(std::slice::from_ref(&alice));
+        assert!(!bob.is_retired(&alice_key.key_id()));
+        assert_eq!(bob.named_by(&alice_key.key_id()), Some("alice"));
+        assert!(bob.seal(&alice, Kind::Message, b"still").is_ok());
+        // alice leaving does.
+        bob.peer_gone("alice");
+        assert!(bob.is_retired(&alice_key.key_id()));
     }
 
     #[test]

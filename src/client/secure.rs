@@ -1,6 +1,7 @@
 //! How the client secures its connection before it says anything: the TLS handshake, the check
-//! of the server's fingerprint against `--trust` or the known-servers file, the first-contact
-//! decision (ask the person, or SSH's `accept-new` without a terminal), and telling a plaintext
+//! of the server's fingerprint against `--trust` or the known-servers file (under the name typed
+//! and at the address it answered at: OpenSSH's `CheckHostIP`), the first-contact decision (ask
+//! the person; `--accept-new`; else refuse, as OpenSSH in batch mode), and telling a plaintext
 //! server (or a refusal sent before TLS) apart from a broken one.
 //!
 //! The password is never at risk here: this runs to the end — handshake, fingerprint checked or
@@ -18,8 +19,8 @@ use std::time::Duration;
 use futures::io::{AsyncRead, AsyncWrite};
 use futures_rustls::TlsConnector;
 
-use super::error::{ClientError, Local, NotP2pchat, NotTrusted, Unreachable};
-use super::known_servers::KnownServers;
+use super::error::{AddressChanged, ClientError, Local, NotP2pchat, NotTrusted, Unreachable};
+use super::known_servers::{self, KnownServers};
 use crate::connection::Stream;
 use crate::protocol::{decode_server, ServerMessage};
 use crate::runtime::{self, TcpStream};
@@ -41,9 +42,23 @@ pub enum Transport {
 pub enum Trust {
     /// Exactly this fingerprint (`--trust`); the known-servers file is neither read nor written.
     Required(Fingerprint),
-    /// Whatever the known-servers file at this path pinned; a server it does not know is asked
-    /// about (`ask`), or, without `ask`, accepted and recorded.
-    KnownServers { path: PathBuf, ask: Option<Ask> },
+    /// Whatever the known-servers file at this path pinned; a server it does not know is met
+    /// as `first_contact` says.
+    KnownServers {
+        path: PathBuf,
+        first_contact: FirstUse,
+    },
+}
+
+/// What to do with a server the known-servers file does not know (under its name or at its
+/// address).
+pub enum FirstUse {
+    /// Ask the person (on a terminal).
+    Ask(Ask),
+    /// Trust and record it (`--accept-new`, OpenSSH's `StrictHostKeyChecking=accept-new`).
+    AcceptNew,
+    /// Refuse it, sending nothing (no terminal, no `--accept-new`: OpenSSH in batch mode).
+    Refuse,
 }
 
 /// Asks the person whether to trust a server met for the first time: `Ok(true)` to go on.
@@ -77,6 +92,16 @@ pub enum TrustOutcome {
         line: usize,
         asked: bool,
     },
+    /// Not known by the name typed, but its fingerprint is the one pinned at `address` (line
+    /// `known_line` of `file`): the same server under another name. Recorded under this name at
+    /// `line`.
+    KnownAddress {
+        fingerprint: Fingerprint,
+        file: PathBuf,
+        line: usize,
+        address: String,
+        known_line: usize,
+    },
 }
 
 impl TrustOutcome {
@@ -85,7 +110,8 @@ impl TrustOutcome {
         match self {
             TrustOutcome::Required { fingerprint }
             | TrustOutcome::Known { fingerprint, .. }
-            | TrustOutcome::Recorded { fingerprint, .. } => *fingerprint,
+            | TrustOutcome::Recorded { fingerprint, .. }
+            | TrustOutcome::KnownAddress { fingerprint, .. } => *fingerprint,
         }
     }
 }
@@ -94,8 +120,9 @@ impl TrustOutcome {
 /// once the server is trusted.
 ///
 /// # Errors
-/// [`ClientError::NotTrusted`]: the fingerprint changed, is not the required one, or the person
-/// said no. [`ClientError::Unreachable`]: the server speaks plaintext, refused the connection
+/// [`ClientError::NotTrusted`]: the fingerprint changed (under the name, or at the address),
+/// is not the required one, the person said no, or the server is unknown and may not be met
+/// ([`FirstUse::Refuse`]). [`ClientError::Unreachable`]: the server speaks plaintext, refused the connection
 /// before TLS, completed no handshake within `handshake_timeout` (not a p2pchat server), or the
 /// handshake failed. [`ClientError::Local`]: the known-servers file.
 pub async fn establish(
@@ -108,12 +135,20 @@ pub async fn establish(
         Transport::Plaintext => return Ok((Stream::plain(tcp), None)),
         Transport::Tls(trust) => trust,
     };
-    let (mut known, ask, expected) = match trust {
+    // The address the name led to, as the file writes it: a name never met before may be a
+    // server met under another name (OpenSSH's CheckHostIP).
+    let address = tcp.peer_addr().ok().map(known_servers::address_key);
+    let (mut known, first_contact, expected) = match trust {
         Trust::Required(fingerprint) => (None, None, Some(fingerprint)),
-        Trust::KnownServers { path, ask } => {
+        Trust::KnownServers {
+            path,
+            first_contact,
+        } => {
             let known = KnownServers::load(&path).map_err(Local::KnownServers)?;
-            let expected = known.find(server).map(|entry| entry.fingerprint);
-            (Some(known), ask, expected)
+            let expected = pins(&known, server, address.as_deref())
+                .first()
+                .map(|(_, entry)| entry.fingerprint);
+            (Some(known), Some(first_contact), expected)
         }
     };
     let presented: tls::Presented = Arc::new(Mutex::new(None));
@@ -141,7 +176,7 @@ pub async fn establish(
                 error,
                 &watched.first,
                 expected.zip(presented),
-                known.as_ref(),
+                known.as_ref().map(|k| (k, address.as_deref())),
             ));
         }
     };
@@ -149,33 +184,69 @@ pub async fn establish(
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .expect("a completed handshake went through the verifier");
-    let outcome = match (known.as_mut(), expected) {
-        (None, _) => TrustOutcome::Required { fingerprint },
-        (Some(known), Some(_)) => {
-            let entry = known.find(server).expect("the entry that gave `expected`");
-            TrustOutcome::Known {
+    let Some(known) = known.as_mut() else {
+        return Ok((
+            Stream::tls(tcp, session),
+            Some(TrustOutcome::Required { fingerprint }),
+        ));
+    };
+    let pinned = pins(known, server, address.as_deref());
+    // The handshake checked the first pin; another line at the address may pin another key
+    // (the address now answers for another server, or a machine in the middle).
+    if let Some((pin, entry)) = pinned.iter().find(|(_, e)| e.fingerprint != fingerprint) {
+        return Err(ClientError::not_trusted(
+            server,
+            changed(known, pin, entry, fingerprint),
+        ));
+    }
+    let outcome = match pinned.first() {
+        Some((PinnedBy::Name, entry)) => TrustOutcome::Known {
+            fingerprint,
+            file: known.path().into(),
+            line: entry.line,
+        },
+        Some((PinnedBy::Address(at), entry)) => {
+            let (at, known_line) = (at.clone(), entry.line);
+            let entry = known
+                .add(server, address.as_deref(), fingerprint)
+                .map_err(Local::KnownServers)?;
+            TrustOutcome::KnownAddress {
                 fingerprint,
                 file: known.path().into(),
                 line: entry.line,
+                address: at,
+                known_line,
             }
         }
-        (Some(known), None) => {
+        None => {
             let contact = FirstContact {
                 server: server.to_string(),
                 fingerprint,
                 file: known.path().into(),
             };
-            let asked = ask.is_some();
-            if let Some(mut ask) = ask {
-                if !ask(&contact)? {
+            let asked = match first_contact {
+                Some(FirstUse::Ask(mut ask)) => {
+                    if !ask(&contact)? {
+                        return Err(ClientError::not_trusted(
+                            server,
+                            NotTrusted::Declined { fingerprint },
+                        ));
+                    }
+                    true
+                }
+                Some(FirstUse::AcceptNew) => false,
+                Some(FirstUse::Refuse) | None => {
                     return Err(ClientError::not_trusted(
                         server,
-                        NotTrusted::Declined { fingerprint },
-                    ));
+                        NotTrusted::Unknown {
+                            fingerprint,
+                            file: contact.file,
+                        },
+                    ))
                 }
-            }
+            };
             let entry = known
-                .add(server, fingerprint)
+                .add(server, address.as_deref(), fingerprint)
                 .map_err(Local::KnownServers)?;
             TrustOutcome::Recorded {
                 fingerprint,
@@ -189,28 +260,80 @@ pub async fn establish(
     Ok((Stream::tls(tcp, session), Some(outcome)))
 }
 
+/// Why an entry of the known-servers file applies to the server met: its name, or the address
+/// it answered at (as the file writes it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum PinnedBy {
+    Name,
+    Address(String),
+}
+
+/// Every line of `known` that pins the server met as `server` at `address`: the name's first,
+/// then every line recorded at the address under another name.
+fn pins<'k>(
+    known: &'k KnownServers,
+    server: &str,
+    address: Option<&str>,
+) -> Vec<(PinnedBy, &'k known_servers::Entry)> {
+    let by_name = known.find(server);
+    let mut pins: Vec<_> = by_name
+        .map(|entry| (PinnedBy::Name, entry))
+        .into_iter()
+        .collect();
+    if let Some(address) = address {
+        pins.extend(
+            known
+                .at_address(address)
+                .filter(|entry| Some(*entry) != by_name)
+                .map(|entry| (PinnedBy::Address(address.to_string()), entry)),
+        );
+    }
+    pins
+}
+
+/// The refusal for a server that presented `presented` where `entry` pins another key.
+fn changed(
+    known: &KnownServers,
+    pin: &PinnedBy,
+    entry: &known_servers::Entry,
+    presented: Fingerprint,
+) -> NotTrusted {
+    match pin {
+        PinnedBy::Name => NotTrusted::Changed {
+            presented,
+            pinned: entry.fingerprint,
+            file: known.path().into(),
+            line: entry.line,
+        },
+        PinnedBy::Address(address) => NotTrusted::AddressChanged(Box::new(AddressChanged {
+            presented,
+            pinned: entry.fingerprint,
+            address: address.clone(),
+            file: known.path().into(),
+            line: entry.line,
+        })),
+    }
+}
+
 /// What to say when the handshake failed: a changed or wrong fingerprint (`pins`: expected and
 /// presented), a server that speaks plaintext or refused before TLS, or a broken handshake.
+/// `known` is the known-servers file and the address the server answered at.
 fn handshake_failed(
     server: &str,
     error: io::Error,
     first: &[u8],
     pins: Option<(Fingerprint, Fingerprint)>,
-    known: Option<&KnownServers>,
+    known: Option<(&KnownServers, Option<&str>)>,
 ) -> ClientError {
     if let Some((expected, presented)) = pins.filter(|(e, p)| e != p) {
-        let why = match known.and_then(|k| Some((k, k.find(server)?))) {
-            Some((known, entry)) => NotTrusted::Changed {
-                presented,
-                pinned: expected,
-                file: known.path().into(),
-                line: entry.line,
-            },
-            None => NotTrusted::NotRequired {
-                presented,
-                required: expected,
-            },
-        };
+        let pinned = known.and_then(|(known, address)| {
+            let (pin, entry) = self::pins(known, server, address).into_iter().next()?;
+            Some(changed(known, &pin, entry, presented))
+        });
+        let why = pinned.unwrap_or(NotTrusted::NotRequired {
+            presented,
+            required: expected,
+        });
         return ClientError::not_trusted(server, why);
     }
     let first_line = first.split(|&b| b == b'\n').next().unwrap_or_default();

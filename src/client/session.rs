@@ -175,6 +175,7 @@ impl Chat {
             tcp,
             writer,
             reader,
+            ..
         } = link;
         self.next_link += 1;
         let id = self.next_link;

@@ -29,15 +29,17 @@ use super::event::ClientEvent;
 use super::known_servers;
 use super::link::{AuthMode, NameCheck};
 use super::reconnect::Reconnect;
-use super::secure::{Ask, Transport, Trust, TrustOutcome};
+use super::secure::{Ask, FirstUse, Transport, Trust, TrustOutcome};
 use super::Client;
 use crate::runtime;
 
 /// Lines of stdin read ahead of the chat (piped input); the reading thread waits when it is full.
 const STDIN_LINES: usize = 64;
 
-/// How to talk to the server, and whom to trust, as the flags say; on a `terminal`, a server
-/// met for the first time is asked about ([`dialogue::ask_trust`]).
+/// How to talk to the server, and whom to trust, as the flags say. A server met for the first
+/// time is trusted and recorded with `--accept-new`, else asked about on a `terminal`
+/// ([`dialogue::ask_trust`]), else refused: a script never sends a password to a server nobody
+/// vouched for (OpenSSH in batch mode).
 ///
 /// # Errors
 /// No folder for the known-servers file.
@@ -49,10 +51,19 @@ pub fn transport(args: &ClientArgs, terminal: bool) -> Result<Transport, ClientE
         return Ok(Transport::Tls(Trust::Required(fingerprint)));
     }
     let path = known_servers_path(args)?;
-    let ask: Option<Ask> = terminal.then(|| {
-        Box::new(|contact: &_| Ok(dialogue::ask_trust(&mut Stdin::new(true), contact)?)) as Ask
-    });
-    Ok(Transport::Tls(Trust::KnownServers { path, ask }))
+    let first_contact = if args.accept_new {
+        FirstUse::AcceptNew
+    } else if terminal {
+        let ask: Ask =
+            Box::new(|contact: &_| Ok(dialogue::ask_trust(&mut Stdin::new(true), contact)?));
+        FirstUse::Ask(ask)
+    } else {
+        FirstUse::Refuse
+    };
+    Ok(Transport::Tls(Trust::KnownServers {
+        path,
+        first_contact,
+    }))
 }
 
 /// The known-servers file the flags name: `--known-servers`, else the default place.
@@ -135,26 +146,38 @@ pub fn forget_and_tell(args: &ClientArgs, server: &str) -> i32 {
 
 /// Connects as the flags say, with every setting of the client applied. On a `terminal` the
 /// client connects again when it loses the server (unless `--no-reconnect`); elsewhere only with
-/// `--reconnect`. A server met for the first time and trusted without asking (no terminal: SSH's
-/// `accept-new`) is told on stderr, so that a script's log shows what was pinned.
+/// `--reconnect`. A server met for the first time and trusted without asking (`--accept-new`),
+/// or known only at its address under another name, is told on stderr, so that a script's log
+/// shows what was pinned.
 ///
 /// # Errors
 /// As [`Client::connect`], and a setting that makes no sense.
 pub async fn connect(args: &ClientArgs, terminal: bool) -> Result<Client, ClientError> {
     let transport = transport(args, terminal)?;
     let mut client = Client::connect(&args.server, args.p2p_port, transport).await?;
-    if let Some(TrustOutcome::Recorded {
-        fingerprint,
-        file,
-        line,
-        asked: false,
-    }) = client.trust()
-    {
-        eprintln!(
-            "p2pchat-client: first contact with {}: trusting its fingerprint {fingerprint}, now recorded at line {line} of {}",
+    match client.trust() {
+        Some(TrustOutcome::Recorded {
+            fingerprint,
+            file,
+            line,
+            asked: false,
+        }) => eprintln!(
+            "p2pchat-client: first contact with {} (--accept-new): trusting its fingerprint {fingerprint}, now recorded at line {line} of {}",
             args.server,
             file.display()
-        );
+        ),
+        Some(TrustOutcome::KnownAddress {
+            fingerprint,
+            file,
+            line,
+            address,
+            known_line,
+        }) => eprintln!(
+            "p2pchat-client: {} is at {address}, known with the same fingerprint {fingerprint} (line {known_line} of {}): trusted, now recorded under this name too at line {line}",
+            args.server,
+            file.display()
+        ),
+        _ => {}
     }
     client.set_direct_limits(args.direct_limits())?;
     client.set_plaintext(args.plaintext);

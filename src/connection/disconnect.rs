@@ -49,7 +49,8 @@ pub enum Disconnect {
     /// The TLS handshake failed (the client refused the certificate, or spoke garbage).
     #[error("TLS handshake failed: {0}")]
     Handshake(std::io::Error),
-    /// The TLS handshake did not complete within the login deadline.
+    /// The TLS handshake did not complete within its deadline (`--tls-handshake-timeout`, never
+    /// later than the login deadline).
     #[error("no TLS handshake within {} s", .0.as_secs_f64())]
     HandshakeTimeout(Duration),
     /// A login from another connection proved the password and took the name over; the client

@@ -64,6 +64,12 @@ pub enum ErrorCode {
     /// The account logged in from another connection (its password proved), which took the
     /// name over: this session ends. A client does not connect again after it.
     Replaced,
+    /// The announced session key belongs to another online session, or to one that ended
+    /// recently: direct messages sealed for one would be taken for the other's.
+    KeyInUse,
+    /// A session key announced without a valid proof that the sender holds its secret (an
+    /// older client, or a key copied from the peer list).
+    KeyProofInvalid,
     /// A login refused without a check: the login throttle's next free time for the account (or
     /// the address) is more than `--login-delay-max` away, held by other attempts. The message
     /// says how many seconds to wait. Nothing was checked.
@@ -75,7 +81,7 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every code, for tests and tools that must cover them all.
-    pub const ALL: [ErrorCode; 28] = [
+    pub const ALL: [ErrorCode; 30] = [
         ErrorCode::BadCredentials,
         ErrorCode::NameTaken,
         ErrorCode::AlreadyOnline,
@@ -102,6 +108,8 @@ impl ErrorCode {
         ErrorCode::Busy,
         ErrorCode::UnknownKind,
         ErrorCode::Replaced,
+        ErrorCode::KeyInUse,
+        ErrorCode::KeyProofInvalid,
         ErrorCode::Throttled,
         ErrorCode::Unknown,
     ];
@@ -151,6 +159,8 @@ impl ErrorCode {
             ErrorCode::Busy => "busy",
             ErrorCode::UnknownKind => "unknown_kind",
             ErrorCode::Replaced => "replaced",
+            ErrorCode::KeyInUse => "key_in_use",
+            ErrorCode::KeyProofInvalid => "key_proof_invalid",
             ErrorCode::Throttled => "throttled",
             ErrorCode::Unknown => "unknown",
         }
@@ -198,8 +208,10 @@ mod tests {
             ErrorCode::Busy => 23,
             ErrorCode::UnknownKind => 24,
             ErrorCode::Replaced => 25,
-            ErrorCode::Throttled => 26,
-            ErrorCode::Unknown => 27,
+            ErrorCode::KeyInUse => 26,
+            ErrorCode::KeyProofInvalid => 27,
+            ErrorCode::Throttled => 28,
+            ErrorCode::Unknown => 29,
         };
         for (i, code) in ErrorCode::ALL.into_iter().enumerate() {
             assert_eq!(place(code), i, "{code}");

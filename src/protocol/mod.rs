@@ -13,7 +13,7 @@ use std::net::{IpAddr, SocketAddr};
 
 use serde::{Deserialize, Serialize};
 
-pub use crate::sealed::PublicKey;
+pub use crate::sealed::{KeyProof, PublicKey};
 pub use error_code::ErrorCode;
 
 mod error_code;
@@ -70,6 +70,11 @@ pub struct Credentials {
     /// malformed), for sealed direct messages. Absent from a `--plaintext` client.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub public_key: Option<PublicKey>,
+    /// Proof that the sender holds `public_key`'s secret, made against the `hello`'s
+    /// `key_challenge` and `username` (see [`crate::sealed::KeyChallenge`]). A key without one
+    /// is refused (`key_proof_invalid`); absent with no key, and ignored by an older server.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_proof: Option<KeyProof>,
     /// The client understands `delayed` and wants to be told when the login throttle holds its
     /// login back. Absent (false) from older clients, which would take the unknown message for
     /// a broken server; older servers ignore the field.
@@ -85,6 +90,7 @@ impl fmt::Debug for Credentials {
             .field("password", &"<redacted>")
             .field("p2p_port", &self.p2p_port)
             .field("public_key", &self.public_key)
+            .field("key_proof", &self.key_proof)
             .field("tell_delays", &self.tell_delays)
             .finish()
     }
@@ -237,6 +243,11 @@ pub enum ServerMessage {
         flood_burst: Option<u32>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         flood_rate: Option<f64>,
+        /// A fresh X25519 public key for this connection alone, against which a client that
+        /// announces a session key proves it holds its secret (`key_proof`). Absent from an
+        /// older server, to which a client sends its key without a proof.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        key_challenge: Option<PublicKey>,
     },
     /// Login or registration succeeded; `peers` is everyone online, the new user included.
     Welcome {
@@ -464,6 +475,7 @@ mod tests {
                 password: "secret-pass".into(),
                 p2p_port: 4000,
                 public_key: None,
+                key_proof: None,
                 tell_delays: false,
             }),
             ClientMessage::Register(Credentials {
@@ -471,6 +483,7 @@ mod tests {
                 password: "x".repeat(8),
                 p2p_port: 1,
                 public_key: Some(PublicKey::from_bytes([7; 32])),
+                key_proof: Some(KeyProof::from_bytes([8; 32])),
                 tell_delays: true,
             }),
             ClientMessage::Say(RoomLine::say("hé\nllo")),
@@ -562,6 +575,7 @@ mod tests {
                 auth: vec!["login".into()],
                 flood_burst: Some(10),
                 flood_rate: Some(2.5),
+                key_challenge: Some(PublicKey::from_bytes([3; 32])),
             },
             ServerMessage::Welcome {
                 username: "a".into(),
@@ -659,6 +673,7 @@ mod tests {
             Ok(ServerMessage::Hello {
                 flood_burst: None,
                 flood_rate: None,
+                key_challenge: None,
                 ..
             })
         ));
@@ -756,6 +771,7 @@ mod tests {
             password: "hunter2-secret".into(),
             p2p_port: 1,
             public_key: None,
+            key_proof: None,
             tell_delays: false,
         };
         assert!(!format!("{creds:?}").contains("hunter2"));

@@ -3,19 +3,32 @@
 //! (`--max-per-ip`), and how many of those have not logged in yet (`--max-pending-per-ip`) — and
 //! the refusal of a connection beyond them.
 //!
-//! An address is an [`AddressKey`]: an IPv4 address, or an IPv6 /64 (one host's allotment). A
+//! A full server makes room rather than refuse: it closes the oldest connection that has not
+//! logged in and whose credentials are not being checked, so that idle or half-open sockets (a
+//! stalled TLS handshake, a silent connection) cannot keep honest logins out while they hold
+//! every seat. A logged-in connection is never closed for a newcomer; nor is one whose login or
+//! registration is under way (waiting for the throttle or the hasher, or hashing): closing it
+//! would throw away the work and could turn a flood of connections into a way to cut honest
+//! logins off at their last step, and its wait is bounded already (the throttle's
+//! `--login-delay-max`, the hasher's deadline). Only a newcomer within the per-address limits
+//! makes room: the limits of its own address are checked first.
+//!
+//! An address is an [`AddressKey`] (an IPv4 address; an IPv6 address on the server's own
+//! networks, or another one's /64), as the server's [`AddressGrouping`] computes it. A
 //! connection is counted by the slots it holds, which give their place back when dropped, so the
 //! table of addresses only ever holds addresses with a connection open: it is bounded by
-//! `--max-clients`. This module never reads from a connection it admits and never decides how one
+//! `--max-clients` (and the few connections closed to make room that have not ended yet; their
+//! sockets are shut down, so they end at once). This module never reads from a connection it admits and never decides how one
 //! is served.
 
-use std::collections::HashMap;
-use std::net::{IpAddr, Shutdown};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::collections::{BTreeMap, HashMap};
+use std::net::{Shutdown, SocketAddr};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use super::ServerConfig;
-use crate::address_key::AddressKey;
+use crate::address_key::{AddressGrouping, AddressKey};
 use crate::connection::{self, LineReader};
 use crate::protocol::{ErrorCode, ServerMessage, MAX_LINE_BYTES};
 use crate::runtime::{self, TcpStream};
@@ -36,11 +49,45 @@ struct Counts {
 /// Addresses with a connection open, and their counts.
 type AddressTable = Arc<Mutex<HashMap<AddressKey, Counts>>>;
 
+/// Connections that may be closed to make room (not logged in, no check under way), by order
+/// of admission: the first is the oldest.
+type Evictable = Arc<Mutex<BTreeMap<u64, Waiting>>>;
+
+/// A connection that may be closed to make room.
+struct Waiting {
+    /// A handle on its socket, to shut it down: its task then sees the end of the stream
+    /// wherever it waits (the TLS handshake, or the login line).
+    stream: TcpStream,
+    remote: SocketAddr,
+    admitted: Instant,
+    /// Whether it still holds its seat in `--max-clients`.
+    seat: Arc<AtomicBool>,
+}
+
+/// A connection closed to make room for a newcomer.
+pub(super) struct Evicted {
+    pub(super) remote: SocketAddr,
+    /// How long it had been connected without logging in.
+    pub(super) waited: Duration,
+}
+
+/// An admitted connection: its slots, and the connection closed to make room for it, if any.
+pub(super) struct Admitted {
+    pub(super) slot: ConnectionSlot,
+    pub(super) pending: PendingSlot,
+    pub(super) evicted: Option<Evicted>,
+}
+
 /// The connection limits, as the accept loop applies them.
 #[derive(Default)]
 pub(super) struct Admission {
+    /// What one address is.
+    addresses: AddressGrouping,
     active: Arc<AtomicUsize>,
     per_address: AddressTable,
+    evictable: Evictable,
+    /// The next admitted connection's place in `evictable`'s order.
+    next_admitted: u64,
     /// Refusals being written out right now.
     refusing: Arc<AtomicUsize>,
     refused_full: u64,
@@ -55,32 +102,111 @@ pub(super) struct Refusal {
 }
 
 impl Admission {
-    /// Admits a connection from `ip` within the limits, or says why not.
+    /// Limits that count addresses as `addresses` says (the server's, shared by its limits).
+    pub(super) fn new(addresses: AddressGrouping) -> Admission {
+        Admission {
+            addresses,
+            ..Admission::default()
+        }
+    }
+
+    /// Admits `stream`, from `remote`, within the limits (closing the oldest connection not
+    /// logged in when the server is full), or says why not.
     pub(super) fn admit(
         &mut self,
-        ip: IpAddr,
+        stream: &TcpStream,
+        remote: SocketAddr,
         config: &ServerConfig,
-    ) -> Result<(ConnectionSlot, PendingSlot), Refusal> {
-        if self.active.load(Ordering::SeqCst) >= config.max_clients {
-            self.refused_full += 1;
-            return Err(Refusal {
-                message: ServerMessage::error(
-                    ErrorCode::ServerFull,
-                    format!(
-                        "the server is full ({} connections); try again later",
-                        config.max_clients
-                    ),
-                ),
-                log: format!(
-                    "server full ({} connections; {} refused so far)",
-                    config.max_clients, self.refused_full
-                ),
-            });
+    ) -> Result<Admitted, Refusal> {
+        let full = self.active.load(Ordering::SeqCst) >= config.max_clients;
+        if full && lock(&self.evictable).is_empty() {
+            return Err(self.full(config));
         }
-        let key = AddressKey::of(ip);
-        let mut table = lock(&self.per_address);
-        let counts = table.entry(key).or_default();
-        let refusal = if counts.open >= config.max_per_ip {
+        let key = self.addresses.key(remote.ip().to_canonical());
+        if let Some(refusal) = self.address_refusal(key, config) {
+            return Err(refusal);
+        }
+        let evicted = match full {
+            true => match self.evict_oldest() {
+                Some(evicted) => Some(evicted),
+                // It logged in or ended since the look above.
+                None => return Err(self.full(config)),
+            },
+            false => None,
+        };
+        {
+            let mut table = lock(&self.per_address);
+            let counts = table.entry(key).or_default();
+            counts.open += 1;
+            counts.pending += 1;
+        }
+        self.active.fetch_add(1, Ordering::SeqCst);
+        let seat = Arc::new(AtomicBool::new(true));
+        let admitted = self.next_admitted;
+        self.next_admitted += 1;
+        lock(&self.evictable).insert(
+            admitted,
+            Waiting {
+                stream: stream.clone(),
+                remote,
+                admitted: Instant::now(),
+                seat: seat.clone(),
+            },
+        );
+        Ok(Admitted {
+            slot: ConnectionSlot {
+                active: self.active.clone(),
+                seat,
+                key,
+                table: self.per_address.clone(),
+            },
+            pending: PendingSlot {
+                key,
+                table: self.per_address.clone(),
+                admitted: Some(admitted),
+                evictable: self.evictable.clone(),
+            },
+            evicted,
+        })
+    }
+
+    /// The refusal of a full server, counted.
+    fn full(&mut self, config: &ServerConfig) -> Refusal {
+        self.refused_full += 1;
+        Refusal {
+            message: ServerMessage::error(
+                ErrorCode::ServerFull,
+                format!(
+                    "the server is full ({} connections); try again later",
+                    config.max_clients
+                ),
+            ),
+            log: format!(
+                "server full ({} connections; {} refused so far)",
+                config.max_clients, self.refused_full
+            ),
+        }
+    }
+
+    /// Closes the oldest connection that may be closed to make room, and takes its seat back
+    /// at once (its task ends as soon as it sees the end of its stream).
+    fn evict_oldest(&mut self) -> Option<Evicted> {
+        let (_, oldest) = lock(&self.evictable).pop_first()?;
+        if oldest.seat.swap(false, Ordering::SeqCst) {
+            self.active.fetch_sub(1, Ordering::SeqCst);
+        }
+        let _ = oldest.stream.shutdown(Shutdown::Both);
+        Some(Evicted {
+            remote: oldest.remote,
+            waited: oldest.admitted.elapsed(),
+        })
+    }
+
+    /// Why `key` may not open another connection, if it may not.
+    fn address_refusal(&mut self, key: AddressKey, config: &ServerConfig) -> Option<Refusal> {
+        let table = lock(&self.per_address);
+        let counts = table.get(&key)?;
+        if counts.open >= config.max_per_ip {
             self.refused_per_address += 1;
             Some(Refusal {
                 message: ServerMessage::error(
@@ -112,28 +238,7 @@ impl Admission {
             })
         } else {
             None
-        };
-        if let Some(refusal) = refusal {
-            if counts.open == 0 {
-                table.remove(&key);
-            }
-            return Err(refusal);
         }
-        counts.open += 1;
-        counts.pending += 1;
-        drop(table);
-        self.active.fetch_add(1, Ordering::SeqCst);
-        Ok((
-            ConnectionSlot {
-                active: self.active.clone(),
-                key,
-                table: self.per_address.clone(),
-            },
-            PendingSlot {
-                key,
-                table: self.per_address.clone(),
-            },
-        ))
     }
 
     /// Tells a connection beyond a limit why it is refused, then closes it; closes it at once if
@@ -160,6 +265,9 @@ impl Admission {
 /// Counts a connection for `--max-clients` and `--max-per-ip` for as long as it lives.
 pub(super) struct ConnectionSlot {
     active: Arc<AtomicUsize>,
+    /// Whether it still holds its seat in `active`: a connection closed to make room gave its
+    /// seat to the newcomer already.
+    seat: Arc<AtomicBool>,
     key: AddressKey,
     table: AddressTable,
 }
@@ -173,19 +281,42 @@ impl ConnectionSlot {
 
 impl Drop for ConnectionSlot {
     fn drop(&mut self) {
-        self.active.fetch_sub(1, Ordering::SeqCst);
+        if self.seat.swap(false, Ordering::SeqCst) {
+            self.active.fetch_sub(1, Ordering::SeqCst);
+        }
         release(&self.table, self.key, |counts| &mut counts.open);
     }
 }
 
 /// Counts a connection for `--max-pending-per-ip` until it logs in (or ends): drop it then.
+/// Until its credentials are handed to the check ([`PendingSlot::checking`]), the connection
+/// may also be closed to make room on a full server.
 pub(super) struct PendingSlot {
     key: AddressKey,
     table: AddressTable,
+    /// Its place in `evictable`, while it has one.
+    admitted: Option<u64>,
+    evictable: Evictable,
+}
+
+impl PendingSlot {
+    /// The connection's login or registration is being checked: from now on it is not closed
+    /// to make room (see the module's header for why).
+    pub(super) fn checking(mut self) -> Self {
+        self.leave_evictable();
+        self
+    }
+
+    fn leave_evictable(&mut self) {
+        if let Some(admitted) = self.admitted.take() {
+            lock(&self.evictable).remove(&admitted);
+        }
+    }
 }
 
 impl Drop for PendingSlot {
     fn drop(&mut self) {
+        self.leave_evictable();
         release(&self.table, self.key, |counts| &mut counts.pending);
     }
 }
@@ -203,6 +334,7 @@ fn release(table: &AddressTable, key: AddressKey, which: fn(&mut Counts) -> &mut
     }
 }
 
-fn lock(table: &AddressTable) -> std::sync::MutexGuard<'_, HashMap<AddressKey, Counts>> {
+/// Locks a table; a panic elsewhere leaves counts that are still counts.
+fn lock<T>(table: &Mutex<T>) -> MutexGuard<'_, T> {
     table.lock().unwrap_or_else(|p| p.into_inner())
 }

@@ -12,6 +12,7 @@
 use std::num::NonZeroUsize;
 use std::time::Duration;
 
+use crate::address_key::Ipv6Grouping;
 use crate::flood::{FloodLimit, DEFAULT_FLOOD_BURST, DEFAULT_FLOOD_RATE, DEFAULT_FLOOD_STRIKES};
 use crate::login_throttle::{
     ThrottleConfig, DEFAULT_BASE_DELAY, DEFAULT_FREE_FAILURES, DEFAULT_MAX_DELAY,
@@ -28,8 +29,8 @@ pub const DEFAULT_MAX_CLIENTS: usize = 64;
 /// Default for `--max-pending-per-ip`: connections from one address that have not logged in yet.
 pub const DEFAULT_MAX_PENDING_PER_IP: usize = 8;
 
-/// Default for `--max-per-ip`: connections from one address (an IPv4 address or an IPv6 /64),
-/// logged in or not. IRC servers ship 3 to 5 (InspIRCd's example `localmax`, ngIRCd's
+/// Default for `--max-per-ip`: connections from one address (an
+/// [`AddressKey`](crate::address_key::AddressKey)), logged in or not. IRC servers ship 3 to 5 (InspIRCd's example `localmax`, ngIRCd's
 /// `MaxConnectionsIP`); 8 leaves room for a person's client, a second one and a reconnection
 /// while the old connection waits for its ping timeout, and means it takes 8 addresses, not one,
 /// to fill the default 64 slots. A classroom behind one NAT raises it to the class size.
@@ -57,6 +58,13 @@ pub const DEFAULT_PING_TIMEOUT: Duration = Duration::from_secs(30);
 /// told to drop `--plaintext`.
 pub const DEFAULT_TLS_HELLO_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// Default for `--tls-handshake-timeout`: how long a TLS server gives a connection to complete
+/// the whole handshake, counted from the accept. A p2pchat client finishes it in milliseconds on
+/// a LAN (it asks nothing of its user before the handshake ends); a connection that sends a byte
+/// or part of a ClientHello and stalls would otherwise hold its admission slots until the login
+/// deadline.
+pub const DEFAULT_TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// The longest time a flag in seconds may give: a day.
 const MAX_FLAG_SECONDS: f64 = 86_400.0;
 
@@ -71,6 +79,8 @@ pub struct ServerConfig {
     pub max_per_ip: usize,
     /// Accounts one address may register per hour; one more gets `registration_limit`.
     pub register_per_ip_hour: u32,
+    /// What one IPv6 address is for every per-address limit (`--ipv6-prefix`).
+    pub ipv6_grouping: Ipv6Grouping,
     /// A connection that has not logged in by then gets `auth_timeout` and is closed.
     pub auth_timeout: Duration,
     /// Silence after which a logged-in client is sent `ping`.
@@ -88,6 +98,9 @@ pub struct ServerConfig {
     pub tls: Option<crate::tls::ServerTls>,
     /// With TLS, how long a connection may stay silent before it is told `tls_required`.
     pub tls_hello_timeout: Duration,
+    /// With TLS, how long a connection has to complete the handshake (never more than
+    /// `auth_timeout`); then it is closed.
+    pub tls_handshake_timeout: Duration,
     /// Password hashes computed at once (each takes 128 MiB at the default cost); `None`: one per
     /// core. More requests wait, logins ahead of registrations.
     pub hash_workers: Option<NonZeroUsize>,
@@ -100,6 +113,7 @@ impl Default for ServerConfig {
             max_pending_per_ip: DEFAULT_MAX_PENDING_PER_IP,
             max_per_ip: DEFAULT_MAX_PER_IP,
             register_per_ip_hour: DEFAULT_REGISTER_PER_IP_HOUR,
+            ipv6_grouping: Ipv6Grouping::default(),
             auth_timeout: DEFAULT_AUTH_TIMEOUT,
             ping_interval: DEFAULT_PING_INTERVAL,
             ping_timeout: DEFAULT_PING_TIMEOUT,
@@ -108,6 +122,7 @@ impl Default for ServerConfig {
             login_throttle: ThrottleConfig::default(),
             tls: None,
             tls_hello_timeout: DEFAULT_TLS_HELLO_TIMEOUT,
+            tls_handshake_timeout: DEFAULT_TLS_HANDSHAKE_TIMEOUT,
             hash_workers: None,
         }
     }
@@ -129,17 +144,25 @@ pub struct ServerFlags {
           value_parser = clap::value_parser!(u32).range(1..), help_heading = "Limits")]
     pub max_pending_per_ip: u32,
 
-    /// Connections from one address (IPv4, or an IPv6 /64), logged in or not; more are refused
+    /// Connections from one address (see --ipv6-prefix), logged in or not; more are refused
     /// with `too_many_connections`. Raise it for many people behind one NAT.
     #[arg(long, value_name = "N", default_value_t = DEFAULT_MAX_PER_IP as u32,
           value_parser = clap::value_parser!(u32).range(1..), help_heading = "Limits")]
     pub max_per_ip: u32,
 
-    /// Accounts one address (IPv4, or an IPv6 /64) may register per hour; more are refused with
+    /// Accounts one address (see --ipv6-prefix) may register per hour; more are refused with
     /// `registration_limit`. Raise it for many people behind one NAT.
     #[arg(long, value_name = "N", default_value_t = DEFAULT_REGISTER_PER_IP_HOUR,
           value_parser = clap::value_parser!(u32).range(1..=1_000_000), help_heading = "Limits")]
     pub register_per_ip_hour: u32,
+
+    /// IPv6 clients whose addresses share their first N bits count as one address for every
+    /// per-address limit (connections, registrations, failed logins). Default: an IPv6 address
+    /// on the server's own networks (its interfaces' prefixes, link-local) counts alone, as an
+    /// IPv4 address does, and any other by its /64 (one host's usual share).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u8).range(1..=128),
+          help_heading = "Limits")]
+    pub ipv6_prefix: Option<u8>,
 
     /// Seconds a connection has to log in or register; then `auth_timeout` and close.
     #[arg(long, value_name = "SECS", default_value_t = DEFAULT_AUTH_TIMEOUT.as_secs_f64(),
@@ -195,6 +218,12 @@ pub struct ServerFlags {
     #[arg(long, value_name = "SECS", default_value_t = DEFAULT_TLS_HELLO_TIMEOUT.as_secs_f64(),
           value_parser = seconds, help_heading = "Limits")]
     pub tls_hello_timeout: f64,
+
+    /// Seconds a TLS server gives a connection to complete its whole TLS handshake, counted from
+    /// the accept (at most --auth-timeout); a connection that stalls in the middle is closed.
+    #[arg(long, value_name = "SECS", default_value_t = DEFAULT_TLS_HANDSHAKE_TIMEOUT.as_secs_f64(),
+          value_parser = seconds, help_heading = "Limits")]
+    pub tls_handshake_timeout: f64,
 
     /// Failed logins (per account and per address; each registration refused for a taken name
     /// counts as one for its address) before further attempts are delayed. Counts decay by one
@@ -254,6 +283,10 @@ impl ServerFlags {
             max_pending_per_ip: self.max_pending_per_ip as usize,
             max_per_ip: self.max_per_ip as usize,
             register_per_ip_hour: self.register_per_ip_hour,
+            ipv6_grouping: match self.ipv6_prefix {
+                Some(bits) => Ipv6Grouping::Prefix(bits),
+                None => Ipv6Grouping::OwnNetworksByAddress,
+            },
             auth_timeout: Duration::from_secs_f64(self.auth_timeout),
             ping_interval: Duration::from_secs_f64(self.ping_interval),
             ping_timeout: Duration::from_secs_f64(self.ping_timeout),
@@ -274,6 +307,7 @@ impl ServerFlags {
             // The binary sets it: the identity is files, and this module opens none.
             tls: None,
             tls_hello_timeout: Duration::from_secs_f64(self.tls_hello_timeout),
+            tls_handshake_timeout: Duration::from_secs_f64(self.tls_handshake_timeout),
             hash_workers: self
                 .hash_workers
                 .and_then(|n| NonZeroUsize::new(n as usize)),
@@ -393,6 +427,17 @@ mod tests {
     }
 
     #[test]
+    fn ipv6_prefix_groups_every_ipv6_address_by_its_prefix() {
+        let grouping = |args: &[&str]| parse(args).unwrap().config().ipv6_grouping;
+        assert_eq!(grouping(&[]), Ipv6Grouping::OwnNetworksByAddress);
+        assert_eq!(grouping(&["--ipv6-prefix", "64"]), Ipv6Grouping::Prefix(64));
+        assert_eq!(
+            grouping(&["--ipv6-prefix", "128"]),
+            Ipv6Grouping::Prefix(128)
+        );
+    }
+
+    #[test]
     fn the_obsolete_line_limit_is_accepted_and_changes_nothing() {
         let flags = parse(&["--send-queue-lines", "256"]).unwrap();
         assert_eq!(flags.config(), ServerConfig::default());
@@ -419,6 +464,8 @@ mod tests {
             &["--max-clients", "0"][..],
             &["--max-per-ip", "0"],
             &["--register-per-ip-hour", "0"],
+            &["--ipv6-prefix", "0"],
+            &["--ipv6-prefix", "129"],
             &["--auth-timeout", "0"],
             &["--auth-timeout", "86401"],
             &["--flood-rate", "inf"],

@@ -27,12 +27,15 @@ use crate::login_throttle::{Booked, DelayedBy, Full};
 use crate::outbox::Outbox;
 use crate::protocol::{Credentials, DelayReason, ErrorCode, PeerInfo, ServerMessage};
 use crate::runtime;
+use crate::sealed::KeyChallenge;
 use crate::user_store::AuthError;
 
 /// A login or registration request, with the connection's place in its address's pending
 /// count (freed once the credentials are checked).
 pub(super) struct Login {
     pub(super) credentials: Credentials,
+    /// What the connection's `hello` announced: a session key must be proved against it.
+    pub(super) challenge: KeyChallenge,
     pub(super) action: AuthAction,
     pub(super) pending: Option<PendingSlot>,
     /// The connection's authentication deadline: the check must start by then (later by the
@@ -64,8 +67,10 @@ pub(super) async fn authenticate(
                 password,
                 p2p_port,
                 public_key,
+                key_proof,
                 tell_delays,
             },
+        challenge,
         action,
         pending,
         deadline,
@@ -86,6 +91,13 @@ pub(super) async fn authenticate(
             ErrorCode::InvalidPort,
             "p2p_port must be the UDP port (1-65535) for direct messages".into(),
         ));
+    }
+    // Before anything costs the server a wait or a hash: a session key is only announced by the
+    // holder of its secret, so no one can announce a key copied from the peer list.
+    if let Some(key) = &public_key {
+        if let Err(why) = challenge.check(&username, key, key_proof.as_ref()) {
+            return Err(refuse(outbox, ErrorCode::KeyProofInvalid, why.to_string()));
+        }
     }
     // The throttle's delay is the server's doing, not the client's: it does not eat into the
     // time the check has to start.
@@ -224,6 +236,11 @@ pub(super) async fn authenticate(
             format!(
                 "another online user announced {ip} UDP port {p2p_port} for direct messages; use another --p2p-port (0 lets the system pick a free one)"
             ),
+        )),
+        Ok(Err(JoinRefused::KeyInUse)) => Err(refuse(
+            outbox,
+            ErrorCode::KeyInUse,
+            "the session key announced is another session's, online or recently ended; log in again (a new session makes a new key)".into(),
         )),
         Ok(Err(JoinRefused::ShuttingDown)) | Err(_) => {
             let _ = outbox.push(&shutdown_notice());

@@ -2,7 +2,8 @@
 //! (`admission`), secures them (`transport`: the TLS handshake, or plaintext with
 //! `--plaintext`), and serves each one (`session`, logging in through `login`, registering
 //! within `registration_quota`) until it ends; gives memory freed after a storm back to the
-//! system (`scavenger`); on shutdown, tells every client and waits a moment for them.
+//! system (`scavenger`); logs connections turned away before login per address, summarising
+//! floods (`refusal_log`); on shutdown, tells every client and waits a moment for them.
 //!
 //! Each connection has a reader task (the session) and a writer task that drains the
 //! connection's bounded send queue into the socket ([`crate::connection`]); neither ever waits on
@@ -17,6 +18,7 @@ mod config;
 mod context;
 mod hasher;
 mod login;
+mod refusal_log;
 mod registration_quota;
 mod scavenger;
 mod session;
@@ -33,6 +35,7 @@ use futures::{select, SinkExt, StreamExt};
 
 pub use config::*;
 
+use crate::address_key::{AddressGrouping, Ipv6Grouping};
 use crate::broker::{self, Event};
 use crate::connection;
 use crate::login_throttle::LoginThrottle;
@@ -41,6 +44,7 @@ use crate::user_store::UserStore;
 use admission::Admission;
 use context::Context;
 use hasher::HashQueue;
+use refusal_log::RefusalLog;
 use registration_quota::RegistrationQuota;
 
 /// Pause after a failed `accept` (e.g. out of file descriptors) before trying again.
@@ -77,9 +81,20 @@ pub async fn run(
     let hash_workers = config.hash_workers.unwrap_or_else(|| {
         std::thread::available_parallelism().unwrap_or(std::num::NonZeroUsize::MIN)
     });
+    // One grouping for every per-address limit, so that they all count an address alike.
+    let addresses = AddressGrouping::new(config.ipv6_grouping);
+    match config.ipv6_grouping {
+        // Reads the server's networks now, and logs them.
+        Ipv6Grouping::OwnNetworksByAddress => drop(addresses.own_networks()),
+        Ipv6Grouping::Prefix(bits) => {
+            log::info!(
+                "IPv6 clients count by their /{bits} for the per-address limits (--ipv6-prefix)"
+            )
+        }
+    }
     let shared = Arc::new(Context {
-        throttle: LoginThrottle::new(config.login_throttle.clone()),
-        registrations: RegistrationQuota::new(config.register_per_ip_hour),
+        throttle: LoginThrottle::with_addresses(config.login_throttle.clone(), addresses.clone()),
+        registrations: RegistrationQuota::new(config.register_per_ip_hour, addresses.clone()),
         config,
         store,
         hashing: HashQueue::new(hash_workers),
@@ -87,7 +102,19 @@ pub async fn run(
         next_session: AtomicU64::new(1),
         stop: stop.map(|_| ()).boxed().shared(),
     });
-    let mut admission = Admission::default();
+    let mut admission = Admission::new(addresses.clone());
+    let refusals = Arc::new(RefusalLog::new(addresses));
+    // Each minute, one line per address for what its flood did not log (`refusal_log`).
+    let summarising = refusals.clone();
+    let stop_summarising = shared.stop.clone();
+    runtime::spawn(async move {
+        loop {
+            select! {
+                _ = runtime::sleep(refusal_log::INTERVAL).fuse() => summarising.summarise(),
+                _ = stop_summarising.clone().fuse() => break,
+            }
+        }
+    });
     // Storms leave freed buffers resident; give them back while the server runs (`scavenger`).
     let stop_scavenging = shared.stop.clone();
     runtime::spawn(async move {
@@ -111,30 +138,55 @@ pub async fn run(
             }
         };
         let _ = stream.set_nodelay(true);
-        let (slot, pending) = match admission.admit(remote.ip().to_canonical(), &shared.config) {
+        let admitted = match admission.admit(&stream, remote, &shared.config) {
             Ok(admitted) => admitted,
             Err(refusal) => {
-                log::warn!("{remote} refused: {}", refusal.log);
+                let refused = format_args!("refused: {}", refusal.log);
+                refusals.log(log::Level::Warn, remote, refused);
                 admission.refuse(stream, refusal.message);
                 continue;
             }
         };
+        let admission::Admitted {
+            slot,
+            pending,
+            evicted,
+        } = admitted;
+        if let Some(evicted) = evicted {
+            let waited = evicted.waited.as_secs_f64();
+            let why = format_args!(
+                "closed after {waited:.1} s without logging in, to make room for {remote} (server full)"
+            );
+            refusals.log(log::Level::Info, evicted.remote, why);
+        }
         let shared = shared.clone();
+        let refusals = refusals.clone();
         let done = done.clone();
         runtime::spawn(async move {
-            log::info!("{remote} connected ({} connections)", slot.count());
+            // Logged in full once the handshake is done: a flood of failed handshakes is
+            // summarised instead (`refusal_log`).
+            log::debug!("{remote} connected");
             let connected = Instant::now();
             let deadline = connected + shared.config.auth_timeout;
+            let establish = transport::establish(stream, &shared.config, connected, deadline);
             let established = select! {
-                established = transport::establish(stream, &shared.config, deadline).fuse() => established,
+                established = establish.fuse() => established,
                 _ = shared.stop.clone().fuse() => Err(connection::Disconnect::ServerShuttingDown),
             };
             match established {
-                Ok(stream) => session::serve(stream, remote, &shared, pending, connected).await,
-                Err(end) => log::info!("{remote} disconnected before login: {end}"),
+                Ok(stream) => {
+                    log::info!("{remote} connected ({} connections)", slot.count());
+                    session::serve(stream, remote, &shared, pending, connected).await;
+                    drop(slot);
+                    log::info!("{remote} closed");
+                }
+                Err(end) => {
+                    // One line, once the connection no longer counts.
+                    drop((pending, slot));
+                    let end = format_args!("disconnected before login: {end}; closed");
+                    refusals.log(log::Level::Info, remote, end);
+                }
             }
-            drop(slot);
-            log::info!("{remote} closed");
             drop(done);
         });
     }
@@ -158,6 +210,7 @@ pub async fn run(
     {
         log::warn!("some connections did not close within {SHUTDOWN_GRACE:?}");
     }
+    refusals.summarise();
     // A registration still hashing when the grace ended may append after this; the next start
     // folds it in.
     if let Some(compactor) = compactor {

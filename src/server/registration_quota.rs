@@ -1,5 +1,5 @@
-//! The registration quota: how many accounts one address (an [`AddressKey`]: IPv4, or an IPv6
-//! /64) may create per hour (`--register-per-ip-hour`).
+//! The registration quota: how many accounts one address (an [`AddressKey`], as the server's
+//! [`AddressGrouping`] computes it) may create per hour (`--register-per-ip-hour`).
 //!
 //! Each address has an allowance of N that refills evenly over the hour (one every 3600/N s),
 //! so N may be spent at once and then one per 3600/N s: a classroom registers at the start of a
@@ -13,7 +13,7 @@ use std::net::IpAddr;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use crate::address_key::AddressKey;
+use crate::address_key::{AddressGrouping, AddressKey};
 
 /// Addresses remembered at most. An address whose allowance is whole again carries no
 /// information and goes first; then those with the most left.
@@ -41,20 +41,23 @@ pub(super) struct QuotaReached {
 #[derive(Debug)]
 pub(super) struct RegistrationQuota {
     per_hour: u32,
+    /// What one address is.
+    addresses: AddressGrouping,
     allowances: Mutex<HashMap<AddressKey, Allowance>>,
 }
 
 impl RegistrationQuota {
-    pub(super) fn new(per_hour: u32) -> RegistrationQuota {
+    pub(super) fn new(per_hour: u32, addresses: AddressGrouping) -> RegistrationQuota {
         RegistrationQuota {
             per_hour,
+            addresses,
             allowances: Mutex::new(HashMap::new()),
         }
     }
 
     /// Takes a place for a registration from `ip`, or says when the next one is allowed.
     pub(super) fn take(&self, ip: IpAddr, now: Instant) -> Result<(), QuotaReached> {
-        let key = AddressKey::of(ip);
+        let key = self.addresses.key(ip);
         let mut table = self.lock();
         if !table.contains_key(&key) {
             self.make_room(&mut table, now);
@@ -80,7 +83,8 @@ impl RegistrationQuota {
     /// Gives back the place taken for a registration that made no account.
     pub(super) fn give_back(&self, ip: IpAddr, now: Instant) {
         let whole = f64::from(self.per_hour);
-        if let Some(allowance) = self.lock().get_mut(&AddressKey::of(ip)) {
+        let key = self.addresses.key(ip);
+        if let Some(allowance) = self.lock().get_mut(&key) {
             self.refill(allowance, now);
             allowance.left = (allowance.left + 1.0).min(whole);
         }
@@ -126,10 +130,11 @@ impl RegistrationQuota {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::address_key::Ipv6Grouping;
 
     #[test]
     fn an_address_gets_its_allowance_at_once_then_one_per_share_of_the_hour() {
-        let quota = RegistrationQuota::new(4);
+        let quota = RegistrationQuota::new(4, AddressGrouping::default());
         let t0 = Instant::now();
         let ip: IpAddr = "10.0.0.66".parse().unwrap();
         assert!((0..4).all(|_| quota.take(ip, t0).is_ok()));
@@ -149,7 +154,7 @@ mod tests {
 
     #[test]
     fn a_place_given_back_can_be_used_again_and_a_64_is_one_address() {
-        let quota = RegistrationQuota::new(1);
+        let quota = RegistrationQuota::new(1, off_the_servers_networks());
         let t0 = Instant::now();
         assert!(quota.take("2001:db8::1".parse().unwrap(), t0).is_ok());
         assert!(quota.take("2001:db8::2".parse().unwrap(), t0).is_err());
@@ -164,9 +169,28 @@ mod tests {
         );
     }
 
+    /// The default grouping on a server whose own networks hold none of the test's addresses.
+    fn off_the_servers_networks() -> AddressGrouping {
+        AddressGrouping::fixed(Ipv6Grouping::OwnNetworksByAddress, Vec::new())
+    }
+
+    #[test]
+    fn two_hosts_on_the_servers_own_network_each_have_their_allowance() {
+        let own = vec!["2001:db8::/64".parse().unwrap()];
+        let quota = RegistrationQuota::new(
+            1,
+            AddressGrouping::fixed(Ipv6Grouping::OwnNetworksByAddress, own),
+        );
+        let t0 = Instant::now();
+        assert!(quota.take("2001:db8::2".parse().unwrap(), t0).is_ok());
+        assert!(quota.take("2001:db8::3".parse().unwrap(), t0).is_ok());
+        assert!(quota.take("2001:db8::2".parse().unwrap(), t0).is_err());
+        assert!(quota.take("2001:db8::3".parse().unwrap(), t0).is_err());
+    }
+
     #[test]
     fn the_table_stays_bounded_and_keeps_the_addresses_that_used_the_most() {
-        let quota = RegistrationQuota::new(2);
+        let quota = RegistrationQuota::new(2, AddressGrouping::default());
         let t0 = Instant::now();
         let flooder: IpAddr = "10.255.0.1".parse().unwrap();
         quota.take(flooder, t0).unwrap();

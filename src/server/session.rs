@@ -24,12 +24,14 @@ use crate::protocol::{
     decode_client, ClientMessage, ErrorCode, ServerMessage, MAX_LINE_BYTES, PROTOCOL_VERSION,
 };
 use crate::runtime;
+use crate::sealed::KeyChallenge;
 
 /// The state of one connection.
 enum State {
     /// Connected, not logged in; holds the connection's place in the per-address count until
-    /// its credentials are checked.
-    Pending(Option<PendingSlot>),
+    /// its credentials are checked, and the challenge its `hello` announced, against which a
+    /// login proves it holds the session key it announces.
+    Pending(Option<PendingSlot>, KeyChallenge),
     LoggedIn {
         id: SessionId,
         username: String,
@@ -48,7 +50,7 @@ impl State {
                     futures::future::pending::<()>().await;
                 }
             }
-            State::Pending(_) => futures::future::pending().await,
+            State::Pending(..) => futures::future::pending().await,
         }
     }
 }
@@ -78,7 +80,11 @@ pub(super) async fn serve(
     let writer = runtime::spawn(connection::write_queued(writer, stream.clone(), queue));
     let mut reader = LineReader::new(reader, MAX_LINE_BYTES);
     let mut broker = shared.broker.clone();
-    let mut state = State::Pending(Some(pending));
+    // Made for this connection alone: a proof of possession made for it is worth nothing on
+    // another (one X25519 key generation, ~50 µs, beside the TLS handshake's cost).
+    let challenge = KeyChallenge::generate();
+    let key_challenge = Some(challenge.public_key());
+    let mut state = State::Pending(Some(pending), challenge);
     let mut flood = FloodControl::new(config.flood, Instant::now());
     let mut last_heard = connected;
     let mut ping_sent: Option<Instant> = None;
@@ -87,11 +93,12 @@ pub(super) async fn serve(
         auth: vec!["login".into(), "register".into()],
         flood_burst: Some(config.flood.burst),
         flood_rate: Some(config.flood.per_second),
+        key_challenge,
     });
 
     let end = loop {
         let (deadline, waiting_for) = match (&state, ping_sent) {
-            (State::Pending(_), _) => (connected + config.auth_timeout, Deadline::Login),
+            (State::Pending(..), _) => (connected + config.auth_timeout, Deadline::Login),
             (State::LoggedIn { .. }, None) => {
                 (last_heard + config.ping_interval, Deadline::Activity)
             }
@@ -109,7 +116,7 @@ pub(super) async fn serve(
                 // the close (the broker dropped its share of the queue with the session).
                 let name = match &state {
                     State::LoggedIn { username, .. } => username.as_str(),
-                    State::Pending(_) => "",
+                    State::Pending(..) => "",
                 };
                 let _ = outbox.push(&ServerMessage::error(
                     ErrorCode::Replaced,
@@ -232,7 +239,7 @@ pub(super) async fn serve(
             log::info!("{remote} ({username}) disconnected: {end}");
             let _ = broker.send(Event::Leave { id: *id }).await;
         }
-        State::Pending(_) => log::info!("{remote} disconnected before login: {end}"),
+        State::Pending(..) => log::info!("{remote} disconnected before login: {end}"),
     }
     drop(outbox);
     // Boxed, as the login is (see `handle`): it runs once, at the end.
@@ -257,13 +264,15 @@ async fn handle(
     };
     let event = match (&mut *state, message) {
         (
-            State::Pending(slot),
+            State::Pending(slot, challenge),
             ClientMessage::Login(credentials) | ClientMessage::Register(credentials),
         ) => {
             let login = Login {
                 credentials,
+                challenge: challenge.clone(),
                 action,
-                pending: slot.take(),
+                // Its credentials are being checked: no longer closed to make room.
+                pending: slot.take().map(super::admission::PendingSlot::checking),
                 deadline: auth_deadline,
             };
             // The login's state (~1.1 KiB: the credentials, the waits for the throttle, the
@@ -296,7 +305,7 @@ async fn handle(
             )))
         }
         (
-            State::Pending(_),
+            State::Pending(..),
             ClientMessage::CheckName {
                 username,
                 tell_delays,
@@ -312,7 +321,7 @@ async fn handle(
             .await
             .map(Some)
         }
-        (State::Pending(_), _) => {
+        (State::Pending(..), _) => {
             return Ok(Some(ServerMessage::error(
                 ErrorCode::NotLoggedIn,
                 "log in or register first",

@@ -5,9 +5,11 @@
 //! after the server's `hello`. So a TLS server that hears nothing within `--tls-hello-timeout`,
 //! or hears a first byte that cannot start a TLS handshake, is talking to a plaintext client (or
 //! to `nc`): it answers with one plaintext `tls_required` error line, which such a client shows,
-//! and closes. The whole handshake must end within the login deadline, so a connection that
-//! never completes it costs what a silent connection costs, and holds the same admission slots.
-//! This module never reads a line of the protocol and never touches the session.
+//! and closes. The whole handshake must end within `--tls-handshake-timeout` of the accept (and
+//! within the login deadline): a connection that sends one byte, or part of a ClientHello, and
+//! stalls is closed after a few seconds, not held until the login deadline, so stalled sockets
+//! cannot keep the server's slots. This module never reads a line of the protocol and never
+//! touches the session.
 
 use std::time::Instant;
 
@@ -20,16 +22,24 @@ use crate::tls::HANDSHAKE_RECORD;
 
 use super::ServerConfig;
 
-/// Makes `tcp` a [`Stream`]: plain with `--plaintext`; otherwise after a TLS handshake that
-/// ends by `deadline`, or not at all (the reason says why, and the client was told when it
-/// could understand).
+/// Makes `tcp`, accepted at `connected`, a [`Stream`]: plain with `--plaintext`; otherwise
+/// after a TLS handshake that ends within `--tls-handshake-timeout` and by `deadline` (the
+/// login's), or not at all (the reason says why, and the client was told when it could
+/// understand).
 pub(super) async fn establish(
     tcp: TcpStream,
     config: &ServerConfig,
+    connected: Instant,
     deadline: Instant,
 ) -> Result<Stream, Disconnect> {
     let Some(tls) = &config.tls else {
         return Ok(Stream::plain(tcp));
+    };
+    let (deadline, allowed) = match connected + config.tls_handshake_timeout {
+        handshake_deadline if handshake_deadline < deadline => {
+            (handshake_deadline, config.tls_handshake_timeout)
+        }
+        _ => (deadline, config.auth_timeout),
     };
     let grace = config
         .tls_hello_timeout
@@ -56,7 +66,7 @@ pub(super) async fn establish(
         Some(Err(e)) => Err(Disconnect::Handshake(e)),
         None => {
             let _ = tcp.shutdown(std::net::Shutdown::Both);
-            Err(Disconnect::HandshakeTimeout(config.auth_timeout))
+            Err(Disconnect::HandshakeTimeout(allowed))
         }
     }
 }

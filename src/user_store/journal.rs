@@ -3,11 +3,17 @@
 //! `{"username":"alice","password_hash":"$scrypt$…","check":"0123456789abcdef"}`, where `check`
 //! is the first `CHECK_BYTES` bytes of the SHA-256 of the record without its check, in hex.
 //!
-//! A crash can cut the last record short or leave zeros after it (a file system that had grown
-//! the file but not yet written the data): such a tail was never acknowledged and is ignored
-//! ([`TornTail`]). A bad record followed by whole ones cannot come from a crash: it is damage,
-//! and the store refuses to start ([`InvalidJournal`]). Created exclusively, mode 0600, checked
-//! to be ours; read without following a link, and refused if it belongs to someone else.
+//! A crash can cut the last record short or leave zeros in it (a file system that had grown the
+//! file but not yet written the data): such a tail was never acknowledged and is ignored
+//! ([`TornTail`]). A crash can tear only the record being appended, one write of one line: every
+//! record before it was synced before it was acknowledged. So anything more is damage, not a
+//! crash. A bad record followed by whole ones: the store refuses to start ([`InvalidJournal`]),
+//! as it cannot tell which of the records around the damage to trust. Two or more bad lines
+//! after the last whole record ([`DamagedTail`]): every whole record is before them, so the store
+//! folds those in and starts, and the journal is kept aside (`users.json.journal.damaged`, never
+//! over an earlier one) rather than removed, for an administrator to look at. Created
+//! exclusively, mode 0600, checked to be ours; read without following a link, and refused if it
+//! belongs to someone else.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
@@ -31,6 +37,11 @@ pub const MAX_RECORDS: usize = 1000;
 /// How much of the SHA-256 a record carries: enough to tell a torn or zero-filled record from a
 /// whole one (no defence against someone who can write the file: they can compute it).
 const CHECK_BYTES: usize = 8;
+
+/// Journals kept aside at most (`.damaged`, `.damaged.1`, …): each is a start after damage, which
+/// an administrator is told of; past this many the next one stops the server rather than
+/// overwrite one or fill the folder.
+const MAX_KEPT_ASIDE: usize = 100;
 
 /// The journal's path for the users file at `users` (symbolic links already resolved).
 pub fn path_for(users: &Path) -> PathBuf {
@@ -106,12 +117,51 @@ pub struct TornTail {
     pub why: BadRecord,
 }
 
+/// Two or more bad lines after the last whole record: more than a crash can leave (it tears one
+/// record, one line). Damage: the whole records before it load, the journal is kept aside.
+#[derive(Debug)]
+pub struct DamagedTail {
+    /// The first bad line, from 1.
+    pub line: usize,
+    /// How many lines are bad: at least 2.
+    pub lines: usize,
+    /// How many bytes are bad.
+    pub bytes: usize,
+    /// Why the first bad line is not a record.
+    pub why: BadRecord,
+}
+
+/// What follows a journal's last whole record, when anything does.
+#[derive(Debug)]
+pub enum Tail {
+    Torn(TornTail),
+    Damaged(DamagedTail),
+}
+
 /// What a journal holds.
 #[derive(Debug, Default)]
 pub struct Replay {
     /// The whole records, in the order they were appended.
     pub records: Vec<StoredUser>,
-    pub torn: Option<TornTail>,
+    pub tail: Option<Tail>,
+}
+
+impl Replay {
+    /// Whether the journal holds more than whole records and a torn last one: it is kept aside,
+    /// never removed.
+    pub fn is_damaged(&self) -> bool {
+        matches!(self.tail, Some(Tail::Damaged(_)))
+    }
+}
+
+/// The bad lines since the last whole record, while a journal is read.
+struct BadRun {
+    /// The first one's number, from 1.
+    line: usize,
+    /// Where it starts, in bytes.
+    from: usize,
+    lines: usize,
+    why: BadRecord,
 }
 
 /// One line (without its newline) as a record.
@@ -131,6 +181,7 @@ fn decode(line: &[u8]) -> Result<StoredUser, BadRecord> {
 pub fn parse(bytes: &[u8]) -> Result<Replay, InvalidJournal> {
     let mut replay = Replay::default();
     let mut keys = std::collections::HashSet::new();
+    let mut bad: Option<BadRun> = None;
     let mut start = 0;
     for (index, rest) in bytes.split_inclusive(|&b| b == b'\n').enumerate() {
         let line = index + 1;
@@ -138,8 +189,8 @@ pub fn parse(bytes: &[u8]) -> Result<Replay, InvalidJournal> {
             Some(record) => decode(record),
             None => Err(BadRecord::Unterminated),
         };
-        match decoded {
-            Ok(user) if replay.torn.is_none() => {
+        match (decoded, &mut bad) {
+            (Ok(user), None) => {
                 check_entry(&user).map_err(|why| InvalidJournal::Entry { line, why })?;
                 if !keys.insert(name_key(&user.username)) {
                     let username = user.username;
@@ -147,22 +198,39 @@ pub fn parse(bytes: &[u8]) -> Result<Replay, InvalidJournal> {
                 }
                 replay.records.push(user);
             }
-            Ok(_) => {
-                let why = replay.torn.take().expect("a torn record before").why;
-                let line = replay.records.len() + 1;
+            (Ok(_), Some(_)) => {
+                let run = bad.take().expect("a bad line before");
+                let (line, why) = (run.line, run.why);
                 return Err(InvalidJournal::Damaged { line, why });
             }
-            Err(why) if replay.torn.is_none() => {
-                replay.torn = Some(TornTail {
+            (Err(why), None) => {
+                bad = Some(BadRun {
                     line,
-                    bytes: bytes.len() - start,
+                    from: start,
+                    lines: 1,
                     why,
                 });
             }
-            Err(_) => {}
+            (Err(_), Some(run)) => run.lines += 1,
         }
         start += rest.len();
     }
+    replay.tail = bad.map(|run| {
+        let bytes = bytes.len() - run.from;
+        match run.lines {
+            1 => Tail::Torn(TornTail {
+                line: run.line,
+                bytes,
+                why: run.why,
+            }),
+            lines => Tail::Damaged(DamagedTail {
+                line: run.line,
+                lines,
+                bytes,
+                why: run.why,
+            }),
+        }
+    });
     Ok(replay)
 }
 
@@ -220,6 +288,9 @@ pub(super) struct Journal {
     /// record or hold records already in the users file. Nothing is appended to it before a
     /// compaction removes it.
     pub(super) broken: bool,
+    /// The journal found at start holds damage: the compaction that folds it in keeps it aside
+    /// instead of removing it.
+    keep_aside: bool,
 }
 
 impl Journal {
@@ -230,6 +301,16 @@ impl Journal {
             len: 0,
             records: Vec::new(),
             broken,
+            keep_aside: false,
+        }
+    }
+
+    /// The journal a crash (or damage) left, found at start: broken until a compaction folds it
+    /// in, which keeps it aside rather than removes it when `replay` says it is damaged.
+    pub(super) fn found(path: PathBuf, replay: &Replay) -> Journal {
+        Journal {
+            keep_aside: replay.is_damaged(),
+            ..Journal::new(path, true)
         }
     }
 
@@ -276,18 +357,72 @@ impl Journal {
     }
 
     /// Removes the journal, whose records are all in the users file now, and makes the removal
-    /// durable. Kept open (and broken) until it is gone: a failed append may still need its cut.
+    /// durable; a damaged journal found at start is kept aside instead ([`keep_aside`]). Kept
+    /// open (and broken) until it is gone: a failed append may still need its cut.
     pub(super) fn remove(&mut self, durability: &dyn Durability) -> io::Result<()> {
         self.records.clear();
         self.broken = true;
-        match fs::remove_file(&self.path) {
-            Ok(()) => durability.sync_folder(&folder_of(&self.path))?,
+        let gone = match self.keep_aside {
+            true => keep_aside(&self.path).map(|aside| aside.is_some()),
+            false => fs::remove_file(&self.path).map(|()| true),
+        };
+        match gone {
+            Ok(true) => durability.sync_folder(&folder_of(&self.path))?,
+            Ok(false) => {}
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
             Err(e) => return Err(e),
         }
         *self = Journal::new(std::mem::take(&mut self.path), false);
         Ok(())
     }
+}
+
+/// The names a damaged journal at `path` may be kept aside as, in the order they are tried.
+fn aside_names(path: &Path) -> impl Iterator<Item = PathBuf> + '_ {
+    (0..MAX_KEPT_ASIDE).map(move |n| {
+        let mut name = path.as_os_str().to_os_string();
+        name.push(".damaged");
+        if n > 0 {
+            name.push(format!(".{n}"));
+        }
+        PathBuf::from(name)
+    })
+}
+
+/// Renames the damaged journal at `path` to the first of its [`aside_names`] not taken, never
+/// over a file already there (an earlier damaged journal, or anything planted), and logs where
+/// it went. `None`: there was no journal to keep.
+///
+/// # Errors
+/// The rename failed (a file system without `RENAME_NOREPLACE` among the causes), or every name
+/// is taken: the journal stays where it is, and the store does not start.
+fn keep_aside(path: &Path) -> io::Result<Option<PathBuf>> {
+    for aside in aside_names(path) {
+        let renamed = rustix::fs::renameat_with(
+            rustix::fs::CWD,
+            path,
+            rustix::fs::CWD,
+            &aside,
+            rustix::fs::RenameFlags::NOREPLACE,
+        );
+        match renamed {
+            Ok(()) => {
+                log::error!(
+                    "users journal {}: kept aside as {}, not removed, since it held more than a                      record cut short by a crash; its whole records are in the users file now.                      Look at it, then remove it",
+                    path.display(),
+                    aside.display()
+                );
+                return Ok(Some(aside));
+            }
+            Err(rustix::io::Errno::EXIST) => continue,
+            Err(rustix::io::Errno::NOENT) => return Ok(None),
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err(io::Error::other(format!(
+        "{MAX_KEPT_ASIDE} damaged journals are kept aside beside it already ({}, …); remove          those looked at",
+        aside_names(path).next().unwrap_or_default().display()
+    )))
 }
 
 /// Creates the journal at `path`: exclusively (a journal already there is not one this process
@@ -349,12 +484,28 @@ pub(crate) mod tests {
     fn whole_records_load_in_order() {
         let replay = parse(&journal_of(&["carol", "alice", "Bob"])).unwrap();
         assert_eq!(names(&replay), ["carol", "alice", "Bob"]);
-        assert!(replay.torn.is_none());
+        assert!(replay.tail.is_none());
         assert_eq!(names(&parse(b"").unwrap()), Vec::<&str>::new());
     }
 
-    /// A crash cuts the last record anywhere, or leaves zeros after the whole ones: the whole
-    /// records load, the tail is reported and ignored.
+    /// The torn tail `replay` ends with; panics on anything else.
+    fn torn(replay: Replay) -> TornTail {
+        match replay.tail {
+            Some(Tail::Torn(torn)) => torn,
+            other => panic!("not a torn tail: {other:?}"),
+        }
+    }
+
+    /// The damaged tail `replay` ends with; panics on anything else.
+    fn damaged(replay: Replay) -> DamagedTail {
+        match replay.tail {
+            Some(Tail::Damaged(damaged)) => damaged,
+            other => panic!("not a damaged tail: {other:?}"),
+        }
+    }
+
+    /// A crash cuts the last record anywhere, or leaves zeros in it (its newline written or
+    /// not): the whole records load, the tail is reported and ignored.
     #[test]
     fn a_torn_or_zero_filled_tail_is_ignored_and_the_whole_records_load() {
         let whole = journal_of(&["alice", "bob"]);
@@ -364,19 +515,57 @@ pub(crate) mod tests {
             bytes.extend_from_slice(&last[..cut]);
             let replay = parse(&bytes).unwrap_or_else(|e| panic!("cut at {cut}: {e}"));
             assert_eq!(names(&replay), ["alice", "bob"], "cut at {cut}");
-            let torn = replay.torn.expect("a torn tail");
+            assert!(!replay.is_damaged());
+            let torn = torn(replay);
             assert_eq!((torn.line, torn.bytes), (3, cut), "cut at {cut}");
         }
-        for zeros in [b"\0\0\0\0\0\0\0\0".as_slice(), b"\0\0\0\n\0\0\n", b"\n"] {
+        for zeros in [b"\0\0\0\0\0\0\0\0".as_slice(), b"\0\0\0\0\n", b"\n"] {
             let mut bytes = whole.clone();
             bytes.extend_from_slice(&last[..20]);
             bytes.extend_from_slice(zeros);
             let replay = parse(&bytes).unwrap();
             assert_eq!(names(&replay), ["alice", "bob"]);
-            assert_eq!(replay.torn.unwrap().line, 3);
+            assert_eq!(torn(replay).line, 3);
             let mut bytes = whole.clone();
             bytes.extend_from_slice(zeros);
             assert_eq!(names(&parse(&bytes).unwrap()), ["alice", "bob"]);
+        }
+        // Zeros over the middle of the last record, its newline written.
+        let mut bytes = whole.clone();
+        let mut zeroed = last.clone();
+        zeroed[10..30].fill(0);
+        bytes.extend_from_slice(&zeroed);
+        assert_eq!(torn(parse(&bytes).unwrap()).bytes, last.len());
+    }
+
+    /// A crash tears one record, one line: two bad lines or more after the last whole record are
+    /// damage. The whole records before them load; the tail says where the damage starts, how many
+    /// lines and bytes it spans, and why the first line is bad.
+    #[test]
+    fn two_bad_lines_at_the_end_are_damage_not_a_torn_tail() {
+        let whole = journal_of(&["alice", "bob"]);
+        let carol = render_record(&user("carol"));
+        let mut flipped = carol.clone();
+        flipped[15] ^= 1;
+        let tails: [(&[u8], usize, &str); 4] = [
+            (b"\0\0\0\n\0\0\n", 2, "not a record"),
+            (b"\n\n", 2, "not a record"),
+            (&[flipped.as_slice(), &carol[..20]].concat(), 2, "check"),
+            (&[&flipped[..], &flipped, b"\0\0"].concat(), 3, "check"),
+        ];
+        for (tail, lines, why) in tails {
+            let mut bytes = whole.clone();
+            bytes.extend_from_slice(tail);
+            let replay = parse(&bytes).unwrap_or_else(|e| panic!("{tail:?}: {e}"));
+            assert_eq!(names(&replay), ["alice", "bob"], "{tail:?}");
+            assert!(replay.is_damaged(), "{tail:?}");
+            let damaged = damaged(replay);
+            assert_eq!(
+                (damaged.line, damaged.lines, damaged.bytes),
+                (3, lines, tail.len()),
+                "{tail:?}"
+            );
+            assert!(damaged.why.to_string().contains(why), "{}", damaged.why);
         }
     }
 
@@ -494,6 +683,49 @@ pub(crate) mod tests {
                 Synced::Folder(folder),
             ]
         );
+    }
+
+    /// A damaged journal found at start is never removed: the removal that follows its folding in
+    /// renames it to `.damaged`, or the first `.damaged.N` not taken, never over an earlier one,
+    /// and syncs the folder.
+    #[test]
+    fn a_damaged_journal_is_kept_aside_never_over_an_earlier_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = path_for(&dir.path().join("users.json"));
+        let damaged = [journal_of(&["alice"]), b"\0\n\0\n".to_vec()].concat();
+        let replay = parse(&damaged).unwrap();
+        let aside = |suffix: &str| dir.path().join(format!("users.json.journal{suffix}"));
+        fs::write(aside(".damaged"), b"an earlier one").unwrap();
+        for round in 1..=2 {
+            fs::write(&path, &damaged).unwrap();
+            let recorder = Recorder(RefCell::new(Vec::new()), path.clone());
+            let mut journal = Journal::found(path.clone(), &replay);
+            journal.remove(&recorder).unwrap();
+            assert!(!path.exists());
+            assert_eq!(
+                fs::read(aside(&format!(".damaged.{round}"))).unwrap(),
+                damaged
+            );
+            assert_eq!(
+                recorder.0.into_inner(),
+                [Synced::Folder(dir.path().to_path_buf())]
+            );
+            // Only the journal found at start is kept aside: the next one is removed.
+            let recorder = Recorder(RefCell::new(Vec::new()), path.clone());
+            journal.append(&user("bob"), &recorder).unwrap();
+            journal.remove(&recorder).unwrap();
+            assert!(!aside(&format!(".damaged.{}", round + 1)).exists());
+        }
+        assert_eq!(fs::read(aside(".damaged")).unwrap(), b"an earlier one");
+        // A journal with a torn tail only is removed, as ever.
+        fs::write(&path, &damaged[..damaged.len() - 2]).unwrap();
+        let replay = parse(&fs::read(&path).unwrap()).unwrap();
+        assert!(!replay.is_damaged());
+        Journal::found(path.clone(), &replay)
+            .remove(&Fsync)
+            .unwrap();
+        assert!(!path.exists());
+        assert!(!aside(".damaged.3").exists());
     }
 
     /// `read` run on another thread, with a deadline: a read that blocks fails the test rather

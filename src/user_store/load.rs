@@ -77,10 +77,13 @@ impl UserStore {
             cost,
             index: RwLock::new(Index::new(accounts)),
             // A journal found here is folded in below: broken, so that the compaction cannot
-            // skip it.
+            // skip it; kept aside then, not removed, if it is damaged.
             writer: Mutex::new(Writer {
                 stamp,
-                journal: Journal::new(journal_path, replay.is_some()),
+                journal: match &replay {
+                    Some(replay) => Journal::found(journal_path, replay),
+                    None => Journal::new(journal_path, false),
+                },
             }),
             dummy_hash: dummy_hash(&cost),
             durability: Box::new(Fsync),
@@ -197,15 +200,29 @@ fn read_journal(journal_path: &Path) -> Result<Option<journal::Replay>, StoreErr
         return Ok(None);
     };
     let replay = journal::parse(&bytes).map_err(|e| StoreError::InvalidJournal(path(), e))?;
-    if let Some(torn) = &replay.torn {
-        log::warn!(
+    match &replay.tail {
+        None => {}
+        Some(journal::Tail::Torn(torn)) => log::warn!(
             "users journal {}: its last record (line {}, {} bytes) is incomplete ({}): a \
              registration cut short by a crash, never acknowledged; ignored",
             journal_path.display(),
             torn.line,
             torn.bytes,
             torn.why
-        );
+        ),
+        Some(journal::Tail::Damaged(damaged)) => log::error!(
+            "users journal {}: lines {} to {} ({} bytes) after its last whole record are not \
+             records (line {}: {}): damage, since a crash cuts short only the last record; the \
+             {} whole record(s) before them are folded into the users file, and the journal is \
+             kept aside",
+            journal_path.display(),
+            damaged.line,
+            damaged.line + damaged.lines - 1,
+            damaged.bytes,
+            damaged.line,
+            damaged.why,
+            replay.records.len()
+        ),
     }
     Ok(Some(replay))
 }

@@ -658,6 +658,8 @@ pub struct RawConnection {
     /// In a cell so that [`RawConnection::shutdown_write`] can send TLS's `close_notify` from
     /// `&self`, as it closed a plain socket before.
     reader: RefCell<BufReader<Wire>>,
+    /// The server's `hello`, once read (by the constructors that wait for it).
+    hello: Option<Value>,
 }
 
 /// The bytes of a [`RawConnection`]: plain, or inside a TLS session.
@@ -726,7 +728,9 @@ impl RawConnection {
     pub fn try_connect(addr: SocketAddr) -> Option<RawConnection> {
         let mut conn = RawConnection::try_open(RawConnection::socket(), addr).ok()?;
         let hello = conn.try_read_json().ok()??;
-        (hello["type"] == "hello").then_some(conn)
+        (hello["type"] == "hello").then_some(())?;
+        conn.hello = Some(hello);
+        Some(conn)
     }
 
     /// Connects from a chosen loopback address (all of 127.0.0.0/8 is local), as if from
@@ -746,7 +750,9 @@ impl RawConnection {
         socket.bind(&local.into()).expect("bind the local address");
         let mut conn = RawConnection::try_open(socket, addr).ok()?;
         let hello = conn.try_read_json().ok()??;
-        (hello["type"] == "hello").then_some(conn)
+        (hello["type"] == "hello").then_some(())?;
+        conn.hello = Some(hello);
+        Some(conn)
     }
 
     /// Connects with a small receive buffer (so that a client that stops reading fills up
@@ -813,13 +819,26 @@ impl RawConnection {
         let tcp: TcpStream = socket.into();
         tcp.set_read_timeout(Some(DEADLINE))?;
         let reader = RefCell::new(BufReader::new(Wire::Plain(tcp.try_clone()?)));
-        Ok(RawConnection { tcp, reader })
+        Ok(RawConnection {
+            tcp,
+            reader,
+            hello: None,
+        })
     }
 
     fn expect_hello(mut self) -> RawConnection {
         let hello = self.read_json().expect("a hello");
         assert_eq!(hello["type"], "hello", "{hello}");
+        self.hello = Some(hello);
         self
+    }
+
+    /// The server's `hello` on this connection (for its `key_challenge`); panics on a
+    /// connection made without waiting for it.
+    pub fn hello(&self) -> &Value {
+        self.hello
+            .as_ref()
+            .expect("a connection that read the hello")
     }
 
     /// The UDP port this connection announces when the test has no socket behind it: its own TCP
