@@ -28,26 +28,6 @@ fn client(config: &Path, args: &[&str]) -> Output {
         .expect("run p2pchat-client")
 }
 
-/// A TLS server whose key and certificate live in `keys`.
-fn server_with_keys(bind: &str, users: &Path, keys: &Path) -> Server {
-    fs::create_dir_all(keys).unwrap();
-    let key = keys.join("tls-key.pem");
-    let cert = keys.join("tls-cert.pem");
-    Server::start_exact(
-        bind,
-        users,
-        &[
-            "--scrypt-log-n",
-            TEST_LOG_N,
-            "--tls-key",
-            key.to_str().unwrap(),
-            "--tls-cert",
-            cert.to_str().unwrap(),
-        ],
-        None,
-    )
-}
-
 #[test]
 fn forget_removes_that_servers_lines_only_and_connects_to_nothing() {
     let config = tempfile::tempdir().unwrap();
@@ -122,7 +102,7 @@ fn a_running_client_that_meets_a_new_key_says_the_identification_changed_and_how
     let dir = tempfile::tempdir().unwrap();
     let users = dir.path().join("users.json");
     let config = tempfile::tempdir().unwrap();
-    let mut server = server_with_keys("127.0.0.1:0", &users, &dir.path().join("old-key"));
+    let mut server = Server::start_with_keys("127.0.0.1:0", &users, &dir.path().join("old-key"));
     let addr = server.addr.to_string();
     // No --trust: the client pins the server in its known-servers file (--accept-new).
     let mut alice = ChatClient::start_exact(
@@ -136,7 +116,7 @@ fn a_running_client_that_meets_a_new_key_says_the_identification_changed_and_how
     server.kill();
     alice.expect_event("reconnecting");
     // The same address, the same accounts, another key.
-    let _server = server_with_keys(&addr, &users, &dir.path().join("new-key"));
+    let _server = Server::start_with_keys(&addr, &users, &dir.path().join("new-key"));
     let finished = alice.wait();
     let stderr = finished.stderr;
     assert_eq!(finished.status.code(), Some(6), "{stderr}");

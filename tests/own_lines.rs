@@ -12,36 +12,14 @@
 
 mod common;
 
-use std::path::Path;
-
 use common::pty::{line_starts, TerminalClient};
 use common::*;
-
-/// A TLS server whose key and certificate live in `keys`, so that a server started again with
-/// the same folder presents the same fingerprint (the pin of a reconnecting client holds).
-fn server_with_keys(bind: &str, users: &Path, keys: &Path) -> Server {
-    let key = keys.join("tls-key.pem");
-    let cert = keys.join("tls-cert.pem");
-    Server::start_exact(
-        bind,
-        users,
-        &[
-            "--scrypt-log-n",
-            TEST_LOG_N,
-            "--tls-key",
-            key.to_str().unwrap(),
-            "--tls-cert",
-            cert.to_str().unwrap(),
-        ],
-        None,
-    )
-}
 
 #[test]
 fn lines_typed_while_the_server_is_away_are_shown_queued_then_sent_in_order() {
     let dir = tempfile::tempdir().unwrap();
     let users = dir.path().join("users.json");
-    let mut server = server_with_keys("127.0.0.1:0", &users, dir.path());
+    let mut server = Server::start_with_keys("127.0.0.1:0", &users, dir.path());
     let addr = server.addr;
     let mut alice = TerminalClient::start(addr, &["--no-color"]);
     alice.register("alice", "alice-password");
@@ -69,7 +47,7 @@ fn lines_typed_while_the_server_is_away_are_shown_queued_then_sent_in_order() {
     // Alice waits (stopped) while the server comes back and bob is in the room, so that bob is
     // there when her lines go, whatever the order the two would otherwise come in.
     let frozen = alice.freeze();
-    let _server = server_with_keys(&addr.to_string(), &users, dir.path());
+    let _server = Server::start_with_keys(&addr.to_string(), &users, dir.path());
     let mut bob = ChatClient::register(addr, "bob", "bob-password");
     drop(frozen);
     alice.wait_for("-!- logged in as alice");
@@ -95,7 +73,7 @@ fn lines_typed_while_the_server_is_away_are_shown_queued_then_sent_in_order() {
 fn a_script_is_told_which_lines_wait_for_the_server_and_when_they_went() {
     let dir = tempfile::tempdir().unwrap();
     let users = dir.path().join("users.json");
-    let mut server = server_with_keys("127.0.0.1:0", &users, dir.path());
+    let mut server = Server::start_with_keys("127.0.0.1:0", &users, dir.path());
     let addr = server.addr;
     let mut alice =
         ChatClient::register_with_flags(addr, "alice", "alice-password", &["--reconnect"]);
@@ -112,7 +90,7 @@ fn a_script_is_told_which_lines_wait_for_the_server_and_when_they_went() {
     assert_eq!(own["kind"], "action");
     assert_eq!(own["queued"], true);
 
-    let _server = server_with_keys(&addr.to_string(), &users, dir.path());
+    let _server = Server::start_with_keys(&addr.to_string(), &users, dir.path());
     alice.expect_event("welcome");
     assert_eq!(alice.expect_event("queued_sent")["lines"], 1);
 }

@@ -21,7 +21,6 @@
 mod common;
 
 use std::net::TcpListener;
-use std::path::Path;
 use std::process::{Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -34,33 +33,13 @@ use serde_json::json;
 /// wait, not a measurement.
 const BACK_WITHIN: Duration = Duration::from_secs(10);
 
-/// A TLS server whose key and certificate live in `keys`, so that a server started again with
-/// the same folder presents the same fingerprint.
-fn server_with_keys(bind: &str, users: &Path, keys: &Path) -> Server {
-    let key = keys.join("tls-key.pem");
-    let cert = keys.join("tls-cert.pem");
-    Server::start_exact(
-        bind,
-        users,
-        &[
-            "--scrypt-log-n",
-            TEST_LOG_N,
-            "--tls-key",
-            key.to_str().unwrap(),
-            "--tls-cert",
-            cert.to_str().unwrap(),
-        ],
-        None,
-    )
-}
-
 // ---- Reconnecting ----
 
 #[test]
 fn a_restarted_server_finds_the_terminal_client_chatting_again_with_its_typed_line_intact() {
     let dir = tempfile::tempdir().unwrap();
     let users = dir.path().join("users.json");
-    let mut server = server_with_keys("127.0.0.1:0", &users, dir.path());
+    let mut server = Server::start_with_keys("127.0.0.1:0", &users, dir.path());
     let addr = server.addr;
     let mut alice = TerminalClient::start(addr, &[]);
     alice.register("alice", "alice-password");
@@ -74,7 +53,7 @@ fn a_restarted_server_finds_the_terminal_client_chatting_again_with_its_typed_li
     bob.expect_event("reconnecting");
 
     // The same port, the same key (the pin holds), the same users file.
-    let _server = server_with_keys(&addr.to_string(), &users, dir.path());
+    let _server = Server::start_with_keys(&addr.to_string(), &users, dir.path());
     alice.wait_for_within("-!- logged in as alice", BACK_WITHIN);
     bob.expect_event("welcome");
     alice.wait_for("bob");
@@ -125,7 +104,7 @@ fn a_script_still_exits_5_when_the_server_goes_away() {
 fn a_refused_login_again_ends_the_reconnecting_client_with_status_4() {
     let dir = tempfile::tempdir().unwrap();
     let users = dir.path().join("users.json");
-    let mut server = server_with_keys("127.0.0.1:0", &users, dir.path());
+    let mut server = Server::start_with_keys("127.0.0.1:0", &users, dir.path());
     let addr = server.addr;
     let mut alice =
         ChatClient::register_with_flags(addr, "alice", "alice-password", &["--reconnect"]);
@@ -135,7 +114,7 @@ fn a_refused_login_again_ends_the_reconnecting_client_with_status_4() {
     // before the server folded it in, the users journal holding the registration.
     std::fs::remove_file(&users).unwrap();
     let _ = std::fs::remove_file(users.with_file_name("users.json.journal"));
-    let _server = server_with_keys(&addr.to_string(), &users, dir.path());
+    let _server = Server::start_with_keys(&addr.to_string(), &users, dir.path());
     let finished = alice.wait();
     assert_eq!(finished.status.code(), Some(4), "{}", finished.stderr);
     assert!(

@@ -174,6 +174,28 @@ impl Server {
         Server::start_exact(bind, users, &all, Some(tls))
     }
 
+    /// A TLS server whose key and certificate live in `keys` (made if missing), so that a server
+    /// started again with the same folder presents the same fingerprint (the pin of a
+    /// reconnecting client holds), and one started with another folder presents another.
+    pub fn start_with_keys(bind: &str, users: &Path, keys: &Path) -> Server {
+        std::fs::create_dir_all(keys).unwrap();
+        let key = keys.join("tls-key.pem");
+        let cert = keys.join("tls-cert.pem");
+        Server::start_exact(
+            bind,
+            users,
+            &[
+                "--scrypt-log-n",
+                TEST_LOG_N,
+                "--tls-key",
+                key.to_str().unwrap(),
+                "--tls-cert",
+                cert.to_str().unwrap(),
+            ],
+            None,
+        )
+    }
+
     /// Starts a server listening on `bind` with exactly `args` (plus the bind address and users
     /// file): the key and certificate are where they are by default, unless `args` say
     /// otherwise. Waits for its `listening on` line and, unless `args` say `--plaintext`, its
