@@ -25,7 +25,7 @@ use std::thread;
 
 use futures::channel::mpsc;
 use futures::SinkExt;
-use rustix::termios::{self, OptionalActions, Termios};
+use rustix::termios::{self, LocalModes, OptionalActions, SpecialCodeIndex, Termios};
 use rustyline::error::ReadlineError;
 use rustyline::history::FileHistory;
 use rustyline::{
@@ -151,6 +151,15 @@ impl LineEditor {
             Box::new(editor.create_external_printer()?) as Box<dyn ExternalPrinter + Send>,
         )));
         let saved = terminal_settings();
+        // Between two lines (the editor hands one on, then reads the next) the terminal would be
+        // back in its own mode: keys typed then would be echoed by the terminal, and Ctrl-D,
+        // Ctrl-C or Ctrl-U taken by its line discipline (a lost end of input, a SIGINT) instead
+        // of reaching the editor. So the mode the editor returns to after each line is already
+        // raw for input: no line buffering, no echo, no signals from keys. Output is left as it
+        // was. `release` gives the terminal's own settings back.
+        if let Some(saved) = &saved {
+            let _ = termios::tcsetattr(io::stdin(), OptionalActions::Now, &between_lines(saved));
+        }
         let ending = Arc::new(Mutex::new(None));
         let (lines_tx, lines_rx) = mpsc::channel(TYPED_LINES_QUEUE);
         let why = ending.clone();
@@ -186,6 +195,11 @@ impl LineEditor {
     /// editor's thread ends with the process.
     pub fn release(&self) {
         if self.ending().is_some() {
+            // The editor has given the terminal back, to its mode between lines: the terminal's
+            // own settings are ours to restore.
+            if let Some(saved) = &self.saved {
+                let _ = termios::tcsetattr(io::stdin(), OptionalActions::Drain, saved);
+            }
             return;
         }
         if let Some(saved) = &self.saved {
@@ -279,4 +293,15 @@ fn terminal_columns() -> usize {
 /// The terminal's settings now, if stdin is one.
 fn terminal_settings() -> Option<Termios> {
     termios::tcgetattr(io::stdin()).ok()
+}
+
+/// `saved` with its input as the editor reads it: byte by byte, not echoed, keys that would
+/// send signals or edit the line (Ctrl-C, Ctrl-Z, Ctrl-D, Ctrl-U, Ctrl-V) passed on as keys.
+fn between_lines(saved: &Termios) -> Termios {
+    let mut mode = saved.clone();
+    mode.local_modes
+        .remove(LocalModes::ICANON | LocalModes::ECHO | LocalModes::ISIG | LocalModes::IEXTEN);
+    mode.special_codes[SpecialCodeIndex::VMIN] = 1;
+    mode.special_codes[SpecialCodeIndex::VTIME] = 0;
+    mode
 }
