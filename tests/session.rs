@@ -85,6 +85,33 @@ fn a_chat_that_ends_while_the_editor_waits_gives_the_terminal_back_as_it_was() {
     );
 }
 
+/// However the person leaves — `:q`, Ctrl-D or Ctrl-C on an empty line — the terminal's own
+/// settings come back: the editor keeps its input raw between lines too, and that mode must not
+/// outlive the chat.
+#[test]
+fn leaving_the_chat_any_way_gives_the_terminal_back_as_it_was() {
+    use rustix::termios::LocalModes;
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("users.json"), &[]);
+    for (i, (keys, status)) in [(":q\r", 0), ("\x04", 0), ("\x03", 130)]
+        .into_iter()
+        .enumerate()
+    {
+        let mut client = TerminalClient::start(server.addr, &[]);
+        let before = client.settings().local_modes;
+        assert!(before.contains(LocalModes::ICANON | LocalModes::ECHO | LocalModes::ISIG));
+        client.register(&format!("leaver{i}"), "leaver-password");
+        client.wait_for("> ");
+        client.type_keys(keys);
+        assert_eq!(client.wait_exit().code(), Some(status), "{keys:?}");
+        assert_eq!(
+            client.settings().local_modes,
+            before,
+            "{keys:?} left the terminal as the line editor set it"
+        );
+    }
+}
+
 #[test]
 fn a_script_still_exits_5_when_the_server_goes_away() {
     let dir = tempfile::tempdir().unwrap();
