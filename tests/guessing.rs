@@ -346,3 +346,22 @@ fn measure_online_guessing_at_the_default_limits() {
         tally.throttled
     );
 }
+
+/// Review of issue 19: the throttle's table is keyed by the name a login sends, so a name that
+/// can be no account — any that breaks the rules, a 60 KiB one — is refused before it is booked
+/// or checked: it neither costs a hash nor takes room (and bytes) in the table.
+#[test]
+fn a_name_that_can_be_no_account_is_refused_before_the_throttle_and_the_hash() {
+    let (_dir, server) = start_server("1", "60", "60");
+    for name in ["x".repeat(60 * 1024), "has space".to_string(), String::new()] {
+        let mut conn = login_from("127.0.0.1", server.addr, &name, "a-guess");
+        assert_eq!(first_answer(&mut conn), "invalid_username");
+    }
+    // Then a real guess is the address's first failure: nothing before it was booked or checked.
+    let mut conn = login_from("127.0.0.1", server.addr, "alice", "a-guess");
+    assert_eq!(first_answer(&mut conn), "bad_credentials");
+    server.wait_for_log("failed login as \"alice\"");
+    let log = server.log();
+    assert_eq!(log.matches("failed login").count(), 1, "{log}");
+    assert!(!log.contains("delayed after"), "{log}");
+}

@@ -26,6 +26,7 @@ use crate::connection::{AuthAction, Disconnect};
 use crate::login_throttle::{Booked, DelayedBy, Full};
 use crate::outbox::Outbox;
 use crate::protocol::{Credentials, DelayReason, ErrorCode, PeerInfo, ServerMessage};
+use crate::rules::validate_username;
 use crate::runtime;
 use crate::sealed::KeyChallenge;
 use crate::user_store::AuthError;
@@ -97,6 +98,17 @@ pub(super) async fn authenticate(
     if let Some(key) = &public_key {
         if let Err(why) = challenge.check(&username, key, key_proof.as_ref()) {
             return Err(refuse(outbox, ErrorCode::KeyProofInvalid, why.to_string()));
+        }
+    }
+    // A name that breaks the rules can be no account: refused before it is booked in the
+    // throttle, whose table is keyed by name (a 64 KiB "name" would cost that much per entry).
+    if !register {
+        if let Err(wrong) = validate_username(&username) {
+            return Err(refuse(
+                outbox,
+                ErrorCode::InvalidUsername,
+                format!("invalid username: {wrong}"),
+            ));
         }
     }
     // The throttle's delay is the server's doing, not the client's: it does not eat into the
