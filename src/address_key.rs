@@ -142,8 +142,14 @@ impl Ipv6Grouping {
         };
         let bits = match self {
             Ipv6Grouping::Prefix(bits) => bits.min(128),
+            // Only an own network of a LAN's size or smaller: a shorter prefix on an interface (a
+            // /48 configured whole, a 6to4 /16, Teredo's /32) reaches hosts anywhere, which could
+            // each pick a fresh address per connection.
             Ipv6Grouping::OwnNetworksByAddress
-                if LINK_LOCAL.contains(v6) || own.iter().any(|n| n.contains(v6)) =>
+                if LINK_LOCAL.contains(v6)
+                    || own
+                        .iter()
+                        .any(|n| n.bits >= DEFAULT_IPV6_PREFIX_BITS && n.contains(v6)) =>
             {
                 128
             }
@@ -333,10 +339,16 @@ mod tests {
         assert_ne!(two, key_on(&own, "fd19:6::3"), "a ULA on an own prefix");
         assert_eq!(two, key_on(&own, "fd19:6::2"));
         assert_eq!(two.to_string(), "fd19:6::2");
+        // A prefix of the server's shorter than a LAN's /64 (a /48 configured whole, 6to4,
+        // Teredo) reaches hosts anywhere: by /64 there, as off the server's networks.
+        assert_eq!(
+            key_on(&own, "2001:db8:aa:1::1"),
+            key_on(&own, "2001:db8:aa:1::2"),
+            "a prefix of the server's shorter than /64"
+        );
         assert_ne!(
             key_on(&own, "2001:db8:aa:1::1"),
-            key_on(&own, "2001:db8:aa:2::1"),
-            "a global prefix of the server's, however long"
+            key_on(&own, "2001:db8:aa:2::1")
         );
         assert_ne!(
             key_on(&[], "fe80::2"),

@@ -353,7 +353,11 @@ fn measure_online_guessing_at_the_default_limits() {
 #[test]
 fn a_name_that_can_be_no_account_is_refused_before_the_throttle_and_the_hash() {
     let (_dir, server) = start_server("1", "60", "60");
-    for name in ["x".repeat(60 * 1024), "has space".to_string(), String::new()] {
+    for name in [
+        "x".repeat(60 * 1024),
+        "has space".to_string(),
+        String::new(),
+    ] {
         let mut conn = login_from("127.0.0.1", server.addr, &name, "a-guess");
         assert_eq!(first_answer(&mut conn), "invalid_username");
     }
