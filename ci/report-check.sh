@@ -3,7 +3,7 @@
 # two A4 pages; the sequence diagram's picture in it (its DNS, joined and left arrows and the time
 # beside every arrow, extracted from the PDF's text: WeasyPrint draws SVG text as text); and the
 # handshake numbers of the capture it was made from (client1's first SYN and SYN-ACK in
-# webserver.pcap, as p2pchat-trace reads them now).
+# chatserver.pcap, as p2pchat-trace reads them now).
 #
 # Usage: bash ci/report-check.sh [LAB_OUT]   Needs pdfinfo and pdftotext (poppler-utils), jq.
 set -euo pipefail
@@ -44,8 +44,13 @@ done
 last=$(jq -r '.steps | last | "+\(.time * 1000 | floor / 1000)"' "$d")
 grep -qE '\+[0-9]+\.[0-9]{3} s' <<<"$text" || die "$PDF has no arrow times (+0.000 s)"
 
+# The UDP answers as the notebook checks them (65,527: the UDP length field's limit), and the
+# encrypted run's diagram named.
+has "largest payload 65,527 bytes"
+has "diagram-encrypted.svg"
+
 # The handshake numbers of the capture it was made from.
-hs=$("$TRACE" handshakes "$LAB/webserver.pcap" --host 10.20.30.11 --json | jq -e '.handshakes[0]')
+hs=$("$TRACE" handshakes "$LAB/chatserver.pcap" --host 10.20.30.11 --json | jq -e '.handshakes[0]')
 for k in syn_seq syn_ack_seq syn_ack_ack; do
   has "$(jq -r ".$k" <<<"$hs")"
 done

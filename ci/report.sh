@@ -19,7 +19,7 @@ command -v weasyprint >/dev/null 2>&1 || die "weasyprint is not installed (apt-g
 command -v jq >/dev/null 2>&1 || die "jq is not installed"
 
 LAB=${1:-target/lab}
-for f in webserver.pcap udp-client1.json diagram.json diagram.svg users.json; do
+for f in chatserver.pcap udp-client1.json diagram.json diagram.svg users.json; do
   [ -f "$LAB/$f" ] || die "$LAB/$f is missing: run just lab first"
 done
 if [ -n "${LAB_BIN:-}" ]; then
@@ -33,8 +33,8 @@ CLIENT1=10.20.30.11
 declare -A V
 V[LAB_DIR]=$LAB
 # Client1's first connection, as the server's interface saw it.
-hs=$("$TRACE" handshakes "$LAB/webserver.pcap" --host "$CLIENT1" --json | jq -e '.handshakes[0]') ||
-  die "no handshake of client1 in $LAB/webserver.pcap"
+hs=$("$TRACE" handshakes "$LAB/chatserver.pcap" --host "$CLIENT1" --json | jq -e '.handshakes[0]') ||
+  die "no handshake of client1 in $LAB/chatserver.pcap"
 for k in syn_seq syn_packet syn_ack_seq syn_ack_ack syn_ack_packet ack_packet; do
   V[${k^^}]=$(jq -r ".$k" <<<"$hs")
 done
@@ -48,6 +48,9 @@ V[UDP_DST]=$(jq -r '.dst | split(":") | last' <<<"$dm")
 V[UDP_LEN]=$(jq -r .length <<<"$dm")
 V[UDP_PAYLOAD]=$(jq -r .payload_len <<<"$dm")
 V[UDP_CHECKSUM]=$(jq -r '"0x" + (.header_hex | split(" ") | .[6:8] | join(""))' <<<"$dm")
+# The report calls it correct, as Wireshark does: the lab captures with checksum offload off.
+[ "$(jq -r .checksum_valid <<<"$dm")" = true ] ||
+  die "the direct message's UDP checksum ${V[UDP_CHECKSUM]} is not correct in $LAB/client1.pcap (captured with checksum offload on?)"
 # The merged diagram: the DNS lookup, the SYN, login and welcome, and what crossed in between.
 d=$LAB/diagram.json
 step() { jq -r "[.steps[] | select($1)] | first | $2" "$d"; }
