@@ -89,7 +89,7 @@ rm -f "$OUT"/{chatserver,client1,newclient,newclient-chatserver}.pcap "$OUT/newc
 rm -f "$OUT"/{encrypted-chatserver,encrypted-client1}.pcap "$OUT"/diagram-encrypted.{mmd,txt,svg,json} "$OUT"/{eavesdropper.txt,secrets.txt}
 # The notebook's answers, and the report of an earlier run: a report.pdf left from another run
 # would be read as this run's numbers (`just report` makes a new one from this run's captures).
-rm -f "$OUT"/{answers.py,report.pdf,report.html}
+rm -f "$OUT"/{answers.py,report.pdf,report.html,report-size.txt} "$OUT"/report-*.png
 # The server's captures under their names before the course's (chatserver.pcap): `just lab-check`
 # checks every capture in the folder, and a stale one would be another run's.
 rm -f "$OUT"/{webserver,newclient-webserver,encrypted-webserver}.pcap "$OUT/handshakes-webserver.json"

@@ -3,7 +3,7 @@
 # fields (in double at signs) with the numbers of the captures in target/lab/ (or the folder given), with the
 # merged sequence diagram that `p2pchat-trace diagram --format svg` drew (target/lab/diagram.svg)
 # as its picture, and renders it with WeasyPrint into target/lab/report.pdf (at most two A4
-# pages); then ci/report-check.sh checks the PDF.
+# pages) and each page to PNG (report-1.png, report-2.png); then ci/report-check.sh checks them.
 #
 # Why WeasyPrint: Debian 12 packages it (apt-get install weasyprint: ~60 small packages, under a
 # minute), it lays out HTML and CSS for print (A4, page numbers) and draws SVG itself, so neither
@@ -17,6 +17,7 @@ cd "$(dirname "$0")/.."
 die() { echo "ci/report.sh: $*" >&2; exit 1; }
 command -v weasyprint >/dev/null 2>&1 || die "weasyprint is not installed (apt-get install weasyprint; bash ci/install.sh installs it)"
 command -v jq >/dev/null 2>&1 || die "jq is not installed"
+command -v pdftoppm >/dev/null 2>&1 || die "pdftoppm is not installed (apt-get install poppler-utils; bash ci/install.sh installs it)"
 
 LAB=${1:-target/lab}
 for f in chatserver.pcap udp-client1.json diagram.json diagram.svg users.json; do
@@ -82,5 +83,9 @@ left=$(grep -o '@@[A-Z_0-9]*@@' <<<"$html" | sort -u | tr '\n' ' ' || true)
 [ -z "$left" ] || die "docs/report/report.html names fields this script does not fill: $left"
 printf '%s\n' "$html" >"$LAB/report.html"
 weasyprint --quiet "$LAB/report.html" "$LAB/report.pdf" || die "weasyprint failed"
-echo "ci/report.sh: $LAB/report.pdf"
+# Each page as a picture at 100 % (96 dpi): what a TA sees on paper, to look at without a PDF
+# viewer; ci/report-check.sh checks there is one per page (and the text size, from the PDF).
+rm -f "$LAB"/report-*.png
+pdftoppm -r 96 -png "$LAB/report.pdf" "$LAB/report" || die "pdftoppm failed"
+echo "ci/report.sh: $LAB/report.pdf, pages as $LAB/report-N.png"
 bash ci/report-check.sh "$LAB"

@@ -204,4 +204,81 @@ mod tests {
         assert_eq!(svg.matches("<polygon").count(), 1);
         assert!(svg.contains("1 packet(s) not between two hosts"));
     }
+
+    /// A host with its address as its name.
+    fn host(ip: &str) -> Participant {
+        Participant {
+            ip: ip.parse().unwrap(),
+            name: None,
+        }
+    }
+
+    fn arrow(number: usize, from: usize, to: usize, label: &str) -> Step {
+        Step {
+            number,
+            packet: number,
+            seen: Vec::new(),
+            time: 0.0,
+            from,
+            to,
+            protocol: "TCP".into(),
+            label: label.into(),
+            messages: Vec::new(),
+            tls: Vec::new(),
+            sealed: None,
+            dns: None,
+        }
+    }
+
+    /// The value of attribute `name` in the first element of `svg` that contains `marker`.
+    fn attribute(svg: &str, marker: &str, name: &str) -> f64 {
+        let element = svg
+            .lines()
+            .find(|l| l.contains(marker))
+            .unwrap_or_else(|| panic!("no element with {marker}: {svg}"));
+        let start = element.find(&format!(" {name}=\"")).unwrap() + name.len() + 3;
+        let end = start + element[start..].find('"').unwrap();
+        element[start..end].parse().unwrap()
+    }
+
+    #[test]
+    fn labels_print_at_seven_points_or_more_just_above_their_arrows() {
+        let hosts = ["10.0.0.1", "10.0.0.2", "10.0.0.3", "10.0.0.4", "10.0.0.5"];
+        let diagram = Diagram {
+            participants: hosts.iter().map(|ip| host(ip)).collect(),
+            steps: vec![
+                arrow(1, 0, 1, "first hop"),
+                arrow(2, 4, 2, "from the right"),
+                arrow(3, 2, 4, &format!("long {}", "x".repeat(80))),
+            ],
+            omitted: 0,
+        };
+        let svg = render(&diagram);
+        // As wide as the report's text: at the report's 100 % one unit is one point.
+        assert_eq!(attribute(&svg, "<svg", "width"), PRINT_WIDTH);
+        assert!(attribute(&svg, "<svg", "font-size") >= 7.0);
+        let lane = |i: usize| attribute(&svg, &format!(">{}</text>", hosts[i]), "x");
+        for (n, (label, from, to)) in [("TCP first hop", 0, 1), ("TCP from the right", 4, 2)]
+            .into_iter()
+            .enumerate()
+        {
+            let (left, right) = (lane(from).min(lane(to)), lane(from).max(lane(to)));
+            let x = attribute(&svg, &format!(">{label}</text>"), "x");
+            assert!(
+                left < x && x < right,
+                "{label}: x {x} not over its arrow {left}..{right}"
+            );
+            let arrow_y = MARGIN + HEADER + ROW * (n as f64 + 1.0);
+            let y = attribute(&svg, &format!(">{label}</text>"), "y");
+            assert!(
+                y < arrow_y && arrow_y - y < ROW / 2.0,
+                "{label}: y {y}, its arrow at {arrow_y}"
+            );
+        }
+        // A label too long to start at its arrow ends at the picture's edge instead.
+        let long = attribute(&svg, ">TCP long x", "x");
+        let chars = "TCP long ".len() + 80;
+        assert!(long < lane(2), "{long}");
+        assert!(long + chars as f64 * CHAR_WIDTH <= PRINT_WIDTH - MARGIN + 0.1);
+    }
 }
