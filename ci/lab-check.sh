@@ -4,7 +4,7 @@
 # arrows per protocol, every TLS record (content type, version, length, handshake types) and every
 # sealed datagram's header, every DNS query and answer (name, type, A records); that the lab's
 # DNS server answered client1's query for the server's name before the first SYN; that the lab's direct messages are in a UDP datagram from client1 to
-# client2 and nowhere in the server's capture; and what an eavesdropper finds in each capture (the
+# client2 and nowhere in the server's capture; the notebook's eight answers (answers.py); and what an eavesdropper finds in each capture (the
 # password, room text and direct message of both runs: in the plaintext captures, in no encrypted one).
 #
 # Usage: bash ci/lab-check.sh [OUT]            the captures of a `just lab` run (default target/lab)
@@ -179,11 +179,70 @@ if [ -n "$OUT" ] && [ -f "$OUT/direct-messages.txt" ]; then
     hits=$(tshark_fields "$OUT/client1.pcap" \
       "udp && ip.src == 10.20.30.11 && ip.dst == 10.20.30.12 && frame contains \"$quoted\"" frame.number | wc -l)
     [ "$hits" -ge 1 ] || die "\"$text\" is in no UDP datagram from client1 to client2 (client1.pcap)"
-    leaks=$(tshark_fields "$OUT/webserver.pcap" "frame contains \"$quoted\"" frame.number | wc -l)
+    leaks=$(tshark_fields "$OUT/chatserver.pcap" "frame contains \"$quoted\"" frame.number | wc -l)
     [ "$leaks" -eq 0 ] || die "\"$text\" is in $leaks packet(s) of the server's capture"
     echo "ok: \"$text\" — in $hits UDP datagram(s) client1 -> client2, in none of the server's packets"
   done <"$OUT/direct-messages.txt"
 fi
+# ---- the notebook's answers (ci/lab.sh's answers.py) against tshark's ------------------------------
+# The eight names the course's notebook checks, each once as NAME = INTEGER: the handshake numbers
+# are tshark's for client1's first SYN and its SYN-ACK in chatserver.pcap; the UDP answers are
+# checked against the header tshark decodes in client1's first direct message (8 bytes = fields x
+# field length; the largest port and the length field are field-length numbers; the length field
+# counts the header) and its IP protocol field.
+if [ -n "$OUT" ] && [ -f "$OUT/chatserver.pcap" ]; then
+  PY=$OUT/answers.py
+  [ -f "$PY" ] || die "$PY is missing: run just lab"
+  declare -A ANSWER
+  for name in SYN_sequence_number SYNACK_sequence_number SYNACK_ACKnowledgement_number \
+    number_of_fields_in_UDP_header length_of_header_field maximum_number_of_bytes_in_UDP_payload \
+    largest_possible_source_port_number protocol_number_for_UDP; do
+    lines=$(grep -cE "^$name = [0-9]+( |$)" "$PY" || true)
+    [ "$lines" -eq 1 ] || die "$PY: $name is assigned an integer on $lines line(s), not 1"
+    ANSWER[$name]=$(sed -nE "s/^$name = ([0-9]+).*/\1/p" "$PY")
+  done
+  others=$(grep -vE '^(#|$)' "$PY" | grep -cvE "^($(IFS='|'; echo "${!ANSWER[*]}")) = " || true)
+  [ "$others" -eq 0 ] || die "$PY has $others line(s) that are not one of the eight answers"
+  expect() { # NAME VALUE(tshark's)
+    [ "${ANSWER[$1]}" = "$2" ] || die "$PY: $1 = ${ANSWER[$1]}, tshark says $2"
+  }
+  read -r frame sport seq <<<"$(tshark_fields "$OUT/chatserver.pcap" \
+    "tcp.flags.syn == 1 && tcp.flags.ack == 0 && ip.src == 10.20.30.11" frame.number tcp.srcport tcp.seq | head -n 1)"
+  [ -n "${seq:-}" ] || die "chatserver.pcap: tshark finds no SYN from client1"
+  expect SYN_sequence_number "$seq"
+  read -r _ sa_seq sa_ack <<<"$(tshark_fields "$OUT/chatserver.pcap" \
+    "tcp.flags.syn == 1 && tcp.flags.ack == 1 && ip.dst == 10.20.30.11 && tcp.dstport == $sport" frame.number tcp.seq tcp.ack | head -n 1)"
+  [ -n "${sa_ack:-}" ] || die "chatserver.pcap: tshark finds no SYN-ACK to client1's first SYN (frame $frame)"
+  expect SYNACK_sequence_number "$sa_seq"
+  expect SYNACK_ACKnowledgement_number "$sa_ack"
+  read -r _ udp_len payload proto <<<"$(tshark_fields "$OUT/client1.pcap" \
+    "udp && ip.src == 10.20.30.11 && ip.dst == 10.20.30.12" frame.number udp.length udp.payload ip.proto | head -n 1)"
+  [ -n "${proto:-}" ] || die "client1.pcap: tshark finds no datagram from client1 to client2"
+  header=$(( udp_len - ${#payload} / 2 ))
+  field=${ANSWER[length_of_header_field]}
+  [ "$(( ANSWER[number_of_fields_in_UDP_header] * field ))" -eq "$header" ] ||
+    die "$PY: ${ANSWER[number_of_fields_in_UDP_header]} fields of $field bytes, but tshark's UDP header is $header bytes"
+  [ "$field" -eq 2 ] || die "$PY: length_of_header_field = $field; tshark's 16-bit fields are 2 bytes"
+  largest=$(( (1 << (8 * field)) - 1 ))
+  expect largest_possible_source_port_number "$largest"
+  expect maximum_number_of_bytes_in_UDP_payload "$(( largest - header ))"
+  expect protocol_number_for_UDP "$proto"
+  echo "ok: answers.py — SYN seq $seq, SYN-ACK seq $sa_seq ack $sa_ack (chatserver.pcap frame $frame on), UDP $header-byte header, protocol $proto as tshark reads them"
+fi
+# ---- end of the notebook's answers ----------------------------------------------------------------
+
+# ---- checksums: the lab captures with checksum offload off, so Wireshark finds every sum correct --
+# (The committed fixtures were captured with offload on: their senders' sums are unfinished.)
+if [ -n "$OUT" ]; then
+  for file in "${FILES[@]}"; do
+    bad=$(tshark -r "$file" -n -o udp.check_checksum:TRUE -o tcp.check_checksum:TRUE \
+      -Y "udp.checksum.status == 0 || tcp.checksum.status == 0" -T fields -e frame.number 2>"$TMP/tshark.err" | tr '\n' ' ') ||
+      { cat "$TMP/tshark.err" >&2; die "tshark failed on $file"; }
+    [ -z "$bad" ] || die "$(basename "$file"): tshark finds incorrect TCP or UDP checksums in frame(s) $bad(checksum offload on?)"
+  done
+  echo "ok: every TCP and UDP checksum in the ${#FILES[@]} capture(s) is correct for tshark"
+fi
+
 # ---- the lab's DNS: client1 asked the lab's DNS server for each name and got its address ---------
 # names.txt (from ci/lab.sh): NAME=ADDRESS, the zone dnsmasq answers. The new client's lookup of the
 # server's name is in newclient.pcap: a query of type A and an answer with the address, by tshark.
@@ -201,7 +260,7 @@ fi
 # ---- what an eavesdropper sees (ci/lab.sh's secrets.txt: what, text, expected per capture) --------
 # tshark's count of packets containing each secret, in the plaintext and the encrypted captures.
 if [ -n "$OUT" ] && [ -f "$OUT/secrets.txt" ]; then
-  EAVES_FILES=(webserver client1 encrypted-webserver encrypted-client1)
+  EAVES_FILES=(chatserver client1 encrypted-chatserver encrypted-client1)
   while IFS=$'\t' read -r what text expected; do
     quoted=${text//\"/\\\"}
     seen=()

@@ -12,7 +12,7 @@
 # mode (TLS to the server, sealed direct messages) with the same password, room text and direct
 # message; the lab fails unless each is in the plaintext captures and in neither encrypted one.
 #
-# Needs root, tcpdump, jq and dnsmasq (.ci/run installs them; this script installs nothing). The root namespace
+# Needs root, tcpdump, jq, ethtool and dnsmasq (.ci/run installs them; this script installs nothing). The root namespace
 # gets no address or route into 10.20.30.0/24: every packet stays in the namespaces made here, and
 # a trap removes them, the processes and the hosts files on success, failure, Ctrl-C or timeout.
 #
@@ -32,9 +32,21 @@ command -v tcpdump >/dev/null 2>&1 || die "tcpdump is not installed (apt-get ins
 command -v ip >/dev/null 2>&1 || die "ip (iproute2) is not installed"
 command -v ss >/dev/null 2>&1 || die "ss (iproute2) is not installed"
 command -v jq >/dev/null 2>&1 || die "jq is not installed (apt-get install jq; bash .ci/run installs it)"
+command -v ethtool >/dev/null 2>&1 || die "ethtool is not installed (apt-get install ethtool; bash ci/install.sh installs it)"
 command -v dnsmasq >/dev/null 2>&1 || die "dnsmasq is not installed (apt-get install dnsmasq-base; bash ci/install.sh installs it)"
 
 if [ -z "${P2PLAB_BOUNDED:-}" ]; then
+  # One lab at a time: a second run must neither clear the first one's output nor tear down its
+  # namespaces. Taken before the build, so that a second run fails at once instead of building for
+  # minutes (or waiting for cargo's lock on the build folder the first run holds) and failing
+  # then. Opened without truncating, so that a refused run can say who holds it; the descriptor
+  # passes through exec and timeout(1) to the run below, and the lock is released when that run
+  # (the last holder of the descriptor) ends.
+  exec 9<>/run/p2plab.lock
+  if ! flock -n 9; then
+    die "another lab run holds /run/p2plab.lock ($(head -c 200 /run/p2plab.lock)); wait for it to finish, or stop it"
+  fi
+  echo "process $$ in $PWD, since $(date -u '+%Y-%m-%d %H:%M:%S UTC')" >/run/p2plab.lock
   # Build first (unbounded: a cold build takes minutes), then run the lab itself under timeout(1),
   # whose TERM reaches the trap below.
   if [ -z "${LAB_BIN:-}" ]; then
@@ -66,20 +78,21 @@ WAIT=15          # seconds: the longest wait for any one event
 SETTLE=5         # seconds: the longest wait for tcpdump to write the packets the interfaces counted
 POLL=0.05        # seconds between two looks at a log (a polling interval, not a wait for an event)
 
-# One lab at a time: a second run must neither clear the first one's output nor tear down its
-# namespaces. The lock is released when this process (and so the file descriptor) ends.
-exec 9>/run/p2plab.lock
-flock -n 9 || die "another lab run holds /run/p2plab.lock; wait for it to finish"
-
 OUT=${LAB_OUT:-target/lab}
 mkdir -p "$OUT"
 OUT=$(cd "$OUT" && pwd)
 # Only what an earlier run wrote is removed: LAB_OUT may name a folder that holds other files.
 rm -rf "$OUT/logs"
-rm -f "$OUT"/{webserver,client1,newclient,newclient-webserver}.pcap "$OUT/newclient.pcapng" "$OUT"/{handshakes-webserver,udp-client1}.json \
+rm -f "$OUT"/{chatserver,client1,newclient,newclient-chatserver}.pcap "$OUT/newclient.pcapng" "$OUT"/{handshakes-chatserver,udp-client1}.json \
   "$OUT"/{answers.txt,diagram.txt,diagram.mmd,diagram.svg,diagram.json,diagram-client1.mmd,direct-messages.txt,users.json,names.txt}
 # The encrypted run's files.
-rm -f "$OUT"/{encrypted-webserver,encrypted-client1}.pcap "$OUT"/{diagram-encrypted.mmd,diagram-encrypted.txt,eavesdropper.txt,secrets.txt}
+rm -f "$OUT"/{encrypted-chatserver,encrypted-client1}.pcap "$OUT"/diagram-encrypted.{mmd,txt,svg,json} "$OUT"/{eavesdropper.txt,secrets.txt}
+# The notebook's answers, and the report of an earlier run: a report.pdf left from another run
+# would be read as this run's numbers (`just report` makes a new one from this run's captures).
+rm -f "$OUT"/{answers.py,report.pdf,report.html,report-size.txt} "$OUT"/report-*.png
+# The server's captures under their names before the course's (chatserver.pcap): `just lab-check`
+# checks every capture in the folder, and a stale one would be another run's.
+rm -f "$OUT"/{webserver,newclient-webserver,encrypted-webserver}.pcap "$OUT/handshakes-webserver.json"
 mkdir -p "$OUT/logs"
 RUN=$(mktemp -d /tmp/p2plab.XXXXXX)
 START=$(date +%s.%N)
@@ -186,6 +199,11 @@ for host in "${HOSTS[@]}"; do
   ip -n "$PREFIX-switch" link set "v-$host" master br0 up
   ip -n "$ns" addr add "${IP[$host]}/24" dev eth0
   ip -n "$ns" link set lo up
+  # Checksum offload off: a veth, like a network card, leaves the TCP and UDP sums to "the
+  # device" and the sender's capture records the unfinished sum, which Wireshark marks incorrect.
+  # With tx checksumming off the kernel computes each sum before the capture sees the packet, so
+  # the captured checksum is the one on the wire (and TSO, which needs it, is off too).
+  ip netns exec "$ns" ethtool -K eth0 tx off >/dev/null
   ip -n "$ns" link set eth0 up
 done
 for host in "${HOSTS[@]}"; do
@@ -273,7 +291,7 @@ wait_closed() { # HOST
 }
 
 say "tcpdump on webserver (eth0) and on client1 (any interface)"
-start_capture webserver webserver eth0
+start_capture chatserver webserver eth0
 start_capture client1 client1 any
 
 # ---- the server and the clients -----------------------------------------------------------------
@@ -341,7 +359,7 @@ ip -n "$PREFIX-client1" neigh flush all
 # The same minutes seen from the server's interface too: `p2pchat-trace diagram` merges the two
 # captures into one timeline, so the diagram has client1's DNS and direct message as well as the
 # joined and left the server pushes to client2 and client3.
-start_capture newclient-webserver webserver eth0
+start_capture newclient-chatserver webserver eth0
 start_capture newclient client1 eth0
 start_client alice-again client1 14 40001
 send 14 login alice alice-password
@@ -366,7 +384,7 @@ wait_exit "${CLIENT_PID[alice-again]}" "the new client"
 wait_closed client1
 wait_count "$OUT/logs/carol.jsonl" '"event":"left","username":"alice"' 2 "carol to see the new client leave"
 stop_capture newclient
-stop_capture newclient-webserver
+stop_capture newclient-chatserver
 cp "$RUN/users.json" "$OUT/users.json"
 
 say "client2 and client3 leave; the server stops"
@@ -377,7 +395,7 @@ wait_exit "${CLIENT_PID[carol]}" "carol's client"
 kill -TERM "$SERVER_PID"
 wait_exit "$SERVER_PID" "the server"
 wait_closed webserver
-stop_capture webserver
+stop_capture chatserver
 stop_capture client1
 
 # ---- the encrypted run (the default mode) ----------------------------------------------------------
@@ -386,7 +404,7 @@ stop_capture client1
 # so that the eavesdropper's check below compares like with like.
 say "the encrypted run: the same password, room text and direct message, in the default mode"
 mkdir -m 700 "$RUN/encrypted"
-start_capture encrypted-webserver webserver eth0
+start_capture encrypted-chatserver webserver eth0
 start_capture encrypted-client1 client1 eth0
 ip netns exec "$PREFIX-webserver" env RUST_LOG=info "$BIN/p2pchat-server" \
   --bind "0.0.0.0:$PORT" --users "$RUN/encrypted/users.json" --scrypt-log-n 10 \
@@ -419,7 +437,7 @@ kill -TERM "$SERVER_PID"
 wait_exit "$SERVER_PID" "the TLS server"
 wait_closed webserver
 wait_closed client1
-stop_capture encrypted-webserver
+stop_capture encrypted-chatserver
 stop_capture encrypted-client1
 # ---- end of the encrypted run ----------------------------------------------------------------------
 
@@ -431,10 +449,32 @@ printf '%s\n' "$DIRECT_1" "$DIRECT_2" >"$OUT/direct-messages.txt"
 NAMES=(--name "$SERVER_IP=webserver" --name "${IP[client1]}=client1" --name "${IP[client2]}=client2" --name "${IP[client3]}=client3"
   --name "$DNS_IP=dns")
 
-"$TRACE" handshakes "$OUT/webserver.pcap" --json >"$OUT/handshakes-webserver.json"
+"$TRACE" handshakes "$OUT/chatserver.pcap" --json >"$OUT/handshakes-chatserver.json"
 "$TRACE" udp "$OUT/client1.pcap" --json >"$OUT/udp-client1.json"
+# The course's notebook (Milestone 2) checks eight integers, under exactly these names:
+# check_progress.test_4_1(SYN_sequence_number, SYNACK_sequence_number, SYNACK_ACKnowledgement_number)
+# and test_4_2(number_of_fields_in_UDP_header, length_of_header_field,
+# maximum_number_of_bytes_in_UDP_payload, largest_possible_source_port_number, protocol_number_for_UDP).
+# answers.py holds them, each with the packet or the reason it comes from, for a student to paste;
+# `just lab-check` checks it against tshark.
+hs=$(jq -e --arg c "${IP[client1]}" '[.handshakes[] | select(.client | startswith($c + ":"))] | first' \
+  "$OUT/handshakes-chatserver.json") || die "no handshake of client1 in chatserver.pcap"
+jq -r '"# The lab\u0027s answers to the notebook\u0027s Milestone 2 checks (just lab, \($out)); paste into the notebook.",
+  "# test_4_1: client1\u0027s first connection to the server, in chatserver.pcap (absolute numbers, as tshark",
+  "# shows them with tcp.relative_sequence_numbers off).",
+  "SYN_sequence_number = \($hs.syn_seq)  # packet \($hs.syn_packet), the SYN \($hs.client) -> \($hs.server)",
+  "SYNACK_sequence_number = \($hs.syn_ack_seq)  # packet \($hs.syn_ack_packet), the SYN-ACK: the server\u0027s own initial number",
+  "SYNACK_ACKnowledgement_number = \($hs.syn_ack_ack)  # packet \($hs.syn_ack_packet): the SYN\u0027s seq + 1",
+  "# test_4_2: the UDP header (RFC 768), as in the direct message of client1.pcap packet \(.dm.packet): \(.dm.header_hex)",
+  "number_of_fields_in_UDP_header = \(.a.header_fields | length)  # source port, destination port, length, checksum",
+  "length_of_header_field = \(.a.header_fields[0].bytes)  # bytes each (16 bits), 8 bytes in all",
+  "maximum_number_of_bytes_in_UDP_payload = \(.a.max_payload_udp_length_field)  # 65,535 (the 16-bit length field, which counts the 8-byte header) - 8; over IPv4 at most \(.a.max_payload_ipv4), its 20-byte header off too",
+  "largest_possible_source_port_number = \(.a.max_port)  # 2^16 - 1: ports are 16-bit",
+  "protocol_number_for_UDP = \(.a.protocol_number)  # the IPv4 header\u0027s protocol field, packet \(.a.protocol_number_packet) of client1.pcap"' \
+  --argjson hs "$hs" --arg out "$OUT" <(jq '{a: .answers, dm: .answers.direct_message}' "$OUT/udp-client1.json") \
+  >"$OUT/answers.py"
 # The report's diagram: the server's interface and client1's, merged into one timeline.
-MERGED=("$OUT/newclient-webserver.pcap" "$OUT/newclient.pcap")
+MERGED=("$OUT/newclient-chatserver.pcap" "$OUT/newclient.pcap")
 "$TRACE" diagram "${MERGED[@]}" "${NAMES[@]}" >"$OUT/diagram.mmd"
 "$TRACE" diagram "${MERGED[@]}" "${NAMES[@]}" --format text >"$OUT/diagram.txt"
 "$TRACE" diagram "${MERGED[@]}" "${NAMES[@]}" --format svg >"$OUT/diagram.svg"
@@ -443,14 +483,14 @@ MERGED=("$OUT/newclient-webserver.pcap" "$OUT/newclient.pcap")
 {
   echo "# The lab's answers, from the captures in $OUT"
   echo
-  echo "## 1. TCP: client1's three-way handshakes with the server (webserver.pcap, absolute numbers)"
-  "$TRACE" handshakes "$OUT/webserver.pcap" --host "${IP[client1]}"
+  echo "## 1. TCP: client1's three-way handshakes with the server (chatserver.pcap, absolute numbers)"
+  "$TRACE" handshakes "$OUT/chatserver.pcap" --host "${IP[client1]}"
   echo
   echo "## 2. UDP: the datagrams client1 sent and received (client1.pcap)"
   "$TRACE" udp "$OUT/client1.pcap"
   echo
   echo "## 3. Every packet when a new client connects and sends one direct message"
-  echo "(newclient-webserver.pcap, the server's eth0, and newclient.pcap, client1's, merged: each packet once)"
+  echo "(newclient-chatserver.pcap, the server's eth0, and newclient.pcap, client1's, merged: each packet once)"
   cat "$OUT/diagram.txt"
 } >"$OUT/answers.txt"
 cat "$OUT/answers.txt"
@@ -458,7 +498,7 @@ cat "$OUT/answers.txt"
 # The direct messages went peer to peer: in client1's capture, never in the server's.
 for text in "$DIRECT_1" "$DIRECT_2"; do
   grep -qaF -- "$text" "$OUT/client1.pcap" || die "\"$text\" is not in client1's capture"
-  if grep -qaF -- "$text" "$OUT/webserver.pcap"; then die "\"$text\" is in the server's capture"; fi
+  if grep -qaF -- "$text" "$OUT/chatserver.pcap"; then die "\"$text\" is in the server's capture"; fi
 done
 grep -qaF -- "$DIRECT_2" "$OUT/newclient.pcap" || die "the second direct message is not in newclient.pcap"
 
@@ -499,14 +539,14 @@ jq -r --argjson a "$login" --argjson b "$welcome" '.steps as $s |
 # The same three secrets, looked for in the raw bytes of each capture (what anyone on the LAN
 # records): in the plaintext run the password and the room text cross to the server and the
 # direct message goes client1 -> client2; in the encrypted run none of them may appear anywhere.
-# Each line: what, text, then present/absent in webserver.pcap, client1.pcap,
-# encrypted-webserver.pcap, encrypted-client1.pcap.
+# Each line: what, text, then present/absent in chatserver.pcap, client1.pcap,
+# encrypted-chatserver.pcap, encrypted-client1.pcap.
 EAVESDROPPER=(
   "password|alice-password|present present absent absent"
   "room text|hello room, alice here|present present absent absent"
   "direct message|$DIRECT_1|absent present absent absent"
 )
-EAVES_FILES=(webserver client1 encrypted-webserver encrypted-client1)
+EAVES_FILES=(chatserver client1 encrypted-chatserver encrypted-client1)
 : >"$OUT/secrets.txt"
 {
   printf '%-15s %-50s' "what" "text"
@@ -530,17 +570,23 @@ EAVES_FILES=(webserver client1 encrypted-webserver encrypted-client1)
 # The analyser names what the encrypted capture carries instead of calling it garbage: TLS records
 # (a ClientHello, a ServerHello, application data) and sealed datagrams (a message and its
 # acknowledgement), and no p2pchat line or clear direct message.
-"$TRACE" diagram "$OUT/encrypted-client1.pcap" "${NAMES[@]}" >"$OUT/diagram-encrypted.mmd"
-"$TRACE" diagram "$OUT/encrypted-client1.pcap" "${NAMES[@]}" --format text >"$OUT/diagram-encrypted.txt"
+# The default mode's merged diagram (the server's interface and client1's, as for the plaintext
+# one): what differs from the report's picture, drawn (the TLS handshake, the records, the sealed
+# direct message and its acknowledgement).
+ENCRYPTED=("$OUT/encrypted-chatserver.pcap" "$OUT/encrypted-client1.pcap")
+"$TRACE" diagram "${ENCRYPTED[@]}" "${NAMES[@]}" >"$OUT/diagram-encrypted.mmd"
+"$TRACE" diagram "${ENCRYPTED[@]}" "${NAMES[@]}" --format text >"$OUT/diagram-encrypted.txt"
+"$TRACE" diagram "${ENCRYPTED[@]}" "${NAMES[@]}" --format svg >"$OUT/diagram-encrypted.svg"
+"$TRACE" diagram "${ENCRYPTED[@]}" "${NAMES[@]}" --json >"$OUT/diagram-encrypted.json"
 for label in "TLS handshake ClientHello" "TLS handshake ServerHello" "TLS application_data" \
   "sealed direct message from key id" "sealed acknowledgement from key id"; do
-  grep -qF -- "$label" "$OUT/diagram-encrypted.txt" || die "p2pchat-trace shows no \"$label\" in encrypted-client1.pcap"
+  grep -qF -- "$label" "$OUT/diagram-encrypted.txt" || die "p2pchat-trace shows no \"$label\" in the encrypted run's diagram"
 done
 if grep -qF "(not p2pchat)" "$OUT/diagram-encrypted.txt"; then
-  die "p2pchat-trace calls part of encrypted-client1.pcap \"not p2pchat\""
+  die "p2pchat-trace calls part of the encrypted run's captures \"not p2pchat\""
 fi
-clear=$("$TRACE" diagram "$OUT/encrypted-client1.pcap" --json | jq -r '[.steps[].messages[]] | join(" ")')
-[ -z "$clear" ] || die "p2pchat-trace reads clear p2pchat messages in encrypted-client1.pcap: $clear"
+clear=$(jq -r '[.steps[].messages[]] | join(" ")' "$OUT/diagram-encrypted.json")
+[ -z "$clear" ] || die "p2pchat-trace reads clear p2pchat messages in the encrypted run: $clear"
 {
   echo
   echo "## 4. The encrypted run (the default mode): what an eavesdropper sees"
@@ -549,13 +595,13 @@ clear=$("$TRACE" diagram "$OUT/encrypted-client1.pcap" --json | jq -r '[.steps[]
   echo
   cat "$OUT/eavesdropper.txt"
   echo
-  echo "### client1's handshake with the TLS server (encrypted-webserver.pcap)"
-  "$TRACE" handshakes "$OUT/encrypted-webserver.pcap" --host "${IP[client1]}"
+  echo "### client1's handshake with the TLS server (encrypted-chatserver.pcap)"
+  "$TRACE" handshakes "$OUT/encrypted-chatserver.pcap" --host "${IP[client1]}"
   echo
   echo "### The sealed datagrams (encrypted-client1.pcap)"
   "$TRACE" udp "$OUT/encrypted-client1.pcap"
   echo
-  echo "### Every packet of alice's encrypted session (encrypted-client1.pcap)"
+  echo "### Every packet of the encrypted run (encrypted-chatserver.pcap and encrypted-client1.pcap, merged: each packet once)"
   cat "$OUT/diagram-encrypted.txt"
 } >>"$OUT/answers.txt"
 sed -n '/^## 4\./,$p' "$OUT/answers.txt"
@@ -564,9 +610,11 @@ sed -n '/^## 4\./,$p' "$OUT/answers.txt"
 END=$(date +%s.%N)
 echo
 say "done in $(awk -v a="$START" -v b="$END" 'BEGIN { printf "%.1f", b - a }') s"
-echo "captures: $OUT/webserver.pcap (Ethernet), $OUT/client1.pcap (Linux cooked), $OUT/newclient.pcap$([ -f "$OUT/newclient.pcapng" ] && echo " and .pcapng")"
+echo "captures: $OUT/chatserver.pcap (Ethernet), $OUT/client1.pcap (Linux cooked), $OUT/newclient.pcap$([ -f "$OUT/newclient.pcapng" ] && echo " and .pcapng")"
+echo "notebook: $OUT/answers.py (the eight answers the course's check_progress.test_4_1 and test_4_2 take)"
 echo "answers:  $OUT/answers.txt; diagram (server's and client1's captures merged): $OUT/diagram.mmd (Mermaid),"
 echo "          $OUT/diagram.txt, $OUT/diagram.svg (the report's picture: just report)"
 echo "both direct messages are in client1's capture and absent from the server's"
-echo "encrypted run: $OUT/encrypted-webserver.pcap, $OUT/encrypted-client1.pcap; the password, the room text and"
+echo "encrypted run: $OUT/encrypted-chatserver.pcap, $OUT/encrypted-client1.pcap; the password, the room text and"
 echo "          the direct message are in the plaintext captures and in neither encrypted one ($OUT/eavesdropper.txt)"
+echo "          its merged diagram: $OUT/diagram-encrypted.svg (.mmd, .txt, .json)"

@@ -3,7 +3,7 @@
 # fields (in double at signs) with the numbers of the captures in target/lab/ (or the folder given), with the
 # merged sequence diagram that `p2pchat-trace diagram --format svg` drew (target/lab/diagram.svg)
 # as its picture, and renders it with WeasyPrint into target/lab/report.pdf (at most two A4
-# pages); then ci/report-check.sh checks the PDF.
+# pages) and each page to PNG (report-1.png, report-2.png); then ci/report-check.sh checks them.
 #
 # Why WeasyPrint: Debian 12 packages it (apt-get install weasyprint: ~60 small packages, under a
 # minute), it lays out HTML and CSS for print (A4, page numbers) and draws SVG itself, so neither
@@ -17,9 +17,10 @@ cd "$(dirname "$0")/.."
 die() { echo "ci/report.sh: $*" >&2; exit 1; }
 command -v weasyprint >/dev/null 2>&1 || die "weasyprint is not installed (apt-get install weasyprint; bash ci/install.sh installs it)"
 command -v jq >/dev/null 2>&1 || die "jq is not installed"
+command -v pdftoppm >/dev/null 2>&1 || die "pdftoppm is not installed (apt-get install poppler-utils; bash ci/install.sh installs it)"
 
 LAB=${1:-target/lab}
-for f in webserver.pcap udp-client1.json diagram.json diagram.svg users.json; do
+for f in chatserver.pcap udp-client1.json diagram.json diagram.svg users.json; do
   [ -f "$LAB/$f" ] || die "$LAB/$f is missing: run just lab first"
 done
 if [ -n "${LAB_BIN:-}" ]; then
@@ -33,8 +34,8 @@ CLIENT1=10.20.30.11
 declare -A V
 V[LAB_DIR]=$LAB
 # Client1's first connection, as the server's interface saw it.
-hs=$("$TRACE" handshakes "$LAB/webserver.pcap" --host "$CLIENT1" --json | jq -e '.handshakes[0]') ||
-  die "no handshake of client1 in $LAB/webserver.pcap"
+hs=$("$TRACE" handshakes "$LAB/chatserver.pcap" --host "$CLIENT1" --json | jq -e '.handshakes[0]') ||
+  die "no handshake of client1 in $LAB/chatserver.pcap"
 for k in syn_seq syn_packet syn_ack_seq syn_ack_ack syn_ack_packet ack_packet; do
   V[${k^^}]=$(jq -r ".$k" <<<"$hs")
 done
@@ -48,6 +49,9 @@ V[UDP_DST]=$(jq -r '.dst | split(":") | last' <<<"$dm")
 V[UDP_LEN]=$(jq -r .length <<<"$dm")
 V[UDP_PAYLOAD]=$(jq -r .payload_len <<<"$dm")
 V[UDP_CHECKSUM]=$(jq -r '"0x" + (.header_hex | split(" ") | .[6:8] | join(""))' <<<"$dm")
+# The report calls it correct, as Wireshark does: the lab captures with checksum offload off.
+[ "$(jq -r .checksum_valid <<<"$dm")" = true ] ||
+  die "the direct message's UDP checksum ${V[UDP_CHECKSUM]} is not correct in $LAB/client1.pcap (captured with checksum offload on?)"
 # The merged diagram: the DNS lookup, the SYN, login and welcome, and what crossed in between.
 d=$LAB/diagram.json
 step() { jq -r "[.steps[] | select($1)] | first | $2" "$d"; }
@@ -79,5 +83,9 @@ left=$(grep -o '@@[A-Z_0-9]*@@' <<<"$html" | sort -u | tr '\n' ' ' || true)
 [ -z "$left" ] || die "docs/report/report.html names fields this script does not fill: $left"
 printf '%s\n' "$html" >"$LAB/report.html"
 weasyprint --quiet "$LAB/report.html" "$LAB/report.pdf" || die "weasyprint failed"
-echo "ci/report.sh: $LAB/report.pdf"
+# Each page as a picture at 100 % (96 dpi): what a TA sees on paper, to look at without a PDF
+# viewer; ci/report-check.sh checks there is one per page (and the text size, from the PDF).
+rm -f "$LAB"/report-*.png
+pdftoppm -r 96 -png "$LAB/report.pdf" "$LAB/report" || die "pdftoppm failed"
+echo "ci/report.sh: $LAB/report.pdf, pages as $LAB/report-N.png"
 bash ci/report-check.sh "$LAB"
