@@ -233,7 +233,7 @@ fn without_a_terminal_an_unknown_server_is_refused_and_sent_nothing_unless_trust
 }
 
 #[test]
-fn names_that_reach_one_address_share_its_pin_and_a_new_key_there_is_refused() {
+fn a_new_name_at_a_pinned_address_is_a_first_contact_and_a_new_key_there_is_refused() {
     let dir = TempDir::new().unwrap();
     let mut a = default_server(dir.path());
     let port = a.addr.port();
@@ -243,15 +243,35 @@ fn names_that_reach_one_address_share_its_pin_and_a_new_key_there_is_refused() {
     let file = known_servers(config.path());
     let answers = ["register", "alice", "alice-pass-1"];
     client(&addr, config.path(), &["--accept-new"], &answers).expect_event("welcome");
-    // Another name for the same address: not a first contact, trusted with a notice and
-    // recorded under that name with the address.
+    let first = std::fs::read_to_string(&file).unwrap();
+    // Another name for the same address (as a DNS answer made to lead there): a first contact
+    // like any other. Without a terminal or --accept-new it is refused, nothing sent, the
+    // other name said.
     let local = format!("localhost:{port}");
     let login = ["login", "alice", "alice-pass-1"];
-    let other_name = client(&local, config.path(), &[], &login).finish();
+    let batch = client(&local, config.path(), &[], &login).finish();
+    assert_eq!(batch.status.code(), Some(NOT_TRUSTED), "{batch:?}");
+    for needed in [
+        format!("{local} is not a known server and there is no terminal to ask on"),
+        format!("this key is already known for {addr} under the name {addr} (line 1)"),
+        "--accept-new".to_string(),
+        fingerprint.to_string(),
+    ] {
+        assert!(
+            batch.stderr.contains(&needed),
+            "{needed:?} in {}",
+            batch.stderr
+        );
+    }
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), first, "unchanged");
+    // With --accept-new: trusted with a notice naming the other name, recorded with the address.
+    let other_name = client(&local, config.path(), &["--accept-new"], &login).finish();
     assert!(other_name.status.success(), "{other_name:?}");
     assert!(
         other_name.stderr.contains(&format!(
-            "{local} is at {addr}, known with the same fingerprint {fingerprint} (line 1 of"
+            "first contact with {local} (--accept-new): trusting its fingerprint {fingerprint} \
+             (this key is already known for {addr} under the name {addr} (line 1)), now recorded \
+             at line 2 of"
         )),
         "{}",
         other_name.stderr
@@ -261,6 +281,11 @@ fn names_that_reach_one_address_share_its_pin_and_a_new_key_there_is_refused() {
         pinned,
         format!("{addr} {fingerprint}\n{local},{addr} {fingerprint}\n")
     );
+    // Now known by its name: no notice, nothing recorded.
+    let known = client(&local, config.path(), &[], &login).finish();
+    assert!(known.status.success(), "{known:?}");
+    assert!(!known.stderr.contains("first contact"), "{}", known.stderr);
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), pinned);
     a.terminate();
 
     // Another server (another key) at that address, reached under a third name (the address

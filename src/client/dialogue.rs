@@ -174,6 +174,13 @@ pub fn ask_trust(terminal: &mut impl Terminal, contact: &FirstContact) -> Result
          Compare it with the one the server printed at start (\"fingerprint SHA256:…\").",
         contact.server, contact.fingerprint
     ));
+    if let Some(known_as) = &contact.known_as {
+        terminal.say(&format!(
+            "Note: {known_as} of {}. A new name for a known address is still a first \
+             contact: whoever made the name lead there chose the server.",
+            contact.file.display()
+        ));
+    }
     let mut question = format!(
         "Trust it and remember it in {} (yes/no/[fingerprint])? ",
         contact.file.display()
@@ -689,6 +696,7 @@ mod tests {
             server: "chat.lan:12000".into(),
             fingerprint: Fingerprint::of_certificate(b"cert"),
             file: PathBuf::from("/home/a/.config/p2pchat/known_servers"),
+            known_as: None,
         }
     }
 
@@ -721,6 +729,29 @@ mod tests {
             ]
         );
         assert!(terminal.transcript[0].contains(&contact().fingerprint.to_string()));
+    }
+
+    #[test]
+    fn a_new_name_for_a_known_address_is_asked_about_naming_the_other_name() {
+        let contact = FirstContact {
+            known_as: Some(crate::client::known_servers::KnownAs {
+                address: "10.0.0.9:12000".into(),
+                names: vec!["10.0.0.9:12000".into()],
+                line: 3,
+            }),
+            ..contact()
+        };
+        let mut terminal = Scripted::new(&["no"]);
+        assert_eq!(ask_trust(&mut terminal, &contact).ok(), Some(false));
+        assert!(
+            terminal.transcript[1].contains(
+                "this key is already known for 10.0.0.9:12000 under the name 10.0.0.9:12000 \
+                 (line 3) of /home/a/.config/p2pchat/known_servers"
+            ),
+            "{:?}",
+            terminal.transcript
+        );
+        assert!(terminal.transcript[2].starts_with("> Trust it"));
     }
 
     #[test]

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use super::config::{LimitsError, DEFAULT_SERVER_PORT};
 use super::event::ClientEvent;
-use super::known_servers::KnownServersError;
+use super::known_servers::{KnownAs, KnownServersError};
 use super::ui::EditorError;
 use crate::connection::ReadError;
 use crate::protocol::{DecodeError, ErrorCode};
@@ -185,6 +185,9 @@ pub enum NotTrusted {
     Unknown {
         fingerprint: Fingerprint,
         file: PathBuf,
+        /// Its key is pinned at its address under other names: said, never trusted for it
+        /// (boxed: rare, and it would make every error larger).
+        known_as: Option<Box<KnownAs>>,
     },
     /// Another fingerprint at an address the file pins under another name (boxed: the largest
     /// cause, and rare).
@@ -341,14 +344,31 @@ fn not_trusted_text(f: &mut fmt::Formatter<'_>, server: &str, why: &NotTrusted) 
             f,
             "{server} is not trusted: its fingerprint {fingerprint} was not accepted; nothing was sent to it"
         ),
-        NotTrusted::Unknown { fingerprint, file } => write!(
-            f,
-            "{server} is not a known server and there is no terminal to ask on; nothing was sent \
-             to it. Its fingerprint is {fingerprint}. If that is the fingerprint the server \
-             printed at start, connect with --trust {fingerprint}; to trust whatever answers \
-             there now and record it in {}, connect once with --accept-new",
-            file.display()
-        ),
+        NotTrusted::Unknown {
+            fingerprint,
+            file,
+            known_as,
+        } => {
+            write!(
+                f,
+                "{server} is not a known server and there is no terminal to ask on; nothing was sent \
+                 to it. Its fingerprint is {fingerprint}"
+            )?;
+            if let Some(known_as) = known_as {
+                write!(
+                    f,
+                    " ({known_as} of {}; a new name is still a first contact)",
+                    file.display()
+                )?;
+            }
+            write!(
+                f,
+                ". If that is the fingerprint the server printed at start, connect with --trust \
+                 {fingerprint}; to trust whatever answers there now and record it in {}, connect \
+                 once with --accept-new",
+                file.display()
+            )
+        }
         NotTrusted::AddressChanged(changed) => write!(
             f,
             "\n\

@@ -11,8 +11,11 @@
 //!
 //! The file decides whom the client sends its password to, so it is used only when no one else
 //! could have written it ([`Exposure`]): a symbolic link at its path, a file that belongs to
-//! another user (not root) or that the group or others may write, or a folder others may write
-//! to (without the sticky bit) or that belongs to another user, is refused with what to do. Lines are appended when a server is trusted, and removed only by
+//! another user (not root) or that the group or others may write, or a folder the group or
+//! others may write to (without the sticky bit) or that belongs to another user, is refused with
+//! what to do. The file is read from one handle opened with `O_NOFOLLOW` whose type, owner and
+//! mode are checked, so what is checked is what is read. Lines are appended when a server is
+//! trusted, and removed only by
 //! [`forget`] (`p2pchat-client --forget`, OpenSSH's `ssh-keygen -R`), which writes the rest to a
 //! new file and renames it over the old one, so the file is never seen half written. Where the
 //! file lives by default is [`default_path`]. This module never decides whether to trust a
@@ -21,7 +24,7 @@
 use std::collections::BTreeSet;
 use std::fmt;
 use std::fs::{self, OpenOptions, Permissions};
-use std::io::{self, Write};
+use std::io::{self, Read, Write};
 use std::net::SocketAddr;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
@@ -99,7 +102,8 @@ pub enum Exposure {
     Owner { path: PathBuf, owner: u32 },
     /// The group or others may write to the file.
     Writable { path: PathBuf, mode: u32 },
-    /// Others may write to the folder, which has no sticky bit: anyone may replace the file.
+    /// The group or others may write to the folder, which has no sticky bit: they may replace
+    /// the file.
     FolderWritable { folder: PathBuf, mode: u32 },
 }
 
@@ -130,8 +134,8 @@ impl fmt::Display for Exposure {
             ),
             Exposure::FolderWritable { folder, mode } => write!(
                 f,
-                "folder {} has mode {mode:04o}: anyone can replace the known-servers file in it \
-                 (run `chmod o-w {}`)",
+                "folder {} has mode {mode:04o}: others can replace the known-servers file in it \
+                 (run `chmod go-w {}`)",
                 folder.display(),
                 folder.display()
             ),
@@ -149,40 +153,57 @@ fn effective_uid() -> u32 {
 /// # Errors
 /// The file or its folder cannot be examined.
 pub fn exposure(path: &Path) -> io::Result<Option<Exposure>> {
-    let ours = |uid: u32| uid == effective_uid() || uid == 0;
+    if let Some(exposure) = folder_exposure(path)? {
+        return Ok(Some(exposure));
+    }
+    Ok(match fs::symlink_metadata(path) {
+        Ok(meta) => file_exposure(path, &meta, meta.file_type().is_symlink()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+        Err(e) => return Err(e),
+    })
+}
+
+fn ours(uid: u32) -> bool {
+    uid == effective_uid() || uid == 0
+}
+
+/// What about the file's folder lets someone else replace the file: another owner (not root),
+/// or write access for the group or others without the sticky bit (as the users file's check,
+/// `user_store::folder`). `None` too when the folder does not exist.
+fn folder_exposure(path: &Path) -> io::Result<Option<Exposure>> {
     let folder = match path.parent().filter(|p| !p.as_os_str().is_empty()) {
         Some(folder) => folder,
         None => Path::new("."),
     };
-    match fs::metadata(folder) {
-        Ok(meta) => {
-            let mode = meta.mode() & 0o7777;
-            if !ours(meta.uid()) {
-                return Ok(Some(Exposure::Owner {
-                    path: folder.into(),
-                    owner: meta.uid(),
-                }));
-            }
-            if mode & OTHERS_WRITE != 0 && mode & STICKY == 0 {
-                return Ok(Some(Exposure::FolderWritable {
-                    folder: folder.into(),
-                    mode,
-                }));
-            }
-        }
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(e),
-    }
-    let meta = match fs::symlink_metadata(path) {
+    let meta = match fs::metadata(folder) {
         Ok(meta) => meta,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(e),
     };
     let mode = meta.mode() & 0o7777;
-    Ok(if !meta.file_type().is_file() {
+    Ok(if !ours(meta.uid()) {
+        Some(Exposure::Owner {
+            path: folder.into(),
+            owner: meta.uid(),
+        })
+    } else if mode & (GROUP_WRITE | OTHERS_WRITE) != 0 && mode & STICKY == 0 {
+        Some(Exposure::FolderWritable {
+            folder: folder.into(),
+            mode,
+        })
+    } else {
+        None
+    })
+}
+
+/// What about the file itself, as `meta` describes it (`link`: it is a symbolic link), lets
+/// someone else have written it.
+fn file_exposure(path: &Path, meta: &fs::Metadata, link: bool) -> Option<Exposure> {
+    let mode = meta.mode() & 0o7777;
+    if link || !meta.file_type().is_file() {
         Some(Exposure::NotAFile {
             path: path.into(),
-            link: meta.file_type().is_symlink(),
+            link,
         })
     } else if !ours(meta.uid()) {
         Some(Exposure::Owner {
@@ -196,7 +217,69 @@ pub fn exposure(path: &Path) -> io::Result<Option<Exposure>> {
         })
     } else {
         None
-    })
+    }
+}
+
+/// The file's text, read from one handle opened without following a link at its path (and
+/// without blocking on a FIFO), after checking the folder and then that handle's type, owner
+/// and mode — so what is read is what was checked. An empty text when there is no file.
+fn read_checked(path: &Path) -> Result<String, KnownServersError> {
+    let read_error = |source| KnownServersError::Read {
+        path: path.into(),
+        source,
+    };
+    if let Some(exposure) = folder_exposure(path).map_err(read_error)? {
+        return Err(KnownServersError::Exposed { exposure });
+    }
+    let mut file = match OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .open(path)
+    {
+        Ok(file) => file,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(String::new()),
+        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
+            let exposure = Exposure::NotAFile {
+                path: path.into(),
+                link: true,
+            };
+            return Err(KnownServersError::Exposed { exposure });
+        }
+        Err(e) => return Err(read_error(e)),
+    };
+    let meta = file.metadata().map_err(read_error)?;
+    if let Some(exposure) = file_exposure(path, &meta, false) {
+        return Err(KnownServersError::Exposed { exposure });
+    }
+    let mut text = String::new();
+    file.read_to_string(&mut text).map_err(read_error)?;
+    Ok(text)
+}
+
+/// A server met for the first time under this name whose key the file already pins at the
+/// address it answered at, under other names (OpenSSH: "This host key is known by the following
+/// other names/addresses"). Not a reason to trust it: whoever made the name lead there (a DNS
+/// answer, a hosts file) chose the server, so it is a first contact like any other.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KnownAs {
+    /// The address, as the file writes it.
+    pub address: String,
+    /// The names the key is pinned under at that address, in the file's order.
+    pub names: Vec<String>,
+    /// The first of those lines.
+    pub line: usize,
+}
+
+impl std::fmt::Display for KnownAs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "this key is already known for {} under the name {} (line {})",
+            self.address,
+            self.names.join(", "),
+            self.line
+        )
+    }
 }
 
 /// One trusted server.
@@ -226,23 +309,11 @@ impl KnownServers {
     /// Someone else could have written the file ([`Exposure`]), it cannot be read, or it has a
     /// line that is not an entry.
     pub fn load(path: &Path) -> Result<Self, KnownServersError> {
-        let read_error = |source| KnownServersError::Read {
-            path: path.into(),
-            source,
-        };
-        if let Some(exposure) = exposure(path).map_err(read_error)? {
-            return Err(KnownServersError::Exposed { exposure });
-        }
-        let text = match fs::read_to_string(path) {
-            Ok(text) => text,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => String::new(),
-            Err(source) => {
-                return Err(KnownServersError::Read {
-                    path: path.into(),
-                    source,
-                })
-            }
-        };
+        Self::parse(path, &read_checked(path)?)
+    }
+
+    /// The entries of `text`, read from the file at `path`.
+    fn parse(path: &Path, text: &str) -> Result<Self, KnownServersError> {
         let mut entries = Vec::new();
         let mut lines = 0;
         for (index, text) in text.lines().enumerate() {
@@ -331,14 +402,21 @@ impl KnownServers {
             return Err(KnownServersError::Exposed { exposure });
         }
         let mut file = OpenOptions::new()
+            .read(true)
             .append(true)
             .create(true)
             .mode(FILE_MODE)
-            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
             .open(&self.path)
             .map_err(write_error)?;
+        // The handle written to is the one checked.
+        let meta = file.metadata().map_err(write_error)?;
+        if let Some(exposure) = file_exposure(&self.path, &meta, false) {
+            return Err(KnownServersError::Exposed { exposure });
+        }
         // A file whose last line has no newline (edited by hand) gets one first.
-        let text = fs::read(&self.path).map_err(write_error)?;
+        let mut text = Vec::new();
+        file.read_to_end(&mut text).map_err(write_error)?;
         let address = address.map(key).filter(|address| *address != key(server));
         let mut line = match &address {
             Some(address) => format!("{},{address} {fingerprint}\n", key(server)),
@@ -374,7 +452,9 @@ const FILE_MODE: u32 = 0o600;
 /// # Errors
 /// The file cannot be read, has a line that is not an entry, or cannot be replaced.
 pub fn forget(path: &Path, server: &str) -> Result<Vec<Entry>, KnownServersError> {
-    let known = KnownServers::load(path)?;
+    // Read once: the lines kept are the lines parsed.
+    let text = read_checked(path)?;
+    let known = KnownServers::parse(path, &text)?;
     let key = key(server);
     let removed: Vec<Entry> = known
         .entries
@@ -388,10 +468,6 @@ pub fn forget(path: &Path, server: &str) -> Result<Vec<Entry>, KnownServersError
         path: path.into(),
         source,
     };
-    let text = fs::read_to_string(path).map_err(|source| KnownServersError::Read {
-        path: path.into(),
-        source,
-    })?;
     let gone: BTreeSet<usize> = removed.iter().map(|entry| entry.line).collect();
     let kept: String = text
         .split_inclusive('\n')
@@ -620,6 +696,41 @@ mod tests {
         // A sticky folder (like /tmp): others cannot replace the file.
         fs::set_permissions(dir.path(), Permissions::from_mode(0o1777)).unwrap();
         assert!(KnownServers::load(&path).is_ok());
+        fs::set_permissions(dir.path(), Permissions::from_mode(0o700)).unwrap();
+    }
+
+    #[test]
+    fn a_folder_its_group_may_write_is_refused_unless_sticky() {
+        let dir = TempDir::new().unwrap();
+        let path = dir.path().join("known_servers");
+        fs::write(&path, format!("h:1 {}\n", fingerprint(b"a"))).unwrap();
+        fs::set_permissions(&path, Permissions::from_mode(0o600)).unwrap();
+        fs::set_permissions(dir.path(), Permissions::from_mode(0o770)).unwrap();
+        match KnownServers::load(&path) {
+            Err(KnownServersError::Exposed { exposure }) => {
+                assert_eq!(
+                    exposure,
+                    Exposure::FolderWritable {
+                        folder: dir.path().into(),
+                        mode: 0o770
+                    }
+                );
+                assert!(exposure.to_string().contains("chmod go-w"), "{exposure}");
+            }
+            other => panic!("{other:?}"),
+        }
+        let mut known = KnownServers {
+            path: path.clone(),
+            entries: Vec::new(),
+            lines: 1,
+        };
+        assert!(known.add("h:2", None, fingerprint(b"b")).is_err());
+        assert!(forget(&path, "h:1").is_err());
+        // Sticky, the group cannot replace the file; 0750 gives it no write access.
+        for mode in [0o1770, 0o750] {
+            fs::set_permissions(dir.path(), Permissions::from_mode(mode)).unwrap();
+            assert!(KnownServers::load(&path).is_ok(), "{mode:o}");
+        }
         fs::set_permissions(dir.path(), Permissions::from_mode(0o700)).unwrap();
     }
 }

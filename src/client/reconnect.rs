@@ -144,11 +144,7 @@ fn as_pinned(error: ClientError, trusted: Option<&TrustOutcome>) -> ClientError 
                     required,
                 },
         },
-        Some(
-            TrustOutcome::Known { file, line, .. }
-            | TrustOutcome::Recorded { file, line, .. }
-            | TrustOutcome::KnownAddress { file, line, .. },
-        ),
+        Some(TrustOutcome::Known { file, line, .. } | TrustOutcome::Recorded { file, line, .. }),
     ) = (&error, trusted)
     else {
         return error;

@@ -1,7 +1,9 @@
 //! How the client secures its connection before it says anything: the TLS handshake, the check
 //! of the server's fingerprint against `--trust` or the known-servers file (under the name typed
 //! and at the address it answered at: OpenSSH's `CheckHostIP`), the first-contact decision (ask
-//! the person; `--accept-new`; else refuse, as OpenSSH in batch mode), and telling a plaintext
+//! the person; `--accept-new`; else refuse, as OpenSSH in batch mode) — also for a new name at an
+//! address known with the same key, which is said in the question ([`KnownAs`]) but never
+//! trusted without one of the two — and telling a plaintext
 //! server (or a refusal sent before TLS) apart from a broken one.
 //!
 //! The password is never at risk here: this runs to the end — handshake, fingerprint checked or
@@ -20,7 +22,7 @@ use futures::io::{AsyncRead, AsyncWrite};
 use futures_rustls::TlsConnector;
 
 use super::error::{AddressChanged, ClientError, Local, NotP2pchat, NotTrusted, Unreachable};
-use super::known_servers::{self, KnownServers};
+use super::known_servers::{self, KnownAs, KnownServers};
 use crate::connection::Stream;
 use crate::protocol::{decode_server, ServerMessage};
 use crate::runtime::{self, TcpStream};
@@ -72,6 +74,8 @@ pub struct FirstContact {
     pub fingerprint: Fingerprint,
     /// Where it will be recorded.
     pub file: PathBuf,
+    /// The same key is already pinned at the address it answered at, under other names.
+    pub known_as: Option<KnownAs>,
 }
 
 /// Why the client trusted the server it is connected to.
@@ -85,22 +89,14 @@ pub enum TrustOutcome {
         file: PathBuf,
         line: usize,
     },
-    /// Met for the first time and recorded at `line` of `file`; `asked` if the person said yes.
+    /// Met for the first time (under this name; its key may be `known_as` others at its
+    /// address) and recorded at `line` of `file`; `asked` if the person said yes.
     Recorded {
         fingerprint: Fingerprint,
         file: PathBuf,
         line: usize,
         asked: bool,
-    },
-    /// Not known by the name typed, but its fingerprint is the one pinned at `address` (line
-    /// `known_line` of `file`): the same server under another name. Recorded under this name at
-    /// `line`.
-    KnownAddress {
-        fingerprint: Fingerprint,
-        file: PathBuf,
-        line: usize,
-        address: String,
-        known_line: usize,
+        known_as: Option<KnownAs>,
     },
 }
 
@@ -110,8 +106,7 @@ impl TrustOutcome {
         match self {
             TrustOutcome::Required { fingerprint }
             | TrustOutcome::Known { fingerprint, .. }
-            | TrustOutcome::Recorded { fingerprint, .. }
-            | TrustOutcome::KnownAddress { fingerprint, .. } => *fingerprint,
+            | TrustOutcome::Recorded { fingerprint, .. } => *fingerprint,
         }
     }
 }
@@ -199,30 +194,35 @@ pub async fn establish(
             changed(known, pin, entry, fingerprint),
         ));
     }
+    let typed = known_servers::key(server);
     let outcome = match pinned.first() {
         Some((PinnedBy::Name, entry)) => TrustOutcome::Known {
             fingerprint,
             file: known.path().into(),
             line: entry.line,
         },
-        Some((PinnedBy::Address(at), entry)) => {
-            let (at, known_line) = (at.clone(), entry.line);
-            let entry = known
-                .add(server, address.as_deref(), fingerprint)
-                .map_err(Local::KnownServers)?;
-            TrustOutcome::KnownAddress {
-                fingerprint,
-                file: known.path().into(),
-                line: entry.line,
-                address: at,
-                known_line,
-            }
-        }
-        None => {
+        // The address typed as it is recorded beside a name: known by that line.
+        Some((PinnedBy::Address(at), entry)) if *at == typed => TrustOutcome::Known {
+            fingerprint,
+            file: known.path().into(),
+            line: entry.line,
+        },
+        // A new name at a pinned address is a first contact (every pin there has this key,
+        // checked above): the name may have been made to lead there.
+        _ => {
+            let known_as = match (pinned.first(), address.as_deref()) {
+                (Some((_, first)), Some(at)) => Some(KnownAs {
+                    address: at.to_string(),
+                    names: pinned.iter().map(|(_, e)| e.server.clone()).collect(),
+                    line: first.line,
+                }),
+                _ => None,
+            };
             let contact = FirstContact {
                 server: server.to_string(),
                 fingerprint,
                 file: known.path().into(),
+                known_as,
             };
             let asked = match first_contact {
                 Some(FirstUse::Ask(mut ask)) => {
@@ -241,6 +241,7 @@ pub async fn establish(
                         NotTrusted::Unknown {
                             fingerprint,
                             file: contact.file,
+                            known_as: contact.known_as.map(Box::new),
                         },
                     ))
                 }
@@ -253,6 +254,7 @@ pub async fn establish(
                 file: contact.file,
                 line: entry.line,
                 asked,
+                known_as: contact.known_as,
             }
         }
     };

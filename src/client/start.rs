@@ -147,7 +147,7 @@ pub fn forget_and_tell(args: &ClientArgs, server: &str) -> i32 {
 /// Connects as the flags say, with every setting of the client applied. On a `terminal` the
 /// client connects again when it loses the server (unless `--no-reconnect`); elsewhere only with
 /// `--reconnect`. A server met for the first time and trusted without asking (`--accept-new`),
-/// or known only at its address under another name, is told on stderr, so that a script's log
+/// (saying when its key is known at its address under another name), is told on stderr, so that a script's log
 /// shows what was pinned.
 ///
 /// # Errors
@@ -155,29 +155,23 @@ pub fn forget_and_tell(args: &ClientArgs, server: &str) -> i32 {
 pub async fn connect(args: &ClientArgs, terminal: bool) -> Result<Client, ClientError> {
     let transport = transport(args, terminal)?;
     let mut client = Client::connect(&args.server, args.p2p_port, transport).await?;
-    match client.trust() {
-        Some(TrustOutcome::Recorded {
-            fingerprint,
-            file,
-            line,
-            asked: false,
-        }) => eprintln!(
-            "p2pchat-client: first contact with {} (--accept-new): trusting its fingerprint {fingerprint}, now recorded at line {line} of {}",
+    if let Some(TrustOutcome::Recorded {
+        fingerprint,
+        file,
+        line,
+        asked: false,
+        known_as,
+    }) = client.trust()
+    {
+        let also = known_as
+            .as_ref()
+            .map(|known_as| format!(" ({known_as})"))
+            .unwrap_or_default();
+        eprintln!(
+            "p2pchat-client: first contact with {} (--accept-new): trusting its fingerprint {fingerprint}{also}, now recorded at line {line} of {}",
             args.server,
             file.display()
-        ),
-        Some(TrustOutcome::KnownAddress {
-            fingerprint,
-            file,
-            line,
-            address,
-            known_line,
-        }) => eprintln!(
-            "p2pchat-client: {} is at {address}, known with the same fingerprint {fingerprint} (line {known_line} of {}): trusted, now recorded under this name too at line {line}",
-            args.server,
-            file.display()
-        ),
-        _ => {}
+        )
     }
     client.set_direct_limits(args.direct_limits())?;
     client.set_plaintext(args.plaintext);
