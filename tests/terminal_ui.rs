@@ -51,6 +51,20 @@ impl Room {
         alice
     }
 
+    /// alice on a terminal at `home`, registered, her lines without the time and colour (names
+    /// stay bold), at the prompt.
+    fn plain_alice(&self, home: &std::path::Path) -> TerminalClient {
+        let mut alice = TerminalClient::start_at_home(
+            self.server.addr,
+            &["--no-timestamps"],
+            &[("NO_COLOR", "1")],
+            home,
+        );
+        alice.register("alice", "alice-password");
+        alice.wait_for("> ");
+        alice
+    }
+
     /// Waits until bob has the room message `text` from alice.
     fn bob_hears(&mut self, text: &str) {
         self.bob.expect(&format!("alice says {text:?}"), |e| {
@@ -315,14 +329,7 @@ fn names_are_coloured_on_a_terminal_and_never_with_no_color() {
 fn own_lines_show_as_name_and_text() {
     let mut room = room();
     let home = tempfile::tempdir().unwrap();
-    let mut alice = TerminalClient::start_at_home(
-        room.server.addr,
-        &["--no-timestamps"],
-        &[("NO_COLOR", "1")],
-        home.path(),
-    );
-    alice.register("alice", "alice-password");
-    alice.wait_for("> ");
+    let mut alice = room.plain_alice(home.path());
     let from = alice.seen;
     alice.type_keys("hello room\r");
     room.bob_hears("hello room");
@@ -338,14 +345,7 @@ fn own_lines_show_as_name_and_text() {
 fn your_own_action_shows_as_star_your_name() {
     let mut room = room();
     let home = tempfile::tempdir().unwrap();
-    let mut alice = TerminalClient::start_at_home(
-        room.server.addr,
-        &["--no-timestamps"],
-        &[("NO_COLOR", "1")],
-        home.path(),
-    );
-    alice.register("alice", "alice-password");
-    alice.wait_for("> ");
+    let mut alice = room.plain_alice(home.path());
     let from = alice.seen;
     alice.type_keys("/me waves\r");
     room.bob.expect("alice's action", |e| {
