@@ -62,6 +62,16 @@ impl Dialect {
         }
     }
 
+    /// What a probe of the handshake storm sends once connected: nothing to p2pchat (its `hello`
+    /// comes unasked); to IRC a `PING`, whose answer (a `PONG`, or 451 "not registered") is the
+    /// server's first line.
+    pub fn probe(self) -> Option<Vec<u8>> {
+        match self {
+            Dialect::P2pchat => None,
+            Dialect::Irc => Some(b"PING :probe\r\n".to_vec()),
+        }
+    }
+
     /// p2pchat's `login` or `register` (after `hello`); IRC's JOIN (after 001).
     pub fn enter(self, name: &str, password: &str, register: bool) -> Vec<u8> {
         match self {

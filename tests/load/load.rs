@@ -13,13 +13,21 @@
 //!   `--accounts` accounts already on file, while logins run beside them.
 //! - `default-burst`: every default flag, a full room (64) where each client sends a whole flood
 //!   burst (10 lines) at once: how many readers the server disconnects.
+//! - `handshakes`: a storm of `--handshakes` new connections, `--handshakes-in-flight` at a time,
+//!   each closed once the server's first line arrived (after the TLS handshake with `--tls`):
+//!   connections per second, no login.
+//! - `quiet-room`: a room of `--quiet-room-clients` where one line goes out every
+//!   `--quiet-room-interval-ms`: the latency of a room that is not busy (`paced` is the busy one).
+//!
+//! Every workload runs in plaintext (the default), over TLS (`--tls`: p2pchat's default; ngircd's
+//! `[SSL]` port), or both one after the other (`--both`, as `just bench` runs it).
 //!
 //! Correct before fast: every expected line is counted per receiver and checked in order per
 //! sender; losses, disorder and disconnects are printed with the speed. Every phase stops by
 //! itself: when done, after `--quiet` seconds without a byte, or at `--limit` seconds.
 //!
 //! Without `--bench` (as `cargo test --all-targets` runs it) it is a smoke test: tiny sizes,
-//! p2pchat only, exit 1 on any loss.
+//! p2pchat only, plaintext and TLS, exit 1 on any loss.
 
 mod dialect;
 mod histogram;
@@ -49,6 +57,8 @@ pub enum LoadError {
     NotListening(&'static str, String),
     #[error("the seed registration failed: {0}")]
     Seed(String),
+    #[error("cannot set up TLS: {0}")]
+    Tls(String),
 }
 
 impl LoadError {
@@ -64,6 +74,8 @@ enum Workload {
     Idle,
     Registrations,
     DefaultBurst,
+    Handshakes,
+    QuietRoom,
 }
 
 /// p2pchat's load generator: fan-out, idle clients, registrations; side by side with ngircd.
@@ -111,6 +123,28 @@ struct Args {
     /// Seconds without a byte after which a phase with lines missing stops waiting for them.
     #[arg(long, default_value_t = 2)]
     quiet: u64,
+    /// New connections in the `handshakes` storm.
+    #[arg(long, default_value_t = 5000)]
+    handshakes: usize,
+    /// Connections of the `handshakes` storm in flight at once (connect to first line).
+    #[arg(long, default_value_t = 64)]
+    handshakes_in_flight: usize,
+    /// Clients in the `quiet-room`.
+    #[arg(long, default_value_t = 5)]
+    quiet_room_clients: usize,
+    /// Lines one client sends in the `quiet-room`.
+    #[arg(long, default_value_t = 20)]
+    quiet_room_lines: u32,
+    /// Milliseconds between two lines in the `quiet-room`.
+    #[arg(long, default_value_t = 500)]
+    quiet_room_interval_ms: u64,
+    /// Over TLS: p2pchat's default (its key and certificate made for the run and pinned by the
+    /// clients), and ngircd's `[SSL]` port.
+    #[arg(long, conflicts_with = "both")]
+    tls: bool,
+    /// Every workload in plaintext, then every workload over TLS.
+    #[arg(long)]
+    both: bool,
     /// Run p2pchat alone even when ngircd is installed.
     #[arg(long)]
     no_ngircd: bool,
@@ -154,7 +188,16 @@ fn smoke_sizes(args: &mut Args) {
         Workload::Paced,
         Workload::Idle,
         Workload::Registrations,
+        Workload::Handshakes,
+        Workload::QuietRoom,
     ];
+    args.both = true;
+    args.tls = false;
+    args.handshakes = 30;
+    args.handshakes_in_flight = 4;
+    args.quiet_room_clients = 3;
+    args.quiet_room_lines = 3;
+    args.quiet_room_interval_ms = 20;
     args.clients = 20;
     args.senders = 3;
     args.messages = 20;
@@ -170,8 +213,6 @@ fn smoke_sizes(args: &mut Args) {
 
 /// Runs the chosen workloads; false when a workload that must be lossless lost lines.
 fn run(args: &Args) -> Result<bool, LoadError> {
-    let all = args.workloads.is_empty();
-    let wants = |w| all || args.workloads.contains(&w);
     let ngircd = if args.no_ngircd {
         println!("ngircd: not run (--no-ngircd)");
         None
@@ -189,11 +230,36 @@ fn run(args: &Args) -> Result<bool, LoadError> {
         std::thread::available_parallelism().map_or(1, |n| n.get())
     );
     let hash = target::bench_hash(&args.server)?;
+    let modes: &[bool] = if args.both {
+        &[false, true]
+    } else if args.tls {
+        &[true]
+    } else {
+        &[false]
+    };
+    let mut clean = true;
+    for &tls in modes {
+        clean &= run_mode(args, &hash, ngircd.as_deref(), tls)?;
+    }
+    let (load1, _) = load_average();
+    println!("load average at end {load1:.2}");
+    Ok(clean)
+}
+
+/// Every chosen workload in one mode (plaintext, or TLS); false when one lost lines.
+fn run_mode(args: &Args, hash: &str, ngircd: Option<&Path>, tls: bool) -> Result<bool, LoadError> {
+    let all = args.workloads.is_empty();
+    let wants = |w| all || args.workloads.contains(&w);
+    let mode = if tls { "TLS" } else { "plaintext" };
+    let (load1, _) = load_average();
+    println!("\n######## {mode}: load average {load1:.2} ########");
+    let hash = hash.to_owned();
+    let targets = |clients| targets(args, &hash, ngircd, clients, tls);
     let mut clean = true;
 
     if wants(Workload::Burst) || wants(Workload::Paced) {
         let mut columns = Vec::new();
-        for server in targets(args, &hash, ngircd.as_deref(), args.clients)? {
+        for server in targets(args.clients)? {
             columns.push(room_workloads(args, server, &wants)?);
         }
         for (i, title) in [
@@ -215,29 +281,55 @@ fn run(args: &Args) -> Result<bool, LoadError> {
         {
             let column: Vec<_> = columns.iter().filter_map(|c| c[i].clone()).collect();
             if !column.is_empty() {
-                clean &= print_table(title, &column);
+                clean &= print_table(&format!("{title} ({mode})"), &column);
             }
         }
     }
     if wants(Workload::Idle) {
         let mut column = Vec::new();
-        for server in targets(args, &hash, ngircd.as_deref(), args.idle_clients)? {
+        for server in targets(args.idle_clients)? {
             column.push(idle_workload(args, server)?);
         }
         clean &= print_table(
             &format!(
-                "idle: {} clients log in, {} in flight, then idle {} s",
+                "idle: {} clients log in, {} in flight, then idle {} s ({mode})",
                 args.idle_clients, args.in_flight, args.idle_seconds
+            ),
+            &column,
+        );
+    }
+    if wants(Workload::Handshakes) {
+        let mut column = Vec::new();
+        for server in targets(0)? {
+            column.push(handshakes_workload(args, server)?);
+        }
+        clean &= print_table(
+            &format!(
+                "handshakes: {} new connections, {} in flight, each closed at the server's first line ({mode})",
+                args.handshakes, args.handshakes_in_flight
+            ),
+            &column,
+        );
+    }
+    if wants(Workload::QuietRoom) {
+        let mut column = Vec::new();
+        for server in targets(args.quiet_room_clients)? {
+            column.push(quiet_room_workload(args, server)?);
+        }
+        clean &= print_table(
+            &format!(
+                "quiet room: {} clients, one line every {} ms, {} lines ({mode})",
+                args.quiet_room_clients, args.quiet_room_interval_ms, args.quiet_room_lines
             ),
             &column,
         );
     }
     if wants(Workload::Registrations) {
         for &accounts in &args.accounts {
-            let measure = registrations_workload(args, &hash, accounts)?;
+            let measure = registrations_workload(args, &hash, accounts, tls)?;
             clean &= print_table(
                 &format!(
-                    "registrations: {} one after another, {accounts} accounts on file, logins beside them",
+                    "registrations: {} one after another, {accounts} accounts on file, logins beside them ({mode})",
                     args.registrations
                 ),
                 &[measure],
@@ -245,15 +337,13 @@ fn run(args: &Args) -> Result<bool, LoadError> {
         }
     }
     if wants(Workload::DefaultBurst) {
-        let measure = default_burst(args, &hash)?;
+        let measure = default_burst(args, &hash, tls)?;
         // The disconnects are the finding (issue 13), not the generator's failure.
         print_table(
-            "default-burst: every default flag, a full room each sending a whole flood burst",
+            &format!("default-burst: every default flag, a full room each sending a whole flood burst ({mode})"),
             &[measure],
         );
     }
-    let (load1, _) = load_average();
-    println!("load average at end {load1:.2}");
     Ok(clean)
 }
 
@@ -271,11 +361,12 @@ fn load_average() -> (f64, f64) {
     (fields.next().unwrap_or(0.0), fields.next().unwrap_or(0.0))
 }
 
-/// The flags that raise p2pchat's limits for a run with `clients` clients.
-fn raised_limits(clients: usize) -> Vec<(&'static str, String)> {
+/// The flags that raise p2pchat's limits for a run with `clients` clients (`--plaintext` unless
+/// over TLS; TLS's own timeouts stay at their defaults: a handshake in time is part of the load).
+fn raised_limits(clients: usize, tls: bool) -> Vec<(&'static str, String)> {
     let many = "1000000".to_string();
-    vec![
-        ("--plaintext", String::new()),
+    let mut flags = mode_flags(tls);
+    flags.extend([
         ("--scrypt-log-n", BENCH_LOG_N.into()),
         ("--max-clients", (clients + 64).to_string()),
         ("--max-pending-per-ip", "1000".into()),
@@ -287,7 +378,17 @@ fn raised_limits(clients: usize) -> Vec<(&'static str, String)> {
         ("--send-queue-bytes", (1u64 << 30).to_string()),
         ("--auth-timeout", "3600".into()),
         ("--ping-interval", "3600".into()),
-    ]
+    ]);
+    flags
+}
+
+/// `--plaintext`, or nothing for TLS (the server's default).
+fn mode_flags(tls: bool) -> Vec<(&'static str, String)> {
+    if tls {
+        Vec::new()
+    } else {
+        vec![("--plaintext", String::new())]
+    }
 }
 
 /// p2pchat with accounts u0..u{clients} on file and its limits raised, then ngircd if asked.
@@ -296,15 +397,17 @@ fn targets(
     hash: &str,
     ngircd: Option<&Path>,
     clients: usize,
+    tls: bool,
 ) -> Result<Vec<Target>, LoadError> {
     let mut list = vec![p2pchat_with_accounts(
         args,
         hash,
         clients,
-        &raised_limits(clients),
+        &raised_limits(clients, tls),
+        tls,
     )?];
     if let Some(bin) = ngircd {
-        list.push(Target::ngircd(bin)?);
+        list.push(Target::ngircd(bin, tls)?);
     }
     Ok(list)
 }
@@ -314,6 +417,7 @@ fn p2pchat_with_accounts(
     hash: &str,
     accounts: usize,
     flags: &[(&str, String)],
+    tls: bool,
 ) -> Result<Target, LoadError> {
     let dir = TempDir::new().map_err(LoadError::io("make a temporary folder"))?;
     target::write_users(
@@ -322,7 +426,7 @@ fn p2pchat_with_accounts(
         hash,
     )
     .map_err(LoadError::io("write the users file"))?;
-    Target::p2pchat(&args.server, dir, flags)
+    Target::p2pchat(&args.server, dir, flags, tls)
 }
 
 /// One server's figures for one workload: a column of a table.
@@ -353,6 +457,10 @@ struct Measure {
     /// Extra rows particular to a workload.
     extra: Vec<(String, String)>,
     stopped: Option<&'static str>,
+    /// Whether the clients spoke TLS, and what the first of them negotiated (version, suite):
+    /// a TLS run in which no handshake completed measured nothing.
+    tls: bool,
+    negotiated: Option<String>,
     /// Logins or registrations that did not finish within `--limit`: a figure, not a loss.
     shortfall_ok: bool,
 }
@@ -363,6 +471,7 @@ impl Measure {
             && self.out_of_order == 0
             && self.malformed == 0
             && self.disconnected == 0
+            && (!self.tls || self.negotiated.is_some())
     }
 }
 
@@ -414,6 +523,8 @@ fn measure(
             .join(", "),
         send_queue_exceeded: (server.dialect == Dialect::P2pchat)
             .then(|| server.log_count("send queue exceeded")),
+        tls: reactor.is_tls(),
+        negotiated: reactor.counters.negotiated.clone(),
         ..Measure::default()
     }
 }
@@ -514,7 +625,7 @@ fn room_workloads(
     wants: &dyn Fn(Workload) -> bool,
 ) -> Result<Vec<Option<Measure>>, LoadError> {
     let n = args.clients;
-    let mut reactor = Reactor::new(server.dialect, server.addr, n as u64)
+    let mut reactor = Reactor::new(server.dialect, server.addr, server.tls.clone(), n as u64)
         .map_err(LoadError::io("set up epoll"))?;
     let fill = fill_room(&mut reactor, &server, args, n, args.fill_in_flight)?;
     if fill.arrived as usize != n {
@@ -549,7 +660,7 @@ fn room_workloads(
             args,
             &senders,
             &counts,
-            Some(args.rate),
+            Some(Duration::from_secs_f64(1.0 / args.rate.max(1) as f64)),
         )?)
     } else {
         None
@@ -557,7 +668,7 @@ fn room_workloads(
     Ok(vec![Some(fill), burst, paced])
 }
 
-/// Sends `counts[s]` messages from each sender `senders[s]` (at once, or `rate` per second in all,
+/// Sends `counts[s]` messages from each sender `senders[s]` (at once, or one every `interval`,
 /// round-robin) and waits for every delivery.
 fn fan_out(
     reactor: &mut Reactor,
@@ -565,7 +676,7 @@ fn fan_out(
     args: &Args,
     senders: &[usize],
     counts: &[u32],
-    rate: Option<u32>,
+    interval: Option<Duration>,
 ) -> Result<Measure, LoadError> {
     reactor.start_measuring(senders.len());
     let in_room: Vec<usize> = (0..reactor.clients.len())
@@ -583,7 +694,7 @@ fn fan_out(
         .sum();
     let before = mark(reactor, server);
     let io = |what| move |e| LoadError::Io { what, source: e };
-    match rate {
+    match interval {
         None => {
             let most = counts.iter().copied().max().unwrap_or(0);
             for seq in 1..=most {
@@ -594,8 +705,7 @@ fn fan_out(
                 }
             }
         }
-        Some(rate) => {
-            let interval = Duration::from_secs_f64(1.0 / rate as f64);
+        Some(interval) => {
             let mut seq = vec![0u32; senders.len()];
             for j in 0..sent {
                 let due = before.at + interval.mul_f64(j as f64);
@@ -640,7 +750,7 @@ fn fan_out(
 
 fn idle_workload(args: &Args, server: Target) -> Result<Measure, LoadError> {
     let n = args.idle_clients;
-    let mut reactor = Reactor::new(server.dialect, server.addr, n as u64)
+    let mut reactor = Reactor::new(server.dialect, server.addr, server.tls.clone(), n as u64)
         .map_err(LoadError::io("set up epoll"))?;
     let start_rss = server.sample().rss_kib;
     let mut m = fill_room(&mut reactor, &server, args, n, args.in_flight)?;
@@ -664,10 +774,94 @@ fn idle_workload(args: &Args, server: Target) -> Result<Measure, LoadError> {
     Ok(m)
 }
 
-fn registrations_workload(args: &Args, hash: &str, accounts: usize) -> Result<Measure, LoadError> {
-    let server = p2pchat_with_accounts(args, hash, accounts, &raised_limits(64))?;
-    let mut reactor =
-        Reactor::new(Dialect::P2pchat, server.addr, 0).map_err(LoadError::io("set up epoll"))?;
+/// A storm of new connections, `--handshakes-in-flight` at a time, none logging in: each is
+/// closed by the generator once the server's first line arrived (p2pchat's `hello`; IRC's answer
+/// to a `PING`), which over TLS is after the whole handshake. Measures connections per second
+/// and the server's CPU for each.
+fn handshakes_workload(args: &Args, server: Target) -> Result<Measure, LoadError> {
+    let n = args.handshakes;
+    let mut reactor = Reactor::new(server.dialect, server.addr, server.tls.clone(), 0)
+        .map_err(LoadError::io("set up epoll"))?;
+    let before = mark(&reactor, &server);
+    let deadline = before.at + Duration::from_secs(args.limit);
+    let mut latency = histogram::Histogram::new();
+    let mut open: Vec<usize> = Vec::with_capacity(args.handshakes_in_flight);
+    let (mut started, mut done, mut failed) = (0, 0u64, 0u64);
+    let mut last_done = before.at;
+    let stopped = loop {
+        while started < n && open.len() < args.handshakes_in_flight.max(1) {
+            open.push(
+                reactor
+                    .probe(format!("h{started}"))
+                    .map_err(LoadError::io("connect a probe"))?,
+            );
+            started += 1;
+        }
+        let mut k = 0;
+        while k < open.len() {
+            let i = open[k];
+            let client = &reactor.clients[i];
+            if let Some(greeted) = client.greeted_at {
+                latency.record(greeted.duration_since(client.connected_at).as_micros() as u64);
+                last_done = greeted;
+                done += 1;
+                reactor.close(i);
+                open.swap_remove(k);
+            } else if client.phase == reactor::Phase::Closed {
+                failed += 1;
+                open.swap_remove(k);
+            } else {
+                k += 1;
+            }
+        }
+        if started == n && open.is_empty() {
+            break None;
+        }
+        if Instant::now() >= deadline {
+            break Some(AT_LIMIT);
+        }
+        reactor
+            .poll(deadline.min(Instant::now() + Duration::from_millis(100)))
+            .map_err(LoadError::io("wait for the handshakes"))?;
+    };
+    let mut m = measure(&reactor, &server, &before, &latency);
+    m.expected = n as u64;
+    m.arrived = done;
+    m.wall = last_done.saturating_duration_since(before.at);
+    m.stopped = stopped;
+    m.disconnected = failed;
+    Ok(m)
+}
+
+/// A room of `--quiet-room-clients` where the first sends one line every
+/// `--quiet-room-interval-ms`: the latency of a room that is not busy.
+fn quiet_room_workload(args: &Args, server: Target) -> Result<Measure, LoadError> {
+    let n = args.quiet_room_clients.max(2);
+    let mut reactor = Reactor::new(server.dialect, server.addr, server.tls.clone(), n as u64)
+        .map_err(LoadError::io("set up epoll"))?;
+    let fill = fill_room(&mut reactor, &server, args, n, args.in_flight)?;
+    if fill.arrived as usize != n {
+        return Ok(fill);
+    }
+    fan_out(
+        &mut reactor,
+        &server,
+        args,
+        &[0],
+        &[args.quiet_room_lines],
+        Some(Duration::from_millis(args.quiet_room_interval_ms)),
+    )
+}
+
+fn registrations_workload(
+    args: &Args,
+    hash: &str,
+    accounts: usize,
+    tls: bool,
+) -> Result<Measure, LoadError> {
+    let server = p2pchat_with_accounts(args, hash, accounts, &raised_limits(64, tls), tls)?;
+    let mut reactor = Reactor::new(Dialect::P2pchat, server.addr, server.tls.clone(), 0)
+        .map_err(LoadError::io("set up epoll"))?;
     let before = mark(&reactor, &server);
     let deadline = before.at + Duration::from_secs(args.limit);
     let mut registrations = histogram::Histogram::new();
@@ -751,18 +945,21 @@ fn registrations_workload(args: &Args, hash: &str, accounts: usize) -> Result<Me
 
 /// Every default flag but the hashing cost: a full room of `--max-clients` (64) where each
 /// client sends a whole `--flood-burst` (10 lines) at once, once their buckets are full again.
-fn default_burst(args: &Args, hash: &str) -> Result<Measure, LoadError> {
+fn default_burst(args: &Args, hash: &str, tls: bool) -> Result<Measure, LoadError> {
     const ROOM: usize = 64;
     const BURST: u32 = 10;
     /// The default --flood-rate refills the login's token in 0.2 s; wait a little more.
     const REFILL: Duration = Duration::from_millis(500);
-    let flags = [
-        ("--plaintext", String::new()),
-        ("--scrypt-log-n", BENCH_LOG_N.to_string()),
-    ];
-    let server = p2pchat_with_accounts(args, hash, ROOM, &flags)?;
-    let mut reactor = Reactor::new(Dialect::P2pchat, server.addr, ROOM as u64)
-        .map_err(LoadError::io("set up epoll"))?;
+    let mut flags = mode_flags(tls);
+    flags.push(("--scrypt-log-n", BENCH_LOG_N.to_string()));
+    let server = p2pchat_with_accounts(args, hash, ROOM, &flags, tls)?;
+    let mut reactor = Reactor::new(
+        Dialect::P2pchat,
+        server.addr,
+        server.tls.clone(),
+        ROOM as u64,
+    )
+    .map_err(LoadError::io("set up epoll"))?;
     let fill = fill_room(&mut reactor, &server, args, ROOM, args.in_flight)?;
     if fill.arrived as usize != ROOM {
         return Ok(fill);
@@ -888,6 +1085,16 @@ fn print_table(title: &str, columns: &[Measure]) -> bool {
         columns.iter().map(|m| m.rate_limited.to_string()).collect(),
         None,
     );
+    if columns.iter().any(|m| m.tls) {
+        row(
+            "TLS negotiated",
+            columns
+                .iter()
+                .map(|m| m.negotiated.clone().unwrap_or_else(|| "none".into()))
+                .collect(),
+            None,
+        );
+    }
     for (i, (label, _)) in columns[0].extra.iter().enumerate() {
         row(
             label,

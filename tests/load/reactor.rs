@@ -5,6 +5,12 @@
 //! line, enough for every line the generator must read) so 10,000 clients receiving 600 KB peer
 //! lists hold no large buffers.
 //!
+//! With `--tls` each client is a rustls client connection over its socket, driven by the same
+//! reactor: raw bytes read from the socket are fed to rustls (`read_tls`, `process_new_packets`)
+//! and the plaintext it gives back goes through the same line head; what a client says is handed
+//! to rustls and its records written out (`write_tls`) as the socket takes them. The server's
+//! certificate is pinned by its fingerprint (p2pchat's own verifier, [`p2pchat::tls`]).
+//!
 //! Counts what the workloads check: who is in the room, the `joined` lines still owed, every
 //! delivery (count per receiver, order per sender, latency from the text's timestamp) and every
 //! connection the server closed.
@@ -13,7 +19,10 @@ use std::collections::BTreeMap;
 use std::io::{self, Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpStream};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use rustls::{ClientConfig, ClientConnection};
 
 use socket2::{Domain, Socket, Type};
 
@@ -25,6 +34,9 @@ use crate::histogram::Histogram;
 const HEAD_CAP: usize = 1024;
 /// Bytes read per `read` call.
 const READ_CHUNK: usize = 256 * 1024;
+/// Plaintext taken from rustls at a time (TLS clients): rustls holds at most one record's worth
+/// of decrypted bytes per `process_new_packets`, so a few records' worth is plenty.
+const PLAIN_CHUNK: usize = 64 * 1024;
 /// epoll events taken per `epoll_wait`.
 const EVENTS: usize = 1024;
 /// The epoll token of the timer.
@@ -50,6 +62,11 @@ pub enum Phase {
 
 pub struct Client {
     stream: Option<TcpStream>,
+    /// With `--tls`: the TLS session over `stream` (boxed: a rustls connection is ~1 KiB, and
+    /// plaintext runs should not carry it in every client).
+    tls: Option<Box<ClientConnection>>,
+    /// A probe (the handshake storm) says nothing to enter: IRC's `PING` instead of NICK/USER.
+    probe: bool,
     pub name: String,
     register: bool,
     pub phase: Phase,
@@ -66,6 +83,10 @@ pub struct Client {
     pub received: u64,
     pub entered_at: Option<Instant>,
     pub welcomed_at: Option<Instant>,
+    /// When the connect was started, and when the server's first line arrived (after the TLS
+    /// handshake with `--tls`).
+    pub connected_at: Instant,
+    pub greeted_at: Option<Instant>,
 }
 
 /// Totals over all clients.
@@ -86,7 +107,11 @@ pub struct Counters {
     pub dropped_in_room: u64,
     pub rate_limited: u64,
     pub left: u64,
+    /// Clients that received the server's first line.
+    pub greeted: u64,
     pub errors: BTreeMap<String, u64>,
+    /// The cipher suite the first TLS client negotiated.
+    pub negotiated: Option<String>,
 }
 
 pub struct Reactor {
@@ -94,6 +119,8 @@ pub struct Reactor {
     timer: OwnedFd,
     pub dialect: Dialect,
     server: SocketAddr,
+    /// The clients' TLS settings, `None` for plaintext.
+    tls: Option<Arc<ClientConfig>>,
     pub clients: Vec<Client>,
     /// Clients in the room when it is full: each is owed a `joined` for everyone after it.
     pub room_size: u64,
@@ -108,11 +135,18 @@ pub struct Reactor {
     pub last_progress: Instant,
     start: Instant,
     scratch: Vec<u8>,
+    /// Plaintext out of rustls (TLS clients only; empty otherwise).
+    plain: Vec<u8>,
     events: Vec<libc::epoll_event>,
 }
 
 impl Reactor {
-    pub fn new(dialect: Dialect, server: SocketAddr, room_size: u64) -> io::Result<Reactor> {
+    pub fn new(
+        dialect: Dialect,
+        server: SocketAddr,
+        tls: Option<Arc<ClientConfig>>,
+        room_size: u64,
+    ) -> io::Result<Reactor> {
         // SAFETY: plain syscalls; each returned descriptor is checked and owned at once.
         let epoll = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
         if epoll < 0 {
@@ -134,6 +168,12 @@ impl Reactor {
             timer,
             dialect,
             server,
+            plain: if tls.is_some() {
+                vec![0; PLAIN_CHUNK]
+            } else {
+                Vec::new()
+            },
+            tls,
             clients: Vec::new(),
             room_size,
             counters: Counters::default(),
@@ -162,6 +202,11 @@ impl Reactor {
         Ok(())
     }
 
+    /// Whether the clients speak TLS.
+    pub fn is_tls(&self) -> bool {
+        self.tls.is_some()
+    }
+
     /// Microseconds since the reactor was made: the clock of the messages' timestamps.
     pub fn now_micros(&self) -> u64 {
         self.start.elapsed().as_micros() as u64
@@ -169,7 +214,25 @@ impl Reactor {
 
     /// Opens a connection for a new client, from its own loopback address; returns its index.
     pub fn connect(&mut self, name: String, register: bool) -> io::Result<usize> {
+        self.open(name, register, false)
+    }
+
+    /// Opens a connection that only waits for the server's first line (`hello`; IRC's answer
+    /// to a `PING`), after the TLS handshake with `--tls`: the handshake storm.
+    pub fn probe(&mut self, name: String) -> io::Result<usize> {
+        self.open(name, false, true)
+    }
+
+    fn open(&mut self, name: String, register: bool, probe: bool) -> io::Result<usize> {
         let index = self.clients.len();
+        let connected_at = Instant::now();
+        let tls = match &self.tls {
+            Some(config) => Some(Box::new(
+                ClientConnection::new(config.clone(), p2pchat::tls::server_name())
+                    .map_err(io::Error::other)?,
+            )),
+            None => None,
+        };
         let socket = Socket::new(Domain::IPV4, Type::STREAM, None)?;
         socket.set_nonblocking(true)?;
         socket.set_tcp_nodelay(true)?;
@@ -184,6 +247,8 @@ impl Reactor {
         self.watch(stream.as_raw_fd(), index as u64, events)?;
         self.clients.push(Client {
             stream: Some(stream),
+            tls,
+            probe,
             name,
             register,
             phase: Phase::Connecting,
@@ -197,6 +262,8 @@ impl Reactor {
             received: 0,
             entered_at: None,
             welcomed_at: None,
+            connected_at,
+            greeted_at: None,
         });
         self.last_seq
             .extend(std::iter::repeat_n(0, self.senders.max(1)));
@@ -212,6 +279,7 @@ impl Reactor {
         }
         client.phase = Phase::Closed;
         client.stream = None;
+        client.tls = None;
     }
 
     /// Forgets the deliveries so far and tracks `senders` senders' order from here on.
@@ -314,7 +382,12 @@ impl Reactor {
             }
             let client = &mut self.clients[index];
             client.phase = Phase::Greeting;
-            if let Some(greeting) = self.dialect.on_connect(&client.name) {
+            let greeting = if client.probe {
+                self.dialect.probe()
+            } else {
+                self.dialect.on_connect(&client.name)
+            };
+            if let Some(greeting) = greeting {
                 client.out.extend_from_slice(&greeting);
                 client.entered_at = Some(Instant::now());
             }
@@ -337,7 +410,11 @@ impl Reactor {
                 Ok(n) => {
                     self.counters.bytes_in += n as u64;
                     self.last_progress = Instant::now();
-                    self.absorb(index, &scratch[..n]);
+                    if self.clients[index].tls.is_some() {
+                        self.decrypt(index, &scratch[..n]);
+                    } else {
+                        self.absorb(index, &scratch[..n]);
+                    }
                     // A short read emptied the socket's queue; data or a FIN arriving later
                     // raises a new edge. Stopping here saves the read that would only say EAGAIN:
                     // half the generator's syscalls when the server writes one line at a time.
@@ -354,6 +431,66 @@ impl Reactor {
             }
         }
         self.scratch = scratch;
+        if self.clients[index].tls.is_some() {
+            // What rustls wants to send after what it read: the handshake's last flight, the
+            // plaintext queued while it ran.
+            self.flush(index);
+        }
+    }
+
+    /// Feeds raw bytes from the socket to the client's TLS session and the plaintext it gives
+    /// back to the line head. A TLS failure (a certificate that is not the pinned one, a bad
+    /// record) closes the client and is counted as an error.
+    fn decrypt(&mut self, index: usize, mut raw: &[u8]) {
+        let mut plain = std::mem::take(&mut self.plain);
+        loop {
+            let (filled, failure, handshaking) = {
+                let Some(tls) = self.clients[index].tls.as_mut() else {
+                    break;
+                };
+                let mut failure = None;
+                if !raw.is_empty() {
+                    match tls.read_tls(&mut raw) {
+                        Ok(_) => {
+                            if let Err(e) = tls.process_new_packets() {
+                                failure = Some(format!("tls: {e}"));
+                            }
+                        }
+                        Err(e) => failure = Some(format!("tls: {e}")),
+                    }
+                }
+                let mut filled = 0;
+                while filled < plain.len() {
+                    match tls.reader().read(&mut plain[filled..]) {
+                        Ok(0) => break,
+                        Ok(n) => filled += n,
+                        // WouldBlock: nothing more decrypted yet.
+                        Err(_) => break,
+                    }
+                }
+                (filled, failure, tls.is_handshaking())
+            };
+            if !handshaking && self.counters.negotiated.is_none() {
+                // The suite names its version (TLS13_...).
+                self.counters.negotiated = self.clients[index]
+                    .tls
+                    .as_ref()
+                    .and_then(|tls| tls.negotiated_cipher_suite())
+                    .map(|suite| format!("{:?}", suite.suite()));
+            }
+            if filled > 0 {
+                self.absorb(index, &plain[..filled]);
+            }
+            if let Some(failure) = failure {
+                *self.counters.errors.entry(failure).or_default() += 1;
+                self.closed_by_server(index);
+                break;
+            }
+            if (raw.is_empty() && filled < plain.len()) || self.clients[index].stream.is_none() {
+                break;
+            }
+        }
+        self.plain = plain;
     }
 
     /// Splits a chunk into lines through the client's line head.
@@ -389,6 +526,11 @@ impl Reactor {
 
     fn line(&mut self, index: usize, line: &[u8]) {
         let dialect = self.dialect;
+        let client = &mut self.clients[index];
+        if client.greeted_at.is_none() {
+            client.greeted_at = Some(Instant::now());
+            self.counters.greeted += 1;
+        }
         match dialect.classify(line) {
             Incoming::Message(text) => {
                 let Some((sender, seq, micros)) = parse_text(text) else {
@@ -419,7 +561,7 @@ impl Reactor {
             }
             Incoming::Hello => {
                 let client = &mut self.clients[index];
-                if client.phase == Phase::Greeting {
+                if client.phase == Phase::Greeting && !client.probe {
                     let login = dialect.enter(&client.name, PASSWORD, client.register);
                     client.out.extend_from_slice(&login);
                     client.phase = Phase::Entering;
@@ -483,13 +625,45 @@ impl Reactor {
         if client.phase == Phase::Connecting {
             return;
         }
-        while client.out_pos < client.out.len() {
-            match stream.write(&client.out[client.out_pos..]) {
-                Ok(n) => client.out_pos += n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                // The read side sees the close and counts it.
-                Err(_) => return,
+        if let Some(tls) = client.tls.as_mut() {
+            // Plaintext into the session (it holds what it cannot send before the handshake
+            // ends, up to its buffer limit), records out to the socket, until neither moves.
+            loop {
+                let mut moved = false;
+                if client.out_pos < client.out.len() {
+                    match tls.writer().write(&client.out[client.out_pos..]) {
+                        Ok(n) => {
+                            client.out_pos += n;
+                            moved |= n > 0;
+                        }
+                        Err(_) => return,
+                    }
+                }
+                while tls.wants_write() {
+                    match tls.write_tls(stream) {
+                        Ok(_) => moved = true,
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                        // The read side sees the close and counts it.
+                        Err(_) => return,
+                    }
+                }
+                if client.out_pos == client.out.len() || !moved {
+                    break;
+                }
+            }
+            if client.out_pos < client.out.len() {
+                return;
+            }
+        } else {
+            while client.out_pos < client.out.len() {
+                match stream.write(&client.out[client.out_pos..]) {
+                    Ok(n) => client.out_pos += n,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    // The read side sees the close and counts it.
+                    Err(_) => return,
+                }
             }
         }
         client.out.clear();
@@ -508,6 +682,7 @@ impl Reactor {
         }
         client.phase = Phase::Closed;
         client.stream = None;
+        client.tls = None;
         self.counters.closed_by_server += 1;
     }
 }

@@ -1,7 +1,10 @@
 //! The servers under test, each a private child process on a loopback port: p2pchat's release
 //! server with its limits raised for the run (only the flags its `--help` lists, so the generator
 //! keeps working while those flags change), or ngircd with its own config file in a temporary
-//! folder, in the foreground. Also what /proc says about them: CPU time (utime + stime), RSS now
+//! folder, in the foreground. Either over TLS (`--tls`): p2pchat with a key and certificate made
+//! in its folder before it starts (what it would make itself on a first start), ngircd with an
+//! `[SSL]` section and a throw-away key and certificate; the generator's clients pin each
+//! server's certificate by its fingerprint. Also what /proc says about them: CPU time (utime + stime), RSS now
 //! and at its peak (VmRSS, VmHWM).
 
 use std::fs;
@@ -10,10 +13,12 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::sync::{mpsc, Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use p2pchat::tls::{Fingerprint, ServerIdentity};
+use rustls::ClientConfig;
 use tempfile::TempDir;
 
 use crate::dialect::Dialect;
@@ -77,6 +82,8 @@ pub fn own_cpu() -> f64 {
 pub struct Target {
     pub dialect: Dialect,
     pub addr: SocketAddr,
+    /// The clients' TLS settings (the server's certificate pinned), `None` in plaintext.
+    pub tls: Option<Arc<ClientConfig>>,
     child: Child,
     log: PathBuf,
     /// Holds the users file or ngircd's config; removed when the target is dropped.
@@ -85,14 +92,25 @@ pub struct Target {
 
 impl Target {
     /// Starts p2pchat's server on `users` with `flags` (name, value; an empty value for a switch),
-    /// passing only the flags `--help` lists.
+    /// passing only the flags `--help` lists. With `tls`, its key and certificate are made
+    /// beside the users file first (where the server looks for them) and the clients pin them;
+    /// `flags` must then not hold `--plaintext`.
     pub fn p2pchat(
         bin: &Path,
         dir: TempDir,
         flags: &[(&str, String)],
+        tls: bool,
     ) -> Result<Target, LoadError> {
         let help = server_flags(bin)?;
         let users = dir.path().join("users.json");
+        let tls = if tls {
+            let (key, cert) = p2pchat::tls::default_paths(&users);
+            let identity = ServerIdentity::load_or_create(&key, &cert)
+                .map_err(|e| LoadError::Tls(e.to_string()))?;
+            Some(pinned(identity.fingerprint()))
+        } else {
+            None
+        };
         let log = dir.path().join("server.log");
         let mut command = Command::new(bin);
         command
@@ -137,14 +155,17 @@ impl Target {
         Ok(Target {
             dialect: Dialect::P2pchat,
             addr,
+            tls,
             child,
             log,
             _dir: dir,
         })
     }
 
-    /// Starts a private ngircd on a free loopback port, limits raised and penalties off.
-    pub fn ngircd(bin: &Path) -> Result<Target, LoadError> {
+    /// Starts a private ngircd on a free loopback port, limits raised and penalties off; with
+    /// `tls`, an `[SSL]` port too (which the clients use), with a throw-away key and
+    /// certificate made here.
+    pub fn ngircd(bin: &Path, tls: bool) -> Result<Target, LoadError> {
         let dir = TempDir::new().map_err(LoadError::io("make a temporary folder"))?;
         // ngircd started as root drops to "nobody", which must still read its config.
         fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755))
@@ -155,6 +176,12 @@ impl Target {
             .port();
         let conf = dir.path().join("ngircd.conf");
         let log = dir.path().join("ngircd.log");
+        let (ssl, client_tls, tls_port) = if tls {
+            let (section, fingerprint, tls_port) = ngircd_ssl(dir.path())?;
+            (section, Some(pinned(fingerprint)), Some(tls_port))
+        } else {
+            (String::new(), None, None)
+        };
         fs::write(
             &conf,
             format!(
@@ -177,7 +204,8 @@ impl Target {
                  [Options]\n\
                  DNS = no\n\
                  Ident = no\n\
-                 PAM = no\n",
+                 PAM = no\n\
+                 {ssl}",
                 pid = dir.path().join("ngircd.pid").display()
             ),
         )
@@ -212,7 +240,8 @@ impl Target {
         }
         Ok(Target {
             dialect: Dialect::Irc,
-            addr: SocketAddr::from(([127, 0, 0, 1], port)),
+            addr: SocketAddr::from(([127, 0, 0, 1], tls_port.unwrap_or(port))),
+            tls: client_tls,
             child,
             log,
             _dir: dir,
@@ -244,6 +273,41 @@ impl Drop for Target {
     }
 }
 
+/// ngircd's `[SSL]` section: a throw-away ECDSA P-256 key and self-signed certificate (the kind
+/// p2pchat makes for itself, so both servers sign the same way) written in `dir`, and a port of
+/// its own. Returns the section, the certificate's fingerprint and the TLS port.
+fn ngircd_ssl(dir: &Path) -> Result<(String, Fingerprint, u16), LoadError> {
+    let made = rcgen::generate_simple_self_signed(vec![p2pchat::tls::SERVER_NAME.to_string()])
+        .map_err(|e| LoadError::Tls(e.to_string()))?;
+    let key = dir.join("ngircd-key.pem");
+    let cert = dir.join("ngircd-cert.pem");
+    fs::write(&key, made.signing_key.serialize_pem())
+        .map_err(LoadError::io("write ngircd's TLS key"))?;
+    // ngircd reads its key after it dropped root for "nobody" (when started as root); the
+    // key is a throw-away for this run, in a folder removed at the end.
+    fs::set_permissions(&key, fs::Permissions::from_mode(0o644))
+        .map_err(LoadError::io("open ngircd's TLS key"))?;
+    fs::write(&cert, made.cert.pem()).map_err(LoadError::io("write ngircd's certificate"))?;
+    let port = TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map_err(LoadError::io("find a free port"))?
+        .port();
+    let section = format!(
+        "[SSL]\nCertFile = {}\nKeyFile = {}\nPorts = {port}\n",
+        cert.display(),
+        key.display()
+    );
+    Ok((section, Fingerprint::of_certificate(made.cert.der()), port))
+}
+
+/// The generator's TLS settings for a server whose certificate has `fingerprint`: p2pchat's own
+/// client configuration (TLS 1.3, no resumption), pinned, so the handshake verifies the server's
+/// signature as a real client's does.
+fn pinned(fingerprint: Fingerprint) -> Arc<ClientConfig> {
+    let presented = Arc::new(Mutex::new(None));
+    Arc::new(p2pchat::tls::client_config(Some(fingerprint), presented))
+}
+
 /// The `--flags` that `p2pchat-server --help` lists.
 pub fn server_flags(bin: &Path) -> Result<Vec<String>, LoadError> {
     let output = Command::new(bin)
@@ -270,6 +334,7 @@ pub fn bench_hash(bin: &Path) -> Result<String, LoadError> {
             ("--scrypt-log-n", BENCH_LOG_N.into()),
             ("--plaintext", String::new()),
         ],
+        false,
     )?;
     let io = LoadError::io("register the seed account");
     let mut stream = TcpStream::connect(server.addr).map_err(io)?;
