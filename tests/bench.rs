@@ -9,6 +9,12 @@
 //!   `hello`, over TLS (the default) and with `--plaintext`: what the handshake adds.
 //! - `login_during_registration_flood`: an honest login's time (connect to `welcome`), 20 in a
 //!   row, while 56 connections from 7 other addresses register new names in a loop.
+//! - `direct_messages`: direct messages between two real clients on loopback, sealed (the
+//!   default, over a TLS server) against clear (`--plaintext`): one way (send → the receiver's
+//!   event) and, sealed, the round trip (send → the sender's `direct_delivered`, the receiver's
+//!   acknowledgement), one message at a time; then a blast of messages at once at one receiver,
+//!   with its rate limit at the default and raised out of the way: how many it received per
+//!   second, and what it dropped by reason (its `/stats`).
 //! - `seal_and_open`: sealing and opening one direct message (ChaCha20-Poly1305), short and at
 //!   the largest size, and deriving one peer's pairwise keys (X25519 + HKDF-SHA256).
 
@@ -230,6 +236,155 @@ fn tls_handshake() {
             ms(samples[HANDSHAKES * 99 / 100]),
             ms(samples[HANDSHAKES - 1])
         );
+    }
+}
+
+/// Direct messages timed one at a time, in each mode of `direct_messages`.
+const DM_TIMED: usize = 200;
+/// Direct messages sent at once at one receiver, in each mode of `direct_messages`.
+const DM_BLAST: usize = 2000;
+/// How long the blast's receiver may take to report its counters settled.
+const DM_SETTLE: Duration = Duration::from_secs(30);
+/// Clear messages are not acknowledged: the blast is over when the receiver's count of
+/// datagrams has not moved for this long.
+const DM_QUIET: Duration = Duration::from_secs(2);
+/// A receiver's flags that take its rate limit out of the way.
+const DM_UNLIMITED: &[&str] = &["--dm-burst", "1000000", "--dm-rate", "1000000"];
+/// Interval between two looks at the counters during the blast.
+const DM_POLL: Duration = Duration::from_millis(50);
+
+#[test]
+#[ignore = "benchmark: run with `just bench`"]
+fn direct_messages() {
+    for (label, server_flags) in [
+        ("sealed (default)", &[][..]),
+        ("clear (--plaintext)", &["--plaintext"][..]),
+    ] {
+        let sealed = server_flags.is_empty();
+        let dir = TempDir::new().unwrap();
+        let server = Server::start(&dir.path().join("users.json"), server_flags);
+        let mut alice = ChatClient::register(server.addr, "alice", "password-a");
+        // The receiver's rate limit (10 a second after a burst of 20) out of the way of the
+        // timed messages: they measure the path, not the limit.
+        let mut bob =
+            ChatClient::register_with_flags(server.addr, "bob", "password-b", DM_UNLIMITED);
+        alice.expect_joined("bob");
+        let text_of = |e: &serde_json::Value| e["text"].as_str().unwrap_or("").to_string();
+        // One way: send, then the receiver's event (the sender's report drained after).
+        let mut one_way = Vec::with_capacity(DM_TIMED);
+        for i in 0..DM_TIMED {
+            let text = format!("one-way {i}");
+            let start = Instant::now();
+            alice.send(&format!("/msg bob {text}"));
+            bob.expect("the direct message", |e| {
+                e["event"] == "direct" && text_of(e) == text
+            });
+            one_way.push(start.elapsed());
+            if sealed {
+                alice.expect_event("direct_delivered");
+            }
+        }
+        summary(&format!("direct, {label}: one way"), &mut one_way);
+        if sealed {
+            // Round trip: send, then the sender's delivery report (the receiver's drained after).
+            let mut round_trip = Vec::with_capacity(DM_TIMED);
+            for i in 0..DM_TIMED {
+                let text = format!("round-trip {i}");
+                let start = Instant::now();
+                alice.send(&format!("/msg bob {text}"));
+                alice.expect_event("direct_delivered");
+                round_trip.push(start.elapsed());
+                bob.expect("the direct message", |e| {
+                    e["event"] == "direct" && text_of(e) == text
+                });
+            }
+            summary(&format!("direct, {label}: round trip"), &mut round_trip);
+        }
+        drop(bob);
+        for (limits, bob_flags) in [
+            ("default --dm-burst/--dm-rate", &[][..]),
+            ("limits raised", DM_UNLIMITED),
+        ] {
+            let mut bob = ChatClient::start_with_flags(
+                server.addr,
+                "bob",
+                bob_flags,
+                &["login", "bob", "password-b"],
+            );
+            bob.expect_event("welcome");
+            alice.expect_joined("bob");
+            let lines: String = (0..DM_BLAST)
+                .map(|i| format!("/msg bob blast {i}\n"))
+                .collect();
+            // Alice's counters are totals since she started: the blast's are the differences.
+            let before = alice.stats();
+            let start = Instant::now();
+            alice.send(lines.trim_end());
+            // Over when bob's count of datagrams has not moved for a while and, sealed, alice
+            // knows the fate of every message (acknowledged, or not delivered after its tries);
+            // a clear datagram dropped by a full socket buffer never shows anywhere.
+            let deadline = start + DM_SETTLE;
+            let (mut changed, mut last_received) = (start, 0);
+            let why = loop {
+                let stats = bob.stats();
+                let received = stats["received"].as_u64().unwrap_or(0);
+                if received != last_received {
+                    (last_received, changed) = (received, Instant::now());
+                }
+                let resolved = !sealed || {
+                    let sent = alice.stats();
+                    let count = |key: &str| {
+                        sent[key].as_u64().unwrap_or(0) - before[key].as_u64().unwrap_or(0)
+                    };
+                    // Beyond 64 awaiting an answer per peer, a send is refused, not queued.
+                    count("acknowledged") + count("not_delivered") >= count("sent")
+                };
+                if resolved && changed.elapsed() > DM_QUIET {
+                    break "settled";
+                }
+                if Instant::now() >= deadline {
+                    break "stopped at the deadline";
+                }
+                thread::sleep(DM_POLL);
+            };
+            let stats = bob.stats();
+            let took = changed.duration_since(start).as_secs_f64().max(1e-6);
+            let delivered = stats["delivered"].as_u64().unwrap_or(0);
+            let drops: Vec<String> = stats["dropped"]
+                .as_object()
+                .map(|d| {
+                    d.iter()
+                        .filter(|(_, n)| n.as_u64().unwrap_or(0) > 0)
+                        .map(|(why, n)| format!("{why} {n}"))
+                        .collect()
+                })
+                .unwrap_or_default();
+            let sender = if sealed {
+                let sent = alice.stats();
+                let count =
+                    |key: &str| sent[key].as_u64().unwrap_or(0) - before[key].as_u64().unwrap_or(0);
+                format!(
+                    "; alice: sent {} (the rest refused: 64 await an answer at most), acknowledged {}, not delivered {}",
+                    count("sent"),
+                    count("acknowledged"),
+                    count("not_delivered")
+                )
+            } else {
+                String::new()
+            };
+            println!(
+                "direct, {label}, {DM_BLAST} at once, {limits} ({why}): bob received {} datagrams in {took:.2} s ({:.0}/s), showed {delivered}, dropped: {}{sender}",
+                stats["received"],
+                stats["received"].as_u64().unwrap_or(0) as f64 / took,
+                if drops.is_empty() {
+                    "none".to_string()
+                } else {
+                    drops.join(", ")
+                }
+            );
+            drop(bob);
+            alice.expect("bob's leaving", |e| e["event"] == "left");
+        }
     }
 }
 

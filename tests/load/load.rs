@@ -1087,7 +1087,7 @@ fn print_table(title: &str, columns: &[Measure]) -> bool {
     );
     if columns.iter().any(|m| m.tls) {
         row(
-            "TLS negotiated",
+            "TLS 1.3 cipher suite",
             columns
                 .iter()
                 .map(|m| m.negotiated.clone().unwrap_or_else(|| "none".into()))

@@ -471,12 +471,15 @@ impl Reactor {
                 (filled, failure, tls.is_handshaking())
             };
             if !handshaking && self.counters.negotiated.is_none() {
-                // The suite names its version (TLS13_...).
+                // Every client offers TLS 1.3 alone: the suite without its TLS13_ prefix.
                 self.counters.negotiated = self.clients[index]
                     .tls
                     .as_ref()
                     .and_then(|tls| tls.negotiated_cipher_suite())
-                    .map(|suite| format!("{:?}", suite.suite()));
+                    .map(|suite| {
+                        let name = format!("{:?}", suite.suite());
+                        name.trim_start_matches("TLS13_").to_owned()
+                    });
             }
             if filled > 0 {
                 self.absorb(index, &plain[..filled]);
