@@ -41,13 +41,19 @@ client *FLAGS:
 fmt:
     @cargo fmt --all
 
-# Benchmarks (release): login flood and timing at the default scrypt cost, then every load workload (docs/performance.md).
+# Benchmarks (release): login flood and timing at the default scrypt cost, direct messages, then every load workload in plaintext and over TLS, beside ngircd when installed (docs/performance.md).
 bench:
     @cargo test --release --locked --test bench -- --ignored --nocapture --test-threads 1
     @cargo build --release --locked --bin p2pchat-server
-    @cargo bench --locked --bench load
+    @ngircd --version 2>/dev/null | grep -q '+SSL' || echo "bench: no ngircd with TLS (+SSL) on PATH: p2pchat alone; for the comparison run: just bench-deps"
+    @cargo bench --locked --bench load -- --both
 
-# Load workloads (burst paced idle registrations default-burst; all if none) and flags: `just load --help`.
+# What `just bench` compares against: Debian's ngircd (built with TLS: `ngircd --version` lists +SSL), from apt. CI does not need it.
+bench-deps:
+    @if [ "$(id -u)" = 0 ]; then DEBIAN_FRONTEND=noninteractive apt-get install -y ngircd; else sudo DEBIAN_FRONTEND=noninteractive apt-get install -y ngircd; fi
+    @ngircd --version | head -n 1
+
+# Load workloads (burst paced idle registrations default-burst handshakes quiet-room; all if none), plaintext unless --tls or --both; flags: `just load --help`.
 load *ARGS:
     @cargo build --release --locked --bin p2pchat-server
     @cargo bench --locked --bench load -- {{ARGS}}

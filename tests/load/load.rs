@@ -220,9 +220,21 @@ fn run(args: &Args) -> Result<bool, LoadError> {
         println!("ngircd: {}", args.ngircd.display());
         Some(args.ngircd.clone())
     } else {
-        println!("ngircd: not installed; p2pchat alone (apt-get install ngircd for a comparison)");
+        println!(
+            "ngircd: not installed; p2pchat alone (`just bench-deps`: apt-get install ngircd)"
+        );
         None
     };
+    // An ngircd built without TLS cannot open an [SSL] port: p2pchat alone over TLS then.
+    let ngircd_tls = ngircd.clone().filter(|bin| {
+        let with_ssl = target::ngircd_has_tls(bin);
+        if !with_ssl && (args.tls || args.both) {
+            println!(
+                "ngircd: built without TLS (no +SSL in ngircd --version); p2pchat alone over TLS"
+            );
+        }
+        with_ssl
+    });
     let (load1, _) = load_average();
     println!(
         "server: {}; load average at start {load1:.2} on {} cores",
@@ -239,6 +251,7 @@ fn run(args: &Args) -> Result<bool, LoadError> {
     };
     let mut clean = true;
     for &tls in modes {
+        let ngircd = if tls { &ngircd_tls } else { &ngircd };
         clean &= run_mode(args, &hash, ngircd.as_deref(), tls)?;
     }
     let (load1, _) = load_average();

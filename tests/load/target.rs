@@ -300,6 +300,14 @@ fn ngircd_ssl(dir: &Path) -> Result<(String, Fingerprint, u16), LoadError> {
     Ok((section, Fingerprint::of_certificate(made.cert.der()), port))
 }
 
+/// Whether `bin` (ngircd) was built with TLS: its `--version` lists `+SSL`.
+pub fn ngircd_has_tls(bin: &Path) -> bool {
+    Command::new(bin)
+        .arg("--version")
+        .output()
+        .is_ok_and(|out| String::from_utf8_lossy(&out.stdout).contains("+SSL"))
+}
+
 /// The generator's TLS settings for a server whose certificate has `fingerprint`: p2pchat's own
 /// client configuration (TLS 1.3, no resumption), pinned, so the handshake verifies the server's
 /// signature as a real client's does.
