@@ -313,7 +313,9 @@ fn run_mode(args: &Args, hash: &str, ngircd: Option<&Path>, tls: bool) -> Result
     }
     if wants(Workload::Handshakes) {
         let mut column = Vec::new();
-        for server in targets(0)? {
+        // Limits raised for all of them: a connection the generator closed may not be reaped
+        // yet when the next opens.
+        for server in targets(args.handshakes)? {
             column.push(handshakes_workload(args, server)?);
         }
         clean &= print_table(

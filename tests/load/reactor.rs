@@ -83,8 +83,8 @@ pub struct Client {
     pub received: u64,
     pub entered_at: Option<Instant>,
     pub welcomed_at: Option<Instant>,
-    /// When the connect was started, and when the server's first line arrived (after the TLS
-    /// handshake with `--tls`).
+    /// When the connect was started, and when the server's greeting arrived (`hello`; IRC's
+    /// first line), after the TLS handshake with `--tls`.
     pub connected_at: Instant,
     pub greeted_at: Option<Instant>,
 }
@@ -107,7 +107,7 @@ pub struct Counters {
     pub dropped_in_room: u64,
     pub rate_limited: u64,
     pub left: u64,
-    /// Clients that received the server's first line.
+    /// Clients that received the server's greeting.
     pub greeted: u64,
     pub errors: BTreeMap<String, u64>,
     /// The cipher suite the first TLS client negotiated.
@@ -531,8 +531,19 @@ impl Reactor {
         let dialect = self.dialect;
         let client = &mut self.clients[index];
         if client.greeted_at.is_none() {
-            client.greeted_at = Some(Instant::now());
-            self.counters.greeted += 1;
+            // A probe is greeted by p2pchat's `hello` (an error such as `server_full` is counted
+            // as one), by any answer to IRC's `PING` (ngircd answers 451, not registered).
+            let greeting = match dialect {
+                Dialect::P2pchat => dialect.classify(line) == Incoming::Hello,
+                Dialect::Irc => true,
+            };
+            if greeting {
+                client.greeted_at = Some(Instant::now());
+                self.counters.greeted += 1;
+                if client.probe {
+                    return;
+                }
+            }
         }
         match dialect.classify(line) {
             Incoming::Message(text) => {
