@@ -10,6 +10,8 @@
 //! - [`outbox`]: one client's bounded send queue, filled without waiting.
 //! - [`tls`]: TLS between client and server: the server's key, certificate and fingerprint, and
 //!   the client's verifier, which trusts a fingerprint (SSH's model), not an authority.
+//! - [`discovery`]: finding the server on the LAN (DNS-SD over mDNS): the server's announcement,
+//!   the client's browse; the only module that names the mDNS crate.
 //! - [`connection`]: the stream (plain or TLS) and both halves of a framed connection (capped line reads, queued and direct
 //!   writes), its graceful close, and why the server ends one.
 //! - [`rules`]: the username and password rules and the default pace, which server and client
@@ -35,6 +37,7 @@ pub mod address_key;
 pub mod broker;
 pub mod client;
 pub mod connection;
+pub mod discovery;
 pub mod flood;
 pub mod login_throttle;
 pub mod outbox;

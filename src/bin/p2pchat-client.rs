@@ -94,7 +94,7 @@ async fn run(
     // Checked before connecting, so a bad flag costs no connection.
     args.direct_limits().validate()?;
     print_line(format.line(&ClientEvent::Connecting {
-        server: args.server.clone(),
+        server: args.server().to_string(),
     }));
     let client = start::connect(args, terminal).await?;
     print_line(format.line(&ClientEvent::Connected {

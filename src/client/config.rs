@@ -11,6 +11,8 @@ use std::path::PathBuf;
 use crate::protocol::MAX_DATAGRAM_BYTES;
 use crate::tls::Fingerprint;
 
+pub use super::secure::Announced;
+
 /// `p2pchat-client -h`: what it is, in one line.
 pub const ABOUT: &str =
     "A p2pchat client: the room through the server, direct messages straight to a peer over UDP.";
@@ -101,10 +103,24 @@ pub const DEFAULT_MAX_QUEUED_LINES: usize = 1000;
 #[derive(clap::Args, Debug, Clone, PartialEq)]
 pub struct ClientArgs {
     /// The server, HOST[:PORT] (PORT 12000 when left out); HOST may be a name (system
-    /// resolver) or an IPv4/IPv6 address ([::1]:12000, or ::1 alone).
-    #[arg(long, value_name = "HOST:PORT", default_value = DEFAULT_SERVER,
-          value_parser = parse_server)]
-    pub server: String,
+    /// resolver) or an IPv4/IPv6 address ([::1]:12000, or ::1 alone). Without it the client
+    /// looks for servers announced on the LAN (mDNS, about a second): one found is connected
+    /// to; several are listed to choose from on a terminal, else named (exit 2); none, and it
+    /// tries 127.0.0.1:12000.
+    #[arg(long, value_name = "HOST:PORT", value_parser = parse_server)]
+    pub server: Option<String>,
+
+    /// List the servers announced on the LAN (name, address and port, TLS, the fingerprint
+    /// they announced) after listening for about a second, and exit 0. With --json, one JSON
+    /// object per server.
+    #[arg(long, conflicts_with_all = ["server", "forget"])]
+    pub discover: bool,
+
+    /// Not a flag: the fingerprint the server chosen on the LAN announced, when it was found
+    /// there rather than named with --server. Compared with the certificate at first contact,
+    /// never trusted for itself (anyone on the LAN can announce).
+    #[arg(skip)]
+    pub announced: Option<Announced>,
 
     /// UDP port for receiving direct messages; 0 picks a free port.
     #[arg(long, value_name = "PORT", default_value_t = DEFAULT_P2P_PORT)]
@@ -268,6 +284,12 @@ pub fn parse_server(text: &str) -> Result<String, BadServer> {
 }
 
 impl ClientArgs {
+    /// The server to connect to: `--server`, the one found on the LAN (set in its place), or
+    /// [`DEFAULT_SERVER`].
+    pub fn server(&self) -> &str {
+        self.server.as_deref().unwrap_or(DEFAULT_SERVER)
+    }
+
     /// The limits on received direct messages that the `--dm-*` flags ask for (not yet
     /// validated: see [`DirectLimits::validate`]).
     pub fn direct_limits(&self) -> DirectLimits {

@@ -101,6 +101,24 @@ pub enum ClientEvent {
     Connecting {
         server: String,
     },
+    /// A server announced on the LAN (DNS-SD over mDNS): each one `--discover` lists, or the one
+    /// a client started without `--server` connects to (`chosen`). All of it is what someone on
+    /// the LAN said: `fingerprint` is compared at first contact, never trusted for itself.
+    ServerFound {
+        name: String,
+        /// `ADDRESS:PORT`, the address connected to.
+        server: String,
+        /// Every address it announced.
+        addresses: Vec<String>,
+        port: u16,
+        tls: bool,
+        fingerprint: Option<String>,
+        chosen: bool,
+    },
+    /// No server answered on the LAN: the client connects to `fallback` instead.
+    NoServerFound {
+        fallback: String,
+    },
     /// The server was lost (`reason`); the client connects again in about `in_secs` seconds.
     Reconnecting {
         in_secs: u64,
@@ -287,6 +305,31 @@ impl ClientEvent {
             ClientEvent::Connecting { server } => {
                 format!("{NOTICE} connecting to {}…", escape(server))
             }
+            ClientEvent::ServerFound {
+                name,
+                server,
+                tls,
+                fingerprint,
+                chosen,
+                ..
+            } => {
+                let how = match (tls, fingerprint) {
+                    (true, Some(fingerprint)) => {
+                        format!("TLS, announced fingerprint {fingerprint}")
+                    }
+                    (true, None) => "TLS, no fingerprint announced".to_string(),
+                    (false, _) => "plaintext".to_string(),
+                };
+                let found = format!("{} at {server} ({how})", escape(name));
+                match chosen {
+                    true => format!("{NOTICE} found {found} on the LAN"),
+                    false => found,
+                }
+            }
+            ClientEvent::NoServerFound { fallback } => format!(
+                "{NOTICE} no server announced itself on the LAN; trying {}",
+                escape(fallback)
+            ),
             ClientEvent::Reconnecting { in_secs, reason } => {
                 format!("! {}; reconnecting in {in_secs} s…", escape(reason))
             }

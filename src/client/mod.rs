@@ -76,7 +76,9 @@ pub use event::ClientEvent;
 pub use link::{AuthMode, NameCheck};
 pub use peer_list::PeerList;
 pub use reconnect::Reconnect;
-pub use secure::{FirstContact, FirstUse, Transport, Trust, TrustOutcome};
+pub use secure::{
+    Announced, AnnouncedMatch, FirstContact, FirstUse, Transport, Trust, TrustOutcome,
+};
 
 /// A connection to the server plus the UDP socket for direct messages.
 pub struct Client {

@@ -63,6 +63,7 @@ pub fn transport(args: &ClientArgs, terminal: bool) -> Result<Transport, ClientE
     Ok(Transport::Tls(Trust::KnownServers {
         path,
         first_contact,
+        announced: args.announced.clone(),
     }))
 }
 
@@ -154,7 +155,7 @@ pub fn forget_and_tell(args: &ClientArgs, server: &str) -> i32 {
 /// As [`Client::connect`], and a setting that makes no sense.
 pub async fn connect(args: &ClientArgs, terminal: bool) -> Result<Client, ClientError> {
     let transport = transport(args, terminal)?;
-    let mut client = Client::connect(&args.server, args.p2p_port, transport).await?;
+    let mut client = Client::connect(args.server(), args.p2p_port, transport).await?;
     if let Some(TrustOutcome::Recorded {
         fingerprint,
         file,
@@ -169,7 +170,7 @@ pub async fn connect(args: &ClientArgs, terminal: bool) -> Result<Client, Client
             .unwrap_or_default();
         eprintln!(
             "p2pchat-client: first contact with {} (--accept-new): trusting its fingerprint {fingerprint}{also}, now recorded at line {line} of {}",
-            args.server,
+            args.server(),
             file.display()
         )
     }
