@@ -41,6 +41,7 @@ mod direct;
 pub mod direct_inbox;
 pub mod error;
 pub mod event;
+pub mod find;
 pub mod in_flight;
 mod inbound;
 mod inputs;
