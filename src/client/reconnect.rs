@@ -88,9 +88,7 @@ pub(super) fn worth_trying_again(error: &ClientError) -> bool {
                 | ErrorCode::Busy
                 | ErrorCode::Throttled
         ),
-        ClientError::Local(_) | ClientError::NotTrusted { .. } | ClientError::Ambiguous(_) => {
-            false
-        }
+        ClientError::Local(_) | ClientError::NotTrusted { .. } | ClientError::Ambiguous(_) => false,
     }
 }
 

@@ -60,8 +60,6 @@ impl TerminalClient {
         env: &[(&str, &str)],
         home: &Path,
     ) -> TerminalClient {
-        let (master, slave) = open_pty();
-        let stdio = || Stdio::from(slave.try_clone().expect("dup the pty's slave side"));
         let mut command = Command::new(client_bin());
         command
             .arg("--server")
@@ -81,10 +79,16 @@ impl TerminalClient {
             .env("HOME", home)
             .env("TERM", "xterm-256color")
             .env_remove("NO_COLOR")
-            .envs(env.iter().copied())
-            .stdin(stdio())
-            .stdout(stdio())
-            .stderr(stdio());
+            .envs(env.iter().copied());
+        TerminalClient::spawn(command)
+    }
+
+    /// Runs `command` (the client, or a wrapper that execs it, such as `ip netns exec`) on a
+    /// new pty of 200×50, as the session leader with the pty as its controlling terminal.
+    pub fn spawn(mut command: Command) -> TerminalClient {
+        let (master, slave) = open_pty();
+        let stdio = || Stdio::from(slave.try_clone().expect("dup the pty's slave side"));
+        command.stdin(stdio()).stdout(stdio()).stderr(stdio());
         // SAFETY: setsid and ioctl are async-signal-safe; they run in the child before exec.
         unsafe {
             command.pre_exec(|| {
