@@ -16,6 +16,8 @@ use std::sync::mpsc::{self, Receiver};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
+use serde_json::Value;
+
 use super::DEADLINE;
 
 /// Prints straight to the terminal (cargo's capture does not hide it) why `test` did nothing.
@@ -266,6 +268,18 @@ impl InNamespace {
         self.lines
             .recv_timeout(DEADLINE)
             .unwrap_or_else(|_| panic!("no {what} within {DEADLINE:?}"))
+    }
+
+    /// The next JSON event satisfying `matches`; every event before it goes to `seen`.
+    pub fn expect(&self, what: &str, seen: &mut Vec<Value>, matches: impl Fn(&Value) -> bool) {
+        loop {
+            let event: Value = serde_json::from_str(&self.next_line(what)).unwrap();
+            let done = matches(&event);
+            seen.push(event);
+            if done {
+                return;
+            }
+        }
     }
 
     /// Every line of stdout until it closes (the process ended), within the deadline.
