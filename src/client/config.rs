@@ -53,8 +53,14 @@ accepted, with a notice on stderr). Once trusted it is pinned in the known-serve
 under its name and the address it answered at, and a server that presents another one there \
 is refused. Nothing, the password least of all, is sent before. If the change is expected, --forget HOST[:PORT] removes the server's fingerprint (as \
 ssh-keygen -R) and exits without connecting.\n\n\
-Exit status: 0 after :q or end of input (or --forget); 1 local error (bad answer at a prompt, UDP port in \
-use, the known-servers file); 2 bad arguments (a bad --server port too); 3 server \
+Without --server the client looks for servers announced on the LAN (multicast DNS, about a \
+second): one found is connected to, saying which; several are listed to choose from on a terminal, or \
+named without one (exit 2); none, and it tries 127.0.0.1:12000, saying so. --discover only lists \
+them. A fingerprint announced on the LAN proves nothing (anyone can announce): at first contact the \
+client says whether the certificate matches it, and pins as always.\n\n\
+Exit status: 0 after :q or end of input (or --forget, --discover); 1 local error (bad answer at a prompt, UDP port in \
+use, the known-servers file); 2 bad arguments (a bad --server port too; several servers announced and no \
+terminal to choose on); 3 server \
 unreachable, not a p2pchat server (no hello within 5 s, or something else first), or full \
 (for everyone, or for this address), too busy to check the login now (try again later), or \
 speaking the other protocol (TLS vs --plaintext); 4 login or registration refused; 5 the \
