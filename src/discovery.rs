@@ -261,6 +261,17 @@ impl Announcement {
     }
 }
 
+/// What a server found on the LAN announced about itself, as the client carries it to the
+/// first-use prompt: anyone on the LAN can announce anything, so it is shown beside the
+/// certificate there, never trusted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Announced {
+    /// The name it was listed under.
+    pub name: String,
+    /// The fingerprint it announced (none: plaintext, or none that read as one).
+    pub fingerprint: Option<Fingerprint>,
+}
+
 /// A server found on the LAN, as it announced itself. Everything here is what someone on the
 /// LAN *said*: the name may be anything, the fingerprint proves nothing.
 #[derive(Debug, Clone, PartialEq, Eq)]

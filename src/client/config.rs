@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use crate::protocol::MAX_DATAGRAM_BYTES;
 use crate::tls::Fingerprint;
 
-pub use super::secure::Announced;
+use crate::discovery::Announced;
 
 /// `p2pchat-client -h`: what it is, in one line.
 pub const ABOUT: &str =

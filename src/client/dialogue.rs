@@ -720,7 +720,7 @@ mod tests {
 
     fn announced(fingerprint: Option<Fingerprint>) -> FirstContact {
         FirstContact {
-            announced: Some(crate::client::secure::Announced {
+            announced: Some(crate::discovery::Announced {
                 name: "lab:12000".into(),
                 fingerprint,
             }),

@@ -13,8 +13,7 @@ use super::config::{ClientArgs, DEFAULT_SERVER};
 use super::dialogue::Terminal;
 use super::error::{exit, ClientError, Local};
 use super::event::ClientEvent;
-use super::secure::Announced;
-use crate::discovery::{self, Browsed, Found, BROWSE_TIME};
+use crate::discovery::{self, Announced, Browsed, Found, BROWSE_TIME};
 use crate::runtime;
 
 /// The event for a server found on the LAN.

@@ -77,9 +77,7 @@ pub use event::ClientEvent;
 pub use link::{AuthMode, NameCheck};
 pub use peer_list::PeerList;
 pub use reconnect::Reconnect;
-pub use secure::{
-    Announced, AnnouncedMatch, FirstContact, FirstUse, Transport, Trust, TrustOutcome,
-};
+pub use secure::{AnnouncedMatch, FirstContact, FirstUse, Transport, Trust, TrustOutcome};
 
 /// A connection to the server plus the UDP socket for direct messages.
 pub struct Client {

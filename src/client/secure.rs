@@ -24,6 +24,7 @@ use futures_rustls::TlsConnector;
 use super::error::{AddressChanged, ClientError, Local, NotP2pchat, NotTrusted, Unreachable};
 use super::known_servers::{self, KnownAs, KnownServers};
 use crate::connection::Stream;
+use crate::discovery::Announced;
 use crate::protocol::{decode_server, ServerMessage};
 use crate::runtime::{self, TcpStream};
 use crate::tls::{self, Fingerprint};
@@ -53,16 +54,6 @@ pub enum Trust {
         /// contact, never a pin.
         announced: Option<Announced>,
     },
-}
-
-/// What a server found on the LAN announced about itself (DNS-SD): anyone on the LAN can
-/// announce anything, so it is shown beside the certificate at first contact, never trusted.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Announced {
-    /// The name it was listed under.
-    pub name: String,
-    /// The fingerprint it announced (none: plaintext, or none that read as one).
-    pub fingerprint: Option<Fingerprint>,
 }
 
 /// How the certificate met compares with what was announced on the LAN.
