@@ -65,6 +65,20 @@ pub fn choose(
     }
 }
 
+/// The servers a client in this mode can talk to: those announcing TLS, or plaintext ones for a
+/// `plaintext` client; and how many others were set aside. When none speaks the client's mode,
+/// all are kept: connecting then says what is wrong (TLS against plaintext) instead of a
+/// silent fallback to this host.
+pub fn for_mode(mut browsed: Browsed, plaintext: bool) -> (Browsed, usize) {
+    let matching = browsed.found.iter().filter(|f| f.tls != plaintext).count();
+    if matching == 0 {
+        return (browsed, 0);
+    }
+    let before = browsed.found.len();
+    browsed.found.retain(|f| f.tls != plaintext);
+    (browsed, before - matching)
+}
+
 /// Browses off the runtime's threads (it blocks for [`BROWSE_TIME`]).
 async fn browse() -> Result<Browsed, discovery::DiscoveryError> {
     runtime::spawn_blocking(|| discovery::browse(BROWSE_TIME)).await
@@ -94,6 +108,18 @@ pub async fn find_server(
             Browsed::default()
         }
     };
+    let (browsed, other_mode) = for_mode(browsed, args.plaintext);
+    if other_mode > 0 {
+        let (they, we) = match args.plaintext {
+            true => ("TLS", "--plaintext"),
+            false => ("plaintext (--plaintext)", "TLS"),
+        };
+        emit(ClientEvent::Warning {
+            message: format!(
+                "{other_mode} server(s) announced on the LAN speak {they}, not {we} as this client: left out"
+            ),
+        });
+    }
     let mut args = args.clone();
     match choose(&browsed, terminal)? {
         Some(found) => {
@@ -206,6 +232,22 @@ mod tests {
         let chosen = choose(&browsed(vec![one.clone()]), Some(&mut terminal)).unwrap();
         assert_eq!(chosen, Some(one));
         assert!(terminal.said.is_empty(), "{:?}", terminal.said);
+    }
+
+    #[test]
+    fn servers_of_the_other_mode_are_left_out_unless_none_speaks_the_clients() {
+        let mut plain = server("plain", "10.0.0.3");
+        plain.tls = false;
+        let both = browsed(vec![server("a", "10.0.0.1"), plain.clone()]);
+        let (tls_client, left_out) = for_mode(both.clone(), false);
+        assert_eq!(tls_client.found, vec![server("a", "10.0.0.1")]);
+        assert_eq!(left_out, 1);
+        let (plain_client, left_out) = for_mode(both, true);
+        assert_eq!(plain_client.found, vec![plain.clone()]);
+        assert_eq!(left_out, 1);
+        // None of the client's mode: all kept, so that connecting says what is wrong.
+        let (kept, left_out) = for_mode(browsed(vec![plain.clone()]), false);
+        assert_eq!((kept.found, left_out), (vec![plain], 0));
     }
 
     #[test]
