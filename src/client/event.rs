@@ -416,6 +416,8 @@ mod tests {
             ip: "127.0.0.1".parse().unwrap(),
             p2p_port: 9,
             public_key: None,
+            identity_key: None,
+            identity_binding: None,
         };
         let shown = [
             ClientEvent::Joined { peer: peer.clone() }.render(10),
@@ -550,6 +552,8 @@ mod tests {
             ip: "127.0.0.1".parse().unwrap(),
             p2p_port: 9,
             public_key: None,
+            identity_key: None,
+            identity_binding: None,
         }
     }
 

@@ -181,6 +181,8 @@ impl Link {
             password: password.to_string(),
             p2p_port,
             public_key: pairs.as_ref().map(Pairs::public_key),
+            identity_key: None,
+            identity_binding: None,
             key_proof,
             tell_delays: true,
         };

@@ -227,6 +227,8 @@ mod tests {
             ip: "127.0.0.1".parse().unwrap(),
             p2p_port: 9,
             public_key: key,
+            identity_key: None,
+            identity_binding: None,
         }
     }
 

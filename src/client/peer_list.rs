@@ -59,6 +59,8 @@ mod tests {
             ip: addr.ip(),
             p2p_port: addr.port(),
             public_key: None,
+            identity_key: None,
+            identity_binding: None,
         }
     }
 

@@ -483,6 +483,8 @@ mod tests {
             ip: addr("127.0.0.1:4000").ip(),
             p2p_port: 4000,
             public_key: None,
+            identity_key: None,
+            identity_binding: None,
         });
         list
     }
@@ -608,6 +610,8 @@ mod tests {
             ip: addr("127.0.0.2:1").ip(),
             p2p_port: 4000,
             public_key: None,
+            identity_key: None,
+            identity_binding: None,
         });
         inbox.keep_only(["bob"]);
         assert!(delivered(&mut inbox, &peers), "alice was not in the list");

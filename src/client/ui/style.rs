@@ -612,6 +612,8 @@ mod tests {
             ip: "127.0.0.1".parse().unwrap(),
             p2p_port: 1,
             public_key: None,
+            identity_key: None,
+            identity_binding: None,
         };
         renderer.render(&ClientEvent::Peers {
             peers: vec![peer("alice"), peer("carol")],
