@@ -49,6 +49,7 @@ mod link;
 pub mod outgoing;
 pub mod pairs;
 pub mod peer_list;
+pub mod private_file;
 mod reconnect;
 pub mod screen;
 pub mod secure;
