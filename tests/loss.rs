@@ -156,14 +156,20 @@ struct InNamespace {
     child: Child,
     stdin: Option<ChildStdin>,
     lines: Receiver<String>,
+    /// Its HOME and XDG folders (the client keeps its identity and pins there), removed with it.
+    _home: tempfile::TempDir,
 }
 
 impl InNamespace {
     fn spawn(ns: &str, program: &std::path::Path, args: &[&str]) -> InNamespace {
+        let home = tempfile::TempDir::new().expect("a home folder");
         let mut child = Command::new("ip")
             .args(["netns", "exec", ns])
             .arg(program)
             .args(args)
+            .env("HOME", home.path())
+            .env("XDG_CONFIG_HOME", home.path())
+            .env("XDG_DATA_HOME", home.path())
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
@@ -183,6 +189,7 @@ impl InNamespace {
         InNamespace {
             child,
             stdin,
+            _home: home,
             lines,
         }
     }

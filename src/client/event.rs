@@ -14,6 +14,7 @@ use serde::{Serialize, Serializer};
 
 use super::direct_inbox::DirectStats;
 use super::screen::{escape, message};
+use crate::identity::IdentityPublic;
 use crate::protocol::{DelayReason, ErrorCode, PeerInfo, RoomLine, TextKind};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -29,9 +30,13 @@ pub enum ClientEvent {
         username: String,
         peers: Vec<PeerInfo>,
     },
-    /// Who is online, as asked for (`/peers`) or as the server sent it whole.
+    /// Who is online, as asked for (`/peers`) or as the server sent it whole; `verified` names
+    /// those whose safety number this user confirmed (`/verify NAME confirm`) for the identity
+    /// they prove now (left out when none).
     Peers {
         peers: Vec<PeerInfo>,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        verified: Vec<String>,
     },
     /// Who is online after a `joined` or `left` (the event just before says who). The same JSON
     /// as [`ClientEvent::Peers`], for programs that keep the list; a person is not shown it
@@ -40,6 +45,8 @@ pub enum ClientEvent {
     #[serde(rename = "peers")]
     PeersChanged {
         peers: Vec<PeerInfo>,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        verified: Vec<String>,
     },
     Joined {
         peer: PeerInfo,
@@ -140,6 +147,45 @@ pub enum ClientEvent {
     QueuedSent {
         lines: usize,
     },
+    /// First contact: `peer`'s identity key pinned in the known-peers file. Not shown to a
+    /// person ([`ClientEvent::is_quiet`]): a class's first login would be a screen of them, and
+    /// `/verify` tells what matters.
+    IdentityPinned {
+        peer: String,
+        identity: IdentityPublic,
+    },
+    /// `peer` proves another identity than the one pinned: nothing sealed goes to it and nothing
+    /// sealed from it is opened until `/trust peer` (or `/verify peer confirm`).
+    IdentityChanged {
+        peer: String,
+        pinned: IdentityPublic,
+        announced: IdentityPublic,
+    },
+    /// `peer`'s identity cannot be checked (`reason`: a binding that does not verify, half of
+    /// one, or none where one is pinned): nothing sealed goes to it or is opened from it.
+    IdentityUnverified {
+        peer: String,
+        reason: String,
+    },
+    /// `/trust peer`: its new identity is pinned, and sealing to it resumes.
+    IdentityTrusted {
+        peer: String,
+        identity: IdentityPublic,
+    },
+    /// `/verify peer`: the safety number of this user's identity and `peer`'s, 12 groups of 5
+    /// digits, the same on both screens; `verified` once confirmed; `trusted` false when it is
+    /// for a changed identity not yet trusted.
+    SafetyNumber {
+        peer: String,
+        number: String,
+        verified: bool,
+        trusted: bool,
+    },
+    /// `/verify peer confirm`: `peer` is recorded as verified (marked in `/peers`) until its
+    /// identity changes.
+    IdentityVerified {
+        peer: String,
+    },
     /// A room line from someone else, of any kind (its JSON: [`RoomMessage`]). Last: an
     /// untagged variant must be.
     #[serde(untagged)]
@@ -218,7 +264,9 @@ impl ClientEvent {
     pub fn is_quiet(&self) -> bool {
         matches!(
             self,
-            ClientEvent::PeersChanged { .. } | ClientEvent::DirectSent { .. }
+            ClientEvent::PeersChanged { .. }
+                | ClientEvent::DirectSent { .. }
+                | ClientEvent::IdentityPinned { .. }
         )
     }
 
@@ -239,7 +287,8 @@ impl ClientEvent {
                     online(peers)
                 )
             }
-            ClientEvent::Peers { peers } | ClientEvent::PeersChanged { peers } => online(peers),
+            ClientEvent::Peers { peers, verified }
+            | ClientEvent::PeersChanged { peers, verified } => online_marked(peers, verified),
             ClientEvent::Joined { peer } => format!("{JOIN} {} joined", escape(&peer.username)),
             ClientEvent::Left { username } => format!("{LEAVE} {} left", escape(username)),
             ClientEvent::Message(RoomMessage { from, line }) => message(
@@ -319,6 +368,64 @@ impl ClientEvent {
                 "{NOTICE} {lines} queued line{} sent",
                 if *lines == 1 { "" } else { "s" }
             ),
+            ClientEvent::IdentityPinned { peer, identity } => format!(
+                "{NOTICE} first contact with {}: identity key {} pinned (/verify {} to compare \
+                 safety numbers)",
+                escape(peer),
+                identity.short(),
+                escape(peer)
+            ),
+            ClientEvent::IdentityChanged { peer, .. } => {
+                let peer = escape(peer);
+                format!(
+                    "! {peer}'s identity key changed: a new device, or someone in the middle; \
+                     compare safety numbers with /verify {peer}. Nothing sealed goes to {peer} \
+                     or is taken from {peer} until /trust {peer}"
+                )
+            }
+            ClientEvent::IdentityUnverified { peer, reason } => {
+                let peer = escape(peer);
+                format!(
+                    "! {peer}'s identity cannot be checked: {}; nothing sealed goes to {peer} or \
+                     is taken from {peer}",
+                    escape(reason)
+                )
+            }
+            ClientEvent::IdentityTrusted { peer, identity } => {
+                let peer = escape(peer);
+                format!(
+                    "{NOTICE} {peer}'s identity key {} is trusted and pinned; /verify {peer} to \
+                     compare safety numbers",
+                    identity.short()
+                )
+            }
+            ClientEvent::SafetyNumber {
+                peer,
+                number,
+                verified,
+                trusted,
+            } => {
+                let peer = escape(peer);
+                let state = match (verified, trusted) {
+                    (true, _) => format!("verified; it changes if {peer}'s identity key does"),
+                    (false, true) => format!(
+                        "compare it with {peer}'s screen (or read it aloud); if they match: \
+                         /verify {peer} confirm"
+                    ),
+                    (false, false) => format!(
+                        "for {peer}'s NEW identity key, not trusted yet; if it matches {peer}'s \
+                         screen: /verify {peer} confirm"
+                    ),
+                };
+                format!(
+                    "{NOTICE} safety number with {peer}: {}\n{NOTICE} {state}",
+                    escape(number)
+                )
+            }
+            ClientEvent::IdentityVerified { peer } => format!(
+                "{NOTICE} {} is verified (marked in /peers until their identity key changes)",
+                escape(peer)
+            ),
         }
     }
 }
@@ -353,7 +460,23 @@ pub fn own_direct_head(to: &str, from: &str) -> String {
 }
 
 fn online(peers: &[PeerInfo]) -> String {
-    let names: Vec<String> = peers.iter().map(|p| escape(&p.username)).collect();
+    online_marked(peers, &[])
+}
+
+/// The mark after the name of a peer whose safety number was confirmed.
+pub const VERIFIED_MARK: &str = "(verified)";
+
+/// Who is online, those in `verified` marked [`VERIFIED_MARK`].
+fn online_marked(peers: &[PeerInfo], verified: &[String]) -> String {
+    let names: Vec<String> = peers
+        .iter()
+        .map(
+            |p| match verified.iter().any(|v| v.eq_ignore_ascii_case(&p.username)) {
+                true => format!("{} {VERIFIED_MARK}", escape(&p.username)),
+                false => escape(&p.username),
+            },
+        )
+        .collect();
     format!("{NOTICE} online ({}): {}", names.len(), names.join(", "))
 }
 
@@ -425,7 +548,11 @@ mod tests {
                 username: name.into(),
             }
             .render(10),
-            ClientEvent::Peers { peers: vec![peer] }.render(10),
+            ClientEvent::Peers {
+                peers: vec![peer],
+                verified: Vec::new(),
+            }
+            .render(10),
             ClientEvent::Message(RoomMessage {
                 from: name.into(),
                 line: RoomLine::say("x"),
@@ -572,6 +699,7 @@ mod tests {
             },
             ClientEvent::Peers {
                 peers: vec![bob.clone()],
+                verified: Vec::new(),
             },
             ClientEvent::Joined { peer: bob.clone() },
             ClientEvent::Left {
@@ -665,6 +793,7 @@ mod tests {
     fn a_person_is_not_shown_the_roster_after_a_join_nor_a_send_but_programs_are() {
         let changed = ClientEvent::PeersChanged {
             peers: vec![peer("bob")],
+            verified: Vec::new(),
         };
         let sent = ClientEvent::DirectSent {
             to: "bob".into(),

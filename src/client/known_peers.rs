@@ -72,7 +72,8 @@ impl PinnedPeer {
 /// The file, as read.
 #[derive(Debug)]
 pub struct KnownPeers {
-    path: PathBuf,
+    /// `None`: kept in memory only, for this process (a library user that named no file).
+    path: Option<PathBuf>,
     /// The file's text as read or last written (comments and all), kept to rewrite it.
     text: String,
     entries: Vec<PinnedPeer>,
@@ -91,14 +92,24 @@ impl KnownPeers {
         };
         let entries = parse(path, &text)?;
         Ok(KnownPeers {
-            path: path.into(),
+            path: Some(path.into()),
             text,
             entries,
         })
     }
 
-    pub fn path(&self) -> &Path {
-        &self.path
+    /// Pins kept in memory only, for this process: first contacts are pinned and changes caught
+    /// for as long as it runs, and forgotten after.
+    pub fn in_memory() -> Self {
+        KnownPeers {
+            path: None,
+            text: String::new(),
+            entries: Vec::new(),
+        }
+    }
+
+    pub fn path(&self) -> Option<&Path> {
+        self.path.as_deref()
     }
 
     /// The pin for `name` at `server` (as typed); the last line if the file has several.
@@ -131,8 +142,10 @@ impl KnownPeers {
         };
         let had_one = self.find(server, name).is_some();
         if !had_one {
-            private_file::append_checked(&self.path, Readers::Anyone, &entry.line())
-                .map_err(|e| file_error(&self.path, e, false))?;
+            if let Some(path) = &self.path {
+                private_file::append_checked(path, Readers::Anyone, &entry.line())
+                    .map_err(|e| file_error(path, e, false))?;
+            }
             if !self.text.is_empty() && !self.text.ends_with('\n') {
                 self.text.push('\n');
             }
@@ -152,7 +165,9 @@ impl KnownPeers {
             text.push('\n');
         }
         text.push_str(&entry.line());
-        private_file::replace(&self.path, &text).map_err(|e| file_error(&self.path, e, false))?;
+        if let Some(path) = &self.path {
+            private_file::replace(path, &text).map_err(|e| file_error(path, e, false))?;
+        }
         self.entries
             .retain(|old| !(old.server == entry.server && old.name == entry.name));
         self.entries.push(entry.clone());

@@ -381,7 +381,11 @@ mod tests {
         bob.admit("alice", alice_key);
         let sealed = alice.seal(&bob_entry, Kind::Message, b"hi").unwrap();
         let header = Header::parse(&sealed).unwrap();
-        assert!(bob.keys(&alice_entry).unwrap().open(&header, &sealed).is_ok());
+        assert!(bob
+            .keys(&alice_entry)
+            .unwrap()
+            .open(&header, &sealed)
+            .is_ok());
         // A key the server announces for bob instead (another session): not admitted.
         let forged = peer("bob", Some(SessionKey::generate().public_key()));
         alice.peer_online(&forged);

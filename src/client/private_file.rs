@@ -385,14 +385,23 @@ mod tests {
         std::os::unix::fs::symlink(&target, &link).unwrap();
         assert!(matches!(
             append_checked(&link, Readers::Anyone, "x\n"),
-            Err(PrivateFileError::Exposed(Exposure::NotAFile { link: true, .. }))
+            Err(PrivateFileError::Exposed(Exposure::NotAFile {
+                link: true,
+                ..
+            }))
         ));
         assert!(matches!(
             read_checked(&link, Readers::OwnerOnly),
-            Err(PrivateFileError::Exposed(Exposure::NotAFile { link: true, .. }))
+            Err(PrivateFileError::Exposed(Exposure::NotAFile {
+                link: true,
+                ..
+            }))
         ));
         assert!(create_new(&link, b"x").is_err());
         assert!(!target.exists(), "nothing written through the link");
-        assert_eq!(read_checked(&dir.path().join("none"), Readers::Anyone).unwrap(), None);
+        assert_eq!(
+            read_checked(&dir.path().join("none"), Readers::Anyone).unwrap(),
+            None
+        );
     }
 }

@@ -439,6 +439,7 @@ impl ChatClient {
             .arg("--json")
             .args(flags)
             .env("XDG_CONFIG_HOME", config)
+            .env("XDG_DATA_HOME", config)
             .env("HOME", config)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())

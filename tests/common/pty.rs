@@ -36,7 +36,8 @@ pub struct TerminalClient {
     screen: Arc<Screen>,
     /// How far [`TerminalClient::wait_for`] has read: each wait looks past the last match.
     pub seen: usize,
-    /// Its XDG_CONFIG_HOME, XDG_STATE_HOME and HOME when the harness made them, removed with it.
+    /// Its XDG_CONFIG_HOME, XDG_DATA_HOME, XDG_STATE_HOME and HOME when the harness made them,
+    /// removed with it.
     _home: Option<tempfile::TempDir>,
 }
 
@@ -77,6 +78,7 @@ impl TerminalClient {
             )
             .args(flags)
             .env("XDG_CONFIG_HOME", home.join("config"))
+            .env("XDG_DATA_HOME", home.join("data"))
             .env("XDG_STATE_HOME", home.join("state"))
             .env("HOME", home)
             .env("TERM", "xterm-256color")

@@ -120,7 +120,7 @@ impl Names {
                 inner.me = Some(username.clone());
                 inner.online = names(peers);
             }
-            ClientEvent::Peers { peers } | ClientEvent::PeersChanged { peers } => {
+            ClientEvent::Peers { peers, .. } | ClientEvent::PeersChanged { peers, .. } => {
                 inner.online = names(peers)
             }
             ClientEvent::Joined { peer } => {
@@ -617,6 +617,7 @@ mod tests {
         };
         renderer.render(&ClientEvent::Peers {
             peers: vec![peer("alice"), peer("carol")],
+            verified: Vec::new(),
         });
         renderer.render(&ClientEvent::Joined { peer: peer("bob") });
         assert_eq!(renderer.names().others(), ["bob", "carol"]);
