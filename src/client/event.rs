@@ -605,7 +605,7 @@ mod tests {
         });
         assert_eq!(
             serde_json::to_string(&event).unwrap(),
-            r#"{"event":"direct_stats","received":3,"delivered":1,"dropped":{"oversized":0,"malformed":2,"unknown_source":0,"rate_limited":0,"replayed":0,"unsealed":0,"truncated":0,"unknown_key":0,"stale_session":0,"forged":0},"sources_tracked":1,"acks":0,"duplicates":0,"shown":1,"sent":2,"acknowledged":1,"not_delivered":0}"#
+            r#"{"event":"direct_stats","received":3,"delivered":1,"dropped":{"oversized":0,"malformed":2,"unknown_source":0,"rate_limited":0,"replayed":0,"unsealed":0,"truncated":0,"unknown_key":0,"stale_session":0,"forged":0,"untrusted":0},"sources_tracked":1,"acks":0,"duplicates":0,"shown":1,"sent":2,"acknowledged":1,"not_delivered":0}"#
         );
         // What was sent and what was received, each counter named for what it counts: the
         // message bob acknowledged is not "0 delivered".
