@@ -14,6 +14,7 @@ use std::path::Path;
 /// What the client may use outside `client`: the modules both sides share.
 const SHARED: &[&str] = &[
     "connection",
+    "identity",
     "protocol",
     "rate_limit",
     "rules",

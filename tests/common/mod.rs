@@ -20,6 +20,7 @@
 
 #![allow(dead_code)] // Each test file uses a different part of the harness.
 
+pub mod lying;
 pub mod pty;
 
 use std::cell::RefCell;
