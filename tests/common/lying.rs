@@ -89,10 +89,7 @@ impl LyingServer {
                 }
                 let mut list = list.lock().unwrap();
                 for other in list.iter_mut() {
-                    write_line(
-                        &mut other.stream,
-                        &json!({"type": "joined", "peer": entry}),
-                    );
+                    write_line(&mut other.stream, &json!({"type": "joined", "peer": entry}));
                 }
                 let mut peers: Vec<Value> = list.iter().map(|c| c.entry.clone()).collect();
                 peers.push(entry.clone());
@@ -150,7 +147,9 @@ impl LyingServer {
 fn write_line(stream: &mut Tls, message: &Value) {
     let mut line = message.to_string();
     line.push('\n');
-    stream.write_all(line.as_bytes()).expect("write to a client");
+    stream
+        .write_all(line.as_bytes())
+        .expect("write to a client");
     stream.flush().expect("flush to a client");
 }
 
