@@ -889,4 +889,49 @@ mod tests {
             r#"{"event":"left","username":"bob"}"#
         );
     }
+
+    #[test]
+    fn a_changed_identity_is_warned_plainly_and_the_pinned_first_contact_is_quiet() {
+        let key = |b| IdentityPublic::from_bytes([b; 32]);
+        let changed = ClientEvent::IdentityChanged {
+            peer: "bob".into(),
+            pinned: key(1),
+            announced: key(2),
+        };
+        let text = changed.render(10);
+        assert!(
+            text.starts_with(
+                "! bob's identity key changed: a new device, or someone in the middle; compare \
+                 safety numbers with /verify bob"
+            ),
+            "{text}"
+        );
+        assert!(text.contains("until /trust bob"), "{text}");
+        let json = serde_json::to_value(&changed).unwrap();
+        assert_eq!(json["event"], "identity_changed");
+        assert_eq!(json["pinned"], key(1).to_base64());
+        let pinned = ClientEvent::IdentityPinned {
+            peer: "bob".into(),
+            identity: key(1),
+        };
+        assert!(pinned.is_quiet());
+        assert!(!changed.is_quiet());
+        // A verified peer is marked in the list, for a person and a program.
+        let peers = ClientEvent::Peers {
+            peers: vec![peer("alice"), peer("bob")],
+            verified: vec!["bob".into()],
+        };
+        assert_eq!(peers.render(10), "-!- online (2): alice, bob (verified)");
+        assert_eq!(
+            serde_json::to_value(&peers).unwrap()["verified"],
+            serde_json::json!(["bob"])
+        );
+        let number = ClientEvent::SafetyNumber {
+            peer: "bob".into(),
+            number: "12345 67890".into(),
+            verified: false,
+            trusted: true,
+        };
+        assert!(number.render(10).contains("/verify bob confirm"));
+    }
 }
