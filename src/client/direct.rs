@@ -349,7 +349,7 @@ impl Courier {
             pairs.withhold(&peer.username);
         }
         peers.set_verified(&peer.username, identities.is_verified(&peer.username));
-        events.into_iter().for_each(|event| emit(event));
+        events.into_iter().for_each(emit);
     }
 
     /// `/verify NAME` (`confirm`: `/verify NAME confirm`) and `/trust NAME`: what to show.

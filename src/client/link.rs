@@ -163,14 +163,13 @@ impl Link {
         username: &str,
         password: &str,
         p2p_port: u16,
-        sealed: bool,
-        identity: Option<&IdentityKey>,
+        sealing: Option<&IdentityKey>,
         emit: &mut E,
     ) -> Result<LoggedIn, ClientError> {
         // A fresh key pair for every session (a login again after a reconnect too): nothing
         // sealed in it can be opened later with anything kept on disk, and an ended session's
         // datagrams name a key no one uses.
-        let mut pairs = sealed.then(|| Pairs::new(SessionKey::generate()));
+        let mut pairs = sealing.map(|_| Pairs::new(SessionKey::generate()));
         // Proves the key is this session's, so that no one else can announce it. A challenge
         // that gives no shared secret (a broken server) gets no proof: the server refuses the
         // key, and says why.
@@ -180,7 +179,7 @@ impl Link {
         };
         // The account's identity vouches for this session's key, so that peers can tell it from
         // a key the server made up.
-        let (identity_key, identity_binding) = match (&pairs, identity) {
+        let (identity_key, identity_binding) = match (&pairs, sealing) {
             (Some(pairs), Some(identity)) => (
                 Some(identity.public()),
                 Some(identity.bind(username, &pairs.public_key())),

@@ -123,7 +123,7 @@ pub struct Client {
     credentials: Option<(String, String)>,
     /// Where the identities are kept.
     identity_store: IdentityStore,
-    /// The account's identity, once loaded at authentication (sealing only).
+    /// The account's identity, once loaded at authentication: `Some` exactly when sealing.
     identity: Option<IdentityKey>,
     /// The peers' identities, checked against the pins (sealing only).
     identities: Option<PeerIdentities>,
@@ -283,7 +283,7 @@ impl Client {
                 username,
                 password,
                 self.p2p_addr.port(),
-                self.sealed,
+                // Sealing, with this account's identity (loaded above when sealing).
                 self.identity.as_ref(),
                 emit,
             )
@@ -313,8 +313,7 @@ impl Client {
                 username,
                 password,
                 p2p_port: self.p2p_addr.port(),
-                sealed: self.sealed,
-                identity: self.identity.clone(),
+                sealing: self.identity.clone(),
             }),
             _ => None,
         };
