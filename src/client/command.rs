@@ -185,6 +185,16 @@ pub fn completions() -> Vec<&'static str> {
     names
 }
 
+/// Whether the `/word` (any case) is a command whose first argument is a peer's name (its usage
+/// reads `/word NAME …`: `/msg`, `/verify`, `/trust`), so that Tab completes a name after it.
+pub fn takes_a_name(word: &str) -> bool {
+    COMMANDS.iter().any(|spec| {
+        let mut usage = spec.usage.split_whitespace();
+        let named = matches!(spec.call, Call::Words(words) if words.iter().any(|w| w.eq_ignore_ascii_case(word)));
+        named && usage.next().is_some() && usage.next() == Some("NAME")
+    })
+}
+
 /// A line that is not a command the client knows, or a command without its parts.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CommandError {
@@ -370,6 +380,10 @@ mod tests {
             assert!(parse(line).is_ok(), "{name}");
         }
         assert!(completions().contains(&"/who"), "aliases are completed");
+        for named in ["/msg", "/VERIFY", "/trust"] {
+            assert!(takes_a_name(named), "{named}");
+        }
+        assert!(!takes_a_name("/me") && !takes_a_name("/peers"));
         assert!(!completions().contains(&"/?"));
     }
 
