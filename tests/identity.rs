@@ -337,3 +337,33 @@ fn an_identity_file_others_can_read_is_refused_with_what_to_do() {
     assert_eq!(finished.status.code(), Some(1), "{}", finished.stderr);
     assert!(finished.stderr.contains("chmod 600"), "{}", finished.stderr);
 }
+
+#[test]
+fn on_a_terminal_a_changed_identity_is_warned_plainly_and_verify_shows_the_number() {
+    use common::pty::TerminalClient;
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("users.json"), &[]);
+    let mut bob = ChatClient::register(server.addr, "bob", "bob-password");
+    let mut alice = TerminalClient::start(server.addr, &[]);
+    alice.register("alice", "alice-password");
+    alice.wait_for("> ");
+    alice.type_keys("/verify bob\r");
+    alice.wait_for("-!- safety number with bob: ");
+    let at_bob = safety_number(&mut bob, "alice");
+    alice.wait_for(at_bob["number"].as_str().unwrap());
+    // bob on a new device.
+    let identity_file = data_home_of(&server.addr.to_string(), dir.path())
+        .join("p2pchat/identities")
+        .join(format!("bob@127.0.0.1:{}", server.addr.port()));
+    assert_eq!(bob.finish().status.code(), Some(0));
+    std::fs::remove_file(identity_file).unwrap();
+    let _bob = ChatClient::login(server.addr, "bob", "bob-password");
+    alice.wait_for(
+        "! bob's identity key changed: a new device, or someone in the middle; compare safety \
+         numbers with /verify bob",
+    );
+    alice.type_keys("@bob: hello?\r");
+    alice.wait_for("! error: bob's identity is not trusted now");
+    alice.type_keys("/trust bob\r");
+    alice.wait_for("-!- bob's identity key SHA256:");
+}

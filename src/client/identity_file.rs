@@ -191,6 +191,18 @@ mod tests {
         );
         assert!(refused.to_string().contains("chmod 600"), "{refused}");
         fs::set_permissions(&file, Permissions::from_mode(0o600)).unwrap();
+        // Another user's file (only root can give one away: elsewhere this part is skipped).
+        if rustix::process::geteuid().is_root() {
+            let theirs = path(dir.path(), "h:1", "dave");
+            load_or_create(&theirs).unwrap();
+            std::os::unix::fs::chown(&theirs, Some(12_345), None).unwrap();
+            assert!(matches!(
+                load_or_create(&theirs),
+                Err(IdentityFileError::Exposed {
+                    exposure: Exposure::Owner { owner: 12_345, .. }
+                })
+            ));
+        }
         // A link is neither followed to read nor to make a key through it.
         let linked = path(dir.path(), "h:1", "bob");
         let target = dir.path().join("elsewhere");
