@@ -367,3 +367,53 @@ fn on_a_terminal_a_changed_identity_is_warned_plainly_and_verify_shows_the_numbe
     alice.type_keys("/trust bob\r");
     alice.wait_for("-!- bob's identity key SHA256:");
 }
+
+#[test]
+fn the_server_refuses_a_binding_that_does_not_verify_before_checking_the_password() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("users.json"), &[]);
+    let session = SessionKey::generate();
+    let (mine, another) = (
+        IdentityKey::from_seed(&[1; 32]),
+        IdentityKey::from_seed(&[2; 32]),
+    );
+    for (identity, binding) in [
+        // Another identity's binding of this very key.
+        (
+            json!(mine.public()),
+            json!(another.bind("carol", &session.public_key())),
+        ),
+        // A binding for another name.
+        (
+            json!(mine.public()),
+            json!(mine.bind("dave", &session.public_key())),
+        ),
+        // A key without its binding.
+        (json!(mine.public()), Value::Null),
+    ] {
+        let mut conn = RawConnection::connect(server.addr);
+        let challenge = conn.hello()["key_challenge"]
+            .as_str()
+            .and_then(PublicKey::from_base64)
+            .unwrap();
+        let mut request = json!({
+            "type": "register", "username": "carol", "password": "carol-password",
+            "p2p_port": 40_001, "public_key": session.public_key(),
+            "key_proof": session.prove(&challenge, "carol").unwrap(),
+            "identity_key": identity,
+        });
+        if !binding.is_null() {
+            request["identity_binding"] = binding;
+        }
+        conn.send(&request);
+        let answer = conn.read_json().expect("an answer");
+        assert_eq!(
+            (&answer["code"], &answer["fatal"]),
+            (&json!("identity_invalid"), &json!(true)),
+            "{answer}"
+        );
+    }
+    // Nothing was registered: the name is still free.
+    let carol = ChatClient::register(server.addr, "carol", "carol-password");
+    assert_eq!(carol.finish().status.code(), Some(0));
+}

@@ -8,7 +8,10 @@
 //! the server never sees them. By default they are sealed end to end ([`crate::sealed`]) with a
 //! key pair made for this session, acknowledged by the receiver and sent again until they are
 //! (`in_flight`); with `--plaintext` they are today's clear JSON datagrams. Received datagrams
-//! pass the checks and limits of [`direct_inbox`] before they are shown.
+//! pass the checks and limits of [`direct_inbox`] before they are shown. Each session key is
+//! signed by the account's long-term identity ([`identity_file`]); a peer's key is used only if
+//! its identity is the one pinned for it ([`peer_identities`], [`known_peers`]), so the server
+//! cannot stand in the middle of a pinned peer.
 //!
 //! The server may go away (a restart, a broken link): with reconnecting on (`session`), the
 //! chat goes on — direct messages still flow, typed lines wait — while the client connects

@@ -130,6 +130,18 @@ impl PeerIdentities {
                     pinned: pin.identity,
                     announced: identity,
                 },
+                // Pinned this session already, but the file could not keep it: still trusted,
+                // and not written (nor warned about) again on every list.
+                None if matches!(
+                    self.seen.get(&name),
+                    Some((_, Verdict::Trusted { identity: seen, .. })) if *seen == identity
+                ) =>
+                {
+                    Verdict::Trusted {
+                        identity,
+                        verified: false,
+                    }
+                }
                 None => {
                     match self.known.pin(&self.server, &name, identity, false) {
                         Ok(_) => events.push(ClientEvent::IdentityPinned {
