@@ -323,6 +323,9 @@ impl Courier {
                 if let Some(pairs) = self.pairs.as_mut() {
                     pairs.replace(list);
                 }
+                if let Some(identities) = self.identities.as_mut() {
+                    identities.keep_only(list.iter().map(|peer| peer.username.as_str()));
+                }
                 for peer in list {
                     self.vet(peer, peers, emit);
                 }

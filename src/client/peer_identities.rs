@@ -81,7 +81,8 @@ pub struct PeerIdentities {
     /// This client's name and identity, for safety numbers.
     my_name: String,
     my_identity: IdentityPublic,
-    /// Lower-cased name → the session key last vetted and what it proved.
+    /// Lower-cased name → the session key last vetted and what it proved: one entry per online
+    /// peer (the server's list bounds it; `left` and full lists remove the others).
     seen: HashMap<String, (PublicKey, Verdict)>,
 }
 
@@ -203,6 +204,13 @@ impl PeerIdentities {
     /// The peer forgot its session (`left`, or missing from a full list).
     pub fn forget(&mut self, username: &str) {
         self.seen.remove(&username.to_ascii_lowercase());
+    }
+
+    /// A full list (`welcome`, `peers`): whoever is missing from it has left.
+    pub fn keep_only<'a>(&mut self, online: impl Iterator<Item = &'a str>) {
+        let online: std::collections::HashSet<String> =
+            online.map(str::to_ascii_lowercase).collect();
+        self.seen.retain(|name, _| online.contains(name));
     }
 
     /// Whether `username`'s current identity is pinned and its safety number confirmed.
@@ -347,6 +355,11 @@ mod tests {
         assert!(matches!(events[..], [ClientEvent::IdentityChanged { .. }]));
         let (_, _, again) = later.vet(&changed).unwrap();
         assert!(again.is_empty(), "the same news is not told twice");
+        // Gone from a full list and back: told again; nothing kept of who left.
+        later.keep_only(["carol"].into_iter());
+        assert!(later.seen.is_empty());
+        let (_, _, back) = later.vet(&changed).unwrap();
+        assert!(matches!(back[..], [ClientEvent::IdentityChanged { .. }]));
         // /trust pins the new identity: admitted from then on, in the file too.
         let (session, told) = later.trust("BOB", Some(&changed), false).unwrap();
         assert_eq!(Some(session), changed.public_key);
