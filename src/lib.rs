@@ -7,6 +7,8 @@
 //! - [`protocol`]: every message (TCP lines and UDP datagrams) as serde types; encode/decode.
 //! - [`sealed`]: sealing and opening direct-message datagrams (session keys, pairwise keys,
 //!   ChaCha20-Poly1305).
+//! - [`identity`]: long-term identity keys (Ed25519), the binding of a session key to one, and
+//!   the safety number two people compare.
 //! - [`outbox`]: one client's bounded send queue, filled without waiting.
 //! - [`tls`]: TLS between client and server: the server's key, certificate and fingerprint, and
 //!   the client's verifier, which trusts a fingerprint (SSH's model), not an authority.
@@ -39,6 +41,7 @@ pub mod client;
 pub mod connection;
 pub mod discovery;
 pub mod flood;
+pub mod identity;
 pub mod login_throttle;
 pub mod outbox;
 pub mod protocol;

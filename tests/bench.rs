@@ -469,3 +469,46 @@ fn seal_and_open() {
         );
     }
 }
+
+#[test]
+#[ignore = "benchmark: run with `just bench`"]
+fn identity_binding_and_safety_number() {
+    use p2pchat::identity::{IdentityKey, SafetyNumber};
+    use p2pchat::sealed::SessionKey;
+
+    // What identities add (issue 21 §1): a signature per login, a verification per peer entry
+    // (at the server once, at every client for every entry), and a safety number per /verify.
+    let alice = IdentityKey::generate().unwrap();
+    let bob = IdentityKey::generate().unwrap();
+    let session = SessionKey::generate().public_key();
+    const ROUNDS: u32 = 2_000;
+    let start = Instant::now();
+    for _ in 0..ROUNDS {
+        std::hint::black_box(alice.bind("alice", &session));
+    }
+    let per_bind = start.elapsed() / ROUNDS;
+    let binding = alice.bind("alice", &session);
+    let start = Instant::now();
+    for _ in 0..ROUNDS {
+        binding.verify(&alice.public(), "alice", &session).unwrap();
+    }
+    let per_verify = start.elapsed() / ROUNDS;
+    const NUMBERS: u32 = 100;
+    let start = Instant::now();
+    for _ in 0..NUMBERS {
+        std::hint::black_box(SafetyNumber::new(
+            "alice",
+            &alice.public(),
+            "bob",
+            &bob.public(),
+        ));
+    }
+    let per_number = start.elapsed() / NUMBERS;
+    println!(
+        "identity binding: sign {:.1} µs per login, verify {:.1} µs per peer entry; safety number \
+         (2 × 5,200 SHA-512): {:.2} ms",
+        per_bind.as_secs_f64() * 1e6,
+        per_verify.as_secs_f64() * 1e6,
+        per_number.as_secs_f64() * 1e3
+    );
+}

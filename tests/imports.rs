@@ -15,6 +15,7 @@ use std::path::Path;
 const SHARED: &[&str] = &[
     "connection",
     "discovery",
+    "identity",
     "protocol",
     "rate_limit",
     "rules",

@@ -162,6 +162,15 @@ pub enum Local {
     /// The known-servers file cannot be read or written.
     #[error(transparent)]
     KnownServers(#[from] KnownServersError),
+    /// The account's identity key cannot be read, made or trusted.
+    #[error(transparent)]
+    Identity(super::identity_file::IdentityFileError),
+    /// The known-peers file cannot be read or trusted.
+    #[error(transparent)]
+    KnownPeers(#[from] super::known_peers::KnownPeersError),
+    /// No folder for the identity keys.
+    #[error("neither XDG_DATA_HOME nor HOME is set: there is no place for this account's identity key (or use --plaintext)")]
+    NoIdentityFolder,
     /// No folder for the known-servers file, and no `--known-servers`.
     #[error(
         "neither XDG_CONFIG_HOME nor HOME is set: name the known-servers file with --known-servers"

@@ -31,6 +31,7 @@ use super::link::{AuthMode, NameCheck};
 use super::reconnect::Reconnect;
 use super::secure::{Ask, FirstUse, Transport, Trust, TrustOutcome};
 use super::Client;
+use super::{identity_file, known_peers, IdentityStore};
 use crate::runtime;
 
 /// Lines of stdin read ahead of the chat (piped input); the reading thread waits when it is full.
@@ -76,6 +77,21 @@ pub fn known_servers_path(args: &ClientArgs) -> Result<PathBuf, Local> {
         .clone()
         .or_else(known_servers::default_path)
         .ok_or(Local::NoKnownServersFile)
+}
+
+/// Where the binary keeps identities: one file per account under `$XDG_DATA_HOME/p2pchat/
+/// identities/` (else `~/.local/share/…`), and the pins of peers' identities in `known_peers`
+/// beside the known-servers file the flags name.
+///
+/// # Errors
+/// Neither `XDG_DATA_HOME` nor `HOME` is set, or no folder for the known-servers file.
+pub fn identity_store(args: &ClientArgs) -> Result<IdentityStore, Local> {
+    let folder = identity_file::default_folder().ok_or(Local::NoIdentityFolder)?;
+    let known_peers = known_servers_path(args)?.with_file_name(known_peers::FILE_NAME);
+    Ok(IdentityStore::Files {
+        folder,
+        known_peers,
+    })
 }
 
 /// What `--forget` did: the server's lines removed from the known-servers file (none if it was
@@ -176,6 +192,9 @@ pub async fn connect(args: &ClientArgs, terminal: bool) -> Result<Client, Client
     }
     client.set_direct_limits(args.direct_limits())?;
     client.set_plaintext(args.plaintext);
+    if !args.plaintext {
+        client.set_identity_store(identity_store(args)?);
+    }
     let reconnect = if args.no_reconnect {
         Reconnect::Never
     } else if args.reconnect || terminal {

@@ -202,10 +202,13 @@ pub struct InNamespace {
     lines: Receiver<String>,
     /// Reads stderr to its end, then returns it.
     stderr: Option<JoinHandle<String>>,
+    /// Its own HOME and XDG folders (a client keeps its identity and pins there), removed with it.
+    _home: tempfile::TempDir,
 }
 
 impl InNamespace {
-    /// Runs `program ARGS…` in `ns` (through `ip netns exec`, which execs it).
+    /// Runs `program ARGS…` in `ns` (through `ip netns exec`, which execs it), with a temporary
+    /// HOME and XDG folders of its own, so nothing is written into the real ones.
     pub fn spawn(ns: &str, program: &Path, args: &[&str]) -> InNamespace {
         InNamespace::spawn_with(ns, program, args, |_| {})
     }
@@ -217,11 +220,16 @@ impl InNamespace {
         args: &[&str],
         setup: impl FnOnce(&mut Command),
     ) -> InNamespace {
+        let home = tempfile::TempDir::new().expect("a home folder");
         let mut command = Command::new("ip");
         command
             .args(["netns", "exec", ns])
             .arg(program)
             .args(args)
+            .env("HOME", home.path())
+            .env("XDG_CONFIG_HOME", home.path().join("config"))
+            .env("XDG_DATA_HOME", home.path().join("data"))
+            .env("XDG_STATE_HOME", home.path().join("state"))
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
@@ -249,6 +257,7 @@ impl InNamespace {
             stdin,
             lines,
             stderr,
+            _home: home,
         }
     }
 

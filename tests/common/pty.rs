@@ -16,7 +16,7 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use super::{client_bin, trust_flags, wait_with_deadline, DEADLINE};
+use super::{client_bin, data_home_of, trust_flags, wait_with_deadline, DEADLINE};
 
 /// The prompt for a new password at registration: it says the rule.
 pub const NEW_PASSWORD_PROMPT: &str = "password (at least 8 characters): ";
@@ -36,7 +36,8 @@ pub struct TerminalClient {
     screen: Arc<Screen>,
     /// How far [`TerminalClient::wait_for`] has read: each wait looks past the last match.
     pub seen: usize,
-    /// Its XDG_CONFIG_HOME, XDG_STATE_HOME and HOME when the harness made them, removed with it.
+    /// Its XDG_CONFIG_HOME, XDG_DATA_HOME, XDG_STATE_HOME and HOME when the harness made them,
+    /// removed with it.
     _home: Option<tempfile::TempDir>,
 }
 
@@ -75,6 +76,10 @@ impl TerminalClient {
             )
             .args(flags)
             .env("XDG_CONFIG_HOME", home.join("config"))
+            .env(
+                "XDG_DATA_HOME",
+                data_home_of(&server.to_string(), &home.join("data")),
+            )
             .env("XDG_STATE_HOME", home.join("state"))
             .env("HOME", home)
             .env("TERM", "xterm-256color")
