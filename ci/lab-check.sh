@@ -2,7 +2,8 @@
 # Checks p2pchat-trace's answers against tshark's on the same capture files: packet counts, every
 # SYN and SYN-ACK (absolute sequence and acknowledgement numbers), every UDP header, the diagram's
 # arrows per protocol, every TLS record (content type, version, length, handshake types) and every
-# sealed datagram's header, every DNS query and answer (name, type, A records); that the lab's
+# sealed datagram's header, every DNS query and answer (name, type, A records), every mDNS message
+# (the questions' and records' names, the TTLs); that the lab's
 # DNS server answered client1's query for the server's name before the first SYN; that the lab's direct messages are in a UDP datagram from client1 to
 # client2 and nowhere in the server's capture; the notebook's eight answers (answers.py); and what an eavesdropper finds in each capture (the
 # password, room text and direct message of both runs: in the plaintext captures, in no encrypted one).
@@ -165,8 +166,20 @@ for file in "${FILES[@]}"; do
     sed 's/ *$//' >"$TMP/dns.trace"
   same "$name: DNS queries and answers (name, type, A records)" "$TMP/dns.tshark" "$TMP/dns.trace"
   # ---- end of DNS ----------------------------------------------------------------------------------
+  # ---- mDNS (the server's announcement, a client looking for it) -----------------------------------
+  # Every multicast DNS message: frame, response (1) or query (0), the questions' names, the
+  # records' names in every section (tshark lists each name once), and every record's TTL (0: a
+  # goodbye); an empty field leaves no gap on either side (awk rejoins the fields).
+  tshark_fields "$file" "mdns" frame.number dns.flags.response dns.qry.name dns.resp.name dns.resp.ttl |
+    awk '{ $2 = ($2 == "1" || $2 == "True") ? 1 : 0; print }' | sed 's/ *$//' >"$TMP/mdns.tshark"
+  "$TRACE" udp "$file" --json | jq -r '.datagrams[] | select(.dns.mdns) | [.dns.answers[], (.dns.other_records // [])[]] as $r |
+    "\(.packet) \(if .dns.response then 1 else 0 end) \(.dns.questions | map(.name) | join(",")) \(
+      $r | map(.name) | reduce .[] as $n ([]; if any(.[]; . == $n) then . else . + [$n] end) | join(",")) \(
+      $r | map(.ttl | tostring) | join(","))"' | awk '{ $1 = $1; print }' >"$TMP/mdns.trace"
+  same "$name: mDNS queries and answers (names, TTLs)" "$TMP/mdns.tshark" "$TMP/mdns.trace"
+  # ---- end of mDNS ---------------------------------------------------------------------------------
 
-  echo "ok: $name — $(cat "$TMP/count.trace") packets, $(grep -c ' SYN ' "$TMP/syn.trace" || true) handshake(s), $(wc -l <"$TMP/udp.trace") UDP datagram(s), $(wc -l <"$TMP/tls.trace") TLS record(s), $(wc -l <"$TMP/sealed.trace") sealed datagram(s), $(wc -l <"$TMP/dns.trace") DNS message(s) agree with tshark"
+  echo "ok: $name — $(cat "$TMP/count.trace") packets, $(grep -c ' SYN ' "$TMP/syn.trace" || true) handshake(s), $(wc -l <"$TMP/udp.trace") UDP datagram(s), $(wc -l <"$TMP/tls.trace") TLS record(s), $(wc -l <"$TMP/sealed.trace") sealed datagram(s), $(wc -l <"$TMP/dns.trace") DNS message(s), $(wc -l <"$TMP/mdns.trace") mDNS message(s) agree with tshark"
   CHECKED=$((CHECKED + 1))
 done
 

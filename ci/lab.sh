@@ -34,6 +34,7 @@ command -v ss >/dev/null 2>&1 || die "ss (iproute2) is not installed"
 command -v jq >/dev/null 2>&1 || die "jq is not installed (apt-get install jq; bash .ci/run installs it)"
 command -v ethtool >/dev/null 2>&1 || die "ethtool is not installed (apt-get install ethtool; bash ci/install.sh installs it)"
 command -v dnsmasq >/dev/null 2>&1 || die "dnsmasq is not installed (apt-get install dnsmasq-base; bash ci/install.sh installs it)"
+command -v unshare >/dev/null 2>&1 || die "unshare (util-linux) is not installed"
 
 if [ -z "${P2PLAB_BOUNDED:-}" ]; then
   # One lab at a time: a second run must neither clear the first one's output nor tear down its
@@ -85,6 +86,8 @@ OUT=$(cd "$OUT" && pwd)
 rm -rf "$OUT/logs"
 rm -f "$OUT"/{chatserver,client1,newclient,newclient-chatserver}.pcap "$OUT/newclient.pcapng" "$OUT"/{handshakes-chatserver,udp-client1}.json \
   "$OUT"/{answers.txt,diagram.txt,diagram.mmd,diagram.svg,diagram.json,diagram-client1.mmd,direct-messages.txt,users.json,names.txt}
+# The discovery run's.
+rm -f "$OUT/discovery.pcap" "$OUT/discovery.txt"
 # The encrypted run's files.
 rm -f "$OUT"/{encrypted-chatserver,encrypted-client1}.pcap "$OUT"/diagram-encrypted.{mmd,txt,svg,json} "$OUT"/{eavesdropper.txt,secrets.txt}
 # The notebook's answers, and the report of an earlier run: a report.pdf left from another run
@@ -300,7 +303,9 @@ start_capture client1 client1 any
 # cost is the default one (128 MiB, ~0.4 s a hash), so that the diagram shows what a real login
 # costs and that the server serves others meanwhile.
 say "p2pchat-server on webserver, port $PORT (--plaintext, default scrypt cost)"
-ip netns exec "$PREFIX-webserver" env RUST_LOG=info "$BIN/p2pchat-server" --plaintext \
+# --no-announce: the course's captures carry the course's packets; the server's mDNS announcement
+# has a run of its own (below).
+ip netns exec "$PREFIX-webserver" env RUST_LOG=info "$BIN/p2pchat-server" --plaintext --no-announce \
   --bind "0.0.0.0:$PORT" --users "$RUN/users.json" \
   >"$OUT/logs/server.out" 2>"$OUT/logs/server.log" &
 SERVER_PID=$!
@@ -406,7 +411,7 @@ say "the encrypted run: the same password, room text and direct message, in the 
 mkdir -m 700 "$RUN/encrypted"
 start_capture encrypted-chatserver webserver eth0
 start_capture encrypted-client1 client1 eth0
-ip netns exec "$PREFIX-webserver" env RUST_LOG=info "$BIN/p2pchat-server" \
+ip netns exec "$PREFIX-webserver" env RUST_LOG=info "$BIN/p2pchat-server" --no-announce \
   --bind "0.0.0.0:$PORT" --users "$RUN/encrypted/users.json" --scrypt-log-n 10 \
   >"$OUT/logs/encrypted-server.out" 2>"$OUT/logs/encrypted-server.log" &
 SERVER_PID=$!
@@ -440,6 +445,56 @@ wait_closed client1
 stop_capture encrypted-chatserver
 stop_capture encrypted-client1
 # ---- end of the encrypted run ----------------------------------------------------------------------
+
+# ---- finding the server on the LAN (mDNS) -----------------------------------------------------------
+# The server announces itself (DNS-SD over multicast DNS, _p2pchat._tcp) as host "webserver" (a UTS
+# namespace of its own, so the name is the lab's, not the machine's); client3 lists what it hears
+# (--discover), and a client on client1 started without --server finds the server, joins and
+# leaves; then the server stops, saying goodbye. Captured on client1's eth0: the probes, the
+# announcements, client1's query and the answer naming the service, the goodbye.
+say "finding the server on the LAN: the server announces itself, a client without --server finds it"
+mkdir -m 700 "$RUN/discovery"
+start_capture discovery client1 eth0
+ip netns exec "$PREFIX-webserver" unshare --uts -- sh -c 'hostname webserver && exec "$@"' sh \
+  env RUST_LOG=info "$BIN/p2pchat-server" --bind "0.0.0.0:$PORT" --users "$RUN/discovery/users.json" \
+  --scrypt-log-n 10 >"$OUT/logs/discovery-server.out" 2>"$OUT/logs/discovery-server.log" &
+SERVER_PID=$!
+PIDS+=("$SERVER_PID")
+wait_for "$OUT/logs/discovery-server.out" "fingerprint SHA256:" "the announcing server's fingerprint"
+wait_for "$OUT/logs/discovery-server.log" "announced on the LAN" "the server's announcement"
+FINGERPRINT=$(grep -m1 -o 'SHA256:[A-Za-z0-9+/=]*' "$OUT/logs/discovery-server.out")
+# --discover listens for 1.5 s; the server answers once its probing is over (under a second), so
+# it is asked again until it answers, within the usual wait.
+deadline=$(( $(date +%s) + WAIT ))
+until ip netns exec "$PREFIX-client3" "$BIN/p2pchat-client" --discover --json >"$OUT/logs/discover.jsonl" \
+    2>"$OUT/logs/discover.err" && grep -qF "\"fingerprint\":\"$FINGERPRINT\"" "$OUT/logs/discover.jsonl"; do
+  [ "$(date +%s)" -lt "$deadline" ] || die "client3's --discover never listed the server (logs/discover.jsonl)"
+done
+jq -se --arg s "$SERVER_IP:$PORT" 'any(.[]; .event == "server_found" and .name == "webserver:12000" and .server == $s and .tls)' \
+  "$OUT/logs/discover.jsonl" >/dev/null || die "--discover did not list webserver:12000 at $SERVER_IP:$PORT with TLS"
+# No --server: the client finds the server, is told it, and joins (--trust: the fingerprint the
+# server printed, as a TA's script would give it).
+printf '%s\n' register dave dave-password ":q" |
+  ip netns exec "$PREFIX-client1" "$BIN/p2pchat-client" --trust "$FINGERPRINT" --json \
+    >"$OUT/logs/discovered-dave.jsonl" 2>"$OUT/logs/discovered-dave.err" ||
+  die "the client without --server failed (logs/discovered-dave.err)"
+jq -se --arg s "$SERVER_IP:$PORT" 'any(.[]; .event == "server_found" and .chosen and .server == $s)' \
+  "$OUT/logs/discovered-dave.jsonl" >/dev/null || die "the client without --server did not say which server it found"
+grep -qF '"event":"welcome"' "$OUT/logs/discovered-dave.jsonl" || die "the client without --server did not log in"
+kill -TERM "$SERVER_PID"
+wait_exit "$SERVER_PID" "the announcing server"
+grep -qF "mDNS goodbye sent" "$OUT/logs/discovery-server.log" || die "the server did not say goodbye on the LAN"
+wait_closed client1
+stop_capture discovery
+# p2pchat-trace names each mDNS packet: probe, query, the answer naming the service, goodbye.
+"$TRACE" udp "$OUT/discovery.pcap" >"$OUT/discovery.txt"
+for label in "mDNS probe ANY webserver:12000._p2pchat._tcp.local" "mDNS query PTR _p2pchat._tcp.local" \
+  "mDNS answer: service webserver:12000._p2pchat._tcp.local found (PTR _p2pchat._tcp.local), SRV webserver:12000._p2pchat._tcp.local port 12000 on webserver.local" \
+  "\"fp=$FINGERPRINT\"" "A webserver.local $SERVER_IP" \
+  "mDNS goodbye: service webserver:12000._p2pchat._tcp.local withdrawn"; do
+  grep -qF -- "$label" "$OUT/discovery.txt" || die "p2pchat-trace shows no \"$label\" in discovery.pcap (discovery.txt)"
+done
+# ---- end of finding the server -------------------------------------------------------------------------
 
 # ---- the answers --------------------------------------------------------------------------------
 if command -v editcap >/dev/null 2>&1; then
@@ -604,6 +659,17 @@ clear=$(jq -r '[.steps[].messages[]] | join(" ")' "$OUT/diagram-encrypted.json")
   echo "### Every packet of the encrypted run (encrypted-chatserver.pcap and encrypted-client1.pcap, merged: each packet once)"
   cat "$OUT/diagram-encrypted.txt"
 } >>"$OUT/answers.txt"
+{
+  echo
+  echo "## 5. Finding the server on the LAN: mDNS (discovery.pcap, client1's eth0)"
+  echo
+  echo "The course's DNS lookup above asks the lab's DNS server for chat.lab by name. Without a name, the server"
+  echo "announces itself by multicast DNS (DNS-SD, _p2pchat._tcp) and a client started without --server asks the"
+  echo "LAN who offers it. The UDP datagrams of that capture (to 224.0.0.251:5353; the TCP of the client that"
+  echo "then joined is left out here):"
+  echo
+  grep -E '^ *[0-9]+ .*mDNS|^packet' "$OUT/discovery.txt"
+} >>"$OUT/answers.txt"
 sed -n '/^## 4\./,$p' "$OUT/answers.txt"
 # ---- end of what an eavesdropper sees --------------------------------------------------------------
 
@@ -618,3 +684,4 @@ echo "both direct messages are in client1's capture and absent from the server's
 echo "encrypted run: $OUT/encrypted-chatserver.pcap, $OUT/encrypted-client1.pcap; the password, the room text and"
 echo "          the direct message are in the plaintext captures and in neither encrypted one ($OUT/eavesdropper.txt)"
 echo "          its merged diagram: $OUT/diagram-encrypted.svg (.mmd, .txt, .json)"
+echo "discovery: $OUT/discovery.pcap, the server's mDNS announcement and a client finding it ($OUT/discovery.txt)"

@@ -544,6 +544,8 @@ mod tests {
                 ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
                 p2p_port: 1000 + id as u16,
                 public_key: None,
+                identity_key: None,
+                identity_binding: None,
             },
             outbox,
             takes_over: false,
@@ -604,6 +606,8 @@ mod tests {
                 ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
                 p2p_port: 9,
                 public_key: None,
+                identity_key: None,
+                identity_binding: None,
             },
             outbox,
             takes_over: false,
@@ -630,6 +634,8 @@ mod tests {
                     ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
                     p2p_port: 1000 + id as u16,
                     public_key: Some(key),
+                    identity_key: None,
+                    identity_binding: None,
                 },
                 outbox,
                 takes_over,
@@ -679,6 +685,8 @@ mod tests {
                     ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
                     p2p_port,
                     public_key: None,
+                    identity_key: None,
+                    identity_binding: None,
                 },
                 outbox,
                 takes_over,
@@ -730,6 +738,8 @@ mod tests {
                     ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
                     p2p_port: 1001, // alice's
                     public_key: None,
+                    identity_key: None,
+                    identity_binding: None,
                 },
                 outbox,
                 takes_over: false,
@@ -1032,6 +1042,8 @@ mod tests {
             ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
             p2p_port: 1000 + id as u16,
             public_key: None,
+            identity_key: None,
+            identity_binding: None,
         }
     }
 
@@ -1080,6 +1092,8 @@ mod tests {
         let (reply, _answer) = oneshot::channel();
         let zed = PeerInfo {
             public_key: Some(key),
+            identity_key: None,
+            identity_binding: None,
             ..peer(50, "zed")
         };
         broker.handle(Event::Join {

@@ -7,9 +7,13 @@
 //! - [`protocol`]: every message (TCP lines and UDP datagrams) as serde types; encode/decode.
 //! - [`sealed`]: sealing and opening direct-message datagrams (session keys, pairwise keys,
 //!   ChaCha20-Poly1305).
+//! - [`identity`]: long-term identity keys (Ed25519), the binding of a session key to one, and
+//!   the safety number two people compare.
 //! - [`outbox`]: one client's bounded send queue, filled without waiting.
 //! - [`tls`]: TLS between client and server: the server's key, certificate and fingerprint, and
 //!   the client's verifier, which trusts a fingerprint (SSH's model), not an authority.
+//! - [`discovery`]: finding the server on the LAN (DNS-SD over mDNS): the server's announcement,
+//!   the client's browse; the only module that names the mDNS crate.
 //! - [`connection`]: the stream (plain or TLS) and both halves of a framed connection (capped line reads, queued and direct
 //!   writes), its graceful close, and why the server ends one.
 //! - [`rules`]: the username and password rules and the default pace, which server and client
@@ -35,7 +39,9 @@ pub mod address_key;
 pub mod broker;
 pub mod client;
 pub mod connection;
+pub mod discovery;
 pub mod flood;
+pub mod identity;
 pub mod login_throttle;
 pub mod outbox;
 pub mod protocol;

@@ -628,179 +628,37 @@ fn seal_and_open() {
     }
 }
 
-/// The namespaces of `direct_messages_between_namespaces`: a bridge in the server's, a veth pair
-/// to each client's. Dropping it deletes them (and so their interfaces), on every exit path.
-struct BenchNamespaces {
-    names: Vec<String>,
-}
-
-impl Drop for BenchNamespaces {
-    fn drop(&mut self) {
-        for name in &self.names {
-            let _ = run_tool("ip", &["netns", "del", name]);
-        }
-    }
-}
-
-/// The bridge's subnet, inside the benchmark's own namespaces (so it clashes with nothing).
+/// The bridge's subnet for `direct_messages_between_namespaces`, inside its own namespaces.
 const NETNS_SUBNET: &str = "10.214.0";
 
-fn run_tool(program: &str, args: &[&str]) -> Result<(), String> {
-    let out = std::process::Command::new(program)
-        .args(args)
-        .output()
-        .map_err(|e| format!("{program}: {e}"))?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(format!(
-            "{program} {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        ))
-    }
-}
-
-/// Server, alice and bob namespaces wired to one bridge (the server at .1, alice .2, bob .3).
-fn bench_namespaces() -> Result<BenchNamespaces, String> {
-    let tag = std::process::id() % 100_000;
-    let lab = BenchNamespaces {
-        names: ["s", "a", "b"]
-            .iter()
-            .map(|role| format!("p2pb{tag}{role}"))
-            .collect(),
-    };
-    // The guard exists before the first namespace does: any failure below removes them all.
-    for name in &lab.names {
-        run_tool("ip", &["netns", "add", name])?;
-    }
-    let ip_in = |ns: &str, args: &[&str]| {
-        let mut all = vec!["netns", "exec", ns, "ip"];
-        all.extend_from_slice(args);
-        run_tool("ip", &all)
-    };
-    let server = lab.names[0].as_str();
-    ip_in(server, &["link", "add", "br0", "type", "bridge"])?;
-    ip_in(
-        server,
-        &["addr", "add", &format!("{NETNS_SUBNET}.1/24"), "dev", "br0"],
-    )?;
-    ip_in(server, &["link", "set", "br0", "up"])?;
-    ip_in(server, &["link", "set", "lo", "up"])?;
-    for (i, host) in [(1, 2), (2, 3)] {
-        let client = lab.names[i].as_str();
-        ip_in(
-            server,
-            &[
-                "link", "add", "port", "type", "veth", "peer", "name", "eth0", "netns", client,
-            ],
-        )?;
-        let port = format!("port{i}");
-        ip_in(server, &["link", "set", "port", "name", &port])?;
-        ip_in(server, &["link", "set", &port, "master", "br0", "up"])?;
-        let address = format!("{NETNS_SUBNET}.{host}/24");
-        ip_in(client, &["addr", "add", &address, "dev", "eth0"])?;
-        ip_in(client, &["link", "set", "eth0", "up"])?;
-        ip_in(client, &["link", "set", "lo", "up"])?;
-    }
-    Ok(lab)
-}
-
-/// A process in a namespace with its stdout as lines; killed when dropped.
-struct NamespacedProcess {
-    child: std::process::Child,
-    stdin: std::process::ChildStdin,
-    lines: std::sync::mpsc::Receiver<String>,
-}
-
-impl NamespacedProcess {
-    fn spawn(ns: &str, program: &std::path::Path, args: &[&str]) -> NamespacedProcess {
-        use std::process::{Command, Stdio};
-        let mut child = Command::new("ip")
-            .args(["netns", "exec", ns])
-            .arg(program)
-            .args(args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start a process in a namespace");
-        let stdout = child.stdout.take().expect("piped");
-        let stdin = child.stdin.take().expect("piped");
-        let (tx, lines) = std::sync::mpsc::channel();
-        thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        NamespacedProcess {
-            child,
-            stdin,
-            lines,
-        }
-    }
-
-    fn send(&mut self, line: &str) {
-        writeln!(self.stdin, "{line}").expect("write to a client");
-        self.stdin.flush().expect("write to a client");
-    }
-
-    fn next_line(&self, what: &str) -> String {
-        self.lines
-            .recv_timeout(DEADLINE)
-            .unwrap_or_else(|_| panic!("no {what} within {DEADLINE:?}"))
-    }
-
-    /// Reads events until one satisfies `matches`, within the deadline for each line.
-    fn expect(&self, what: &str, matches: impl Fn(&serde_json::Value) -> bool) {
-        loop {
-            let line = self.next_line(what);
-            let event: serde_json::Value =
-                serde_json::from_str(&line).unwrap_or_else(|e| panic!("not JSON: {line:?}: {e}"));
-            if matches(&event) {
-                return;
-            }
-        }
-    }
-}
-
-impl Drop for NamespacedProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// `direct_messages`'s timed part with the server, alice and bob each in a network namespace of
-/// its own (a bridge and veth pairs: real interfaces, not loopback). Needs root and `ip`; says
-/// why on stderr and does nothing otherwise.
+/// its own (`common::netns`: a bridge and veth pairs, real interfaces, not loopback). Needs root
+/// and `ip`; says why on stderr and does nothing otherwise.
 #[test]
 #[ignore = "benchmark: run with `just bench`"]
 fn direct_messages_between_namespaces() {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 || run_tool("ip", &["-V"]).is_err() {
-        eprintln!("direct_messages_between_namespaces: skipped: needs root and `ip`");
+    const TEST: &str = "direct_messages_between_namespaces";
+    if let Some(why) = netns::missing_tools(&["ip"]) {
+        netns::report_skipped(TEST, &why);
         return;
     }
-    let lab = match bench_namespaces() {
+    let lab = match netns::bridge_lab("dm", NETNS_SUBNET, 2, netns::Multicast::Default) {
         Ok(lab) => lab,
         Err(why) => {
-            eprintln!("direct_messages_between_namespaces: skipped: {why}");
+            netns::report_skipped(TEST, &format!("cannot build the namespaces: {why}"));
             return;
         }
     };
     for (label, plaintext) in [("sealed (default)", false), ("clear (--plaintext)", true)] {
         let dir = TempDir::new().unwrap();
         let users = dir.path().join("users.json");
-        let bind = format!("{NETNS_SUBNET}.1:0");
+        let bind = format!("{}:0", lab.ip(0));
         let mut server_args = vec!["--bind", &bind, "--users", users.to_str().unwrap()];
         server_args.extend(["--scrypt-log-n", TEST_LOG_N]);
         if plaintext {
             server_args.push("--plaintext");
         }
-        let server = NamespacedProcess::spawn(&lab.names[0], &server_bin(), &server_args);
+        let server = netns::InNamespace::spawn(lab.ns(0), &server_bin(), &server_args);
         let listening = server.next_line("the listening line");
         let addr = listening
             .strip_prefix("listening on ")
@@ -819,16 +677,16 @@ fn direct_messages_between_namespaces() {
             let mut args = vec!["--server", addr.as_str(), "--json"];
             args.extend(trust.iter().map(String::as_str));
             args.extend(DM_UNLIMITED);
-            let mut c = NamespacedProcess::spawn(ns, &client_bin(), &args);
+            let mut c = netns::InNamespace::spawn(ns, &client_bin(), &args);
             for answer in ["register", name, &format!("{name}-password")] {
                 c.send(answer);
             }
-            c.expect("welcome", |e| e["event"] == "welcome");
+            c.expect("welcome", &mut Vec::new(), |e| e["event"] == "welcome");
             c
         };
-        let mut alice = client(&lab.names[1], "alice");
-        let bob = client(&lab.names[2], "bob");
-        alice.expect("bob joining", |e| {
+        let mut alice = client(lab.ns(1), "alice");
+        let bob = client(lab.ns(2), "bob");
+        alice.expect("bob joining", &mut Vec::new(), |e| {
             e["event"] == "joined" && e["peer"]["username"] == "bob"
         });
         let mut one_way = Vec::with_capacity(DM_TIMED);
@@ -836,12 +694,14 @@ fn direct_messages_between_namespaces() {
             let text = format!("one-way {i}");
             let start = Instant::now();
             alice.send(&format!("/msg bob {text}"));
-            bob.expect("the direct message", |e| {
+            bob.expect("the direct message", &mut Vec::new(), |e| {
                 e["event"] == "direct" && e["text"] == text.as_str()
             });
             one_way.push(start.elapsed());
             if !plaintext {
-                alice.expect("the delivery report", |e| e["event"] == "direct_delivered");
+                alice.expect("the delivery report", &mut Vec::new(), |e| {
+                    e["event"] == "direct_delivered"
+                });
             }
         }
         summary(
@@ -854,9 +714,11 @@ fn direct_messages_between_namespaces() {
                 let text = format!("round-trip {i}");
                 let start = Instant::now();
                 alice.send(&format!("/msg bob {text}"));
-                alice.expect("the delivery report", |e| e["event"] == "direct_delivered");
+                alice.expect("the delivery report", &mut Vec::new(), |e| {
+                    e["event"] == "direct_delivered"
+                });
                 round_trip.push(start.elapsed());
-                bob.expect("the direct message", |e| {
+                bob.expect("the direct message", &mut Vec::new(), |e| {
                     e["event"] == "direct" && e["text"] == text.as_str()
                 });
             }
@@ -866,4 +728,47 @@ fn direct_messages_between_namespaces() {
             );
         }
     }
+}
+
+#[test]
+#[ignore = "benchmark: run with `just bench`"]
+fn identity_binding_and_safety_number() {
+    use p2pchat::identity::{IdentityKey, SafetyNumber};
+    use p2pchat::sealed::SessionKey;
+
+    // What identities add (issue 21 §1): a signature per login, a verification per peer entry
+    // (at the server once, at every client for every entry), and a safety number per /verify.
+    let alice = IdentityKey::generate().unwrap();
+    let bob = IdentityKey::generate().unwrap();
+    let session = SessionKey::generate().public_key();
+    const ROUNDS: u32 = 2_000;
+    let start = Instant::now();
+    for _ in 0..ROUNDS {
+        std::hint::black_box(alice.bind("alice", &session));
+    }
+    let per_bind = start.elapsed() / ROUNDS;
+    let binding = alice.bind("alice", &session);
+    let start = Instant::now();
+    for _ in 0..ROUNDS {
+        binding.verify(&alice.public(), "alice", &session).unwrap();
+    }
+    let per_verify = start.elapsed() / ROUNDS;
+    const NUMBERS: u32 = 100;
+    let start = Instant::now();
+    for _ in 0..NUMBERS {
+        std::hint::black_box(SafetyNumber::new(
+            "alice",
+            &alice.public(),
+            "bob",
+            &bob.public(),
+        ));
+    }
+    let per_number = start.elapsed() / NUMBERS;
+    println!(
+        "identity binding: sign {:.1} µs per login, verify {:.1} µs per peer entry; safety number \
+         (2 × 5,200 SHA-512): {:.2} ms",
+        per_bind.as_secs_f64() * 1e6,
+        per_verify.as_secs_f64() * 1e6,
+        per_number.as_secs_f64() * 1e3
+    );
 }

@@ -22,6 +22,7 @@ fn client(config: &Path, args: &[&str]) -> Output {
     Command::new(client_bin())
         .args(args)
         .env("XDG_CONFIG_HOME", config)
+        .env("XDG_DATA_HOME", config)
         .env("HOME", config)
         .stdin(std::process::Stdio::null())
         .output()

@@ -108,6 +108,8 @@ fn peer() -> impl Strategy<Value = PeerInfo> {
             ip,
             p2p_port,
             public_key,
+            identity_key: None,
+            identity_binding: None,
         },
     )
 }
@@ -137,6 +139,8 @@ fn credentials() -> impl Strategy<Value = Credentials> {
                 password,
                 p2p_port,
                 public_key,
+                identity_key: None,
+                identity_binding: None,
                 key_proof,
                 tell_delays,
             },

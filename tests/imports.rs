@@ -14,6 +14,8 @@ use std::path::Path;
 /// What the client may use outside `client`: the modules both sides share.
 const SHARED: &[&str] = &[
     "connection",
+    "discovery",
+    "identity",
     "protocol",
     "rate_limit",
     "rules",

@@ -10,6 +10,7 @@ mod common;
 use std::net::UdpSocket;
 
 use common::*;
+use p2pchat::identity::IdentityKey;
 use p2pchat::sealed::{Header, Kind, PublicKey, SessionKey};
 use serde_json::{json, Value};
 
@@ -62,9 +63,22 @@ fn attempt(
     if !proof.is_null() {
         request["key_proof"] = proof;
     }
+    // As a current client does: an identity of the account's vouches for the key.
+    let identity = test_identity(name);
+    request["identity_key"] = json!(identity.public());
+    request["identity_binding"] = json!(identity.bind(name, key));
     conn.send(&request);
     let answer = conn.read_json().expect("an answer to the login");
     (conn, answer)
+}
+
+/// The identity of the test-owned account `name`: the same at every login.
+fn test_identity(name: &str) -> IdentityKey {
+    let mut seed = [0x17; 32];
+    for (byte, from) in seed.iter_mut().zip(name.bytes()) {
+        *byte = from;
+    }
+    IdentityKey::from_seed(&seed)
 }
 
 /// Asserts that `answer` is the fatal error `code`, and that the server closed the connection.

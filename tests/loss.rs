@@ -11,14 +11,14 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Write};
 use std::net::SocketAddr;
-use std::process::{Child, ChildStdin, Command, Stdio};
-use std::sync::mpsc::{self, Receiver};
-use std::thread;
+use std::process::Command;
 use std::time::Instant;
 
-use common::{client_bin, server_bin, DEADLINE, TEST_LOG_N};
+use common::netns::{
+    bridge_lab, missing_tools, report_skipped, run, InNamespace, Multicast, Namespaces,
+};
+use common::{client_bin, server_bin, TEST_LOG_N};
 use serde_json::Value;
 
 /// Direct messages sent in all.
@@ -28,99 +28,16 @@ const MESSAGES: usize = 100;
 /// enough to have several awaiting retransmission at once.
 const WINDOW: usize = 10;
 
-/// The bridge's subnet, inside the test's own namespaces (so it clashes with nothing).
+/// The bridge's address (its subnet, 10.213.0.0/24, is inside the test's own namespaces, so
+/// it clashes with nothing).
 const SERVER_IP: &str = "10.213.0.1";
 
-/// Prints straight to the terminal (cargo's capture does not hide it) why the test did nothing.
-fn report_skipped(why: &str) {
-    let line = format!("sealed_direct_messages_survive_20_percent_loss: skipped: {why}\n");
-    match std::fs::OpenOptions::new().write(true).open("/dev/stderr") {
-        Ok(mut stderr) => {
-            let _ = stderr.write_all(line.as_bytes());
-        }
-        Err(_) => eprint!("{line}"),
-    }
-}
-
-fn run(program: &str, args: &[&str]) -> Result<(), String> {
-    let out = Command::new(program)
-        .args(args)
-        .output()
-        .map_err(|e| format!("{program}: {e}"))?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(format!(
-            "{program} {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        ))
-    }
-}
-
-/// The test's namespaces; dropping it deletes them (and so their interfaces and rules).
-struct Namespaces {
-    names: Vec<String>,
-}
-
-impl Namespaces {
-    fn ns(&self, i: usize) -> &str {
-        &self.names[i]
-    }
-}
-
-impl Drop for Namespaces {
-    fn drop(&mut self) {
-        for name in &self.names {
-            let _ = run("ip", &["netns", "del", name]);
-        }
-    }
-}
+/// The test's name when it reports itself skipped.
+const TEST: &str = "sealed_direct_messages_survive_20_percent_loss";
 
 /// Server, alice and bob namespaces wired to one bridge; bob's drops 20 % of arriving UDP.
 fn build_lab() -> Result<Namespaces, String> {
-    let tag = format!("{}", std::process::id() % 100_000);
-    let lab = Namespaces {
-        names: vec![
-            format!("p2pl{tag}s"),
-            format!("p2pl{tag}a"),
-            format!("p2pl{tag}b"),
-        ],
-    };
-    // The guard exists before the first namespace does: any failure below removes them all.
-    for name in &lab.names {
-        run("ip", &["netns", "add", name])?;
-    }
-    let server = lab.ns(0);
-    let ip_in = |ns: &str, args: &[&str]| {
-        let mut all = vec!["netns", "exec", ns, "ip"];
-        all.extend_from_slice(args);
-        run("ip", &all)
-    };
-    ip_in(server, &["link", "add", "br0", "type", "bridge"])?;
-    ip_in(
-        server,
-        &["addr", "add", &format!("{SERVER_IP}/24"), "dev", "br0"],
-    )?;
-    ip_in(server, &["link", "set", "br0", "up"])?;
-    ip_in(server, &["link", "set", "lo", "up"])?;
-    for (i, host) in [(1, "2"), (2, "3")] {
-        let client = lab.ns(i).to_string();
-        ip_in(
-            server,
-            &[
-                "link", "add", "port", "type", "veth", "peer", "name", "eth0", "netns", &client,
-            ],
-        )?;
-        let port = format!("port{i}");
-        ip_in(server, &["link", "set", "port", "name", &port])?;
-        ip_in(server, &["link", "set", &port, "master", "br0", "up"])?;
-        ip_in(
-            &client,
-            &["addr", "add", &format!("10.213.0.{host}/24"), "dev", "eth0"],
-        )?;
-        ip_in(&client, &["link", "set", "eth0", "up"])?;
-        ip_in(&client, &["link", "set", "lo", "up"])?;
-    }
+    let lab = bridge_lab("l", "10.213.0", 2, Multicast::Default)?;
     let bob = lab.ns(2);
     run(
         "ip",
@@ -151,106 +68,16 @@ fn build_lab() -> Result<Namespaces, String> {
     Ok(lab)
 }
 
-/// A child process in a namespace, killed when dropped.
-struct InNamespace {
-    child: Child,
-    stdin: Option<ChildStdin>,
-    lines: Receiver<String>,
-}
-
-impl InNamespace {
-    fn spawn(ns: &str, program: &std::path::Path, args: &[&str]) -> InNamespace {
-        let mut child = Command::new("ip")
-            .args(["netns", "exec", ns])
-            .arg(program)
-            .args(args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start a process in a namespace");
-        let stdout = child.stdout.take().unwrap();
-        let (tx, lines) = mpsc::channel();
-        thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let stdin = child.stdin.take();
-        InNamespace {
-            child,
-            stdin,
-            lines,
-        }
-    }
-
-    fn send(&mut self, line: &str) {
-        let stdin = self.stdin.as_mut().unwrap();
-        writeln!(stdin, "{line}").unwrap();
-        stdin.flush().unwrap();
-    }
-
-    /// The next line of stdout, within the deadline.
-    fn next_line(&self, what: &str) -> String {
-        self.lines
-            .recv_timeout(DEADLINE)
-            .unwrap_or_else(|_| panic!("no {what} within {DEADLINE:?}"))
-    }
-
-    /// The next JSON event satisfying `matches`; every event before it goes to `seen`.
-    fn expect(&self, what: &str, seen: &mut Vec<Value>, matches: impl Fn(&Value) -> bool) {
-        loop {
-            let event: Value = serde_json::from_str(&self.next_line(what)).unwrap();
-            let done = matches(&event);
-            seen.push(event);
-            if done {
-                return;
-            }
-        }
-    }
-}
-
-impl Drop for InNamespace {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn missing_tools() -> Option<String> {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        return Some("needs root (network namespaces)".into());
-    }
-    for tool in ["ip", "nft"] {
-        let found = Command::new(tool)
-            .arg("-V")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .is_ok();
-        if !found {
-            return Some(format!(
-                "`{tool}` is not installed (ci/install.sh installs it)"
-            ));
-        }
-    }
-    None
-}
-
 #[test]
 fn sealed_direct_messages_survive_20_percent_loss_each_shown_once_and_all_reported_delivered() {
-    if let Some(why) = missing_tools() {
-        report_skipped(&why);
+    if let Some(why) = missing_tools(&["ip", "nft"]) {
+        report_skipped(TEST, &why);
         return;
     }
     let lab = match build_lab() {
         Ok(lab) => lab,
         Err(why) => {
-            report_skipped(&format!("cannot build the namespaces: {why}"));
+            report_skipped(TEST, &format!("cannot build the namespaces: {why}"));
             return;
         }
     };

@@ -1,7 +1,8 @@
 //! `p2pchat-trace` and the `trace` module on the captures `just lab` made (fixtures/captures/):
 //! an Ethernet pcap from the server, a Linux cooked (v2) pcap from client1, and a pcapng of a new
 //! client connecting and sending one direct message; and `encrypted.pcap`, alice's session in the
-//! default mode (TLS to the server, a sealed direct message and its acknowledgement). The expected
+//! default mode (TLS to the server, a sealed direct message and its acknowledgement); and
+//! `discovery.pcap`, the server's mDNS announcement and clients looking for it. The expected
 //! numbers are tshark's on the same files (`tshark -o tcp.relative_sequence_numbers:FALSE -T fields
 //! ...`, `tshark -d tcp.port==12000,tls ...` for TLS records; fixtures/README.md).
 //! Needs neither root nor tcpdump.
@@ -784,4 +785,72 @@ fn the_merged_diagram_shows_each_packet_once_with_joined_to_every_other_client_a
         "one arrowhead per packet"
     );
     assert!(svg.contains(">client3<") && svg.contains("DNS query A chat.lab"));
+}
+
+/// `just lab`'s discovery run on client1's eth0 (target/lab/discovery.pcap): the server announcing
+/// itself as `webserver:12000` over mDNS, client3's `--discover` and client1's client without
+/// `--server` asking, the answers, and the goodbye when the server stops.
+const DISCOVERY_PCAP: &str = "captures/discovery.pcap";
+
+#[test]
+fn mdns_packets_are_named_probe_query_answer_and_goodbye_at_tsharks_frames() {
+    let udp = json_of(&[
+        "udp",
+        fixture_capture(DISCOVERY_PCAP).to_str().unwrap(),
+        "--json",
+    ]);
+    // tshark -Y mdns -T fields -e frame.number -e dns.flags.response -e dns.resp.ttl
+    let expected: [(u64, bool, &str); 10] = [
+        (3, false, ""),
+        (4, false, "4500,120,120"),
+        (7, false, "4500,120,120"),
+        (8, false, "4500,120,120"),
+        (9, true, "4500,120,4500,120"),
+        (10, false, "4500"),
+        (15, false, ""),
+        (17, true, "4500,120,4500,120"),
+        (19, false, "4500"),
+        (40, true, "0,0,0,0"),
+    ];
+    let mdns: Vec<(u64, bool, String)> = udp["datagrams"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|d| d["dns"]["mdns"] == true)
+        .map(|d| {
+            let dns = &d["dns"];
+            let records = dns["answers"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .chain(dns["other_records"].as_array().into_iter().flatten());
+            let ttls: Vec<String> = records.map(|r| r["ttl"].to_string()).collect();
+            (
+                d["packet"].as_u64().unwrap(),
+                dns["response"].as_bool().unwrap(),
+                ttls.join(","),
+            )
+        })
+        .collect();
+    let expected: Vec<(u64, bool, String)> = expected
+        .iter()
+        .map(|(n, r, t)| (*n, *r, t.to_string()))
+        .collect();
+    assert_eq!(mdns, expected);
+
+    let text = String::from_utf8(
+        trace_cmd(&["udp", fixture_capture(DISCOVERY_PCAP).to_str().unwrap()]).stdout,
+    )
+    .unwrap();
+    for label in [
+        "mDNS query PTR _p2pchat._tcp.local",
+        "mDNS probe ANY webserver:12000._p2pchat._tcp.local, ANY webserver.local",
+        "mDNS answer: service webserver:12000._p2pchat._tcp.local found (PTR _p2pchat._tcp.local), \
+         SRV webserver:12000._p2pchat._tcp.local port 12000 on webserver.local, TXT \
+         webserver:12000._p2pchat._tcp.local \"txtvers=1\" \"proto=1\" \"tls=1\" \"fp=SHA256:",
+        "A webserver.local 10.20.30.3",
+        "mDNS goodbye: service webserver:12000._p2pchat._tcp.local withdrawn",
+    ] {
+        assert!(text.contains(label), "{label:?} not in:\n{text}");
+    }
 }

@@ -483,6 +483,11 @@ impl SealedPeer {
             .and_then(PublicKey::from_base64)
             .expect("the hello's key challenge");
         let proof = key.prove(&challenge, name).expect("a proof");
+        // As a current client does: the account's identity (the same at every login) vouches
+        // for the session key.
+        let mut seed = [0x17; 32];
+        seed.iter_mut().zip(name.bytes()).for_each(|(b, n)| *b = n);
+        let identity = p2pchat::identity::IdentityKey::from_seed(&seed);
         tcp.send(&json!({
             "type": if register { "register" } else { "login" },
             "username": name,
@@ -490,6 +495,8 @@ impl SealedPeer {
             "p2p_port": udp.local_addr().unwrap().port(),
             "public_key": key.public_key().to_base64(),
             "key_proof": proof,
+            "identity_key": identity.public(),
+            "identity_binding": identity.bind(name, &key.public_key()),
         }));
         let welcome = tcp.expect("welcome", |m| {
             m["type"] == "welcome" || m["type"] == "error"

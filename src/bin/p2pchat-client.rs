@@ -2,7 +2,9 @@
 //! the login dialogue (`p2pchat::client::dialogue`: on a terminal, forgiving; piped, the answers
 //! in order), then chats. On a terminal, a line editor keeps incoming messages above the line
 //! being typed; otherwise every stdin line is a command. `--forget` connects to nothing: the
-//! library forgets the server and says so (`start::forget_and_tell`).
+//! library forgets the server and says so (`start::forget_and_tell`); `--discover` only lists the
+//! servers announced on the LAN (`find::discover_and_tell`). Without `--server` the server is
+//! looked for on the LAN first (`find::find_server`).
 
 #![deny(unsafe_code)]
 
@@ -15,7 +17,7 @@ use p2pchat::client::error::Local;
 use p2pchat::client::start::{self, Dialing, Stdin};
 use p2pchat::client::ui::{self, Ending, Renderer, TerminalChat};
 use p2pchat::client::{
-    command, config, dialogue, exit, Client, ClientArgs, ClientError, ClientEvent,
+    command, config, dialogue, exit, find, Client, ClientArgs, ClientError, ClientEvent,
 };
 use p2pchat::runtime;
 
@@ -54,6 +56,9 @@ fn main() -> ExitCode {
     if let Some(server) = &args.client.forget {
         return ExitCode::from(start::forget_and_tell(&args.client, server) as u8);
     }
+    if args.client.discover {
+        return ExitCode::from(find::discover_and_tell(&args.client) as u8);
+    }
     let format = if args.client.json {
         Format::Json
     } else {
@@ -91,10 +96,21 @@ async fn run(
     format: Format,
     terminal: bool,
 ) -> Result<Option<Ending>, ClientError> {
-    // Checked before connecting, so a bad flag costs no connection.
+    // Checked before connecting, so a bad flag costs no connection (nor a browse of the LAN).
     args.direct_limits().validate()?;
+    // Without --server: the server announced on the LAN (asked about on a terminal when there
+    // are several), else this host's.
+    let mut asker = Stdin::new(true);
+    let found = find::find_server(
+        args,
+        terminal.then_some(&mut asker as &mut dyn dialogue::Terminal),
+        &mut |event| print_line(format.line(&event)),
+    )
+    .await?;
+    drop(asker);
+    let args = &found;
     print_line(format.line(&ClientEvent::Connecting {
-        server: args.server.clone(),
+        server: args.server().to_string(),
     }));
     let client = start::connect(args, terminal).await?;
     print_line(format.line(&ClientEvent::Connected {

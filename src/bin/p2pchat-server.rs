@@ -12,6 +12,7 @@ use std::sync::{Arc, Weak};
 
 use clap::{CommandFactory, Parser};
 use futures::{Stream, StreamExt};
+use p2pchat::discovery::{self, Announcement, Offer};
 use p2pchat::runtime::{self, TcpListener};
 use p2pchat::server::{self, ServerFlags};
 use p2pchat::tls::{self, IdentityError, ServerIdentity};
@@ -61,6 +62,14 @@ struct Args {
     /// messages. For the lab's teaching capture; clients must use --plaintext too.
     #[arg(long, conflicts_with_all = ["tls_key", "tls_cert"], help_heading = "TLS")]
     plaintext: bool,
+
+    /// Do not announce the server on the LAN. By default it announces _p2pchat._tcp over
+    /// multicast DNS (DNS-SD) with its port, TLS or not and its fingerprint, on the interfaces
+    /// it listens on (0.0.0.0: every one but loopback, unless loopback is all there is), so that
+    /// a client started without --server finds it; a server bound to a loopback address is
+    /// never announced (only this host can reach it).
+    #[arg(long)]
+    no_announce: bool,
 
     #[command(flatten)]
     server: ServerFlags,
@@ -196,13 +205,65 @@ async fn serve(args: Args, params: scrypt::Params) -> Result<(), StartError> {
             "plaintext (--plaintext): passwords and messages cross the network readable by anyone"
         ),
     }
+    let announcement = announce(
+        &args,
+        addr,
+        identity.as_ref().map(|(i, _, _)| i.fingerprint()),
+    );
     let shutdown = async move {
         let name = signal.await;
         log::info!("received {name}");
     };
     server::run(listener, store, config, shutdown).await;
+    if let Some(announcement) = announcement {
+        // Goodbye packets, so that browsers forget the server now rather than in minutes.
+        runtime::spawn_blocking(move || announcement.withdraw()).await;
+        log::info!("withdrawn from the LAN (mDNS goodbye sent)");
+    }
     log::info!("stopped");
     Ok(())
+}
+
+/// Announces the server on the LAN unless `--no-announce` or it listens on loopback only; a
+/// failure is logged and the server runs on: clients can still be given `--server`.
+fn announce(
+    args: &Args,
+    addr: SocketAddr,
+    fingerprint: Option<tls::Fingerprint>,
+) -> Option<Announcement> {
+    if args.no_announce {
+        log::info!("not announced on the LAN (--no-announce)");
+        return None;
+    }
+    if addr.ip().is_loopback() {
+        log::info!("not announced on the LAN: {addr} is reachable from this host only");
+        return None;
+    }
+    let offer = Offer {
+        name: discovery::instance_name(addr.port()),
+        listening: addr,
+        fingerprint,
+    };
+    match Announcement::start(&offer) {
+        Ok(announcement) => {
+            let on: Vec<String> = announcement
+                .interfaces
+                .iter()
+                .map(|a| format!("{} ({})", a.interface, a.ip))
+                .collect();
+            log::info!(
+                "announced on the LAN as {:?} ({}) on {}",
+                offer.name,
+                discovery::SERVICE_TYPE,
+                on.join(", ")
+            );
+            Some(announcement)
+        }
+        Err(error) => {
+            log::warn!("not announced on the LAN: {error}");
+            None
+        }
+    }
 }
 
 /// Reads the users file again at each SIGHUP, while the server runs (a weak reference: the

@@ -35,6 +35,16 @@ pub enum Command {
     Quit,
     /// Clear the screen: the terminal does it; piped input has no screen to clear.
     Clear,
+    /// `/verify NAME`: show the safety number with NAME; `/verify NAME confirm` (`confirm`)
+    /// records NAME as verified.
+    Verify {
+        name: String,
+        confirm: bool,
+    },
+    /// `/trust NAME`: trust NAME's new identity key after it changed.
+    Trust {
+        name: String,
+    },
 }
 
 /// How a line calls a command.
@@ -122,6 +132,22 @@ pub const COMMANDS: &[Spec] = &[
         make: |_| Ok(Command::Clear),
     },
     Spec {
+        call: Call::Words(&["/verify"]),
+        usage: "/verify NAME",
+        help: "the safety number with NAME, to compare on both screens; /verify NAME confirm \
+               marks NAME verified",
+        make: verify,
+    },
+    Spec {
+        call: Call::Words(&["/trust"]),
+        usage: "/trust NAME",
+        help: "trust NAME's new identity key after it changed (compare safety numbers first)",
+        make: |rest| match rest.split_whitespace().collect::<Vec<_>>()[..] {
+            [name] => Ok(Command::Trust { name: name.into() }),
+            _ => Err(CommandError::TrustUsage),
+        },
+    },
+    Spec {
         call: Call::Prefix("//"),
         usage: "//TEXT",
         help: "say /TEXT to the room",
@@ -159,6 +185,16 @@ pub fn completions() -> Vec<&'static str> {
     names
 }
 
+/// Whether the `/word` (any case) is a command whose first argument is a peer's name (its usage
+/// reads `/word NAME …`: `/msg`, `/verify`, `/trust`), so that Tab completes a name after it.
+pub fn takes_a_name(word: &str) -> bool {
+    COMMANDS.iter().any(|spec| {
+        let mut usage = spec.usage.split_whitespace();
+        let named = matches!(spec.call, Call::Words(words) if words.iter().any(|w| w.eq_ignore_ascii_case(word)));
+        named && usage.next().is_some() && usage.next() == Some("NAME")
+    })
+}
+
 /// A line that is not a command the client knows, or a command without its parts.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CommandError {
@@ -171,6 +207,12 @@ pub enum CommandError {
     /// `/me` without an action.
     #[error("usage: /me ACTION")]
     MeUsage,
+    /// `/verify` without a name, or with other words than `confirm` after it.
+    #[error("usage: /verify NAME, or /verify NAME confirm once the numbers match")]
+    VerifyUsage,
+    /// `/trust` without a name, or with more.
+    #[error("usage: /trust NAME")]
+    TrustUsage,
 }
 
 /// Parses one input line; `Ok(None)` for a blank line.
@@ -224,6 +266,21 @@ pub fn parse_lines(
             }
         })
     })
+}
+
+/// `/verify NAME [confirm]`.
+fn verify(rest: &str) -> Result<Command, CommandError> {
+    match rest.split_whitespace().collect::<Vec<_>>()[..] {
+        [name] => Ok(Command::Verify {
+            name: name.into(),
+            confirm: false,
+        }),
+        [name, word] if word.eq_ignore_ascii_case("confirm") => Ok(Command::Verify {
+            name: name.into(),
+            confirm: true,
+        }),
+        _ => Err(CommandError::VerifyUsage),
+    }
 }
 
 /// Splits `NAME<sep> TEXT` (for `@` the separator is `:`, though a space also ends the name).
@@ -316,11 +373,17 @@ mod tests {
             let line = match name {
                 "/msg" => "/msg bob hi",
                 "/me" => "/me waves",
+                "/verify" => "/verify bob",
+                "/trust" => "/trust bob",
                 other => other,
             };
             assert!(parse(line).is_ok(), "{name}");
         }
         assert!(completions().contains(&"/who"), "aliases are completed");
+        for named in ["/msg", "/VERIFY", "/trust"] {
+            assert!(takes_a_name(named), "{named}");
+        }
+        assert!(!takes_a_name("/me") && !takes_a_name("/peers"));
         assert!(!completions().contains(&"/?"));
     }
 
@@ -399,5 +462,25 @@ mod tests {
         );
         assert_eq!(parse("/msg"), Err(CommandError::DirectUsage));
         assert_eq!(parse("@bob"), Err(CommandError::DirectUsage));
+    }
+
+    #[test]
+    fn verify_and_trust_take_a_name() {
+        let verify = |name: &str, confirm| {
+            Ok(Some(Command::Verify {
+                name: name.into(),
+                confirm,
+            }))
+        };
+        assert_eq!(parse("/verify bob"), verify("bob", false));
+        assert_eq!(parse("/VERIFY bob Confirm"), verify("bob", true));
+        assert_eq!(parse("/verify"), Err(CommandError::VerifyUsage));
+        assert_eq!(parse("/verify bob now"), Err(CommandError::VerifyUsage));
+        assert_eq!(
+            parse("/trust bob"),
+            Ok(Some(Command::Trust { name: "bob".into() }))
+        );
+        assert_eq!(parse("/trust"), Err(CommandError::TrustUsage));
+        assert_eq!(parse("/trust bob carol"), Err(CommandError::TrustUsage));
     }
 }

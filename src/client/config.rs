@@ -11,6 +11,8 @@ use std::path::PathBuf;
 use crate::protocol::MAX_DATAGRAM_BYTES;
 use crate::tls::Fingerprint;
 
+use crate::discovery::Announced;
+
 /// `p2pchat-client -h`: what it is, in one line.
 pub const ABOUT: &str =
     "A p2pchat client: the room through the server, direct messages straight to a peer over UDP.";
@@ -51,8 +53,14 @@ accepted, with a notice on stderr). Once trusted it is pinned in the known-serve
 under its name and the address it answered at, and a server that presents another one there \
 is refused. Nothing, the password least of all, is sent before. If the change is expected, --forget HOST[:PORT] removes the server's fingerprint (as \
 ssh-keygen -R) and exits without connecting.\n\n\
-Exit status: 0 after :q or end of input (or --forget); 1 local error (bad answer at a prompt, UDP port in \
-use, the known-servers file); 2 bad arguments (a bad --server port too); 3 server \
+Without --server the client looks for servers announced on the LAN (multicast DNS, about a \
+second): one found is connected to, saying which; several are listed to choose from on a terminal, or \
+named without one (exit 2); none, and it tries 127.0.0.1:12000, saying so. --discover only lists \
+them. A fingerprint announced on the LAN proves nothing (anyone can announce): at first contact the \
+client says whether the certificate matches it, and pins as always.\n\n\
+Exit status: 0 after :q or end of input (or --forget, --discover); 1 local error (bad answer at a prompt, UDP port in \
+use, the known-servers file); 2 bad arguments (a bad --server port too; several servers announced and no \
+terminal to choose on); 3 server \
 unreachable, not a p2pchat server (no hello within 5 s, or something else first), or full \
 (for everyone, or for this address), too busy to check the login now (try again later), or \
 speaking the other protocol (TLS vs --plaintext); 4 login or registration refused; 5 the \
@@ -101,10 +109,24 @@ pub const DEFAULT_MAX_QUEUED_LINES: usize = 1000;
 #[derive(clap::Args, Debug, Clone, PartialEq)]
 pub struct ClientArgs {
     /// The server, HOST[:PORT] (PORT 12000 when left out); HOST may be a name (system
-    /// resolver) or an IPv4/IPv6 address ([::1]:12000, or ::1 alone).
-    #[arg(long, value_name = "HOST:PORT", default_value = DEFAULT_SERVER,
-          value_parser = parse_server)]
-    pub server: String,
+    /// resolver) or an IPv4/IPv6 address ([::1]:12000, or ::1 alone). Without it the client
+    /// looks for servers announced on the LAN (mDNS, about a second): one found is connected
+    /// to; several are listed to choose from on a terminal, else named (exit 2); none, and it
+    /// tries 127.0.0.1:12000.
+    #[arg(long, value_name = "HOST:PORT", value_parser = parse_server)]
+    pub server: Option<String>,
+
+    /// List the servers announced on the LAN (name, address and port, TLS, the fingerprint
+    /// they announced) after listening for about a second, and exit 0. With --json, one JSON
+    /// object per server.
+    #[arg(long, conflicts_with_all = ["server", "forget"])]
+    pub discover: bool,
+
+    /// Not a flag: the fingerprint the server chosen on the LAN announced, when it was found
+    /// there rather than named with --server. Compared with the certificate at first contact,
+    /// never trusted for itself (anyone on the LAN can announce).
+    #[arg(skip)]
+    pub announced: Option<Announced>,
 
     /// UDP port for receiving direct messages; 0 picks a free port.
     #[arg(long, value_name = "PORT", default_value_t = DEFAULT_P2P_PORT)]
@@ -268,6 +290,12 @@ pub fn parse_server(text: &str) -> Result<String, BadServer> {
 }
 
 impl ClientArgs {
+    /// The server to connect to: `--server`, the one found on the LAN (set in its place), or
+    /// [`DEFAULT_SERVER`].
+    pub fn server(&self) -> &str {
+        self.server.as_deref().unwrap_or(DEFAULT_SERVER)
+    }
+
     /// The limits on received direct messages that the `--dm-*` flags ask for (not yet
     /// validated: see [`DirectLimits::validate`]).
     pub fn direct_limits(&self) -> DirectLimits {

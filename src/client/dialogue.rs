@@ -21,7 +21,7 @@ use std::future::Future;
 
 use super::error::{ClientError, Local};
 use super::link::{AuthMode, NameCheck};
-use super::secure::FirstContact;
+use super::secure::{AnnouncedMatch, FirstContact};
 use crate::protocol::ErrorCode;
 use crate::rules::{validate_password, validate_username, MIN_PASSWORD_CHARS};
 use crate::tls::Fingerprint;
@@ -180,6 +180,23 @@ pub fn ask_trust(terminal: &mut impl Terminal, contact: &FirstContact) -> Result
              contact: whoever made the name lead there chose the server.",
             contact.file.display()
         ));
+    }
+    // Found on the LAN: the announcement is compared, never trusted (anyone can announce).
+    match contact.announced_match() {
+        Some(AnnouncedMatch::Matches) => terminal.say(
+            "It matches the fingerprint announced on the LAN — anyone on the LAN can announce, \
+             so compare it with the server's operator.",
+        ),
+        Some(AnnouncedMatch::Differs(announced)) => terminal.say(&format!(
+            "WARNING: it does NOT match what was announced on the LAN ({announced}): someone \
+             may be announcing a server that is not this one. Say no unless the server's \
+             operator confirms the fingerprint above."
+        )),
+        Some(AnnouncedMatch::NoneAnnounced) => terminal.say(
+            "No fingerprint was announced on the LAN for it: compare it with the server's \
+             operator.",
+        ),
+        None => {}
     }
     let mut question = format!(
         "Trust it and remember it in {} (yes/no/[fingerprint])? ",
@@ -697,7 +714,59 @@ mod tests {
             fingerprint: Fingerprint::of_certificate(b"cert"),
             file: PathBuf::from("/home/a/.config/p2pchat/known_servers"),
             known_as: None,
+            announced: None,
         }
+    }
+
+    fn announced(fingerprint: Option<Fingerprint>) -> FirstContact {
+        FirstContact {
+            announced: Some(crate::discovery::Announced {
+                name: "lab:12000".into(),
+                fingerprint,
+            }),
+            ..contact()
+        }
+    }
+
+    #[test]
+    fn the_question_says_whether_the_certificate_matches_what_the_lan_announced() {
+        let mut terminal = Scripted::new(&["yes"]);
+        let matching = announced(Some(contact().fingerprint));
+        assert_eq!(ask_trust(&mut terminal, &matching).ok(), Some(true));
+        assert!(
+            terminal.transcript[1].starts_with("It matches the fingerprint announced on the LAN")
+                && terminal.transcript[1].contains("anyone on the LAN can announce"),
+            "{:?}",
+            terminal.transcript
+        );
+
+        let spoofed = Fingerprint::of_certificate(b"spoofed");
+        let mut terminal = Scripted::new(&["no"]);
+        assert_eq!(
+            ask_trust(&mut terminal, &announced(Some(spoofed))).ok(),
+            Some(false)
+        );
+        assert!(
+            terminal.transcript[1].contains("does NOT match what was announced")
+                && terminal.transcript[1].contains(&spoofed.to_string()),
+            "{:?}",
+            terminal.transcript
+        );
+        // An announced fingerprint pasted as the answer is not this server's: never trusted.
+        let pasted: &'static str = Box::leak(spoofed.to_string().into_boxed_str());
+        let mut terminal = Scripted::new(&[pasted]);
+        assert!(matches!(
+            ask_trust(&mut terminal, &announced(Some(spoofed))),
+            Err(Local::InputEnded)
+        ));
+
+        let mut terminal = Scripted::new(&["no"]);
+        ask_trust(&mut terminal, &announced(None)).unwrap();
+        assert!(terminal.transcript[1].starts_with("No fingerprint was announced"));
+        // Not found on the LAN: nothing said about announcements.
+        let mut terminal = Scripted::new(&["no"]);
+        ask_trust(&mut terminal, &contact()).unwrap();
+        assert!(terminal.transcript[1].starts_with("> Trust it"));
     }
 
     #[test]

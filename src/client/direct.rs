@@ -21,6 +21,7 @@ use super::direct_inbox::{DirectInbox, DropSummary, Received, SentCounts};
 use super::event::ClientEvent;
 use super::in_flight::{Busy, Due, InFlight, MAX_IN_FLIGHT};
 use super::pairs::{Pairs, SealRefused};
+use super::peer_identities::{IdentityCommandError, PeerIdentities};
 use super::peer_list::PeerList;
 
 /// A direct message that left: for whom, its id, and where it went.
@@ -74,6 +75,9 @@ pub(super) struct Courier {
     udp: Arc<UdpSocket>,
     /// `None` in `--plaintext` mode.
     pairs: Option<Pairs>,
+    /// Whom the pairwise keys may be made with: each peer's identity checked against its pin.
+    /// `None` in `--plaintext` mode.
+    identities: Option<PeerIdentities>,
     in_flight: InFlight,
     timers: mpsc::Sender<TimerFired>,
     next_id: u64,
@@ -87,12 +91,14 @@ impl Courier {
     pub(super) fn new(
         udp: Arc<UdpSocket>,
         pairs: Option<Pairs>,
+        identities: Option<PeerIdentities>,
     ) -> (Courier, mpsc::Receiver<TimerFired>) {
         // One timer per message in flight at most, and those are bounded.
         let (timers, fired) = mpsc::channel(MAX_IN_FLIGHT);
         let courier = Courier {
             udp,
             pairs,
+            identities,
             in_flight: InFlight::default(),
             timers,
             next_id: 1,
@@ -283,8 +289,16 @@ impl Courier {
     /// Tells the inbox and the pairwise keys what a message from the server means: a peer that
     /// left or joined starts a new session (new key, ids from 1 again), so what its last session
     /// sent must not make its new messages look like replays, and its old key is retired. A full
-    /// list (`peers`, `welcome`) ends the session of everyone missing from it.
-    pub(super) fn track_sessions(&mut self, inbox: &mut DirectInbox, message: &ServerMessage) {
+    /// list (`peers`, `welcome`) ends the session of everyone missing from it. Every peer entry's
+    /// identity is checked ([`PeerIdentities::vet`]): its session key admitted to the pairwise
+    /// keys or withheld, its verified mark set, and what is news told through `emit`.
+    pub(super) fn track_sessions(
+        &mut self,
+        inbox: &mut DirectInbox,
+        message: &ServerMessage,
+        peers: &mut PeerList,
+        emit: &mut dyn FnMut(ClientEvent),
+    ) {
         match message {
             ServerMessage::Joined { peer } => {
                 inbox.forget_peer(&peer.username);
@@ -292,17 +306,28 @@ impl Courier {
                     pairs.peer_gone(&peer.username);
                     pairs.peer_online(peer);
                 }
+                self.vet(peer, peers, emit);
             }
             ServerMessage::Left { username } => {
                 inbox.forget_peer(username);
                 if let Some(pairs) = self.pairs.as_mut() {
                     pairs.peer_gone(username);
                 }
+                if let Some(identities) = self.identities.as_mut() {
+                    identities.forget(username);
+                }
+                peers.set_verified(username, false);
             }
-            ServerMessage::Peers { peers } | ServerMessage::Welcome { peers, .. } => {
-                inbox.keep_only(peers.iter().map(|peer| peer.username.as_str()));
+            ServerMessage::Peers { peers: list } | ServerMessage::Welcome { peers: list, .. } => {
+                inbox.keep_only(list.iter().map(|peer| peer.username.as_str()));
                 if let Some(pairs) = self.pairs.as_mut() {
-                    pairs.replace(peers);
+                    pairs.replace(list);
+                }
+                if let Some(identities) = self.identities.as_mut() {
+                    identities.keep_only(list.iter().map(|peer| peer.username.as_str()));
+                }
+                for peer in list {
+                    self.vet(peer, peers, emit);
                 }
             }
             _ => return,
@@ -311,6 +336,57 @@ impl Courier {
             inbox.keep_current_keys(pairs);
         }
     }
+
+    /// Checks one peer entry's identity and opens or closes the gate in the pairwise keys.
+    fn vet(&mut self, peer: &PeerInfo, peers: &mut PeerList, emit: &mut dyn FnMut(ClientEvent)) {
+        let (Some(identities), Some(pairs)) = (self.identities.as_mut(), self.pairs.as_mut())
+        else {
+            return;
+        };
+        let Some((session, verdict, events)) = identities.vet(peer) else {
+            return;
+        };
+        if verdict.admits() {
+            pairs.admit(&peer.username, session);
+        } else {
+            pairs.withhold(&peer.username);
+        }
+        peers.set_verified(&peer.username, identities.is_verified(&peer.username));
+        events.into_iter().for_each(emit);
+    }
+
+    /// `/verify NAME` (`confirm`: `/verify NAME confirm`) and `/trust NAME`: what to show.
+    pub(super) fn identity_command(
+        &mut self,
+        command: IdentityCommand,
+        peers: &mut PeerList,
+    ) -> ClientEvent {
+        let result = match (self.identities.as_mut(), self.pairs.as_mut()) {
+            (Some(identities), Some(pairs)) => match &command {
+                IdentityCommand::Show(name) => identities.safety_number(name, peers.get(name)),
+                IdentityCommand::Trust { name, verified } => identities
+                    .trust(name, peers.get(name), *verified)
+                    .map(|(session, event)| {
+                        if let Some(peer) = peers.get(name) {
+                            pairs.admit(&peer.username, session);
+                        }
+                        peers.set_verified(name, identities.is_verified(name));
+                        event
+                    }),
+            },
+            _ => Err(IdentityCommandError::NoOwnIdentity),
+        };
+        result.unwrap_or_else(|e| ClientEvent::error(e.to_string()))
+    }
+}
+
+/// What `/verify` and `/trust` ask of the identities.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum IdentityCommand {
+    /// `/verify NAME`: show the safety number.
+    Show(String),
+    /// `/trust NAME` (`verified` false) or `/verify NAME confirm` (true).
+    Trust { name: String, verified: bool },
 }
 
 /// What the person sees of a received datagram: the message, a warning about its drop, or

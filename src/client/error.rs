@@ -17,6 +17,7 @@ use super::event::ClientEvent;
 use super::known_servers::{KnownAs, KnownServersError};
 use super::ui::EditorError;
 use crate::connection::ReadError;
+use crate::discovery::{DiscoveryError, Found};
 use crate::protocol::{DecodeError, ErrorCode};
 use crate::tls::Fingerprint;
 
@@ -27,7 +28,8 @@ pub mod exit {
     pub const OK: i32 = 0;
     /// A local failure: bad input at a prompt, a UDP port that cannot be bound.
     pub const LOCAL: i32 = 1;
-    /// Bad command-line arguments (clap's status).
+    /// Bad command-line arguments (clap's status); also, without `--server` and without a
+    /// terminal, several servers announced on the LAN (which one is for `--server` to say).
     pub const USAGE: i32 = 2;
     /// The server could not be reached (name not resolved, connection refused), is not a
     /// p2pchat server, is full, refuses more connections from this address, or is too busy to
@@ -67,6 +69,9 @@ pub enum ClientError {
     Local(Local),
     /// `server` could not be authenticated; nothing was sent to it.
     NotTrusted { server: String, why: NotTrusted },
+    /// No `--server`, several servers announced on the LAN, and no terminal to ask which:
+    /// a usage error (exit 2), naming them.
+    Ambiguous(Vec<Found>),
 }
 
 /// Why the server could not be reached: each may work later (exit 3).
@@ -136,6 +141,9 @@ pub enum Disconnect {
 /// What failed on this host (exit 1).
 #[derive(Debug, thiserror::Error)]
 pub enum Local {
+    /// `--discover` could not browse the LAN (no multicast here, say).
+    #[error(transparent)]
+    Discovery(DiscoveryError),
     /// The connection has no local address to bind the UDP socket to.
     #[error("no local address: {0}")]
     NoLocalAddress(#[source] io::Error),
@@ -154,6 +162,15 @@ pub enum Local {
     /// The known-servers file cannot be read or written.
     #[error(transparent)]
     KnownServers(#[from] KnownServersError),
+    /// The account's identity key cannot be read, made or trusted.
+    #[error(transparent)]
+    Identity(super::identity_file::IdentityFileError),
+    /// The known-peers file cannot be read or trusted.
+    #[error(transparent)]
+    KnownPeers(#[from] super::known_peers::KnownPeersError),
+    /// No folder for the identity keys.
+    #[error("neither XDG_DATA_HOME nor HOME is set: there is no place for this account's identity key (or use --plaintext)")]
+    NoIdentityFolder,
     /// No folder for the known-servers file, and no `--known-servers`.
     #[error(
         "neither XDG_CONFIG_HOME nor HOME is set: name the known-servers file with --known-servers"
@@ -234,6 +251,7 @@ impl ClientError {
             ClientError::Disconnected(_) => exit::DISCONNECTED,
             ClientError::Local(_) => exit::LOCAL,
             ClientError::NotTrusted { .. } => exit::NOT_TRUSTED,
+            ClientError::Ambiguous(_) => exit::USAGE,
         }
     }
 
@@ -271,6 +289,15 @@ impl fmt::Display for ClientError {
             ClientError::Disconnected(why) => write!(f, "{why}"),
             ClientError::Local(why) => write!(f, "{why}"),
             ClientError::NotTrusted { server, why } => not_trusted_text(f, server, why),
+            ClientError::Ambiguous(found) => {
+                let named: Vec<String> = found.iter().map(Found::to_string).collect();
+                write!(
+                    f,
+                    "{} servers announce themselves on the LAN: {}; choose one with --server",
+                    found.len(),
+                    named.join("; ")
+                )
+            }
         }
     }
 }

@@ -14,6 +14,7 @@ use serde::{Serialize, Serializer};
 
 use super::direct_inbox::DirectStats;
 use super::screen::{escape, message};
+use crate::identity::IdentityPublic;
 use crate::protocol::{DelayReason, ErrorCode, PeerInfo, RoomLine, TextKind};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -29,9 +30,13 @@ pub enum ClientEvent {
         username: String,
         peers: Vec<PeerInfo>,
     },
-    /// Who is online, as asked for (`/peers`) or as the server sent it whole.
+    /// Who is online, as asked for (`/peers`) or as the server sent it whole; `verified` names
+    /// those whose safety number this user confirmed (`/verify NAME confirm`) for the identity
+    /// they prove now (left out when none).
     Peers {
         peers: Vec<PeerInfo>,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        verified: Vec<String>,
     },
     /// Who is online after a `joined` or `left` (the event just before says who). The same JSON
     /// as [`ClientEvent::Peers`], for programs that keep the list; a person is not shown it
@@ -40,6 +45,8 @@ pub enum ClientEvent {
     #[serde(rename = "peers")]
     PeersChanged {
         peers: Vec<PeerInfo>,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        verified: Vec<String>,
     },
     Joined {
         peer: PeerInfo,
@@ -101,6 +108,24 @@ pub enum ClientEvent {
     Connecting {
         server: String,
     },
+    /// A server announced on the LAN (DNS-SD over mDNS): each one `--discover` lists, or the one
+    /// a client started without `--server` connects to (`chosen`). All of it is what someone on
+    /// the LAN said: `fingerprint` is compared at first contact, never trusted for itself.
+    ServerFound {
+        name: String,
+        /// `ADDRESS:PORT`, the address connected to.
+        server: String,
+        /// Every address it announced.
+        addresses: Vec<String>,
+        port: u16,
+        tls: bool,
+        fingerprint: Option<String>,
+        chosen: bool,
+    },
+    /// No server answered on the LAN: the client connects to `fallback` instead.
+    NoServerFound {
+        fallback: String,
+    },
     /// The server was lost (`reason`); the client connects again in about `in_secs` seconds.
     Reconnecting {
         in_secs: u64,
@@ -139,6 +164,45 @@ pub enum ClientEvent {
     /// waiting when it was lost) have all been sent, in order, since logging in again.
     QueuedSent {
         lines: usize,
+    },
+    /// First contact: `peer`'s identity key pinned in the known-peers file. Not shown to a
+    /// person ([`ClientEvent::is_quiet`]): a class's first login would be a screen of them, and
+    /// `/verify` tells what matters.
+    IdentityPinned {
+        peer: String,
+        identity: IdentityPublic,
+    },
+    /// `peer` proves another identity than the one pinned: nothing sealed goes to it and nothing
+    /// sealed from it is opened until `/trust peer` (or `/verify peer confirm`).
+    IdentityChanged {
+        peer: String,
+        pinned: IdentityPublic,
+        announced: IdentityPublic,
+    },
+    /// `peer`'s identity cannot be checked (`reason`: a binding that does not verify, half of
+    /// one, or none where one is pinned): nothing sealed goes to it or is opened from it.
+    IdentityUnverified {
+        peer: String,
+        reason: String,
+    },
+    /// `/trust peer`: its new identity is pinned, and sealing to it resumes.
+    IdentityTrusted {
+        peer: String,
+        identity: IdentityPublic,
+    },
+    /// `/verify peer`: the safety number of this user's identity and `peer`'s, 12 groups of 5
+    /// digits, the same on both screens; `verified` once confirmed; `trusted` false when it is
+    /// for a changed identity not yet trusted.
+    SafetyNumber {
+        peer: String,
+        number: String,
+        verified: bool,
+        trusted: bool,
+    },
+    /// `/verify peer confirm`: `peer` is recorded as verified (marked in `/peers`) until its
+    /// identity changes.
+    IdentityVerified {
+        peer: String,
     },
     /// A room line from someone else, of any kind (its JSON: [`RoomMessage`]). Last: an
     /// untagged variant must be.
@@ -218,7 +282,9 @@ impl ClientEvent {
     pub fn is_quiet(&self) -> bool {
         matches!(
             self,
-            ClientEvent::PeersChanged { .. } | ClientEvent::DirectSent { .. }
+            ClientEvent::PeersChanged { .. }
+                | ClientEvent::DirectSent { .. }
+                | ClientEvent::IdentityPinned { .. }
         )
     }
 
@@ -239,7 +305,8 @@ impl ClientEvent {
                     online(peers)
                 )
             }
-            ClientEvent::Peers { peers } | ClientEvent::PeersChanged { peers } => online(peers),
+            ClientEvent::Peers { peers, verified }
+            | ClientEvent::PeersChanged { peers, verified } => online_marked(peers, verified),
             ClientEvent::Joined { peer } => format!("{JOIN} {} joined", escape(&peer.username)),
             ClientEvent::Left { username } => format!("{LEAVE} {} left", escape(username)),
             ClientEvent::Message(RoomMessage { from, line }) => message(
@@ -287,6 +354,31 @@ impl ClientEvent {
             ClientEvent::Connecting { server } => {
                 format!("{NOTICE} connecting to {}…", escape(server))
             }
+            ClientEvent::ServerFound {
+                name,
+                server,
+                tls,
+                fingerprint,
+                chosen,
+                ..
+            } => {
+                let how = match (tls, fingerprint) {
+                    (true, Some(fingerprint)) => {
+                        format!("TLS, announced fingerprint {fingerprint}")
+                    }
+                    (true, None) => "TLS, no fingerprint announced".to_string(),
+                    (false, _) => "plaintext".to_string(),
+                };
+                let found = format!("{} at {server} ({how})", escape(name));
+                match chosen {
+                    true => format!("{NOTICE} found {found} on the LAN"),
+                    false => found,
+                }
+            }
+            ClientEvent::NoServerFound { fallback } => format!(
+                "{NOTICE} no server announced itself on the LAN; trying {}",
+                escape(fallback)
+            ),
             ClientEvent::Reconnecting { in_secs, reason } => {
                 format!("! {}; reconnecting in {in_secs} s…", escape(reason))
             }
@@ -318,6 +410,64 @@ impl ClientEvent {
             ClientEvent::QueuedSent { lines } => format!(
                 "{NOTICE} {lines} queued line{} sent",
                 if *lines == 1 { "" } else { "s" }
+            ),
+            ClientEvent::IdentityPinned { peer, identity } => format!(
+                "{NOTICE} first contact with {}: identity key {} pinned (/verify {} to compare \
+                 safety numbers)",
+                escape(peer),
+                identity.short(),
+                escape(peer)
+            ),
+            ClientEvent::IdentityChanged { peer, .. } => {
+                let peer = escape(peer);
+                format!(
+                    "! {peer}'s identity key changed: a new device, or someone in the middle; \
+                     compare safety numbers with /verify {peer}. Nothing sealed goes to {peer} \
+                     or is taken from {peer} until /trust {peer}"
+                )
+            }
+            ClientEvent::IdentityUnverified { peer, reason } => {
+                let peer = escape(peer);
+                format!(
+                    "! {peer}'s identity cannot be checked: {}; nothing sealed goes to {peer} or \
+                     is taken from {peer}",
+                    escape(reason)
+                )
+            }
+            ClientEvent::IdentityTrusted { peer, identity } => {
+                let peer = escape(peer);
+                format!(
+                    "{NOTICE} {peer}'s identity key {} is trusted and pinned; /verify {peer} to \
+                     compare safety numbers",
+                    identity.short()
+                )
+            }
+            ClientEvent::SafetyNumber {
+                peer,
+                number,
+                verified,
+                trusted,
+            } => {
+                let peer = escape(peer);
+                let state = match (verified, trusted) {
+                    (true, _) => format!("verified; it changes if {peer}'s identity key does"),
+                    (false, true) => format!(
+                        "compare it with {peer}'s screen (or read it aloud); if they match: \
+                         /verify {peer} confirm"
+                    ),
+                    (false, false) => format!(
+                        "for {peer}'s NEW identity key, not trusted yet; if it matches {peer}'s \
+                         screen: /verify {peer} confirm"
+                    ),
+                };
+                format!(
+                    "{NOTICE} safety number with {peer}: {}\n{NOTICE} {state}",
+                    escape(number)
+                )
+            }
+            ClientEvent::IdentityVerified { peer } => format!(
+                "{NOTICE} {} is verified (marked in /peers until their identity key changes)",
+                escape(peer)
             ),
         }
     }
@@ -353,7 +503,23 @@ pub fn own_direct_head(to: &str, from: &str) -> String {
 }
 
 fn online(peers: &[PeerInfo]) -> String {
-    let names: Vec<String> = peers.iter().map(|p| escape(&p.username)).collect();
+    online_marked(peers, &[])
+}
+
+/// The mark after the name of a peer whose safety number was confirmed.
+pub const VERIFIED_MARK: &str = "(verified)";
+
+/// Who is online, those in `verified` marked [`VERIFIED_MARK`].
+fn online_marked(peers: &[PeerInfo], verified: &[String]) -> String {
+    let names: Vec<String> = peers
+        .iter()
+        .map(
+            |p| match verified.iter().any(|v| v.eq_ignore_ascii_case(&p.username)) {
+                true => format!("{} {VERIFIED_MARK}", escape(&p.username)),
+                false => escape(&p.username),
+            },
+        )
+        .collect();
     format!("{NOTICE} online ({}): {}", names.len(), names.join(", "))
 }
 
@@ -416,6 +582,8 @@ mod tests {
             ip: "127.0.0.1".parse().unwrap(),
             p2p_port: 9,
             public_key: None,
+            identity_key: None,
+            identity_binding: None,
         };
         let shown = [
             ClientEvent::Joined { peer: peer.clone() }.render(10),
@@ -423,7 +591,11 @@ mod tests {
                 username: name.into(),
             }
             .render(10),
-            ClientEvent::Peers { peers: vec![peer] }.render(10),
+            ClientEvent::Peers {
+                peers: vec![peer],
+                verified: Vec::new(),
+            }
+            .render(10),
             ClientEvent::Message(RoomMessage {
                 from: name.into(),
                 line: RoomLine::say("x"),
@@ -476,7 +648,7 @@ mod tests {
         });
         assert_eq!(
             serde_json::to_string(&event).unwrap(),
-            r#"{"event":"direct_stats","received":3,"delivered":1,"dropped":{"oversized":0,"malformed":2,"unknown_source":0,"rate_limited":0,"replayed":0,"unsealed":0,"truncated":0,"unknown_key":0,"stale_session":0,"forged":0},"sources_tracked":1,"acks":0,"duplicates":0,"shown":1,"sent":2,"acknowledged":1,"not_delivered":0}"#
+            r#"{"event":"direct_stats","received":3,"delivered":1,"dropped":{"oversized":0,"malformed":2,"unknown_source":0,"rate_limited":0,"replayed":0,"unsealed":0,"truncated":0,"unknown_key":0,"stale_session":0,"forged":0,"untrusted":0},"sources_tracked":1,"acks":0,"duplicates":0,"shown":1,"sent":2,"acknowledged":1,"not_delivered":0}"#
         );
         // What was sent and what was received, each counter named for what it counts: the
         // message bob acknowledged is not "0 delivered".
@@ -550,6 +722,8 @@ mod tests {
             ip: "127.0.0.1".parse().unwrap(),
             p2p_port: 9,
             public_key: None,
+            identity_key: None,
+            identity_binding: None,
         }
     }
 
@@ -568,6 +742,7 @@ mod tests {
             },
             ClientEvent::Peers {
                 peers: vec![bob.clone()],
+                verified: Vec::new(),
             },
             ClientEvent::Joined { peer: bob.clone() },
             ClientEvent::Left {
@@ -661,6 +836,7 @@ mod tests {
     fn a_person_is_not_shown_the_roster_after_a_join_nor_a_send_but_programs_are() {
         let changed = ClientEvent::PeersChanged {
             peers: vec![peer("bob")],
+            verified: Vec::new(),
         };
         let sent = ClientEvent::DirectSent {
             to: "bob".into(),
@@ -755,5 +931,50 @@ mod tests {
             serde_json::to_string(&event).unwrap(),
             r#"{"event":"left","username":"bob"}"#
         );
+    }
+
+    #[test]
+    fn a_changed_identity_is_warned_plainly_and_the_pinned_first_contact_is_quiet() {
+        let key = |b| IdentityPublic::from_bytes([b; 32]);
+        let changed = ClientEvent::IdentityChanged {
+            peer: "bob".into(),
+            pinned: key(1),
+            announced: key(2),
+        };
+        let text = changed.render(10);
+        assert!(
+            text.starts_with(
+                "! bob's identity key changed: a new device, or someone in the middle; compare \
+                 safety numbers with /verify bob"
+            ),
+            "{text}"
+        );
+        assert!(text.contains("until /trust bob"), "{text}");
+        let json = serde_json::to_value(&changed).unwrap();
+        assert_eq!(json["event"], "identity_changed");
+        assert_eq!(json["pinned"], key(1).to_base64());
+        let pinned = ClientEvent::IdentityPinned {
+            peer: "bob".into(),
+            identity: key(1),
+        };
+        assert!(pinned.is_quiet());
+        assert!(!changed.is_quiet());
+        // A verified peer is marked in the list, for a person and a program.
+        let peers = ClientEvent::Peers {
+            peers: vec![peer("alice"), peer("bob")],
+            verified: vec!["bob".into()],
+        };
+        assert_eq!(peers.render(10), "-!- online (2): alice, bob (verified)");
+        assert_eq!(
+            serde_json::to_value(&peers).unwrap()["verified"],
+            serde_json::json!(["bob"])
+        );
+        let number = ClientEvent::SafetyNumber {
+            peer: "bob".into(),
+            number: "12345 67890".into(),
+            verified: false,
+            trusted: true,
+        };
+        assert!(number.render(10).contains("/verify bob confirm"));
     }
 }

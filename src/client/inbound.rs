@@ -20,6 +20,7 @@ pub(super) fn on_server_message(
             // For programs that keep the list (`--json`); a person saw the join.
             emit(ClientEvent::PeersChanged {
                 peers: peers.to_vec(),
+                verified: peers.verified(),
             });
         }
         ServerMessage::Left { username } => {
@@ -27,12 +28,14 @@ pub(super) fn on_server_message(
             emit(ClientEvent::Left { username });
             emit(ClientEvent::PeersChanged {
                 peers: peers.to_vec(),
+                verified: peers.verified(),
             });
         }
         ServerMessage::Peers { peers: list } | ServerMessage::Welcome { peers: list, .. } => {
             peers.replace(list);
             emit(ClientEvent::Peers {
                 peers: peers.to_vec(),
+                verified: peers.verified(),
             });
         }
         // Every kind alike: how one looks is the event's business.

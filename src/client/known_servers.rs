@@ -22,12 +22,8 @@
 //! server.
 
 use std::collections::BTreeSet;
-use std::fmt;
-use std::fs::{self, OpenOptions, Permissions};
-use std::io::{self, Read, Write};
+use std::io;
 use std::net::SocketAddr;
-use std::os::unix::fs::PermissionsExt;
-use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use crate::tls::Fingerprint;
@@ -83,69 +79,13 @@ pub enum KnownServersError {
     Exposed { exposure: Exposure },
 }
 
-/// The bits that let the group or everyone write.
-const GROUP_WRITE: u32 = 0o020;
-const OTHERS_WRITE: u32 = 0o002;
-/// In a folder with it, only a file's owner (or the folder's, or root) may rename or remove it.
-const STICKY: u32 = 0o1000;
-
 /// One way someone else could have written the known-servers file (and so chosen whom the
-/// client trusts): the users file's checks (`user_store::folder`), for the file and its own
-/// folder. Every one is refused: unlike a server's users file, this file is the user's own, made
-/// 0600 by the client in a 0700 folder, so none of these happens without someone's doing.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Exposure {
-    /// A symbolic link (or anything but a regular file) at the file's path: following it would
-    /// read, and append to, a file someone else chose.
-    NotAFile { path: PathBuf, link: bool },
-    /// The file or its folder belongs to another user, not root.
-    Owner { path: PathBuf, owner: u32 },
-    /// The group or others may write to the file.
-    Writable { path: PathBuf, mode: u32 },
-    /// The group or others may write to the folder, which has no sticky bit: they may replace
-    /// the file.
-    FolderWritable { folder: PathBuf, mode: u32 },
-}
-
-impl fmt::Display for Exposure {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Exposure::NotAFile { path, link: true } => write!(
-                f,
-                "{} is a symbolic link: remove it (the client makes the file itself)",
-                path.display()
-            ),
-            Exposure::NotAFile { path, link: false } => {
-                write!(f, "{} is not a regular file", path.display())
-            }
-            Exposure::Owner { path, owner } => write!(
-                f,
-                "{} belongs to uid {owner}, not to this user (uid {}) or root: its owner can \
-                 choose whom this client trusts",
-                path.display(),
-                effective_uid()
-            ),
-            Exposure::Writable { path, mode } => write!(
-                f,
-                "{} has mode {mode:04o}: others can choose whom this client trusts (run `chmod \
-                 go-w {}`)",
-                path.display(),
-                path.display()
-            ),
-            Exposure::FolderWritable { folder, mode } => write!(
-                f,
-                "folder {} has mode {mode:04o}: others can replace the known-servers file in it \
-                 (run `chmod go-w {}`)",
-                folder.display(),
-                folder.display()
-            ),
-        }
-    }
-}
-
-fn effective_uid() -> u32 {
-    rustix::process::geteuid().as_raw()
-}
+/// client trusts): [`private_file`](super::private_file)'s checks, shared with the client's
+/// other files of trust. Every one is refused: unlike a server's users file, this file is the
+/// user's own, made 0600 by the client in a 0700 folder, so none of these happens without
+/// someone's doing.
+pub use super::private_file::Exposure;
+use super::private_file::{self, PrivateFileError, Readers};
 
 /// What in the file's place, or its folder's, someone else could have written; `None` if the
 /// file is safe to use (or does not exist yet, in a folder that is safe or does not exist).
@@ -153,107 +93,20 @@ fn effective_uid() -> u32 {
 /// # Errors
 /// The file or its folder cannot be examined.
 pub fn exposure(path: &Path) -> io::Result<Option<Exposure>> {
-    if let Some(exposure) = folder_exposure(path)? {
-        return Ok(Some(exposure));
-    }
-    Ok(match fs::symlink_metadata(path) {
-        Ok(meta) => file_exposure(path, &meta, meta.file_type().is_symlink()),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => None,
-        Err(e) => return Err(e),
-    })
+    private_file::exposure(path, Readers::Anyone)
 }
 
-fn ours(uid: u32) -> bool {
-    uid == effective_uid() || uid == 0
-}
-
-/// What about the file's folder lets someone else replace the file: another owner (not root),
-/// or write access for the group or others without the sticky bit (as the users file's check,
-/// `user_store::folder`). `None` too when the folder does not exist.
-fn folder_exposure(path: &Path) -> io::Result<Option<Exposure>> {
-    let folder = match path.parent().filter(|p| !p.as_os_str().is_empty()) {
-        Some(folder) => folder,
-        None => Path::new("."),
-    };
-    let meta = match fs::metadata(folder) {
-        Ok(meta) => meta,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(e),
-    };
-    let mode = meta.mode() & 0o7777;
-    Ok(if !ours(meta.uid()) {
-        Some(Exposure::Owner {
-            path: folder.into(),
-            owner: meta.uid(),
-        })
-    } else if mode & (GROUP_WRITE | OTHERS_WRITE) != 0 && mode & STICKY == 0 {
-        Some(Exposure::FolderWritable {
-            folder: folder.into(),
-            mode,
-        })
-    } else {
-        None
-    })
-}
-
-/// What about the file itself, as `meta` describes it (`link`: it is a symbolic link), lets
-/// someone else have written it.
-fn file_exposure(path: &Path, meta: &fs::Metadata, link: bool) -> Option<Exposure> {
-    let mode = meta.mode() & 0o7777;
-    if link || !meta.file_type().is_file() {
-        Some(Exposure::NotAFile {
-            path: path.into(),
-            link,
-        })
-    } else if !ours(meta.uid()) {
-        Some(Exposure::Owner {
-            path: path.into(),
-            owner: meta.uid(),
-        })
-    } else if mode & (GROUP_WRITE | OTHERS_WRITE) != 0 {
-        Some(Exposure::Writable {
-            path: path.into(),
-            mode,
-        })
-    } else {
-        None
-    }
-}
-
-/// The file's text, read from one handle opened without following a link at its path (and
-/// without blocking on a FIFO), after checking the folder and then that handle's type, owner
-/// and mode — so what is read is what was checked. An empty text when there is no file.
+/// The file's text, read from the handle that was checked ([`private_file::read_checked`]); an
+/// empty text when there is no file.
 fn read_checked(path: &Path) -> Result<String, KnownServersError> {
-    let read_error = |source| KnownServersError::Read {
-        path: path.into(),
-        source,
-    };
-    if let Some(exposure) = folder_exposure(path).map_err(read_error)? {
-        return Err(KnownServersError::Exposed { exposure });
+    match private_file::read_checked(path, Readers::Anyone) {
+        Ok(text) => Ok(text.unwrap_or_default()),
+        Err(PrivateFileError::Exposed(exposure)) => Err(KnownServersError::Exposed { exposure }),
+        Err(PrivateFileError::Io(source)) => Err(KnownServersError::Read {
+            path: path.into(),
+            source,
+        }),
     }
-    let mut file = match OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
-        .open(path)
-    {
-        Ok(file) => file,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(String::new()),
-        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
-            let exposure = Exposure::NotAFile {
-                path: path.into(),
-                link: true,
-            };
-            return Err(KnownServersError::Exposed { exposure });
-        }
-        Err(e) => return Err(read_error(e)),
-    };
-    let meta = file.metadata().map_err(read_error)?;
-    if let Some(exposure) = file_exposure(path, &meta, false) {
-        return Err(KnownServersError::Exposed { exposure });
-    }
-    let mut text = String::new();
-    file.read_to_string(&mut text).map_err(read_error)?;
-    Ok(text)
 }
 
 /// A server met for the first time under this name whose key the file already pins at the
@@ -389,44 +242,18 @@ impl KnownServers {
             path: self.path.clone(),
             source,
         };
-        if let Some(folder) = self.path.parent().filter(|p| !p.as_os_str().is_empty()) {
-            fs::DirBuilder::new()
-                .recursive(true)
-                .mode(0o700)
-                .create(folder)
-                .map_err(write_error)?;
-        }
-        // Checked again: a link or a file of someone else's may have appeared since it was read,
-        // and O_NOFOLLOW keeps one planted meanwhile from being followed.
-        if let Some(exposure) = exposure(&self.path).map_err(write_error)? {
-            return Err(KnownServersError::Exposed { exposure });
-        }
-        let mut file = OpenOptions::new()
-            .read(true)
-            .append(true)
-            .create(true)
-            .mode(FILE_MODE)
-            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
-            .open(&self.path)
-            .map_err(write_error)?;
-        // The handle written to is the one checked.
-        let meta = file.metadata().map_err(write_error)?;
-        if let Some(exposure) = file_exposure(&self.path, &meta, false) {
-            return Err(KnownServersError::Exposed { exposure });
-        }
-        // A file whose last line has no newline (edited by hand) gets one first.
-        let mut text = Vec::new();
-        file.read_to_end(&mut text).map_err(write_error)?;
         let address = address.map(key).filter(|address| *address != key(server));
-        let mut line = match &address {
+        let line = match &address {
             Some(address) => format!("{},{address} {fingerprint}\n", key(server)),
             None => format!("{} {fingerprint}\n", key(server)),
         };
-        if text.last().is_some_and(|&b| b != b'\n') {
-            line.insert(0, '\n');
+        match private_file::append_checked(&self.path, Readers::Anyone, &line) {
+            Ok(()) => {}
+            Err(PrivateFileError::Exposed(exposure)) => {
+                return Err(KnownServersError::Exposed { exposure })
+            }
+            Err(PrivateFileError::Io(source)) => return Err(write_error(source)),
         }
-        file.write_all(line.as_bytes()).map_err(write_error)?;
-        file.sync_all().map_err(write_error)?;
         self.lines += 1;
         let entry = Entry {
             server: key(server),
@@ -438,9 +265,6 @@ impl KnownServers {
         Ok(entry)
     }
 }
-
-/// The file's mode: only its owner reads or writes the servers they trust.
-const FILE_MODE: u32 = 0o600;
 
 /// Removes every line of `server` (as typed, port included; or an address, which removes every
 /// line recorded at it too) from the file at `path`, keeping
@@ -475,27 +299,22 @@ pub fn forget(path: &Path, server: &str) -> Result<Vec<Entry>, KnownServersError
         .filter(|(index, _)| !gone.contains(&(index + 1)))
         .map(|(_, line)| line)
         .collect();
-    let folder = match path.parent().filter(|p| !p.as_os_str().is_empty()) {
-        Some(folder) => folder,
-        None => Path::new("."),
-    };
-    let mut file = tempfile::NamedTempFile::new_in(folder).map_err(rewrite_error)?;
-    file.as_file()
-        .set_permissions(Permissions::from_mode(FILE_MODE))
-        .map_err(rewrite_error)?;
-    file.write_all(kept.as_bytes()).map_err(rewrite_error)?;
-    file.as_file().sync_all().map_err(rewrite_error)?;
-    file.persist(path).map_err(|e| rewrite_error(e.error))?;
-    // The rename itself reaches the disk with the folder.
-    fs::File::open(folder)
-        .and_then(|folder| folder.sync_all())
-        .map_err(rewrite_error)?;
+    match private_file::replace(path, &kept) {
+        Ok(()) => {}
+        Err(PrivateFileError::Exposed(exposure)) => {
+            return Err(KnownServersError::Exposed { exposure })
+        }
+        Err(PrivateFileError::Io(source)) => return Err(rewrite_error(source)),
+    }
     Ok(removed)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::client::private_file::FILE_MODE;
+    use std::fs::{self, Permissions};
+    use std::os::unix::fs::PermissionsExt;
     use tempfile::TempDir;
 
     fn fingerprint(seed: &[u8]) -> Fingerprint {

@@ -13,6 +13,7 @@ use super::outgoing::ServerPace;
 use super::pairs::Pairs;
 use super::secure::{self, Transport, TrustOutcome};
 use crate::connection::{self, LineReader, StreamReader, StreamWriter};
+use crate::identity::IdentityKey;
 use crate::protocol::{
     decode_server, ClientMessage, Credentials, DelayReason, ErrorCode, PeerInfo, PublicKey,
     ServerMessage, MAX_SERVER_LINE_BYTES,
@@ -162,13 +163,13 @@ impl Link {
         username: &str,
         password: &str,
         p2p_port: u16,
-        sealed: bool,
+        sealing: Option<&IdentityKey>,
         emit: &mut E,
     ) -> Result<LoggedIn, ClientError> {
         // A fresh key pair for every session (a login again after a reconnect too): nothing
         // sealed in it can be opened later with anything kept on disk, and an ended session's
         // datagrams name a key no one uses.
-        let mut pairs = sealed.then(|| Pairs::new(SessionKey::generate()));
+        let mut pairs = sealing.map(|_| Pairs::new(SessionKey::generate()));
         // Proves the key is this session's, so that no one else can announce it. A challenge
         // that gives no shared secret (a broken server) gets no proof: the server refuses the
         // key, and says why.
@@ -176,11 +177,22 @@ impl Link {
             (Some(pairs), Some(challenge)) => pairs.prove(challenge, username),
             _ => None,
         };
+        // The account's identity vouches for this session's key, so that peers can tell it from
+        // a key the server made up.
+        let (identity_key, identity_binding) = match (&pairs, sealing) {
+            (Some(pairs), Some(identity)) => (
+                Some(identity.public()),
+                Some(identity.bind(username, &pairs.public_key())),
+            ),
+            _ => (None, None),
+        };
         let credentials = Credentials {
             username: username.to_string(),
             password: password.to_string(),
             p2p_port,
             public_key: pairs.as_ref().map(Pairs::public_key),
+            identity_key,
+            identity_binding,
             key_proof,
             tell_delays: true,
         };

@@ -8,7 +8,10 @@
 //! the server never sees them. By default they are sealed end to end ([`crate::sealed`]) with a
 //! key pair made for this session, acknowledged by the receiver and sent again until they are
 //! (`in_flight`); with `--plaintext` they are today's clear JSON datagrams. Received datagrams
-//! pass the checks and limits of [`direct_inbox`] before they are shown.
+//! pass the checks and limits of [`direct_inbox`] before they are shown. Each session key is
+//! signed by the account's long-term identity ([`identity_file`]); a peer's key is used only if
+//! its identity is the one pinned for it ([`peer_identities`], [`known_peers`]), so the server
+//! cannot stand in the middle of a pinned peer.
 //!
 //! The server may go away (a restart, a broken link): with reconnecting on (`session`), the
 //! chat goes on — direct messages still flow, typed lines wait — while the client connects
@@ -41,14 +44,19 @@ mod direct;
 pub mod direct_inbox;
 pub mod error;
 pub mod event;
+pub mod find;
+pub mod identity_file;
 pub mod in_flight;
 mod inbound;
 mod inputs;
+pub mod known_peers;
 pub mod known_servers;
 mod link;
 pub mod outgoing;
 pub mod pairs;
+pub mod peer_identities;
 pub mod peer_list;
+pub mod private_file;
 mod reconnect;
 pub mod screen;
 pub mod secure;
@@ -57,15 +65,19 @@ pub mod start;
 pub mod ui;
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use futures::stream::Stream;
 
+use crate::identity::IdentityKey;
 use crate::runtime::UdpSocket;
 use error::Local;
+use known_peers::KnownPeers;
 use link::{Link, LoggedIn, Opened};
 use outgoing::ServerPace;
 use pairs::Pairs;
+use peer_identities::PeerIdentities;
 use reconnect::Redial;
 
 pub use command::Command;
@@ -76,7 +88,23 @@ pub use event::ClientEvent;
 pub use link::{AuthMode, NameCheck};
 pub use peer_list::PeerList;
 pub use reconnect::Reconnect;
-pub use secure::{FirstContact, FirstUse, Transport, Trust, TrustOutcome};
+pub use secure::{AnnouncedMatch, FirstContact, FirstUse, Transport, Trust, TrustOutcome};
+
+/// Where the client keeps its identity keys and the identity keys it pinned for its peers.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum IdentityStore {
+    /// An identity made for this process and pins kept in memory: a changed identity is caught
+    /// while it runs, and everything is forgotten after. For a library user that names no
+    /// files; the binary always does.
+    #[default]
+    Memory,
+    /// One identity file per account in `folder` ([`identity_file`]), the pins in
+    /// `known_peers` ([`known_peers`]).
+    Files {
+        folder: PathBuf,
+        known_peers: PathBuf,
+    },
+}
 
 /// A connection to the server plus the UDP socket for direct messages.
 pub struct Client {
@@ -97,6 +125,12 @@ pub struct Client {
     pairs: Option<Pairs>,
     /// This session's name and password, to log in again after a reconnect. Memory only.
     credentials: Option<(String, String)>,
+    /// Where the identities are kept.
+    identity_store: IdentityStore,
+    /// The account's identity, once loaded at authentication: `Some` exactly when sealing.
+    identity: Option<IdentityKey>,
+    /// The peers' identities, checked against the pins (sealing only).
+    identities: Option<PeerIdentities>,
     reconnect: Reconnect,
     max_queued: usize,
 }
@@ -142,6 +176,9 @@ impl Client {
             sealed: true,
             pairs: None,
             credentials: None,
+            identity_store: IdentityStore::Memory,
+            identity: None,
+            identities: None,
             reconnect: Reconnect::Never,
             max_queued: config::DEFAULT_MAX_QUEUED_LINES,
         })
@@ -170,6 +207,34 @@ impl Client {
     /// acknowledgements) instead of sealing. Call it before [`Client::authenticate`].
     pub fn set_plaintext(&mut self, plaintext: bool) {
         self.sealed = !plaintext;
+    }
+
+    /// Where to keep this account's identity key and the pins of peers' identities (default
+    /// [`IdentityStore::Memory`]). Call it before [`Client::authenticate`].
+    pub fn set_identity_store(&mut self, store: IdentityStore) {
+        self.identity_store = store;
+    }
+
+    /// The account's identity and the pins, as the store says: made on the account's first
+    /// login.
+    fn load_identities(&self, username: &str) -> Result<(IdentityKey, PeerIdentities), Local> {
+        let (identity, known) = match &self.identity_store {
+            IdentityStore::Memory => (
+                IdentityKey::generate()
+                    .map_err(|e| Local::Identity(identity_file::IdentityFileError::Random(e)))?,
+                KnownPeers::in_memory(),
+            ),
+            IdentityStore::Files {
+                folder,
+                known_peers,
+            } => {
+                let file = identity_file::path(folder, &self.server_name, username);
+                let loaded = identity_file::load_or_create(&file).map_err(Local::Identity)?;
+                (loaded.key, KnownPeers::load(known_peers)?)
+            }
+        };
+        let peers = PeerIdentities::new(known, &self.server_name, username, identity.public());
+        Ok((identity, peers))
     }
 
     /// Whether to connect again when the server is lost (default [`Reconnect::Never`]), and how
@@ -205,6 +270,12 @@ impl Client {
         password: &str,
         emit: &mut dyn FnMut(ClientEvent),
     ) -> Result<(), ClientError> {
+        // Before anything is sent: a file that cannot be trusted ends it here.
+        if self.sealed {
+            let (identity, identities) = self.load_identities(username)?;
+            self.identity = Some(identity);
+            self.identities = Some(identities);
+        }
         let LoggedIn {
             username,
             peers,
@@ -216,7 +287,8 @@ impl Client {
                 username,
                 password,
                 self.p2p_addr.port(),
-                self.sealed,
+                // Sealing, with this account's identity (loaded above when sealing).
+                self.identity.as_ref(),
                 emit,
             )
             .await?;
@@ -245,7 +317,7 @@ impl Client {
                 username,
                 password,
                 p2p_port: self.p2p_addr.port(),
-                sealed: self.sealed,
+                sealing: self.identity.clone(),
             }),
             _ => None,
         };
@@ -258,6 +330,7 @@ impl Client {
             peers: self.peers,
             direct_limits: self.direct_limits,
             pairs: self.pairs,
+            identities: self.identities,
             redial,
             max_queued: self.max_queued,
         };

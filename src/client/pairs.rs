@@ -13,6 +13,13 @@
 //! never believed, so it can neither take the owner's datagrams nor, by leaving, retire the
 //! owner's key. A key's end is only ever taken from its owner's `left`.
 //!
+//! The identity gate: pairwise keys are made only with a session key that was *admitted*
+//! ([`Pairs::admit`]) — one whose binding to the peer's identity verified, for an identity this
+//! user trusts (pinned on first contact, or `/trust`ed after a change: `peer_identities`
+//! decides). Everything sealed to a peer, and everything opened from one, goes through
+//! [`Pairs::keys`], so a key the server invented for a peer seals and opens nothing, whatever
+//! uses the keys (direct messages today, file transfers tomorrow).
+//!
 //! Memory: one entry per online peer with a key (the peer list is the server's), plus at most
 //! [`MAX_RETIRED_KEYS`] ids of ended sessions. This module never does I/O.
 
@@ -35,6 +42,9 @@ pub struct Pairs {
     by_key_id: HashMap<KeyId, String>,
     /// Lower-cased name → the peer key the pairwise keys were made with, and those keys.
     keys: HashMap<String, (PublicKey, PairKeys)>,
+    /// Lower-cased name → the one session key of that peer keys may be made with: its identity
+    /// checked and trusted. A peer absent here gets nothing sealed, and nothing of it is opened.
+    admitted: HashMap<String, PublicKey>,
     retired: VecDeque<KeyId>,
     /// The next counter for a datagram this session seals (never 0, never reused).
     next_counter: u64,
@@ -56,6 +66,9 @@ pub enum SealRefused {
     KeyOfAnother { name: String, owner: String },
     #[error("this session has sealed 2^64 datagrams; log in again")]
     CountersExhausted,
+    /// The peer's identity is not trusted now (changed and not `/trust`ed, or unverifiable).
+    #[error("{name}'s identity is not trusted now (compare safety numbers with /verify {name}, then /trust {name})")]
+    Untrusted { name: String },
 }
 
 impl Pairs {
@@ -65,6 +78,7 @@ impl Pairs {
             my_name: String::new(),
             by_key_id: HashMap::new(),
             keys: HashMap::new(),
+            admitted: HashMap::new(),
             retired: VecDeque::new(),
             next_counter: 1,
         }
@@ -82,6 +96,29 @@ impl Pairs {
 
     pub fn set_my_name(&mut self, name: &str) {
         self.my_name = name.to_string();
+    }
+
+    /// Lets pairwise keys be made with `key`, `username`'s session key: its identity checked
+    /// and trusted. Replaces whatever key was admitted for that name before.
+    pub fn admit(&mut self, username: &str, key: PublicKey) {
+        let name = username.to_ascii_lowercase();
+        if self.admitted.get(&name) != Some(&key) {
+            self.keys.remove(&name);
+        }
+        self.admitted.insert(name, key);
+    }
+
+    /// Seals nothing for `username` and opens nothing from it any more (its identity changed, or
+    /// cannot be checked); the keys made with it are forgotten.
+    pub fn withhold(&mut self, username: &str) {
+        let name = username.to_ascii_lowercase();
+        self.admitted.remove(&name);
+        self.keys.remove(&name);
+    }
+
+    /// Whether keys may be made with `key` for `username` now.
+    pub fn is_admitted(&self, username: &str, key: &PublicKey) -> bool {
+        self.admitted.get(&username.to_ascii_lowercase()) == Some(key)
     }
 
     /// A peer's session started (`joined`), or is in a full list (`welcome`, `peers`).
@@ -111,6 +148,7 @@ impl Pairs {
     pub fn peer_gone(&mut self, username: &str) {
         let name = username.to_ascii_lowercase();
         self.keys.remove(&name);
+        self.admitted.remove(&name);
         let ids: Vec<KeyId> = self
             .by_key_id
             .iter()
@@ -166,7 +204,8 @@ impl Pairs {
     /// The pairwise keys with `peer`, made on first use.
     ///
     /// # Errors
-    /// The peer has no key, a retired one, or one that gives no shared secret.
+    /// The peer has no key, a retired one, one that gives no shared secret, or one not admitted
+    /// ([`Pairs::admit`]): its identity not trusted now.
     pub fn keys(&mut self, peer: &PeerInfo) -> Result<&PairKeys, SealRefused> {
         let key = peer
             .public_key
@@ -179,6 +218,11 @@ impl Pairs {
             return Err(SealRefused::KeyOfAnother {
                 name: peer.username.clone(),
                 owner: owner.to_string(),
+            });
+        }
+        if !self.is_admitted(&name, &key) {
+            return Err(SealRefused::Untrusted {
+                name: peer.username.clone(),
             });
         }
         let fresh = !matches!(self.keys.get(&name), Some((k, _)) if *k == key);
@@ -227,6 +271,8 @@ mod tests {
             ip: "127.0.0.1".parse().unwrap(),
             p2p_port: 9,
             public_key: key,
+            identity_key: None,
+            identity_binding: None,
         }
     }
 
@@ -237,6 +283,7 @@ mod tests {
         let bob_key = SessionKey::generate().public_key();
         let bob = peer("bob", Some(bob_key));
         alice.peer_online(&bob);
+        alice.admit("bob", bob_key);
         let first = Header::parse(&alice.seal(&bob, Kind::Message, b"1").unwrap()).unwrap();
         let second = Header::parse(&alice.seal(&bob, Kind::Ack, b"2").unwrap()).unwrap();
         assert_eq!((first.counter, second.counter), (1, 2));
@@ -249,8 +296,10 @@ mod tests {
             alice.seal(&bob, Kind::Message, b"3"),
             Err(SealRefused::Retired("bob".into()))
         );
-        let carol = peer("carol", Some(SessionKey::generate().public_key()));
+        let carol_key = SessionKey::generate().public_key();
+        let carol = peer("carol", Some(carol_key));
         alice.peer_online(&carol);
+        alice.admit("carol", carol_key);
         let third = Header::parse(&alice.seal(&carol, Kind::Message, b"3").unwrap()).unwrap();
         assert_eq!(third.counter, 3);
     }
@@ -278,7 +327,9 @@ mod tests {
         let alice = peer("alice", Some(alice_key));
         let mallory = peer("mallory", Some(alice_key));
         bob.peer_online(&alice);
+        bob.admit("alice", alice_key);
         bob.peer_online(&mallory);
+        bob.admit("mallory", alice_key);
         assert_eq!(bob.named_by(&alice_key.key_id()), Some("alice"));
         assert_eq!(
             bob.seal(&mallory, Kind::Message, b"x"),
@@ -307,5 +358,43 @@ mod tests {
             alice.peer_gone(&name);
         }
         assert_eq!(alice.retired.len(), MAX_RETIRED_KEYS);
+    }
+
+    #[test]
+    fn nothing_is_sealed_or_opened_for_a_key_not_admitted() {
+        let (alice_session, bob_session) = (SessionKey::generate(), SessionKey::generate());
+        let (alice_key, bob_key) = (alice_session.public_key(), bob_session.public_key());
+        let mut alice = Pairs::new(alice_session);
+        alice.set_my_name("alice");
+        let mut bob = Pairs::new(bob_session);
+        bob.set_my_name("bob");
+        let bob_entry = peer("bob", Some(bob_key));
+        let alice_entry = peer("alice", Some(alice_key));
+        alice.peer_online(&bob_entry);
+        bob.peer_online(&alice_entry);
+        let untrusted = |name: &str| SealRefused::Untrusted { name: name.into() };
+        assert_eq!(
+            alice.seal(&bob_entry, Kind::Message, b"x"),
+            Err(untrusted("bob"))
+        );
+        alice.admit("bob", bob_key);
+        bob.admit("alice", alice_key);
+        let sealed = alice.seal(&bob_entry, Kind::Message, b"hi").unwrap();
+        let header = Header::parse(&sealed).unwrap();
+        assert!(bob
+            .keys(&alice_entry)
+            .unwrap()
+            .open(&header, &sealed)
+            .is_ok());
+        // A key the server announces for bob instead (another session): not admitted.
+        let forged = peer("bob", Some(SessionKey::generate().public_key()));
+        alice.peer_online(&forged);
+        assert_eq!(
+            alice.seal(&forged, Kind::Message, b"x"),
+            Err(untrusted("bob"))
+        );
+        // Withheld (bob's identity changed): nothing opened from alice's side either.
+        bob.withhold("alice");
+        assert_eq!(bob.keys(&alice_entry).err(), Some(untrusted("alice")));
     }
 }

@@ -1,7 +1,7 @@
 //! The client's copy of who is online, kept current from the server's `welcome`, `joined`,
 //! `left` and `peers` messages. Names are looked up without regard to case, as the server does.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 
 use crate::protocol::PeerInfo;
@@ -10,6 +10,9 @@ use crate::protocol::PeerInfo;
 pub struct PeerList {
     /// Lower-cased username → peer.
     peers: BTreeMap<String, PeerInfo>,
+    /// Lower-cased names whose current identity this user verified (`/verify NAME confirm`),
+    /// as the identity checks last found; kept apart from the list, which the server replaces.
+    verified: BTreeSet<String>,
 }
 
 impl PeerList {
@@ -30,6 +33,26 @@ impl PeerList {
 
     pub fn get(&self, username: &str) -> Option<&PeerInfo> {
         self.peers.get(&username.to_ascii_lowercase())
+    }
+
+    /// Marks `username` verified (its identity is the one whose safety number was confirmed),
+    /// or not.
+    pub fn set_verified(&mut self, username: &str, verified: bool) {
+        let name = username.to_ascii_lowercase();
+        if verified {
+            self.verified.insert(name);
+        } else {
+            self.verified.remove(&name);
+        }
+    }
+
+    /// The online peers marked verified, as the server spells their names, in name order.
+    pub fn verified(&self) -> Vec<String> {
+        self.peers
+            .iter()
+            .filter(|(name, _)| self.verified.contains(*name))
+            .map(|(_, peer)| peer.username.clone())
+            .collect()
     }
 
     /// Everyone online, in name order.
@@ -59,6 +82,8 @@ mod tests {
             ip: addr.ip(),
             p2p_port: addr.port(),
             public_key: None,
+            identity_key: None,
+            identity_binding: None,
         }
     }
 

@@ -12,6 +12,7 @@ use super::error::{ClientError, Disconnect, NotTrusted};
 use super::event::ClientEvent;
 use super::link::{self, AuthMode, LoggedIn, Opened};
 use super::secure::{Transport, Trust, TrustOutcome};
+use crate::identity::IdentityKey;
 use crate::protocol::ErrorCode;
 
 /// The first wait before connecting again; it doubles after each failed try.
@@ -48,7 +49,9 @@ pub(super) struct Redial {
     pub(super) username: String,
     pub(super) password: String,
     pub(super) p2p_port: u16,
-    pub(super) sealed: bool,
+    /// The account's identity, to bind each new session key to it; `None` with `--plaintext`
+    /// (no session key either).
+    pub(super) sealing: Option<IdentityKey>,
 }
 
 /// The waits between reconnect tries.
@@ -88,7 +91,7 @@ pub(super) fn worth_trying_again(error: &ClientError) -> bool {
                 | ErrorCode::Busy
                 | ErrorCode::Throttled
         ),
-        ClientError::Local(_) | ClientError::NotTrusted { .. } => false,
+        ClientError::Local(_) | ClientError::NotTrusted { .. } | ClientError::Ambiguous(_) => false,
     }
 }
 
@@ -121,7 +124,7 @@ pub(super) async fn redial_once(redial: Redial) -> Result<Relinked, ClientError>
             &redial.username,
             &redial.password,
             redial.p2p_port,
-            redial.sealed,
+            redial.sealing.as_ref(),
             // A try runs in a task of its own, away from the screen: a wait it meets is only
             // the time the try takes.
             &mut |_: ClientEvent| {},

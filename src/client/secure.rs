@@ -24,6 +24,7 @@ use futures_rustls::TlsConnector;
 use super::error::{AddressChanged, ClientError, Local, NotP2pchat, NotTrusted, Unreachable};
 use super::known_servers::{self, KnownAs, KnownServers};
 use crate::connection::Stream;
+use crate::discovery::Announced;
 use crate::protocol::{decode_server, ServerMessage};
 use crate::runtime::{self, TcpStream};
 use crate::tls::{self, Fingerprint};
@@ -49,7 +50,22 @@ pub enum Trust {
     KnownServers {
         path: PathBuf,
         first_contact: FirstUse,
+        /// What the LAN announced about the server, when it was found there: compared at first
+        /// contact, never a pin.
+        announced: Option<Announced>,
     },
+}
+
+/// How the certificate met compares with what was announced on the LAN.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AnnouncedMatch {
+    /// The announced fingerprint is the certificate's.
+    Matches,
+    /// Another fingerprint was announced: someone announced a server that is not this one
+    /// (a spoof), or the server's key changed since it started announcing.
+    Differs(Fingerprint),
+    /// The announcement had no fingerprint.
+    NoneAnnounced,
 }
 
 /// What to do with a server the known-servers file does not know (under its name or at its
@@ -76,6 +92,21 @@ pub struct FirstContact {
     pub file: PathBuf,
     /// The same key is already pinned at the address it answered at, under other names.
     pub known_as: Option<KnownAs>,
+    /// What the LAN announced, when the server was found there.
+    pub announced: Option<Announced>,
+}
+
+impl FirstContact {
+    /// How the certificate compares with the announcement, when the server was found on the
+    /// LAN.
+    pub fn announced_match(&self) -> Option<AnnouncedMatch> {
+        let announced = self.announced.as_ref()?;
+        Some(match announced.fingerprint {
+            Some(fp) if fp == self.fingerprint => AnnouncedMatch::Matches,
+            Some(fp) => AnnouncedMatch::Differs(fp),
+            None => AnnouncedMatch::NoneAnnounced,
+        })
+    }
 }
 
 /// Why the client trusted the server it is connected to.
@@ -138,12 +169,13 @@ pub async fn establish(
         Trust::KnownServers {
             path,
             first_contact,
+            announced,
         } => {
             let known = KnownServers::load(&path).map_err(Local::KnownServers)?;
             let expected = pins(&known, server, address.as_deref())
                 .first()
                 .map(|(_, entry)| entry.fingerprint);
-            (Some(known), Some(first_contact), expected)
+            (Some(known), Some((first_contact, announced)), expected)
         }
     };
     let presented: tls::Presented = Arc::new(Mutex::new(None));
@@ -218,11 +250,16 @@ pub async fn establish(
                 }),
                 _ => None,
             };
+            let (first_contact, announced) = match first_contact {
+                Some((first_contact, announced)) => (Some(first_contact), announced),
+                None => (None, None),
+            };
             let contact = FirstContact {
                 server: server.to_string(),
                 fingerprint,
                 file: known.path().into(),
                 known_as,
+                announced,
             };
             let asked = match first_contact {
                 Some(FirstUse::Ask(mut ask)) => {

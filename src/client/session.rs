@@ -30,7 +30,7 @@ use futures::stream::{Stream, StreamExt};
 
 use super::command::{self, Command};
 use super::config::DirectLimits;
-use super::direct::{summary_event, Courier, Sent};
+use super::direct::{summary_event, Courier, IdentityCommand, Sent};
 use super::direct_inbox::DirectInbox;
 use super::error::{ClientError, Disconnect};
 use super::event::ClientEvent;
@@ -39,6 +39,7 @@ use super::inputs::{self, Feed, Input};
 use super::link::{send, Link, LoggedIn};
 use super::outgoing::{Outgoing, ServerPace};
 use super::pairs::Pairs;
+use super::peer_identities::PeerIdentities;
 use super::peer_list::PeerList;
 use super::reconnect::{worth_reconnecting, worth_trying_again, Backoff, Redial, Relinked};
 use crate::connection::{self, StreamWriter};
@@ -67,6 +68,8 @@ pub(super) struct Start {
     pub(super) direct_limits: DirectLimits,
     /// This session's keys; `None` with `--plaintext`.
     pub(super) pairs: Option<Pairs>,
+    /// The peers' identities and their pins; `None` with `--plaintext`.
+    pub(super) identities: Option<PeerIdentities>,
     /// How to connect and log in again; `None` to end the chat when the server is lost.
     pub(super) redial: Option<Redial>,
     /// How many lines may wait for the server (and its pace) at most.
@@ -105,10 +108,11 @@ pub(super) async fn run(
         peers,
         direct_limits,
         pairs,
+        identities,
         redial,
         max_queued,
     } = start;
-    let (courier, timers) = Courier::new(udp.clone(), pairs);
+    let (courier, timers) = Courier::new(udp.clone(), pairs, identities);
     let (feed, mut inputs) = inputs::merge(udp, commands, timers);
     let mut chat = Chat {
         current: None,
@@ -126,6 +130,13 @@ pub(super) async fn run(
         quitting: false,
     };
     chat.attach(link);
+    // The welcome's peers, checked as every later list is: until then no key is admitted.
+    let welcome = ServerMessage::Welcome {
+        username: chat.username.clone(),
+        peers: chat.peers.to_vec(),
+    };
+    chat.courier
+        .track_sessions(&mut chat.inbox, &welcome, &mut chat.peers, emit);
 
     loop {
         chat.send_ready(emit).await?;
@@ -289,6 +300,25 @@ impl Chat {
                 }
                 return;
             }
+            Command::Verify { name, confirm } => {
+                let command = match confirm {
+                    false => IdentityCommand::Show(name),
+                    true => IdentityCommand::Trust {
+                        name,
+                        verified: true,
+                    },
+                };
+                emit(self.courier.identity_command(command, &mut self.peers));
+                return;
+            }
+            Command::Trust { name } => {
+                let command = IdentityCommand::Trust {
+                    name,
+                    verified: false,
+                };
+                emit(self.courier.identity_command(command, &mut self.peers));
+                return;
+            }
             Command::Peers => ClientMessage::List,
             // Every kind of room line alike: the server relays it as it is.
             Command::Room(line) => ClientMessage::Say(line),
@@ -332,7 +362,8 @@ impl Chat {
             self.outgoing.push_front(ClientMessage::Pong);
             return Ok(());
         }
-        self.courier.track_sessions(&mut self.inbox, &message);
+        self.courier
+            .track_sessions(&mut self.inbox, &message, &mut self.peers, emit);
         match on_server_message(message, &mut self.peers, emit) {
             Ok(()) => Ok(()),
             Err(gone) => self.lose(gone, emit),
@@ -430,7 +461,8 @@ impl Chat {
             username: username.clone(),
             peers: peers.clone(),
         };
-        self.courier.track_sessions(&mut self.inbox, &welcome);
+        self.courier
+            .track_sessions(&mut self.inbox, &welcome, &mut self.peers, emit);
         self.peers.replace(peers.clone());
         emit(ClientEvent::Connected {
             server: opened.addr,

@@ -31,6 +31,7 @@ use super::link::{AuthMode, NameCheck};
 use super::reconnect::Reconnect;
 use super::secure::{Ask, FirstUse, Transport, Trust, TrustOutcome};
 use super::Client;
+use super::{identity_file, known_peers, IdentityStore};
 use crate::runtime;
 
 /// Lines of stdin read ahead of the chat (piped input); the reading thread waits when it is full.
@@ -63,6 +64,7 @@ pub fn transport(args: &ClientArgs, terminal: bool) -> Result<Transport, ClientE
     Ok(Transport::Tls(Trust::KnownServers {
         path,
         first_contact,
+        announced: args.announced.clone(),
     }))
 }
 
@@ -75,6 +77,21 @@ pub fn known_servers_path(args: &ClientArgs) -> Result<PathBuf, Local> {
         .clone()
         .or_else(known_servers::default_path)
         .ok_or(Local::NoKnownServersFile)
+}
+
+/// Where the binary keeps identities: one file per account under `$XDG_DATA_HOME/p2pchat/
+/// identities/` (else `~/.local/share/…`), and the pins of peers' identities in `known_peers`
+/// beside the known-servers file the flags name.
+///
+/// # Errors
+/// Neither `XDG_DATA_HOME` nor `HOME` is set, or no folder for the known-servers file.
+pub fn identity_store(args: &ClientArgs) -> Result<IdentityStore, Local> {
+    let folder = identity_file::default_folder().ok_or(Local::NoIdentityFolder)?;
+    let known_peers = known_servers_path(args)?.with_file_name(known_peers::FILE_NAME);
+    Ok(IdentityStore::Files {
+        folder,
+        known_peers,
+    })
 }
 
 /// What `--forget` did: the server's lines removed from the known-servers file (none if it was
@@ -154,7 +171,7 @@ pub fn forget_and_tell(args: &ClientArgs, server: &str) -> i32 {
 /// As [`Client::connect`], and a setting that makes no sense.
 pub async fn connect(args: &ClientArgs, terminal: bool) -> Result<Client, ClientError> {
     let transport = transport(args, terminal)?;
-    let mut client = Client::connect(&args.server, args.p2p_port, transport).await?;
+    let mut client = Client::connect(args.server(), args.p2p_port, transport).await?;
     if let Some(TrustOutcome::Recorded {
         fingerprint,
         file,
@@ -169,12 +186,15 @@ pub async fn connect(args: &ClientArgs, terminal: bool) -> Result<Client, Client
             .unwrap_or_default();
         eprintln!(
             "p2pchat-client: first contact with {} (--accept-new): trusting its fingerprint {fingerprint}{also}, now recorded at line {line} of {}",
-            args.server,
+            args.server(),
             file.display()
         )
     }
     client.set_direct_limits(args.direct_limits())?;
     client.set_plaintext(args.plaintext);
+    if !args.plaintext {
+        client.set_identity_store(identity_store(args)?);
+    }
     let reconnect = if args.no_reconnect {
         Reconnect::Never
     } else if args.reconnect || terminal {

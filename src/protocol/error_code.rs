@@ -74,6 +74,9 @@ pub enum ErrorCode {
     /// the address) is more than `--login-delay-max` away, held by other attempts. The message
     /// says how many seconds to wait. Nothing was checked.
     Throttled,
+    /// An identity key announced without its binding (or a binding without a key), or a binding
+    /// that does not verify for the announced session key and name: peers would refuse it.
+    IdentityInvalid,
     /// A code this client does not know (sent by a newer server).
     #[serde(other)]
     Unknown,
@@ -81,7 +84,7 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every code, for tests and tools that must cover them all.
-    pub const ALL: [ErrorCode; 30] = [
+    pub const ALL: [ErrorCode; 31] = [
         ErrorCode::BadCredentials,
         ErrorCode::NameTaken,
         ErrorCode::AlreadyOnline,
@@ -111,6 +114,7 @@ impl ErrorCode {
         ErrorCode::KeyInUse,
         ErrorCode::KeyProofInvalid,
         ErrorCode::Throttled,
+        ErrorCode::IdentityInvalid,
         ErrorCode::Unknown,
     ];
 
@@ -162,6 +166,7 @@ impl ErrorCode {
             ErrorCode::KeyInUse => "key_in_use",
             ErrorCode::KeyProofInvalid => "key_proof_invalid",
             ErrorCode::Throttled => "throttled",
+            ErrorCode::IdentityInvalid => "identity_invalid",
             ErrorCode::Unknown => "unknown",
         }
     }
@@ -211,7 +216,8 @@ mod tests {
             ErrorCode::KeyInUse => 26,
             ErrorCode::KeyProofInvalid => 27,
             ErrorCode::Throttled => 28,
-            ErrorCode::Unknown => 29,
+            ErrorCode::IdentityInvalid => 29,
+            ErrorCode::Unknown => 30,
         };
         for (i, code) in ErrorCode::ALL.into_iter().enumerate() {
             assert_eq!(place(code), i, "{code}");

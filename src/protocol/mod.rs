@@ -13,6 +13,7 @@ use std::net::{IpAddr, SocketAddr};
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::identity::{Binding, IdentityPublic};
 pub use crate::sealed::{KeyProof, PublicKey};
 pub use error_code::ErrorCode;
 
@@ -30,9 +31,10 @@ pub const MAX_LINE_BYTES: usize = 64 * 1024;
 pub const MAX_SERVER_LINE_BYTES: usize = 4 * 1024 * 1024;
 
 /// Longest a peer's JSON entry in a `welcome`, `peers` or `joined` line can be: a name of 20
-/// characters, the longest IPv6 address, port 65535 and a public key (a test checks it). Sizes
-/// what a client may be owed for the peer list of a full server.
-pub const MAX_PEER_ENTRY_BYTES: usize = 160;
+/// characters, the longest IPv6 address, port 65535, a public key, an identity key and its
+/// binding (a test checks it). Sizes what a client may be owed for the peer list of a full
+/// server.
+pub const MAX_PEER_ENTRY_BYTES: usize = 340;
 
 /// Largest direct-message datagram: the largest UDP payload over IPv4
 /// (65,535 − 20 bytes of IPv4 header − 8 bytes of UDP header).
@@ -50,6 +52,14 @@ pub struct PeerInfo {
     /// `--plaintext` mode, whose direct messages are clear JSON.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub public_key: Option<PublicKey>,
+    /// The account's long-term identity key (Ed25519, base64), as announced at login; absent
+    /// from a `--plaintext` or older client. Passed on as it came: receiving clients check it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub identity_key: Option<IdentityPublic>,
+    /// The identity's signature over this session's `public_key` and the name
+    /// ([`crate::identity`]): what a server cannot make for a key it invented.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub identity_binding: Option<Binding>,
 }
 
 impl PeerInfo {
@@ -75,6 +85,14 @@ pub struct Credentials {
     /// is refused (`key_proof_invalid`); absent with no key, and ignored by an older server.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key_proof: Option<KeyProof>,
+    /// The account's long-term identity key (Ed25519, base64 of 32 bytes), with `public_key`;
+    /// absent from a `--plaintext` or older client.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub identity_key: Option<IdentityPublic>,
+    /// The identity's signature binding `public_key` to `username` ([`crate::identity`]): the
+    /// server refuses one that does not verify (`identity_invalid`) and passes both on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub identity_binding: Option<Binding>,
     /// The client understands `delayed` and wants to be told when the login throttle holds its
     /// login back. Absent (false) from older clients, which would take the unknown message for
     /// a broken server; older servers ignore the field.
@@ -91,6 +109,7 @@ impl fmt::Debug for Credentials {
             .field("p2p_port", &self.p2p_port)
             .field("public_key", &self.public_key)
             .field("key_proof", &self.key_proof)
+            .field("identity_key", &self.identity_key)
             .field("tell_delays", &self.tell_delays)
             .finish()
     }
@@ -462,6 +481,8 @@ mod tests {
             ip: "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff".parse().unwrap(),
             p2p_port: u16::MAX,
             public_key: Some(PublicKey::from_bytes([0xff; 32])),
+            identity_key: Some(IdentityPublic::from_bytes([0xff; 32])),
+            identity_binding: Some(Binding::from_bytes([0xff; 64])),
         };
         let entry = serde_json::to_string(&longest).unwrap();
         assert!(entry.len() <= MAX_PEER_ENTRY_BYTES, "{} bytes", entry.len());
@@ -475,6 +496,8 @@ mod tests {
                 password: "secret-pass".into(),
                 p2p_port: 4000,
                 public_key: None,
+                identity_key: None,
+                identity_binding: None,
                 key_proof: None,
                 tell_delays: false,
             }),
@@ -483,6 +506,8 @@ mod tests {
                 password: "x".repeat(8),
                 p2p_port: 1,
                 public_key: Some(PublicKey::from_bytes([7; 32])),
+                identity_key: None,
+                identity_binding: None,
                 key_proof: Some(KeyProof::from_bytes([8; 32])),
                 tell_delays: true,
             }),
@@ -545,6 +570,8 @@ mod tests {
             ip: "127.0.0.1".parse().unwrap(),
             p2p_port: 1,
             public_key: None,
+            identity_key: None,
+            identity_binding: None,
         };
         assert!(!encode_line(&ServerMessage::Joined { peer }).contains("public_key"));
         for bad in ["\"AAAA\"", "\"!!\"", "32", "null-ish"] {
@@ -568,6 +595,8 @@ mod tests {
             ip: "127.0.0.1".parse().unwrap(),
             p2p_port: 1,
             public_key: Some(PublicKey::from_bytes([9; 32])),
+            identity_key: None,
+            identity_binding: None,
         };
         let all = [
             ServerMessage::Hello {
@@ -771,6 +800,8 @@ mod tests {
             password: "hunter2-secret".into(),
             p2p_port: 1,
             public_key: None,
+            identity_key: None,
+            identity_binding: None,
             key_proof: None,
             tell_delays: false,
         };

@@ -97,7 +97,9 @@ pub(super) struct Admission {
 
 /// Why a connection is not admitted: what to tell the client, and what to log.
 pub(super) struct Refusal {
-    pub(super) message: ServerMessage,
+    /// Boxed: a server message holds a whole peer entry (keys and identity), and a refusal is
+    /// returned on every admission's path.
+    pub(super) message: Box<ServerMessage>,
     pub(super) log: String,
 }
 
@@ -174,13 +176,13 @@ impl Admission {
     fn full(&mut self, config: &ServerConfig) -> Refusal {
         self.refused_full += 1;
         Refusal {
-            message: ServerMessage::error(
+            message: Box::new(ServerMessage::error(
                 ErrorCode::ServerFull,
                 format!(
                     "the server is full ({} connections); try again later",
                     config.max_clients
                 ),
-            ),
+            )),
             log: format!(
                 "server full ({} connections; {} refused so far)",
                 config.max_clients, self.refused_full
@@ -209,13 +211,13 @@ impl Admission {
         if counts.open >= config.max_per_ip {
             self.refused_per_address += 1;
             Some(Refusal {
-                message: ServerMessage::error(
+                message: Box::new(ServerMessage::error(
                     ErrorCode::TooManyConnections,
                     format!(
                         "too many connections from your address: at most {} per address, logged in or not (--max-per-ip); close one and try again",
                         config.max_per_ip
                     ),
-                ),
+                )),
                 log: format!(
                     "{} connections from {key} already (--max-per-ip; {} refused so far)",
                     config.max_per_ip, self.refused_per_address
@@ -224,13 +226,13 @@ impl Admission {
         } else if counts.pending >= config.max_pending_per_ip {
             self.refused_pending += 1;
             Some(Refusal {
-                message: ServerMessage::error(
+                message: Box::new(ServerMessage::error(
                     ErrorCode::TooManyConnections,
                     format!(
                         "too many connections from your address are not logged in yet (at most {}); log in on one of them first",
                         config.max_pending_per_ip
                     ),
-                ),
+                )),
                 log: format!(
                     "{} connections from {key} not logged in yet ({} refused so far)",
                     config.max_pending_per_ip, self.refused_pending

@@ -143,7 +143,7 @@ pub async fn run(
             Err(refusal) => {
                 let refused = format_args!("refused: {}", refusal.log);
                 refusals.log(log::Level::Warn, remote, refused);
-                admission.refuse(stream, refusal.message);
+                admission.refuse(stream, *refusal.message);
                 continue;
             }
         };

@@ -20,7 +20,7 @@ use std::net::SocketAddr;
 
 use serde::Serialize;
 
-use super::dns::{DnsMessage, DNS_PORT};
+use super::dns::{DnsMessage, DNS_PORT, MDNS_PORT};
 use super::packet::{TcpSegment, UdpDatagram};
 use super::tls::{self, RecordReader, TlsRecord};
 use crate::protocol::{self, DecodeError};
@@ -302,6 +302,12 @@ fn name_with_verdict(kind: String, verdict: Result<(), DecodeError>) -> String {
 pub fn label_udp(datagram: &UdpDatagram) -> Payload {
     if datagram.src.port() == DNS_PORT || datagram.dst.port() == DNS_PORT {
         if let Ok(message) = DnsMessage::parse(&datagram.payload) {
+            return Payload::Dns(message);
+        }
+    }
+    // Multicast DNS (RFC 6762): both ends use 5353 (a one-shot querier may use another source).
+    if datagram.dst.port() == MDNS_PORT || datagram.src.port() == MDNS_PORT {
+        if let Ok(message) = DnsMessage::parse_mdns(&datagram.payload) {
             return Payload::Dns(message);
         }
     }

@@ -20,6 +20,8 @@
 
 #![allow(dead_code)] // Each test file uses a different part of the harness.
 
+pub mod lying;
+pub mod netns;
 pub mod pty;
 
 use std::cell::RefCell;
@@ -122,6 +124,20 @@ pub fn trust_flags(server: &str) -> Vec<String> {
     }
 }
 
+fn data_homes() -> &'static Mutex<HashMap<u16, PathBuf>> {
+    static DATA_HOMES: OnceLock<Mutex<HashMap<u16, PathBuf>>> = OnceLock::new();
+    DATA_HOMES.get_or_init(Default::default)
+}
+
+/// The XDG_DATA_HOME for a client of `server` ("HOST:PORT"): the one shared by the clients of
+/// the server the harness started on that port (where identity keys are kept per account), else
+/// `own` (a server the test plays itself).
+pub fn data_home_of(server: &str, own: &Path) -> PathBuf {
+    let port: Option<u16> = server.rsplit(':').next().and_then(|p| p.parse().ok());
+    port.and_then(|port| data_homes().lock().unwrap().get(&port).cloned())
+        .unwrap_or_else(|| own.to_path_buf())
+}
+
 /// What the server on `port` speaks, if a server was started there: `Some(None)` is plaintext.
 fn mode_of(port: u16) -> Option<Option<Fingerprint>> {
     modes().lock().unwrap().get(&port).copied()
@@ -137,6 +153,10 @@ pub struct Server {
     log: Arc<Mutex<Vec<String>>>,
     /// The key and certificate the harness gave it.
     _tls: Option<TempDir>,
+    /// The XDG_DATA_HOME of every client the harness starts for this server ([`data_home_of`]):
+    /// its accounts' identity keys, as on one machine, so that a client started again under a
+    /// name keeps that account's identity (as a person restarting the client does).
+    _accounts: TempDir,
 }
 
 impl Server {
@@ -251,6 +271,11 @@ impl Server {
                 .expect("a fingerprint")
         });
         modes().lock().unwrap().insert(addr.port(), fingerprint);
+        let accounts = TempDir::new().expect("a data folder for the server's clients");
+        data_homes()
+            .lock()
+            .unwrap()
+            .insert(addr.port(), accounts.path().to_path_buf());
         Server {
             child,
             addr,
@@ -258,6 +283,7 @@ impl Server {
             fingerprint,
             log,
             _tls: tls,
+            _accounts: accounts,
         }
     }
 
@@ -439,6 +465,7 @@ impl ChatClient {
             .arg("--json")
             .args(flags)
             .env("XDG_CONFIG_HOME", config)
+            .env("XDG_DATA_HOME", data_home_of(server, config))
             .env("HOME", config)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())

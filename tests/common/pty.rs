@@ -16,7 +16,7 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use super::{client_bin, trust_flags, wait_with_deadline, DEADLINE};
+use super::{client_bin, data_home_of, trust_flags, wait_with_deadline, DEADLINE};
 
 /// The prompt for a new password at registration: it says the rule.
 pub const NEW_PASSWORD_PROMPT: &str = "password (at least 8 characters): ";
@@ -36,7 +36,8 @@ pub struct TerminalClient {
     screen: Arc<Screen>,
     /// How far [`TerminalClient::wait_for`] has read: each wait looks past the last match.
     pub seen: usize,
-    /// Its XDG_CONFIG_HOME, XDG_STATE_HOME and HOME when the harness made them, removed with it.
+    /// Its XDG_CONFIG_HOME, XDG_DATA_HOME, XDG_STATE_HOME and HOME when the harness made them,
+    /// removed with it.
     _home: Option<tempfile::TempDir>,
 }
 
@@ -60,8 +61,6 @@ impl TerminalClient {
         env: &[(&str, &str)],
         home: &Path,
     ) -> TerminalClient {
-        let (master, slave) = open_pty();
-        let stdio = || Stdio::from(slave.try_clone().expect("dup the pty's slave side"));
         let mut command = Command::new(client_bin());
         command
             .arg("--server")
@@ -77,14 +76,24 @@ impl TerminalClient {
             )
             .args(flags)
             .env("XDG_CONFIG_HOME", home.join("config"))
+            .env(
+                "XDG_DATA_HOME",
+                data_home_of(&server.to_string(), &home.join("data")),
+            )
             .env("XDG_STATE_HOME", home.join("state"))
             .env("HOME", home)
             .env("TERM", "xterm-256color")
             .env_remove("NO_COLOR")
-            .envs(env.iter().copied())
-            .stdin(stdio())
-            .stdout(stdio())
-            .stderr(stdio());
+            .envs(env.iter().copied());
+        TerminalClient::spawn(command)
+    }
+
+    /// Runs `command` (the client, or a wrapper that execs it, such as `ip netns exec`) on a
+    /// new pty of 200×50, as the session leader with the pty as its controlling terminal.
+    pub fn spawn(mut command: Command) -> TerminalClient {
+        let (master, slave) = open_pty();
+        let stdio = || Stdio::from(slave.try_clone().expect("dup the pty's slave side"));
+        command.stdin(stdio()).stdout(stdio()).stderr(stdio());
         // SAFETY: setsid and ioctl are async-signal-safe; they run in the child before exec.
         unsafe {
             command.pre_exec(|| {

@@ -53,7 +53,7 @@
 use std::net::SocketAddr;
 use std::time::Instant;
 
-use super::pairs::Pairs;
+use super::pairs::{Pairs, SealRefused};
 use super::peer_list::PeerList;
 use crate::protocol::{decode_datagram, Datagram, DecodeError, DirectMessage};
 use crate::sealed::{Header, Kind, OpenError};
@@ -144,6 +144,10 @@ pub enum Rejection {
     /// It does not authenticate under the key its header names.
     #[error("it names {claimed:?}'s key but does not decrypt under it: forged or corrupted")]
     Forged { claimed: String },
+    /// Sealed under the key of a peer whose identity this client does not trust now: not
+    /// opened ([`super::pairs::SealRefused::Untrusted`]).
+    #[error("sealed under {claimed:?}'s session key, whose identity is not trusted now (see /verify {claimed}); not opened")]
+    Untrusted { claimed: String },
     /// Its counter was already authenticated under that key (a captured datagram sent again).
     #[error("{claimed:?} already sent a datagram with counter {counter}, or one more than {window} newer: a replayed datagram")]
     ReplayedCounter {
@@ -179,6 +183,7 @@ impl Rejection {
             Rejection::UnknownKey { ended: false } => DropKind::UnknownKey,
             Rejection::SealedFromElsewhere { .. } => DropKind::UnknownSource,
             Rejection::Forged { .. } => DropKind::Forged,
+            Rejection::Untrusted { .. } => DropKind::Untrusted,
         }
     }
 }
@@ -321,9 +326,12 @@ impl DirectInbox {
         if peers.verify_source(&peer.username, source).is_none() {
             return Err(Rejection::SealedFromElsewhere { claimed });
         }
-        let keys = pairs
-            .keys(&peer)
-            .map_err(|_| Rejection::UnknownKey { ended: true })?;
+        let keys = pairs.keys(&peer).map_err(|refused| match refused {
+            SealRefused::Untrusted { .. } => Rejection::Untrusted {
+                claimed: claimed.clone(),
+            },
+            _ => Rejection::UnknownKey { ended: true },
+        })?;
         let plaintext = keys.open(&header, payload).map_err(|_| Rejection::Forged {
             claimed: claimed.clone(),
         })?;
@@ -483,6 +491,8 @@ mod tests {
             ip: addr("127.0.0.1:4000").ip(),
             p2p_port: 4000,
             public_key: None,
+            identity_key: None,
+            identity_binding: None,
         });
         list
     }
@@ -608,6 +618,8 @@ mod tests {
             ip: addr("127.0.0.2:1").ip(),
             p2p_port: 4000,
             public_key: None,
+            identity_key: None,
+            identity_binding: None,
         });
         inbox.keep_only(["bob"]);
         assert!(delivered(&mut inbox, &peers), "alice was not in the list");

@@ -25,11 +25,14 @@ pub enum DropKind {
     StaleSession,
     /// Does not authenticate under the key its header names.
     Forged,
+    /// Sealed under the session key of a peer whose identity is not trusted now (changed and not
+    /// yet `/trust`ed, or a binding that does not verify): not even opened.
+    Untrusted,
 }
 
 impl DropKind {
     /// Every kind, in the order of the JSON form.
-    pub const ALL: [DropKind; 10] = [
+    pub const ALL: [DropKind; 11] = [
         DropKind::Oversized,
         DropKind::Malformed,
         DropKind::UnknownSource,
@@ -40,6 +43,7 @@ impl DropKind {
         DropKind::UnknownKey,
         DropKind::StaleSession,
         DropKind::Forged,
+        DropKind::Untrusted,
     ];
 }
 
@@ -57,6 +61,7 @@ impl DropKind {
             DropKind::UnknownKey => "unknown_key",
             DropKind::StaleSession => "stale_session",
             DropKind::Forged => "forged",
+            DropKind::Untrusted => "untrusted",
         }
     }
 }
@@ -75,6 +80,7 @@ pub struct DropCounts {
     pub unknown_key: u64,
     pub stale_session: u64,
     pub forged: u64,
+    pub untrusted: u64,
 }
 
 impl DropCounts {
@@ -90,6 +96,7 @@ impl DropCounts {
             DropKind::UnknownKey => &mut self.unknown_key,
             DropKind::StaleSession => &mut self.stale_session,
             DropKind::Forged => &mut self.forged,
+            DropKind::Untrusted => &mut self.untrusted,
         }
     }
 

@@ -1,5 +1,6 @@
 //! Tab completion for the line being typed: command names after a leading `/` (from the command
-//! table, [`command::completions`]), the names of who is online after `/msg ` and after `@`
+//! table, [`command::completions`]), the names of who is online after a command that takes one
+//! (`/msg `, `/verify `, `/trust `: [`command::takes_a_name`]) and after `@`
 //! (`@b<Tab>` at the start of a line gives `@bob: `, ready for the text; elsewhere `@bob `), and
 //! a name at the start of a line (`b<Tab>` gives `bob: `, irssi's habit: a room line that
 //! addresses bob, and names him so he is highlighted).
@@ -47,12 +48,13 @@ pub fn complete(before_cursor: &str, others: &[String]) -> (usize, Vec<String>) 
     (word_start, Vec::new())
 }
 
-/// Whether `before_word` is `/msg` and spaces: the word after it is the name.
+/// Whether `before_word` is a command that takes a name (`/msg`, `/verify`, …) and spaces: the
+/// word after it is the name.
 fn is_msg_name(before_word: &str) -> bool {
     let mut words = before_word.split_whitespace();
     matches!(
         (words.next(), words.next()),
-        (Some(command), None) if command.eq_ignore_ascii_case("/msg")
+        (Some(command), None) if command::takes_a_name(command)
     ) && before_word.ends_with(char::is_whitespace)
 }
 
@@ -139,6 +141,8 @@ mod tests {
         );
         assert_eq!(complete("/MSG  bo", &names()), (6, vec!["bob ".into()]));
         assert_eq!(complete("/msg bob hel", &names()), (9, vec![]));
+        assert_eq!(complete("/verify bo", &names()).1, ["bob "]);
+        assert_eq!(complete("/TRUST bo", &names()).1, ["bob "]);
     }
 
     #[test]

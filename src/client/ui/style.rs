@@ -120,7 +120,7 @@ impl Names {
                 inner.me = Some(username.clone());
                 inner.online = names(peers);
             }
-            ClientEvent::Peers { peers } | ClientEvent::PeersChanged { peers } => {
+            ClientEvent::Peers { peers, .. } | ClientEvent::PeersChanged { peers, .. } => {
                 inner.online = names(peers)
             }
             ClientEvent::Joined { peer } => {
@@ -612,9 +612,12 @@ mod tests {
             ip: "127.0.0.1".parse().unwrap(),
             p2p_port: 1,
             public_key: None,
+            identity_key: None,
+            identity_binding: None,
         };
         renderer.render(&ClientEvent::Peers {
             peers: vec![peer("alice"), peer("carol")],
+            verified: Vec::new(),
         });
         renderer.render(&ClientEvent::Joined { peer: peer("bob") });
         assert_eq!(renderer.names().others(), ["bob", "carol"]);

@@ -71,6 +71,8 @@ pub(super) async fn authenticate(
                 p2p_port,
                 public_key,
                 key_proof,
+                identity_key,
+                identity_binding,
                 tell_delays,
             },
         challenge,
@@ -101,6 +103,16 @@ pub(super) async fn authenticate(
         if let Err(why) = challenge.check(&username, key, key_proof.as_ref()) {
             return Err(refuse(outbox, ErrorCode::KeyProofInvalid, why.to_string()));
         }
+    }
+    // The server keeps no identity: it only checks that what it will pass on is well formed, so
+    // that a broken client learns it here rather than from every peer refusing it.
+    if let Err(why) = crate::identity::check_announced(
+        identity_key.as_ref(),
+        identity_binding.as_ref(),
+        &username,
+        public_key.as_ref(),
+    ) {
+        return Err(refuse(outbox, ErrorCode::IdentityInvalid, why.to_string()));
     }
     // A name that breaks the rules can be no account: refused before it is booked in the
     // throttle, whose table is keyed by name (a 64 KiB "name" would cost that much per entry).
@@ -215,6 +227,8 @@ pub(super) async fn authenticate(
         ip,
         p2p_port,
         public_key,
+        identity_key,
+        identity_binding,
     };
     let join = Event::Join {
         id,
