@@ -1,7 +1,7 @@
 //! Network namespaces a test makes and removes: one bridge in the first namespace (the
 //! server's host) and a veth pair from it to each other namespace (the clients' hosts), on a
-//! /24 of the test's own, so nothing it sends leaves them. Shared by tests/loss.rs and
-//! tests/discovery.rs.
+//! /24 of the test's own, so nothing it sends leaves them. Shared by tests/loss.rs,
+//! tests/discovery.rs and tests/bench.rs (direct messages between namespaces).
 //!
 //! Needs root and `ip` (iproute2); [`missing_tools`] says why a test cannot run, and the test
 //! then reports itself skipped ([`report_skipped`]) and passes. The namespaces have names
