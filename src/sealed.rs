@@ -69,6 +69,10 @@ pub enum Kind {
     Message = 1,
     /// An acknowledgement: the 8-byte big-endian id of the message received.
     Ack = 2,
+    /// A file transfer's offer or answer (offer, accept, decline, cancel, resume): the JSON of a
+    /// [`FileMessage`](crate::protocol::file::FileMessage), acknowledged like a message. A kind
+    /// of its own, so a capture tells a file's negotiation from chat by this clear byte alone.
+    File = 3,
 }
 
 impl Kind {
@@ -76,6 +80,7 @@ impl Kind {
         match byte {
             1 => Some(Kind::Message),
             2 => Some(Kind::Ack),
+            3 => Some(Kind::File),
             _ => None,
         }
     }

@@ -23,6 +23,9 @@ use super::in_flight::{Busy, Due, InFlight, MAX_IN_FLIGHT};
 use super::pairs::{Pairs, SealRefused};
 use super::peer_list::PeerList;
 
+mod files;
+pub(super) use files::{FileNews, FileNotSent};
+
 /// A direct message that left: for whom, its id, and where it went.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) struct Sent {
@@ -79,6 +82,9 @@ pub(super) struct Courier {
     next_id: u64,
     /// What became of the messages sent, for `/stats`.
     counts: SentCounts,
+    /// File messages awaiting an acknowledgement, and what became of file messages sent and
+    /// received, for the transfers' table ([`files`]).
+    files: files::FileMail,
 }
 
 impl Courier {
@@ -97,6 +103,7 @@ impl Courier {
             timers,
             next_id: 1,
             counts: SentCounts::default(),
+            files: files::FileMail::default(),
         };
         (courier, fired)
     }
@@ -134,10 +141,22 @@ impl Courier {
             }
             Received::Acked { from, id } => {
                 let to = self.in_flight.acked(from, *id)?;
+                if self.files.acked(&to, *id) {
+                    return None;
+                }
                 self.counts.acknowledged += 1;
                 return Some(ClientEvent::DirectDelivered { to, id: *id });
             }
+            Received::File { from, message, .. } => {
+                if let Some(warning) = self.acknowledge(from, message.id, peers).await {
+                    return Some(warning);
+                }
+            }
             _ => {}
+        }
+        if let Received::File { from, message, .. } = received {
+            self.files.arrived(from, message);
+            return None;
         }
         received_event(received)
     }
@@ -243,6 +262,7 @@ impl Courier {
         let current_key = peer.as_ref().and_then(|p| p.public_key);
         match self.in_flight.due(&to, id, current_key) {
             Due::Nothing => None,
+            Due::GiveUp { to } if self.files.given_up(&to, id) => None,
             Due::GiveUp { to } => {
                 self.counts.not_delivered += 1;
                 let reason = if current_key.is_some() {
@@ -258,8 +278,9 @@ impl Courier {
                 wait,
             } => {
                 let peer = peer?;
+                let kind = self.files.kind_of(&to, id);
                 if let Some(pairs) = self.pairs.as_mut() {
-                    if let Ok(sealed) = pairs.seal(&peer, Kind::Message, &plaintext) {
+                    if let Ok(sealed) = pairs.seal(&peer, kind, &plaintext) {
                         // A failed send is one more lost try: the schedule goes on.
                         let _ = self.udp.send_to(&sealed, peer.p2p_addr()).await;
                     }
@@ -331,7 +352,10 @@ pub(super) fn received_event(received: Received) -> Option<ClientEvent> {
         Received::Dropped(dropped) => Some(ClientEvent::Warning {
             message: dropped.to_string(),
         }),
-        Received::Counted | Received::Duplicate { .. } | Received::Acked { .. } => None,
+        Received::Counted
+        | Received::Duplicate { .. }
+        | Received::Acked { .. }
+        | Received::File { .. } => None,
     }
 }
 

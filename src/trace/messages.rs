@@ -61,7 +61,7 @@ pub enum Payload {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct SealedDatagram {
     pub version: u8,
-    /// `message` or `acknowledgement`.
+    /// `message`, `acknowledgement` or `file` (a file transfer's offer or answer).
     pub kind: &'static str,
     /// The sender's session key id, in hex (the first 8 bytes of SHA-256 of its public key).
     pub key_id: String,
@@ -79,6 +79,7 @@ impl SealedDatagram {
             kind: match header.kind {
                 sealed::Kind::Message => "message",
                 sealed::Kind::Ack => "acknowledgement",
+                sealed::Kind::File => "file",
             },
             key_id: header.key_id.to_string(),
             counter: header.counter,
@@ -90,6 +91,7 @@ impl SealedDatagram {
     pub fn label(&self) -> String {
         let what = match self.kind {
             "message" => "direct message",
+            "file" => "file offer or answer",
             other => other,
         };
         format!(

@@ -1,0 +1,203 @@
+//! File messages (a transfer's offer and answers) on the direct-message path: sealed as their own
+//! kind ([`Kind::File`]), acknowledged and sent again on the same schedule as a direct message
+//! (`in_flight`), and what became of each, as [`FileNews`] for the transfers' table. Only sealed:
+//! a file goes only to the peer whose pairwise keys seal its offer, so `--plaintext` has none.
+
+use std::collections::{HashMap, VecDeque};
+
+use crate::protocol::file::{self, FileMessage, FileSignal, TransferId};
+use crate::protocol::{PeerInfo, MAX_DATAGRAM_BYTES};
+use crate::sealed::{Kind, OVERHEAD};
+
+use super::super::in_flight::{Busy, MAX_IN_FLIGHT};
+use super::super::pairs::SealRefused;
+use super::super::peer_list::PeerList;
+use super::Courier;
+
+/// What became of file messages, for the transfers' table: drained by the chat loop after each
+/// datagram and timer, so it holds a handful; the bound only guards against a bug.
+const MAX_NEWS: usize = MAX_IN_FLIGHT;
+
+/// What happened to a file message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(in crate::client) enum FileNews {
+    /// A new one from the online peer `from` (as the server spells the name), authentic.
+    Arrived { from: String, message: FileMessage },
+    /// The peer `to` acknowledged ours.
+    Delivered {
+        to: String,
+        transfer: TransferId,
+        signal: FileSignal,
+    },
+    /// Every try went unanswered, or the peer's session ended first.
+    NotDelivered {
+        to: String,
+        transfer: TransferId,
+        signal: FileSignal,
+    },
+}
+
+/// Why a file message was not sent; each says so.
+#[derive(Debug, thiserror::Error)]
+pub(in crate::client) enum FileNotSent {
+    #[error("that is you: a file goes to someone else; nothing was sent")]
+    ToSelf,
+    #[error("no such user online: {to}; nothing was sent")]
+    NotOnline { to: String },
+    /// This client speaks the clear protocol: nothing to seal with.
+    #[error("files are sent only sealed, and this client speaks the clear protocol (--plaintext); nothing was sent")]
+    Plaintext,
+    #[error("{to} speaks the clear protocol (--plaintext): a file goes only to a peer whose keys seal it; nothing was sent")]
+    PeerIsClear { to: String },
+    #[error("the file's name is too long for one datagram; nothing was sent")]
+    TooLong,
+    #[error("{0}; nothing was sent: wait for their delivery reports")]
+    Busy(#[from] Busy),
+    #[error("{0}; nothing was sent")]
+    Refused(#[from] SealRefused),
+    #[error("could not send to {} at {}: {source}", .peer.username, .peer.p2p_addr())]
+    Network {
+        peer: PeerInfo,
+        source: std::io::Error,
+    },
+}
+
+/// File messages awaiting an acknowledgement, and the news for the table.
+#[derive(Debug, Default)]
+pub(super) struct FileMail {
+    /// (lower-cased peer name, message id) → the transfer and what it said.
+    pending: HashMap<(String, u64), (TransferId, FileSignal)>,
+    news: VecDeque<FileNews>,
+}
+
+impl FileMail {
+    fn push(&mut self, news: FileNews) {
+        if self.news.len() >= MAX_NEWS {
+            self.news.pop_front();
+        }
+        self.news.push_back(news);
+    }
+
+    /// A file message from `from` passed the inbox.
+    pub(super) fn arrived(&mut self, from: String, message: FileMessage) {
+        self.push(FileNews::Arrived { from, message });
+    }
+
+    /// `to` acknowledged message `id`; whether it was a file message.
+    pub(super) fn acked(&mut self, to: &str, id: u64) -> bool {
+        let Some((transfer, signal)) = self.pending.remove(&(to.to_ascii_lowercase(), id)) else {
+            return false;
+        };
+        self.push(FileNews::Delivered {
+            to: to.to_string(),
+            transfer,
+            signal,
+        });
+        true
+    }
+
+    /// Message `id` to `to` went unanswered; whether it was a file message.
+    pub(super) fn given_up(&mut self, to: &str, id: u64) -> bool {
+        let Some((transfer, signal)) = self.pending.remove(&(to.to_ascii_lowercase(), id)) else {
+            return false;
+        };
+        self.push(FileNews::NotDelivered {
+            to: to.to_string(),
+            transfer,
+            signal,
+        });
+        true
+    }
+
+    /// How message `id` to `to` is sealed again.
+    pub(super) fn kind_of(&self, to: &str, id: u64) -> Kind {
+        if self.pending.contains_key(&(to.to_ascii_lowercase(), id)) {
+            Kind::File
+        } else {
+            Kind::Message
+        }
+    }
+}
+
+impl Courier {
+    /// Sends `signal` about `transfer` to the online peer `to`, sealed and then awaited as a
+    /// direct message is; its fate comes back as [`FileNews`]. Returns the peer as it is online.
+    ///
+    /// # Errors
+    /// [`FileNotSent`], each cause; nothing was sent.
+    pub(in crate::client) async fn send_file(
+        &mut self,
+        peers: &PeerList,
+        me: &str,
+        to: &str,
+        transfer: TransferId,
+        signal: FileSignal,
+    ) -> Result<PeerInfo, FileNotSent> {
+        if to.eq_ignore_ascii_case(me) {
+            return Err(FileNotSent::ToSelf);
+        }
+        let Some(peer) = peers.get(to).cloned() else {
+            return Err(FileNotSent::NotOnline { to: to.to_string() });
+        };
+        let Some(pairs) = self.pairs.as_mut() else {
+            return Err(FileNotSent::Plaintext);
+        };
+        let Some(key) = peer.public_key else {
+            return Err(FileNotSent::PeerIsClear {
+                to: peer.username.clone(),
+            });
+        };
+        let id = self.next_id;
+        let message = FileMessage {
+            from: me.to_string(),
+            id,
+            transfer,
+            signal: signal.clone(),
+        };
+        let plaintext = file::encode(&message);
+        if plaintext.len() + OVERHEAD > MAX_DATAGRAM_BYTES {
+            return Err(FileNotSent::TooLong);
+        }
+        self.in_flight.check_room(&peer.username)?;
+        let sealed = pairs.seal(&peer, Kind::File, &plaintext)?;
+        self.next_id += 1;
+        if let Err(source) = self.udp.send_to(&sealed, peer.p2p_addr()).await {
+            return Err(FileNotSent::Network { peer, source });
+        }
+        let wait = self.in_flight.sent(&peer.username, key, id, plaintext);
+        self.files
+            .pending
+            .insert((peer.username.to_ascii_lowercase(), id), (transfer, signal));
+        self.start_timer(&peer.username, id, wait);
+        Ok(peer)
+    }
+
+    /// What became of file messages since last asked, oldest first.
+    pub(in crate::client) fn take_file_news(&mut self) -> Vec<FileNews> {
+        self.files.news.drain(..).collect()
+    }
+
+    /// The pairwise keys with the online `peer`, for a transfer's data connection; `None` in
+    /// `--plaintext` mode or when no keys can be made with it.
+    pub(in crate::client) fn pair_keys(
+        &mut self,
+        peer: &PeerInfo,
+    ) -> Option<crate::sealed::PairKeys> {
+        self.pairs.as_mut()?.keys(peer).ok().cloned()
+    }
+
+    /// The online peer whose current session key `key_id` names, as the server spells it.
+    pub(in crate::client) fn peer_by_key_id<'a>(
+        &self,
+        key_id: &crate::sealed::KeyId,
+        peers: &'a PeerList,
+    ) -> Option<&'a PeerInfo> {
+        let name = self.pairs.as_ref()?.named_by(key_id)?;
+        peers.get(name)
+    }
+
+    /// This session's key id (what a data connection's opening names), if sealing.
+    pub(in crate::client) fn my_key_id(&self) -> Option<crate::sealed::KeyId> {
+        Some(self.pairs.as_ref()?.public_key().key_id())
+    }
+}
