@@ -20,6 +20,7 @@ const SHARED: &[&str] = &[
     "runtime",
     "sealed",
     "tls",
+    "transfer",
 ];
 
 type Module = Vec<String>;

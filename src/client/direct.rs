@@ -22,9 +22,8 @@ use super::event::ClientEvent;
 use super::in_flight::{Busy, Due, InFlight, MAX_IN_FLIGHT};
 use super::pairs::{Pairs, SealRefused};
 use super::peer_list::PeerList;
-
-mod files;
-pub(super) use files::{FileNews, FileNotSent};
+use super::file_mail::{FileMail, FileNews, FileNotSent};
+use crate::protocol::file::{self as file_message, FileMessage, FileSignal, TransferId};
 
 /// A direct message that left: for whom, its id, and where it went.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -83,8 +82,8 @@ pub(super) struct Courier {
     /// What became of the messages sent, for `/stats`.
     counts: SentCounts,
     /// File messages awaiting an acknowledgement, and what became of file messages sent and
-    /// received, for the transfers' table ([`files`]).
-    files: files::FileMail,
+    /// received, for the transfers' table.
+    files: FileMail,
 }
 
 impl Courier {
@@ -103,7 +102,7 @@ impl Courier {
             timers,
             next_id: 1,
             counts: SentCounts::default(),
-            files: files::FileMail::default(),
+            files: FileMail::default(),
         };
         (courier, fired)
     }
@@ -363,5 +362,87 @@ pub(super) fn received_event(received: Received) -> Option<ClientEvent> {
 pub(super) fn summary_event(summary: DropSummary) -> ClientEvent {
     ClientEvent::Warning {
         message: summary.to_string(),
+    }
+}
+
+/// File messages: a transfer's offer and answers ([`file_mail`](super::file_mail)).
+impl Courier {
+    /// Sends `signal` about `transfer` to the online peer `to`, sealed and then awaited as a
+    /// direct message is; its fate comes back as [`FileNews`]. Returns the peer as it is online.
+    ///
+    /// # Errors
+    /// [`FileNotSent`], each cause; nothing was sent.
+    pub(in crate::client) async fn send_file(
+        &mut self,
+        peers: &PeerList,
+        me: &str,
+        to: &str,
+        transfer: TransferId,
+        signal: FileSignal,
+    ) -> Result<PeerInfo, FileNotSent> {
+        if to.eq_ignore_ascii_case(me) {
+            return Err(FileNotSent::ToSelf);
+        }
+        let Some(peer) = peers.get(to).cloned() else {
+            return Err(FileNotSent::NotOnline { to: to.to_string() });
+        };
+        let Some(pairs) = self.pairs.as_mut() else {
+            return Err(FileNotSent::Plaintext);
+        };
+        let Some(key) = peer.public_key else {
+            return Err(FileNotSent::PeerIsClear {
+                to: peer.username.clone(),
+            });
+        };
+        let id = self.next_id;
+        let message = FileMessage {
+            from: me.to_string(),
+            id,
+            transfer,
+            signal: signal.clone(),
+        };
+        let plaintext = file_message::encode(&message);
+        if plaintext.len() + OVERHEAD > MAX_DATAGRAM_BYTES {
+            return Err(FileNotSent::TooLong);
+        }
+        self.in_flight.check_room(&peer.username)?;
+        let sealed = pairs.seal(&peer, Kind::File, &plaintext)?;
+        self.next_id += 1;
+        if let Err(source) = self.udp.send_to(&sealed, peer.p2p_addr()).await {
+            return Err(FileNotSent::Network { peer, source });
+        }
+        let wait = self.in_flight.sent(&peer.username, key, id, plaintext);
+        self.files.sent(&peer.username, id, transfer, signal);
+        self.start_timer(&peer.username, id, wait);
+        Ok(peer)
+    }
+
+    /// What became of file messages since last asked, oldest first.
+    pub(in crate::client) fn take_file_news(&mut self) -> Vec<FileNews> {
+        self.files.take_news()
+    }
+
+    /// The pairwise keys with the online `peer`, for a transfer's data connection; `None` in
+    /// `--plaintext` mode or when no keys can be made with it.
+    pub(in crate::client) fn pair_keys(
+        &mut self,
+        peer: &PeerInfo,
+    ) -> Option<crate::sealed::PairKeys> {
+        self.pairs.as_mut()?.keys(peer).ok().cloned()
+    }
+
+    /// The online peer whose current session key `key_id` names, as the server spells it.
+    pub(in crate::client) fn peer_by_key_id<'a>(
+        &self,
+        key_id: &crate::sealed::KeyId,
+        peers: &'a PeerList,
+    ) -> Option<&'a PeerInfo> {
+        let name = self.pairs.as_ref()?.named_by(key_id)?;
+        peers.get(name)
+    }
+
+    /// This session's key id (what a data connection's opening names), if sealing.
+    pub(in crate::client) fn my_key_id(&self) -> Option<crate::sealed::KeyId> {
+        Some(self.pairs.as_ref()?.public_key().key_id())
     }
 }

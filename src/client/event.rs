@@ -14,6 +14,7 @@ use serde::{Serialize, Serializer};
 
 use super::direct_inbox::DirectStats;
 use super::screen::{escape, message};
+use super::transfer_event::TransferEvent;
 use crate::protocol::{DelayReason, ErrorCode, PeerInfo, RoomLine, TextKind};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -140,6 +141,10 @@ pub enum ClientEvent {
     QueuedSent {
         lines: usize,
     },
+    /// A step of a file transfer (its JSON: [`TransferEvent`], `file_offer`, `file_done`, …).
+    /// Untagged: the inner event names itself.
+    #[serde(untagged)]
+    Transfer(TransferEvent),
     /// A room line from someone else, of any kind (its JSON: [`RoomMessage`]). Last: an
     /// untagged variant must be.
     #[serde(untagged)]
@@ -315,6 +320,7 @@ impl ClientEvent {
                 text,
                 max_continuations,
             ),
+            ClientEvent::Transfer(event) => event.render(),
             ClientEvent::QueuedSent { lines } => format!(
                 "{NOTICE} {lines} queued line{} sent",
                 if *lines == 1 { "" } else { "s" }

@@ -38,6 +38,8 @@ pub mod command;
 pub mod config;
 pub mod dialogue;
 mod direct;
+mod file_mail;
+pub mod file_size;
 pub mod direct_inbox;
 pub mod error;
 pub mod event;
@@ -54,6 +56,8 @@ pub mod screen;
 pub mod secure;
 mod session;
 pub mod start;
+pub mod transfer_event;
+mod transfers;
 pub mod ui;
 
 use std::net::SocketAddr;
@@ -61,12 +65,13 @@ use std::sync::Arc;
 
 use futures::stream::Stream;
 
-use crate::runtime::UdpSocket;
+use crate::runtime::{TcpListener, UdpSocket};
 use error::Local;
 use link::{Link, LoggedIn, Opened};
 use outgoing::ServerPace;
 use pairs::Pairs;
 use reconnect::Redial;
+use transfers::{bind_pair, Bound};
 
 pub use command::Command;
 pub use config::{ClientArgs, DirectLimits};
@@ -77,6 +82,7 @@ pub use link::{AuthMode, NameCheck};
 pub use peer_list::PeerList;
 pub use reconnect::Reconnect;
 pub use secure::{FirstContact, FirstUse, Transport, Trust, TrustOutcome};
+pub use config::FileSettings;
 
 /// A connection to the server plus the UDP socket for direct messages.
 pub struct Client {
@@ -99,6 +105,9 @@ pub struct Client {
     credentials: Option<(String, String)>,
     reconnect: Reconnect,
     max_queued: usize,
+    /// The transfer port, on the UDP port's number (`Err`: why files are off).
+    listener: Result<Arc<TcpListener>, String>,
+    files: FileSettings,
 }
 
 impl Client {
@@ -107,7 +116,8 @@ impl Client {
     /// checked, before anything is read or sent), waits for the server's `hello`, and binds the
     /// UDP socket for direct messages on the address this host uses to reach the server (so
     /// peers see datagrams come from the address the server saw), port `p2p_port` (0 = any free
-    /// port).
+    /// port), and the transfer port for files, TCP on the same address and port number (a
+    /// client that cannot have it chats on without files).
     pub async fn connect(
         server: &str,
         p2p_port: u16,
@@ -120,14 +130,21 @@ impl Client {
             pace,
         } = link::open(server, transport).await?;
         let local_ip = link.tcp.local_addr().map_err(Local::NoLocalAddress)?.ip();
-        let udp = UdpSocket::bind(SocketAddr::new(local_ip, p2p_port))
-            .await
-            .map_err(|source| Local::BindUdp {
-                ip: local_ip,
-                port: p2p_port,
-                source,
-            })?;
+        let Bound { udp, tcp } =
+            bind_pair(local_ip, p2p_port)
+                .await
+                .map_err(|source| Local::BindUdp {
+                    ip: local_ip,
+                    port: p2p_port,
+                    source,
+                })?;
         let p2p_addr = udp.local_addr().map_err(Local::NoUdpAddress)?;
+        let listener = tcp.map(Arc::new).map_err(|e| {
+            format!(
+                "this client cannot listen on TCP {} (the transfer port, the UDP port's number): {e}",
+                p2p_addr
+            )
+        });
         Ok(Client {
             server_name: server.to_string(),
             server: addr,
@@ -144,6 +161,8 @@ impl Client {
             credentials: None,
             reconnect: Reconnect::Never,
             max_queued: config::DEFAULT_MAX_QUEUED_LINES,
+            listener,
+            files: FileSettings::default(),
         })
     }
 
@@ -177,6 +196,11 @@ impl Client {
     pub fn set_reconnect(&mut self, reconnect: Reconnect, max_queued: usize) {
         self.reconnect = reconnect;
         self.max_queued = max_queued;
+    }
+
+    /// How files are received and reported (default [`FileSettings::default`]).
+    pub fn set_files(&mut self, files: FileSettings) {
+        self.files = files;
     }
 
     /// Where this client receives direct messages.
@@ -260,6 +284,12 @@ impl Client {
             pairs: self.pairs,
             redial,
             max_queued: self.max_queued,
+            files: self.files,
+            // Sealing is what keys a file's data connection: none with --plaintext.
+            listener: match self.sealed {
+                true => self.listener,
+                false => Err("files are sent only sealed, and this client speaks the clear protocol (--plaintext)".into()),
+            },
         };
         session::run(start, commands, emit).await
     }

@@ -144,6 +144,15 @@ impl FileSignal {
     }
 }
 
+/// The short form of a transfer's id that people see and type: its first [`SHORT_ID`] hex
+/// digits.
+pub fn short_id(id: &TransferId) -> String {
+    id.to_string()[..SHORT_ID].to_string()
+}
+
+/// Hex digits of a transfer id's short form.
+pub const SHORT_ID: usize = 8;
+
 /// Encodes a file message as the plaintext of a sealed datagram.
 pub fn encode(message: &FileMessage) -> Vec<u8> {
     serde_json::to_vec(message).expect("file messages always serialize")

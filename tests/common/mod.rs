@@ -440,6 +440,9 @@ impl ChatClient {
             .args(flags)
             .env("XDG_CONFIG_HOME", config)
             .env("HOME", config)
+            // Files' records and downloads under the test's folder too, never the real ones.
+            .env("XDG_DATA_HOME", config.join("data"))
+            .env_remove("XDG_DOWNLOAD_DIR")
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -598,6 +601,13 @@ impl ChatClient {
             events: std::mem::take(&mut self.history),
             stderr,
         }
+    }
+
+    /// Stops the client (SIGSTOP) until the returned guard is dropped: a peer that holds still
+    /// at a chosen moment, whatever it was about to do.
+    pub fn freeze(&self) -> Frozen {
+        signal(self.child.id(), libc::SIGSTOP);
+        Frozen(self.child.id())
     }
 
     /// Kills the client process at once (SIGKILL), as a crash would.

@@ -78,6 +78,8 @@ impl TerminalClient {
             .args(flags)
             .env("XDG_CONFIG_HOME", home.join("config"))
             .env("XDG_STATE_HOME", home.join("state"))
+            .env("XDG_DATA_HOME", home.join("data"))
+            .env_remove("XDG_DOWNLOAD_DIR")
             .env("HOME", home)
             .env("TERM", "xterm-256color")
             .env_remove("NO_COLOR")

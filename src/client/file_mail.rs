@@ -2,17 +2,16 @@
 //! kind ([`Kind::File`]), acknowledged and sent again on the same schedule as a direct message
 //! (`in_flight`), and what became of each, as [`FileNews`] for the transfers' table. Only sealed:
 //! a file goes only to the peer whose pairwise keys seal its offer, so `--plaintext` has none.
+//! The courier (`direct.rs`) sends them and keeps this table; this module never does I/O.
 
 use std::collections::{HashMap, VecDeque};
 
-use crate::protocol::file::{self, FileMessage, FileSignal, TransferId};
-use crate::protocol::{PeerInfo, MAX_DATAGRAM_BYTES};
-use crate::sealed::{Kind, OVERHEAD};
+use crate::protocol::file::{FileMessage, FileSignal, TransferId};
+use crate::protocol::PeerInfo;
+use crate::sealed::Kind;
 
-use super::super::in_flight::{Busy, MAX_IN_FLIGHT};
-use super::super::pairs::SealRefused;
-use super::super::peer_list::PeerList;
-use super::Courier;
+use super::in_flight::{Busy, MAX_IN_FLIGHT};
+use super::pairs::SealRefused;
 
 /// What became of file messages, for the transfers' table: drained by the chat loop after each
 /// datagram and timer, so it holds a handful; the bound only guards against a bug.
@@ -117,87 +116,15 @@ impl FileMail {
             Kind::Message
         }
     }
-}
 
-impl Courier {
-    /// Sends `signal` about `transfer` to the online peer `to`, sealed and then awaited as a
-    /// direct message is; its fate comes back as [`FileNews`]. Returns the peer as it is online.
-    ///
-    /// # Errors
-    /// [`FileNotSent`], each cause; nothing was sent.
-    pub(in crate::client) async fn send_file(
-        &mut self,
-        peers: &PeerList,
-        me: &str,
-        to: &str,
-        transfer: TransferId,
-        signal: FileSignal,
-    ) -> Result<PeerInfo, FileNotSent> {
-        if to.eq_ignore_ascii_case(me) {
-            return Err(FileNotSent::ToSelf);
-        }
-        let Some(peer) = peers.get(to).cloned() else {
-            return Err(FileNotSent::NotOnline { to: to.to_string() });
-        };
-        let Some(pairs) = self.pairs.as_mut() else {
-            return Err(FileNotSent::Plaintext);
-        };
-        let Some(key) = peer.public_key else {
-            return Err(FileNotSent::PeerIsClear {
-                to: peer.username.clone(),
-            });
-        };
-        let id = self.next_id;
-        let message = FileMessage {
-            from: me.to_string(),
-            id,
-            transfer,
-            signal: signal.clone(),
-        };
-        let plaintext = file::encode(&message);
-        if plaintext.len() + OVERHEAD > MAX_DATAGRAM_BYTES {
-            return Err(FileNotSent::TooLong);
-        }
-        self.in_flight.check_room(&peer.username)?;
-        let sealed = pairs.seal(&peer, Kind::File, &plaintext)?;
-        self.next_id += 1;
-        if let Err(source) = self.udp.send_to(&sealed, peer.p2p_addr()).await {
-            return Err(FileNotSent::Network { peer, source });
-        }
-        let wait = self.in_flight.sent(&peer.username, key, id, plaintext);
-        self.files
-            .pending
-            .insert((peer.username.to_ascii_lowercase(), id), (transfer, signal));
-        self.start_timer(&peer.username, id, wait);
-        Ok(peer)
+    /// A file message `id` about `transfer` was sent to `to`: awaited as a direct message is.
+    pub(super) fn sent(&mut self, to: &str, id: u64, transfer: TransferId, signal: FileSignal) {
+        self.pending
+            .insert((to.to_ascii_lowercase(), id), (transfer, signal));
     }
 
     /// What became of file messages since last asked, oldest first.
-    pub(in crate::client) fn take_file_news(&mut self) -> Vec<FileNews> {
-        self.files.news.drain(..).collect()
-    }
-
-    /// The pairwise keys with the online `peer`, for a transfer's data connection; `None` in
-    /// `--plaintext` mode or when no keys can be made with it.
-    pub(in crate::client) fn pair_keys(
-        &mut self,
-        peer: &PeerInfo,
-    ) -> Option<crate::sealed::PairKeys> {
-        self.pairs.as_mut()?.keys(peer).ok().cloned()
-    }
-
-    /// The online peer whose current session key `key_id` names, as the server spells it.
-    pub(in crate::client) fn peer_by_key_id<'a>(
-        &self,
-        key_id: &crate::sealed::KeyId,
-        peers: &'a PeerList,
-    ) -> Option<&'a PeerInfo> {
-        let name = self.pairs.as_ref()?.named_by(key_id)?;
-        peers.get(name)
-    }
-
-    /// This session's key id (what a data connection's opening names), if sealing.
-    pub(in crate::client) fn my_key_id(&self) -> Option<crate::sealed::KeyId> {
-        Some(self.pairs.as_ref()?.public_key().key_id())
+    pub(super) fn take_news(&mut self) -> Vec<FileNews> {
+        self.news.drain(..).collect()
     }
 }
