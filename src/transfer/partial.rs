@@ -1,0 +1,288 @@
+//! The receiver's partial file, in the download folder itself (so the final rename never crosses
+//! file systems): hidden, named after the safe name and the transfer id
+//! (`.report.pdf.<id>.p2pchat-part`) so that the client finds it again after a restart with only
+//! what it stored (the folder, the id, the offered name). Created exclusively (mode 0600, never
+//! through a link planted at its name), written at explicit offsets, synced before it is renamed,
+//! and renamed without ever replacing a file: `report.pdf`, else `report (1).pdf`, … — a file
+//! created meanwhile under the chosen name stays as it is (renameat2 `RENAME_NOREPLACE`, or a
+//! hard link and unlink where the file system lacks it).
+
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest, Sha256};
+
+use super::name::{numbered, safe_name};
+use super::{DiskStep, TransferError, TransferId};
+
+/// What ends a partial file's name.
+pub const PARTIAL_SUFFIX: &str = ".p2pchat-part";
+
+/// How many numbered names (`name (1)` … `name (N)`) the final rename tries before giving up.
+pub const MAX_NUMBERED_NAMES: u32 = 999;
+
+/// Bytes read at a time when hashing a partial file's prefix.
+const HASH_CHUNK_BYTES: usize = 256 * 1024;
+
+/// One transfer's partial file, open for writing.
+#[derive(Debug)]
+pub struct Partial {
+    folder: PathBuf,
+    name: String,
+    file_name: String,
+    file: File,
+    len: u64,
+}
+
+/// The partial file's name for a transfer of the file safely named `name`.
+pub fn partial_file_name(id: &TransferId, name: &str) -> String {
+    format!(".{name}.{id}{PARTIAL_SUFFIX}")
+}
+
+impl Partial {
+    /// Creates the partial file for transfer `id` of the file offered as `offered_name`, empty.
+    ///
+    /// # Errors
+    /// [`TransferError::Disk`] with [`DiskStep::CreatePartial`] (already there:
+    /// `AlreadyExists`; use [`Partial::open_existing`] to resume it).
+    pub fn create(
+        folder: &Path,
+        id: &TransferId,
+        offered_name: &str,
+    ) -> Result<Self, TransferError> {
+        let name = safe_name(offered_name);
+        let file_name = partial_file_name(id, &name);
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+            .open(folder.join(&file_name))
+            .map_err(|e| TransferError::disk(DiskStep::CreatePartial, e))?;
+        Ok(Partial {
+            folder: folder.to_path_buf(),
+            name,
+            file_name,
+            file,
+            len: 0,
+        })
+    }
+
+    /// Opens transfer `id`'s partial file of the file offered as `offered_name`, to resume it
+    /// where it ends. A link at its name, or anything but a regular file, is refused.
+    ///
+    /// # Errors
+    /// [`TransferError::Disk`] with [`DiskStep::OpenPartial`] (`NotFound` when there is none).
+    pub fn open_existing(
+        folder: &Path,
+        id: &TransferId,
+        offered_name: &str,
+    ) -> Result<Self, TransferError> {
+        let name = safe_name(offered_name);
+        let file_name = partial_file_name(id, &name);
+        let open = |e| TransferError::disk(DiskStep::OpenPartial, e);
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC | libc::O_NONBLOCK)
+            .open(folder.join(&file_name))
+            .map_err(open)?;
+        let metadata = file.metadata().map_err(open)?;
+        if !metadata.is_file() {
+            return Err(open(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "the partial file is not a regular file",
+            )));
+        }
+        Ok(Partial {
+            folder: folder.to_path_buf(),
+            name,
+            file_name,
+            file,
+            len: metadata.len(),
+        })
+    }
+
+    /// The partial file to resume if there is one, else a new one.
+    ///
+    /// # Errors
+    /// As [`Partial::open_existing`] and [`Partial::create`].
+    pub fn open_or_create(
+        folder: &Path,
+        id: &TransferId,
+        offered_name: &str,
+    ) -> Result<Self, TransferError> {
+        match Partial::open_existing(folder, id, offered_name) {
+            Err(TransferError::Disk { source, .. }) if source.kind() == io::ErrorKind::NotFound => {
+                Partial::create(folder, id, offered_name)
+            }
+            other => other,
+        }
+    }
+
+    /// Bytes already in the partial file: where a resume starts.
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    /// Whether nothing was received yet.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The safe name the finished file will have (or a numbered form of it).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The download folder it is in.
+    pub fn folder(&self) -> &Path {
+        &self.folder
+    }
+
+    /// The partial file's path.
+    pub fn path(&self) -> PathBuf {
+        self.folder.join(&self.file_name)
+    }
+
+    /// The SHA-256 state over the bytes already there, to go on with what arrives.
+    pub(crate) fn hash_prefix(&self) -> Result<Sha256, TransferError> {
+        let mut hasher = Sha256::new();
+        let mut buffer = vec![0u8; HASH_CHUNK_BYTES];
+        let mut at = 0u64;
+        while at < self.len {
+            let want = buffer.len().min((self.len - at) as usize);
+            let n = read_at_most(&self.file, &mut buffer[..want], at)
+                .map_err(|e| TransferError::disk(DiskStep::ReadPartial, e))?;
+            if n == 0 {
+                return Err(TransferError::disk(
+                    DiskStep::ReadPartial,
+                    io::Error::new(io::ErrorKind::UnexpectedEof, "the partial file shrank"),
+                ));
+            }
+            hasher.update(&buffer[..n]);
+            at += n as u64;
+        }
+        Ok(hasher)
+    }
+
+    /// Appends `bytes` at the end of what is there.
+    pub(crate) fn append(&mut self, bytes: &[u8]) -> Result<(), TransferError> {
+        self.file
+            .write_all_at(bytes, self.len)
+            .map_err(|e| TransferError::disk(DiskStep::WritePartial, e))?;
+        self.len += bytes.len() as u64;
+        Ok(())
+    }
+
+    /// Flushes what was written to the disk (fdatasync): the prefix a resume trusts.
+    pub(crate) fn sync(&self) -> Result<(), TransferError> {
+        self.file
+            .sync_data()
+            .map_err(|e| TransferError::disk(DiskStep::SyncPartial, e))
+    }
+
+    /// Removes the partial file (what it holds is known bad, or the transfer was given up).
+    ///
+    /// # Errors
+    /// [`TransferError::Disk`] with [`DiskStep::RemovePartial`]; a file already gone is fine.
+    pub fn remove(self) -> Result<(), TransferError> {
+        match std::fs::remove_file(self.path()) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => {
+                Err(TransferError::disk(DiskStep::RemovePartial, e))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Syncs the partial file and gives it its final name: the safe name, else the first free
+    /// numbered one; never over an existing file. Then syncs the folder, so the rename survives
+    /// a crash. The final path.
+    pub(crate) fn finish(self) -> Result<PathBuf, TransferError> {
+        self.file
+            .sync_all()
+            .map_err(|e| TransferError::disk(DiskStep::SyncPartial, e))?;
+        let from = self.path();
+        let mut chosen = None;
+        for n in 0..=MAX_NUMBERED_NAMES {
+            let name = if n == 0 {
+                self.name.clone()
+            } else {
+                numbered(&self.name, n)
+            };
+            let to = self.folder.join(&name);
+            match rename_no_replace(&from, &to) {
+                Ok(()) => {
+                    chosen = Some(to);
+                    break;
+                }
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+                Err(e) => return Err(TransferError::disk(DiskStep::Rename, e)),
+            }
+        }
+        let to = chosen.ok_or(TransferError::NoFreeName)?;
+        File::open(&self.folder)
+            .and_then(|folder| folder.sync_all())
+            .map_err(|e| TransferError::disk(DiskStep::SyncPartial, e))?;
+        Ok(to)
+    }
+}
+
+/// Reads into `buffer` at `offset` until it is full or the file ends; how many bytes.
+pub(crate) fn read_at_most(file: &File, buffer: &mut [u8], offset: u64) -> io::Result<usize> {
+    let mut filled = 0;
+    while filled < buffer.len() {
+        match file.read_at(&mut buffer[filled..], offset + filled as u64) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(filled)
+}
+
+/// Renames `from` to `to` unless `to` exists (`AlreadyExists` then): renameat2 with
+/// `RENAME_NOREPLACE`, or, on a file system without it, a hard link (which fails on an existing
+/// name too) and the unlink of `from`.
+fn rename_no_replace(from: &Path, to: &Path) -> io::Result<()> {
+    use rustix::fs::{renameat_with, RenameFlags, CWD};
+    match renameat_with(CWD, from, CWD, to, RenameFlags::NOREPLACE) {
+        Ok(()) => Ok(()),
+        Err(e) if e == rustix::io::Errno::INVAL || e == rustix::io::Errno::NOSYS => {
+            std::fs::hard_link(from, to)?;
+            std::fs::remove_file(from)
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Bytes free for this user in `folder`'s file system (statvfs: available blocks × fragment size).
+///
+/// # Errors
+/// [`TransferError::Disk`] with [`DiskStep::FreeSpace`].
+pub fn free_space(folder: &Path) -> Result<u64, TransferError> {
+    let stat = rustix::fs::statvfs(folder)
+        .map_err(|e| TransferError::disk(DiskStep::FreeSpace, e.into()))?;
+    Ok(stat.f_bavail.saturating_mul(stat.f_frsize))
+}
+
+/// Checks that `folder` has room for `needed` more bytes: before accepting an offer (with the
+/// whole size less what a partial file already holds), and again before each connection.
+///
+/// # Errors
+/// [`TransferError::NoSpace`], or [`TransferError::Disk`] when the space cannot be read.
+pub fn check_free_space(folder: &Path, needed: u64) -> Result<(), TransferError> {
+    let available = free_space(folder)?;
+    if available < needed {
+        return Err(TransferError::NoSpace {
+            folder: folder.to_path_buf(),
+            needed,
+            available,
+        });
+    }
+    Ok(())
+}
