@@ -130,7 +130,8 @@ pub const COMMANDS: &[Spec] = &[
     Spec {
         call: Call::Words(&["/send"]),
         usage: "/send NAME PATH",
-        help: "offer the file at PATH to NAME (straight to their client, sealed; Tab completes PATH)",
+        help:
+            "offer the file at PATH to NAME (straight to their client, sealed; Tab completes PATH)",
         make: send_file,
     },
     Spec {

@@ -19,10 +19,10 @@ use crate::sealed::{Kind, OVERHEAD};
 
 use super::direct_inbox::{DirectInbox, DropSummary, Received, SentCounts};
 use super::event::ClientEvent;
+use super::file_mail::{FileMail, FileNews, FileNotSent};
 use super::in_flight::{Busy, Due, InFlight, MAX_IN_FLIGHT};
 use super::pairs::{Pairs, SealRefused};
 use super::peer_list::PeerList;
-use super::file_mail::{FileMail, FileNews, FileNotSent};
 use crate::protocol::file::{self as file_message, FileMessage, FileSignal, TransferId};
 
 /// A direct message that left: for whom, its id, and where it went.

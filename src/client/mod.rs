@@ -38,11 +38,11 @@ pub mod command;
 pub mod config;
 pub mod dialogue;
 mod direct;
-mod file_mail;
-pub mod file_size;
 pub mod direct_inbox;
 pub mod error;
 pub mod event;
+mod file_mail;
+pub mod file_size;
 pub mod in_flight;
 mod inbound;
 mod inputs;
@@ -74,6 +74,7 @@ use reconnect::Redial;
 use transfers::{bind_pair, Bound};
 
 pub use command::Command;
+pub use config::FileSettings;
 pub use config::{ClientArgs, DirectLimits};
 pub use direct_inbox::{DirectInbox, DirectStats};
 pub use error::{exit, ClientError};
@@ -82,7 +83,6 @@ pub use link::{AuthMode, NameCheck};
 pub use peer_list::PeerList;
 pub use reconnect::Reconnect;
 pub use secure::{FirstContact, FirstUse, Transport, Trust, TrustOutcome};
-pub use config::FileSettings;
 
 /// A connection to the server plus the UDP socket for direct messages.
 pub struct Client {

@@ -30,6 +30,7 @@ use futures::stream::{Stream, StreamExt};
 
 use super::command::{self, Command};
 use super::config::DirectLimits;
+use super::config::FileSettings;
 use super::direct::{summary_event, Courier, Sent};
 use super::direct_inbox::DirectInbox;
 use super::error::{ClientError, Disconnect};
@@ -41,7 +42,6 @@ use super::outgoing::{Outgoing, ServerPace};
 use super::pairs::Pairs;
 use super::peer_list::PeerList;
 use super::reconnect::{worth_reconnecting, worth_trying_again, Backoff, Redial, Relinked};
-use super::config::FileSettings;
 use super::transfers::{came_online, Net, Transfers};
 use crate::connection::{self, StreamWriter};
 use crate::protocol::{decode_server, encode_line, ClientMessage, ServerMessage, MAX_LINE_BYTES};
@@ -155,7 +155,12 @@ pub(super) async fn run(
     };
     chat.attach(link);
     // Transfers interrupted by a restart resume with whoever is online already.
-    let online: Vec<String> = chat.peers.to_vec().into_iter().map(|p| p.username).collect();
+    let online: Vec<String> = chat
+        .peers
+        .to_vec()
+        .into_iter()
+        .map(|p| p.username)
+        .collect();
     chat.transfers.online(&online, net!(chat), emit).await;
 
     loop {

@@ -231,16 +231,10 @@ impl TransferEvent {
                 name,
                 ..
             } => match direction {
-                Direction::Out => format!(
-                    "{NOTICE} {} accepted {}",
-                    escape(peer),
-                    escape(name)
-                ),
-                Direction::In => format!(
-                    "{NOTICE} accepted {} from {}",
-                    escape(name),
-                    escape(peer)
-                ),
+                Direction::Out => format!("{NOTICE} {} accepted {}", escape(peer), escape(name)),
+                Direction::In => {
+                    format!("{NOTICE} accepted {} from {}", escape(name), escape(peer))
+                }
             },
             TransferEvent::FileDeclined {
                 direction,
@@ -248,16 +242,10 @@ impl TransferEvent {
                 name,
                 ..
             } => match direction {
-                Direction::Out => format!(
-                    "{NOTICE} {} declined {}",
-                    escape(peer),
-                    escape(name)
-                ),
-                Direction::In => format!(
-                    "{NOTICE} declined {} from {}",
-                    escape(name),
-                    escape(peer)
-                ),
+                Direction::Out => format!("{NOTICE} {} declined {}", escape(peer), escape(name)),
+                Direction::In => {
+                    format!("{NOTICE} declined {} from {}", escape(name), escape(peer))
+                }
             },
             TransferEvent::FileLapsed {
                 direction,
@@ -312,9 +300,7 @@ impl TransferEvent {
                 } else {
                     (u128::from(*bytes) * 100 / u128::from(*size)) as u64
                 };
-                let left = seconds_left.map_or(String::new(), |s| {
-                    format!(", {} left", clock(s))
-                });
+                let left = seconds_left.map_or(String::new(), |s| format!(", {} left", clock(s)));
                 format!(
                     "{NOTICE} {} {} {}: {percent}%, {} of {}, {}/s{left}",
                     escape(name),
@@ -401,7 +387,9 @@ impl TransferEvent {
                         (Stage::Offered, None) => "offered".into(),
                         (Stage::Accepted, _) => "accepted".into(),
                         (Stage::Running, _) => "running".into(),
-                        (Stage::Interrupted, _) => "interrupted, resumes when both are online".into(),
+                        (Stage::Interrupted, _) => {
+                            "interrupted, resumes when both are online".into()
+                        }
                     };
                     text.push_str(&format!(
                         "\n{NOTICE}   [{}] {} {} {}: {} of {}, {stage}",

@@ -9,14 +9,11 @@
 //! transfer it is about ([`TransferId`], chosen by the sender at the offer). docs/protocol.md,
 //! "File transfer", has the sequence.
 
-use std::fmt;
-
-use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde::{Deserialize, Serialize};
 
 use super::{decode_typed, DecodeError};
-
-/// Bytes of a [`TransferId`].
-pub const TRANSFER_ID_BYTES: usize = 16;
+/// Names one transfer: 16 random bytes chosen by the sender, 32 hex digits in JSON (the engine's).
+pub use crate::transfer::TransferId;
 
 /// The longest file name an offer may carry, in bytes. Longer than any file system's name (255
 /// bytes on Linux): the receiver shortens the name it saves anyway; this only bounds what a peer
@@ -31,71 +28,6 @@ pub const FILE_MESSAGE_TYPES: [&str; 5] = [
     "file_cancel",
     "file_resume",
 ];
-
-/// Names one transfer between two clients: 16 random bytes chosen by the sender, in JSON as 32
-/// lower-case hex digits. People see (and type) its first [`TransferId::SHORT`] digits.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct TransferId(pub [u8; TRANSFER_ID_BYTES]);
-
-impl TransferId {
-    /// Hex digits of the short form shown to people.
-    pub const SHORT: usize = 8;
-
-    /// A fresh id from the operating system's random source.
-    pub fn generate() -> TransferId {
-        // The public half of a fresh X25519 key is 32 bytes from the system's random source
-        // (through x25519-dalek's getrandom), hashed so no structure of the curve shows.
-        use sha2::{Digest, Sha256};
-        let fresh = crate::sealed::SessionKey::generate().public_key();
-        let digest = Sha256::digest(fresh.as_bytes());
-        let mut bytes = [0; TRANSFER_ID_BYTES];
-        bytes.copy_from_slice(&digest[..TRANSFER_ID_BYTES]);
-        TransferId(bytes)
-    }
-
-    /// The first [`TransferId::SHORT`] hex digits: what `/transfers` shows and `/cancel` takes.
-    pub fn short(&self) -> String {
-        self.to_string()[..Self::SHORT].to_string()
-    }
-
-    /// Parses 32 hex digits (either case).
-    pub fn from_hex(text: &str) -> Option<TransferId> {
-        if text.len() != 2 * TRANSFER_ID_BYTES || !text.is_ascii() {
-            return None;
-        }
-        let mut bytes = [0; TRANSFER_ID_BYTES];
-        for (i, byte) in bytes.iter_mut().enumerate() {
-            *byte = u8::from_str_radix(&text[2 * i..2 * i + 2], 16).ok()?;
-        }
-        Some(TransferId(bytes))
-    }
-}
-
-impl fmt::Display for TransferId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.0.iter().try_for_each(|b| write!(f, "{b:02x}"))
-    }
-}
-
-impl fmt::Debug for TransferId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "TransferId({self})")
-    }
-}
-
-impl Serialize for TransferId {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.serialize_str(&self.to_string())
-    }
-}
-
-impl<'de> Deserialize<'de> for TransferId {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let text = String::deserialize(deserializer)?;
-        TransferId::from_hex(&text)
-            .ok_or_else(|| serde::de::Error::custom("a transfer id is 32 hex digits"))
-    }
-}
 
 /// One file message between two clients.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -245,7 +177,7 @@ mod tests {
     fn ids_are_random_and_their_short_form_is_a_prefix() {
         let (a, b) = (TransferId::generate(), TransferId::generate());
         assert_ne!(a, b);
-        assert!(a.to_string().starts_with(&a.short()));
+        assert!(a.to_string().starts_with(&short_id(&a)));
         assert_eq!(TransferId::from_hex(&a.to_string().to_uppercase()), Some(a));
     }
 }

@@ -55,7 +55,9 @@ pub(in crate::client) async fn bind_pair(ip: IpAddr, port: u16) -> io::Result<Bo
         match TcpListener::bind(SocketAddr::new(ip, udp_port)).await {
             Ok(tcp) => return Ok(Bound { udp, tcp: Ok(tcp) }),
             // A free UDP port whose TCP twin is taken: another free one may not be.
-            Err(e) if port == 0 && e.kind() == io::ErrorKind::AddrInUse && tries + 1 < BIND_TRIES => {
+            Err(e)
+                if port == 0 && e.kind() == io::ErrorKind::AddrInUse && tries + 1 < BIND_TRIES =>
+            {
                 tries += 1;
             }
             Err(e) => return Ok(Bound { udp, tcp: Err(e) }),

@@ -59,8 +59,7 @@ use crate::protocol::file::{short_id, FileMessage, FileSignal, TransferId};
 use crate::protocol::ServerMessage;
 use crate::runtime::{TcpListener, TcpStream};
 use crate::transfer::{
-    folder, partial, AbortReason, Limits, Opening, Partial, Progress, Request, Source,
-    TransferError,
+    folder, partial, AbortReason, Opening, Partial, Progress, Request, Source, TransferError,
 };
 use input::{Outcome, TransferInput};
 use run::Reporting;
@@ -613,12 +612,7 @@ impl Transfers {
         let chosen: Vec<TransferId> = self
             .select(which)
             .into_iter()
-            .filter(|id| {
-                matches!(
-                    self.entries[id].state,
-                    State::Accepted | State::Interrupted
-                )
-            })
+            .filter(|id| matches!(self.entries[id].state, State::Accepted | State::Interrupted))
             .collect();
         if chosen.is_empty() {
             return Err(Refused::NothingToResume);
@@ -727,7 +721,10 @@ impl Transfers {
     ) {
         let id = message.transfer;
         // Only the peer a transfer is with may say anything about it.
-        let known = self.entries.get(&id).map(|e| (e.is_peer(&from), e.direction));
+        let known = self
+            .entries
+            .get(&id)
+            .map(|e| (e.is_peer(&from), e.direction));
         match (message.signal, known) {
             (FileSignal::FileOffer { name, size }, None) => {
                 let unanswered = self
@@ -1015,7 +1012,7 @@ impl Transfers {
                 stream,
                 remote,
                 opening,
-            } => self.connection(stream, remote, opening, net, emit).await,
+            } => self.connection(stream, remote, opening, net).await,
         }
     }
 
@@ -1073,8 +1070,16 @@ impl Transfers {
         if !self.is_run(id, run) {
             return; // A run given up already (cancelled, or replaced by a newer one).
         }
-        if let Outcome::Failed(TransferError::WrongKey) = outcome {
-            if self.entries[&id].direction == Direction::Out {
+        if let Outcome::Failed(error) = &outcome {
+            let entry = &self.entries[&id];
+            let announced = matches!(
+                entry.state,
+                State::Running {
+                    announced: true,
+                    ..
+                }
+            );
+            if entry.direction == Direction::Out && !announced && before_the_file(error) {
                 return self.unproven(id, emit);
             }
         }
@@ -1143,14 +1148,21 @@ impl Transfers {
         )
     }
 
-    /// A connection for outgoing transfer `id` could not prove it holds the pair's keys: not
-    /// the peer (a stranger who learnt the id, or a session of the peer's that has ended).
-    /// Nothing was sent; the transfer stands as it stood.
+    /// A connection for outgoing transfer `id` ended before it proved it holds the pair's keys:
+    /// not the peer (a stranger who learnt the id, a session of the peer's that has ended), or
+    /// the peer gone before the handshake's end. Nothing was sent; the transfer stands as it
+    /// stood (an accepted one interrupted: its receiver connects again).
     fn unproven(&mut self, id: TransferId, emit: &mut dyn FnMut(ClientEvent)) {
         let Some(entry) = self.entries.get_mut(&id) else {
             return;
         };
-        let was_offered = matches!(entry.state, State::Running { was_offered: true, .. });
+        let was_offered = matches!(
+            entry.state,
+            State::Running {
+                was_offered: true,
+                ..
+            }
+        );
         entry.state = if was_offered {
             State::Offered
         } else {
@@ -1173,7 +1185,6 @@ impl Transfers {
         remote: SocketAddr,
         opening: Opening,
         net: Net<'_>,
-        emit: &mut dyn FnMut(ClientEvent),
     ) {
         let Some(peer) = net
             .courier
@@ -1191,7 +1202,13 @@ impl Transfers {
             // its records lost): it ends there too.
             let _ = net
                 .courier
-                .send_file(net.peers, net.me, &peer.username, id, FileSignal::FileCancel)
+                .send_file(
+                    net.peers,
+                    net.me,
+                    &peer.username,
+                    id,
+                    FileSignal::FileCancel,
+                )
                 .await;
             return;
         };
@@ -1209,7 +1226,14 @@ impl Transfers {
         let run = self.next_run();
         let offset = opening.offset;
         let reporting = self.reporting(id, run);
-        let abort = run::spawn_serve(reporting, stream, opening, key, source, self.settings.limits);
+        let abort = run::spawn_serve(
+            reporting,
+            stream,
+            opening,
+            key,
+            source,
+            self.settings.limits,
+        );
         self.running(id, run, abort, offset);
     }
 
@@ -1223,7 +1247,8 @@ impl Transfers {
             .entries
             .iter()
             .filter(|(_, e)| {
-                matches!(e.state, State::Offered) && e.offered_at + self.settings.offer_timeout <= now
+                matches!(e.state, State::Offered)
+                    && e.offered_at + self.settings.offer_timeout <= now
             })
             .map(|(id, _)| *id)
             .collect();
@@ -1356,6 +1381,20 @@ impl Ending {
             | TransferError::FileChanged => Ending::Over,
         }
     }
+}
+
+/// Whether a sender's run failed before it knew who was connected (the handshake did not
+/// finish): nothing of the file was read or sent, and it says nothing about the transfer.
+fn before_the_file(error: &TransferError) -> bool {
+    matches!(
+        error,
+        TransferError::WrongKey
+            | TransferError::HandshakeTimeout(_)
+            | TransferError::Connection(_)
+            | TransferError::Opening(_)
+            | TransferError::Malformed
+            | TransferError::Forged
+    )
 }
 
 /// Whether `prefix` (at least 4 hex digits) starts transfer `id`'s hex form.

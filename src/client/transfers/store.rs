@@ -84,8 +84,16 @@ impl Store {
     /// The file for `account`, from the environment's `XDG_DATA_HOME` and `HOME`; `None` without
     /// either (nothing then survives a restart).
     pub(in crate::client) fn for_account(account: &str) -> Option<Store> {
-        let var = |name| std::env::var_os(name).filter(|v| !v.is_empty()).map(PathBuf::from);
-        Store::in_folder(var("XDG_DATA_HOME").as_deref(), var("HOME").as_deref(), account)
+        let var = |name| {
+            std::env::var_os(name)
+                .filter(|v| !v.is_empty())
+                .map(PathBuf::from)
+        };
+        Store::in_folder(
+            var("XDG_DATA_HOME").as_deref(),
+            var("HOME").as_deref(),
+            account,
+        )
     }
 
     /// The file for `account` under an XDG data folder, else under the home folder.
@@ -105,7 +113,8 @@ impl Store {
         })
     }
 
-    pub(in crate::client) fn path(&self) -> &Path {
+    #[cfg(test)]
+    fn path(&self) -> &Path {
         &self.path
     }
 
@@ -162,9 +171,7 @@ impl Store {
         let mut temporary = tempfile::NamedTempFile::new_in(folder).map_err(failed)?;
         temporary.write_all(&bytes).map_err(failed)?;
         temporary.as_file().sync_all().map_err(failed)?;
-        temporary
-            .persist(&self.path)
-            .map_err(|e| failed(e.error))?;
+        temporary.persist(&self.path).map_err(|e| failed(e.error))?;
         Ok(())
     }
 }
@@ -205,7 +212,9 @@ mod tests {
     fn records_survive_a_save_and_a_load_in_a_private_file() {
         let home = tempfile::tempdir().unwrap();
         let store = Store::in_folder(None, Some(home.path()), "Alice").unwrap();
-        assert!(store.path().ends_with(".local/share/p2pchat/transfers-alice.json"));
+        assert!(store
+            .path()
+            .ends_with(".local/share/p2pchat/transfers-alice.json"));
         assert_eq!(store.load().unwrap(), []);
         store.save(&[record()]).unwrap();
         assert_eq!(store.load().unwrap(), [record()]);

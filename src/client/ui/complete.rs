@@ -107,7 +107,10 @@ pub fn complete_path(partial: &str) -> Vec<String> {
             }
             // Followed through a link: a link to a folder completes as a folder.
             let is_folder = std::fs::metadata(entry.path()).is_ok_and(|m| m.is_dir());
-            Some(format!("{folder}{name}{}", if is_folder { "/" } else { "" }))
+            Some(format!(
+                "{folder}{name}{}",
+                if is_folder { "/" } else { "" }
+            ))
         })
         .collect();
     found.sort();
@@ -244,7 +247,10 @@ mod tests {
             complete_path(&format!("{base}rep")),
             [format!("{base}report one.pdf"), format!("{base}reports/")]
         );
-        assert_eq!(complete_path(&format!("{base}.h")), [format!("{base}.hidden")]);
+        assert_eq!(
+            complete_path(&format!("{base}.h")),
+            [format!("{base}.hidden")]
+        );
         assert_eq!(complete_path(&format!("{base}zzz")), Vec::<String>::new());
     }
 

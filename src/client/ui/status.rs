@@ -125,7 +125,9 @@ mod tests {
         let chat = ClientEvent::Left {
             username: "carol".into(),
         };
-        let above = status.show(&chat, Some("<-- carol left".into()), 80).unwrap();
+        let above = status
+            .show(&chat, Some("<-- carol left".into()), 80)
+            .unwrap();
         assert_eq!(
             above,
             format!("{ERASE_PREVIOUS_ROW}<-- carol left\n{}", status.line(80))
@@ -137,7 +139,9 @@ mod tests {
             name: "a.bin".into(),
             by: crate::client::transfer_event::CancelledBy::You,
         });
-        let end = status.show(&done, Some("-!- cancelled".into()), 80).unwrap();
+        let end = status
+            .show(&done, Some("-!- cancelled".into()), 80)
+            .unwrap();
         assert_eq!(end, format!("{ERASE_PREVIOUS_ROW}-!- cancelled"));
         let after = status.show(&chat, Some("x".into()), 80).unwrap();
         assert_eq!(after, "x", "no status line left to erase");
