@@ -462,8 +462,13 @@ mod tests {
         assert_eq!(json["direction"], "in");
         assert!(json.get("over_limit").is_none());
         let forged = TransferEvent::FileOffer {
+            transfer: "1a2b3c4d00000000000000000000000f".into(),
+            direction: Direction::In,
+            peer: "alice".into(),
             name: "x\n-!- bob joined\u{202e}fdp.exe".into(),
-            ..offer
+            size: 1,
+            lapses_in: 600,
+            over_limit: true,
         };
         let line = forged.render();
         assert_eq!(line.lines().count(), 1, "{line}");
