@@ -431,7 +431,7 @@ fn clock(seconds: u64) -> String {
 
 /// `10 min`, `45 s`.
 fn duration(seconds: u64) -> String {
-    if seconds >= 60 && seconds % 60 == 0 {
+    if seconds >= 60 && seconds.is_multiple_of(60) {
         format!("{} min", seconds / 60)
     } else {
         format!("{seconds} s")
