@@ -64,7 +64,8 @@ impl FileStreamReader {
         }
     }
 
-    /// Reads the next bytes of the direction; returns the labels of the items they finish.
+    /// Reads the next bytes of the direction; returns the labels of the items they finish (a
+    /// record counts from its header: its type is known there, and its body is not readable).
     ///
     /// # Errors
     /// [`NotAFileTransfer`] when an opening lacks the magic or a record's type is unknown.
@@ -220,11 +221,11 @@ mod tests {
         let second = sender.push(b).unwrap();
         assert_eq!(
             summary(&first),
-            "file handshake: sender's nonce + file handshake: sender's proof + file data"
+            "file handshake: sender's nonce + file handshake: sender's proof + file data ×2"
         );
         assert_eq!(
             summary(&second),
-            "file data ×2 + file end (size and SHA-256, sealed)"
+            "file data + file end (size and SHA-256, sealed)"
         );
     }
 
