@@ -372,7 +372,7 @@ impl Courier {
     ///
     /// # Errors
     /// [`FileNotSent`], each cause; nothing was sent.
-    pub(in crate::client) async fn send_file(
+    pub(crate) async fn send_file(
         &mut self,
         peers: &PeerList,
         me: &str,
@@ -418,21 +418,18 @@ impl Courier {
     }
 
     /// What became of file messages since last asked, oldest first.
-    pub(in crate::client) fn take_file_news(&mut self) -> Vec<FileNews> {
+    pub(crate) fn take_file_news(&mut self) -> Vec<FileNews> {
         self.files.take_news()
     }
 
     /// The pairwise keys with the online `peer`, for a transfer's data connection; `None` in
     /// `--plaintext` mode or when no keys can be made with it.
-    pub(in crate::client) fn pair_keys(
-        &mut self,
-        peer: &PeerInfo,
-    ) -> Option<crate::sealed::PairKeys> {
+    pub(crate) fn pair_keys(&mut self, peer: &PeerInfo) -> Option<crate::sealed::PairKeys> {
         self.pairs.as_mut()?.keys(peer).ok().cloned()
     }
 
     /// The online peer whose current session key `key_id` names, as the server spells it.
-    pub(in crate::client) fn peer_by_key_id<'a>(
+    pub(crate) fn peer_by_key_id<'a>(
         &self,
         key_id: &crate::sealed::KeyId,
         peers: &'a PeerList,
@@ -442,7 +439,7 @@ impl Courier {
     }
 
     /// This session's key id (what a data connection's opening names), if sealing.
-    pub(in crate::client) fn my_key_id(&self) -> Option<crate::sealed::KeyId> {
+    pub(crate) fn my_key_id(&self) -> Option<crate::sealed::KeyId> {
         Some(self.pairs.as_ref()?.public_key().key_id())
     }
 }

@@ -19,7 +19,7 @@ const MAX_NEWS: usize = MAX_IN_FLIGHT;
 
 /// What happened to a file message.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(in crate::client) enum FileNews {
+pub(crate) enum FileNews {
     /// A new one from the online peer `from` (as the server spells the name), authentic.
     Arrived { from: String, message: FileMessage },
     /// The peer `to` acknowledged ours.
@@ -38,7 +38,7 @@ pub(in crate::client) enum FileNews {
 
 /// Why a file message was not sent; each says so.
 #[derive(Debug, thiserror::Error)]
-pub(in crate::client) enum FileNotSent {
+pub(crate) enum FileNotSent {
     #[error("that is you: a file goes to someone else; nothing was sent")]
     ToSelf,
     #[error("no such user online: {to}; nothing was sent")]

@@ -71,7 +71,7 @@ use link::{Link, LoggedIn, Opened};
 use outgoing::ServerPace;
 use pairs::Pairs;
 use reconnect::Redial;
-use transfers::{bind_pair, Bound};
+use transfers::{bind_pair, Bound, FilesOff};
 
 pub use command::Command;
 pub use config::FileSettings;
@@ -287,8 +287,8 @@ impl Client {
             files: self.files,
             // Sealing is what keys a file's data connection: none with --plaintext.
             listener: match self.sealed {
-                true => self.listener,
-                false => Err("files are sent only sealed, and this client speaks the clear protocol (--plaintext)".into()),
+                true => self.listener.map_err(FilesOff::NoPort),
+                false => Err(FilesOff::Plaintext),
             },
         };
         session::run(start, commands, emit).await

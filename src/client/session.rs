@@ -42,7 +42,7 @@ use super::outgoing::{Outgoing, ServerPace};
 use super::pairs::Pairs;
 use super::peer_list::PeerList;
 use super::reconnect::{worth_reconnecting, worth_trying_again, Backoff, Redial, Relinked};
-use super::transfers::{came_online, Net, Transfers};
+use super::transfers::{came_online, FilesOff, Net, Transfers};
 use crate::connection::{self, StreamWriter};
 use crate::protocol::{decode_server, encode_line, ClientMessage, ServerMessage, MAX_LINE_BYTES};
 use crate::runtime::{self, TcpListener, TcpStream, UdpSocket};
@@ -75,7 +75,7 @@ pub(super) struct Start {
     pub(super) max_queued: usize,
     /// Files: the settings, and the transfer port (`Err`: why files are off).
     pub(super) files: FileSettings,
-    pub(super) listener: Result<Arc<TcpListener>, String>,
+    pub(super) listener: Result<Arc<TcpListener>, FilesOff>,
 }
 
 /// The chat's state between inputs.

@@ -9,9 +9,12 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::event::NOTICE;
 use super::file_size::Bytes;
 use super::screen::escape;
+
+/// The mark of the client's own notices ([`crate::client::event::NOTICE`]; not imported, since
+/// `event` holds these events: a test checks the two agree).
+const NOTICE: &str = "-!-";
 
 /// Which way a file goes, from this client's side.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -473,6 +476,11 @@ mod tests {
         let line = forged.render();
         assert_eq!(line.lines().count(), 1, "{line}");
         assert!(line.contains("\\u{202e}"), "{line}");
+    }
+
+    #[test]
+    fn notices_are_marked_as_every_other_notice() {
+        assert_eq!(NOTICE, crate::client::event::NOTICE);
     }
 
     #[test]

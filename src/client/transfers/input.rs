@@ -9,7 +9,7 @@ use crate::runtime::TcpStream;
 use crate::transfer::{Opening, Progress, Saved, Served, TransferError};
 
 /// One input from the transfers' tasks.
-pub(in crate::client) enum TransferInput {
+pub(crate) enum TransferInput {
     /// Run number `run` of transfer `id` made progress.
     Progress {
         id: TransferId,
@@ -32,7 +32,7 @@ pub(in crate::client) enum TransferInput {
 }
 
 /// How one run of a transfer ended.
-pub(in crate::client) enum Outcome {
+pub(crate) enum Outcome {
     /// The receiver has the whole file, checked.
     Served(Served),
     /// This client has the whole file, checked, saved.

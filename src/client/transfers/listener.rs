@@ -36,18 +36,29 @@ pub const MAX_OPENINGS: usize = 16;
 /// loop does not spin.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
+/// Why this client has no file transfers.
+#[derive(Debug, Clone, thiserror::Error)]
+pub(crate) enum FilesOff {
+    /// The clear protocol has no keys to seal a file's offer or its data with.
+    #[error("files are sent only sealed, and this client speaks the clear protocol (--plaintext)")]
+    Plaintext,
+    /// The transfer port could not be had; the text says why.
+    #[error("{0}")]
+    NoPort(String),
+}
+
 /// The two sockets on one port number.
-pub(in crate::client) struct Bound {
-    pub(in crate::client) udp: UdpSocket,
+pub(crate) struct Bound {
+    pub(crate) udp: UdpSocket,
     /// `Err` when files are off: why the TCP port could not be had.
-    pub(in crate::client) tcp: Result<TcpListener, io::Error>,
+    pub(crate) tcp: Result<TcpListener, io::Error>,
 }
 
 /// Binds UDP on `ip:port` and TCP on the same address (see the module's header).
 ///
 /// # Errors
 /// Binding UDP failed (as before files existed: the chat cannot run without it).
-pub(in crate::client) async fn bind_pair(ip: IpAddr, port: u16) -> io::Result<Bound> {
+pub(crate) async fn bind_pair(ip: IpAddr, port: u16) -> io::Result<Bound> {
     let mut tries = 0;
     loop {
         let udp = UdpSocket::bind(SocketAddr::new(ip, port)).await?;
@@ -66,10 +77,7 @@ pub(in crate::client) async fn bind_pair(ip: IpAddr, port: u16) -> io::Result<Bo
 }
 
 /// Accepts connections on `listener` for as long as the chat reads `inputs`.
-pub(in crate::client) fn spawn_accepting(
-    listener: Arc<TcpListener>,
-    inputs: mpsc::Sender<TransferInput>,
-) {
+pub(crate) fn spawn_accepting(listener: Arc<TcpListener>, inputs: mpsc::Sender<TransferInput>) {
     runtime::spawn(async move {
         let reading = Arc::new(AtomicUsize::new(0));
         let mut incoming = listener.incoming();

@@ -34,7 +34,7 @@
 //! pair's current keys. Memory is bounded: at most [`MAX_OUTGOING`] outgoing and [`MAX_INCOMING`]
 //! incoming entries, of which at most [`MAX_UNANSWERED_OFFERS`] unanswered offers.
 
-pub(in crate::client) mod input;
+pub(crate) mod input;
 mod listener;
 mod run;
 mod store;
@@ -65,7 +65,7 @@ use input::{Outcome, TransferInput};
 use run::Reporting;
 use store::{Record, Store};
 
-pub(in crate::client) use listener::{bind_pair, Bound};
+pub(crate) use listener::{bind_pair, Bound, FilesOff};
 
 /// Outgoing entries (offers and transfers) at once; one more `/send` is refused.
 pub const MAX_OUTGOING: usize = 64;
@@ -174,20 +174,20 @@ impl Entry {
 
 /// What the chat loop lends the table to act: the courier (to send file messages, and the
 /// pair's keys), who is online, and this session's name.
-pub(in crate::client) struct Net<'a> {
-    pub(in crate::client) courier: &'a mut Courier,
-    pub(in crate::client) peers: &'a PeerList,
-    pub(in crate::client) me: &'a str,
+pub(crate) struct Net<'a> {
+    pub(crate) courier: &'a mut Courier,
+    pub(crate) peers: &'a PeerList,
+    pub(crate) me: &'a str,
 }
 
 /// The table of offers and transfers, both ways.
-pub(in crate::client) struct Transfers {
+pub(crate) struct Transfers {
     settings: FileSettings,
     entries: BTreeMap<TransferId, Entry>,
     store: Option<Store>,
     inputs: mpsc::Sender<TransferInput>,
-    /// Why files are off (no transfer port), if they are.
-    off: Option<String>,
+    /// Why files are off, if they are.
+    off: Option<FilesOff>,
     next_run: u64,
 }
 
@@ -200,11 +200,13 @@ fn seconds_until(deadline: SystemTime, now: SystemTime) -> u64 {
 
 impl Transfers {
     /// The table of account `me`, its records read back, accepting connections on `listener`
-    /// (`Err`: files are off, and why). Returns the inputs for the chat loop, and warnings.
-    pub(in crate::client) fn start(
+    /// (`Err`: files are off, and why). Returns the inputs for the chat loop, and warnings: a
+    /// client that could not listen says so at once; a `--plaintext` one only when a file
+    /// command is typed (the lab's clear mode stays as quiet as it was).
+    pub(crate) fn start(
         settings: FileSettings,
         me: &str,
-        listener: Result<std::sync::Arc<TcpListener>, String>,
+        listener: Result<std::sync::Arc<TcpListener>, FilesOff>,
     ) -> (Transfers, mpsc::Receiver<TransferInput>, Vec<ClientEvent>) {
         let (inputs, fed) = mpsc::channel(TRANSFER_INPUTS);
         let off = match listener {
@@ -223,7 +225,7 @@ impl Transfers {
             next_run: 0,
         };
         let mut said = Vec::new();
-        if let Some(why) = &transfers.off {
+        if let Some(why @ FilesOff::NoPort(_)) = &transfers.off {
             said.push(ClientEvent::Warning {
                 message: format!("file transfers are off: {why}; chatting works"),
             });
@@ -323,7 +325,7 @@ impl Transfers {
     // ---- the person's commands ----
 
     /// Acts on one of the person's file commands.
-    pub(in crate::client) async fn command(
+    pub(crate) async fn command(
         &mut self,
         command: TransferCommand,
         net: Net<'_>,
@@ -669,7 +671,7 @@ impl Transfers {
     // ---- the peer's file messages ----
 
     /// What became of a file message (one of the peer's, or one of ours).
-    pub(in crate::client) async fn news(
+    pub(crate) async fn news(
         &mut self,
         news: FileNews,
         net: Net<'_>,
@@ -997,7 +999,7 @@ impl Transfers {
     }
 
     /// An input from a transfer's task or the listener.
-    pub(in crate::client) async fn input(
+    pub(crate) async fn input(
         &mut self,
         input: TransferInput,
         net: Net<'_>,
@@ -1241,7 +1243,7 @@ impl Transfers {
 
     /// Housekeeping, every second: offers lapse; interrupted incoming transfers whose wait is
     /// over try again when their sender is online.
-    pub(in crate::client) fn tick(&mut self, mut net: Net<'_>, emit: &mut dyn FnMut(ClientEvent)) {
+    pub(crate) fn tick(&mut self, mut net: Net<'_>, emit: &mut dyn FnMut(ClientEvent)) {
         let now = SystemTime::now();
         let lapsed: Vec<TransferId> = self
             .entries
@@ -1283,7 +1285,7 @@ impl Transfers {
 
     /// Peers came online (a `joined`, or everyone in a `welcome` after logging in again): their
     /// interrupted transfers resume — the receiver connects, the sender says `file_resume`.
-    pub(in crate::client) async fn online(
+    pub(crate) async fn online(
         &mut self,
         names: &[String],
         mut net: Net<'_>,
@@ -1318,7 +1320,7 @@ impl Transfers {
 }
 
 /// The names a server message says came online.
-pub(in crate::client) fn came_online(message: &ServerMessage) -> Vec<String> {
+pub(crate) fn came_online(message: &ServerMessage) -> Vec<String> {
     match message {
         ServerMessage::Joined { peer } => vec![peer.username.clone()],
         ServerMessage::Welcome { peers, .. } => peers.iter().map(|p| p.username.clone()).collect(),
@@ -1410,7 +1412,7 @@ fn hex(bytes: &[u8]) -> String {
 #[derive(Debug, thiserror::Error)]
 enum Refused {
     #[error("file transfers are off: {0}")]
-    Off(String),
+    Off(FilesOff),
     #[error("{0} files are already offered or on their way; wait for some to finish")]
     TooMany(usize),
     #[error("cannot send {}: {source}", .path.display())]

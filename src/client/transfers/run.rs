@@ -20,12 +20,12 @@ use crate::transfer::{
 };
 
 /// What every run needs to report.
-pub(in crate::client) struct Reporting {
-    pub(in crate::client) id: TransferId,
-    pub(in crate::client) run: u64,
+pub(crate) struct Reporting {
+    pub(crate) id: TransferId,
+    pub(crate) run: u64,
     /// The shortest time between two progress reports.
-    pub(in crate::client) every: Duration,
-    pub(in crate::client) inputs: mpsc::Sender<TransferInput>,
+    pub(crate) every: Duration,
+    pub(crate) inputs: mpsc::Sender<TransferInput>,
 }
 
 impl Reporting {
@@ -57,7 +57,7 @@ impl Reporting {
 }
 
 /// Serves `source` on `stream` (its `opening` read), keyed with `key`.
-pub(in crate::client) fn spawn_serve(
+pub(crate) fn spawn_serve(
     reporting: Reporting,
     stream: TcpStream,
     opening: Opening,
@@ -81,7 +81,7 @@ pub(in crate::client) fn spawn_serve(
 }
 
 /// Connects to the sender's transfer port at `sender` and fetches `request` into `partial`.
-pub(in crate::client) fn spawn_fetch(
+pub(crate) fn spawn_fetch(
     reporting: Reporting,
     sender: SocketAddr,
     request: Request,

@@ -27,27 +27,27 @@ const VERSION: u32 = 1;
 
 /// One transfer as stored.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub(in crate::client) struct Record {
-    pub(in crate::client) transfer: TransferId,
-    pub(in crate::client) direction: Direction,
+pub(crate) struct Record {
+    pub(crate) transfer: TransferId,
+    pub(crate) direction: Direction,
     /// The peer's name as the server spelled it.
-    pub(in crate::client) peer: String,
+    pub(crate) peer: String,
     /// The name offered.
-    pub(in crate::client) name: String,
-    pub(in crate::client) size: u64,
+    pub(crate) name: String,
+    pub(crate) size: u64,
     /// Outgoing: the file's path.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub(in crate::client) path: Option<PathBuf>,
+    pub(crate) path: Option<PathBuf>,
     /// Outgoing: the file's modification time at the offer, in nanoseconds since 1970.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub(in crate::client) modified_ns: Option<u128>,
+    pub(crate) modified_ns: Option<u128>,
     /// Incoming: the download folder its partial file is in.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub(in crate::client) folder: Option<PathBuf>,
+    pub(crate) folder: Option<PathBuf>,
     /// When it was offered, in seconds since 1970: when an unanswered offer lapses.
-    pub(in crate::client) offered_at: u64,
+    pub(crate) offered_at: u64,
     /// Whether the offer was accepted.
-    pub(in crate::client) accepted: bool,
+    pub(crate) accepted: bool,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -58,23 +58,23 @@ struct Layout {
 
 /// The records' file of one account.
 #[derive(Debug, Clone)]
-pub(in crate::client) struct Store {
+pub(crate) struct Store {
     path: PathBuf,
 }
 
 /// Seconds since 1970 (0 for a clock before it).
-pub(in crate::client) fn unix_seconds(time: SystemTime) -> u64 {
+pub(crate) fn unix_seconds(time: SystemTime) -> u64 {
     time.duration_since(UNIX_EPOCH)
         .map_or(0, |since| since.as_secs())
 }
 
 /// A modification time as stored, and back.
-pub(in crate::client) fn to_nanos(time: SystemTime) -> u128 {
+pub(crate) fn to_nanos(time: SystemTime) -> u128 {
     time.duration_since(UNIX_EPOCH)
         .map_or(0, |since| since.as_nanos())
 }
 
-pub(in crate::client) fn from_nanos(nanos: u128) -> SystemTime {
+pub(crate) fn from_nanos(nanos: u128) -> SystemTime {
     let secs = (nanos / 1_000_000_000) as u64;
     let rest = (nanos % 1_000_000_000) as u32;
     UNIX_EPOCH + Duration::new(secs, rest)
@@ -83,7 +83,7 @@ pub(in crate::client) fn from_nanos(nanos: u128) -> SystemTime {
 impl Store {
     /// The file for `account`, from the environment's `XDG_DATA_HOME` and `HOME`; `None` without
     /// either (nothing then survives a restart).
-    pub(in crate::client) fn for_account(account: &str) -> Option<Store> {
+    pub(crate) fn for_account(account: &str) -> Option<Store> {
         let var = |name| {
             std::env::var_os(name)
                 .filter(|v| !v.is_empty())
@@ -97,7 +97,7 @@ impl Store {
     }
 
     /// The file for `account` under an XDG data folder, else under the home folder.
-    pub(in crate::client) fn in_folder(
+    pub(crate) fn in_folder(
         xdg_data_home: Option<&Path>,
         home: Option<&Path>,
         account: &str,
@@ -123,7 +123,7 @@ impl Store {
     /// # Errors
     /// The file exists but could not be read or does not parse: it is renamed aside
     /// (`….bad`) so the next save does not lose it silently, and the error says so.
-    pub(in crate::client) fn load(&self) -> Result<Vec<Record>, StoreError> {
+    pub(crate) fn load(&self) -> Result<Vec<Record>, StoreError> {
         let text = match fs::read(&self.path) {
             Ok(text) => text,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
@@ -151,7 +151,7 @@ impl Store {
     ///
     /// # Errors
     /// The folder, the temporary file, the write, the sync or the rename failed.
-    pub(in crate::client) fn save(&self, records: &[Record]) -> Result<(), StoreError> {
+    pub(crate) fn save(&self, records: &[Record]) -> Result<(), StoreError> {
         let failed = |source| StoreError::Write {
             path: self.path.clone(),
             source,
@@ -178,7 +178,7 @@ impl Store {
 
 /// Why the records could not be read or written; the text names the file.
 #[derive(Debug, thiserror::Error)]
-pub(in crate::client) enum StoreError {
+pub(crate) enum StoreError {
     #[error("could not read the file transfers' records {}: {source}", .path.display())]
     Read { path: PathBuf, source: io::Error },
     #[error("the file transfers' records {} do not read; set aside as {}", .path.display(), .aside.display())]
