@@ -38,6 +38,14 @@ Received direct messages are dropped (and counted) when oversized, malformed, cl
 client that seals, under an unknown or ended session's key, not from the announced address \
 of the peer they name, forged, replayed, or over that sender's rate limit (a token bucket \
 per sender: --dm-burst at once, then --dm-rate per second).\n\n\
+Files go straight to a peer, never through the server: /send NAME PATH offers one (Tab \
+completes the path), the peer answers /accept NAME or /decline NAME (an offer lapses after \
+--offer-timeout), and the receiver's client fetches it over TCP from the sender's transfer port \
+(the number of its UDP port), sealed with the pair's keys; it is saved in --download-dir (else \
+the XDG download folder, else ~/Downloads) under a safe name, never over an existing file, \
+once its SHA-256 matches. /transfers lists offers and transfers, /cancel stops one at both \
+ends, and an interrupted transfer resumes where it stopped when both are online (/resume). \
+Not with --plaintext.\n\n\
 Lines for the server are paced to the flood limit it announces (none is dropped; the rest \
 wait, \"sending N queued lines…\"). A line typed while the server is away is shown \
 [queued] and sent once logged in again (\"N queued lines sent\"). On a terminal, a wrong password, a taken or invalid name \

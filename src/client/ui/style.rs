@@ -20,6 +20,7 @@ use super::super::event::{
     own_direct_head, own_line_head, room_head, ClientEvent, RoomMessage, QUEUED_MARK,
 };
 use super::super::screen::{escape, message, wrap, CONTINUATION, MORE_LINES};
+use super::super::transfer_event::{Direction, TransferEvent};
 use crate::protocol::PeerInfo;
 
 /// Ring the terminal's bell.
@@ -237,6 +238,15 @@ impl Renderer {
                 (self.colour_lines(RED, &event.render(max)), false)
             }
             ClientEvent::Warning { .. } => (self.colour_lines(YELLOW, &event.render(max)), false),
+            // An offer is addressed to the person, as a direct message is: it rings; a transfer
+            // that stopped is an error's colour.
+            ClientEvent::Transfer(TransferEvent::FileOffer {
+                direction: Direction::In,
+                ..
+            }) => (event.render(max), true),
+            ClientEvent::Transfer(TransferEvent::FileFailed { .. }) => {
+                (self.colour_lines(RED, &event.render(max)), false)
+            }
             other => (other.render(max), false),
         };
         let mut shown = self.stamp(lines, head.as_deref(), time);
