@@ -82,6 +82,17 @@ fn peak_rss_kib() -> u64 {
         .unwrap()
 }
 
+/// CPU seconds this process used so far, user and system (`/proc/self/stat`, in clock ticks of
+/// 1/100 s, the kernel's `USER_HZ` on Linux).
+fn cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap();
+    // The fields after the command's name (which is in parentheses and may hold spaces).
+    let after = &stat[stat.rfind(')').unwrap() + 2..];
+    let fields: Vec<&str> = after.split(' ').collect();
+    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+    ticks as f64 / 100.0
+}
+
 /// The plain copy: `source` read and written to one TCP connection, the other end writing it to
 /// `target` and syncing it; the seconds from connect to the sync's end.
 fn plain_copy(source: &Path, target: &Path) -> f64 {
@@ -228,6 +239,7 @@ fn bench_child() {
             transfer::serve(stream, &opening, &key(), &source, &limits, |_| {})
                 .await
                 .unwrap();
+            eprintln!("sender: {:.2} CPU seconds", cpu_seconds());
         } else {
             let folder = PathBuf::from(var("P2PCHAT_BENCH_FOLDER"));
             let start = Instant::now();
@@ -246,6 +258,7 @@ fn bench_child() {
                 .await
                 .unwrap();
             let seconds = start.elapsed().as_secs_f64();
+            eprintln!("receiver: {:.2} CPU seconds", cpu_seconds());
             println!(
                 "RECEIVED {seconds:.3} {} {}",
                 hex(&saved.sha256),
