@@ -41,9 +41,10 @@ client *FLAGS:
 fmt:
     @cargo fmt --all
 
-# Benchmarks (release): login flood and timing at the default scrypt cost, then every load workload (docs/performance.md).
+# Benchmarks (release): login flood and timing at the default scrypt cost, file transfer (1 GiB on loopback, 20 MiB over a lossy link), then every load workload (docs/performance.md).
 bench:
     @cargo test --release --locked --test bench -- --ignored --nocapture --test-threads 1
+    @cargo test --release --locked --test transfer_bench -- --ignored --nocapture --test-threads 1
     @cargo build --release --locked --bin p2pchat-server
     @cargo bench --locked --bench load
 

@@ -579,3 +579,164 @@ pub(crate) async fn connect<S: AsyncRead + AsyncWrite + Unpin>(
     .await
     .ok_or(TransferError::HandshakeTimeout(limits.handshake))?
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures::io::Cursor;
+
+    fn pair() -> (RecordSealer, RecordOpener) {
+        let cipher = ChaCha20Poly1305::new_from_slice(&[7u8; 32]).unwrap();
+        (
+            RecordSealer {
+                cipher: cipher.clone(),
+                counter: 0,
+            },
+            RecordOpener { cipher, counter: 0 },
+        )
+    }
+
+    fn sealed(sealer: &mut RecordSealer, kind: RecordType, payload: &[u8]) -> Vec<u8> {
+        let mut record = RecordSealer::buffer(payload.len());
+        record.extend_from_slice(payload);
+        sealer.seal(kind, &mut record);
+        record
+    }
+
+    fn open(
+        opener: &mut RecordOpener,
+        wire: &[u8],
+    ) -> Result<(RecordType, Vec<u8>), TransferError> {
+        let mut cursor = Cursor::new(wire.to_vec());
+        runtime::block_on(opener.next(&mut cursor, Duration::from_secs(5)))
+    }
+
+    #[test]
+    fn records_open_in_order_and_the_payload_is_not_on_the_wire() {
+        let (mut sealer, mut opener) = pair();
+        let first = sealed(&mut sealer, RecordType::Data, b"the secret plan");
+        let second = sealed(&mut sealer, RecordType::End, &[1u8; 40]);
+        assert_eq!(first.len(), RECORD_HEADER_BYTES + 15 + RECORD_TAG_BYTES);
+        assert!(!first.windows(6).any(|w| w == b"secret"));
+        assert_eq!(
+            open(&mut opener, &first).unwrap(),
+            (RecordType::Data, b"the secret plan".to_vec())
+        );
+        assert_eq!(
+            open(&mut opener, &second).unwrap(),
+            (RecordType::End, vec![1u8; 40])
+        );
+    }
+
+    #[test]
+    fn a_record_replayed_reordered_or_dropped_does_not_open() {
+        let (mut sealer, mut opener) = pair();
+        let first = sealed(&mut sealer, RecordType::Data, b"one");
+        let second = sealed(&mut sealer, RecordType::Data, b"two");
+        // The second first (the first dropped, or the two swapped).
+        assert!(matches!(
+            open(&mut opener, &second),
+            Err(TransferError::Forged)
+        ));
+        let (_, mut opener) = pair();
+        open(&mut opener, &first).unwrap();
+        // The first again (replayed).
+        assert!(matches!(
+            open(&mut opener, &first),
+            Err(TransferError::Forged)
+        ));
+    }
+
+    #[test]
+    fn every_changed_bit_of_a_record_is_refused() {
+        let (mut sealer, _) = pair();
+        let record = sealed(&mut sealer, RecordType::Data, b"hello bob");
+        for i in 0..record.len() {
+            for bit in 0..8 {
+                let mut changed = record.clone();
+                changed[i] ^= 1 << bit;
+                let (_, mut opener) = pair();
+                let result = open(&mut opener, &changed);
+                match i {
+                    // The type: unknown, or another type, which the tag covers.
+                    0 => assert!(
+                        matches!(
+                            result,
+                            Err(TransferError::Malformed | TransferError::Forged)
+                        ),
+                        "type bit {bit}: {result:?}"
+                    ),
+                    // The length: out of bounds, or longer than what follows, or shorter.
+                    1..RECORD_HEADER_BYTES => assert!(result.is_err(), "length byte {i}"),
+                    _ => assert!(
+                        matches!(result, Err(TransferError::Forged)),
+                        "byte {i} bit {bit}: {result:?}"
+                    ),
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn lengths_out_of_bounds_are_refused_before_reading_the_body() {
+        let (_, mut opener) = pair();
+        let too_long = (MAX_RECORD_PLAINTEXT + RECORD_TAG_BYTES + 1) as u32;
+        let mut wire = vec![RecordType::Data as u8];
+        wire.extend_from_slice(&too_long.to_be_bytes());
+        assert!(matches!(
+            open(&mut opener, &wire),
+            Err(TransferError::Malformed)
+        ));
+        let mut wire = vec![RecordType::Data as u8];
+        wire.extend_from_slice(&15u32.to_be_bytes());
+        wire.extend_from_slice(&[0u8; 15]);
+        assert!(matches!(
+            open(&mut opener, &wire),
+            Err(TransferError::Malformed)
+        ));
+        // A stream that ends inside a record is a lost connection, not a record.
+        assert!(matches!(
+            open(&mut opener, &[RecordType::Data as u8, 0, 0]),
+            Err(TransferError::Connection(_))
+        ));
+    }
+
+    #[test]
+    fn an_opening_reads_back_and_a_foreign_one_is_refused() {
+        let opening = Opening::new(TransferId([3; 16]), KeyId([4; 8]), KeyId([5; 8]), 77);
+        let bytes = opening.encode();
+        assert_eq!(Opening::decode(&bytes).unwrap(), opening);
+        let mut other = bytes;
+        other[0] = b'P';
+        assert_eq!(Opening::decode(&other), Err(OpeningError::NotATransfer));
+        let mut newer = bytes;
+        newer[MAGIC.len()] = 2;
+        assert_eq!(
+            Opening::decode(&newer),
+            Err(OpeningError::UnknownVersion(2))
+        );
+        // Two openings never share a nonce.
+        let again = Opening::new(TransferId([3; 16]), KeyId([4; 8]), KeyId([5; 8]), 77);
+        assert_ne!(again.encode(), bytes);
+    }
+
+    #[test]
+    fn each_connection_has_its_own_keys_and_each_direction_its_own() {
+        let key = TransferKey::from_bytes([9; 32]);
+        let opening = Opening::new(TransferId([1; 16]), KeyId([2; 8]), KeyId([3; 8]), 0).encode();
+        let reply = [1u8; REPLY_BYTES];
+        let keys = ConnectionKeys::derive(&key, &opening, &reply);
+        assert_ne!(keys.receiver_proof(), keys.sender_proof());
+        assert!(keys.check_receiver(&keys.receiver_proof()).is_ok());
+        assert!(matches!(
+            keys.check_receiver(&keys.sender_proof()),
+            Err(TransferError::WrongKey)
+        ));
+        let mut other_reply = reply;
+        other_reply[5] ^= 1;
+        let other = ConnectionKeys::derive(&key, &opening, &other_reply);
+        assert!(other.check_receiver(&keys.receiver_proof()).is_err());
+        let other_key = ConnectionKeys::derive(&TransferKey::from_bytes([8; 32]), &opening, &reply);
+        assert!(other_key.check_sender(&keys.sender_proof()).is_err());
+    }
+}

@@ -286,3 +286,110 @@ pub fn check_free_space(folder: &Path, needed: u64) -> Result<(), TransferError>
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    const ID: TransferId = TransferId([0xab; 16]);
+
+    #[test]
+    fn a_partial_file_is_hidden_private_and_resumes_where_it_ends() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut partial = Partial::create(dir.path(), &ID, "../report.pdf").unwrap();
+        assert_eq!(partial.name(), "report.pdf");
+        let file_name = partial
+            .path()
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .into_owned();
+        assert_eq!(file_name, format!(".report.pdf.{ID}{PARTIAL_SUFFIX}"));
+        let mode = std::fs::metadata(partial.path())
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+        partial.append(b"hello ").unwrap();
+        partial.sync().unwrap();
+        drop(partial);
+        let mut again = Partial::open_existing(dir.path(), &ID, "../report.pdf").unwrap();
+        assert_eq!(again.len(), 6);
+        again.append(b"world").unwrap();
+        let hasher = again.hash_prefix().unwrap();
+        assert_eq!(
+            hasher.finalize().as_slice(),
+            Sha256::digest(b"hello world").as_slice()
+        );
+        // A second create for the same transfer does not truncate it.
+        assert!(Partial::create(dir.path(), &ID, "report.pdf").is_err());
+        assert_eq!(
+            Partial::open_or_create(dir.path(), &ID, "report.pdf")
+                .unwrap()
+                .len(),
+            11
+        );
+        let path = again.path();
+        again.remove().unwrap();
+        assert!(!path.exists());
+    }
+
+    #[test]
+    fn a_link_planted_at_the_partial_name_is_not_followed() {
+        let dir = tempfile::tempdir().unwrap();
+        let victim = dir.path().join("victim");
+        std::fs::write(&victim, b"precious").unwrap();
+        let planted = dir.path().join(partial_file_name(&ID, "report.pdf"));
+        std::os::unix::fs::symlink(&victim, &planted).unwrap();
+        assert!(Partial::create(dir.path(), &ID, "report.pdf").is_err());
+        assert!(Partial::open_existing(dir.path(), &ID, "report.pdf").is_err());
+        assert!(Partial::open_or_create(dir.path(), &ID, "report.pdf").is_err());
+        assert_eq!(std::fs::read(&victim).unwrap(), b"precious");
+    }
+
+    #[test]
+    fn the_final_rename_takes_the_first_free_name_and_replaces_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        for taken in ["report.pdf", "report (1).pdf"] {
+            std::fs::write(dir.path().join(taken), taken).unwrap();
+        }
+        let mut partial = Partial::create(dir.path(), &ID, "report.pdf").unwrap();
+        partial.append(b"new").unwrap();
+        let path = partial.finish().unwrap();
+        assert_eq!(path, dir.path().join("report (2).pdf"));
+        assert_eq!(std::fs::read(&path).unwrap(), b"new");
+        for taken in ["report.pdf", "report (1).pdf"] {
+            assert_eq!(
+                std::fs::read(dir.path().join(taken)).unwrap(),
+                taken.as_bytes()
+            );
+        }
+        // The rename itself refuses an existing name, whoever made it meanwhile.
+        let (from, to) = (dir.path().join("a"), dir.path().join("b"));
+        std::fs::write(&from, b"a").unwrap();
+        std::fs::write(&to, b"b").unwrap();
+        let error = rename_no_replace(&from, &to).unwrap_err();
+        assert_eq!(error.kind(), io::ErrorKind::AlreadyExists);
+        assert_eq!(std::fs::read(&to).unwrap(), b"b");
+    }
+
+    #[test]
+    fn more_than_the_free_space_is_refused_with_the_figures() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(check_free_space(dir.path(), 1).is_ok());
+        match check_free_space(dir.path(), u64::MAX) {
+            Err(TransferError::NoSpace {
+                needed, available, ..
+            }) => assert!(needed == u64::MAX && available < needed),
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            free_space(&dir.path().join("missing")),
+            Err(TransferError::Disk {
+                step: DiskStep::FreeSpace,
+                ..
+            })
+        ));
+    }
+}
