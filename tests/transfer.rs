@@ -460,6 +460,42 @@ fn a_transfer_resumes_after_the_server_and_the_receiver_restart() {
     file_event(&mut a, "file_done", "out");
 }
 
+#[test]
+fn a_sender_killed_mid_transfer_serves_the_rest_after_a_restart() {
+    let (_users, server, alice, mut a, bob, mut b) = two_online(&[]);
+    let files = TempDir::new().unwrap();
+    let bytes = content(SIZE);
+    let path = file_to_send(&files, "archive.tar", &bytes);
+    a.send(&format!("/send bob {}", path.display()));
+    file_event(&mut b, "file_offer", "in");
+    // alice holds still, then dies: bob's fetch never gets a byte from her.
+    let frozen = a.freeze();
+    b.send("/accept alice");
+    file_event(&mut b, "file_accepted", "in");
+    let partial = wait_until("bob's partial file", || {
+        bob.downloaded()
+            .into_iter()
+            .find(|n| n.ends_with(".p2pchat-part"))
+    });
+    a.kill();
+    // Dead: there is nothing left to let go on.
+    std::mem::forget(frozen);
+    b.expect("alice left", |e| {
+        e["event"] == "left" && e["username"] == "alice"
+    });
+    // What a transfer cut at the middle leaves.
+    fs::write(bob.downloads.join(&partial), &bytes[..SIZE / 2]).unwrap();
+    // alice starts again: her records name the file; bob resumes from his partial file's end.
+    let mut a = alice.start(server.addr, "login", &[]);
+    let started = file_event(&mut b, "file_started", "in");
+    assert_eq!(started["offset"], (SIZE / 2) as u64);
+    let done = file_event(&mut b, "file_done", "in");
+    assert_eq!(done["sha256"], sha256_hex(&bytes));
+    assert_eq!(fs::read(bob.downloads.join("archive.tar")).unwrap(), bytes);
+    let sent = file_event(&mut a, "file_done", "out");
+    assert_eq!(sent["sha256"], sha256_hex(&bytes));
+}
+
 /// The opening a receiver sends first (docs/protocol.md, "File transfer: the data connection"),
 /// made by hand: magic, version, transfer id, receiver's and sender's key ids, offset, nonce.
 fn opening(transfer: &str, receiver_key: &[u8], sender_key: &[u8]) -> Vec<u8> {

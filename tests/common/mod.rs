@@ -603,6 +603,17 @@ impl ChatClient {
         }
     }
 
+    /// The client's peak resident memory so far (VmHWM), in KiB.
+    pub fn peak_rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .expect("read /proc/PID/status");
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("a VmHWM line")
+    }
+
     /// Stops the client (SIGSTOP) until the returned guard is dropped: a peer that holds still
     /// at a chosen moment, whatever it was about to do.
     pub fn freeze(&self) -> Frozen {

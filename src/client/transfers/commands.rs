@@ -73,17 +73,18 @@ impl Transfers {
             name: name.clone(),
             size: source.size,
         };
-        let peer = net
-            .courier
-            .send_file(net.peers, net.me, to, id, signal)
-            .await
-            .map_err(|e| Refused::NotSent(e.to_string()))?;
         let size = source.size;
+        // Recorded (on disk) before it is offered: a crash between the two leaves a record
+        // without an offer (it lapses), never an offer this client cannot serve after a restart.
+        let peer = net
+            .peers
+            .get(to)
+            .map_or_else(|| to.to_string(), |p| p.username.clone());
         self.entries.insert(
             id,
             Entry {
                 direction: Direction::Out,
-                peer: peer.username.clone(),
+                peer,
                 name,
                 size,
                 source: Some(source),
@@ -96,6 +97,15 @@ impl Transfers {
             },
         );
         self.save(emit);
+        if let Err(e) = net
+            .courier
+            .send_file(net.peers, net.me, to, id, signal)
+            .await
+        {
+            self.entries.remove(&id);
+            self.save(emit);
+            return Err(Refused::NotSent(e.to_string()));
+        }
         let lapses_in = self.settings.offer_timeout.as_secs();
         emit(self.said(id, |s| TransferEvent::FileOffer {
             transfer: s.transfer,
@@ -162,16 +172,26 @@ impl Transfers {
         .ok_or(Refused::NoDownloadFolder)?;
         folder::create_folder(&folder).map_err(|e| Refused::Engine(e.to_string()))?;
         partial::check_free_space(&folder, size).map_err(|e| Refused::Engine(e.to_string()))?;
-        net.courier
-            .send_file(net.peers, net.me, &peer, id, FileSignal::FileAccept)
-            .await
-            .map_err(|e| Refused::NotSent(e.to_string()))?;
+        // Recorded before it is answered, as an offer is before it is made.
         if let Some(entry) = self.entries.get_mut(&id) {
             entry.state = State::Accepted;
             entry.folder = Some(folder);
             entry.retry_at = Some(Instant::now());
         }
         self.save(emit);
+        let answered = net
+            .courier
+            .send_file(net.peers, net.me, &peer, id, FileSignal::FileAccept)
+            .await;
+        if let Err(e) = answered {
+            if let Some(entry) = self.entries.get_mut(&id) {
+                entry.state = State::Offered;
+                entry.folder = None;
+                entry.retry_at = None;
+            }
+            self.save(emit);
+            return Err(Refused::NotSent(e.to_string()));
+        }
         emit(self.said(id, |s| TransferEvent::FileAccepted {
             transfer: s.transfer,
             direction: s.direction,

@@ -271,3 +271,45 @@ pub(super) enum Refused {
     #[error("no interrupted transfer to resume (/transfers lists them)")]
     NothingToResume,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_lost_connection_is_retried_a_full_disk_waits_and_a_bad_file_is_over() {
+        let lost = TransferError::Connection(std::io::ErrorKind::ConnectionReset.into());
+        assert!(matches!(Ending::of(&lost, Direction::In), Ending::Retry));
+        let stalled = TransferError::Stalled(std::time::Duration::from_secs(30));
+        assert!(matches!(
+            Ending::of(&stalled, Direction::Out),
+            Ending::Retry
+        ));
+        let full = TransferError::DiskFull {
+            step: crate::transfer::DiskStep::WritePartial,
+        };
+        assert!(matches!(Ending::of(&full, Direction::In), Ending::Wait));
+        for over in [
+            TransferError::HashMismatch,
+            TransferError::FileChanged,
+            TransferError::TooLong { offered: 1 },
+        ] {
+            assert!(
+                matches!(Ending::of(&over, Direction::In), Ending::Over),
+                "{over}"
+            );
+        }
+        // The sender: a connection that never proved itself says nothing about the transfer.
+        assert!(before_the_file(&TransferError::WrongKey));
+        assert!(!before_the_file(&TransferError::FileChanged));
+    }
+
+    #[test]
+    fn an_id_is_named_by_four_hex_digits_or_more_in_any_case() {
+        let id = TransferId::from_hex("1a2b3c4d00000000000000000000000f").unwrap();
+        assert!(matches_id(&id, "1a2b"));
+        assert!(matches_id(&id, "1A2B3C4D"));
+        assert!(!matches_id(&id, "1a2"), "too short to name one");
+        assert!(!matches_id(&id, "1a2c"));
+    }
+}
