@@ -794,10 +794,7 @@ fn the_merged_diagram_shows_each_packet_once_with_joined_to_every_other_client_a
 
 /// A pcap (raw IP) of `packets`, one a millisecond.
 fn pcap_of(packets: &[Vec<u8>]) -> Vec<u8> {
-    let mut file = Vec::new();
-    for word in [0xa1b2_c3d4u32] {
-        file.extend_from_slice(&word.to_le_bytes());
-    }
+    let mut file = 0xa1b2_c3d4u32.to_le_bytes().to_vec();
     file.extend_from_slice(&2u16.to_le_bytes());
     file.extend_from_slice(&4u16.to_le_bytes());
     file.extend_from_slice(&0i32.to_le_bytes());
