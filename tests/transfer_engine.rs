@@ -557,7 +557,8 @@ fn a_file_changed_since_the_offer_is_refused() {
             matches!(saved, Err(TransferError::Aborted(AbortReason::FileChanged))),
             "{saved:?}"
         );
-        assert!(!dl.join(NAME).exists());
+        // Nothing kept: this transfer can never finish (a new offer is a new transfer).
+        assert_eq!(files_in(&dl), Vec::<String>::new());
         // A longer file is refused as well.
         let (source, _) = make_file(&src, 1_000);
         std::fs::write(&source.path, vec![1u8; 1_001]).unwrap();
@@ -567,6 +568,21 @@ fn a_file_changed_since_the_offer_is_refused() {
             matches!(served, Err(TransferError::FileChanged)),
             "{served:?}"
         );
+        // A FIFO put in its place is refused at once, not waited on.
+        std::fs::remove_file(&source.path).unwrap();
+        rustix::fs::mkfifoat(
+            rustix::fs::CWD,
+            &source.path,
+            rustix::fs::Mode::from_raw_mode(0o600),
+        )
+        .unwrap();
+        let keys = self::keys();
+        let (served, _) = transfer_direct(&keys, &source, &dl, 1_000, small_records()).await;
+        assert!(
+            matches!(served, Err(TransferError::FileChanged)),
+            "{served:?}"
+        );
+        assert!(Source::of(source.path.clone()).is_err());
     });
 }
 
