@@ -557,7 +557,8 @@ fn a_file_changed_since_the_offer_is_refused() {
             matches!(saved, Err(TransferError::Aborted(AbortReason::FileChanged))),
             "{saved:?}"
         );
-        assert!(!dl.join(NAME).exists());
+        // Nothing kept: this transfer can never finish (a new offer is a new transfer).
+        assert_eq!(files_in(&dl), Vec::<String>::new());
         // A longer file is refused as well.
         let (source, _) = make_file(&src, 1_000);
         std::fs::write(&source.path, vec![1u8; 1_001]).unwrap();
@@ -567,6 +568,21 @@ fn a_file_changed_since_the_offer_is_refused() {
             matches!(served, Err(TransferError::FileChanged)),
             "{served:?}"
         );
+        // A FIFO put in its place is refused at once, not waited on.
+        std::fs::remove_file(&source.path).unwrap();
+        rustix::fs::mkfifoat(
+            rustix::fs::CWD,
+            &source.path,
+            rustix::fs::Mode::from_raw_mode(0o600),
+        )
+        .unwrap();
+        let keys = self::keys();
+        let (served, _) = transfer_direct(&keys, &source, &dl, 1_000, small_records()).await;
+        assert!(
+            matches!(served, Err(TransferError::FileChanged)),
+            "{served:?}"
+        );
+        assert!(Source::of(source.path.clone()).is_err());
     });
 }
 
@@ -712,4 +728,60 @@ fn fill(path: &Path) {
         }
     }
     panic!("the tmpfs did not fill up");
+}
+
+#[test]
+fn progress_counts_the_whole_file_the_resumed_prefix_included() {
+    run(async {
+        let (_dir, src, dl) = dirs();
+        let (source, content) = make_file(&src, 1_000);
+        let keys = keys();
+        // A first connection cut after three records: 300 bytes kept.
+        let tamper = Tamper {
+            cut_after: Some(FIRST_RECORD + 3 * 121),
+            ..Tamper::default()
+        };
+        let (_, first) = transfer_through(&keys, &source, &dl, tamper, small_records()).await;
+        assert!(first.is_err());
+        assert_eq!(partial_bytes(&dl, &keys).unwrap(), content[..300]);
+
+        let (listener, addr) = bind().await;
+        let limits = small_records();
+        let sender = runtime::spawn({
+            let (keys, source) = (keys.clone(), source.clone());
+            async move {
+                let (mut stream, _) = listener.accept().await.unwrap();
+                let opening = transfer::read_opening(&mut stream, limits.handshake).await?;
+                assert_eq!(opening.offset, 300);
+                let mut seen = Vec::new();
+                let served =
+                    transfer::serve(stream, &opening, &keys.sender, &source, &limits, |p| {
+                        seen.push(p)
+                    })
+                    .await?;
+                Ok::<_, TransferError>((served, seen))
+            }
+        });
+        let partial = Partial::open_existing(&dl, &keys.id, NAME).unwrap();
+        let request = Request {
+            transfer_id: keys.id,
+            receiver_key: keys.receiver_id,
+            sender_key: keys.sender_id,
+            size: 1_000,
+        };
+        let mut seen = Vec::new();
+        let stream = TcpStream::connect(addr).await.unwrap();
+        let saved = transfer::fetch(stream, &request, &keys.receiver, partial, &limits, |p| {
+            seen.push(p)
+        })
+        .await
+        .unwrap();
+        let (served, sender_seen) = sender.await.unwrap();
+        assert_eq!((saved.received, served.sent), (700, 700));
+        for progress in [&seen, &sender_seen] {
+            let done: Vec<u64> = progress.iter().map(|p| p.done).collect();
+            assert_eq!(done, (4..=10).map(|i| i * 100).collect::<Vec<u64>>());
+            assert!(progress.iter().all(|p| p.total == 1_000));
+        }
+    });
 }

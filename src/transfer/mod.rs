@@ -303,8 +303,10 @@ impl TransferError {
     }
 
     /// On the receiver's side: whether the partial file was kept (synced, a good prefix to resume
-    /// from) rather than removed. It is removed only when what was received is known bad: a
-    /// wrong hash, a wrong size, or more bytes than offered.
+    /// from) rather than removed. It is removed only when what was received is known bad (a
+    /// wrong hash, a wrong size, more bytes than offered, a partial file longer than the file) or
+    /// can never be finished (the sender's file changed since the offer: a new offer is a new
+    /// transfer).
     pub fn keeps_partial(&self) -> bool {
         !matches!(
             self,
@@ -312,6 +314,7 @@ impl TransferError {
                 | TransferError::SizeMismatch { .. }
                 | TransferError::TooLong { .. }
                 | TransferError::OffsetBeyondEnd { .. }
+                | TransferError::Aborted(AbortReason::FileChanged | AbortReason::BadOffset)
         )
     }
 }

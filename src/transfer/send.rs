@@ -48,6 +48,9 @@ impl Source {
     pub fn of(path: PathBuf) -> Result<Source, TransferError> {
         let metadata =
             std::fs::metadata(&path).map_err(|e| TransferError::disk(DiskStep::OpenSource, e))?;
+        if !metadata.is_file() {
+            return Err(not_a_file());
+        }
         let modified = metadata
             .modified()
             .map_err(|e| TransferError::disk(DiskStep::OpenSource, e))?;
@@ -210,10 +213,31 @@ async fn stream_file<S: AsyncWrite + Unpin>(
     result
 }
 
-/// Opens the file and checks it is still the one offered.
+/// The error for a path that is not a regular file (a folder, a FIFO, a device): only files
+/// have a size to offer and an end to hash.
+fn not_a_file() -> TransferError {
+    TransferError::disk(
+        DiskStep::OpenSource,
+        std::io::Error::new(std::io::ErrorKind::InvalidInput, "not a regular file"),
+    )
+}
+
+/// Opens the file and checks it is still the one offered. Opened without waiting
+/// (`O_NONBLOCK`, which changes nothing for a regular file), so that a FIFO put at its path since
+/// the offer cannot hold the thread until someone writes to it.
 fn open_unchanged(source: &Source) -> Result<File, TransferError> {
-    let file =
-        File::open(&source.path).map_err(|e| TransferError::disk(DiskStep::OpenSource, e))?;
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .open(&source.path)
+        .map_err(|e| TransferError::disk(DiskStep::OpenSource, e))?;
+    let metadata = file
+        .metadata()
+        .map_err(|e| TransferError::disk(DiskStep::OpenSource, e))?;
+    if !metadata.is_file() {
+        return Err(TransferError::FileChanged);
+    }
     check_unchanged(&file, source)?;
     Ok(file)
 }
