@@ -505,6 +505,27 @@ mod tests {
     }
 
     #[test]
+    fn a_file_offered_to_the_person_rings_and_one_they_made_does_not() {
+        let renderer = logged_in(style(true, false));
+        let offer = |direction| {
+            ClientEvent::Transfer(TransferEvent::FileOffer {
+                transfer: "1a2b3c4d00000000000000000000000f".into(),
+                direction,
+                peer: "bob".into(),
+                name: "a.pdf".into(),
+                size: 3,
+                lapses_in: 600,
+                over_limit: false,
+            })
+        };
+        let shown = renderer.at(&offer(Direction::In), "00:00");
+        assert!(shown.starts_with(BELL), "{shown:?}");
+        assert!(shown.contains("bob offers a.pdf (3 B)"), "{shown:?}");
+        let shown = renderer.at(&offer(Direction::Out), "00:00");
+        assert!(!shown.contains(BELL), "{shown:?}");
+    }
+
+    #[test]
     fn a_mention_or_a_direct_message_rings_and_is_highlighted() {
         let renderer = logged_in(style(true, false));
         let shown = renderer.at(&said("bob", "hey Alice, look"), "00:00");
