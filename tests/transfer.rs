@@ -496,6 +496,60 @@ fn a_sender_killed_mid_transfer_serves_the_rest_after_a_restart() {
     assert_eq!(sent["sha256"], sha256_hex(&bytes));
 }
 
+#[test]
+fn a_transfer_unfinished_for_a_week_is_forgotten_with_its_partial_file_and_a_recent_one_kept() {
+    let users = TempDir::new().unwrap();
+    let server = Server::start(&users.path().join("users.json"), &[]);
+    let bob = Person::new("bob");
+    fs::create_dir_all(&bob.downloads).unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let (old, recent) = (
+        "0123456789abcdef0123456789abcdef",
+        "fedcba9876543210fedcba9876543210",
+    );
+    let record = |id: &str, name: &str, offered_at: u64| {
+        serde_json::json!({"transfer": id, "direction": "in", "peer": "alice", "name": name,
+            "size": 1000, "folder": bob.downloads, "offered_at": offered_at, "accepted": true})
+    };
+    let records = serde_json::json!({"version": 1, "transfers": [
+        record(old, "old.iso", now - 8 * 24 * 3600),
+        record(recent, "new.iso", now - 3600),
+    ]});
+    let folder = bob.home.path().join("data/p2pchat");
+    fs::create_dir_all(&folder).unwrap();
+    fs::write(folder.join("transfers-bob.json"), records.to_string()).unwrap();
+    let old_partial = format!(".old.iso.{old}.p2pchat-part");
+    let recent_partial = format!(".new.iso.{recent}.p2pchat-part");
+    fs::write(bob.downloads.join(&old_partial), [1u8; 500]).unwrap();
+    fs::write(bob.downloads.join(&recent_partial), [2u8; 500]).unwrap();
+
+    let mut b = bob.start(server.addr, "register", &[]);
+    let warning = b.expect_event("warning");
+    assert!(
+        warning["message"]
+            .as_str()
+            .unwrap()
+            .contains("forgot the unfinished transfer of old.iso from alice"),
+        "{warning}"
+    );
+    assert_eq!(
+        bob.downloaded(),
+        [recent_partial],
+        "the week-old partial file is gone"
+    );
+    b.send("/transfers");
+    let listed = b.expect_event("transfers");
+    let rows = listed["transfers"].as_array().unwrap();
+    assert_eq!(rows.len(), 1, "{listed}");
+    assert_eq!(rows[0]["transfer"], recent);
+    assert_eq!(rows[0]["stage"], "interrupted");
+    let kept = fs::read_to_string(folder.join("transfers-bob.json")).unwrap();
+    assert!(!kept.contains(old) && kept.contains(recent), "{kept}");
+}
+
 /// The opening a receiver sends first (docs/protocol.md, "File transfer: the data connection"),
 /// made by hand: magic, version, transfer id, receiver's and sender's key ids, offset, nonce.
 fn opening(transfer: &str, receiver_key: &[u8], sender_key: &[u8]) -> Vec<u8> {

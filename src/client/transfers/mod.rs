@@ -54,10 +54,10 @@ use super::transfer_event::{Direction, TransferEvent};
 use crate::protocol::file::{FileSignal, TransferId};
 use crate::protocol::ServerMessage;
 use crate::runtime::TcpListener;
-use crate::transfer::Source;
+use crate::transfer::{Partial, Source};
 use input::TransferInput;
 use store::{Record, Store};
-use table::{reborrow, Entry, Said, State, FIRST_RETRY, TRANSFER_INPUTS};
+use table::{reborrow, Entry, Said, State, FIRST_RETRY, RECORD_LIFETIME, TRANSFER_INPUTS};
 
 pub(crate) use listener::{bind_pair, Bound, FilesOff};
 
@@ -97,7 +97,7 @@ impl Transfers {
         }
         if let Some(store) = &transfers.store {
             match store.load() {
-                Ok(records) => transfers.restore(records),
+                Ok(records) => said.extend(transfers.restore(records)),
                 Err(e) => said.push(ClientEvent::Warning {
                     message: e.to_string(),
                 }),
@@ -109,11 +109,35 @@ impl Transfers {
     /// Takes the stored records back: each outgoing one with its file, each accepted incoming one
     /// interrupted (it resumes once its sender is online); offers that lapsed meanwhile are
     /// forgotten.
-    fn restore(&mut self, records: Vec<Record>) {
+    fn restore(&mut self, records: Vec<Record>) -> Vec<ClientEvent> {
         let now = SystemTime::now();
+        let mut said = Vec::new();
+        let read = records.len();
         for record in records {
             let offered_at = store::from_nanos(u128::from(record.offered_at) * 1_000_000_000);
             if !record.accepted && offered_at + self.settings.offer_timeout <= now {
+                continue;
+            }
+            if offered_at + RECORD_LIFETIME <= now {
+                // A peer that has not come back for it in a week is not coming: the partial
+                // file would only take room, and the record be read at every start.
+                if let (Direction::In, Some(folder)) = (record.direction, &record.folder) {
+                    if let Ok(partial) =
+                        Partial::open_existing(folder, &record.transfer, &record.name)
+                    {
+                        let _ = partial.remove();
+                    }
+                }
+                said.push(ClientEvent::Warning {
+                    message: format!(
+                        "forgot the unfinished transfer of {} {} {}: offered more than {} days ago{}",
+                        record.name,
+                        if record.direction == Direction::In { "from" } else { "to" },
+                        record.peer,
+                        RECORD_LIFETIME.as_secs() / 86_400,
+                        if record.direction == Direction::In { "; its partial file is removed" } else { "" }
+                    ),
+                });
                 continue;
             }
             let source = match (record.direction, record.path, record.modified_ns) {
@@ -150,6 +174,11 @@ impl Transfers {
                 },
             );
         }
+        if self.entries.len() < read {
+            let mut ignore = |_| {};
+            self.save(&mut ignore);
+        }
+        said
     }
 
     /// Writes the records; a failure is a warning (the transfer goes on, it would only not

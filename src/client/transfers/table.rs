@@ -37,6 +37,9 @@ pub const FIRST_RETRY: Duration = Duration::from_secs(2);
 /// ...up to this one.
 pub const MAX_RETRY: Duration = Duration::from_secs(60);
 
+/// How long an unfinished transfer is remembered across restarts, from its offer: a week.
+pub(super) const RECORD_LIFETIME: Duration = Duration::from_secs(7 * 24 * 3600);
+
 /// Inputs from the transfers' tasks waiting for the chat loop; a run's end waits for room,
 /// progress is skipped when it is full.
 pub(super) const TRANSFER_INPUTS: usize = 32;
