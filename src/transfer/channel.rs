@@ -413,6 +413,20 @@ impl RecordOpener {
     }
 }
 
+/// A sealer and the opener of what it seals, under one key: for the record tests of the modules
+/// that read records.
+#[cfg(test)]
+pub(crate) fn test_pair() -> (RecordSealer, RecordOpener) {
+    let cipher = ChaCha20Poly1305::new_from_slice(&[7u8; 32]).expect("a 32-byte key");
+    (
+        RecordSealer {
+            cipher: cipher.clone(),
+            counter: 0,
+        },
+        RecordOpener { cipher, counter: 0 },
+    )
+}
+
 /// One connection's keys, once the handshake is done: what this side seals with and what it
 /// opens with.
 pub(crate) struct Records {
@@ -586,14 +600,7 @@ mod tests {
     use futures::io::Cursor;
 
     fn pair() -> (RecordSealer, RecordOpener) {
-        let cipher = ChaCha20Poly1305::new_from_slice(&[7u8; 32]).unwrap();
-        (
-            RecordSealer {
-                cipher: cipher.clone(),
-                counter: 0,
-            },
-            RecordOpener { cipher, counter: 0 },
-        )
+        test_pair()
     }
 
     fn sealed(sealer: &mut RecordSealer, kind: RecordType, payload: &[u8]) -> Vec<u8> {

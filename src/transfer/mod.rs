@@ -13,6 +13,27 @@
 //! - [`folder`]: which folder downloads go to (`--download-dir`, XDG, `~/Downloads`).
 //! - [`name`]: a name a peer offered made safe to create.
 //!
+//! How the client drives it:
+//! - **Offering** (sender): [`TransferId::generate`] and [`Source::of`] the path (only a regular
+//!   file); keep both with the offer (the id names the transfer in every message; the source's
+//!   size and modification time are what it serves, and it refuses a changed file).
+//! - **Accepting** (receiver): [`folder::download_folder`] (`--download-dir`, XDG, `~/Downloads`),
+//!   [`folder::create_folder`], [`partial::check_free_space`] for the size less
+//!   [`Partial::len`] of any partial file, then [`Partial::open_or_create`] (the folder, the id
+//!   and the offered name are all it needs to find the partial file again after a restart: store
+//!   them with the transfer).
+//! - **Serving** (sender, on its TCP listener at the `p2p_port`): [`read_opening`] on each accepted
+//!   connection, look up [`Opening::transfer_id`] among this client's offers to the peer whose
+//!   current session key id is [`Opening::receiver_key`] (and check [`Opening::sender_key`] is this
+//!   session's), close the connection otherwise; then [`serve`] with
+//!   `pair_keys.transfer_key(&id)`. Bound how many connections may be in their handshake at once.
+//! - **Fetching** (receiver): connect to the sender's IP and `p2p_port`, set `TCP_NODELAY` (as the
+//!   sender should on accepted connections: records go out as they are made), then [`fetch`] with
+//!   a [`Request`] (the offered size) and `pair_keys.transfer_key(&id)`. On an error,
+//!   [`TransferError::keeps_partial`] says whether to offer `/resume` (open the partial again) or
+//!   to forget the transfer; a cancel drops the future and, on the receiver's side, removes the
+//!   partial ([`Partial::remove`]).
+//!
 //! The keys come from the pair's ([`crate::sealed::PairKeys::transfer_key`]): a transfer is
 //! readable and writable only by the two sessions that agreed on it, and a new session (after a
 //! restart) derives the key again from its new pairwise keys, so resuming needs nothing stored

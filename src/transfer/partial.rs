@@ -62,6 +62,7 @@ impl Partial {
             .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
             .open(folder.join(&file_name))
             .map_err(|e| TransferError::disk(DiskStep::CreatePartial, e))?;
+        lock(&file).map_err(|e| TransferError::disk(DiskStep::CreatePartial, e))?;
         Ok(Partial {
             folder: folder.to_path_buf(),
             name,
@@ -91,6 +92,9 @@ impl Partial {
             .open(folder.join(&file_name))
             .map_err(open)?;
         let metadata = file.metadata().map_err(open)?;
+        if metadata.is_file() {
+            lock(&file).map_err(open)?;
+        }
         if !metadata.is_file() {
             return Err(open(io::Error::new(
                 io::ErrorKind::InvalidInput,
@@ -231,6 +235,23 @@ impl Partial {
     }
 }
 
+/// Takes the partial file for this `Partial` alone (an exclusive `flock`, without waiting): two
+/// connections of one transfer (a resume while an old connection lingers) would write the same
+/// bytes twice. Released when the file is closed. `WouldBlock` when another holds it.
+fn lock(file: &File) -> io::Result<()> {
+    use rustix::fs::{flock, FlockOperation};
+    flock(file, FlockOperation::NonBlockingLockExclusive).map_err(|e| {
+        if e == rustix::io::Errno::WOULDBLOCK {
+            io::Error::new(
+                io::ErrorKind::WouldBlock,
+                "the partial file is in use by another connection of this transfer",
+            )
+        } else {
+            e.into()
+        }
+    })
+}
+
 /// Reads into `buffer` at `offset` until it is full or the file ends; how many bytes.
 pub(crate) fn read_at_most(file: &File, buffer: &mut [u8], offset: u64) -> io::Result<usize> {
     let mut filled = 0;
@@ -322,17 +343,32 @@ mod tests {
             hasher.finalize().as_slice(),
             Sha256::digest(b"hello world").as_slice()
         );
+        drop(again);
         // A second create for the same transfer does not truncate it.
         assert!(Partial::create(dir.path(), &ID, "report.pdf").is_err());
-        assert_eq!(
-            Partial::open_or_create(dir.path(), &ID, "report.pdf")
-                .unwrap()
-                .len(),
-            11
-        );
+        let again = Partial::open_or_create(dir.path(), &ID, "report.pdf").unwrap();
+        assert_eq!(again.len(), 11);
         let path = again.path();
         again.remove().unwrap();
         assert!(!path.exists());
+    }
+
+    #[test]
+    fn a_partial_file_is_written_by_one_connection_at_a_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = Partial::create(dir.path(), &ID, "report.pdf").unwrap();
+        match Partial::open_existing(dir.path(), &ID, "report.pdf") {
+            Err(TransferError::Disk {
+                step: DiskStep::OpenPartial,
+                source,
+            }) => assert_eq!(source.kind(), io::ErrorKind::WouldBlock),
+            other => panic!("{other:?}"),
+        }
+        drop(first);
+        let again = Partial::open_existing(dir.path(), &ID, "report.pdf").unwrap();
+        assert!(Partial::open_or_create(dir.path(), &ID, "report.pdf").is_err());
+        drop(again);
+        assert!(Partial::open_or_create(dir.path(), &ID, "report.pdf").is_ok());
     }
 
     #[test]

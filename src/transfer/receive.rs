@@ -18,6 +18,7 @@ use sha2::{Digest, Sha256};
 
 use super::channel::{self, AbortReason, RecordOpener, RecordSealer, RecordType};
 use super::partial::check_free_space;
+use super::send::KEEPALIVE_EVERY_BYTES;
 use super::{Limits, Partial, Progress, TransferError, TransferId, TransferKey, SHA256_BYTES};
 use crate::runtime;
 use crate::sealed::KeyId;
@@ -215,11 +216,20 @@ async fn read_records<S: AsyncRead + Unpin>(
     progress: &mut impl FnMut(Progress),
 ) -> Result<(u64, [u8; SHA256_BYTES]), TransferError> {
     let mut done = offset;
+    // Keep-alives only stand for the sender hashing the prefix: before the first byte of data, and
+    // one per `KEEPALIVE_EVERY_BYTES` of it. More would let a peer hold the transfer open forever
+    // without a byte, past the stall limit.
+    let mut keepalives_left = offset / KEEPALIVE_EVERY_BYTES + 1;
     loop {
         let (kind, payload) = opener.next(io, limits.stall).await?;
         match kind {
             RecordType::Data => {
                 let n = payload.len() as u64;
+                // An empty record is progress of nothing: the same hole as endless keep-alives.
+                if n == 0 {
+                    return Err(TransferError::Malformed);
+                }
+                keepalives_left = 0;
                 if done + n > size {
                     return Err(TransferError::TooLong { offered: size });
                 }
@@ -230,7 +240,9 @@ async fn read_records<S: AsyncRead + Unpin>(
                 done += n;
                 progress(Progress { done, total: size });
             }
-            RecordType::KeepAlive => {}
+            RecordType::KeepAlive if payload.is_empty() && keepalives_left > 0 => {
+                keepalives_left -= 1;
+            }
             RecordType::End if payload.len() == 8 + SHA256_BYTES => {
                 let sent = u64::from_be_bytes(payload[..8].try_into().expect("8 bytes"));
                 if sent != size || done != size {
@@ -271,4 +283,87 @@ fn write_chunks(
         error.get_or_insert(failed);
     }
     (partial, hasher, error)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures::io::Cursor;
+
+    /// What `read_records` makes of the records `sealed` in order, for a file of `size` resumed at
+    /// `offset`.
+    fn read(
+        offset: u64,
+        size: u64,
+        records: &[(RecordType, Vec<u8>)],
+    ) -> Result<u64, TransferError> {
+        let (mut sealer, mut opener) = channel::test_pair();
+        let mut wire = Vec::new();
+        for (kind, payload) in records {
+            let mut record = RecordSealer::buffer(payload.len());
+            record.extend_from_slice(payload);
+            sealer.seal(*kind, &mut record);
+            wire.extend_from_slice(&record);
+        }
+        let mut io = Cursor::new(wire);
+        let (chunks, received) = mpsc::channel(records.len() + 1);
+        let limits = Limits::default();
+        let result = runtime::block_on(read_records(
+            &mut io,
+            &mut opener,
+            chunks,
+            offset,
+            size,
+            &limits,
+            &mut |_| {},
+        ));
+        drop(received);
+        result.map(|(sent, _)| sent)
+    }
+
+    fn end(size: u64) -> (RecordType, Vec<u8>) {
+        let mut payload = size.to_be_bytes().to_vec();
+        payload.extend_from_slice(&[0u8; SHA256_BYTES]);
+        (RecordType::End, payload)
+    }
+
+    #[test]
+    fn keep_alives_are_taken_only_while_the_sender_hashes_a_prefix() {
+        let data = (RecordType::Data, vec![1u8; 10]);
+        let keepalive = (RecordType::KeepAlive, Vec::new());
+        // Resumed at 128 MiB: up to three keep-alives before the data.
+        let offset = 2 * KEEPALIVE_EVERY_BYTES;
+        let size = offset + 10;
+        let three = vec![
+            keepalive.clone(),
+            keepalive.clone(),
+            keepalive.clone(),
+            data.clone(),
+            end(size),
+        ];
+        assert_eq!(read(offset, size, &three).unwrap(), size);
+        let four = [vec![keepalive.clone()], three].concat();
+        assert!(matches!(
+            read(offset, size, &four),
+            Err(TransferError::Malformed)
+        ));
+        // None once data has begun, even on a fresh transfer.
+        let after = vec![data.clone(), keepalive.clone(), end(10)];
+        assert!(matches!(read(0, 10, &after), Err(TransferError::Malformed)));
+    }
+
+    #[test]
+    fn an_empty_data_record_is_refused() {
+        let empty = vec![(RecordType::Data, Vec::new()), end(0)];
+        assert!(matches!(read(0, 0, &empty), Err(TransferError::Malformed)));
+        // A receiver's record type from the sender, or an end of the wrong length, too.
+        let done = vec![(RecordType::Done, vec![0u8; SHA256_BYTES])];
+        assert!(matches!(read(0, 0, &done), Err(TransferError::Malformed)));
+        let short_end = vec![(RecordType::End, vec![0u8; 8])];
+        assert!(matches!(
+            read(0, 0, &short_end),
+            Err(TransferError::Malformed)
+        ));
+        assert_eq!(read(0, 0, &[end(0)]).unwrap(), 0);
+    }
 }
