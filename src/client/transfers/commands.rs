@@ -9,11 +9,11 @@ use crate::client::event::ClientEvent;
 use crate::client::transfer_event::{CancelledBy, Direction, TransferEvent, TransferRow};
 
 use super::table::{
-    matches_id, reborrow, seconds_until, Entry, Net, Refused, State, Transfers, FIRST_RETRY,
-    MAX_OUTGOING,
+    matches_id, reborrow, remove_partial, seconds_until, Entry, Net, Refused, State, Transfers,
+    FIRST_RETRY, MAX_OUTGOING,
 };
 use crate::protocol::file::{short_id, FileSignal, TransferId};
-use crate::transfer::{folder, partial, Partial, Source};
+use crate::transfer::{folder, partial, Source};
 
 impl Transfers {
     /// Acts on one of the person's file commands.
@@ -304,12 +304,10 @@ impl Transfers {
         };
         entry.stop();
         if let (Direction::In, Some(folder)) = (entry.direction, &entry.folder) {
-            if let Ok(partial) = Partial::open_existing(folder, &id, &entry.name) {
-                if let Err(e) = partial.remove() {
-                    emit(ClientEvent::Warning {
-                        message: format!("the partial file of {} was not removed: {e}", entry.name),
-                    });
-                }
+            if let Err(e) = remove_partial(folder, &id, &entry.name) {
+                emit(ClientEvent::Warning {
+                    message: format!("the partial file of {} was not removed: {e}", entry.name),
+                });
             }
         }
         emit(ClientEvent::Transfer(TransferEvent::FileCancelled {

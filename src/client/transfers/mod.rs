@@ -54,10 +54,12 @@ use super::transfer_event::{Direction, TransferEvent};
 use crate::protocol::file::{FileSignal, TransferId};
 use crate::protocol::ServerMessage;
 use crate::runtime::TcpListener;
-use crate::transfer::{Partial, Source};
+use crate::transfer::Source;
 use input::TransferInput;
 use store::{Record, Store};
-use table::{reborrow, Entry, Said, State, FIRST_RETRY, RECORD_LIFETIME, TRANSFER_INPUTS};
+use table::{
+    reborrow, remove_partial, Entry, Said, State, FIRST_RETRY, RECORD_LIFETIME, TRANSFER_INPUTS,
+};
 
 pub(crate) use listener::{bind_pair, Bound, FilesOff};
 
@@ -122,11 +124,7 @@ impl Transfers {
                 // A peer that has not come back for it in a week is not coming: the partial
                 // file would only take room, and the record be read at every start.
                 if let (Direction::In, Some(folder)) = (record.direction, &record.folder) {
-                    if let Ok(partial) =
-                        Partial::open_existing(folder, &record.transfer, &record.name)
-                    {
-                        let _ = partial.remove();
-                    }
+                    let _ = remove_partial(folder, &record.transfer, &record.name);
                 }
                 said.push(ClientEvent::Warning {
                     message: format!(

@@ -15,7 +15,7 @@ use crate::client::transfer_event::{Direction, TransferEvent};
 use super::table::{before_the_file, hex, Ending, Meter, Net, State, Transfers, MAX_RETRY};
 use crate::protocol::file::{FileSignal, TransferId};
 use crate::runtime::TcpStream;
-use crate::transfer::{Opening, Partial, Progress, Request};
+use crate::transfer::{Opening, Partial, Progress, Request, TransferError};
 
 impl Transfers {
     /// Starts (or starts again) fetching incoming transfer `id` from its sender, if it is online.
@@ -45,7 +45,11 @@ impl Transfers {
         let partial = match Partial::open_or_create(&folder, &id, &entry.name) {
             Ok(partial) => partial,
             Err(e) => {
-                self.interrupted(id, e.to_string(), false, emit);
+                // Held by a run of this transfer still ending (its lock): a moment later it is
+                // free, so try again by itself; any other disk trouble waits for /resume.
+                let busy = matches!(&e, TransferError::Disk { source, .. }
+                    if source.kind() == std::io::ErrorKind::WouldBlock);
+                self.interrupted(id, e.to_string(), busy, emit);
                 return;
             }
         };

@@ -226,6 +226,22 @@ pub(super) fn before_the_file(error: &TransferError) -> bool {
     )
 }
 
+/// Removes transfer `id`'s partial file (of the file offered as `name`, in `folder`) by its
+/// name, without opening it: a run being cancelled may hold it, and its lock, a moment longer
+/// (dropping the run is asynchronous); what it still writes goes to the removed file.
+pub(super) fn remove_partial(
+    folder: &std::path::Path,
+    id: &TransferId,
+    name: &str,
+) -> std::io::Result<()> {
+    let file =
+        crate::transfer::partial::partial_file_name(id, &crate::transfer::name::safe_name(name));
+    match std::fs::remove_file(folder.join(file)) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        other => other,
+    }
+}
+
 /// Whether `prefix` (at least 4 hex digits) starts transfer `id`'s hex form.
 pub(super) fn matches_id(id: &TransferId, prefix: &str) -> bool {
     prefix.len() >= 4 && id.to_string().starts_with(&prefix.to_ascii_lowercase())
