@@ -41,9 +41,10 @@ client *FLAGS:
 fmt:
     @cargo fmt --all
 
-# Benchmarks (release): login flood and timing at the default scrypt cost, direct messages, then every load workload in plaintext and over TLS, beside ngircd when installed (docs/performance.md).
+# Benchmarks (release): login flood and timing at the default scrypt cost, direct messages, file transfer (1 GiB on loopback, 20 MiB over a lossy link), then every load workload in plaintext and over TLS, beside ngircd when installed (docs/performance.md).
 bench:
     @cargo test --release --locked --test bench -- --ignored --nocapture --test-threads 1
+    @cargo test --release --locked --test transfer_bench -- --ignored --nocapture --test-threads 1
     @cargo build --release --locked --bin p2pchat-server
     @ngircd --version 2>/dev/null | grep -q '+SSL' || echo "bench: no ngircd with TLS (+SSL) on PATH: p2pchat alone; for the comparison run: just bench-deps"
     @cargo bench --locked --bench load -- --both

@@ -27,6 +27,8 @@
 //! - [`broker`]: the task that owns the online set and fans messages out.
 //! - [`server`]: admitting, authenticating and serving connections; its settings and flags;
 //!   shutdown.
+//! - [`transfer`]: files straight to a peer: the data connection (handshake, sealed records),
+//!   the sender's and the receiver's loops, the partial file and the download folder.
 //! - [`client`]: the client core: connect, authenticate, chat, direct messages.
 //! - `trace`: reading packet captures of p2pchat traffic, for `p2pchat-trace` and the lab's
 //!   report; it never opens a socket.
@@ -53,6 +55,7 @@ pub mod server;
 pub mod tls;
 #[cfg(feature = "trace")]
 pub mod trace;
+pub mod transfer;
 pub mod user_store;
 
 /// Both binaries' `--help` layout: the usage first, then the about text (one line for `-h`, the

@@ -62,6 +62,10 @@ pub const KEY_PROOF_BYTES: usize = 32;
 /// secret, good for nothing else.
 const PROOF_SALT: &[u8] = b"p2pchat session key proof v1";
 
+/// HKDF's salt for the root of a pair's file-transfer keys (src/transfer/): other keys than the
+/// direct messages' from the same secret and info, good for nothing else.
+const TRANSFER_SALT: &[u8] = b"p2pchat file transfer v1";
+
 /// What a sealed datagram carries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Kind {
@@ -69,6 +73,10 @@ pub enum Kind {
     Message = 1,
     /// An acknowledgement: the 8-byte big-endian id of the message received.
     Ack = 2,
+    /// A file transfer's offer or answer (offer, accept, decline, cancel, resume): the JSON of a
+    /// [`FileMessage`](crate::protocol::file::FileMessage), acknowledged like a message. A kind
+    /// of its own, so a capture tells a file's negotiation from chat by this clear byte alone.
+    File = 3,
 }
 
 impl Kind {
@@ -76,6 +84,7 @@ impl Kind {
         match byte {
             1 => Some(Kind::Message),
             2 => Some(Kind::Ack),
+            3 => Some(Kind::File),
             _ => None,
         }
     }
@@ -433,10 +442,15 @@ impl SessionKey {
         } else {
             (high_to_low, low_to_high)
         };
+        let mut transfer_root = [0u8; 32];
+        Hkdf::<Sha256>::new(Some(TRANSFER_SALT), shared.as_bytes())
+            .expand(&info, &mut transfer_root)
+            .expect("32 bytes is a valid HKDF-SHA256 output length");
         let keys = PairKeys {
             seal: ChaCha20Poly1305::new_from_slice(seal).expect("a 32-byte key"),
             open: ChaCha20Poly1305::new_from_slice(open).expect("a 32-byte key"),
             my_id: self.public.key_id(),
+            transfer_root,
         };
         okm.fill(0);
         Ok(keys)
@@ -458,6 +472,22 @@ pub struct PairKeys {
     seal: ChaCha20Poly1305,
     open: ChaCha20Poly1305,
     my_id: KeyId,
+    /// The same on both sides: the root of every transfer's key ([`PairKeys::transfer_key`]).
+    transfer_root: [u8; 32],
+}
+
+impl PairKeys {
+    /// The key of one file transfer between this pair of sessions, the same on both sides:
+    /// HKDF-SHA256 of the pair's transfer root (its own salt) with the transfer's id, so each
+    /// transfer has its own key and a key is good for that transfer alone.
+    pub fn transfer_key(&self, id: &crate::transfer::TransferId) -> crate::transfer::TransferKey {
+        let mut key = [0u8; 32];
+        Hkdf::<Sha256>::from_prk(&self.transfer_root)
+            .expect("a 32-byte PRK")
+            .expand_multi_info(&[b"p2pchat transfer key", &id.0], &mut key)
+            .expect("32 bytes is a valid HKDF-SHA256 output length");
+        crate::transfer::TransferKey::from_bytes(key)
+    }
 }
 
 /// Never prints a key.

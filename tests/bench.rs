@@ -20,6 +20,9 @@
 //!   path). Needs root and `ip`, else it says why and does nothing.
 //! - `seal_and_open`: sealing and opening one direct message (ChaCha20-Poly1305), short and at
 //!   the largest size, and deriving one peer's pairwise keys (X25519 + HKDF-SHA256).
+//! - `file_between_two_clients`: the real clients end to end on loopback: `/send`, `/accept`, a
+//!   256 MiB file to its `file_done` (throughput), and each client's peak RSS (the engine's own
+//!   benchmark, tests/transfer_bench.rs, measures the data connection alone).
 
 mod common;
 
@@ -770,5 +773,56 @@ fn identity_binding_and_safety_number() {
         per_bind.as_secs_f64() * 1e6,
         per_verify.as_secs_f64() * 1e6,
         per_number.as_secs_f64() * 1e3
+    );
+}
+
+#[test]
+#[ignore = "benchmark: run with `just bench`"]
+fn file_between_two_clients() {
+    const SIZE: u64 = 256 << 20;
+    let dir = TempDir::new().unwrap();
+    let server = Server::start(&dir.path().join("users.json"), &[]);
+    let downloads = dir.path().join("downloads");
+    let flags = ["--download-dir", downloads.to_str().unwrap()];
+    let mut alice = ChatClient::register_with_flags(server.addr, "alice", "correct horse", &flags);
+    let mut bob = ChatClient::register_with_flags(server.addr, "bob", "correct horse", &flags);
+    alice.expect_joined("bob");
+    // A file of varied bytes (not zeros: nothing along the way may take a shortcut).
+    let path = dir.path().join("big.bin");
+    {
+        let mut file = std::io::BufWriter::new(std::fs::File::create(&path).unwrap());
+        let mut block = vec![0u8; 1 << 20];
+        for (i, chunk) in (0..SIZE >> 20).enumerate() {
+            for (j, byte) in block.iter_mut().enumerate() {
+                *byte = (i as u64 * 31 + chunk * 7 + j as u64) as u8;
+            }
+            file.write_all(&block).unwrap();
+        }
+    }
+    alice.send(&format!("/send bob {}", path.display()));
+    bob.expect("the offer", |e| e["event"] == "file_offer");
+    let start = Instant::now();
+    bob.send("/accept alice");
+    // Each progress report (every 3 s) restarts the harness's deadline: a slow machine is
+    // measured, not failed.
+    let done = loop {
+        let event = bob.expect("file_progress or file_done", |e| {
+            e["event"] == "file_progress" || e["event"] == "file_done"
+        });
+        if event["event"] == "file_done" {
+            break event;
+        }
+    };
+    let elapsed = start.elapsed();
+    assert_eq!(done["size"], SIZE);
+    alice.expect("file_done (out)", |e| e["event"] == "file_done");
+    let rate = SIZE as f64 / (1 << 20) as f64 / elapsed.as_secs_f64();
+    println!(
+        "file_between_two_clients: {} MiB in {:.2} s from /accept to file_done: {rate:.0} MiB/s; \
+         peak RSS receiver {} KiB, sender {} KiB",
+        SIZE >> 20,
+        elapsed.as_secs_f64(),
+        bob.peak_rss_kib(),
+        alice.peak_rss_kib()
     );
 }

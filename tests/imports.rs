@@ -22,6 +22,7 @@ const SHARED: &[&str] = &[
     "runtime",
     "sealed",
     "tls",
+    "transfer",
 ];
 
 type Module = Vec<String>;

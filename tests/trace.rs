@@ -854,3 +854,151 @@ fn mdns_packets_are_named_probe_query_answer_and_goodbye_at_tsharks_frames() {
         assert!(text.contains(label), "{label:?} not in:\n{text}");
     }
 }
+
+// ---- a file transfer, in a capture built here ----------------------------------------------
+// The packets of one transfer as tcpdump would show them (raw IP, no checksums checked): the
+// sealed offer and answer (kind 3) with their acknowledgements, then the data connection from the
+// receiver to the sender's transfer port (the number of its UDP port): the clear opening, the
+// handshake, sealed records by their clear headers, the receiver's `done`.
+
+/// A pcap (raw IP) of `packets`, one a millisecond.
+fn pcap_of(packets: &[Vec<u8>]) -> Vec<u8> {
+    let mut file = 0xa1b2_c3d4u32.to_le_bytes().to_vec();
+    file.extend_from_slice(&2u16.to_le_bytes());
+    file.extend_from_slice(&4u16.to_le_bytes());
+    file.extend_from_slice(&0i32.to_le_bytes());
+    file.extend_from_slice(&0u32.to_le_bytes());
+    file.extend_from_slice(&65_535u32.to_le_bytes());
+    file.extend_from_slice(&101u32.to_le_bytes());
+    for (i, packet) in packets.iter().enumerate() {
+        file.extend_from_slice(&1_700_000_000u32.to_le_bytes());
+        file.extend_from_slice(&((i as u32) * 1000).to_le_bytes());
+        file.extend_from_slice(&(packet.len() as u32).to_le_bytes());
+        file.extend_from_slice(&(packet.len() as u32).to_le_bytes());
+        file.extend_from_slice(packet);
+    }
+    file
+}
+
+fn ipv4(protocol: u8, from: [u8; 4], to: [u8; 4], body: &[u8]) -> Vec<u8> {
+    let mut packet = vec![0x45, 0];
+    packet.extend_from_slice(&((20 + body.len()) as u16).to_be_bytes());
+    packet.extend_from_slice(&[0, 1, 0x40, 0, 64, protocol, 0, 0]);
+    packet.extend_from_slice(&from);
+    packet.extend_from_slice(&to);
+    packet.extend_from_slice(body);
+    packet
+}
+
+fn udp_packet(from: ([u8; 4], u16), to: ([u8; 4], u16), payload: &[u8]) -> Vec<u8> {
+    let mut body = from.1.to_be_bytes().to_vec();
+    body.extend_from_slice(&to.1.to_be_bytes());
+    body.extend_from_slice(&((8 + payload.len()) as u16).to_be_bytes());
+    body.extend_from_slice(&[0, 0]);
+    body.extend_from_slice(payload);
+    ipv4(17, from.0, to.0, &body)
+}
+
+/// Flags: 0x02 SYN, 0x10 ACK, 0x18 PSH+ACK, 0x11 FIN+ACK.
+fn tcp_packet(
+    from: ([u8; 4], u16),
+    to: ([u8; 4], u16),
+    seq: u32,
+    flags: u8,
+    payload: &[u8],
+) -> Vec<u8> {
+    let mut body = from.1.to_be_bytes().to_vec();
+    body.extend_from_slice(&to.1.to_be_bytes());
+    body.extend_from_slice(&seq.to_be_bytes());
+    body.extend_from_slice(&0u32.to_be_bytes());
+    body.extend_from_slice(&[5 << 4, flags]);
+    body.extend_from_slice(&65_535u16.to_be_bytes());
+    body.extend_from_slice(&[0, 0, 0, 0]);
+    body.extend_from_slice(payload);
+    ipv4(6, from.0, to.0, &body)
+}
+
+/// A sealed datagram's bytes: version 1, `kind`, a key id, a counter, a ciphertext and tag.
+fn sealed(kind: u8, key: u8, counter: u64, body: usize) -> Vec<u8> {
+    let mut bytes = vec![1, kind];
+    bytes.extend_from_slice(&[key; 8]);
+    bytes.extend_from_slice(&counter.to_be_bytes());
+    bytes.extend(std::iter::repeat_n(0x77, body + 16));
+    bytes
+}
+
+fn record(kind: u8, plaintext: usize) -> Vec<u8> {
+    let mut bytes = vec![kind];
+    bytes.extend_from_slice(&((plaintext + 16) as u32).to_be_bytes());
+    bytes.extend(std::iter::repeat_n(0x99, plaintext + 16));
+    bytes
+}
+
+#[test]
+fn a_file_transfers_packets_are_labelled_offer_answer_handshake_data_and_end() {
+    let alice = ([10, 20, 30, 11], 40_001);
+    let bob = ([10, 20, 30, 12], 40_002);
+    let bob_tcp = ([10, 20, 30, 12], 51_000);
+    let mut opening = b"p2pchat-file".to_vec();
+    opening.push(1);
+    opening.extend_from_slice(&[0x1a, 0x2b, 0x3c, 0x4d]);
+    opening.extend_from_slice(&[0; 12 + 16 + 8 + 32]);
+    let mut proof_and_data = vec![0x42; 32];
+    proof_and_data.extend(record(1, 1000));
+    proof_and_data.extend(record(1, 1000));
+    let packets = vec![
+        udp_packet(alice, bob, &sealed(3, 0xaa, 1, 120)),
+        udp_packet(bob, alice, &sealed(2, 0xbb, 1, 8)),
+        udp_packet(bob, alice, &sealed(3, 0xbb, 2, 90)),
+        udp_packet(alice, bob, &sealed(2, 0xaa, 2, 8)),
+        tcp_packet(bob_tcp, alice, 1000, 0x02, b""),
+        tcp_packet(alice, bob_tcp, 5000, 0x12, b""),
+        tcp_packet(bob_tcp, alice, 1001, 0x10, b""),
+        tcp_packet(bob_tcp, alice, 1001, 0x18, &opening),
+        tcp_packet(alice, bob_tcp, 5001, 0x18, &[0x01; 33]),
+        tcp_packet(bob_tcp, alice, 1086, 0x18, &[0x24; 32]),
+        tcp_packet(alice, bob_tcp, 5034, 0x18, &proof_and_data),
+        tcp_packet(
+            alice,
+            bob_tcp,
+            5034 + proof_and_data.len() as u32,
+            0x18,
+            &record(2, 40),
+        ),
+        tcp_packet(bob_tcp, alice, 1118, 0x18, &record(4, 32)),
+        tcp_packet(bob_tcp, alice, 1171, 0x11, b""),
+    ];
+    let folder = tempfile::TempDir::new().unwrap();
+    let path = folder.path().join("transfer.pcap");
+    std::fs::write(&path, pcap_of(&packets)).unwrap();
+    let path = path.to_str().unwrap();
+
+    let text = trace_cmd(&["diagram", path, "--format", "text"]);
+    assert!(
+        text.status.success(),
+        "{}",
+        String::from_utf8_lossy(&text.stderr)
+    );
+    let text = String::from_utf8(text.stdout).unwrap();
+    for needle in [
+        "sealed file offer or answer from key id aaaaaaaaaaaaaaaa counter 1",
+        "sealed acknowledgement from key id bbbbbbbbbbbbbbbb counter 1",
+        "sealed file offer or answer from key id bbbbbbbbbbbbbbbb counter 2",
+        "file opening (transfer 1a2b3c4d…, from byte 0)",
+        "file handshake: sender's nonce",
+        "file handshake: receiver's proof",
+        "file handshake: sender's proof + file data ×2",
+        "file end (size and SHA-256, sealed)",
+        "file done (the receiver's SHA-256, sealed)",
+    ] {
+        assert!(text.contains(needle), "missing {needle:?} in:\n{text}");
+    }
+    assert!(!text.contains("not p2pchat"), "{text}");
+    let udp = json_of(&["udp", path, "--json"]);
+    assert_eq!(udp["datagrams"][0]["p2pchat"], "sealed file");
+    let diagram = json_of(&["diagram", path, "--json"]);
+    assert_eq!(
+        diagram["steps"][7]["messages"][0],
+        "file opening (transfer 1a2b3c4d…, from byte 0)"
+    );
+}

@@ -7,9 +7,13 @@
 //! → a direct message; `:l` or `/peers` → the online users; `:q` or `/quit` → leave; `/help`;
 //! `/stats` → the direct-message counters. A line starting with `//` sends the rest, from its
 //! second `/`, to the room; `/clear` clears the screen (on a terminal; elsewhere it does nothing).
+//! Files: `/send NAME PATH`, `/accept NAME [ID]`, `/decline NAME [ID]`, `/transfers`,
+//! `/cancel [NAME|ID]`, `/resume [NAME|ID]` ([`TransferCommand`], for the transfers' table).
 //!
 //! Forgiving, as IRC clients are: command names in any case (`/PEERS`, `:Q`), extra words after
 //! a command that takes none ignored (`/peers now`), `/msg` alone answered with its usage.
+
+use std::path::PathBuf;
 
 use futures::future;
 use futures::stream::{Stream, StreamExt};
@@ -45,6 +49,26 @@ pub enum Command {
     Trust {
         name: String,
     },
+    /// A file transfer's command (`/send`, `/accept`, …): the transfers' table acts on it.
+    Transfer(TransferCommand),
+}
+
+/// What the person asks of file transfers. `which` names a transfer by a peer's name or by its
+/// id (its first hex digits, as `/transfers` shows them); none means the only one there is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TransferCommand {
+    /// `/send NAME PATH`: offer the file at `path` to `to`.
+    Send { to: String, path: PathBuf },
+    /// `/accept NAME [ID]`: accept `from`'s offer (the one named by `id` if there are several).
+    Accept { from: String, id: Option<String> },
+    /// `/decline NAME [ID]`.
+    Decline { from: String, id: Option<String> },
+    /// `/transfers`: every offer and transfer, both ways.
+    List,
+    /// `/cancel [NAME|ID]`: stop a transfer (or withdraw or refuse an offer), at either end.
+    Cancel { which: Option<String> },
+    /// `/resume [NAME|ID]`: try an interrupted transfer again now (also done by itself).
+    Resume { which: Option<String> },
 }
 
 /// How a line calls a command.
@@ -112,6 +136,51 @@ pub const COMMANDS: &[Spec] = &[
         usage: "/stats",
         help: "direct messages sent and acknowledged; received, shown, dropped (by reason)",
         make: |_| Ok(Command::Stats),
+    },
+    Spec {
+        call: Call::Words(&["/send"]),
+        usage: "/send NAME PATH",
+        help:
+            "offer the file at PATH to NAME (straight to their client, sealed; Tab completes PATH)",
+        make: send_file,
+    },
+    Spec {
+        call: Call::Words(&["/accept"]),
+        usage: "/accept NAME [ID]",
+        help: "accept NAME's file offer (ID: which, if several) into the download folder",
+        make: |rest| answer(rest, "/accept", true),
+    },
+    Spec {
+        call: Call::Words(&["/decline"]),
+        usage: "/decline NAME [ID]",
+        help: "decline NAME's file offer",
+        make: |rest| answer(rest, "/decline", false),
+    },
+    Spec {
+        call: Call::Words(&["/transfers"]),
+        usage: "/transfers",
+        help: "list file offers and transfers, both ways",
+        make: |_| Ok(Command::Transfer(TransferCommand::List)),
+    },
+    Spec {
+        call: Call::Words(&["/cancel"]),
+        usage: "/cancel [NAME|ID]",
+        help: "stop a file transfer or offer, at either end",
+        make: |rest| {
+            Ok(Command::Transfer(TransferCommand::Cancel {
+                which: one_word(rest),
+            }))
+        },
+    },
+    Spec {
+        call: Call::Words(&["/resume"]),
+        usage: "/resume [NAME|ID]",
+        help: "resume interrupted file transfers now (they also resume by themselves)",
+        make: |rest| {
+            Ok(Command::Transfer(TransferCommand::Resume {
+                which: one_word(rest),
+            }))
+        },
     },
     Spec {
         call: Call::Words(&[":q", "/quit", "/exit"]),
@@ -186,12 +255,13 @@ pub fn completions() -> Vec<&'static str> {
 }
 
 /// Whether the `/word` (any case) is a command whose first argument is a peer's name (its usage
-/// reads `/word NAME …`: `/msg`, `/verify`, `/trust`), so that Tab completes a name after it.
+/// reads `/word NAME …` or `/word [NAME|ID]`: `/msg`, `/verify`, `/send`, `/cancel`, …), so that
+/// Tab completes a name after it.
 pub fn takes_a_name(word: &str) -> bool {
     COMMANDS.iter().any(|spec| {
         let mut usage = spec.usage.split_whitespace();
         let named = matches!(spec.call, Call::Words(words) if words.iter().any(|w| w.eq_ignore_ascii_case(word)));
-        named && usage.next().is_some() && usage.next() == Some("NAME")
+        named && usage.next().is_some() && matches!(usage.next(), Some("NAME" | "[NAME|ID]"))
     })
 }
 
@@ -213,6 +283,12 @@ pub enum CommandError {
     /// `/trust` without a name, or with more.
     #[error("usage: /trust NAME")]
     TrustUsage,
+    /// `/send` without a name or a path.
+    #[error("usage: /send NAME PATH")]
+    SendUsage,
+    /// `/accept` or `/decline` without a name; holds the command.
+    #[error("usage: {0} NAME [ID]")]
+    AnswerUsage(&'static str),
 }
 
 /// Parses one input line; `Ok(None)` for a blank line.
@@ -281,6 +357,53 @@ fn verify(rest: &str) -> Result<Command, CommandError> {
         }),
         _ => Err(CommandError::VerifyUsage),
     }
+}
+
+/// `/send NAME PATH`: the path is the rest of the line (spaces and all); a leading `~/` is the
+/// home folder, as in a shell.
+fn send_file(rest: &str) -> Result<Command, CommandError> {
+    let rest = rest.trim();
+    let (to, path) = rest
+        .split_once(char::is_whitespace)
+        .ok_or(CommandError::SendUsage)?;
+    let path = path.trim();
+    if to.is_empty() || path.is_empty() {
+        return Err(CommandError::SendUsage);
+    }
+    Ok(Command::Transfer(TransferCommand::Send {
+        to: to.to_string(),
+        path: expand_home(path),
+    }))
+}
+
+/// `~` and `~/…` as the home folder (`$HOME`); anything else as typed.
+pub fn expand_home(path: &str) -> PathBuf {
+    let home = std::env::var_os("HOME").filter(|home| !home.is_empty());
+    match (path, home) {
+        ("~", Some(home)) => PathBuf::from(home),
+        (path, Some(home)) if path.starts_with("~/") => PathBuf::from(home).join(&path[2..]),
+        (path, _) => PathBuf::from(path),
+    }
+}
+
+/// `/accept NAME [ID]` and `/decline NAME [ID]`.
+fn answer(rest: &str, command: &'static str, accept: bool) -> Result<Command, CommandError> {
+    let mut words = rest.split_whitespace();
+    let from = words
+        .next()
+        .ok_or(CommandError::AnswerUsage(command))?
+        .to_string();
+    let id = words.next().map(str::to_string);
+    Ok(Command::Transfer(if accept {
+        TransferCommand::Accept { from, id }
+    } else {
+        TransferCommand::Decline { from, id }
+    }))
+}
+
+/// The first word of `rest`, if any.
+fn one_word(rest: &str) -> Option<String> {
+    rest.split_whitespace().next().map(str::to_string)
 }
 
 /// Splits `NAME<sep> TEXT` (for `@` the separator is `:`, though a space also ends the name).
@@ -375,6 +498,8 @@ mod tests {
                 "/me" => "/me waves",
                 "/verify" => "/verify bob",
                 "/trust" => "/trust bob",
+                "/send" => "/send bob a.txt",
+                "/accept" | "/decline" => "/accept bob",
                 other => other,
             };
             assert!(parse(line).is_ok(), "{name}");
@@ -411,7 +536,10 @@ mod tests {
                 .unwrap()
                 .replace("NAME", "bob")
                 .replace("ACTION", "waves")
-                .replace("TEXT", "hi");
+                .replace("TEXT", "hi")
+                .replace("PATH", "a.txt")
+                .replace(" [ID]", "")
+                .replace(" [NAME|ID]", "");
             assert!(matches!(parse(&example), Ok(Some(_))), "{example}");
         }
     }
@@ -427,6 +555,46 @@ mod tests {
         assert_eq!(parse("/me"), Err(CommandError::MeUsage));
         assert_eq!(parse("/me   "), Err(CommandError::MeUsage));
         assert_eq!(parse("/meow"), Err(CommandError::Unknown("/meow".into())));
+    }
+
+    #[test]
+    fn file_transfer_commands() {
+        let t = |c| Ok(Some(Command::Transfer(c)));
+        assert_eq!(
+            parse("/send bob /tmp/my report.pdf "),
+            t(TransferCommand::Send {
+                to: "bob".into(),
+                path: "/tmp/my report.pdf".into()
+            })
+        );
+        assert_eq!(parse("/send bob"), Err(CommandError::SendUsage));
+        assert_eq!(parse("/send"), Err(CommandError::SendUsage));
+        assert_eq!(
+            parse("/ACCEPT alice"),
+            t(TransferCommand::Accept {
+                from: "alice".into(),
+                id: None
+            })
+        );
+        assert_eq!(
+            parse("/decline alice 1a2b3c4d"),
+            t(TransferCommand::Decline {
+                from: "alice".into(),
+                id: Some("1a2b3c4d".into())
+            })
+        );
+        assert_eq!(
+            parse("/accept").unwrap_err().to_string(),
+            "usage: /accept NAME [ID]"
+        );
+        assert_eq!(parse("/transfers"), t(TransferCommand::List));
+        assert_eq!(parse("/cancel"), t(TransferCommand::Cancel { which: None }));
+        assert_eq!(
+            parse("/resume bob"),
+            t(TransferCommand::Resume {
+                which: Some("bob".into())
+            })
+        );
     }
 
     #[test]

@@ -7,7 +7,9 @@
 //! table sizes and reporting intervals in [`direct_inbox`](super::direct_inbox).
 
 use std::path::PathBuf;
+use std::time::Duration;
 
+use super::file_size::{self, FileSizeLimit};
 use crate::protocol::MAX_DATAGRAM_BYTES;
 use crate::tls::Fingerprint;
 
@@ -38,6 +40,14 @@ Received direct messages are dropped (and counted) when oversized, malformed, cl
 client that seals, under an unknown or ended session's key, not from the announced address \
 of the peer they name, forged, replayed, or over that sender's rate limit (a token bucket \
 per sender: --dm-burst at once, then --dm-rate per second).\n\n\
+Files go straight to a peer, never through the server: /send NAME PATH offers one (Tab \
+completes the path), the peer answers /accept NAME or /decline NAME (an offer lapses after \
+--offer-timeout), and the receiver's client fetches it over TCP from the sender's transfer port \
+(the number of its UDP port), sealed with the pair's keys; it is saved in --download-dir (else \
+the XDG download folder, else ~/Downloads) under a safe name, never over an existing file, \
+once its SHA-256 matches. /transfers lists offers and transfers, /cancel stops one at both \
+ends, and an interrupted transfer resumes where it stopped when both are online (/resume). \
+Not with --plaintext.\n\n\
 Lines for the server are paced to the flood limit it announces (none is dropped; the rest \
 wait, \"sending N queued lines…\"). A line typed while the server is away is shown \
 [queued] and sent once logged in again (\"N queued lines sent\"). On a terminal, a wrong password, a taken or invalid name \
@@ -103,6 +113,18 @@ pub const DEFAULT_SERVER_PORT: u16 = 12000;
 /// while reconnecting); a line past them is refused with an error, never dropped silently. A
 /// thousand lines is a long paste, and about four minutes at the server's default pace.
 pub const DEFAULT_MAX_QUEUED_LINES: usize = 1000;
+
+/// Default for `--max-file-size`: 4 GiB holds any document, photo album or installer a LAN
+/// passes around, and stops an offer that would fill a disk by mistake; `none` lifts it.
+pub const DEFAULT_MAX_FILE_SIZE: &str = "4GiB";
+
+/// [`DEFAULT_MAX_FILE_SIZE`] in bytes.
+pub const DEFAULT_MAX_FILE_SIZE_BYTES: u64 = 4 << 30;
+
+/// Default for `--offer-timeout`: ten minutes, long enough to come back to the keyboard,
+/// short enough that a forgotten offer does not wait for a day (IRC clients' DCC timeouts are
+/// minutes too).
+pub const DEFAULT_OFFER_TIMEOUT_SECS: u64 = 600;
 
 /// The flags of `p2pchat-client`, flattened into the binary's parser (which adds the about text,
 /// `--help` and `--version`).
@@ -230,6 +252,53 @@ pub struct ClientArgs {
           value_parser = clap::builder::TypedValueParser::map(clap::value_parser!(u32).range(1..), |n| n as usize),
           help_heading = "Reconnecting")]
     pub max_queued_lines: usize,
+
+    /// Where received files are saved. [default: $XDG_DOWNLOAD_DIR, else the download folder
+    /// of user-dirs.dirs, else ~/Downloads]
+    #[arg(long, value_name = "PATH", help_heading = "Files")]
+    pub download_dir: Option<PathBuf>,
+
+    /// The largest file /accept takes (a larger offer is refused with a line saying so):
+    /// bytes or a size with its unit (500MiB, 4GiB, 1.5GB); 0 or none for no limit.
+    #[arg(long, value_name = "SIZE", default_value = DEFAULT_MAX_FILE_SIZE,
+          value_parser = file_size::parse_limit, help_heading = "Files")]
+    pub max_file_size: FileSizeLimit,
+
+    /// Seconds a file offer waits for /accept or /decline before it lapses, at both ends.
+    #[arg(long, value_name = "SECONDS", default_value_t = DEFAULT_OFFER_TIMEOUT_SECS,
+          value_parser = clap::value_parser!(u64).range(1..=86_400), help_heading = "Files")]
+    pub offer_timeout: u64,
+}
+
+/// The settings of files (`--download-dir`, `--max-file-size`, `--offer-timeout`) and how often
+/// progress is reported (often on a terminal, whose status line is redrawn in place; every few
+/// seconds elsewhere).
+#[derive(Debug, Clone)]
+pub struct FileSettings {
+    pub download_dir: Option<PathBuf>,
+    pub max_file_size: FileSizeLimit,
+    pub offer_timeout: Duration,
+    pub progress_every: Duration,
+    /// The engine's time limits (handshake, stall).
+    pub limits: crate::transfer::Limits,
+}
+
+/// Progress every quarter of a second on a terminal: the status line looks alive.
+pub const TERMINAL_PROGRESS_EVERY: Duration = Duration::from_millis(250);
+
+/// Progress every 3 seconds for scripts and piped text: a line every few seconds.
+pub const PIPED_PROGRESS_EVERY: Duration = Duration::from_secs(3);
+
+impl Default for FileSettings {
+    fn default() -> Self {
+        FileSettings {
+            download_dir: None,
+            max_file_size: FileSizeLimit(Some(DEFAULT_MAX_FILE_SIZE_BYTES)),
+            offer_timeout: Duration::from_secs(DEFAULT_OFFER_TIMEOUT_SECS),
+            progress_every: PIPED_PROGRESS_EVERY,
+            limits: crate::transfer::Limits::default(),
+        }
+    }
 }
 
 /// A `--server` that is not HOST[:PORT].
@@ -294,6 +363,22 @@ impl ClientArgs {
     /// [`DEFAULT_SERVER`].
     pub fn server(&self) -> &str {
         self.server.as_deref().unwrap_or(DEFAULT_SERVER)
+    }
+
+    /// How files are received and reported: progress often on a terminal (its status line is
+    /// redrawn in place), every few seconds for a script or piped text.
+    pub fn file_settings(&self, terminal: bool) -> FileSettings {
+        FileSettings {
+            download_dir: self.download_dir.clone(),
+            max_file_size: self.max_file_size,
+            offer_timeout: Duration::from_secs(self.offer_timeout),
+            progress_every: if terminal && !self.json {
+                TERMINAL_PROGRESS_EVERY
+            } else {
+                PIPED_PROGRESS_EVERY
+            },
+            limits: crate::transfer::Limits::default(),
+        }
     }
 
     /// The limits on received direct messages that the `--dm-*` flags ask for (not yet

@@ -19,10 +19,12 @@ use crate::sealed::{Kind, OVERHEAD};
 
 use super::direct_inbox::{DirectInbox, DropSummary, Received, SentCounts};
 use super::event::ClientEvent;
+use super::file_mail::{FileMail, FileNews, FileNotSent};
 use super::in_flight::{Busy, Due, InFlight, MAX_IN_FLIGHT};
 use super::pairs::{Pairs, SealRefused};
 use super::peer_identities::{IdentityCommandError, PeerIdentities};
 use super::peer_list::PeerList;
+use crate::protocol::file::{self as file_message, FileMessage, FileSignal, TransferId};
 
 /// A direct message that left: for whom, its id, and where it went.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -83,6 +85,9 @@ pub(super) struct Courier {
     next_id: u64,
     /// What became of the messages sent, for `/stats`.
     counts: SentCounts,
+    /// File messages awaiting an acknowledgement, and what became of file messages sent and
+    /// received, for the transfers' table.
+    files: FileMail,
 }
 
 impl Courier {
@@ -103,6 +108,7 @@ impl Courier {
             timers,
             next_id: 1,
             counts: SentCounts::default(),
+            files: FileMail::default(),
         };
         (courier, fired)
     }
@@ -140,10 +146,22 @@ impl Courier {
             }
             Received::Acked { from, id } => {
                 let to = self.in_flight.acked(from, *id)?;
+                if self.files.acked(&to, *id) {
+                    return None;
+                }
                 self.counts.acknowledged += 1;
                 return Some(ClientEvent::DirectDelivered { to, id: *id });
             }
+            Received::File { from, message, .. } => {
+                if let Some(warning) = self.acknowledge(from, message.id, peers).await {
+                    return Some(warning);
+                }
+            }
             _ => {}
+        }
+        if let Received::File { from, message, .. } = received {
+            self.files.arrived(from, message);
+            return None;
         }
         received_event(received)
     }
@@ -249,6 +267,7 @@ impl Courier {
         let current_key = peer.as_ref().and_then(|p| p.public_key);
         match self.in_flight.due(&to, id, current_key) {
             Due::Nothing => None,
+            Due::GiveUp { to } if self.files.given_up(&to, id) => None,
             Due::GiveUp { to } => {
                 self.counts.not_delivered += 1;
                 let reason = if current_key.is_some() {
@@ -264,8 +283,9 @@ impl Courier {
                 wait,
             } => {
                 let peer = peer?;
+                let kind = self.files.kind_of(&to, id);
                 if let Some(pairs) = self.pairs.as_mut() {
-                    if let Ok(sealed) = pairs.seal(&peer, Kind::Message, &plaintext) {
+                    if let Ok(sealed) = pairs.seal(&peer, kind, &plaintext) {
                         // A failed send is one more lost try: the schedule goes on.
                         let _ = self.udp.send_to(&sealed, peer.p2p_addr()).await;
                     }
@@ -407,7 +427,10 @@ pub(super) fn received_event(received: Received) -> Option<ClientEvent> {
         Received::Dropped(dropped) => Some(ClientEvent::Warning {
             message: dropped.to_string(),
         }),
-        Received::Counted | Received::Duplicate { .. } | Received::Acked { .. } => None,
+        Received::Counted
+        | Received::Duplicate { .. }
+        | Received::Acked { .. }
+        | Received::File { .. } => None,
     }
 }
 
@@ -415,5 +438,84 @@ pub(super) fn received_event(received: Received) -> Option<ClientEvent> {
 pub(super) fn summary_event(summary: DropSummary) -> ClientEvent {
     ClientEvent::Warning {
         message: summary.to_string(),
+    }
+}
+
+/// File messages: a transfer's offer and answers ([`file_mail`](super::file_mail)).
+impl Courier {
+    /// Sends `signal` about `transfer` to the online peer `to`, sealed and then awaited as a
+    /// direct message is; its fate comes back as [`FileNews`]. Returns the peer as it is online.
+    ///
+    /// # Errors
+    /// [`FileNotSent`], each cause; nothing was sent.
+    pub(crate) async fn send_file(
+        &mut self,
+        peers: &PeerList,
+        me: &str,
+        to: &str,
+        transfer: TransferId,
+        signal: FileSignal,
+    ) -> Result<PeerInfo, FileNotSent> {
+        if to.eq_ignore_ascii_case(me) {
+            return Err(FileNotSent::ToSelf);
+        }
+        let Some(peer) = peers.get(to).cloned() else {
+            return Err(FileNotSent::NotOnline { to: to.to_string() });
+        };
+        let Some(pairs) = self.pairs.as_mut() else {
+            return Err(FileNotSent::Plaintext);
+        };
+        let Some(key) = peer.public_key else {
+            return Err(FileNotSent::PeerIsClear {
+                to: peer.username.clone(),
+            });
+        };
+        let id = self.next_id;
+        let message = FileMessage {
+            from: me.to_string(),
+            id,
+            transfer,
+            signal: signal.clone(),
+        };
+        let plaintext = file_message::encode(&message);
+        if plaintext.len() + OVERHEAD > MAX_DATAGRAM_BYTES {
+            return Err(FileNotSent::TooLong);
+        }
+        self.in_flight.check_room(&peer.username)?;
+        let sealed = pairs.seal(&peer, Kind::File, &plaintext)?;
+        self.next_id += 1;
+        if let Err(source) = self.udp.send_to(&sealed, peer.p2p_addr()).await {
+            return Err(FileNotSent::Network { peer, source });
+        }
+        let wait = self.in_flight.sent(&peer.username, key, id, plaintext);
+        self.files.sent(&peer.username, id, transfer, signal);
+        self.start_timer(&peer.username, id, wait);
+        Ok(peer)
+    }
+
+    /// What became of file messages since last asked, oldest first.
+    pub(crate) fn take_file_news(&mut self) -> Vec<FileNews> {
+        self.files.take_news()
+    }
+
+    /// The pairwise keys with the online `peer`, for a transfer's data connection; `None` in
+    /// `--plaintext` mode or when no keys can be made with it.
+    pub(crate) fn pair_keys(&mut self, peer: &PeerInfo) -> Option<crate::sealed::PairKeys> {
+        self.pairs.as_mut()?.keys(peer).ok().cloned()
+    }
+
+    /// The online peer whose current session key `key_id` names, as the server spells it.
+    pub(crate) fn peer_by_key_id<'a>(
+        &self,
+        key_id: &crate::sealed::KeyId,
+        peers: &'a PeerList,
+    ) -> Option<&'a PeerInfo> {
+        let name = self.pairs.as_ref()?.named_by(key_id)?;
+        peers.get(name)
+    }
+
+    /// This session's key id (what a data connection's opening names), if sealing.
+    pub(crate) fn my_key_id(&self) -> Option<crate::sealed::KeyId> {
+        Some(self.pairs.as_ref()?.public_key().key_id())
     }
 }

@@ -14,6 +14,7 @@ use serde::{Serialize, Serializer};
 
 use super::direct_inbox::DirectStats;
 use super::screen::{escape, message};
+use super::transfer_event::TransferEvent;
 use crate::identity::IdentityPublic;
 use crate::protocol::{DelayReason, ErrorCode, PeerInfo, RoomLine, TextKind};
 
@@ -204,6 +205,10 @@ pub enum ClientEvent {
     IdentityVerified {
         peer: String,
     },
+    /// A step of a file transfer (its JSON: [`TransferEvent`], `file_offer`, `file_done`, …).
+    /// Untagged: the inner event names itself.
+    #[serde(untagged)]
+    Transfer(TransferEvent),
     /// A room line from someone else, of any kind (its JSON: [`RoomMessage`]). Last: an
     /// untagged variant must be.
     #[serde(untagged)]
@@ -407,6 +412,7 @@ impl ClientEvent {
                 text,
                 max_continuations,
             ),
+            ClientEvent::Transfer(event) => event.render(),
             ClientEvent::QueuedSent { lines } => format!(
                 "{NOTICE} {lines} queued line{} sent",
                 if *lines == 1 { "" } else { "s" }

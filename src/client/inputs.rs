@@ -2,7 +2,8 @@
 //! and the tasks that feed it: each connection's lines, read by a task of its own that tags them
 //! with the connection's number (so that a late line from a connection already given up is told
 //! apart and ignored); the outcome of each reconnect try; datagrams from peers; the person's
-//! commands; retransmission timers; and a housekeeping tick.
+//! commands; retransmission timers; file transfers' progress, ends and connections; and a
+//! housekeeping tick.
 //!
 //! Tasks feed the loop through a bounded channel: a reader waits while the loop is behind. This
 //! module never acts on an input; what each one means is the chat loop's.
@@ -20,6 +21,7 @@ use super::command::Command;
 use super::direct::TimerFired;
 use super::error::ClientError;
 use super::reconnect::{redial_once, Redial, Relinked};
+use super::transfers::input::TransferInput;
 use crate::connection::{LineReader, ReadError, StreamReader};
 use crate::runtime::{self, UdpSocket};
 
@@ -53,6 +55,8 @@ pub(super) enum Input {
     Tick,
     /// A sealed direct message's retransmission timer fired.
     Retransmit(TimerFired),
+    /// A file transfer's progress or end, or a connection to the transfer port.
+    Transfer(TransferInput),
 }
 
 /// Where the tasks started later (connection readers, reconnect tries) send their inputs.
@@ -60,11 +64,12 @@ pub(super) type Feed = mpsc::Sender<Input>;
 
 /// Every input of the chat as one stream: what is fed through the returned [`Feed`], datagrams
 /// received on `udp`, the person's `commands` (then [`Input::EndOfCommands`]), the `timers`,
-/// and the tick.
+/// the file `transfers`' inputs, and the tick.
 pub(super) fn merge(
     udp: Arc<UdpSocket>,
     commands: impl Stream<Item = Command> + Unpin,
     timers: impl Stream<Item = TimerFired>,
+    transfers: impl Stream<Item = TransferInput>,
 ) -> (Feed, impl Stream<Item = Input> + Unpin) {
     let (feed, fed) = mpsc::channel(SERVER_INPUTS);
     let from_peers = stream::unfold(udp, |udp: Arc<UdpSocket>| async move {
@@ -78,7 +83,10 @@ pub(super) fn merge(
     let from_person = commands
         .map(Input::Command)
         .chain(stream::iter([Input::EndOfCommands]));
-    let from_timers = timers.map(Input::Retransmit);
+    let from_timers = stream::select(
+        timers.map(Input::Retransmit),
+        transfers.map(Input::Transfer),
+    );
     let ticks = stream::unfold((), |()| async {
         runtime::sleep(HOUSEKEEPING_TICK).await;
         Some((Input::Tick, ()))

@@ -44,6 +44,8 @@ mod direct;
 pub mod direct_inbox;
 pub mod error;
 pub mod event;
+mod file_mail;
+pub mod file_size;
 pub mod find;
 pub mod identity_file;
 pub mod in_flight;
@@ -62,6 +64,8 @@ pub mod screen;
 pub mod secure;
 mod session;
 pub mod start;
+pub mod transfer_event;
+mod transfers;
 pub mod ui;
 
 use std::net::SocketAddr;
@@ -71,7 +75,7 @@ use std::sync::Arc;
 use futures::stream::Stream;
 
 use crate::identity::IdentityKey;
-use crate::runtime::UdpSocket;
+use crate::runtime::{TcpListener, UdpSocket};
 use error::Local;
 use known_peers::KnownPeers;
 use link::{Link, LoggedIn, Opened};
@@ -79,8 +83,10 @@ use outgoing::ServerPace;
 use pairs::Pairs;
 use peer_identities::PeerIdentities;
 use reconnect::Redial;
+use transfers::{bind_pair, Bound, FilesOff};
 
 pub use command::Command;
+pub use config::FileSettings;
 pub use config::{ClientArgs, DirectLimits};
 pub use direct_inbox::{DirectInbox, DirectStats};
 pub use error::{exit, ClientError};
@@ -133,6 +139,9 @@ pub struct Client {
     identities: Option<PeerIdentities>,
     reconnect: Reconnect,
     max_queued: usize,
+    /// The transfer port, on the UDP port's number (`Err`: why files are off).
+    listener: Result<Arc<TcpListener>, String>,
+    files: FileSettings,
 }
 
 impl Client {
@@ -141,7 +150,8 @@ impl Client {
     /// checked, before anything is read or sent), waits for the server's `hello`, and binds the
     /// UDP socket for direct messages on the address this host uses to reach the server (so
     /// peers see datagrams come from the address the server saw), port `p2p_port` (0 = any free
-    /// port).
+    /// port), and the transfer port for files, TCP on the same address and port number (a
+    /// client that cannot have it chats on without files).
     pub async fn connect(
         server: &str,
         p2p_port: u16,
@@ -154,14 +164,21 @@ impl Client {
             pace,
         } = link::open(server, transport).await?;
         let local_ip = link.tcp.local_addr().map_err(Local::NoLocalAddress)?.ip();
-        let udp = UdpSocket::bind(SocketAddr::new(local_ip, p2p_port))
-            .await
-            .map_err(|source| Local::BindUdp {
-                ip: local_ip,
-                port: p2p_port,
-                source,
-            })?;
+        let Bound { udp, tcp } =
+            bind_pair(local_ip, p2p_port)
+                .await
+                .map_err(|source| Local::BindUdp {
+                    ip: local_ip,
+                    port: p2p_port,
+                    source,
+                })?;
         let p2p_addr = udp.local_addr().map_err(Local::NoUdpAddress)?;
+        let listener = tcp.map(Arc::new).map_err(|e| {
+            format!(
+                "this client cannot listen on TCP {} (the transfer port, the UDP port's number): {e}",
+                p2p_addr
+            )
+        });
         Ok(Client {
             server_name: server.to_string(),
             server: addr,
@@ -181,6 +198,8 @@ impl Client {
             identities: None,
             reconnect: Reconnect::Never,
             max_queued: config::DEFAULT_MAX_QUEUED_LINES,
+            listener,
+            files: FileSettings::default(),
         })
     }
 
@@ -242,6 +261,11 @@ impl Client {
     pub fn set_reconnect(&mut self, reconnect: Reconnect, max_queued: usize) {
         self.reconnect = reconnect;
         self.max_queued = max_queued;
+    }
+
+    /// How files are received and reported (default [`FileSettings::default`]).
+    pub fn set_files(&mut self, files: FileSettings) {
+        self.files = files;
     }
 
     /// Where this client receives direct messages.
@@ -333,6 +357,12 @@ impl Client {
             identities: self.identities,
             redial,
             max_queued: self.max_queued,
+            files: self.files,
+            // Sealing is what keys a file's data connection: none with --plaintext.
+            listener: match self.sealed {
+                true => self.listener.map_err(FilesOff::NoPort),
+                false => Err(FilesOff::Plaintext),
+            },
         };
         session::run(start, commands, emit).await
     }

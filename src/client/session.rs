@@ -30,6 +30,7 @@ use futures::stream::{Stream, StreamExt};
 
 use super::command::{self, Command};
 use super::config::DirectLimits;
+use super::config::FileSettings;
 use super::direct::{summary_event, Courier, IdentityCommand, Sent};
 use super::direct_inbox::DirectInbox;
 use super::error::{ClientError, Disconnect};
@@ -42,9 +43,10 @@ use super::pairs::Pairs;
 use super::peer_identities::PeerIdentities;
 use super::peer_list::PeerList;
 use super::reconnect::{worth_reconnecting, worth_trying_again, Backoff, Redial, Relinked};
+use super::transfers::{came_online, FilesOff, Net, Transfers};
 use crate::connection::{self, StreamWriter};
 use crate::protocol::{decode_server, encode_line, ClientMessage, ServerMessage, MAX_LINE_BYTES};
-use crate::runtime::{self, TcpStream, UdpSocket};
+use crate::runtime::{self, TcpListener, TcpStream, UdpSocket};
 
 /// After `quit`, how long to wait for the server to close its side, so that everything sent
 /// before `quit` is known to have been read (and its answers shown).
@@ -74,6 +76,9 @@ pub(super) struct Start {
     pub(super) redial: Option<Redial>,
     /// How many lines may wait for the server (and its pace) at most.
     pub(super) max_queued: usize,
+    /// Files: the settings, and the transfer port (`Err`: why files are off).
+    pub(super) files: FileSettings,
+    pub(super) listener: Result<Arc<TcpListener>, FilesOff>,
 }
 
 /// The chat's state between inputs.
@@ -92,6 +97,21 @@ struct Chat {
     p2p_addr: SocketAddr,
     inputs: Feed,
     quitting: bool,
+    /// Offers and transfers of files, both ways.
+    transfers: Transfers,
+    /// Peers the last server line said came online, for the transfers.
+    came_online: Vec<String>,
+}
+
+/// The loan the transfers' table acts with: disjoint fields of the chat.
+macro_rules! net {
+    ($chat:expr) => {
+        Net {
+            courier: &mut $chat.courier,
+            peers: &$chat.peers,
+            me: &$chat.username,
+        }
+    };
 }
 
 pub(super) async fn run(
@@ -111,9 +131,15 @@ pub(super) async fn run(
         identities,
         redial,
         max_queued,
+        files,
+        listener,
     } = start;
     let (courier, timers) = Courier::new(udp.clone(), pairs, identities);
-    let (feed, mut inputs) = inputs::merge(udp, commands, timers);
+    let (transfers, from_transfers, said) = Transfers::start(files, &username, listener);
+    for event in said {
+        emit(event);
+    }
+    let (feed, mut inputs) = inputs::merge(udp, commands, timers, from_transfers);
     let mut chat = Chat {
         current: None,
         next_link: 0,
@@ -128,6 +154,8 @@ pub(super) async fn run(
         p2p_addr,
         inputs: feed,
         quitting: false,
+        transfers,
+        came_online: Vec::new(),
     };
     chat.attach(link);
     // The welcome's peers, checked as every later list is: until then no key is admitted.
@@ -137,6 +165,14 @@ pub(super) async fn run(
     };
     chat.courier
         .track_sessions(&mut chat.inbox, &welcome, &mut chat.peers, emit);
+    // Transfers interrupted by a restart resume with whoever is online already.
+    let online: Vec<String> = chat
+        .peers
+        .to_vec()
+        .into_iter()
+        .map(|p| p.username)
+        .collect();
+    chat.transfers.online(&online, net!(chat), emit).await;
 
     loop {
         chat.send_ready(emit).await?;
@@ -205,7 +241,10 @@ impl Chat {
                     return Ok(()); // From a connection already given up.
                 }
                 match line {
-                    Ok(Some(line)) => self.on_line(&line, emit)?,
+                    Ok(Some(line)) => {
+                        self.on_line(&line, emit)?;
+                        self.peers_came_online(emit).await;
+                    }
                     Ok(None) => self.lose(Disconnect::Closed, emit)?,
                     Err(e) => self.lose(Disconnect::Unreadable(e), emit)?,
                 }
@@ -213,6 +252,7 @@ impl Chat {
             Input::Relinked { attempt, result } => {
                 if attempt == self.attempt && self.current.is_none() {
                     self.relinked(*result, emit)?;
+                    self.peers_came_online(emit).await;
                 }
             }
             Input::Datagram(Ok((payload, source))) => {
@@ -224,6 +264,7 @@ impl Chat {
                 {
                     emit(event);
                 }
+                self.file_news(emit).await;
                 if let Some(summary) = self.inbox.summary(now) {
                     emit(summary_event(summary));
                 }
@@ -235,8 +276,11 @@ impl Chat {
                 if let Some(event) = self.courier.timer_fired(fired, &self.peers).await {
                     emit(event);
                 }
+                self.file_news(emit).await;
             }
+            Input::Transfer(input) => self.transfers.input(input, net!(self), emit).await,
             Input::Tick => {
+                self.transfers.tick(net!(self), emit);
                 if let Some(summary) = self.inbox.summary(Instant::now()) {
                     emit(summary_event(summary));
                 }
@@ -273,6 +317,10 @@ impl Chat {
             }
             // The terminal clears its screen itself; piped input has none.
             Command::Clear => return,
+            Command::Transfer(command) => {
+                self.transfers.command(command, net!(self), emit).await;
+                return;
+            }
             Command::Direct { to, text } => {
                 let sent = self
                     .courier
@@ -364,6 +412,7 @@ impl Chat {
         }
         self.courier
             .track_sessions(&mut self.inbox, &message, &mut self.peers, emit);
+        self.came_online = came_online(&message);
         match on_server_message(message, &mut self.peers, emit) {
             Ok(()) => Ok(()),
             Err(gone) => self.lose(gone, emit),
@@ -468,8 +517,25 @@ impl Chat {
             server: opened.addr,
             p2p_addr: self.p2p_addr,
         });
+        self.came_online = peers.iter().map(|p| p.username.clone()).collect();
         emit(ClientEvent::Welcome { username, peers });
         Ok(())
+    }
+
+    /// Hands what became of file messages to the transfers' table.
+    async fn file_news(&mut self, emit: &mut dyn FnMut(ClientEvent)) {
+        for news in self.courier.take_file_news() {
+            self.transfers.news(news, net!(self), emit).await;
+        }
+    }
+
+    /// Tells the transfers' table who came online, if anyone did.
+    async fn peers_came_online(&mut self, emit: &mut dyn FnMut(ClientEvent)) {
+        if self.came_online.is_empty() {
+            return;
+        }
+        let names = std::mem::take(&mut self.came_online);
+        self.transfers.online(&names, net!(self), emit).await;
     }
 }
 

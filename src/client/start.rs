@@ -203,6 +203,7 @@ pub async fn connect(args: &ClientArgs, terminal: bool) -> Result<Client, Client
         Reconnect::Never
     };
     client.set_reconnect(reconnect, args.max_queued_lines);
+    client.set_files(args.file_settings(terminal));
     Ok(client)
 }
 

@@ -18,6 +18,7 @@ pub use crate::sealed::{KeyProof, PublicKey};
 pub use error_code::ErrorCode;
 
 mod error_code;
+pub mod file;
 
 /// Version announced in `hello`; bumped when a message changes incompatibly.
 pub const PROTOCOL_VERSION: u32 = 1;

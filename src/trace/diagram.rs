@@ -136,7 +136,7 @@ impl Diagram {
             let from = diagram.participant(from, names);
             let to = diagram.participant(to, names);
             let (messages, tls, sealed, dns) = match payload {
-                Payload::Messages(types) => (types, Vec::new(), None, None),
+                Payload::Messages(types) | Payload::File(types) => (types, Vec::new(), None, None),
                 Payload::Tls(records) => (Vec::new(), records, None, None),
                 Payload::Sealed(header) => (Vec::new(), Vec::new(), Some(header), None),
                 Payload::Dns(message) => (Vec::new(), Vec::new(), None, Some(message)),

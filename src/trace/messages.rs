@@ -5,7 +5,9 @@
 //! first bytes are a TLS record header is read record by record ([`super::tls`]) and its segments
 //! are labelled with the records they finish; a datagram with a sealed header
 //! ([`crate::sealed::Header`]) is labelled with that header (kind, sender's key id, counter),
-//! which is all an eavesdropper can read of it.
+//! which is all an eavesdropper can read of it. A file transfer's data connection (its first
+//! bytes the opening's magic, and the direction that answers it) is read by
+//! [`super::file_transfer`]: opening, handshake, records by their clear headers.
 //!
 //! TCP is a byte stream, so a segment may hold several lines, or part of one: each direction of
 //! each connection is reassembled in sequence-number order and a segment is labelled with the
@@ -21,6 +23,7 @@ use std::net::SocketAddr;
 use serde::Serialize;
 
 use super::dns::{DnsMessage, DNS_PORT, MDNS_PORT};
+use super::file_transfer::{self, FileStreamReader, Side};
 use super::packet::{TcpSegment, UdpDatagram};
 use super::tls::{self, RecordReader, TlsRecord};
 use crate::protocol::{self, DecodeError};
@@ -50,6 +53,11 @@ pub enum Payload {
     Tls(Vec<TlsRecord>),
     /// Part of a TLS record that a later segment finishes.
     TlsPartial,
+    /// A file transfer's data connection: the opening, the handshake, records by type
+    /// ([`super::file_transfer`]) finished in this segment.
+    File(Vec<String>),
+    /// Part of a file transfer's handshake or record that a later segment finishes.
+    FilePartial,
     /// A sealed direct message or acknowledgement: only its header is readable.
     Sealed(SealedDatagram),
     /// A DNS query or response (a datagram to or from port 53), e.g. the lab's lookup of chat.lab.
@@ -61,7 +69,7 @@ pub enum Payload {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct SealedDatagram {
     pub version: u8,
-    /// `message` or `acknowledgement`.
+    /// `message`, `acknowledgement` or `file` (a file transfer's offer or answer).
     pub kind: &'static str,
     /// The sender's session key id, in hex (the first 8 bytes of SHA-256 of its public key).
     pub key_id: String,
@@ -79,6 +87,7 @@ impl SealedDatagram {
             kind: match header.kind {
                 sealed::Kind::Message => "message",
                 sealed::Kind::Ack => "acknowledgement",
+                sealed::Kind::File => "file",
             },
             key_id: header.key_id.to_string(),
             counter: header.counter,
@@ -90,6 +99,7 @@ impl SealedDatagram {
     pub fn label(&self) -> String {
         let what = match self.kind {
             "message" => "direct message",
+            "file" => "file offer or answer",
             other => other,
         };
         format!(
@@ -117,6 +127,8 @@ impl Payload {
                     .join(" + TLS ")
             )),
             Payload::TlsPartial => Some("(part of a TLS record)".into()),
+            Payload::File(items) => Some(file_transfer::summary(items)),
+            Payload::FilePartial => Some("(part of a file record)".into()),
             Payload::Sealed(header) => Some(header.label()),
             Payload::Dns(message) => Some(message.to_string()),
         }
@@ -145,6 +157,8 @@ struct Direction {
     started: bool,
     /// Set when the direction starts with a TLS record header.
     tls: Option<RecordReader>,
+    /// Set when the direction is a file transfer's data connection.
+    file: Option<FileStreamReader>,
 }
 
 /// Labels TCP segments in capture order; keeps each stream's unfinished line between calls.
@@ -153,6 +167,8 @@ pub struct StreamLabeler {
     /// Endpoints that received a SYN: the servers.
     listeners: HashSet<SocketAddr>,
     directions: HashMap<(SocketAddr, SocketAddr), Direction>,
+    /// Directions (from, to) that answer a file transfer's opening: a sender's.
+    file_senders: HashSet<(SocketAddr, SocketAddr)>,
 }
 
 impl StreamLabeler {
@@ -172,6 +188,8 @@ impl StreamLabeler {
         } else {
             Sender::Unknown
         };
+        let answers_an_opening = self.file_senders.contains(&(segment.src, segment.dst));
+        let mut opened = false;
         let direction = self
             .directions
             .entry((segment.src, segment.dst))
@@ -202,7 +220,7 @@ impl StreamLabeler {
                 // Bytes the capture missed: the unfinished line cannot be completed, and a TLS
                 // stream's next record header cannot be found.
                 direction.pending.clear();
-                if direction.tls.take().is_some() {
+                if direction.tls.take().is_some() || direction.file.take().is_some() {
                     direction.foreign = true;
                 }
             }
@@ -218,7 +236,30 @@ impl StreamLabeler {
             // byte seen) is a record header's or a line's.
             if offset <= 0 && tls::looks_like_tls(fresh) {
                 direction.tls = Some(RecordReader::new());
+            } else if offset <= 0 && file_transfer::looks_like_opening(fresh) {
+                direction.file = Some(FileStreamReader::new(Side::Receiver));
+                opened = true;
+            } else if offset <= 0 && answers_an_opening {
+                direction.file = Some(FileStreamReader::new(Side::Sender));
             }
+        }
+        if opened {
+            self.file_senders.insert((segment.dst, segment.src));
+        }
+        let direction = self
+            .directions
+            .get_mut(&(segment.src, segment.dst))
+            .expect("made above");
+        if let Some(reader) = &mut direction.file {
+            return match reader.push(fresh) {
+                Ok(items) if items.is_empty() => Payload::FilePartial,
+                Ok(items) => Payload::File(items),
+                Err(_) => {
+                    direction.foreign = true;
+                    direction.file = None;
+                    Payload::Other
+                }
+            };
         }
         if let Some(reader) = &mut direction.tls {
             return match reader.push(fresh) {

@@ -5,6 +5,8 @@
 //! - [`messages`]: which p2pchat message a segment or datagram carries, by the library's decoders;
 //!   in the default mode, which TLS records a segment finishes and a sealed datagram's header.
 //! - [`tls`]: TLS records in a TCP stream, read from their clear headers.
+//! - [`file_transfer`]: a file transfer's data connection, read from its clear opening, the
+//!   handshake's sizes and the records' clear headers.
 //! - [`dns`]: DNS queries and answers (the lab's lookup of chat.lab), parsed by hand.
 //! - [`handshake`]: every TCP three-way handshake with absolute numbers, and each connection's end.
 //! - [`udp`]: every UDP datagram's header, and the lab's questions about UDP answered.
@@ -17,6 +19,7 @@
 pub mod capture;
 pub mod diagram;
 pub mod dns;
+pub mod file_transfer;
 pub mod handshake;
 pub mod merge;
 pub mod messages;

@@ -124,8 +124,10 @@ pub fn trust_flags(server: &str) -> Vec<String> {
     }
 }
 
-fn data_homes() -> &'static Mutex<HashMap<u16, PathBuf>> {
-    static DATA_HOMES: OnceLock<Mutex<HashMap<u16, PathBuf>>> = OnceLock::new();
+/// Per port, the data folder of the servers the harness started there: shared by a server and
+/// one started again on its address (the same server restarted), removed with the last of them.
+fn data_homes() -> &'static Mutex<HashMap<u16, std::sync::Weak<TempDir>>> {
+    static DATA_HOMES: OnceLock<Mutex<HashMap<u16, std::sync::Weak<TempDir>>>> = OnceLock::new();
     DATA_HOMES.get_or_init(Default::default)
 }
 
@@ -134,7 +136,8 @@ fn data_homes() -> &'static Mutex<HashMap<u16, PathBuf>> {
 /// `own` (a server the test plays itself).
 pub fn data_home_of(server: &str, own: &Path) -> PathBuf {
     let port: Option<u16> = server.rsplit(':').next().and_then(|p| p.parse().ok());
-    port.and_then(|port| data_homes().lock().unwrap().get(&port).cloned())
+    port.and_then(|port| data_homes().lock().unwrap().get(&port)?.upgrade())
+        .map(|folder| folder.path().to_path_buf())
         .unwrap_or_else(|| own.to_path_buf())
 }
 
@@ -155,8 +158,9 @@ pub struct Server {
     _tls: Option<TempDir>,
     /// The XDG_DATA_HOME of every client the harness starts for this server ([`data_home_of`]):
     /// its accounts' identity keys, as on one machine, so that a client started again under a
-    /// name keeps that account's identity (as a person restarting the client does).
-    _accounts: TempDir,
+    /// name keeps that account's identity (as a person restarting the client does); shared with a
+    /// server started again on the same address.
+    _accounts: Arc<TempDir>,
 }
 
 impl Server {
@@ -271,11 +275,15 @@ impl Server {
                 .expect("a fingerprint")
         });
         modes().lock().unwrap().insert(addr.port(), fingerprint);
-        let accounts = TempDir::new().expect("a data folder for the server's clients");
-        data_homes()
-            .lock()
-            .unwrap()
-            .insert(addr.port(), accounts.path().to_path_buf());
+        let accounts = {
+            let mut homes = data_homes().lock().unwrap();
+            let folder = homes.get(&addr.port()).and_then(std::sync::Weak::upgrade);
+            let folder = folder.unwrap_or_else(|| {
+                Arc::new(TempDir::new().expect("a data folder for the server's clients"))
+            });
+            homes.insert(addr.port(), Arc::downgrade(&folder));
+            folder
+        };
         Server {
             child,
             addr,
@@ -467,6 +475,8 @@ impl ChatClient {
             .env("XDG_CONFIG_HOME", config)
             .env("XDG_DATA_HOME", data_home_of(server, config))
             .env("HOME", config)
+            // Downloads under the test's folder too (HOME), never the real ones.
+            .env_remove("XDG_DOWNLOAD_DIR")
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -625,6 +635,24 @@ impl ChatClient {
             events: std::mem::take(&mut self.history),
             stderr,
         }
+    }
+
+    /// The client's peak resident memory so far (VmHWM), in KiB.
+    pub fn peak_rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .expect("read /proc/PID/status");
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("a VmHWM line")
+    }
+
+    /// Stops the client (SIGSTOP) until the returned guard is dropped: a peer that holds still
+    /// at a chosen moment, whatever it was about to do.
+    pub fn freeze(&self) -> Frozen {
+        signal(self.child.id(), libc::SIGSTOP);
+        Frozen(self.child.id())
     }
 
     /// Kills the client process at once (SIGKILL), as a crash would.

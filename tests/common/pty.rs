@@ -81,6 +81,7 @@ impl TerminalClient {
                 data_home_of(&server.to_string(), &home.join("data")),
             )
             .env("XDG_STATE_HOME", home.join("state"))
+            .env_remove("XDG_DOWNLOAD_DIR")
             .env("HOME", home)
             .env("TERM", "xterm-256color")
             .env_remove("NO_COLOR")

@@ -41,7 +41,9 @@
 //! 7. an acknowledgement ends here ([`Received::Acked`]); a message goes on to `rate_limited`,
 //!    then `malformed` (a plaintext that is not a `direct` message from that peer), and then its
 //!    id: one already shown is a retransmission ([`Received::Duplicate`]: acknowledged again,
-//!    not shown), anything else is [`Received::Delivered`].
+//!    not shown), anything else is [`Received::Delivered`]. A file message (an offer or an
+//!    answer, [`Kind::File`]) goes the same way, its plaintext a [`FileMessage`] from that peer;
+//!    a new one is [`Received::File`], for the transfers' table.
 //!
 //! Nothing before step 5 is believed, and nothing is remembered before it: a forgery can neither
 //! mark a counter as seen nor spend the peer's tokens.
@@ -55,6 +57,7 @@ use std::time::Instant;
 
 use super::pairs::{Pairs, SealRefused};
 use super::peer_list::PeerList;
+use crate::protocol::file::{self, FileMessage};
 use crate::protocol::{decode_datagram, Datagram, DecodeError, DirectMessage};
 use crate::sealed::{Header, Kind, OpenError};
 
@@ -95,6 +98,13 @@ pub enum Received {
     },
     /// A sealed acknowledgement from `from` of the message `id` this client sent.
     Acked { from: String, id: u64 },
+    /// A sealed file message (an offer or an answer) that passed every check a direct message
+    /// passes, from the online peer `from`: for the transfers' table, and to be acknowledged.
+    File {
+        from: String,
+        message: FileMessage,
+        source: SocketAddr,
+    },
     /// Dropped, and worth a warning of its own.
     Dropped(Dropped),
     /// Dropped and only counted: it will be in the next [`DropSummary`].
@@ -270,6 +280,8 @@ impl DirectInbox {
         now: Instant,
     ) -> Received {
         match checked {
+            // A file message is counted among the datagrams received, not the messages shown.
+            Ok(received @ Received::File { .. }) => received,
             Ok(received) => {
                 let counter = match received {
                     Received::Acked { .. } => &mut self.stats.acks,
@@ -362,6 +374,27 @@ impl DirectInbox {
                 claimed,
                 burst: self.limits.burst,
                 rate: self.limits.rate,
+            });
+        }
+        if header.kind == Kind::File {
+            let message = file::decode(&plaintext).map_err(Rejection::Malformed)?;
+            if !message.from.eq_ignore_ascii_case(&peer.username) {
+                return Err(Rejection::Malformed(DecodeError::Malformed(
+                    "the sealed file message names another sender than its key".into(),
+                )));
+            }
+            if !self.seen.is_new(&sender, message.id) {
+                return Ok(Received::Duplicate {
+                    from: claimed,
+                    id: message.id,
+                    source,
+                });
+            }
+            self.seen.record(&sender, message.id, now);
+            return Ok(Received::File {
+                from: claimed,
+                message,
+                source,
             });
         }
         let DirectMessage { from, id, text } = match decode_datagram(&plaintext) {

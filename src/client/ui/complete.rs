@@ -5,7 +5,9 @@
 //! a name at the start of a line (`b<Tab>` gives `bob: `, irssi's habit: a room line that
 //! addresses bob, and names him so he is highlighted).
 //! Names match in any case and are put in as the server spells them; the person's own name is
-//! never offered.
+//! never offered. After `/send NAME `, Tab completes a path (the rest of the line is the path,
+//! spaces and all; `~/` is the home folder), as a shell does; `/send`, `/accept`, `/decline`,
+//! `/cancel` and `/resume` complete the name first.
 //!
 //! [`complete`] is the whole rule, a pure function; [`ChatHelper`] hands it to the line editor.
 
@@ -58,6 +60,61 @@ fn is_msg_name(before_word: &str) -> bool {
     ) && before_word.ends_with(char::is_whitespace)
 }
 
+/// Where the path of `/send NAME PATH` starts, when the cursor is in it (the path is the rest
+/// of the line, spaces and all).
+pub fn send_path_start(before_cursor: &str) -> Option<usize> {
+    let command_end = before_cursor.find(char::is_whitespace)?;
+    if !before_cursor[..command_end].eq_ignore_ascii_case("/send") {
+        return None;
+    }
+    let after_command = &before_cursor[command_end..];
+    let name_at = command_end + after_command.find(|c: char| !c.is_whitespace())?;
+    let name_end = name_at + before_cursor[name_at..].find(char::is_whitespace)?;
+    let rest = &before_cursor[name_end..];
+    let path_at = rest
+        .find(|c: char| !c.is_whitespace())
+        .map_or(before_cursor.len(), |at| name_end + at);
+    Some(path_at)
+}
+
+/// Most entries of one folder offered: a folder of a million files must not stall the editor.
+const MAX_PATH_CANDIDATES: usize = 1_000;
+
+/// The paths that complete `partial` (as typed: `~/` stands for the home folder): the entries
+/// of its folder whose names start with its last part, folders ending in `/`, hidden ones only
+/// when the part starts with `.`.
+pub fn complete_path(partial: &str) -> Vec<String> {
+    let (folder, start) = match partial.rfind('/') {
+        Some(at) => (&partial[..=at], &partial[at + 1..]),
+        None => ("", partial),
+    };
+    let listed = match folder {
+        "" => std::path::PathBuf::from("."),
+        folder => command::expand_home(folder),
+    };
+    let Ok(entries) = std::fs::read_dir(&listed) else {
+        return Vec::new();
+    };
+    let mut found: Vec<String> = entries
+        .filter_map(Result::ok)
+        .take(MAX_PATH_CANDIDATES)
+        .filter_map(|entry| {
+            let name = entry.file_name().into_string().ok()?;
+            if !name.starts_with(start) || (name.starts_with('.') && !start.starts_with('.')) {
+                return None;
+            }
+            // Followed through a link: a link to a folder completes as a folder.
+            let is_folder = std::fs::metadata(entry.path()).is_ok_and(|m| m.is_dir());
+            Some(format!(
+                "{folder}{name}{}",
+                if is_folder { "/" } else { "" }
+            ))
+        })
+        .collect();
+    found.sort();
+    found
+}
+
 fn matching(names: &[String], partial: &str, before: &str, after: &str) -> Vec<String> {
     let mut found: Vec<String> = names
         .iter()
@@ -95,6 +152,9 @@ impl Completer for ChatHelper {
         pos: usize,
         _: &Context<'_>,
     ) -> rustyline::Result<(usize, Vec<String>)> {
+        if let Some(start) = send_path_start(&line[..pos]) {
+            return Ok((start, complete_path(&line[start..pos])));
+        }
         Ok(complete(&line[..pos], &self.names.others()))
     }
 }
@@ -168,6 +228,30 @@ mod tests {
         assert_eq!(complete("zed", &names()), (0, vec![]));
         // A vim-style command is not a name.
         assert_eq!(complete(":l", &names()), (0, vec![]));
+    }
+
+    #[test]
+    fn send_completes_a_name_then_a_path() {
+        assert_eq!(complete("/send b", &names()).1, ["bill ", "bob "]);
+        assert_eq!(complete("/accept Ca", &names()).1, ["Carol "]);
+        assert_eq!(send_path_start("/send bob "), Some(10));
+        assert_eq!(send_path_start("/send bob  /tm"), Some(11));
+        assert_eq!(send_path_start("/send bob"), None);
+        assert_eq!(send_path_start("/msg bob x"), None);
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("report one.pdf"), b"x").unwrap();
+        std::fs::write(dir.path().join(".hidden"), b"x").unwrap();
+        std::fs::create_dir(dir.path().join("reports")).unwrap();
+        let base = format!("{}/", dir.path().display());
+        assert_eq!(
+            complete_path(&format!("{base}rep")),
+            [format!("{base}report one.pdf"), format!("{base}reports/")]
+        );
+        assert_eq!(
+            complete_path(&format!("{base}.h")),
+            [format!("{base}.hidden")]
+        );
+        assert_eq!(complete_path(&format!("{base}zzz")), Vec::<String>::new());
     }
 
     #[test]

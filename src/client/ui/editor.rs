@@ -283,7 +283,7 @@ impl ConditionalEventHandler for ClearOrInterrupt {
 }
 
 /// The terminal's width in columns (80 if it cannot be asked).
-fn terminal_columns() -> usize {
+pub fn terminal_columns() -> usize {
     match termios::tcgetwinsize(io::stdout()) {
         Ok(size) if size.ws_col > 0 => usize::from(size.ws_col),
         _ => 80,

@@ -9,7 +9,10 @@
 pub mod complete;
 pub mod editor;
 pub mod history;
+pub mod status;
 pub mod style;
+
+use std::sync::{Mutex, PoisonError};
 
 use futures::future;
 use futures::stream::{Stream, StreamExt};
@@ -18,6 +21,7 @@ use super::command::Command;
 use super::config::ClientArgs;
 use super::event::ClientEvent;
 pub use editor::{EditorError, EditorOptions, Ending, LineEditor, Printer};
+use status::StatusLine;
 pub use style::{Renderer, Style};
 
 /// Clears the screen and its scrollback, cursor home (`/clear`).
@@ -56,6 +60,8 @@ pub fn editor_options(args: &ClientArgs) -> EditorOptions {
 pub struct TerminalChat {
     editor: LineEditor,
     renderer: Renderer,
+    /// Running file transfers' progress, one line redrawn in place.
+    status: Mutex<StatusLine>,
 }
 
 impl TerminalChat {
@@ -69,7 +75,11 @@ impl TerminalChat {
         options: EditorOptions,
     ) -> Result<(TerminalChat, impl Stream<Item = Command> + Unpin), EditorError> {
         let (editor, typed, warnings) = LineEditor::start(renderer.names(), options)?;
-        let chat = TerminalChat { editor, renderer };
+        let chat = TerminalChat {
+            editor,
+            renderer,
+            status: Mutex::new(StatusLine::default()),
+        };
         for message in warnings {
             chat.show(&ClientEvent::Warning { message });
         }
@@ -94,10 +104,13 @@ impl TerminalChat {
         Ok((chat, commands))
     }
 
-    /// Shows one event above the line being typed.
+    /// Shows one event above the line being typed; a file transfer's progress on the status
+    /// line ([`status`]).
     pub fn show(&self, event: &ClientEvent) {
-        if let Some(shown) = self.renderer.render(event) {
-            self.editor.printer().print(&shown);
+        let shown = self.renderer.render(event);
+        let mut status = self.status.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(text) = status.show(event, shown, editor::terminal_columns()) {
+            self.editor.printer().print(&text);
         }
     }
 

@@ -20,6 +20,7 @@ use super::super::event::{
     own_direct_head, own_line_head, room_head, ClientEvent, RoomMessage, QUEUED_MARK,
 };
 use super::super::screen::{escape, message, wrap, CONTINUATION, MORE_LINES};
+use super::super::transfer_event::{Direction, TransferEvent};
 use crate::protocol::PeerInfo;
 
 /// Ring the terminal's bell.
@@ -237,6 +238,15 @@ impl Renderer {
                 (self.colour_lines(RED, &event.render(max)), false)
             }
             ClientEvent::Warning { .. } => (self.colour_lines(YELLOW, &event.render(max)), false),
+            // An offer is addressed to the person, as a direct message is: it rings; a transfer
+            // that stopped is an error's colour.
+            ClientEvent::Transfer(TransferEvent::FileOffer {
+                direction: Direction::In,
+                ..
+            }) => (event.render(max), true),
+            ClientEvent::Transfer(TransferEvent::FileFailed { .. }) => {
+                (self.colour_lines(RED, &event.render(max)), false)
+            }
             other => (other.render(max), false),
         };
         let mut shown = self.stamp(lines, head.as_deref(), time);
@@ -492,6 +502,27 @@ mod tests {
             .map(|n| name_colour(n))
             .collect();
         assert!(colours.len() >= 3, "{colours:?}");
+    }
+
+    #[test]
+    fn a_file_offered_to_the_person_rings_and_one_they_made_does_not() {
+        let renderer = logged_in(style(true, false));
+        let offer = |direction| {
+            ClientEvent::Transfer(TransferEvent::FileOffer {
+                transfer: "1a2b3c4d00000000000000000000000f".into(),
+                direction,
+                peer: "bob".into(),
+                name: "a.pdf".into(),
+                size: 3,
+                lapses_in: 600,
+                over_limit: false,
+            })
+        };
+        let shown = renderer.at(&offer(Direction::In), "00:00");
+        assert!(shown.starts_with(BELL), "{shown:?}");
+        assert!(shown.contains("bob offers a.pdf (3 B)"), "{shown:?}");
+        let shown = renderer.at(&offer(Direction::Out), "00:00");
+        assert!(!shown.contains(BELL), "{shown:?}");
     }
 
     #[test]
