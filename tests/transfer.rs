@@ -19,7 +19,7 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 use tempfile::TempDir;
 
-use common::{trust_flags, ChatClient, Server, DEADLINE};
+use common::{data_home_of, trust_flags, ChatClient, Server, DEADLINE};
 
 const PASSWORD: &str = "correct horse battery";
 
@@ -518,7 +518,8 @@ fn a_transfer_unfinished_for_a_week_is_forgotten_with_its_partial_file_and_a_rec
         record(old, "old.iso", now - 8 * 24 * 3600),
         record(recent, "new.iso", now - 3600),
     ]});
-    let folder = bob.home.path().join("data/p2pchat");
+    // Where bob's client keeps its records: the data folder the harness gives this server's clients.
+    let folder = data_home_of(&server.addr.to_string(), bob.home.path()).join("p2pchat");
     fs::create_dir_all(&folder).unwrap();
     fs::write(folder.join("transfers-bob.json"), records.to_string()).unwrap();
     let old_partial = format!(".old.iso.{old}.p2pchat-part");
