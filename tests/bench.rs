@@ -779,7 +779,7 @@ fn identity_binding_and_safety_number() {
 #[test]
 #[ignore = "benchmark: run with `just bench`"]
 fn file_between_two_clients() {
-    const SIZE: u64 = 256 << 20;
+    const SIZE: u64 = 1 << 30;
     let dir = TempDir::new().unwrap();
     let server = Server::start(&dir.path().join("users.json"), &[]);
     let downloads = dir.path().join("downloads");
