@@ -417,3 +417,58 @@ fn the_server_refuses_a_binding_that_does_not_verify_before_checking_the_passwor
     let carol = ChatClient::register(server.addr, "carol", "carol-password");
     assert_eq!(carol.finish().status.code(), Some(0));
 }
+
+#[test]
+fn a_name_the_server_makes_up_breaks_the_message_and_never_reaches_the_known_peers_file() {
+    let mut server = LyingServer::start(1);
+    let config = tempfile::tempdir().unwrap();
+    let addr = server.addr.to_string();
+    let flags = trust_flags(&addr);
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    let mut alice = ChatClient::start_exact(
+        &addr,
+        "alice",
+        &flags,
+        &["register", "alice", "alice-password"],
+        config.path(),
+    );
+    server.wait_for_all();
+    alice.expect_event("welcome");
+    // One line of the known-peers file is `SERVER NAME IDENTITY`: a name holding a newline would
+    // add a pin of the server's choosing for bob, marked verified.
+    let its_identity = IdentityKey::from_seed(&[0x66; 32]);
+    let forged = format!(
+        "x {}\n{addr} bob {} verified\n#",
+        its_identity.public().to_base64(),
+        its_identity.public().to_base64()
+    );
+    let fake = Impostor::new(&forged);
+    let entry = fake.entry(
+        json!(its_identity.public()),
+        json!(its_identity.bind(&forged, &fake.key.public_key())),
+    );
+    server.tell("alice", &json!({"type": "joined", "peer": entry}));
+    let finished = alice.wait();
+    assert_eq!(
+        finished.status.code(),
+        Some(5),
+        "a broken message from the server: {:?}",
+        finished.events
+    );
+    assert!(
+        finished.stderr.contains("a username that breaks the rules"),
+        "{}",
+        finished.stderr
+    );
+    assert!(
+        !finished
+            .events
+            .iter()
+            .any(|e| e["event"] == "identity_pinned" || e["event"] == "joined"),
+        "{:?}",
+        finished.events
+    );
+    let known =
+        std::fs::read_to_string(config.path().join("p2pchat/known_peers")).unwrap_or_default();
+    assert!(!known.contains("bob"), "{known:?}");
+}

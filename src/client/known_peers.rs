@@ -46,6 +46,11 @@ pub enum KnownPeersError {
     /// Someone else could have written the file: it is not used.
     #[error("{exposure}; the known-peers file is not used")]
     Exposed { exposure: Exposure },
+    /// A server or a name that would not stay one word of one line (a space, a control
+    /// character): never written. Names are checked when they arrive; this is the file's own
+    /// guard, so that no name can add a line.
+    #[error("not pinned: {text:?} cannot be written as one word of the known-peers file")]
+    NotOneWord { text: String },
 }
 
 /// One pinned peer.
@@ -134,6 +139,13 @@ impl KnownPeers {
         identity: IdentityPublic,
         verified: bool,
     ) -> Result<PinnedPeer, KnownPeersError> {
+        if let Some(text) = [server, name].into_iter().find(|word| {
+            word.is_empty() || word.chars().any(|c| c.is_whitespace() || c.is_control())
+        }) {
+            return Err(KnownPeersError::NotOneWord {
+                text: text.to_string(),
+            });
+        }
         let entry = PinnedPeer {
             server: known_servers::key(server),
             name: name.to_ascii_lowercase(),
@@ -240,6 +252,28 @@ mod tests {
 
     fn key(seed: u8) -> IdentityPublic {
         IdentityPublic::from_bytes([seed; 32])
+    }
+
+    #[test]
+    fn a_name_or_server_that_is_not_one_word_is_never_written() {
+        let dir = TempDir::new().unwrap();
+        let path = dir.path().join("p2pchat").join(FILE_NAME);
+        let mut known = KnownPeers::load(&path).unwrap();
+        for (server, name) in [
+            ("h:1", "x\nh:1 bob"),
+            ("h:1", "a b"),
+            ("h 1", "bob"),
+            ("h:1", ""),
+        ] {
+            assert!(
+                matches!(
+                    known.pin(server, name, key(1), true),
+                    Err(KnownPeersError::NotOneWord { .. })
+                ),
+                "{server:?} {name:?}"
+            );
+        }
+        assert!(!path.exists(), "nothing written");
     }
 
     #[test]

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use super::error::{ClientError, Disconnect, NotP2pchat, Unreachable};
 use super::event::ClientEvent;
+use super::inbound;
 use super::outgoing::ServerPace;
 use super::pairs::Pairs;
 use super::secure::{self, Transport, TrustOutcome};
@@ -203,7 +204,13 @@ impl Link {
         send(&mut self.writer, &request).await?;
         loop {
             match next_message(&mut self.reader, SERVER_ANSWER_TIMEOUT).await? {
-                ServerMessage::Welcome { username, peers } => {
+                ServerMessage::Welcome {
+                    username: welcomed,
+                    peers,
+                } => {
+                    inbound::check_welcome(username, &welcomed, &peers)
+                        .map_err(Disconnect::BadMessage)?;
+                    let username = welcomed;
                     if let Some(pairs) = pairs.as_mut() {
                         pairs.set_my_name(&username);
                         pairs.replace(&peers);

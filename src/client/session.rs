@@ -35,7 +35,7 @@ use super::direct::{summary_event, Courier, IdentityCommand, Sent};
 use super::direct_inbox::DirectInbox;
 use super::error::{ClientError, Disconnect};
 use super::event::ClientEvent;
-use super::inbound::on_server_message;
+use super::inbound::{self, on_server_message};
 use super::inputs::{self, Feed, Input};
 use super::link::{send, Link, LoggedIn};
 use super::outgoing::{Outgoing, ServerPace};
@@ -402,7 +402,8 @@ impl Chat {
         line: &[u8],
         emit: &mut dyn FnMut(ClientEvent),
     ) -> Result<(), ClientError> {
-        let message = match decode_server(line) {
+        // Names go into files and onto the screen: one that breaks the rules breaks the message.
+        let message = match decode_server(line).and_then(|m| inbound::check_names(&m).map(|()| m)) {
             Ok(message) => message,
             Err(e) => return self.lose(Disconnect::BadMessage(e), emit),
         };
