@@ -647,6 +647,187 @@ fn a_stranger_on_the_transfer_port_gets_nothing_of_the_file_and_the_offer_stands
     assert_eq!(done["sha256"], sha256_hex(&bytes));
 }
 
+/// An opening for `transfer` that names bob's and alice's real key ids (from what each client
+/// was told), made without bob's keys: what a host on bob's IP could send after sniffing one.
+fn forged_opening(a: &ChatClient, b: &ChatClient, transfer: &str) -> Vec<u8> {
+    let joined = a
+        .history
+        .iter()
+        .find(|e| e["event"] == "joined" && e["peer"]["username"] == "bob")
+        .cloned()
+        .expect("alice saw bob join");
+    let welcome_b = b
+        .history
+        .iter()
+        .find(|e| e["event"] == "welcome")
+        .cloned()
+        .expect("bob's welcome");
+    let alice_entry = welcome_b["peers"]
+        .as_array()
+        .expect("the peers in bob's welcome")
+        .iter()
+        .find(|p| p["username"] == "alice")
+        .cloned()
+        .expect("alice in bob's welcome");
+    opening(transfer, &key_id(&joined["peer"]), &key_id(&alice_entry))
+}
+
+/// One established TCP socket of this machine (this network namespace), as /proc/net/tcp and
+/// tcp6 list it: its ports and the bytes received but not yet read by its process.
+struct SocketRow {
+    local_port: u16,
+    remote_port: u16,
+    unread: usize,
+}
+
+/// The established TCP sockets: lets a test see that bytes reached a stopped process's socket.
+fn established() -> Vec<SocketRow> {
+    let port = |address: &str| {
+        address
+            .rsplit(':')
+            .next()
+            .and_then(|p| u16::from_str_radix(p, 16).ok())
+    };
+    let mut rows = Vec::new();
+    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        let Ok(text) = fs::read_to_string(table) else {
+            continue;
+        };
+        for line in text.lines().skip(1) {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            // sl, local address, remote address, state (01: established), tx:rx queues.
+            let (Some(local), Some(remote), Some(&"01"), Some(queues)) = (
+                fields.get(1).and_then(|a| port(a)),
+                fields.get(2).and_then(|a| port(a)),
+                fields.get(3),
+                fields.get(4),
+            ) else {
+                continue;
+            };
+            let Some(unread) = queues
+                .split(':')
+                .nth(1)
+                .and_then(|q| usize::from_str_radix(q, 16).ok())
+            else {
+                continue;
+            };
+            rows.push(SocketRow {
+                local_port: local,
+                remote_port: remote,
+                unread,
+            });
+        }
+    }
+    rows
+}
+
+/// The clear opening's size and the sender's reply to it (docs/protocol.md).
+const OPENING_BYTES: usize = 85;
+const REPLY_BYTES: usize = 33;
+
+#[test]
+fn a_connection_that_cannot_prove_itself_leaves_the_running_transfer_alone() {
+    let (_users, _server, _alice, mut a, _bob, mut b) = two_online(&[]);
+    let files = TempDir::new().unwrap();
+    let bytes = content(SIZE);
+    let path = file_to_send(&files, "report.pdf", &bytes);
+    a.send(&format!("/send bob {}", path.display()));
+    let offered = file_event(&mut a, "file_offer", "out");
+    file_event(&mut b, "file_offer", "in");
+    let port = a.p2p_addr();
+    let forged = forged_opening(&a, &b, offered["transfer"].as_str().unwrap());
+
+    // Bob's connection waits at alice's port with its opening sent, alice stopped.
+    let alice_frozen = a.freeze();
+    b.send("/accept alice");
+    file_event(&mut b, "file_accepted", "in");
+    wait_until("bob's opening at alice's port", || {
+        established()
+            .iter()
+            .any(|s| s.local_port == port.port() && s.unread >= OPENING_BYTES)
+    });
+    // Bob stops before he reads alice's answer; alice runs and answers him: his connection is
+    // the transfer's, its handshake under way.
+    let bob_frozen = b.freeze();
+    drop(alice_frozen);
+    wait_until("alice's reply at bob's end", || {
+        established()
+            .iter()
+            .any(|s| s.remote_port == port.port() && s.unread >= REPLY_BYTES)
+    });
+
+    // A host on bob's IP (loopback) names the same transfer, and cannot prove it is bob.
+    let mut stranger = TcpStream::connect(port).expect("connect to alice's transfer port");
+    stranger.set_read_timeout(Some(DEADLINE)).unwrap();
+    stranger.write_all(&forged).unwrap();
+    let mut reply = [0u8; REPLY_BYTES];
+    stranger
+        .read_exact(&mut reply)
+        .expect("alice's reply to the forged opening");
+    stranger.write_all(&[0u8; 32]).unwrap(); // A proof it cannot make.
+    a.expect("a warning about the connection", |e| {
+        e["event"] == "warning"
+            && e["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("could not prove it is bob's client"))
+    });
+
+    // Bob goes on: his run was never ended, the file arrives whole, nothing interrupted.
+    drop(bob_frozen);
+    let steps = b.until("file_done (in)", |e| {
+        e["event"] == "file_done" && e["direction"] == "in"
+    });
+    assert!(
+        steps.iter().all(|e| e["event"] != "file_failed"),
+        "{steps:#?}"
+    );
+    assert_eq!(steps.last().unwrap()["sha256"], sha256_hex(&bytes));
+    let sent = a.until("file_done (out)", |e| {
+        e["event"] == "file_done" && e["direction"] == "out"
+    });
+    assert!(
+        sent.iter().all(|e| e["event"] != "file_failed"),
+        "{sent:#?}"
+    );
+}
+
+/// A TCP connection to `to` from loopback address `from` that sends nothing.
+fn idle_from(from: &str, to: SocketAddr) -> TcpStream {
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)
+        .expect("a TCP socket");
+    let local: SocketAddr = format!("{from}:0").parse().expect("a loopback address");
+    socket.bind(&local.into()).expect("bind the source address");
+    socket
+        .connect(&to.into())
+        .expect("connect to the transfer port");
+    socket.into()
+}
+
+#[test]
+fn idle_connections_from_another_address_do_not_shut_out_the_receiver() {
+    let (_users, _server, _alice, mut a, _bob, mut b) = two_online(&[]);
+    let files = TempDir::new().unwrap();
+    let bytes = content(SIZE);
+    let path = file_to_send(&files, "report.pdf", &bytes);
+    a.send(&format!("/send bob {}", path.display()));
+    file_event(&mut a, "file_offer", "out");
+    file_event(&mut b, "file_offer", "in");
+    // More idle connections from one LAN host (127.0.0.2; bob is 127.0.0.1) than the listener
+    // holds in all (`MAX_OPENINGS`, 16): it keeps a few of them, never bob's place.
+    let _idle: Vec<TcpStream> = (0..17)
+        .map(|_| idle_from("127.0.0.2", a.p2p_addr()))
+        .collect();
+    b.send("/accept alice");
+    let steps = b.until("file_done (in)", |e| {
+        e["event"] == "file_done" && e["direction"] == "in"
+    });
+    assert!(
+        steps.iter().all(|e| e["event"] != "file_failed"),
+        "{steps:#?}"
+    );
+    assert_eq!(steps.last().unwrap()["sha256"], sha256_hex(&bytes));
+}
+
 #[test]
 fn a_plaintext_client_has_no_file_transfers_and_says_why_when_asked() {
     let users = TempDir::new().unwrap();

@@ -102,9 +102,26 @@ pub async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
     key: &TransferKey,
     source: &Source,
     limits: &Limits,
+    progress: impl FnMut(Progress),
+) -> Result<Served, TransferError> {
+    let records = channel::accept(&mut io, opening, key, limits).await?;
+    serve_proven(io, records, opening, source, limits, progress).await
+}
+
+/// [`serve`] after its handshake ([`channel::accept`]) passed: a caller that must decide
+/// something once the receiver proved it holds the key (the client: whether this connection
+/// replaces a run under way) does the handshake itself, then calls this.
+///
+/// # Errors
+/// As [`serve`], but for the handshake's.
+pub(crate) async fn serve_proven<S: AsyncRead + AsyncWrite + Unpin>(
+    mut io: S,
+    mut records: channel::Records,
+    opening: &Opening,
+    source: &Source,
+    limits: &Limits,
     mut progress: impl FnMut(Progress),
 ) -> Result<Served, TransferError> {
-    let mut records = channel::accept(&mut io, opening, key, limits).await?;
     let result = stream_file(
         &mut io,
         &mut records.sealer,

@@ -4,6 +4,10 @@
 
 use std::net::SocketAddr;
 
+use futures::channel::oneshot;
+use futures::future::AbortHandle;
+
+use super::listener::OpeningSlot;
 use crate::protocol::file::TransferId;
 use crate::runtime::TcpStream;
 use crate::transfer::{Opening, Progress, Saved, Served, TransferError};
@@ -22,12 +26,27 @@ pub(crate) enum TransferInput {
         run: u64,
         outcome: Outcome,
     },
+    /// Run number `run` of outgoing transfer `id` passed its handshake (the receiver holds the
+    /// key) from `offset`: it becomes the transfer's run, replacing any other, when the chat
+    /// loop answers on `go`; dropping `go` closes it.
+    Proven {
+        id: TransferId,
+        run: u64,
+        abort: AbortHandle,
+        offset: u64,
+        go: oneshot::Sender<()>,
+    },
+    /// A connection for outgoing transfer `id` failed its handshake; the transfer is as it was.
+    Unproven { id: TransferId },
     /// A connection to the transfer port from `remote`, whose opening names a transfer; nothing
     /// was sent on it yet.
     Connection {
         stream: TcpStream,
         remote: SocketAddr,
         opening: Opening,
+        /// Its place among the connections the listener holds, given back when dropped (once
+        /// the chat loop has handled it), so queued connections count against the bounds too.
+        slot: OpeningSlot,
     },
 }
 

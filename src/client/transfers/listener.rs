@@ -8,14 +8,15 @@
 //! cannot listen says so and chats on: only files are off.
 //!
 //! [`spawn_accepting`] accepts connections and reads each one's clear opening (bounded in time
-//! and bytes by the engine's [`read_opening`]), at most [`MAX_OPENINGS`] at once, before handing
-//! it to the chat loop, which alone decides whether the opening names a transfer it serves to
-//! that peer. A stranger gets nothing from this module but a closed connection.
+//! and bytes by the engine's [`read_opening`], within [`OPENING_TIMEOUT`]) and hands it to the chat
+//! loop, which alone decides whether the opening names a transfer it serves to that peer. At
+//! most [`MAX_OPENINGS`] connections are held from `accept` until the chat loop has handled them,
+//! at most [`MAX_OPENINGS_PER_IP`] from one address; more are closed at once. A stranger gets nothing from this module but a closed connection.
 
+use std::collections::HashMap;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use futures::channel::mpsc;
@@ -23,14 +24,24 @@ use futures::{SinkExt, StreamExt};
 
 use super::input::TransferInput;
 use crate::runtime::{self, TcpListener, UdpSocket};
-use crate::transfer::{read_opening, DEFAULT_HANDSHAKE_TIMEOUT};
+use crate::transfer::read_opening;
 
 /// With `--p2p-port 0`, how many free UDP ports to try before giving up on the TCP port.
 pub const BIND_TRIES: usize = 8;
 
-/// Connections whose opening is being read at once; more are closed at once. A LAN peer sends
-/// its opening in one segment; this bounds what a flood of idle connections can hold.
+/// Connections held at once between `accept` and the chat loop's handling (their opening being
+/// read, or read and waiting in the queue to the chat loop); more are closed at once. This bounds
+/// the file descriptors a flood of connections can hold, whatever the chat loop's pace.
 pub const MAX_OPENINGS: usize = 16;
+
+/// Of those, how many one source IP may hold: a LAN host alone cannot take every place and shut
+/// out the genuine receivers (a peer fetching several files at once opens one connection each,
+/// read in a moment; one closed early is tried again by itself).
+pub const MAX_OPENINGS_PER_IP: usize = 4;
+
+/// How long a connection has to send its opening. A LAN peer sends it in one segment at once;
+/// the time covers a lost segment or two, and bounds how long an idle one holds a place.
+pub const OPENING_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// After a failed `accept` (out of file descriptors, say), the wait before the next, so the
 /// loop does not spin.
@@ -76,10 +87,53 @@ pub(crate) async fn bind_pair(ip: IpAddr, port: u16) -> io::Result<Bound> {
     }
 }
 
+/// The places of [`MAX_OPENINGS`] and [`MAX_OPENINGS_PER_IP`] taken, in all and by source IP.
+#[derive(Debug, Default)]
+struct Held {
+    all: usize,
+    by_ip: HashMap<IpAddr, usize>,
+}
+
+/// A connection's place among those held (see [`MAX_OPENINGS`]); dropping it gives it back.
+pub(crate) struct OpeningSlot {
+    held: Arc<Mutex<Held>>,
+    ip: IpAddr,
+}
+
+impl OpeningSlot {
+    /// A place for a connection from `ip`, if both bounds allow one.
+    fn take(held: &Arc<Mutex<Held>>, ip: IpAddr) -> Option<OpeningSlot> {
+        let mut taken = held.lock().unwrap_or_else(PoisonError::into_inner);
+        let from_ip = taken.by_ip.get(&ip).copied().unwrap_or(0);
+        if taken.all >= MAX_OPENINGS || from_ip >= MAX_OPENINGS_PER_IP {
+            return None;
+        }
+        taken.all += 1;
+        taken.by_ip.insert(ip, from_ip + 1);
+        Some(OpeningSlot {
+            held: held.clone(),
+            ip,
+        })
+    }
+}
+
+impl Drop for OpeningSlot {
+    fn drop(&mut self) {
+        let mut taken = self.held.lock().unwrap_or_else(PoisonError::into_inner);
+        taken.all = taken.all.saturating_sub(1);
+        if let Some(n) = taken.by_ip.get_mut(&self.ip) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                taken.by_ip.remove(&self.ip);
+            }
+        }
+    }
+}
+
 /// Accepts connections on `listener` for as long as the chat reads `inputs`.
 pub(crate) fn spawn_accepting(listener: Arc<TcpListener>, inputs: mpsc::Sender<TransferInput>) {
     runtime::spawn(async move {
-        let reading = Arc::new(AtomicUsize::new(0));
+        let held = Arc::new(Mutex::new(Held::default()));
         let mut incoming = listener.incoming();
         while let Some(stream) = incoming.next().await {
             if inputs.is_closed() {
@@ -95,25 +149,130 @@ pub(crate) fn spawn_accepting(listener: Arc<TcpListener>, inputs: mpsc::Sender<T
             let Ok(remote) = stream.peer_addr() else {
                 continue;
             };
-            if reading.fetch_add(1, Ordering::SeqCst) >= MAX_OPENINGS {
-                reading.fetch_sub(1, Ordering::SeqCst);
+            // Keyed on the canonical IP: an IPv4 peer on a dual-stack socket is one address.
+            let Some(slot) = OpeningSlot::take(&held, remote.ip().to_canonical()) else {
                 continue; // Dropped: closed.
-            }
-            let reading = reading.clone();
+            };
+            // A clone of the sender gets one place in the channel beyond its bound; the slot,
+            // held until the chat loop has handled the connection, is what bounds the queue.
             let mut inputs = inputs.clone();
             runtime::spawn(async move {
-                let opening = read_opening(&mut stream, DEFAULT_HANDSHAKE_TIMEOUT).await;
-                reading.fetch_sub(1, Ordering::SeqCst);
+                let opening = read_opening(&mut stream, OPENING_TIMEOUT).await;
                 if let Ok(opening) = opening {
                     let _ = inputs
                         .send(TransferInput::Connection {
                             stream,
                             remote,
                             opening,
+                            slot,
                         })
                         .await;
                 }
             });
         }
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::{Read, Write};
+    use std::net::TcpStream as StdTcpStream;
+
+    use super::*;
+
+    const DEADLINE: Duration = Duration::from_secs(10);
+
+    /// A well-formed opening (docs/protocol.md, "File transfer: the data connection"): magic,
+    /// version, transfer id, both key ids, offset, nonce; what it names does not matter here.
+    fn opening() -> Vec<u8> {
+        let mut bytes = b"p2pchat-file".to_vec();
+        bytes.push(1);
+        bytes.resize(bytes.len() + 16 + 8 + 8 + 8 + 32, 0x5a);
+        bytes[13 + 32..13 + 40].fill(0); // Offset 0.
+        bytes
+    }
+
+    /// A listener on loopback accepting into a channel of one place, never read by itself.
+    fn listening() -> (SocketAddr, mpsc::Receiver<TransferInput>) {
+        let listener = runtime::block_on(TcpListener::bind("127.0.0.1:0")).expect("a listener");
+        let addr = listener.local_addr().expect("its address");
+        let (inputs, fed) = mpsc::channel(1);
+        spawn_accepting(Arc::new(listener), inputs);
+        (addr, fed)
+    }
+
+    /// A connection from loopback address `from` that sends an opening, then nothing.
+    fn opening_from(from: &str, to: SocketAddr) -> StdTcpStream {
+        let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)
+            .expect("a TCP socket");
+        let local: SocketAddr = format!("{from}:0").parse().expect("a loopback address");
+        socket.bind(&local.into()).expect("bind the source address");
+        socket.connect(&to.into()).expect("connect to the listener");
+        let mut tcp: StdTcpStream = socket.into();
+        tcp.set_read_timeout(Some(DEADLINE))
+            .expect("a read timeout");
+        tcp.write_all(&opening()).expect("send the opening");
+        tcp
+    }
+
+    /// Whether the listener closed `tcp` (end of stream or reset) before [`DEADLINE`]: it sends
+    /// nothing to a connection before the chat loop serves it.
+    fn closed(mut tcp: StdTcpStream) -> bool {
+        let mut byte = [0u8; 1];
+        match tcp.read(&mut byte) {
+            Ok(0) => true,
+            Ok(_) => false,
+            Err(e) => e.kind() == io::ErrorKind::ConnectionReset,
+        }
+    }
+
+    /// The next connection handed to the chat loop, within [`DEADLINE`].
+    fn next_connection(fed: &mut mpsc::Receiver<TransferInput>) -> TransferInput {
+        let input = runtime::block_on(runtime::timeout(DEADLINE, fed.next()))
+            .expect("a connection for the chat loop before the deadline")
+            .expect("the listener still running");
+        assert!(matches!(input, TransferInput::Connection { .. }));
+        input
+    }
+
+    #[test]
+    fn connections_waiting_for_the_chat_loop_stay_bounded() {
+        let (addr, mut fed) = listening();
+        // Every place taken, from as many addresses as the per-address bound needs; the chat
+        // loop has them all but handled none (it holds them).
+        let mut held = Vec::new();
+        let mut streams = Vec::new();
+        for n in 0..MAX_OPENINGS {
+            let from = format!("127.0.1.{}", 1 + n / MAX_OPENINGS_PER_IP);
+            streams.push(opening_from(&from, addr));
+            held.push(next_connection(&mut fed));
+        }
+        // One more, from an address holding nothing: closed at once, never queued.
+        assert!(
+            closed(opening_from("127.0.2.1", addr)),
+            "a connection past the bound"
+        );
+        // One handled: its place is free again, and a new connection reaches the chat loop.
+        held.pop();
+        let _kept = opening_from("127.0.2.1", addr);
+        next_connection(&mut fed);
+    }
+
+    #[test]
+    fn one_address_holds_at_most_its_share_of_the_places() {
+        let (addr, mut fed) = listening();
+        let mut held = Vec::new();
+        let mut streams = Vec::new();
+        for _ in 0..MAX_OPENINGS_PER_IP {
+            streams.push(opening_from("127.0.3.1", addr));
+            held.push(next_connection(&mut fed));
+        }
+        assert!(
+            closed(opening_from("127.0.3.1", addr)),
+            "a connection past the per-address bound"
+        );
+        // Another address still has its places.
+        let _other = opening_from("127.0.3.2", addr);
+        next_connection(&mut fed);
+    }
 }

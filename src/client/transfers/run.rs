@@ -8,15 +8,16 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use futures::channel::mpsc;
+use futures::channel::{mpsc, oneshot};
 use futures::future::{AbortHandle, Abortable};
 use futures::SinkExt;
 
 use super::input::{Outcome, TransferInput};
 use crate::protocol::file::TransferId;
 use crate::runtime::{self, TcpStream};
+use crate::transfer::send::serve_proven;
 use crate::transfer::{
-    fetch, serve, Limits, Opening, Partial, Progress, Request, Source, TransferError, TransferKey,
+    channel, fetch, Limits, Opening, Partial, Progress, Request, Source, TransferError, TransferKey,
 };
 
 /// What every run needs to report.
@@ -56,20 +57,47 @@ impl Reporting {
     }
 }
 
-/// Serves `source` on `stream` (its `opening` read), keyed with `key`.
+/// Serves `source` on `stream` (its `opening` read), keyed with `key`. The run is the
+/// transfer's only once the receiver proved it holds the key: until then it is a candidate, and
+/// whatever ran before (a run under way, an offer waiting) stands. Proven, it asks the chat loop
+/// ([`TransferInput::Proven`]) and goes on only if told to; a failed handshake says
+/// [`TransferInput::Unproven`] and changes nothing. An unproven connection must never end a
+/// genuine run: its opening is in the clear, so anyone on the peer's IP can send one.
 pub(crate) fn spawn_serve(
     reporting: Reporting,
-    stream: TcpStream,
+    mut stream: TcpStream,
     opening: Opening,
     key: TransferKey,
     source: Source,
     limits: Limits,
-) -> AbortHandle {
+) {
     let (abort, registration) = AbortHandle::new_pair();
     runtime::spawn(async move {
         let progress = reporting.progress();
-        let run = serve(stream, &opening, &key, &source, &limits, progress);
-        if let Ok(result) = Abortable::new(run, registration).await {
+        let mut inputs = reporting.inputs.clone();
+        let (id, run) = (reporting.id, reporting.run);
+        let work = async {
+            let records = match channel::accept(&mut stream, &opening, &key, &limits).await {
+                Ok(records) => records,
+                Err(_) => {
+                    let _ = inputs.send(TransferInput::Unproven { id }).await;
+                    return None;
+                }
+            };
+            let (go, told) = oneshot::channel();
+            let asked = TransferInput::Proven {
+                id,
+                run,
+                abort,
+                offset: opening.offset,
+                go,
+            };
+            if inputs.send(asked).await.is_err() || told.await.is_err() {
+                return None; // Not wanted (cancelled meanwhile, the chat gone): closed.
+            }
+            Some(serve_proven(stream, records, &opening, &source, &limits, progress).await)
+        };
+        if let Ok(Some(result)) = Abortable::new(work, registration).await {
             let outcome = match result {
                 Ok(served) => Outcome::Served(served),
                 Err(error) => Outcome::Failed(error),
@@ -77,7 +105,6 @@ pub(crate) fn spawn_serve(
             reporting.ended(outcome).await;
         }
     });
-    abort
 }
 
 /// Connects to the sender's transfer port at `sender` and fetches `request` into `partial`.

@@ -5,6 +5,7 @@
 use std::net::SocketAddr;
 use std::time::Instant;
 
+use futures::channel::oneshot;
 use futures::future::AbortHandle;
 
 use super::input::{Outcome, TransferInput};
@@ -215,11 +216,24 @@ impl Transfers {
             TransferInput::Ended { id, run, outcome } => {
                 self.ended(id, run, outcome, net, emit).await
             }
+            TransferInput::Proven {
+                id,
+                run,
+                abort,
+                offset,
+                go,
+            } => self.proven(id, run, abort, offset, go),
+            TransferInput::Unproven { id } => self.say_unproven(id, emit),
             TransferInput::Connection {
                 stream,
                 remote,
                 opening,
-            } => self.connection(stream, remote, opening, net).await,
+                slot,
+            } => {
+                self.connection(stream, remote, opening, net).await;
+                // Handled: the listener may take another connection in its place.
+                drop(slot);
+            }
         }
     }
 
@@ -375,6 +389,18 @@ impl Transfers {
         } else {
             State::Interrupted
         };
+        self.say_unproven(id, emit);
+    }
+
+    /// Says a connection for outgoing transfer `id` was closed unproven (the state is the
+    /// caller's business: a candidate's failed handshake leaves it as it was).
+    pub(super) fn say_unproven(&self, id: TransferId, emit: &mut dyn FnMut(ClientEvent)) {
+        let Some(entry) = self.entries.get(&id) else {
+            return;
+        };
+        if entry.direction != Direction::Out {
+            return;
+        }
         emit(ClientEvent::Warning {
             message: format!(
                 "a connection for {} could not prove it is {}'s client; closed, nothing sent",
@@ -431,9 +457,9 @@ impl Transfers {
         let _ = stream.set_nodelay(true);
         let key = keys.transfer_key(&id);
         let run = self.next_run();
-        let offset = opening.offset;
         let reporting = self.reporting(id, run);
-        let abort = run::spawn_serve(
+        // A candidate until its handshake passes (`proven`): a run under way goes on meanwhile.
+        run::spawn_serve(
             reporting,
             stream,
             opening,
@@ -441,6 +467,29 @@ impl Transfers {
             source,
             self.settings.limits,
         );
+    }
+
+    /// Candidate run `run` of outgoing transfer `id` passed its handshake: it becomes the
+    /// transfer's run (from `offset`), ending the one it replaces (the receiver connected again:
+    /// the old connection is dead or soon will be), and is told to go on.
+    pub(super) fn proven(
+        &mut self,
+        id: TransferId,
+        run: u64,
+        abort: AbortHandle,
+        offset: u64,
+        go: oneshot::Sender<()>,
+    ) {
+        if !self
+            .entries
+            .get(&id)
+            .is_some_and(|entry| entry.direction == Direction::Out)
+        {
+            // Cancelled or ended while it proved itself: closed (`go` dropped).
+            abort.abort();
+            return;
+        }
         self.running(id, run, abort, offset);
+        let _ = go.send(());
     }
 }
