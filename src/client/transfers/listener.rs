@@ -11,18 +11,18 @@
 //! and bytes by the engine's [`read_opening`], within [`OPENING_TIMEOUT`]) and hands it to the chat
 //! loop, which alone decides whether the opening names a transfer it serves to that peer. At
 //! most [`MAX_OPENINGS`] connections are held from `accept` until the chat loop has handled them,
-//! at most [`MAX_OPENINGS_PER_IP`] from one address; more are closed at once. A stranger gets nothing from this module but a closed connection.
+//! at most [`MAX_OPENINGS_PER_IP`] from one address; more are closed at once. A stranger gets
+//! nothing from this module but a closed connection.
 
-use std::collections::HashMap;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::channel::mpsc;
 use futures::{SinkExt, StreamExt};
 
-use super::input::TransferInput;
+use super::input::{Held, OpeningSlot, TransferInput};
 use crate::runtime::{self, TcpListener, UdpSocket};
 use crate::transfer::read_opening;
 
@@ -87,49 +87,6 @@ pub(crate) async fn bind_pair(ip: IpAddr, port: u16) -> io::Result<Bound> {
     }
 }
 
-/// The places of [`MAX_OPENINGS`] and [`MAX_OPENINGS_PER_IP`] taken, in all and by source IP.
-#[derive(Debug, Default)]
-struct Held {
-    all: usize,
-    by_ip: HashMap<IpAddr, usize>,
-}
-
-/// A connection's place among those held (see [`MAX_OPENINGS`]); dropping it gives it back.
-pub(crate) struct OpeningSlot {
-    held: Arc<Mutex<Held>>,
-    ip: IpAddr,
-}
-
-impl OpeningSlot {
-    /// A place for a connection from `ip`, if both bounds allow one.
-    fn take(held: &Arc<Mutex<Held>>, ip: IpAddr) -> Option<OpeningSlot> {
-        let mut taken = held.lock().unwrap_or_else(PoisonError::into_inner);
-        let from_ip = taken.by_ip.get(&ip).copied().unwrap_or(0);
-        if taken.all >= MAX_OPENINGS || from_ip >= MAX_OPENINGS_PER_IP {
-            return None;
-        }
-        taken.all += 1;
-        taken.by_ip.insert(ip, from_ip + 1);
-        Some(OpeningSlot {
-            held: held.clone(),
-            ip,
-        })
-    }
-}
-
-impl Drop for OpeningSlot {
-    fn drop(&mut self) {
-        let mut taken = self.held.lock().unwrap_or_else(PoisonError::into_inner);
-        taken.all = taken.all.saturating_sub(1);
-        if let Some(n) = taken.by_ip.get_mut(&self.ip) {
-            *n = n.saturating_sub(1);
-            if *n == 0 {
-                taken.by_ip.remove(&self.ip);
-            }
-        }
-    }
-}
-
 /// Accepts connections on `listener` for as long as the chat reads `inputs`.
 pub(crate) fn spawn_accepting(listener: Arc<TcpListener>, inputs: mpsc::Sender<TransferInput>) {
     runtime::spawn(async move {
@@ -150,7 +107,8 @@ pub(crate) fn spawn_accepting(listener: Arc<TcpListener>, inputs: mpsc::Sender<T
                 continue;
             };
             // Keyed on the canonical IP: an IPv4 peer on a dual-stack socket is one address.
-            let Some(slot) = OpeningSlot::take(&held, remote.ip().to_canonical()) else {
+            let ip = remote.ip().to_canonical();
+            let Some(slot) = OpeningSlot::take(&held, ip, MAX_OPENINGS, MAX_OPENINGS_PER_IP) else {
                 continue; // Dropped: closed.
             };
             // A clone of the sender gets one place in the channel beyond its bound; the slot,
