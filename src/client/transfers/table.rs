@@ -247,6 +247,31 @@ pub(super) fn matches_id(id: &TransferId, prefix: &str) -> bool {
     prefix.len() >= 4 && id.to_string().starts_with(&prefix.to_ascii_lowercase())
 }
 
+/// The entries `which` names among `(id, peer)`: all of them for `None`; else those with
+/// that peer, and only when no peer has that name, those whose id starts with it. The name
+/// wins because ids are chosen by the peer who offers: a peer could pick ids that start with
+/// another person's name (`cafe…`) so that `/cancel cafe` cancels its transfer instead.
+pub(super) fn select<'a>(
+    entries: impl Iterator<Item = (TransferId, &'a str)> + Clone,
+    which: Option<&str>,
+) -> Vec<TransferId> {
+    let Some(which) = which else {
+        return entries.map(|(id, _)| id).collect();
+    };
+    let by_peer: Vec<TransferId> = entries
+        .clone()
+        .filter(|(_, peer)| peer.eq_ignore_ascii_case(which))
+        .map(|(id, _)| id)
+        .collect();
+    if !by_peer.is_empty() {
+        return by_peer;
+    }
+    entries
+        .filter(|(id, _)| matches_id(id, which))
+        .map(|(id, _)| id)
+        .collect()
+}
+
 pub(super) fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
@@ -330,5 +355,21 @@ mod tests {
         assert!(matches_id(&id, "1A2B3C4D"));
         assert!(!matches_id(&id, "1a2"), "too short to name one");
         assert!(!matches_id(&id, "1a2c"));
+    }
+
+    #[test]
+    fn a_peer_named_exactly_wins_over_an_id_that_starts_with_the_name() {
+        // The peer `mallory` picked an id that starts like the person `cafe`'s name.
+        let mallorys = TransferId::from_hex("cafe0000000000000000000000000001").unwrap();
+        let cafes = TransferId::from_hex("12340000000000000000000000000002").unwrap();
+        let entries = [(mallorys, "mallory"), (cafes, "cafe")];
+        assert_eq!(select(entries.into_iter(), Some("cafe")), vec![cafes]);
+        assert_eq!(select(entries.into_iter(), Some("CAFE")), vec![cafes]);
+        // No peer of that name: the id prefix names it.
+        assert_eq!(select(entries.into_iter(), Some("1234")), vec![cafes]);
+        assert_eq!(select(entries.into_iter(), Some("cafe0")), vec![mallorys]);
+        assert_eq!(select(entries.into_iter(), Some("mallory")), vec![mallorys]);
+        assert_eq!(select(entries.into_iter(), None).len(), 2);
+        assert!(select(entries.into_iter(), Some("nobody")).is_empty());
     }
 }
