@@ -358,6 +358,71 @@ mod tests {
     }
 
     #[test]
+    fn an_incoming_transfer_over_for_good_leaves_no_partial_file() {
+        // A sender's abort with any reason, known or not, ends the transfer for good.
+        for reason in [AbortReason::HashMismatch, AbortReason::Unknown(99)] {
+            let error = TransferError::Aborted(reason);
+            assert!(error.keeps_partial(), "the engine keeps it: {error}");
+            assert!(matches!(Ending::of(&error, Direction::In), Ending::Over));
+        }
+        let folder = tempfile::TempDir::new().unwrap();
+        let id = TransferId::from_hex("0123456789abcdef0123456789abcdef").unwrap();
+        // A real partial file, with bytes in it, as a run leaves it.
+        // (Held open, and locked, as a run being dropped may still hold it.)
+        let partial = crate::transfer::Partial::create(folder.path(), &id, "big.iso").unwrap();
+        std::fs::write(partial.path(), b"3.9 GB of it").unwrap();
+        let (inputs, _fed) = mpsc::channel(1);
+        let (abort, _registration) = AbortHandle::new_pair();
+        let mut transfers = Transfers {
+            settings: FileSettings::default(),
+            entries: BTreeMap::new(),
+            store: None,
+            inputs,
+            off: None,
+            next_run: 1,
+        };
+        transfers.entries.insert(
+            id,
+            Entry {
+                direction: Direction::In,
+                peer: "mallory".into(),
+                name: "big.iso".into(),
+                size: 4 << 30,
+                source: None,
+                folder: Some(folder.path().to_path_buf()),
+                offered_at: SystemTime::now(),
+                state: State::Running {
+                    run: 1,
+                    abort,
+                    meter: Meter {
+                        at: Instant::now(),
+                        bytes: 0,
+                    },
+                    offset: 0,
+                    announced: true,
+                    was_offered: false,
+                },
+                bytes: 6,
+                retry_at: None,
+                retry_wait: FIRST_RETRY,
+            },
+        );
+        let mut said = Vec::new();
+        transfers.failed(id, "the sender aborted".into(), &mut |e| said.push(e));
+        assert!(transfers.entries.is_empty());
+        assert!(!partial.path().exists(), "the partial file is removed");
+        assert_eq!(listing(folder.path()), Vec::<String>::new());
+        assert_eq!(said.len(), 1, "{said:?}");
+    }
+
+    fn listing(folder: &std::path::Path) -> Vec<String> {
+        std::fs::read_dir(folder)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect()
+    }
+
+    #[test]
     fn a_peer_named_exactly_wins_over_an_id_that_starts_with_the_name() {
         // The peer `mallory` picked an id that starts like the person `cafe`'s name.
         let mallorys = TransferId::from_hex("cafe0000000000000000000000000001").unwrap();
