@@ -310,6 +310,10 @@ impl Found {
     ) -> Option<Found> {
         let mut addresses: Vec<IpAddr> = addresses
             .into_iter()
+            // Loopback is dropped: another host announcing it would aim the client at a
+            // listener on the client's own machine (any local user's), and a server on this
+            // host announces its LAN addresses (one on loopback alone is the fallback anyway).
+            .filter(|ip| !ip.is_loopback())
             .filter(|ip| match ip {
                 IpAddr::V4(v4) => !v4.is_unspecified() && !v4.is_multicast(),
                 // Link-local IPv6 needs a scope the text form would lose.
@@ -362,7 +366,8 @@ pub struct Browsed {
 }
 
 /// Listens for `time` for servers announcing [`SERVICE_TYPE`] on every interface of this host
-/// (loopback too: a server on this host is found). Blocks for `time`: call it off the async
+/// (loopback too: a server on this host is found by the LAN addresses it announces; loopback
+/// addresses in an announcement are dropped). Blocks for `time`: call it off the async
 /// runtime's threads.
 ///
 /// # Errors
@@ -545,6 +550,24 @@ mod tests {
             ips(&["fe80::1"]),
             1,
             props("0", "")
+        )
+        .is_none());
+        // Loopback in what others announce is dropped: it would aim at this host.
+        let found = Found::from_resolved(
+            "l".into(),
+            "l.local.".into(),
+            ips(&["127.0.0.1", "::1", "127.1.2.3", "10.0.0.7"]),
+            12000,
+            props("1", ""),
+        )
+        .unwrap();
+        assert_eq!(found.addresses, ips(&["10.0.0.7"]));
+        assert!(Found::from_resolved(
+            "m".into(),
+            "m.".into(),
+            ips(&["127.0.0.1", "::1"]),
+            12000,
+            props("1", "")
         )
         .is_none());
         assert!(Found::from_resolved(

@@ -183,6 +183,35 @@ fn accounts_made_at_another_cost_keep_working() {
 }
 
 #[test]
+fn accept_new_without_server_is_a_usage_error_before_any_browse_or_connection() {
+    // A server found on the LAN may be anyone's announcement: --accept-new would trust it and
+    // send it the password, so the server must be named.
+    let dir = tempfile::tempdir().unwrap();
+    let refused = Command::new(client_bin())
+        .args(["--json", "--accept-new"])
+        .env("XDG_CONFIG_HOME", dir.path())
+        .env("XDG_DATA_HOME", dir.path())
+        .env("XDG_STATE_HOME", dir.path())
+        .env("HOME", dir.path())
+        .write_stdin("")
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("--accept-new needs --server"))
+        .get_output()
+        .clone();
+    // Nothing was looked for nor connected to (no server_found, no_server_found, connecting):
+    // the one event is the error.
+    let stdout = String::from_utf8_lossy(&refused.stdout);
+    let events: Vec<serde_json::Value> = stdout
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    assert_eq!(events.len(), 1, "{stdout}");
+    assert_eq!(events[0]["event"], "error", "{stdout}");
+    assert!(!dir.path().join("p2pchat/known_servers").exists());
+}
+
+#[test]
 fn the_piped_example_from_the_readme_works() {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(&dir.path().join("users.json"), &[]);

@@ -4,7 +4,8 @@
 //! under a host name of its own (`unshare --uts`); clients in the others. Nothing leaves the
 //! namespaces, which are removed on every exit path.
 //!
-//! A client without `--server` finds and joins the one server announced; `--discover` lists it;
+//! A client without `--server` finds and joins the one server announced (`--accept-new` without
+//! `--server` is refused, exit 2); `--discover` lists it;
 //! a second server makes a client without a terminal exit 2 naming both; a spoofed
 //! announcement (a test-owned responder announcing the real server's address with another
 //! fingerprint) is shown at the first-use prompt not to match, and nothing is pinned without the
@@ -176,11 +177,25 @@ fn a_client_without_server_finds_the_announced_server_and_joins_it_and_discover_
         )]
     );
 
-    // A client without --server finds it, says so, connects to it and joins.
+    // --accept-new without --server is refused before any browse: a found server may be anyone's
+    // announcement, and it would be trusted with the password.
+    let mut blind = InNamespace::spawn_with(
+        lab.ns(1),
+        &client_bin(),
+        &["--accept-new"],
+        at_home(home.path()),
+    );
+    blind.close_stdin();
+    let said = blind.stderr_once_ended();
+    assert_eq!(blind.wait().code(), Some(2), "{said}");
+    assert!(said.contains("--accept-new needs --server"), "{said}");
+
+    // A client without --server finds it, says so, connects to it and joins (trusting the
+    // fingerprint the script was given, as the operator printed it).
     let mut alice = InNamespace::spawn_with(
         lab.ns(1),
         &client_bin(),
-        &["--json", "--accept-new"],
+        &["--json", "--trust", server.fingerprint.as_str()],
         at_home(home.path()),
     );
     for answer in ["register", "alice", "secret-pass"] {
@@ -202,12 +217,7 @@ fn a_client_without_server_finds_the_announced_server_and_joins_it_and_discover_
     assert_eq!(welcome["username"], "alice");
     alice.close_stdin();
     assert_eq!(alice.wait().code(), Some(0));
-    // Trusted with --accept-new under the address it was found at, as if typed.
-    let known = std::fs::read_to_string(home.path().join("config/p2pchat/known_servers")).unwrap();
-    assert!(
-        known.contains(&address) && known.contains(&server.fingerprint),
-        "{known}"
-    );
+    // Pinning under the address it was found at: the_first_use_prompt_says_... (a yes).
     drop(server);
 }
 
@@ -231,7 +241,7 @@ fn a_second_announced_server_is_listed_and_a_client_without_a_terminal_exits_2_n
     let mut client = InNamespace::spawn_with(
         lab.ns(1),
         &client_bin(),
-        &["--accept-new"],
+        &["--trust", first.fingerprint.as_str()],
         at_home(home.path()),
     );
     // Its input ends at once: a client that connected anyway would stop at the prompts.
@@ -352,12 +362,8 @@ fn a_server_with_no_announce_is_not_found_and_the_client_says_it_falls_back() {
         said.contains("no p2pchat server announced itself on the LAN"),
         "{said}"
     );
-    let mut client = InNamespace::spawn_with(
-        lab.ns(1),
-        &client_bin(),
-        &["--json", "--accept-new"],
-        at_home(home.path()),
-    );
+    let mut client =
+        InNamespace::spawn_with(lab.ns(1), &client_bin(), &["--json"], at_home(home.path()));
     let fallback: Value = serde_json::from_str(&client.next_line("the fallback")).unwrap();
     assert_eq!(fallback["event"], "no_server_found", "{fallback}");
     assert_eq!(fallback["fallback"], "127.0.0.1:12000");

@@ -198,6 +198,58 @@ fn safety_number(client: &mut ChatClient, peer: &str) -> Value {
 }
 
 #[test]
+fn verify_confirm_marks_verified_only_the_identity_verify_showed_not_one_announced_since() {
+    let mut server = LyingServer::start(2);
+    let mut alice = ChatClient::register(server.addr, "alice", "alice-password");
+    let _bob = ChatClient::register(server.addr, "bob", "bob-password");
+    server.wait_for_all();
+    alice.expect("bob pinned", |e| {
+        e["event"] == "identity_pinned" && e["peer"] == "bob"
+    });
+    // alice is shown bob's real number (it matches what bob reads out)...
+    let real = safety_number(&mut alice, "bob");
+    // ...then the server announces an identity of its own for bob, before she confirms.
+    let fake_bob = Impostor::new("bob");
+    let its_identity = IdentityKey::from_seed(&[0x77; 32]);
+    let fake_entry = fake_bob.entry(
+        json!(its_identity.public()),
+        json!(its_identity.bind("bob", &fake_bob.key.public_key())),
+    );
+    server.tell("alice", &json!({"type": "left", "username": "bob"}));
+    server.tell("alice", &json!({"type": "joined", "peer": fake_entry}));
+    alice.expect("the change warned", |e| {
+        e["event"] == "identity_changed" && e["peer"] == "bob"
+    });
+    alice.send("/verify bob confirm");
+    let answer = alice.expect("the confirm answered", |e| {
+        e["event"] == "error" || e["event"] == "identity_verified"
+    });
+    assert_eq!(answer["event"], "error", "{answer}");
+    assert!(
+        answer["message"]
+            .as_str()
+            .unwrap()
+            .contains("run /verify bob again"),
+        "{answer}"
+    );
+    // Not pinned: still withheld, nothing sealed to the server's key.
+    alice.send("@bob: the secret");
+    assert_eq!(alice.expect_event("error")["event"], "error");
+    assert_eq!(fake_bob.receive(&alice, NOTHING_WITHIN), None);
+    // Shown the new number (another one, neither trusted nor verified), a confirm pins what
+    // was compared.
+    let shown = safety_number(&mut alice, "bob");
+    assert_ne!(shown["number"], real["number"]);
+    assert_eq!(
+        (&shown["verified"], &shown["trusted"]),
+        (&json!(false), &json!(false))
+    );
+    alice.send("/verify bob confirm");
+    alice.expect_event("identity_verified");
+    assert_eq!(safety_number(&mut alice, "bob")["verified"], true);
+}
+
+#[test]
 fn both_sides_show_the_same_safety_number_and_a_new_identity_changes_it_and_drops_verified() {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(&dir.path().join("users.json"), &[]);

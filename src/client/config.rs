@@ -70,7 +70,7 @@ them. A fingerprint announced on the LAN proves nothing (anyone can announce): a
 client says whether the certificate matches it, and pins as always.\n\n\
 Exit status: 0 after :q or end of input (or --forget, --discover); 1 local error (bad answer at a prompt, UDP port in \
 use, the known-servers file); 2 bad arguments (a bad --server port too; several servers announced and no \
-terminal to choose on); 3 server \
+terminal to choose on; --accept-new without --server); 3 server \
 unreachable, not a p2pchat server (no hello within 5 s, or something else first), or full \
 (for everyone, or for this address), too busy to check the login now (try again later), or \
 speaking the other protocol (TLS vs --plaintext); 4 login or registration refused; 5 the \
@@ -181,7 +181,8 @@ pub struct ClientArgs {
     /// Trust a server met for the first time without asking, and record it in the
     /// known-servers file with a notice on stderr (OpenSSH's StrictHostKeyChecking=accept-new);
     /// without it and without a terminal, an unknown server is refused. A server whose
-    /// fingerprint changed is refused all the same.
+    /// fingerprint changed is refused all the same. Needs --server (exit 2 without): a server
+    /// found on the LAN may be anyone's announcement, and would be sent the password.
     #[arg(long, conflicts_with = "trust", help_heading = "Trust")]
     pub accept_new: bool,
 

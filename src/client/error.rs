@@ -72,6 +72,10 @@ pub enum ClientError {
     /// No `--server`, several servers announced on the LAN, and no terminal to ask which:
     /// a usage error (exit 2), naming them.
     Ambiguous(Vec<Found>),
+    /// `--accept-new` without `--server`: the server would be whichever one the LAN announced,
+    /// trusted blindly and sent the script's password (anyone on the LAN can announce). A usage
+    /// error (exit 2).
+    AcceptNewWithoutServer,
 }
 
 /// Why the server could not be reached: each may work later (exit 3).
@@ -251,7 +255,7 @@ impl ClientError {
             ClientError::Disconnected(_) => exit::DISCONNECTED,
             ClientError::Local(_) => exit::LOCAL,
             ClientError::NotTrusted { .. } => exit::NOT_TRUSTED,
-            ClientError::Ambiguous(_) => exit::USAGE,
+            ClientError::Ambiguous(_) | ClientError::AcceptNewWithoutServer => exit::USAGE,
         }
     }
 
@@ -289,6 +293,12 @@ impl fmt::Display for ClientError {
             ClientError::Disconnected(why) => write!(f, "{why}"),
             ClientError::Local(why) => write!(f, "{why}"),
             ClientError::NotTrusted { server, why } => not_trusted_text(f, server, why),
+            ClientError::AcceptNewWithoutServer => write!(
+                f,
+                "--accept-new needs --server: name the server with --server HOST[:PORT] \
+                 (a server found on the LAN may be anyone's announcement, and --accept-new \
+                 would trust it and send it the password)"
+            ),
             ClientError::Ambiguous(found) => {
                 let named: Vec<String> = found.iter().map(Found::to_string).collect();
                 write!(

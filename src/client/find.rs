@@ -90,7 +90,8 @@ async fn browse() -> Result<Browsed, discovery::DiscoveryError> {
 /// (no multicast here) is a warning, and the client falls back as if none answered.
 ///
 /// # Errors
-/// As [`choose`].
+/// `--accept-new` without `--server` ([`ClientError::AcceptNewWithoutServer`], before any
+/// browse); else as [`choose`].
 pub async fn find_server(
     args: &ClientArgs,
     terminal: Option<&mut dyn Terminal>,
@@ -98,6 +99,11 @@ pub async fn find_server(
 ) -> Result<ClientArgs, ClientError> {
     if args.server.is_some() {
         return Ok(args.clone());
+    }
+    // A LAN host can say goodbye for the real server and announce itself: the one server found
+    // is connected to without asking, and --accept-new would trust it with the password.
+    if args.accept_new {
+        return Err(ClientError::AcceptNewWithoutServer);
     }
     let browsed = match browse().await {
         Ok(browsed) => browsed,

@@ -66,6 +66,11 @@ pub enum IdentityCommandError {
     NoIdentity(String),
     #[error("{name}'s identity cannot be trusted: {why} (not {name}'s key at all: the server or someone in the middle made it)")]
     Unverifiable { name: String, why: BindingError },
+    #[error(
+        "{0}'s identity is not the one whose safety number /verify {0} showed (it changed, or \
+         no number was shown): nothing confirmed; run /verify {0} again and compare the number"
+    )]
+    NotShown(String),
     #[error("this client has no identity (--plaintext)")]
     NoOwnIdentity,
     #[error("{0}")]
@@ -84,6 +89,10 @@ pub struct PeerIdentities {
     /// Lower-cased name → the session key last vetted and what it proved: one entry per online
     /// peer (the server's list bounds it; `left` and full lists remove the others).
     seen: HashMap<String, (PublicKey, Verdict)>,
+    /// Lower-cased name → the identity whose safety number `/verify NAME` showed last: the only
+    /// one `/verify NAME confirm` may mark verified, so a server that announces another
+    /// identity between the two confirms nothing. Bounded as `seen` (removed with it).
+    shown: HashMap<String, IdentityPublic>,
 }
 
 impl PeerIdentities {
@@ -99,6 +108,7 @@ impl PeerIdentities {
             my_name: my_name.to_string(),
             my_identity,
             seen: HashMap::new(),
+            shown: HashMap::new(),
         }
     }
 
@@ -204,6 +214,7 @@ impl PeerIdentities {
     /// The peer forgot its session (`left`, or missing from a full list).
     pub fn forget(&mut self, username: &str) {
         self.seen.remove(&username.to_ascii_lowercase());
+        self.shown.remove(&username.to_ascii_lowercase());
     }
 
     /// A full list (`welcome`, `peers`): whoever is missing from it has left.
@@ -211,6 +222,7 @@ impl PeerIdentities {
         let online: std::collections::HashSet<String> =
             online.map(str::to_ascii_lowercase).collect();
         self.seen.retain(|name, _| online.contains(name));
+        self.shown.retain(|name, _| online.contains(name));
     }
 
     /// Whether `username`'s current identity is pinned and its safety number confirmed.
@@ -255,13 +267,14 @@ impl PeerIdentities {
     /// # Errors
     /// The peer is not online, is this client, or has no identity that could be compared.
     pub fn safety_number(
-        &self,
+        &mut self,
         name: &str,
         peer: Option<&PeerInfo>,
     ) -> Result<ClientEvent, IdentityCommandError> {
         let (_, identity, trusted) = self.announced(peer, name)?;
         let peer_name = peer.map_or(name, |p| p.username.as_str());
         let number = SafetyNumber::new(&self.my_name, &self.my_identity, peer_name, &identity);
+        self.shown.insert(peer_name.to_ascii_lowercase(), identity);
         Ok(ClientEvent::SafetyNumber {
             peer: peer_name.to_string(),
             number: number.to_string(),
@@ -271,10 +284,12 @@ impl PeerIdentities {
     }
 
     /// `/trust NAME` (`verified`: false) or `/verify NAME confirm` (true): pins the identity
-    /// `peer` announces now and returns its session key to admit, and what to tell.
+    /// `peer` announces now and returns its session key to admit, and what to tell. A confirm
+    /// only pins the identity the last `/verify NAME` showed: the person compared that one.
     ///
     /// # Errors
-    /// As [`PeerIdentities::safety_number`], or the file cannot be written.
+    /// As [`PeerIdentities::safety_number`]; a confirm of an identity not shown
+    /// ([`IdentityCommandError::NotShown`]); the file cannot be written.
     pub fn trust(
         &mut self,
         name: &str,
@@ -283,6 +298,9 @@ impl PeerIdentities {
     ) -> Result<(PublicKey, ClientEvent), IdentityCommandError> {
         let (session, identity, _) = self.announced(peer, name)?;
         let peer_name = peer.map_or(name, |p| p.username.as_str()).to_string();
+        if verified && self.shown.get(&peer_name.to_ascii_lowercase()) != Some(&identity) {
+            return Err(IdentityCommandError::NotShown(peer_name));
+        }
         self.known
             .pin(&self.server, &peer_name, identity, verified)
             .map_err(|e: KnownPeersError| IdentityCommandError::File(e.to_string()))?;
@@ -434,5 +452,34 @@ mod tests {
             later.safety_number("alice", None),
             Err(IdentityCommandError::NotOnline("alice".into()))
         );
+    }
+
+    #[test]
+    fn a_confirm_marks_verified_only_the_identity_the_last_verify_showed() {
+        let dir = TempDir::new().unwrap();
+        let mut alice = identities(&dir);
+        let bob = IdentityKey::from_seed(&[1; 32]);
+        let real = entry("bob", Some(&bob));
+        alice.vet(&real).unwrap();
+        // No number shown: nothing to confirm.
+        let refused = alice.trust("bob", Some(&real), true);
+        assert_eq!(refused, Err(IdentityCommandError::NotShown("bob".into())));
+        // The real number shown, then another identity announced for bob: not confirmed.
+        alice.safety_number("bob", Some(&real)).unwrap();
+        let other = entry("bob", Some(&IdentityKey::from_seed(&[3; 32])));
+        alice.vet(&other).unwrap();
+        assert_eq!(
+            alice.trust("bob", Some(&other), true),
+            Err(IdentityCommandError::NotShown("bob".into()))
+        );
+        assert!(!alice.is_verified("bob"));
+        assert!(!alice.vet(&other).unwrap().1.admits(), "nothing pinned");
+        // Shown, then confirmed: the one compared is verified (any spelling of the name).
+        alice.safety_number("BOB", Some(&other)).unwrap();
+        alice.trust("bob", Some(&other), true).unwrap();
+        assert!(alice.is_verified("bob"));
+        // Who leaves takes what was shown along.
+        alice.forget("bob");
+        assert!(alice.shown.is_empty());
     }
 }

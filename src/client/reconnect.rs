@@ -91,7 +91,10 @@ pub(super) fn worth_trying_again(error: &ClientError) -> bool {
                 | ErrorCode::Busy
                 | ErrorCode::Throttled
         ),
-        ClientError::Local(_) | ClientError::NotTrusted { .. } | ClientError::Ambiguous(_) => false,
+        ClientError::Local(_)
+        | ClientError::NotTrusted { .. }
+        | ClientError::Ambiguous(_)
+        | ClientError::AcceptNewWithoutServer => false,
     }
 }
 

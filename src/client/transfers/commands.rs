@@ -9,8 +9,8 @@ use crate::client::event::ClientEvent;
 use crate::client::transfer_event::{CancelledBy, Direction, TransferEvent, TransferRow};
 
 use super::table::{
-    matches_id, reborrow, remove_partial, seconds_until, Entry, Net, Refused, State, Transfers,
-    FIRST_RETRY, MAX_OUTGOING,
+    matches_id, reborrow, remove_partial, seconds_until, select, Entry, Net, Refused, State,
+    Transfers, FIRST_RETRY, MAX_OUTGOING,
 };
 use crate::protocol::file::{short_id, FileSignal, TransferId};
 use crate::transfer::{folder, partial, Source};
@@ -233,23 +233,10 @@ impl Transfers {
 
     /// The entries `which` names: by id prefix, else by peer; all when `None`.
     pub(super) fn select(&self, which: Option<&str>) -> Vec<TransferId> {
-        let by_id: Vec<TransferId> = match which {
-            Some(prefix) => self
-                .entries
-                .keys()
-                .filter(|t| matches_id(t, prefix))
-                .copied()
-                .collect(),
-            None => Vec::new(),
-        };
-        if !by_id.is_empty() {
-            return by_id;
-        }
-        self.entries
-            .iter()
-            .filter(|(_, e)| which.is_none_or(|name| e.is_peer(name)))
-            .map(|(id, _)| *id)
-            .collect()
+        select(
+            self.entries.iter().map(|(id, e)| (*id, e.peer.as_str())),
+            which,
+        )
     }
 
     pub(super) async fn cancel(

@@ -13,7 +13,9 @@ use super::run::{self, Reporting};
 use crate::client::event::ClientEvent;
 use crate::client::transfer_event::{Direction, TransferEvent};
 
-use super::table::{before_the_file, hex, Ending, Meter, Net, State, Transfers, MAX_RETRY};
+use super::table::{
+    before_the_file, hex, remove_partial, Ending, Meter, Net, State, Transfers, MAX_RETRY,
+};
 use crate::protocol::file::{FileSignal, TransferId};
 use crate::runtime::TcpStream;
 use crate::transfer::{Opening, Partial, Progress, Request, TransferError};
@@ -200,6 +202,16 @@ impl Transfers {
         }));
         if let Some(mut entry) = self.entries.remove(&id) {
             entry.stop();
+            // Over for good: its record goes, and with it the only way to find the partial
+            // file again (neither a resume nor the week's clean-up would), so it goes too,
+            // whatever the engine kept (a sender's abort keeps it for reasons it cannot judge).
+            if let (Direction::In, Some(folder)) = (entry.direction, &entry.folder) {
+                if let Err(e) = remove_partial(folder, &id, &entry.name) {
+                    emit(ClientEvent::Warning {
+                        message: format!("the partial file of {} was not removed: {e}", entry.name),
+                    });
+                }
+            }
         }
         self.save(emit);
     }

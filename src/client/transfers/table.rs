@@ -247,6 +247,31 @@ pub(super) fn matches_id(id: &TransferId, prefix: &str) -> bool {
     prefix.len() >= 4 && id.to_string().starts_with(&prefix.to_ascii_lowercase())
 }
 
+/// The entries `which` names among `(id, peer)`: all of them for `None`; else those with
+/// that peer, and only when no peer has that name, those whose id starts with it. The name
+/// wins because ids are chosen by the peer who offers: a peer could pick ids that start with
+/// another person's name (`cafe…`) so that `/cancel cafe` cancels its transfer instead.
+pub(super) fn select<'a>(
+    entries: impl Iterator<Item = (TransferId, &'a str)> + Clone,
+    which: Option<&str>,
+) -> Vec<TransferId> {
+    let Some(which) = which else {
+        return entries.map(|(id, _)| id).collect();
+    };
+    let by_peer: Vec<TransferId> = entries
+        .clone()
+        .filter(|(_, peer)| peer.eq_ignore_ascii_case(which))
+        .map(|(id, _)| id)
+        .collect();
+    if !by_peer.is_empty() {
+        return by_peer;
+    }
+    entries
+        .filter(|(id, _)| matches_id(id, which))
+        .map(|(id, _)| id)
+        .collect()
+}
+
 pub(super) fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
@@ -330,5 +355,86 @@ mod tests {
         assert!(matches_id(&id, "1A2B3C4D"));
         assert!(!matches_id(&id, "1a2"), "too short to name one");
         assert!(!matches_id(&id, "1a2c"));
+    }
+
+    #[test]
+    fn an_incoming_transfer_over_for_good_leaves_no_partial_file() {
+        // A sender's abort with any reason, known or not, ends the transfer for good.
+        for reason in [AbortReason::HashMismatch, AbortReason::Unknown(99)] {
+            let error = TransferError::Aborted(reason);
+            assert!(error.keeps_partial(), "the engine keeps it: {error}");
+            assert!(matches!(Ending::of(&error, Direction::In), Ending::Over));
+        }
+        let folder = tempfile::TempDir::new().unwrap();
+        let id = TransferId::from_hex("0123456789abcdef0123456789abcdef").unwrap();
+        // A real partial file, with bytes in it, as a run leaves it.
+        // (Held open, and locked, as a run being dropped may still hold it.)
+        let partial = crate::transfer::Partial::create(folder.path(), &id, "big.iso").unwrap();
+        std::fs::write(partial.path(), b"3.9 GB of it").unwrap();
+        let (inputs, _fed) = mpsc::channel(1);
+        let (abort, _registration) = AbortHandle::new_pair();
+        let mut transfers = Transfers {
+            settings: FileSettings::default(),
+            entries: BTreeMap::new(),
+            store: None,
+            inputs,
+            off: None,
+            next_run: 1,
+        };
+        transfers.entries.insert(
+            id,
+            Entry {
+                direction: Direction::In,
+                peer: "mallory".into(),
+                name: "big.iso".into(),
+                size: 4 << 30,
+                source: None,
+                folder: Some(folder.path().to_path_buf()),
+                offered_at: SystemTime::now(),
+                state: State::Running {
+                    run: 1,
+                    abort,
+                    meter: Meter {
+                        at: Instant::now(),
+                        bytes: 0,
+                    },
+                    offset: 0,
+                    announced: true,
+                    was_offered: false,
+                },
+                bytes: 6,
+                retry_at: None,
+                retry_wait: FIRST_RETRY,
+            },
+        );
+        let mut said = Vec::new();
+        transfers.failed(id, "the sender aborted".into(), &mut |e| said.push(e));
+        assert!(transfers.entries.is_empty());
+        assert!(!partial.path().exists(), "the partial file is removed");
+        assert_eq!(listing(folder.path()), Vec::<String>::new());
+        assert_eq!(said.len(), 1, "{said:?}");
+    }
+
+    fn listing(folder: &std::path::Path) -> Vec<String> {
+        std::fs::read_dir(folder)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect()
+    }
+
+    #[test]
+    fn a_peer_named_exactly_wins_over_an_id_that_starts_with_the_name() {
+        // The peer `mallory` picked an id that starts like the person `cafe`'s name.
+        let mallorys = TransferId::from_hex("cafe0000000000000000000000000001").unwrap();
+        let cafes = TransferId::from_hex("12340000000000000000000000000002").unwrap();
+        let entries = [(mallorys, "mallory"), (cafes, "cafe")];
+        assert_eq!(select(entries.into_iter(), Some("cafe")), vec![cafes]);
+        assert_eq!(select(entries.into_iter(), Some("CAFE")), vec![cafes]);
+        // No peer of that name: the id prefix names it.
+        assert_eq!(select(entries.into_iter(), Some("1234")), vec![cafes]);
+        assert_eq!(select(entries.into_iter(), Some("cafe0")), vec![mallorys]);
+        assert_eq!(select(entries.into_iter(), Some("mallory")), vec![mallorys]);
+        assert_eq!(select(entries.into_iter(), None).len(), 2);
+        assert!(select(entries.into_iter(), Some("nobody")).is_empty());
     }
 }
