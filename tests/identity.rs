@@ -16,22 +16,6 @@ use p2pchat::identity::IdentityKey;
 use p2pchat::sealed::{Header, Kind, PublicKey, SessionKey};
 use serde_json::{json, Value};
 
-/// The session key `client` announced: its own entry in its `welcome`.
-fn session_key_of(client: &ChatClient) -> PublicKey {
-    let welcome = client
-        .history
-        .iter()
-        .find(|e| e["event"] == "welcome")
-        .expect("the client's welcome");
-    let me = welcome["peers"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|p| p["username"] == client.name.as_str())
-        .expect("the client in its own welcome");
-    PublicKey::from_base64(me["public_key"].as_str().unwrap()).unwrap()
-}
-
 /// A session the lying server announces as `name`'s: its key, its UDP socket.
 struct Impostor {
     name: String,
@@ -65,7 +49,7 @@ impl Impostor {
     fn send_sealed(&self, client: &ChatClient, text: &str) {
         let keys = self
             .key
-            .pair(&self.name, &client.name, &session_key_of(client))
+            .pair(&self.name, &client.name, &client.session_key())
             .unwrap();
         let plaintext = json!({"type": "direct", "from": self.name, "id": 1, "text": text});
         let datagram = keys.seal(Kind::Message, 1, plaintext.to_string().as_bytes());
@@ -79,7 +63,7 @@ impl Impostor {
         let (n, _) = self.udp.recv_from(&mut buf).ok()?;
         let keys = self
             .key
-            .pair(&self.name, &client.name, &session_key_of(client))
+            .pair(&self.name, &client.name, &client.session_key())
             .unwrap();
         let header = Header::parse(&buf[..n]).expect("a sealed header");
         let plaintext = keys

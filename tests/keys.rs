@@ -120,26 +120,10 @@ impl SealedPeer {
         }
     }
 
-    /// The key `client` announced, from its own entry in its `welcome`.
-    fn key_of(client: &ChatClient) -> PublicKey {
-        let welcome = client
-            .history
-            .iter()
-            .find(|e| e["event"] == "welcome")
-            .expect("the client's welcome");
-        let me = welcome["peers"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|p| p["username"] == client.name.as_str())
-            .expect("the client in its own welcome");
-        PublicKey::from_base64(me["public_key"].as_str().unwrap()).unwrap()
-    }
-
     fn send_message(&mut self, client: &ChatClient, id: u64, text: &str) {
         let keys = self
             .key
-            .pair(&self.name, &client.name, &SealedPeer::key_of(client))
+            .pair(&self.name, &client.name, &client.session_key())
             .unwrap();
         let plaintext = json!({"type": "direct", "from": self.name, "id": id, "text": text});
         let datagram = keys.seal(
@@ -158,7 +142,7 @@ impl SealedPeer {
         let (n, _) = self.udp.recv_from(&mut buf).expect("a datagram in time");
         let keys = self
             .key
-            .pair(&self.name, &client.name, &SealedPeer::key_of(client))
+            .pair(&self.name, &client.name, &client.session_key())
             .unwrap();
         let header = Header::parse(&buf[..n]).expect("a sealed header");
         let plaintext = keys.open(&header, &buf[..n]).expect("it opens");
@@ -255,8 +239,8 @@ fn an_account_cycling_keys_cannot_end_another_users_key_at_any_client() {
     let mut alice = ChatClient::register(server.addr, "alice", "alice-password");
     let mut bob = ChatClient::register(server.addr, "bob", "bob-password");
     alice.expect_joined("bob");
-    let alice_key = SealedPeer::key_of(&alice);
-    let bob_key = SealedPeer::key_of(&bob);
+    let alice_key = alice.session_key();
+    let bob_key = bob.session_key();
     register_account(&server, "mallory");
     for round in 0..4 {
         // Announcing alice's or bob's key, copied from the peer list: refused every time.

@@ -513,20 +513,9 @@ impl SealedPeer {
 
     /// The pairwise keys with `client`, from the key it announced (its `welcome`'s own entry).
     fn keys_with(&self, client: &ChatClient) -> PairKeys {
-        let welcome = client
-            .history
-            .iter()
-            .find(|e| e["event"] == "welcome")
-            .expect("the client's welcome");
-        let me = welcome["peers"]
-            .as_array()
+        self.key
+            .pair(&self.name, &client.name, &client.session_key())
             .unwrap()
-            .iter()
-            .find(|p| p["username"] == client.name.as_str())
-            .expect("the client in its own welcome");
-        let key = PublicKey::from_base64(me["public_key"].as_str().expect("a public key"))
-            .expect("32 bytes");
-        self.key.pair(&self.name, &client.name, &key).unwrap()
     }
 
     /// A sealed direct message from this peer to `client`, under the next counter.

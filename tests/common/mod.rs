@@ -35,6 +35,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
+use p2pchat::sealed::PublicKey;
 use p2pchat::tls::Fingerprint;
 use serde_json::Value;
 use tempfile::TempDir;
@@ -391,6 +392,22 @@ pub struct ChatClient {
 }
 
 impl ChatClient {
+    /// The session key this client announced: its own entry in its `welcome`.
+    pub fn session_key(&self) -> PublicKey {
+        let welcome = self
+            .history
+            .iter()
+            .find(|e| e["event"] == "welcome")
+            .expect("the client's welcome");
+        let me = welcome["peers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["username"] == self.name.as_str())
+            .expect("the client in its own welcome");
+        PublicKey::from_base64(me["public_key"].as_str().expect("a public key")).expect("32 bytes")
+    }
+
     /// Starts a client and answers its prompts with `answers` (e.g. register, name, password);
     /// waits for nothing.
     pub fn start(server: SocketAddr, name: &str, answers: &[&str]) -> ChatClient {

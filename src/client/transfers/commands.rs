@@ -106,16 +106,7 @@ impl Transfers {
             self.save(emit);
             return Err(Refused::NotSent(e.to_string()));
         }
-        let lapses_in = self.settings.offer_timeout.as_secs();
-        emit(self.said(id, |s| TransferEvent::FileOffer {
-            transfer: s.transfer,
-            direction: s.direction,
-            peer: s.peer,
-            name: s.name,
-            size,
-            lapses_in,
-            over_limit: false,
-        }));
+        emit(self.offer_event(id, size, false));
         Ok(())
     }
 

@@ -108,16 +108,7 @@ impl Transfers {
                         retry_wait: FIRST_RETRY,
                     },
                 );
-                let lapses_in = self.settings.offer_timeout.as_secs();
-                emit(self.said(id, |s| TransferEvent::FileOffer {
-                    transfer: s.transfer,
-                    direction: s.direction,
-                    peer: s.peer,
-                    name: s.name,
-                    size,
-                    lapses_in,
-                    over_limit,
-                }));
+                emit(self.offer_event(id, size, over_limit));
             }
             // The same offer again (a new id is a new offer; this one is known): nothing.
             (FileSignal::FileOffer { .. }, Some(_)) => {}

@@ -214,6 +214,20 @@ impl Transfers {
         }))
     }
 
+    /// The `file_offer` event of offer `id` (made or received), lapsing after the offer timeout.
+    fn offer_event(&self, id: TransferId, size: u64, over_limit: bool) -> ClientEvent {
+        let lapses_in = self.settings.offer_timeout.as_secs();
+        self.said(id, |s| TransferEvent::FileOffer {
+            transfer: s.transfer,
+            direction: s.direction,
+            peer: s.peer,
+            name: s.name,
+            size,
+            lapses_in,
+            over_limit,
+        })
+    }
+
     // ---- time and presence ----
 
     /// Housekeeping, every second: offers lapse; interrupted incoming transfers whose wait is
