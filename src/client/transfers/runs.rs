@@ -321,37 +321,15 @@ impl Transfers {
         }
         match outcome {
             Outcome::Saved(saved) => {
-                let sha256 = hex(&saved.sha256);
                 let path = saved.path.display().to_string();
-                emit(self.said(id, |s| TransferEvent::FileDone {
-                    transfer: s.transfer,
-                    direction: s.direction,
-                    peer: s.peer,
-                    name: s.name,
-                    size: saved.size,
-                    sha256,
-                    path,
-                }));
-                self.entries.remove(&id);
-                self.save(emit);
+                self.done(id, saved.size, &saved.sha256, path, emit);
             }
             Outcome::Served(served) => {
-                let sha256 = hex(&served.sha256);
                 let path = self.entries[&id]
                     .source
                     .as_ref()
                     .map_or(String::new(), |s| s.path.display().to_string());
-                emit(self.said(id, |s| TransferEvent::FileDone {
-                    transfer: s.transfer,
-                    direction: s.direction,
-                    peer: s.peer,
-                    name: s.name,
-                    size: served.size,
-                    sha256,
-                    path,
-                }));
-                self.entries.remove(&id);
-                self.save(emit);
+                self.done(id, served.size, &served.sha256, path, emit);
             }
             Outcome::Failed(error) => {
                 let direction = self.entries[&id].direction;
@@ -379,6 +357,29 @@ impl Transfers {
             self.entries.get(&id).map(|e| &e.state),
             Some(State::Running { run: r, .. }) if *r == run
         )
+    }
+
+    /// Transfer `id` ended whole at this end (`size` bytes, `sha256` checked): said, and forgotten.
+    fn done(
+        &mut self,
+        id: TransferId,
+        size: u64,
+        sha256: &[u8; 32],
+        path: String,
+        emit: &mut dyn FnMut(ClientEvent),
+    ) {
+        let sha256 = hex(sha256);
+        emit(self.said(id, |s| TransferEvent::FileDone {
+            transfer: s.transfer,
+            direction: s.direction,
+            peer: s.peer,
+            name: s.name,
+            size,
+            sha256,
+            path,
+        }));
+        self.entries.remove(&id);
+        self.save(emit);
     }
 
     /// A connection for outgoing transfer `id` ended before it proved it holds the pair's keys:
