@@ -488,7 +488,11 @@ wait_closed client1
 stop_capture discovery
 # p2pchat-trace names each mDNS packet: probe, query, the answer naming the service, goodbye.
 "$TRACE" udp "$OUT/discovery.pcap" >"$OUT/discovery.txt"
-for label in "mDNS probe ANY webserver:12000._p2pchat._tcp.local" "mDNS query PTR _p2pchat._tcp.local" \
+# A probe asks for the host name and the service in one packet, in either order (the responder's
+# choice): the service must be among a probe's questions.
+grep -F "mDNS probe " "$OUT/discovery.txt" | grep -qF "ANY webserver:12000._p2pchat._tcp.local" ||
+  die "p2pchat-trace shows no mDNS probe for webserver:12000._p2pchat._tcp.local in discovery.pcap (discovery.txt)"
+for label in "mDNS query PTR _p2pchat._tcp.local" \
   "mDNS answer: service webserver:12000._p2pchat._tcp.local found (PTR _p2pchat._tcp.local), SRV webserver:12000._p2pchat._tcp.local port 12000 on webserver.local" \
   "\"fp=$FINGERPRINT\"" "A webserver.local $SERVER_IP" \
   "mDNS goodbye: service webserver:12000._p2pchat._tcp.local withdrawn"; do
