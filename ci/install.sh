@@ -3,7 +3,7 @@
 # (gcc, libc6-dev), `just`, and the Rust components rustfmt and clippy; for `just lab` and its
 # check: tcpdump, tshark, jq, iproute2, procps and ethtool (checksum offload off in the lab); the lab's DNS server (dnsmasq-base: the binary,
 # no system service) and its report's toolchain (weasyprint, poppler-utils' pdfinfo and pdftotext); and nftables for the loss test (tests/loss.rs)
-# (apt, as root or through password-less sudo, only those missing). Idempotent; used by .ci/run and by the GitHub Actions workflow. The Rust
+# and util-linux's unshare (the discovery tests' host names, the full-disk test's tmpfs) (apt, as root or through password-less sudo, only those missing). Idempotent; used by .ci/run and by the GitHub Actions workflow. The Rust
 # toolchain itself (rustup, Rust 1.88 or newer: `rust-version` in Cargo.toml) must be there already.
 set -euo pipefail
 
@@ -22,7 +22,7 @@ done
 # absent from minimal images).
 missing=()
 for pair in tcpdump:tcpdump tshark:tshark jq:jq ip:iproute2 sysctl:procps nft:nftables cc:gcc cc:libc6-dev \
-  dnsmasq:dnsmasq-base ethtool:ethtool weasyprint:weasyprint pdfinfo:poppler-utils; do
+  dnsmasq:dnsmasq-base ethtool:ethtool weasyprint:weasyprint pdfinfo:poppler-utils unshare:util-linux; do
   command -v "${pair%%:*}" >/dev/null 2>&1 || missing+=("${pair#*:}")
 done
 if [ "${#missing[@]}" -gt 0 ]; then
