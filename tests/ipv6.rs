@@ -14,14 +14,14 @@
 
 mod common;
 
-use std::io::{self, BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, Write};
 use std::net::{Ipv6Addr, SocketAddr, TcpStream};
-use std::os::fd::AsRawFd;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::{mpsc, Arc, Mutex};
 use std::thread;
 
+use common::netns::{in_namespace, missing_tools, report_skipped, run};
 use common::{server_bin, DEADLINE, TEST_LOG_N};
 use serde_json::{json, Value};
 
@@ -33,48 +33,6 @@ const BUSY_HOST: &str = "fd19:6::2";
 const NEIGHBOUR: &str = "fd19:6::3";
 
 /// Prints straight to the terminal (cargo's capture does not hide it) why the test did nothing.
-fn report_skipped(test: &str, why: &str) {
-    let line = format!("{test}: skipped: {why}\n");
-    match std::fs::OpenOptions::new().write(true).open("/dev/stderr") {
-        Ok(mut stderr) => {
-            let _ = stderr.write_all(line.as_bytes());
-        }
-        Err(_) => eprint!("{line}"),
-    }
-}
-
-fn missing_tools() -> Option<String> {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        return Some("needs root (network namespaces)".into());
-    }
-    let found = Command::new("ip")
-        .arg("-V")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok();
-    if !found {
-        return Some("`ip` (iproute2) is not installed".into());
-    }
-    None
-}
-
-fn run(program: &str, args: &[&str]) -> Result<(), String> {
-    let out = Command::new(program)
-        .args(args)
-        .output()
-        .map_err(|e| format!("{program}: {e}"))?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(format!(
-            "{program} {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        ))
-    }
-}
-
 /// The server's namespace and the hosts' namespace; dropping it deletes both (and so the veth
 /// pair and the addresses).
 struct Segment {
@@ -192,25 +150,6 @@ impl Drop for Server {
     }
 }
 
-/// Runs `hosts` on a thread inside the hosts' namespace, so that every socket it makes is on
-/// the segment (a namespace switch is per thread: the test's own thread stays where it is).
-fn on_the_hosts<R: Send>(segment: &Segment, hosts: impl FnOnce() -> R + Send) -> R {
-    let path = format!("/var/run/netns/{}", segment.hosts);
-    let namespace = std::fs::File::open(&path).unwrap_or_else(|e| panic!("open {path}: {e}"));
-    thread::scope(|scope| {
-        scope
-            .spawn(|| {
-                // SAFETY: setns only reads the descriptor, which `namespace` keeps open, and
-                // moves this thread alone into the namespace.
-                let entered = unsafe { libc::setns(namespace.as_raw_fd(), libc::CLONE_NEWNET) };
-                assert_eq!(entered, 0, "setns: {}", io::Error::last_os_error());
-                hosts()
-            })
-            .join()
-            .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
-    })
-}
-
 /// A raw protocol connection from one host on the segment.
 struct Connection {
     reader: BufReader<TcpStream>,
@@ -279,7 +218,7 @@ fn register(host: &str, server: SocketAddr, name: &str) -> Value {
 
 /// Skips the test (returning `None`) where namespaces cannot be made.
 fn segment_or_skip(test: &str, number: u32) -> Option<Segment> {
-    if let Some(why) = missing_tools() {
+    if let Some(why) = missing_tools(&["ip"]) {
         report_skipped(test, &why);
         return None;
     }
@@ -301,7 +240,7 @@ fn eight_connections_from_one_host_do_not_lock_out_its_neighbour_on_the_segment(
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(&segment, &dir.path().join("users.json"), &[]);
     let addr = server.addr;
-    on_the_hosts(&segment, || {
+    in_namespace(&segment.hosts, || {
         // The default --max-per-ip and --max-pending-per-ip: 8.
         let busy: Vec<Connection> = (0..8)
             .map(|_| Connection::admitted(BUSY_HOST, addr))
@@ -335,7 +274,7 @@ fn wrong_logins_from_one_host_do_not_delay_its_neighbour_on_the_segment() {
     ];
     let server = Server::start(&segment, &dir.path().join("users.json"), &throttle);
     let addr = server.addr;
-    on_the_hosts(&segment, || {
+    in_namespace(&segment.hosts, || {
         let answer = register(NEIGHBOUR, addr, "carol");
         assert_eq!(answer["type"], "welcome", "{answer}");
         // Each guess at a name of its own, so that only the address's count grows.
@@ -370,7 +309,7 @@ fn registrations_from_one_host_do_not_use_up_its_neighbours_quota() {
     let quota = ["--register-per-ip-hour", "1"];
     let server = Server::start(&segment, &dir.path().join("users.json"), &quota);
     let addr = server.addr;
-    on_the_hosts(&segment, || {
+    in_namespace(&segment.hosts, || {
         let answer = register(BUSY_HOST, addr, "dave");
         assert_eq!(answer["type"], "welcome", "{answer}");
         let answer = register(BUSY_HOST, addr, "erin");
@@ -396,7 +335,7 @@ fn with_ipv6_prefix_64_the_segment_is_one_address_again() {
     let flags = ["--ipv6-prefix", "64"];
     let server = Server::start(&segment, &dir.path().join("users.json"), &flags);
     let addr = server.addr;
-    on_the_hosts(&segment, || {
+    in_namespace(&segment.hosts, || {
         let busy: Vec<Connection> = (0..8)
             .map(|_| Connection::admitted(BUSY_HOST, addr))
             .collect();
