@@ -52,6 +52,21 @@ impl Stream {
         }
     }
 
+    /// A TLS session whose halves are separate already (the server's own record layer,
+    /// [`crate::tls::accept`]), over `tcp`.
+    pub fn tls_halves<R, W>(tcp: TcpStream, reader: R, writer: W) -> Stream
+    where
+        R: AsyncRead + Send + Unpin + 'static,
+        W: AsyncWrite + Send + Unpin + 'static,
+    {
+        Stream {
+            tcp,
+            reader: Box::new(reader),
+            writer: Box::new(writer),
+            encrypted: true,
+        }
+    }
+
     /// Whether the bytes are encrypted (TLS).
     pub fn is_encrypted(&self) -> bool {
         self.encrypted

@@ -13,12 +13,10 @@
 
 use std::time::Instant;
 
-use futures_rustls::TlsAcceptor;
-
 use crate::connection::{self, Disconnect, LineReader, ReadError, Stream};
 use crate::protocol::{ErrorCode, ServerMessage, MAX_LINE_BYTES};
 use crate::runtime::{self, TcpStream};
-use crate::tls::HANDSHAKE_RECORD;
+use crate::tls::{self, HANDSHAKE_RECORD};
 
 use super::ServerConfig;
 
@@ -57,12 +55,11 @@ pub(super) async fn establish(
         }
     }
     let left = deadline.saturating_duration_since(Instant::now());
-    let acceptor = TlsAcceptor::from(tls.config.clone());
     // The handshake's state (a whole rustls connection, ~3.5 KiB) lives on the heap for the
     // handshake only: inline, it would size every connection's task, for its whole life.
-    let handshake = Box::pin(acceptor.accept(tcp.clone()));
+    let handshake = Box::pin(tls::accept(tcp.clone(), tls.config.clone()));
     match runtime::timeout(left, handshake).await {
-        Some(Ok(session)) => Ok(Stream::tls(tcp, session)),
+        Some(Ok((reader, writer))) => Ok(Stream::tls_halves(tcp, reader, writer)),
         Some(Err(e)) => Err(Disconnect::Handshake(e)),
         None => {
             let _ = tcp.shutdown(std::net::Shutdown::Both);

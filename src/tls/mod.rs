@@ -9,6 +9,12 @@
 //! which of the two is [`crate::client::secure`]'s business. This module never decides whom to
 //! trust, never opens a socket, and reads or writes no file but the server's two identity files.
 
+mod handshake;
+mod records;
+
+pub use handshake::accept;
+pub use records::{RecordReader, RecordWriter};
+
 use std::fmt;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
@@ -235,6 +241,8 @@ impl ServerIdentity {
             .with_no_client_auth()
             .with_single_cert(vec![self.cert.clone()], self.key.clone_key())?;
         config.send_tls13_tickets = 0;
+        // The record layer after the handshake is this crate's ([`records`]), with rustls's keys.
+        config.enable_secret_extraction = true;
         config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
         Ok(ServerTls {
             config: Arc::new(config),

@@ -1,0 +1,182 @@
+//! The server's side of the TLS handshake: rustls runs it (its unbuffered API, driven over the
+//! socket here), then hands over the session's keys and key schedule, and the connection goes on
+//! in [`super::records`] — so that nothing of the handshake's buffers outlives it.
+//!
+//! The handshake's own bounds (its deadline, what a stalled or plaintext client gets) are the
+//! caller's ([`crate::server`]'s transport); this module only refuses a handshake that would
+//! need more than [`MAX_HANDSHAKE_BYTES`] buffered.
+
+use std::io;
+use std::sync::Arc;
+
+use futures::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use rustls::server::UnbufferedServerConnection;
+use rustls::unbuffered::{ConnectionState, EncodeError, UnbufferedStatus};
+use rustls::SupportedCipherSuite;
+
+use super::records::{tls_error, RecordReader, RecordWriter, Shared};
+
+/// The most bytes of handshake buffered at once (a ClientHello is a few hundred bytes; rustls
+/// itself refuses handshake messages over 64 KiB).
+const MAX_HANDSHAKE_BYTES: usize = 80 * 1024;
+
+/// Bytes asked of the socket in one read during the handshake.
+const READ_BYTES: usize = 4096;
+
+/// Runs the server's side of a TLS 1.3 handshake over `io` with `config` (which must allow the
+/// keys to be extracted: [`super::ServerIdentity::server_config`]'s does), and returns the
+/// connection's reading and writing halves. A handshake rustls refuses gets its alert before
+/// the error is returned.
+pub async fn accept<S>(
+    io: S,
+    config: Arc<rustls::ServerConfig>,
+) -> io::Result<(RecordReader<S>, RecordWriter<S>)>
+where
+    S: AsyncRead + AsyncWrite + Clone + Unpin,
+{
+    let mut connection = UnbufferedServerConnection::new(config).map_err(tls_error)?;
+    let mut socket = io.clone();
+    // Bytes read and not yet processed by rustls.
+    let mut incoming: Vec<u8> = Vec::new();
+    // Handshake records to send.
+    let mut outgoing: Vec<u8> = Vec::new();
+    // Application data opened during the handshake: a client may send its first line with its
+    // Finished, and rustls opens it before it reports the handshake over.
+    let mut early: Vec<u8> = Vec::new();
+    loop {
+        let UnbufferedStatus { discard, state } = connection.process_tls_records(&mut incoming);
+        let (mut read_more, mut writable) = (false, false);
+        match state {
+            Ok(ConnectionState::EncodeTlsData(mut data)) => {
+                encode(&mut outgoing, |buffer| data.encode(buffer))?
+            }
+            Ok(ConnectionState::TransmitTlsData(data)) => {
+                socket.write_all(&outgoing).await?;
+                outgoing.clear();
+                data.done();
+            }
+            Ok(ConnectionState::ReadTraffic(mut traffic)) => {
+                while let Some(record) = traffic.next_record() {
+                    early.extend_from_slice(record.map_err(tls_error)?.payload);
+                }
+            }
+            Ok(ConnectionState::BlockedHandshake) => read_more = true,
+            Ok(ConnectionState::WriteTraffic(_)) => writable = true,
+            Ok(ConnectionState::PeerClosed | ConnectionState::Closed) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "the client closed the TLS session during the handshake",
+                ))
+            }
+            Ok(other) => {
+                return Err(io::Error::other(format!(
+                    "unexpected TLS handshake state {other:?}"
+                )))
+            }
+            Err(error) => {
+                incoming.drain(..discard);
+                send_alert(&mut connection, &mut incoming, &mut socket).await;
+                return Err(tls_error(error));
+            }
+        }
+        incoming.drain(..discard);
+        if writable {
+            if !connection.is_handshaking() {
+                break;
+            }
+            // Once its Finished is out the server may write, but the client's Finished has
+            // still to be read.
+            read_more = true;
+        }
+        if read_more {
+            if incoming.len() >= MAX_HANDSHAKE_BYTES {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("a TLS handshake over {MAX_HANDSHAKE_BYTES} bytes"),
+                ));
+            }
+            let filled = incoming.len();
+            incoming.resize(filled + READ_BYTES, 0);
+            let n = socket.read(&mut incoming[filled..]).await?;
+            incoming.truncate(filled + n);
+            if n == 0 {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "the client closed the connection during the TLS handshake",
+                ));
+            }
+        }
+    }
+    let Some(SupportedCipherSuite::Tls13(suite)) = connection.negotiated_cipher_suite() else {
+        return Err(io::Error::other("the handshake ended without TLS 1.3"));
+    };
+    let (secrets, kernel) = connection
+        .dangerous_into_kernel_connection()
+        .map_err(tls_error)?;
+    let shared = Shared::new(kernel, suite);
+    let (rx_seq, rx) = secrets.rx;
+    let (tx_seq, tx) = secrets.tx;
+    let reader = RecordReader::new(
+        io.clone(),
+        shared.clone(),
+        shared.decrypter(rx)?,
+        rx_seq,
+        incoming,
+        early,
+    );
+    let writer = RecordWriter::new(io, shared.clone(), shared.encrypter(tx)?, tx_seq);
+    Ok((reader, writer))
+}
+
+/// Appends what `encode` writes to `outgoing`, growing it as rustls asks.
+fn encode(
+    outgoing: &mut Vec<u8>,
+    mut encode: impl FnMut(&mut [u8]) -> Result<usize, EncodeError>,
+) -> io::Result<()> {
+    let start = outgoing.len();
+    let mut room = 2048;
+    loop {
+        outgoing.resize(start + room, 0);
+        match encode(&mut outgoing[start..]) {
+            Ok(n) => {
+                outgoing.truncate(start + n);
+                return Ok(());
+            }
+            Err(EncodeError::InsufficientSize(needed)) => room = needed.required_size,
+            Err(e) => {
+                outgoing.truncate(start);
+                return Err(io::Error::other(format!("encoding a TLS record: {e}")));
+            }
+        }
+    }
+}
+
+/// After rustls refused the handshake, sends the alert it queued (best effort: the connection
+/// is being closed anyway).
+async fn send_alert<S: AsyncWrite + Unpin>(
+    connection: &mut UnbufferedServerConnection,
+    incoming: &mut [u8],
+    socket: &mut S,
+) {
+    let mut outgoing = Vec::new();
+    // An encode and a transmit at most; bounded in case rustls has nothing to send.
+    for _ in 0..4 {
+        let UnbufferedStatus { state, .. } = connection.process_tls_records(incoming);
+        match state {
+            Ok(ConnectionState::EncodeTlsData(mut data)) => {
+                if encode(&mut outgoing, |buffer| data.encode(buffer)).is_err() {
+                    return;
+                }
+            }
+            Ok(ConnectionState::TransmitTlsData(data)) => {
+                let _ = socket.write_all(&outgoing).await;
+                data.done();
+                return;
+            }
+            _ => break,
+        }
+    }
+    if !outgoing.is_empty() {
+        let _ = socket.write_all(&outgoing).await;
+    }
+}
