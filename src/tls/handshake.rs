@@ -119,12 +119,12 @@ where
     let reader = RecordReader::new(
         io.clone(),
         shared.clone(),
-        shared.decrypter(rx)?,
+        shared.key(rx)?,
         rx_seq,
         incoming,
         early,
     );
-    let writer = RecordWriter::new(io, shared.clone(), shared.encrypter(tx)?, tx_seq);
+    let writer = RecordWriter::new(io, shared.clone(), shared.key(tx)?, tx_seq);
     Ok((reader, writer))
 }
 

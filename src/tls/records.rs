@@ -32,7 +32,8 @@ use std::task::{ready, Context, Poll};
 
 use futures::io::{AsyncRead, AsyncWrite};
 use rustls::crypto::cipher::{
-    InboundOpaqueMessage, MessageDecrypter, MessageEncrypter, OutboundChunks, OutboundPlainMessage,
+    AeadKey, InboundOpaqueMessage, Iv, MessageDecrypter, MessageEncrypter, OutboundChunks,
+    OutboundPlainMessage,
 };
 use rustls::kernel::KernelConnection;
 use rustls::server::ServerConnectionData;
@@ -93,26 +94,92 @@ impl Shared {
         self.kernel.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    pub(super) fn encrypter(
+    /// A direction's key from the secrets rustls hands over.
+    pub(super) fn key<T: Expand + ?Sized>(
         &self,
         secrets: ConnectionTrafficSecrets,
-    ) -> io::Result<Box<dyn MessageEncrypter>> {
+    ) -> io::Result<TrafficKey<T>> {
         let (key, iv) = key_and_iv(secrets)?;
-        Ok(self.suite.aead_alg.encrypter(key, iv))
-    }
-
-    pub(super) fn decrypter(
-        &self,
-        secrets: ConnectionTrafficSecrets,
-    ) -> io::Result<Box<dyn MessageDecrypter>> {
-        let (key, iv) = key_and_iv(secrets)?;
-        Ok(self.suite.aead_alg.decrypter(key, iv))
+        Ok(TrafficKey::new(self.suite, key, iv))
     }
 }
 
-fn key_and_iv(
-    secrets: ConnectionTrafficSecrets,
-) -> io::Result<(rustls::crypto::cipher::AeadKey, rustls::crypto::cipher::Iv)> {
+/// rustls's sealing or opening state for one direction, made from a key and an IV.
+pub(super) trait Expand {
+    fn expand(suite: &'static Tls13CipherSuite, key: AeadKey, iv: Iv) -> Box<Self>;
+}
+
+impl Expand for dyn MessageEncrypter {
+    fn expand(suite: &'static Tls13CipherSuite, key: AeadKey, iv: Iv) -> Box<Self> {
+        suite.aead_alg.encrypter(key, iv)
+    }
+}
+
+impl Expand for dyn MessageDecrypter {
+    fn expand(suite: &'static Tls13CipherSuite, key: AeadKey, iv: Iv) -> Box<Self> {
+        suite.aead_alg.decrypter(key, iv)
+    }
+}
+
+/// One direction's traffic key. Expanded into rustls's AEAD state (ring's AES key schedule and
+/// GHASH table: ~0.5 KiB per direction) only while records flow; at rest, the 44 bytes it is
+/// made from. Made again at the next record, which costs far less than sealing one (ring's key
+/// setup is a few hundred cycles; a record's write is a system call).
+///
+/// rustls lets a key be made from bytes only at 32 bytes (AES-256-GCM, the suite both our
+/// clients and OpenSSL's prefer, and ChaCha20-Poly1305): a 16-byte AES-128-GCM key stays
+/// expanded.
+pub(super) struct TrafficKey<T: Expand + ?Sized> {
+    suite: &'static Tls13CipherSuite,
+    /// What the key is made from, when it can be made again.
+    secret: Option<(AeadKey, [u8; 12])>,
+    expanded: Option<Box<T>>,
+}
+
+impl<T: Expand + ?Sized> TrafficKey<T> {
+    fn new(suite: &'static Tls13CipherSuite, key: AeadKey, iv: Iv) -> Self {
+        let iv_bytes = <[u8; 12]>::try_from(iv.as_ref());
+        if let (Ok(_), Ok(iv_bytes)) = (<[u8; 32]>::try_from(key.as_ref()), iv_bytes) {
+            TrafficKey {
+                suite,
+                secret: Some((key, iv_bytes)),
+                expanded: None,
+            }
+        } else {
+            TrafficKey {
+                suite,
+                secret: None,
+                expanded: Some(T::expand(suite, key, iv)),
+            }
+        }
+    }
+
+    /// The expanded state, made now if at rest.
+    fn get(&mut self) -> &mut T {
+        let (suite, secret) = (self.suite, &self.secret);
+        self.expanded.get_or_insert_with(|| {
+            let (key, iv) = secret
+                .as_ref()
+                .expect("a key at rest keeps what it is made from");
+            let bytes = <[u8; 32]>::try_from(key.as_ref()).expect("checked when made");
+            T::expand(suite, AeadKey::from(bytes), Iv::from(*iv))
+        })
+    }
+
+    /// Nothing to seal or open for now: back to the bytes it is made from.
+    fn rest(&mut self) {
+        if self.secret.is_some() {
+            self.expanded = None;
+        }
+    }
+
+    #[cfg(test)]
+    fn is_expanded(&self) -> bool {
+        self.expanded.is_some()
+    }
+}
+
+fn key_and_iv(secrets: ConnectionTrafficSecrets) -> io::Result<(AeadKey, Iv)> {
     match secrets {
         ConnectionTrafficSecrets::Aes128Gcm { key, iv }
         | ConnectionTrafficSecrets::Aes256Gcm { key, iv }
@@ -141,7 +208,7 @@ enum ReadEnd {
 pub struct RecordReader<R> {
     inner: R,
     shared: Arc<Shared>,
-    decrypter: Box<dyn MessageDecrypter>,
+    key: TrafficKey<dyn MessageDecrypter>,
     seq: u64,
     /// Bytes of records not yet opened (the start of the next one); no allocation while empty.
     raw: Vec<u8>,
@@ -157,7 +224,7 @@ impl<R: AsyncRead + Unpin> RecordReader<R> {
     pub(super) fn new(
         inner: R,
         shared: Arc<Shared>,
-        decrypter: Box<dyn MessageDecrypter>,
+        key: TrafficKey<dyn MessageDecrypter>,
         seq: u64,
         raw: Vec<u8>,
         ready: Vec<u8>,
@@ -165,7 +232,7 @@ impl<R: AsyncRead + Unpin> RecordReader<R> {
         RecordReader {
             inner,
             shared,
-            decrypter,
+            key,
             seq,
             raw,
             ready,
@@ -212,7 +279,7 @@ impl<R: AsyncRead + Unpin> RecordReader<R> {
         let body = &mut self.raw[HEADER_BYTES..HEADER_BYTES + length];
         let message =
             InboundOpaqueMessage::new(ContentType::ApplicationData, ProtocolVersion::TLSv1_2, body);
-        let opened = match self.decrypter.decrypt(message, self.seq) {
+        let opened = match self.key.get().decrypt(message, self.seq) {
             Ok(opened) => opened,
             Err(rustls::Error::DecryptError) => {
                 return Err(self.fail(
@@ -265,6 +332,9 @@ impl<R: AsyncRead + Unpin> RecordReader<R> {
             }
         }
         self.raw.drain(..HEADER_BYTES + length);
+        if self.raw.is_empty() {
+            self.raw = Vec::new();
+        }
         Ok(true)
     }
 
@@ -291,7 +361,7 @@ impl<R: AsyncRead + Unpin> RecordReader<R> {
             Ok(updated) => updated,
             Err(e) => return Err(self.fail(AlertDescription::InternalError, format!("{e}"))),
         };
-        self.decrypter = self.shared.decrypter(secrets)?;
+        self.key = self.shared.key(secrets)?;
         self.seq = seq;
         if request == 1 {
             self.shared.update_requested.store(true, Ordering::Relaxed);
@@ -320,7 +390,9 @@ impl<R: AsyncRead + Unpin> RecordReader<R> {
             Poll::Pending => {
                 self.raw.truncate(filled);
                 if self.raw.is_empty() {
-                    self.raw = Vec::new(); // Idle: keep no buffer.
+                    // Idle: no buffer, and the key at rest.
+                    self.raw = Vec::new();
+                    self.key.rest();
                 }
                 return Poll::Pending;
             }
@@ -375,7 +447,7 @@ impl<R: AsyncRead + Unpin> AsyncRead for RecordReader<R> {
 pub struct RecordWriter<W> {
     inner: W,
     shared: Arc<Shared>,
-    encrypter: Box<dyn MessageEncrypter>,
+    key: TrafficKey<dyn MessageEncrypter>,
     seq: u64,
     /// Records to send under one key before updating it (the suite's confidentiality limit).
     limit: u64,
@@ -390,14 +462,14 @@ impl<W: AsyncWrite + Unpin> RecordWriter<W> {
     pub(super) fn new(
         inner: W,
         shared: Arc<Shared>,
-        encrypter: Box<dyn MessageEncrypter>,
+        key: TrafficKey<dyn MessageEncrypter>,
         seq: u64,
     ) -> Self {
         let limit = shared.suite.common.confidentiality_limit;
         RecordWriter {
             inner,
             shared,
-            encrypter,
+            key,
             seq,
             limit,
             sealed: Vec::new(),
@@ -428,7 +500,8 @@ impl<W: AsyncWrite + Unpin> RecordWriter<W> {
             payload,
         };
         let record = self
-            .encrypter
+            .key
+            .get()
             .encrypt(message, self.seq)
             .map_err(tls_error)?
             .encode();
@@ -448,7 +521,7 @@ impl<W: AsyncWrite + Unpin> RecordWriter<W> {
         let message: &[u8] = &[KEY_UPDATE, 0, 0, 1, 0];
         self.seal_under_current_key(ContentType::Handshake, OutboundChunks::Single(message))?;
         let (seq, secrets) = self.shared.kernel().update_tx_secret().map_err(tls_error)?;
-        self.encrypter = self.shared.encrypter(secrets)?;
+        self.key = self.shared.key(secrets)?;
         self.seq = seq;
         Ok(())
     }
@@ -520,9 +593,12 @@ impl<W: AsyncWrite + Unpin> AsyncWrite for RecordWriter<W> {
         Poll::Ready(Ok(total))
     }
 
+    /// Sends what is sealed. The writer task flushes at the end of each batch, so the key
+    /// rests between batches.
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         ready!(this.poll_send(cx))?;
+        this.key.rest();
         Pin::new(&mut this.inner).poll_flush(cx)
     }
 
@@ -826,6 +902,8 @@ mod tests {
             .is_pending());
         assert_eq!(reader.raw.capacity(), 0);
         assert_eq!(reader.ready.capacity(), 0);
+        assert!(!reader.key.is_expanded(), "the receiving key at rest");
         assert_eq!(writer.sealed.capacity(), 0);
+        assert!(!writer.key.is_expanded(), "the sending key at rest");
     }
 }
