@@ -722,10 +722,23 @@ mod tests {
         (halves, client.join().unwrap())
     }
 
+    /// How long a test waits for the server's side before failing (not a timing: a broken
+    /// record layer may otherwise wait for bytes that never come).
+    const DEADLINE: std::time::Duration = std::time::Duration::from_secs(20);
+
     fn read_exactly(reader: &mut RecordReader<TcpStream>, len: usize) -> Vec<u8> {
         let mut got = vec![0u8; len];
-        runtime::block_on(reader.read_exact(&mut got)).unwrap();
+        runtime::block_on(runtime::timeout(DEADLINE, reader.read_exact(&mut got)))
+            .expect("the bytes within the deadline")
+            .unwrap();
         got
+    }
+
+    /// One read on the server's side, within the deadline.
+    fn read_once(reader: &mut RecordReader<TcpStream>) -> io::Result<usize> {
+        let mut buffer = [0u8; 64];
+        runtime::block_on(runtime::timeout(DEADLINE, reader.read(&mut buffer)))
+            .expect("an answer within the deadline")
     }
 
     fn pattern(len: usize, seed: u8) -> Vec<u8> {
@@ -760,9 +773,11 @@ mod tests {
 
         client.tls.send_close_notify();
         client.send();
-        let mut rest = Vec::new();
-        let n = runtime::block_on(reader.read_to_end(&mut rest)).unwrap();
-        assert_eq!(n, 0, "close_notify is the end of the stream");
+        assert_eq!(
+            read_once(&mut reader).unwrap(),
+            0,
+            "close_notify ends the stream"
+        );
 
         runtime::block_on(writer.close()).unwrap();
         let (got, end) = client.read(1);
@@ -831,12 +846,11 @@ mod tests {
         let last = record.len() - 1;
         record[last] ^= 1;
         client.tcp.write_all(&record).unwrap();
-        let mut buffer = [0u8; 16];
-        let error = runtime::block_on(reader.read(&mut buffer)).unwrap_err();
+        let error = read_once(&mut reader).unwrap_err();
         assert_eq!(error.kind(), io::ErrorKind::InvalidData);
         assert!(error.to_string().contains("bad_record_mac"), "{error}");
         // Every later read fails the same way.
-        assert!(runtime::block_on(reader.read(&mut buffer)).is_err());
+        assert!(read_once(&mut reader).is_err());
         runtime::block_on(writer.close()).unwrap();
         let (_, end) = client.read(1);
         let error = end.unwrap_err().to_string();
@@ -853,8 +867,7 @@ mod tests {
             let ((mut reader, _writer), mut client) = connect(b"");
             // Only the header: the refusal must not wait for a body.
             client.tcp.write_all(&header).unwrap();
-            let mut buffer = [0u8; 16];
-            let error = runtime::block_on(reader.read(&mut buffer)).unwrap_err();
+            let error = read_once(&mut reader).unwrap_err();
             assert!(error.to_string().contains(expected), "{error}");
         }
     }
@@ -865,8 +878,7 @@ mod tests {
         client.write(b"complete\n");
         assert_eq!(read_exactly(&mut reader, 9), b"complete\n");
         client.tcp.shutdown(std::net::Shutdown::Write).unwrap();
-        let mut buffer = [0u8; 16];
-        let error = runtime::block_on(reader.read(&mut buffer)).unwrap_err();
+        let error = read_once(&mut reader).unwrap_err();
         assert_eq!(error.kind(), io::ErrorKind::UnexpectedEof);
         assert!(error.to_string().contains("close_notify"), "{error}");
 
@@ -874,7 +886,7 @@ mod tests {
         let record = sealed(&mut client, b"cut short\n");
         client.tcp.write_all(&record[..record.len() - 3]).unwrap();
         client.tcp.shutdown(std::net::Shutdown::Write).unwrap();
-        let error = runtime::block_on(reader.read(&mut buffer)).unwrap_err();
+        let error = read_once(&mut reader).unwrap_err();
         assert!(
             error.to_string().contains("middle of a TLS record"),
             "{error}"
