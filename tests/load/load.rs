@@ -453,6 +453,8 @@ struct Measure {
     arrived: u64,
     out_of_order: u64,
     malformed: u64,
+    /// Deliveries the kernel gave no receive timestamp for, so their latency is unknown.
+    unstamped: u64,
     /// First send (or connect) to the last line that counts.
     wall: Duration,
     server_cpu: f64,
@@ -485,6 +487,7 @@ impl Measure {
         (self.arrived == self.expected || self.shortfall_ok)
             && self.out_of_order == 0
             && self.malformed == 0
+            && self.unstamped == 0
             && self.disconnected == 0
             && (!self.tls || self.negotiated.is_some())
     }
@@ -684,7 +687,9 @@ fn room_workloads(
 }
 
 /// Sends `counts[s]` messages from each sender `senders[s]` (at once, or one every `interval`,
-/// round-robin) and waits for every delivery.
+/// round-robin) and waits for every delivery. Its latency is the server's: from just before the
+/// sender's write to the bytes in the receiver's socket ([`Reactor::latency`]); the time until
+/// the generator read them is an extra row.
 fn fan_out(
     reactor: &mut Reactor,
     server: &Target,
@@ -739,7 +744,21 @@ fn fan_out(
     })
     .map_err(io("wait for the deliveries"))?;
     let latency = std::mem::replace(&mut reactor.latency, histogram::Histogram::new());
+    let read = std::mem::replace(&mut reactor.read_latency, histogram::Histogram::new());
     let mut m = measure(reactor, server, &before, &latency);
+    m.extra.push((
+        "latency p50 / p99, read by the generator (ms)".into(),
+        format!(
+            "{:.2} / {:.2}",
+            read.quantile(0.5) as f64 / 1000.0,
+            read.quantile(0.99) as f64 / 1000.0
+        ),
+    ));
+    m.unstamped = reactor.counters.unstamped;
+    m.extra.push((
+        "deliveries without a valid receive timestamp".into(),
+        m.unstamped.to_string(),
+    ));
     m.expected = expected;
     m.arrived = reactor.counters.deliveries;
     m.out_of_order = reactor.counters.out_of_order;
