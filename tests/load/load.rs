@@ -714,6 +714,10 @@ fn fan_out(
         .sum();
     let before = mark(reactor, server);
     let io = |what| move |e| LoadError::Io { what, source: e };
+    // How late each paced send left against its schedule: the generator sends nothing while it
+    // reads a wave, so a slow generator sends in bursts (each line timed from its real send, so
+    // the lag is not in the latency; it changes the load the server sees, which this shows).
+    let mut send_lag = interval.map(|_| histogram::Histogram::new());
     match interval {
         None => {
             let most = counts.iter().copied().max().unwrap_or(0);
@@ -731,6 +735,9 @@ fn fan_out(
                 let due = before.at + interval.mul_f64(j as f64);
                 while Instant::now() < due {
                     reactor.poll(due).map_err(io("pace the senders"))?;
+                }
+                if let Some(lag) = send_lag.as_mut() {
+                    lag.record(due.elapsed().as_micros() as u64);
                 }
                 let s = j as usize % senders.len();
                 seq[s] += 1;
@@ -754,6 +761,16 @@ fn fan_out(
             read.quantile(0.99) as f64 / 1000.0
         ),
     ));
+    if let Some(lag) = send_lag {
+        m.extra.push((
+            "sends behind schedule p50 / p99 (ms)".into(),
+            format!(
+                "{:.2} / {:.2}",
+                lag.quantile(0.5) as f64 / 1000.0,
+                lag.quantile(0.99) as f64 / 1000.0
+            ),
+        ));
+    }
     m.unstamped = reactor.counters.unstamped;
     m.extra.push((
         "deliveries without a valid receive timestamp".into(),
