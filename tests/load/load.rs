@@ -22,6 +22,11 @@
 //! Every workload runs in plaintext (the default), over TLS (`--tls`: p2pchat's default; ngircd's
 //! `[SSL]` port), or both one after the other (`--both`, as `just bench` runs it).
 //!
+//! A room line's latency is the server's: from just before the sender's write to the kernel's
+//! receive timestamp of its bytes in the receiver's socket; the time until this one thread read
+//! it is printed beside it ("read by the generator"). Paced lines leave on schedule even while a
+//! wave is being read ("sends behind schedule").
+//!
 //! Correct before fast: every expected line is counted per receiver and checked in order per
 //! sender; losses, disorder and disconnects are printed with the speed. Every phase stops by
 //! itself: when done, after `--quiet` seconds without a byte, or at `--limit` seconds.

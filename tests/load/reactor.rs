@@ -169,12 +169,52 @@ pub struct Reactor {
     scratch: Vec<u8>,
     /// Plaintext out of rustls (TLS clients only; empty otherwise).
     plain: Vec<u8>,
+    ready: Ready,
+}
+
+/// The events of the last `epoll_wait`, handed out in order. A poll may stop at its deadline
+/// between two of them (see [`Reactor::poll`]); edge-triggered, the kernel reports each event
+/// once, so those not handled yet wait here for the next poll, which takes them before waiting
+/// for new ones.
+struct Ready {
     events: Vec<libc::epoll_event>,
-    /// `events[handled..reported]` came from the last `epoll_wait` and are not handled yet: a
-    /// poll stops at its deadline between two clients (see [`Reactor::poll`]). Edge-triggered,
-    /// the kernel reports each of them once, so they wait here rather than being dropped.
     handled: usize,
     reported: usize,
+}
+
+impl Ready {
+    fn new(capacity: usize) -> Ready {
+        Ready {
+            events: vec![libc::epoll_event { events: 0, u64: 0 }; capacity],
+            handled: 0,
+            reported: 0,
+        }
+    }
+
+    /// Whether every reported event was handed out: only then may the kernel be asked again.
+    fn is_drained(&self) -> bool {
+        self.handled == self.reported
+    }
+
+    /// Room for the kernel to report into (only once drained: what is left would be lost).
+    fn buffer(&mut self) -> &mut [libc::epoll_event] {
+        assert!(self.is_drained(), "events not handled yet would be lost");
+        self.handled = 0;
+        self.reported = 0;
+        &mut self.events
+    }
+
+    /// The kernel reported `n` events into [`Ready::buffer`].
+    fn reported(&mut self, n: usize) {
+        self.reported = n.min(self.events.len());
+    }
+
+    /// The next event not handed out yet.
+    fn next(&mut self) -> Option<libc::epoll_event> {
+        let event = self.events[self.handled..self.reported].first().copied()?;
+        self.handled += 1;
+        Some(event)
+    }
 }
 
 impl Reactor {
@@ -225,9 +265,7 @@ impl Reactor {
             last_progress: Instant::now(),
             start: Instant::now(),
             scratch: vec![0; READ_CHUNK],
-            events: vec![libc::epoll_event { events: 0, u64: 0 }; EVENTS],
-            handled: 0,
-            reported: 0,
+            ready: Ready::new(EVENTS),
         };
         reactor.watch(reactor.timer.as_raw_fd(), TIMER, libc::EPOLLIN as u32)?;
         Ok(reactor)
@@ -361,17 +399,16 @@ impl Reactor {
     /// for a thousand others' reads (the lines would reach the server in bursts, a load the
     /// workload does not describe).
     pub fn poll(&mut self, until: Instant) -> io::Result<()> {
-        if self.handled == self.reported {
-            self.handled = 0;
-            self.reported = 0;
+        if self.ready.is_drained() {
             let wait = until.saturating_duration_since(Instant::now());
             self.arm_timer(wait.max(Duration::from_micros(1)))?;
-            // SAFETY: `events` has room for `EVENTS` entries.
+            let buffer = self.ready.buffer();
+            // SAFETY: `buffer` has room for `buffer.len()` entries.
             let n = unsafe {
                 libc::epoll_wait(
                     self.epoll.as_raw_fd(),
-                    self.events.as_mut_ptr(),
-                    EVENTS as i32,
+                    buffer.as_mut_ptr(),
+                    buffer.len() as i32,
                     -1,
                 )
             };
@@ -383,11 +420,9 @@ impl Reactor {
                     Err(error)
                 };
             }
-            self.reported = n as usize;
+            self.ready.reported(n as usize);
         }
-        while self.handled < self.reported {
-            let libc::epoll_event { events, u64: token } = self.events[self.handled];
-            self.handled += 1;
+        while let Some(libc::epoll_event { events, u64: token }) = self.ready.next() {
             if token == TIMER {
                 let mut expirations = [0u8; 8];
                 // SAFETY: reads 8 bytes into the array; a non-blocking timerfd may have none.
@@ -866,6 +901,26 @@ fn find_newline(bytes: &[u8]) -> Option<usize> {
 
 /// Checked by the smoke run.
 pub fn self_check() {
+    // A poll that stops after the first of three events leaves the other two for the next, in
+    // order, before the kernel is asked again.
+    let mut ready = Ready::new(4);
+    for (slot, token) in ready.buffer().iter_mut().zip([7, 8, 9]) {
+        slot.u64 = token;
+    }
+    ready.reported(3);
+    let token = |event: Option<libc::epoll_event>| event.map(|e| e.u64);
+    assert_eq!(token(ready.next()), Some(7));
+    assert!(!ready.is_drained(), "two events are not handled yet");
+    assert_eq!(token(ready.next()), Some(8));
+    assert_eq!(token(ready.next()), Some(9));
+    assert_eq!(token(ready.next()), None);
+    assert!(ready.is_drained());
+    assert_eq!(ready.buffer().len(), 4);
+    assert_eq!(
+        token(ready.next()),
+        None,
+        "a new buffer holds nothing until reported"
+    );
     for text in [
         &b""[..],
         b"\n",
