@@ -22,6 +22,11 @@
 //! Every workload runs in plaintext (the default), over TLS (`--tls`: p2pchat's default; ngircd's
 //! `[SSL]` port), or both one after the other (`--both`, as `just bench` runs it).
 //!
+//! A room line's latency is the server's: from just before the sender's write to the kernel's
+//! receive timestamp of its bytes in the receiver's socket; the time until this one thread read
+//! it is printed beside it ("read by the generator"). Paced lines leave on schedule even while a
+//! wave is being read ("sends behind schedule").
+//!
 //! Correct before fast: every expected line is counted per receiver and checked in order per
 //! sender; losses, disorder and disconnects are printed with the speed. Every phase stops by
 //! itself: when done, after `--quiet` seconds without a byte, or at `--limit` seconds.
@@ -453,6 +458,8 @@ struct Measure {
     arrived: u64,
     out_of_order: u64,
     malformed: u64,
+    /// Deliveries the kernel gave no receive timestamp for, so their latency is unknown.
+    unstamped: u64,
     /// First send (or connect) to the last line that counts.
     wall: Duration,
     server_cpu: f64,
@@ -485,6 +492,7 @@ impl Measure {
         (self.arrived == self.expected || self.shortfall_ok)
             && self.out_of_order == 0
             && self.malformed == 0
+            && self.unstamped == 0
             && self.disconnected == 0
             && (!self.tls || self.negotiated.is_some())
     }
@@ -684,7 +692,9 @@ fn room_workloads(
 }
 
 /// Sends `counts[s]` messages from each sender `senders[s]` (at once, or one every `interval`,
-/// round-robin) and waits for every delivery.
+/// round-robin) and waits for every delivery. Its latency is the server's: from just before the
+/// sender's write to the bytes in the receiver's socket ([`Reactor::latency`]); the time until
+/// the generator read them is an extra row.
 fn fan_out(
     reactor: &mut Reactor,
     server: &Target,
@@ -709,6 +719,10 @@ fn fan_out(
         .sum();
     let before = mark(reactor, server);
     let io = |what| move |e| LoadError::Io { what, source: e };
+    // How late each paced send left against its schedule: the generator sends nothing while it
+    // reads a wave, so a slow generator sends in bursts (each line timed from its real send, so
+    // the lag is not in the latency; it changes the load the server sees, which this shows).
+    let mut send_lag = interval.map(|_| histogram::Histogram::new());
     match interval {
         None => {
             let most = counts.iter().copied().max().unwrap_or(0);
@@ -727,6 +741,9 @@ fn fan_out(
                 while Instant::now() < due {
                     reactor.poll(due).map_err(io("pace the senders"))?;
                 }
+                if let Some(lag) = send_lag.as_mut() {
+                    lag.record(due.elapsed().as_micros() as u64);
+                }
                 let s = j as usize % senders.len();
                 seq[s] += 1;
                 reactor.say(senders[s], s, seq[s]);
@@ -739,7 +756,31 @@ fn fan_out(
     })
     .map_err(io("wait for the deliveries"))?;
     let latency = std::mem::replace(&mut reactor.latency, histogram::Histogram::new());
+    let read = std::mem::replace(&mut reactor.read_latency, histogram::Histogram::new());
     let mut m = measure(reactor, server, &before, &latency);
+    m.extra.push((
+        "latency p50 / p99, read by the generator (ms)".into(),
+        format!(
+            "{:.2} / {:.2}",
+            read.quantile(0.5) as f64 / 1000.0,
+            read.quantile(0.99) as f64 / 1000.0
+        ),
+    ));
+    if let Some(lag) = send_lag {
+        m.extra.push((
+            "sends behind schedule p50 / p99 (ms)".into(),
+            format!(
+                "{:.2} / {:.2}",
+                lag.quantile(0.5) as f64 / 1000.0,
+                lag.quantile(0.99) as f64 / 1000.0
+            ),
+        ));
+    }
+    m.unstamped = reactor.counters.unstamped;
+    m.extra.push((
+        "deliveries without a valid receive timestamp".into(),
+        m.unstamped.to_string(),
+    ));
     m.expected = expected;
     m.arrived = reactor.counters.deliveries;
     m.out_of_order = reactor.counters.out_of_order;
