@@ -38,13 +38,16 @@ where
     let mut socket = io.clone();
     // Bytes read and not yet processed by rustls.
     let mut incoming: Vec<u8> = Vec::new();
+    // How much of `incoming` rustls is shown: whole records, one more each time it asks, so that
+    // it never processes what follows the client's Finished. Those records (the client's first
+    // line, or a `KeyUpdate` it sends at once) are the record layer's: rustls would open them
+    // and answer a `KeyUpdate` into a queue that the handover drops.
+    let mut shown = 0;
     // Handshake records to send.
     let mut outgoing: Vec<u8> = Vec::new();
-    // Application data opened during the handshake: a client may send its first line with its
-    // Finished, and rustls opens it before it reports the handshake over.
-    let mut early: Vec<u8> = Vec::new();
     loop {
-        let UnbufferedStatus { discard, state } = connection.process_tls_records(&mut incoming);
+        let UnbufferedStatus { discard, state } =
+            connection.process_tls_records(&mut incoming[..shown]);
         let (mut read_more, mut writable) = (false, false);
         match state {
             Ok(ConnectionState::EncodeTlsData(mut data)) => {
@@ -54,11 +57,6 @@ where
                 socket.write_all(&outgoing).await?;
                 outgoing.clear();
                 data.done();
-            }
-            Ok(ConnectionState::ReadTraffic(mut traffic)) => {
-                while let Some(record) = traffic.next_record() {
-                    early.extend_from_slice(record.map_err(tls_error)?.payload);
-                }
             }
             Ok(ConnectionState::BlockedHandshake) => read_more = true,
             Ok(ConnectionState::WriteTraffic(_)) => writable = true,
@@ -75,13 +73,21 @@ where
             }
             Err(error) => {
                 incoming.drain(..discard);
-                send_alert(&mut connection, &mut incoming, &mut socket).await;
+                shown -= discard;
+                send_alert(&mut connection, &mut incoming[..shown], &mut socket).await;
                 return Err(tls_error(error));
             }
         }
         incoming.drain(..discard);
+        shown -= discard;
         if writable {
             if !connection.is_handshaking() {
+                if shown > 0 {
+                    // rustls kept part of a record it was shown: the handover would lose it.
+                    return Err(io::Error::other(
+                        "bytes of the TLS handshake left unprocessed",
+                    ));
+                }
                 break;
             }
             // Once its Finished is out the server may write, but the client's Finished has
@@ -89,6 +95,10 @@ where
             read_more = true;
         }
         if read_more {
+            if let Some(record) = record_length(&incoming[shown..]) {
+                shown += record;
+                continue;
+            }
             if incoming.len() >= MAX_HANDSHAKE_BYTES {
                 return Err(io::Error::new(
                     io::ErrorKind::InvalidData,
@@ -116,16 +126,24 @@ where
     let shared = Shared::new(kernel, suite);
     let (rx_seq, rx) = secrets.rx;
     let (tx_seq, tx) = secrets.tx;
+    // Everything after the Finished (which ends its record, RFC 8446 §5.1) was never shown to
+    // rustls: whole or partial records for the record layer.
     let reader = RecordReader::new(
         io.clone(),
         shared.clone(),
         shared.key(rx)?,
         rx_seq,
         incoming,
-        early,
     );
     let writer = RecordWriter::new(io, shared.clone(), shared.key(tx)?, tx_seq);
     Ok((reader, writer))
+}
+
+/// The length of the whole record at the start of `bytes` (header included), if it is all there.
+fn record_length(bytes: &[u8]) -> Option<usize> {
+    let header = bytes.get(..5)?;
+    let length = 5 + usize::from(u16::from_be_bytes([header[3], header[4]]));
+    (bytes.len() >= length).then_some(length)
 }
 
 /// Appends what `encode` writes to `outgoing`, growing it as rustls asks.

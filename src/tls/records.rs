@@ -60,6 +60,16 @@ const MAX_SLICES: usize = 64;
 /// Bytes asked of the socket in one read when no record says how many are coming.
 const READ_BYTES: usize = 4096;
 
+/// At most this many records that carry no application data (key updates, empty records,
+/// warning alerts) in a row — rustls and BoringSSL allow 32 key updates and 32 empty records:
+/// past it a client is only making the server work (each key update is three HKDF expansions
+/// and a new AES key), and is refused (`unexpected_message`). It also bounds what one read call
+/// opens before it returns, so such a client cannot hold an executor thread.
+const MAX_RECORDS_WITHOUT_DATA: u32 = 32;
+
+/// At most this many `user_canceled` warnings in a connection (rustls's bound for warnings).
+const MAX_WARNING_ALERTS: u32 = 4;
+
 /// A TLS 1.3 handshake message's type: `key_update`.
 const KEY_UPDATE: u8 = 24;
 
@@ -216,18 +226,21 @@ pub struct RecordReader<R> {
     ready: Vec<u8>,
     ready_at: usize,
     end: ReadEnd,
+    /// Records without application data since the last that had some; warning alerts in the
+    /// whole connection.
+    without_data: u32,
+    warnings: u32,
 }
 
 impl<R: AsyncRead + Unpin> RecordReader<R> {
-    /// `raw` holds bytes that followed the handshake in its last read, `ready` application data
-    /// rustls opened during the handshake (a client may send its first line with its Finished).
+    /// `raw` holds the bytes that followed the client's Finished in the handshake's last read
+    /// (a client may send its first line with it): records not yet opened.
     pub(super) fn new(
         inner: R,
         shared: Arc<Shared>,
         key: TrafficKey<dyn MessageDecrypter>,
         seq: u64,
         raw: Vec<u8>,
-        ready: Vec<u8>,
     ) -> Self {
         RecordReader {
             inner,
@@ -235,9 +248,11 @@ impl<R: AsyncRead + Unpin> RecordReader<R> {
             key,
             seq,
             raw,
-            ready,
+            ready: Vec::new(),
             ready_at: 0,
             end: ReadEnd::Open,
+            without_data: 0,
+            warnings: 0,
         }
     }
 
@@ -287,10 +302,30 @@ impl<R: AsyncRead + Unpin> RecordReader<R> {
                     "a TLS record that fails authentication (bad_record_mac)".into(),
                 ))
             }
+            // RFC 8446 §5.2, §5.4 and §5: each refusal's own alert.
+            Err(e @ rustls::Error::PeerSentOversizedRecord) => {
+                return Err(self.fail(AlertDescription::RecordOverflow, format!("{e}")))
+            }
+            Err(e @ rustls::Error::PeerMisbehaved(_)) => {
+                return Err(self.fail(AlertDescription::UnexpectedMessage, format!("{e}")))
+            }
             Err(e) => return Err(self.fail(AlertDescription::DecodeError, format!("{e}"))),
         };
         self.seq += 1;
         let (kind, payload) = (opened.typ, opened.payload);
+        if kind == ContentType::ApplicationData && !payload.is_empty() {
+            self.without_data = 0;
+        } else {
+            self.without_data += 1;
+            if self.without_data > MAX_RECORDS_WITHOUT_DATA {
+                return Err(self.fail(
+                    AlertDescription::UnexpectedMessage,
+                    format!(
+                        "more than {MAX_RECORDS_WITHOUT_DATA} TLS records in a row without data"
+                    ),
+                ));
+            }
+        }
         match kind {
             ContentType::ApplicationData => {
                 if self.ready_at == self.ready.len() {
@@ -301,7 +336,16 @@ impl<R: AsyncRead + Unpin> RecordReader<R> {
             }
             ContentType::Alert => match payload {
                 [_, 0] => self.end = ReadEnd::Closed, // close_notify
-                [_, 90] => {}                         // user_canceled: close_notify follows
+                // user_canceled: close_notify follows.
+                [_, 90] => {
+                    self.warnings += 1;
+                    if self.warnings > MAX_WARNING_ALERTS {
+                        return Err(self.fail(
+                            AlertDescription::UnexpectedMessage,
+                            format!("more than {MAX_WARNING_ALERTS} TLS warning alerts"),
+                        ));
+                    }
+                }
                 [_, description] => {
                     self.end = ReadEnd::Failed(
                         io::ErrorKind::ConnectionAborted,
@@ -343,6 +387,12 @@ impl<R: AsyncRead + Unpin> RecordReader<R> {
     fn key_update(&mut self, message: &[u8]) -> io::Result<()> {
         let request = match message {
             [KEY_UPDATE, 0, 0, 1, request @ (0 | 1)] => *request,
+            [KEY_UPDATE, 0, 0, 1, _] => {
+                return Err(self.fail(
+                    AlertDescription::IllegalParameter,
+                    "a TLS KeyUpdate asking neither for an update nor for none".into(),
+                ))
+            }
             [KEY_UPDATE, ..] => {
                 return Err(self.fail(
                     AlertDescription::DecodeError,
@@ -409,6 +459,7 @@ impl<R: AsyncRead + Unpin> AsyncRead for RecordReader<R> {
         out: &mut [u8],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
+        // One call opens at most MAX_RECORDS_WITHOUT_DATA + 1 records before it returns.
         loop {
             if this.ready_at < this.ready.len() {
                 let n = out.len().min(this.ready.len() - this.ready_at);
@@ -693,6 +744,16 @@ mod tests {
     /// A handshake over loopback; `before` is written by the client before the handshake ends,
     /// so that it leaves with the client's Finished.
     fn connect(before: &[u8]) -> (Halves, Client) {
+        let before = before.to_vec();
+        connect_with(move |tls| tls.writer().write_all(&before).unwrap())
+    }
+
+    /// A handshake over loopback where `with_finished` runs on the client once it has the
+    /// server's Finished and before it sends its own: what it makes rustls send leaves in the
+    /// same write as the client's Finished.
+    fn connect_with(
+        with_finished: impl FnOnce(&mut ClientConnection) + Send + 'static,
+    ) -> (Halves, Client) {
         let dir = TempDir::new().unwrap();
         let (key, cert) = tls::default_paths(&dir.path().join("users.json"));
         let identity = ServerIdentity::load_or_create(&key, &cert).unwrap();
@@ -703,17 +764,23 @@ mod tests {
             Some(identity.fingerprint()),
             Arc::new(Mutex::new(None)),
         ));
-        let before = before.to_vec();
         let client = thread::spawn(move || {
             let mut tls = ClientConnection::new(config, tls::server_name()).unwrap();
-            tls.writer().write_all(&before).unwrap();
             let mut tcp = StdTcpStream::connect(address).unwrap();
-            while tls.is_handshaking() {
-                tls.complete_io(&mut tcp).unwrap();
+            while tls.wants_write() {
+                tls.write_tls(&mut tcp).unwrap(); // The ClientHello.
             }
-            let mut client = Client { tls, tcp };
-            client.send();
-            client
+            while tls.is_handshaking() {
+                tls.read_tls(&mut tcp).unwrap();
+                tls.process_new_packets().unwrap();
+            }
+            with_finished(&mut tls);
+            let mut flight = Vec::new();
+            while tls.wants_write() {
+                tls.write_tls(&mut flight).unwrap();
+            }
+            tcp.write_all(&flight).unwrap();
+            Client { tls, tcp }
         });
         let halves = runtime::block_on(async {
             let (tcp, _) = listener.accept().await.unwrap();
@@ -808,6 +875,49 @@ mod tests {
                 writer.seq, 1,
                 "the answer, then one record under the new keys"
             );
+        }
+    }
+
+    #[test]
+    fn a_key_update_sent_with_the_finished_is_answered_by_the_record_layer() {
+        let ((mut reader, mut writer), mut client) = connect_with(|tls| {
+            tls.refresh_traffic_keys().unwrap();
+            tls.writer().write_all(b"first\n").unwrap();
+        });
+        assert_eq!(read_exactly(&mut reader, 6), b"first\n");
+        runtime::block_on(async {
+            writer.write_all(b"welcome\n").await.unwrap();
+            writer.flush().await.unwrap();
+        });
+        let (got, end) = client.read(8);
+        end.expect("the client follows the server's answer to its KeyUpdate");
+        assert_eq!(got, b"welcome\n");
+    }
+
+    #[test]
+    fn records_without_data_are_refused_past_their_bound() {
+        let ((mut reader, _writer), mut client) = connect(b"");
+        let mut updates = Vec::new();
+        for _ in 0..=MAX_RECORDS_WITHOUT_DATA {
+            client.tls.refresh_traffic_keys().unwrap();
+            while client.tls.wants_write() {
+                client.tls.write_tls(&mut updates).unwrap();
+            }
+        }
+        client.tcp.write_all(&updates).unwrap();
+        let error = read_once(&mut reader).unwrap_err();
+        assert!(
+            error.to_string().contains("in a row without data"),
+            "{error}"
+        );
+        // At the bound itself, and with data between, nothing is refused.
+        let ((mut reader, _writer), mut client) = connect(b"");
+        for round in 0..3u8 {
+            for _ in 0..MAX_RECORDS_WITHOUT_DATA {
+                client.tls.refresh_traffic_keys().unwrap();
+            }
+            client.write(&[round; 3]);
+            assert_eq!(read_exactly(&mut reader, 3), [round; 3]);
         }
     }
 
