@@ -47,6 +47,15 @@ impl Histogram {
         }
         self.max
     }
+
+    /// "p50 / p99" in milliseconds, for a table (the values are microseconds).
+    pub fn p50_p99_ms(&self) -> String {
+        format!(
+            "{:.2} / {:.2}",
+            self.quantile(0.5) as f64 / 1000.0,
+            self.quantile(0.99) as f64 / 1000.0
+        )
+    }
 }
 
 fn index(value: u64) -> usize {

@@ -760,20 +760,12 @@ fn fan_out(
     let mut m = measure(reactor, server, &before, &latency);
     m.extra.push((
         "latency p50 / p99, read by the generator (ms)".into(),
-        format!(
-            "{:.2} / {:.2}",
-            read.quantile(0.5) as f64 / 1000.0,
-            read.quantile(0.99) as f64 / 1000.0
-        ),
+        read.p50_p99_ms(),
     ));
     if let Some(lag) = send_lag {
         m.extra.push((
             "sends behind schedule p50 / p99 (ms)".into(),
-            format!(
-                "{:.2} / {:.2}",
-                lag.quantile(0.5) as f64 / 1000.0,
-                lag.quantile(0.99) as f64 / 1000.0
-            ),
+            lag.p50_p99_ms(),
         ));
     }
     m.unstamped = reactor.counters.unstamped;
