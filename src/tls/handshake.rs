@@ -14,7 +14,7 @@ use rustls::server::UnbufferedServerConnection;
 use rustls::unbuffered::{ConnectionState, EncodeError, UnbufferedStatus};
 use rustls::SupportedCipherSuite;
 
-use super::records::{tls_error, RecordReader, RecordWriter, Shared};
+use super::records::{tls_error, RecordReader, RecordWriter, Shared, MAX_CIPHERTEXT};
 
 /// The most bytes of handshake buffered at once (a ClientHello is a few hundred bytes; rustls
 /// itself refuses handshake messages over 64 KiB).
@@ -72,9 +72,7 @@ where
                 )))
             }
             Err(error) => {
-                incoming.drain(..discard);
-                shown -= discard;
-                send_alert(&mut connection, &mut incoming[..shown], &mut socket).await;
+                send_alert(&mut connection, &mut socket).await;
                 return Err(tls_error(error));
             }
         }
@@ -95,9 +93,18 @@ where
             read_more = true;
         }
         if read_more {
-            if let Some(record) = record_length(&incoming[shown..]) {
-                shown += record;
-                continue;
+            match record_length(&incoming[shown..]) {
+                Some(Ok(record)) => {
+                    shown += record;
+                    continue;
+                }
+                // A length no record may have: rustls refuses it (with its alert) from what
+                // arrived, rather than the handshake waiting for 64 KiB that mean nothing.
+                Some(Err(())) => {
+                    shown = incoming.len();
+                    continue;
+                }
+                None => {}
             }
             if incoming.len() >= MAX_HANDSHAKE_BYTES {
                 return Err(io::Error::new(
@@ -139,11 +146,15 @@ where
     Ok((reader, writer))
 }
 
-/// The length of the whole record at the start of `bytes` (header included), if it is all there.
-fn record_length(bytes: &[u8]) -> Option<usize> {
+/// The length of the whole record at the start of `bytes` (header included) if it is all there,
+/// or `Err` if its header gives a length no record may have (over 2^14 + 256 bytes).
+fn record_length(bytes: &[u8]) -> Option<Result<usize, ()>> {
     let header = bytes.get(..5)?;
-    let length = 5 + usize::from(u16::from_be_bytes([header[3], header[4]]));
-    (bytes.len() >= length).then_some(length)
+    let body = usize::from(u16::from_be_bytes([header[3], header[4]]));
+    if body > MAX_CIPHERTEXT {
+        return Some(Err(()));
+    }
+    (bytes.len() >= 5 + body).then_some(Ok(5 + body))
 }
 
 /// Appends what `encode` writes to `outgoing`, growing it as rustls asks.
@@ -170,16 +181,16 @@ fn encode(
 }
 
 /// After rustls refused the handshake, sends the alert it queued (best effort: the connection
-/// is being closed anyway).
+/// is being closed anyway). rustls is shown nothing more: the record it refused would be
+/// refused again, and a second fatal alert is a bug to it.
 async fn send_alert<S: AsyncWrite + Unpin>(
     connection: &mut UnbufferedServerConnection,
-    incoming: &mut [u8],
     socket: &mut S,
 ) {
     let mut outgoing = Vec::new();
     // An encode and a transmit at most; bounded in case rustls has nothing to send.
     for _ in 0..4 {
-        let UnbufferedStatus { state, .. } = connection.process_tls_records(incoming);
+        let UnbufferedStatus { state, .. } = connection.process_tls_records(&mut []);
         match state {
             Ok(ConnectionState::EncodeTlsData(mut data)) => {
                 if encode(&mut outgoing, |buffer| data.encode(buffer)).is_err() {

@@ -48,7 +48,7 @@ const HEADER_BYTES: usize = 5;
 const MAX_PLAINTEXT: usize = 1 << 14;
 
 /// The longest protected record body a peer may send (RFC 8446 §5.2).
-const MAX_CIPHERTEXT: usize = MAX_PLAINTEXT + 256;
+pub(super) const MAX_CIPHERTEXT: usize = MAX_PLAINTEXT + 256;
 
 /// At most this much plaintext is sealed per write call (four full records): a long queue goes
 /// out in few system calls, and the records not yet written never hold more than this.
@@ -793,6 +793,37 @@ mod tests {
     /// record layer may otherwise wait for bytes that never come).
     const DEADLINE: std::time::Duration = std::time::Duration::from_secs(20);
 
+    /// The server's side of a handshake the client spoils: `spoil` gets the client's TCP
+    /// stream and its rustls session, sends what it likes, then reads what the server answers.
+    /// Returns the server's error and what `spoil` read.
+    fn refused_handshake(
+        spoil: impl FnOnce(&mut StdTcpStream, ClientConnection) -> Vec<u8> + Send + 'static,
+    ) -> (io::Error, Vec<u8>) {
+        let dir = TempDir::new().unwrap();
+        let (key, cert) = tls::default_paths(&dir.path().join("users.json"));
+        let identity = ServerIdentity::load_or_create(&key, &cert).unwrap();
+        let server = identity.server_config().unwrap();
+        let listener = runtime::block_on(TcpListener::bind("127.0.0.1:0")).unwrap();
+        let address = listener.local_addr().unwrap();
+        let config = Arc::new(tls::client_config(
+            Some(identity.fingerprint()),
+            Arc::new(Mutex::new(None)),
+        ));
+        let client = thread::spawn(move || {
+            let tls = ClientConnection::new(config, tls::server_name()).unwrap();
+            let mut tcp = StdTcpStream::connect(address).unwrap();
+            tcp.set_read_timeout(Some(DEADLINE)).unwrap();
+            spoil(&mut tcp, tls)
+        });
+        let error = runtime::block_on(runtime::timeout(DEADLINE, async {
+            let (tcp, _) = listener.accept().await.unwrap();
+            tls::accept(tcp, server.config).await.err()
+        }))
+        .expect("the handshake ends within the deadline")
+        .expect("the handshake is refused");
+        (error, client.join().unwrap())
+    }
+
     fn read_exactly(reader: &mut RecordReader<TcpStream>, len: usize) -> Vec<u8> {
         let mut got = vec![0u8; len];
         runtime::block_on(runtime::timeout(DEADLINE, reader.read_exact(&mut got)))
@@ -885,10 +916,22 @@ mod tests {
             tls.writer().write_all(b"first\n").unwrap();
         });
         assert_eq!(read_exactly(&mut reader, 6), b"first\n");
+        assert!(
+            reader.shared.update_requested.load(Ordering::Relaxed),
+            "the request seen"
+        );
         runtime::block_on(async {
             writer.write_all(b"welcome\n").await.unwrap();
             writer.flush().await.unwrap();
         });
+        assert!(
+            !writer.shared.update_requested.load(Ordering::Relaxed),
+            "and answered"
+        );
+        assert_eq!(
+            writer.seq, 1,
+            "the answer, then one record under the new keys"
+        );
         let (got, end) = client.read(8);
         end.expect("the client follows the server's answer to its KeyUpdate");
         assert_eq!(got, b"welcome\n");
@@ -919,6 +962,48 @@ mod tests {
             client.write(&[round; 3]);
             assert_eq!(read_exactly(&mut reader, 3), [round; 3]);
         }
+    }
+
+    #[test]
+    fn a_handshake_rustls_refuses_ends_with_its_alert() {
+        // The client's Finished changed on the way.
+        let (error, answer) = refused_handshake(|tcp, mut tls| {
+            while tls.wants_write() {
+                tls.write_tls(tcp).unwrap();
+            }
+            while tls.is_handshaking() {
+                tls.read_tls(tcp).unwrap();
+                tls.process_new_packets().unwrap();
+            }
+            let mut flight = Vec::new();
+            while tls.wants_write() {
+                tls.write_tls(&mut flight).unwrap();
+            }
+            let last = flight.len() - 1;
+            flight[last] ^= 1;
+            tcp.write_all(&flight).unwrap();
+            match tls.read_tls(tcp).map(|_| tls.process_new_packets()) {
+                Ok(Err(e)) => e.to_string().into_bytes(),
+                other => format!("no alert: {other:?}").into_bytes(),
+            }
+        });
+        assert!(error.to_string().contains("decrypt"), "{error}");
+        let answer = String::from_utf8(answer).unwrap();
+        assert!(answer.contains("BadRecordMac"), "{answer}");
+    }
+
+    #[test]
+    fn a_record_length_no_record_may_have_ends_the_handshake_at_once() {
+        let (error, answer) = refused_handshake(|tcp, _| {
+            tcp.write_all(&[22, 3, 1, 0xff, 0xff]).unwrap();
+            let mut answer = vec![0u8; 7];
+            tcp.read_exact(&mut answer).unwrap();
+            answer
+        });
+        assert!(!error.to_string().is_empty());
+        // An alert record in the clear: type 21, fatal.
+        assert_eq!(&answer[..1], &[21], "{answer:?}");
+        assert_eq!(answer[5], 2, "{answer:?}");
     }
 
     #[test]
