@@ -72,7 +72,9 @@ where
                 )))
             }
             Err(error) => {
-                send_alert(&mut connection, &mut socket).await;
+                incoming.drain(..discard);
+                shown -= discard;
+                send_alert(&mut connection, &mut incoming[..shown], &mut socket).await;
                 return Err(tls_error(error));
             }
         }
@@ -181,31 +183,20 @@ fn encode(
 }
 
 /// After rustls refused the handshake, sends the alert it queued (best effort: the connection
-/// is being closed anyway). rustls is shown nothing more: the record it refused would be
-/// refused again, and a second fatal alert is a bug to it.
+/// is being closed anyway). rustls is asked once, with what it was shown less what it
+/// discarded: a queued alert comes out before it looks at the bytes again. Asked twice, it
+/// would refuse the same record again (a second fatal alert is a bug to it), and shown fewer
+/// bytes than it has begun to read, it would index past them.
 async fn send_alert<S: AsyncWrite + Unpin>(
     connection: &mut UnbufferedServerConnection,
+    shown: &mut [u8],
     socket: &mut S,
 ) {
-    let mut outgoing = Vec::new();
-    // An encode and a transmit at most; bounded in case rustls has nothing to send.
-    for _ in 0..4 {
-        let UnbufferedStatus { state, .. } = connection.process_tls_records(&mut []);
-        match state {
-            Ok(ConnectionState::EncodeTlsData(mut data)) => {
-                if encode(&mut outgoing, |buffer| data.encode(buffer)).is_err() {
-                    return;
-                }
-            }
-            Ok(ConnectionState::TransmitTlsData(data)) => {
-                let _ = socket.write_all(&outgoing).await;
-                data.done();
-                return;
-            }
-            _ => break,
+    let UnbufferedStatus { state, .. } = connection.process_tls_records(shown);
+    if let Ok(ConnectionState::EncodeTlsData(mut data)) = state {
+        let mut outgoing = Vec::new();
+        if encode(&mut outgoing, |buffer| data.encode(buffer)).is_ok() {
+            let _ = socket.write_all(&outgoing).await;
         }
-    }
-    if !outgoing.is_empty() {
-        let _ = socket.write_all(&outgoing).await;
     }
 }
