@@ -144,9 +144,6 @@ struct Session {
     peer: PeerInfo,
     /// The sort key, computed once: the lower-cased username.
     key: String,
-    /// `peer` as JSON, encoded once at login and copied into every `welcome`, `peers` and
-    /// `joined` that lists it.
-    entry: Box<str>,
     outbox: Outbox,
     /// Tells the session's connection that a login from elsewhere took its name over.
     replaced: oneshot::Sender<()>,
@@ -156,9 +153,13 @@ struct Session {
 #[derive(Default)]
 struct Broker {
     sessions: HashMap<SessionId, Session>,
-    /// Lower-cased username → session, in the order of the peer list; also the "already online"
-    /// check.
-    by_name: BTreeMap<String, SessionId>,
+    /// Lower-cased username → session and its peer entry (the peer as JSON, encoded once at
+    /// login and copied into every `welcome`, `peers` and `joined` that lists it), in the order
+    /// of the peer list; also the "already online" check. The entry is here rather than in the
+    /// session so that a peer list is one walk of this map: a 10,000-client storm copies 50
+    /// million entries into `welcome`s, and looking each session up cost the storm over TLS
+    /// 2–3 s of its 17 s of server CPU (docs/performance.md, "Over TLS").
+    by_name: BTreeMap<String, (SessionId, Box<str>)>,
     /// Announced direct-message endpoint (IP, UDP port) → session: one endpoint, one session.
     by_endpoint: HashMap<SocketAddr, SessionId>,
     /// Announced session key → session: one key, one session.
@@ -214,7 +215,7 @@ impl Broker {
                 reply,
             } => {
                 let key = peer.username.to_ascii_lowercase();
-                let online = self.by_name.get(&key).copied();
+                let online = self.by_name.get(&key).map(|(id, _)| *id);
                 // The session being replaced may well have announced the same endpoint (the
                 // same laptop, the same --p2p-port): it frees it.
                 let endpoint_owner = self.by_endpoint.get(&peer.p2p_addr()).copied();
@@ -313,19 +314,18 @@ impl Broker {
         let entry: Box<str> = serde_json::to_string(&peer)
             .expect("a peer always serializes")
             .into();
-        self.by_name.insert(key.clone(), id);
         self.by_endpoint.insert(peer.p2p_addr(), id);
         if let Some(public_key) = peer.public_key {
             self.by_key.insert(public_key, id);
         }
         self.entries_len += entry.len();
         let announcement = format!("{{\"type\":\"joined\",\"peer\":{entry}}}\n");
+        self.by_name.insert(key.clone(), (id, entry));
         self.sessions.insert(
             id,
             Session {
                 peer,
                 key,
-                entry,
                 outbox,
                 replaced,
             },
@@ -371,8 +371,9 @@ impl Broker {
             self.ended_keys
                 .ended(public_key, &session.key, Instant::now());
         }
-        self.by_name.remove(&session.key);
-        self.entries_len -= session.entry.len();
+        if let Some((_, entry)) = self.by_name.remove(&session.key) {
+            self.entries_len -= entry.len();
+        }
         Some(session)
     }
 
@@ -405,11 +406,11 @@ impl Broker {
     /// Appends the JSON array of every online peer, sorted by lower-cased name.
     fn push_peer_list(&self, out: &mut String) {
         out.push('[');
-        for (i, id) in self.by_name.values().enumerate() {
+        for (i, (_, entry)) in self.by_name.values().enumerate() {
             if i > 0 {
                 out.push(',');
             }
-            out.push_str(&self.sessions[id].entry);
+            out.push_str(entry);
         }
         out.push(']');
     }
