@@ -432,26 +432,26 @@ mod tests {
         assert_ne!(another.fingerprint(), made.fingerprint());
     }
 
-    #[test]
-    fn the_server_keeps_no_resumption_state() {
+    /// The configuration of a server whose identity is made in a folder of its own.
+    fn a_server_config() -> ServerTls {
         let dir = TempDir::new().unwrap();
         let (key, cert) = default_paths(&dir.path().join("users.json"));
-        let tls = ServerIdentity::load_or_create(&key, &cert)
+        ServerIdentity::load_or_create(&key, &cert)
             .unwrap()
             .server_config()
-            .unwrap();
+            .unwrap()
+    }
+
+    #[test]
+    fn the_server_keeps_no_resumption_state() {
+        let tls = a_server_config();
         assert_eq!(tls.config.send_tls13_tickets, 0);
         assert!(!tls.config.session_storage.can_cache());
     }
 
     #[test]
     fn the_server_picks_the_cipher_suite_in_its_own_order_aes_256_first() {
-        let dir = TempDir::new().unwrap();
-        let (key, cert) = default_paths(&dir.path().join("users.json"));
-        let tls = ServerIdentity::load_or_create(&key, &cert)
-            .unwrap()
-            .server_config()
-            .unwrap();
+        let tls = a_server_config();
         assert!(tls.config.ignore_client_order);
         let first = tls.config.crypto_provider().cipher_suites[0].suite();
         assert_eq!(first, rustls::CipherSuite::TLS13_AES_256_GCM_SHA384);

@@ -741,6 +741,21 @@ mod tests {
 
     type Halves = (RecordReader<TcpStream>, RecordWriter<TcpStream>);
 
+    /// A server's TLS configuration (its identity made in a folder of its own), a client's that
+    /// pins it, and a listener on loopback.
+    fn endpoints() -> (tls::ServerTls, Arc<rustls::ClientConfig>, TcpListener) {
+        let dir = TempDir::new().unwrap();
+        let (key, cert) = tls::default_paths(&dir.path().join("users.json"));
+        let identity = ServerIdentity::load_or_create(&key, &cert).unwrap();
+        let client = tls::client_config(Some(identity.fingerprint()), Arc::new(Mutex::new(None)));
+        let listener = runtime::block_on(TcpListener::bind("127.0.0.1:0")).unwrap();
+        (
+            identity.server_config().unwrap(),
+            Arc::new(client),
+            listener,
+        )
+    }
+
     /// A handshake over loopback; `before` is written by the client before the handshake ends,
     /// so that it leaves with the client's Finished.
     fn connect(before: &[u8]) -> (Halves, Client) {
@@ -754,16 +769,8 @@ mod tests {
     fn connect_with(
         with_finished: impl FnOnce(&mut ClientConnection) + Send + 'static,
     ) -> (Halves, Client) {
-        let dir = TempDir::new().unwrap();
-        let (key, cert) = tls::default_paths(&dir.path().join("users.json"));
-        let identity = ServerIdentity::load_or_create(&key, &cert).unwrap();
-        let server = identity.server_config().unwrap();
-        let listener = runtime::block_on(TcpListener::bind("127.0.0.1:0")).unwrap();
+        let (server, config, listener) = endpoints();
         let address = listener.local_addr().unwrap();
-        let config = Arc::new(tls::client_config(
-            Some(identity.fingerprint()),
-            Arc::new(Mutex::new(None)),
-        ));
         let client = thread::spawn(move || {
             let mut tls = ClientConnection::new(config, tls::server_name()).unwrap();
             let mut tcp = StdTcpStream::connect(address).unwrap();
@@ -799,16 +806,8 @@ mod tests {
     fn refused_handshake(
         spoil: impl FnOnce(&mut StdTcpStream, ClientConnection) -> Vec<u8> + Send + 'static,
     ) -> (io::Error, Vec<u8>) {
-        let dir = TempDir::new().unwrap();
-        let (key, cert) = tls::default_paths(&dir.path().join("users.json"));
-        let identity = ServerIdentity::load_or_create(&key, &cert).unwrap();
-        let server = identity.server_config().unwrap();
-        let listener = runtime::block_on(TcpListener::bind("127.0.0.1:0")).unwrap();
+        let (server, config, listener) = endpoints();
         let address = listener.local_addr().unwrap();
-        let config = Arc::new(tls::client_config(
-            Some(identity.fingerprint()),
-            Arc::new(Mutex::new(None)),
-        ));
         let client = thread::spawn(move || {
             let tls = ClientConnection::new(config, tls::server_name()).unwrap();
             let mut tcp = StdTcpStream::connect(address).unwrap();
