@@ -114,6 +114,22 @@ fn file_event(client: &mut ChatClient, kind: &str, direction: &str) -> Value {
 }
 
 /// A server and two people online, each knowing the other is.
+/// alice offers bob the file at `path`; bob's `file_offer` event.
+fn offer(a: &mut ChatClient, b: &mut ChatClient, path: &Path) -> Value {
+    a.send(&format!("/send bob {}", path.display()));
+    file_event(b, "file_offer", "in")
+}
+
+/// The name of the partial file in `person`'s download folder, once there is one.
+fn partial_file(person: &Person) -> String {
+    wait_until("a partial file", || {
+        person
+            .downloaded()
+            .into_iter()
+            .find(|n| n.ends_with(".p2pchat-part"))
+    })
+}
+
 fn two_online(flags: &[&str]) -> (TempDir, Server, Person, ChatClient, Person, ChatClient) {
     let users = TempDir::new().unwrap();
     let server = Server::start(&users.path().join("users.json"), &[]);
@@ -190,8 +206,7 @@ fn the_server_never_sees_a_byte_a_transfer_completes_while_it_is_stopped() {
     let path = file_to_send(&files, "photo.jpg", &bytes);
     // From here the server cannot read a byte: offer, answer and data go peer to peer.
     let _frozen = server.freeze();
-    a.send(&format!("/send bob {}", path.display()));
-    file_event(&mut b, "file_offer", "in");
+    offer(&mut a, &mut b, &path);
     b.send("/accept alice");
     let done = file_event(&mut b, "file_done", "in");
     assert_eq!(done["sha256"], sha256_hex(&bytes));
@@ -204,8 +219,7 @@ fn a_declined_offer_is_forgotten_at_both_ends_and_nothing_is_written() {
     let (_users, _server, _alice, mut a, bob, mut b) = two_online(&[]);
     let files = TempDir::new().unwrap();
     let path = file_to_send(&files, "notes.txt", b"private notes");
-    a.send(&format!("/send bob {}", path.display()));
-    file_event(&mut b, "file_offer", "in");
+    offer(&mut a, &mut b, &path);
     b.send("/decline alice");
     file_event(&mut b, "file_declined", "in");
     let declined = file_event(&mut a, "file_declined", "out");
@@ -232,8 +246,7 @@ fn an_unanswered_offer_lapses_at_both_ends() {
     let (_users, _server, _alice, mut a, bob, mut b) = two_online(&["--offer-timeout", "1"]);
     let files = TempDir::new().unwrap();
     let path = file_to_send(&files, "slides.pdf", b"slides");
-    a.send(&format!("/send bob {}", path.display()));
-    let offer = file_event(&mut b, "file_offer", "in");
+    let offer = offer(&mut a, &mut b, &path);
     assert_eq!(offer["lapses_in"], 1);
     file_event(&mut b, "file_lapsed", "in");
     file_event(&mut a, "file_lapsed", "out");
@@ -255,8 +268,7 @@ fn an_offer_over_max_file_size_is_refused_at_accept_with_a_clear_line() {
         .unwrap()
         .set_len(1 << 40)
         .expect("a sparse file of 1 TiB");
-    a.send(&format!("/send bob {}", path.display()));
-    let offer = file_event(&mut b, "file_offer", "in");
+    let offer = offer(&mut a, &mut b, &path);
     assert_eq!(offer["size"], 1u64 << 40);
     assert_eq!(offer["over_limit"], true);
     b.send("/accept alice");
@@ -283,8 +295,7 @@ fn names_a_peer_chose_are_saved_safely_inside_the_download_folder() {
     for name in names {
         let bytes = name.as_bytes().repeat(100);
         let path = file_to_send(&files, name, &bytes);
-        a.send(&format!("/send bob {}", path.display()));
-        let offer = file_event(&mut b, "file_offer", "in");
+        let offer = offer(&mut a, &mut b, &path);
         assert_eq!(offer["name"], name);
         b.send(&format!(
             "/accept alice {}",
@@ -312,8 +323,7 @@ fn an_existing_file_is_never_overwritten() {
     let files = TempDir::new().unwrap();
     let bytes = content(SIZE);
     let path = file_to_send(&files, "report.pdf", &bytes);
-    a.send(&format!("/send bob {}", path.display()));
-    file_event(&mut b, "file_offer", "in");
+    offer(&mut a, &mut b, &path);
     b.send("/accept alice");
     let done = file_event(&mut b, "file_done", "in");
     assert_eq!(
@@ -335,8 +345,7 @@ fn cancel_at_the_receiver_mid_transfer_ends_it_at_both_ends_and_removes_the_part
     let (_users, _server, _alice, mut a, bob, mut b) = two_online(&[]);
     let files = TempDir::new().unwrap();
     let path = file_to_send(&files, "big.iso", &content(SIZE));
-    a.send(&format!("/send bob {}", path.display()));
-    file_event(&mut b, "file_offer", "in");
+    offer(&mut a, &mut b, &path);
     // alice holds still: bob's fetch waits on her, its partial file made.
     let frozen = a.freeze();
     b.send("/accept alice");
@@ -369,8 +378,7 @@ fn cancel_at_the_sender_withdraws_the_offer_at_both_ends() {
     let (_users, _server, _alice, mut a, bob, mut b) = two_online(&[]);
     let files = TempDir::new().unwrap();
     let path = file_to_send(&files, "draft.txt", b"draft");
-    a.send(&format!("/send bob {}", path.display()));
-    let offer = file_event(&mut b, "file_offer", "in");
+    let offer = offer(&mut a, &mut b, &path);
     a.send(&format!(
         "/cancel {}",
         &offer["transfer"].as_str().unwrap()[..8]
@@ -396,16 +404,11 @@ fn cut_in_the_middle(
 ) -> Vec<u8> {
     let bytes = content(SIZE);
     let path = file_to_send(files, "dataset.csv", &bytes);
-    a.send(&format!("/send bob {}", path.display()));
-    file_event(&mut b, "file_offer", "in");
+    offer(a, &mut b, &path);
     let frozen = a.freeze();
     b.send("/accept alice");
     file_event(&mut b, "file_accepted", "in");
-    let partial = wait_until("bob's partial file", || {
-        bob.downloaded()
-            .into_iter()
-            .find(|n| n.ends_with(".p2pchat-part"))
-    });
+    let partial = partial_file(bob);
     b.kill();
     fs::write(bob.downloads.join(&partial), &bytes[..SIZE / 2]).unwrap();
     drop(frozen);
@@ -466,17 +469,12 @@ fn a_sender_killed_mid_transfer_serves_the_rest_after_a_restart() {
     let files = TempDir::new().unwrap();
     let bytes = content(SIZE);
     let path = file_to_send(&files, "archive.tar", &bytes);
-    a.send(&format!("/send bob {}", path.display()));
-    file_event(&mut b, "file_offer", "in");
+    offer(&mut a, &mut b, &path);
     // alice holds still, then dies: bob's fetch never gets a byte from her.
     let frozen = a.freeze();
     b.send("/accept alice");
     file_event(&mut b, "file_accepted", "in");
-    let partial = wait_until("bob's partial file", || {
-        bob.downloaded()
-            .into_iter()
-            .find(|n| n.ends_with(".p2pchat-part"))
-    });
+    let partial = partial_file(&bob);
     a.kill();
     // Dead: there is nothing left to let go on.
     std::mem::forget(frozen);
