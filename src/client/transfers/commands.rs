@@ -326,17 +326,8 @@ impl Transfers {
                 });
                 continue;
             }
-            match direction {
-                Direction::In => {
-                    self.fetch(id, reborrow(&mut net), emit);
-                }
-                Direction::Out => {
-                    let _ = net
-                        .courier
-                        .send_file(net.peers, net.me, &peer, id, FileSignal::FileResume)
-                        .await;
-                }
-            }
+            self.resume_now(id, direction, &peer, reborrow(&mut net), emit)
+                .await;
         }
         Ok(())
     }

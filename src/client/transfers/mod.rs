@@ -290,19 +290,33 @@ impl Transfers {
             .map(|(id, e)| (*id, e.direction, e.peer.clone()))
             .collect();
         for (id, direction, peer) in waiting {
-            match direction {
-                Direction::In => {
-                    if let Some(entry) = self.entries.get_mut(&id) {
-                        entry.retry_wait = FIRST_RETRY;
-                    }
-                    self.fetch(id, reborrow(&mut net), emit);
+            if direction == Direction::In {
+                // The peer is back: the next failure waits the shortest time again.
+                if let Some(entry) = self.entries.get_mut(&id) {
+                    entry.retry_wait = FIRST_RETRY;
                 }
-                Direction::Out => {
-                    let _ = net
-                        .courier
-                        .send_file(net.peers, net.me, &peer, id, FileSignal::FileResume)
-                        .await;
-                }
+            }
+            self.resume_now(id, direction, &peer, reborrow(&mut net), emit)
+                .await;
+        }
+    }
+
+    /// Resumes one transfer now: the receiver connects, the sender says `file_resume`.
+    pub(super) async fn resume_now(
+        &mut self,
+        id: TransferId,
+        direction: Direction,
+        peer: &str,
+        net: Net<'_>,
+        emit: &mut dyn FnMut(ClientEvent),
+    ) {
+        match direction {
+            Direction::In => self.fetch(id, net, emit),
+            Direction::Out => {
+                let _ = net
+                    .courier
+                    .send_file(net.peers, net.me, peer, id, FileSignal::FileResume)
+                    .await;
             }
         }
     }

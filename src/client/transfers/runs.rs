@@ -172,14 +172,19 @@ impl Transfers {
         entry.state = State::Interrupted;
         entry.retry_at = auto.then(|| Instant::now() + entry.retry_wait);
         entry.retry_wait = (entry.retry_wait * 2).min(MAX_RETRY);
-        emit(self.said(id, |s| TransferEvent::FileFailed {
+        emit(self.file_failed(id, reason, true));
+    }
+
+    /// The `file_failed` event for `id`.
+    fn file_failed(&self, id: TransferId, reason: String, resumable: bool) -> ClientEvent {
+        self.said(id, |s| TransferEvent::FileFailed {
             transfer: s.transfer,
             direction: s.direction,
             peer: s.peer,
             name: s.name,
             reason,
-            resumable: true,
-        }));
+            resumable,
+        })
     }
 
     /// A run stopped and the transfer is over.
@@ -192,14 +197,7 @@ impl Transfers {
         if !self.entries.contains_key(&id) {
             return;
         }
-        emit(self.said(id, |s| TransferEvent::FileFailed {
-            transfer: s.transfer,
-            direction: s.direction,
-            peer: s.peer,
-            name: s.name,
-            reason,
-            resumable: false,
-        }));
+        emit(self.file_failed(id, reason, false));
         if let Some(mut entry) = self.entries.remove(&id) {
             entry.stop();
             // Over for good: its record goes, and with it the only way to find the partial
