@@ -392,13 +392,17 @@ pub struct ChatClient {
 }
 
 impl ChatClient {
+    /// The first `kind` event already received (waits for nothing).
+    fn received(&self, kind: &str) -> &Value {
+        self.history
+            .iter()
+            .find(|e| e["event"] == kind)
+            .unwrap_or_else(|| panic!("no {kind} event received yet"))
+    }
+
     /// The session key this client announced: its own entry in its `welcome`.
     pub fn session_key(&self) -> PublicKey {
-        let welcome = self
-            .history
-            .iter()
-            .find(|e| e["event"] == "welcome")
-            .expect("the client's welcome");
+        let welcome = self.received("welcome");
         let me = welcome["peers"]
             .as_array()
             .unwrap()
@@ -620,11 +624,7 @@ impl ChatClient {
     /// This client's UDP address for direct messages, from its `connected` event (already
     /// received: waits for nothing).
     pub fn p2p_addr(&self) -> SocketAddr {
-        let connected = self
-            .history
-            .iter()
-            .find(|e| e["event"] == "connected")
-            .expect("a connected event");
+        let connected = self.received("connected");
         connected["p2p_addr"].as_str().unwrap().parse().unwrap()
     }
 
